@@ -1,0 +1,92 @@
+"""Frontends: a torch model (torch.export + torch-mlir) or MLIR text (StableHLO or MHLO spelling)
+-> graph IR, normalised by MLIR's own passes on the way in."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from byteir_cat.errors import CompileError
+from byteir_cat.importer import import_module
+from byteir_cat.ir import Module
+from byteir_cat.mlir_context import parse_generic, run_opt
+
+# `= mhlo.add`, `"mhlo.add"(`, or an op at the start of a line (`mhlo.return`): op positions only, so
+# attribute names such as `mhlo.num_partitions` stay as they are.
+_MHLO_OP = re.compile(r'(?P<pre>(?:=\s*|^\s*)"?)mhlo\.(?P<op>[a-z_][\w.]*)', re.M)
+_MHLO_ATTR = re.compile(r"#mhlo([.<])")
+_UNKNOWN_OP = re.compile(r"(?:custom op|operation) '(?:stablehlo)\.([\w.]+)'")
+
+
+def rename_mhlo(text: str) -> tuple[str, set[str]]:
+    """MHLO spelling -> StableHLO spelling; returns the new text and the op names that were renamed."""
+    renamed: set[str] = set()
+
+    def op(m: re.Match) -> str:
+        renamed.add(m["op"])
+        return f"{m['pre']}stablehlo.{m['op']}"
+
+    text = _MHLO_OP.sub(op, text)
+    text = _MHLO_ATTR.sub(r"#stablehlo\1", text)
+    return text, renamed
+
+
+def load_mlir(path_or_text: str | Path, source: str | None = None) -> Module:
+    """Read a StableHLO/MHLO module from a file path or from text; pretty or generic form."""
+    if isinstance(path_or_text, Path) or ("\n" not in str(path_or_text) and "{" not in str(path_or_text)):
+        path = Path(path_or_text)
+        if not path.exists():
+            raise CompileError(f"{path}: no such file")
+        if path.is_dir():
+            raise CompileError(f"{path}: is a directory, not an .mlir file")
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise CompileError(f"{path}: not a text file") from None
+        source = source or str(path)
+    else:
+        text = str(path_or_text)
+        source = source or "<text>"
+    if not text.strip():
+        raise CompileError(f"{source}: empty module")
+    text, renamed = rename_mhlo(text)
+    try:
+        generic = run_opt(text, source)
+    except CompileError as e:
+        m = _UNKNOWN_OP.search(str(e))
+        if m and m[1] in renamed:
+            where = str(e).split(": ", 1)[0]
+            raise CompileError(f"unsupported op mhlo.{m[1]} at {where}: it has no StableHLO equivalent") from None
+        raise
+    mmodule = parse_generic(generic)
+    return import_module(mmodule, generic, source)
+
+
+def _drop_non_persistent_buffers(model: torch.nn.Module) -> None:
+    # torch-mlir's importer cannot map non-persistent buffers (BERT's position_ids, Llama's inv_freq);
+    # treating them as persistent keeps their values as constants of the exported graph.
+    for sub in model.modules():
+        sub._non_persistent_buffers_set.clear()
+
+
+def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor) -> Module:
+    """torch.nn.Module -> StableHLO via torch.export and torch-mlir -> graph IR."""
+    from torch_mlir import fx
+
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    model = model.eval()
+    _drop_non_persistent_buffers(model)
+    name = type(model).__name__
+    try:
+        with torch.no_grad():
+            mmodule = fx.export_and_import(model, *example_inputs, output_type="stablehlo")
+    except Exception as e:  # torch.export raises many kinds; the user needs the first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CompileError(f"torch export of {name} failed: {type(e).__name__}: {first}") from None
+    text = str(mmodule)
+    generic = run_opt(text, f"{name}.stablehlo.mlir")
+    return import_module(parse_generic(generic), generic, f"{name}.stablehlo.mlir")

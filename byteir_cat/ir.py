@@ -1,0 +1,219 @@
+"""The graph IR every stage works on: SSA values, ops, blocks, functions, modules.
+
+MLIR parses and prints (see ``importer`` and ``printer``); passes, the partitioner and the reference
+evaluator work on this plain-Python form so that they stay readable, fast to iterate on, and usable
+where MLIR is not installed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# element type spelling (MLIR) -> numpy dtype used for constants and host buffers
+_NUMPY_DTYPES: dict[str, str] = {
+    "f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
+    "i1": "bool", "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64",
+    "ui8": "uint8", "ui16": "uint16", "ui32": "uint32", "ui64": "uint64",
+}
+FLOAT_DTYPES = frozenset({"f64", "f32", "f16", "bf16"})
+INT_DTYPES = frozenset({"i8", "i16", "i32", "i64", "ui8", "ui16", "ui32", "ui64"})
+
+
+def dtype_bytes(dtype: str) -> int:
+    if dtype == "i1":
+        return 1
+    digits = "".join(ch for ch in dtype if ch.isdigit())
+    return max(1, int(digits) // 8)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        dims = "".join(f"{d}x" for d in self.shape)
+        return f"tensor<{dims}{self.dtype}>"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * dtype_bytes(self.dtype)
+
+    def with_shape(self, shape: Iterable[int]) -> TensorType:
+        return TensorType(tuple(int(d) for d in shape), self.dtype)
+
+    def with_dtype(self, dtype: str) -> TensorType:
+        return TensorType(self.shape, dtype)
+
+
+_ids = itertools.count()
+
+
+class Value:
+    """An SSA value: a block argument (``owner`` is None) or result ``index`` of op ``owner``."""
+
+    __slots__ = ("type", "owner", "index", "uid")
+
+    def __init__(self, type: TensorType, owner: Op | None = None, index: int = 0):
+        self.type = type
+        self.owner = owner
+        self.index = index
+        self.uid = next(_ids)
+
+    def __repr__(self) -> str:
+        src = self.owner.name if self.owner else "arg"
+        return f"<Value {self.uid} {self.type} from {src}>"
+
+
+@dataclass(eq=False)
+class Op:
+    """One operation. ``attrs`` holds decoded Python values; ``raw_attrs`` the MLIR text of attributes
+    that came from a parsed module, so that printing gives back exactly what was read."""
+
+    name: str
+    operands: list[Value]
+    results: list[Value]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    raw_attrs: dict[str, str] = field(default_factory=dict)
+    regions: list[Block] = field(default_factory=list)
+    loc: str = ""
+
+    @staticmethod
+    def create(name: str, operands: Iterable[Value], result_types: Iterable[TensorType],
+               attrs: dict[str, Any] | None = None, loc: str = "",
+               regions: list[Block] | None = None) -> Op:
+        op = Op(name, list(operands), [], dict(attrs or {}), {}, list(regions or []), loc)
+        op.results = [Value(t, op, i) for i, t in enumerate(result_types)]
+        return op
+
+    @property
+    def result(self) -> Value:
+        assert len(self.results) == 1, f"{self.name} has {len(self.results)} results"
+        return self.results[0]
+
+    @property
+    def dialect(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[-1]
+
+    def __repr__(self) -> str:
+        return f"<Op {self.name} {[str(r.type) for r in self.results]} {self.loc}>"
+
+
+@dataclass(eq=False)
+class Block:
+    """A region body: arguments, ops in order, and the values it returns."""
+
+    args: list[Value] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
+    returns: list[Value] = field(default_factory=list)
+
+    def walk(self) -> Iterator[Op]:
+        for op in self.ops:
+            yield op
+            for region in op.regions:
+                yield from region.walk()
+
+    def users(self) -> dict[Value, list[Op]]:
+        """Map every value defined or used here to the ops of this block that use it."""
+        uses: dict[Value, list[Op]] = {}
+        for op in self.ops:
+            for v in op.operands:
+                uses.setdefault(v, []).append(op)
+        return uses
+
+    def replace_uses(self, old: Value, new: Value) -> None:
+        for op in self.walk():
+            op.operands = [new if v is old else v for v in op.operands]
+        self.returns = [new if v is old else v for v in self.returns]
+
+
+@dataclass(eq=False)
+class Function:
+    name: str
+    body: Block
+    public: bool = True
+    # Partition tags and the like: printed as function attributes.
+    attrs: dict[str, Any] = field(default_factory=dict)
+    arg_names: list[str] = field(default_factory=list)
+
+    @property
+    def arg_types(self) -> list[TensorType]:
+        return [a.type for a in self.body.args]
+
+    @property
+    def result_types(self) -> list[TensorType]:
+        return [v.type for v in self.body.returns]
+
+
+@dataclass(eq=False)
+class Module:
+    functions: dict[str, Function] = field(default_factory=dict)
+    source: str = "<module>"
+
+    @property
+    def main(self) -> Function:
+        if "main" in self.functions:
+            return self.functions["main"]
+        public = [f for f in self.functions.values() if f.public]
+        if len(public) == 1:
+            return public[0]
+        raise KeyError("module has no @main function")
+
+    def add(self, fn: Function) -> None:
+        self.functions[fn.name] = fn
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    name = _NUMPY_DTYPES.get(dtype)
+    if name is None:
+        raise ValueError(f"element type {dtype} has no host representation")
+    if name == "bfloat16":
+        # numpy has no bfloat16: keep the raw bits as uint16 and let torch reinterpret them.
+        return np.dtype("uint16")
+    return np.dtype(name)
+
+
+def torch_dtype(dtype: str):
+    import torch
+
+    table = {
+        "f64": torch.float64, "f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
+        "i1": torch.bool, "i8": torch.int8, "i16": torch.int16, "i32": torch.int32, "i64": torch.int64,
+        "ui8": torch.uint8, "ui16": torch.uint16, "ui32": torch.uint32, "ui64": torch.uint64,
+    }
+    if dtype not in table:
+        raise ValueError(f"element type {dtype} is not supported")
+    return table[dtype]
+
+
+def dtype_of_torch(t) -> str:
+    import torch
+
+    table = {
+        torch.float64: "f64", torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16",
+        torch.bool: "i1", torch.int8: "i8", torch.int16: "i16", torch.int32: "i32", torch.int64: "i64",
+        torch.uint8: "ui8",
+    }
+    if t not in table:
+        raise ValueError(f"torch dtype {t} is not supported")
+    return table[t]

@@ -1,0 +1,85 @@
+"""The one place that creates MLIR contexts and runs MLIR's own tools.
+
+The Python bindings in the torch-mlir wheel register StableHLO but not CHLO; ``torch-mlir-opt`` from the
+same wheel registers both. So text goes through ``torch-mlir-opt`` once (inlining, StableHLO
+simplification, canonicalisation, CSE) and comes out in generic form, which the bindings parse with
+unregistered dialects allowed (``chlo.*``, ``check.*`` targets, our ``cat.*`` ops).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+from byteir_cat.errors import CompileError
+
+# Normalisation run on every module as it is loaded; a readable list, one pass per line.
+NORMALIZATION_PASSES: tuple[str, ...] = (
+    "inline",
+    "symbol-dce",
+    "stablehlo-aggressive-simplification",
+    "canonicalize",
+    "cse",
+)
+
+
+@functools.cache
+def _torch_mlir():
+    try:
+        import torch_mlir  # noqa: F401
+        from torch_mlir import ir
+        from torch_mlir._mlir_libs import _stablehlo
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise CompileError(f"torch-mlir is not installed ({e}); compiling needs it") from None
+    return ir, _stablehlo
+
+
+def make_context():
+    """A context with StableHLO registered and unregistered dialects allowed (CHLO, CAT, ByRE, check)."""
+    ir, stablehlo = _torch_mlir()
+    ctx = ir.Context()
+    stablehlo.register_dialect(ctx)
+    ctx.allow_unregistered_dialects = True
+    return ctx
+
+
+@functools.cache
+def opt_tool() -> str:
+    ir, _ = _torch_mlir()
+    import torch_mlir
+
+    path = Path(list(torch_mlir.__path__)[0]) / "_mlir_libs" / "torch-mlir-opt"
+    if not path.exists():
+        raise CompileError(f"torch-mlir-opt not found at {path}")
+    return str(path)
+
+
+_ERROR_LINE = re.compile(r"^(?P<file>[^\n]*?):(?P<line>\d+):(?P<col>\d+): error: (?P<msg>.*)$", re.M)
+
+
+def run_opt(text: str, source: str, passes: tuple[str, ...] = NORMALIZATION_PASSES) -> str:
+    """Parse ``text`` (named ``source`` in messages), run ``passes``, return the generic form."""
+    with tempfile.TemporaryDirectory(prefix="byteir-cat-") as tmp:
+        src = os.path.join(tmp, os.path.basename(source) or "input.mlir")
+        Path(src).write_text(text)
+        args = [opt_tool(), src, "--allow-unregistered-dialect", "--mlir-print-op-generic",
+                "--mlir-print-debuginfo"]
+        args += [f"--{p}" for p in passes]
+        proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        m = _ERROR_LINE.search(proc.stderr)
+        if m:
+            raise CompileError(f"{source}:{m['line']}:{m['col']}: {m['msg'].strip()}")
+        first = proc.stderr.strip().splitlines()[:1]
+        raise CompileError(f"{source}: MLIR could not read the module: {first[0] if first else 'unknown error'}")
+    return proc.stdout.replace(os.path.basename(src), source)
+
+
+def parse_generic(text: str, ctx=None):
+    ir, _ = _torch_mlir()
+    ctx = ctx or make_context()
+    return ir.Module.parse(text, ctx)
