@@ -1,0 +1,45 @@
+"""The CAT dialect: coarse ops that the CUTLASS-based backend renders (after AITemplate's op set).
+
+``build`` makes a graph op from a declaration; ``decode`` reads the declaration back from a graph op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from byteir_cat.ir import Op, Value
+from cat_dialect.activations import ACTIVATIONS, Activation
+from cat_dialect.attention import Attention
+from cat_dialect.bmm import BMM_LAYOUTS, Bmm
+from cat_dialect.gemm import BINARY_EPILOGUES, GEMM_LAYOUTS, Gemm
+from cat_dialect.norms import LayerNorm, RmsNorm
+from cat_dialect.op_base import CatOp, CatVerifyError
+from cat_dialect.permute import OutputPermute
+from cat_dialect.softmax import Softmax
+
+PREFIX = "cat."
+
+__all__ = [
+    "ACTIVATIONS", "Activation", "Attention", "BINARY_EPILOGUES", "BMM_LAYOUTS", "Bmm", "CatOp", "CatVerifyError",
+    "GEMM_LAYOUTS", "Gemm", "LayerNorm", "OutputPermute", "RmsNorm", "Softmax", "build", "decode", "is_cat",
+]
+
+
+def is_cat(op: Op) -> bool:
+    return op.name.startswith(PREFIX)
+
+
+def decode(op: Op) -> CatOp:
+    """The declaration behind a ``cat.*`` graph op."""
+    name = op.name[len(PREFIX):]
+    for family in CatOp.families:
+        found = family.from_name(name, op.attrs)
+        if found is not None:
+            return found
+    raise CatVerifyError(f"unknown CAT op {op.name} at {op.loc or '?'}")
+
+
+def build(cat_op: CatOp, operands: Sequence[Value], loc: str = "") -> Op:
+    """A verified graph op for ``cat_op`` applied to ``operands``."""
+    out = cat_op.infer_type([v.type for v in operands])
+    return Op.create(PREFIX + cat_op.name, operands, [out], cat_op.attributes(), loc)

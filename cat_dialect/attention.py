@@ -1,0 +1,82 @@
+"""Fused scaled dot-product attention: softmax(Q K^T * scale + mask) V, one op per layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from byteir_cat.ir import TensorType
+from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
+from cat_dialect.softmax import masked_softmax
+
+
+@dataclass(frozen=True)
+class Attention(CatOp):
+    """Q [B, H, Sq, D], K [B, Hkv, Sk, D], V [B, Hkv, Sk, Dv] (H a multiple of Hkv: grouped-query),
+    optional additive mask broadcastable to [B, H, Sq, Sk]; ``causal`` masks key j > query i
+    (top-left aligned, as torch's is_causal). Result [B, H, Sq, Dv]."""
+
+    scale: float = 1.0
+    causal: bool = False
+    has_mask: bool = False
+    zero_masked_rows: bool = False
+
+    @property
+    def name(self) -> str:
+        return "attention"
+
+    @classmethod
+    def from_name(cls, name: str, attrs: dict[str, Any]) -> Attention | None:
+        if name != "attention":
+            return None
+        return cls(float(attrs.get("scale", 1.0)), bool(attrs.get("causal", False)),
+                   bool(attrs.get("has_mask", False)), bool(attrs.get("zero_masked_rows", False)))
+
+    def attributes(self) -> dict[str, Any]:
+        return {"scale": self.scale, "causal": self.causal, "has_mask": self.has_mask,
+                "zero_masked_rows": self.zero_masked_rows}
+
+    def operand_names(self) -> list[str]:
+        return ["q", "k", "v"] + (["mask"] if self.has_mask else [])
+
+    def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
+        self.check_arity(operands)
+        dtype = self.check_dtypes(operands[:3])
+        q, k, v = operands[:3]
+        if q.rank != 4 or k.rank != 4 or v.rank != 4:
+            raise CatVerifyError(f"cat.attention: q, k, v must be rank 4 [B, H, S, D], got {q}, {k}, {v}")
+        b, h, sq, d = q.shape
+        if k.shape[0] != b or k.shape[3] != d or v.shape[:3] != k.shape[:3]:
+            raise CatVerifyError(f"cat.attention: shapes do not agree: q {q}, k {k}, v {v}")
+        if h % k.shape[1]:
+            raise CatVerifyError(f"cat.attention: {h} query heads are not a multiple of {k.shape[1]} kv heads")
+        if self.has_mask:
+            mask = operands[3]
+            full = (b, h, sq, k.shape[2])
+            if mask.rank != 4 or any(m not in (1, f) for m, f in zip(mask.shape, full, strict=True)):
+                raise CatVerifyError(f"cat.attention: mask {mask} does not broadcast to {list(full)}")
+        return TensorType((b, h, sq, v.shape[3]), dtype)
+
+    def flops(self, operands: Sequence[TensorType]) -> int:
+        q, k, v = operands[:3]
+        b, h, sq, d = q.shape
+        sk, dv = k.shape[2], v.shape[3]
+        return b * h * sq * sk * (2 * d + 2 * dv + 5)
+
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *mask: torch.Tensor) -> torch.Tensor:
+        acc = accumulate_dtype(q)
+        groups = q.shape[1] // k.shape[1]
+        kf = k.to(acc).repeat_interleave(groups, dim=1)
+        vf = v.to(acc).repeat_interleave(groups, dim=1)
+        s = torch.matmul(q.to(acc), kf.transpose(-1, -2)) * self.scale
+        if self.has_mask:
+            s = s + mask[0].to(acc)
+        if self.causal:
+            sq, sk = s.shape[-2], s.shape[-1]
+            future = torch.ones(sq, sk, dtype=torch.bool).triu(1)
+            s = s.masked_fill(future, float("-inf"))
+        p = masked_softmax(s, self.zero_masked_rows)
+        return torch.matmul(p, vf).to(q.dtype)
