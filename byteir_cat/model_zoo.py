@@ -1,0 +1,69 @@
+"""Small Hugging Face transformer models with random weights (no downloads), for the demo, tests and
+benchmarks. Each factory returns ``(model, example_inputs)``, the shape the CLI's ``file.py:factory``
+form expects."""
+
+from __future__ import annotations
+
+import torch
+
+
+class LastHiddenState(torch.nn.Module):
+    """Wraps a Hugging Face model so that export sees one tensor in and one tensor out, no KV cache."""
+
+    def __init__(self, model: torch.nn.Module, **call_kwargs):
+        super().__init__()
+        self.model = model
+        self.call_kwargs = call_kwargs
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, use_cache=False, **self.call_kwargs).last_hidden_state
+
+
+def _ids(vocab: int, batch: int, seq: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(1, vocab, (batch, seq), generator=gen)
+
+
+def gpt2(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch: int = 1, vocab: int = 128,
+         seed: int = 0):
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, n_positions=max(64, seq), vocab_size=vocab,
+                     bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+    return LastHiddenState(GPT2Model(cfg).eval()), (_ids(vocab, batch, seq, seed),)
+
+
+def bert(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch: int = 1, vocab: int = 128,
+         seed: int = 0):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                     intermediate_size=4 * hidden, max_position_embeddings=max(64, seq), vocab_size=vocab,
+                     pad_token_id=0, attn_implementation="sdpa")
+
+    class Bert(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = BertModel(cfg, add_pooling_layer=False).eval()
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids).last_hidden_state
+
+    return Bert().eval(), (_ids(vocab, batch, seq, seed),)
+
+
+def llama(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, seq: int = 16, batch: int = 1,
+          vocab: int = 128, seed: int = 0):
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                      num_key_value_heads=kv_heads, intermediate_size=172, max_position_embeddings=max(64, seq),
+                      vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                      attn_implementation="sdpa")
+    return LastHiddenState(LlamaModel(cfg).eval()), (_ids(vocab, batch, seq, seed),)
+
+
+MODELS = {"gpt2": gpt2, "bert": bert, "llama": llama}
