@@ -1,0 +1,148 @@
+"""Fusion group (graph-IR function of StableHLO elementwise/reduce/data-movement ops) -> LLVM IR.
+
+Runs on the compiling machine only (it needs the MLIR bindings); what it produces, ``CompiledGroup``,
+is plain text and data that the runtime loads with ``host_kernel`` (CPU) or as PTX (CUDA).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from byteir_cat.errors import CompileError
+from byteir_cat.ir import Function
+from fallback_codegen.host_kernel import HostKernel, Signature, TensorSig, load_host_kernel
+from fallback_codegen.pipeline import HostTarget, NvptxTarget, Target, pipeline
+
+# Ops a fusion group may hold: what ``stablehlo-legalize-to-linalg`` turns into loops without a library
+# call. GEMMs, convolutions and custom calls take other paths (CAT / host glue).
+ELEMENTWISE_OPS = frozenset({
+    "abs", "add", "and", "atan2", "bitcast_convert", "cbrt", "ceil", "clamp", "compare", "convert", "cosine",
+    "count_leading_zeros", "divide", "exponential", "exponential_minus_one", "floor", "is_finite", "log",
+    "log_plus_one", "logistic", "maximum", "minimum", "multiply", "negate", "not", "or", "popcnt", "power",
+    "remainder", "round_nearest_afz", "round_nearest_even", "rsqrt", "select", "shift_left",
+    "shift_right_arithmetic", "shift_right_logical", "sign", "sine", "sqrt", "subtract", "tan", "tanh", "xor",
+})
+STRUCTURAL_OPS = frozenset({
+    "broadcast", "broadcast_in_dim", "concatenate", "constant", "dynamic_slice", "dynamic_update_slice",
+    "gather", "iota", "pad", "reduce", "reshape", "return", "reverse", "slice", "transpose",
+})
+FUSIBLE_OPS = frozenset(f"stablehlo.{n}" for n in ELEMENTWISE_OPS | STRUCTURAL_OPS)
+
+SUPPORTED_DTYPES = frozenset({"f64", "f32", "f16", "bf16", "i1", "i8", "i16", "i32", "i64"})
+
+
+@dataclass
+class KernelLaunch:
+    """One GPU kernel of a group: its symbol, grid and block, and which group buffers it takes, in order.
+
+    ``args`` items are ``("input", i)``, ``("output", i)`` or ``("temp", i)``; temps are device buffers
+    of ``CompiledGroup.temp_bytes[i]`` bytes that the runtime allocates for the group's duration.
+    """
+
+    symbol: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    args: list[tuple[str, int]]
+
+
+@dataclass
+class CompiledGroup:
+    """What travels in the artifact for one fusion group: LLVM IR (or PTX) text and how to call it."""
+
+    name: str
+    target: Target
+    llvm_ir: str
+    symbol: str
+    signature: Signature
+    compile_seconds: float
+    ptx: str | None = None
+    launches: list[KernelLaunch] = field(default_factory=list)
+    temp_bytes: list[int] = field(default_factory=list)
+
+    def load(self) -> HostKernel:
+        """JIT the host code; only for ``HostTarget`` groups."""
+        if not isinstance(self.target, HostTarget):
+            raise CompileError(f"group {self.name}: compiled for {self.target.name}, not for the host")
+        return load_host_kernel(self.llvm_ir, self.symbol, self.signature)
+
+
+def check_group(fn: Function) -> None:
+    """Refuse, with the op or dtype named, what this path cannot lower, before MLIR gives a vaguer error."""
+    for op in fn.body.walk():
+        if op.name not in FUSIBLE_OPS:
+            raise CompileError(f"group {fn.name}: op {op.name} is not an elementwise/reduce/data-movement op "
+                               f"({op.loc or 'no location'}); it cannot go through fallback_codegen")
+    values = list(fn.body.args) + [r for op in fn.body.walk() for r in op.results]
+    for v in values:
+        if v.type.dtype not in SUPPORTED_DTYPES:
+            raise CompileError(f"group {fn.name}: element type {v.type.dtype} is not supported by fallback_codegen")
+    if not fn.body.returns:
+        raise CompileError(f"group {fn.name}: returns nothing")
+
+
+def signature_of(fn: Function) -> Signature:
+    return Signature(tuple(TensorSig(t.shape, t.dtype) for t in fn.arg_types),
+                     tuple(TensorSig(t.shape, t.dtype) for t in fn.result_types))
+
+
+def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None):
+    """Run the pass pipeline of ``target`` on ``fn``; returns the MLIR module (LLVM dialect for the host,
+    host funcs + an NVVM ``gpu.module`` for NVPTX). Stage failures name the stage."""
+    from torch_mlir import ir, passmanager
+    from torch_mlir._mlir_libs import _stablehlo
+
+    from byteir_cat.mlir_context import make_context
+    from byteir_cat.printer import print_function
+
+    _register_stablehlo_passes(_stablehlo)
+    ctx = ctx or make_context()
+    with ctx:
+        module = ir.Module.parse(print_function(fn))
+        for stage, passes in pipeline(target):
+            pm = passmanager.PassManager.parse("builtin.module(" + ",".join(passes) + ")")
+            try:
+                pm.run(module.operation)
+            except Exception as e:  # MLIR raises a bare MLIRError with the diagnostics
+                first = str(e).strip().splitlines()
+                raise CompileError(f"group {fn.name}: lowering stage '{stage}' failed: "
+                                   f"{' '.join(first[:3]) if first else 'unknown error'}") from None
+    return module
+
+
+_registered: list[bool] = []
+
+
+def _register_stablehlo_passes(stablehlo) -> None:
+    if not _registered:
+        stablehlo.register_stablehlo_passes()
+        _registered.append(True)
+
+
+def compile_group(fn: Function, target: Target | None = None) -> CompiledGroup:
+    """Lower one fusion group for ``target`` (default: this host) to LLVM IR text (+ PTX for NVPTX)."""
+    target = target or HostTarget()
+    check_group(fn)
+    start = time.perf_counter()
+    module = lower_to_llvm_dialect(fn, target)
+    if isinstance(target, HostTarget):
+        llvm_ir = _host_llvm_ir(module, target)
+        return CompiledGroup(fn.name, target, llvm_ir, fn.name, signature_of(fn), time.perf_counter() - start)
+    if isinstance(target, NvptxTarget):
+        from fallback_codegen.nvptx import gpu_group
+
+        llvm_ir, ptx, launches, temps = gpu_group(module, fn, target)
+        return CompiledGroup(fn.name, target, llvm_ir, fn.name, signature_of(fn), time.perf_counter() - start,
+                             ptx=ptx, launches=launches, temp_bytes=temps)
+    raise TypeError(f"unknown target {target!r}")
+
+
+def _host_llvm_ir(module, target: HostTarget) -> str:
+    import llvmlite.binding as llvm
+    from torch_mlir.dialects import llvm as llvm_dialect
+
+    with module.context:
+        text = llvm_dialect.translate_module_to_llvmir(module.operation)
+    parsed = llvm.parse_assembly(text)
+    parsed.triple = target.triple or llvm.get_process_triple()
+    return str(parsed)

@@ -1,0 +1,121 @@
+"""The lowering of a fusion group, as named upstream MLIR passes: one list per stage, one pass per line.
+
+Both targets share the StableHLO -> linalg -> fused linalg -> buffers stages; they part only where loops
+become code: the host takes sequential loops straight to the LLVM dialect (LLVM's vectorisers do the
+SIMD), NVPTX maps the parallel loops onto a grid, outlines kernels into a ``gpu.module`` and converts
+that to NVVM. The target is data (``HostTarget`` / ``NvptxTarget``), the passes below are the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """Code for the CPU this process runs on (or ``triple``); JIT-compiled by ``host_kernel``."""
+
+    triple: str | None = None  # None: the process triple, filled in at compile time
+    name: str = "host"
+
+
+@dataclass(frozen=True)
+class NvptxTarget:
+    """CUDA kernels as PTX for ``arch`` (sm_80, sm_90a, ...), one thread per element of a parallel loop."""
+
+    arch: str = "sm_80"
+    block_size: int = 256  # threads per block along the innermost parallel dimension
+    ptx_version: str | None = None  # e.g. "+ptx80"; None: what LLVM picks for the arch
+    name: str = "nvptx"
+
+
+Target = HostTarget | NvptxTarget
+
+# StableHLO -> linalg on tensors, then producer-consumer fusion of the elementwise generics.
+TO_LINALG: tuple[str, ...] = (
+    "func.func(stablehlo-legalize-to-linalg)",
+    "canonicalize",
+    "cse",
+    "func.func(linalg-fuse-elementwise-ops)",
+    "canonicalize",
+    "cse",
+)
+
+# Tensors -> buffers. Results become caller-provided out-parameters (the runtime owns the memory), static
+# intermediate allocations are hoisted into them where possible, the rest is freed by the function.
+BUFFERIZE: tuple[str, ...] = (
+    "eliminate-empty-tensors",
+    "empty-tensor-to-alloc-tensor",
+    "one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map}",
+    "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}",
+    "canonicalize",
+    "func.func(ownership-based-buffer-deallocation)",
+    "canonicalize",
+    "buffer-deallocation-simplification",
+    "bufferization-lower-deallocations",
+    "canonicalize",
+    "cse",
+)
+
+# f16/bf16 arithmetic and math are done in f32 with a rounding after every op (StableHLO semantics);
+# bf16 <-> f32 conversions become integer bit operations, which every backend has.
+NARROW_FLOATS: tuple[str, ...] = (
+    "func.func(math-extend-to-supported-types{target-type=f32})",
+    "arith-emulate-unsupported-floats{source-types=bf16,f16 target-type=f32}",
+    "arith-expand{include-bf16=true}",
+    "canonicalize",
+)
+
+# Host: sequential loops; LLVM's loop vectoriser (run by host_kernel at -O3) vectorises them.
+HOST_LOOPS: tuple[str, ...] = (
+    "func.func(convert-linalg-to-loops)",
+    "canonicalize",
+    "loop-invariant-code-motion",
+)
+
+# NVPTX: parallel loops tiled into block x thread, mapped to the GPU grid, then outlined into kernels.
+def gpu_loops(block_size: int) -> tuple[str, ...]:
+    """The loop stage for a GPU target; the tile size is the block size, so it is a parameter."""
+    return (
+        "func.func(convert-linalg-to-parallel-loops)",
+        "canonicalize",
+        f"func.func(scf-parallel-loop-tiling{{parallel-loop-tile-sizes={block_size} no-min-max-bounds}})",
+        "canonicalize",
+        "func.func(gpu-map-parallel-loops)",
+        "func.func(convert-parallel-loops-to-gpu)",
+        "canonicalize",
+        "gpu-kernel-outlining",
+        "lower-affine",
+        "convert-scf-to-cf",
+    )
+
+
+GPU_TO_NVVM: tuple[str, ...] = (
+    "gpu.module(convert-gpu-to-nvvm{use-bare-ptr-memref-call-conv})",
+    "reconcile-unrealized-casts",
+)
+
+# Loops and memrefs -> the LLVM dialect, with bare pointers for memref arguments (static shapes).
+HOST_TO_LLVM: tuple[str, ...] = (
+    "convert-scf-to-cf",
+    "expand-strided-metadata",
+    "lower-affine",
+    "convert-math-to-llvm",
+    "convert-math-to-libm",
+    "finalize-memref-to-llvm",
+    "convert-arith-to-llvm",
+    "convert-index-to-llvm",
+    "convert-func-to-llvm{use-bare-ptr-memref-call-conv}",
+    "convert-cf-to-llvm",
+    "reconcile-unrealized-casts",
+)
+
+
+def pipeline(target: Target) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The named stages for ``target``, in order; each stage a tuple of pass names."""
+    common = (("to-linalg", TO_LINALG), ("bufferize", BUFFERIZE), ("narrow-floats", NARROW_FLOATS))
+    if isinstance(target, HostTarget):
+        return common + (("loops", HOST_LOOPS), ("to-llvm", HOST_TO_LLVM))
+    if isinstance(target, NvptxTarget):
+        return common + (("gpu-loops", gpu_loops(target.block_size)), ("to-nvvm", GPU_TO_NVVM))
+    raise TypeError(f"unknown target {target!r}")
