@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from byteir_cat.errors import CompileError
 from byteir_cat.ir import Function
 from fallback_codegen.host_kernel import HostKernel, Signature, TensorSig, load_host_kernel
+from fallback_codegen.llvm_text import respell_float_literals
 from fallback_codegen.pipeline import HostTarget, NvptxTarget, Target, pipeline
 
 # Ops a fusion group may hold: what ``stablehlo-legalize-to-linalg`` turns into loops without a library
@@ -143,6 +144,6 @@ def _host_llvm_ir(module, target: HostTarget) -> str:
 
     with module.context:
         text = llvm_dialect.translate_module_to_llvmir(module.operation)
-    parsed = llvm.parse_assembly(text)
+    parsed = llvm.parse_assembly(respell_float_literals(text))
     parsed.triple = target.triple or llvm.get_process_triple()
     return str(parsed)

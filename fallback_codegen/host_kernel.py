@@ -102,10 +102,15 @@ def _resolve_externals(module: llvm.ModuleRef, symbol: str) -> None:
 
 
 @functools.cache
-def _host_target_machine() -> llvm.TargetMachine:
+def _init_native() -> None:
     with _init_lock:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
+
+
+def host_target_machine() -> llvm.TargetMachine:
+    """A new TargetMachine for this CPU (an MCJIT engine takes ownership of the one it is given)."""
+    _init_native()
     target = llvm.Target.from_triple(llvm.get_process_triple())
     return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
                                         opt=3, reloc="default", codemodel="jitdefault")
@@ -128,7 +133,7 @@ class HostKernel:
     def __init__(self, llvm_ir: str, symbol: str, signature: Signature):
         self.symbol = symbol
         self.signature = signature
-        tm = _host_target_machine()
+        tm = host_target_machine()
         try:
             module = llvm.parse_assembly(llvm_ir)
             module.verify()
