@@ -1,0 +1,131 @@
+"""Tile configurations per arch and dtype, pruned per problem, and the shape heuristic used without a GPU.
+
+Candidates come from ``cutlass_library``'s own generator (the same tile tables CUTLASS's profiler builds):
+sm80 from ``GenerateSM80_TensorOp_16816`` (tile, warp count, stages), sm90 from
+``GenerateSM90_TensorOp_16b_WGMMA_gemm`` (tile, cluster, warp-specialised schedule), fp32 accumulation.
+
+Heuristic (``choose``), used when no profiled record exists: estimate each candidate's time as
+``waves * tile_m * tile_n * ceil(K / split_k) / efficiency``, where ``waves = ceil(ctas / SMs)``,
+``ctas = ceil(M/tile_m) * ceil(N/tile_n) * batch * split_k`` and ``efficiency`` grows with the tile area
+(larger tiles reuse operands better: ``(tile_m * tile_n / 128^2) ** 0.25`` capped at 1), plus a split-k
+reduction cost of ``split_k * M * N``. It favours full waves and big tiles for big problems, smaller tiles or
+split-k when a problem would leave most SMs idle. The profiler replaces this guess with measured times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+from dataclasses import dataclass
+
+from ait_codegen.gemm_problem import GemmProblem
+
+ARCHS = ("sm_80", "sm_90a")
+SM_COUNT = {"sm_80": 108, "sm_90a": 132}
+SPLIT_K = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """One kernel configuration; ``arch`` is the CUTLASS generation it instantiates (sm_80: 2.x, sm_90a: 3.x)."""
+
+    arch: str
+    tile: tuple[int, int, int]
+    warps: tuple[int, int, int] = (2, 2, 1)
+    stages: int = 3
+    split_k: int = 1
+    cluster: tuple[int, int, int] = (1, 1, 1)
+    schedule: str = ""
+
+    @property
+    def name(self) -> str:
+        t = "x".join(map(str, self.tile))
+        if self.arch == "sm_80":
+            return f"sm80_{t}_w{''.join(map(str, self.warps))}_s{self.stages}_k{self.split_k}"
+        return f"sm90_{t}_c{''.join(map(str, self.cluster))}_{self.schedule}"
+
+    @property
+    def warp_shape(self) -> tuple[int, int, int]:
+        return tuple(t // w for t, w in zip(self.tile, self.warps, strict=True))
+
+
+def _manifest_args() -> argparse.Namespace:
+    return argparse.Namespace(
+        operations="gemm", kernels="all", curr_build_dir=".", architectures="80;90a", filter_by_cc="True",
+        ignore_kernels="", exclude_kernels="", kernel_filter_file=None, selected_kernel_list=None,
+        interface_dir=None, disable_full_archs_compilation=False, instantiation_level="",
+        generator_target="library", disable_cutlass_package_imports=False)
+
+
+@functools.lru_cache(maxsize=1)
+def enumerated() -> dict[str, tuple[GemmConfig, ...]]:
+    """All 16-bit, fp32-accumulating tile configurations cutlass_library generates, per arch."""
+    from cutlass_library import generator, library
+    from cutlass_library import manifest as mf
+
+    manifest = mf.Manifest(_manifest_args())
+    generator.GenerateSM80_TensorOp_16816(manifest, "13.0")
+    generator.GenerateSM90_TensorOp_16b_WGMMA_gemm(manifest, "13.0")
+    found: dict[str, set[GemmConfig]] = {a: set() for a in ARCHS}
+    half = (library.DataType.f16, library.DataType.bf16)
+    for by_cc in manifest.operations.values():
+        for by_name in by_cc.values():
+            for ops in by_name.values():
+                for op in ops:
+                    if op.A.element not in half or op.accumulator_type() != library.DataType.f32:
+                        continue
+                    td = op.tile_description
+                    if op.arch == 80:
+                        found["sm_80"].add(GemmConfig("sm_80", tuple(td.threadblock_shape), tuple(td.warp_count),
+                                                      td.stages))
+                        continue
+                    sched = str(op.kernel_schedule).rsplit(".", 1)[-1]
+                    epi = str(op.epilogue_schedule).rsplit(".", 1)[-1]
+                    if str(op.tile_scheduler).endswith("StreamK") or "NoSmem" in epi or "Auto" in sched:
+                        continue
+                    kind = "cooperative" if sched.endswith("Cooperative") else "pingpong"
+                    for cluster in {tuple(td.cluster_shape), (1, 1, 1)}:
+                        found["sm_90a"].add(GemmConfig("sm_90a", tuple(td.threadblock_shape), (1, 1, 1), 0, 1,
+                                                       cluster, kind))
+    return {a: tuple(sorted(v, key=lambda c: c.name)) for a, v in found.items()}
+
+
+def _pow2_ceil(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def candidates(problem: GemmProblem, arch: str, limit: int = 8) -> list[GemmConfig]:
+    """The pruned set worth profiling: tiles not far larger than the problem, split-k only where the epilogue
+    allows it (no residual operands, no batch) and K is long; best ``limit`` by the heuristic."""
+    out: list[GemmConfig] = []
+    for cfg in enumerated()[arch]:
+        if cfg.tile[0] > 2 * _pow2_ceil(problem.m) or cfg.tile[1] > 2 * _pow2_ceil(problem.n):
+            continue
+        splits = (1,)
+        if arch == "sm_80" and not problem.binary and problem.batch == 1:
+            splits = tuple(s for s in SPLIT_K if problem.k // s >= 4 * cfg.tile[2])
+        out.extend(GemmConfig(cfg.arch, cfg.tile, cfg.warps, cfg.stages, s, cfg.cluster, cfg.schedule)
+                   for s in splits or (1,))
+    if not out:
+        out = list(enumerated()[arch])
+    return sorted(out, key=lambda c: (estimate(problem, c), c.name))[:limit]
+
+
+def estimate(problem: GemmProblem, cfg: GemmConfig) -> float:
+    """The heuristic cost model of the module docstring (arbitrary units, lower is better)."""
+    tm, tn, tk = cfg.tile
+    ctas = math.ceil(problem.m / tm) * math.ceil(problem.n / tn) * problem.batch * cfg.split_k
+    cluster = cfg.cluster[0] * cfg.cluster[1]
+    waves = math.ceil(ctas / (SM_COUNT[cfg.arch] // cluster * cluster))
+    efficiency = min(1.0, (tm * tn / (128 * 128)) ** 0.25)
+    k_iters = math.ceil(math.ceil(problem.k / cfg.split_k) / tk) * tk
+    cost = waves * tm * tn * k_iters / efficiency
+    if cfg.split_k > 1:
+        cost += cfg.split_k * problem.m * problem.n * 4
+    return cost
+
+
+def choose(problem: GemmProblem, arch: str) -> GemmConfig:
+    """The heuristic pick (no GPU, or no profile yet)."""
+    return candidates(problem, arch, limit=1)[0]

@@ -1,0 +1,110 @@
+"""C++ glue shared by every GEMM-family kernel and its host twin: the argument struct, operand packing
+and the permuted-output step. Rendered once from a ``GemmProblem``, included verbatim in both the device
+.cu and the host twin, so that what the twin checks on the CPU is the glue the GPU kernel runs."""
+
+from __future__ import annotations
+
+from ait_codegen.abi import KernelSpec, entry_point, permute_descriptor
+from ait_codegen.elements import BITS
+from ait_codegen.gemm_problem import GemmProblem
+
+ARGS_STRUCT = """
+#ifndef CAT_GEMM_ARGS_DEFINED
+#define CAT_GEMM_ARGS_DEFINED
+// One batched GEMM with row-major output, as every GEMM kernel here sees it (see gemm_problem.py).
+struct CatGemmArgs {
+  int batch, m, n, k;
+  const void* a;
+  const void* b;
+  const void* bias;   // [n] or null
+  const void* d0;     // epilogue operands, laid out like the output, or null
+  const void* d1;
+  void* out;          // the natural (pre-permute) output
+  int64_t lda, ldb, ldd;
+  int64_t batch_stride_a, batch_stride_b, batch_stride_d;
+};
+#endif
+"""
+
+DEVICE_PERMUTE = """
+#ifndef CAT_PERMUTE_KERNEL_DEFINED
+#define CAT_PERMUTE_KERNEL_DEFINED
+template <typename T>
+__global__ void cat_permute_kernel(const T* __restrict__ in, T* __restrict__ out, CatPermute p, int64_t total) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = in[cat_permute_source(p, i)];
+}
+#endif
+"""
+
+HOST_PERMUTE = """
+#ifndef CAT_PERMUTE_HOST_DEFINED
+#define CAT_PERMUTE_HOST_DEFINED
+template <typename T>
+static void cat_permute_host(const T* in, T* out, CatPermute p, int64_t total) {
+  for (int64_t i = 0; i < total; ++i) out[i] = in[cat_permute_source(p, i)];
+}
+#endif
+"""
+
+
+def _ptr(index: int | None) -> str:
+    return "nullptr" if index is None else f"(operands ? operands[{index}] : nullptr)"
+
+
+def pack_function(sym: str, p: GemmProblem) -> str:
+    """``<sym>_pack(operands, result, workspace)``: operand pointers and strides of ``p``. A permuted
+    output is first written to the start of the workspace, then permuted into ``result``."""
+    d = [i for _, i in p.binary] + [None, None]
+    out = "workspace" if p.permute else "result"
+    return f"""static CatGemmArgs {sym}_pack(void* const* operands, void* result, void* workspace) {{
+  (void)result; (void)workspace;
+  CatGemmArgs g;
+  g.batch = {p.batch}; g.m = {p.m}; g.n = {p.n}; g.k = {p.k};
+  g.a = {_ptr(p.a.index)};
+  g.b = {_ptr(p.b.index)};
+  g.bias = {_ptr(p.bias)};
+  g.d0 = {_ptr(d[0])};
+  g.d1 = {_ptr(d[1])};
+  g.out = {out};
+  g.lda = {p.a.ld}; g.ldb = {p.b.ld}; g.ldd = {p.ldd};
+  g.batch_stride_a = {p.a.batch_stride}; g.batch_stride_b = {p.b.batch_stride}; g.batch_stride_d = {p.batch_stride_d};
+  return g;
+}}
+"""
+
+
+def permute_bytes(p: GemmProblem) -> int:
+    return p.out_elements * BITS[p.dtype] // 8 if p.permute else 0
+
+
+def gemm_entry(sym: str, spec: KernelSpec, p: GemmProblem, ctype: str, host: bool) -> str:
+    """Entry point around ``<sym>_run(const CatGemmArgs&, char* ws, cudaStream_t)`` and
+    ``<sym>_gemm_workspace()``, which the arch renderer (or the host twin) defines before this."""
+    run = f"{sym}_run({sym}_pack(operands, result, workspace), ws, stream)"
+    post = ""
+    if p.permute:
+        desc = permute_descriptor(p.permute)
+        total = p.out_elements
+        if host:
+            post = (f"  cat_permute_host<{ctype}>(static_cast<const {ctype}*>(workspace), "
+                    f"static_cast<{ctype}*>(result), {desc}, {total});\n")
+        else:
+            blocks = min(65535, (total + 255) // 256)
+            post = (f"  cat_permute_kernel<{ctype}><<<{blocks}, 256, 0, stream>>>(static_cast<const {ctype}*>(workspace), "
+                    f"static_cast<{ctype}*>(result), {desc}, {total});\n"
+                    "  if (cudaGetLastError() != cudaSuccess) return CAT_LAUNCH_FAILED;\n")
+    return entry_point(sym, spec, run, f"{sym}_gemm_workspace()", permute_bytes(p), post)
+
+# CAT activation -> CUTLASS functor template (erf GELU for 'gelu', tanh approximation for 'fast_gelu').
+ACTIVATION_FUNCTORS = {
+    None: "cutlass::epilogue::thread::Identity",
+    "relu": "cutlass::epilogue::thread::ReLu",
+    "gelu": "cutlass::epilogue::thread::GELU",
+    "fast_gelu": "cutlass::epilogue::thread::GELU_taylor",
+    "silu": "cutlass::epilogue::thread::SiLu",
+    "sigmoid": "cutlass::epilogue::thread::Sigmoid",
+    "tanh": "cutlass::epilogue::thread::Tanh",
+}
+BINARY_FUNCTORS = {"add": "cutlass::plus", "mul": "cutlass::multiplies"}
+LAYOUTS = {"row": "cutlass::layout::RowMajor", "col": "cutlass::layout::ColumnMajor"}

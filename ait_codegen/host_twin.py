@@ -1,0 +1,91 @@
+"""Host twins of GEMM/BMM kernels: the same pack/permute glue and C ABI as the device kernel, with the GEMM
+done by ``cutlass::reference::host::Gemm`` (same layouts and TensorRefs) and the epilogue by a host loop in
+the kernel's order (bias, activation with CUTLASS's own functors, residual ops, conversion). Built with
+``nvcc -x cu`` into a host .so and called through ctypes, it checks the glue against ``CatOp.reference``
+on machines without a GPU."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+
+import torch
+
+from ait_codegen.abi import KernelSpec, ReturnCode
+from ait_codegen.elements import TORCH_TYPES, cutlass_type
+from ait_codegen.gemm_glue import (ACTIVATION_FUNCTORS, ARGS_STRUCT, HOST_PERMUTE, LAYOUTS, gemm_entry,
+                                   pack_function)
+from ait_codegen.gemm_problem import GemmProblem
+
+INCLUDES = ("cutlass/cutlass.h", "cutlass/tensor_ref.h", "cutlass/layout/matrix.h",
+            "cutlass/util/reference/host/gemm.h", "cutlass/epilogue/thread/activation.h", "vector")
+PREAMBLE = ARGS_STRUCT + HOST_PERMUTE
+
+
+def render_twin(sym: str, spec: KernelSpec, p: GemmProblem) -> str:
+    t = cutlass_type(p.dtype)
+    la, lb = LAYOUTS[p.a.layout], LAYOUTS[p.b.layout]
+    epilogue = []
+    if p.bias is not None:
+        epilogue.append(f"v += float(static_cast<const {t}*>(g.bias)[j]);")
+    if p.activation:
+        epilogue.append(f"v = {ACTIVATION_FUNCTORS[p.activation]}<float>()(v);")
+    for i, (kind, _) in enumerate(p.binary):
+        op = "+" if kind == "add" else "*"
+        epilogue.append(f"v = v {op} float(static_cast<const {t}*>(g.d{i})[l * g.batch_stride_d + i * g.ldd + j]);")
+    epi = "\n          ".join(epilogue)
+    return f"""// host twin of {spec.op.name} {' '.join(str(o) for o in spec.operands)}
+{pack_function(sym, p)}
+static size_t {sym}_gemm_workspace() {{ return 0; }}
+
+static int {sym}_run(const CatGemmArgs& g, char*, cudaStream_t) {{
+  std::vector<float> acc(size_t(g.m) * g.n);
+  cutlass::reference::host::Gemm<{t}, {la}, {t}, {lb}, float, cutlass::layout::RowMajor, float, float> gemm;
+  for (int64_t l = 0; l < g.batch; ++l) {{
+    {t}* a = const_cast<{t}*>(static_cast<const {t}*>(g.a)) + l * g.batch_stride_a;
+    {t}* b = const_cast<{t}*>(static_cast<const {t}*>(g.b)) + l * g.batch_stride_b;
+    gemm({{g.m, g.n, g.k}}, 1.0f, cutlass::TensorRef<{t}, {la}>(a, {la}(g.lda)),
+         cutlass::TensorRef<{t}, {lb}>(b, {lb}(g.ldb)), 0.0f,
+         cutlass::TensorRef<float, cutlass::layout::RowMajor>(acc.data(), cutlass::layout::RowMajor(g.n)));
+    {t}* out = static_cast<{t}*>(g.out) + l * g.batch_stride_d;
+    for (int64_t i = 0; i < g.m; ++i)
+      for (int64_t j = 0; j < g.n; ++j) {{
+        float v = acc[i * g.n + j];
+        {epi}
+        out[i * g.ldd + j] = {t}(v);
+      }}
+  }}
+  return CAT_OK;
+}}
+
+{gemm_entry(sym, spec, p, t, host=True)}"""
+
+
+class HostTwin:
+    """A loaded host-twin library; ``run(symbol, spec, *tensors)`` calls one entry point on CPU tensors."""
+
+    def __init__(self, path: str):
+        self.lib = ctypes.CDLL(path)
+
+    def run(self, symbol: str, spec: KernelSpec, *tensors: torch.Tensor) -> torch.Tensor:
+        result_type = spec.result
+        args = [t.contiguous() for t in tensors]
+        out = torch.empty(result_type.shape, dtype=TORCH_TYPES[result_type.dtype])
+        ws_fn = getattr(self.lib, f"{symbol}_workspace_bytes")
+        ws_fn.restype = ctypes.c_size_t
+        workspace = torch.empty(max(1, ws_fn()), dtype=torch.uint8)
+        ptrs = (ctypes.c_void_p * len(args))(*[t.data_ptr() for t in args])
+        dims = _dims(spec, args)
+        fn = getattr(self.lib, symbol)
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                       ctypes.c_void_p]
+        rc = fn(ptrs, out.data_ptr(), dims, workspace.data_ptr(), workspace.numel(), None)
+        if rc != ReturnCode.OK:
+            raise RuntimeError(f"{symbol} returned {ReturnCode(rc).name}")
+        return out
+
+
+def _dims(spec: KernelSpec, tensors: Sequence[torch.Tensor]) -> ctypes.Array:
+    shapes = [d for t in tensors for d in t.shape] + list(spec.result.shape)
+    return (ctypes.c_int64 * len(shapes))(*shapes)

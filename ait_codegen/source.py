@@ -1,0 +1,113 @@
+"""CAT op instances -> rendered kernels -> one translation unit per subgraph (device) or host twin.
+
+``render_kernel`` picks the renderer by op family and the configuration (given, from the tuning cache, or
+the shape heuristic); on sm_90a a GEMM the CUTLASS 3.x renderer cannot take falls back to the CUTLASS 2.x
+kernel compiled for sm_90a, and the reason is kept in ``RenderedKernel.notes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from byteir_cat.ir import TensorType
+from cat_dialect import Attention, Bmm, CatOp, Gemm, LayerNorm, RmsNorm, Softmax
+from ait_codegen import gemm, gemm_sm90, host_twin, rowwise
+from ait_codegen.abi import KernelSpec, preamble
+from ait_codegen.candidates import ARCHS, GemmConfig, choose
+from ait_codegen.errors import UnsupportedKernel
+from ait_codegen.gemm_glue import ARGS_STRUCT, DEVICE_PERMUTE
+from ait_codegen.gemm_problem import GemmProblem, problem_for
+from ait_codegen.norms import render_norm
+from ait_codegen.softmax import render_softmax
+
+
+@dataclass(frozen=True)
+class RenderedKernel:
+    spec: KernelSpec
+    arch: str
+    symbol: str
+    code: str
+    includes: tuple[str, ...]
+    config: GemmConfig | None = None
+    notes: tuple[str, ...] = ()
+
+
+def as_spec(op: CatOp, operands: Sequence[TensorType]) -> KernelSpec:
+    spec = KernelSpec(op, tuple(operands))
+    spec.result  # noqa: B018 - verifies the operands early, with the op's own message
+    return spec
+
+
+def _tag(spec: KernelSpec, arch: str, cfg: GemmConfig | None) -> str:
+    key = repr((spec.op, spec.operands, arch, cfg.name if cfg else ""))
+    return f"{arch.replace('_', '')}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def gemm_config(problem: GemmProblem, arch: str, config: GemmConfig | None, tuning=None) -> GemmConfig:
+    """The given config, else the tuning cache's record for this problem, else the heuristic's choice."""
+    if config is not None:
+        return config
+    if tuning is not None:
+        return tuning.lookup_or_choose(problem, arch).config
+    return choose(problem, arch)
+
+
+def render_kernel(spec: KernelSpec, arch: str, config: GemmConfig | None = None, tuning=None) -> RenderedKernel:
+    """Render one op instance for ``arch`` ('sm_80' or 'sm_90a'); raises UnsupportedKernel with the reason."""
+    if arch not in ARCHS:
+        raise UnsupportedKernel(spec.op.name, f"arch {arch} is not one of {ARCHS}")
+    op = spec.op
+    if isinstance(op, Gemm | Bmm):
+        problem = problem_for(op, spec.operands)
+        notes: tuple[str, ...] = ()
+        if arch == "sm_90a" and (config is None or config.arch == "sm_90a"):
+            try:
+                gemm_sm90.check_sm90(problem)
+                cfg = gemm_config(problem, "sm_90a", config, tuning)
+                sym = spec.symbol(_tag(spec, arch, cfg))
+                return RenderedKernel(spec, arch, sym, gemm_sm90.render_sm90(sym, spec, problem, cfg),
+                                      gemm_sm90.INCLUDES, cfg)
+            except UnsupportedKernel as e:
+                notes = (f"CUTLASS 2.x kernel on sm_90a: {e.why}",)
+                config = None
+        cfg = gemm_config(problem, "sm_80", config, tuning)
+        sym = spec.symbol(_tag(spec, arch, cfg))
+        return RenderedKernel(spec, arch, sym, gemm.render_sm80(sym, spec, problem, cfg), gemm.INCLUDES, cfg, notes)
+    if isinstance(op, Softmax):
+        sym = spec.symbol(_tag(spec, arch, None))
+        return RenderedKernel(spec, arch, sym, render_softmax(sym, spec), rowwise.INCLUDES)
+    if isinstance(op, LayerNorm | RmsNorm):
+        sym = spec.symbol(_tag(spec, arch, None))
+        return RenderedKernel(spec, arch, sym, render_norm(sym, spec), rowwise.INCLUDES)
+    if isinstance(op, Attention):
+        raise UnsupportedKernel(op.name, "no fused attention kernel is rendered yet (split it into bmm/softmax/bmm)")
+    raise UnsupportedKernel(op.name, "no renderer for this op family")
+
+
+def _include_block(kernels: Iterable[tuple[str, ...]]) -> str:
+    seen: dict[str, None] = {}
+    for incs in kernels:
+        seen.update(dict.fromkeys(incs))
+    return "\n".join(f"#include <{h}>" if "/" not in h and "." not in h else f'#include "{h}"' for h in seen)
+
+
+def device_source(kernels: Sequence[RenderedKernel]) -> str:
+    """One .cu holding every kernel of a subgraph, each with its exported entry points."""
+    parts = [preamble(), _include_block(k.includes for k in kernels)]
+    if any(isinstance(k.spec.op, Gemm | Bmm) for k in kernels):
+        parts += [ARGS_STRUCT, DEVICE_PERMUTE]
+    if any(isinstance(k.spec.op, Softmax | LayerNorm | RmsNorm) for k in kernels):
+        parts.append(rowwise.HELPERS)
+    parts += [k.code for k in kernels]
+    return "\n".join(parts) + "\n"
+
+
+def twin_source(kernels: Sequence[RenderedKernel]) -> str:
+    """The host twins of the GEMM-family kernels in ``kernels``, under the same symbols."""
+    gemms = [k for k in kernels if isinstance(k.spec.op, Gemm | Bmm)]
+    parts = [preamble(), _include_block([host_twin.INCLUDES]), host_twin.PREAMBLE]
+    for k in gemms:
+        parts.append(host_twin.render_twin(k.symbol, k.spec, problem_for(k.spec.op, k.spec.operands)))
+    return "\n".join(parts) + "\n"
