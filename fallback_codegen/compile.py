@@ -13,6 +13,7 @@ from byteir_cat.errors import CompileError
 from byteir_cat.ir import Function
 from fallback_codegen.host_kernel import HostKernel, Signature, TensorSig, load_host_kernel
 from fallback_codegen.llvm_text import respell_float_literals
+from fallback_codegen.math_approx import expand_transcendentals
 from fallback_codegen.pipeline import HostTarget, NvptxTarget, Target, pipeline
 
 # Ops a fusion group may hold: what ``stablehlo-legalize-to-linalg`` turns into loops without a library
@@ -100,6 +101,8 @@ def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None):
     ctx = ctx or make_context()
     with ctx:
         module = ir.Module.parse(print_function(fn))
+        if target.approximate_math:
+            expand_transcendentals(module)
         for stage, passes in pipeline(target):
             pm = passmanager.PassManager.parse("builtin.module(" + ",".join(passes) + ")")
             try:

@@ -16,6 +16,7 @@ class HostTarget:
     """Code for the CPU this process runs on (or ``triple``); JIT-compiled by ``host_kernel``."""
 
     triple: str | None = None  # None: the process triple, filled in at compile time
+    approximate_math: bool = True  # exp/tanh/logistic as vectorisable polynomials (math_approx), not libm
     name: str = "host"
 
 
@@ -26,6 +27,7 @@ class NvptxTarget:
     arch: str = "sm_80"
     block_size: int = 256  # threads per block along the innermost parallel dimension
     ptx_version: str | None = None  # e.g. "+ptx80"; None: what LLVM picks for the arch
+    approximate_math: bool = True  # exp/tanh/logistic as polynomials: no libdevice to link
     name: str = "nvptx"
 
 
