@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from byteir_cat.errors import CompileError
 from byteir_cat.ir import Function
-from fallback_codegen.host_kernel import HostKernel, Signature, TensorSig, load_host_kernel
-from fallback_codegen.llvm_text import respell_float_literals
+from fallback_codegen.host_kernel import HostKernel, Signature, TensorSig, host_target_machine, load_host_kernel
+from fallback_codegen.llvm_text import respell_float_literals, with_target
 from fallback_codegen.math_approx import expand_transcendentals
-from fallback_codegen.pipeline import HostTarget, NvptxTarget, Target, pipeline
+from fallback_codegen.pipeline import PYTHON_STEPS, HostTarget, NvptxTarget, Target, pipeline
 
 # Ops a fusion group may hold: what ``stablehlo-legalize-to-linalg`` turns into loops without a library
 # call. GEMMs, convolutions and custom calls take other paths (CAT / host glue).
@@ -91,7 +91,7 @@ def signature_of(fn: Function) -> Signature:
 def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None):
     """Run the pass pipeline of ``target`` on ``fn``; returns the MLIR module (LLVM dialect for the host,
     host funcs + an NVVM ``gpu.module`` for NVPTX). Stage failures name the stage."""
-    from torch_mlir import ir, passmanager
+    from torch_mlir import ir
     from torch_mlir._mlir_libs import _stablehlo
 
     from byteir_cat.mlir_context import make_context
@@ -104,14 +104,35 @@ def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None):
         if target.approximate_math:
             expand_transcendentals(module)
         for stage, passes in pipeline(target):
-            pm = passmanager.PassManager.parse("builtin.module(" + ",".join(passes) + ")")
             try:
-                pm.run(module.operation)
+                _run_stage(module, passes)
             except Exception as e:  # MLIR raises a bare MLIRError with the diagnostics
                 first = str(e).strip().splitlines()
                 raise CompileError(f"group {fn.name}: lowering stage '{stage}' failed: "
                                    f"{' '.join(first[:3]) if first else 'unknown error'}") from None
     return module
+
+
+def _python_step(name: str):
+    from fallback_codegen.nvptx import collapse_parallel_loops
+
+    return {"collapse-parallel-loops": collapse_parallel_loops}[name]
+
+
+def _run_stage(module, passes: tuple[str, ...]) -> None:
+    """Run consecutive upstream passes as one pass manager, Python steps in between them."""
+    from torch_mlir import passmanager
+
+    batch: list[str] = []
+    for name in passes + ("",):
+        if name and name not in PYTHON_STEPS:
+            batch.append(name)
+            continue
+        if batch:
+            passmanager.PassManager.parse("builtin.module(" + ",".join(batch) + ")").run(module.operation)
+            batch = []
+        if name:
+            _python_step(name)(module)
 
 
 _registered: list[bool] = []
@@ -147,6 +168,12 @@ def _host_llvm_ir(module, target: HostTarget) -> str:
 
     with module.context:
         text = llvm_dialect.translate_module_to_llvmir(module.operation)
-    parsed = llvm.parse_assembly(respell_float_literals(text))
-    parsed.triple = target.triple or llvm.get_process_triple()
+    if target.triple:
+        triple, data_layout = target.triple, ""
+    else:
+        tm = host_target_machine()
+        triple, data_layout = tm.triple, str(tm.target_data)
+    text = respell_float_literals(text)
+    parsed = llvm.parse_assembly(with_target(text, triple, data_layout) if data_layout else text)
+    parsed.triple = triple
     return str(parsed)

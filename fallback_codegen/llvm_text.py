@@ -119,3 +119,11 @@ def respell_float_literals(text: str) -> str:
         pieces.append(line[pos:])
         out.append("".join(pieces))
     return "".join(out)
+
+
+def with_target(text: str, triple: str, data_layout: str) -> str:
+    """``text`` with its target triple and data layout set before LLVM parses it: the parser fixes load and
+    store alignments from the data layout it sees (LLVM's default gives i64 a 4-byte alignment)."""
+    lines = [line for line in text.splitlines(keepends=True)
+             if not line.startswith(("target datalayout", "target triple"))]
+    return f'target datalayout = "{data_layout}"\ntarget triple = "{triple}"\n' + "".join(lines)

@@ -75,18 +75,25 @@ HOST_LOOPS: tuple[str, ...] = (
     "loop-invariant-code-motion",
 )
 
-# NVPTX: parallel loops tiled into block x thread, mapped to the GPU grid, then outlined into kernels.
+# Steps done in Python on the MLIR module (not upstream passes); compile.py maps each name to a function.
+PYTHON_STEPS = frozenset({"collapse-parallel-loops"})
+
+
 def gpu_loops(block_size: int) -> tuple[str, ...]:
-    """The loop stage for a GPU target; the tile size is the block size, so it is a parameter."""
+    """NVPTX loop stage: flat parallel loops tiled into blocks of ``block_size`` threads, mapped onto the
+    grid, outlined into kernels. No canonicalize between tiling and mapping: it would drop one-tile loops
+    and the thread loop would be mapped to blocks."""
     return (
         "func.func(convert-linalg-to-parallel-loops)",
         "canonicalize",
+        "collapse-parallel-loops",
         f"func.func(scf-parallel-loop-tiling{{parallel-loop-tile-sizes={block_size} no-min-max-bounds}})",
-        "canonicalize",
         "func.func(gpu-map-parallel-loops)",
         "func.func(convert-parallel-loops-to-gpu)",
         "canonicalize",
+        "gpu-launch-sink-index-computations",
         "gpu-kernel-outlining",
+        "canonicalize",
         "lower-affine",
         "convert-scf-to-cf",
     )

@@ -1,0 +1,215 @@
+"""The NVPTX end of a fusion group: parallel loops -> one thread per element -> NVVM -> PTX.
+
+``compile_group`` runs the shared pipeline and this module's two pieces around the upstream GPU passes:
+``collapse_parallel_loops`` (every top-level ``scf.parallel`` becomes one flat loop, so a single tile size
+gives every loop full blocks whatever its rank), and ``gpu_group``, which reads the host function left by
+``gpu-kernel-outlining`` into a launch plan (kernels, grid, block, which buffers) and turns the outlined
+``gpu.module``s into one LLVM module, then PTX with llvmlite's NVPTX backend. The runtime launches the
+plan with cuda-python; no MLIR is needed there.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from byteir_cat.errors import CompileError
+from byteir_cat.ir import Function, dtype_bytes
+from fallback_codegen.llvm_text import respell_float_literals, with_target
+
+_init_lock = threading.Lock()
+
+
+def _const_index(value) -> int | None:
+    owner = value.owner
+    if getattr(owner, "name", None) != "arith.constant":
+        return None
+    return int(str(owner.attributes["value"]).split(":")[0])
+
+
+def collapse_parallel_loops(module) -> int:
+    """Rewrite each top-level static ``scf.parallel`` over (d0..dn) into one loop over d0*...*dn whose body
+    recovers the indices with div/rem; returns how many loops were rewritten."""
+    from torch_mlir import ir
+
+    index = ir.IndexType.get()
+    done = 0
+    for func in module.body.operations:
+        if func.operation.name != "func.func":
+            continue
+        for op in list(func.regions[0].blocks[0].operations):
+            op = op.operation
+            if op.name != "scf.parallel" or len(op.results):
+                continue
+            n = len(op.regions[0].blocks[0].arguments)
+            lbs, ubs, steps = (list(op.operands[i * n:(i + 1) * n]) for i in range(3))
+            bounds = [_const_index(v) for v in ubs]
+            if n < 2 or None in bounds or any(_const_index(v) != 0 for v in lbs) \
+                    or any(_const_index(v) != 1 for v in steps):
+                continue
+            with ir.InsertionPoint(op), op.location:
+                def const(v: int):
+                    return ir.Operation.create("arith.constant", results=[index],
+                                               attributes={"value": ir.IntegerAttr.get(index, v)}).result
+
+                flat = ir.Operation.create(
+                    "scf.parallel", results=[], operands=[const(0), const(math.prod(bounds)), const(1)],
+                    attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 1, 1, 0])}, regions=1)
+                block = flat.regions[0].blocks.append(index)
+            old_block = op.regions[0].blocks[0]
+            with ir.InsertionPoint(block), op.location:
+                rest = block.arguments[0]
+                indices = [None] * n
+                for d in reversed(range(n)):
+                    size = const(bounds[d])
+                    indices[d] = rest if d == 0 else ir.Operation.create(
+                        "arith.remui", results=[index], operands=[rest, size]).result
+                    if d:
+                        rest = ir.Operation.create("arith.divui", results=[index], operands=[rest, size]).result
+            for old_arg, new_value in zip(old_block.arguments, indices, strict=True):
+                old_arg.replace_all_uses_with(new_value)
+            body_ops = list(old_block.operations)
+            anchor = block.operations[len(block.operations) - 1]
+            for body_op in body_ops:
+                body_op.operation.move_after(anchor)
+                anchor = body_op
+            op.erase()
+            done += 1
+    return done
+
+
+def _launch_dims(op) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    # gpu.launch_func operands: [async deps], grid x y z, block x y z, [cluster], [dynamic smem], kernel args
+    values = [_const_index(v) for v in list(op.operands)[:6]]
+    if None in values:
+        raise CompileError("GPU launch with non-constant grid or block size")
+    return tuple(values[:3]), tuple(values[3:6])
+
+
+def launch_plan(module, fn: Function):
+    """Read the host function into ``KernelLaunch``es and temp buffer sizes (bytes)."""
+    from torch_mlir import ir
+
+    from fallback_codegen.compile import KernelLaunch
+
+    func = next(op for op in module.body.operations if op.operation.name == "func.func")
+    block = func.regions[0].blocks[0]
+    n_in = len(fn.body.args)
+    where: dict = {}
+    for i, arg in enumerate(block.arguments):
+        where[arg] = ("input", i) if i < n_in else ("output", i - n_in)
+    temps: list[int] = []
+    launches = []
+    for op in block.operations:
+        op = op.operation
+        if op.name == "memref.alloc":
+            mtype = ir.MemRefType(op.results[0].type)
+            where[op.results[0]] = ("temp", len(temps))
+            temps.append(math.prod(mtype.shape) * dtype_bytes(str(mtype.element_type)))
+        elif op.name == "gpu.launch_func":
+            grid, blk = _launch_dims(op)
+            kernel = str(op.attributes["kernel"]).split("::")[0].lstrip("@")
+            args = []
+            for v in list(op.operands)[6:]:
+                if v not in where:
+                    raise CompileError(f"group {fn.name}: kernel {kernel} takes a value that is not a buffer "
+                                       f"({v.type}); only buffers can be passed by the runtime")
+                args.append(where[v])
+            launches.append(KernelLaunch(kernel, grid, blk, args))
+        elif op.name not in ("arith.constant", "memref.dealloc", "func.return"):
+            raise CompileError(f"group {fn.name}: host side of the GPU code has {op.name}, which the launch "
+                               f"plan cannot express")
+    return launches, temps
+
+
+def kernels_module_text(module) -> str:
+    """All outlined ``gpu.module``s as one LLVM IR module; each kernel is renamed after its gpu.module."""
+    from torch_mlir import ir
+    from torch_mlir.dialects import llvm as llvm_dialect
+
+    with module.context, ir.Location.unknown():
+        merged = ir.Module.create()
+        with ir.InsertionPoint(merged.body):
+            for op in module.body.operations:
+                op = op.operation
+                if op.name != "gpu.module":
+                    continue
+                gpu_name = str(op.attributes["sym_name"]).strip('"')
+                for inner in op.regions[0].blocks[0].operations:
+                    clone = inner.operation.clone()
+                    if "gpu.kernel" in clone.attributes:
+                        clone.attributes["sym_name"] = ir.StringAttr.get(gpu_name)
+        return llvm_dialect.translate_module_to_llvmir(merged.operation)
+
+
+@functools.cache
+def _init_nvptx() -> None:
+    import llvmlite.binding as llvm
+
+    with _init_lock:
+        llvm.initialize_all_targets()
+        llvm.initialize_all_asmprinters()
+
+
+def find_libdevice() -> Path | None:
+    """libdevice.10.bc of the CUDA toolkit on this (compiling) machine: $CUDA_HOME, then next to nvcc."""
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        roots.append(str(Path(nvcc).resolve().parent.parent))
+    for root in filter(None, roots):
+        candidate = Path(root) / "nvvm" / "libdevice" / "libdevice.10.bc"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _link_libdevice(module) -> None:
+    """Math the kernels still call (``__nv_logf``, ``__nv_fabsf``, ...) comes from libdevice, linked in and
+    internalised so that only what is used ends up in the PTX."""
+    import llvmlite.binding as llvm
+
+    wanted = sorted(f.name for f in module.functions if f.is_declaration and f.name.startswith("__nv_"))
+    if not wanted:
+        return
+    path = find_libdevice()
+    if path is None:
+        raise CompileError(f"kernels call {', '.join(wanted)} but libdevice.10.bc was not found "
+                           f"(set CUDA_HOME to the CUDA toolkit)")
+    libdevice = llvm.parse_bitcode(path.read_bytes())
+    libdevice.triple = module.triple
+    libdevice.data_layout = module.data_layout
+    module.link_in(libdevice)
+    for fn in module.functions:
+        if not fn.is_declaration and fn.name.startswith("__nv_"):
+            fn.linkage = "internal"
+
+
+def ptx_from_llvm_ir(llvm_ir: str, arch: str, ptx_version: str | None = None) -> tuple[str, str]:
+    """LLVM IR text -> (optimised LLVM IR, PTX) for ``arch`` with llvmlite's NVPTX backend at -O3."""
+    import llvmlite.binding as llvm
+
+    from fallback_codegen.host_kernel import optimize_ir
+
+    _init_nvptx()
+    triple = "nvptx64-nvidia-cuda"
+    target = llvm.Target.from_triple(triple)
+    tm = target.create_target_machine(cpu=arch, features=ptx_version or "", opt=3)
+    module = llvm.parse_assembly(with_target(respell_float_literals(llvm_ir), triple, str(tm.target_data)))
+    _link_libdevice(module)
+    module.verify()
+    optimize_ir(module, tm)
+    return str(module), tm.emit_assembly(module)
+
+
+def gpu_group(module, fn: Function, target) -> tuple[str, str, list, list[int]]:
+    """(kernel LLVM IR, PTX, launches, temp sizes) for a module after the NVPTX pipeline."""
+    launches, temps = launch_plan(module, fn)
+    if not launches:
+        raise CompileError(f"group {fn.name}: the NVPTX pipeline produced no kernel")
+    llvm_ir, ptx = ptx_from_llvm_ir(kernels_module_text(module), target.arch, target.ptx_version)
+    return llvm_ir, ptx, launches, temps
