@@ -8,6 +8,7 @@ using the tolerances of StableHLO's own interpreter.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,11 +47,20 @@ class _Interpreter:
         self.module = module
         self.checks: list[CheckResult] = []
         self.depth = 0
+        self.scopes: list[ChainMap[Value, torch.Tensor]] = [ChainMap()]
 
     def run_block(self, block: Block, args: Sequence[torch.Tensor], vectorised: bool = False) -> list[torch.Tensor]:
         if len(args) != len(block.args):
             raise CompileError(f"region takes {len(block.args)} arguments, got {len(args)}")
-        env: dict[Value, torch.Tensor] = dict(zip(block.args, args, strict=True))
+        # Region bodies (while, if, reduce, ...) may use values of the enclosing blocks: look those up too.
+        env: ChainMap[Value, torch.Tensor] = self.scopes[-1].new_child(dict(zip(block.args, args, strict=True)))
+        self.scopes.append(env)
+        try:
+            return self._run_ops(block, env, vectorised)
+        finally:
+            self.scopes.pop()
+
+    def _run_ops(self, block: Block, env: ChainMap[Value, torch.Tensor], vectorised: bool) -> list[torch.Tensor]:
         for op in block.ops:
             results = eval_op(op, [env[v] for v in op.operands], self)
             if len(results) != len(op.results):
@@ -68,9 +78,11 @@ class _Interpreter:
         self.depth += 1
         if self.depth > 200:
             raise CompileError(f"call at {where}: recursion deeper than 200 calls")
+        self.scopes.append(ChainMap())  # a callee sees only its own arguments
         try:
             return self.run_block(self.module.functions[name].body, args)
         finally:
+            self.scopes.pop()
             self.depth -= 1
 
     def record_check(self, op: Op, passed: bool, detail: str) -> None:
