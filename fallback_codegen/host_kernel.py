@@ -131,26 +131,33 @@ def optimize_ir(module: llvm.ModuleRef, tm: llvm.TargetMachine, speed_level: int
     pm.run(module, pb)
 
 
+def jit_compile(llvm_ir: str, name: str) -> tuple[llvm.ExecutionEngine, str]:
+    """Parse, optimise for this CPU and JIT ``llvm_ir``; returns the engine (keep it alive) and the
+    optimised IR. ``name`` is for messages."""
+    tm = host_target_machine()
+    try:
+        module = llvm.parse_assembly(llvm_ir)
+        module.verify()
+    except RuntimeError as e:
+        raise KernelError(f"kernel {name}: LLVM could not read its IR: {str(e).strip()}") from None
+    module.triple = tm.triple
+    module.data_layout = str(tm.target_data)
+    optimize_ir(module, tm)
+    _resolve_externals(module, name)
+    optimized = str(module)
+    engine = llvm.create_mcjit_compiler(module, tm)
+    engine.finalize_object()
+    engine.run_static_constructors()
+    return engine, optimized
+
+
 class HostKernel:
     """One JIT-compiled fusion group; keeps its execution engine alive as long as it is referenced."""
 
     def __init__(self, llvm_ir: str, symbol: str, signature: Signature):
         self.symbol = symbol
         self.signature = signature
-        tm = host_target_machine()
-        try:
-            module = llvm.parse_assembly(llvm_ir)
-            module.verify()
-        except RuntimeError as e:
-            raise KernelError(f"kernel {symbol}: LLVM could not read its IR: {str(e).strip()}") from None
-        module.triple = tm.triple
-        module.data_layout = str(tm.target_data)
-        optimize_ir(module, tm)
-        _resolve_externals(module, symbol)
-        self.optimized_ir = str(module)
-        self._engine = llvm.create_mcjit_compiler(module, tm)
-        self._engine.finalize_object()
-        self._engine.run_static_constructors()
+        self._engine, self.optimized_ir = jit_compile(llvm_ir, symbol)
         address = self._engine.get_function_address(symbol)
         if not address:
             raise KernelError(f"kernel {symbol}: entry point not found in its LLVM IR")

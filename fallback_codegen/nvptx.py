@@ -82,6 +82,10 @@ def collapse_parallel_loops(module) -> int:
     return done
 
 
+# Views whose aligned pointer is the source's; with static layouts the bare-pointer kernels index them right.
+_VIEW_OPS = frozenset({"memref.subview", "memref.expand_shape", "memref.collapse_shape", "memref.cast"})
+
+
 def _launch_dims(op) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     # gpu.launch_func operands: [async deps], grid x y z, block x y z, [cluster], [dynamic smem], kernel args
     values = [_const_index(v) for v in list(op.operands)[:6]]
@@ -110,6 +114,9 @@ def launch_plan(module, fn: Function):
             mtype = ir.MemRefType(op.results[0].type)
             where[op.results[0]] = ("temp", len(temps))
             temps.append(math.prod(mtype.shape) * dtype_bytes(str(mtype.element_type)))
+        elif op.name in _VIEW_OPS and op.operands[0] in where and "?" not in str(op.results[0].type):
+            # a static view: kernels take the source's base pointer and apply offset/strides from the type
+            where[op.results[0]] = where[op.operands[0]]
         elif op.name == "gpu.launch_func":
             grid, blk = _launch_dims(op)
             kernel = str(op.attributes["kernel"]).split("::")[0].lstrip("@")
@@ -207,9 +214,11 @@ def ptx_from_llvm_ir(llvm_ir: str, arch: str, ptx_version: str | None = None) ->
 
 
 def gpu_group(module, fn: Function, target) -> tuple[str, str, list, list[int]]:
-    """(kernel LLVM IR, PTX, launches, temp sizes) for a module after the NVPTX pipeline."""
+    """(kernel LLVM IR, PTX, launches, temp sizes) for a module after the NVPTX pipeline. The LLVM IR is the
+    kernels as translated (libdevice not linked), which ``gpu_emulation`` can also run on the host."""
     launches, temps = launch_plan(module, fn)
     if not launches:
         raise CompileError(f"group {fn.name}: the NVPTX pipeline produced no kernel")
-    llvm_ir, ptx = ptx_from_llvm_ir(kernels_module_text(module), target.arch, target.ptx_version)
+    llvm_ir = respell_float_literals(kernels_module_text(module))
+    _, ptx = ptx_from_llvm_ir(llvm_ir, target.arch, target.ptx_version)
     return llvm_ir, ptx, launches, temps

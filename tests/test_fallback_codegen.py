@@ -252,7 +252,7 @@ func.func @mm(%a: tensor<4x8xf32>, %b: tensor<8x4xf32>) -> tensor<4x4xf32> {
 
 
 def test_host_kernel_module_does_not_import_torch_mlir():
-    code = ("import sys, fallback_codegen.host_kernel, fallback_codegen; "
+    code = ("import sys, fallback_codegen.host_kernel, fallback_codegen.gpu_emulation, fallback_codegen; "
             "assert not [m for m in sys.modules if m.startswith('torch_mlir')], 'torch_mlir imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -272,3 +272,31 @@ def test_ptx_assembles(text: str, arch: str, tmp_path):
     proc = subprocess.run([ptxas, f"-arch={arch}", str(src), "-o", str(tmp_path / "k.cubin")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+GPU_CASES = {
+    "residual": (RESIDUAL_BIAS, lambda: [_random((2, 16, 32), seed=1), _random((32,), seed=2),
+                                         _random((2, 16, 32), seed=3)], lambda x, b, r: x + b + r),
+    "gelu": (gelu_tanh_text((4, 300)), lambda: [_random((4, 300))],
+             lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
+    "row_sum": (REDUCE_SUM, lambda: [_random((4, 8, 64))], lambda x: x.double().sum(-1)),
+    "softmax": (SOFTMAX, lambda: [_random((2, 4, 16, 16)) * 3], lambda x: torch.softmax(x.double(), -1)),
+    "mask": (CAUSAL_MASK, lambda: [_random((2, 16, 16))],
+             lambda s: torch.where(torch.ones(16, 16, dtype=torch.bool).tril(), s, torch.tensor(-1.0e9))),
+    "rotary": (ROTARY, lambda: [_random((1, 8, 4, 16), seed=4), _random((8, 16), seed=5), _random((8, 16), seed=6)],
+               lambda x, c, s: (x * c[None, :, None, :]
+                                + torch.cat([-x[..., 8:], x[..., :8]], -1) * s[None, :, None, :]).transpose(1, 2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GPU_CASES))
+def test_nvptx_kernels_emulated_on_host(case: str):
+    """The GPU path's kernels and launch plan, run on the CPU with ids as loop variables."""
+    from fallback_codegen.gpu_emulation import EmulatedGpuGroup
+
+    text, make_inputs, reference = GPU_CASES[case]
+    group = compile_group(_group(text), NvptxTarget(arch="sm_80"))
+    emulated = EmulatedGpuGroup(group.llvm_ir, group.launches, group.temp_bytes, group.signature, group.name)
+    inputs = make_inputs()
+    (got,) = emulated.run(inputs)
+    assert _rel_err(got, reference(*inputs)) < 1e-5
