@@ -232,6 +232,7 @@ OPS["stablehlo.custom_call"] = _custom_call  # type: ignore[assignment]
 for _name in _CHECK_KIND:
     OPS[_name] = _check_op  # type: ignore[assignment]
 
+# Op names with reference semantics; every ``cat.*`` op is supported too, through its declaration.
 SUPPORTED_OPS: frozenset[str] = frozenset(OPS)
 
 
@@ -330,7 +331,9 @@ def evaluate(module_or_function: Module | Function, inputs: Sequence[torch.Tenso
         if tuple(t.shape) != v.type.shape or t.dtype != want:
             raise InputError(f"@{fn.name} input {i}: expected {v.type}, got {t.dtype} {list(t.shape)}")
     interp = _Interpreter(module)
-    return interp.run_block(fn.body, [t.detach().cpu() for t in args])
+    outs = interp.run_block(fn.body, [t.detach().cpu() for t in args])
+    # results may be views of the module's constants (or of each other): hand out independent tensors
+    return [t.clone(memory_format=torch.contiguous_format) for t in outs]
 
 
 def run_checks(module: Module, function: str = "main") -> list[CheckResult]:

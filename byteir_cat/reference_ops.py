@@ -890,7 +890,7 @@ SEQUENTIAL_FLOAT_LIMIT = 1 << 16
 
 
 def reduce_with_region(env: Env, block: Block, inputs: list[torch.Tensor], inits: list[torch.Tensor],
-                       dims: list[int], where: str) -> list[torch.Tensor]:
+                       dims: list[int]) -> list[torch.Tensor]:
     """Reduce ``inputs`` over ``dims``: a torch reduction for single-op bodies, otherwise the body run once
     per reduced position on whole tensors (elementwise bodies) or element by element (any body)."""
     kind = single_op_body(block)
@@ -930,7 +930,7 @@ def reduce_with_region(env: Env, block: Block, inputs: list[torch.Tensor], inits
 def reduce(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     n = len(args) // 2
     dims = sorted(int(d) for d in op.attrs["dimensions"])
-    return reduce_with_region(env, op.regions[0], args[:n], args[n:], dims, op.loc)
+    return reduce_with_region(env, op.regions[0], args[:n], args[n:], dims)
 
 
 def _windows(x: torch.Tensor, window: Sequence[int], strides: Sequence[int], dilations: Sequence[int]) -> torch.Tensor:
@@ -970,7 +970,7 @@ def reduce_window(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tens
               for x, init in zip(inputs, inits, strict=True)]
     wins = [_windows(p, window, strides, wdil) for p in padded]
     win_dims = list(range(rank, 2 * rank))
-    return reduce_with_region(env, op.regions[0], wins, inits, win_dims, op.loc)
+    return reduce_with_region(env, op.regions[0], wins, inits, win_dims)
 
 
 def _scatter_into(env: Env, block: Block, result: torch.Tensor, flat_index: torch.Tensor,

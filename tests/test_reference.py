@@ -336,6 +336,58 @@ func.func @main(%limit: tensor<i32>) -> tensor<f32> {
     assert out.item() == 55.0
 
 
+def test_sort_general_comparator_and_if() -> None:
+    """A comparator that is not one compare (sort by |x|) takes the body-calling path."""
+    text = _fn("%x: tensor<6xf32>, %p: tensor<i1>", "tensor<6xf32>", """
+        %s = "stablehlo.sort"(%x) <{dimension = 0 : i64, is_stable = true}> ({
+          ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+            %aa = stablehlo.abs %a : tensor<f32>
+            %ab = stablehlo.abs %b : tensor<f32>
+            %lt = stablehlo.compare LT, %aa, %ab, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+            stablehlo.return %lt : tensor<i1>
+        }) : (tensor<6xf32>) -> tensor<6xf32>
+        %r = "stablehlo.if"(%p) ({
+          stablehlo.return %s : tensor<6xf32>
+        }, {
+          %n = stablehlo.negate %s : tensor<6xf32>
+          stablehlo.return %n : tensor<6xf32>
+        }) : (tensor<i1>) -> tensor<6xf32>
+        return %r : tensor<6xf32>""")
+    module = load_mlir(text)
+    x = torch.tensor([3.25, -0.5, 2.0, -2.0, 0.125, -7.5])
+    (taken,) = evaluate(module, [x, torch.tensor(True)])
+    assert taken.tolist() == [0.125, -0.5, 2.0, -2.0, 3.25, -7.5]
+    (other,) = evaluate(module, [x, torch.tensor(False)])
+    assert other.tolist() == [-0.125, 0.5, -2.0, 2.0, -3.25, 7.5]
+
+
+def test_torch_export_matches_eager() -> None:
+    """What torch-mlir emits for embedding, layernorm, linear, causal attention, GELU, cumsum, argmax, sort."""
+    from byteir_cat.frontend import from_torch
+
+    torch.manual_seed(0)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.ln = torch.nn.Embedding(50, 32), torch.nn.LayerNorm(32)
+            self.qkv, self.out = torch.nn.Linear(32, 96), torch.nn.Linear(32, 32)
+
+        def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            x = self.ln(self.emb(ids))
+            q, k, v = (t.view(2, 7, 4, 8).transpose(1, 2) for t in self.qkv(x).split(32, -1))
+            a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = self.out(a.transpose(1, 2).reshape(2, 7, 32))
+            return torch.nn.functional.gelu(y) + x, torch.cumsum(ids, 1), y.argmax(-1), torch.sort(y, -1)[0]
+
+    model = Tiny().eval()
+    ids = torch.randint(0, 50, (2, 7))
+    outs = evaluate(from_torch(model, (ids,)), [ids])
+    with torch.no_grad():
+        for got, want in zip(outs, model(ids), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_half_transcendentals_round_once_from_f64(gen: torch.Generator) -> None:
     text = """
 func.func @main(%x: tensor<64xbf16>) -> (tensor<64xbf16>, tensor<64xbf16>) {
