@@ -76,7 +76,9 @@ static inline bool cat_dims_match(const int64_t* dims, const int64_t* expected, 
   return true;
 }}
 
-static inline size_t cat_align_up(size_t x) {{ return (x + {WORKSPACE_ALIGN - 1}) / {WORKSPACE_ALIGN} * {WORKSPACE_ALIGN}; }}
+static inline size_t cat_align_up(size_t x) {{
+  return (x + {WORKSPACE_ALIGN - 1}) / {WORKSPACE_ALIGN} * {WORKSPACE_ALIGN};
+}}
 
 // Output permutation: result[idx] = natural[cat_permute_source(p, idx)] (reshape, then transpose).
 struct CatPermute {{

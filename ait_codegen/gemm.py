@@ -58,7 +58,8 @@ def render_sm80(sym: str, spec: KernelSpec, p: GemmProblem, cfg: GemmConfig) -> 
     strides = ("g.batch_stride_a, g.batch_stride_b", "g.lda, g.ldb")
     if not p.binary:
         kernel = (f"using {sym}_Gemm = cutlass::gemm::device::GemmUniversal<\n{common}"
-                  f"    cutlass::epilogue::thread::LinearCombinationGeneric<{act}, {t}, {p.alignment_c()}, float, float>,\n"
+                  f"    cutlass::epilogue::thread::LinearCombinationGeneric<{act}, {t}, {p.alignment_c()}, "
+                  "float, float>,\n"
                   f"{tail}")
         if p.bias is not None:
             c_ptr, beta, ldc, bsc = "g.bias", "1.0f", "0", "0"

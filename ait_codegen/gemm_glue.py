@@ -91,7 +91,8 @@ def gemm_entry(sym: str, spec: KernelSpec, p: GemmProblem, ctype: str, host: boo
                     f"static_cast<{ctype}*>(result), {desc}, {total});\n")
         else:
             blocks = min(65535, (total + 255) // 256)
-            post = (f"  cat_permute_kernel<{ctype}><<<{blocks}, 256, 0, stream>>>(static_cast<const {ctype}*>(workspace), "
+            post = (f"  cat_permute_kernel<{ctype}><<<{blocks}, 256, 0, stream>>>("
+                    f"static_cast<const {ctype}*>(workspace), "
                     f"static_cast<{ctype}*>(result), {desc}, {total});\n"
                     "  if (cudaGetLastError() != cudaSuccess) return CAT_LAUNCH_FAILED;\n")
     return entry_point(sym, spec, run, f"{sym}_gemm_workspace()", permute_bytes(p), post)

@@ -2,19 +2,13 @@
 done by ``cutlass::reference::host::Gemm`` (same layouts and TensorRefs) and the epilogue by a host loop in
 the kernel's order (bias, activation with CUTLASS's own functors, residual ops, conversion). Built with
 ``nvcc -x cu`` into a host .so and called through ctypes, it checks the glue against ``CatOp.reference``
-on machines without a GPU."""
+on machines without a GPU (load it with ``launch.KernelLibrary``)."""
 
 from __future__ import annotations
 
-import ctypes
-from collections.abc import Sequence
-
-import torch
-
-from ait_codegen.abi import KernelSpec, ReturnCode
-from ait_codegen.elements import TORCH_TYPES, cutlass_type
-from ait_codegen.gemm_glue import (ACTIVATION_FUNCTORS, ARGS_STRUCT, HOST_PERMUTE, LAYOUTS, gemm_entry,
-                                   pack_function)
+from ait_codegen.abi import KernelSpec
+from ait_codegen.elements import cutlass_type
+from ait_codegen.gemm_glue import ACTIVATION_FUNCTORS, ARGS_STRUCT, HOST_PERMUTE, LAYOUTS, gemm_entry, pack_function
 from ait_codegen.gemm_problem import GemmProblem
 
 INCLUDES = ("cutlass/cutlass.h", "cutlass/tensor_ref.h", "cutlass/layout/matrix.h",
@@ -59,33 +53,3 @@ static int {sym}_run(const CatGemmArgs& g, char*, cudaStream_t) {{
 }}
 
 {gemm_entry(sym, spec, p, t, host=True)}"""
-
-
-class HostTwin:
-    """A loaded host-twin library; ``run(symbol, spec, *tensors)`` calls one entry point on CPU tensors."""
-
-    def __init__(self, path: str):
-        self.lib = ctypes.CDLL(path)
-
-    def run(self, symbol: str, spec: KernelSpec, *tensors: torch.Tensor) -> torch.Tensor:
-        result_type = spec.result
-        args = [t.contiguous() for t in tensors]
-        out = torch.empty(result_type.shape, dtype=TORCH_TYPES[result_type.dtype])
-        ws_fn = getattr(self.lib, f"{symbol}_workspace_bytes")
-        ws_fn.restype = ctypes.c_size_t
-        workspace = torch.empty(max(1, ws_fn()), dtype=torch.uint8)
-        ptrs = (ctypes.c_void_p * len(args))(*[t.data_ptr() for t in args])
-        dims = _dims(spec, args)
-        fn = getattr(self.lib, symbol)
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                       ctypes.c_void_p]
-        rc = fn(ptrs, out.data_ptr(), dims, workspace.data_ptr(), workspace.numel(), None)
-        if rc != ReturnCode.OK:
-            raise RuntimeError(f"{symbol} returned {ReturnCode(rc).name}")
-        return out
-
-
-def _dims(spec: KernelSpec, tensors: Sequence[torch.Tensor]) -> ctypes.Array:
-    shapes = [d for t in tensors for d in t.shape] + list(spec.result.shape)
-    return (ctypes.c_int64 * len(shapes))(*shapes)

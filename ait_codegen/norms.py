@@ -3,9 +3,9 @@ then one pass that normalises, scales and shifts. Statistics and arithmetic in f
 
 from __future__ import annotations
 
-from cat_dialect.norms import LayerNorm, RmsNorm
 from ait_codegen.abi import KernelSpec
 from ait_codegen.rowwise import row_entry, row_shape
+from cat_dialect.norms import LayerNorm, RmsNorm
 
 
 def _float_literal(x: float) -> str:
@@ -24,9 +24,9 @@ def render_norm(sym: str, spec: KernelSpec) -> str:
     sig = ", ".join([f"const {t}* __restrict__ x", *params, f"{t}* __restrict__ y"])
     loads = ""
     if op.has_gamma:
-        loads += f"    Vec g = reinterpret_cast<const Vec*>(gamma)[i];\n"
+        loads += "    Vec g = reinterpret_cast<const Vec*>(gamma)[i];\n"
     if isinstance(op, LayerNorm) and op.has_beta:
-        loads += f"    Vec b = reinterpret_cast<const Vec*>(beta)[i];\n"
+        loads += "    Vec b = reinterpret_cast<const Vec*>(beta)[i];\n"
     scale = " * cat_to_float(g.v[e])" if op.has_gamma else ""
     eps = _float_literal(op.eps)
     if isinstance(op, LayerNorm):

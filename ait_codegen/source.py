@@ -11,8 +11,6 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from byteir_cat.ir import TensorType
-from cat_dialect import Attention, Bmm, CatOp, Gemm, LayerNorm, RmsNorm, Softmax
 from ait_codegen import gemm, gemm_sm90, host_twin, rowwise
 from ait_codegen.abi import KernelSpec, preamble
 from ait_codegen.candidates import ARCHS, GemmConfig, choose
@@ -21,6 +19,8 @@ from ait_codegen.gemm_glue import ARGS_STRUCT, DEVICE_PERMUTE
 from ait_codegen.gemm_problem import GemmProblem, problem_for
 from ait_codegen.norms import render_norm
 from ait_codegen.softmax import render_softmax
+from byteir_cat.ir import TensorType
+from cat_dialect import Attention, Bmm, CatOp, Gemm, LayerNorm, RmsNorm, Softmax
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def render_kernel(spec: KernelSpec, arch: str, config: GemmConfig | None = None,
     raise UnsupportedKernel(op.name, "no renderer for this op family")
 
 
-def _include_block(kernels: Iterable[tuple[str, ...]]) -> str:
+def include_block(kernels: Iterable[tuple[str, ...]]) -> str:
     seen: dict[str, None] = {}
     for incs in kernels:
         seen.update(dict.fromkeys(incs))
@@ -95,7 +95,7 @@ def _include_block(kernels: Iterable[tuple[str, ...]]) -> str:
 
 def device_source(kernels: Sequence[RenderedKernel]) -> str:
     """One .cu holding every kernel of a subgraph, each with its exported entry points."""
-    parts = [preamble(), _include_block(k.includes for k in kernels)]
+    parts = [preamble(), include_block(k.includes for k in kernels)]
     if any(isinstance(k.spec.op, Gemm | Bmm) for k in kernels):
         parts += [ARGS_STRUCT, DEVICE_PERMUTE]
     if any(isinstance(k.spec.op, Softmax | LayerNorm | RmsNorm) for k in kernels):
@@ -107,7 +107,7 @@ def device_source(kernels: Sequence[RenderedKernel]) -> str:
 def twin_source(kernels: Sequence[RenderedKernel]) -> str:
     """The host twins of the GEMM-family kernels in ``kernels``, under the same symbols."""
     gemms = [k for k in kernels if isinstance(k.spec.op, Gemm | Bmm)]
-    parts = [preamble(), _include_block([host_twin.INCLUDES]), host_twin.PREAMBLE]
+    parts = [preamble(), include_block([host_twin.INCLUDES]), host_twin.PREAMBLE]
     for k in gemms:
         parts.append(host_twin.render_twin(k.symbol, k.spec, problem_for(k.spec.op, k.spec.operands)))
     return "\n".join(parts) + "\n"

@@ -1,0 +1,143 @@
+"""Standalone check of one kernel: ``python -m ait_codegen.check OP --m M --n N --k K --dtype f16 --arch sm_90a``.
+
+Builds the kernel for the given shapes. With a CUDA GPU it runs the kernel on torch CUDA tensors, compares
+with ``CatOp.reference`` (relative error = max |got - ref| / max |ref|, must be < 1e-2) and times it against
+torch (``torch.matmul`` for GEMMs) in the same run. Without a GPU it builds and runs the GEMM's host twin on
+the CPU instead and says that the device run was skipped. Exit status 0 iff every check made passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from ait_codegen.abi import KernelSpec
+from ait_codegen.build import build_subgraph, build_twin
+from ait_codegen.elements import TORCH_TYPES
+from ait_codegen.launch import KernelLibrary
+from byteir_cat.ir import TensorType
+from cat_dialect import Bmm, CatOp, Gemm, LayerNorm, RmsNorm, Softmax
+from cat_dialect.op_base import CatVerifyError
+
+TOLERANCE = 1e-2
+
+
+def parse_op(name: str, permute_shape: list[int] | None, permute_perm: list[int] | None) -> CatOp:
+    attrs = {"permute_shape": permute_shape, "permute_perm": permute_perm} if permute_shape else {}
+    for family in CatOp.families:
+        op = family.from_name(name, attrs)
+        if op is not None:
+            return op
+    raise CatVerifyError(f"unknown CAT op {name}")
+
+
+def operand_types(op: CatOp, m: int, n: int, k: int, batch: int, dtype: str) -> list[TensorType]:
+    """Operands of ``op`` for an M x N result with reduction K (rows M of length N for row-wise ops)."""
+    def t(*shape: int) -> TensorType:
+        return TensorType(tuple(shape), dtype)
+    if isinstance(op, Gemm):
+        types = [t(m, k), t(n, k) if op.layout == "rcr" else t(k, n)] + ([t(n)] if op.bias else [])
+        return types + [t(m, n)] * len(op.binary)
+    if isinstance(op, Bmm):
+        a = t(batch, m, k) if op.layout[0] == "r" else t(batch, k, m)
+        b = t(batch, k, n) if op.layout[1] == "r" else t(batch, n, k)
+        out = t(batch, m, n) if op.layout[2] == "r" else t(batch, n, m)
+        return [a, b] + ([out] if op.add else [])
+    if isinstance(op, Softmax):
+        return [t(m, n)]
+    if isinstance(op, LayerNorm | RmsNorm):
+        return [t(m, n)] + [t(n)] * (len(op.operand_names()) - 1)
+    raise CatVerifyError(f"ait_codegen.check does not know the operands of {op.name}")
+
+
+def random_inputs(spec: KernelSpec, device: str, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(t.shape, generator=gen).to(TORCH_TYPES[t.dtype]).to(device) for t in spec.operands]
+
+
+def rel_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    g, r = got.float().cpu(), ref.float().cpu()
+    return float((g - r).abs().max() / r.abs().max().clamp_min(1e-6))
+
+
+def time_ms(fn: Callable[[], object], iters: int = 50) -> float:
+    for _ in range(5):
+        fn()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    stop.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(stop) / iters
+
+
+def torch_baseline(op: CatOp, xs: list[torch.Tensor]) -> Callable[[], object]:
+    """What the kernel is timed against: the bare matmul (cuBLAS) for GEMMs, the reference otherwise."""
+    if isinstance(op, Gemm):
+        b = xs[1].t() if op.layout == "rcr" else xs[1]
+        return lambda: torch.matmul(xs[0], b)
+    if isinstance(op, Bmm):
+        a = xs[0] if op.layout[0] == "r" else xs[0].transpose(-1, -2)
+        b = xs[1] if op.layout[1] == "r" else xs[1].transpose(-1, -2)
+        return lambda: torch.matmul(a, b)
+    return lambda: op.reference(*xs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ait_codegen.check", description=__doc__.splitlines()[0])
+    ap.add_argument("op")
+    ap.add_argument("--m", type=int, default=128)
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--k", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--dtype", default="f16", choices=("f16", "bf16"))
+    ap.add_argument("--arch", default="sm_90a", choices=("sm_80", "sm_90a"))
+    ap.add_argument("--permute-shape", type=int, nargs="*")
+    ap.add_argument("--permute-perm", type=int, nargs="*")
+    args = ap.parse_args(argv)
+
+    op = parse_op(args.op, args.permute_shape, args.permute_perm)
+    types = operand_types(op, args.m, args.n, args.k, args.batch, args.dtype)
+    t0 = time.monotonic()
+    lib = build_subgraph((op, types), args.arch, output="shared")
+    kernel = lib.kernels[0]
+    print(f"built {kernel.symbol} ({kernel.config.name if kernel.config else 'row-wise'}) for {args.arch} "
+          f"in {time.monotonic() - t0:.1f}s{' (cached)' if lib.cached else ''}: {lib.path}")
+    for note in kernel.notes:
+        print(f"note: {note}")
+    ok = True
+    if isinstance(op, Gemm | Bmm):
+        twin = KernelLibrary(build_twin([kernel]).path)
+        xs = random_inputs(kernel.spec, "cpu")
+        err = rel_error(twin.run(kernel.symbol, kernel.spec, *xs), op.reference(*xs))
+        ok &= err < TOLERANCE
+        print(f"host twin vs reference: rel err {err:.2e} {'ok' if err < TOLERANCE else 'FAIL'}")
+    if not torch.cuda.is_available():
+        print("device run skipped: no CUDA GPU on this machine")
+        return 0 if ok else 1
+    major, minor = torch.cuda.get_device_capability()
+    if args.arch == "sm_90a" and (major, minor) != (9, 0):
+        print(f"device run skipped: sm_90a kernel, device is sm_{major}{minor}")
+        return 0 if ok else 1
+    dev = KernelLibrary(lib.path)
+    xs = random_inputs(kernel.spec, "cuda")
+    call, out = dev.prepare(kernel.symbol, kernel.spec, xs)
+    call()
+    torch.cuda.synchronize()
+    err = rel_error(out, op.reference(*xs))
+    ok &= err < TOLERANCE
+    print(f"device vs reference: rel err {err:.2e} {'ok' if err < TOLERANCE else 'FAIL'}")
+    ours, base = time_ms(call), time_ms(torch_baseline(op, xs))
+    flops = op.flops(list(types))
+    print(f"time: ours {ours * 1e3:.1f} us ({flops / ours / 1e9:.1f} TFLOP/s), torch {base * 1e3:.1f} us "
+          f"({flops / base / 1e9:.1f} TFLOP/s), ratio torch/ours {base / ours:.2f}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
