@@ -99,16 +99,19 @@ def candidates(problem: GemmProblem, arch: str, limit: int = 8) -> list[GemmConf
     """The pruned set worth profiling: tiles not far larger than the problem, split-k only where the epilogue
     allows it (no residual operands, no batch) and K is long; best ``limit`` by the heuristic."""
     out: list[GemmConfig] = []
-    for cfg in enumerated()[arch]:
-        if cfg.tile[0] > 2 * _pow2_ceil(problem.m) or cfg.tile[1] > 2 * _pow2_ceil(problem.n):
+    table = enumerated()[arch]
+    max_m = max(min(c.tile[0] for c in table), 2 * _pow2_ceil(problem.m))
+    max_n = max(min(c.tile[1] for c in table), 2 * _pow2_ceil(problem.n))
+    for cfg in table:
+        if cfg.tile[0] > max_m or cfg.tile[1] > max_n:
             continue
         splits = (1,)
         if arch == "sm_80" and not problem.binary and problem.batch == 1:
             splits = tuple(s for s in SPLIT_K if problem.k // s >= 4 * cfg.tile[2])
         out.extend(GemmConfig(cfg.arch, cfg.tile, cfg.warps, cfg.stages, s, cfg.cluster, cfg.schedule)
                    for s in splits or (1,))
-    if not out:
-        out = list(enumerated()[arch])
+    if not out:  # every tile is far larger than the problem: the smallest one
+        out = [min(table, key=lambda c: (c.tile[0] * c.tile[1], c.name))]
     return sorted(out, key=lambda c: (estimate(problem, c), c.name))[:limit]
 
 

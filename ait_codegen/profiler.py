@@ -34,21 +34,21 @@ typedef size_t (*CatWorkspace)(void);
 
 int main(int argc, char** argv) {
   const int iters = argc > 1 ? atoi(argv[1]) : 20;
-  const char* names[] = {%(names)s};
-  CatEntry entries[] = {%(entries)s};
-  CatWorkspace workspaces[] = {%(workspaces)s};
-  const int64_t sizes[] = {%(sizes)s};
-  const int n_operands = %(n_operands)d, n_candidates = %(n_candidates)d;
+  const char* names[] = {@names@};
+  CatEntry entries[] = {@entries@};
+  CatWorkspace workspaces[] = {@workspaces@};
+  const int64_t sizes[] = {@sizes@};
+  const int n_operands = @n_operands@, n_candidates = @n_candidates@;
   void* operands[8];
   for (int i = 0; i < n_operands; ++i) {
-    if (cudaMalloc(&operands[i], sizes[i] * sizeof(%(ctype)s)) != cudaSuccess) {
+    if (cudaMalloc(&operands[i], sizes[i] * sizeof(@ctype@)) != cudaSuccess) {
       printf("{\\"error\\": \\"out of memory\\"}\\n");
       return 1;
     }
-    cat_fill<%(ctype)s><<<256, 256>>>(static_cast<%(ctype)s*>(operands[i]), sizes[i], 17u * i + 1u);
+    cat_fill<@ctype@><<<256, 256>>>(static_cast<@ctype@*>(operands[i]), sizes[i], 17u * i + 1u);
   }
   void* result;
-  cudaMalloc(&result, %(result_elems)dLL * sizeof(%(ctype)s));
+  cudaMalloc(&result, @result_elems@LL * sizeof(@ctype@));
   cudaStream_t stream;
   cudaStreamCreate(&stream);
   cudaEvent_t start, stop;
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     float ms = 0.0f;
     cudaEventElapsedTime(&ms, start, stop);
     if (err != cudaSuccess && rc == 0) rc = CAT_LAUNCH_FAILED;
-    printf("{\\"config\\": \\"%%s\\", \\"status\\": %%d, \\"ms\\": %%.6f}\\n", names[c], rc, rc ? -1.0 : ms / iters);
+    printf("{\\"config\\": \\"%s\\", \\"status\\": %d, \\"ms\\": %.6f}\\n", names[c], rc, rc ? -1.0 : ms / iters);
     fflush(stdout);
     if (ws) cudaFree(ws);
   }
@@ -101,7 +101,7 @@ def render_profiler(spec: KernelSpec, arch: str, configs: Sequence[GemmConfig]) 
         names.append((sym, cfg.name))
     if not names:
         raise UnsupportedKernel(spec.op.name, f"no candidate renders for {arch}")
-    main = MAIN % {
+    fill = {
         "names": ", ".join(f'"{n}"' for _, n in names),
         "entries": ", ".join(s for s, _ in names),
         "workspaces": ", ".join(f"{s}_workspace_bytes" for s, _ in names),
@@ -109,6 +109,9 @@ def render_profiler(spec: KernelSpec, arch: str, configs: Sequence[GemmConfig]) 
         "n_operands": len(spec.operands), "n_candidates": len(names),
         "ctype": cutlass_type(problem.dtype), "result_elems": max(1, spec.result.numel),
     }
+    main = MAIN
+    for key, value in fill.items():
+        main = main.replace(f"@{key}@", str(value))
     head = "#include <cstdio>\n#include <cstdlib>\n" + preamble() + include_block([tuple(sorted(includes))])
     return "\n".join([head, ARGS_STRUCT, DEVICE_PERMUTE, *bodies, main])
 

@@ -1,0 +1,93 @@
+"""nvcc builds of rendered kernels (default run: a small representative set covering sm_80 and sm_90a, fp16
+and bf16, compiled to objects in parallel through the content-addressed cache), the profiler program, the
+cache itself, and the one-line nvcc error."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from ait_codegen.build import BuildJob, compile_all, compile_job
+from ait_codegen.candidates import choose
+from ait_codegen.errors import NvccError
+from ait_codegen.gemm_problem import problem_for
+from ait_codegen.profiler import profiler_job
+from ait_codegen.source import as_spec, device_source, render_kernel
+from byteir_cat.ir import TensorType
+from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+
+pytestmark = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
+
+
+def T(*shape, dtype="f16"):
+    return TensorType(tuple(shape), dtype)
+
+
+def representative(dt: str, full: bool) -> list:
+    """GEMM shapes of a small transformer layer (hidden 256, 4 heads of 64, 2 x 64 tokens)."""
+    ops = [(Gemm("rcr", True, "gelu" if dt == "bf16" else "relu"), [T(128, 256, dtype=dt), T(1024, 256, dtype=dt),
+                                                                     T(1024, dtype=dt)])]
+    if full:
+        ops += [
+            (Gemm("rrr"), [T(128, 256, dtype=dt), T(256, 768, dtype=dt)]),
+            (Bmm("rcr", permute=OutputPermute((2, 4, 64, 64), (0, 2, 1, 3))), [T(8, 64, 64, dtype=dt),
+                                                                               T(8, 64, 64, dtype=dt)]),
+            (Softmax(), [T(2, 4, 64, 64, dtype=dt)]),
+            (LayerNorm(1e-5), [T(128, 256, dtype=dt), T(256, dtype=dt), T(256, dtype=dt)]),
+            (RmsNorm(1e-6), [T(128, 256, dtype=dt), T(256, dtype=dt)]),
+        ]
+    return ops
+
+
+# (arch, dtype, full set?) -- four translation units built in parallel
+UNITS = [("sm_80", "f16", True), ("sm_90a", "bf16", True), ("sm_80", "bf16", False), ("sm_90a", "f16", False)]
+
+
+def _exported(path) -> set[str]:
+    if not shutil.which("nm"):
+        return set()
+    out = subprocess.run(["nm", "-g", "--defined-only", str(path)], capture_output=True, text=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def test_representative_set_compiles():
+    rendered, jobs = [], []
+    for arch, dt, full in UNITS:
+        kernels = [render_kernel(as_spec(op, types), arch) for op, types in representative(dt, full)]
+        rendered.append(kernels)
+        jobs.append(BuildJob(f"{arch}-{dt}", device_source(kernels), "device", arch, "object"))
+    gemm_spec = as_spec(*representative("f16", False)[0])
+    cfgs = [choose(problem_for(gemm_spec.op, gemm_spec.operands), "sm_80")]
+    jobs.append(profiler_job(gemm_spec, "sm_80", cfgs, output="object"))
+    results = compile_all(jobs, progress=False)
+    for kernels, res in zip(rendered, results, strict=False):
+        assert res.path.exists() and res.path.stat().st_size > 0
+        names = _exported(res.path)
+        if names:
+            for k in kernels:
+                assert k.symbol in names and f"{k.symbol}_workspace_bytes" in names
+    sm90 = [k for k in rendered[1] if k.config is not None]
+    assert all(k.config.arch == "sm_90a" and not k.notes for k in sm90), [k.notes for k in sm90]
+
+
+def test_cache_hit_and_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("BYTEIR_CAT_CACHE", str(tmp_path))
+    job = BuildJob("tiny", 'extern "C" int tiny(void) { return 7; }\n', "host", None, "shared")
+    first = compile_job(job)
+    assert not first.cached and first.path.is_relative_to(tmp_path)
+    again = compile_job(job)
+    assert again.cached and again.path == first.path
+    assert BuildJob("tiny", job.source + "\n", "host", None, "shared").key() != job.key()
+    assert not list(tmp_path.rglob(".build-*")) and not list(tmp_path.rglob(".*.cu.*"))
+
+
+def test_nvcc_error_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("BYTEIR_CAT_CACHE", str(tmp_path))
+    job = BuildJob("gemm_rcr_bias_relu", "int broken( { return 0; }\n", "host", None, "shared")
+    with pytest.raises(NvccError) as info:
+        compile_job(job)
+    msg = str(info.value)
+    assert msg.startswith("ait_codegen: gemm_rcr_bias_relu: ") and "\n" not in msg and "error" in msg
+    assert not list(tmp_path.rglob("*.so"))

@@ -1,0 +1,85 @@
+"""The sqlite tuning cache: records and their precedence, recovery from a truncated or garbage file, and
+two processes writing at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+from ait_codegen.candidates import GemmConfig, choose
+from ait_codegen.gemm_problem import problem_for
+from ait_codegen.tuning_cache import TuningCache
+from byteir_cat.ir import TensorType
+from cat_dialect import Gemm
+
+
+def _problem(m: int = 128, n: int = 256, k: int = 64):
+    return problem_for(Gemm("rcr", True, "relu"), [TensorType((m, k), "f16"), TensorType((n, k), "f16"),
+                                                    TensorType((n,), "f16")])
+
+
+def test_unprofiled_pick_then_profiled_record_wins(tmp_path):
+    cache = TuningCache(tmp_path / "t.sqlite")
+    p = _problem()
+    rec = cache.lookup_or_choose(p, "sm_80")
+    assert not rec.profiled and rec.config == choose(p, "sm_80")
+    measured = GemmConfig("sm_80", (128, 128, 32), (2, 2, 1), 4)
+    cache.store(p, "sm_80", measured, profiled=True, time_ms=0.05)
+    cache.store(p, "sm_80", rec.config, profiled=False)  # must not replace the measurement
+    got = cache.lookup(p, "sm_80")
+    assert got.profiled and got.config == measured and got.time_ms == 0.05
+    assert cache.lookup(p, "sm_90a") is None and cache.lookup(_problem(m=64), "sm_80") is None
+    cache.close()
+    assert TuningCache(tmp_path / "t.sqlite").lookup(p, "sm_80").config == measured
+
+
+
+
+def test_truncated_file_is_set_aside_and_rebuilt(tmp_path):
+    path = tmp_path / "t.sqlite"
+    cache = TuningCache(path)
+    for m in range(16, 16 * 200, 16):
+        cache.store(_problem(m=m), "sm_80", choose(_problem(m=m), "sm_80"), profiled=False)
+    cache.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    cache.close()
+    data = path.read_bytes()
+    assert len(data) > 8192
+    path.write_bytes(data[: len(data) // 2])
+    recovered = TuningCache(path)
+    assert recovered.recovered_from is not None and recovered.recovered_from.exists()
+    assert recovered.count() == 0
+    recovered.store(_problem(), "sm_80", choose(_problem(), "sm_80"), profiled=False)
+    assert recovered.count() == 1
+
+
+def test_garbage_file_is_set_aside_and_rebuilt(tmp_path):
+    path = tmp_path / "t.sqlite"
+    path.write_bytes(b"this is not a database\n" * 200)
+    cache = TuningCache(path)
+    assert cache.recovered_from is not None
+    assert cache.recovered_from.read_bytes().startswith(b"this is not")
+    assert cache.lookup_or_choose(_problem(), "sm_80").profiled is False
+    assert cache.count() == 1
+    assert sqlite3.connect(path).execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+
+def _writer(path: str, offset: int, count: int) -> None:
+    cache = TuningCache(path)
+    for i in range(count):
+        m = 16 * (offset + i + 1)
+        cache.store(_problem(m=m), "sm_80", choose(_problem(m=m), "sm_80"), profiled=bool(i % 2), time_ms=float(i))
+    cache.close()
+
+
+def test_two_concurrent_writers(tmp_path):
+    path = str(tmp_path / "t.sqlite")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, offset, 150)) for offset in (0, 100)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    cache = TuningCache(path)
+    assert cache.recovered_from is None
+    assert cache.count() == 250  # overlapping keys 101..150 written by both, stored once
