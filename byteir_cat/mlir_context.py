@@ -76,7 +76,7 @@ def run_opt(text: str, source: str, passes: tuple[str, ...] = NORMALIZATION_PASS
             raise CompileError(f"{source}:{m['line']}:{m['col']}: {m['msg'].strip()}")
         first = proc.stderr.strip().splitlines()[:1]
         raise CompileError(f"{source}: MLIR could not read the module: {first[0] if first else 'unknown error'}")
-    return proc.stdout.replace(os.path.basename(src), source)
+    return proc.stdout.replace(src, source)
 
 
 def parse_generic(text: str, ctx=None):

@@ -19,6 +19,16 @@ class LastHiddenState(torch.nn.Module):
         return self.model(input_ids, use_cache=False, **self.call_kwargs).last_hidden_state
 
 
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Hugging Face initialises biases to 0 and norm weights to 1; perturb every parameter so that a
+    dropped bias or a misplaced scale shows up as a numerical error in tests."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model
+
+
 def _ids(vocab: int, batch: int, seq: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(1, vocab, (batch, seq), generator=gen)
@@ -31,7 +41,7 @@ def gpt2(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch
     torch.manual_seed(seed)
     cfg = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, n_positions=max(64, seq), vocab_size=vocab,
                      bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
-    return LastHiddenState(GPT2Model(cfg).eval()), (_ids(vocab, batch, seq, seed),)
+    return LastHiddenState(randomize(GPT2Model(cfg), seed).eval()), (_ids(vocab, batch, seq, seed),)
 
 
 def bert(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch: int = 1, vocab: int = 128,
@@ -46,7 +56,7 @@ def bert(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch
     class Bert(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.model = BertModel(cfg, add_pooling_layer=False).eval()
+            self.model = randomize(BertModel(cfg, add_pooling_layer=False), seed).eval()
 
         def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
             return self.model(input_ids).last_hidden_state
@@ -63,7 +73,7 @@ def llama(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, 
                       num_key_value_heads=kv_heads, intermediate_size=172, max_position_embeddings=max(64, seq),
                       vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=0,
                       attn_implementation="sdpa")
-    return LastHiddenState(LlamaModel(cfg).eval()), (_ids(vocab, batch, seq, seed),)
+    return LastHiddenState(randomize(LlamaModel(cfg), seed).eval()), (_ids(vocab, batch, seq, seed),)
 
 
 MODELS = {"gpt2": gpt2, "bert": bert, "llama": llama}

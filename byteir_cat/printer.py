@@ -58,6 +58,9 @@ class _Printer:
         return self.names[v]
 
     def constant_attr(self, t: torch.Tensor, ty: TensorType) -> str:
+        if t.numel() > 1 and (all(s == 0 for s in t.stride()) or bool((t == t.reshape(-1)[0]).all())):
+            scalar = self.constant_attr(t.reshape(-1)[:1].reshape(()), ty.with_shape(()))
+            return scalar.rsplit(" : ", 1)[0] + f" : {ty}"
         if t.numel() <= INLINE_CONSTANT_LIMIT or not self.elide_large:
             flat = t.reshape(-1)
             if ty.dtype == "i1":

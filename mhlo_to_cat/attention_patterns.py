@@ -1,0 +1,196 @@
+"""bmm(softmax(bmm(Q, K^T) * scale + mask), V) -> one cat.attention op per layer.
+
+Exporters scatter the pieces: the scale may be applied to Q and K separately (sqrt each), heads are
+merged into the batch dim around the bmms, grouped-query attention repeats K/V heads with a
+broadcast, and the causal mask arrives as a constant after folding. ``peel`` undoes those steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+import cat_dialect as cat
+from byteir_cat.ir import Op, Value
+from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer
+from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer, splat_value
+
+
+@dataclass
+class Peeled:
+    base: Value
+    scale: float = 1.0
+    transposed: bool = False
+    groups: int = 1  # K/V heads repeated this many times (grouped-query attention)
+    split: Op | None = None  # a 4-D transpose read as "swap last two" of the value ``materialize`` makes
+
+    def materialize(self, rw: Rewriter) -> Value:
+        return _split_transpose(self.split, rw) if self.split is not None else self.base
+
+
+def _repeat_groups(op: Op) -> tuple[Value, int] | None:
+    """reshape(broadcast([B, Hkv, 1, S, D] <- reshape(kv[B, Hkv, S, D])) -> [B, Hkv, G, S, D]) to
+    [B, H, S, D] or, with heads merged into the batch, [B * H, S, D]."""
+    if op.name != "stablehlo.reshape" or op.result.type.rank not in (3, 4):
+        return None
+    bc = producer(op.operands[0], "stablehlo.broadcast_in_dim")
+    if bc is None or bc.result.type.rank != 5 or bc.attrs["broadcast_dimensions"] != [0, 1, 2, 3, 4]:
+        return None
+    src = bc.operands[0]
+    b, hkv, one, s, d = src.type.shape
+    if one != 1 or bc.result.type.shape[:2] != (b, hkv) or bc.result.type.shape[3:] != (s, d):
+        return None
+    inner = producer(src, "stablehlo.reshape")
+    if inner is None or inner.operands[0].type.shape != (b, hkv, s, d):
+        return None
+    return inner.operands[0], bc.result.type.shape[2]
+
+
+def _split_transpose(op: Op, rw: Rewriter) -> Value | None:
+    """transpose(x, p) whose last two entries swapped give p' -> the value transpose(x, p'), so that the
+    caller can read ``op`` as a swap of the last two dims of it (a K^T written as one transpose)."""
+    perm = op.attrs["permutation"]
+    inner = perm[:-2] + [perm[-1], perm[-2]]
+    x = op.operands[0]
+    if inner == list(range(len(perm))):
+        return x
+    shape = tuple(x.type.shape[i] for i in inner)
+    t = Op.create("stablehlo.transpose", [x], [x.type.with_shape(shape)], {"permutation": inner}, op.loc)
+    rw.insert_before(op, [t])
+    return t.result
+
+
+def peel(v: Value, want_transposed: bool = False) -> Peeled:
+    """Undo reshapes, scalings, GQA repeats and transposes; a general 4-D transpose is read as a swap
+    of the last two dims of another transpose only when the caller expects a transposed operand."""
+    p = Peeled(v)
+    while (op := p.base.owner) is not None:
+        if op.name == "stablehlo.reshape":
+            rep = _repeat_groups(op)
+            if rep is not None:
+                p.base, g = rep
+                p.groups *= g
+                continue
+            if op.operands[0].type.shape[-2:] != op.result.type.shape[-2:]:
+                break
+            p.base = op.operands[0]
+        elif op.name in ("stablehlo.multiply", "stablehlo.divide"):
+            a, b = op.operands
+            sb, sa = splat_value(b), splat_value(a)
+            if sb is not None and sb != 0:
+                p.scale *= sb if op.name == "stablehlo.multiply" else 1.0 / sb
+                p.base = a
+            elif sa is not None and op.name == "stablehlo.multiply":
+                p.scale *= sa
+                p.base = b
+            else:
+                break
+        elif _is_swap_last2(op):
+            p.transposed = not p.transposed
+            p.base = op.operands[0]
+        elif op.name == "stablehlo.transpose" and op.result.type.rank == 4 and want_transposed and not p.transposed:
+            p.transposed, p.split = True, op
+            break
+        else:
+            break
+    return p
+
+
+def _to_rank4(v: Value, rw: Rewriter, anchor: Op) -> Value | None:
+    if v.type.rank == 4:
+        return v
+    if v.type.rank != 3:
+        return None
+    r = Op.create("stablehlo.reshape", [v], [v.type.with_shape((1,) + v.type.shape)], {}, anchor.loc)
+    rw.insert_before(anchor, [r])
+    return r.result
+
+
+def _is_causal(mask: torch.Tensor) -> bool:
+    sq, sk = mask.shape[-2:]
+    future = torch.ones(sq, sk, dtype=torch.bool).triu(1)
+    m = mask.to(torch.float32)
+    return bool(torch.isneginf(m[..., future]).all()) and bool((m[..., ~future] == 0).all())
+
+
+def _mask_source(v: Value, full_shape: tuple[int, ...]) -> Value:
+    """Look through the broadcast that expands a [B|1, H|1, Sq, Sk] mask to the scores' shape."""
+    bc = producer(v, "stablehlo.broadcast_in_dim")
+    if bc is not None and bc.attrs["broadcast_dimensions"] == list(range(len(full_shape))):
+        return bc.operands[0]
+    return v
+
+
+class AttentionFromBmmSoftmaxBmm(Pattern):
+    """Anchored on the P @ V bmm; rewrites the whole chain into cat.attention when every piece fits."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        found = cat_producer(op.result, cat.Bmm) if cat.is_cat(op) else None
+        if not found:
+            return False
+        _, pv = found
+        if pv.layout[0] != "r" or pv.layout[2] != "r" or pv.add or pv.permute:
+            return False
+        p_side = peel(op.operands[0])
+        sm = cat_producer(p_side.base, cat.Softmax)
+        if sm is None or p_side.scale != 1.0 or p_side.transposed or not rw.single_use(p_side.base):
+            return False
+        sm_op, sm_decl = sm
+        scores = sm_op.operands[0]
+        mask_value = None
+        add = producer(scores, "stablehlo.add")
+        s_side = None
+        if add is not None:
+            for s_val, m_val in (add.operands, add.operands[::-1]):
+                cand = peel(s_val)
+                if cat_producer(cand.base, cat.Bmm):
+                    s_side, mask_value = cand, _mask_source(m_val, scores.type.shape)
+                    break
+        if s_side is None:
+            s_side = peel(scores)
+        qk = cat_producer(s_side.base, cat.Bmm)
+        if qk is None or s_side.transposed or not rw.single_use(s_side.base):
+            return False
+        qk_op, qk_decl = qk
+        if qk_decl.layout[0] != "r" or qk_decl.layout[2] != "r" or qk_decl.add or qk_decl.permute:
+            return False
+        q = peel(qk_op.operands[0])
+        k = peel(qk_op.operands[1], want_transposed=qk_decl.layout[1] == "r")
+        v = peel(op.operands[1], want_transposed=pv.layout[1] == "c")
+        if q.transposed or q.groups != 1:
+            return False
+        if k.transposed != (qk_decl.layout[1] == "r") or v.transposed != (pv.layout[1] == "c"):
+            return False
+        if v.scale != 1.0 or k.groups != v.groups:
+            return False
+        scale = q.scale * k.scale * s_side.scale
+        causal, mask = False, None
+        if mask_value is not None:
+            const = constant_tensor(mask_value)
+            if const is not None and bool((const == 0).all()):
+                mask_value = None
+            elif const is not None and const.dim() >= 2 and _is_causal(const):
+                causal, mask_value = True, None
+        q4, k4, v4 = (_to_rank4(x.materialize(rw), rw, qk_op) for x in (q, k, v))
+        if q4 is None or k4 is None or v4 is None:
+            return False
+        operands = [q4, k4, v4]
+        if mask_value is not None:
+            mask = _to_rank4(mask_value, rw, qk_op)
+            if mask is None or mask.type.dtype != q4.type.dtype:
+                return False
+            operands.append(mask)
+        decl = cat.Attention(scale=scale, causal=causal, has_mask=mask is not None,
+                             zero_masked_rows=sm_decl.zero_masked_rows)
+        try:
+            new = cat.build(decl, operands, sm_op.loc)
+        except cat.CatVerifyError:
+            return False
+        out = op.result
+        if new.result.type.shape != out.type.shape:
+            reshape = Op.create("stablehlo.reshape", new.results, [out.type], {}, op.loc)
+            rw.replace_op(op, [new, reshape], reshape.results)
+        else:
+            rw.replace_op(op, [new], new.results)
+        return True

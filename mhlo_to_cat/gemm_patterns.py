@@ -1,0 +1,218 @@
+"""dot_general -> CAT gemm / bmm, with layouts, reshapes, bias, binary epilogues and permutes folded in."""
+
+from __future__ import annotations
+
+import cat_dialect as cat
+from byteir_cat.ir import FLOAT_DTYPES, Op, Value
+from mhlo_to_cat.rewriter import Pattern, Rewriter, producer
+
+_SWAP_LAST2 = "swap-last-two"
+
+
+def _is_swap_last2(op: Op | None) -> bool:
+    if op is None or op.name != "stablehlo.transpose":
+        return False
+    perm = op.attrs["permutation"]
+    r = len(perm)
+    return r >= 2 and perm == list(range(r - 2)) + [r - 1, r - 2]
+
+
+def dot_dims(op: Op) -> dict[str, list[int]]:
+    dn = op.attrs.get("dot_dimension_numbers", {})
+    return {k: list(dn.get(k, [])) for k in ("lhs_batching_dimensions", "rhs_batching_dimensions",
+                                               "lhs_contracting_dimensions", "rhs_contracting_dimensions")}
+
+
+def gemm_plan(op: Op) -> tuple[str, str] | str:
+    """(kind, layout) for a dot_general that maps onto CAT, or a human reason why it does not."""
+    lhs, rhs = op.operands
+    out = op.result.type
+    if lhs.type.dtype not in FLOAT_DTYPES or len({lhs.type.dtype, rhs.type.dtype, out.dtype}) != 1:
+        return (f"dot_general on {lhs.type.dtype} x {rhs.type.dtype} -> {out.dtype}: CAT GEMMs take one float "
+                "element type")
+    d = dot_dims(op)
+    lb, rb, lc, rc = (d["lhs_batching_dimensions"], d["rhs_batching_dimensions"],
+                      d["lhs_contracting_dimensions"], d["rhs_contracting_dimensions"])
+    if len(lc) != 1 or len(rc) != 1:
+        return f"dot_general contracting {len(lc)} dims: CAT GEMMs contract exactly one"
+    if not lb:
+        if rhs.type.rank != 2 or lhs.type.rank < 2:
+            return f"dot_general {lhs.type} x {rhs.type}: rhs must be a 2-D weight for a CAT gemm"
+        if lc[0] != lhs.type.rank - 1:
+            return f"dot_general contracts lhs dim {lc[0]}: layout crr is not supported by CAT gemm kernels"
+        return ("gemm", "rrr" if rc[0] == 0 else "rcr")
+    r = lhs.type.rank
+    if rhs.type.rank != r or lb != list(range(r - 2)) or rb != list(range(r - 2)):
+        return (f"dot_general with batch dims {lb} x {rb} on {lhs.type} x {rhs.type}: CAT bmm needs the same "
+                "leading batch dims on both operands")
+    if lc[0] not in (r - 2, r - 1) or rc[0] not in (r - 2, r - 1):
+        return "dot_general contracts a batch dim"
+    a = "r" if lc[0] == r - 1 else "c"
+    b = "r" if rc[0] == r - 2 else "c"
+    return ("bmm", a + b + "r")
+
+
+class DotGeneralToGemm(Pattern):
+    """dot_general(A[..., K], W) -> cat.gemm_rcr / gemm_rrr; a transpose of W flips the layout."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.dot_general":
+            return False
+        plan = gemm_plan(op)
+        if isinstance(plan, str) or plan[0] != "gemm":
+            return False
+        layout = plan[1]
+        a, b = op.operands
+        t = producer(b, "stablehlo.transpose")
+        if t is not None and t.attrs["permutation"] == [1, 0]:
+            b, layout = t.operands[0], ("rcr" if layout == "rrr" else "rrr")
+        new = cat.build(cat.Gemm(layout), [a, b], op.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
+class DotGeneralToBmm(Pattern):
+    """Batched dot_general -> cat.bmm_{a}{b}r; a transpose of the last two dims of A or B flips its letter."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.dot_general":
+            return False
+        plan = gemm_plan(op)
+        if isinstance(plan, str) or plan[0] != "bmm":
+            return False
+        layout = list(plan[1])
+        operands = list(op.operands)
+        for i in (0, 1):
+            t = operands[i].owner
+            if _is_swap_last2(t):
+                operands[i] = t.operands[0]
+                layout[i] = "c" if layout[i] == "r" else "r"
+        new = cat.build(cat.Bmm("".join(layout)), operands, op.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
+def cat_producer(v: Value, family: type) -> tuple[Op, cat.CatOp] | None:
+    op = v.owner
+    if op is None or not cat.is_cat(op):
+        return None
+    decl = cat.decode(op)
+    return (op, decl) if isinstance(decl, family) else None
+
+
+class TransposeIntoBmmOutput(Pattern):
+    """transpose(bmm_{ab}r, swap last two) -> bmm_{ab}c."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if not _is_swap_last2(op):
+            return False
+        found = cat_producer(op.operands[0], cat.Bmm)
+        if not found or not rw.single_use(op.operands[0]):
+            return False
+        bop, decl = found
+        if decl.layout[2] != "r" or decl.add or decl.permute:
+            return False
+        new = cat.build(decl.replace(layout=decl.layout[:2] + "c"), bop.operands, bop.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
+class ReshapeIntoGemm(Pattern):
+    """reshape(gemm(A[M, K]) -> [d..., N]) -> gemm(reshape(A -> [d..., K])): the gemm then produces the
+    shape its consumers use, so epilogue ops (bias, residual) line up with its output."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.reshape":
+            return False
+        found = cat_producer(op.operands[0], cat.Gemm)
+        if not found or not rw.single_use(op.operands[0]):
+            return False
+        gop, decl = found
+        if decl.binary or decl.permute:
+            return False
+        a, out = gop.operands[0], op.result.type
+        if out.shape[-1] != gop.result.type.shape[-1] or out.rank < 2:
+            return False
+        a_shape = out.shape[:-1] + (a.type.shape[-1],)
+        inner = producer(a, "stablehlo.reshape")
+        if inner is not None and inner.operands[0].type.shape == a_shape:
+            new_a, pre = inner.operands[0], []
+        else:
+            pre = [Op.create("stablehlo.reshape", [a], [a.type.with_shape(a_shape)], {}, op.loc)]
+            new_a = pre[0].result
+        new = cat.build(decl, [new_a] + gop.operands[1:], gop.loc)
+        rw.replace_op(op, pre + [new], new.results)
+        return True
+
+
+def _bias_vector(v: Value, n: int, rank: int) -> Value | None:
+    b = producer(v, "stablehlo.broadcast_in_dim")
+    if b is None or b.attrs["broadcast_dimensions"] != [rank - 1] or b.operands[0].type.shape != (n,):
+        return None
+    return b.operands[0]
+
+
+class GemmBiasFusion(Pattern):
+    """gemm + broadcast(bias[N]) -> gemm_*_bias."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.add":
+            return False
+        for g, other in (op.operands, op.operands[::-1]):
+            found = cat_producer(g, cat.Gemm)
+            if not found or not rw.single_use(g):
+                continue
+            gop, decl = found
+            if decl.bias or decl.activation or decl.binary or decl.permute:
+                continue
+            bias = _bias_vector(other, g.type.shape[-1], g.type.rank)
+            if bias is None or bias.type.dtype != g.type.dtype:
+                continue
+            new = cat.build(decl.replace(bias=True), gop.operands + [bias], gop.loc)
+            rw.replace_op(op, [new], new.results)
+            return True
+        return False
+
+
+class GemmBinaryEpilogueFusion(Pattern):
+    """gemm + D or gemm * D with D of the output's shape -> gemm_*_add / gemm_*_mul (residuals, SwiGLU)."""
+
+    MAX_BINARY = 2
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        kind = {"stablehlo.add": "add", "stablehlo.multiply": "mul"}.get(op.name)
+        if kind is None:
+            return False
+        for g, d in (op.operands, op.operands[::-1]):
+            found = cat_producer(g, cat.Gemm)
+            if not found or not rw.single_use(g) or d.type != g.type or d is g:
+                continue
+            gop, decl = found
+            if decl.permute or len(decl.binary) >= self.MAX_BINARY:
+                continue
+            new = cat.build(decl.replace(binary=decl.binary + (kind,)), gop.operands + [d], gop.loc)
+            rw.replace_op(op, [new], new.results)
+            return True
+        return False
+
+
+class PermuteIntoGemmOrBmm(Pattern):
+    """transpose(reshape(gemm|bmm)) -> gemm_*_permute / bmm_*_permute (e.g. the split into heads)."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.transpose":
+            return False
+        reshape = producer(op.operands[0], "stablehlo.reshape")
+        if reshape is None or not rw.single_use(reshape.result):
+            return False
+        src = reshape.operands[0]
+        found = cat_producer(src, cat.Gemm) or cat_producer(src, cat.Bmm)
+        if not found or not rw.single_use(src):
+            return False
+        gop, decl = found
+        if decl.permute is not None:
+            return False
+        permute = cat.OutputPermute(reshape.result.type.shape, tuple(op.attrs["permutation"]))
+        new = cat.build(decl.replace(permute=permute), gop.operands, gop.loc)
+        rw.replace_op(op, [new], new.results)
+        return True

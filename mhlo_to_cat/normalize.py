@@ -1,0 +1,187 @@
+"""Normalisation: the canonical form that recognition patterns expect.
+
+MLIR's own passes (inline, StableHLO simplification, canonicalize, CSE) ran when the module was
+loaded; these passes finish the job on the graph IR: stray ``arith.constant``s become StableHLO
+constants, subgraphs computed only from small constants (position ids, causal masks, scalar casts)
+are folded, and algebraic no-ops that exporters leave behind (``x * 1``, identity reshapes,
+transpose pairs) disappear.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from byteir_cat.ir import Function, Op
+from mhlo_to_cat.rewriter import Pass, Pattern, PatternPass, Rewriter, constant_tensor, splat_value
+
+# Weights are never folded into other constants (that would copy them); scalars and generated
+# tensors (iota, masks) are, up to this many elements in the result.
+FOLD_RESULT_LIMIT = 1 << 22
+WEIGHT_LIMIT = 16  # a non-splat constant of the input module bigger than this is a weight
+
+
+class ArithConstantToStablehlo(Pattern):
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "arith.constant":
+            return False
+        op.name = "stablehlo.constant"
+        op.raw_attrs.clear()
+        rw.changed = True
+        return True
+
+
+def is_splat(t: torch.Tensor) -> bool:
+    if t.numel() <= 1 or all(s == 0 for s in t.stride()):
+        return True
+    flat = t.reshape(-1)
+    return bool((flat == flat[0]).all())
+
+
+def make_constant(value: torch.Tensor, like: Op) -> Op:
+    return Op.create("stablehlo.constant", [], [like.result.type], {"value": value}, like.loc)
+
+
+class FoldConstantOps(Pattern):
+    """An op whose operands are all constants, none of them a weight, becomes a constant (evaluated by
+    the reference evaluator). ``weights`` are the model's own large constants, never folded into copies."""
+
+    def __init__(self, weights: set[Op]):
+        self.weights = weights
+
+    _NEVER = frozenset({"stablehlo.constant", "stablehlo.custom_call", "stablehlo.rng", "stablehlo.rng_bit_generator"})
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name in self._NEVER or op.dialect in ("cat", "func") or len(op.results) != 1:
+            return False
+        if op.result.type.numel > FOLD_RESULT_LIMIT:
+            return False
+        args = []
+        for v in op.operands:
+            t = constant_tensor(v)
+            if t is None or v.owner in self.weights:
+                return False
+            args.append(t)
+        from byteir_cat.reference import eval_op
+
+        try:
+            (value,) = eval_op(op, args)
+        except Exception:  # an op the evaluator cannot fold stays as it is
+            return False
+        rw.replace_op(op, [const := make_constant(value, op)], const.results)
+        return True
+
+
+_IDENTITY_SHAPE_OPS = ("stablehlo.reshape", "stablehlo.broadcast_in_dim", "stablehlo.convert")
+
+
+class RemoveIdentityShapeOps(Pattern):
+    """reshape / broadcast_in_dim / convert whose result type equals its operand's."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name not in _IDENTITY_SHAPE_OPS or op.operands[0].type != op.result.type:
+            return False
+        if op.name == "stablehlo.broadcast_in_dim" and op.attrs.get("broadcast_dimensions") != list(
+                range(op.result.type.rank)):
+            return False
+        rw.replace_value(op.result, op.operands[0])
+        return True
+
+
+class RemoveIdentityTranspose(Pattern):
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.transpose":
+            return False
+        perm = op.attrs["permutation"]
+        if perm != list(range(len(perm))):
+            return False
+        rw.replace_value(op.result, op.operands[0])
+        return True
+
+
+class ComposeTransposes(Pattern):
+    """transpose(transpose(x, p1), p2) -> transpose(x, p1 o p2)."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.transpose":
+            return False
+        inner = op.operands[0].owner
+        if inner is None or inner.name != "stablehlo.transpose":
+            return False
+        p1, p2 = inner.attrs["permutation"], op.attrs["permutation"]
+        perm = [p1[i] for i in p2]
+        new = Op.create("stablehlo.transpose", [inner.operands[0]], [op.result.type], {"permutation": perm}, op.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
+class ComposeReshapes(Pattern):
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.reshape":
+            return False
+        inner = op.operands[0].owner
+        if inner is None or inner.name != "stablehlo.reshape":
+            return False
+        new = Op.create("stablehlo.reshape", [inner.operands[0]], [op.result.type], {}, op.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
+class RemoveMultiplyByOne(Pattern):
+    """x * 1 -> x and x + 0 -> x (GPT-2's Conv1D carries addmm's alpha and beta as multiplies by 1).
+
+    x + 0 differs from x only in the sign of a zero, which no consumer we produce observes."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name not in ("stablehlo.multiply", "stablehlo.add"):
+            return False
+        neutral = 1.0 if op.name == "stablehlo.multiply" else 0.0
+        a, b = op.operands
+        for keep, other in ((a, b), (b, a)):
+            if keep.type == op.result.type and splat_value(other) == neutral:
+                rw.replace_value(op.result, keep)
+                return True
+        return False
+
+
+class SplatBroadcastToConstant(Pattern):
+    """broadcast_in_dim of a scalar constant -> a splat constant (stored expanded, not copied)."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.broadcast_in_dim":
+            return False
+        t = constant_tensor(op.operands[0])
+        if t is None or t.numel() != 1:
+            return False
+        value = t.reshape(()).expand(op.result.type.shape)
+        rw.replace_op(op, [const := make_constant(value, op)], const.results)
+        return True
+
+
+class FoldConstants(Pass):
+    """Constant folding plus the algebraic clean-ups that expose more of it, to a fixed point."""
+
+    def run(self, fn: Function) -> None:
+        weights = {op for op in fn.body.ops if op.name == "stablehlo.constant"
+                   and op.attrs["value"].numel() > WEIGHT_LIMIT and not is_splat(op.attrs["value"])}
+        PatternPass(self.name, [
+            FoldConstantOps(weights),
+            SplatBroadcastToConstant(),
+            RemoveIdentityShapeOps(),
+            RemoveIdentityTranspose(),
+            ComposeTransposes(),
+            ComposeReshapes(),
+            RemoveMultiplyByOne(),
+        ]).run(fn)
+
+
+class DeadCodeElimination(Pass):
+    def run(self, fn: Function) -> None:
+        Rewriter(fn).erase_dead()
+
+
+def normalization_passes() -> list[Pass]:
+    return [
+        PatternPass("arith-constant-to-stablehlo", [ArithConstantToStablehlo()]),
+        FoldConstants(),
+        DeadCodeElimination(),
+    ]

@@ -1,0 +1,50 @@
+"""The mhlo_to_cat pipeline: a readable list of named passes, run in order on every function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from byteir_cat.ir import Module
+from mhlo_to_cat.attention_patterns import AttentionFromBmmSoftmaxBmm
+from mhlo_to_cat.gemm_patterns import (
+    DotGeneralToBmm,
+    DotGeneralToGemm,
+    GemmBiasFusion,
+    GemmBinaryEpilogueFusion,
+    PermuteIntoGemmOrBmm,
+    ReshapeIntoGemm,
+    TransposeIntoBmmOutput,
+)
+from mhlo_to_cat.normalize import DeadCodeElimination, normalization_passes
+from mhlo_to_cat.rewriter import Pass, PatternPass
+from mhlo_to_cat.rowwise_patterns import GemmActivationFusion, NormAffineFusion, RowwiseFromReduce
+
+
+def recognition_passes() -> list[Pass]:
+    return [
+        PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), DotGeneralToBmm(), TransposeIntoBmmOutput(),
+                                                    ReshapeIntoGemm()]),
+        PatternPass("gemm-bias-fusion", [GemmBiasFusion()]),
+        PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
+        PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
+        PatternPass("norm-affine-fusion", [NormAffineFusion()]),
+        PatternPass("attention-recognition", [AttentionFromBmmSoftmaxBmm()]),
+        PatternPass("gemm-binary-epilogue-fusion", [ReshapeIntoGemm(), GemmBinaryEpilogueFusion()]),
+        PatternPass("permute-into-gemm-and-bmm", [PermuteIntoGemmOrBmm()]),
+        DeadCodeElimination(),
+    ]
+
+
+def default_pipeline() -> list[Pass]:
+    return normalization_passes() + recognition_passes()
+
+
+def run_pipeline(module: Module, passes: Sequence[Pass] | None = None,
+                 on_pass: Callable[[Pass], None] | None = None) -> Module:
+    """Run ``passes`` (default: normalisation then recognition) on every function of ``module`` in place."""
+    for p in passes if passes is not None else default_pipeline():
+        if on_pass:
+            on_pass(p)
+        for fn in module.functions.values():
+            p.run(fn)
+    return module

@@ -1,0 +1,195 @@
+"""Softmax, LayerNorm, RMSNorm and GEMM activations, recognised by probing (see ``probing``)."""
+
+from __future__ import annotations
+
+import torch
+
+import cat_dialect as cat
+from byteir_cat.ir import FLOAT_DTYPES, Op, Value, torch_dtype
+from cat_dialect.softmax import masked_softmax
+from mhlo_to_cat.gemm_patterns import cat_producer
+from mhlo_to_cat.probing import ELEMENTWISE, ancestors_in, best_match, closed, grow_region, scalar_constants
+from mhlo_to_cat.rewriter import Pattern, Rewriter, producer, splat_value
+
+
+def _probe(rows: list[torch.Tensor], dtype: str) -> torch.Tensor:
+    return torch.stack(rows).to(torch_dtype(dtype))
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def activation_probe(n: int, dtype: str) -> torch.Tensor:
+    g = _gen(1)
+    rows = [torch.randn(n, generator=g) * 3, torch.linspace(-6, 6, n), torch.randn(n, generator=g) * 0.5]
+    return _probe(rows, dtype)
+
+
+def softmax_probe(n: int, dtype: str) -> torch.Tensor:
+    g = _gen(2)
+    all_masked = torch.full((n,), float("-inf"))
+    part = torch.randn(n, generator=g) * 3
+    part[::2] = float("-inf")
+    if n == 1:
+        part[0] = 0.5
+    rows = [torch.randn(n, generator=g) * 4, all_masked, part, torch.randn(n, generator=g) + 30]
+    return _probe(rows, dtype)
+
+
+def norm_probe(n: int, dtype: str) -> torch.Tensor:
+    g = _gen(3)
+    rows = [torch.randn(n, generator=g) * s + off for s, off in ((3, 0), (1, 5), (1e-2, -1), (1e-3, 2), (3e-4, 0))]
+    return _probe(rows, dtype)
+
+
+def _x_candidates(v: Value, depth: int = 3) -> list[Value]:
+    """``v`` and the values it is computed from through single-input elementwise steps (x*x, x^2, f64(x))."""
+    out = [v]
+    for _ in range(depth):
+        op = v.owner
+        if op is None or op.name not in ELEMENTWISE:
+            break
+        inputs = [u for u in op.operands if splat_value(u) is None]
+        if len({id(u) for u in inputs}) != 1:
+            break
+        v = inputs[0]
+        out.append(v)
+    return out[::-1]
+
+
+def _search(x: Value, rw: Rewriter, targets, probe, allow_reduce: bool) -> tuple[Value, str] | None:
+    """The last value of x's region that computes one of ``targets`` from x alone."""
+    region = grow_region(x, rw, allow_reduce)
+    for op in reversed(region):
+        v = op.result
+        if v.type.shape != x.type.shape:
+            continue
+        sub = ancestors_in(region, v)
+        if allow_reduce and not any(o.name == "stablehlo.reduce" for o in sub):
+            continue
+        if not closed(sub, v, x, rw):
+            continue
+        name = best_match(sub, x, v, probe, targets)
+        if name is not None:
+            return v, name
+    return None
+
+
+class RowwiseFromReduce(Pattern):
+    """A reduce over the last dim anchors a search for softmax, LayerNorm or RMSNorm of some x."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.reduce" or len(op.operands) != 2:
+            return False
+        for x in _x_candidates(op.operands[0]):
+            if x.type.dtype not in FLOAT_DTYPES or x.type.rank < 1 or x.type.shape[-1] < 1:
+                continue
+            if self._try(x, rw):
+                return True
+        return False
+
+    def _try(self, x: Value, rw: Rewriter) -> bool:
+        n, dt = x.type.shape[-1], x.type.dtype
+        found = _search(x, rw, {"softmax": lambda p: masked_softmax(p.double(), False),
+                                "softmax_zero_masked": lambda p: masked_softmax(p.double(), True)},
+                        softmax_probe(n, dt), True)
+        if found:
+            v, name = found
+            return self._replace(rw, v, cat.Softmax(zero_masked_rows=name.endswith("zero_masked")), x)
+        region = grow_region(x, rw, True)
+        targets = {}
+        for eps in sorted(scalar_constants(region)):
+            if 0 < eps < 0.1:
+                targets[f"layernorm:{eps!r}"] = lambda p, e=eps: _layernorm(p, e)
+                targets[f"rmsnorm:{eps!r}"] = lambda p, e=eps: _rmsnorm(p, e)
+        if not targets:
+            return False
+        found = _search(x, rw, targets, norm_probe(n, dt), True)
+        if not found:
+            return False
+        v, name = found
+        kind, eps = name.split(":")
+        decl = (cat.LayerNorm(float(eps), False, False) if kind == "layernorm" else cat.RmsNorm(float(eps), False))
+        return self._replace(rw, v, decl, x)
+
+    @staticmethod
+    def _replace(rw: Rewriter, v: Value, decl: cat.CatOp, x: Value) -> bool:
+        if v.type.shape != x.type.shape:
+            return False
+        new = cat.build(decl, [x], v.owner.loc)
+        if new.result.type != v.type:
+            conv = Op.create("stablehlo.convert", new.results, [v.type], {}, v.owner.loc)
+            rw.replace_op(v.owner, [new, conv], conv.results)
+        else:
+            rw.replace_op(v.owner, [new], new.results)
+        return True
+
+
+def _layernorm(p: torch.Tensor, eps: float) -> torch.Tensor:
+    p = p.double()
+    mean = p.mean(-1, keepdim=True)
+    return (p - mean) * torch.rsqrt(((p - mean) ** 2).mean(-1, keepdim=True) + eps)
+
+
+def _rmsnorm(p: torch.Tensor, eps: float) -> torch.Tensor:
+    p = p.double()
+    return p * torch.rsqrt((p * p).mean(-1, keepdim=True) + eps)
+
+
+def _row_vector(v: Value, n: int, rank: int) -> Value | None:
+    b = producer(v, "stablehlo.broadcast_in_dim")
+    if b is None or b.operands[0].type.shape != (n,) or b.attrs["broadcast_dimensions"] != [rank - 1]:
+        return None
+    return b.operands[0]
+
+
+class NormAffineFusion(Pattern):
+    """layernorm/rmsnorm * broadcast(gamma[N]) and + broadcast(beta[N]) -> the norm's own parameters."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name not in ("stablehlo.multiply", "stablehlo.add"):
+            return False
+        for y, other in (op.operands, op.operands[::-1]):
+            found = cat_producer(y, cat.LayerNorm) or cat_producer(y, cat.RmsNorm)
+            if not found or not rw.single_use(y):
+                continue
+            nop, decl = found
+            param = _row_vector(other, y.type.shape[-1], y.type.rank)
+            if param is None or param.type.dtype != y.type.dtype:
+                continue
+            if op.name == "stablehlo.multiply" and not decl.has_gamma and not getattr(decl, "has_beta", False):
+                new_decl = decl.replace(has_gamma=True)
+            elif op.name == "stablehlo.add" and isinstance(decl, cat.LayerNorm) and not decl.has_beta:
+                new_decl = decl.replace(has_beta=True)
+            else:
+                continue
+            new = cat.build(new_decl, nop.operands + [param], nop.loc)
+            rw.replace_op(op, [new], new.results)
+            return True
+        return False
+
+
+class GemmActivationFusion(Pattern):
+    """act(gemm(...)) -> gemm_*_act for relu, gelu (erf or polynomial), fast_gelu (tanh), silu, sigmoid, tanh."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if not cat.is_cat(op):
+            return False
+        found = cat_producer(op.result, cat.Gemm)
+        if not found:
+            return False
+        _, decl = found
+        if decl.activation or decl.binary or decl.permute:
+            return False
+        x = op.result
+        targets = {name: (lambda p, a=a: a.fn(p.double())) for name, a in cat.ACTIVATIONS.items()}
+        hit = _search(x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False)
+        if not hit:
+            return False
+        v, name = hit
+        if any(u not in set(ancestors_in(grow_region(x, rw, False), v)) for u in rw.users(x)):
+            return False
+        new = cat.build(decl.replace(activation=name), op.operands, op.loc)
+        rw.replace_op(v.owner, [new], new.results)
+        return True
