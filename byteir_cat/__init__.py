@@ -1,0 +1,23 @@
+"""byteir-cat: transformer models -> CAT ops on CUTLASS + fused kernels, after ByteIR.
+
+Imports stay lazy so that the runtime side (artifact loading, sessions) works without torch-mlir.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "partition": "byteir_cat.api",
+    "to_stablehlo": "byteir_cat.api",
+    "from_torch": "byteir_cat.frontend",
+    "load_mlir": "byteir_cat.frontend",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'byteir_cat' has no attribute {name!r}")

@@ -1,0 +1,41 @@
+"""Public entry points that need the compiler side (MLIR): loading a model and partitioning it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from byteir_cat.errors import CompileError
+from byteir_cat.ir import Module
+
+ModelLike = torch.nn.Module | str | Path | Module
+
+
+def to_stablehlo(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor] | None = None) -> Module:
+    """A torch model (with example inputs), a path to an .mlir file, MLIR text, or a graph-IR module."""
+    from byteir_cat.frontend import from_torch, load_mlir
+
+    if isinstance(model_or_mlir, Module):
+        return model_or_mlir
+    if isinstance(model_or_mlir, torch.nn.Module):
+        if example_inputs is None:
+            raise CompileError(f"{type(model_or_mlir).__name__}: example_inputs are needed to export a torch model")
+        return from_torch(model_or_mlir, example_inputs)
+    if isinstance(model_or_mlir, (str, Path)):
+        return load_mlir(model_or_mlir)
+    raise CompileError(f"cannot compile an object of type {type(model_or_mlir).__name__}")
+
+
+def partition(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor] | None = None,
+              on_pass: Callable | None = None):
+    """Frontend -> normalisation and recognition -> partition. Returns ``mhlo_to_cat.partition.Partition``."""
+    from byteir_cat.reference import check_supported
+    from mhlo_to_cat.partition import partition as make_partition
+    from mhlo_to_cat.pipeline import run_pipeline
+
+    module = to_stablehlo(model_or_mlir, example_inputs)
+    check_supported(module)
+    run_pipeline(module, on_pass=on_pass)
+    return make_partition(module)

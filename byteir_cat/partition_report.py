@@ -1,0 +1,102 @@
+"""Renderings of a partition for people and tools: a rich table, JSON, and a Graphviz graph."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mhlo_to_cat.partition import Partition, Subgraph
+
+PATH_COLORS = {"cat": "#4C9F70", "nvvm": "#3B7DD8", "host": "#B0B0B0"}
+
+
+def human_flops(n: int) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def op_summary(sg: Subgraph) -> str:
+    counts = Counter(op.name.split(".", 1)[-1] if not op.name.startswith("cat.") else op.name for op in sg.ops)
+    parts = [f"{name}" + (f" x{c}" if c > 1 else "") for name, c in counts.most_common()]
+    return ", ".join(parts[:4]) + (f", +{len(parts) - 4} more" if len(parts) > 4 else "")
+
+
+def shape_summary(sg: Subgraph) -> str:
+    outs = [str(v.type).removeprefix("tensor<").removesuffix(">") for v in sg.outputs]
+    return ", ".join(outs[:2]) + (", ..." if len(outs) > 2 else "")
+
+
+def to_json(part: Partition) -> dict[str, Any]:
+    total = part.total_flops
+    return {
+        "subgraphs": [{
+            "id": sg.id, "name": sg.name, "path": sg.path, "ops": sg.op_names, "reason": sg.reason,
+            "inputs": [str(v.type) for v in sg.inputs], "outputs": [str(v.type) for v in sg.outputs],
+            "flops": sg.flops, "bytes": sg.bytes,
+        } for sg in part.subgraphs],
+        "totals": {
+            "subgraphs": len(part.subgraphs),
+            "flops": total,
+            "cat_flop_share": part.cat_flop_share,
+            "by_path": {p: sum(1 for s in part.subgraphs if s.path == p) for p in ("cat", "nvvm", "host")},
+        },
+    }
+
+
+def print_table(part: Partition, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for col, style in (("id", "dim"), ("path", None), ("ops", None), ("shapes", "cyan"), ("FLOPs", "magenta"),
+                       ("reason", None)):
+        table.add_column(col, style=style, overflow="fold", justify="right" if col in ("id", "FLOPs") else "left")
+    for sg in part.subgraphs:
+        color = {"cat": "green", "nvvm": "blue", "host": "white"}[sg.path]
+        table.add_row(str(sg.id), f"[{color}]{sg.path}[/]", op_summary(sg), shape_summary(sg), human_flops(sg.flops),
+                      sg.reason)
+    console = Console()
+    console.print(table)
+    t = to_json(part)["totals"]
+    console.print(f"{t['subgraphs']} subgraphs (cat {t['by_path']['cat']}, nvvm {t['by_path']['nvvm']}, "
+                  f"host {t['by_path']['host']}); {human_flops(t['flops'])} FLOPs, "
+                  f"[bold]{100 * t['cat_flop_share']:.2f}%[/] on the CAT path")
+
+
+def to_dot(part: Partition) -> str:
+    lines = ["digraph partition {", "  rankdir=TB;",
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
+    owner = {}
+    for sg in part.subgraphs:
+        for v in sg.outputs:
+            owner[v] = sg.id
+        label = f"{sg.id}: {sg.path}\\n{op_summary(sg)}\\n{shape_summary(sg)}".replace('"', "'")
+        lines.append(f'  sg{sg.id} [label="{label}", fillcolor="{PATH_COLORS[sg.path]}"];')
+    lines.append('  input [shape=oval, fillcolor="#FFFFFF"];')
+    edges = set()
+    for sg in part.subgraphs:
+        for v in sg.inputs:
+            if v in owner:
+                edges.add((f"sg{owner[v]}", f"sg{sg.id}"))
+            elif v.owner is None:
+                edges.add(("input", f"sg{sg.id}"))
+    lines += [f"  {a} -> {b};" for a, b in sorted(edges)]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_dot(part: Partition, out: Path) -> list[Path]:
+    """Write the .dot file, and an .svg beside it where Graphviz is installed."""
+    out.write_text(to_dot(part))
+    written = [out]
+    if shutil.which("dot"):
+        svg = out.with_suffix(".svg")
+        subprocess.run(["dot", "-Tsvg", str(out), "-o", str(svg)], check=False, capture_output=True)
+        if svg.exists():
+            written.append(svg)
+    return written
