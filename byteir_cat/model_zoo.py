@@ -35,12 +35,14 @@ def _ids(vocab: int, batch: int, seq: int, seed: int) -> torch.Tensor:
 
 
 def gpt2(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch: int = 1, vocab: int = 128,
-         seed: int = 0):
+         seed: int = 0, attention: str = "sdpa"):
+    """``attention="eager"`` selects Hugging Face's matmul/softmax/matmul attention (torch's SDPA path
+    fails to export for batch > 1 with torch 2.13: a view of a non-contiguous tensor)."""
     from transformers import GPT2Config, GPT2Model
 
     torch.manual_seed(seed)
     cfg = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, n_positions=max(64, seq), vocab_size=vocab,
-                     bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+                     bos_token_id=0, eos_token_id=0, attn_implementation=attention)
     return LastHiddenState(randomize(GPT2Model(cfg), seed).eval()), (_ids(vocab, batch, seq, seed),)
 
 

@@ -108,10 +108,14 @@ def _to_rank4(v: Value, rw: Rewriter, anchor: Op) -> Value | None:
 
 
 def _is_causal(mask: torch.Tensor) -> bool:
+    """0 on and below the diagonal, -inf (or the dtype's lowest value, which Hugging Face's eager masks
+    use) above it. Causal rows always keep their diagonal, so the two spellings give the same softmax."""
     sq, sk = mask.shape[-2:]
     future = torch.ones(sq, sk, dtype=torch.bool).triu(1)
     m = mask.to(torch.float32)
-    return bool(torch.isneginf(m[..., future]).all()) and bool((m[..., ~future] == 0).all())
+    lowest = torch.finfo(mask.dtype).min if mask.dtype.is_floating_point else float("-inf")
+    blocked = torch.isneginf(m[..., future]) | (m[..., future] <= lowest / 2)
+    return bool(blocked.all()) and bool((m[..., ~future] == 0).all())
 
 
 def _mask_source(v: Value, full_shape: tuple[int, ...]) -> Value:

@@ -117,6 +117,31 @@ class TransposeIntoBmmOutput(Pattern):
         return True
 
 
+class BmmWithSharedWeightToGemm(Pattern):
+    """bmm(A[B, M, K], broadcast(W[K, N] or W^T)) -> gemm(A, W): a Linear applied to a non-contiguous
+    activation is exported as a batched matmul against a weight broadcast over the batch."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        found = cat_producer(op.result, cat.Bmm) if cat.is_cat(op) else None
+        if not found:
+            return False
+        _, decl = found
+        if decl.layout[0] != "r" or decl.layout[2] != "r" or decl.add or decl.permute:
+            return False
+        bc = producer(op.operands[1], "stablehlo.broadcast_in_dim")
+        r = op.result.type.rank
+        if bc is None or bc.operands[0].type.rank != 2 or bc.attrs["broadcast_dimensions"] != [r - 2, r - 1]:
+            return False
+        w = bc.operands[0]
+        layout = "rrr" if decl.layout[1] == "r" else "rcr"
+        t = producer(w, "stablehlo.transpose")
+        if t is not None and t.attrs["permutation"] == [1, 0]:
+            w, layout = t.operands[0], ("rcr" if layout == "rrr" else "rrr")
+        new = cat.build(cat.Gemm(layout), [op.operands[0], w], op.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
 class ReshapeIntoGemm(Pattern):
     """reshape(gemm(A[M, K]) -> [d..., N]) -> gemm(reshape(A -> [d..., K])): the gemm then produces the
     shape its consumers use, so epilogue ops (bias, residual) line up with its output."""

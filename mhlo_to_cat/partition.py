@@ -157,7 +157,7 @@ def _classify(ops: list[Op], users: dict[Value, list[Op]]) -> dict[Op, str]:
             kind[op] = "check"
         elif cat.is_cat(op):
             kind[op] = "cat"
-        elif op.name in HOST_ONLY:
+        elif op.name in HOST_ONLY or op.dialect == "chlo":
             kind[op] = "host"
         elif op.name == "stablehlo.reshape":
             kind[op] = "reshape"
@@ -209,7 +209,9 @@ def partition(module: Module) -> Partition:
         elif k == "cat":
             subgraphs.append(Subgraph(0, "cat", [op], describe_cat(op)))
         elif k == "host":
-            subgraphs.append(Subgraph(0, "host", [op], f"{op.name} has no device lowering: runs on the host"))
+            why = ("CHLO is not lowered to linalg yet" if op.dialect == "chlo"
+                   else "no linalg lowering for this op")
+            subgraphs.append(Subgraph(0, "host", [op], f"{op.name}: {why}; runs on the host"))
     for members in groups.values():
         if kind[members[0]] == "glue":
             subgraphs.append(Subgraph(0, "host", members, "reshape only: metadata, the output aliases the input"))

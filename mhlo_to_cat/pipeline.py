@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from byteir_cat.ir import Module
 from mhlo_to_cat.attention_patterns import AttentionFromBmmSoftmaxBmm
 from mhlo_to_cat.gemm_patterns import (
+    BmmWithSharedWeightToGemm,
     DotGeneralToBmm,
     DotGeneralToGemm,
     GemmBiasFusion,
@@ -23,7 +24,7 @@ from mhlo_to_cat.rowwise_patterns import GemmActivationFusion, NormAffineFusion,
 def recognition_passes() -> list[Pass]:
     return [
         PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), DotGeneralToBmm(), TransposeIntoBmmOutput(),
-                                                    ReshapeIntoGemm()]),
+                                                    BmmWithSharedWeightToGemm(), ReshapeIntoGemm()]),
         PatternPass("gemm-bias-fusion", [GemmBiasFusion()]),
         PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
         PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
