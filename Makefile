@@ -20,7 +20,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	.venv/bin/ruff check .
-	$(PY) -m pytest -q -n 0 2>/dev/null || $(PY) -m pytest -q
+	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -18,6 +18,13 @@ from byteir_cat.mlir_context import parse_generic, run_opt
 # attribute names such as `mhlo.num_partitions` stay as they are.
 _MHLO_OP = re.compile(r'(?P<pre>(?:=\s*|^\s*)"?)mhlo\.(?P<op>[a-z_][\w.]*)', re.M)
 _MHLO_ATTR = re.compile(r"#mhlo([.<])")
+# MHLO writes i64 list attributes as dense tensors; StableHLO as dense arrays.
+_ARRAY_ATTRS = ("permutation", "broadcast_dimensions", "dimensions", "start_indices", "limit_indices", "strides",
+                "slice_sizes", "edge_padding_low", "edge_padding_high", "interior_padding", "window_dimensions",
+                "window_strides", "base_dilations", "window_dilations", "known_expanding_dimensions",
+                "known_nonexpanding_dimensions")
+_DENSE_I64 = re.compile(r"\b(?P<name>" + "|".join(_ARRAY_ATTRS)
+                        + r")\s*=\s*dense<\[?(?P<vals>[-\d,\s]*)\]?>\s*:\s*tensor<\d*xi64>")
 _UNKNOWN_OP = re.compile(r"(?:custom op|operation) '(?:stablehlo)\.([\w.]+)'")
 
 
@@ -30,7 +37,10 @@ def rename_mhlo(text: str) -> tuple[str, set[str]]:
         return f"{m['pre']}stablehlo.{m['op']}"
 
     text = _MHLO_OP.sub(op, text)
-    text = _MHLO_ATTR.sub(r"#stablehlo\1", text)
+    if renamed:
+        text = _MHLO_ATTR.sub(r"#stablehlo\1", text)
+        text = _DENSE_I64.sub(lambda m: f"{m['name']} = array<i64" + (f": {m['vals']}>" if m["vals"].strip() else ">"),
+                              text)
     return text, renamed
 
 

@@ -19,6 +19,7 @@ from byteir_cat.errors import CompileError
 
 # Normalisation run on every module as it is loaded; a readable list, one pass per line.
 NORMALIZATION_PASSES: tuple[str, ...] = (
+    "stablehlo-legalize-deprecated-ops",
     "inline",
     "symbol-dce",
     "stablehlo-aggressive-simplification",

@@ -17,7 +17,7 @@ from mhlo_to_cat.rewriter import Pass, Pattern, PatternPass, Rewriter, constant_
 # Weights are never folded into other constants (that would copy them); scalars and generated
 # tensors (iota, masks) are, up to this many elements in the result.
 FOLD_RESULT_LIMIT = 1 << 22
-WEIGHT_LIMIT = 16  # a non-splat constant of the input module bigger than this is a weight
+WEIGHT_LIMIT = 1  # every non-splat constant of the input module is data (a weight or an input), never folded
 
 
 class ArithConstantToStablehlo(Pattern):
