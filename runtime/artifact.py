@@ -1,0 +1,166 @@
+"""The artifact directory: what ``compile`` writes and ``load`` reads (DESIGN, "The artifact").
+
+    model.byre.mlir        the ByRE module, generic MLIR, for people and tools
+    model.byre.json        the same plan, read by the runtime (no MLIR needed where the model runs)
+    kernels/<group>.ll     host code of each fusion group (LLVM IR text, JIT-compiled at load)
+    weights.safetensors    weights and the constants of serialised subgraphs
+    manifest.json          format version, versions, target, arch, signature, SHA-256 of every file
+
+Writing builds the whole directory beside the target and renames it into place, the manifest last, so a
+half-written artifact is never loadable; reading checks the manifest and every hash before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byteir_cat.errors import ArtifactError
+from runtime.byre import ByreModule
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PLAN = "model.byre.json"
+MLIR = "model.byre.mlir"
+WEIGHTS = "weights.safetensors"
+TARGETS = ("cpu", "cuda")
+
+
+def host_arch() -> str:
+    """The CPU architecture kernels are JIT-compiled for at load (the IR is retargeted to the exact CPU)."""
+    return platform.machine() or "unknown"
+
+
+@dataclass
+class Artifact:
+    byre: ByreModule
+    kernels: dict[str, str]  # path relative to the artifact ("kernels/x.ll") -> LLVM IR text
+    tensors: dict[str, torch.Tensor]
+    target: str = "cpu"
+    arch: str = field(default_factory=host_arch)
+    report: dict[str, Any] = field(default_factory=dict)  # compile report: timings, memory, fallbacks
+
+    def signature(self) -> dict[str, list[dict[str, Any]]]:
+        vals = self.byre.values
+
+        def sig(vid: int, name: str) -> dict[str, Any]:
+            return {"name": name, "shape": list(vals[vid].type.shape), "dtype": vals[vid].type.dtype}
+
+        names = self.byre.input_names or []
+        return {
+            "inputs": [sig(v, names[i] if i < len(names) else f"input{i}") for i, v in enumerate(self.byre.inputs)],
+            "outputs": [sig(v, f"output{i}") for i, v in enumerate(self.byre.outputs)],
+        }
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write atomically to ``out_dir`` (replacing an older artifact there)."""
+        from safetensors.torch import save_file
+
+        from byteir_cat import __version__
+
+        out = Path(out_dir).resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            (tmp / "kernels").mkdir()
+            (tmp / MLIR).write_text(self.byre.to_mlir())
+            (tmp / PLAN).write_text(json.dumps(self.byre.to_json(), indent=1))
+            for rel, text in self.kernels.items():
+                (tmp / rel).write_text(text)
+            save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp / WEIGHTS))
+            files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+            manifest = {
+                "format_version": FORMAT_VERSION, "byteir_cat_version": __version__, "target": self.target,
+                "arch": self.arch, **self.signature(), "report": self.report,
+                "files": {rel: _sha256(tmp / rel) for rel in files},
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            for p in [tmp, *tmp.rglob("*")]:
+                os.chmod(p, 0o755 if p.is_dir() else 0o644)
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+                os.replace(out, old / "artifact")
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(art_dir: Path) -> dict[str, Any]:
+    path = art_dir / MANIFEST
+    if not art_dir.is_dir():
+        raise ArtifactError(f"{art_dir}: not an artifact directory")
+    if not path.is_file():
+        raise ArtifactError(f"{art_dir}: no {MANIFEST} (not a byteir-cat artifact, or an unfinished one)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: unreadable manifest ({type(e).__name__})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: manifest is not a JSON object")
+    return manifest
+
+
+def read(art_dir: str | Path, target: str | None = None) -> Artifact:
+    """Read and verify an artifact: format version, target, arch, and the SHA-256 of every file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    root = Path(art_dir)
+    manifest = read_manifest(root)
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{root}: artifact format version {version!r}, this runtime reads version {FORMAT_VERSION}"
+                            " (recompile the model)")
+    art_target = manifest.get("target")
+    if art_target not in TARGETS:
+        raise ArtifactError(f"{root}: unknown target {art_target!r} in the manifest")
+    if target is not None and art_target != target:
+        raise ArtifactError(f"{root}: compiled for target {art_target}, cannot run on {target}")
+    if art_target == "cpu" and manifest.get("arch") != host_arch():
+        raise ArtifactError(f"{root}: compiled for {manifest.get('arch')} CPUs, this machine is {host_arch()}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{root}: manifest lists no files")
+    for rel in (PLAN, WEIGHTS):
+        if rel not in files:
+            raise ArtifactError(f"{root}: manifest does not list {rel}")
+    for rel, digest in files.items():
+        p = root / rel
+        if ".." in Path(rel).parts or not p.is_file():
+            raise ArtifactError(f"{root}: file {rel} is missing")
+        if _sha256(p) != digest:
+            raise ArtifactError(f"{root}: file {rel} does not match its SHA-256 in the manifest (corrupted or edited)")
+    try:
+        plan = json.loads((root / PLAN).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{root / PLAN}: unreadable ({type(e).__name__})") from None
+    byre = ByreModule.from_json(plan)
+    try:
+        tensors = load_file(str(root / WEIGHTS))
+    except (SafetensorError, OSError) as e:
+        raise ArtifactError(f"{root / WEIGHTS}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                            ) from None
+    kernels = {rel: (root / rel).read_text() for rel in files if rel.startswith("kernels/")}
+    return Artifact(byre, kernels, tensors, art_target, str(manifest.get("arch")), dict(manifest.get("report", {})))

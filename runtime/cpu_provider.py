@@ -1,0 +1,235 @@
+"""The CPU provider: one bound kernel per ``byre.compute``, looked up by the compute's kind.
+
+Binding happens once, at load: fusion groups are JIT-compiled then, arena views are made then, and the
+pointers of buffers that never move (arena, weights) are taken then, so that a run is only the call loop.
+Every bound kernel is ``fn(slots)``, where ``slots[i]`` is the tensor of ByRE value ``i`` for this run.
+
+- ``cat``: the op's torch semantics; GEMMs with an f32 epilogue go straight to BLAS (addmm into the planned
+  buffer, epilogue applied in place), attention without a mask to ``scaled_dot_product_attention``, norms to
+  torch's fused kernels. Everything else uses ``decl.reference`` and stores its result.
+- ``llvm``: the fusion group's host code (``fallback_codegen.host_kernel``), called on buffer pointers.
+- ``alias``: a view; nothing to run when its source never moves.
+- ``host_eval``: the reference evaluator on the deserialised subgraph.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import cat_dialect
+from byteir_cat.errors import ArtifactError
+from byteir_cat.ir import Op
+from fallback_codegen.host_kernel import Signature, jit_compile
+from runtime.byre import ByreModule, Compute
+from runtime.serialize import Reader
+
+Slots = list[torch.Tensor | None]
+Kernel = Callable[[Slots], None]
+
+_jit_lock = threading.Lock()
+_jit_cache: dict[str, tuple[Any, int]] = {}  # sha256 of LLVM IR + symbol -> (engine, entry address)
+
+
+def jit_entry(llvm_ir: str, symbol: str) -> int:
+    """JIT ``llvm_ir`` once per process (identical groups of several artifacts or sessions share code) and
+    return the address of ``symbol``."""
+    key = hashlib.sha256(llvm_ir.encode() + b"\0" + symbol.encode()).hexdigest()
+    with _jit_lock:
+        if key not in _jit_cache:
+            engine, _ = jit_compile(llvm_ir, symbol)
+            address = engine.get_function_address(symbol)
+            if not address:
+                raise ArtifactError(f"kernel {symbol}: entry point not found in its LLVM IR")
+            _jit_cache[key] = (engine, address)
+        return _jit_cache[key][1]
+
+
+class CpuProvider:
+    """Binds the computes of one ByRE module; ``static`` tells which slots hold tensors that never move."""
+
+    def __init__(self, byre: ByreModule, kernels: dict[str, str], tensors: dict[str, torch.Tensor],
+                 slots: Slots, static: list[bool]):
+        self.byre = byre
+        self.kernels = kernels
+        self.tensors = tensors
+        self.slots = slots
+        self.static = static
+        self.reader = Reader(tensors)
+
+    def bind(self, c: Compute) -> Kernel:
+        return getattr(self, f"_bind_{c.kind}")(c)
+
+    # -- alias ---------------------------------------------------------------------------------------------
+    def _bind_alias(self, c: Compute) -> Kernel:
+        pairs = [(r, c.operands[j], tuple(self.byre.values[r].type.shape))
+                 for r, j in zip(c.results, c.attrs["alias_of"], strict=True)]
+
+        def run(slots: Slots) -> None:
+            for r, o, shape in pairs:
+                slots[r] = slots[o].view(shape)
+
+        return run
+
+    # -- llvm ----------------------------------------------------------------------------------------------
+    def _bind_llvm(self, c: Compute) -> Kernel:
+        path = c.attrs["kernel"]
+        if path not in self.kernels:
+            raise ArtifactError(f"compute @{c.callee}: kernel file {path} is missing")
+        sig = Signature.from_json(c.attrs["signature"])
+        args = c.operands + c.results
+        for vid, s in zip(args, sig.inputs + sig.outputs, strict=True):
+            t = self.byre.values[vid].type
+            if tuple(t.shape) != s.shape or t.dtype != s.dtype:
+                raise ArtifactError(f"compute @{c.callee}: kernel signature {s} does not match buffer {t}")
+        address = jit_entry(self.kernels[path], c.attrs["symbol"])
+        fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * len(args)))(address)
+        if all(self.static[i] for i in args):
+            ptrs = [self.slots[i].data_ptr() for i in args]
+
+            def run_static(slots: Slots) -> None:
+                fn(*ptrs)
+
+            run_static.keepalive = fn  # type: ignore[attr-defined]
+            return run_static
+
+        def run(slots: Slots) -> None:
+            fn(*[slots[i].data_ptr() for i in args])
+
+        return run
+
+    # -- host_eval -----------------------------------------------------------------------------------------
+    def _bind_host_eval(self, c: Compute) -> Kernel:
+        from byteir_cat.reference import evaluate
+
+        fn = self.reader.function(c.attrs["function"])
+        operands, results = c.operands, c.results
+
+        def run(slots: Slots) -> None:
+            outs = evaluate(fn, [slots[i] for i in operands])
+            for r, t in zip(results, outs, strict=True):
+                slots[r].copy_(t)
+
+        return run
+
+    # -- cat -----------------------------------------------------------------------------------------------
+    def _bind_cat(self, c: Compute) -> Kernel:
+        op = Op(c.attrs["op"], [], [], self.reader.attr({"dict": c.attrs["op_attrs"]}))
+        decl = cat_dialect.decode(op)
+        getters: list[Callable[[Slots], torch.Tensor]] = []
+        types = []
+        for m in c.attrs["operand_map"]:
+            if "arg" in m:
+                getters.append(_slot_getter(c.operands[m["arg"]]))
+                types.append(self.byre.values[c.operands[m["arg"]]].type)
+            else:
+                t = self.reader.attr(m["const"])
+                getters.append(lambda slots, t=t: t)
+                types.append(_const_type(t))
+        # the operand types must give the planned result type (catches a plan/op mismatch at load)
+        out_type = decl.infer_type(types)
+        res = c.results[0]
+        if out_type != self.byre.values[res].type:
+            raise ArtifactError(f"compute @{c.callee}: {c.attrs['op']} gives {out_type}, the plan says "
+                                f"{self.byre.values[res].type}")
+        fast = _fast_cat(decl, types, out_type)  # reads every operand before writing, or never shares storage
+        if fast is not None:
+            def run_fast(slots: Slots) -> None:
+                fast([g(slots) for g in getters], slots[res])
+
+            return run_fast
+
+        def run(slots: Slots) -> None:
+            slots[res].copy_(decl.reference(*[g(slots) for g in getters]))
+
+        return run
+
+
+def _slot_getter(i: int) -> Callable[[Slots], torch.Tensor]:
+    return lambda slots: slots[i]
+
+
+def _const_type(t: torch.Tensor):
+    from byteir_cat.ir import TensorType, dtype_of_torch
+
+    return TensorType(tuple(t.shape), dtype_of_torch(t.dtype))
+
+
+_INPLACE_ACT: dict[str, Callable[[torch.Tensor], Any]] = {
+    "relu": torch.relu_,
+    "gelu": lambda x: x.copy_(F.gelu(x)),
+    "fast_gelu": lambda x: x.copy_(F.gelu(x, approximate="tanh")),
+    "silu": lambda x: F.silu(x, inplace=True),
+    "sigmoid": torch.sigmoid_,
+    "tanh": torch.tanh_,
+}
+
+
+FastKernel = Callable[[list[torch.Tensor], torch.Tensor], None]
+
+
+def _fast_cat(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | None:
+    """A BLAS / fused-torch implementation writing straight into the planned buffer, where one exists for
+    this op (f32, no output permute); None means: use the reference semantics."""
+    if out_type.dtype != "f32" or any(t.dtype != "f32" for t in types):
+        return None
+    if isinstance(decl, cat_dialect.Gemm) and decl.permute is None:
+        k, n = types[0].shape[-1], out_type.shape[-1]
+        act = _INPLACE_ACT.get(decl.activation) if decl.activation else None
+        if decl.activation and act is None:
+            return None
+        layout, bias, binary = decl.layout, decl.bias, decl.binary
+
+        def gemm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            a2 = args[0].view(-1, k)
+            b = args[1] if layout == "rrr" else args[1].t()
+            o2 = out.view(-1, n)
+            if bias:
+                torch.addmm(args[2], a2, b, out=o2)
+            else:
+                torch.mm(a2, b, out=o2)
+            if act is not None:
+                act(o2)
+            for kind, d in zip(binary, args[2 + int(bias):], strict=True):
+                if kind == "add":
+                    out.add_(d)
+                else:
+                    out.mul_(d)
+
+        return gemm
+    if isinstance(decl, cat_dialect.Bmm) and decl.permute is None and decl.layout[2] == "r" \
+            and tuple(types[0].shape[:-2]) == tuple(types[1].shape[:-2]):
+        la, lb, add = decl.layout[0], decl.layout[1], decl.add
+
+        def bmm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            a = args[0] if la == "r" else args[0].transpose(-1, -2)
+            b = args[1] if lb == "r" else args[1].transpose(-1, -2)
+            torch.matmul(a, b, out=out)
+            if add:
+                out.add_(args[2])
+
+        return bmm
+    if isinstance(decl, cat_dialect.LayerNorm) and decl.has_gamma == decl.has_beta:
+        n, eps, affine = types[0].shape[-1], decl.eps, decl.has_gamma
+
+        def layernorm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            w, b = (args[1], args[2]) if affine else (None, None)
+            out.copy_(F.layer_norm(args[0], (n,), w, b, eps))
+
+        return layernorm
+    if isinstance(decl, cat_dialect.Attention) and not decl.has_mask:
+        groups = types[0].shape[1] // types[1].shape[1]
+        scale, causal = decl.scale, decl.causal
+
+        def attention(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            out.copy_(F.scaled_dot_product_attention(args[0], args[1], args[2], is_causal=causal, scale=scale,
+                                                     enable_gqa=groups > 1))
+
+        return attention
+    return None

@@ -1,0 +1,163 @@
+"""``Session``: loads an artifact once (verify, JIT, bind buffers) and runs it many times.
+
+Needs only torch, llvmlite, safetensors and the standard library (plus the pure-Python parts of this
+project: the graph IR, CAT op semantics, the reference evaluator for host-evaluated subgraphs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from byteir_cat.errors import ArtifactError, InputError
+from byteir_cat.ir import torch_dtype
+from runtime.artifact import Artifact, read
+from runtime.byre import ByreModule
+from runtime.cpu_provider import CpuProvider, Kernel, Slots
+
+DEVICES = ("cpu",)
+
+
+@dataclass
+class ComputeTime:
+    """One ``byre.compute`` of a profiled run."""
+
+    callee: str
+    kind: str
+    seconds: float
+    detail: str  # the CAT op, kernel symbol, or why it runs on the reference evaluator
+
+
+class Session:
+    """A loaded artifact bound to one device, with its arena; ``run`` is not re-entrant (one arena), so
+    concurrent callers are serialised."""
+
+    def __init__(self, artifact: str | Path | Artifact, device: str = "cpu"):
+        if device not in DEVICES:
+            raise ArtifactError(f"device {device!r}: this runtime has providers for {', '.join(DEVICES)} only "
+                                "(the CUDA provider is not implemented yet)")
+        start = time.perf_counter()
+        self.artifact = artifact if isinstance(artifact, Artifact) else read(artifact, target=device)
+        self.byre: ByreModule = self.artifact.byre
+        self.device = device
+        self._lock = threading.Lock()
+        self.last_profile: list[ComputeTime] = []
+        self._bind()
+        self.load_seconds = time.perf_counter() - start
+
+    # -- binding ---------------------------------------------------------------------------------------------
+    def _bind(self) -> None:
+        byre, tensors = self.byre, self.artifact.tensors
+        self.arena = torch.empty(max(byre.arena_bytes, 1), dtype=torch.uint8)
+        n = len(byre.values)
+        slots: Slots = [None] * n
+        static = [False] * n
+        for v in byre.values:
+            dtype = torch_dtype(v.type.dtype)
+            if v.storage == "arena":
+                nbytes = v.type.nbytes
+                if v.offset < 0 or v.offset + nbytes > self.arena.numel():
+                    raise ArtifactError(f"ByRE value {v.id}: offset {v.offset} (+{nbytes} B) is outside the arena")
+                slots[v.id] = self.arena[v.offset:v.offset + nbytes].view(dtype).view(v.type.shape)
+                static[v.id] = True
+            elif v.storage == "weight":
+                t = tensors.get(v.key)
+                if t is None or tuple(t.shape) != v.type.shape or t.dtype != dtype:
+                    raise ArtifactError(f"weight {v.key}: missing or not {v.type} in weights.safetensors")
+                slots[v.id] = t
+                static[v.id] = True
+        provider = CpuProvider(byre, self.artifact.kernels, tensors, slots, static)
+        self._kernels: list[tuple[Kernel, int]] = []
+        for step, c in enumerate(byre.computes):
+            if c.kind == "alias" and all(static[o] for o in c.operands):
+                provider.bind(c)(slots)  # a view of a buffer that never moves: make it once
+                for r in c.results:
+                    static[r] = True
+                continue
+            self._kernels.append((provider.bind(c), step))
+        self._slots = slots
+        self._in_types = [(tuple(byre.values[v].type.shape), torch_dtype(byre.values[v].type.dtype))
+                          for v in byre.inputs]
+        self._fresh = [(v.id, tuple(v.type.shape), torch_dtype(v.type.dtype)) for v in byre.values
+                       if v.storage == "output"]
+        self._out_plan = [(vid, byre.values[vid].storage == "output" and byre.outputs.index(vid) == k)
+                          for k, vid in enumerate(byre.outputs)]
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def check_inputs(self, inputs: tuple) -> list[torch.Tensor]:
+        """One-line ``InputError`` for a wrong count, type, shape or dtype; contiguous CPU tensors out."""
+        if len(inputs) != len(self._in_types):
+            raise InputError(f"the model takes {len(self._in_types)} input(s), got {len(inputs)}")
+        out = []
+        for i, (t, (shape, dtype)) in enumerate(zip(inputs, self._in_types, strict=True)):
+            if not isinstance(t, torch.Tensor):
+                raise InputError(f"input {i}: expected a torch.Tensor, got {type(t).__name__}")
+            if tuple(t.shape) != shape or t.dtype != dtype:
+                raise InputError(f"input {i}: expected shape {list(shape)} {dtype}, got {list(t.shape)} {t.dtype}")
+            out.append(t.detach().to("cpu").contiguous())
+        return out
+
+    def run(self, *inputs: torch.Tensor, profile: bool = False) -> tuple[torch.Tensor, ...]:
+        """Run the model; the outputs are fresh tensors owned by the caller."""
+        with self._lock:
+            return tuple(self._run(self.check_inputs(inputs), profile)[0])
+
+    def _run(self, inputs: list[torch.Tensor], profile: bool) -> tuple[list[torch.Tensor], Slots]:
+        slots = list(self._slots)
+        for vid, t in zip(self.byre.inputs, inputs, strict=True):
+            slots[vid] = t
+        for vid, shape, dtype in self._fresh:
+            slots[vid] = torch.empty(shape, dtype=dtype)
+        with torch.inference_mode():
+            if profile:
+                self.last_profile = []
+                computes = self.byre.computes
+                for fn, step in self._kernels:
+                    t0 = time.perf_counter()
+                    fn(slots)
+                    c = computes[step]
+                    self.last_profile.append(ComputeTime(c.callee, c.kind, time.perf_counter() - t0, _detail(c)))
+            else:
+                for fn, _ in self._kernels:
+                    fn(slots)
+        outs = [slots[vid] if fresh else slots[vid].clone() for vid, fresh in self._out_plan]
+        return outs, slots
+
+    def run_checks(self, profile: bool = False) -> list:
+        """Run a self-checking program (no inputs) and evaluate its ``check.*`` ops on the values the
+        compiled pipeline produced, with the reference semantics of each check. Returns ``CheckResult``s."""
+        from byteir_cat.ir import Block, Function, Module, Op
+        from byteir_cat.reference import run_checks
+        from runtime.serialize import Reader, type_from_json
+
+        with self._lock:
+            _, slots = self._run(self.check_inputs(()), profile)
+            reader = Reader(self.artifact.tensors)
+            body = Block()
+            consts: dict[int, Op] = {}
+            for chk in self.byre.checks:
+                operands = []
+                for vid in chk["operands"]:
+                    if vid not in consts:
+                        v = self.byre.values[vid]
+                        consts[vid] = Op.create("stablehlo.constant", [], [v.type], {"value": slots[vid].clone()})
+                        body.ops.append(consts[vid])
+                    operands.append(consts[vid].result)
+                attrs = {k: reader.attr(a) for k, a in chk["attrs"].items()}
+                body.ops.append(Op.create(chk["name"], operands, [type_from_json(r) for r in chk["results"]], attrs,
+                                          chk.get("loc", "")))
+        return run_checks(Module({"main": Function("main", body)}))
+
+
+def _detail(c) -> str:
+    if c.kind == "cat":
+        return c.attrs["op"]
+    if c.kind == "llvm":
+        return c.attrs["symbol"]
+    if c.kind == "host_eval":
+        return f"reference evaluator: {c.attrs['fallback']}" if c.attrs.get("fallback") else "reference evaluator"
+    return "view"
