@@ -47,7 +47,9 @@ def gpt2(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch
 
 
 def bert(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch: int = 1, vocab: int = 128,
-         seed: int = 0):
+         seed: int = 0, padded: bool = False):
+    """``padded=True`` adds an attention-mask input whose last sequence is padded (an additive mask in
+    the graph, not a causal one)."""
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
@@ -60,10 +62,15 @@ def bert(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch
             super().__init__()
             self.model = randomize(BertModel(cfg, add_pooling_layer=False), seed).eval()
 
-        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids).last_hidden_state
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+            return self.model(input_ids, attention_mask=attention_mask).last_hidden_state
 
-    return Bert().eval(), (_ids(vocab, batch, seq, seed),)
+    ids = _ids(vocab, batch, seq, seed)
+    if not padded:
+        return Bert().eval(), (ids,)
+    mask = torch.ones(batch, seq, dtype=torch.int64)
+    mask[-1, seq - max(1, seq // 4):] = 0
+    return Bert().eval(), (ids, mask)
 
 
 def llama(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, seq: int = 16, batch: int = 1,

@@ -21,6 +21,7 @@ CONFIGS = {
                                                                   attention="eager")),
     "bert": dict(factory=model_zoo.bert, kwargs={}),
     "bert_batch2": dict(factory=model_zoo.bert, kwargs=dict(batch=2, seq=24, hidden=96, heads=6)),
+    "bert_padded": dict(factory=model_zoo.bert, kwargs=dict(batch=2, padded=True)),
     "llama": dict(factory=model_zoo.llama, kwargs={}),
     "llama_batch2": dict(factory=model_zoo.llama, kwargs=dict(batch=2, seq=24, hidden=96, heads=6, kv_heads=2)),
 }
@@ -32,7 +33,7 @@ def compiled(request):
     model, inputs = cfg["factory"](layers=LAYERS, **cfg["kwargs"])
     part = partition(model, inputs)
     decls = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)]
-    return request.param.split("_")[0], model, inputs, part, decls
+    return request.param, model, inputs, part, decls
 
 
 def _linears(model: torch.nn.Module) -> int:
@@ -41,8 +42,13 @@ def _linears(model: torch.nn.Module) -> int:
     return sum(isinstance(m, (torch.nn.Linear, Conv1D)) for m in model.modules())
 
 
+def _family(name: str) -> str:
+    return name.split("_")[0]
+
+
 def test_every_linear_is_a_cat_gemm(compiled):
-    family, model, _, part, decls = compiled
+    name, model, _, part, decls = compiled
+    family = _family(name)
     gemms = [d for d in decls if isinstance(d, cat.Gemm)]
     assert len(gemms) == _linears(model)
     leftover = [op.name for sg in part.subgraphs for op in sg.ops if op.name == "stablehlo.dot_general"]
@@ -52,7 +58,8 @@ def test_every_linear_is_a_cat_gemm(compiled):
 
 
 def test_epilogues_fused(compiled):
-    family, _, _, _, decls = compiled
+    name, _, _, _, decls = compiled
+    family = _family(name)
     gemms = [d for d in decls if isinstance(d, cat.Gemm)]
     acts = Counter(g.activation for g in gemms if g.activation)
     residual = sum(g.binary.count("add") for g in gemms)
@@ -64,20 +71,22 @@ def test_epilogues_fused(compiled):
 
 
 def test_one_attention_op_per_layer(compiled):
-    family, model, _, part, decls = compiled
+    name, model, _, part, decls = compiled
+    family = _family(name)
     attn = [d for d in decls if isinstance(d, cat.Attention)]
     assert len(attn) == LAYERS
     assert not any(isinstance(d, (cat.Softmax, cat.Bmm)) for d in decls)
     for a in attn:
         assert a.causal == (family in ("gpt2", "llama"))
-        assert not a.has_mask
+        assert a.has_mask == name.endswith("padded"), "only a padding mask is a mask operand"
     cfg = model.model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     assert attn[0].scale == pytest.approx(head_dim ** -0.5, rel=1e-6)
 
 
 def test_norms_recognised(compiled):
-    family, _, _, _, decls = compiled
+    name, _, _, _, decls = compiled
+    family = _family(name)
     kind = cat.RmsNorm if family == "llama" else cat.LayerNorm
     norms = [d for d in decls if isinstance(d, kind)]
     assert len(norms) == 2 * LAYERS + 1
