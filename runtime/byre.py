@@ -162,11 +162,19 @@ def lower(module: Module, kernels: dict[str, GroupKernel]) -> tuple[ByreModule, 
     computes: list[Compute] = []
     checks: list[dict[str, Any]] = []
     check_writer = Writer("check", tensors)
+    def add_weight(op: Op) -> None:
+        key = f"w/{len(values)}"
+        tensors[key] = op.attrs["value"].detach().contiguous().clone()
+        new_value(op.result, "weight", key=key)
+
     for op in main.body.ops:
+        # The outliner leaves out of main large constants that only a check.* op reads: define them on use.
+        for v in op.operands:
+            if v not in ids and v.owner is not None and v.owner.name in ("stablehlo.constant", "arith.constant"):
+                add_weight(v.owner)
         if op.name in ("stablehlo.constant", "arith.constant"):
-            key = f"w/{len(values)}"
-            tensors[key] = op.attrs["value"].detach().contiguous().clone()
-            new_value(op.result, "weight", key=key)
+            if op.result not in ids:
+                add_weight(op)
         elif op.name == "func.call":
             callee = str(op.attrs["callee"]).lstrip("@")
             fn = module.functions.get(callee)

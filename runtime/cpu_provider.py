@@ -28,6 +28,7 @@ from byteir_cat.errors import ArtifactError
 from byteir_cat.ir import Op
 from fallback_codegen.host_kernel import Signature, jit_compile
 from runtime.byre import ByreModule, Compute
+from runtime.mlir_support import register as register_mlir_support
 from runtime.serialize import Reader
 
 Slots = list[torch.Tensor | None]
@@ -43,6 +44,7 @@ def jit_entry(llvm_ir: str, symbol: str) -> int:
     key = hashlib.sha256(llvm_ir.encode() + b"\0" + symbol.encode()).hexdigest()
     with _jit_lock:
         if key not in _jit_cache:
+            register_mlir_support()
             engine, _ = jit_compile(llvm_ir, symbol)
             address = engine.get_function_address(symbol)
             if not address:

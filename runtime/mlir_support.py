@@ -1,0 +1,87 @@
+"""Functions that generated host code may call but this process does not provide, supplied in-process.
+
+- ``memrefCopy``: lowered ``memref.copy`` of strided views (slices) calls it; MLIR ships it in
+  ``libmlir_c_runner_utils``, which the running machine does not have (no MLIR there). A ctypes
+  implementation lets such kernels link instead of falling back to the reference evaluator.
+- ``__truncsfbf2``: LLVM's x86 backend turns float -> bfloat rounding into this compiler-rt/libgcc builtin
+  on CPUs without AVX512-BF16, and libgcc before GCC 13 lacks it; an unresolved builtin is a call to
+  address 0 (a crash). It is JIT-compiled here from LLVM IR, without optimisation, so that the rounding
+  pattern is not folded back into the call it replaces.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+
+
+class _UnrankedMemRef(ctypes.Structure):
+    _fields_ = [("rank", ctypes.c_int64), ("descriptor", ctypes.c_void_p)]
+
+
+_COPY_FN = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.POINTER(_UnrankedMemRef), ctypes.POINTER(_UnrankedMemRef))
+
+
+def _strided_view(m: _UnrankedMemRef, elem: int) -> np.ndarray:
+    """A numpy view of a ranked memref descriptor {base, aligned, offset, sizes[rank], strides[rank]}."""
+    rank = m.rank
+    fields = (ctypes.c_int64 * (3 + 2 * rank)).from_address(m.descriptor)
+    aligned, offset = fields[1], fields[2]
+    sizes, strides = list(fields[3:3 + rank]), list(fields[3 + rank:3 + 2 * rank])
+    dtype = np.dtype(f"V{elem}")
+    if any(s == 0 for s in sizes):
+        return np.empty(sizes, dtype=dtype)
+    extent = 1 + sum((s - 1) * st for s, st in zip(sizes, strides, strict=True))
+    buf = (ctypes.c_char * (extent * elem)).from_address(aligned + offset * elem)
+    flat = np.frombuffer(buf, dtype=dtype)
+    return np.lib.stride_tricks.as_strided(flat, shape=sizes, strides=[st * elem for st in strides])
+
+
+def _memref_copy(elem_size: int, src, dst) -> None:
+    s, d = _strided_view(src.contents, elem_size), _strided_view(dst.contents, elem_size)
+    d[...] = s
+
+
+# float -> bfloat, round to nearest even, NaN kept quiet (what torch's .to(torch.bfloat16) does)
+_BUILTINS_IR = """
+define bfloat @__truncsfbf2(float %x) {
+  %bits = bitcast float %x to i32
+  %isnan = fcmp uno float %x, %x
+  %hi = lshr i32 %bits, 16
+  %lsb = and i32 %hi, 1
+  %bias = add i32 %lsb, 32767
+  %rounded = add i32 %bits, %bias
+  %top = lshr i32 %rounded, 16
+  %r16 = trunc i32 %top to i16
+  %h16 = trunc i32 %hi to i16
+  %quiet = or i16 %h16, 64
+  %res = select i1 %isnan, i16 %quiet, i16 %r16
+  %out = bitcast i16 %res to bfloat
+  ret bfloat %out
+}
+"""
+
+
+@functools.cache
+def register() -> None:
+    """Make the symbols visible to llvmlite's JIT linker (once per process)."""
+    import llvmlite.binding as llvm
+
+    callback = _COPY_FN(_memref_copy)
+    _keepalive.append(callback)
+    llvm.add_symbol("memrefCopy", ctypes.cast(callback, ctypes.c_void_p).value)
+    if not llvm.address_of_symbol("__truncsfbf2"):
+        from fallback_codegen.host_kernel import host_target_machine
+
+        tm = host_target_machine()
+        module = llvm.parse_assembly(_BUILTINS_IR)
+        module.triple = tm.triple
+        engine = llvm.create_mcjit_compiler(module, tm)
+        engine.finalize_object()
+        _keepalive.append(engine)
+        llvm.add_symbol("__truncsfbf2", engine.get_function_address("__truncsfbf2"))
+
+
+_keepalive: list[object] = []
