@@ -13,7 +13,7 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.ir import Op, Value
-from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer
+from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer, row_major_bmm
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer, splat_value
 
 
@@ -130,11 +130,8 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
     """Anchored on the P @ V bmm; rewrites the whole chain into cat.attention when every piece fits."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        found = cat_producer(op.result, cat.Bmm) if cat.is_cat(op) else None
-        if not found:
-            return False
-        _, pv = found
-        if pv.layout[0] != "r" or pv.layout[2] != "r" or pv.add or pv.permute:
+        pv = row_major_bmm(op)
+        if pv is None:
             return False
         p_side = peel(op.operands[0])
         sm = cat_producer(p_side.base, cat.Softmax)
@@ -156,8 +153,9 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
         qk = cat_producer(s_side.base, cat.Bmm)
         if qk is None or s_side.transposed or not rw.single_use(s_side.base):
             return False
-        qk_op, qk_decl = qk
-        if qk_decl.layout[0] != "r" or qk_decl.layout[2] != "r" or qk_decl.add or qk_decl.permute:
+        qk_op = qk[0]
+        qk_decl = row_major_bmm(qk_op)
+        if qk_decl is None:
             return False
         q = peel(qk_op.operands[0])
         k = peel(qk_op.operands[1], want_transposed=qk_decl.layout[1] == "r")

@@ -100,6 +100,17 @@ def cat_producer(v: Value, family: type) -> tuple[Op, cat.CatOp] | None:
     return (op, decl) if isinstance(decl, family) else None
 
 
+def row_major_bmm(op: Op) -> cat.Bmm | None:
+    """The declaration of ``op`` when it is a plain bmm_{x}{y}r: A row-major, no addend, no permute."""
+    found = cat_producer(op.result, cat.Bmm) if cat.is_cat(op) else None
+    if not found:
+        return None
+    decl = found[1]
+    if decl.layout[0] != "r" or decl.layout[2] != "r" or decl.add or decl.permute:
+        return None
+    return decl
+
+
 class TransposeIntoBmmOutput(Pattern):
     """transpose(bmm_{ab}r, swap last two) -> bmm_{ab}c."""
 
@@ -122,11 +133,8 @@ class BmmWithSharedWeightToGemm(Pattern):
     activation is exported as a batched matmul against a weight broadcast over the batch."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        found = cat_producer(op.result, cat.Bmm) if cat.is_cat(op) else None
-        if not found:
-            return False
-        _, decl = found
-        if decl.layout[0] != "r" or decl.layout[2] != "r" or decl.add or decl.permute:
+        decl = row_major_bmm(op)
+        if decl is None:
             return False
         bc = producer(op.operands[1], "stablehlo.broadcast_in_dim")
         r = op.result.type.rank
