@@ -30,12 +30,20 @@ def to_stablehlo(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor
 
 def partition(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor] | None = None,
               on_pass: Callable | None = None):
-    """Frontend -> normalisation and recognition -> partition. Returns ``mhlo_to_cat.partition.Partition``."""
-    from byteir_cat.reference import check_supported
+    """Frontend -> normalisation and recognition -> partition. Returns ``mhlo_to_cat.partition.Partition``.
+
+    Ops of an unknown dialect are errors; StableHLO/CHLO ops that byteir-cat cannot execute yet are kept
+    and shown in the partition as unsupported, with the reason (``Partition.unsupported`` lists them)."""
+    from byteir_cat.errors import UnsupportedOpError
+    from byteir_cat.reference import unsupported_reason
     from mhlo_to_cat.partition import partition as make_partition
     from mhlo_to_cat.pipeline import run_pipeline
 
     module = to_stablehlo(model_or_mlir, example_inputs)
-    check_supported(module)
+    for fn in module.functions.values():
+        for op in fn.body.walk():
+            why = unsupported_reason(op, module)
+            if why is not None and op.dialect not in ("stablehlo", "chlo"):
+                raise UnsupportedOpError(op.name, op.loc or module.source, why)
     run_pipeline(module, on_pass=on_pass)
     return make_partition(module)

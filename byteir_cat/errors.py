@@ -15,6 +15,7 @@ class UnsupportedOpError(CompileError):
         super().__init__(f"unsupported op {op_name} at {where}{detail}")
         self.op_name = op_name
         self.where = where
+        self.why = why
 
 
 class InputError(ByteirCatError):

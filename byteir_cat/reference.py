@@ -287,6 +287,15 @@ def _check_op_supported(module: Module | None, op: Op) -> None:
             raise UnsupportedOpError(op.name, where, f"element type {v.type.dtype}") from None
 
 
+def unsupported_reason(op: Op, module: Module | None = None) -> str | None:
+    """Why the evaluator cannot run ``op`` (None when it can): the partition shows such ops, not hides them."""
+    try:
+        _check_op_supported(module, op)
+    except UnsupportedOpError as e:
+        return e.why or "no reference semantics"
+    return None
+
+
 def check_supported(module: Module | Function, function: str | None = None) -> None:
     """Raise ``UnsupportedOpError`` for the first op the evaluator cannot run (before running anything, so
     that a failure names the op and its location instead of surfacing deep inside an evaluation)."""

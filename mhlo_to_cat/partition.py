@@ -24,6 +24,7 @@ HOST_ONLY = frozenset({
     "stablehlo.select_and_scatter", "stablehlo.scatter", "stablehlo.rng", "stablehlo.rng_bit_generator",
     "func.call", "stablehlo.reduce_precision", "chlo.erf_inv",
 })
+UNSUPPORTED = "unsupported: "
 INLINE_CONSTANT_LIMIT = 16  # constants up to this many elements (and splats) are copied into subgraphs
 
 
@@ -54,6 +55,11 @@ class Subgraph:
 class Partition:
     module: Module  # outlined: main calls one private function per subgraph
     subgraphs: list[Subgraph]
+
+    @property
+    def unsupported(self) -> list[Subgraph]:
+        """Subgraphs holding ops byteir-cat cannot execute: compiling refuses them, partition shows them."""
+        return [sg for sg in self.subgraphs if sg.reason.startswith(UNSUPPORTED)]
 
     @property
     def total_flops(self) -> int:
@@ -148,11 +154,15 @@ class _Grouper:
         self.members[gid], self.anc_union[gid] = members, anc_union
 
 
-def _classify(ops: list[Op], users: dict[Value, list[Op]]) -> dict[Op, str]:
+def _classify(ops: list[Op], users: dict[Value, list[Op]], module: Module) -> dict[Op, str]:
+    from byteir_cat.reference import unsupported_reason
+
     kind: dict[Op, str] = {}
     for op in ops:
         if is_inlined_constant(op) or op.name in ("stablehlo.constant", "arith.constant"):
             kind[op] = "constant"
+        elif any(unsupported_reason(o, module) for o in [op, *(x for r in op.regions for x in r.walk())]):
+            kind[op] = "unsupported"
         elif _is_check(op):
             kind[op] = "check"
         elif cat.is_cat(op):
@@ -192,7 +202,7 @@ def partition(module: Module) -> Partition:
     for op in ops:
         for v in op.operands:
             users.setdefault(v, []).append(op)
-    kind = _classify(ops, users)
+    kind = _classify(ops, users, module)
     grouper = _Grouper(ops)
     for i, op in enumerate(ops):
         k = kind[op]
@@ -208,6 +218,12 @@ def partition(module: Module) -> Partition:
             groups.setdefault(grouper.group_of[i], []).append(op)
         elif k == "cat":
             subgraphs.append(Subgraph(0, "cat", [op], describe_cat(op)))
+        elif k == "unsupported":
+            from byteir_cat.reference import unsupported_reason
+
+            why = next(w for o in [op, *(x for r in op.regions for x in r.walk())]
+                       if (w := unsupported_reason(o, module)))
+            subgraphs.append(Subgraph(0, "host", [op], f"{UNSUPPORTED}{op.name}: {why}"))
         elif k == "host":
             why = ("CHLO is not lowered to linalg yet" if op.dialect == "chlo"
                    else "no linalg lowering for this op")

@@ -25,7 +25,8 @@ ELEMENTWISE = frozenset({
     "stablehlo.sqrt", "stablehlo.negate", "stablehlo.abs", "stablehlo.sign", "stablehlo.select",
     "stablehlo.compare", "stablehlo.convert", "stablehlo.and", "stablehlo.or", "stablehlo.not",
     "stablehlo.clamp", "stablehlo.cbrt", "chlo.erf", "stablehlo.floor", "stablehlo.ceil",
-    "stablehlo.is_finite",
+    "stablehlo.is_finite", "stablehlo.sine", "stablehlo.cosine", "stablehlo.tan", "stablehlo.atan2",
+    "stablehlo.remainder", "stablehlo.round_nearest_even", "stablehlo.round_nearest_afz", "stablehlo.xor",
 })
 SHAPE_OPS = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshape"})
 REGION_LIMIT = 80  # ops; a row-local function of one value is never bigger in practice

@@ -86,6 +86,22 @@ def test_mhlo_op_without_stablehlo_twin_is_named():
         load_mlir(text)
 
 
+def test_unsupported_stablehlo_op_is_shown_with_its_reason():
+    text = """
+func.func @main(%a: tensor<4x8xf32>, %b: tensor<8x16xf32>) -> tensor<4x16xf32> {
+  %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : (tensor<4x8xf32>, tensor<8x16xf32>) -> tensor<4x16xf32>
+  %1 = stablehlo.cosine %0 : tensor<4x16xf32>
+  %2 = stablehlo.custom_call @my_kernel(%1) : (tensor<4x16xf32>) -> tensor<4x16xf32>
+  return %2 : tensor<4x16xf32>
+}
+"""
+    part = partition(text)
+    assert [sg.path for sg in part.subgraphs] == ["cat", "nvvm", "host"]
+    (bad,) = part.unsupported
+    assert bad.reason == ("unsupported: stablehlo.custom_call: custom_call target @my_kernel has no reference "
+                          "semantics")
+
+
 @pytest.mark.parametrize("path", sorted(CONFORMANCE.glob("*.mlir")), ids=lambda p: p.stem)
 def test_conformance_file_partitions(path):
     part = partition(path)
