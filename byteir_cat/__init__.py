@@ -12,6 +12,9 @@ _LAZY = {
     "to_stablehlo": "byteir_cat.api",
     "from_torch": "byteir_cat.frontend",
     "load_mlir": "byteir_cat.frontend",
+    "compile": "byteir_cat.compiler",
+    "load": "byteir_cat.compiler",
+    "CompiledModel": "byteir_cat.compiler",
 }
 
 

@@ -37,7 +37,79 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-COMMANDS = {"partition": cmd_partition}
+def cmd_compile(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from byteir_cat.compiler import build_artifact
+    from byteir_cat.model_source import resolve
+
+    model, inputs = resolve(args.model)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def note(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(total, 1))
+            bar.update(tasks[stage], completed=done, total=max(total, 1))
+
+        artifact, _ = build_artifact(model, inputs, target=args.target, progress=note)
+        note("write artifact", 0, 1)
+        out = artifact.write(Path(args.output))
+        note("write artifact", 1, 1)
+    r = artifact.report
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["computes"].items()))
+    print(f"wrote {out} ({kinds}); arena {r['arena_bytes']} B vs {r['naive_bytes']} B unplanned, "
+          f"{r['inplace']} in place; compile {sum(r['seconds'].values()):.2f} s")
+    for fb in r["fallbacks"]:
+        print(f"  note: {fb['callee']} runs on the reference evaluator: {fb['reason']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from byteir_cat.errors import InputError
+
+    target = Path(args.artifact)
+    if target.suffix == ".mlir" and target.is_file():
+        return _run_self_checking(target)
+    import numpy as np
+    import torch
+
+    from byteir_cat.compiler import load
+
+    model = load(target)
+    inputs: list[torch.Tensor] = []
+    if args.inputs:
+        try:
+            with np.load(args.inputs) as npz:
+                inputs = [torch.from_numpy(npz[k]) for k in npz.files]
+        except (OSError, ValueError) as e:
+            raise InputError(f"{args.inputs}: not a readable .npz file ({type(e).__name__})") from None
+    outs = model.run(*inputs)
+    if args.out:
+        np.savez(args.out, **{f"output{i}": t.numpy() for i, t in enumerate(outs)})
+        print(f"wrote {args.out}")
+    else:
+        for i, t in enumerate(outs):
+            print(f"output{i}: {list(t.shape)} {t.dtype}")
+    return 0
+
+
+def _run_self_checking(path: Path) -> int:
+    from byteir_cat.compiler import compile
+
+    results = compile(path).run_checks()
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        print(f"{r.location}: {r.name} failed: {r.detail}")
+    if not results:
+        print(f"{path}: no check.* ops ran")
+        return 1
+    print(f"{path.name}: {len(results) - len(failed)}/{len(results)} checks passed")
+    return 1 if failed else 0
+
+
+COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "run": cmd_run}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlir", metavar="OUT", help="write the annotated, outlined module")
     p.add_argument("--dot", metavar="OUT", help="write a Graphviz graph (and an .svg where graphviz exists)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
+    c = sub.add_parser("compile", help="compile a model to an artifact directory")
+    c.add_argument("model", help="an .mlir file (StableHLO or MHLO) or path/to/file.py:factory")
+    c.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
+    c.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="where the artifact runs")
+    r = sub.add_parser("run", help="run an artifact, or compile and run a self-checking StableHLO file")
+    r.add_argument("artifact", metavar="DIR|FILE.mlir", help="artifact directory, or a .mlir test program")
+    r.add_argument("--inputs", metavar="NPZ", help="inputs in order of the .npz entries")
+    r.add_argument("--out", metavar="NPZ", help="write the outputs here")
     return parser
 
 

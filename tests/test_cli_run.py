@@ -1,0 +1,42 @@
+"""``byteir-cat compile`` and ``byteir-cat run DIR --inputs --out`` end to end, in subprocesses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tests.test_artifact import MODEL, _expected, _inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "byteir_cat.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+def test_compile_then_run_npz(tmp_path):
+    src = tmp_path / "model.mlir"
+    src.write_text(MODEL)
+    art = tmp_path / "art"
+    proc = _cli("compile", str(src), "-o", str(art), "--target", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "arena" in proc.stdout
+    xs = _inputs()
+    np.savez(tmp_path / "in.npz", x=xs[0].numpy(), w=xs[1].numpy(), b=xs[2].numpy())
+    proc = _cli("run", str(art), "--inputs", str(tmp_path / "in.npz"), "--out", str(tmp_path / "out.npz"))
+    assert proc.returncode == 0, proc.stderr
+    out = torch.from_numpy(np.load(tmp_path / "out.npz")["output0"])
+    torch.testing.assert_close(out, _expected(xs), rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_target_is_refused_in_one_line(tmp_path):
+    src = tmp_path / "model.mlir"
+    src.write_text(MODEL)
+    proc = _cli("compile", str(src), "-o", str(tmp_path / "art"), "--target", "cuda")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "only the cpu target is implemented" in proc.stderr
