@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ait_codegen import gemm, gemm_sm90, host_twin, rowwise
+from ait_codegen import attention, gemm, gemm_sm90, host_twin, rowwise
 from ait_codegen.abi import KernelSpec, preamble
 from ait_codegen.candidates import ARCHS, GemmConfig, choose
 from ait_codegen.errors import UnsupportedKernel
@@ -82,7 +82,8 @@ def render_kernel(spec: KernelSpec, arch: str, config: GemmConfig | None = None,
         sym = spec.symbol(_tag(spec, arch, None))
         return RenderedKernel(spec, arch, sym, render_norm(sym, spec), rowwise.INCLUDES)
     if isinstance(op, Attention):
-        raise UnsupportedKernel(op.name, "no fused attention kernel is rendered yet (split it into bmm/softmax/bmm)")
+        sym = spec.symbol(_tag(spec, arch, None))
+        return RenderedKernel(spec, arch, sym, attention.render_attention(sym, spec), attention.INCLUDES)
     raise UnsupportedKernel(op.name, "no renderer for this op family")
 
 
