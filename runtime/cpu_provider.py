@@ -181,17 +181,19 @@ def _fast_cat(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | No
     this op (f32, no output permute); None means: use the reference semantics."""
     if out_type.dtype != "f32" or any(t.dtype != "f32" for t in types):
         return None
-    if isinstance(decl, cat_dialect.Gemm) and decl.permute is None:
-        k, n = types[0].shape[-1], out_type.shape[-1]
+    if isinstance(decl, cat_dialect.Gemm):
+        k, n = types[0].shape[-1], types[1].shape[1] if decl.layout == "rrr" else types[1].shape[0]
         act = _INPLACE_ACT.get(decl.activation) if decl.activation else None
         if decl.activation and act is None:
             return None
-        layout, bias, binary = decl.layout, decl.bias, decl.binary
+        layout, bias, binary, permute = decl.layout, decl.bias, decl.binary, decl.permute
+        pre_shape = tuple(types[0].shape[:-1]) + (n,)
 
         def gemm(args: list[torch.Tensor], out: torch.Tensor) -> None:
             a2 = args[0].view(-1, k)
             b = args[1] if layout == "rrr" else args[1].t()
-            o2 = out.view(-1, n)
+            acc = out if permute is None else torch.empty(pre_shape, dtype=out.dtype)
+            o2 = acc.view(-1, n)
             if bias:
                 torch.addmm(args[2], a2, b, out=o2)
             else:
@@ -200,11 +202,20 @@ def _fast_cat(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | No
                 act(o2)
             for kind, d in zip(binary, args[2 + int(bias):], strict=True):
                 if kind == "add":
-                    out.add_(d)
+                    acc.add_(d)
                 else:
-                    out.mul_(d)
+                    acc.mul_(d)
+            if permute is not None:
+                out.copy_(acc.view(permute.shape).permute(permute.perm))
 
         return gemm
+    if isinstance(decl, cat_dialect.RmsNorm):
+        n, eps, affine = types[0].shape[-1], decl.eps, decl.has_gamma
+
+        def rmsnorm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            out.copy_(F.rms_norm(args[0], (n,), args[1] if affine else None, eps))
+
+        return rmsnorm
     if isinstance(decl, cat_dialect.Bmm) and decl.permute is None and decl.layout[2] == "r" \
             and tuple(types[0].shape[:-2]) == tuple(types[1].shape[:-2]):
         la, lb, add = decl.layout[0], decl.layout[1], decl.add

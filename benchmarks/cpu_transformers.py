@@ -1,0 +1,136 @@
+"""CPU speed of compiled models against torch eager and torch.compile, in one process, same threads.
+
+    .venv/bin/python benchmarks/cpu_transformers.py [--runs N] [--write benchmarks/RESULTS.md]
+
+Contestants run in interleaved rounds (eager, torch.compile, ours, repeated) so that a noisy neighbour on a
+shared machine hits all of them alike; each number is the median over every timed run. Also prints the
+per-subgraph profile of the compiled model, by kind, to show where its time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _time(fn, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench(name: str, model: torch.nn.Module, inputs: tuple, runs: int, rounds: int, tmp: Path) -> dict:
+    from byteir_cat.compiler import compile, load
+
+    t0 = time.perf_counter()
+    compiled_path = compile(model, inputs, out_dir=tmp / name).path
+    compile_s = time.perf_counter() - t0
+    ours = load(compiled_path)
+    t0 = time.perf_counter()
+    inductor = torch.compile(model)
+    with torch.no_grad():
+        inductor(*inputs)
+        inductor_compile_s = time.perf_counter() - t0
+        expected = model(*inputs)
+        err = float((ours.run(*inputs)[0] - expected).abs().max() / expected.abs().max())
+        fns = {"eager": lambda: model(*inputs), "torch.compile": lambda: inductor(*inputs),
+               "byteir-cat": lambda: ours.run(*inputs)}
+        times: dict[str, list[float]] = defaultdict(list)
+        for fn in fns.values():
+            _time(fn, 3)
+        for _ in range(rounds):
+            for k, fn in fns.items():
+                times[k] += _time(fn, runs)
+    ours.run(*inputs, profile=True)
+    by_kind: dict[str, float] = defaultdict(float)
+    for p in ours.session.last_profile:
+        by_kind[p.kind] += p.seconds
+    top = sorted(ours.session.last_profile, key=lambda p: -p.seconds)[:5]
+    report = ours.report
+    return {
+        "name": name, "compile_s": compile_s, "inductor_compile_s": inductor_compile_s, "rel_err": err,
+        "median_ms": {k: statistics.median(v) * 1e3 for k, v in times.items()},
+        "profile_ms": {k: v * 1e3 for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+        "top": [(p.callee, p.detail, p.seconds * 1e3) for p in top],
+        "arena": report["arena_bytes"], "naive": report["naive_bytes"], "computes": report["computes"],
+        "timed_runs": rounds * runs,
+    }
+
+
+def machine() -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
+    cpus = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("CPU(s)")), "?")
+    return f"{model}, {cpus} CPUs, torch threads {torch.get_num_threads()}"
+
+
+def markdown(results: list[dict]) -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    lines = ["# CPU benchmark: byteir-cat vs torch eager vs torch.compile", "",
+             f"- machine: {machine()}", f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
+             f"- commit: {commit}, torch {torch.__version__}",
+             "- method: `benchmarks/cpu_transformers.py`, one process, contestants in interleaved rounds, "
+             "median of every timed run; fp32, batch 1", "",
+             "| model | eager ms | torch.compile ms | byteir-cat ms | vs eager | vs torch.compile | rel. error |"
+             " compile s (ours / inductor) | arena vs unplanned |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        m = r["median_ms"]
+        lines.append(f"| {r['name']} | {m['eager']:.2f} | {m['torch.compile']:.2f} | {m['byteir-cat']:.2f} | "
+                     f"{m['eager'] / m['byteir-cat']:.2f}x | {m['torch.compile'] / m['byteir-cat']:.2f}x | "
+                     f"{r['rel_err']:.1e} | {r['compile_s']:.1f} / {r['inductor_compile_s']:.1f} | "
+                     f"{r['arena'] / 2**20:.2f} MiB vs {r['naive'] / 2**20:.2f} MiB |")
+    lines += ["", "Speed-ups above 1x mean byteir-cat is faster. Where the compiled model's time goes (one "
+              "profiled run, per compute kind, ms):", ""]
+    for r in results:
+        kinds = ", ".join(f"{k} {v:.2f}" for k, v in r["profile_ms"].items())
+        top = "; ".join(f"{c} ({d}) {ms:.2f}" for c, d, ms in r["top"])
+        lines.append(f"- {r['name']} ({r['timed_runs']} timed runs each): {kinds}. Slowest: {top}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    from byteir_cat.model_zoo import gpt2, llama
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=10, help="runs per contestant per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--write", metavar="MD", help="write the results as markdown")
+    args = ap.parse_args()
+    cases = [
+        ("GPT-2 (4 layers, hidden 768, 12 heads, seq 128)",
+         gpt2(layers=4, hidden=768, heads=12, seq=128, vocab=1024)),
+        ("Llama block (1 layer, hidden 768, 12 heads / 4 kv heads, seq 128)",
+         llama(layers=1, hidden=768, heads=12, kv_heads=4, seq=128, vocab=1024)),
+    ]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (model, inputs) in cases:
+            r = bench(name, model, inputs, args.runs, args.rounds, Path(tmp))
+            results.append(r)
+            print(r)
+    text = markdown(results)
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
