@@ -12,6 +12,7 @@ from mhlo_to_cat.gemm_patterns import (
     DotGeneralToGemm,
     GemmBiasFusion,
     GemmBinaryEpilogueFusion,
+    NarrowUpcastGemm,
     PermuteIntoGemmOrBmm,
     ReshapeIntoGemm,
     TransposeIntoBmmOutput,
@@ -25,7 +26,7 @@ def recognition_passes() -> list[Pass]:
     return [
         PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), DotGeneralToBmm(), TransposeIntoBmmOutput(),
                                                     BmmWithSharedWeightToGemm(), ReshapeIntoGemm()]),
-        PatternPass("gemm-bias-fusion", [GemmBiasFusion()]),
+        PatternPass("gemm-bias-fusion-and-narrowing", [GemmBiasFusion(), NarrowUpcastGemm()]),
         PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
         PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
         PatternPass("norm-affine-fusion", [NormAffineFusion()]),

@@ -60,12 +60,14 @@ def _x_candidates(v: Value, depth: int = 3) -> list[Value]:
     return out[::-1]
 
 
-def _search(x: Value, rw: Rewriter, targets, probe, allow_reduce: bool) -> tuple[Value, str] | None:
-    """The last value of x's region that computes one of ``targets`` from x alone."""
+def _search(x: Value, rw: Rewriter, targets, probe, allow_reduce: bool,
+            same_dtype: bool = False) -> tuple[Value, str] | None:
+    """The last value of x's region that computes one of ``targets`` from x alone (with x's element type
+    too when ``same_dtype``: an epilogue writes the gemm's own type)."""
     region = grow_region(x, rw, allow_reduce)
     for op in reversed(region):
         v = op.result
-        if v.type.shape != x.type.shape:
+        if v.type.shape != x.type.shape or (same_dtype and v.type.dtype != x.type.dtype):
             continue
         sub = ancestors_in(region, v)
         if allow_reduce and not any(o.name == "stablehlo.reduce" for o in sub):
@@ -186,7 +188,7 @@ class GemmActivationFusion(Pattern):
             return False
         x = op.result
         targets = {name: (lambda p, a=a: a.fn(p.double())) for name, a in cat.ACTIVATIONS.items()}
-        hit = _search(x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False)
+        hit = _search(x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False, same_dtype=True)
         if not hit:
             return False
         v, name = hit

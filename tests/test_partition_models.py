@@ -121,3 +121,23 @@ def test_partitioned_module_reparses(compiled):
     (a,) = evaluate(again, list(inputs))
     (b,) = evaluate(part.module, list(inputs))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("family, dtype", [("gpt2", torch.float16), ("bert", torch.bfloat16),
+                                           ("llama", torch.bfloat16)])
+def test_half_precision_models(family, dtype):
+    """Exporters upcast half-precision Linears to f32; the gemms still come out in f16/bf16 with epilogues."""
+    model, inputs = model_zoo.MODELS[family](layers=LAYERS)
+    model = model.to(dtype)
+    part = partition(model, inputs)
+    gemms = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)
+             and isinstance(cat.decode(op), cat.Gemm)]
+    assert len(gemms) == _linears(model)
+    assert all(op.operands[0].type.dtype == {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
+               for sg in part.subgraphs for op in sg.ops if op.name.startswith("cat.gemm"))
+    assert sum(g.binary.count("add") for g in gemms) == 2 * LAYERS
+    assert part.cat_flop_share >= 0.99
+    with torch.no_grad():
+        want = model(*inputs).float()
+    (got,) = evaluate(part.module, list(inputs))
+    assert ((got.float() - want).abs().max() / want.abs().max()) < 2e-2
