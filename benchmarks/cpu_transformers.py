@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 import subprocess
 import tempfile
@@ -80,14 +81,16 @@ def machine() -> str:
     return f"{model}, {cpus} CPUs, torch threads {torch.get_num_threads()}"
 
 
-def markdown(results: list[dict]) -> str:
+def markdown(results: list[dict], load_before: tuple, load_after: tuple) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     lines = ["# CPU benchmark: byteir-cat vs torch eager vs torch.compile", "",
              f"- machine: {machine()}", f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
              f"- commit: {commit}, torch {torch.__version__}",
              "- method: `benchmarks/cpu_transformers.py`, one process, contestants in interleaved rounds, "
-             "median of every timed run; fp32, batch 1", "",
+             "median of every timed run; fp32, batch 1",
+             f"- 1-minute load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f} (a shared "
+             "machine: other jobs inflate absolute times; the interleaved ratios are the comparable numbers)", "",
              "| model | eager ms | torch.compile ms | byteir-cat ms | vs eager | vs torch.compile | rel. error |"
              " compile s (ours / inductor) | arena vs unplanned |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -121,12 +124,13 @@ def main() -> None:
          llama(layers=1, hidden=768, heads=12, kv_heads=4, seq=128, vocab=1024)),
     ]
     results = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for name, (model, inputs) in cases:
             r = bench(name, model, inputs, args.runs, args.rounds, Path(tmp))
             results.append(r)
             print(r)
-    text = markdown(results)
+    text = markdown(results, load_before, os.getloadavg())
     print(text)
     if args.write:
         Path(args.write).write_text(text)
