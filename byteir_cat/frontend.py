@@ -71,7 +71,7 @@ def load_mlir(path_or_text: str | Path, source: str | None = None) -> Module:
             where = str(e).split(": ", 1)[0]
             raise CompileError(f"unsupported op mhlo.{m[1]} at {where}: it has no StableHLO equivalent") from None
         raise
-    mmodule = parse_generic(generic)
+    mmodule = parse_generic(generic, source=source)
     return import_module(mmodule, generic, source)
 
 
@@ -99,4 +99,4 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
         raise CompileError(f"torch export of {name} failed: {type(e).__name__}: {first}") from None
     text = str(mmodule)
     generic = run_opt(text, f"{name}.stablehlo.mlir")
-    return import_module(parse_generic(generic), generic, f"{name}.stablehlo.mlir")
+    return import_module(parse_generic(generic, source=f"{name}.stablehlo.mlir"), generic, f"{name}.stablehlo.mlir")

@@ -40,11 +40,18 @@ def _torch_mlir():
 
 
 def make_context():
-    """A context with StableHLO registered and unregistered dialects allowed (CHLO, CAT, ByRE, check)."""
+    """A context with StableHLO and the CAT dialect (IRDL, generated from its declarations) registered;
+    other dialects (CHLO, check targets) are allowed unregistered."""
     ir, stablehlo = _torch_mlir()
+    from torch_mlir.dialects import irdl
+
+    from cat_dialect.irdl import irdl_text
+
     ctx = ir.Context()
     stablehlo.register_dialect(ctx)
     ctx.allow_unregistered_dialects = True
+    with ctx, ir.Location.unknown():
+        irdl.load_dialects(ir.Module.parse(irdl_text()))
     return ctx
 
 
@@ -80,7 +87,14 @@ def run_opt(text: str, source: str, passes: tuple[str, ...] = NORMALIZATION_PASS
     return proc.stdout.replace(src, source)
 
 
-def parse_generic(text: str, ctx=None):
+def parse_generic(text: str, ctx=None, source: str = "<text>"):
     ir, _ = _torch_mlir()
     ctx = ctx or make_context()
-    return ir.Module.parse(text, ctx)
+    try:
+        return ir.Module.parse(text, ctx)
+    except ir.MLIRError as e:
+        detail = next((d for d in getattr(e, "error_diagnostics", []) or []), None)
+        msg = str(detail.message) if detail is not None else str(e).splitlines()[-1]
+        loc = re.search(r'"([^"]*)":(\d+):(\d+)', str(detail.location)) if detail is not None else None
+        where = f"{loc[1]}:{loc[2]}:{loc[3]}" if loc else source
+        raise CompileError(f"{where}: {msg}") from None

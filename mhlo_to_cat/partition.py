@@ -22,7 +22,7 @@ from mhlo_to_cat.gemm_patterns import gemm_plan
 HOST_ONLY = frozenset({
     "stablehlo.sort", "stablehlo.while", "stablehlo.if", "stablehlo.case", "stablehlo.custom_call",
     "stablehlo.select_and_scatter", "stablehlo.scatter", "stablehlo.rng", "stablehlo.rng_bit_generator",
-    "func.call", "stablehlo.reduce_precision", "chlo.erf_inv",
+    "func.call", "stablehlo.reduce_precision", "chlo.erf_inv", "stablehlo.reduce_window",
 })
 UNSUPPORTED = "unsupported: "
 INLINE_CONSTANT_LIMIT = 16  # constants up to this many elements (and splats) are copied into subgraphs
@@ -341,7 +341,8 @@ def _outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict
         main.ops.append(call)
     for op in checks:
         for v in op.operands:
-            if v.owner is not None and is_inlined_constant(v.owner) and v.owner not in main.ops:
+            if v.owner is not None and v.owner.name in ("stablehlo.constant", "arith.constant") \
+                    and v.owner not in main.ops:
                 main.ops.append(v.owner)
         main.ops.append(Op(op.name, [mapping.get(v, v) for v in op.operands], op.results, op.attrs, op.raw_attrs,
                            op.regions, op.loc))

@@ -149,3 +149,22 @@ def test_unknown_cat_op_is_named():
     op = Op.create("cat.gemm_xyz", [], [T((1,), "f32")], loc="m.mlir:3")
     with pytest.raises(cat.CatVerifyError, match=r"unknown CAT op cat.gemm_xyz at m.mlir:3"):
         cat.decode(op)
+
+
+def test_mlir_verifies_cat_ops_through_irdl():
+    """The dialect is registered from the declarations: MLIR itself rejects a cat op with a wrong arity."""
+    from byteir_cat.errors import CompileError
+    from byteir_cat.frontend import load_mlir
+
+    good = """
+func.func @main(%a: tensor<4x8xf16>, %b: tensor<16x8xf16>, %c: tensor<16xf16>) -> tensor<4x16xf16> {
+  %0 = "cat.gemm_rcr_bias_relu"(%a, %b, %c) : (tensor<4x8xf16>, tensor<16x8xf16>, tensor<16xf16>) -> tensor<4x16xf16>
+  return %0 : tensor<4x16xf16>
+}
+"""
+    module = load_mlir(good, source="good.mlir")
+    assert [op.name for op in module.main.body.ops] == ["cat.gemm_rcr_bias_relu"]
+    bad = good.replace("(%a, %b, %c) : (tensor<4x8xf16>, tensor<16x8xf16>, tensor<16xf16>)",
+                       "(%a, %b) : (tensor<4x8xf16>, tensor<16x8xf16>)")
+    with pytest.raises(CompileError, match=r"^bad\.mlir:3:\d+: .*expects exactly 3 operands, but got 2"):
+        load_mlir(bad, source="bad.mlir")
