@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from byteir_cat.errors import CompileError
-from byteir_cat.importer import import_module
+from byteir_cat.importer import import_module, read_resource_blobs, split_resources
 from byteir_cat.ir import Module
 from byteir_cat.mlir_context import parse_generic, run_opt
 
@@ -62,6 +62,7 @@ def load_mlir(path_or_text: str | Path, source: str | None = None) -> Module:
         source = source or "<text>"
     if not text.strip():
         raise CompileError(f"{source}: empty module")
+    text, resources = split_resources(text)
     text, renamed = rename_mhlo(text)
     try:
         generic = run_opt(text, source)
@@ -72,7 +73,7 @@ def load_mlir(path_or_text: str | Path, source: str | None = None) -> Module:
             raise CompileError(f"unsupported op mhlo.{m[1]} at {where}: it has no StableHLO equivalent") from None
         raise
     mmodule = parse_generic(generic, source=source)
-    return import_module(mmodule, generic, source)
+    return import_module(mmodule, read_resource_blobs(resources), source)
 
 
 def _drop_non_persistent_buffers(model: torch.nn.Module) -> None:
@@ -97,6 +98,7 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CompileError(f"torch export of {name} failed: {type(e).__name__}: {first}") from None
-    text = str(mmodule)
-    generic = run_opt(text, f"{name}.stablehlo.mlir")
-    return import_module(parse_generic(generic, source=f"{name}.stablehlo.mlir"), generic, f"{name}.stablehlo.mlir")
+    source = f"{name}.stablehlo.mlir"
+    text, resources = split_resources(str(mmodule))
+    generic = run_opt(text, source)
+    return import_module(parse_generic(generic, source=source), read_resource_blobs(resources), source)

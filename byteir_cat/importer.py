@@ -29,13 +29,19 @@ def parse_tensor_type(text: str, where: str = "") -> TensorType:
 _RESOURCE_ENTRY = re.compile(r'^\s*"?([\w.\-]+)"?\s*:\s*"0x([0-9A-Fa-f]*)"', re.M)
 
 
-def read_resource_blobs(text: str) -> dict[str, bytes]:
+def split_resources(text: str) -> tuple[str, str]:
+    """(module text, its ``{-# dialect_resources #-}`` section). Weights live in that section; MLIR's
+    passes only need the handles, so the section is kept aside instead of being printed and re-read."""
+    start = text.rfind("{-#")
+    if start < 0 or "dialect_resources" not in text[start:start + 200]:
+        return text, ""
+    return text[:start], text[start:]
+
+
+def read_resource_blobs(section: str) -> dict[str, bytes]:
     """The ``dialect_resources`` section: name -> raw bytes (the 4-byte alignment prefix removed)."""
-    start = text.find("{-#")
-    if start < 0:
-        return {}
     blobs = {}
-    for m in _RESOURCE_ENTRY.finditer(text, start):
+    for m in _RESOURCE_ENTRY.finditer(section):
         raw = bytes.fromhex(m[2])
         blobs[m[1]] = raw[4:]
     return blobs
@@ -235,12 +241,13 @@ def _token_type(text: str, op_name: str, where: str) -> TensorType:
     raise CompileError(f"unsupported result type {text} of {op_name} at {where}")
 
 
-def import_module(mmodule, text: str, source: str) -> Module:
-    """Convert a parsed MLIR module (generic or pretty) into the graph IR."""
+def import_module(mmodule, blobs: dict[str, bytes], source: str) -> Module:
+    """Convert a parsed MLIR module (generic or pretty) into the graph IR; ``blobs`` back its
+    ``dense_resource`` constants (see ``read_resource_blobs``)."""
     from byteir_cat.mlir_context import _torch_mlir
 
     ir, _ = _torch_mlir()
-    imp = _Importer(ir, read_resource_blobs(text), source)
+    imp = _Importer(ir, blobs, source)
     module = Module(source=source)
     for mop in mmodule.body.operations:
         o = mop.operation

@@ -17,10 +17,11 @@ Precision policy (why the results match StableHLO's own interpreter):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import torch
@@ -887,6 +888,18 @@ def combine(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # result's own dtype, in row-major order starting from the init value (what StableHLO's interpreter does and
 # what the conformance expectations of f16/bf16 sums need); longer ones use torch's pairwise sum.
 SEQUENTIAL_FLOAT_LIMIT = 1 << 16
+_sequential_sums = [True]
+
+
+@contextlib.contextmanager
+def pairwise_float_sums() -> Iterator[None]:
+    """Inside: float sums use torch's reduction whatever their length. For callers that compare results
+    with a tolerance (recognition probes) and need speed rather than the interpreter's exact rounding."""
+    _sequential_sums.append(False)
+    try:
+        yield
+    finally:
+        _sequential_sums.pop()
 
 
 def reduce_with_region(env: Env, block: Block, inputs: list[torch.Tensor], inits: list[torch.Tensor],
@@ -894,7 +907,7 @@ def reduce_with_region(env: Env, block: Block, inputs: list[torch.Tensor], inits
     """Reduce ``inputs`` over ``dims``: a torch reduction for single-op bodies, otherwise the body run once
     per reduced position on whole tensors (elementwise bodies) or element by element (any body)."""
     kind = single_op_body(block)
-    ordered = kind in ("stablehlo.add", "stablehlo.multiply") and is_float(inputs[0])
+    ordered = kind in ("stablehlo.add", "stablehlo.multiply") and is_float(inputs[0]) and _sequential_sums[-1]
     if ordered and math.prod(inputs[0].shape[d] for d in dims) <= SEQUENTIAL_FLOAT_LIMIT:
         kind = None  # float sums are order-sensitive: accumulate in order, like the interpreter
     if kind is not None and len(inputs) == 1:

@@ -102,6 +102,7 @@ def closed(sub: list[Op], v: Value, x: Value, rw: Rewriter) -> bool:
 def evaluate_region(sub: list[Op], x: Value, probe: torch.Tensor) -> dict[Value, torch.Tensor] | None:
     """Run ``sub`` with x := probe [rows, n]; shapes are rewritten into the probe's rank-2 frame."""
     from byteir_cat.reference import eval_op
+    from byteir_cat.reference_ops import pairwise_float_sums
 
     n = x.type.shape[-1] if x.type.rank else 1
     rows_x = x.type.numel // n if n else 0
@@ -127,7 +128,8 @@ def evaluate_region(sub: list[Op], x: Value, probe: torch.Tensor) -> dict[Value,
                                     for i, a in enumerate(args)],
                           [TensorType(shape, op.result.type.dtype)], attrs, op.loc, op.regions)
         try:
-            (out,) = eval_op(clone, args)
+            with pairwise_float_sums():
+                (out,) = eval_op(clone, args)
         except Exception:
             return None
         vals[op.result] = out.reshape(shape)
