@@ -207,34 +207,6 @@ class GemmBiasFusion(Pattern):
         return False
 
 
-class NarrowUpcastGemm(Pattern):
-    """convert_to_lowp(gemm_f32(convert_to_f32(x_lowp), ...)) -> gemm_lowp(x_lowp, ...).
-
-    Exporters upcast half-precision Linears (torch-mlir's addmm) to compute in f32 and round once at
-    the end; a CAT gemm in f16/bf16 accumulates and applies its epilogue in f32 and rounds once too,
-    so the two compute the same thing, and the half-precision gemm reads half the bytes."""
-
-    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.convert":
-            return False
-        found = cat_producer(op.operands[0], cat.Gemm)
-        low = op.result.type.dtype
-        if not found or not rw.single_use(op.operands[0]) or low not in ("f16", "bf16"):
-            return False
-        gop, decl = found
-        if op.operands[0].type.dtype != "f32":
-            return False
-        narrow = []
-        for v in gop.operands:
-            c = producer(v, "stablehlo.convert")
-            if c is None or c.operands[0].type.dtype != low:
-                return False
-            narrow.append(c.operands[0])
-        new = cat.build(decl, narrow, gop.loc)
-        rw.replace_op(op, [new], new.results)
-        return True
-
-
 class GemmBinaryEpilogueFusion(Pattern):
     """gemm + D or gemm * D with D of the output's shape -> gemm_*_add / gemm_*_mul (residuals, SwiGLU)."""
 

@@ -12,12 +12,17 @@ from mhlo_to_cat.gemm_patterns import (
     DotGeneralToGemm,
     GemmBiasFusion,
     GemmBinaryEpilogueFusion,
-    NarrowUpcastGemm,
     PermuteIntoGemmOrBmm,
     ReshapeIntoGemm,
     TransposeIntoBmmOutput,
 )
 from mhlo_to_cat.normalize import DeadCodeElimination, normalization_passes
+from mhlo_to_cat.precision_patterns import (
+    FoldConvertRoundTrip,
+    NarrowUpcastAttention,
+    NarrowUpcastGemm,
+    SinkConvertBelowDataMovement,
+)
 from mhlo_to_cat.rewriter import Pass, PatternPass
 from mhlo_to_cat.rowwise_patterns import GemmActivationFusion, NormAffineFusion, RowwiseFromReduce
 
@@ -31,6 +36,8 @@ def recognition_passes() -> list[Pass]:
         PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
         PatternPass("norm-affine-fusion", [NormAffineFusion()]),
         PatternPass("attention-recognition", [AttentionFromBmmSoftmaxBmm()]),
+        PatternPass("attention-precision", [NarrowUpcastAttention(), SinkConvertBelowDataMovement(),
+                                            FoldConvertRoundTrip()]),
         PatternPass("gemm-binary-epilogue-fusion", [ReshapeIntoGemm(), GemmBinaryEpilogueFusion()]),
         PatternPass("permute-into-gemm-and-bmm", [PermuteIntoGemmOrBmm()]),
         DeadCodeElimination(),

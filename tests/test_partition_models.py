@@ -133,8 +133,9 @@ def test_half_precision_models(family, dtype):
     gemms = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)
              and isinstance(cat.decode(op), cat.Gemm)]
     assert len(gemms) == _linears(model)
-    assert all(op.operands[0].type.dtype == {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
-               for sg in part.subgraphs for op in sg.ops if op.name.startswith("cat.gemm"))
+    low = {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
+    assert all(op.operands[0].type.dtype == low for sg in part.subgraphs for op in sg.ops
+               if op.name.startswith(("cat.gemm", "cat.attention")))
     assert sum(g.binary.count("add") for g in gemms) == 2 * LAYERS
     assert part.cat_flop_share >= 0.99
     with torch.no_grad():

@@ -1,0 +1,118 @@
+"""Half-precision models exported with f32 islands: exporters upcast f16/bf16 Linears and attention to
+compute in f32 and round once at the end. CAT kernels in f16/bf16 accumulate in f32 and round once too;
+these patterns move the casts so the CAT ops run in the model's own precision."""
+
+from __future__ import annotations
+
+import cat_dialect as cat
+from byteir_cat.ir import Op, Value
+from mhlo_to_cat.gemm_patterns import cat_producer
+from mhlo_to_cat.rewriter import Pattern, Rewriter, producer
+
+LOW = ("f16", "bf16")
+WIDE = ("f32", "f64")
+DATA_MOVEMENT = ("stablehlo.reshape", "stablehlo.transpose", "stablehlo.broadcast_in_dim", "stablehlo.slice")
+
+
+def _narrow_operands(op: Op) -> tuple[list[Value], str] | None:
+    """The lowp values behind ``op``'s operands when each is convert(lowp -> f32) of one lowp type."""
+    sources, low = [], None
+    for v in op.operands:
+        c = producer(v, "stablehlo.convert")
+        if c is None or c.operands[0].type.dtype not in LOW or v.type.dtype != "f32":
+            return None
+        low = low or c.operands[0].type.dtype
+        if c.operands[0].type.dtype != low:
+            return None
+        sources.append(c.operands[0])
+    return (sources, low) if low else None
+
+
+class NarrowUpcastGemm(Pattern):
+    """convert_to_lowp(gemm_f32(convert_to_f32(x_lowp), ...)) -> gemm_lowp(x_lowp, ...): the same
+    computation (f32 accumulate and epilogue, one rounding), reading half the bytes."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.convert" or op.result.type.dtype not in LOW:
+            return False
+        found = cat_producer(op.operands[0], cat.Gemm)
+        if not found or not rw.single_use(op.operands[0]):
+            return False
+        gop, decl = found
+        narrow = _narrow_operands(gop)
+        if narrow is None or narrow[1] != op.result.type.dtype:
+            return False
+        new = cat.build(decl, narrow[0], gop.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
+def _ends_in_rounding_to(v: Value, low: str, rw: Rewriter, depth: int = 6) -> bool:
+    """Every use of ``v`` reaches a convert to ``low`` through data movement only."""
+    users = rw.users(v)
+    if not users or rw.is_returned(v) or depth == 0:
+        return False
+    for u in users:
+        if u.name == "stablehlo.convert" and u.result.type.dtype == low:
+            continue
+        if u.name in DATA_MOVEMENT and u.operands[0] is v and _ends_in_rounding_to(u.result, low, rw, depth - 1):
+            continue
+        return False
+    return True
+
+
+class NarrowUpcastAttention(Pattern):
+    """attention_f32(convert(q), convert(k), convert(v)) whose result is only ever rounded back to the
+    same half type -> convert_f32(attention_lowp(q, k, v)); the round trip then folds away."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        found = cat_producer(op.result, cat.Attention) if cat.is_cat(op) else None
+        if not found or op.result.type.dtype != "f32":
+            return False
+        decl = found[1]
+        qkv = Op("probe", op.operands[:3], [])
+        narrow = _narrow_operands(qkv)
+        if narrow is None or not _ends_in_rounding_to(op.result, narrow[1], rw):
+            return False
+        operands = narrow[0] + op.operands[3:]
+        new = cat.build(decl, operands, op.loc)
+        up = Op.create("stablehlo.convert", new.results, [op.result.type], {}, op.loc)
+        rw.replace_op(op, [new, up], up.results)
+        return True
+
+
+class SinkConvertBelowDataMovement(Pattern):
+    """convert(move(x)) -> move(convert(x)) for reshape/transpose/broadcast/slice, so that casts meet."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.convert":
+            return False
+        move = op.operands[0].owner
+        if move is None or move.name not in DATA_MOVEMENT or not rw.single_use(op.operands[0]):
+            return False
+        src = move.operands[0]
+        if producer(src, "stablehlo.convert") is None:
+            return False
+        conv = Op.create("stablehlo.convert", [src], [src.type.with_dtype(op.result.type.dtype)], {}, op.loc)
+        moved = Op(move.name, [conv.result], [], dict(move.attrs), dict(move.raw_attrs), move.regions, move.loc)
+        moved.results = [Value(op.result.type, moved, 0)]
+        rw.replace_op(op, [conv, moved], moved.results)
+        return True
+
+
+class FoldConvertRoundTrip(Pattern):
+    """convert_lowp(convert_wide(x_lowp)) -> x: widening a float is exact, so the round trip is the identity."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.convert":
+            return False
+        inner = producer(op.operands[0], "stablehlo.convert")
+        if inner is None:
+            return False
+        x = inner.operands[0]
+        if x.type != op.result.type or x.type.dtype not in LOW + WIDE or op.operands[0].type.dtype not in WIDE:
+            return False
+        if x.type.dtype == "f64" and op.operands[0].type.dtype != "f64":
+            return False
+        rw.replace_value(op.result, x)
+        return True
