@@ -67,8 +67,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from byteir_cat.errors import InputError
-
     target = Path(args.artifact)
     if target.suffix == ".mlir" and target.is_file():
         return _run_self_checking(target)
@@ -78,13 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from byteir_cat.compiler import load
 
     model = load(target)
-    inputs: list[torch.Tensor] = []
-    if args.inputs:
-        try:
-            with np.load(args.inputs) as npz:
-                inputs = [torch.from_numpy(npz[k]) for k in npz.files]
-        except (OSError, ValueError) as e:
-            raise InputError(f"{args.inputs}: not a readable .npz file ({type(e).__name__})") from None
+    inputs: list[torch.Tensor] = _read_npz(args.inputs) if args.inputs else []
     outs = model.run(*inputs)
     if args.out:
         np.savez(args.out, **{f"output{i}": t.numpy() for i, t in enumerate(outs)})
@@ -109,7 +101,35 @@ def _run_self_checking(path: Path) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "run": cmd_run}
+def cmd_profile(args: argparse.Namespace) -> int:
+    from byteir_cat.compiler import load
+    from byteir_cat.profile_report import profile, write_outputs
+
+    model = load(Path(args.artifact))
+    inputs = _read_npz(args.inputs) if args.inputs else None
+    report = profile(model, inputs, runs=args.runs)
+    write_outputs(report, Path(args.trace) if args.trace else None, Path(args.plot) if args.plot else None)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        report.print_table()
+    return 0
+
+
+def _read_npz(path: str) -> list:
+    import numpy as np
+    import torch
+
+    from byteir_cat.errors import InputError
+
+    try:
+        with np.load(path) as npz:
+            return [torch.from_numpy(npz[k]) for k in npz.files]
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
+
+
+COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "run": cmd_run, "profile": cmd_profile}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("artifact", metavar="DIR|FILE.mlir", help="artifact directory, or a .mlir test program")
     r.add_argument("--inputs", metavar="NPZ", help="inputs in order of the .npz entries")
     r.add_argument("--out", metavar="NPZ", help="write the outputs here")
+    pr = sub.add_parser("profile", help="per-subgraph time, FLOP/s, bytes/s and % of roofline of an artifact")
+    pr.add_argument("artifact", metavar="DIR", help="artifact directory written by compile")
+    pr.add_argument("--inputs", metavar="NPZ", help="inputs (default: random inputs of the right signature)")
+    pr.add_argument("--runs", type=int, default=20, help="timed runs; medians are reported")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    pr.add_argument("--trace", metavar="OUT.json", help="write the median run as a Chrome/Perfetto trace")
+    pr.add_argument("--plot", metavar="OUT.svg", help="write a bar chart of the slowest subgraphs")
     return parser
 
 

@@ -181,6 +181,7 @@ def lower(module: Module, kernels: dict[str, GroupKernel]) -> tuple[ByreModule, 
             if fn is None:
                 raise CompileError(f"main calls @{callee}, which the partition did not outline")
             computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors))
+            computes[-1].attrs["cost"] = _cost(fn)
         elif op.name == "stablehlo.custom_call" and str(op.attrs.get("call_target_name", "")).startswith("check."):
             checks.append({"name": op.name, "attrs": {k: check_writer.attr(v) for k, v in op.attrs.items()},
                            "loc": op.loc, "operands": [_lookup(ids, v, op) for v in op.operands],
@@ -192,6 +193,13 @@ def lower(module: Module, kernels: dict[str, GroupKernel]) -> tuple[ByreModule, 
                       input_names=list(main.arg_names))
     _assign_storage(byre)
     return byre, tensors
+
+
+def _cost(fn: Function) -> dict[str, int]:
+    """FLOPs and minimum bytes moved of one subgraph, for the profile report's rooflines."""
+    from mhlo_to_cat.cost import op_bytes, op_flops
+
+    return {"flops": sum(op_flops(o) for o in fn.body.ops), "bytes": sum(op_bytes(o) for o in fn.body.ops)}
 
 
 def _lookup(ids: dict[Value, int], v: Value, op: Op | None) -> int:

@@ -1,0 +1,192 @@
+"""``byteir-cat profile``: where a compiled model's time goes, per subgraph, against the machine's roofline.
+
+Times are medians over repeated runs of the real session; FLOPs and bytes come from the ops of each
+subgraph (written into the ByRE plan at compile time). The roofline uses peaks measured on this machine
+(a large matmul and a large copy through torch), so "% of roofline" is relative to what this host can do,
+not to a datasheet.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byteir_cat.ir import torch_dtype
+
+
+@dataclass
+class ComputeProfile:
+    callee: str
+    kind: str
+    detail: str
+    seconds: float
+    flops: int
+    bytes: int
+    start: float = 0.0  # offset in the median run, for the trace
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.flops / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.bytes / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Peaks:
+    flops_per_s: float
+    bytes_per_s: float
+
+    def roofline(self, flops: int, nbytes: int) -> float:
+        """The attainable FLOP/s at this arithmetic intensity (bytes-bound below the ridge)."""
+        if nbytes <= 0:
+            return self.flops_per_s
+        return min(self.flops_per_s, flops / nbytes * self.bytes_per_s)
+
+
+def measure_peaks(repeats: int = 5) -> Peaks:
+    """Best-of-N fp32 matmul throughput and copy bandwidth on this host."""
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    src = torch.randn(16 * 1024 * 1024)
+    dst = torch.empty_like(src)
+    mm, cp = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        mm.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        cp.append(time.perf_counter() - t0)
+    return Peaks(2 * n ** 3 / min(mm), 2 * src.numel() * 4 / min(cp))
+
+
+def random_inputs(model) -> list[torch.Tensor]:
+    """Inputs matching the artifact's signature: normal floats, small non-negative integers (token ids)."""
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for sig in model.artifact.signature()["inputs"]:
+        dtype = torch_dtype(sig["dtype"])
+        shape = tuple(sig["shape"])
+        if dtype.is_floating_point:
+            out.append(torch.randn(shape, generator=gen).to(dtype))
+        elif dtype == torch.bool:
+            out.append(torch.randint(0, 2, shape, generator=gen).bool())
+        else:
+            out.append(torch.randint(0, 16, shape, generator=gen).to(dtype))
+    return out
+
+
+@dataclass
+class ProfileReport:
+    computes: list[ComputeProfile]
+    total_seconds: float  # median end-to-end run time
+    runs: int
+    peaks: Peaks
+
+    def share(self, c: ComputeProfile) -> float:
+        busy = sum(x.seconds for x in self.computes)
+        return c.seconds / busy if busy else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs, "total_ms": self.total_seconds * 1e3,
+            "peaks": {"gflops": self.peaks.flops_per_s / 1e9, "gbytes_per_s": self.peaks.bytes_per_s / 1e9},
+            "computes": [{
+                "callee": c.callee, "kind": c.kind, "detail": c.detail, "ms": c.seconds * 1e3,
+                "share": self.share(c), "flops": c.flops, "bytes": c.bytes,
+                "gflops": c.flops_per_s / 1e9, "gbytes_per_s": c.bytes_per_s / 1e9,
+                "roofline": self.roofline_fraction(c),
+            } for c in self.computes],
+        }
+
+    def roofline_fraction(self, c: ComputeProfile) -> float | None:
+        if c.flops == 0 and c.bytes == 0:
+            return None
+        if c.flops == 0:
+            return c.bytes_per_s / self.peaks.bytes_per_s
+        return c.flops_per_s / self.peaks.roofline(c.flops, c.bytes)
+
+    def chrome_trace(self) -> dict[str, Any]:
+        """The median run as a Chrome/Perfetto trace (one row per compute kind)."""
+        events = [{"name": c.callee, "cat": c.kind, "ph": "X", "ts": c.start * 1e6, "dur": c.seconds * 1e6,
+                   "pid": 1, "tid": c.kind, "args": {"detail": c.detail, "flops": c.flops, "bytes": c.bytes}}
+                  for c in self.computes]
+        return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+    def svg_plot(self, top: int = 25) -> str:
+        """Horizontal bars of the slowest computes, coloured by kind, with their roofline fraction."""
+        colors = {"cat": "#4C9F70", "llvm": "#3B7DD8", "host_eval": "#D88B3B", "alias": "#B0B0B0"}
+        rows = sorted(self.computes, key=lambda c: -c.seconds)[:top]
+        width, bar, left = 900, 22, 260
+        longest = max((c.seconds for c in rows), default=1e-9) or 1e-9
+        lines = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{40 + bar * len(rows)}" '
+                 'font-family="Helvetica" font-size="12">',
+                 f'<text x="10" y="20" font-weight="bold">time per subgraph (median of {self.runs} runs, '
+                 f'{self.total_seconds * 1e3:.2f} ms end to end)</text>']
+        for i, c in enumerate(rows):
+            y = 30 + i * bar
+            w = (width - left - 170) * c.seconds / longest
+            frac = self.roofline_fraction(c)
+            label = f"{c.seconds * 1e3:.3f} ms" + (f", {100 * frac:.0f}% roofline" if frac is not None else "")
+            lines.append(f'<text x="10" y="{y + 15}">{c.callee} ({c.detail[:22]})</text>')
+            lines.append(f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{bar - 6}" '
+                         f'fill="{colors.get(c.kind, "#888")}"/>')
+            lines.append(f'<text x="{left + w + 6:.1f}" y="{y + 15}">{label}</text>')
+        lines.append("</svg>")
+        return "\n".join(lines) + "\n"
+
+    def print_table(self) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"profile: median of {self.runs} runs, {self.total_seconds * 1e3:.3f} ms per run")
+        for col in ("subgraph", "kind", "what", "ms", "share", "GFLOP/s", "GB/s", "% roofline"):
+            table.add_column(col, justify="right" if col not in ("subgraph", "kind", "what") else "left")
+        for c in self.computes:
+            frac = self.roofline_fraction(c)
+            table.add_row(c.callee, c.kind, c.detail, f"{c.seconds * 1e3:.3f}", f"{100 * self.share(c):.1f}%",
+                          f"{c.flops_per_s / 1e9:.2f}" if c.flops else "-", f"{c.bytes_per_s / 1e9:.2f}",
+                          f"{100 * frac:.1f}%" if frac is not None else "-")
+        console = Console()
+        console.print(table)
+        console.print(f"roofline peaks measured on this host: {self.peaks.flops_per_s / 1e9:.1f} GFLOP/s, "
+                      f"{self.peaks.bytes_per_s / 1e9:.1f} GB/s (a DRAM-sized copy: subgraphs whose data stay in "
+                      "cache can exceed 100%)")
+
+
+def profile(model, inputs: list[torch.Tensor] | None = None, runs: int = 20, warmup: int = 3) -> ProfileReport:
+    """Run ``model`` (a ``CompiledModel``) ``warmup + runs`` times with per-compute timing."""
+    inputs = inputs if inputs is not None else random_inputs(model)
+    for _ in range(warmup):
+        model.run(*inputs)
+    per_run: list[list] = []
+    totals: list[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.run(*inputs, profile=True)
+        totals.append(time.perf_counter() - t0)
+        per_run.append(list(model.session.last_profile))
+    costs = {c.callee: c.attrs.get("cost", {}) for c in model.session.byre.computes}
+    computes, start = [], 0.0
+    for i, first in enumerate(per_run[0]):
+        seconds = statistics.median(run[i].seconds for run in per_run)
+        cost = costs.get(first.callee, {})
+        computes.append(ComputeProfile(first.callee, first.kind, first.detail, seconds, int(cost.get("flops", 0)),
+                                       int(cost.get("bytes", 0)), start))
+        start += seconds
+    return ProfileReport(computes, statistics.median(totals), runs, measure_peaks())
+
+
+def write_outputs(report: ProfileReport, trace: Path | None, plot: Path | None) -> None:
+    if trace is not None:
+        trace.write_text(json.dumps(report.chrome_trace()))
+    if plot is not None:
+        plot.write_text(report.svg_plot())
