@@ -14,7 +14,14 @@ from ait_codegen.abi import KernelSpec
 from ait_codegen.candidates import GemmConfig
 from ait_codegen.elements import cutlass_type
 from ait_codegen.errors import UnsupportedKernel
-from ait_codegen.gemm_glue import ACTIVATION_FUNCTORS, BINARY_FUNCTORS, LAYOUTS, gemm_entry, pack_function
+from ait_codegen.gemm_glue import (
+    ACTIVATION_FUNCTORS,
+    BINARY_FUNCTORS,
+    LAYOUTS,
+    device_runner,
+    gemm_entry,
+    pack_function,
+)
 from ait_codegen.gemm_problem import GemmProblem
 
 INCLUDES = (
@@ -92,18 +99,7 @@ def render_sm80(sym: str, spec: KernelSpec, p: GemmProblem, cfg: GemmConfig) -> 
 static typename {sym}_Gemm::Arguments {sym}_arguments(const CatGemmArgs& g) {{
 {args}}}
 
-static size_t {sym}_gemm_workspace() {{
-  return {sym}_Gemm::get_workspace_size({sym}_arguments({sym}_pack(nullptr, nullptr, nullptr)));
-}}
-
-static int {sym}_run(const CatGemmArgs& g, char* ws, cudaStream_t stream) {{
-  typename {sym}_Gemm::Arguments args = {sym}_arguments(g);
-  {sym}_Gemm gemm;
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return CAT_CANNOT_IMPLEMENT;
-  if (gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess) return CAT_INITIALIZE_FAILED;
-  if (gemm.run(stream) != cutlass::Status::kSuccess) return CAT_LAUNCH_FAILED;
-  return CAT_OK;
-}}
+{device_runner(sym)}
 
 {gemm_entry(sym, spec, p, t, host=False)}"""
     return body

@@ -78,6 +78,22 @@ def permute_bytes(p: GemmProblem) -> int:
     return p.out_elements * BITS[p.dtype] // 8 if p.permute else 0
 
 
+def device_runner(sym: str) -> str:
+    """Workspace query and launch of ``<sym>_Gemm`` (CUTLASS 2.x and 3.x device adapters share this API)."""
+    return f"""static size_t {sym}_gemm_workspace() {{
+  return {sym}_Gemm::get_workspace_size({sym}_arguments({sym}_pack(nullptr, nullptr, nullptr)));
+}}
+
+static int {sym}_run(const CatGemmArgs& g, char* ws, cudaStream_t stream) {{
+  typename {sym}_Gemm::Arguments args = {sym}_arguments(g);
+  {sym}_Gemm gemm;
+  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return CAT_CANNOT_IMPLEMENT;
+  if (gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess) return CAT_INITIALIZE_FAILED;
+  if (gemm.run(stream) != cutlass::Status::kSuccess) return CAT_LAUNCH_FAILED;
+  return CAT_OK;
+}}"""
+
+
 def gemm_entry(sym: str, spec: KernelSpec, p: GemmProblem, ctype: str, host: bool) -> str:
     """Entry point around ``<sym>_run(const CatGemmArgs&, char* ws, cudaStream_t)`` and
     ``<sym>_gemm_workspace()``, which the arch renderer (or the host twin) defines before this."""
