@@ -15,6 +15,7 @@ _LAZY = {
     "compile": "byteir_cat.compiler",
     "load": "byteir_cat.compiler",
     "CompiledModel": "byteir_cat.compiler",
+    "backend": "byteir_cat.torch_backend",
 }
 
 
