@@ -7,6 +7,9 @@ artifact and binds it to a runtime session.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,21 +24,38 @@ from runtime.session import Session
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+TARGETS = ("cpu", "cuda")
+CUDA_ARCHS = ("sm_80", "sm_90a")
+DEFAULT_CUDA_ARCH = "sm_90a"
+HOST_NOTE = "runs on the host: its operands are copied device->host and its results host->device"
+
+
 class CompiledModel:
-    """A compiled model bound to a runtime session. ``run`` takes and returns torch tensors."""
+    """A compiled model bound to a runtime session. ``run`` takes and returns torch tensors.
+
+    The session is bound on first use, so that a CUDA artifact can be compiled (and written) on a machine
+    without a GPU; ``load`` binds at once, so a wrong device fails there."""
 
     def __init__(self, artifact: Artifact, path: Path | None = None, partition: Any = None, device: str = "cpu"):
         self.artifact = artifact
         self.path = path
         self.partition = partition  # the Partition, when compiled in this process
-        self.session = Session(artifact, device=device)
+        self.device = device
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(self.artifact, device=self.device)
+        return self._session
 
     @property
     def report(self) -> dict[str, Any]:
         return self.artifact.report
 
     def run(self, *tensors: torch.Tensor, profile: bool = False) -> tuple[torch.Tensor, ...]:
-        """Outputs as a tuple of fresh tensors; wrong input count/shape/dtype raise a one-line InputError."""
+        """Outputs as a tuple of fresh tensors (on the model's device); wrong input count/shape/dtype raise a
+        one-line InputError."""
         return self.session.run(*tensors, profile=profile)
 
     __call__ = run
@@ -50,33 +70,38 @@ class CompiledModel:
 
 
 def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
-            out_dir: str | Path | None = None, progress: Progress | None = None) -> CompiledModel:
-    """Compile a torch model (with example inputs), an .mlir path or MLIR text for ``target``; write the
-    artifact to ``out_dir`` when given."""
-    artifact, part = build_artifact(model_or_mlir, example_inputs, target, progress)
+            out_dir: str | Path | None = None, progress: Progress | None = None,
+            arch: str | None = None) -> CompiledModel:
+    """Compile a torch model (with example inputs), an .mlir path or MLIR text for ``target`` ("cpu" or
+    "cuda"; ``arch`` "sm_90a" or "sm_80" for cuda); write the artifact to ``out_dir`` when given."""
+    artifact, part = build_artifact(model_or_mlir, example_inputs, target, progress, arch)
     path = artifact.write(out_dir) if out_dir is not None else None
     return CompiledModel(artifact, path, part, device=target)
 
 
 def load(artifact_dir: str | Path, device: str = "cpu") -> CompiledModel:
-    """Load an artifact written by ``compile`` (refuses a wrong version, target or a tampered file)."""
+    """Load an artifact written by ``compile`` (refuses a wrong version, target, device or a tampered file)."""
     from runtime.artifact import read
 
-    return CompiledModel(read(artifact_dir, target=device), Path(artifact_dir), None, device=device)
+    model = CompiledModel(read(artifact_dir, target=device), Path(artifact_dir), None, device=device)
+    model.session  # noqa: B018 - bind now: a missing device or a bad plan fails here, not at the first run
+    return model
 
 
 def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
-                   progress: Progress | None = None) -> tuple[Artifact, Any]:
+                   progress: Progress | None = None, arch: str | None = None) -> tuple[Artifact, Any]:
     """The compile pipeline without writing: (artifact, partition)."""
     from byteir_cat.api import partition
-    from fallback_codegen.compile import compile_group
-    from fallback_codegen.host_kernel import KernelError
-    from fallback_codegen.pipeline import HostTarget
-    from runtime.byre import GroupKernel, lower
-    from runtime.cpu_provider import jit_entry
+    from runtime.byre import lower
 
-    if target != "cpu":
-        raise CompileError(f"target {target!r}: only the cpu target is implemented (the CUDA path is not yet)")
+    if target not in TARGETS:
+        raise CompileError(f"target {target!r}: byteir-cat compiles for {' or '.join(TARGETS)}")
+    if target == "cpu" and arch is not None:
+        raise CompileError(f"arch {arch!r}: an arch is chosen for the cuda target only (cpu code is for this host)")
+    if target == "cuda":
+        arch = arch or DEFAULT_CUDA_ARCH
+        if arch not in CUDA_ARCHS:
+            raise CompileError(f"arch {arch!r}: the cuda target builds for {' or '.join(CUDA_ARCHS)}")
     note = progress or (lambda stage, done, total: None)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -84,27 +109,16 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
     part = partition(model_or_mlir, example_inputs)
     times["partition"] = time.perf_counter() - t0
     note("partition", 1, 1)
-    groups = [sg for sg in part.subgraphs if sg.path == "nvvm"]
-    kernels: dict[str, GroupKernel] = {}
-    files: dict[str, str] = {}
-    t1 = time.perf_counter()
-    target_obj = HostTarget()
-    for i, sg in enumerate(groups):
-        note("codegen", i, len(groups))
-        fn = part.module.functions[sg.name]
-        try:
-            cg = compile_group(fn, target_obj)
-            jit_entry(cg.llvm_ir, cg.symbol)  # proves it links here, and warms this process's JIT cache
-        except (CompileError, KernelError) as e:
-            kernels[sg.name] = GroupKernel(error=str(e))
-            continue
-        rel = f"kernels/{sg.name}.ll"
-        files[rel] = cg.llvm_ir
-        kernels[sg.name] = GroupKernel(rel, cg.symbol, cg.signature.to_json())
-    note("codegen", len(groups), len(groups))
-    times["codegen"] = time.perf_counter() - t1
+    extra: dict[str, Any] = {}
+    if target == "cpu":
+        kernels, files = _host_groups(part, note, times)
+        cat_kernels = None
+    else:
+        kernels, files, extra = _cuda_groups(part, arch, note, times)
+        cat_kernels, cat_files, extra["cat"] = _cuda_cat(part, arch, note, times)
+        files.update(cat_files)
     t2 = time.perf_counter()
-    byre, tensors = lower(part.module, kernels)
+    byre, tensors = lower(part.module, kernels, cat_kernels)
     times["lower"] = time.perf_counter() - t2
     kinds: dict[str, int] = {}
     for c in byre.computes:
@@ -115,4 +129,152 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
         "computes": kinds,
         "fallbacks": [{"callee": c.callee, "reason": c.attrs["fallback"]} for c in byre.fallbacks],
     }
-    return Artifact(byre, files, tensors, target, report=report), part
+    if target == "cpu":
+        return Artifact(byre, files, tensors, target, report=report), part
+    # On the GPU every host_eval compute is a round trip through host memory: list each one, with why.
+    report["fallbacks"] = [{"callee": c.callee, "reason": f"{c.attrs.get('fallback') or c.reason}; {HOST_NOTE}"}
+                           for c in byre.computes if c.kind == "host_eval"]
+    report.update(extra, workspace_bytes=byre.workspace_bytes)
+    return Artifact(byre, files, tensors, target, arch, report=report), part
+
+
+def _host_groups(part: Any, note: Progress, times: dict[str, float]) -> tuple[dict, dict[str, str | bytes]]:
+    """Fusion groups as host LLVM IR, each JIT-linked here once (proves it links, warms this process)."""
+    from fallback_codegen.compile import compile_group
+    from fallback_codegen.host_kernel import KernelError
+    from fallback_codegen.pipeline import HostTarget
+    from runtime.byre import GroupKernel
+    from runtime.cpu_provider import jit_entry
+
+    groups = [sg for sg in part.subgraphs if sg.path == "nvvm"]
+    kernels: dict[str, GroupKernel] = {}
+    files: dict[str, str | bytes] = {}
+    t1 = time.perf_counter()
+    target_obj = HostTarget()
+    for i, sg in enumerate(groups):
+        note("codegen", i, len(groups))
+        fn = part.module.functions[sg.name]
+        try:
+            cg = compile_group(fn, target_obj)
+            jit_entry(cg.llvm_ir, cg.symbol)
+        except (CompileError, KernelError) as e:
+            kernels[sg.name] = GroupKernel(error=str(e))
+            continue
+        rel = f"kernels/{sg.name}.ll"
+        files[rel] = cg.llvm_ir
+        kernels[sg.name] = GroupKernel(rel, cg.symbol, cg.signature.to_json())
+    note("codegen", len(groups), len(groups))
+    times["codegen"] = time.perf_counter() - t1
+    return kernels, files
+
+
+def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float]
+                 ) -> tuple[dict, dict[str, str | bytes], dict[str, Any]]:
+    """Fusion groups as PTX for ``arch`` (+ cubin from ptxas when it is on PATH) with their launch plans.
+    A group the NVPTX path refuses runs on the host; ``lower`` records why and the report lists it."""
+    from fallback_codegen.compile import compile_group
+    from fallback_codegen.pipeline import NvptxTarget
+    from runtime.byre import GroupKernel
+
+    groups = [sg for sg in part.subgraphs if sg.path == "nvvm"]
+    kernels: dict[str, GroupKernel] = {}
+    files: dict[str, str | bytes] = {}
+    has_ptxas = shutil.which("ptxas") is not None
+    t1 = time.perf_counter()
+    ptxas_seconds = 0.0
+    target_obj = NvptxTarget(arch)
+    for i, sg in enumerate(groups):
+        note("ptx", i, len(groups))
+        try:
+            cg = compile_group(part.module.functions[sg.name], target_obj)
+        except CompileError as e:
+            kernels[sg.name] = GroupKernel(error=f"no GPU kernel: {e}")
+            continue
+        base = f"kernels/{sg.name}"
+        files[f"{base}.ptx"] = cg.ptx or ""
+        files[f"{base}.nvptx.ll"] = cg.llvm_ir
+        attrs: dict[str, Any] = {
+            "cubin": "", "emulation": f"{base}.nvptx.ll", "temp_bytes": list(cg.temp_bytes),
+            "launches": [{"symbol": k.symbol, "grid": list(k.grid), "block": list(k.block),
+                          "args": [[kind, i] for kind, i in k.args]} for k in cg.launches],
+        }
+        if has_ptxas:
+            t = time.perf_counter()
+            files[f"{base}.cubin"] = assemble_ptx(cg.ptx or "", arch, sg.name)
+            ptxas_seconds += time.perf_counter() - t
+            attrs["cubin"] = f"{base}.cubin"
+        kernels[sg.name] = GroupKernel(f"{base}.ptx", cg.symbol, cg.signature.to_json(), kind="ptx", attrs=attrs)
+    note("ptx", len(groups), len(groups))
+    times["ptx"] = time.perf_counter() - t1
+    built = sum(1 for k in kernels.values() if not k.error)
+    return kernels, files, {"ptx": {"groups": len(groups), "compiled": built, "cubin": has_ptxas,
+                                    "ptxas_seconds": round(ptxas_seconds, 3)}}
+
+
+def assemble_ptx(ptx: str, arch: str, name: str) -> bytes:
+    """PTX -> cubin with ptxas; a PTX that ptxas rejects is a code generator bug, raised with its first error."""
+    with tempfile.TemporaryDirectory(prefix="byteir-cat-ptxas-") as tmp:
+        src, out = Path(tmp) / f"{name}.ptx", Path(tmp) / f"{name}.cubin"
+        src.write_text(ptx)
+        proc = subprocess.run(["ptxas", f"-arch={arch}", str(src), "-o", str(out)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+            raise CompileError(f"group {name}: ptxas -arch={arch} rejected the PTX: {lines[0] if lines else '?'}")
+        return out.read_bytes()
+
+
+def _cuda_cat(part: Any, arch: str, note: Progress, times: dict[str, float]
+              ) -> tuple[dict, dict[str, str | bytes], dict[str, Any]]:
+    """Every CAT subgraph's op rendered for ``arch`` and built with nvcc: one shared library per distinct
+    kernel (identical ops of several layers share it), in parallel, through ait_codegen's build cache.
+    An op without a kernel (e.g. f32: kernels are f16/bf16) is a compile error naming the op and why:
+    a silent host fallback would hide a GEMM-sized slowdown."""
+    import cat_dialect
+    from ait_codegen.build import build_subgraphs
+    from ait_codegen.errors import UnsupportedKernel
+    from ait_codegen.launch import KernelLibrary
+    from ait_codegen.source import as_spec, render_kernel
+    from ait_codegen.tuning_cache import TuningCache
+    from runtime.byre import CatKernel
+
+    t1 = time.perf_counter()
+    tuning = TuningCache()
+    try:
+        symbol_of: dict[str, str] = {}
+        unique: dict[str, tuple[Any, list]] = {}
+        for sg in part.subgraphs:
+            if sg.path != "cat":
+                continue
+            fn = part.module.functions[sg.name]
+            ops = [o for o in fn.body.ops if cat_dialect.is_cat(o)]
+            if len(ops) != 1:
+                continue  # lower() evaluates such a subgraph on the host, and the report lists it
+            op = ops[0]
+            decl, types = cat_dialect.decode(op), [v.type for v in op.operands]
+            try:
+                symbol = render_kernel(as_spec(decl, types), arch, tuning=tuning).symbol
+            except UnsupportedKernel as e:
+                shapes = ", ".join(str(t) for t in types)
+                raise CompileError(f"target cuda ({arch}): @{sg.name} {op.name}({shapes}) at {op.loc or '?'} has no "
+                                   f"CUDA kernel: {e.why}") from None
+            symbol_of[sg.name] = symbol
+            unique.setdefault(symbol, (decl, types))
+        note("nvcc", 0, len(unique))
+        libs = build_subgraphs([[spec] for spec in unique.values()], arch, output="shared", tuning=tuning,
+                               progress=False)
+    finally:
+        tuning.close()
+    note("nvcc", len(unique), len(unique))
+    files: dict[str, str | bytes] = {}
+    workspace: dict[str, int] = {}
+    for symbol, lib in zip(unique, libs, strict=True):
+        if lib.kernels[0].symbol != symbol:
+            raise CompileError(f"ait_codegen built {lib.kernels[0].symbol} where {symbol} was rendered")
+        files[f"kernels/{symbol}.so"] = lib.path.read_bytes()
+        workspace[symbol] = KernelLibrary(lib.path).workspace_bytes(symbol)
+    times["nvcc"] = time.perf_counter() - t1
+    kernels = {name: CatKernel(f"kernels/{sym}.so", sym, workspace[sym]) for name, sym in symbol_of.items()}
+    stats = {"libraries": len(libs), "built": sum(not lib.cached for lib in libs),
+             "cached": sum(lib.cached for lib in libs), "nvcc_seconds": round(sum(lib.seconds for lib in libs), 3),
+             "notes": sorted({n for lib in libs for n in lib.notes})}
+    return kernels, files, stats

@@ -2,7 +2,10 @@
 
     model.byre.mlir        the ByRE module, generic MLIR, for people and tools
     model.byre.json        the same plan, read by the runtime (no MLIR needed where the model runs)
-    kernels/<group>.ll     host code of each fusion group (LLVM IR text, JIT-compiled at load)
+    kernels/<group>.ll     host code of each fusion group (LLVM IR text, JIT-compiled at load)   [cpu]
+    kernels/<symbol>.so    CUTLASS kernel of each distinct CAT op (C ABI of ait_codegen.abi)    [cuda]
+    kernels/<group>.ptx    NVPTX kernels of each fusion group, .cubin beside it when ptxas ran,
+    kernels/<group>.nvptx.ll  and the same kernels' LLVM IR (the CPU emulator of tests runs it)   [cuda]
     weights.safetensors    weights and the constants of serialised subgraphs
     manifest.json          format version, versions, target, arch, signature, SHA-256 of every file
 
@@ -33,6 +36,8 @@ PLAN = "model.byre.json"
 MLIR = "model.byre.mlir"
 WEIGHTS = "weights.safetensors"
 TARGETS = ("cpu", "cuda")
+CUDA_ARCHS = ("sm_80", "sm_90a")
+TEXT_SUFFIXES = (".ll", ".ptx")  # kernel files read as text; every other kernel file is bytes
 
 
 def host_arch() -> str:
@@ -43,11 +48,12 @@ def host_arch() -> str:
 @dataclass
 class Artifact:
     byre: ByreModule
-    kernels: dict[str, str]  # path relative to the artifact ("kernels/x.ll") -> LLVM IR text
+    kernels: dict[str, str | bytes]  # path relative to the artifact ("kernels/x.ll") -> text, or bytes (.so)
     tensors: dict[str, torch.Tensor]
     target: str = "cpu"
     arch: str = field(default_factory=host_arch)
     report: dict[str, Any] = field(default_factory=dict)  # compile report: timings, memory, fallbacks
+    root: Path | None = None  # the directory it was read from or written to (shared libraries load from there)
 
     def signature(self) -> dict[str, list[dict[str, Any]]]:
         vals = self.byre.values
@@ -74,8 +80,11 @@ class Artifact:
             (tmp / "kernels").mkdir()
             (tmp / MLIR).write_text(self.byre.to_mlir())
             (tmp / PLAN).write_text(json.dumps(self.byre.to_json(), indent=1))
-            for rel, text in self.kernels.items():
-                (tmp / rel).write_text(text)
+            for rel, data in self.kernels.items():
+                if isinstance(data, bytes):
+                    (tmp / rel).write_bytes(data)
+                else:
+                    (tmp / rel).write_text(data)
             save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp / WEIGHTS))
             files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
             manifest = {
@@ -96,6 +105,7 @@ class Artifact:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+        self.root = out
         return out
 
 
@@ -140,6 +150,8 @@ def read(art_dir: str | Path, target: str | None = None) -> Artifact:
         raise ArtifactError(f"{root}: compiled for target {art_target}, cannot run on {target}")
     if art_target == "cpu" and manifest.get("arch") != host_arch():
         raise ArtifactError(f"{root}: compiled for {manifest.get('arch')} CPUs, this machine is {host_arch()}")
+    if art_target == "cuda" and manifest.get("arch") not in CUDA_ARCHS:
+        raise ArtifactError(f"{root}: CUDA arch {manifest.get('arch')!r} in the manifest is not one of {CUDA_ARCHS}")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise ArtifactError(f"{root}: manifest lists no files")
@@ -162,5 +174,8 @@ def read(art_dir: str | Path, target: str | None = None) -> Artifact:
     except (SafetensorError, OSError) as e:
         raise ArtifactError(f"{root / WEIGHTS}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                             ) from None
-    kernels = {rel: (root / rel).read_text() for rel in files if rel.startswith("kernels/")}
-    return Artifact(byre, kernels, tensors, art_target, str(manifest.get("arch")), dict(manifest.get("report", {})))
+    kernels: dict[str, str | bytes] = {
+        rel: (root / rel).read_text() if rel.endswith(TEXT_SUFFIXES) else (root / rel).read_bytes()
+        for rel in files if rel.startswith("kernels/")}
+    return Artifact(byre, kernels, tensors, art_target, str(manifest.get("arch")), dict(manifest.get("report", {})),
+                    root.resolve())

@@ -2,10 +2,15 @@
 tagged input / output / weight and whose body is one ``byre.compute`` per subgraph, on buffers that are
 views at planned offsets into one arena.
 
-Compute kinds (the provider key): ``cat`` (a CAT op: CUTLASS on CUDA, its torch semantics on the CPU),
-``llvm`` (a fusion group's JIT-compiled host code, ``kernels/<name>.ll``), ``alias`` (reshape glue: the
-result is a view of the operand, no work), ``host_eval`` (ops with no device lowering, or a group the code
-generator refused: the reference evaluator runs the serialised subgraph, and the compile report says so).
+Compute kinds (the provider key): ``cat`` (a CAT op: its CUTLASS kernel in ``kernels/<symbol>.so`` on
+CUDA, its torch semantics on the CPU), ``llvm`` (a fusion group's JIT-compiled host code,
+``kernels/<name>.ll``), ``ptx`` (a fusion group's NVPTX kernels, ``kernels/<name>.ptx`` / ``.cubin``, with
+the launch plan: grid, block, buffers, temps), ``alias`` (reshape glue: the result is a view of the
+operand, no work), ``host_eval`` (ops with no device lowering, or a group the code generator refused: the
+reference evaluator runs the serialised subgraph on the host, and the compile report says so).
+
+``workspace_bytes`` is one device scratch buffer that every CAT kernel's workspace and every PTX group's
+temps use in turn (computes run one after another on one stream).
 
 The module is printed as generic MLIR for people and tools (``to_mlir``) and rendered as JSON for the
 runtime (``to_json``): the running machine has no MLIR.
@@ -20,11 +25,12 @@ import torch
 
 from byteir_cat.errors import ArtifactError, CompileError
 from byteir_cat.ir import Function, Module, Op, TensorType, Value
-from runtime.memory_planner import ALIGNMENT, Buffer, plan_memory
+from runtime.memory_planner import ALIGNMENT, Buffer, align, plan_memory
 from runtime.serialize import Writer, type_from_json, type_to_json
 
 BYRE_FORMAT = 1
-KINDS = ("cat", "llvm", "alias", "host_eval")
+KINDS = ("cat", "llvm", "ptx", "alias", "host_eval")
+SCRATCH_ALIGN = 256  # CAT workspaces must be 256-B aligned (ait_codegen.abi.WORKSPACE_ALIGN)
 
 # Ops whose output element i depends only on input element i: a single-output group of these may write
 # its result over a same-shaped operand that dies there.
@@ -100,6 +106,7 @@ class ByreModule:
     naive_bytes: int = 0
     inplace: int = 0  # results that took over an operand's storage
     input_names: list[str] = field(default_factory=list)
+    workspace_bytes: int = 0  # scratch shared by CAT workspaces and PTX temps, one compute at a time
 
     @property
     def fallbacks(self) -> list[Compute]:
@@ -110,6 +117,7 @@ class ByreModule:
         return {
             "format": BYRE_FORMAT, "entry": "main", "alignment": ALIGNMENT,
             "arena_bytes": self.arena_bytes, "naive_bytes": self.naive_bytes, "inplace": self.inplace,
+            "workspace_bytes": self.workspace_bytes,
             "inputs": self.inputs, "outputs": self.outputs, "input_names": self.input_names,
             "values": [v.to_json() for v in self.values],
             "computes": [c.to_json() for c in self.computes],
@@ -124,7 +132,7 @@ class ByreModule:
             return ByreModule([ByreValue.from_json(v) for v in d["values"]], list(d["inputs"]), list(d["outputs"]),
                               [Compute.from_json(c) for c in d["computes"]], list(d.get("checks", [])),
                               int(d["arena_bytes"]), int(d["naive_bytes"]), int(d.get("inplace", 0)),
-                              list(d.get("input_names", [])))
+                              list(d.get("input_names", [])), int(d.get("workspace_bytes", 0)))
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"ByRE plan is malformed: {type(e).__name__}: {e}") from None
 
@@ -136,17 +144,32 @@ class ByreModule:
 
 @dataclass
 class GroupKernel:
-    """How a fusion group was compiled: a kernel file and its symbol, or the reason it could not be."""
+    """How a fusion group was compiled: a kernel file and its symbol, or the reason it could not be.
+    ``kind`` is the compute kind it becomes (``llvm`` host code, ``ptx`` GPU kernels); ``attrs`` the
+    kind's extra attributes (for ``ptx``: cubin, emulation IR, launches, temp_bytes)."""
 
     file: str = ""
     symbol: str = ""
     signature: str = ""  # fallback_codegen Signature.to_json()
     error: str = ""
+    kind: str = "llvm"
+    attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def lower(module: Module, kernels: dict[str, GroupKernel]) -> tuple[ByreModule, dict[str, torch.Tensor]]:
+@dataclass
+class CatKernel:
+    """The built CUDA kernel of one CAT subgraph: library file in the artifact, exported symbol (C ABI of
+    ``ait_codegen.abi``) and the workspace it asks for."""
+
+    library: str
+    symbol: str
+    workspace_bytes: int = 0
+
+
+def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str, CatKernel] | None = None
+          ) -> tuple[ByreModule, dict[str, torch.Tensor]]:
     """ByRE module of an outlined partition (``Partition.module``) and the tensors it needs (weights,
-    constants of serialised subgraphs)."""
+    constants of serialised subgraphs). ``cat_kernels`` (CUDA target) binds CAT subgraphs to their kernels."""
     main = module.main
     tensors: dict[str, torch.Tensor] = {}
     ids: dict[Value, int] = {}
@@ -180,7 +203,7 @@ def lower(module: Module, kernels: dict[str, GroupKernel]) -> tuple[ByreModule, 
             fn = module.functions.get(callee)
             if fn is None:
                 raise CompileError(f"main calls @{callee}, which the partition did not outline")
-            computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors))
+            computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors, cat_kernels or {}))
             computes[-1].attrs["cost"] = _cost(fn)
         elif op.name == "stablehlo.custom_call" and str(op.attrs.get("call_target_name", "")).startswith("check."):
             checks.append({"name": op.name, "attrs": {k: check_writer.attr(v) for k, v in op.attrs.items()},
@@ -192,7 +215,20 @@ def lower(module: Module, kernels: dict[str, GroupKernel]) -> tuple[ByreModule, 
     byre = ByreModule(values, [ids[a] for a in main.body.args], outputs, computes, checks,
                       input_names=list(main.arg_names))
     _assign_storage(byre)
+    byre.workspace_bytes = scratch_bytes(byre.computes)
     return byre, tensors
+
+
+def scratch_bytes(computes: list[Compute]) -> int:
+    """The largest scratch any one compute needs: a CAT kernel's workspace, or a PTX group's temps laid
+    out one after another at ``SCRATCH_ALIGN``."""
+    need = [0]
+    for c in computes:
+        if c.kind == "cat":
+            need.append(int(c.attrs.get("workspace", 0)))
+        elif c.kind == "ptx":
+            need.append(sum(align(max(n, 1), SCRATCH_ALIGN) for n in c.attrs.get("temp_bytes", [])))
+    return max(need)
 
 
 def _cost(fn: Function) -> dict[str, int]:
@@ -210,7 +246,7 @@ def _lookup(ids: dict[Value, int], v: Value, op: Op | None) -> int:
 
 
 def _lower_call(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels: dict[str, GroupKernel],
-                tensors: dict[str, torch.Tensor]) -> Compute:
+                tensors: dict[str, torch.Tensor], cat_kernels: dict[str, CatKernel]) -> Compute:
     path = fn.attrs.get("path", "")
     reason = str(fn.attrs.get("reason", ""))
     operands = [_lookup(ids, v, op) for v in op.operands]
@@ -228,13 +264,19 @@ def _lower_call(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels:
         cat_ops = [o for o in body.ops if o.name.startswith("cat.")]
         consts = [o for o in body.ops if o.name in ("stablehlo.constant", "arith.constant")]
         if len(cat_ops) == 1 and len(consts) + 1 == len(body.ops) and body.returns == [cat_ops[0].result]:
-            return _lower_cat(fn, cat_ops[0], operands, results, tensors, reason)
+            compute = _lower_cat(fn, cat_ops[0], operands, results, tensors, reason)
+            ck = cat_kernels.get(fn.name)
+            if ck is not None:
+                compute.attrs.update(library=ck.library, symbol=ck.symbol, workspace=ck.workspace_bytes)
+            return compute
     if path == "nvvm":
         k = kernels.get(fn.name)
         if k is not None and not k.error:
-            attrs = {"kernel": k.file, "symbol": k.symbol, "signature": k.signature,
-                     "inplace": _elementwise_inplace(fn)}
-            return Compute(fn.name, "llvm", operands, results, attrs, reason)
+            # several GPU launches may read an operand after an earlier one wrote the result: no sharing then
+            single = k.kind != "ptx" or len(k.attrs.get("launches", [])) == 1
+            attrs = {"kernel": k.file, "symbol": k.symbol, "signature": k.signature, **k.attrs,
+                     "inplace": _elementwise_inplace(fn) if single else []}
+            return Compute(fn.name, k.kind, operands, results, attrs, reason)
         why = k.error if k is not None else "no kernel was compiled for it"
         writer = Writer(f"fn/{fn.name}", tensors)
         return Compute(fn.name, "host_eval", operands, results,
@@ -364,7 +406,9 @@ def _print_mlir(byre: ByreModule) -> str:
         shown = {"kind": c.kind}
         if c.kind == "cat":
             shown["op"] = c.attrs["op"]
-        elif c.kind == "llvm":
+            if "library" in c.attrs:
+                shown.update(library=c.attrs["library"], symbol=c.attrs["symbol"])
+        elif c.kind in ("llvm", "ptx"):
             shown.update(kernel=c.attrs["kernel"], symbol=c.attrs["symbol"])
         elif c.kind == "host_eval" and c.attrs.get("fallback"):
             shown["fallback"] = c.attrs["fallback"]

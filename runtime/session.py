@@ -1,15 +1,18 @@
 """``Session``: loads an artifact once (verify, JIT, bind buffers) and runs it many times.
 
 Needs only torch, llvmlite, safetensors and the standard library (plus the pure-Python parts of this
-project: the graph IR, CAT op semantics, the reference evaluator for host-evaluated subgraphs).
+project: the graph IR, CAT op semantics, the reference evaluator for host-evaluated subgraphs); the CUDA
+device adds cuda-python, imported when a CUDA session binds.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,7 +22,7 @@ from runtime.artifact import Artifact, read
 from runtime.byre import ByreModule
 from runtime.cpu_provider import CpuProvider, Kernel, Slots
 
-DEVICES = ("cpu",)
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -34,25 +37,39 @@ class ComputeTime:
 
 class Session:
     """A loaded artifact bound to one device, with its arena; ``run`` is not re-entrant (one arena), so
-    concurrent callers are serialised."""
+    concurrent callers are serialised.
 
-    def __init__(self, artifact: str | Path | Artifact, device: str = "cpu"):
+    ``provider`` (tools and tests) binds the computes with another CPU-side provider class, constructed like
+    ``CpuProvider``: the GPU emulator runs a CUDA artifact's plan on the CPU that way."""
+
+    def __init__(self, artifact: str | Path | Artifact, device: str = "cpu",
+                 provider: Callable[..., Any] | None = None):
         if device not in DEVICES:
-            raise ArtifactError(f"device {device!r}: this runtime has providers for {', '.join(DEVICES)} only "
-                                "(the CUDA provider is not implemented yet)")
+            raise ArtifactError(f"device {device!r}: this runtime has providers for {', '.join(DEVICES)} only")
         start = time.perf_counter()
         self.artifact = artifact if isinstance(artifact, Artifact) else read(artifact, target=device)
+        if provider is None and self.artifact.target != device:
+            raise ArtifactError(f"artifact compiled for target {self.artifact.target}, cannot run on {device}")
+        if provider is not None and device != "cpu":
+            raise ArtifactError("a custom provider runs on the cpu device only")
         self.byre: ByreModule = self.artifact.byre
         self.device = device
+        self.torch_device = torch.device("cpu")
+        if device == "cuda":
+            from runtime.cuda_provider import require_device
+
+            self.torch_device = require_device(self.artifact.arch)
         self._lock = threading.Lock()
         self.last_profile: list[ComputeTime] = []
+        self._provider_class = provider
         self._bind()
         self.load_seconds = time.perf_counter() - start
 
     # -- binding ---------------------------------------------------------------------------------------------
     def _bind(self) -> None:
         byre, tensors = self.byre, self.artifact.tensors
-        self.arena = torch.empty(max(byre.arena_bytes, 1), dtype=torch.uint8)
+        dev = self.torch_device
+        self.arena = torch.empty(max(byre.arena_bytes, 1), dtype=torch.uint8, device=dev)
         n = len(byre.values)
         slots: Slots = [None] * n
         static = [False] * n
@@ -68,9 +85,17 @@ class Session:
                 t = tensors.get(v.key)
                 if t is None or tuple(t.shape) != v.type.shape or t.dtype != dtype:
                     raise ArtifactError(f"weight {v.key}: missing or not {v.type} in weights.safetensors")
-                slots[v.id] = t
+                slots[v.id] = t.to(dev)
                 static[v.id] = True
-        provider = CpuProvider(byre, self.artifact.kernels, tensors, slots, static)
+        self._cuda = None
+        if self.device == "cuda":
+            from runtime.cuda_provider import CudaProvider
+
+            scratch = torch.empty(max(byre.workspace_bytes, 1), dtype=torch.uint8, device=dev)
+            provider = self._cuda = CudaProvider(byre, self.artifact, slots, static, dev, scratch)
+        else:
+            make = self._provider_class or CpuProvider
+            provider = make(byre, self.artifact.kernels, tensors, slots, static)
         self._kernels: list[tuple[Kernel, int]] = []
         for step, c in enumerate(byre.computes):
             if c.kind == "alias" and all(static[o] for o in c.operands):
@@ -89,7 +114,8 @@ class Session:
 
     # -- running ---------------------------------------------------------------------------------------------
     def check_inputs(self, inputs: tuple) -> list[torch.Tensor]:
-        """One-line ``InputError`` for a wrong count, type, shape or dtype; contiguous CPU tensors out."""
+        """One-line ``InputError`` for a wrong count, type, shape or dtype; contiguous tensors on the
+        session's device out."""
         if len(inputs) != len(self._in_types):
             raise InputError(f"the model takes {len(self._in_types)} input(s), got {len(inputs)}")
         out = []
@@ -98,7 +124,7 @@ class Session:
                 raise InputError(f"input {i}: expected a torch.Tensor, got {type(t).__name__}")
             if tuple(t.shape) != shape or t.dtype != dtype:
                 raise InputError(f"input {i}: expected shape {list(shape)} {dtype}, got {list(t.shape)} {t.dtype}")
-            out.append(t.detach().to("cpu").contiguous())
+            out.append(t.detach().to(self.torch_device).contiguous())
         return out
 
     def run(self, *inputs: torch.Tensor, profile: bool = False) -> tuple[torch.Tensor, ...]:
@@ -111,9 +137,13 @@ class Session:
         for vid, t in zip(self.byre.inputs, inputs, strict=True):
             slots[vid] = t
         for vid, shape, dtype in self._fresh:
-            slots[vid] = torch.empty(shape, dtype=dtype)
+            slots[vid] = torch.empty(shape, dtype=dtype, device=self.torch_device)
+        if self._cuda is not None:
+            self._cuda.begin_run()
         with torch.inference_mode():
-            if profile:
+            if profile and self._cuda is not None:
+                self._profile_cuda(slots)
+            elif profile:
                 self.last_profile = []
                 computes = self.byre.computes
                 for fn, step in self._kernels:
@@ -126,6 +156,21 @@ class Session:
                     fn(slots)
         outs = [slots[vid] if fresh else slots[vid].clone() for vid, fresh in self._out_plan]
         return outs, slots
+
+    def _profile_cuda(self, slots: Slots) -> None:
+        """Per-compute device time from CUDA events around each compute (host_eval includes its copies)."""
+        stream = torch.cuda.current_stream(self.torch_device)
+        marks = []
+        for fn, step in self._kernels:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            fn(slots)
+            end.record(stream)
+            marks.append((step, start, end))
+        torch.cuda.synchronize(self.torch_device)
+        computes = self.byre.computes
+        self.last_profile = [ComputeTime(computes[step].callee, computes[step].kind, start.elapsed_time(end) / 1e3,
+                                         _detail(computes[step])) for step, start, end in marks]
 
     def run_checks(self, profile: bool = False) -> list:
         """Run a self-checking program (no inputs) and evaluate its ``check.*`` ops on the values the
@@ -144,7 +189,8 @@ class Session:
                 for vid in chk["operands"]:
                     if vid not in consts:
                         v = self.byre.values[vid]
-                        consts[vid] = Op.create("stablehlo.constant", [], [v.type], {"value": slots[vid].clone()})
+                        value = slots[vid].to("cpu", copy=True)
+                        consts[vid] = Op.create("stablehlo.constant", [], [v.type], {"value": value})
                         body.ops.append(consts[vid])
                     operands.append(consts[vid].result)
                 attrs = {k: reader.attr(a) for k, a in chk["attrs"].items()}
@@ -156,7 +202,7 @@ class Session:
 def _detail(c) -> str:
     if c.kind == "cat":
         return c.attrs["op"]
-    if c.kind == "llvm":
+    if c.kind in ("llvm", "ptx"):
         return c.attrs["symbol"]
     if c.kind == "host_eval":
         return f"reference evaluator: {c.attrs['fallback']}" if c.attrs.get("fallback") else "reference evaluator"

@@ -1,0 +1,318 @@
+"""The CUDA provider: one bound kernel per ``byre.compute`` of a CUDA artifact, enqueued on the current torch
+stream. Like the CPU provider, binding happens once at load and every bound kernel is ``fn(slots)``.
+
+- ``cat``: the op's CUTLASS kernel, called through the C ABI of ``ait_codegen.abi`` with ctypes (device
+  pointers of the arena, weights and inputs; the shared scratch buffer as workspace; the torch stream).
+- ``ptx``: the fusion group's kernels, loaded with ``cuModuleLoadData`` (cubin, else PTX for the driver to
+  JIT) and launched with ``cuLaunchKernel`` following the group's launch plan; temps live in the scratch.
+- ``alias``: a view.
+- ``host_eval``: no device path: operands are copied to the host, the reference evaluator runs, results
+  are copied back (the compile report lists every such compute).
+
+Importing needs no GPU and no cuda-python: both are looked up when a session binds, with a one-line
+``ArtifactError`` when missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import cat_dialect
+from byteir_cat.errors import ArtifactError
+from byteir_cat.ir import Op
+from runtime.artifact import Artifact
+from runtime.byre import SCRATCH_ALIGN, ByreModule, Compute
+from runtime.memory_planner import align
+from runtime.serialize import Reader
+
+Slots = list[torch.Tensor | None]
+Kernel = Callable[[Slots], None]
+
+
+class CudaKernelError(RuntimeError):
+    """A kernel failed to launch or returned an error status; the message names the compute."""
+
+
+def device_capability_ok(arch: str, capability: tuple[int, int]) -> bool:
+    """Whether SASS built for ``arch`` runs on a device of ``capability``: sm_90a needs exactly 9.0 (its
+    arch-specific instructions), sm_80 code runs on any 8.x device."""
+    if arch == "sm_90a":
+        return capability == (9, 0)
+    if arch == "sm_80":
+        return capability[0] == 8
+    return False
+
+
+def require_device(arch: str) -> torch.device:
+    """The CUDA device to run an ``arch`` artifact on, or a one-line ArtifactError saying why there is none."""
+    if not torch.cuda.is_available():
+        raise ArtifactError("device cuda: no CUDA device is available here (torch.cuda.is_available() is False); "
+                            "run this artifact on a machine with an NVIDIA GPU, or compile with target='cpu'")
+    device = torch.device("cuda", torch.cuda.current_device())
+    cap = torch.cuda.get_device_capability(device)
+    if not device_capability_ok(arch, cap):
+        raise ArtifactError(f"device cuda: {torch.cuda.get_device_name(device)} is sm_{cap[0]}{cap[1]}, this artifact "
+                            f"was compiled for {arch} (recompile with --arch for this GPU)")
+    return device
+
+
+@functools.cache
+def _driver() -> Any:
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        raise ArtifactError("device cuda: the cuda-python package (cuda.bindings) is not installed; "
+                            "pip install cuda-python") from None
+    _check(driver, driver.cuInit(0), "cuInit")
+    return driver
+
+
+def _check(driver: Any, result: tuple, what: str) -> Any:
+    err = result[0]
+    if err != driver.CUresult.CUDA_SUCCESS:
+        _, name = driver.cuGetErrorName(err)
+        raise CudaKernelError(f"{what}: {name.decode() if isinstance(name, bytes) else name}")
+    return result[1] if len(result) == 2 else result[1:]
+
+
+def _library_file(artifact: Artifact, rel: str) -> Path:
+    """A path ctypes can load: the artifact's own file, or (artifact compiled in this process, never
+    written) a content-addressed copy in the temporary directory."""
+    if artifact.root is not None and (artifact.root / rel).is_file():
+        return artifact.root / rel
+    data = artifact.kernels.get(rel)
+    if not isinstance(data, bytes):
+        raise ArtifactError(f"kernel library {rel} is missing from the artifact")
+    digest = hashlib.sha256(data).hexdigest()
+    folder = Path(tempfile.gettempdir()) / "byteir-cat-libraries"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{digest}.so"
+    if not path.exists():
+        tmp = Path(tempfile.mkstemp(dir=folder, prefix=f".{digest}.")[1])
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+class CudaProvider:
+    """Binds the computes of one CUDA ByRE module. ``slots`` already hold device tensors for the arena,
+    weights and constants; ``scratch`` is the shared workspace (``ByreModule.workspace_bytes``)."""
+
+    def __init__(self, byre: ByreModule, artifact: Artifact, slots: Slots, static: list[bool], device: torch.device,
+                 scratch: torch.Tensor):
+        self.byre = byre
+        self.artifact = artifact
+        self.slots = slots
+        self.static = static
+        self.device = device
+        self.scratch = scratch
+        self.reader = Reader(artifact.tensors)
+        self.stream = 0  # the torch stream of the current run, set by begin_run
+        self._libraries: dict[str, ctypes.CDLL] = {}
+        self._modules: dict[str, Any] = {}
+        self._context: Any = None
+
+    def begin_run(self) -> None:
+        """Make the driver context current on this thread (launches may come from any thread) and take the
+        torch stream every kernel of this run is enqueued on."""
+        driver = _driver()
+        if self._context is None:
+            dev = _check(driver, driver.cuDeviceGet(self.device.index), "cuDeviceGet")
+            self._context = _check(driver, driver.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+        _check(driver, driver.cuCtxSetCurrent(self._context), "cuCtxSetCurrent")
+        self.stream = torch.cuda.current_stream(self.device).cuda_stream
+
+    def bind(self, c: Compute) -> Kernel:
+        binder = getattr(self, f"_bind_{c.kind}", None)
+        if binder is None:
+            raise ArtifactError(f"compute @{c.callee}: kind {c.kind!r} has no CUDA implementation")
+        return binder(c)
+
+    # -- alias ---------------------------------------------------------------------------------------------
+    def _bind_alias(self, c: Compute) -> Kernel:
+        pairs = [(r, c.operands[j], tuple(self.byre.values[r].type.shape))
+                 for r, j in zip(c.results, c.attrs["alias_of"], strict=True)]
+
+        def run(slots: Slots) -> None:
+            for r, o, shape in pairs:
+                slots[r] = slots[o].view(shape)
+
+        return run
+
+    # -- host_eval -----------------------------------------------------------------------------------------
+    def _bind_host_eval(self, c: Compute) -> Kernel:
+        from byteir_cat.reference import evaluate
+
+        fn = self.reader.function(c.attrs["function"])
+        operands, results = c.operands, c.results
+
+        def run(slots: Slots) -> None:
+            outs = evaluate(fn, [slots[i].cpu() for i in operands])
+            for r, t in zip(results, outs, strict=True):
+                slots[r].copy_(t, non_blocking=False)
+
+        return run
+
+    # -- cat -----------------------------------------------------------------------------------------------
+    def _library(self, rel: str) -> ctypes.CDLL:
+        if rel not in self._libraries:
+            self._libraries[rel] = ctypes.CDLL(str(_library_file(self.artifact, rel)))
+        return self._libraries[rel]
+
+    def _bind_cat(self, c: Compute) -> Kernel:
+        from ait_codegen.abi import ReturnCode
+
+        if "library" not in c.attrs:
+            raise ArtifactError(f"compute @{c.callee}: {c.attrs['op']} has no kernel library in the plan")
+        op = Op(c.attrs["op"], [], [], self.reader.attr({"dict": c.attrs["op_attrs"]}))
+        decl = cat_dialect.decode(op)
+        args: list[int | torch.Tensor] = []  # slot id, or a constant already on the device
+        types = []
+        for m in c.attrs["operand_map"]:
+            if "arg" in m:
+                args.append(c.operands[m["arg"]])
+                types.append(self.byre.values[c.operands[m["arg"]]].type)
+            else:
+                t = self.reader.attr(m["const"])
+                args.append(t.to(self.device).contiguous())
+                types.append(_const_type(t))
+        res = c.results[0]
+        out_type = decl.infer_type(types)
+        if out_type != self.byre.values[res].type:
+            raise ArtifactError(f"compute @{c.callee}: {c.attrs['op']} gives {out_type}, the plan says "
+                                f"{self.byre.values[res].type}")
+        lib = self._library(c.attrs["library"])
+        symbol = c.attrs["symbol"]
+        try:
+            fn = getattr(lib, symbol)
+            ws_fn = getattr(lib, f"{symbol}_workspace_bytes")
+        except AttributeError:
+            raise ArtifactError(f"compute @{c.callee}: {c.attrs['library']} does not export {symbol}") from None
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                       ctypes.c_void_p]
+        ws_fn.restype = ctypes.c_size_t
+        workspace = int(ws_fn())
+        if workspace > self.scratch.numel():
+            raise ArtifactError(f"compute @{c.callee}: {symbol} needs {workspace} B of workspace, the plan has "
+                                f"{self.scratch.numel()} B")
+        dims_list = [d for t in types for d in t.shape] + list(out_type.shape)
+        dims = (ctypes.c_int64 * max(len(dims_list), 1))(*dims_list)
+        ws_ptr, ws_bytes = self.scratch.data_ptr(), self.scratch.numel()
+        slot_args = [a for a in args if isinstance(a, int)] + [res]
+        ptrs = (ctypes.c_void_p * len(args))()
+        const_ptrs = {i: a.data_ptr() for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
+        for i, p in const_ptrs.items():
+            ptrs[i] = p
+        slot_pos = [(i, a) for i, a in enumerate(args) if isinstance(a, int)]
+        callee, provider = c.callee, self
+
+        def fail(rc: int) -> None:
+            name = ReturnCode(rc).name if rc in ReturnCode._value2member_map_ else str(rc)
+            raise CudaKernelError(f"compute @{callee}: {symbol} returned {name}")
+
+        if all(self.static[i] for i in slot_args):
+            for i, a in slot_pos:
+                ptrs[i] = self.slots[a].data_ptr()
+            out_ptr = self.slots[res].data_ptr()
+
+            def run_static(slots: Slots) -> None:
+                rc = fn(ptrs, out_ptr, dims, ws_ptr, ws_bytes, provider.stream)
+                if rc:
+                    fail(rc)
+
+            run_static.keepalive = (ptrs, dims, args)  # type: ignore[attr-defined]
+            return run_static
+
+        def run(slots: Slots) -> None:
+            for i, a in slot_pos:
+                ptrs[i] = slots[a].data_ptr()
+            rc = fn(ptrs, slots[res].data_ptr(), dims, ws_ptr, ws_bytes, provider.stream)
+            if rc:
+                fail(rc)
+
+        run.keepalive = (ptrs, dims, args)  # type: ignore[attr-defined]
+        return run
+
+    # -- ptx -----------------------------------------------------------------------------------------------
+    def _module(self, c: Compute) -> Any:
+        """The group's CUDA module: its cubin when there is one for this device, else its PTX (driver JIT)."""
+        driver = _driver()
+        self.begin_run()
+        key = c.attrs.get("cubin") or c.attrs["kernel"]
+        if key in self._modules:
+            return self._modules[key]
+        images = []
+        if c.attrs.get("cubin"):
+            images.append(self.artifact.kernels[c.attrs["cubin"]])
+        ptx = self.artifact.kernels.get(c.attrs["kernel"])
+        if isinstance(ptx, str):
+            images.append(ptx.encode() + b"\0")
+        last = ""
+        for image in images:
+            err, module = driver.cuModuleLoadData(image)
+            if err == driver.CUresult.CUDA_SUCCESS:
+                self._modules[key] = module
+                return module
+            last = str(err)
+        raise ArtifactError(f"compute @{c.callee}: cannot load its GPU kernels ({last or 'no cubin or PTX'})")
+
+    def _bind_ptx(self, c: Compute) -> Kernel:
+        driver = _driver()
+        module = self._module(c)
+        temps = c.attrs.get("temp_bytes", [])
+        temp_ptrs, offset = [], 0
+        for n in temps:
+            temp_ptrs.append(self.scratch.data_ptr() + offset)
+            offset += align(max(n, 1), SCRATCH_ALIGN)
+        if offset > self.scratch.numel():
+            raise ArtifactError(f"compute @{c.callee}: temps of {offset} B exceed the plan's scratch")
+        launches = []
+        for launch in c.attrs["launches"]:
+            func = _check(driver, driver.cuModuleGetFunction(module, launch["symbol"].encode()),
+                          f"compute @{c.callee}: cuModuleGetFunction {launch['symbol']}")
+            where = []  # ("slot", id) or ("ptr", address)
+            for kind, i in launch["args"]:
+                if kind == "input":
+                    where.append(("slot", c.operands[i]))
+                elif kind == "output":
+                    where.append(("slot", c.results[i]))
+                elif kind == "temp":
+                    where.append(("ptr", temp_ptrs[i]))
+                else:
+                    raise ArtifactError(f"compute @{c.callee}: launch argument kind {kind!r} is unknown")
+            values = (ctypes.c_void_p * len(where))()
+            params = (ctypes.c_void_p * len(where))(*[ctypes.addressof(values) + k * ctypes.sizeof(ctypes.c_void_p)
+                                                      for k in range(len(where))])
+            for k, (kind, v) in enumerate(where):
+                if kind == "ptr":
+                    values[k] = v
+            launches.append((func, tuple(launch["grid"]), tuple(launch["block"]), where, values, params))
+        callee, provider = c.callee, self
+
+        def run(slots: Slots) -> None:
+            stream = driver.CUstream(provider.stream)
+            for func, grid, block, where, values, params in launches:
+                for k, (kind, v) in enumerate(where):
+                    if kind == "slot":
+                        values[k] = slots[v].data_ptr()
+                err, = driver.cuLaunchKernel(func, *grid, *block, 0, stream, ctypes.addressof(params), 0)
+                if err != driver.CUresult.CUDA_SUCCESS:
+                    raise CudaKernelError(f"compute @{callee}: cuLaunchKernel failed: {err}")
+
+        run.keepalive = (module, launches)  # type: ignore[attr-defined]
+        return run
+
+
+def _const_type(t: torch.Tensor):
+    from byteir_cat.ir import TensorType, dtype_of_torch
+
+    return TensorType(tuple(t.shape), dtype_of_torch(t.dtype))
