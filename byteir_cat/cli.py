@@ -53,7 +53,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 tasks[stage] = bar.add_task(stage, total=max(total, 1))
             bar.update(tasks[stage], completed=done, total=max(total, 1))
 
-        artifact, _ = build_artifact(model, inputs, target=args.target, progress=note)
+        artifact, _ = build_artifact(model, inputs, target=args.target, progress=note, arch=args.arch)
         note("write artifact", 0, 1)
         out = artifact.write(Path(args.output))
         note("write artifact", 1, 1)
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="an .mlir file (StableHLO or MHLO) or path/to/file.py:factory")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
     c.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="where the artifact runs")
+    c.add_argument("--arch", choices=["sm_80", "sm_90a"], default=None,
+                   help="GPU architecture for --target cuda (default sm_90a)")
     r = sub.add_parser("run", help="run an artifact, or compile and run a self-checking StableHLO file")
     r.add_argument("artifact", metavar="DIR|FILE.mlir", help="artifact directory, or a .mlir test program")
     r.add_argument("--inputs", metavar="NPZ", help="inputs in order of the .npz entries")

@@ -256,7 +256,8 @@ def _cuda_cat(part: Any, arch: str, note: Progress, times: dict[str, float]
             except UnsupportedKernel as e:
                 shapes = ", ".join(str(t) for t in types)
                 raise CompileError(f"target cuda ({arch}): @{sg.name} {op.name}({shapes}) at {op.loc or '?'} has no "
-                                   f"CUDA kernel: {e.why}") from None
+                                   f"CUDA kernel: {e.why} (kernels are f16/bf16; use a half-precision model or "
+                                   "target cpu)") from None
             symbol_of[sg.name] = symbol
             unique.setdefault(symbol, (decl, types))
         note("nvcc", 0, len(unique))

@@ -1,0 +1,128 @@
+"""The CUDA target on a GPU: half-precision GPT-2 and Llama artifacts run on CUDA against torch (rel. error
+< 1e-2), profiled per compute with CUDA events, and timed against torch eager. Skipped without CUDA.
+
+The GPU machine may lack torch-mlir (DESIGN, "Compile here, run there"): there the artifacts come from
+``$BYTEIR_CAT_CUDA_ARTIFACTS``, written on the compiling machine by
+
+    python tests/test_cuda_target_gpu.py DIR --arch sm_90a
+
+(one folder per model: the artifact, the inputs, and the f32 torch output of the same weights)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+MODELS = {
+    "gpt2": ("gpt2", dict(hidden=128, heads=2, seq=32), torch.float16),
+    "llama": ("llama", dict(hidden=128, heads=2, kv_heads=1, seq=32), torch.bfloat16),
+}
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def _model(name: str):
+    from byteir_cat import model_zoo
+
+    factory, kwargs, dtype = MODELS[name]
+    model, inputs = getattr(model_zoo, factory)(layers=1, **kwargs)
+    return model.to(dtype), inputs
+
+
+def prepare(out: Path, arch: str, names=tuple(MODELS)) -> None:
+    """Compile each model for ``arch`` into ``out/<name>`` with its inputs and f32 reference output."""
+    from byteir_cat.compiler import compile
+
+    for name in names:
+        model, inputs = _model(name)
+        compile(model, inputs, target="cuda", arch=arch, out_dir=out / name / "artifact")
+        with torch.no_grad():
+            expected = model.float()(*inputs)
+        torch.save({"inputs": inputs, "expected": expected}, out / name / "io.pt")
+
+
+def _device_arch() -> str:
+    major, minor = torch.cuda.get_device_capability()
+    return "sm_90a" if (major, minor) == (9, 0) else "sm_80"
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> dict[str, Path]:
+    root = os.environ.get("BYTEIR_CAT_CUDA_ARTIFACTS")
+    if root:
+        return {name: Path(root) / name for name in MODELS}
+    if importlib.util.find_spec("torch_mlir") is None:
+        pytest.skip("no torch-mlir here: prepare artifacts elsewhere and set BYTEIR_CAT_CUDA_ARTIFACTS")
+    out = tmp_path_factory.mktemp("cuda-artifacts")
+    prepare(out, _device_arch())
+    return {name: out / name for name in MODELS}
+
+
+def _rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.double().cpu(), want.double().cpu()
+    return float((got - want).norm() / want.norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_compiled_model_on_cuda_matches_torch(cases, name):
+    from byteir_cat.compiler import load
+
+    io = torch.load(cases[name] / "io.pt")
+    model = load(cases[name] / "artifact", device="cuda")
+    got = model.run(*io["inputs"])[0]
+    assert got.is_cuda and got.dtype == MODELS[name][2]
+    assert _rel_error(got, io["expected"]) < 1e-2
+    again = model.run(*[t.cuda() for t in io["inputs"]])[0]
+    assert torch.equal(got, again)
+    model.run(*io["inputs"], profile=True)
+    prof = model.session.last_profile
+    assert prof and all(p.seconds >= 0 for p in prof) and {p.kind for p in prof} >= {"cat", "ptx"}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_compiled_model_time_vs_eager(cases, name):
+    """Times only (printed with -s); the eager model needs transformers on this machine."""
+    from byteir_cat.compiler import load
+
+    if importlib.util.find_spec("transformers") is None:
+        pytest.skip("transformers is not installed here: no eager model to time against")
+    model, inputs = _model(name)
+    eager = model.cuda().eval()
+    ids = [t.cuda() for t in inputs]
+    ours = load(cases[name] / "artifact", device="cuda")
+
+    def timed(fn, runs: int = 50) -> float:
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            fn()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / runs
+
+    with torch.no_grad():
+        want = eager(*ids)
+        assert _rel_error(ours.run(*ids)[0], want) < 1e-2
+        t_eager, t_ours = timed(lambda: eager(*ids)), timed(lambda: ours.run(*ids))
+    print(f"{name}: eager {t_eager * 1e3:.3f} ms, byteir-cat {t_ours * 1e3:.3f} ms ({t_eager / t_ours:.2f}x)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="compile the GPU tests' artifacts on a machine with torch-mlir")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--arch", default="sm_90a", choices=["sm_80", "sm_90a"])
+    args = ap.parse_args()
+    prepare(args.out, args.arch)
+    print(f"wrote {args.out}; on the GPU machine: BYTEIR_CAT_CUDA_ARTIFACTS={args.out} pytest -m gpu "
+          f"tests/test_cuda_target_gpu.py")
+
+
+if __name__ == "__main__":
+    main()
