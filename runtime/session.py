@@ -124,7 +124,10 @@ class Session:
                 raise InputError(f"input {i}: expected a torch.Tensor, got {type(t).__name__}")
             if tuple(t.shape) != shape or t.dtype != dtype:
                 raise InputError(f"input {i}: expected shape {list(shape)} {dtype}, got {list(t.shape)} {t.dtype}")
-            out.append(t.detach().to(self.torch_device).contiguous())
+            t = t.detach().to(self.torch_device).contiguous()
+            if self._cuda is not None and t.data_ptr() % 16:
+                t = t.clone()  # a view at an odd offset: vectorised kernels need 16-B aligned operands
+            out.append(t)
         return out
 
     def run(self, *inputs: torch.Tensor, profile: bool = False) -> tuple[torch.Tensor, ...]:
