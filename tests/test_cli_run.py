@@ -39,4 +39,4 @@ def test_cuda_target_is_refused_in_one_line(tmp_path):
     src.write_text(MODEL)
     proc = _cli("compile", str(src), "-o", str(tmp_path / "art"), "--target", "cuda")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "only the cpu target is implemented" in proc.stderr
+    assert "has no CUDA kernel" in proc.stderr
