@@ -107,6 +107,11 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
     t0 = time.perf_counter()
     note("partition", 0, 1)
     part = partition(model_or_mlir, example_inputs)
+    if part.unsupported:
+        first = part.unsupported[0]
+        more = f" (and {len(part.unsupported) - 1} more)" if len(part.unsupported) > 1 else ""
+        raise CompileError(f"cannot compile {first.ops[0].name} at {first.ops[0].loc or '?'}: "
+                           f"{first.reason.removeprefix('unsupported: ')}{more}")
     times["partition"] = time.perf_counter() - t0
     note("partition", 1, 1)
     extra: dict[str, Any] = {}

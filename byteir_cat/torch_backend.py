@@ -29,12 +29,8 @@ def backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable
         return gm.forward
     try:
         compiled = compile_model(gm, list(example_inputs), target="cpu")
-    except ByteirCatError as e:
+    except ByteirCatError as e:  # an unsupported op, an export failure: named in the warning
         warnings.warn(f"{NAME}: graph runs eagerly: {e}", stacklevel=2)
-        return gm.forward
-    if compiled.partition is not None and compiled.partition.unsupported:
-        first = compiled.partition.unsupported[0]
-        warnings.warn(f"{NAME}: graph runs eagerly: {first.reason}", stacklevel=2)
         return gm.forward
 
     def run(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:

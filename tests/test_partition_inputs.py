@@ -174,3 +174,16 @@ def test_cli_partition_outputs(tmp_path):
     assert any(f.attrs == {} and f.name == "main" for f in again.functions.values())
     table = _cli("partition", f"{src}:tiny")
     assert table.returncode == 0 and "on the CAT path" in table.stdout
+
+
+def test_compile_refuses_unsupported_ops_in_one_line():
+    from byteir_cat.compiler import compile
+
+    text = """
+func.func @main(%a: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %0 = stablehlo.custom_call @my_kernel(%a) : (tensor<4x8xf32>) -> tensor<4x8xf32>
+  return %0 : tensor<4x8xf32>
+}
+"""
+    with pytest.raises(CompileError, match=r"^cannot compile stablehlo.custom_call at <text>:3: .*@my_kernel"):
+        compile(text)
