@@ -53,6 +53,18 @@ def jit_entry(llvm_ir: str, symbol: str) -> int:
         return _jit_cache[key][1]
 
 
+def alias_kernel(byre: ByreModule, c: Compute) -> Kernel:
+    """A reshape on any device: each result is a view of its operand's storage, no copy."""
+    pairs = [(r, c.operands[j], tuple(byre.values[r].type.shape)) for r, j in zip(c.results, c.attrs["alias_of"],
+                                                                                   strict=True)]
+
+    def run(slots: Slots) -> None:
+        for r, o, shape in pairs:
+            slots[r] = slots[o].view(shape)
+
+    return run
+
+
 class CpuProvider:
     """Binds the computes of one ByRE module; ``static`` tells which slots hold tensors that never move."""
 
@@ -70,14 +82,7 @@ class CpuProvider:
 
     # -- alias ---------------------------------------------------------------------------------------------
     def _bind_alias(self, c: Compute) -> Kernel:
-        pairs = [(r, c.operands[j], tuple(self.byre.values[r].type.shape))
-                 for r, j in zip(c.results, c.attrs["alias_of"], strict=True)]
-
-        def run(slots: Slots) -> None:
-            for r, o, shape in pairs:
-                slots[r] = slots[o].view(shape)
-
-        return run
+        return alias_kernel(self.byre, c)
 
     # -- llvm ----------------------------------------------------------------------------------------------
     def _bind_llvm(self, c: Compute) -> Kernel:

@@ -19,7 +19,6 @@ import ctypes
 import functools
 import hashlib
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,9 @@ from byteir_cat.errors import ArtifactError
 from byteir_cat.ir import Op
 from runtime.artifact import Artifact
 from runtime.byre import SCRATCH_ALIGN, ByreModule, Compute
+from runtime.cpu_provider import Kernel, Slots, alias_kernel
 from runtime.memory_planner import align
 from runtime.serialize import Reader
-
-Slots = list[torch.Tensor | None]
-Kernel = Callable[[Slots], None]
 
 
 class CudaKernelError(RuntimeError):
@@ -138,14 +135,7 @@ class CudaProvider:
 
     # -- alias ---------------------------------------------------------------------------------------------
     def _bind_alias(self, c: Compute) -> Kernel:
-        pairs = [(r, c.operands[j], tuple(self.byre.values[r].type.shape))
-                 for r, j in zip(c.results, c.attrs["alias_of"], strict=True)]
-
-        def run(slots: Slots) -> None:
-            for r, o, shape in pairs:
-                slots[r] = slots[o].view(shape)
-
-        return run
+        return alias_kernel(self.byre, c)
 
     # -- host_eval -----------------------------------------------------------------------------------------
     def _bind_host_eval(self, c: Compute) -> Kernel:
