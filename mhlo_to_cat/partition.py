@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -140,6 +141,30 @@ class _Grouper:
                 return False
         return True
 
+    def merge_siblings(self, inputs_of: dict[int, set]) -> None:
+        """Horizontal fusion: groups that read the same value and stay convex together become one kernel
+        (e.g. the three head splits of a fused QKV projection), saving launches and re-reads."""
+        by_input: dict[Any, list[int]] = {}
+        for gid, values in inputs_of.items():
+            for v in values:
+                by_input.setdefault(v, []).append(gid)
+        for gids in by_input.values():
+            live = [g for g in dict.fromkeys(gids) if g in self.members]
+            while len(live) > 1:
+                base, rest = live[0], live[1:]
+                for g in rest:
+                    if g not in self.members or base not in self.members:
+                        continue
+                    m2 = self.members[base] | self.members[g]
+                    a2 = self.anc_union[base] | self.anc_union[g]
+                    if self.convex(m2, a2):
+                        for j in range(self.members[g].bit_length()):
+                            if self.members[g] >> j & 1:
+                                self.group_of[j] = base
+                        del self.members[g], self.anc_union[g]
+                        self.members[base], self.anc_union[base] = m2, a2
+                live = [g for g in rest if g in self.members]
+
     def add(self, i: int, candidates: list[int]) -> None:
         gid, members, anc_union = i, 1 << i, self.anc[i]
         for g in sorted(set(candidates), key=lambda g: -self.members[g].bit_length()):
@@ -191,7 +216,7 @@ def _nvvm_reason(ops: list[Op]) -> str:
     shown = ", ".join(kinds[:5]) + (", ..." if len(kinds) > 5 else "")
     if len(ops) == 1:
         return f"{ops[0].short_name}: elementwise/data-movement kernel via linalg -> NVVM"
-    return f"fusion group of {len(ops)} ops ({shown}) fused producer-consumer into one kernel"
+    return f"fusion group of {len(ops)} ops ({shown}) -> one kernel (producer-consumer and sibling fusion)"
 
 
 def partition(module: Module) -> Partition:
@@ -210,6 +235,10 @@ def partition(module: Module) -> Partition:
             cands = [grouper.group_of[grouper.pos[v.owner]] for v in op.operands
                      if v.owner is not None and v.owner in grouper.pos and kind[v.owner] == k]
             grouper.add(i, cands)
+    grouper.merge_siblings({
+        gid: {v for j in range(bits.bit_length()) if bits >> j & 1 for v in ops[j].operands
+              if v.owner is None or v.owner not in grouper.pos or not (bits >> grouper.pos[v.owner] & 1)}
+        for gid, bits in grouper.members.items() if kind[ops[gid]] == "nvvm"})
     groups: dict[int, list[Op]] = {}
     subgraphs: list[Subgraph] = []
     for i, op in enumerate(ops):

@@ -142,3 +142,13 @@ def test_half_precision_models(family, dtype):
         want = model(*inputs).float()
     (got,) = evaluate(part.module, list(inputs))
     assert ((got.float() - want).abs().max() / want.abs().max()) < 2e-2
+
+
+def test_sibling_fusion_merges_the_qkv_head_splits():
+    """GPT-2's fused QKV projection is split by three slices into heads: one kernel, not three."""
+    model, inputs = model_zoo.gpt2(layers=1)
+    part = partition(model, inputs)
+    slicing = [sg for sg in part.subgraphs if any(op.name == "stablehlo.slice" for op in sg.ops)]
+    assert len(slicing) == 1
+    assert sum(op.name == "stablehlo.slice" for op in slicing[0].ops) == 3
+    assert "sibling fusion" in slicing[0].reason
