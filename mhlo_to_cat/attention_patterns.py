@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 import cat_dialect as cat
-from byteir_cat.ir import Op, Value
+from byteir_cat.ir import Op, Value, torch_dtype
 from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer, row_major_bmm
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer, splat_value
 
@@ -129,6 +129,26 @@ def _mask_source(v: Value, full_shape: tuple[int, ...]) -> Value:
 class AttentionFromBmmSoftmaxBmm(Pattern):
     """Anchored on the P @ V bmm; rewrites the whole chain into cat.attention when every piece fits."""
 
+    @staticmethod
+    def _scores(scores: Value) -> tuple[Peeled, Value | None, torch.Tensor | None]:
+        """The QK^T side of the softmax input and its mask: added (``S + mask``) or selected
+        (``select(keep, S, lowest)``, the constant predicate turned into a 0 / -inf additive mask)."""
+        add = producer(scores, "stablehlo.add")
+        if add is not None:
+            for s_val, m_val in (add.operands, add.operands[::-1]):
+                cand = peel(s_val)
+                if cat_producer(cand.base, cat.Bmm):
+                    return cand, _mask_source(m_val, scores.type.shape), None
+        sel = producer(scores, "stablehlo.select")
+        if sel is not None:
+            keep, fill = constant_tensor(sel.operands[0]), splat_value(sel.operands[2])
+            cand = peel(sel.operands[1])
+            lowest = torch.finfo(torch_dtype(scores.type.dtype)).min
+            if keep is not None and fill is not None and fill <= lowest / 2 and cat_producer(cand.base, cat.Bmm):
+                zero = torch.zeros((), dtype=torch_dtype(scores.type.dtype))
+                return cand, None, torch.where(keep, zero, torch.tensor(float("-inf"), dtype=zero.dtype))
+        return peel(scores), None, None
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         pv = row_major_bmm(op)
         if pv is None:
@@ -139,17 +159,7 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
             return False
         sm_op, sm_decl = sm
         scores = sm_op.operands[0]
-        mask_value = None
-        add = producer(scores, "stablehlo.add")
-        s_side = None
-        if add is not None:
-            for s_val, m_val in (add.operands, add.operands[::-1]):
-                cand = peel(s_val)
-                if cat_producer(cand.base, cat.Bmm):
-                    s_side, mask_value = cand, _mask_source(m_val, scores.type.shape)
-                    break
-        if s_side is None:
-            s_side = peel(scores)
+        s_side, mask_value, mask_const = self._scores(scores)
         qk = cat_producer(s_side.base, cat.Bmm)
         if qk is None or s_side.transposed or not rw.single_use(s_side.base):
             return False
@@ -168,12 +178,16 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
             return False
         scale = q.scale * k.scale * s_side.scale
         causal, mask = False, None
-        if mask_value is not None:
-            const = constant_tensor(mask_value)
-            if const is not None and bool((const == 0).all()):
-                mask_value = None
-            elif const is not None and const.dim() >= 2 and _is_causal(const):
-                causal, mask_value = True, None
+        const = constant_tensor(mask_value) if mask_value is not None else mask_const
+        if const is not None and bool((const == 0).all()):
+            mask_value = None
+        elif const is not None and const.dim() >= 2 and _is_causal(const):
+            causal, mask_value = True, None
+        elif mask_value is None and mask_const is not None:
+            c = Op.create("stablehlo.constant", [], [scores.type.with_shape(mask_const.shape)], {"value": mask_const},
+                          sm_op.loc)
+            rw.insert_before(qk_op, [c])
+            mask_value = c.result
         q4, k4, v4 = (_to_rank4(x.materialize(rw), rw, qk_op) for x in (q, k, v))
         if q4 is None or k4 is None or v4 is None:
             return False

@@ -52,6 +52,77 @@ def gemm_plan(op: Op) -> tuple[str, str] | str:
     return ("bmm", a + b + "r")
 
 
+class BatchDimsFirst(Pattern):
+    """dot_general with batch dims anywhere (einsum 'bqhd,bkhd->bhqk', as JAX/Flax attention writes it)
+    -> the same dot_general on operands transposed to [batch..., free, contracting] and
+    [batch..., contracting, free]. The result's dim order (batch, lhs free, rhs free) is unchanged, and
+    the transposes are plain data movement that the bmm layouts and attention recognition understand."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.dot_general" or not isinstance(gemm_plan(op), str):
+            return False
+        d = dot_dims(op)
+        lb, rb, lc, rc = (d["lhs_batching_dimensions"], d["rhs_batching_dimensions"],
+                          d["lhs_contracting_dimensions"], d["rhs_contracting_dimensions"])
+        lhs, rhs = op.operands
+        if not lb or len(lc) != 1 or len(rc) != 1:
+            return False
+        lfree = [i for i in range(lhs.type.rank) if i not in lb + lc]
+        rfree = [i for i in range(rhs.type.rank) if i not in rb + rc]
+        if len(lfree) != 1 or len(rfree) != 1:
+            return False
+        lperm, rperm = lb + lfree + lc, rb + rc + rfree
+        if lperm == list(range(lhs.type.rank)) and rperm == list(range(rhs.type.rank)):
+            return False
+        new_ops, operands = [], []
+        for v, perm in ((lhs, lperm), (rhs, rperm)):
+            if perm == list(range(v.type.rank)):
+                operands.append(v)
+                continue
+            t = Op.create("stablehlo.transpose", [v], [v.type.with_shape(v.type.shape[i] for i in perm)],
+                          {"permutation": perm}, op.loc)
+            new_ops.append(t)
+            operands.append(t.result)
+        n = len(lb)
+        dims = {"lhs_batching_dimensions": list(range(n)), "rhs_batching_dimensions": list(range(n)),
+                "lhs_contracting_dimensions": [n + 1], "rhs_contracting_dimensions": [n]}
+        text = (f"#stablehlo.dot<lhs_batching_dimensions = {list(range(n))}, rhs_batching_dimensions = "
+                f"{list(range(n))}, lhs_contracting_dimensions = [{n + 1}], rhs_contracting_dimensions = [{n}]>")
+        dot = Op.create("stablehlo.dot_general", operands, [op.result.type], {"dot_dimension_numbers": dims},
+                        op.loc)
+        dot.raw_attrs["dot_dimension_numbers"] = text
+        rw.replace_op(op, new_ops + [dot], dot.results)
+        return True
+
+
+class MultiDimWeightToGemm(Pattern):
+    """dot_general(A[..., K], W[K, d...]) (Flax DenseGeneral: per-head projection weights) ->
+    reshape(gemm_rrr(A, reshape(W -> [K, prod d]))), and W[d..., K] likewise as gemm_rcr."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.dot_general":
+            return False
+        d = dot_dims(op)
+        lhs, w = op.operands
+        if d["lhs_batching_dimensions"] or w.type.rank <= 2 or lhs.type.rank < 2:
+            return False
+        if d["lhs_contracting_dimensions"] != [lhs.type.rank - 1] or len(d["rhs_contracting_dimensions"]) != 1:
+            return False
+        c = d["rhs_contracting_dimensions"][0]
+        if c not in (0, w.type.rank - 1) or lhs.type.dtype not in FLOAT_DTYPES:
+            return False
+        if len({lhs.type.dtype, w.type.dtype, op.result.type.dtype}) != 1:
+            return False
+        k = w.type.shape[c]
+        n = w.type.numel // k if k else 0
+        flat = (k, n) if c == 0 else (n, k)
+        rw_op = Op.create("stablehlo.reshape", [w], [w.type.with_shape(flat)], {}, op.loc)
+        gemm = cat.build(cat.Gemm("rrr" if c == 0 else "rcr"), [lhs, rw_op.result], op.loc)
+        out = Op.create("stablehlo.reshape", gemm.results, [op.result.type], {}, op.loc)
+        rw.replace_op(op, [rw_op, gemm, out], out.results)
+        return True
+
+
 class DotGeneralToGemm(Pattern):
     """dot_general(A[..., K], W) -> cat.gemm_rcr / gemm_rrr; a transpose of W flips the layout."""
 

@@ -7,11 +7,13 @@ from collections.abc import Callable, Sequence
 from byteir_cat.ir import Module
 from mhlo_to_cat.attention_patterns import AttentionFromBmmSoftmaxBmm
 from mhlo_to_cat.gemm_patterns import (
+    BatchDimsFirst,
     BmmWithSharedWeightToGemm,
     DotGeneralToBmm,
     DotGeneralToGemm,
     GemmBiasFusion,
     GemmBinaryEpilogueFusion,
+    MultiDimWeightToGemm,
     PermuteIntoGemmOrBmm,
     ReshapeIntoGemm,
     TransposeIntoBmmOutput,
@@ -29,8 +31,10 @@ from mhlo_to_cat.rowwise_patterns import GemmActivationFusion, NormAffineFusion,
 
 def recognition_passes() -> list[Pass]:
     return [
-        PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), DotGeneralToBmm(), TransposeIntoBmmOutput(),
-                                                    BmmWithSharedWeightToGemm(), ReshapeIntoGemm()]),
+        PatternPass("dot-general-batch-dims-first", [BatchDimsFirst()]),
+        PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), MultiDimWeightToGemm(), DotGeneralToBmm(),
+                                                    TransposeIntoBmmOutput(), BmmWithSharedWeightToGemm(),
+                                                    ReshapeIntoGemm()]),
         PatternPass("gemm-bias-fusion-and-narrowing", [GemmBiasFusion(), NarrowUpcastGemm()]),
         PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
         PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),

@@ -187,3 +187,19 @@ func.func @main(%a: tensor<4x8xf32>) -> tensor<4x8xf32> {
 """
     with pytest.raises(CompileError, match=r"^cannot compile stablehlo.custom_call at <text>:3: .*@my_kernel"):
         compile(text)
+
+
+def test_jax_style_einsum_attention_is_recognised():
+    """Flax attention: per-head projection weights [D, H, K], einsums with batch dims in the middle, a causal
+    mask applied with select(keep, scores, lowest)."""
+    part = partition(DATA / "jax_attention.mlir")
+    names = _cat_names(part)
+    assert names.count("cat.attention") == 1 and sum(n.startswith("cat.gemm") for n in names) == 3
+    attn = cat.decode(next(op for sg in part.subgraphs for op in sg.ops if op.name == "cat.attention"))
+    assert attn.causal and not attn.has_mask
+    assert part.cat_flop_share >= 0.99
+    gen = torch.Generator().manual_seed(2)
+    args = [torch.randn(2, 16, 64, generator=gen)] + [torch.randn(64, 4, 16, generator=gen) * 0.2 for _ in range(3)]
+    (want,) = evaluate(load_mlir(DATA / "jax_attention.mlir"), args)
+    (got,) = evaluate(part.module, args)
+    assert ((got - want).abs().max() / want.abs().max()) < 1e-4
