@@ -126,6 +126,31 @@ def _mask_source(v: Value, full_shape: tuple[int, ...]) -> Value:
     return v
 
 
+class SinkScalarMultiplyBelowDataMovement(Pattern):
+    """reshape/transpose(x * c) -> reshape/transpose(x) * c for a scalar c: a query scaled before the
+    split into heads (OPT, JAX) then meets the QK^T bmm, where the scale folds into the attention op."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name not in ("stablehlo.reshape", "stablehlo.transpose"):
+            return False
+        mul = producer(op.operands[0], "stablehlo.multiply")
+        if mul is None or not rw.single_use(mul.result):
+            return False
+        for x, c in (mul.operands, mul.operands[::-1]):
+            scale = splat_value(c)
+            if scale is None or splat_value(x) is not None:
+                continue
+            moved = Op(op.name, [x], [], dict(op.attrs), dict(op.raw_attrs), op.regions, op.loc)
+            moved.results = [Value(op.result.type, moved, 0)]
+            const = Op.create("stablehlo.constant", [], [op.result.type],
+                              {"value": torch.tensor(scale, dtype=torch_dtype(op.result.type.dtype))
+                               .expand(op.result.type.shape)}, op.loc)
+            new = Op.create("stablehlo.multiply", [moved.result, const.result], [op.result.type], {}, op.loc)
+            rw.replace_op(op, [moved, const, new], new.results)
+            return True
+        return False
+
+
 class AttentionFromBmmSoftmaxBmm(Pattern):
     """Anchored on the P @ V bmm; rewrites the whole chain into cat.attention when every piece fits."""
 

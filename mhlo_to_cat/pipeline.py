@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from byteir_cat.ir import Module
-from mhlo_to_cat.attention_patterns import AttentionFromBmmSoftmaxBmm
+from mhlo_to_cat.attention_patterns import AttentionFromBmmSoftmaxBmm, SinkScalarMultiplyBelowDataMovement
 from mhlo_to_cat.gemm_patterns import (
     BatchDimsFirst,
     BmmWithSharedWeightToGemm,
@@ -39,6 +39,7 @@ def recognition_passes() -> list[Pass]:
         PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
         PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
         PatternPass("norm-affine-fusion", [NormAffineFusion()]),
+        PatternPass("sink-scalar-multiplies", [SinkScalarMultiplyBelowDataMovement()]),
         PatternPass("attention-recognition", [AttentionFromBmmSoftmaxBmm()]),
         PatternPass("attention-precision", [NarrowUpcastAttention(), SinkConvertBelowDataMovement(),
                                             FoldConvertRoundTrip()]),

@@ -152,3 +152,50 @@ def test_sibling_fusion_merges_the_qkv_head_splits():
     assert len(slicing) == 1
     assert sum(op.name == "stablehlo.slice" for op in slicing[0].ops) == 3
     assert "sibling fusion" in slicing[0].reason
+
+
+MORE_ARCHITECTURES = {  # one layer each: the same recognitions hold across the families users bring
+    "mistral": ("MistralConfig", "MistralModel", dict(num_key_value_heads=2, intermediate_size=128), "silu"),
+    "qwen2": ("Qwen2Config", "Qwen2Model", dict(num_key_value_heads=2, intermediate_size=128), "silu"),
+    "opt": ("OPTConfig", "OPTModel", dict(ffn_dim=128, word_embed_proj_dim=64), "relu"),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXModel", dict(intermediate_size=128), "gelu"),
+    "phi": ("PhiConfig", "PhiModel", dict(intermediate_size=128), "fast_gelu"),
+    "roberta": ("RobertaConfig", "RobertaModel", dict(intermediate_size=128), "gelu"),
+}
+
+
+@pytest.mark.parametrize("name", list(MORE_ARCHITECTURES))
+def test_more_architectures(name):
+    import transformers
+
+    config_cls, model_cls, extra, act = MORE_ARCHITECTURES[name]
+    torch.manual_seed(0)
+    config = getattr(transformers, config_cls)(num_hidden_layers=1, hidden_size=64, num_attention_heads=4,
+                                               vocab_size=128, max_position_embeddings=64, **extra)
+    config._attn_implementation = "sdpa"
+    kwargs = {"add_pooling_layer": False} if name == "roberta" else {}  # the pooler is not part of the output
+    inner = model_zoo.randomize(getattr(transformers, model_cls)(config, **kwargs), 0).eval()
+    model = model_zoo.LastHiddenState(inner) if name != "roberta" else inner
+    ids = torch.randint(1, 128, (1, 16), generator=torch.Generator().manual_seed(0))
+
+    class Hidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.model(x)
+            return out if isinstance(out, torch.Tensor) else out.last_hidden_state
+
+    wrapped = Hidden().eval()
+    part = partition(wrapped, (ids,))
+    decls = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)]
+    gemms = [d for d in decls if isinstance(d, cat.Gemm)]
+    assert len(gemms) == _linears(inner)
+    assert sum(isinstance(d, cat.Attention) for d in decls) == 1
+    assert any(g.activation == act for g in gemms)
+    assert part.cat_flop_share >= 0.99
+    with torch.no_grad():
+        want = wrapped(ids)
+    (got,) = evaluate(part.module, [ids])
+    assert ((got - want).abs().max() / want.abs().max()) < 1e-4
