@@ -250,4 +250,18 @@ def _fast_cat(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | No
                                                      enable_gqa=groups > 1))
 
         return attention
+    if isinstance(decl, cat_dialect.Attention) and decl.zero_masked_rows and not decl.causal:
+        # A padding mask (BERT): SDPA adds it; rows whose mask is all -inf are then zeroed explicitly,
+        # which is the op's semantics whatever SDPA itself returns for them.
+        groups = types[0].shape[1] // types[1].shape[1]
+        scale = decl.scale
+
+        def masked_attention(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            q, k, v, mask = args
+            out.copy_(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=groups > 1))
+            dead = torch.isneginf(mask).all(dim=-1, keepdim=True)  # [B|1, H|1, Sq, 1] broadcasts over out
+            if bool(dead.any()):
+                out.masked_fill_(dead, 0.0)
+
+        return masked_attention
     return None
