@@ -90,14 +90,14 @@ def _params(op: Attention, s: AttentionShape) -> str:
     strides = ", ".join(map(str, s.mask_strides))
     scale_log2 = float(op.scale) * math.log2(math.e)
     return (f"CatAttnParams p{{operands[0], operands[1], operands[2], {mask}, result, {s.batch}, {s.heads}, "
-            f"{s.kv_heads}, {s.sq}, {s.sk}, {{{strides}}}, {scale_log2!r}f}};")
+            f"{s.kv_heads}, {s.sq}, {s.sk}, {{{strides}}}, {scale_log2!r}f, {int(op.permute is not None)}}};")
 
 
 def _describe(spec: KernelSpec, s: AttentionShape) -> str:
     op = spec.op
     return (f"// attention q {spec.operands[0]} k {spec.operands[1]} v {spec.operands[2]} scale {op.scale!r} "
             f"causal {op.causal} mask {spec.operands[3] if op.has_mask else None} strides {s.mask_strides} "
-            f"zero_masked_rows {op.zero_masked_rows}")
+            f"zero_masked_rows {op.zero_masked_rows} output {'[B, S, H, Dv]' if op.permute else '[B, H, S, Dv]'}")
 
 
 def render_attention(sym: str, spec: KernelSpec) -> str:

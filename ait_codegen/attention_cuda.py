@@ -38,6 +38,7 @@ struct CatAttnParams {{
   int batch, heads, kv_heads, sq, sk;
   int64_t mask_stride[4];
   float scale_log2;  // scale * log2(e): the softmax runs in base 2
+  int o_bshd;        // 1: write O as [B, S, H, Dv] (attention_permute), 0: as [B, H, S, Dv]
 }};
 
 template <int D, int DV>
@@ -282,7 +283,9 @@ __host__ __device__ inline void cat_attn_block(const CatAttnParams& p, int q_til
   const uint16_t* gq = static_cast<const uint16_t*>(p.q) + int64_t(bh) * p.sq * D;
   const uint16_t* gk = static_cast<const uint16_t*>(p.k) + (int64_t(b) * p.kv_heads + kvh) * p.sk * D;
   const uint16_t* gv = static_cast<const uint16_t*>(p.v) + (int64_t(b) * p.kv_heads + kvh) * p.sk * DV;
-  uint16_t* go = static_cast<uint16_t*>(p.o) + int64_t(bh) * p.sq * DV;
+  uint16_t* go = static_cast<uint16_t*>(p.o) + (p.o_bshd ? (int64_t(b) * p.sq * p.heads + h) * DV
+                                                           : int64_t(bh) * p.sq * DV);
+  const int64_t o_row = p.o_bshd ? int64_t(p.heads) * DV : DV;
   const int row0 = q_tile * BM;
   const int local[2] = {{warp * 16 + group, warp * 16 + group + 8}};
   const int qrow[2] = {{row0 + local[0], row0 + local[1]}};
@@ -372,7 +375,7 @@ __host__ __device__ inline void cat_attn_block(const CatAttnParams& p, int q_til
     const float inv = ZERO_ROWS && l[r] == 0.0f ? 0.0f : 1.0f / l[r];
     if (qrow[r] >= p.sq) continue;
     for (int n = 0; n < DV / 8; ++n)
-      cat_attn_st32(go + int64_t(qrow[r]) * DV + n * 8 + 2 * quad,
+      cat_attn_st32(go + int64_t(qrow[r]) * o_row + n * 8 + 2 * quad,
                     cat_attn_pack<T>(o[n][2 * r] * inv, o[n][2 * r + 1] * inv));
   }}
 }}

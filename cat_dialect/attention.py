@@ -10,34 +10,41 @@ import torch
 
 from byteir_cat.ir import TensorType
 from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
+from cat_dialect.permute import OutputPermute
 from cat_dialect.softmax import masked_softmax
+
+HEAD_MERGE = (0, 2, 1, 3)  # [B, H, S, Dv] -> [B, S, H, Dv]: what the output projection reads
 
 
 @dataclass(frozen=True)
 class Attention(CatOp):
     """Q [B, H, Sq, D], K [B, Hkv, Sk, D], V [B, Hkv, Sk, Dv] (H a multiple of Hkv: grouped-query),
     optional additive mask broadcastable to [B, H, Sq, Sk]; ``causal`` masks key j > query i
-    (top-left aligned, as torch's is_causal). Result [B, H, Sq, Dv]."""
+    (top-left aligned, as torch's is_causal). Result [B, H, Sq, Dv], or with ``permute`` (``attention_permute``)
+    [B, Sq, H, Dv], the heads side by side as the output projection reads them."""
 
     scale: float = 1.0
     causal: bool = False
     has_mask: bool = False
     zero_masked_rows: bool = False
+    permute: OutputPermute | None = None
 
     @property
     def name(self) -> str:
-        return "attention"
+        return "attention_permute" if self.permute else "attention"
 
     @classmethod
     def from_name(cls, name: str, attrs: dict[str, Any]) -> Attention | None:
-        if name != "attention":
+        if name not in ("attention", "attention_permute"):
             return None
         return cls(float(attrs.get("scale", 1.0)), bool(attrs.get("causal", False)),
-                   bool(attrs.get("has_mask", False)), bool(attrs.get("zero_masked_rows", False)))
+                   bool(attrs.get("has_mask", False)), bool(attrs.get("zero_masked_rows", False)),
+                   OutputPermute.from_attrs(attrs) if name == "attention_permute" else None)
 
     def attributes(self) -> dict[str, Any]:
-        return {"scale": self.scale, "causal": self.causal, "has_mask": self.has_mask,
-                "zero_masked_rows": self.zero_masked_rows}
+        attrs = {"scale": self.scale, "causal": self.causal, "has_mask": self.has_mask,
+                 "zero_masked_rows": self.zero_masked_rows}
+        return attrs | (self.permute.attributes() if self.permute else {})
 
     def operand_names(self) -> list[str]:
         return ["q", "k", "v"] + (["mask"] if self.has_mask else [])
@@ -58,7 +65,13 @@ class Attention(CatOp):
             full = (b, h, sq, k.shape[2])
             if mask.rank != 4 or any(m not in (1, f) for m, f in zip(mask.shape, full, strict=True)):
                 raise CatVerifyError(f"cat.attention: mask {mask} does not broadcast to {list(full)}")
-        return TensorType((b, h, sq, v.shape[3]), dtype)
+        out = TensorType((b, h, sq, v.shape[3]), dtype)
+        if self.permute is None:
+            return out
+        if self.permute.perm != HEAD_MERGE or self.permute.shape != out.shape:
+            raise CatVerifyError(f"cat.{self.name}: only the [B, S, H, Dv] output permutation is supported, got "
+                                 f"shape {list(self.permute.shape)} perm {list(self.permute.perm)}")
+        return self.permute.apply_type(out, self.name)
 
     def flops(self, operands: Sequence[TensorType]) -> int:
         q, k, v = operands[:3]
@@ -79,4 +92,5 @@ class Attention(CatOp):
             future = torch.ones(sq, sk, dtype=torch.bool).triu(1)
             s = s.masked_fill(future, float("-inf"))
         p = masked_softmax(s, self.zero_masked_rows)
-        return torch.matmul(p, vf).to(q.dtype)
+        out = torch.matmul(p, vf).to(q.dtype)
+        return self.permute.apply(out) if self.permute else out

@@ -32,6 +32,7 @@ def all_declarations() -> Iterator[CatOp]:
     yield LayerNorm(has_gamma=True, has_beta=True)
     yield RmsNorm(has_gamma=True)
     yield Attention(has_mask=True)
+    yield Attention(has_mask=True, permute=_SOME_PERMUTE)
 
 
 def _operation(decl: CatOp, tail: tuple[str, str] | None) -> str:

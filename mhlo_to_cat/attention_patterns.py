@@ -13,6 +13,7 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.ir import Op, Value, torch_dtype
+from cat_dialect.attention import HEAD_MERGE
 from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer, row_major_bmm
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer, splat_value
 
@@ -234,4 +235,26 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
             rw.replace_op(op, [new, reshape], reshape.results)
         else:
             rw.replace_op(op, [new], new.results)
+        return True
+
+
+class PermuteIntoAttention(Pattern):
+    """transpose(attention, [0, 2, 1, 3]) -> attention_permute: the heads are written side by side
+    ([B, S, H, Dv]) by the kernel itself instead of by a separate transpose. Reshapes that only undo each
+    other between the two (exporters merge and split the heads around the bmms) are looked through."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.transpose" or tuple(op.attrs["permutation"]) != HEAD_MERGE:
+            return False
+        v = op.operands[0]
+        while v.owner is not None and v.owner.name == "stablehlo.reshape" and rw.single_use(v):
+            v = v.owner.operands[0]
+        found = cat_producer(v, cat.Attention)
+        if not found or not rw.single_use(v) or v.type != op.operands[0].type:
+            return False
+        aop, decl = found
+        if decl.permute is not None:
+            return False
+        new = cat.build(decl.replace(permute=cat.OutputPermute(v.type.shape, HEAD_MERGE)), aop.operands, aop.loc)
+        rw.replace_op(op, [new], new.results)
         return True

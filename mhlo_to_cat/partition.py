@@ -104,7 +104,8 @@ def describe_cat(op: Op) -> str:
         mask = "causal" if decl.causal else ("masked" if decl.has_mask else "unmasked")
         gqa = types[0].shape[1] // types[1].shape[1]
         g = f", grouped-query x{gqa}" if gqa > 1 else ""
-        return f"softmax(QK^T * {decl.scale:.4g}) V, {mask}{g}: one fused attention op"
+        layout = ", output as [B, S, H, D]" if decl.permute else ""
+        return f"softmax(QK^T * {decl.scale:.4g}) V, {mask}{g}{layout}: one fused attention op"
     if isinstance(decl, (cat.LayerNorm, cat.RmsNorm)):
         return f"{decl.name} over the last dim (eps {decl.eps:.3g}) recognised from its reduce/elementwise form"
     if isinstance(decl, cat.Softmax):

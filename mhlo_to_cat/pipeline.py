@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from byteir_cat.ir import Module
-from mhlo_to_cat.attention_patterns import AttentionFromBmmSoftmaxBmm, SinkScalarMultiplyBelowDataMovement
+from mhlo_to_cat.attention_patterns import (
+    AttentionFromBmmSoftmaxBmm,
+    PermuteIntoAttention,
+    SinkScalarMultiplyBelowDataMovement,
+)
 from mhlo_to_cat.gemm_patterns import (
     BatchDimsFirst,
     BmmWithSharedWeightToGemm,
@@ -44,7 +48,7 @@ def recognition_passes() -> list[Pass]:
         PatternPass("attention-precision", [NarrowUpcastAttention(), SinkConvertBelowDataMovement(),
                                             FoldConvertRoundTrip()]),
         PatternPass("gemm-binary-epilogue-fusion", [ReshapeIntoGemm(), GemmBinaryEpilogueFusion()]),
-        PatternPass("permute-into-gemm-and-bmm", [PermuteIntoGemmOrBmm()]),
+        PatternPass("permute-into-gemm-bmm-and-attention", [PermuteIntoGemmOrBmm(), PermuteIntoAttention()]),
         DeadCodeElimination(),
     ]
 

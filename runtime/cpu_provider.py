@@ -243,25 +243,27 @@ def _fast_cat(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | No
         return layernorm
     if isinstance(decl, cat_dialect.Attention) and not decl.has_mask:
         groups = types[0].shape[1] // types[1].shape[1]
-        scale, causal = decl.scale, decl.causal
+        scale, causal, heads_last = decl.scale, decl.causal, decl.permute is not None
 
         def attention(args: list[torch.Tensor], out: torch.Tensor) -> None:
-            out.copy_(F.scaled_dot_product_attention(args[0], args[1], args[2], is_causal=causal, scale=scale,
-                                                     enable_gqa=groups > 1))
+            o = F.scaled_dot_product_attention(args[0], args[1], args[2], is_causal=causal, scale=scale,
+                                               enable_gqa=groups > 1)
+            out.copy_(o.transpose(1, 2) if heads_last else o)
 
         return attention
     if isinstance(decl, cat_dialect.Attention) and decl.zero_masked_rows and not decl.causal:
         # A padding mask (BERT): SDPA adds it; rows whose mask is all -inf are then zeroed explicitly,
         # which is the op's semantics whatever SDPA itself returns for them.
         groups = types[0].shape[1] // types[1].shape[1]
-        scale = decl.scale
+        scale, heads_last = decl.scale, decl.permute is not None
 
         def masked_attention(args: list[torch.Tensor], out: torch.Tensor) -> None:
             q, k, v, mask = args
-            out.copy_(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=groups > 1))
-            dead = torch.isneginf(mask).all(dim=-1, keepdim=True)  # [B|1, H|1, Sq, 1] broadcasts over out
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=groups > 1)
+            dead = torch.isneginf(mask).all(dim=-1, keepdim=True)  # [B|1, H|1, Sq, 1] broadcasts over o
             if bool(dead.any()):
-                out.masked_fill_(dead, 0.0)
+                o = o.masked_fill(dead, 0.0)
+            out.copy_(o.transpose(1, 2) if heads_last else o)
 
         return masked_attention
     return None

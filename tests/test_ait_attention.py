@@ -20,7 +20,7 @@ from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, device_source, render_kernel
 from byteir_cat.ir import TensorType
-from cat_dialect import Attention
+from cat_dialect import Attention, OutputPermute
 
 pytestmark = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
 
@@ -50,6 +50,9 @@ CASES = [
      [*qkv(1, 2, 2, 37, 53, 64), T(1, 1, 37, 53)]),
     ("nan-rows-bf16-d64", Attention(0.125, has_mask=True), [*qkv(1, 2, 2, 37, 53, 64, dt="bf16"), T(1, 1, 37, 53,
                                                                                                        dtype="bf16")]),
+    ("permute-out-bshd-gqa-causal-bf16-d64",
+     Attention(0.125, causal=True, permute=OutputPermute((2, 4, 37, 64), (0, 2, 1, 3))),
+     qkv(2, 4, 2, 37, 53, 64, dt="bf16")),
 ]
 DEAD_ROWS = (5, 36)  # rows of the mask that are entirely -inf
 
