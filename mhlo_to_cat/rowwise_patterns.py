@@ -60,11 +60,10 @@ def _x_candidates(v: Value, depth: int = 3) -> list[Value]:
     return out[::-1]
 
 
-def _search(x: Value, rw: Rewriter, targets, probe, allow_reduce: bool,
+def _search(region: list[Op], x: Value, rw: Rewriter, targets, probe, allow_reduce: bool,
             same_dtype: bool = False) -> tuple[Value, str] | None:
-    """The last value of x's region that computes one of ``targets`` from x alone (with x's element type
-    too when ``same_dtype``: an epilogue writes the gemm's own type)."""
-    region = grow_region(x, rw, allow_reduce)
+    """The last value of x's region (``grow_region(x, ...)``) that computes one of ``targets`` from x alone
+    (with x's element type too when ``same_dtype``: an epilogue writes the gemm's own type)."""
     for op in reversed(region):
         v = op.result
         if v.type.shape != x.type.shape or (same_dtype and v.type.dtype != x.type.dtype):
@@ -95,13 +94,13 @@ class RowwiseFromReduce(Pattern):
 
     def _try(self, x: Value, rw: Rewriter) -> bool:
         n, dt = x.type.shape[-1], x.type.dtype
-        found = _search(x, rw, {"softmax": lambda p: masked_softmax(p.double(), False),
-                                "softmax_zero_masked": lambda p: masked_softmax(p.double(), True)},
+        region = grow_region(x, rw, True)
+        found = _search(region, x, rw, {"softmax": lambda p: masked_softmax(p.double(), False),
+                                        "softmax_zero_masked": lambda p: masked_softmax(p.double(), True)},
                         softmax_probe(n, dt), True)
         if found:
             v, name = found
             return self._replace(rw, v, cat.Softmax(zero_masked_rows=name.endswith("zero_masked")), x)
-        region = grow_region(x, rw, True)
         targets = {}
         for eps in sorted(scalar_constants(region)):
             if 0 < eps < 0.1:
@@ -109,7 +108,7 @@ class RowwiseFromReduce(Pattern):
                 targets[f"rmsnorm:{eps!r}"] = lambda p, e=eps: _rmsnorm(p, e)
         if not targets:
             return False
-        found = _search(x, rw, targets, norm_probe(n, dt), True)
+        found = _search(region, x, rw, targets, norm_probe(n, dt), True)
         if not found:
             return False
         v, name = found
@@ -188,11 +187,13 @@ class GemmActivationFusion(Pattern):
             return False
         x = op.result
         targets = {name: (lambda p, a=a: a.fn(p.double())) for name, a in cat.ACTIVATIONS.items()}
-        hit = _search(x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False, same_dtype=True)
+        region = grow_region(x, rw, False)
+        hit = _search(region, x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False,
+                      same_dtype=True)
         if not hit:
             return False
         v, name = hit
-        if any(u not in set(ancestors_in(grow_region(x, rw, False), v)) for u in rw.users(x)):
+        if any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
             return False
         new = cat.build(decl.replace(activation=name), op.operands, op.loc)
         rw.replace_op(v.owner, [new], new.results)
