@@ -35,6 +35,7 @@ class Subgraph:
     path: str  # "cat" | "nvvm" | "host"
     ops: list[Op]
     reason: str
+    executable: bool = True  # False: an op byteir-cat cannot run; shown in the partition, refused by compile
     name: str = ""
     inputs: list[Value] = field(default_factory=list)
     outputs: list[Value] = field(default_factory=list)
@@ -60,7 +61,7 @@ class Partition:
     @property
     def unsupported(self) -> list[Subgraph]:
         """Subgraphs holding ops byteir-cat cannot execute: compiling refuses them, partition shows them."""
-        return [sg for sg in self.subgraphs if sg.reason.startswith(UNSUPPORTED)]
+        return [sg for sg in self.subgraphs if not sg.executable]
 
     @property
     def total_flops(self) -> int:
@@ -180,15 +181,23 @@ class _Grouper:
         self.members[gid], self.anc_union[gid] = members, anc_union
 
 
-def _classify(ops: list[Op], users: dict[Value, list[Op]], module: Module) -> dict[Op, str]:
+def _unsupported_why(op: Op, module: Module) -> str | None:
+    """Why byteir-cat cannot run ``op`` or an op of its regions (None when it can)."""
     from byteir_cat.reference import unsupported_reason
 
+    return next((w for o in [op, *(x for r in op.regions for x in r.walk())] if (w := unsupported_reason(o, module))),
+                None)
+
+
+def _classify(ops: list[Op], users: dict[Value, list[Op]], module: Module) -> tuple[dict[Op, str], dict[Op, str]]:
+    """(kind of every op, why each unsupported op cannot run)."""
     kind: dict[Op, str] = {}
+    unsupported: dict[Op, str] = {}
     for op in ops:
         if is_inlined_constant(op) or op.name in ("stablehlo.constant", "arith.constant"):
             kind[op] = "constant"
-        elif any(unsupported_reason(o, module) for o in [op, *(x for r in op.regions for x in r.walk())]):
-            kind[op] = "unsupported"
+        elif (why := _unsupported_why(op, module)) is not None:
+            kind[op], unsupported[op] = "unsupported", why
         elif _is_check(op):
             kind[op] = "check"
         elif cat.is_cat(op):
@@ -204,7 +213,7 @@ def _classify(ops: list[Op], users: dict[Value, list[Op]], module: Module) -> di
             src = op.operands[0].owner
             feeds_fusion = any(kind.get(u) == "nvvm" for u in users.get(op.result, []))
             kind[op] = "nvvm" if (src is not None and kind.get(src) == "nvvm") or feeds_fusion else "glue"
-    return kind
+    return kind, unsupported
 
 
 def _nvvm_reason(ops: list[Op]) -> str:
@@ -228,7 +237,7 @@ def partition(module: Module) -> Partition:
     for op in ops:
         for v in op.operands:
             users.setdefault(v, []).append(op)
-    kind = _classify(ops, users, module)
+    kind, unsupported = _classify(ops, users, module)
     grouper = _Grouper(ops)
     for i, op in enumerate(ops):
         k = kind[op]
@@ -249,11 +258,7 @@ def partition(module: Module) -> Partition:
         elif k == "cat":
             subgraphs.append(Subgraph(0, "cat", [op], describe_cat(op)))
         elif k == "unsupported":
-            from byteir_cat.reference import unsupported_reason
-
-            why = next(w for o in [op, *(x for r in op.regions for x in r.walk())]
-                       if (w := unsupported_reason(o, module)))
-            subgraphs.append(Subgraph(0, "host", [op], f"{UNSUPPORTED}{op.name}: {why}"))
+            subgraphs.append(Subgraph(0, "host", [op], f"{UNSUPPORTED}{op.name}: {unsupported[op]}", executable=False))
         elif k == "host":
             why = ("CHLO is not lowered to linalg yet" if op.dialect == "chlo"
                    else "no linalg lowering for this op")
