@@ -29,7 +29,7 @@ ELEMENTWISE = frozenset({
     "stablehlo.remainder", "stablehlo.round_nearest_even", "stablehlo.round_nearest_afz", "stablehlo.xor",
 })
 SHAPE_OPS = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshape"})
-REGION_LIMIT = 80  # ops; a row-local function of one value is never bigger in practice
+REGION_LIMIT = 80  # ops; a row-local function of one value is never bigger in practice (a safety bound)
 
 
 def _row_kind(t: TensorType, n: int, rows: int) -> str | None:
@@ -47,37 +47,46 @@ def _is_last_dim_reduce(op: Op, rank: int) -> bool:
             and body is not None and len(body.ops) == 1 and splat_value(op.operands[1]) is not None)
 
 
+def _admissible(op: Op, n: int, rows: int, allow_reduce: bool) -> bool:
+    """Whether ``op`` keeps the row structure of x [rows, n] (judged by its kind and result shape only)."""
+    if len(op.results) != 1:
+        return False
+    if op.name == "stablehlo.reduce":
+        if not allow_reduce or not _is_last_dim_reduce(op, op.operands[0].type.rank):
+            return False
+        if _row_kind(op.operands[0].type, n, rows) != "full":
+            return False
+    elif op.name not in ELEMENTWISE and op.name not in SHAPE_OPS:
+        return False
+    kind = _row_kind(op.result.type, n, rows)
+    return kind is not None and (allow_reduce or kind == "full")
+
+
 def grow_region(x: Value, rw: Rewriter, allow_reduce: bool) -> list[Op]:
-    """Ops (in block order) whose operands are x, results of the region, or scalar constants, and which
-    keep the row structure of x (elementwise; reduce over the last dim and its broadcast back)."""
+    """Ops (in block order) computed from x and scalar constants alone that keep the row structure of x
+    (elementwise; reduce over the last dim and its broadcast back): the closure of x under such ops.
+
+    The growth is local: an op joins only once every operand is x, a member or a scalar constant, so the
+    walk stops at the first op that also reads something else (the next matmul, a residual add, a weight)
+    however much graph lies downstream, and every layer of a deep model gets the same region."""
     n = x.type.shape[-1] if x.type.rank else 1
     rows = x.type.numel // n if n else 0
-    reach: set[Op] = set()
-    frontier = [x]
-    while frontier and len(reach) < 4 * REGION_LIMIT:
-        v = frontier.pop()
-        for op in rw.users(v):
-            if op not in reach and len(op.results) == 1:
-                reach.add(op)
-                frontier.append(op.result)
     inside: set[Value] = {x}
-    region: list[Op] = []
-    for op in sorted(reach, key=rw.position):
-        if len(region) >= REGION_LIMIT:
-            break
-        if op.name not in ELEMENTWISE and op.name not in SHAPE_OPS and not (
-                allow_reduce and _is_last_dim_reduce(op, op.operands[0].type.rank)):
-            continue
-        if op.name == "stablehlo.reduce" and _row_kind(op.operands[0].type, n, rows) != "full":
-            continue
-        if not all(v in inside or splat_value(v) is not None for v in op.operands):
-            continue
-        kind = _row_kind(op.result.type, n, rows)
-        if kind is None or (not allow_reduce and kind != "full"):
-            continue
-        region.append(op)
-        inside.add(op.result)
-    return region
+    members: list[Op] = []
+    seen: set[Op] = set()
+    frontier = [x]
+    while frontier and len(members) < REGION_LIMIT:
+        v = frontier.pop(0)
+        for op in rw.users(v):
+            if op in seen or not all(u in inside or splat_value(u) is not None for u in op.operands):
+                continue
+            seen.add(op)
+            if not _admissible(op, n, rows, allow_reduce):
+                continue
+            members.append(op)
+            inside.add(op.result)
+            frontier.append(op.result)
+    return sorted(members, key=rw.position)
 
 
 def ancestors_in(region: list[Op], v: Value) -> list[Op]:
