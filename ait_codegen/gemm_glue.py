@@ -4,6 +4,8 @@ and the permuted-output step. Rendered once from a ``GemmProblem``, included ver
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ait_codegen.abi import KernelSpec, entry_point, permute_descriptor
 from ait_codegen.elements import BITS
 from ait_codegen.gemm_problem import GemmProblem
@@ -122,6 +124,42 @@ ACTIVATION_FUNCTORS = {
     "silu": "cutlass::epilogue::thread::SiLu",
     "sigmoid": "cutlass::epilogue::thread::Sigmoid",
     "tanh": "cutlass::epilogue::thread::Tanh",
+    "hardswish": "cutlass::epilogue::thread::HardSwish",
+    "quick_gelu": "cat_epilogue::QuickGELU",
 }
+# Activations CUTLASS has no functor for, written here in its functor shape (a scalar form and an Array
+# form) so that every epilogue (2.x LinearCombination*, 3.x Sm90Compute, the host twin) takes them.
+OWN_FUNCTORS = {"quick_gelu": """
+#ifndef CAT_QUICK_GELU_DEFINED
+#define CAT_QUICK_GELU_DEFINED
+namespace cat_epilogue {
+// x * sigmoid(1.702 x): CLIP's QuickGELU.
+template <typename T>
+struct QuickGELU {
+  static const bool kIsHeavy = true;
+  CUTLASS_HOST_DEVICE T operator()(T const& x) const {
+    cutlass::epilogue::thread::Sigmoid<T> sigmoid;
+    return x * sigmoid(T(1.702f) * x);
+  }
+};
+template <typename T, int N>
+struct QuickGELU<cutlass::Array<T, N>> {
+  static const bool kIsHeavy = true;
+  CUTLASS_HOST_DEVICE cutlass::Array<T, N> operator()(cutlass::Array<T, N> const& v) const {
+    cutlass::Array<T, N> y;
+    QuickGELU<T> op;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) y[i] = op(v[i]);
+    return y;
+  }
+};
+}  // namespace cat_epilogue
+#endif
+"""}
+
+
+def own_functors(activations: Iterable[str | None]) -> str:
+    """Definitions of the non-CUTLASS functors among ``activations`` (empty when none is used)."""
+    return "".join(OWN_FUNCTORS[a] for a in dict.fromkeys(activations) if a in OWN_FUNCTORS)
 BINARY_FUNCTORS = {"add": "cutlass::plus", "mul": "cutlass::multiplies"}
 LAYOUTS = {"row": "cutlass::layout::RowMajor", "col": "cutlass::layout::ColumnMajor"}

@@ -15,7 +15,7 @@ from ait_codegen import attention, gemm, gemm_sm90, host_twin, rowwise
 from ait_codegen.abi import KernelSpec, preamble
 from ait_codegen.candidates import ARCHS, GemmConfig, choose
 from ait_codegen.errors import UnsupportedKernel
-from ait_codegen.gemm_glue import ARGS_STRUCT, DEVICE_PERMUTE
+from ait_codegen.gemm_glue import ARGS_STRUCT, DEVICE_PERMUTE, own_functors
 from ait_codegen.gemm_problem import GemmProblem, problem_for
 from ait_codegen.norms import render_norm
 from ait_codegen.softmax import render_softmax
@@ -98,7 +98,7 @@ def device_source(kernels: Sequence[RenderedKernel]) -> str:
     """One .cu holding every kernel of a subgraph, each with its exported entry points."""
     parts = [preamble(), include_block(k.includes for k in kernels)]
     if any(isinstance(k.spec.op, Gemm | Bmm) for k in kernels):
-        parts += [ARGS_STRUCT, DEVICE_PERMUTE]
+        parts += [ARGS_STRUCT, DEVICE_PERMUTE] + [f for f in [own_functors(_activations(kernels))] if f]
     if any(isinstance(k.spec.op, Softmax | LayerNorm | RmsNorm) for k in kernels):
         parts.append(rowwise.HELPERS)
     parts += [k.code for k in kernels]
@@ -109,6 +109,11 @@ def twin_source(kernels: Sequence[RenderedKernel]) -> str:
     """The host twins of the GEMM-family kernels in ``kernels``, under the same symbols."""
     gemms = [k for k in kernels if isinstance(k.spec.op, Gemm | Bmm)]
     parts = [preamble(), include_block([host_twin.INCLUDES]), host_twin.PREAMBLE]
+    parts += [f for f in [own_functors(_activations(gemms))] if f]
     for k in gemms:
         parts.append(host_twin.render_twin(k.symbol, k.spec, problem_for(k.spec.op, k.spec.operands)))
     return "\n".join(parts) + "\n"
+
+
+def _activations(kernels: Iterable[RenderedKernel]) -> list[str | None]:
+    return [getattr(k.spec.op, "activation", None) for k in kernels]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from byteir_cat.ir import Op, Value
-from cat_dialect.activations import ACTIVATIONS, Activation
+from cat_dialect.activations import ACTIVATIONS, LOOK_ALIKES, Activation
 from cat_dialect.attention import Attention
 from cat_dialect.bmm import BMM_LAYOUTS, Bmm
 from cat_dialect.gemm import BINARY_EPILOGUES, GEMM_LAYOUTS, Gemm
@@ -20,8 +20,9 @@ from cat_dialect.softmax import Softmax
 PREFIX = "cat."
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "Attention", "BINARY_EPILOGUES", "BMM_LAYOUTS", "Bmm", "CatOp", "CatVerifyError",
-    "GEMM_LAYOUTS", "Gemm", "LayerNorm", "OutputPermute", "RmsNorm", "Softmax", "build", "decode", "is_cat",
+    "ACTIVATIONS", "LOOK_ALIKES", "Activation", "Attention", "BINARY_EPILOGUES", "BMM_LAYOUTS", "Bmm", "CatOp",
+    "CatVerifyError", "GEMM_LAYOUTS", "Gemm", "LayerNorm", "OutputPermute", "RmsNorm", "Softmax", "build", "decode",
+    "is_cat",
 ]
 
 

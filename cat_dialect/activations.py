@@ -1,4 +1,5 @@
-"""Elementwise activations that CAT epilogues fuse, with their torch semantics and per-element cost."""
+"""Elementwise activations: those CAT epilogues fuse, and the look-alikes recognition must tell apart from
+them, with their torch semantics and per-element cost. One table for every stage."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -20,11 +22,31 @@ def _fast_gelu(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
+def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """CLIP's sigmoid approximation of GELU: a different function (~2e-2 away), not a spelling of it."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+# Fused into GEMM epilogues (CUTLASS functors, the CPU provider, the host twins).
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
     Activation("relu", torch.relu, 1),
-    Activation("gelu", lambda x: torch.nn.functional.gelu(x), 8),
+    Activation("gelu", lambda x: F.gelu(x), 8),
     Activation("fast_gelu", _fast_gelu, 9),
-    Activation("silu", torch.nn.functional.silu, 5),
+    Activation("quick_gelu", _quick_gelu, 5),
+    Activation("silu", F.silu, 5),
     Activation("sigmoid", torch.sigmoid, 4),
     Activation("tanh", torch.tanh, 4),
+    Activation("hardswish", F.hardswish, 4),
+)}
+
+# Functions real models use that sit close to an epilogue activation (Mish to SiLU, squared ReLU to ReLU
+# and GELU near 0). Recognition matches against these too, so that a region computing one of them is
+# never taken for its neighbour; they stay fusion groups.
+LOOK_ALIKES: dict[str, Activation] = {a.name: a for a in (
+    Activation("mish", F.mish, 6),
+    Activation("squared_relu", lambda x: torch.relu(x) ** 2, 2),
+    Activation("softplus", F.softplus, 3),
+    Activation("relu6", F.relu6, 2),
+    Activation("hardsigmoid", F.hardsigmoid, 3),
+    Activation("elu", F.elu, 3),
 )}

@@ -11,11 +11,14 @@ match is a fact about the function, not a coincidence of the probe.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
-from byteir_cat.ir import Op, TensorType, Value
+from byteir_cat.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
+from byteir_cat.reference import eval_op
+from byteir_cat.reference_ops import pairwise_float_sums
 from mhlo_to_cat.rewriter import Rewriter, splat_value
 
 ELEMENTWISE = frozenset({
@@ -108,34 +111,61 @@ def closed(sub: list[Op], v: Value, x: Value, rw: Rewriter) -> bool:
     return all(op.result is v or not rw.escapes(op.result, members) for op in sub)
 
 
-def evaluate_region(sub: list[Op], x: Value, probe: torch.Tensor) -> dict[Value, torch.Tensor] | None:
-    """Run ``sub`` with x := probe [rows, n]; shapes are rewritten into the probe's rank-2 frame."""
-    from byteir_cat.reference import eval_op
-    from byteir_cat.reference_ops import pairwise_float_sums
+ConstantShift = Callable[[int, float, torch.dtype], float]
 
+
+def stored_constant(v: Value) -> tuple[float, torch.dtype] | None:
+    """The scalar a value holds everywhere and the element type it is stored in (looking through
+    broadcasts, reshapes and converts to the constant itself)."""
+    while v.owner is not None and v.owner.name in ("stablehlo.broadcast_in_dim", "stablehlo.reshape",
+                                                    "stablehlo.convert"):
+        v = v.owner.operands[0]
+    s = splat_value(v)
+    return None if s is None else (s, v.owner.attrs["value"].dtype)
+
+
+def _f64(t: TensorType) -> TensorType:
+    return t.with_dtype("f64") if t.dtype in FLOAT_DTYPES else t
+
+
+def evaluate_region(sub: list[Op], x: Value, probe: torch.Tensor,
+                    shift: ConstantShift | None = None) -> dict[Value, torch.Tensor] | None:
+    """Run ``sub`` with x := probe [rows, n] in f64 arithmetic, shapes rewritten into the probe's rank-2
+    frame. Float converts are exact there, so the result is the function the region spells, with its
+    constants as stored; ``shift(i, value, stored_dtype)`` replaces the i-th constant operand's value."""
     n = x.type.shape[-1] if x.type.rank else 1
     rows_x = x.type.numel // n if n else 0
     r = probe.shape[0]
     frames = {"full": (r, n), "row1": (r, 1), "row": (r,)}
-    vals: dict[Value, torch.Tensor] = {x: probe.to(probe.dtype)}
+    vals: dict[Value, torch.Tensor] = {x: probe.to(torch.float64)}
+    constants = 0
     for op in sub:
         kind = _row_kind(op.result.type, n, rows_x)
         shape = frames[kind]
+        out_type = _f64(op.result.type)
+        if (op.name == "stablehlo.convert" and op.operands[0] in vals
+                and op.operands[0].type.dtype in FLOAT_DTYPES and out_type.dtype == "f64"):
+            vals[op.result] = vals[op.operands[0]].reshape(shape)
+            continue
         args = []
         for v in op.operands:
             if v in vals:
                 args.append(vals[v])
-            else:
-                frame = () if op.name == "stablehlo.reduce" else shape
-                args.append(torch.tensor(splat_value(v), dtype=_dtype(v.type)).expand(frame))
+                continue
+            value, stored = stored_constant(v)
+            if shift is not None:
+                value = shift(constants, value, stored)
+            constants += 1
+            frame = () if op.name == "stablehlo.reduce" else shape
+            args.append(torch.tensor(value, dtype=torch_dtype(_f64(v.type).dtype)).expand(frame))
         attrs = dict(op.attrs)
         if op.name == "stablehlo.reduce":
             attrs["dimensions"] = [args[0].dim() - 1]
         elif op.name == "stablehlo.broadcast_in_dim":
             attrs["broadcast_dimensions"] = list(range(args[0].dim()))
-        clone = Op.create(op.name, [Value(TensorType(tuple(a.shape), op.operands[i].type.dtype))
+        clone = Op.create(op.name, [Value(_f64(op.operands[i].type).with_shape(a.shape))
                                     for i, a in enumerate(args)],
-                          [TensorType(shape, op.result.type.dtype)], attrs, op.loc, op.regions)
+                          [out_type.with_shape(shape)], attrs, op.loc, _f64_regions(op))
         try:
             with pairwise_float_sums():
                 (out,) = eval_op(clone, args)
@@ -145,34 +175,78 @@ def evaluate_region(sub: list[Op], x: Value, probe: torch.Tensor) -> dict[Value,
     return vals
 
 
-def _dtype(t: TensorType) -> torch.dtype:
-    from byteir_cat.ir import torch_dtype
+def _f64_regions(op: Op) -> list[Block]:
+    """A reduce body retyped to f64 (its ops are scalar adds/max: only the element type changes)."""
+    out = []
+    for block in op.regions:
+        args = [Value(_f64(a.type)) for a in block.args]
+        mapping = dict(zip(block.args, args, strict=True))
+        ops = []
+        for body_op in block.ops:
+            clone = Op.create(body_op.name, [mapping.get(v, v) for v in body_op.operands],
+                              [_f64(v.type) for v in body_op.results], dict(body_op.attrs), body_op.loc)
+            mapping.update(zip(body_op.results, clone.results, strict=True))
+            ops.append(clone)
+        out.append(Block(args, ops, [mapping.get(v, v) for v in block.returns]))
+    return out
 
-    return torch_dtype(t.dtype)
 
-
-def close(got: torch.Tensor, want: torch.Tensor, tol: float) -> float | None:
-    """Max relative error when ``got`` matches ``want`` (NaN where NaN, inf where inf), else None."""
+def distance(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Max of |got - want| / (|want| + 1) over finite entries; inf unless NaN, inf and -inf sit in the same
+    places (a softmax's fully masked rows, an activation's saturation)."""
     got, want = got.to(torch.float64), want.to(torch.float64)
-    if got.shape != want.shape:
-        return None
-    if not torch.equal(torch.isnan(got), torch.isnan(want)):
-        return None
+    if got.shape != want.shape or not torch.equal(torch.isnan(got), torch.isnan(want)):
+        return math.inf
     finite = torch.isfinite(want)
-    if not torch.equal(finite, torch.isfinite(got)) or not torch.equal(got[~finite & ~torch.isnan(want)],
-                                                                       want[~finite & ~torch.isnan(want)]):
-        return None
+    infinite = ~finite & ~torch.isnan(want)
+    if not torch.equal(finite, torch.isfinite(got)) or not torch.equal(got[infinite], want[infinite]):
+        return math.inf
     g, w = got[finite], want[finite]
-    if g.numel() == 0:
+    return float(((g - w).abs() / (w.abs() + 1.0)).max()) if g.numel() else 0.0
+
+
+# The region runs in f64, so what separates it from a target is only (a) approximations written for f32
+# (an erf polynomial: ~1e-7), under this floor, and (b) the rounding of constants stored below f64,
+# measured per region (``constant_uncertainty``). Candidate functions lie >= 4.6e-4 apart on the probes
+# (GELU erf vs tanh), far above the floor.
+EXACT_TOLERANCE = 2e-6
+UNCERTAINTY_SLACK = 1.5  # the first-order constant uncertainty, with room for the second-order terms
+AMBIGUITY_MARGIN = 8.0  # the runner-up must be this many times farther from the region than the match
+
+
+def _round(value: float) -> bool:
+    """Integers and short binary fractions (0.5, 0.75, 3, 6) and infinities: exact whatever the storage type."""
+    if not math.isfinite(value):
+        return True
+    mantissa, _ = math.frexp(value)
+    return float(mantissa * 16).is_integer()
+
+
+def _half_ulp(value: float, stored: torch.dtype) -> float:
+    if stored == torch.float64 or not stored.is_floating_point or _round(value):
         return 0.0
-    err = float(((g - w).abs() / (w.abs() + 1.0)).max())
-    return err if err <= tol else None
+    return 0.5 * float(torch.finfo(stored).eps) * max(abs(value), float(torch.finfo(stored).tiny))
 
 
-def tolerance(dtype: str) -> float:
-    """Probe rows with tiny variances amplify rounding in the exporter's own arithmetic; these bounds
-    still separate gelu from fast_gelu (1e-3 apart) and one epsilon from another."""
-    return {"f64": 1e-9, "f32": 1e-4, "f16": 4e-3, "bf16": 3e-2}.get(dtype, 1e-4)
+def constant_uncertainty(sub: list[Op], x: Value, probe: torch.Tensor, got: torch.Tensor, v: Value) -> float:
+    """How far the region's output can move when each constant stored below f64 moves within half an ulp
+    of its storage type (an exporter's f16 0.044715 may stand for the exact one), to first order: the sum
+    of each constant's own effect, per probe element, measured like ``distance``."""
+    consts = [c for op in sub for u in op.operands if (c := stored_constant(u)) is not None]
+    total = torch.zeros_like(got, dtype=torch.float64)
+    for i, (value, stored) in enumerate(consts):
+        step = _half_ulp(value, stored)
+        if step == 0.0:
+            continue
+        vals = evaluate_region(sub, x, probe, lambda j, c, _, i=i, step=step: c + step if j == i else c)
+        if vals is None or v not in vals:
+            return math.inf
+        moved = (vals[v] - got).abs()
+        total = total + torch.where(torch.isfinite(moved), moved, torch.zeros_like(moved))
+    finite = torch.isfinite(got)
+    if not bool(finite.any()):
+        return 0.0
+    return float((total[finite] / (got[finite].abs() + 1.0)).max())
 
 
 Target = Callable[[torch.Tensor], torch.Tensor]
@@ -180,15 +254,25 @@ Target = Callable[[torch.Tensor], torch.Tensor]
 
 def best_match(sub: list[Op], x: Value, v: Value, probe: torch.Tensor,
                targets: dict[str, Target]) -> str | None:
+    """The one target the region computes, or None. The region, evaluated in f64, must lie within the
+    tolerance of the nearest target (the floor plus what its own constants' rounding explains) and every
+    other target, look-alikes included, ``AMBIGUITY_MARGIN`` times farther away: a region between two
+    candidates (GELU with bf16-rounded tanh constants, say) matches neither."""
     vals = evaluate_region(sub, x, probe)
     if vals is None or v not in vals:
         return None
     got = vals[v]
-    best, best_err = None, None
-    for name, fn in targets.items():
-        err = close(got, fn(probe), tolerance(v.type.dtype))
-        if err is not None and (best_err is None or err < best_err):
-            best, best_err = name, err
+    probe64 = probe.to(torch.float64)
+    errs = sorted((distance(got, fn(probe64)), name) for name, fn in targets.items())
+    if not errs or errs[0][0] > 1e-2:
+        return None
+    best_err, best = errs[0]
+    if best_err > EXACT_TOLERANCE:
+        tol = EXACT_TOLERANCE + UNCERTAINTY_SLACK * constant_uncertainty(sub, x, probe, got, v)
+        if best_err > tol:
+            return None
+    if len(errs) > 1 and errs[1][0] <= AMBIGUITY_MARGIN * max(best_err, EXACT_TOLERANCE):
+        return None
     return best
 
 

@@ -21,8 +21,12 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def activation_probe(n: int, dtype: str) -> torch.Tensor:
+    """Sweeps of [-12, 12] and [-4, 4] (where ReLU and ReLU6, GELU and its approximations part) and random
+    rows, at least 512 points whatever the row length."""
     g = _gen(1)
-    rows = [torch.randn(n, generator=g) * 3, torch.linspace(-6, 6, n), torch.randn(n, generator=g) * 0.5]
+    rows = [torch.linspace(-12, 12, n), torch.linspace(-4, 4, n) + 0.5 / max(n, 1), torch.randn(n, generator=g) * 0.5]
+    while len(rows) * n < 512:
+        rows.append(torch.randn(n, generator=g) * 3)
     return _probe(rows, dtype)
 
 
@@ -174,7 +178,9 @@ class NormAffineFusion(Pattern):
 
 
 class GemmActivationFusion(Pattern):
-    """act(gemm(...)) -> gemm_*_act for relu, gelu (erf or polynomial), fast_gelu (tanh), silu, sigmoid, tanh."""
+    """act(gemm(...)) -> gemm_*_act for the epilogue activations (relu, gelu in erf or polynomial form,
+    fast_gelu, quick_gelu, silu, sigmoid, tanh, hardswish). The region is matched against the look-alikes
+    too (Mish, squared ReLU, ...): one of those, or a function near two targets, stays a fusion group."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if not cat.is_cat(op):
@@ -186,14 +192,15 @@ class GemmActivationFusion(Pattern):
         if decl.activation or decl.binary or decl.permute:
             return False
         x = op.result
-        targets = {name: (lambda p, a=a: a.fn(p.double())) for name, a in cat.ACTIVATIONS.items()}
+        targets = {name: (lambda p, a=a: a.fn(p.double()))
+                   for name, a in (cat.ACTIVATIONS | cat.LOOK_ALIKES).items()}
         region = grow_region(x, rw, False)
         hit = _search(region, x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False,
                       same_dtype=True)
         if not hit:
             return False
         v, name = hit
-        if any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
+        if name not in cat.ACTIVATIONS or any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
             return False
         new = cat.build(decl.replace(activation=name), op.operands, op.loc)
         rw.replace_op(v.owner, [new], new.results)

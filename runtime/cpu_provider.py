@@ -175,6 +175,8 @@ _INPLACE_ACT: dict[str, Callable[[torch.Tensor], Any]] = {
     "silu": lambda x: F.silu(x, inplace=True),
     "sigmoid": torch.sigmoid_,
     "tanh": torch.tanh_,
+    "quick_gelu": lambda x: x.mul_(torch.sigmoid(1.702 * x)),
+    "hardswish": lambda x: F.hardswish(x, inplace=True),
 }
 
 

@@ -62,7 +62,8 @@ def test_gemm_reference_matches_torch(decl):
         want = want + bias
     if decl.activation:
         want = {"relu": torch.relu, "gelu": F.gelu, "fast_gelu": lambda x: F.gelu(x, approximate="tanh"),
-                "silu": F.silu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[decl.activation](want)
+                "silu": F.silu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "hardswish": F.hardswish,
+                "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x)}[decl.activation](want)
     for kind, d in zip(decl.binary, ds, strict=True):
         want = want + d if kind == "add" else want * d
     got = decl.reference(a, b, *([bias] if decl.bias else []), *ds)
