@@ -255,15 +255,17 @@ Target = Callable[[torch.Tensor], torch.Tensor]
 def best_match(sub: list[Op], x: Value, v: Value, probe: torch.Tensor,
                targets: dict[str, Target]) -> str | None:
     """The one target the region computes, or None. The region, evaluated in f64, must lie within the
-    tolerance of the nearest target (the floor plus what its own constants' rounding explains) and every
-    other target, look-alikes included, ``AMBIGUITY_MARGIN`` times farther away: a region between two
-    candidates (GELU with bf16-rounded tanh constants, say) matches neither."""
+    tolerance of the nearest target (the floor plus what its own constants' rounding explains), and every
+    other target, look-alikes included, must be ``AMBIGUITY_MARGIN`` times farther away: a region between
+    two candidates matches neither. Only candidates that differ from the nearest by less than the output
+    type's own rounding (GELU erf vs tanh in bf16) cannot block it: no output could tell them apart."""
     vals = evaluate_region(sub, x, probe)
     if vals is None or v not in vals:
         return None
     got = vals[v]
     probe64 = probe.to(torch.float64)
-    errs = sorted((distance(got, fn(probe64)), name) for name, fn in targets.items())
+    outs = {name: fn(probe64) for name, fn in targets.items()}
+    errs = sorted((distance(got, out), name) for name, out in outs.items())
     if not errs or errs[0][0] > 1e-2:
         return None
     best_err, best = errs[0]
@@ -271,8 +273,12 @@ def best_match(sub: list[Op], x: Value, v: Value, probe: torch.Tensor,
         tol = EXACT_TOLERANCE + UNCERTAINTY_SLACK * constant_uncertainty(sub, x, probe, got, v)
         if best_err > tol:
             return None
-    if len(errs) > 1 and errs[1][0] <= AMBIGUITY_MARGIN * max(best_err, EXACT_TOLERANCE):
-        return None
+    resolution = 0.5 * torch.finfo(torch_dtype(v.type.dtype)).eps if v.type.dtype in FLOAT_DTYPES else 0.0
+    for err, name in errs[1:]:
+        if err > AMBIGUITY_MARGIN * max(best_err, EXACT_TOLERANCE):
+            break
+        if distance(outs[name], outs[best]) > resolution:
+            return None
     return best
 
 
