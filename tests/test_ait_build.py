@@ -25,10 +25,9 @@ def T(*shape, dtype="f16"):
     return TensorType(tuple(shape), dtype)
 
 
-def representative(dt: str, full: bool) -> list:
+def representative(dt: str, full: bool, act: str = "relu") -> list:
     """GEMM shapes of a small transformer layer (hidden 256, 4 heads of 64, 2 x 64 tokens)."""
-    ops = [(Gemm("rcr", True, "gelu" if dt == "bf16" else "relu"), [T(128, 256, dtype=dt), T(1024, 256, dtype=dt),
-                                                                     T(1024, dtype=dt)])]
+    ops = [(Gemm("rcr", True, act), [T(128, 256, dtype=dt), T(1024, 256, dtype=dt), T(1024, dtype=dt)])]
     if full:
         ops += [
             (Gemm("rrr"), [T(128, 256, dtype=dt), T(256, 768, dtype=dt)]),
@@ -41,8 +40,10 @@ def representative(dt: str, full: bool) -> list:
     return ops
 
 
-# (arch, dtype, full set?) -- four translation units built in parallel
-UNITS = [("sm_80", "f16", True), ("sm_90a", "bf16", True), ("sm_80", "bf16", False), ("sm_90a", "f16", False)]
+# (arch, dtype, full set?, first gemm's activation) -- four translation units built in parallel; our own
+# QuickGELU functor and CUTLASS's HardSwish in both the 2.x and the 3.x epilogue
+UNITS = [("sm_80", "f16", True, "relu"), ("sm_90a", "bf16", True, "gelu"), ("sm_80", "bf16", False, "quick_gelu"),
+         ("sm_90a", "f16", False, "quick_gelu"), ("sm_90a", "bf16", False, "hardswish")]
 
 
 def _exported(path) -> set[str]:
@@ -54,11 +55,11 @@ def _exported(path) -> set[str]:
 
 def test_representative_set_compiles():
     rendered, jobs = [], []
-    for arch, dt, full in UNITS:
-        kernels = [render_kernel(as_spec(op, types), arch) for op, types in representative(dt, full)]
+    for arch, dt, full, act in UNITS:
+        kernels = [render_kernel(as_spec(op, types), arch) for op, types in representative(dt, full, act)]
         rendered.append(kernels)
         jobs.append(BuildJob(f"{arch}-{dt}", device_source(kernels), "device", arch, "object"))
-    gemm_spec = as_spec(*representative("f16", False)[0])
+    gemm_spec = as_spec(*representative("f16", False, "relu")[0])
     cfgs = [choose(problem_for(gemm_spec.op, gemm_spec.operands), "sm_80")]
     jobs.append(profiler_job(gemm_spec, "sm_80", cfgs, output="object"))
     results = compile_all(jobs, progress=False)

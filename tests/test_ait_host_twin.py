@@ -35,6 +35,9 @@ def _gemm_cases(dt):
         (Gemm("rcr", True, "fast_gelu"), [T(2, 3, 8, k, dtype=dt), T(n, k, dtype=dt), T(n, dtype=dt)]),
         (Gemm("rcr", True, "sigmoid"), [T(m, k, dtype=dt), T(n, k, dtype=dt), T(n, dtype=dt)]),
         (Gemm("rrr", True, "tanh"), [T(m, k, dtype=dt), T(k, n, dtype=dt), T(n, dtype=dt)]),
+        (Gemm("rcr", True, "quick_gelu", ("add",)), [T(m, k, dtype=dt), T(n, k, dtype=dt), T(n, dtype=dt),
+                                                     T(m, n, dtype=dt)]),
+        (Gemm("rcr", True, "hardswish"), [T(m, k, dtype=dt), T(n, k, dtype=dt), T(n, dtype=dt)]),
         # QKV projection into [3, B, H, S, D]: [B*S, 3*H*D] -> [B, S, 3, H, D] -> (2, 0, 3, 1, 4)
         (Gemm("rcr", True, None, (), OutputPermute((2, 4, 3, 2, 6), (2, 0, 3, 1, 4))),
          [T(8, 16, dtype=dt), T(36, 16, dtype=dt), T(36, dtype=dt)]),
