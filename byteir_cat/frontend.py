@@ -83,6 +83,18 @@ def _drop_non_persistent_buffers(model: torch.nn.Module) -> None:
         sub._non_persistent_buffers_set.clear()
 
 
+def _views_as_reshapes(program: torch.export.ExportedProgram) -> None:
+    """``aten.view`` -> ``aten.reshape`` in the exported graph. Re-tracing under the decompositions that
+    torch-mlir applies gives some tensors other strides than eager did (SDPA's math decomposition hands
+    back a transposed [B, S, H*D] for batch > 1), and a ``view`` of those fails ("Cannot view a tensor
+    with shape ..."). The graph is functional, so a reshape computes the same values."""
+    graph = program.graph_module.graph
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.aten.view.default:
+            node.target = torch.ops.aten.reshape.default
+    program.graph_module.recompile()
+
+
 def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor) -> Module:
     """torch.nn.Module -> StableHLO via torch.export and torch-mlir -> graph IR."""
     from torch_mlir import fx
@@ -94,7 +106,9 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     name = type(model).__name__
     try:
         with torch.no_grad():
-            mmodule = fx.export_and_import(model, *example_inputs, output_type="stablehlo")
+            program = torch.export.export(model, tuple(example_inputs), strict=False)
+            _views_as_reshapes(program)
+            mmodule = fx.export_and_import(program, output_type="stablehlo")
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CompileError(f"torch export of {name} failed: {type(e).__name__}: {first}") from None

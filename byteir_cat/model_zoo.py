@@ -36,8 +36,7 @@ def _ids(vocab: int, batch: int, seq: int, seed: int) -> torch.Tensor:
 
 def gpt2(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch: int = 1, vocab: int = 128,
          seed: int = 0, attention: str = "sdpa"):
-    """``attention="eager"`` selects Hugging Face's matmul/softmax/matmul attention (torch's SDPA path
-    fails to export for batch > 1 with torch 2.13: a view of a non-contiguous tensor)."""
+    """``attention="eager"`` selects Hugging Face's matmul/softmax/matmul attention instead of SDPA."""
     from transformers import GPT2Config, GPT2Model
 
     torch.manual_seed(seed)
