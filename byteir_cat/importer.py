@@ -114,9 +114,36 @@ def parse_dense_literal(body: str, ty: TensorType) -> torch.Tensor:
 _STRUCT_FIELD = re.compile(r"(\w+)\s*=\s*(\[[^\]]*\]|[^,>]+)")
 
 
+_CONV_LAYOUT = re.compile(r"^\s*\[([^\]]*)\]\s*x\s*\[([^\]]*)\]\s*->\s*\[([^\]]*)\]\s*$")
+
+
+def parse_conv_dimension_numbers(inner: str) -> dict[str, Any] | None:
+    """``[b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1]`` (the short form of ``#stablehlo.conv``) -> the named
+    fields of the long form (input_batch_dimension, kernel_spatial_dimensions, ...)."""
+    m = _CONV_LAYOUT.match(inner)
+    if m is None:
+        return None
+    out: dict[str, Any] = {}
+    for prefix, text, letters in (("input", m[1], {"b": "batch", "f": "feature"}),
+                                  ("kernel", m[2], {"i": "input_feature", "o": "output_feature"}),
+                                  ("output", m[3], {"b": "batch", "f": "feature"})):
+        dims = [d.strip() for d in text.split(",")]
+        spatial: dict[int, int] = {}
+        for pos, d in enumerate(dims):
+            if d in letters:
+                out[f"{prefix}_{letters[d]}_dimension"] = pos
+            else:
+                spatial[int(d)] = pos
+        out[f"{prefix}_spatial_dimensions"] = [spatial[i] for i in sorted(spatial)]
+    return out
+
+
 def parse_struct_attr(text: str) -> dict[str, Any]:
     """``#stablehlo.gather<offset_dims = [2], index_vector_dim = 2>`` -> {'offset_dims': [2], ...}."""
     inner = text[text.index("<") + 1: text.rindex(">")]
+    conv = parse_conv_dimension_numbers(inner)
+    if conv is not None:
+        return conv
     out: dict[str, Any] = {}
     for key, val in _STRUCT_FIELD.findall(inner):
         val = val.strip()

@@ -84,4 +84,44 @@ def llama(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, 
     return LastHiddenState(randomize(LlamaModel(cfg), seed).eval()), (_ids(vocab, batch, seq, seed),)
 
 
-MODELS = {"gpt2": gpt2, "bert": bert, "llama": llama}
+class PixelsToHidden(torch.nn.Module):
+    """Wraps a Hugging Face vision model: pixel values in, the last hidden state out."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).last_hidden_state
+
+
+def _pixels(batch: int, image: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, 3, image, image, generator=torch.Generator().manual_seed(seed))
+
+
+def vit(layers: int = 2, hidden: int = 64, heads: int = 4, image: int = 32, patch: int = 8, batch: int = 1,
+        seed: int = 0):
+    """ViT: a patchify convolution (stride = kernel) embeds the image, then a BERT-like encoder."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(seed)
+    cfg = ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                    intermediate_size=4 * hidden, image_size=image, patch_size=patch, attn_implementation="sdpa")
+    model = randomize(ViTModel(cfg, add_pooling_layer=False), seed).eval()
+    return PixelsToHidden(model).eval(), (_pixels(batch, image, seed),)
+
+
+def clip_vision(layers: int = 2, hidden: int = 64, heads: int = 4, image: int = 32, patch: int = 8,
+                batch: int = 1, seed: int = 0):
+    """CLIP's vision tower: a bias-free patchify convolution and QuickGELU MLPs."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    cfg = CLIPVisionConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                           intermediate_size=4 * hidden, image_size=image, patch_size=patch,
+                           attn_implementation="sdpa")
+    model = randomize(CLIPVisionModel(cfg), seed).eval()
+    return PixelsToHidden(model).eval(), (_pixels(batch, image, seed),)
+
+
+MODELS = {"gpt2": gpt2, "bert": bert, "llama": llama, "vit": vit, "clip_vision": clip_vision}

@@ -10,6 +10,7 @@ from mhlo_to_cat.attention_patterns import (
     PermuteIntoAttention,
     SinkScalarMultiplyBelowDataMovement,
 )
+from mhlo_to_cat.conv_patterns import PatchifyConvolutionToGemm
 from mhlo_to_cat.gemm_patterns import (
     BatchDimsFirst,
     BmmWithSharedWeightToGemm,
@@ -38,7 +39,7 @@ def recognition_passes() -> list[Pass]:
         PatternPass("dot-general-batch-dims-first", [BatchDimsFirst()]),
         PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), MultiDimWeightToGemm(), DotGeneralToBmm(),
                                                     TransposeIntoBmmOutput(), BmmWithSharedWeightToGemm(),
-                                                    ReshapeIntoGemm()]),
+                                                    ReshapeIntoGemm(), PatchifyConvolutionToGemm()]),
         PatternPass("gemm-bias-fusion-and-narrowing", [GemmBiasFusion(), NarrowUpcastGemm()]),
         PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
         PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
