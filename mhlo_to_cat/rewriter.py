@@ -1,47 +1,59 @@
 """Pattern and pass machinery over the graph IR, in the style of MLIR's greedy rewriter.
 
 A ``Pattern`` is one small class with a name that says what it matches; ``apply_patterns`` runs a
-list of them over a function until nothing changes. A ``Pass`` transforms a whole function. Both
-get a ``Rewriter`` that keeps the op list, the use lists and dead-code removal consistent.
+list of them over a function from a worklist until nothing changes. A ``Pass`` transforms a whole
+function. Both get a ``Rewriter`` that keeps the op list, the use lists, the op order and dead-code
+removal consistent incrementally, so a rewrite costs what it touches, not the size of the function:
+recognition time grows linearly with a model's depth.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 import torch
 
 from byteir_cat.ir import Block, Function, Op, Value
 
+_GAP = 1 << 20  # order keys start this far apart; inserts split gaps, a full gap renumbers
+
+
+def _has_side_effect(op: Op) -> bool:
+    return op.name == "stablehlo.custom_call" or not op.results
+
 
 class Rewriter:
-    """Edits one function body: insert ops before an anchor, replace values, erase dead ops."""
+    """Edits one function body: insert ops before an anchor, replace values, erase dead ops. Ops that an
+    edit creates or whose operands it changes are recorded in ``touched`` for the driver's worklist."""
 
     def __init__(self, fn: Function):
         self.fn = fn
         self.block: Block = fn.body
-        self._users: dict[Value, list[Op]] | None = None
-        self._position: dict[Op, int] | None = None
+        self._users: dict[Value, list[Op]] = {}
+        for op in self.block.ops:
+            self._add_uses(op)
+        self._order: dict[Op, int] = {o: i * _GAP for i, o in enumerate(self.block.ops)}
+        self._returned: dict[Value, int] = {}
+        for v in self.block.returns:
+            self._returned[v] = self._returned.get(v, 0) + 1
+        self.touched: list[Op] = []
         self.changed = False
 
     # --- queries -------------------------------------------------------------------------------
     def users(self, v: Value) -> list[Op]:
-        if self._users is None:
-            self._users = {}
-            for op in self.block.ops:
-                for x in op.operands:
-                    self._users.setdefault(x, []).append(op)
         return self._users.get(v, [])
 
     def position(self, op: Op) -> int:
-        """Index of ``op`` in the block (cached until the next edit)."""
-        if self._position is None:
-            self._position = {o: i for i, o in enumerate(self.block.ops)}
-        return self._position[op]
+        """A key that sorts ops in block order."""
+        return self._order[op]
+
+    def contains(self, op: Op) -> bool:
+        return op in self._order
 
     def is_returned(self, v: Value) -> bool:
-        return any(r is v for r in self.block.returns)
+        return v in self._returned
 
     def single_use(self, v: Value) -> bool:
         return len(self.users(v)) == 1 and not self.is_returned(v)
@@ -50,15 +62,40 @@ class Rewriter:
         """Whether ``v`` is used by an op outside ``inside`` or returned."""
         return self.is_returned(v) or any(u not in inside for u in self.users(v))
 
-    # --- edits ---------------------------------------------------------------------------------
-    def _invalidate(self) -> None:
-        self._users = None
-        self._position = None
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def _add_uses(self, op: Op) -> None:
+        for x in op.operands:
+            self._users.setdefault(x, []).append(op)
 
+    def _drop_uses(self, op: Op) -> None:
+        for x in op.operands:
+            users = self._users.get(x)
+            if users is not None:
+                users.remove(op)
+                if not users:
+                    del self._users[x]
+
+    def _renumber(self) -> None:
+        self._order = {o: i * _GAP for i, o in enumerate(self.block.ops)}
+
+    # --- edits ---------------------------------------------------------------------------------
     def insert_before(self, anchor: Op, new_ops: Sequence[Op]) -> None:
+        new_ops = list(new_ops)
+        if not new_ops:
+            return
         idx = self.block.ops.index(anchor)
-        self.block.ops[idx:idx] = list(new_ops)
-        self._invalidate()
+        lo = self._order[self.block.ops[idx - 1]] if idx > 0 else self._order[anchor] - _GAP
+        hi = self._order[anchor]
+        self.block.ops[idx:idx] = new_ops
+        step = (hi - lo) // (len(new_ops) + 1)
+        if step == 0:
+            self._renumber()
+        else:
+            for i, op in enumerate(new_ops, 1):
+                self._order[op] = lo + i * step
+        for op in new_ops:
+            self._add_uses(op)
+        self.touched.extend(new_ops)
         self.changed = True
 
     def replace_value(self, old: Value, new: Value) -> None:
@@ -66,20 +103,40 @@ class Rewriter:
             return
         if old.type != new.type:
             raise AssertionError(f"type mismatch replacing {old.type} by {new.type}")
-        for op in self.block.ops:
-            if any(x is old for x in op.operands):
-                op.operands = [new if x is old else x for x in op.operands]
-        self.block.returns = [new if x is old else x for x in self.block.returns]
-        self._invalidate()
+        users = self._users.pop(old, [])
+        for op in dict.fromkeys(users):
+            op.operands = [new if x is old else x for x in op.operands]
+        self._users.setdefault(new, []).extend(users)
+        self.touched.extend(users)
+        if old in self._returned:
+            self.block.returns = [new if x is old else x for x in self.block.returns]
+            self._returned[new] = self._returned.get(new, 0) + self._returned.pop(old)
         self.changed = True
+
+    def erase_op(self, op: Op) -> None:
+        """Remove ``op`` (its results must be unused); producers left without users go too."""
+        self.block.ops.remove(op)
+        del self._order[op]
+        self._drop_uses(op)
+        self.changed = True
+        for x in op.operands:
+            self.erase_if_dead(x.owner)
+
+    def erase_if_dead(self, op: Op | None) -> None:
+        """Erase ``op`` when nothing uses its results; otherwise record it as touched."""
+        if op is None or op not in self._order or _has_side_effect(op):
+            return
+        if any(r in self._users or r in self._returned for r in op.results):
+            self.touched.append(op)  # it lost a user: single-use patterns may now apply
+            return
+        self.erase_op(op)
 
     def replace_op(self, op: Op, new_ops: Sequence[Op], new_results: Sequence[Value]) -> None:
         """Insert ``new_ops`` before ``op``, route ``op``'s results to ``new_results``, drop ``op``."""
         self.insert_before(op, new_ops)
         for old, new in zip(op.results, new_results, strict=True):
             self.replace_value(old, new)
-        self.block.ops.remove(op)
-        self._invalidate()
+        self.erase_op(op)
 
     def erase_dead(self) -> int:
         """Remove ops whose results are unused (custom_calls with side effects stay)."""
@@ -87,15 +144,15 @@ class Rewriter:
         live: set[Value] = set(self.block.returns)
         keep: list[Op] = []
         for op in reversed(self.block.ops):
-            side_effect = op.name == "stablehlo.custom_call" or not op.results
-            if side_effect or any(r in live for r in op.results):
+            if _has_side_effect(op) or any(r in live for r in op.results):
                 keep.append(op)
                 live.update(op.operands)
             else:
                 removed += 1
+                self._drop_uses(op)
+                del self._order[op]
         if removed:
             self.block.ops = list(reversed(keep))
-            self._invalidate()
             self.changed = True
         return removed
 
@@ -122,24 +179,34 @@ class Pass(ABC):
         ...
 
 
-def apply_patterns(fn: Function, patterns: Iterable[Pattern], max_rounds: int = 50) -> int:
-    """Greedy driver: sweep the ops in order, try each pattern, repeat until a sweep changes nothing."""
+def apply_patterns(fn: Function, patterns: Iterable[Pattern], max_rewrites: int | None = None) -> int:
+    """Greedy worklist driver: every op once in block order, then the ops each rewrite created or changed,
+    until the worklist is empty. Dead ops are erased as they appear. Returns the number of rewrites."""
     patterns = list(patterns)
+    rw = Rewriter(fn)
+    rw.erase_dead()
+    work = deque(fn.body.ops)
+    queued = set(work)
+    limit = max_rewrites if max_rewrites is not None else 64 * (len(fn.body.ops) + 16)
     applied = 0
-    for _ in range(max_rounds):
-        rw = Rewriter(fn)
-        progress = False
-        for op in list(fn.body.ops):
-            if op not in fn.body.ops:
-                continue
-            for p in patterns:
-                if p.match_and_rewrite(op, rw):
-                    applied += 1
-                    progress = True
-                    break
-        Rewriter(fn).erase_dead()
-        if not progress:
-            break
+    while work:
+        op = work.popleft()
+        queued.discard(op)
+        if not rw.contains(op):
+            continue
+        for p in patterns:
+            rw.touched.clear()
+            if p.match_and_rewrite(op, rw):
+                applied += 1
+                if applied > limit:
+                    raise RuntimeError(f"pattern rewriting did not converge: {p.name} keeps matching")
+                rw.erase_if_dead(op)  # its results rerouted: gone; rewritten in place: queued again
+                for o in rw.touched:
+                    if o not in queued and rw.contains(o):
+                        work.append(o)
+                        queued.add(o)
+                break
+    rw.erase_dead()
     return applied
 
 
