@@ -7,10 +7,13 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch_mlir import ir as mlir_ir
+from torch_mlir.extras.fx_importer import FxImporterHooks, create_mlir_tensor_type
 
 from byteir_cat.errors import CompileError
-from byteir_cat.importer import import_module, read_resource_blobs, split_resources
+from byteir_cat.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.ir import Module
 from byteir_cat.mlir_context import parse_generic, run_opt
 
@@ -83,6 +86,42 @@ def _drop_non_persistent_buffers(model: torch.nn.Module) -> None:
         sub._non_persistent_buffers_set.clear()
 
 
+_RESOURCE_NAME = re.compile(r"dense_resource<([\w.\-]+)>")
+
+
+class WeightsAside(FxImporterHooks):
+    """torch-mlir's importer hook: each weight becomes a ``dense_resource`` handle named here while its
+    data stays with the tensor, which the graph IR then takes directly. The default path copies every
+    weight through Python lists and the printed module carries it as hex (GPT-2 small: ~15 s)."""
+
+    INLINE_BYTES = 64  # smaller resources are printed in the text (none of ours are that small)
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._by_storage: dict[tuple, str] = {}
+        self._buffers: list[np.ndarray] = []
+
+    def resolve_literal(self, gni, literal, info):
+        if not isinstance(literal, torch.Tensor) or literal.numel() <= 1 or literal.dtype not in _BITS:
+            return None
+        t = literal.detach().contiguous()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        name = self._by_storage.get(key)
+        if name is None:
+            name = self._by_storage[key] = f"byteir_cat_weight_{len(self.tensors)}"
+            self.tensors[name] = t
+        buf = t.view(_BITS[t.dtype]).numpy()
+        self._buffers.append(buf)  # the attribute refers to this memory until the import is done
+        attr = mlir_ir.DenseResourceElementsAttr.get_from_buffer(buf, name, create_mlir_tensor_type(t))
+        return mlir_ir.Operation.create("torch.vtensor.literal", results=[gni._cc.tensor_to_vtensor_type(t)],
+                                        attributes={"value": attr}).result
+
+
+_BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16,
+         torch.float64: torch.int64, torch.int64: torch.int64, torch.int32: torch.int32, torch.int8: torch.int8,
+         torch.uint8: torch.uint8, torch.int16: torch.int16}
+
+
 def _views_as_reshapes(program: torch.export.ExportedProgram) -> None:
     """``aten.view`` -> ``aten.reshape`` in the exported graph. Re-tracing under the decompositions that
     torch-mlir applies gives some tensors other strides than eager did (SDPA's math decomposition hands
@@ -104,15 +143,23 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     model = model.eval()
     _drop_non_persistent_buffers(model)
     name = type(model).__name__
+    weights = WeightsAside()
     try:
         with torch.no_grad():
             program = torch.export.export(model, tuple(example_inputs), strict=False)
             _views_as_reshapes(program)
-            mmodule = fx.export_and_import(program, output_type="stablehlo")
+            mmodule = fx.export_and_import(program, output_type="stablehlo", hooks=weights)
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CompileError(f"torch export of {name} failed: {type(e).__name__}: {first}") from None
     source = f"{name}.stablehlo.mlir"
-    text, resources = split_resources(str(mmodule))
+    text = mmodule.operation.get_asm(large_resource_limit=WeightsAside.INLINE_BYTES)
+    blobs: Blobs = dict(weights.tensors)
+    if any(name not in blobs for name in _RESOURCE_NAME.findall(text)):
+        # a pass of torch-mlir's made a new large constant: take every blob through the text instead
+        text, resources = split_resources(str(mmodule))
+        blobs = read_resource_blobs(resources)
+    else:
+        text, _ = split_resources(text)
     generic = run_opt(text, source)
-    return import_module(parse_generic(generic, source=source), read_resource_blobs(resources), source)
+    return import_module(parse_generic(generic, source=source), blobs, source)

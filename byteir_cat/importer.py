@@ -29,6 +29,9 @@ def parse_tensor_type(text: str, where: str = "") -> TensorType:
 _RESOURCE_ENTRY = re.compile(r'^\s*"?([\w.\-]+)"?\s*:\s*"0x([0-9A-Fa-f]*)"', re.M)
 
 
+Blobs = dict[str, "bytes | torch.Tensor"]  # resource name -> raw bytes (from text) or the tensor itself
+
+
 def split_resources(text: str) -> tuple[str, str]:
     """(module text, its ``{-# dialect_resources #-}`` section). Weights live in that section; MLIR's
     passes only need the handles, so the section is kept aside instead of being printed and re-read."""
@@ -161,7 +164,7 @@ def parse_struct_attr(text: str) -> dict[str, Any]:
 
 
 class _AttrDecoder:
-    def __init__(self, ir, blobs: dict[str, bytes]):
+    def __init__(self, ir, blobs: Blobs):
         self.ir = ir
         self.blobs = blobs
 
@@ -191,7 +194,13 @@ class _AttrDecoder:
             ty = parse_tensor_type(str(attr.type), where)
             if name not in self.blobs:
                 raise CompileError(f"constant at {where} refers to missing resource blob '{name}'")
-            return tensor_from_bytes(self.blobs[name], ty)
+            blob = self.blobs[name]
+            if isinstance(blob, torch.Tensor):  # a weight handed over by the torch frontend, not via text
+                if blob.numel() != ty.numel or blob.dtype != torch_dtype(ty.dtype):
+                    raise CompileError(f"constant at {where}: weight '{name}' is {tuple(blob.shape)} {blob.dtype}, "
+                                       f"the module says {ty}")
+                return blob.reshape(ty.shape).clone()
+            return tensor_from_bytes(blob, ty)
         if text.startswith("dense<"):
             ty = parse_tensor_type(str(attr.type), where)
             end = text.rindex(" : ")
@@ -219,7 +228,7 @@ _TERMINATORS = {"func.return", "stablehlo.return", "mhlo.return"}
 
 
 class _Importer:
-    def __init__(self, ir, blobs: dict[str, bytes], source: str):
+    def __init__(self, ir, blobs: Blobs, source: str):
         self.ir = ir
         self.source = source
         self.attrs = _AttrDecoder(ir, blobs)
@@ -268,7 +277,7 @@ def _token_type(text: str, op_name: str, where: str) -> TensorType:
     raise CompileError(f"unsupported result type {text} of {op_name} at {where}")
 
 
-def import_module(mmodule, blobs: dict[str, bytes], source: str) -> Module:
+def import_module(mmodule, blobs: Blobs, source: str) -> Module:
     """Convert a parsed MLIR module (generic or pretty) into the graph IR; ``blobs`` back its
     ``dense_resource`` constants (see ``read_resource_blobs``)."""
     from byteir_cat.mlir_context import _torch_mlir

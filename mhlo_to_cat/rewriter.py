@@ -40,6 +40,7 @@ class Rewriter:
             self._returned[v] = self._returned.get(v, 0) + 1
         self.touched: list[Op] = []
         self.changed = False
+        self._erased = 0
 
     # --- queries -------------------------------------------------------------------------------
     def users(self, v: Value) -> list[Op]:
@@ -76,7 +77,14 @@ class Rewriter:
                     del self._users[x]
 
     def _renumber(self) -> None:
+        self.compact()
         self._order = {o: i * _GAP for i, o in enumerate(self.block.ops)}
+
+    def compact(self) -> None:
+        """Drop erased ops from the block's list."""
+        if self._erased:
+            self.block.ops = [o for o in self.block.ops if o in self._order]
+            self._erased = 0
 
     # --- edits ---------------------------------------------------------------------------------
     def insert_before(self, anchor: Op, new_ops: Sequence[Op]) -> None:
@@ -84,7 +92,11 @@ class Rewriter:
         if not new_ops:
             return
         idx = self.block.ops.index(anchor)
-        lo = self._order[self.block.ops[idx - 1]] if idx > 0 else self._order[anchor] - _GAP
+        prev = next((o for o in reversed(self.block.ops[max(0, idx - 64):idx]) if o in self._order), None)
+        if prev is None and idx > 64:
+            self._renumber()
+            return self.insert_before(anchor, new_ops)
+        lo = self._order[prev] if prev is not None else self._order[anchor] - _GAP
         hi = self._order[anchor]
         self.block.ops[idx:idx] = new_ops
         step = (hi - lo) // (len(new_ops) + 1)
@@ -115,8 +127,8 @@ class Rewriter:
 
     def erase_op(self, op: Op) -> None:
         """Remove ``op`` (its results must be unused); producers left without users go too."""
-        self.block.ops.remove(op)
-        del self._order[op]
+        del self._order[op]  # left in block.ops until ``compact``: removing from the list is O(size)
+        self._erased += 1
         self._drop_uses(op)
         self.changed = True
         for x in op.operands:
@@ -140,6 +152,7 @@ class Rewriter:
 
     def erase_dead(self) -> int:
         """Remove ops whose results are unused (custom_calls with side effects stay)."""
+        self.compact()
         removed = 0
         live: set[Value] = set(self.block.returns)
         keep: list[Op] = []
