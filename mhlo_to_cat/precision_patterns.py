@@ -81,6 +81,20 @@ class NarrowUpcastAttention(Pattern):
         return True
 
 
+def _convert_beneath(v: Value, depth: int = 6) -> bool:
+    """``v`` is a convert, or data movement of one: sinking a cast towards it lets the two meet."""
+    for _ in range(depth):
+        op = v.owner
+        if op is None:
+            return False
+        if op.name == "stablehlo.convert":
+            return True
+        if op.name not in DATA_MOVEMENT:
+            return False
+        v = op.operands[0]
+    return False
+
+
 class SinkConvertBelowDataMovement(Pattern):
     """convert(move(x)) -> move(convert(x)) for reshape/transpose/broadcast/slice, so that casts meet."""
 
@@ -91,7 +105,7 @@ class SinkConvertBelowDataMovement(Pattern):
         if move is None or move.name not in DATA_MOVEMENT or not rw.single_use(op.operands[0]):
             return False
         src = move.operands[0]
-        if producer(src, "stablehlo.convert") is None:
+        if not _convert_beneath(src):
             return False
         conv = Op.create("stablehlo.convert", [src], [src.type.with_dtype(op.result.type.dtype)], {}, op.loc)
         moved = Op(move.name, [conv.result], [], dict(move.attrs), dict(move.raw_attrs), move.regions, move.loc)

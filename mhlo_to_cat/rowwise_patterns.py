@@ -151,19 +151,45 @@ def _row_vector(v: Value, n: int, rank: int) -> Value | None:
     return b.operands[0]
 
 
+def _widened_norm(y: Value, rw: Rewriter) -> tuple[Op, cat.CatOp, Value] | None:
+    """(norm op, its declaration, the norm's own result) for y = norm(...) or y = convert_wide(norm(...))
+    of a half-precision norm (exporters apply a half model's norm parameters in f32)."""
+    found = cat_producer(y, cat.LayerNorm) or cat_producer(y, cat.RmsNorm)
+    if found:
+        return found[0], found[1], y
+    conv = producer(y, "stablehlo.convert")
+    if conv is None or y.type.dtype not in ("f32", "f64") or not rw.single_use(conv.operands[0]):
+        return None
+    z = conv.operands[0]
+    found = cat_producer(z, cat.LayerNorm) or cat_producer(z, cat.RmsNorm)
+    return (found[0], found[1], z) if found and z.type.dtype in ("f16", "bf16") else None
+
+
+def _param_in(v: Value, dtype: str) -> Value | None:
+    """``v`` or, for convert(p) with p of ``dtype`` (exact: the parameter widened), p."""
+    if v.type.dtype == dtype:
+        return v
+    conv = producer(v, "stablehlo.convert")
+    return conv.operands[0] if conv is not None and conv.operands[0].type.dtype == dtype else None
+
+
 class NormAffineFusion(Pattern):
-    """layernorm/rmsnorm * broadcast(gamma[N]) and + broadcast(beta[N]) -> the norm's own parameters."""
+    """layernorm/rmsnorm * broadcast(gamma[N]) and + broadcast(beta[N]) -> the norm's own parameters.
+    For a half-precision norm whose output is widened for the affine step (convert(norm) * convert(gamma)),
+    the norm takes the half parameters and computes the affine step in f32 before its one rounding; the
+    widening moves after it and meets the rounding back to half precision."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name not in ("stablehlo.multiply", "stablehlo.add"):
             return False
         for y, other in (op.operands, op.operands[::-1]):
-            found = cat_producer(y, cat.LayerNorm) or cat_producer(y, cat.RmsNorm)
+            found = _widened_norm(y, rw)
             if not found or not rw.single_use(y):
                 continue
-            nop, decl = found
+            nop, decl, z = found
             param = _row_vector(other, y.type.shape[-1], y.type.rank)
-            if param is None or param.type.dtype != y.type.dtype:
+            param = _param_in(param, z.type.dtype) if param is not None else None
+            if param is None:
                 continue
             if op.name == "stablehlo.multiply" and not decl.has_gamma and not getattr(decl, "has_beta", False):
                 new_decl = decl.replace(has_gamma=True)
@@ -172,7 +198,11 @@ class NormAffineFusion(Pattern):
             else:
                 continue
             new = cat.build(new_decl, nop.operands + [param], nop.loc)
-            rw.replace_op(op, [new], new.results)
+            if z is y:
+                rw.replace_op(op, [new], new.results)
+            else:
+                up = Op.create("stablehlo.convert", new.results, [op.result.type], {}, op.loc)
+                rw.replace_op(op, [new, up], up.results)
             return True
         return False
 
