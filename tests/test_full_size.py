@@ -5,6 +5,7 @@ GEMM/BMM/attention, and the compiled CPU model matches eager. Small configs hide
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 
 import pytest
@@ -88,3 +89,20 @@ def test_compiled_model_matches_eager(compiled):
     err = float((got.double() - exact).abs().max() / exact.abs().max())
     eager_err = float((eager.double() - exact).abs().max() / exact.abs().max())
     assert err < 1e-2 and err <= 1.25 * eager_err + 1e-3, (err, eager_err)
+
+
+@pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("ptxas")), reason="needs nvcc and ptxas")
+def test_f16_gpt2_small_compiles_for_sm90a(tmp_path):
+    """Every CAT op of the f16 GPT-2 small gets a CUTLASS 3.x (or our own) sm_90a kernel, every fusion group
+    a cubin, nothing runs on the host; identical ops of the 12 layers share one library, and a second
+    compile finds every library in the build cache."""
+    factory, kwargs, *_ = MODELS["gpt2_small"]
+    model, inputs = factory(**kwargs)
+    model = model.half().eval()
+    first = compile_model(model, inputs, target="cuda", arch="sm_90a", out_dir=tmp_path / "a")
+    report = first.report
+    assert report["fallbacks"] == [] and report["cat"]["notes"] == []
+    assert report["ptx"]["compiled"] == report["ptx"]["groups"] and report["ptx"]["cubin"]
+    assert report["cat"]["libraries"] <= 8, "one library per distinct op, shared by all layers"
+    again = compile_model(model, inputs, target="cuda", arch="sm_90a", out_dir=tmp_path / "b").report
+    assert again["cat"]["built"] == 0 and again["cat"]["cached"] == again["cat"]["libraries"]
