@@ -1,6 +1,7 @@
 """CPU speed of compiled models against torch eager and torch.compile, in one process, same threads.
 
-    .venv/bin/python benchmarks/cpu_transformers.py [--runs N] [--write benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/cpu_transformers.py [--cases full|small] [--only TEXT] [--runs N] [--rounds N]
+                                                    [--write benchmarks/RESULTS.md]
 
 Contestants run in interleaved rounds (eager, torch.compile, ours, repeated) so that a noisy neighbour on a
 shared machine hits all of them alike; each number is the median over every timed run. Also prints the
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -88,7 +90,7 @@ def markdown(results: list[dict], load_before: tuple, load_after: tuple) -> str:
              f"- machine: {machine()}", f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
              f"- commit: {commit}, torch {torch.__version__}",
              "- method: `benchmarks/cpu_transformers.py`, one process, contestants in interleaved rounds, "
-             "median of every timed run; fp32, batch 1",
+             "median of every timed run; fp32",
              f"- 1-minute load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f} (a shared "
              "machine: other jobs inflate absolute times; the interleaved ratios are the comparable numbers)", "",
              "| model | eager ms | torch.compile ms | byteir-cat ms | vs eager | vs torch.compile | rel. error |"
@@ -109,27 +111,50 @@ def markdown(results: list[dict], load_before: tuple, load_after: tuple) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    from byteir_cat.model_zoo import gpt2, llama
+def cases(which: str) -> list[tuple[str, Callable[[], tuple]]]:
+    """Full-size models (random weights, real configurations); ``small`` keeps the two quick ones."""
+    from byteir_cat.model_zoo import bert, gpt2, llama
 
+    full = [
+        ("GPT-2 small, batch 1, seq 128", lambda: gpt2(layers=12, hidden=768, heads=12, seq=128, vocab=50257)),
+        ("GPT-2 small, batch 4, seq 128", lambda: gpt2(layers=12, hidden=768, heads=12, seq=128, batch=4,
+                                                       vocab=50257)),
+        ("GPT-2 small, batch 1, seq 512", lambda: gpt2(layers=12, hidden=768, heads=12, seq=512, vocab=50257)),
+        ("GPT-2 small, batch 4, seq 512", lambda: gpt2(layers=12, hidden=768, heads=12, seq=512, batch=4,
+                                                       vocab=50257)),
+        ("BERT-base, batch 1, seq 128", lambda: bert(layers=12, hidden=768, heads=12, seq=128, vocab=30522)),
+        ("Llama-style 16L (1024 wide, 16 heads / 4 kv heads), batch 1, seq 128",
+         lambda: llama(layers=16, hidden=1024, heads=16, kv_heads=4, seq=128, vocab=32000, intermediate=2816)),
+    ]
+    small = [
+        ("GPT-2 (4 layers, hidden 768, 12 heads, seq 128)",
+         lambda: gpt2(layers=4, hidden=768, heads=12, seq=128, vocab=1024)),
+        ("Llama block (1 layer, hidden 768, 12 heads / 4 kv heads, seq 128)",
+         lambda: llama(layers=1, hidden=768, heads=12, kv_heads=4, seq=128, vocab=1024)),
+    ]
+    return {"full": full, "small": small}[which]
+
+
+def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=10, help="runs per contestant per round")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=4, help="runs per contestant per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--cases", choices=("full", "small"), default="full")
+    ap.add_argument("--only", help="run the cases whose name contains this text")
     ap.add_argument("--write", metavar="MD", help="write the results as markdown")
     args = ap.parse_args()
-    cases = [
-        ("GPT-2 (4 layers, hidden 768, 12 heads, seq 128)",
-         gpt2(layers=4, hidden=768, heads=12, seq=128, vocab=1024)),
-        ("Llama block (1 layer, hidden 768, 12 heads / 4 kv heads, seq 128)",
-         llama(layers=1, hidden=768, heads=12, kv_heads=4, seq=128, vocab=1024)),
-    ]
     results = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (model, inputs) in cases:
-            r = bench(name, model, inputs, args.runs, args.rounds, Path(tmp))
+        for i, (name, make) in enumerate(cases(args.cases)):
+            if args.only and args.only not in name:
+                continue
+            model, inputs = make()
+            r = bench(f"case{i}", model, inputs, args.runs, args.rounds, Path(tmp))
+            r["name"] = name
             results.append(r)
-            print(r)
+            print(r, flush=True)
+            del model, inputs
     text = markdown(results, load_before, os.getloadavg())
     print(text)
     if args.write:
