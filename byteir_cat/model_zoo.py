@@ -78,9 +78,9 @@ def llama(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, 
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                      num_key_value_heads=kv_heads, intermediate_size=intermediate, max_position_embeddings=max(64, seq),
-                      vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=0,
-                      attn_implementation="sdpa")
+                      num_key_value_heads=kv_heads, intermediate_size=intermediate,
+                      max_position_embeddings=max(64, seq), vocab_size=vocab, bos_token_id=0, eos_token_id=0,
+                      pad_token_id=0, attn_implementation="sdpa")
     return LastHiddenState(randomize(LlamaModel(cfg), seed).eval()), (_ids(vocab, batch, seq, seed),)
 
 

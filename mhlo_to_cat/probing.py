@@ -7,6 +7,11 @@ mean in f32). Matching the structure of each spelling is brittle; running the ca
 probe rows chosen to expose the differences (large and tiny variances, -inf entries, fully -inf
 rows) and checking the result is not, and the region's ops are still required to be row-local so a
 match is a fact about the function, not a coincidence of the probe.
+
+A match must be exact, not plausible: the region is evaluated in f64 (so the half-precision rounding of
+its intermediates cannot hide a different function), with its constants as stored, and compared with every
+known function, look-alikes included. Only the rounding of its own constants may separate it from the
+target, and the runner-up must be far away (``best_match``).
 """
 
 from __future__ import annotations
