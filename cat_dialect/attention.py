@@ -89,7 +89,7 @@ class Attention(CatOp):
             s = s + mask[0].to(acc)
         if self.causal:
             sq, sk = s.shape[-2], s.shape[-1]
-            future = torch.ones(sq, sk, dtype=torch.bool).triu(1)
+            future = torch.ones(sq, sk, dtype=torch.bool, device=s.device).triu(1)
             s = s.masked_fill(future, float("-inf"))
         p = masked_softmax(s, self.zero_masked_rows)
         out = torch.matmul(p, vf).to(q.dtype)
