@@ -153,5 +153,6 @@ def profile(spec: KernelSpec, arch: str, cache: TuningCache, configs: Sequence[G
     if not rows:
         raise CodegenError(spec.op.name, f"profiler: no candidate ran ({(proc.stderr or proc.stdout)[-200:]})")
     best = min(rows, key=lambda r: r.ms)
-    cache.store(problem, best.config.arch, best.config, profiled=True, time_ms=best.ms)
+    # recorded under the target arch, whichever kernel generation won (a 2.x kernel can win on sm_90a)
+    cache.store(problem, arch, best.config, profiled=True, time_ms=best.ms)
     return best

@@ -62,6 +62,10 @@ def render_kernel(spec: KernelSpec, arch: str, config: GemmConfig | None = None,
     if isinstance(op, Gemm | Bmm):
         problem = problem_for(op, spec.operands)
         notes: tuple[str, ...] = ()
+        if arch == "sm_90a" and config is None and tuning is not None:
+            config = tuning.lookup_or_choose(problem, "sm_90a").config
+            if config.arch != "sm_90a":
+                notes = ("CUTLASS 2.x kernel on sm_90a: it won the tuning on the device",)
         if arch == "sm_90a" and (config is None or config.arch == "sm_90a"):
             try:
                 gemm_sm90.check_sm90(problem)
@@ -72,7 +76,7 @@ def render_kernel(spec: KernelSpec, arch: str, config: GemmConfig | None = None,
             except UnsupportedKernel as e:
                 notes = (f"CUTLASS 2.x kernel on sm_90a: {e.why}",)
                 config = None
-        cfg = gemm_config(problem, "sm_80", config, tuning)
+        cfg = config if config is not None else gemm_config(problem, "sm_80", None, tuning)
         sym = spec.symbol(_tag(spec, arch, cfg))
         return RenderedKernel(spec, arch, sym, gemm.render_sm80(sym, spec, problem, cfg), gemm.INCLUDES, cfg, notes)
     if isinstance(op, Softmax):

@@ -104,7 +104,7 @@ class CudaProvider:
     weights and constants; ``scratch`` is the shared workspace (``ByreModule.workspace_bytes``)."""
 
     def __init__(self, byre: ByreModule, artifact: Artifact, slots: Slots, static: list[bool], device: torch.device,
-                 scratch: torch.Tensor):
+                 scratch: torch.Tensor | None = None):
         self.byre = byre
         self.artifact = artifact
         self.slots = slots
@@ -152,6 +152,24 @@ class CudaProvider:
         return run
 
     # -- cat -----------------------------------------------------------------------------------------------
+    def workspace_on_device(self) -> int:
+        """The largest workspace any CAT kernel of the plan asks for on this device (CUTLASS sizes some
+        workspaces from the device's SM count, which the compiling machine does not have)."""
+        self.begin_run()
+        need = 0
+        for c in self.byre.computes:
+            if c.kind == "cat" and "library" in c.attrs:
+                fn = self._entry(c, f"{c.attrs['symbol']}_workspace_bytes")
+                fn.restype = ctypes.c_size_t
+                need = max(need, int(fn()))
+        return need
+
+    def _entry(self, c: Compute, name: str):
+        try:
+            return getattr(self._library(c.attrs["library"]), name)
+        except AttributeError:
+            raise ArtifactError(f"compute @{c.callee}: {c.attrs['library']} does not export {name}") from None
+
     def _library(self, rel: str) -> ctypes.CDLL:
         if rel not in self._libraries:
             self._libraries[rel] = ctypes.CDLL(str(_library_file(self.artifact, rel)))
@@ -179,13 +197,9 @@ class CudaProvider:
         if out_type != self.byre.values[res].type:
             raise ArtifactError(f"compute @{c.callee}: {c.attrs['op']} gives {out_type}, the plan says "
                                 f"{self.byre.values[res].type}")
-        lib = self._library(c.attrs["library"])
         symbol = c.attrs["symbol"]
-        try:
-            fn = getattr(lib, symbol)
-            ws_fn = getattr(lib, f"{symbol}_workspace_bytes")
-        except AttributeError:
-            raise ArtifactError(f"compute @{c.callee}: {c.attrs['library']} does not export {symbol}") from None
+        fn = self._entry(c, symbol)
+        ws_fn = self._entry(c, f"{symbol}_workspace_bytes")
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                        ctypes.c_void_p]

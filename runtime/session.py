@@ -91,8 +91,10 @@ class Session:
         if self.device == "cuda":
             from runtime.cuda_provider import CudaProvider
 
-            scratch = torch.empty(max(byre.workspace_bytes, 1), dtype=torch.uint8, device=dev)
-            provider = self._cuda = CudaProvider(byre, self.artifact, slots, static, dev, scratch)
+            provider = self._cuda = CudaProvider(byre, self.artifact, slots, static, dev)
+            # CAT workspaces are asked on this device: sizes recorded at compile time (no GPU there) may be short
+            need = max(byre.workspace_bytes, provider.workspace_on_device(), 1)
+            provider.scratch = torch.empty(need, dtype=torch.uint8, device=dev)
         else:
             make = self._provider_class or CpuProvider
             provider = make(byre, self.artifact.kernels, tensors, slots, static)

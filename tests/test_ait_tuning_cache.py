@@ -3,6 +3,7 @@ two processes writing at once."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 
@@ -33,6 +34,20 @@ def test_unprofiled_pick_then_profiled_record_wins(tmp_path):
     assert TuningCache(tmp_path / "t.sqlite").lookup(p, "sm_80").config == measured
 
 
+def test_a_2x_winner_for_sm90a_renders_as_the_2x_kernel(tmp_path):
+    """The profiler times sm_90a and sm_80 candidates for an sm_90a target and records the winner under
+    sm_90a; when a CUTLASS 2.x config won, rendering for sm_90a builds that kernel, with the reason."""
+    from ait_codegen.source import as_spec, render_kernel
+
+    op, types = Gemm("rcr", True, "relu"), [TensorType((128, 64), "f16"), TensorType((256, 64), "f16"),
+                                            TensorType((256,), "f16")]
+    cache = TuningCache(tmp_path / "t.sqlite")
+    winner = GemmConfig("sm_80", (128, 128, 32), (2, 2, 1), 4)
+    cache.store(problem_for(op, types), "sm_90a", winner, profiled=True, time_ms=0.01)
+    k = render_kernel(as_spec(op, types), "sm_90a", tuning=cache)
+    assert k.config == winner and "cutlass::gemm::device::GemmUniversal" in k.code
+    assert k.notes and "won the tuning" in k.notes[0]
+    cache.close()
 
 
 def test_truncated_file_is_set_aside_and_rebuilt(tmp_path):
@@ -83,3 +98,26 @@ def test_two_concurrent_writers(tmp_path):
     cache = TuningCache(path)
     assert cache.recovered_from is None
     assert cache.count() == 250  # overlapping keys 101..150 written by both, stored once
+
+
+def test_profiler_records_the_winner_under_the_target_arch(tmp_path, monkeypatch):
+    import subprocess
+    from types import SimpleNamespace
+
+    from ait_codegen import profiler
+    from ait_codegen.abi import KernelSpec
+
+    spec = KernelSpec(Gemm("rcr", True, "relu"), (TensorType((128, 64), "f16"), TensorType((256, 64), "f16"),
+                                                   TensorType((256,), "f16")))
+    configs = [GemmConfig("sm_90a", (128, 128, 64), (1, 1, 1), 0, schedule="cooperative"),
+               GemmConfig("sm_80", (128, 128, 32), (2, 2, 1), 4)]
+    lines = "\n".join(json.dumps({"config": c.name, "status": 0, "ms": ms})
+                      for c, ms in zip(configs, (0.2, 0.1), strict=True))
+    monkeypatch.setattr(profiler, "compile_all", lambda jobs: [SimpleNamespace(path=tmp_path / "exe")])
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: SimpleNamespace(stdout=lines, stderr=""))
+    cache = TuningCache(tmp_path / "t.sqlite")
+    best = profiler.profile(spec, "sm_90a", cache, configs)
+    assert best.config == configs[1]
+    rec = cache.lookup(problem_for(spec.op, spec.operands), "sm_90a")
+    assert rec is not None and rec.profiled and rec.config == configs[1]
+    assert cache.lookup(problem_for(spec.op, spec.operands), "sm_80") is None
