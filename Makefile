@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: venv demo test test-slow test-gpu lint
+.PHONY: venv demo test test-slow test-gpu lint gpu-kit gpu-kit-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -25,5 +25,22 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-test-gpu: $(STAMP)
-	$(PY) -m pytest -q -m gpu
+# On the GPU machine there is no package index: use the Python that is there, install nothing.
+GPU_PY := $(shell test -x .venv/bin/python && echo .venv/bin/python || echo python3)
+test-gpu:
+	$(GPU_PY) -m pytest -q -m gpu -p no:cacheprovider
+
+# The GPU kit (DESIGN, "The GPU kit"): build here; on the GPU machine run `.gpu-kit/run.sh OUTDIR`.
+# QUICK=1: one small model and two kernels (minutes); TUNE=N: profiler programs with N candidates per GEMM.
+KIT_ARCH ?= sm_90a
+gpu-kit: $(STAMP)
+	$(PY) -m byteir_cat.gpu_kit.build .gpu-kit --arch $(KIT_ARCH) $(if $(QUICK),--quick) $(if $(TUNE),--tune $(TUNE))
+
+# The kit's command here, up to the first device call of each step: no GPU, and nvcc/ptxas replaced by
+# stubs that fail, so that anything the kit would still compile on the GPU machine fails here.
+gpu-kit-check: $(STAMP)
+	test -x .gpu-kit/run.sh || { echo "gpu-kit-check: build the kit first (make gpu-kit)"; exit 2; }
+	rm -rf out/gpu-kit-check out/.no-nvcc && mkdir -p out/.no-nvcc
+	for t in nvcc ptxas; do printf '#!/bin/sh\necho "gpu-kit-check: $$0 called" >&2\nexit 97\n' > out/.no-nvcc/$$t; \
+	  chmod +x out/.no-nvcc/$$t; done
+	PATH="$(CURDIR)/out/.no-nvcc:$$PATH" CUDA_VISIBLE_DEVICES= PYTHON=$(PY) .gpu-kit/run.sh out/gpu-kit-check --check

@@ -35,13 +35,14 @@ def _ids(vocab: int, batch: int, seq: int, seed: int) -> torch.Tensor:
 
 
 def gpt2(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch: int = 1, vocab: int = 128,
-         seed: int = 0, attention: str = "sdpa"):
-    """``attention="eager"`` selects Hugging Face's matmul/softmax/matmul attention instead of SDPA."""
+         seed: int = 0, attention: str = "sdpa", positions: int | None = None):
+    """``attention="eager"`` selects Hugging Face's matmul/softmax/matmul attention instead of SDPA;
+    ``positions`` the position table's size (several sequence lengths sharing one set of weights)."""
     from transformers import GPT2Config, GPT2Model
 
     torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, n_positions=max(64, seq), vocab_size=vocab,
-                     bos_token_id=0, eos_token_id=0, attn_implementation=attention)
+    cfg = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, n_positions=positions or max(64, seq),
+                     vocab_size=vocab, bos_token_id=0, eos_token_id=0, attn_implementation=attention)
     return LastHiddenState(randomize(GPT2Model(cfg), seed).eval()), (_ids(vocab, batch, seq, seed),)
 
 
@@ -73,14 +74,14 @@ def bert(layers: int = 2, hidden: int = 64, heads: int = 4, seq: int = 16, batch
 
 
 def llama(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, seq: int = 16, batch: int = 1,
-          vocab: int = 128, seed: int = 0, intermediate: int = 172):
+          vocab: int = 128, seed: int = 0, intermediate: int = 172, positions: int | None = None):
     from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
                       num_key_value_heads=kv_heads, intermediate_size=intermediate,
-                      max_position_embeddings=max(64, seq), vocab_size=vocab, bos_token_id=0, eos_token_id=0,
-                      pad_token_id=0, attn_implementation="sdpa")
+                      max_position_embeddings=positions or max(64, seq), vocab_size=vocab, bos_token_id=0,
+                      eos_token_id=0, pad_token_id=0, attn_implementation="sdpa")
     return LastHiddenState(randomize(LlamaModel(cfg), seed).eval()), (_ids(vocab, batch, seq, seed),)
 
 

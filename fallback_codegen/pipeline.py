@@ -84,6 +84,9 @@ def gpu_loops(block_size: int) -> tuple[str, ...]:
     grid, outlined into kernels. No canonicalize between tiling and mapping: it would drop one-tile loops
     and the thread loop would be mapped to blocks."""
     return (
+        # buffer copies bufferization leaves (a result that is a reshaped intermediate) become linalg
+        # copies, so that they run as kernels too: the host side of a group may only launch
+        "func.func(refback-munge-memref-copy)",
         "func.func(convert-linalg-to-parallel-loops)",
         "canonicalize",
         "collapse-parallel-loops",

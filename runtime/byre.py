@@ -276,6 +276,8 @@ def _lower_call(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels:
             single = k.kind != "ptx" or len(k.attrs.get("launches", [])) == 1
             attrs = {"kernel": k.file, "symbol": k.symbol, "signature": k.signature, **k.attrs,
                      "inplace": _elementwise_inplace(fn) if single else []}
+            if k.kind == "ptx":  # the group's own ops, so that a GPU run can check the kernels against them
+                attrs["function"] = Writer(f"fn/{fn.name}", tensors).function(fn)
             return Compute(fn.name, k.kind, operands, results, attrs, reason)
         why = k.error if k is not None else "no kernel was compiled for it"
         writer = Writer(f"fn/{fn.name}", tensors)

@@ -23,6 +23,7 @@ from runtime.byre import ByreModule
 from runtime.cpu_provider import CpuProvider, Kernel, Slots
 
 DEVICES = ("cpu", "cuda")
+StepHook = Callable[[int, Any, Slots], None]
 
 
 @dataclass
@@ -137,7 +138,69 @@ class Session:
         with self._lock:
             return tuple(self._run(self.check_inputs(inputs), profile)[0])
 
-    def _run(self, inputs: list[torch.Tensor], profile: bool) -> tuple[list[torch.Tensor], Slots]:
+    def run_stepwise(self, *inputs: torch.Tensor, before: StepHook | None = None,
+                     after: StepHook | None = None) -> Slots:
+        """Run the model calling ``before`` and ``after(step, compute, slots)`` around every compute (tools:
+        a kernel's result checked against its reference on the operands it read). Returns the slots."""
+        with self._lock:
+            slots = self._prepare(self.check_inputs(inputs))
+            with torch.inference_mode():
+                for fn, step in self._kernels:
+                    if before is not None:
+                        before(step, self.byre.computes[step], slots)
+                    fn(slots)
+                    if after is not None:
+                        after(step, self.byre.computes[step], slots)
+            return slots
+
+    def bound_kernels(self) -> list[tuple[int, Kernel]]:
+        """(step, bound kernel) of every compute that runs (tools time single computes with them)."""
+        return list(self._kernels)
+
+    def begin_device_run(self) -> None:
+        """Make the device context current and take the current torch stream for the next kernels (tools
+        calling bound kernels themselves, e.g. inside a CUDA graph capture)."""
+        if self._cuda is not None:
+            self._cuda.begin_run()
+
+    def capture_graph(self, *inputs: torch.Tensor) -> Callable[..., tuple[torch.Tensor, ...]]:
+        """A CUDA graph of the whole plan: returns ``replay(*inputs)``, which copies the inputs into the
+        graph's own buffers, replays every kernel with one launch and returns fresh outputs. Kernel launch
+        overhead (a Python call per compute) is paid once, at capture. Not for plans with host_eval
+        computes (they synchronise with the host)."""
+        if self._cuda is None:
+            raise ArtifactError("capture_graph: CUDA sessions only")
+        host = [c.callee for c in self.byre.computes if c.kind == "host_eval"]
+        if host:
+            raise ArtifactError(f"capture_graph: @{host[0]} runs on the host; a CUDA graph cannot hold it")
+        with self._lock:
+            static_in = self.check_inputs(inputs)
+            slots = self._prepare(static_in)
+            stream = torch.cuda.Stream(self.torch_device)
+            stream.wait_stream(torch.cuda.current_stream(self.torch_device))
+            with torch.cuda.stream(stream), torch.inference_mode():
+                self._cuda.begin_run()
+                for fn, _ in self._kernels:  # warm-up outside the capture (lazy module loads, first calls)
+                    fn(slots)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=stream):
+                    self._cuda.begin_run()
+                    for fn, _ in self._kernels:
+                        fn(slots)
+            torch.cuda.current_stream(self.torch_device).wait_stream(stream)
+            outs = [slots[vid] for vid, _ in self._out_plan]
+
+        def replay(*new_inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with self._lock:
+                for dst, src in zip(static_in, self.check_inputs(new_inputs), strict=True):
+                    dst.copy_(src)
+                graph.replay()
+                return tuple(o.clone() for o in outs)
+
+        replay.graph = graph  # type: ignore[attr-defined]
+        return replay
+
+    def _prepare(self, inputs: list[torch.Tensor]) -> Slots:
         slots = list(self._slots)
         for vid, t in zip(self.byre.inputs, inputs, strict=True):
             slots[vid] = t
@@ -145,6 +208,10 @@ class Session:
             slots[vid] = torch.empty(shape, dtype=dtype, device=self.torch_device)
         if self._cuda is not None:
             self._cuda.begin_run()
+        return slots
+
+    def _run(self, inputs: list[torch.Tensor], profile: bool) -> tuple[list[torch.Tensor], Slots]:
+        slots = self._prepare(inputs)
         with torch.inference_mode():
             if profile and self._cuda is not None:
                 self._profile_cuda(slots)

@@ -1,0 +1,231 @@
+"""``make gpu-kit``: everything a GPU slot needs, prepared on this machine (DESIGN, "The GPU kit").
+
+    .gpu-kit/run.sh                the one command on the GPU machine: run.sh OUTDIR [--check]
+    .gpu-kit/kit.tar.xz            models/<model>_b<B>_s<S>/  CUDA artifacts without their weights
+                                     + weights.json (how to regenerate each weight, and its sha256)
+                                     + kept.safetensors (the few tensors that are no parameter)
+                                     + io.safetensors (input ids, expected output of the first positions)
+                                   kernels/<case>/             one-op CUDA artifacts, one per CAT kernel kind
+                                   tune/<problem>              profiler programs timing GEMM candidates
+                                   kit.json                    contents, versions, sha256 of every file
+
+Weights are regenerated there from names and a seed (``weights``): a full-size model's weights are far
+larger than what travels. Every kernel is built here; nothing is compiled there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import cat_dialect as cat
+from ait_codegen.abi import KernelSpec
+from ait_codegen.build import compile_all
+from ait_codegen.candidates import candidates
+from ait_codegen.gemm_problem import problem_for
+from ait_codegen.profiler import profiler_job
+from byteir_cat import __version__, model_zoo
+from byteir_cat.compiler import compile as compile_model
+from byteir_cat.gpu_kit import weights
+from byteir_cat.gpu_kit.contents import MODELS, QUICK_MODELS, SEED, KernelCase, KitModel, kernel_cases
+from byteir_cat.ir import Block, Function, Module, Op, Value
+from runtime.artifact import WEIGHTS
+from runtime.byre import ByreModule
+from runtime.serialize import Reader
+
+ROOT = Path(__file__).resolve().parents[2]
+KIT_LIMIT_BYTES = 60 * 2**20
+Note = Callable[[str], None]
+
+
+def single_op_module(case: KernelCase) -> Module:
+    """main(operands...) -> the case's CAT op: compiled, it is one CAT subgraph with its own kernel."""
+    args = [Value(t) for t in case.operands]
+    op = cat.build(case.op, args, loc=f"gpu_kit:{case.name}")
+    body = Block(args, [op], [op.result])
+    return Module({"main": Function("main", body, arg_names=[f"x{i}" for i in range(len(args))])},
+                  source=case.name)
+
+
+def _strip_weights(art_dir: Path, digests: dict[str, str]) -> dict[str, Any]:
+    """Replace the artifact's weights file by a recipe: each tensor that is a generated parameter becomes
+    {param, sha256}; the rest is kept in kept.safetensors. Returns the recipe."""
+    tensors = load_file(str(art_dir / WEIGHTS))
+    by_digest = {d: name for name, d in digests.items()}
+    generated, kept = {}, {}
+    for key, t in tensors.items():
+        digest = weights.tensor_digest(t)
+        if digest in by_digest:
+            generated[key] = {"param": by_digest[digest], "sha256": digest, "shape": list(t.shape),
+                              "dtype": str(t.dtype).removeprefix("torch.")}
+        else:
+            kept[key] = t.contiguous()
+    save_file(kept, str(art_dir / "kept.safetensors"))
+    file_digest = hashlib.sha256((art_dir / WEIGHTS).read_bytes()).hexdigest()
+    (art_dir / WEIGHTS).unlink()
+    return {"seed": SEED, "generated": generated, "kept": sorted(kept), "weights_sha256": file_digest}
+
+
+def _build_model(km: KitModel, arch: str, stage: Path, note: Note) -> list[dict[str, Any]]:
+    factory = getattr(model_zoo, km.factory)
+    entries = []
+    for batch, seq in km.shapes:
+        model, _ = factory(**km.config, batch=batch, seq=seq)
+        model = model.to(km.dtype).eval()
+        digests = weights.fill(model, SEED)
+        ids = weights.integers(f"{km.name}.input_ids", (batch, seq), 1, km.config["vocab"], SEED)
+        name = f"{km.name}_b{batch}_s{seq}"
+        art = stage / "models" / name
+        t0 = time.perf_counter()
+        note(f"compiling {name} for {arch}")
+        compiled = compile_model(model, (ids,), target="cuda", arch=arch, out_dir=art)
+        report = compiled.report
+        recipe = _strip_weights(art, digests)
+        recipe["model"] = {"name": km.name, "factory": km.factory, "config": km.config,
+                           "dtype": str(km.dtype).removeprefix("torch."), "batch": batch, "seq": seq}
+        (art / "weights.json").write_text(json.dumps(recipe, indent=1))
+        note(f"  {name}: expected output (f32 eager on this CPU)")
+        with torch.no_grad():
+            expected = model.float()(ids)[:, :km.expected_positions].contiguous()
+        save_file({"input_ids": ids, "expected": expected}, str(art / "io.safetensors"))
+        entries.append({"name": name, "model": km.name, "dtype": recipe["model"]["dtype"], "batch": batch, "seq": seq,
+                        "fallbacks": report.get("fallbacks", []), "cat": report.get("cat", {}),
+                        "compile_seconds": round(time.perf_counter() - t0, 1)})
+        del model, compiled
+    return entries
+
+
+def _build_kernels(cases: list[KernelCase], arch: str, stage: Path, note: Note) -> list[dict[str, Any]]:
+    entries = []
+    for case in cases:
+        note(f"kernel {case.name} for {arch}")
+        out_dir = stage / "kernels" / case.name
+        compiled = compile_model(single_op_module(case), target="cuda", arch=arch, out_dir=out_dir)
+        entries.append({"name": case.name, "op": case.op.name, "operands": [str(t) for t in case.operands],
+                        "notes": compiled.report.get("cat", {}).get("notes", [])})
+    return entries
+
+
+def _build_tuning(stage: Path, arch: str, limit: int, note: Note) -> list[dict[str, Any]]:
+    """One profiler program per distinct GEMM/BMM of the model artifacts, timing ``limit`` candidates."""
+    specs: dict[str, KernelSpec] = {}
+    for plan in sorted((stage / "models").glob("*/model.byre.json")):
+        byre = ByreModule.from_json(json.loads(plan.read_text()))
+        reader = Reader({})
+        for c in byre.computes:
+            if c.kind != "cat" or not c.attrs["op"].startswith(("cat.gemm", "cat.bmm")):
+                continue
+            decl = cat.decode(Op(c.attrs["op"], [], [], reader.attr({"dict": c.attrs["op_attrs"]})))
+            types = [byre.values[c.operands[m["arg"]]].type for m in c.attrs["operand_map"] if "arg" in m]
+            if len(types) == len(c.attrs["operand_map"]):
+                specs.setdefault(c.attrs["symbol"], KernelSpec(decl, tuple(types)))
+    jobs, entries = [], []
+    for symbol, spec in specs.items():
+        problem = problem_for(spec.op, spec.operands)
+        configs = candidates(problem, arch, limit=max(1, limit - 1))
+        if arch == "sm_90a":
+            configs += candidates(problem, "sm_80", limit=1)
+        jobs.append(profiler_job(spec, arch, configs))
+        entries.append({"symbol": symbol, "op": spec.op.name, "operands": [str(t) for t in spec.operands],
+                        "configs": {c.name: c.__dict__ for c in configs}})
+    note(f"building {len(jobs)} profiler programs ({limit} candidates each)")
+    for entry, result in zip(entries, compile_all(jobs), strict=True):
+        exe = stage / "tune" / entry["symbol"]
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(result.path, exe)
+        entry["program"] = f"tune/{entry['symbol']}"
+    return entries
+
+
+def _git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    return (out.stdout.strip() or "unknown") + ("+changes" if dirty else "")
+
+
+def _digests(stage: Path) -> dict[str, str]:
+    return {str(p.relative_to(stage)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(stage.rglob("*")) if p.is_file() and p.name != "kit.json"}
+
+
+RUN_SH = """#!/bin/sh
+# The GPU kit's one command: validate and measure byteir-cat on this machine's GPU, nothing compiled here.
+#   .gpu-kit/run.sh OUTDIR [--check]     (--check: up to the first device call, for a machine without a GPU)
+set -u
+KIT=$(cd "$(dirname "$0")" && pwd)
+REPO=${BYTEIR_CAT_REPO:-$(dirname "$KIT")}   # the checkout the kit was built from sits above it
+OUT=${1:?usage: run.sh OUTDIR [--check]}
+shift
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+PY=${PYTHON:-python3}
+case "$PY" in */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;; esac
+if [ -x "$REPO/.venv/bin/python" ] && [ -z "${PYTHON:-}" ]; then PY="$REPO/.venv/bin/python"; fi
+WORK=${BYTEIR_CAT_KIT_WORK:-$(mktemp -d /tmp/byteir-cat-kit.XXXXXX)}
+tar -xJf "$KIT/kit.tar.xz" -C "$WORK" || { echo "run.sh: cannot unpack $KIT/kit.tar.xz" >&2; exit 2; }
+cd "$REPO"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+exec "$PY" -m byteir_cat.gpu_kit.run "$WORK" "$OUT" "$@"
+"""
+
+
+def build(out: Path, arch: str = "sm_90a", quick: bool = False, tune: int = 0, note: Note = print) -> Path:
+    """Build the kit into ``out`` (replaced atomically). ``quick``: one small model and two row-wise kernels
+    (tests); ``tune``: candidates per GEMM for the profiler programs (0: none)."""
+    t0 = time.perf_counter()
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gpu-kit-build.", dir=out.parent) as tmp:
+        stage = Path(tmp) / "kit"
+        stage.mkdir()
+        models = [e for km in (QUICK_MODELS if quick else MODELS) for e in _build_model(km, arch, stage, note)]
+        kernels = _build_kernels(kernel_cases(quick), arch, stage, note)
+        tuning = _build_tuning(stage, arch, tune, note) if tune else []
+        kit = {"format": 1, "arch": arch, "quick": quick, "byteir_cat": __version__, "commit": _git_commit(),
+               "built": datetime.datetime.now().isoformat(timespec="seconds"), "torch_here": torch.__version__,
+               "models": models, "kernels": kernels, "tuning": tuning, "files": _digests(stage)}
+        (stage / "kit.json").write_text(json.dumps(kit, indent=1))
+        note("packing")
+        final = Path(tmp) / "out"
+        final.mkdir()
+        with tarfile.open(final / "kit.tar.xz", "w:xz", preset=6) as tar:
+            for p in sorted(stage.iterdir()):
+                tar.add(p, arcname=p.name)
+        (final / "run.sh").write_text(RUN_SH)
+        (final / "run.sh").chmod(0o755)
+        (final / "kit.json").write_text(json.dumps({k: v for k, v in kit.items() if k != "files"}, indent=1))
+        size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+        if size > KIT_LIMIT_BYTES:
+            raise SystemExit(f"gpu-kit: {size / 2**20:.1f} MiB is over the {KIT_LIMIT_BYTES / 2**20:.0f} MiB limit")
+        if out.exists():
+            shutil.rmtree(out)
+        final.rename(out)
+    note(f"gpu-kit: {out} ({size / 2**20:.1f} MiB) built in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="build the GPU kit (see byteir_cat/gpu_kit/build.py)")
+    ap.add_argument("out", type=Path, nargs="?", default=ROOT / ".gpu-kit")
+    ap.add_argument("--arch", default="sm_90a", choices=["sm_80", "sm_90a"])
+    ap.add_argument("--quick", action="store_true", help="one small model and two kernels")
+    ap.add_argument("--tune", type=int, default=0, metavar="N", help="profiler programs with N candidates per GEMM")
+    args = ap.parse_args()
+    build(args.out, args.arch, args.quick, args.tune)
+
+
+if __name__ == "__main__":
+    main()

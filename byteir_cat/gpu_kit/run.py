@@ -1,0 +1,584 @@
+"""The GPU kit's runner: ``.gpu-kit/run.sh OUTDIR [--check]`` (see ``build``).
+
+Each step runs in its own process under a time box, so that a hang or a crash costs that step only, in
+order of what a first GPU run must tell: the environment; the kit unpacked, weights regenerated and every
+artifact verified; numerics of every CAT kernel kind against its reference; the models against the outputs
+saved on the compiling machine, with every fusion-group kernel checked against its own ops on the values
+of the run; then timings (GEMMs against cuBLAS and attention against SDPA, both under CUDA-graph replay;
+the models against torch eager and torch.compile); then the GEMM candidates. Every step writes
+``OUTDIR/<step>.json``; the run ends with ``summary.md`` and ``summary.json``.
+
+``--check`` (``make gpu-kit-check``, on a machine without a GPU) runs each step up to its first device
+call: everything that can fail without a GPU (a missing file, a hash, a weight that regenerates
+differently, an import of something the GPU machine does not have) fails here first.
+
+Imports only what the GPU machine has: torch, numpy, safetensors, cuda-python, llvmlite, transformers
+(timings against eager), and the runtime side of this project. torch-mlir and nvidia-cutlass are blocked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import importlib.abc
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+BLOCKED = ("torch_mlir", "cutlass_library", "cutlass_cppgen")
+
+
+class _CompileSideBlocker(importlib.abc.MetaPathFinder):
+    """The GPU machine has no torch-mlir and no nvidia-cutlass: importing them here is a kit bug."""
+
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"gpu-kit: {name} is imported on the device side (the GPU machine does not have it)")
+        return None
+
+
+sys.meta_path.insert(0, _CompileSideBlocker())
+
+import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+import cat_dialect as cat  # noqa: E402
+from byteir_cat.gpu_kit import weights  # noqa: E402
+from byteir_cat.ir import Op, torch_dtype  # noqa: E402
+from byteir_cat.reference import evaluate  # noqa: E402
+from runtime.artifact import MANIFEST, WEIGHTS, read  # noqa: E402
+from runtime.serialize import Reader  # noqa: E402
+from runtime.session import Session  # noqa: E402
+
+STEPS: dict[str, int] = {  # name -> time box in seconds, in the order they run
+    "env": 30, "prepare": 120, "kernels": 75, "models": 90, "gemm_timing": 60, "attention_timing": 30,
+    "model_timing": 180, "tune": 60,
+}
+TOTAL_BUDGET = 540  # the whole run, on an H100 with nothing compiled there
+
+
+class NoDevice(Exception):
+    """--check: the step reached its first device call."""
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+def _kit(work: Path) -> dict[str, Any]:
+    return json.loads((work / "kit.json").read_text())
+
+
+def _device(check: bool) -> torch.device:
+    if check or not torch.cuda.is_available():
+        raise NoDevice("no CUDA device" if not check else "check mode")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> dict[str, float]:
+    g, w = got.double().cpu(), want.double().cpu()
+    finite = torch.isfinite(w)
+    if not torch.equal(finite, torch.isfinite(g)):
+        return {"norm": float("inf"), "max": float("inf")}
+    g, w = g[finite], w[finite]
+    scale = w.abs().max().clamp_min(1e-30)
+    return {"norm": float((g - w).norm() / w.norm().clamp_min(1e-30)), "max": float((g - w).abs().max() / scale)}
+
+
+def _graph_ms(fn: Callable[[], None], session: Session | None, iters: int = 20, reps: int = 7) -> float:
+    """Median time of one ``fn()`` in ms, ``iters`` calls captured into one CUDA graph and replayed."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        if session is not None:
+            session.begin_device_run()
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        if session is not None:
+            session.begin_device_run()
+        for _ in range(iters):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / iters)
+    return statistics.median(times)
+
+
+def _events_ms(fn: Callable[[], Any], runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _decl(c) -> cat.CatOp:
+    return cat.decode(Op(c.attrs["op"], [], [], Reader({}).attr({"dict": c.attrs["op_attrs"]})))
+
+
+def _model_dirs(work: Path) -> list[Path]:
+    return sorted(p for p in (work / "models").iterdir() if p.is_dir()) if (work / "models").is_dir() else []
+
+
+# --- steps ---------------------------------------------------------------------------------------------------
+
+def step_env(work: Path, check: bool) -> dict[str, Any]:
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("torch", "numpy", "safetensors", "cuda-python", "cuda-bindings", "llvmlite", "transformers"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    smi = shutil.which("nvidia-smi")
+    out: dict[str, Any] = {
+        "python": platform.python_version(), "machine": platform.machine(), "versions": versions,
+        "nvcc_on_path": shutil.which("nvcc") is not None,
+        "kit": {k: v for k, v in _kit(work).items() if k != "files"},
+        "nvidia_smi": subprocess.run([smi, "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                                      "--format=csv,noheader"], capture_output=True, text=True,
+                                     timeout=20).stdout.strip() if smi else None,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        out["device"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
+                         "sms": props.multi_processor_count, "memory_gib": round(props.total_memory / 2**30, 1)}
+    return out
+
+
+def step_prepare(work: Path, check: bool) -> dict[str, Any]:
+    """Verify the unpacked kit, regenerate every model's weights (bit-exact, checked per tensor), write each
+    artifact's weights file, read every artifact (manifest, hashes, plan) and open every kernel library."""
+    kit = _kit(work)
+    bad = [rel for rel, digest in kit["files"].items()
+           if not (work / rel).is_file() or hashlib.sha256((work / rel).read_bytes()).hexdigest() != digest]
+    if bad:
+        raise RuntimeError(f"{len(bad)} kit file(s) missing or changed, first: {bad[0]}")
+    device = "cuda" if torch.cuda.is_available() and not check else "cpu"
+    out: dict[str, Any] = {"weights": [], "artifacts": 0, "libraries": 0}
+    cache: dict[tuple[str, str], torch.Tensor] = {}
+    for art in _model_dirs(work):
+        recipe = json.loads((art / "weights.json").read_text())
+        t0 = time.perf_counter()
+        tensors = dict(load_file(str(art / "kept.safetensors")))
+        for key, g in recipe["generated"].items():
+            dtype = getattr(torch, g["dtype"])
+            ck = (g["param"], g["dtype"])
+            if ck not in cache:
+                cache[ck] = weights.parameter(g["param"], tuple(g["shape"]), dtype, recipe["seed"], device).cpu()
+            t = cache[ck].reshape(g["shape"])
+            if weights.tensor_digest(t) != g["sha256"]:
+                raise RuntimeError(f"{art.name}: weight {g['param']} regenerates differently here (sha256 mismatch)")
+            tensors[key] = t
+        save_file(tensors, str(art / WEIGHTS))
+        digest = hashlib.sha256((art / WEIGHTS).read_bytes()).hexdigest()
+        identical = digest == recipe["weights_sha256"]
+        if not identical:  # same tensors, another safetensors writer: sign the file this kit just checked
+            manifest = json.loads((art / MANIFEST).read_text())
+            manifest["files"][WEIGHTS] = digest
+            (art / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        out["weights"].append({"artifact": art.name, "tensors": len(tensors), "file_bit_identical": identical,
+                               "seconds": round(time.perf_counter() - t0, 2)})
+    arts = _model_dirs(work) + (sorted(p for p in (work / "kernels").iterdir()) if (work / "kernels").is_dir() else [])
+    for art in arts:
+        artifact = read(art, target="cuda")
+        out["artifacts"] += 1
+        for c in artifact.byre.computes:
+            if c.kind == "cat":
+                lib = ctypes.CDLL(str(art / c.attrs["library"]))
+                for name in (c.attrs["symbol"], f"{c.attrs['symbol']}_workspace_bytes"):
+                    getattr(lib, name)
+                out["libraries"] += 1
+            elif c.kind == "host_eval":
+                raise RuntimeError(f"{art.name}: @{c.callee} runs on the host ({c.attrs.get('fallback')})")
+    for t in kit.get("tuning", []):
+        if not os.access(work / t["program"], os.X_OK):
+            raise RuntimeError(f"tuning program {t['program']} is missing or not executable")
+    return out
+
+
+def step_kernels(work: Path, check: bool) -> dict[str, Any]:
+    """Each one-op artifact on random inputs against the op's reference semantics, on the GPU."""
+    dirs = sorted((work / "kernels").iterdir()) if (work / "kernels").is_dir() else []
+    if check:
+        for d in dirs:
+            read(d, target="cuda")
+        raise NoDevice(f"{len(dirs)} kernel artifacts readable")
+    device = _device(check)
+    results = []
+    for d in dirs:
+        row: dict[str, Any] = {"kernel": d.name}
+        try:
+            session = Session(d, device="cuda")
+            (c,) = [c for c in session.byre.computes if c.kind == "cat"]
+            decl = _decl(c)
+            row["op"] = decl.name
+            gen = torch.Generator(device=device).manual_seed(0)
+            inputs = [torch.randn(session.byre.values[v].type.shape, generator=gen, device=device)
+                      .to(torch_dtype(session.byre.values[v].type.dtype)) for v in session.byre.inputs]
+            (got,) = session.run(*inputs)
+            want = decl.reference(*inputs)
+            row.update(_rel(got, want))
+            tol = 2e-2 if got.dtype == torch.bfloat16 else 5e-3
+            row["ok"] = row["norm"] < tol
+        except Exception as e:  # one kernel's failure must not hide the others'
+            row.update(ok=False, error=f"{type(e).__name__}: {e}"[:300])
+        results.append(row)
+    return {"kernels": results, "passed": sum(r["ok"] for r in results), "total": len(results)}
+
+
+def _group_checker(session: Session, reader: Reader, seen: set[str], rows: list[dict[str, Any]]):
+    """Hooks for ``run_stepwise``: each distinct fusion-group kernel's outputs against the reference
+    evaluation of the group's own ops on the operands it read."""
+    operands: dict[int, list[torch.Tensor]] = {}
+
+    def before(step: int, c, slots) -> None:
+        if c.kind == "ptx" and "function" in c.attrs and c.attrs["symbol"] not in seen:
+            operands[step] = [slots[i].detach().cpu().clone() for i in c.operands]
+
+    def after(step: int, c, slots) -> None:
+        if step not in operands:
+            return
+        seen.add(c.attrs["symbol"])
+        fn = reader.function(c.attrs["function"])
+        want = evaluate(fn, operands.pop(step))
+        errs = [_rel(slots[r], w)["max"] for r, w in zip(c.results, want, strict=True)]
+        rows.append({"group": c.callee, "ops": len(fn.body.ops), "max_rel_err": max(errs), "ok": max(errs) < 1e-2})
+
+    return before, after
+
+
+def step_models(work: Path, check: bool) -> dict[str, Any]:
+    """Every model artifact on its saved inputs against the output saved on the compiling machine (f32
+    eager, same weights); on the smallest shape, every distinct fusion group against its own ops."""
+    device = _device(check)
+    results, groups = [], []
+    seen: set[str] = set()
+    for art in _model_dirs(work):
+        row: dict[str, Any] = {"artifact": art.name}
+        try:
+            session = Session(art, device="cuda")
+            io = load_file(str(art / "io.safetensors"))
+            ids = io["input_ids"].to(device)
+            (got,) = session.run(ids)
+            again = session.run(ids)[0]
+            expected = io["expected"]
+            row.update(_rel(got[:, :expected.shape[1]], expected))
+            row["deterministic"] = bool(torch.equal(got, again))
+            row["ok"] = row["norm"] < 1e-2 and row["deterministic"]
+            if ids.numel() <= 4096:
+                before, after = _group_checker(session, Reader(session.artifact.tensors), seen, groups)
+                session.run_stepwise(ids, before=before, after=after)
+        except Exception as e:
+            row.update(ok=False, error=f"{type(e).__name__}: {e}"[:300])
+        results.append(row)
+    return {"models": results, "groups": groups, "passed": sum(r["ok"] for r in results), "total": len(results),
+            "groups_passed": sum(g["ok"] for g in groups)}
+
+
+def step_gemm_timing(work: Path, check: bool) -> dict[str, Any]:
+    """Each distinct GEMM/BMM kernel of the models against torch.matmul (cuBLAS) on the same shapes and
+    dtype, both as CUDA-graph replays; the epilogue is ours alone (cuBLAS does the bare product)."""
+    device = _device(check)
+    rows, seen = [], set()
+    for art in _model_dirs(work):
+        session = Session(art, device="cuda")
+        ids = load_file(str(art / "io.safetensors"))["input_ids"].to(device)
+        slots = session.run_stepwise(ids)
+        for step, fn in session.bound_kernels():
+            c = session.byre.computes[step]
+            if c.kind != "cat" or not c.attrs["op"].startswith(("cat.gemm", "cat.bmm")) or c.attrs["symbol"] in seen:
+                continue
+            seen.add(c.attrs["symbol"])
+            decl = _decl(c)
+            types = [session.byre.values[c.operands[m["arg"]]].type for m in c.attrs["operand_map"] if "arg" in m]
+            if isinstance(decl, cat.Gemm):
+                m, n, k = decl.mnk(types)
+                batch = 1
+            else:
+                bdims, m, n, k = decl.dims(types)
+                batch = int(torch.tensor(bdims).prod()) if bdims else 1
+            dtype = torch_dtype(types[0].dtype)
+            a = torch.randn(batch, m, k, device=device, dtype=dtype)
+            b = torch.randn(batch, k, n, device=device, dtype=dtype)
+            ours = _graph_ms(partial(fn, slots), session)
+            cublas = _graph_ms(partial(torch.matmul, a, b), None)
+            flop = 2.0 * batch * m * n * k
+            rows.append({"artifact": art.name, "op": decl.name, "mnk": [m, n, k], "batch": batch,
+                         "ours_ms": round(ours, 4), "cublas_ms": round(cublas, 4),
+                         "ours_tflops": round(flop / ours / 1e9, 1), "vs_cublas": round(cublas / ours, 3)})
+    return {"gemms": rows}
+
+
+def step_attention_timing(work: Path, check: bool) -> dict[str, Any]:
+    """Each distinct attention kernel of the models against torch's SDPA on the same shapes (graph replays)."""
+    import torch.nn.functional as F
+
+    device = _device(check)
+    rows, seen = [], set()
+    for art in _model_dirs(work):
+        session = Session(art, device="cuda")
+        ids = load_file(str(art / "io.safetensors"))["input_ids"].to(device)
+        slots = session.run_stepwise(ids)
+        for step, fn in session.bound_kernels():
+            c = session.byre.computes[step]
+            if c.kind != "cat" or not c.attrs["op"].startswith("cat.attention") or c.attrs["symbol"] in seen:
+                continue
+            seen.add(c.attrs["symbol"])
+            decl = _decl(c)
+            q, k, v = (slots[c.operands[m["arg"]]] for m in c.attrs["operand_map"][:3])
+            gqa = q.shape[1] != k.shape[1]
+            ours = _graph_ms(partial(fn, slots), session)
+            sdpa = _graph_ms(partial(F.scaled_dot_product_attention, q, k, v, is_causal=decl.causal,
+                                     scale=decl.scale, enable_gqa=gqa), None)
+            rows.append({"artifact": art.name, "op": decl.name, "q": list(q.shape), "kv": list(k.shape),
+                         "causal": decl.causal, "ours_ms": round(ours, 4), "sdpa_ms": round(sdpa, 4),
+                         "vs_sdpa": round(sdpa / ours, 3)})
+    return {"attention": rows}
+
+
+def _eager_model(recipe: dict[str, Any], device: str):
+    """The Hugging Face model of an artifact, rebuilt with this machine's transformers and the kit's
+    weights (checked against the sha256 recorded when the artifact was built)."""
+    from byteir_cat import model_zoo
+
+    spec = recipe["model"]
+    model, _ = getattr(model_zoo, spec["factory"])(**spec["config"], batch=spec["batch"], seq=spec["seq"])
+    model = model.to(getattr(torch, spec["dtype"])).eval()
+    wanted = {g["param"]: g["sha256"] for g in recipe["generated"].values()}
+    digests = weights.fill(model, recipe["seed"], device)
+    differ = [n for n, d in wanted.items() if digests.get(n) != d]
+    if differ:
+        raise RuntimeError(f"the eager model's parameters do not match the artifact's: {differ[:3]}")
+    return model.to(device)
+
+
+def _time_model(art: Path, recipe: dict[str, Any], device: torch.device, deadline: float) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    ids = load_file(str(art / "io.safetensors"))["input_ids"].to(device)
+    runs = 20 if ids.numel() <= 4096 else 5
+    session = Session(art, device="cuda")
+    row["ours_ms"] = round(_events_ms(partial(session.run, ids), runs), 3)
+    replay = session.capture_graph(ids)
+    row["ours_graph_ms"] = round(_events_ms(partial(replay, ids), runs), 3)
+    model = _eager_model(recipe, str(device))
+    with torch.inference_mode():
+        row["eager_ms"] = round(_events_ms(partial(model, ids), runs), 3)
+        row["vs_eager_rel_err"] = _rel(replay(ids)[0], model(ids))["norm"]
+        row["torch_compile_ms"] = None
+        if time.time() < deadline - 90:  # torch.compile itself takes a minute or so
+            compiled = torch.compile(model)
+            t0 = time.perf_counter()
+            compiled(ids)
+            row["torch_compile_s"] = round(time.perf_counter() - t0, 1)
+            row["torch_compile_ms"] = round(_events_ms(partial(compiled, ids), runs), 3)
+    best = min(row["ours_ms"], row["ours_graph_ms"])
+    row["speedup_vs_eager"] = round(row["eager_ms"] / best, 3)
+    if row["torch_compile_ms"]:
+        row["speedup_vs_torch_compile"] = round(row["torch_compile_ms"] / best, 3)
+    return row
+
+
+def step_model_timing(work: Path, check: bool, deadline: float) -> dict[str, Any]:
+    """Each model artifact: ours (a launch per compute, and one CUDA graph) against torch eager and
+    torch.compile of the same model and weights, at the artifact's shape."""
+    if check:  # transformers here builds each model and its weights match the artifact's: all but the GPU
+        built = set()
+        for art in _model_dirs(work):
+            recipe = json.loads((art / "weights.json").read_text())
+            if recipe["model"]["name"] not in built:
+                _eager_model(recipe, "cpu")
+                built.add(recipe["model"]["name"])
+        raise NoDevice(f"{len(built)} eager models rebuilt with matching weights")
+    device = _device(check)
+    rows = []
+    for art in _model_dirs(work):
+        row: dict[str, Any] = {"artifact": art.name}
+        try:
+            row.update(_time_model(art, json.loads((art / "weights.json").read_text()), device, deadline))
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {e}"[:300]
+        torch.cuda.empty_cache()
+        rows.append(row)
+    return {"models": rows}
+
+
+def step_tune(work: Path, check: bool) -> dict[str, Any]:
+    """Run each prebuilt profiler program (every candidate of one GEMM, CUDA-event timed) and keep the
+    fastest; ``tune.json`` goes back to the compiling machine's tuning cache."""
+    kit = _kit(work)
+    if check:
+        raise NoDevice(f"{len(kit.get('tuning', []))} profiler programs present")
+    _device(check)
+    rows = []
+    for t in kit.get("tuning", []):
+        proc = subprocess.run([str(work / t["program"]), "20"], capture_output=True, text=True, timeout=30)
+        found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{") and '"config"' in line]
+        ok = [f for f in found if f.get("status") == 0]
+        best = min(ok, key=lambda f: f["ms"]) if ok else None
+        rows.append({"symbol": t["symbol"], "op": t["op"], "operands": t["operands"], "candidates": found,
+                     "best": best and {"config": best["config"], "ms": best["ms"], **t["configs"][best["config"]]}})
+    return {"tuning": rows}
+
+
+STEP_FUNCTIONS = {"env": step_env, "prepare": step_prepare, "kernels": step_kernels, "models": step_models,
+                  "gemm_timing": step_gemm_timing, "attention_timing": step_attention_timing,
+                  "model_timing": step_model_timing, "tune": step_tune}
+
+
+def run_step(name: str, work: Path, out: Path, check: bool, deadline: float) -> int:
+    """One step in this process: its JSON into OUTDIR; exit 0 (done), 3 (check mode stopped at the device)."""
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"step": name}
+    code = 0
+    try:
+        fn = STEP_FUNCTIONS[name]
+        result = fn(work, check, deadline) if name == "model_timing" else fn(work, check)
+        record.update(status="ok", result=result)
+    except NoDevice as e:
+        record.update(status="stopped before the device", detail=str(e))
+        code = 3
+    except Exception as e:
+        record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-2000:])
+        code = 1
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1, default=str))
+    return code
+
+
+def _summary(out: Path, statuses: dict[str, str], check: bool) -> str:
+    lines = ["# byteir-cat GPU kit run", ""]
+    env = _load(out, "env")
+    if env:
+        dev = env.get("device") or {}
+        kit, versions = env["kit"], env["versions"]
+        lines += [f"- device: {dev.get('name', 'none')} (sm {dev.get('capability', '-')}, {dev.get('sms', '-')} SMs)",
+                  f"- torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
+                  f"kit commit {kit.get('commit')}, built {kit.get('built')}, arch {kit.get('arch')}"]
+    lines += ["", "| step | status | seconds | detail |", "|---|---|---|---|"]
+    for name, status in statuses.items():
+        rec = _load(out, name, whole=True) or {}
+        detail = rec.get("error") or rec.get("detail") or ""
+        lines.append(f"| {name} | {status} | {rec.get('seconds', '-')} | {detail[:200]} |")
+    kernels = _load(out, "kernels")
+    if kernels:
+        lines += ["", f"## Kernels: {kernels['passed']}/{kernels['total']} within tolerance", "",
+                  "| kernel | ok | rel. error (norm) | max | error |", "|---|---|---|---|---|"]
+        for r in kernels["kernels"]:
+            errs = f"{r['norm']:.2e} | {r['max']:.2e}" if "norm" in r else "- | -"
+            lines.append(f"| {r['kernel']} | {r['ok']} | {errs} | {r.get('error', '')} |")
+    models = _load(out, "models")
+    if models:
+        lines += ["", f"## Models: {models['passed']}/{models['total']}; fusion groups "
+                  f"{models['groups_passed']}/{len(models['groups'])}", "", "| artifact | ok | rel. error | error |",
+                  "|---|---|---|---|"]
+        for r in models["models"]:
+            lines.append(f"| {r['artifact']} | {r['ok']} | {r.get('norm', '-')} | {r.get('error', '')} |")
+    gemm = _load(out, "gemm_timing")
+    if gemm:
+        lines += ["", "## GEMMs vs cuBLAS (CUDA-graph replay)", "",
+                  "| artifact | op | M,N,K | batch | ours ms | cuBLAS ms | TFLOP/s | vs cuBLAS |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in gemm["gemms"]:
+            lines.append(f"| {r['artifact']} | {r['op']} | {r['mnk']} | {r['batch']} | {r['ours_ms']} | "
+                         f"{r['cublas_ms']} | {r['ours_tflops']} | {r['vs_cublas']}x |")
+    att = _load(out, "attention_timing")
+    if att:
+        lines += ["", "## Attention vs SDPA", "", "| artifact | q | kv | ours ms | SDPA ms | vs SDPA |",
+                  "|---|---|---|---|---|---|"]
+        for r in att["attention"]:
+            lines.append(f"| {r['artifact']} | {r['q']} | {r['kv']} | {r['ours_ms']} | {r['sdpa_ms']} | "
+                         f"{r['vs_sdpa']}x |")
+    mt = _load(out, "model_timing")
+    if mt:
+        lines += ["", "## Models vs torch eager and torch.compile", "",
+                  "| artifact | ours ms | ours (graph) ms | eager ms | torch.compile ms | vs eager | vs torch.compile "
+                  "| error |", "|---|---|---|---|---|---|---|---|"]
+        for r in mt["models"]:
+            lines.append(f"| {r['artifact']} | {r.get('ours_ms')} | {r.get('ours_graph_ms')} | {r.get('eager_ms')} | "
+                         f"{r.get('torch_compile_ms')} | {r.get('speedup_vs_eager')} | "
+                         f"{r.get('speedup_vs_torch_compile')} | {r.get('error', '')} |")
+    if check:
+        lines += ["", "Check mode: every step ran up to its first device call."]
+    return "\n".join(lines) + "\n"
+
+
+def _load(out: Path, name: str, whole: bool = False) -> dict[str, Any] | None:
+    path = out / f"{name}.json"
+    if not path.is_file():
+        return None
+    rec = json.loads(path.read_text())
+    return rec if whole else rec.get("result")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="run the GPU kit (use .gpu-kit/run.sh)")
+    ap.add_argument("work", type=Path, help="the unpacked kit")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--check", action="store_true", help="up to the first device call of every step")
+    ap.add_argument("--step", choices=list(STEPS), help="run one step in this process")
+    ap.add_argument("--deadline", type=float, default=0.0)
+    ap.add_argument("--only", help="comma-separated steps to run (default: all)")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.step:
+        sys.exit(run_step(args.step, args.work, args.out, args.check, args.deadline))
+    deadline = time.time() + TOTAL_BUDGET
+    wanted = args.only.split(",") if args.only else list(STEPS)
+    statuses: dict[str, str] = {}
+    failed = False
+    for name in [s for s in STEPS if s in wanted]:
+        budget = min(STEPS[name], max(0.0, deadline - time.time()))
+        if budget < 5:
+            statuses[name] = "skipped (time)"
+            continue
+        cmd = [sys.executable, "-m", "byteir_cat.gpu_kit.run", str(args.work), str(args.out), "--step", name,
+               "--deadline", str(time.time() + budget)] + (["--check"] if args.check else [])
+        t0 = time.perf_counter()
+        try:
+            code = subprocess.run(cmd, timeout=budget).returncode
+            statuses[name] = {0: "ok", 3: "stopped before the device"}.get(code, f"failed (exit {code})")
+        except subprocess.TimeoutExpired:
+            code = -1
+            statuses[name] = f"timed out ({budget:.0f} s)"
+        failed |= code not in (0, 3)
+        print(f"[gpu-kit] {name}: {statuses[name]} in {time.perf_counter() - t0:.1f} s", flush=True)
+        if name == "prepare" and code not in (0, 3):
+            break  # nothing after it can run on an unverified kit
+    summary = _summary(args.out, statuses, args.check)
+    (args.out / "summary.md").write_text(summary)
+    (args.out / "summary.json").write_text(json.dumps(
+        {"statuses": statuses, **{n: _load(args.out, n, whole=True) for n in statuses}}, indent=1, default=str))
+    print(summary)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
