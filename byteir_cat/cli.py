@@ -116,6 +116,42 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tuning runs on the GPU machine (the kit's ``tune`` step times the prebuilt candidates of every GEMM);
+    this brings its winners into this machine's tuning cache, where ``compile`` picks them up."""
+    from ait_codegen.candidates import GemmConfig
+    from ait_codegen.gemm_problem import problem_for
+    from ait_codegen.tuning_cache import TuningCache
+    from byteir_cat.errors import InputError
+    from byteir_cat.importer import parse_tensor_type
+    from byteir_cat.ir import Op
+    from cat_dialect import decode
+
+    try:
+        record = json.loads(Path(args.results).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{args.results}: not a readable tune.json ({type(e).__name__})") from None
+    rows = record.get("result", record).get("tuning")
+    if not isinstance(rows, list):
+        raise InputError(f"{args.results}: no 'tuning' results (the kit's OUTDIR/tune.json)")
+    cache = TuningCache()
+    stored = 0
+    try:
+        for row in rows:
+            if not row.get("best"):
+                continue
+            decl = decode(Op("cat." + row["op"], [], [], row["op_attrs"]))
+            types = [parse_tensor_type(t, args.results) for t in row["operands"]]
+            cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in row["best"]["config"].items()}
+            cache.store(problem_for(decl, types), row["arch"], GemmConfig(**cfg), profiled=True,
+                        time_ms=row["best"]["ms"])
+            stored += 1
+    finally:
+        cache.close()
+    print(f"stored {stored} profiled GEMM configuration(s) of {len(rows)} in the tuning cache")
+    return 0
+
+
 def _read_npz(path: str) -> list:
     import numpy as np
     import torch
@@ -129,7 +165,8 @@ def _read_npz(path: str) -> list:
         raise InputError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
 
 
-COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "run": cmd_run, "profile": cmd_profile}
+COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "run": cmd_run, "profile": cmd_profile,
+            "tune": cmd_tune}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON instead of the table")
     pr.add_argument("--trace", metavar="OUT.json", help="write the median run as a Chrome/Perfetto trace")
     pr.add_argument("--plot", metavar="OUT.svg", help="write a bar chart of the slowest subgraphs")
+    t = sub.add_parser("tune", help="store GEMM tuning results measured on a GPU (the kit's tune.json)")
+    t.add_argument("--import", dest="results", required=True, metavar="TUNE.json",
+                   help="OUTDIR/tune.json of a GPU kit run")
     return parser
 
 

@@ -133,3 +133,28 @@ def test_a_missing_kernel_library_fails_prepare(quick_kit, tmp_path):
                           text=True, timeout=600)
     assert proc.returncode == 1
     assert "missing or changed" in json.loads((out / "prepare.json").read_text())["error"]
+
+
+def test_tuning_results_from_the_gpu_reach_the_tuning_cache(tmp_path, monkeypatch):
+    """``byteir-cat tune --import OUTDIR/tune.json``: the kit's measured winners become profiled records
+    that compile then uses (a CUTLASS 2.x winner for sm_90a included)."""
+    from ait_codegen.candidates import GemmConfig
+    from ait_codegen.gemm_problem import problem_for
+    from ait_codegen.tuning_cache import TuningCache
+    from byteir_cat.cli import main
+    from byteir_cat.ir import TensorType
+
+    monkeypatch.setenv("BYTEIR_CAT_TUNING", str(tmp_path / "tuning.sqlite"))
+    op = cat.Gemm("rcr", True, "fast_gelu")
+    types = [TensorType((128, 768), "f16"), TensorType((3072, 768), "f16"), TensorType((3072,), "f16")]
+    winner = GemmConfig("sm_80", (128, 128, 32), (2, 2, 1), 4)
+    row = {"symbol": "s", "op": op.name, "op_attrs": op.attributes(), "arch": "sm_90a",
+           "operands": [str(t) for t in types], "candidates": [],
+           "best": {"ms": 0.012, "config": winner.__dict__}}
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps({"step": "tune", "status": "ok", "result": {"tuning": [row, {**row, "best": None}]}}))
+    assert main(["tune", "--import", str(path)]) == 0
+    rec = TuningCache().lookup(problem_for(op, types), "sm_90a")
+    assert rec is not None and rec.profiled and rec.config == winner and rec.time_ms == 0.012
+    path.write_text("{not json")
+    assert main(["tune", "--import", str(path)]) == 1

@@ -139,8 +139,8 @@ def _build_tuning(stage: Path, arch: str, limit: int, note: Note) -> list[dict[s
         if arch == "sm_90a":
             configs += candidates(problem, "sm_80", limit=1)
         jobs.append(profiler_job(spec, arch, configs))
-        entries.append({"symbol": symbol, "op": spec.op.name, "operands": [str(t) for t in spec.operands],
-                        "configs": {c.name: c.__dict__ for c in configs}})
+        entries.append({"symbol": symbol, "op": spec.op.name, "op_attrs": spec.op.attributes(), "arch": arch,
+                        "operands": [str(t) for t in spec.operands], "configs": {c.name: c.__dict__ for c in configs}})
     note(f"building {len(jobs)} profiler programs ({limit} candidates each)")
     for entry, result in zip(entries, compile_all(jobs), strict=True):
         exe = stage / "tune" / entry["symbol"]

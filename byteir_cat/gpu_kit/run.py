@@ -443,8 +443,9 @@ def step_tune(work: Path, check: bool) -> dict[str, Any]:
         found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{") and '"config"' in line]
         ok = [f for f in found if f.get("status") == 0]
         best = min(ok, key=lambda f: f["ms"]) if ok else None
-        rows.append({"symbol": t["symbol"], "op": t["op"], "operands": t["operands"], "candidates": found,
-                     "best": best and {"config": best["config"], "ms": best["ms"], **t["configs"][best["config"]]}})
+        rows.append({"symbol": t["symbol"], "op": t["op"], "op_attrs": t["op_attrs"], "arch": t["arch"],
+                     "operands": t["operands"], "candidates": found,
+                     "best": best and {"ms": best["ms"], "config": t["configs"][best["config"]]}})
     return {"tuning": rows}
 
 
