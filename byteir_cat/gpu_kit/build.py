@@ -33,10 +33,11 @@ from safetensors.torch import load_file, save_file
 
 import cat_dialect as cat
 from ait_codegen.abi import KernelSpec
-from ait_codegen.build import compile_all
+from ait_codegen.build import build_subgraphs, compile_all
 from ait_codegen.candidates import candidates
 from ait_codegen.gemm_problem import problem_for
 from ait_codegen.profiler import profiler_job
+from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import __version__, model_zoo
 from byteir_cat.compiler import compile as compile_model
 from byteir_cat.gpu_kit import weights
@@ -109,6 +110,12 @@ def _build_model(km: KitModel, arch: str, stage: Path, note: Note) -> list[dict[
 
 
 def _build_kernels(cases: list[KernelCase], arch: str, stage: Path, note: Note) -> list[dict[str, Any]]:
+    note(f"building {len(cases)} kernels for {arch} in parallel")
+    tuning = TuningCache()
+    try:  # the same sources compile renders, so each one-op compile below finds its library in the cache
+        build_subgraphs([[(c.op, list(c.operands))] for c in cases], arch, tuning=tuning, progress=False)
+    finally:
+        tuning.close()
     entries = []
     for case in cases:
         note(f"kernel {case.name} for {arch}")
