@@ -17,26 +17,14 @@ synchronously on the CPU (``stream`` is ignored).
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from byteir_cat.ir import TensorType
+from byteir_cat.core.ir import TensorType
+from byteir_cat.core.kernel_abi import WORKSPACE_ALIGN, ReturnCode
 from cat_dialect.op_base import CatOp
 from cat_dialect.permute import OutputPermute
-
-
-class ReturnCode(enum.IntEnum):
-    OK = 0
-    DIMS_MISMATCH = 1
-    WORKSPACE_TOO_SMALL = 2
-    CANNOT_IMPLEMENT = 3
-    INITIALIZE_FAILED = 4
-    LAUNCH_FAILED = 5
-
-
-WORKSPACE_ALIGN = 256
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ait_codegen.errors import CodegenError, NvccError
 from ait_codegen.paths import kernel_cache_dir
 from ait_codegen.source import RenderedKernel, as_spec, device_source, render_kernel, twin_source
 from ait_codegen.toolchain import cutlass_include_dirs, cutlass_version, nvcc_version
-from byteir_cat.ir import TensorType
+from byteir_cat.core.ir import TensorType
 from cat_dialect.op_base import CatOp
 
 ARCH_FLAGS = {

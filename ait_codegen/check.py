@@ -19,7 +19,7 @@ from ait_codegen.abi import KernelSpec
 from ait_codegen.build import build_subgraph, build_twin
 from ait_codegen.elements import TORCH_TYPES
 from ait_codegen.launch import KernelLibrary
-from byteir_cat.ir import TensorType
+from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, CatOp, Gemm, LayerNorm, RmsNorm, Softmax
 from cat_dialect.op_base import CatVerifyError
 

@@ -19,7 +19,7 @@ from ait_codegen.launch import KernelLibrary
 from ait_codegen.profiler import profile
 from ait_codegen.source import as_spec
 from ait_codegen.tuning_cache import TuningCache
-from byteir_cat.ir import TensorType
+from byteir_cat.core.ir import TensorType
 from cat_dialect import Gemm
 
 SHAPES_NK = {

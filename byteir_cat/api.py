@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from byteir_cat.errors import CompileError
-from byteir_cat.ir import Module
+from byteir_cat.core.errors import CompileError
+from byteir_cat.core.ir import Module
 
 ModelLike = torch.nn.Module | str | Path | Module
 
@@ -34,8 +34,8 @@ def partition(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor] |
 
     Ops of an unknown dialect are errors; StableHLO/CHLO ops that byteir-cat cannot execute yet are kept
     and shown in the partition as unsupported, with the reason (``Partition.unsupported`` lists them)."""
-    from byteir_cat.errors import UnsupportedOpError
-    from byteir_cat.reference import unsupported_reason
+    from byteir_cat.core.errors import UnsupportedOpError
+    from byteir_cat.semantics.interpreter import unsupported_reason
     from mhlo_to_cat.partition import partition as make_partition
     from mhlo_to_cat.pipeline import run_pipeline
 

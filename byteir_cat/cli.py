@@ -8,14 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from byteir_cat.errors import ByteirCatError
+from byteir_cat.core.errors import ByteirCatError
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
     from byteir_cat.api import partition
+    from byteir_cat.core.printer import print_module
     from byteir_cat.model_source import resolve
     from byteir_cat.partition_report import print_table, to_json, write_dot
-    from byteir_cat.printer import print_module
 
     model, inputs = resolve(args.model)
     part = partition(model, inputs)
@@ -122,9 +122,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ait_codegen.candidates import GemmConfig
     from ait_codegen.gemm_problem import problem_for
     from ait_codegen.tuning_cache import TuningCache
-    from byteir_cat.errors import InputError
-    from byteir_cat.importer import parse_tensor_type
-    from byteir_cat.ir import Op
+    from byteir_cat.core.errors import InputError
+    from byteir_cat.core.importer import parse_tensor_type
+    from byteir_cat.core.ir import Op
     from cat_dialect import decode
 
     try:
@@ -156,7 +156,7 @@ def _read_npz(path: str) -> list:
     import numpy as np
     import torch
 
-    from byteir_cat.errors import InputError
+    from byteir_cat.core.errors import InputError
 
     try:
         with np.load(path) as npz:

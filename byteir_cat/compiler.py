@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from byteir_cat.errors import CompileError
+from byteir_cat.core.errors import CompileError
 from runtime.artifact import Artifact
 from runtime.session import Session
 
@@ -65,7 +65,7 @@ class CompiledModel:
         return self.path
 
     def run_checks(self) -> list:
-        """For self-checking programs: every ``check.*`` outcome (``byteir_cat.reference.CheckResult``)."""
+        """For self-checking programs: every ``check.*`` outcome (``byteir_cat.semantics.interpreter.CheckResult``)."""
         return self.session.run_checks()
 
 
@@ -145,8 +145,8 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
 
 def _host_groups(part: Any, note: Progress, times: dict[str, float]) -> tuple[dict, dict[str, str | bytes]]:
     """Fusion groups as host LLVM IR, each JIT-linked here once (proves it links, warms this process)."""
+    from byteir_cat.core.host_code import KernelError
     from fallback_codegen.compile import compile_group
-    from fallback_codegen.host_kernel import KernelError
     from fallback_codegen.pipeline import HostTarget
     from runtime.byre import GroupKernel
     from runtime.cpu_provider import jit_entry

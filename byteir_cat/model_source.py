@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from byteir_cat.errors import CompileError
+from byteir_cat.core.errors import CompileError
 
 
 def load_factory(spec: str) -> tuple[Any, tuple]:

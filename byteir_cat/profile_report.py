@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from byteir_cat.ir import torch_dtype
+from byteir_cat.core.ir import torch_dtype
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from byteir_cat.errors import ByteirCatError
+from byteir_cat.core.errors import ByteirCatError
 
 NAME = "byteir_cat"
 

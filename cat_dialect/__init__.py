@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from byteir_cat.ir import Op, Value
+from byteir_cat.core.ir import Op, Value
 from cat_dialect.activations import ACTIVATIONS, LOOK_ALIKES, Activation
 from cat_dialect.attention import Attention
 from cat_dialect.bmm import BMM_LAYOUTS, Bmm

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from byteir_cat.ir import TensorType
+from byteir_cat.core.ir import TensorType
 from cat_dialect.op_base import CatVerifyError
 
 

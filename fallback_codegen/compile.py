@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from byteir_cat.errors import CompileError
-from byteir_cat.ir import Function
-from fallback_codegen.host_kernel import HostKernel, Signature, TensorSig, host_target_machine, load_host_kernel
+from byteir_cat.core.errors import CompileError
+from byteir_cat.core.host_code import HostKernel, Signature, TensorSig, host_target_machine, load_host_kernel
+from byteir_cat.core.ir import Function
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 from fallback_codegen.math_approx import expand_transcendentals
 from fallback_codegen.pipeline import PYTHON_STEPS, HostTarget, NvptxTarget, Target, pipeline
@@ -94,8 +94,8 @@ def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None):
     from torch_mlir import ir
     from torch_mlir._mlir_libs import _stablehlo
 
-    from byteir_cat.mlir_context import make_context
-    from byteir_cat.printer import print_function
+    from byteir_cat.core.mlir_context import make_context
+    from byteir_cat.core.printer import print_function
 
     _register_stablehlo_passes(_stablehlo)
     ctx = ctx or make_context()

@@ -17,8 +17,8 @@ import shutil
 import threading
 from pathlib import Path
 
-from byteir_cat.errors import CompileError
-from byteir_cat.ir import Function, dtype_bytes
+from byteir_cat.core.errors import CompileError
+from byteir_cat.core.ir import Function, dtype_bytes
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 
 _init_lock = threading.Lock()
@@ -200,7 +200,7 @@ def ptx_from_llvm_ir(llvm_ir: str, arch: str, ptx_version: str | None = None) ->
     """LLVM IR text -> (optimised LLVM IR, PTX) for ``arch`` with llvmlite's NVPTX backend at -O3."""
     import llvmlite.binding as llvm
 
-    from fallback_codegen.host_kernel import optimize_ir
+    from byteir_cat.core.host_code import optimize_ir
 
     _init_nvptx()
     triple = "nvptx64-nvidia-cuda"

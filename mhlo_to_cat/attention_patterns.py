@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 import cat_dialect as cat
-from byteir_cat.ir import Op, Value, torch_dtype
+from byteir_cat.core.ir import Op, Value, torch_dtype
 from cat_dialect.attention import HEAD_MERGE
 from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer, row_major_bmm
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer, splat_value

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import cat_dialect as cat
-from byteir_cat.ir import FLOAT_DTYPES, Op, Value
+from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
 from mhlo_to_cat.rewriter import Pattern, Rewriter
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import cat_dialect as cat
-from byteir_cat.ir import Op
+from byteir_cat.core.ir import Op
 from mhlo_to_cat.probing import ELEMENTWISE
 
 

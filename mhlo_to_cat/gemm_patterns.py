@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import cat_dialect as cat
-from byteir_cat.ir import FLOAT_DTYPES, Op, Value
+from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
 from mhlo_to_cat.rewriter import Pattern, Rewriter, producer
 
 _SWAP_LAST2 = "swap-last-two"

@@ -5,7 +5,7 @@ these patterns move the casts so the CAT ops run in the model's own precision.""
 from __future__ import annotations
 
 import cat_dialect as cat
-from byteir_cat.ir import Op, Value
+from byteir_cat.core.ir import Op, Value
 from mhlo_to_cat.gemm_patterns import cat_producer
 from mhlo_to_cat.rewriter import Pattern, Rewriter, producer
 

@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from byteir_cat.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
-from byteir_cat.reference import eval_op
-from byteir_cat.reference_ops import pairwise_float_sums
+from byteir_cat.core.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
+from byteir_cat.semantics.interpreter import eval_op
+from byteir_cat.semantics.interpreter_ops import pairwise_float_sums
 from mhlo_to_cat.rewriter import Rewriter, splat_value
 
 ELEMENTWISE = frozenset({

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from byteir_cat.ir import Block, Function, Op, Value
+from byteir_cat.core.ir import Block, Function, Op, Value
 
 _GAP = 1 << 20  # order keys start this far apart; inserts split gaps, a full gap renumbers
 

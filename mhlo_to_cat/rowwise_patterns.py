@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import cat_dialect as cat
-from byteir_cat.ir import FLOAT_DTYPES, Op, Value, torch_dtype
+from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value, torch_dtype
 from cat_dialect.softmax import masked_softmax
 from mhlo_to_cat.gemm_patterns import cat_producer
 from mhlo_to_cat.probing import ELEMENTWISE, ancestors_in, best_match, closed, grow_region, scalar_constants

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from byteir_cat.errors import ArtifactError
+from byteir_cat.core.errors import ArtifactError
 from runtime.byre import ByreModule
 
 FORMAT_VERSION = 1

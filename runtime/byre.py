@@ -23,14 +23,15 @@ from typing import Any
 
 import torch
 
-from byteir_cat.errors import ArtifactError, CompileError
-from byteir_cat.ir import Function, Module, Op, TensorType, Value
+from byteir_cat.core.errors import ArtifactError, CompileError
+from byteir_cat.core.ir import Function, Module, Op, TensorType, Value
+from byteir_cat.core.kernel_abi import WORKSPACE_ALIGN
 from runtime.memory_planner import ALIGNMENT, Buffer, align, plan_memory
 from runtime.serialize import Writer, type_from_json, type_to_json
 
 BYRE_FORMAT = 1
 KINDS = ("cat", "llvm", "ptx", "alias", "host_eval")
-SCRATCH_ALIGN = 256  # CAT workspaces must be 256-B aligned (ait_codegen.abi.WORKSPACE_ALIGN)
+SCRATCH_ALIGN = WORKSPACE_ALIGN  # CAT workspaces must be this aligned
 
 # Ops whose output element i depends only on input element i: a single-output group of these may write
 # its result over a same-shaped operand that dies there.
@@ -372,7 +373,7 @@ _ARGTYPE = {"input": 1, "output": 2, "weight": 4}
 
 
 def _print_mlir(byre: ByreModule) -> str:
-    from byteir_cat.printer import format_attr
+    from byteir_cat.core.printer import format_attr
 
     values = byre.values
     args = [v for v in values if v.storage == "input"] + [v for v in values if v.storage == "output"] \

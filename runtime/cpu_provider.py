@@ -7,7 +7,7 @@ Every bound kernel is ``fn(slots)``, where ``slots[i]`` is the tensor of ByRE va
 - ``cat``: the op's torch semantics; GEMMs with an f32 epilogue go straight to BLAS (addmm into the planned
   buffer, epilogue applied in place), attention without a mask to ``scaled_dot_product_attention``, norms to
   torch's fused kernels. Everything else uses ``decl.reference`` and stores its result.
-- ``llvm``: the fusion group's host code (``fallback_codegen.host_kernel``), called on buffer pointers.
+- ``llvm``: the fusion group's host code (``byteir_cat.core.host_code``), called on buffer pointers.
 - ``alias``: a view; nothing to run when its source never moves.
 - ``host_eval``: the reference evaluator on the deserialised subgraph.
 """
@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 import cat_dialect
-from byteir_cat.errors import ArtifactError
-from byteir_cat.ir import Op
-from fallback_codegen.host_kernel import Signature, jit_compile
+from byteir_cat.core.errors import ArtifactError
+from byteir_cat.core.host_code import Signature, jit_compile
+from byteir_cat.core.host_code_support import register as register_mlir_support
+from byteir_cat.core.ir import Op
 from runtime.byre import ByreModule, Compute
-from runtime.mlir_support import register as register_mlir_support
 from runtime.serialize import Reader
 
 Slots = list[torch.Tensor | None]
@@ -117,7 +117,7 @@ class CpuProvider:
 
     # -- host_eval -----------------------------------------------------------------------------------------
     def _bind_host_eval(self, c: Compute) -> Kernel:
-        from byteir_cat.reference import evaluate
+        from byteir_cat.semantics.interpreter import evaluate
 
         fn = self.reader.function(c.attrs["function"])
         operands, results = c.operands, c.results
@@ -173,7 +173,7 @@ def _slot_getter(i: int) -> Callable[[Slots], torch.Tensor]:
 
 
 def _const_type(t: torch.Tensor):
-    from byteir_cat.ir import TensorType, dtype_of_torch
+    from byteir_cat.core.ir import TensorType, dtype_of_torch
 
     return TensorType(tuple(t.shape), dtype_of_torch(t.dtype))
 

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 import cat_dialect
-from byteir_cat.errors import ArtifactError
-from byteir_cat.ir import Op
+from byteir_cat.core.errors import ArtifactError
+from byteir_cat.core.ir import Op
+from byteir_cat.core.kernel_abi import ReturnCode
 from runtime.artifact import Artifact
 from runtime.byre import SCRATCH_ALIGN, ByreModule, Compute
 from runtime.cpu_provider import Kernel, Slots, alias_kernel
@@ -139,7 +140,7 @@ class CudaProvider:
 
     # -- host_eval -----------------------------------------------------------------------------------------
     def _bind_host_eval(self, c: Compute) -> Kernel:
-        from byteir_cat.reference import evaluate
+        from byteir_cat.semantics.interpreter import evaluate
 
         fn = self.reader.function(c.attrs["function"])
         operands, results = c.operands, c.results
@@ -176,8 +177,6 @@ class CudaProvider:
         return self._libraries[rel]
 
     def _bind_cat(self, c: Compute) -> Kernel:
-        from ait_codegen.abi import ReturnCode
-
         if "library" not in c.attrs:
             raise ArtifactError(f"compute @{c.callee}: {c.attrs['op']} has no kernel library in the plan")
         op = Op(c.attrs["op"], [], [], self.reader.attr({"dict": c.attrs["op_attrs"]}))
@@ -317,6 +316,6 @@ class CudaProvider:
 
 
 def _const_type(t: torch.Tensor):
-    from byteir_cat.ir import TensorType, dtype_of_torch
+    from byteir_cat.core.ir import TensorType, dtype_of_torch
 
     return TensorType(tuple(t.shape), dtype_of_torch(t.dtype))

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from byteir_cat.errors import ArtifactError
-from byteir_cat.ir import Block, Function, Op, TensorType, Value
+from byteir_cat.core.errors import ArtifactError
+from byteir_cat.core.ir import Block, Function, Op, TensorType, Value
 
 
 def type_to_json(t: TensorType) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from byteir_cat.errors import ArtifactError, InputError
-from byteir_cat.ir import torch_dtype
+from byteir_cat.core.errors import ArtifactError, InputError
+from byteir_cat.core.ir import torch_dtype
 from runtime.artifact import Artifact, read
 from runtime.byre import ByreModule
 from runtime.cpu_provider import CpuProvider, Kernel, Slots
@@ -247,8 +247,8 @@ class Session:
     def run_checks(self, profile: bool = False) -> list:
         """Run a self-checking program (no inputs) and evaluate its ``check.*`` ops on the values the
         compiled pipeline produced, with the reference semantics of each check. Returns ``CheckResult``s."""
-        from byteir_cat.ir import Block, Function, Module, Op
-        from byteir_cat.reference import run_checks
+        from byteir_cat.core.ir import Block, Function, Module, Op
+        from byteir_cat.semantics.interpreter import run_checks
         from runtime.serialize import Reader, type_from_json
 
         with self._lock:

@@ -19,7 +19,7 @@ from ait_codegen.check import rel_error, time_ms
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, device_source, render_kernel
-from byteir_cat.ir import TensorType
+from byteir_cat.core.ir import TensorType
 from cat_dialect import Attention, OutputPermute
 
 pytestmark = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")

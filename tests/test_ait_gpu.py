@@ -9,7 +9,7 @@ import torch
 from ait_codegen.build import build_subgraph
 from ait_codegen.check import random_inputs, rel_error
 from ait_codegen.launch import KernelLibrary
-from byteir_cat.ir import TensorType
+from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -10,7 +10,7 @@ import sqlite3
 from ait_codegen.candidates import GemmConfig, choose
 from ait_codegen.gemm_problem import problem_for
 from ait_codegen.tuning_cache import TuningCache
-from byteir_cat.ir import TensorType
+from byteir_cat.core.ir import TensorType
 from cat_dialect import Gemm
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import cat_dialect as cat
-from byteir_cat.ir import TensorType, Value
+from byteir_cat.core.ir import TensorType, Value
 
 T = TensorType
 GEN = torch.Generator().manual_seed(0)
@@ -145,7 +145,7 @@ def test_verifier_rejects(decl, types, message):
 
 
 def test_unknown_cat_op_is_named():
-    from byteir_cat.ir import Op
+    from byteir_cat.core.ir import Op
 
     op = Op.create("cat.gemm_xyz", [], [T((1,), "f32")], loc="m.mlir:3")
     with pytest.raises(cat.CatVerifyError, match=r"unknown CAT op cat.gemm_xyz at m.mlir:3"):
@@ -154,7 +154,7 @@ def test_unknown_cat_op_is_named():
 
 def test_mlir_verifies_cat_ops_through_irdl():
     """The dialect is registered from the declarations: MLIR itself rejects a cat op with a wrong arity."""
-    from byteir_cat.errors import CompileError
+    from byteir_cat.core.errors import CompileError
     from byteir_cat.frontend import load_mlir
 
     good = """

@@ -142,7 +142,7 @@ def test_tuning_results_from_the_gpu_reach_the_tuning_cache(tmp_path, monkeypatc
     from ait_codegen.gemm_problem import problem_for
     from ait_codegen.tuning_cache import TuningCache
     from byteir_cat.cli import main
-    from byteir_cat.ir import TensorType
+    from byteir_cat.core.ir import TensorType
 
     monkeypatch.setenv("BYTEIR_CAT_TUNING", str(tmp_path / "tuning.sqlite"))
     op = cat.Gemm("rcr", True, "fast_gelu")

@@ -12,7 +12,7 @@ import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.errors import CompileError
+from byteir_cat.core.errors import CompileError
 
 
 def _decls(part):

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import cat_dialect
-from byteir_cat.errors import InputError, UnsupportedOpError
+from byteir_cat.core.errors import InputError, UnsupportedOpError
+from byteir_cat.core.ir import Block, Function, Module, TensorType, Value
 from byteir_cat.frontend import load_mlir
-from byteir_cat.ir import Block, Function, Module, TensorType, Value
-from byteir_cat.reference import check_supported, eval_op, evaluate, run_checks, ulp_distance
+from byteir_cat.semantics.interpreter import check_supported, eval_op, evaluate, run_checks, ulp_distance
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/stablehlo"
 CONFORMANCE_FILES = sorted(CONFORMANCE.glob("*.mlir"))

@@ -15,7 +15,7 @@ import torch
 
 from byteir_cat import model_zoo
 from byteir_cat.frontend import load_mlir
-from byteir_cat.reference import evaluate
+from byteir_cat.semantics.interpreter import evaluate
 from runtime.memory_planner import Buffer, plan_memory
 from runtime.serialize import Reader, Writer
 

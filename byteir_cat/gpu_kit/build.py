@@ -40,9 +40,9 @@ from ait_codegen.profiler import profiler_job
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import __version__, model_zoo
 from byteir_cat.compiler import compile as compile_model
+from byteir_cat.core.ir import Block, Function, Module, Op, Value
 from byteir_cat.gpu_kit import weights
 from byteir_cat.gpu_kit.contents import MODELS, QUICK_MODELS, SEED, KernelCase, KitModel, kernel_cases
-from byteir_cat.ir import Block, Function, Module, Op, Value
 from runtime.artifact import WEIGHTS
 from runtime.byre import ByreModule
 from runtime.serialize import Reader

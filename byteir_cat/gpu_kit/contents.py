@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from byteir_cat.ir import TensorType
+from byteir_cat.core.ir import TensorType
 from cat_dialect import Attention, Bmm, CatOp, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
 
 SEED = 20261128

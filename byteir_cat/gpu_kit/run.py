@@ -54,9 +54,9 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import cat_dialect as cat  # noqa: E402
+from byteir_cat.core.ir import Op, torch_dtype  # noqa: E402
 from byteir_cat.gpu_kit import weights  # noqa: E402
-from byteir_cat.ir import Op, torch_dtype  # noqa: E402
-from byteir_cat.reference import evaluate  # noqa: E402
+from byteir_cat.semantics.interpreter import evaluate  # noqa: E402
 from runtime.artifact import MANIFEST, WEIGHTS, read  # noqa: E402
 from runtime.serialize import Reader  # noqa: E402
 from runtime.session import Session  # noqa: E402

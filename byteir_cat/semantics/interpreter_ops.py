@@ -2,7 +2,7 @@
 
 Every function takes the graph op (for attributes and result types), the operand tensors and an ``Env``
 (to run region bodies and call other functions) and returns the result tensors. ``OPS`` maps op names to
-them; ``byteir_cat.reference`` walks functions and calls into this table.
+them; ``byteir_cat.semantics.interpreter`` walks functions and calls into this table.
 
 Precision policy (why the results match StableHLO's own interpreter):
 - Exact ops (add, subtract, multiply, divide, sqrt, comparisons, floor, ...) run in the tensor's own dtype:
@@ -26,8 +26,8 @@ from typing import Protocol
 
 import torch
 
-from byteir_cat.errors import CompileError, UnsupportedOpError
-from byteir_cat.ir import Block, Op, torch_dtype
+from byteir_cat.core.errors import CompileError, UnsupportedOpError
+from byteir_cat.core.ir import Block, Op, torch_dtype
 
 
 class Env(Protocol):

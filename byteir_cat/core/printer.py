@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from byteir_cat.importer import tensor_to_numpy_bits
-from byteir_cat.ir import Block, Function, Module, Op, TensorType, Value
+from byteir_cat.core.importer import tensor_to_numpy_bits
+from byteir_cat.core.ir import Block, Function, Module, Op, TensorType, Value
 
 INLINE_CONSTANT_LIMIT = 16  # elements; bigger constants go to the resource section
 

@@ -1,7 +1,7 @@
 """Reference evaluator: runs StableHLO (+ CHLO, + CAT) functions of the graph IR on torch CPU tensors.
 
 It is the oracle for every later stage, so it favours exact StableHLO semantics over speed; the per-op
-semantics and the precision policy live in ``byteir_cat.reference_ops``. Self-checking programs (the
+semantics and the precision policy live in ``byteir_cat.semantics.interpreter_ops``. Self-checking programs (the
 StableHLO test-suite style, ``custom_call @check.expect_close(actual, expected)``) run with ``run_checks``,
 using the tolerances of StableHLO's own interpreter.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from byteir_cat.errors import CompileError, InputError, UnsupportedOpError
-from byteir_cat.ir import Block, Function, Module, Op, Value, torch_dtype
-from byteir_cat.reference_ops import OPS, cat_op, is_float, order_key, unsupported
+from byteir_cat.core.errors import CompileError, InputError, UnsupportedOpError
+from byteir_cat.core.ir import Block, Function, Module, Op, Value, torch_dtype
+from byteir_cat.semantics.interpreter_ops import OPS, cat_op, is_float, order_key, unsupported
 
 __all__ = ["SUPPORTED_OPS", "CheckResult", "check_supported", "eval_op", "evaluate", "run_checks"]
 
@@ -250,7 +250,7 @@ def _reachable(module: Module, root: str) -> list[Function]:
         seen[name] = module.functions[name]
         for op in seen[name].body.walk():
             if op.name in ("func.call", "stablehlo.composite"):
-                from byteir_cat.reference_ops import callee_name
+                from byteir_cat.semantics.interpreter_ops import callee_name
 
                 todo.append(callee_name(op))
     return list(seen.values())
@@ -273,7 +273,7 @@ def _check_op_supported(module: Module | None, op: Op) -> None:
         if target not in _CHECK_KIND:
             raise UnsupportedOpError(op.name, where, f"custom_call target @{target} has no reference semantics")
     if op.name in ("func.call", "stablehlo.composite"):
-        from byteir_cat.reference_ops import callee_name
+        from byteir_cat.semantics.interpreter_ops import callee_name
 
         if module is None or callee_name(op) not in module.functions:
             raise UnsupportedOpError(op.name, where, f"callee @{callee_name(op)} is not in the module")

@@ -73,7 +73,7 @@ def register() -> None:
     _keepalive.append(callback)
     llvm.add_symbol("memrefCopy", ctypes.cast(callback, ctypes.c_void_p).value)
     if not llvm.address_of_symbol("__truncsfbf2"):
-        from fallback_codegen.host_kernel import host_target_machine
+        from byteir_cat.core.host_code import host_target_machine
 
         tm = host_target_machine()
         module = llvm.parse_assembly(_BUILTINS_IR)

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from byteir_cat.errors import CompileError
+from byteir_cat.core.errors import CompileError
 
 # Normalisation run on every module as it is loaded; a readable list, one pass per line.
 NORMALIZATION_PASSES: tuple[str, ...] = (

@@ -1,4 +1,4 @@
-"""MLIR (parsed by the bindings) -> graph IR (``byteir_cat.ir``).
+"""MLIR (parsed by the bindings) -> graph IR (``byteir_cat.core.ir``).
 
 Attributes are decoded into Python values (ints, floats, lists, dicts for ``#stablehlo.*<...>``
 structs, torch tensors for dense constants); their MLIR text is kept beside them for printing.
@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from byteir_cat.errors import CompileError
-from byteir_cat.ir import Block, Function, Module, Op, TensorType, Value, torch_dtype
+from byteir_cat.core.errors import CompileError
+from byteir_cat.core.ir import Block, Function, Module, Op, TensorType, Value, torch_dtype
 
 _TENSOR_TYPE = re.compile(r"^tensor<(?P<dims>(?:\d+x)*)(?P<dtype>[a-z]+\d*)>$")
 
@@ -280,7 +280,7 @@ def _token_type(text: str, op_name: str, where: str) -> TensorType:
 def import_module(mmodule, blobs: Blobs, source: str) -> Module:
     """Convert a parsed MLIR module (generic or pretty) into the graph IR; ``blobs`` back its
     ``dense_resource`` constants (see ``read_resource_blobs``)."""
-    from byteir_cat.mlir_context import _torch_mlir
+    from byteir_cat.core.mlir_context import _torch_mlir
 
     ir, _ = _torch_mlir()
     imp = _Importer(ir, blobs, source)
