@@ -132,7 +132,7 @@ def markdown(results: list[dict], arch: str) -> str:
     for r in results:
         kinds = ", ".join(f"{k} {v:.3f}" for k, v in r["profile_ms"].items())
         top = "; ".join(f"{c} ({d}) {ms:.3f}" for c, d, ms in r["top"])
-        host = len(r["report"].get("fallbacks", []))
+        host = len(r["report"].get("interpreted", []))
         lines.append(f"- {r['name']}: {kinds}; {host} compute(s) on the host. Slowest: {top}")
     return "\n".join(lines) + "\n"
 

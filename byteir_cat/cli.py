@@ -61,8 +61,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["computes"].items()))
     print(f"wrote {out} ({kinds}); arena {r['arena_bytes']} B vs {r['naive_bytes']} B unplanned, "
           f"{r['inplace']} in place; compile {sum(r['seconds'].values()):.2f} s")
-    for fb in r["fallbacks"]:
-        print(f"  note: {fb['callee']} runs on the reference evaluator: {fb['reason']}")
+    for fb in r["interpreted"]:
+        print(f"  note: {fb['callee']} runs on the StableHLO interpreter: {fb['why']}")
     return 0
 
 

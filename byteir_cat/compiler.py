@@ -92,7 +92,7 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
                    progress: Progress | None = None, arch: str | None = None) -> tuple[Artifact, Any]:
     """The compile pipeline without writing: (artifact, partition)."""
     from byteir_cat.api import partition
-    from runtime.byre import lower
+    from byteir_cat.lowering.byre_lowering import lower
 
     if target not in TARGETS:
         raise CompileError(f"target {target!r}: byteir-cat compiles for {' or '.join(TARGETS)}")
@@ -132,13 +132,12 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
         "seconds": {k: round(v, 3) for k, v in times.items()},
         "arena_bytes": byre.arena_bytes, "naive_bytes": byre.naive_bytes, "inplace": byre.inplace,
         "computes": kinds,
-        "fallbacks": [{"callee": c.callee, "reason": c.attrs["fallback"]} for c in byre.fallbacks],
+        "interpreted": [{"callee": c.callee, "why": c.why or c.reason} for c in byre.interpreted],
     }
     if target == "cpu":
         return Artifact(byre, files, tensors, target, report=report), part
-    # On the GPU every host_eval compute is a round trip through host memory: list each one, with why.
-    report["fallbacks"] = [{"callee": c.callee, "reason": f"{c.attrs.get('fallback') or c.reason}; {HOST_NOTE}"}
-                           for c in byre.computes if c.kind == "host_eval"]
+    # On the GPU every interpreted compute is a round trip through host memory: list each one, with why.
+    report["interpreted"] = [{"callee": c.callee, "why": f"{c.why or c.reason}; {HOST_NOTE}"} for c in byre.interpreted]
     report.update(extra, workspace_bytes=byre.workspace_bytes)
     return Artifact(byre, files, tensors, target, arch, report=report), part
 
@@ -146,12 +145,12 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
 def _host_groups(part: Any, note: Progress, times: dict[str, float]) -> tuple[dict, dict[str, str | bytes]]:
     """Fusion groups as host LLVM IR, each JIT-linked here once (proves it links, warms this process)."""
     from byteir_cat.core.host_code import KernelError
+    from byteir_cat.lowering.byre_lowering import GroupKernel
     from fallback_codegen.compile import compile_group
     from fallback_codegen.pipeline import HostTarget
-    from runtime.byre import GroupKernel
     from runtime.cpu_provider import jit_entry
 
-    groups = [sg for sg in part.subgraphs if sg.path == "nvvm"]
+    groups = [sg for sg in part.subgraphs if sg.path == "fusion"]
     kernels: dict[str, GroupKernel] = {}
     files: dict[str, str | bytes] = {}
     t1 = time.perf_counter()
@@ -177,11 +176,11 @@ def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float]
                  ) -> tuple[dict, dict[str, str | bytes], dict[str, Any]]:
     """Fusion groups as PTX for ``arch`` (+ cubin from ptxas when it is on PATH) with their launch plans.
     A group the NVPTX path refuses runs on the host; ``lower`` records why and the report lists it."""
+    from byteir_cat.lowering.byre_lowering import GroupKernel
     from fallback_codegen.compile import compile_group
     from fallback_codegen.pipeline import NvptxTarget
-    from runtime.byre import GroupKernel
 
-    groups = [sg for sg in part.subgraphs if sg.path == "nvvm"]
+    groups = [sg for sg in part.subgraphs if sg.path == "fusion"]
     kernels: dict[str, GroupKernel] = {}
     files: dict[str, str | bytes] = {}
     has_ptxas = shutil.which("ptxas") is not None
@@ -198,7 +197,7 @@ def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float]
         base = f"kernels/{sg.name}"
         files[f"{base}.ptx"] = cg.ptx or ""
         files[f"{base}.nvptx.ll"] = cg.llvm_ir
-        attrs: dict[str, Any] = {
+        extra: dict[str, Any] = {
             "cubin": "", "emulation": f"{base}.nvptx.ll", "temp_bytes": list(cg.temp_bytes),
             "launches": [{"symbol": k.symbol, "grid": list(k.grid), "block": list(k.block),
                           "args": [[kind, i] for kind, i in k.args]} for k in cg.launches],
@@ -207,8 +206,8 @@ def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float]
             t = time.perf_counter()
             files[f"{base}.cubin"] = assemble_ptx(cg.ptx or "", arch, sg.name)
             ptxas_seconds += time.perf_counter() - t
-            attrs["cubin"] = f"{base}.cubin"
-        kernels[sg.name] = GroupKernel(f"{base}.ptx", cg.symbol, cg.signature.to_json(), kind="ptx", attrs=attrs)
+            extra["cubin"] = f"{base}.cubin"
+        kernels[sg.name] = GroupKernel(f"{base}.ptx", cg.symbol, cg.signature.to_json(), kind="ptx", extra=extra)
     note("ptx", len(groups), len(groups))
     times["ptx"] = time.perf_counter() - t1
     built = sum(1 for k in kernels.values() if not k.error)
@@ -240,7 +239,7 @@ def _cuda_cat(part: Any, arch: str, note: Progress, times: dict[str, float]
     from ait_codegen.launch import KernelLibrary
     from ait_codegen.source import as_spec, render_kernel
     from ait_codegen.tuning_cache import TuningCache
-    from runtime.byre import CatKernel
+    from byteir_cat.lowering.byre_lowering import CatKernel
 
     t1 = time.perf_counter()
     tuning = TuningCache()

@@ -10,7 +10,7 @@ from typing import Any
 
 from mhlo_to_cat.partition import Partition, Subgraph
 
-PATH_COLORS = {"cat": "#4C9F70", "nvvm": "#3B7DD8", "host": "#B0B0B0"}
+PATH_COLORS = {"cat": "#4C9F70", "fusion": "#3B7DD8", "host": "#B0B0B0"}
 
 
 def human_flops(n: int) -> str:
@@ -43,7 +43,7 @@ def to_json(part: Partition) -> dict[str, Any]:
             "subgraphs": len(part.subgraphs),
             "flops": total,
             "cat_flop_share": part.cat_flop_share,
-            "by_path": {p: sum(1 for s in part.subgraphs if s.path == p) for p in ("cat", "nvvm", "host")},
+            "by_path": {p: sum(1 for s in part.subgraphs if s.path == p) for p in ("cat", "fusion", "host")},
         },
     }
 
@@ -57,13 +57,13 @@ def print_table(part: Partition, title: str) -> None:
                        ("reason", None)):
         table.add_column(col, style=style, overflow="fold", justify="right" if col in ("id", "FLOPs") else "left")
     for sg in part.subgraphs:
-        color = {"cat": "green", "nvvm": "blue", "host": "white"}[sg.path]
+        color = {"cat": "green", "fusion": "blue", "host": "white"}[sg.path]
         table.add_row(str(sg.id), f"[{color}]{sg.path}[/]", op_summary(sg), shape_summary(sg), human_flops(sg.flops),
                       sg.reason)
     console = Console()
     console.print(table)
     t = to_json(part)["totals"]
-    console.print(f"{t['subgraphs']} subgraphs (cat {t['by_path']['cat']}, nvvm {t['by_path']['nvvm']}, "
+    console.print(f"{t['subgraphs']} subgraphs (cat {t['by_path']['cat']}, fusion {t['by_path']['fusion']}, "
                   f"host {t['by_path']['host']}); {human_flops(t['flops'])} FLOPs, "
                   f"[bold]{100 * t['cat_flop_share']:.2f}%[/] on the CAT path")
 

@@ -123,7 +123,8 @@ class ProfileReport:
 
     def svg_plot(self, top: int = 25) -> str:
         """Horizontal bars of the slowest computes, coloured by kind, with their roofline fraction."""
-        colors = {"cat": "#4C9F70", "llvm": "#3B7DD8", "host_eval": "#D88B3B", "alias": "#B0B0B0"}
+        colors = {"cat": "#4C9F70", "host_code": "#3B7DD8", "ptx": "#3B7DD8", "interpret": "#D88B3B",
+                  "alias": "#B0B0B0"}
         rows = sorted(self.computes, key=lambda c: -c.seconds)[:top]
         width, bar, left = 900, 22, 260
         longest = max((c.seconds for c in rows), default=1e-9) or 1e-9
@@ -174,7 +175,7 @@ def profile(model, inputs: list[torch.Tensor] | None = None, runs: int = 20, war
         model.run(*inputs, profile=True)
         totals.append(time.perf_counter() - t0)
         per_run.append(list(model.session.last_profile))
-    costs = {c.callee: c.attrs.get("cost", {}) for c in model.session.byre.computes}
+    costs = {c.callee: c.cost for c in model.session.byre.computes}
     computes, start = [], 0.0
     for i, first in enumerate(per_run[0]):
         seconds = statistics.median(run[i].seconds for run in per_run)

@@ -1,8 +1,9 @@
 """The partition: every op of the recognised module gets a path and a human reason, and the module is
 outlined into one private function per subgraph, called in order from ``main``.
 
-Paths (DESIGN.md): ``cat`` — one CAT op rendered into a CUTLASS/our own CUDA kernel; ``nvvm`` — a
-producer-consumer fusion group of StableHLO ops lowered through linalg to one fused kernel;
+Paths: ``cat`` — one CAT op rendered into a CUTLASS/our own CUDA kernel; ``fusion`` — a producer-consumer
+fusion group of StableHLO ops lowered through linalg to one fused kernel (NVVM/PTX on CUDA, host code on
+the CPU);
 ``host`` — metadata-only glue (reshapes are buffer aliases) and ops with no device lowering.
 """
 
@@ -32,7 +33,7 @@ INLINE_CONSTANT_LIMIT = 16  # constants up to this many elements (and splats) ar
 @dataclass(eq=False)
 class Subgraph:
     id: int
-    path: str  # "cat" | "nvvm" | "host"
+    path: str  # "cat" | "fusion" | "host"
     ops: list[Op]
     reason: str
     executable: bool = True  # False: an op byteir-cat cannot run; shown in the partition, refused by compile
@@ -207,16 +208,16 @@ def _classify(ops: list[Op], users: dict[Value, list[Op]], module: Module) -> tu
         elif op.name == "stablehlo.reshape":
             kind[op] = "reshape"
         else:
-            kind[op] = "nvvm"
+            kind[op] = "fusion"
     for op in ops:
         if kind[op] == "reshape":
             src = op.operands[0].owner
-            feeds_fusion = any(kind.get(u) == "nvvm" for u in users.get(op.result, []))
-            kind[op] = "nvvm" if (src is not None and kind.get(src) == "nvvm") or feeds_fusion else "glue"
+            feeds_fusion = any(kind.get(u) == "fusion" for u in users.get(op.result, []))
+            kind[op] = "fusion" if (src is not None and kind.get(src) == "fusion") or feeds_fusion else "glue"
     return kind, unsupported
 
 
-def _nvvm_reason(ops: list[Op]) -> str:
+def _fusion_reason(ops: list[Op]) -> str:
     dots = [op for op in ops if op.name == "stablehlo.dot_general"]
     if dots:
         plan = gemm_plan(dots[0])
@@ -241,19 +242,19 @@ def partition(module: Module) -> Partition:
     grouper = _Grouper(ops)
     for i, op in enumerate(ops):
         k = kind[op]
-        if k in ("nvvm", "glue"):
+        if k in ("fusion", "glue"):
             cands = [grouper.group_of[grouper.pos[v.owner]] for v in op.operands
                      if v.owner is not None and v.owner in grouper.pos and kind[v.owner] == k]
             grouper.add(i, cands)
     grouper.merge_siblings({
         gid: {v for j in range(bits.bit_length()) if bits >> j & 1 for v in ops[j].operands
               if v.owner is None or v.owner not in grouper.pos or not (bits >> grouper.pos[v.owner] & 1)}
-        for gid, bits in grouper.members.items() if kind[ops[gid]] == "nvvm"})
+        for gid, bits in grouper.members.items() if kind[ops[gid]] == "fusion"})
     groups: dict[int, list[Op]] = {}
     subgraphs: list[Subgraph] = []
     for i, op in enumerate(ops):
         k = kind[op]
-        if k in ("nvvm", "glue"):
+        if k in ("fusion", "glue"):
             groups.setdefault(grouper.group_of[i], []).append(op)
         elif k == "cat":
             subgraphs.append(Subgraph(0, "cat", [op], describe_cat(op)))
@@ -267,7 +268,7 @@ def partition(module: Module) -> Partition:
         if kind[members[0]] == "glue":
             subgraphs.append(Subgraph(0, "host", members, "reshape only: metadata, the output aliases the input"))
         else:
-            subgraphs.append(Subgraph(0, "nvvm", members, _nvvm_reason(members)))
+            subgraphs.append(Subgraph(0, "fusion", members, _fusion_reason(members)))
     ordered = _topological(subgraphs, {op: i for i, op in enumerate(ops)})
     for i, sg in enumerate(ordered):
         sg.id = i

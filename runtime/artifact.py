@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
+from byteir_cat.core.byre_plan import ByreModule
 from byteir_cat.core.errors import ArtifactError
-from runtime.byre import ByreModule
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

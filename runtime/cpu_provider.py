@@ -7,9 +7,10 @@ Every bound kernel is ``fn(slots)``, where ``slots[i]`` is the tensor of ByRE va
 - ``cat``: the op's torch semantics; GEMMs with an f32 epilogue go straight to BLAS (addmm into the planned
   buffer, epilogue applied in place), attention without a mask to ``scaled_dot_product_attention``, norms to
   torch's fused kernels. Everything else uses ``decl.reference`` and stores its result.
-- ``llvm``: the fusion group's host code (``byteir_cat.core.host_code``), called on buffer pointers.
+- ``host_code``: the fusion group's compiled host code (``byteir_cat.core.host_code``), called on buffer
+  pointers.
 - ``alias``: a view; nothing to run when its source never moves.
-- ``host_eval``: the reference evaluator on the deserialised subgraph.
+- ``interpret``: the StableHLO interpreter on the deserialised subgraph.
 """
 
 from __future__ import annotations
@@ -24,12 +25,19 @@ import torch
 import torch.nn.functional as F
 
 import cat_dialect
+from byteir_cat.core.byre_plan import (
+    AliasCompute,
+    ByreModule,
+    CatCompute,
+    Compute,
+    HostCodeCompute,
+    InterpretCompute,
+)
 from byteir_cat.core.errors import ArtifactError
 from byteir_cat.core.host_code import Signature, jit_compile
 from byteir_cat.core.host_code_support import register as register_mlir_support
 from byteir_cat.core.ir import Op
-from runtime.byre import ByreModule, Compute
-from runtime.serialize import Reader
+from byteir_cat.core.serialize import Reader
 
 Slots = list[torch.Tensor | None]
 Kernel = Callable[[Slots], None]
@@ -53,9 +61,9 @@ def jit_entry(llvm_ir: str, symbol: str) -> int:
         return _jit_cache[key][1]
 
 
-def alias_kernel(byre: ByreModule, c: Compute) -> Kernel:
+def alias_kernel(byre: ByreModule, c: AliasCompute) -> Kernel:
     """A reshape on any device: each result is a view of its operand's storage, no copy."""
-    pairs = [(r, c.operands[j], tuple(byre.values[r].type.shape)) for r, j in zip(c.results, c.attrs["alias_of"],
+    pairs = [(r, c.operands[j], tuple(byre.values[r].type.shape)) for r, j in zip(c.results, c.alias_of,
                                                                                    strict=True)]
 
     def run(slots: Slots) -> None:
@@ -83,23 +91,23 @@ class CpuProvider:
         return getattr(self, f"_bind_{c.kind}")(c)
 
     # -- alias ---------------------------------------------------------------------------------------------
-    def _bind_alias(self, c: Compute) -> Kernel:
+    def _bind_alias(self, c: AliasCompute) -> Kernel:
         if all(o in self.constant for o in c.operands):
             self.constant.update(c.results)
         return alias_kernel(self.byre, c)
 
-    # -- llvm ----------------------------------------------------------------------------------------------
-    def _bind_llvm(self, c: Compute) -> Kernel:
-        path = c.attrs["kernel"]
+    # -- host_code ----------------------------------------------------------------------------------------------
+    def _bind_host_code(self, c: HostCodeCompute) -> Kernel:
+        path = c.kernel
         if path not in self.kernels:
             raise ArtifactError(f"compute @{c.callee}: kernel file {path} is missing")
-        sig = Signature.from_json(c.attrs["signature"])
+        sig = Signature.from_json(c.signature)
         args = c.operands + c.results
         for vid, s in zip(args, sig.inputs + sig.outputs, strict=True):
             t = self.byre.values[vid].type
             if tuple(t.shape) != s.shape or t.dtype != s.dtype:
                 raise ArtifactError(f"compute @{c.callee}: kernel signature {s} does not match buffer {t}")
-        address = jit_entry(self.kernels[path], c.attrs["symbol"])
+        address = jit_entry(self.kernels[path], c.symbol)
         fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * len(args)))(address)
         if all(self.static[i] for i in args):
             ptrs = [self.slots[i].data_ptr() for i in args]
@@ -115,11 +123,11 @@ class CpuProvider:
 
         return run
 
-    # -- host_eval -----------------------------------------------------------------------------------------
-    def _bind_host_eval(self, c: Compute) -> Kernel:
+    # -- interpret -----------------------------------------------------------------------------------------
+    def _bind_interpret(self, c: InterpretCompute) -> Kernel:
         from byteir_cat.semantics.interpreter import evaluate
 
-        fn = self.reader.function(c.attrs["function"])
+        fn = self.reader.function(c.function)
         operands, results = c.operands, c.results
 
         def run(slots: Slots) -> None:
@@ -130,12 +138,12 @@ class CpuProvider:
         return run
 
     # -- cat -----------------------------------------------------------------------------------------------
-    def _bind_cat(self, c: Compute) -> Kernel:
-        op = Op(c.attrs["op"], [], [], self.reader.attr({"dict": c.attrs["op_attrs"]}))
+    def _bind_cat(self, c: CatCompute) -> Kernel:
+        op = Op(c.op, [], [], self.reader.attr({"dict": c.op_attrs}))
         decl = cat_dialect.decode(op)
         getters: list[Callable[[Slots], torch.Tensor]] = []
         types = []
-        for m in c.attrs["operand_map"]:
+        for m in c.operand_map:
             if "arg" in m:
                 getters.append(_slot_getter(c.operands[m["arg"]]))
                 types.append(self.byre.values[c.operands[m["arg"]]].type)
@@ -147,11 +155,11 @@ class CpuProvider:
         out_type = decl.infer_type(types)
         res = c.results[0]
         if out_type != self.byre.values[res].type:
-            raise ArtifactError(f"compute @{c.callee}: {c.attrs['op']} gives {out_type}, the plan says "
+            raise ArtifactError(f"compute @{c.callee}: {c.op} gives {out_type}, the plan says "
                                 f"{self.byre.values[res].type}")
         fast = None
         if isinstance(decl, cat_dialect.Gemm):
-            weight = c.attrs["operand_map"][1]
+            weight = c.operand_map[1]
             if "arg" in weight and c.operands[weight["arg"]] in self.constant:
                 fast = _prepacked_gemm(decl, types, out_type, self.slots[c.operands[weight["arg"]]])
         # reads every operand before writing, or never shares storage

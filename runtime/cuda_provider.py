@@ -6,7 +6,7 @@ stream. Like the CPU provider, binding happens once at load and every bound kern
 - ``ptx``: the fusion group's kernels, loaded with ``cuModuleLoadData`` (cubin, else PTX for the driver to
   JIT) and launched with ``cuLaunchKernel`` following the group's launch plan; temps live in the scratch.
 - ``alias``: a view.
-- ``host_eval``: no device path: operands are copied to the host, the reference evaluator runs, results
+- ``interpret``: no device path: operands are copied to the host, the StableHLO interpreter runs, results
   are copied back (the compile report lists every such compute).
 
 Importing needs no GPU and no cuda-python: both are looked up when a session binds, with a one-line
@@ -25,14 +25,22 @@ from typing import Any
 import torch
 
 import cat_dialect
+from byteir_cat.core.byre_plan import (
+    SCRATCH_ALIGN,
+    AliasCompute,
+    ByreModule,
+    CatCompute,
+    Compute,
+    InterpretCompute,
+    PtxCompute,
+    align,
+)
 from byteir_cat.core.errors import ArtifactError
 from byteir_cat.core.ir import Op
 from byteir_cat.core.kernel_abi import ReturnCode
+from byteir_cat.core.serialize import Reader
 from runtime.artifact import Artifact
-from runtime.byre import SCRATCH_ALIGN, ByreModule, Compute
 from runtime.cpu_provider import Kernel, Slots, alias_kernel
-from runtime.memory_planner import align
-from runtime.serialize import Reader
 
 
 class CudaKernelError(RuntimeError):
@@ -135,14 +143,14 @@ class CudaProvider:
         return binder(c)
 
     # -- alias ---------------------------------------------------------------------------------------------
-    def _bind_alias(self, c: Compute) -> Kernel:
+    def _bind_alias(self, c: AliasCompute) -> Kernel:
         return alias_kernel(self.byre, c)
 
-    # -- host_eval -----------------------------------------------------------------------------------------
-    def _bind_host_eval(self, c: Compute) -> Kernel:
+    # -- interpret -----------------------------------------------------------------------------------------
+    def _bind_interpret(self, c: InterpretCompute) -> Kernel:
         from byteir_cat.semantics.interpreter import evaluate
 
-        fn = self.reader.function(c.attrs["function"])
+        fn = self.reader.function(c.function)
         operands, results = c.operands, c.results
 
         def run(slots: Slots) -> None:
@@ -159,31 +167,31 @@ class CudaProvider:
         self.begin_run()
         need = 0
         for c in self.byre.computes:
-            if c.kind == "cat" and "library" in c.attrs:
-                fn = self._entry(c, f"{c.attrs['symbol']}_workspace_bytes")
+            if isinstance(c, CatCompute) and c.library:
+                fn = self._entry(c, f"{c.symbol}_workspace_bytes")
                 fn.restype = ctypes.c_size_t
                 need = max(need, int(fn()))
         return need
 
-    def _entry(self, c: Compute, name: str):
+    def _entry(self, c: CatCompute, name: str):
         try:
-            return getattr(self._library(c.attrs["library"]), name)
+            return getattr(self._library(c.library), name)
         except AttributeError:
-            raise ArtifactError(f"compute @{c.callee}: {c.attrs['library']} does not export {name}") from None
+            raise ArtifactError(f"compute @{c.callee}: {c.library} does not export {name}") from None
 
     def _library(self, rel: str) -> ctypes.CDLL:
         if rel not in self._libraries:
             self._libraries[rel] = ctypes.CDLL(str(_library_file(self.artifact, rel)))
         return self._libraries[rel]
 
-    def _bind_cat(self, c: Compute) -> Kernel:
-        if "library" not in c.attrs:
-            raise ArtifactError(f"compute @{c.callee}: {c.attrs['op']} has no kernel library in the plan")
-        op = Op(c.attrs["op"], [], [], self.reader.attr({"dict": c.attrs["op_attrs"]}))
+    def _bind_cat(self, c: CatCompute) -> Kernel:
+        if not c.library:
+            raise ArtifactError(f"compute @{c.callee}: {c.op} has no kernel library in the plan")
+        op = Op(c.op, [], [], self.reader.attr({"dict": c.op_attrs}))
         decl = cat_dialect.decode(op)
         args: list[int | torch.Tensor] = []  # slot id, or a constant already on the device
         types = []
-        for m in c.attrs["operand_map"]:
+        for m in c.operand_map:
             if "arg" in m:
                 args.append(c.operands[m["arg"]])
                 types.append(self.byre.values[c.operands[m["arg"]]].type)
@@ -194,9 +202,9 @@ class CudaProvider:
         res = c.results[0]
         out_type = decl.infer_type(types)
         if out_type != self.byre.values[res].type:
-            raise ArtifactError(f"compute @{c.callee}: {c.attrs['op']} gives {out_type}, the plan says "
+            raise ArtifactError(f"compute @{c.callee}: {c.op} gives {out_type}, the plan says "
                                 f"{self.byre.values[res].type}")
-        symbol = c.attrs["symbol"]
+        symbol = c.symbol
         fn = self._entry(c, symbol)
         ws_fn = self._entry(c, f"{symbol}_workspace_bytes")
         fn.restype = ctypes.c_int
@@ -246,17 +254,17 @@ class CudaProvider:
         return run
 
     # -- ptx -----------------------------------------------------------------------------------------------
-    def _module(self, c: Compute) -> Any:
+    def _module(self, c: PtxCompute) -> Any:
         """The group's CUDA module: its cubin when there is one for this device, else its PTX (driver JIT)."""
         driver = _driver()
         self.begin_run()
-        key = c.attrs.get("cubin") or c.attrs["kernel"]
+        key = c.cubin or c.kernel
         if key in self._modules:
             return self._modules[key]
         images = []
-        if c.attrs.get("cubin"):
-            images.append(self.artifact.kernels[c.attrs["cubin"]])
-        ptx = self.artifact.kernels.get(c.attrs["kernel"])
+        if c.cubin:
+            images.append(self.artifact.kernels[c.cubin])
+        ptx = self.artifact.kernels.get(c.kernel)
         if isinstance(ptx, str):
             images.append(ptx.encode() + b"\0")
         last = ""
@@ -268,10 +276,10 @@ class CudaProvider:
             last = str(err)
         raise ArtifactError(f"compute @{c.callee}: cannot load its GPU kernels ({last or 'no cubin or PTX'})")
 
-    def _bind_ptx(self, c: Compute) -> Kernel:
+    def _bind_ptx(self, c: PtxCompute) -> Kernel:
         driver = _driver()
         module = self._module(c)
-        temps = c.attrs.get("temp_bytes", [])
+        temps = c.temp_bytes
         temp_ptrs, offset = [], 0
         for n in temps:
             temp_ptrs.append(self.scratch.data_ptr() + offset)
@@ -279,7 +287,7 @@ class CudaProvider:
         if offset > self.scratch.numel():
             raise ArtifactError(f"compute @{c.callee}: temps of {offset} B exceed the plan's scratch")
         launches = []
-        for launch in c.attrs["launches"]:
+        for launch in c.launches:
             func = _check(driver, driver.cuModuleGetFunction(module, launch["symbol"].encode()),
                           f"compute @{c.callee}: cuModuleGetFunction {launch['symbol']}")
             where = []  # ("slot", id) or ("ptr", address)

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
+from byteir_cat.core.byre_plan import ByreModule
 from byteir_cat.core.errors import ArtifactError, InputError
 from byteir_cat.core.ir import torch_dtype
 from runtime.artifact import Artifact, read
-from runtime.byre import ByreModule
 from runtime.cpu_provider import CpuProvider, Kernel, Slots
 
 DEVICES = ("cpu", "cuda")
@@ -166,11 +166,11 @@ class Session:
     def capture_graph(self, *inputs: torch.Tensor) -> Callable[..., tuple[torch.Tensor, ...]]:
         """A CUDA graph of the whole plan: returns ``replay(*inputs)``, which copies the inputs into the
         graph's own buffers, replays every kernel with one launch and returns fresh outputs. Kernel launch
-        overhead (a Python call per compute) is paid once, at capture. Not for plans with host_eval
+        overhead (a Python call per compute) is paid once, at capture. Not for plans with interpreted
         computes (they synchronise with the host)."""
         if self._cuda is None:
             raise ArtifactError("capture_graph: CUDA sessions only")
-        host = [c.callee for c in self.byre.computes if c.kind == "host_eval"]
+        host = [c.callee for c in self.byre.interpreted]
         if host:
             raise ArtifactError(f"capture_graph: @{host[0]} runs on the host; a CUDA graph cannot hold it")
         with self._lock:
@@ -222,7 +222,7 @@ class Session:
                     t0 = time.perf_counter()
                     fn(slots)
                     c = computes[step]
-                    self.last_profile.append(ComputeTime(c.callee, c.kind, time.perf_counter() - t0, _detail(c)))
+                    self.last_profile.append(ComputeTime(c.callee, c.kind, time.perf_counter() - t0, c.detail))
             else:
                 for fn, _ in self._kernels:
                     fn(slots)
@@ -230,7 +230,7 @@ class Session:
         return outs, slots
 
     def _profile_cuda(self, slots: Slots) -> None:
-        """Per-compute device time from CUDA events around each compute (host_eval includes its copies)."""
+        """Per-compute device time from CUDA events around each compute (an interpreted one includes its copies)."""
         stream = torch.cuda.current_stream(self.torch_device)
         marks = []
         for fn, step in self._kernels:
@@ -242,14 +242,14 @@ class Session:
         torch.cuda.synchronize(self.torch_device)
         computes = self.byre.computes
         self.last_profile = [ComputeTime(computes[step].callee, computes[step].kind, start.elapsed_time(end) / 1e3,
-                                         _detail(computes[step])) for step, start, end in marks]
+                                         computes[step].detail) for step, start, end in marks]
 
     def run_checks(self, profile: bool = False) -> list:
         """Run a self-checking program (no inputs) and evaluate its ``check.*`` ops on the values the
         compiled pipeline produced, with the reference semantics of each check. Returns ``CheckResult``s."""
         from byteir_cat.core.ir import Block, Function, Module, Op
+        from byteir_cat.core.serialize import Reader, type_from_json
         from byteir_cat.semantics.interpreter import run_checks
-        from runtime.serialize import Reader, type_from_json
 
         with self._lock:
             _, slots = self._run(self.check_inputs(()), profile)
@@ -269,13 +269,3 @@ class Session:
                 body.ops.append(Op.create(chk["name"], operands, [type_from_json(r) for r in chk["results"]], attrs,
                                           chk.get("loc", "")))
         return run_checks(Module({"main": Function("main", body)}))
-
-
-def _detail(c) -> str:
-    if c.kind == "cat":
-        return c.attrs["op"]
-    if c.kind in ("llvm", "ptx"):
-        return c.attrs["symbol"]
-    if c.kind == "host_eval":
-        return f"reference evaluator: {c.attrs['fallback']}" if c.attrs.get("fallback") else "reference evaluator"
-    return "view"

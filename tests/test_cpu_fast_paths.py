@@ -32,7 +32,7 @@ def test_masked_attention_fast_path_zeroes_fully_masked_rows():
 def test_padded_bert_compiles_and_matches_eager():
     model, inputs = model_zoo.bert(batch=2, padded=True)
     compiled = compile(model, inputs)
-    kinds = [c.attrs.get("op") for c in compiled.session.byre.computes if c.kind == "cat"]
+    kinds = [c.op for c in compiled.session.byre.computes if c.kind == "cat"]
     assert "cat.attention_permute" in kinds
     (got,) = compiled.run(*inputs)
     with torch.no_grad():

@@ -63,17 +63,17 @@ def test_artifact_holds_kernels_with_hashes(artifacts, name):
     art = read(path, target="cuda")  # verifies every SHA-256
     files = manifest["files"]
     kinds = {c.kind for c in art.byre.computes}
-    assert {"cat", "ptx"} <= kinds and "llvm" not in kinds
+    assert {"cat", "ptx"} <= kinds and "host_code" not in kinds
     for c in art.byre.computes:
         if c.kind == "cat":
-            assert c.attrs["library"].endswith(".so") and c.attrs["library"] in files
+            assert c.library.endswith(".so") and c.library in files
         if c.kind == "ptx":
-            assert c.attrs["kernel"] in files and c.attrs["cubin"] in files and c.attrs["launches"]
+            assert c.kernel in files and c.cubin in files and c.launches
     report = manifest["report"]
-    assert report["cat"]["libraries"] == len({c.attrs["library"] for c in art.byre.computes if c.kind == "cat"})
+    assert report["cat"]["libraries"] == len({c.library for c in art.byre.computes if c.kind == "cat"})
     # every compute left on the host is listed, with why and the copies it costs
-    host = [c.callee for c in art.byre.computes if c.kind == "host_eval"]
-    assert [f["callee"] for f in report["fallbacks"]] == host
+    host = [c.callee for c in art.byre.computes if c.kind == "interpret"]
+    assert [f["callee"] for f in report["interpreted"]] == host
     assert host == [], "every fusion group is a device kernel: no round trips through host memory"
 
 
@@ -85,12 +85,12 @@ def test_cat_symbols_are_exported(artifacts, name):
     for c in art.byre.computes:
         if c.kind != "cat":
             continue
-        lib = c.attrs["library"]
+        lib = c.library
         if lib not in exported:
             nm = subprocess.run(["nm", "-D", "--defined-only", str(path / lib)], capture_output=True, text=True,
                                 check=True)
             exported[lib] = {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()}
-        assert {c.attrs["symbol"], c.attrs["symbol"] + "_workspace_bytes"} <= exported[lib], c.callee
+        assert {c.symbol, c.symbol + "_workspace_bytes"} <= exported[lib], c.callee
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -101,11 +101,11 @@ def test_every_ptx_assembles(artifacts, name, tmp_path):
     assert ptx
     for c in ptx:
         out = tmp_path / f"{c.callee}.cubin"
-        proc = subprocess.run(["ptxas", f"-arch={ARCH}", str(path / c.attrs["kernel"]), "-o", str(out)],
+        proc = subprocess.run(["ptxas", f"-arch={ARCH}", str(path / c.kernel), "-o", str(out)],
                               capture_output=True, text=True)
         assert proc.returncode == 0, (c.callee, proc.stderr)
-        text = art.kernels[c.attrs["kernel"]]
-        assert f".target {ARCH}" in text and all(f".entry {k['symbol']}(" in text for k in c.attrs["launches"])
+        text = art.kernels[c.kernel]
+        assert f".target {ARCH}" in text and all(f".entry {k['symbol']}(" in text for k in c.launches)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where there is no GPU")
@@ -148,9 +148,9 @@ class EmulatedGpuProvider(CpuProvider):
 
     def _bind_ptx(self, c):
         launches = [KernelLaunch(k["symbol"], tuple(k["grid"]), tuple(k["block"]), [tuple(a) for a in k["args"]])
-                    for k in c.attrs["launches"]]
-        group = EmulatedGpuGroup(self.kernels[c.attrs["emulation"]], launches, c.attrs["temp_bytes"],
-                                 Signature.from_json(c.attrs["signature"]), c.callee)
+                    for k in c.launches]
+        group = EmulatedGpuGroup(self.kernels[c.emulation], launches, c.temp_bytes,
+                                 Signature.from_json(c.signature), c.callee)
         operands, results = c.operands, c.results
 
         def run(slots):

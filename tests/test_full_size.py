@@ -101,7 +101,7 @@ def test_f16_gpt2_small_compiles_for_sm90a(tmp_path):
     model = model.half().eval()
     first = compile_model(model, inputs, target="cuda", arch="sm_90a", out_dir=tmp_path / "a")
     report = first.report
-    assert report["fallbacks"] == [] and report["cat"]["notes"] == []
+    assert report["interpreted"] == [] and report["cat"]["notes"] == []
     assert report["ptx"]["compiled"] == report["ptx"]["groups"] and report["ptx"]["cubin"]
     assert report["cat"]["libraries"] <= 8, "one library per distinct op, shared by all layers"
     again = compile_model(model, inputs, target="cuda", arch="sm_90a", out_dir=tmp_path / "b").report

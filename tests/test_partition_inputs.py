@@ -96,7 +96,7 @@ func.func @main(%a: tensor<4x8xf32>, %b: tensor<8x16xf32>) -> tensor<4x16xf32> {
 }
 """
     part = partition(text)
-    assert [sg.path for sg in part.subgraphs] == ["cat", "nvvm", "host"]
+    assert [sg.path for sg in part.subgraphs] == ["cat", "fusion", "host"]
     (bad,) = part.unsupported
     assert bad.reason == ("unsupported: stablehlo.custom_call: custom_call target @my_kernel has no reference "
                           "semantics")
@@ -109,7 +109,7 @@ def test_conformance_file_partitions(path):
     folded = all(v.owner is not None and v.owner.name == "stablehlo.constant" for v in main.body.returns)
     assert part.subgraphs or folded, "a program either keeps work for kernels or folds to constants"
     assert all(sg.reason for sg in part.subgraphs)
-    assert {sg.path for sg in part.subgraphs} <= {"cat", "nvvm", "host"}
+    assert {sg.path for sg in part.subgraphs} <= {"cat", "fusion", "host"}
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -40,12 +40,12 @@ from ait_codegen.profiler import profiler_job
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import __version__, model_zoo
 from byteir_cat.compiler import compile as compile_model
+from byteir_cat.core.byre_plan import ByreModule
 from byteir_cat.core.ir import Block, Function, Module, Op, Value
+from byteir_cat.core.serialize import Reader
 from byteir_cat.gpu_kit import weights
 from byteir_cat.gpu_kit.contents import MODELS, QUICK_MODELS, SEED, KernelCase, KitModel, kernel_cases
 from runtime.artifact import WEIGHTS
-from runtime.byre import ByreModule
-from runtime.serialize import Reader
 
 ROOT = Path(__file__).resolve().parents[2]
 KIT_LIMIT_BYTES = 60 * 2**20
@@ -103,7 +103,7 @@ def _build_model(km: KitModel, arch: str, stage: Path, note: Note) -> list[dict[
             expected = model.float()(ids)[:, :km.expected_positions].contiguous()
         save_file({"input_ids": ids, "expected": expected}, str(art / "io.safetensors"))
         entries.append({"name": name, "model": km.name, "dtype": recipe["model"]["dtype"], "batch": batch, "seq": seq,
-                        "fallbacks": report.get("fallbacks", []), "cat": report.get("cat", {}),
+                        "interpreted": report.get("interpreted", []), "cat": report.get("cat", {}),
                         "compile_seconds": round(time.perf_counter() - t0, 1)})
         del model, compiled
     return entries
@@ -133,12 +133,12 @@ def _build_tuning(stage: Path, arch: str, limit: int, note: Note) -> list[dict[s
         byre = ByreModule.from_json(json.loads(plan.read_text()))
         reader = Reader({})
         for c in byre.computes:
-            if c.kind != "cat" or not c.attrs["op"].startswith(("cat.gemm", "cat.bmm")):
+            if c.kind != "cat" or not c.op.startswith(("cat.gemm", "cat.bmm")):
                 continue
-            decl = cat.decode(Op(c.attrs["op"], [], [], reader.attr({"dict": c.attrs["op_attrs"]})))
-            types = [byre.values[c.operands[m["arg"]]].type for m in c.attrs["operand_map"] if "arg" in m]
-            if len(types) == len(c.attrs["operand_map"]):
-                specs.setdefault(c.attrs["symbol"], KernelSpec(decl, tuple(types)))
+            decl = cat.decode(Op(c.op, [], [], reader.attr({"dict": c.op_attrs})))
+            types = [byre.values[c.operands[m["arg"]]].type for m in c.operand_map if "arg" in m]
+            if len(types) == len(c.operand_map):
+                specs.setdefault(c.symbol, KernelSpec(decl, tuple(types)))
     jobs, entries = [], []
     for symbol, spec in specs.items():
         problem = problem_for(spec.op, spec.operands)

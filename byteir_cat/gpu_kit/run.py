@@ -55,10 +55,10 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 import cat_dialect as cat  # noqa: E402
 from byteir_cat.core.ir import Op, torch_dtype  # noqa: E402
+from byteir_cat.core.serialize import Reader  # noqa: E402
 from byteir_cat.gpu_kit import weights  # noqa: E402
 from byteir_cat.semantics.interpreter import evaluate  # noqa: E402
 from runtime.artifact import MANIFEST, WEIGHTS, read  # noqa: E402
-from runtime.serialize import Reader  # noqa: E402
 from runtime.session import Session  # noqa: E402
 
 STEPS: dict[str, int] = {  # name -> time box in seconds, in the order they run
@@ -139,7 +139,7 @@ def _events_ms(fn: Callable[[], Any], runs: int, warmup: int = 3) -> float:
 
 
 def _decl(c) -> cat.CatOp:
-    return cat.decode(Op(c.attrs["op"], [], [], Reader({}).attr({"dict": c.attrs["op_attrs"]})))
+    return cat.decode(Op(c.op, [], [], Reader({}).attr({"dict": c.op_attrs})))
 
 
 def _model_dirs(work: Path) -> list[Path]:
@@ -212,12 +212,12 @@ def step_prepare(work: Path, check: bool) -> dict[str, Any]:
         out["artifacts"] += 1
         for c in artifact.byre.computes:
             if c.kind == "cat":
-                lib = ctypes.CDLL(str(art / c.attrs["library"]))
-                for name in (c.attrs["symbol"], f"{c.attrs['symbol']}_workspace_bytes"):
+                lib = ctypes.CDLL(str(art / c.library))
+                for name in (c.symbol, f"{c.symbol}_workspace_bytes"):
                     getattr(lib, name)
                 out["libraries"] += 1
-            elif c.kind == "host_eval":
-                raise RuntimeError(f"{art.name}: @{c.callee} runs on the host ({c.attrs.get('fallback')})")
+            elif c.kind == "interpret":
+                raise RuntimeError(f"{art.name}: @{c.callee} runs on the host ({c.why or c.reason})")
     for t in kit.get("tuning", []):
         if not os.access(work / t["program"], os.X_OK):
             raise RuntimeError(f"tuning program {t['program']} is missing or not executable")
@@ -260,14 +260,14 @@ def _group_checker(session: Session, reader: Reader, seen: set[str], rows: list[
     operands: dict[int, list[torch.Tensor]] = {}
 
     def before(step: int, c, slots) -> None:
-        if c.kind == "ptx" and "function" in c.attrs and c.attrs["symbol"] not in seen:
+        if c.kind == "ptx" and c.function and c.symbol not in seen:
             operands[step] = [slots[i].detach().cpu().clone() for i in c.operands]
 
     def after(step: int, c, slots) -> None:
         if step not in operands:
             return
-        seen.add(c.attrs["symbol"])
-        fn = reader.function(c.attrs["function"])
+        seen.add(c.symbol)
+        fn = reader.function(c.function)
         want = evaluate(fn, operands.pop(step))
         errs = [_rel(slots[r], w)["max"] for r, w in zip(c.results, want, strict=True)]
         rows.append({"group": c.callee, "ops": len(fn.body.ops), "max_rel_err": max(errs), "ok": max(errs) < 1e-2})
@@ -314,11 +314,11 @@ def step_gemm_timing(work: Path, check: bool) -> dict[str, Any]:
         slots = session.run_stepwise(ids)
         for step, fn in session.bound_kernels():
             c = session.byre.computes[step]
-            if c.kind != "cat" or not c.attrs["op"].startswith(("cat.gemm", "cat.bmm")) or c.attrs["symbol"] in seen:
+            if c.kind != "cat" or not c.op.startswith(("cat.gemm", "cat.bmm")) or c.symbol in seen:
                 continue
-            seen.add(c.attrs["symbol"])
+            seen.add(c.symbol)
             decl = _decl(c)
-            types = [session.byre.values[c.operands[m["arg"]]].type for m in c.attrs["operand_map"] if "arg" in m]
+            types = [session.byre.values[c.operands[m["arg"]]].type for m in c.operand_map if "arg" in m]
             if isinstance(decl, cat.Gemm):
                 m, n, k = decl.mnk(types)
                 batch = 1
@@ -349,11 +349,11 @@ def step_attention_timing(work: Path, check: bool) -> dict[str, Any]:
         slots = session.run_stepwise(ids)
         for step, fn in session.bound_kernels():
             c = session.byre.computes[step]
-            if c.kind != "cat" or not c.attrs["op"].startswith("cat.attention") or c.attrs["symbol"] in seen:
+            if c.kind != "cat" or not c.op.startswith("cat.attention") or c.symbol in seen:
                 continue
-            seen.add(c.attrs["symbol"])
+            seen.add(c.symbol)
             decl = _decl(c)
-            q, k, v = (slots[c.operands[m["arg"]]] for m in c.attrs["operand_map"][:3])
+            q, k, v = (slots[c.operands[m["arg"]]] for m in c.operand_map[:3])
             gqa = q.shape[1] != k.shape[1]
             ours = _graph_ms(partial(fn, slots), session)
             sdpa = _graph_ms(partial(F.scaled_dot_product_attention, q, k, v, is_causal=decl.causal,

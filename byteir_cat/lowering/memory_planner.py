@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ALIGNMENT = 64
-
-
-def align(n: int, alignment: int = ALIGNMENT) -> int:
-    return (n + alignment - 1) // alignment * alignment
+from byteir_cat.core.byre_plan import ARENA_ALIGNMENT as ALIGNMENT
+from byteir_cat.core.byre_plan import align
 
 
 @dataclass

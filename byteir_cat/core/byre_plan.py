@@ -1,0 +1,275 @@
+"""The ByRE plan: what the runtime executes, as data. A partition becomes one entry function whose arguments
+are tagged input / output / weight and whose body is one ``byre.compute`` per subgraph, on buffers that
+are views at planned offsets into one arena. The compile side writes it (``byteir_cat.lowering``), the
+runtime reads it; both import it from here.
+
+One record type per compute kind (the provider key):
+
+- ``alias``     reshape glue: each result is a view of an operand, no work.
+- ``cat``       a CAT op: its CUTLASS kernel (``kernels/<symbol>.so``) on CUDA, its torch semantics on the CPU.
+- ``host_code`` a fusion group compiled for the CPU: LLVM IR (``kernels/<group>.ll``) JIT-compiled at load.
+- ``ptx``       a fusion group compiled for the GPU: NVPTX kernels (``.ptx`` / ``.cubin``) and the launch plan.
+- ``interpret`` ops with no compiled lowering: the StableHLO interpreter runs the serialised subgraph on the
+                host (the compile report lists each, with ``why``).
+
+``workspace_bytes`` is one device scratch buffer that every CAT kernel's workspace and every PTX group's
+temps use in turn (computes run one after another on one stream). The plan prints as generic MLIR for
+people and tools (``to_mlir``) and travels as JSON (``to_json``): the running machine has no MLIR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from byteir_cat.core.errors import ArtifactError
+from byteir_cat.core.ir import TensorType
+from byteir_cat.core.kernel_abi import WORKSPACE_ALIGN
+from byteir_cat.core.printer import format_attr
+from byteir_cat.core.serialize import type_from_json, type_to_json
+
+BYRE_FORMAT = 2
+ARENA_ALIGNMENT = 64  # every arena buffer starts at a multiple of this (vectorised kernels)
+SCRATCH_ALIGN = WORKSPACE_ALIGN  # CAT workspaces must be this aligned
+
+
+def align(n: int, alignment: int = ARENA_ALIGNMENT) -> int:
+    return (n + alignment - 1) // alignment * alignment
+
+
+@dataclass
+class ByreValue:
+    """One buffer of the entry function. ``storage``: input | output | weight | arena | alias."""
+
+    id: int
+    type: TensorType
+    storage: str
+    index: int = -1  # input / output argument number
+    key: str = ""  # weight name in weights.safetensors
+    offset: int = -1  # arena offset
+    alias_of: int = -1  # the value this one is a reshaped view of
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, **type_to_json(self.type), "storage": self.storage}
+        if self.storage in ("input", "output"):
+            d["index"] = self.index
+        elif self.storage == "weight":
+            d["key"] = self.key
+        elif self.storage == "arena":
+            d["offset"] = self.offset
+        elif self.storage == "alias":
+            d["alias_of"] = self.alias_of
+        return d
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> ByreValue:
+        return ByreValue(int(d["id"]), type_from_json(d), d["storage"], int(d.get("index", -1)), d.get("key", ""),
+                         int(d.get("offset", -1)), int(d.get("alias_of", -1)))
+
+
+@dataclass(kw_only=True)
+class Compute:
+    """``byre.compute @callee(operands) -> results``; the subclass of each kind holds its kernel's fields.
+    ``inplace`` lists (operand position, result position) pairs that may share storage."""
+
+    kind: ClassVar[str] = ""
+    callee: str
+    operands: list[int]
+    results: list[int]
+    reason: str = ""
+    cost: dict[str, int] = field(default_factory=dict)  # flops and bytes, for the profile's rooflines
+    inplace: list[list[int]] = field(default_factory=list)
+
+    @property
+    def detail(self) -> str:
+        """What runs: the CAT op, the kernel symbol, or why it is interpreted."""
+        return ""
+
+    def shown(self) -> dict[str, Any]:
+        """The attributes printed in the plan's MLIR text."""
+        return {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Compute:
+        cls = COMPUTE_KINDS.get(d.get("kind", ""))
+        if cls is None:
+            raise ArtifactError(f"compute @{d.get('callee')}: unknown kind {d.get('kind')!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(kw_only=True)
+class AliasCompute(Compute):
+    kind: ClassVar[str] = "alias"
+    alias_of: list[int]  # for each result, the operand position it is a view of
+
+    @property
+    def detail(self) -> str:
+        return "view"
+
+
+@dataclass(kw_only=True)
+class CatCompute(Compute):
+    kind: ClassVar[str] = "cat"
+    op: str  # cat.<name>
+    op_attrs: dict[str, Any]  # serialised attributes (``byteir_cat.core.serialize``)
+    operand_map: list[dict[str, Any]]  # per op operand: {"arg": compute operand position} or {"const": tensor}
+    library: str = ""  # CUDA: kernels/<symbol>.so
+    symbol: str = ""
+    workspace: int = 0  # bytes the kernel asked for on the compiling machine
+
+    @property
+    def detail(self) -> str:
+        return self.op
+
+    def shown(self) -> dict[str, Any]:
+        return {"op": self.op, **({"library": self.library, "symbol": self.symbol} if self.library else {})}
+
+
+@dataclass(kw_only=True)
+class HostCodeCompute(Compute):
+    kind: ClassVar[str] = "host_code"
+    kernel: str  # kernels/<group>.ll
+    symbol: str
+    signature: str  # byteir_cat.core.host_code.Signature JSON
+
+    @property
+    def detail(self) -> str:
+        return self.symbol
+
+    def shown(self) -> dict[str, Any]:
+        return {"kernel": self.kernel, "symbol": self.symbol}
+
+
+@dataclass(kw_only=True)
+class PtxCompute(Compute):
+    kind: ClassVar[str] = "ptx"
+    kernel: str  # kernels/<group>.ptx
+    symbol: str
+    signature: str
+    launches: list[dict[str, Any]]  # {"symbol", "grid", "block", "args": [[input|output|temp, i]]}
+    cubin: str = ""  # kernels/<group>.cubin when ptxas ran
+    emulation: str = ""  # kernels/<group>.nvptx.ll: the same kernels for the CPU emulator of tests
+    temp_bytes: list[int] = field(default_factory=list)
+    function: dict[str, Any] = field(default_factory=dict)  # the group's own ops, to check the kernels against
+
+    @property
+    def detail(self) -> str:
+        return self.symbol
+
+    def shown(self) -> dict[str, Any]:
+        return {"kernel": self.kernel, "symbol": self.symbol}
+
+
+@dataclass(kw_only=True)
+class InterpretCompute(Compute):
+    kind: ClassVar[str] = "interpret"
+    function: dict[str, Any]  # the serialised subgraph
+    why: str = ""  # why it has no compiled kernel (a code generator's refusal), when one was tried
+
+    @property
+    def detail(self) -> str:
+        return self.why or self.reason
+
+    def shown(self) -> dict[str, Any]:
+        return {"why": self.why} if self.why else {}
+
+
+COMPUTE_KINDS: dict[str, type[Compute]] = {c.kind: c for c in (AliasCompute, CatCompute, HostCodeCompute, PtxCompute,
+                                                                InterpretCompute)}
+
+
+@dataclass
+class ByreModule:
+    values: list[ByreValue]
+    inputs: list[int]
+    outputs: list[int]
+    computes: list[Compute]
+    checks: list[dict[str, Any]] = field(default_factory=list)  # check.* ops of self-checking programs
+    arena_bytes: int = 0
+    naive_bytes: int = 0
+    inplace: int = 0  # results that took over an operand's storage
+    input_names: list[str] = field(default_factory=list)
+    workspace_bytes: int = 0  # scratch shared by CAT workspaces and PTX temps, one compute at a time
+
+    @property
+    def interpreted(self) -> list[InterpretCompute]:
+        return [c for c in self.computes if isinstance(c, InterpretCompute)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": BYRE_FORMAT, "entry": "main", "alignment": ARENA_ALIGNMENT,
+            "arena_bytes": self.arena_bytes, "naive_bytes": self.naive_bytes, "inplace": self.inplace,
+            "workspace_bytes": self.workspace_bytes,
+            "inputs": self.inputs, "outputs": self.outputs, "input_names": self.input_names,
+            "values": [v.to_json() for v in self.values],
+            "computes": [c.to_json() for c in self.computes],
+            "checks": self.checks,
+        }
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> ByreModule:
+        if d.get("format") != BYRE_FORMAT:
+            raise ArtifactError(f"ByRE plan format {d.get('format')!r}, this runtime reads format {BYRE_FORMAT} "
+                                "(recompile the model)")
+        try:
+            return ByreModule([ByreValue.from_json(v) for v in d["values"]], list(d["inputs"]), list(d["outputs"]),
+                              [Compute.from_json(c) for c in d["computes"]], list(d.get("checks", [])),
+                              int(d["arena_bytes"]), int(d["naive_bytes"]), int(d.get("inplace", 0)),
+                              list(d.get("input_names", [])), int(d.get("workspace_bytes", 0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"ByRE plan is malformed: {type(e).__name__}: {e}") from None
+
+    def to_mlir(self) -> str:
+        """Generic-form MLIR of the entry function: memref arguments tagged with ``byre.argtype``, the arena as
+        one ``memref.alloc`` of bytes, every other buffer a ``byre.alias`` at its offset."""
+        values = self.values
+        args = [v for v in values if v.storage == "input"] + [v for v in values if v.storage == "output"] \
+            + [v for v in values if v.storage == "weight"]
+        names: dict[int, str] = {}
+        arg_decls, arg_attrs = [], []
+        for i, v in enumerate(args):
+            names[v.id] = f"%arg{i}"
+            arg_decls.append(f"%arg{i}: {_memref(v.type)}")
+            name = v.key if v.storage == "weight" else f"{v.storage.capitalize()}{v.index}"
+            arg_attrs.append(f'{{byre.argname = "{name}", byre.argtype = {_ARGTYPE[v.storage]} : i32}}')
+        arena = f"memref<{max(self.arena_bytes, 1)}xi8>"
+        lines = [f"module attributes {{byre.container_module, byre.arena_bytes = {self.arena_bytes} : i64, "
+                 f"byre.naive_bytes = {self.naive_bytes} : i64}} {{",
+                 '  "func.func"() <{function_type = (' + ", ".join(_memref(v.type) for v in args) + ') -> (), '
+                 'sym_name = "main", arg_attrs = [' + ", ".join(arg_attrs) + ']}> ({',
+                 "  ^bb0(" + ", ".join(arg_decls) + "):",
+                 f'    %arena = "memref.alloc"() <{{alignment = {ARENA_ALIGNMENT} : i64, operandSegmentSizes = '
+                 f'array<i32: 0, 0>}}> : () -> {arena}']
+        counter = 0
+        for v in values:
+            if v.storage in ("arena", "alias"):
+                name = f"%{counter}"
+                counter += 1
+                if v.storage == "arena":
+                    lines.append(f'    {name} = "byre.alias"(%arena) <{{offset = {v.offset} : i64}}> : '
+                                 f"({arena}) -> {_memref(v.type)}")
+                else:
+                    lines.append(f'    {name} = "byre.alias"({names[v.alias_of]}) <{{offset = 0 : i64}}> : '
+                                 f"({_memref(values[v.alias_of].type)}) -> {_memref(v.type)}")
+                names[v.id] = name
+        for c in self.computes:
+            shown = {"kind": c.kind, **c.shown()}
+            attr_text = ", ".join(f"{k} = {format_attr(v)}" for k, v in shown.items())
+            operands = [names[i] for i in c.operands + c.results]
+            types = [_memref(values[i].type) for i in c.operands + c.results]
+            lines.append(f'    "byre.compute"({", ".join(operands)}) <{{callee = "{c.callee}", {attr_text}}}> : '
+                         f"({', '.join(types)}) -> ()")
+        lines += ['    "func.return"() : () -> ()', "  }) {byre.entry_point} : () -> ()", "}"]
+        return "\n".join(lines) + "\n"
+
+
+_ARGTYPE = {"input": 1, "output": 2, "weight": 4}
+
+
+def _memref(t: TensorType) -> str:
+    return "memref<" + "".join(f"{d}x" for d in t.shape) + f"{t.dtype}>"

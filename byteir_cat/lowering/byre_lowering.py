@@ -1,0 +1,255 @@
+"""Partition -> ByRE plan (compile side): one compute per outlined subgraph, buffers planned into one arena,
+in-place sharing where a kernel allows it. The plan's data model is ``byteir_cat.core.byre_plan``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from byteir_cat.core.byre_plan import (
+    SCRATCH_ALIGN,
+    AliasCompute,
+    ByreModule,
+    ByreValue,
+    CatCompute,
+    Compute,
+    HostCodeCompute,
+    InterpretCompute,
+    PtxCompute,
+    align,
+)
+from byteir_cat.core.errors import CompileError
+from byteir_cat.core.ir import Function, Module, Op, Value
+from byteir_cat.core.serialize import Writer, type_to_json
+from byteir_cat.lowering.memory_planner import Buffer, plan_memory
+from mhlo_to_cat.cost import op_bytes, op_flops
+
+# Ops whose output element i depends only on input element i: a single-output group of these may write
+# its result over a same-shaped operand that dies there.
+_ELEMENTWISE = frozenset(f"stablehlo.{n}" for n in (
+    "abs", "add", "and", "cbrt", "ceil", "clamp", "compare", "convert", "cosine", "divide", "exponential",
+    "exponential_minus_one", "floor", "is_finite", "log", "log_plus_one", "logistic", "maximum", "minimum",
+    "multiply", "negate", "not", "or", "power", "remainder", "round_nearest_afz", "round_nearest_even", "rsqrt",
+    "select", "sign", "sine", "sqrt", "subtract", "tan", "tanh", "xor", "constant"))
+_CAT_INPLACE = ("layernorm", "rmsnorm", "softmax")  # computed to a temporary, then stored: in place is safe
+
+
+@dataclass
+class GroupKernel:
+    """How a fusion group was compiled: a kernel file and its symbol, or why it could not be. ``kind`` is
+    the compute kind it becomes (``host_code`` or ``ptx``); ``extra`` that kind's own fields (for ``ptx``:
+    cubin, emulation, launches, temp_bytes)."""
+
+    file: str = ""
+    symbol: str = ""
+    signature: str = ""  # byteir_cat.core.host_code.Signature JSON
+    error: str = ""
+    kind: str = "host_code"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CatKernel:
+    """The built CUDA kernel of one CAT subgraph: library file in the artifact, exported symbol (C ABI of
+    ``ait_codegen.abi``) and the workspace it asks for."""
+
+    library: str
+    symbol: str
+    workspace_bytes: int = 0
+
+
+def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str, CatKernel] | None = None
+          ) -> tuple[ByreModule, dict[str, torch.Tensor]]:
+    """ByRE module of an outlined partition (``Partition.module``) and the tensors it needs (weights,
+    constants of serialised subgraphs). ``cat_kernels`` (CUDA target) binds CAT subgraphs to their kernels."""
+    main = module.main
+    tensors: dict[str, torch.Tensor] = {}
+    ids: dict[Value, int] = {}
+    values: list[ByreValue] = []
+
+    def new_value(v: Value, storage: str, **kw: Any) -> int:
+        ids[v] = len(values)
+        values.append(ByreValue(len(values), v.type, storage, **kw))
+        return ids[v]
+
+    for i, a in enumerate(main.body.args):
+        new_value(a, "input", index=i)
+    computes: list[Compute] = []
+    checks: list[dict[str, Any]] = []
+    check_writer = Writer("check", tensors)
+    def add_weight(op: Op) -> None:
+        key = f"w/{len(values)}"
+        tensors[key] = op.attrs["value"].detach().contiguous().clone()
+        new_value(op.result, "weight", key=key)
+
+    for op in main.body.ops:
+        # The outliner leaves out of main large constants that only a check.* op reads: define them on use.
+        for v in op.operands:
+            if v not in ids and v.owner is not None and v.owner.name in ("stablehlo.constant", "arith.constant"):
+                add_weight(v.owner)
+        if op.name in ("stablehlo.constant", "arith.constant"):
+            if op.result not in ids:
+                add_weight(op)
+        elif op.name == "func.call":
+            callee = str(op.attrs["callee"]).lstrip("@")
+            fn = module.functions.get(callee)
+            if fn is None:
+                raise CompileError(f"main calls @{callee}, which the partition did not outline")
+            computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors, cat_kernels or {}))
+            computes[-1].cost = _cost(fn)
+        elif op.name == "stablehlo.custom_call" and str(op.attrs.get("call_target_name", "")).startswith("check."):
+            checks.append({"name": op.name, "attrs": {k: check_writer.attr(v) for k, v in op.attrs.items()},
+                           "loc": op.loc, "operands": [_lookup(ids, v, op) for v in op.operands],
+                           "results": [type_to_json(r.type) for r in op.results]})
+        else:
+            raise CompileError(f"{op.name} at {op.loc or '?'}: not expected in the outlined main function")
+    outputs = [_lookup(ids, v, None) for v in main.body.returns]
+    byre = ByreModule(values, [ids[a] for a in main.body.args], outputs, computes, checks,
+                      input_names=list(main.arg_names))
+    _assign_storage(byre)
+    byre.workspace_bytes = scratch_bytes(byre.computes)
+    return byre, tensors
+
+
+def scratch_bytes(computes: list[Compute]) -> int:
+    """The largest scratch any one compute needs: a CAT kernel's workspace, or a PTX group's temps laid
+    out one after another at ``SCRATCH_ALIGN``."""
+    need = [0]
+    for c in computes:
+        if isinstance(c, CatCompute):
+            need.append(c.workspace)
+        elif isinstance(c, PtxCompute):
+            need.append(sum(align(max(n, 1), SCRATCH_ALIGN) for n in c.temp_bytes))
+    return max(need)
+
+
+def _cost(fn: Function) -> dict[str, int]:
+    """FLOPs and minimum bytes moved of one subgraph, for the profile report's rooflines."""
+    return {"flops": sum(op_flops(o) for o in fn.body.ops), "bytes": sum(op_bytes(o) for o in fn.body.ops)}
+
+
+def _lookup(ids: dict[Value, int], v: Value, op: Op | None) -> int:
+    if v not in ids:
+        where = f"{op.name} at {op.loc or '?'}" if op else "main's return"
+        raise CompileError(f"{where} uses a value that main does not define")
+    return ids[v]
+
+
+def _lower_call(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels: dict[str, GroupKernel],
+                tensors: dict[str, torch.Tensor], cat_kernels: dict[str, CatKernel]) -> Compute:
+    path = fn.attrs.get("path", "")
+    reason = str(fn.attrs.get("reason", ""))
+    operands = [_lookup(ids, v, op) for v in op.operands]
+    body = fn.body
+    if path == "host" and body.ops and all(o.name == "stablehlo.reshape" for o in body.ops):
+        arg_pos = {a: i for i, a in enumerate(body.args)}
+        root: dict[Value, int] = dict(arg_pos)
+        for o in body.ops:
+            root[o.result] = root[o.operands[0]]
+        alias_of = [root[v] for v in body.returns]
+        results = [new_value(r, "alias", alias_of=operands[j]) for r, j in zip(op.results, alias_of, strict=True)]
+        return AliasCompute(callee=fn.name, operands=operands, results=results, reason=reason, alias_of=alias_of)
+    results = [new_value(r, "arena") for r in op.results]
+    if path == "cat":
+        cat_ops = [o for o in body.ops if o.name.startswith("cat.")]
+        consts = [o for o in body.ops if o.name in ("stablehlo.constant", "arith.constant")]
+        if len(cat_ops) == 1 and len(consts) + 1 == len(body.ops) and body.returns == [cat_ops[0].result]:
+            compute = _lower_cat(fn, cat_ops[0], operands, results, tensors, reason)
+            ck = cat_kernels.get(fn.name)
+            if ck is not None:
+                compute.library, compute.symbol, compute.workspace = ck.library, ck.symbol, ck.workspace_bytes
+            return compute
+    common = {"callee": fn.name, "operands": operands, "results": results, "reason": reason}
+    if path == "fusion":
+        k = kernels.get(fn.name)
+        if k is not None and not k.error:
+            kernel = {"kernel": k.file, "symbol": k.symbol, "signature": k.signature}
+            if k.kind == "ptx":
+                # several launches may read an operand after an earlier one wrote the result: no sharing then;
+                # the group's own ops travel along, so that a GPU run can check the kernels against them
+                single = len(k.extra.get("launches", [])) == 1
+                return PtxCompute(**common, **kernel, **k.extra, inplace=_elementwise_inplace(fn) if single else [],
+                                  function=Writer(f"fn/{fn.name}", tensors).function(fn))
+            return HostCodeCompute(**common, **kernel, inplace=_elementwise_inplace(fn))
+        why = k.error if k is not None else "no kernel was compiled for it"
+        return InterpretCompute(**common, function=Writer(f"fn/{fn.name}", tensors).function(fn), why=why,
+                                inplace=_all_pairs(operands, results))
+    return InterpretCompute(**common, function=Writer(f"fn/{fn.name}", tensors).function(fn),
+                            inplace=_all_pairs(operands, results))
+
+
+def _lower_cat(fn: Function, cat_op: Op, operands: list[int], results: list[int], tensors: dict[str, torch.Tensor],
+               reason: str) -> CatCompute:
+    writer = Writer(f"fn/{fn.name}", tensors)
+    arg_pos = {a: i for i, a in enumerate(fn.body.args)}
+    operand_map: list[Any] = []
+    for v in cat_op.operands:
+        if v in arg_pos:
+            operand_map.append({"arg": arg_pos[v]})
+        else:
+            operand_map.append({"const": writer.attr(v.owner.attrs["value"].expand(v.type.shape))})
+    short = cat_op.name.removeprefix("cat.")
+    inplace = [[operand_map[0]["arg"], 0]] if short.startswith(_CAT_INPLACE) and "arg" in operand_map[0] else []
+    return CatCompute(callee=fn.name, operands=operands, results=results, reason=reason, op=cat_op.name,
+                      op_attrs={k: writer.attr(v) for k, v in cat_op.attrs.items()}, operand_map=operand_map,
+                      inplace=inplace)
+
+
+def _elementwise_inplace(fn: Function) -> list[list[int]]:
+    """(operand, result) pairs a fused kernel may share: single result, only elementwise ops, same shape and
+    element size (element i is read before element i is written, nothing else reads it)."""
+    body = fn.body
+    if len(body.returns) != 1 or not all(o.name in _ELEMENTWISE for o in body.ops):
+        return []
+    out = body.returns[0].type
+    return [[i, 0] for i, a in enumerate(body.args) if a.type.shape == out.shape and a.type.nbytes == out.nbytes]
+
+
+def _all_pairs(operands: list[int], results: list[int]) -> list[list[int]]:
+    """Evaluated-then-stored computes read everything before writing: any operand may give its storage."""
+    return [[i, j] for i in range(len(operands)) for j in range(len(results))]
+
+
+def _root(values: list[ByreValue], vid: int) -> int:
+    while values[vid].storage == "alias":
+        vid = values[vid].alias_of
+    return vid
+
+
+def _assign_storage(byre: ByreModule) -> None:
+    """Outputs get their own per-run buffers; every other computed value an arena offset."""
+    values = byre.values
+    produced = {r for c in byre.computes for r in c.results}
+    for k, vid in enumerate(byre.outputs):
+        v = values[vid]
+        if vid in produced and v.storage == "arena" and byre.outputs.index(vid) == k:
+            v.storage, v.index = "output", k
+    end = len(byre.computes)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for step, c in enumerate(byre.computes):
+        for r in c.results:
+            first[r] = step
+            last.setdefault(_root(values, r), step)
+        for o in c.operands:
+            root = _root(values, o)
+            last[root] = max(last.get(root, step), step)
+    for vid in byre.outputs + [o for chk in byre.checks for o in chk["operands"]]:
+        last[_root(values, vid)] = end
+    buffers = [Buffer(v.id, v.type.nbytes, first[v.id], last.get(v.id, first[v.id]))
+               for v in values if v.storage == "arena"]
+    candidates: list[tuple[int, int, int]] = []
+    for step, c in enumerate(byre.computes):
+        for i, j in c.inplace:
+            operand = c.operands[i]
+            if values[operand].storage != "arena" or values[c.results[j]].storage != "arena":
+                continue
+            if values[operand].type.nbytes != values[c.results[j]].type.nbytes:
+                continue
+            candidates.append((step, operand, c.results[j]))
+    plan = plan_memory(buffers, candidates)
+    for vid, off in plan.offsets.items():
+        values[vid].offset = off
+    byre.arena_bytes, byre.naive_bytes, byre.inplace = plan.arena_bytes, plan.naive_bytes, len(plan.inplace)
