@@ -123,8 +123,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ait_codegen.gemm_problem import problem_for
     from ait_codegen.tuning_cache import TuningCache
     from byteir_cat.core.errors import InputError
-    from byteir_cat.core.importer import parse_tensor_type
     from byteir_cat.core.ir import Op
+    from byteir_cat.frontend.importer import parse_tensor_type
     from cat_dialect import decode
 
     try:

@@ -94,8 +94,8 @@ def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None):
     from torch_mlir import ir
     from torch_mlir._mlir_libs import _stablehlo
 
-    from byteir_cat.core.mlir_context import make_context
     from byteir_cat.core.printer import print_function
+    from byteir_cat.frontend.mlir_context import make_context
 
     _register_stablehlo_passes(_stablehlo)
     ctx = ctx or make_context()

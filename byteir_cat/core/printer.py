@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
-from byteir_cat.core.importer import tensor_to_numpy_bits
 from byteir_cat.core.ir import Block, Function, Module, Op, TensorType, Value
 
 INLINE_CONSTANT_LIMIT = 16  # elements; bigger constants go to the resource section
@@ -158,3 +158,13 @@ def print_module(module: Module, elide_large: bool = True) -> str:
 
 def print_function(fn: Function) -> str:
     return print_module(Module({fn.name: fn}))
+
+
+def tensor_to_numpy_bits(t: torch.Tensor) -> np.ndarray:
+    """Raw little-endian bytes of a tensor as numpy (bf16 kept as its bits)."""
+    t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy()
+    if t.dtype == torch.bool:
+        return t.to(torch.uint8).numpy()
+    return t.numpy()

@@ -15,7 +15,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch_mlir
+from torch_mlir import ir
+from torch_mlir._mlir_libs import _stablehlo
+from torch_mlir.dialects import irdl
+
 from byteir_cat.core.errors import CompileError
+from cat_dialect.irdl import irdl_text
 
 # Normalisation run on every module as it is loaded; a readable list, one pass per line.
 NORMALIZATION_PASSES: tuple[str, ...] = (
@@ -28,27 +34,11 @@ NORMALIZATION_PASSES: tuple[str, ...] = (
 )
 
 
-@functools.cache
-def _torch_mlir():
-    try:
-        import torch_mlir  # noqa: F401
-        from torch_mlir import ir
-        from torch_mlir._mlir_libs import _stablehlo
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise CompileError(f"torch-mlir is not installed ({e}); compiling needs it") from None
-    return ir, _stablehlo
-
-
 def make_context():
     """A context with StableHLO and the CAT dialect (IRDL, generated from its declarations) registered;
     other dialects (CHLO, check targets) are allowed unregistered."""
-    ir, stablehlo = _torch_mlir()
-    from torch_mlir.dialects import irdl
-
-    from cat_dialect.irdl import irdl_text
-
     ctx = ir.Context()
-    stablehlo.register_dialect(ctx)
+    _stablehlo.register_dialect(ctx)
     ctx.allow_unregistered_dialects = True
     with ctx, ir.Location.unknown():
         irdl.load_dialects(ir.Module.parse(irdl_text()))
@@ -57,9 +47,6 @@ def make_context():
 
 @functools.cache
 def opt_tool() -> str:
-    ir, _ = _torch_mlir()
-    import torch_mlir
-
     path = Path(list(torch_mlir.__path__)[0]) / "_mlir_libs" / "torch-mlir-opt"
     if not path.exists():
         raise CompileError(f"torch-mlir-opt not found at {path}")
@@ -88,7 +75,6 @@ def run_opt(text: str, source: str, passes: tuple[str, ...] = NORMALIZATION_PASS
 
 
 def parse_generic(text: str, ctx=None, source: str = "<text>"):
-    ir, _ = _torch_mlir()
     ctx = ctx or make_context()
     try:
         return ir.Module.parse(text, ctx)

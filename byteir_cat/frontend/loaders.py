@@ -13,9 +13,9 @@ from torch_mlir import ir as mlir_ir
 from torch_mlir.extras.fx_importer import FxImporterHooks, create_mlir_tensor_type
 
 from byteir_cat.core.errors import CompileError
-from byteir_cat.core.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.core.ir import Module
-from byteir_cat.core.mlir_context import parse_generic, run_opt
+from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
+from byteir_cat.frontend.mlir_context import parse_generic, run_opt
 
 # `= mhlo.add`, `"mhlo.add"(`, or an op at the start of a line (`mhlo.return`): op positions only, so
 # attribute names such as `mhlo.num_partitions` stay as they are.

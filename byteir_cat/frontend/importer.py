@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import numpy as np
 import torch
+from torch_mlir import ir
 
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Block, Function, Module, Op, TensorType, Value, torch_dtype
@@ -280,9 +280,6 @@ def _token_type(text: str, op_name: str, where: str) -> TensorType:
 def import_module(mmodule, blobs: Blobs, source: str) -> Module:
     """Convert a parsed MLIR module (generic or pretty) into the graph IR; ``blobs`` back its
     ``dense_resource`` constants (see ``read_resource_blobs``)."""
-    from byteir_cat.core.mlir_context import _torch_mlir
-
-    ir, _ = _torch_mlir()
     imp = _Importer(ir, blobs, source)
     module = Module(source=source)
     for mop in mmodule.body.operations:
@@ -297,13 +294,3 @@ def import_module(mmodule, blobs: Blobs, source: str) -> Module:
         fn = Function(name, body, public)
         module.add(fn)
     return module
-
-
-def tensor_to_numpy_bits(t: torch.Tensor) -> np.ndarray:
-    """Raw little-endian bytes of a tensor as numpy (bf16 kept as its bits)."""
-    t = t.contiguous()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy()
-    if t.dtype == torch.bool:
-        return t.to(torch.uint8).numpy()
-    return t.numpy()
