@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
+from byteir_cat import __version__
 from byteir_cat.core.byre_plan import ByreModule
 from byteir_cat.core.errors import ArtifactError
 
@@ -69,10 +72,6 @@ class Artifact:
 
     def write(self, out_dir: str | Path) -> Path:
         """Write atomically to ``out_dir`` (replacing an older artifact there)."""
-        from safetensors.torch import save_file
-
-        from byteir_cat import __version__
-
         out = Path(out_dir).resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -134,9 +133,6 @@ def read_manifest(art_dir: Path) -> dict[str, Any]:
 
 def read(art_dir: str | Path, target: str | None = None) -> Artifact:
     """Read and verify an artifact: format version, target, arch, and the SHA-256 of every file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     root = Path(art_dir)
     manifest = read_manifest(root)
     version = manifest.get("format_version")

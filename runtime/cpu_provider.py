@@ -35,9 +35,10 @@ from byteir_cat.core.byre_plan import (
 )
 from byteir_cat.core.errors import ArtifactError
 from byteir_cat.core.host_code import Signature, jit_compile
-from byteir_cat.core.host_code_support import register as register_mlir_support
-from byteir_cat.core.ir import Op
+from byteir_cat.core.host_code_support import register as register_host_code_support
 from byteir_cat.core.serialize import Reader
+from byteir_cat.semantics.interpreter import evaluate
+from runtime.cat_binding import bind_cat_op
 
 Slots = list[torch.Tensor | None]
 Kernel = Callable[[Slots], None]
@@ -52,7 +53,7 @@ def jit_entry(llvm_ir: str, symbol: str) -> int:
     key = hashlib.sha256(llvm_ir.encode() + b"\0" + symbol.encode()).hexdigest()
     with _jit_lock:
         if key not in _jit_cache:
-            register_mlir_support()
+            register_host_code_support()
             engine, _ = jit_compile(llvm_ir, symbol)
             address = engine.get_function_address(symbol)
             if not address:
@@ -125,8 +126,6 @@ class CpuProvider:
 
     # -- interpret -----------------------------------------------------------------------------------------
     def _bind_interpret(self, c: InterpretCompute) -> Kernel:
-        from byteir_cat.semantics.interpreter import evaluate
-
         fn = self.reader.function(c.function)
         operands, results = c.operands, c.results
 
@@ -139,29 +138,13 @@ class CpuProvider:
 
     # -- cat -----------------------------------------------------------------------------------------------
     def _bind_cat(self, c: CatCompute) -> Kernel:
-        op = Op(c.op, [], [], self.reader.attr({"dict": c.op_attrs}))
-        decl = cat_dialect.decode(op)
-        getters: list[Callable[[Slots], torch.Tensor]] = []
-        types = []
-        for m in c.operand_map:
-            if "arg" in m:
-                getters.append(_slot_getter(c.operands[m["arg"]]))
-                types.append(self.byre.values[c.operands[m["arg"]]].type)
-            else:
-                t = self.reader.attr(m["const"])
-                getters.append(lambda slots, t=t: t)
-                types.append(_const_type(t))
-        # the operand types must give the planned result type (catches a plan/op mismatch at load)
-        out_type = decl.infer_type(types)
-        res = c.results[0]
-        if out_type != self.byre.values[res].type:
-            raise ArtifactError(f"compute @{c.callee}: {c.op} gives {out_type}, the plan says "
-                                f"{self.byre.values[res].type}")
+        bound = bind_cat_op(c, self.byre, self.reader, torch.device("cpu"))
+        decl, types, out_type, res = bound.decl, bound.types, bound.out_type, bound.result
+        getters = bound.getters()
         fast = None
-        if isinstance(decl, cat_dialect.Gemm):
-            weight = c.operand_map[1]
-            if "arg" in weight and c.operands[weight["arg"]] in self.constant:
-                fast = _prepacked_gemm(decl, types, out_type, self.slots[c.operands[weight["arg"]]])
+        weight = bound.operands[1] if len(bound.operands) > 1 else None
+        if isinstance(decl, cat_dialect.Gemm) and isinstance(weight, int) and weight in self.constant:
+            fast = _prepacked_gemm(decl, types, out_type, self.slots[weight])
         # reads every operand before writing, or never shares storage
         fast = fast or _fast_cat(decl, types, out_type)
         if fast is not None:
@@ -174,16 +157,6 @@ class CpuProvider:
             slots[res].copy_(decl.reference(*[g(slots) for g in getters]))
 
         return run
-
-
-def _slot_getter(i: int) -> Callable[[Slots], torch.Tensor]:
-    return lambda slots: slots[i]
-
-
-def _const_type(t: torch.Tensor):
-    from byteir_cat.core.ir import TensorType, dtype_of_torch
-
-    return TensorType(tuple(t.shape), dtype_of_torch(t.dtype))
 
 
 _INPLACE_ACT: dict[str, Callable[[torch.Tensor], Any]] = {

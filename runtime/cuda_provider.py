@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-import cat_dialect
 from byteir_cat.core.byre_plan import (
     SCRATCH_ALIGN,
     AliasCompute,
@@ -36,10 +35,11 @@ from byteir_cat.core.byre_plan import (
     align,
 )
 from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.ir import Op
 from byteir_cat.core.kernel_abi import ReturnCode
 from byteir_cat.core.serialize import Reader
+from byteir_cat.semantics.interpreter import evaluate
 from runtime.artifact import Artifact
+from runtime.cat_binding import bind_cat_op
 from runtime.cpu_provider import Kernel, Slots, alias_kernel
 
 
@@ -148,8 +148,6 @@ class CudaProvider:
 
     # -- interpret -----------------------------------------------------------------------------------------
     def _bind_interpret(self, c: InterpretCompute) -> Kernel:
-        from byteir_cat.semantics.interpreter import evaluate
-
         fn = self.reader.function(c.function)
         operands, results = c.operands, c.results
 
@@ -187,23 +185,8 @@ class CudaProvider:
     def _bind_cat(self, c: CatCompute) -> Kernel:
         if not c.library:
             raise ArtifactError(f"compute @{c.callee}: {c.op} has no kernel library in the plan")
-        op = Op(c.op, [], [], self.reader.attr({"dict": c.op_attrs}))
-        decl = cat_dialect.decode(op)
-        args: list[int | torch.Tensor] = []  # slot id, or a constant already on the device
-        types = []
-        for m in c.operand_map:
-            if "arg" in m:
-                args.append(c.operands[m["arg"]])
-                types.append(self.byre.values[c.operands[m["arg"]]].type)
-            else:
-                t = self.reader.attr(m["const"])
-                args.append(t.to(self.device).contiguous())
-                types.append(_const_type(t))
-        res = c.results[0]
-        out_type = decl.infer_type(types)
-        if out_type != self.byre.values[res].type:
-            raise ArtifactError(f"compute @{c.callee}: {c.op} gives {out_type}, the plan says "
-                                f"{self.byre.values[res].type}")
+        bound = bind_cat_op(c, self.byre, self.reader, self.device)
+        args, types, out_type, res = bound.operands, bound.types, bound.out_type, bound.result
         symbol = c.symbol
         fn = self._entry(c, symbol)
         ws_fn = self._entry(c, f"{symbol}_workspace_bytes")
@@ -321,9 +304,3 @@ class CudaProvider:
 
         run.keepalive = (module, launches)  # type: ignore[attr-defined]
         return run
-
-
-def _const_type(t: torch.Tensor):
-    from byteir_cat.core.ir import TensorType, dtype_of_torch
-
-    return TensorType(tuple(t.shape), dtype_of_torch(t.dtype))

@@ -18,9 +18,12 @@ import torch
 
 from byteir_cat.core.byre_plan import ByreModule
 from byteir_cat.core.errors import ArtifactError, InputError
-from byteir_cat.core.ir import torch_dtype
+from byteir_cat.core.ir import Block, Function, Module, Op, torch_dtype
+from byteir_cat.core.serialize import Reader, type_from_json
+from byteir_cat.semantics.interpreter import run_checks
 from runtime.artifact import Artifact, read
 from runtime.cpu_provider import CpuProvider, Kernel, Slots
+from runtime.cuda_provider import CudaProvider, require_device
 
 DEVICES = ("cpu", "cuda")
 StepHook = Callable[[int, Any, Slots], None]
@@ -57,8 +60,6 @@ class Session:
         self.device = device
         self.torch_device = torch.device("cpu")
         if device == "cuda":
-            from runtime.cuda_provider import require_device
-
             self.torch_device = require_device(self.artifact.arch)
         self._lock = threading.Lock()
         self.last_profile: list[ComputeTime] = []
@@ -90,8 +91,6 @@ class Session:
                 static[v.id] = True
         self._cuda = None
         if self.device == "cuda":
-            from runtime.cuda_provider import CudaProvider
-
             provider = self._cuda = CudaProvider(byre, self.artifact, slots, static, dev)
             # CAT workspaces are asked on this device: sizes recorded at compile time (no GPU there) may be short
             need = max(byre.workspace_bytes, provider.workspace_on_device(), 1)
@@ -247,10 +246,6 @@ class Session:
     def run_checks(self, profile: bool = False) -> list:
         """Run a self-checking program (no inputs) and evaluate its ``check.*`` ops on the values the
         compiled pipeline produced, with the reference semantics of each check. Returns ``CheckResult``s."""
-        from byteir_cat.core.ir import Block, Function, Module, Op
-        from byteir_cat.core.serialize import Reader, type_from_json
-        from byteir_cat.semantics.interpreter import run_checks
-
         with self._lock:
             _, slots = self._run(self.check_inputs(()), profile)
             reader = Reader(self.artifact.tensors)

@@ -14,7 +14,10 @@ from __future__ import annotations
 import ctypes
 import functools
 
+import llvmlite.binding as llvm
 import numpy as np
+
+from byteir_cat.core.host_code import host_target_machine
 
 
 class _UnrankedMemRef(ctypes.Structure):
@@ -67,14 +70,10 @@ define bfloat @__truncsfbf2(float %x) {
 @functools.cache
 def register() -> None:
     """Make the symbols visible to llvmlite's JIT linker (once per process)."""
-    import llvmlite.binding as llvm
-
     callback = _COPY_FN(_memref_copy)
     _keepalive.append(callback)
     llvm.add_symbol("memrefCopy", ctypes.cast(callback, ctypes.c_void_p).value)
     if not llvm.address_of_symbol("__truncsfbf2"):
-        from byteir_cat.core.host_code import host_target_machine
-
         tm = host_target_machine()
         module = llvm.parse_assembly(_BUILTINS_IR)
         module.triple = tm.triple

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 # element type spelling (MLIR) -> numpy dtype used for constants and host buffers
 _NUMPY_DTYPES: dict[str, str] = {
@@ -193,9 +194,7 @@ def numpy_dtype(dtype: str) -> np.dtype:
     return np.dtype(name)
 
 
-def torch_dtype(dtype: str):
-    import torch
-
+def torch_dtype(dtype: str) -> torch.dtype:
     table = {
         "f64": torch.float64, "f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
         "i1": torch.bool, "i8": torch.int8, "i16": torch.int16, "i32": torch.int32, "i64": torch.int64,
@@ -206,9 +205,7 @@ def torch_dtype(dtype: str):
     return table[dtype]
 
 
-def dtype_of_torch(t) -> str:
-    import torch
-
+def dtype_of_torch(t: torch.dtype) -> str:
     table = {
         torch.float64: "f64", torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16",
         torch.bool: "i1", torch.int8: "i8", torch.int16: "i16", torch.int32: "i32", torch.int64: "i64",

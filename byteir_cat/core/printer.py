@@ -6,6 +6,7 @@ torch-mlir writes weights, so the text stays readable and the values survive a r
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,6 @@ INLINE_CONSTANT_LIMIT = 16  # elements; bigger constants go to the resource sect
 
 def _float_text(x: float) -> str:
     if x != x or x in (float("inf"), float("-inf")):
-        import struct
-
         return "0x" + struct.pack(">d", x).hex().upper()
     return repr(float(x)).replace("inf", "0x7FF0000000000000")
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+import cat_dialect
 from byteir_cat.core.errors import CompileError, InputError, UnsupportedOpError
 from byteir_cat.core.ir import Block, Function, Module, Op, Value, torch_dtype
-from byteir_cat.semantics.interpreter_ops import OPS, cat_op, is_float, order_key, unsupported
+from byteir_cat.semantics.interpreter_ops import OPS, callee_name, cat_op, is_float, order_key, unsupported
 
 __all__ = ["SUPPORTED_OPS", "CheckResult", "check_supported", "eval_op", "evaluate", "run_checks"]
 
@@ -250,8 +251,6 @@ def _reachable(module: Module, root: str) -> list[Function]:
         seen[name] = module.functions[name]
         for op in seen[name].body.walk():
             if op.name in ("func.call", "stablehlo.composite"):
-                from byteir_cat.semantics.interpreter_ops import callee_name
-
                 todo.append(callee_name(op))
     return list(seen.values())
 
@@ -259,8 +258,6 @@ def _reachable(module: Module, root: str) -> list[Function]:
 def _check_op_supported(module: Module | None, op: Op) -> None:
     where = op.loc or "?"
     if op.name.startswith("cat."):
-        import cat_dialect
-
         try:
             cat_dialect.decode(op)
         except CompileError as e:
@@ -273,8 +270,6 @@ def _check_op_supported(module: Module | None, op: Op) -> None:
         if target not in _CHECK_KIND:
             raise UnsupportedOpError(op.name, where, f"custom_call target @{target} has no reference semantics")
     if op.name in ("func.call", "stablehlo.composite"):
-        from byteir_cat.semantics.interpreter_ops import callee_name
-
         if module is None or callee_name(op) not in module.functions:
             raise UnsupportedOpError(op.name, where, f"callee @{callee_name(op)} is not in the module")
     if op.name == "stablehlo.compare" and op.attrs.get("comparison_direction", "EQ") not in (

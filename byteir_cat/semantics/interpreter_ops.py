@@ -26,6 +26,7 @@ from typing import Protocol
 
 import torch
 
+import cat_dialect
 from byteir_cat.core.errors import CompileError, UnsupportedOpError
 from byteir_cat.core.ir import Block, Op, torch_dtype
 
@@ -1293,6 +1294,4 @@ def chlo_broadcast(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
 
 
 def cat_op(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
-    import cat_dialect
-
     return cat_dialect.decode(op).reference(*args)
