@@ -10,19 +10,13 @@ no ldmatrix and no wgmma yet, so expect it to trail flash-attention/cuDNN, most 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from ait_codegen.abi import KernelSpec, entry_point, preamble
-from ait_codegen.attention_cuda import BLOCK_M, COMMON, EMULATION_RUNTIME
+from ait_codegen.abi import KernelSpec, entry_point
+from ait_codegen.attention_cuda import BLOCK_M, COMMON
 from ait_codegen.elements import CUDA_TYPES
 from ait_codegen.errors import UnsupportedKernel
 from cat_dialect.attention import Attention
-
-if TYPE_CHECKING:
-    from ait_codegen.build import BuildResult
-    from ait_codegen.source import RenderedKernel
 
 SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 128)
 INCLUDES = ("cuda_fp16.h", "cuda_bf16.h", "cmath", "cstring", "type_traits")
@@ -138,21 +132,3 @@ static int {sym}_launch(void* const* operands, void* result, cudaStream_t) {{
 """
     entry = entry_point(sym, spec, f"{sym}_launch(operands, result, stream)", "0", 0)
     return f"{launch}{entry}#endif\n"
-
-
-def emulation_source(kernels: Sequence[RenderedKernel]) -> str:
-    """One host translation unit with the emulation of every attention kernel in ``kernels``."""
-    from ait_codegen.source import include_block  # source imports this module
-
-    attn = [k for k in kernels if isinstance(k.spec.op, Attention)]
-    parts = ["#define CAT_ATTN_HOST_EMULATION 1", preamble(), include_block([INCLUDES, EMULATION_INCLUDES]),
-             COMMON, EMULATION_RUNTIME]
-    parts += [render_emulation(k.symbol, k.spec) for k in attn]
-    return "\n".join(parts) + "\n"
-
-
-def build_emulation(kernels: Sequence[RenderedKernel], progress: bool = True) -> BuildResult:
-    """Host emulation library of the attention kernels in ``kernels`` (same symbols and C ABI, host pointers)."""
-    from ait_codegen.build import BuildJob, compile_all  # build imports source, which imports this module
-    name = "emulation:" + "+".join(k.spec.op.name for k in kernels)
-    return compile_all([BuildJob(name, emulation_source(kernels), "host", None, "shared")], progress=progress)[0]

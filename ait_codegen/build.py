@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
 from ait_codegen.errors import CodegenError, NvccError
 from ait_codegen.paths import kernel_cache_dir
 from ait_codegen.source import RenderedKernel, as_spec, device_source, render_kernel, twin_source
@@ -115,8 +117,6 @@ def compile_all(jobs: Sequence[BuildJob], workers: int | None = None, progress: 
     workers = workers or os.cpu_count() or 1
     results: list[BuildResult | None] = [None] * len(jobs)
     errors: list[CodegenError] = []
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     columns = (TextColumn("[bold]nvcc"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TextColumn("{task.description}"))
     with Progress(*columns, disable=not progress, transient=True) as bar:

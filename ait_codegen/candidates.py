@@ -19,6 +19,9 @@ import functools
 import math
 from dataclasses import dataclass
 
+from cutlass_library import generator, library
+from cutlass_library import manifest as mf
+
 from ait_codegen.gemm_problem import GemmProblem
 
 ARCHS = ("sm_80", "sm_90a")
@@ -61,9 +64,6 @@ def _manifest_args() -> argparse.Namespace:
 @functools.lru_cache(maxsize=1)
 def enumerated() -> dict[str, tuple[GemmConfig, ...]]:
     """All 16-bit, fp32-accumulating tile configurations cutlass_library generates, per arch."""
-    from cutlass_library import generator, library
-    from cutlass_library import manifest as mf
-
     manifest = mf.Manifest(_manifest_args())
     generator.GenerateSM80_TensorOp_16816(manifest, "13.0")
     generator.GenerateSM90_TensorOp_16b_WGMMA_gemm(manifest, "13.0")

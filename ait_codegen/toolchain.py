@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import cutlass_library
+
 
 @functools.lru_cache(maxsize=1)
 def nvcc_version() -> str:
@@ -22,8 +24,6 @@ def cutlass_version() -> str:
 
 @functools.lru_cache(maxsize=1)
 def cutlass_include_dirs() -> tuple[str, ...]:
-    import cutlass_library
-
     src = Path(cutlass_library.__file__).parent / "source"
     return (str(src / "include"), str(src / "tools" / "util" / "include"))
 

@@ -13,8 +13,8 @@ _LAZY = {
     "from_torch": "byteir_cat.frontend",
     "load_mlir": "byteir_cat.frontend",
     "compile": "byteir_cat.compiler",
-    "load": "byteir_cat.compiler",
-    "CompiledModel": "byteir_cat.compiler",
+    "load": "byteir_cat.compiled_model",
+    "CompiledModel": "byteir_cat.compiled_model",
     "backend": "byteir_cat.torch_backend",
 }
 

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import torch
 
-from byteir_cat.core.errors import CompileError
+from byteir_cat.core.errors import CompileError, UnsupportedOpError
 from byteir_cat.core.ir import Module
+from byteir_cat.frontend import from_torch, load_mlir
+from byteir_cat.semantics.interpreter import unsupported_reason
+from mhlo_to_cat.partition import partition as make_partition
+from mhlo_to_cat.pipeline import run_pipeline
 
 ModelLike = torch.nn.Module | str | Path | Module
 
 
 def to_stablehlo(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor] | None = None) -> Module:
     """A torch model (with example inputs), a path to an .mlir file, MLIR text, or a graph-IR module."""
-    from byteir_cat.frontend import from_torch, load_mlir
-
     if isinstance(model_or_mlir, Module):
         return model_or_mlir
     if isinstance(model_or_mlir, torch.nn.Module):
@@ -34,11 +36,6 @@ def partition(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor] |
 
     Ops of an unknown dialect are errors; StableHLO/CHLO ops that byteir-cat cannot execute yet are kept
     and shown in the partition as unsupported, with the reason (``Partition.unsupported`` lists them)."""
-    from byteir_cat.core.errors import UnsupportedOpError
-    from byteir_cat.semantics.interpreter import unsupported_reason
-    from mhlo_to_cat.partition import partition as make_partition
-    from mhlo_to_cat.pipeline import run_pipeline
-
     module = to_stablehlo(model_or_mlir, example_inputs)
     for fn in module.functions.values():
         for op in fn.body.walk():

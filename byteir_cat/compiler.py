@@ -1,9 +1,6 @@
-"""``compile`` / ``load`` / ``CompiledModel``: the user-facing compile-once, run-anywhere API.
-
-``compile`` runs the whole pipeline on this machine (frontend, partition, code generation, ByRE lowering,
-memory planning) and produces an artifact; ``load`` needs none of the compiler (no MLIR): it verifies the
-artifact and binds it to a runtime session.
-"""
+"""``compile``: the whole pipeline on this machine (frontend, partition, code generation, ByRE lowering,
+memory planning) into an artifact. Loading and running one is ``byteir_cat.compiled_model``, which needs
+none of this (re-exported here for the compile-then-run callers)."""
 
 from __future__ import annotations
 
@@ -17,9 +14,23 @@ from typing import Any
 
 import torch
 
+import cat_dialect
+from ait_codegen.build import build_subgraphs
+from ait_codegen.errors import UnsupportedKernel
+from ait_codegen.launch import KernelLibrary
+from ait_codegen.source import as_spec, render_kernel
+from ait_codegen.tuning_cache import TuningCache
+from byteir_cat.api import partition
+from byteir_cat.compiled_model import CompiledModel, load
 from byteir_cat.core.errors import CompileError
+from byteir_cat.core.host_code import KernelError
+from byteir_cat.lowering.byre_lowering import CatKernel, GroupKernel, lower
+from fallback_codegen.compile import compile_group
+from fallback_codegen.pipeline import HostTarget, NvptxTarget
 from runtime.artifact import Artifact
-from runtime.session import Session
+from runtime.cpu_provider import jit_entry
+
+__all__ = ["CompiledModel", "build_artifact", "compile", "load"]
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -28,45 +39,6 @@ TARGETS = ("cpu", "cuda")
 CUDA_ARCHS = ("sm_80", "sm_90a")
 DEFAULT_CUDA_ARCH = "sm_90a"
 HOST_NOTE = "runs on the host: its operands are copied device->host and its results host->device"
-
-
-class CompiledModel:
-    """A compiled model bound to a runtime session. ``run`` takes and returns torch tensors.
-
-    The session is bound on first use, so that a CUDA artifact can be compiled (and written) on a machine
-    without a GPU; ``load`` binds at once, so a wrong device fails there."""
-
-    def __init__(self, artifact: Artifact, path: Path | None = None, partition: Any = None, device: str = "cpu"):
-        self.artifact = artifact
-        self.path = path
-        self.partition = partition  # the Partition, when compiled in this process
-        self.device = device
-        self._session: Session | None = None
-
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            self._session = Session(self.artifact, device=self.device)
-        return self._session
-
-    @property
-    def report(self) -> dict[str, Any]:
-        return self.artifact.report
-
-    def run(self, *tensors: torch.Tensor, profile: bool = False) -> tuple[torch.Tensor, ...]:
-        """Outputs as a tuple of fresh tensors (on the model's device); wrong input count/shape/dtype raise a
-        one-line InputError."""
-        return self.session.run(*tensors, profile=profile)
-
-    __call__ = run
-
-    def save(self, out_dir: str | Path) -> Path:
-        self.path = self.artifact.write(out_dir)
-        return self.path
-
-    def run_checks(self) -> list:
-        """For self-checking programs: every ``check.*`` outcome (``byteir_cat.semantics.interpreter.CheckResult``)."""
-        return self.session.run_checks()
 
 
 def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
@@ -79,20 +51,9 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
     return CompiledModel(artifact, path, part, device=target)
 
 
-def load(artifact_dir: str | Path, device: str = "cpu") -> CompiledModel:
-    """Load an artifact written by ``compile`` (refuses a wrong version, target, device or a tampered file)."""
-    from runtime.artifact import read
-
-    model = CompiledModel(read(artifact_dir, target=device), Path(artifact_dir), None, device=device)
-    model.session  # noqa: B018 - bind now: a missing device or a bad plan fails here, not at the first run
-    return model
-
-
 def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
                    progress: Progress | None = None, arch: str | None = None) -> tuple[Artifact, Any]:
     """The compile pipeline without writing: (artifact, partition)."""
-    from byteir_cat.api import partition
-    from byteir_cat.lowering.byre_lowering import lower
 
     if target not in TARGETS:
         raise CompileError(f"target {target!r}: byteir-cat compiles for {' or '.join(TARGETS)}")
@@ -144,11 +105,6 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
 
 def _host_groups(part: Any, note: Progress, times: dict[str, float]) -> tuple[dict, dict[str, str | bytes]]:
     """Fusion groups as host LLVM IR, each JIT-linked here once (proves it links, warms this process)."""
-    from byteir_cat.core.host_code import KernelError
-    from byteir_cat.lowering.byre_lowering import GroupKernel
-    from fallback_codegen.compile import compile_group
-    from fallback_codegen.pipeline import HostTarget
-    from runtime.cpu_provider import jit_entry
 
     groups = [sg for sg in part.subgraphs if sg.path == "fusion"]
     kernels: dict[str, GroupKernel] = {}
@@ -176,9 +132,6 @@ def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float]
                  ) -> tuple[dict, dict[str, str | bytes], dict[str, Any]]:
     """Fusion groups as PTX for ``arch`` (+ cubin from ptxas when it is on PATH) with their launch plans.
     A group the NVPTX path refuses runs on the host; ``lower`` records why and the report lists it."""
-    from byteir_cat.lowering.byre_lowering import GroupKernel
-    from fallback_codegen.compile import compile_group
-    from fallback_codegen.pipeline import NvptxTarget
 
     groups = [sg for sg in part.subgraphs if sg.path == "fusion"]
     kernels: dict[str, GroupKernel] = {}
@@ -233,13 +186,6 @@ def _cuda_cat(part: Any, arch: str, note: Progress, times: dict[str, float]
     kernel (identical ops of several layers share it), in parallel, through ait_codegen's build cache.
     An op without a kernel (e.g. f32: kernels are f16/bf16) is a compile error naming the op and why:
     a silent host fallback would hide a GEMM-sized slowdown."""
-    import cat_dialect
-    from ait_codegen.build import build_subgraphs
-    from ait_codegen.errors import UnsupportedKernel
-    from ait_codegen.launch import KernelLibrary
-    from ait_codegen.source import as_spec, render_kernel
-    from ait_codegen.tuning_cache import TuningCache
-    from byteir_cat.lowering.byre_lowering import CatKernel
 
     t1 = time.perf_counter()
     tuning = TuningCache()

@@ -9,11 +9,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import llvmlite.binding as llvm
+from torch_mlir import ir, passmanager
+from torch_mlir._mlir_libs import _stablehlo
+from torch_mlir.dialects import llvm as llvm_dialect
+
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.host_code import HostKernel, Signature, TensorSig, host_target_machine, load_host_kernel
 from byteir_cat.core.ir import Function
+from byteir_cat.core.printer import print_function
+from byteir_cat.frontend.mlir_context import make_context
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 from fallback_codegen.math_approx import expand_transcendentals
+from fallback_codegen.nvptx import KernelLaunch, collapse_parallel_loops, gpu_group
 from fallback_codegen.pipeline import PYTHON_STEPS, HostTarget, NvptxTarget, Target, pipeline
 
 # Ops a fusion group may hold: what ``stablehlo-legalize-to-linalg`` turns into loops without a library
@@ -32,20 +40,6 @@ STRUCTURAL_OPS = frozenset({
 FUSIBLE_OPS = frozenset(f"stablehlo.{n}" for n in ELEMENTWISE_OPS | STRUCTURAL_OPS)
 
 SUPPORTED_DTYPES = frozenset({"f64", "f32", "f16", "bf16", "i1", "i8", "i16", "i32", "i64"})
-
-
-@dataclass
-class KernelLaunch:
-    """One GPU kernel of a group: its symbol, grid and block, and which group buffers it takes, in order.
-
-    ``args`` items are ``("input", i)``, ``("output", i)`` or ``("temp", i)``; temps are device buffers
-    of ``CompiledGroup.temp_bytes[i]`` bytes that the runtime allocates for the group's duration.
-    """
-
-    symbol: str
-    grid: tuple[int, int, int]
-    block: tuple[int, int, int]
-    args: list[tuple[str, int]]
 
 
 @dataclass
@@ -91,12 +85,6 @@ def signature_of(fn: Function) -> Signature:
 def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None):
     """Run the pass pipeline of ``target`` on ``fn``; returns the MLIR module (LLVM dialect for the host,
     host funcs + an NVVM ``gpu.module`` for NVPTX). Stage failures name the stage."""
-    from torch_mlir import ir
-    from torch_mlir._mlir_libs import _stablehlo
-
-    from byteir_cat.core.printer import print_function
-    from byteir_cat.frontend.mlir_context import make_context
-
     _register_stablehlo_passes(_stablehlo)
     ctx = ctx or make_context()
     with ctx:
@@ -114,15 +102,11 @@ def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None):
 
 
 def _python_step(name: str):
-    from fallback_codegen.nvptx import collapse_parallel_loops
-
     return {"collapse-parallel-loops": collapse_parallel_loops}[name]
 
 
 def _run_stage(module, passes: tuple[str, ...]) -> None:
     """Run consecutive upstream passes as one pass manager, Python steps in between them."""
-    from torch_mlir import passmanager
-
     batch: list[str] = []
     for name in passes + ("",):
         if name and name not in PYTHON_STEPS:
@@ -154,8 +138,6 @@ def compile_group(fn: Function, target: Target | None = None) -> CompiledGroup:
         llvm_ir = _host_llvm_ir(module, target)
         return CompiledGroup(fn.name, target, llvm_ir, fn.name, signature_of(fn), time.perf_counter() - start)
     if isinstance(target, NvptxTarget):
-        from fallback_codegen.nvptx import gpu_group
-
         llvm_ir, ptx, launches, temps = gpu_group(module, fn, target)
         return CompiledGroup(fn.name, target, llvm_ir, fn.name, signature_of(fn), time.perf_counter() - start,
                              ptx=ptx, launches=launches, temp_bytes=temps)
@@ -163,9 +145,6 @@ def compile_group(fn: Function, target: Target | None = None) -> CompiledGroup:
 
 
 def _host_llvm_ir(module, target: HostTarget) -> str:
-    import llvmlite.binding as llvm
-    from torch_mlir.dialects import llvm as llvm_dialect
-
     with module.context:
         text = llvm_dialect.translate_module_to_llvmir(module.operation)
     if target.triple:

@@ -14,6 +14,8 @@ then rounded to f32:
 
 from __future__ import annotations
 
+from torch_mlir import ir
+
 _EXP_Q = (0.49999988079071045, 0.166665181517601, 0.04166953265666962, 0.008368915878236294,
           0.0013751407386735082)
 _TANH_P = (-0.3333328068256378, 0.13331381976604462, -0.05373531952500343, 0.020626291632652283,
@@ -105,8 +107,6 @@ class _Emitter:
 
 def expand_transcendentals(module) -> int:
     """Rewrite every f32/f16/bf16 exp, tanh and logistic of ``module`` (StableHLO); returns how many."""
-    from torch_mlir import ir
-
     found = []
 
     def visit(op):

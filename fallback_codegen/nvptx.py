@@ -15,14 +15,34 @@ import math
 import os
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
+import llvmlite.binding as llvm
+from torch_mlir import ir
+from torch_mlir.dialects import llvm as llvm_dialect
+
 from byteir_cat.core.errors import CompileError
+from byteir_cat.core.host_code import optimize_ir
 from byteir_cat.core.ir import Function, dtype_bytes
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 
 _init_lock = threading.Lock()
 
+
+
+@dataclass
+class KernelLaunch:
+    """One GPU kernel of a group: its symbol, grid and block, and which group buffers it takes, in order.
+
+    ``args`` items are ``("input", i)``, ``("output", i)`` or ``("temp", i)``; temps are device buffers
+    of ``CompiledGroup.temp_bytes[i]`` bytes that the runtime allocates for the group's duration.
+    """
+
+    symbol: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    args: list[tuple[str, int]]
 
 def _const_index(value) -> int | None:
     owner = value.owner
@@ -34,8 +54,6 @@ def _const_index(value) -> int | None:
 def collapse_parallel_loops(module) -> int:
     """Rewrite each top-level static ``scf.parallel`` over (d0..dn) into one loop over d0*...*dn whose body
     recovers the indices with div/rem; returns how many loops were rewritten."""
-    from torch_mlir import ir
-
     index = ir.IndexType.get()
     done = 0
     for func in module.body.operations:
@@ -96,10 +114,6 @@ def _launch_dims(op) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
 
 def launch_plan(module, fn: Function):
     """Read the host function into ``KernelLaunch``es and temp buffer sizes (bytes)."""
-    from torch_mlir import ir
-
-    from fallback_codegen.compile import KernelLaunch
-
     func = next(op for op in module.body.operations if op.operation.name == "func.func")
     block = func.regions[0].blocks[0]
     n_in = len(fn.body.args)
@@ -135,9 +149,6 @@ def launch_plan(module, fn: Function):
 
 def kernels_module_text(module) -> str:
     """All outlined ``gpu.module``s as one LLVM IR module; each kernel is renamed after its gpu.module."""
-    from torch_mlir import ir
-    from torch_mlir.dialects import llvm as llvm_dialect
-
     with module.context, ir.Location.unknown():
         merged = ir.Module.create()
         with ir.InsertionPoint(merged.body):
@@ -155,8 +166,6 @@ def kernels_module_text(module) -> str:
 
 @functools.cache
 def _init_nvptx() -> None:
-    import llvmlite.binding as llvm
-
     with _init_lock:
         llvm.initialize_all_targets()
         llvm.initialize_all_asmprinters()
@@ -178,8 +187,6 @@ def find_libdevice() -> Path | None:
 def _link_libdevice(module) -> None:
     """Math the kernels still call (``__nv_logf``, ``__nv_fabsf``, ...) comes from libdevice, linked in and
     internalised so that only what is used ends up in the PTX."""
-    import llvmlite.binding as llvm
-
     wanted = sorted(f.name for f in module.functions if f.is_declaration and f.name.startswith("__nv_"))
     if not wanted:
         return
@@ -198,10 +205,6 @@ def _link_libdevice(module) -> None:
 
 def ptx_from_llvm_ir(llvm_ir: str, arch: str, ptx_version: str | None = None) -> tuple[str, str]:
     """LLVM IR text -> (optimised LLVM IR, PTX) for ``arch`` with llvmlite's NVPTX backend at -O3."""
-    import llvmlite.binding as llvm
-
-    from byteir_cat.core.host_code import optimize_ir
-
     _init_nvptx()
     triple = "nvptx64-nvidia-cuda"
     target = llvm.Target.from_triple(triple)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from byteir_cat.core.ir import Function, Op
+from byteir_cat.semantics.interpreter import eval_op
 from mhlo_to_cat.rewriter import Pass, Pattern, PatternPass, Rewriter, constant_tensor, splat_value
 
 # Weights are never folded into other constants (that would copy them); scalars and generated
@@ -61,8 +62,6 @@ class FoldConstantOps(Pattern):
             if t is None or v.owner in self.weights:
                 return False
             args.append(t)
-        from byteir_cat.semantics.interpreter import eval_op
-
         try:
             (value,) = eval_op(op, args)
         except Exception:  # an op the evaluator cannot fold stays as it is

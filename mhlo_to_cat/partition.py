@@ -17,6 +17,7 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.core.ir import Block, Function, Module, Op, Value
+from byteir_cat.semantics.interpreter import unsupported_reason
 from mhlo_to_cat.cost import op_bytes, op_flops
 from mhlo_to_cat.gemm_patterns import gemm_plan
 
@@ -184,8 +185,6 @@ class _Grouper:
 
 def _unsupported_why(op: Op, module: Module) -> str | None:
     """Why byteir-cat cannot run ``op`` or an op of its regions (None when it can)."""
-    from byteir_cat.semantics.interpreter import unsupported_reason
-
     return next((w for o in [op, *(x for r in op.regions for x in r.walk())] if (w := unsupported_reason(o, module))),
                 None)
 

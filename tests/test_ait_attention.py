@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ait_codegen.abi import ReturnCode
-from ait_codegen.attention import build_emulation
+from ait_codegen.attention_emulation import build_emulation
 from ait_codegen.build import BuildJob, build_subgraph, compile_all
 from ait_codegen.check import rel_error, time_ms
 from ait_codegen.errors import UnsupportedKernel

@@ -1,0 +1,59 @@
+"""``CompiledModel`` and ``load``: a compiled model bound to a runtime session. The deployable half of the
+public API: it imports the runtime only (no MLIR, no code generators), so ``byteir_cat.load`` works where
+the model runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from runtime.artifact import Artifact, read
+from runtime.session import Session
+
+
+class CompiledModel:
+    """A compiled model bound to a runtime session. ``run`` takes and returns torch tensors.
+
+    The session is bound on first use, so that a CUDA artifact can be compiled (and written) on a machine
+    without a GPU; ``load`` binds at once, so a wrong device fails there."""
+
+    def __init__(self, artifact: Artifact, path: Path | None = None, partition: Any = None, device: str = "cpu"):
+        self.artifact = artifact
+        self.path = path
+        self.partition = partition  # the Partition, when compiled in this process
+        self.device = device
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(self.artifact, device=self.device)
+        return self._session
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return self.artifact.report
+
+    def run(self, *tensors: torch.Tensor, profile: bool = False) -> tuple[torch.Tensor, ...]:
+        """Outputs as a tuple of fresh tensors (on the model's device); wrong input count/shape/dtype raise a
+        one-line InputError."""
+        return self.session.run(*tensors, profile=profile)
+
+    __call__ = run
+
+    def save(self, out_dir: str | Path) -> Path:
+        self.path = self.artifact.write(out_dir)
+        return self.path
+
+    def run_checks(self) -> list:
+        """For self-checking programs: every ``check.*`` outcome (``byteir_cat.semantics.interpreter.CheckResult``)."""
+        return self.session.run_checks()
+
+
+def load(artifact_dir: str | Path, device: str = "cpu") -> CompiledModel:
+    """Load an artifact written by ``compile`` (refuses a wrong version, target, device or a tampered file)."""
+    model = CompiledModel(read(artifact_dir, target=device), Path(artifact_dir), None, device=device)
+    model.session  # noqa: B018 - bind now: a missing device or a bad plan fails here, not at the first run
+    return model
