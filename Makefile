@@ -17,9 +17,11 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 
 test: $(STAMP)
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
