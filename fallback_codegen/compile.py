@@ -19,25 +19,11 @@ from byteir_cat.core.host_code import HostKernel, Signature, TensorSig, host_tar
 from byteir_cat.core.ir import Function
 from byteir_cat.core.printer import print_function
 from byteir_cat.frontend.mlir_context import make_context
+from byteir_cat.semantics.op_traits import FUSIBLE
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 from fallback_codegen.math_approx import expand_transcendentals
 from fallback_codegen.nvptx import KernelLaunch, collapse_parallel_loops, gpu_group
 from fallback_codegen.pipeline import PYTHON_STEPS, HostTarget, NvptxTarget, Target, pipeline
-
-# Ops a fusion group may hold: what ``stablehlo-legalize-to-linalg`` turns into loops without a library
-# call. GEMMs, convolutions and custom calls take other paths (CAT / host glue).
-ELEMENTWISE_OPS = frozenset({
-    "abs", "add", "and", "atan2", "bitcast_convert", "cbrt", "ceil", "clamp", "compare", "convert", "cosine",
-    "count_leading_zeros", "divide", "exponential", "exponential_minus_one", "floor", "is_finite", "log",
-    "log_plus_one", "logistic", "maximum", "minimum", "multiply", "negate", "not", "or", "popcnt", "power",
-    "remainder", "round_nearest_afz", "round_nearest_even", "rsqrt", "select", "shift_left",
-    "shift_right_arithmetic", "shift_right_logical", "sign", "sine", "sqrt", "subtract", "tan", "tanh", "xor",
-})
-STRUCTURAL_OPS = frozenset({
-    "broadcast", "broadcast_in_dim", "concatenate", "constant", "dynamic_slice", "dynamic_update_slice",
-    "gather", "iota", "pad", "reduce", "reshape", "return", "reverse", "slice", "transpose",
-})
-FUSIBLE_OPS = frozenset(f"stablehlo.{n}" for n in ELEMENTWISE_OPS | STRUCTURAL_OPS)
 
 SUPPORTED_DTYPES = frozenset({"f64", "f32", "f16", "bf16", "i1", "i8", "i16", "i32", "i64"})
 
@@ -66,7 +52,7 @@ class CompiledGroup:
 def check_group(fn: Function) -> None:
     """Refuse, with the op or dtype named, what this path cannot lower, before MLIR gives a vaguer error."""
     for op in fn.body.walk():
-        if op.name not in FUSIBLE_OPS:
+        if op.name not in FUSIBLE:
             raise CompileError(f"group {fn.name}: op {op.name} is not an elementwise/reduce/data-movement op "
                                f"({op.loc or 'no location'}); it cannot go through fallback_codegen")
     values = list(fn.body.args) + [r for op in fn.body.walk() for r in op.results]

@@ -6,7 +6,7 @@ import math
 
 import cat_dialect as cat
 from byteir_cat.core.ir import Op
-from mhlo_to_cat.probing import ELEMENTWISE
+from byteir_cat.semantics.op_traits import ELEMENTWISE
 
 
 def op_flops(op: Op) -> int:

@@ -18,15 +18,10 @@ import torch
 import cat_dialect as cat
 from byteir_cat.core.ir import Block, Function, Module, Op, Value
 from byteir_cat.semantics.interpreter import unsupported_reason
+from byteir_cat.semantics.op_traits import HOST_ONLY
 from mhlo_to_cat.cost import op_bytes, op_flops
 from mhlo_to_cat.gemm_patterns import gemm_plan
 
-# Ops the NVVM/host code generators (stablehlo-legalize-to-linalg) cannot take: they run on the host.
-HOST_ONLY = frozenset({
-    "stablehlo.sort", "stablehlo.while", "stablehlo.if", "stablehlo.case", "stablehlo.custom_call",
-    "stablehlo.select_and_scatter", "stablehlo.scatter", "stablehlo.rng", "stablehlo.rng_bit_generator",
-    "func.call", "stablehlo.reduce_precision", "chlo.erf_inv", "stablehlo.reduce_window",
-})
 UNSUPPORTED = "unsupported: "
 INLINE_CONSTANT_LIMIT = 16  # constants up to this many elements (and splats) are copied into subgraphs
 

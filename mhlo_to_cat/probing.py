@@ -24,18 +24,9 @@ import torch
 from byteir_cat.core.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
 from byteir_cat.semantics.interpreter import eval_op
 from byteir_cat.semantics.interpreter_ops import pairwise_float_sums
+from byteir_cat.semantics.op_traits import NUMERIC_ELEMENTWISE
 from mhlo_to_cat.rewriter import Rewriter, splat_value
 
-ELEMENTWISE = frozenset({
-    "stablehlo.add", "stablehlo.subtract", "stablehlo.multiply", "stablehlo.divide", "stablehlo.maximum",
-    "stablehlo.minimum", "stablehlo.power", "stablehlo.exponential", "stablehlo.exponential_minus_one",
-    "stablehlo.log", "stablehlo.log_plus_one", "stablehlo.tanh", "stablehlo.logistic", "stablehlo.rsqrt",
-    "stablehlo.sqrt", "stablehlo.negate", "stablehlo.abs", "stablehlo.sign", "stablehlo.select",
-    "stablehlo.compare", "stablehlo.convert", "stablehlo.and", "stablehlo.or", "stablehlo.not",
-    "stablehlo.clamp", "stablehlo.cbrt", "chlo.erf", "stablehlo.floor", "stablehlo.ceil",
-    "stablehlo.is_finite", "stablehlo.sine", "stablehlo.cosine", "stablehlo.tan", "stablehlo.atan2",
-    "stablehlo.remainder", "stablehlo.round_nearest_even", "stablehlo.round_nearest_afz", "stablehlo.xor",
-})
 SHAPE_OPS = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshape"})
 REGION_LIMIT = 80  # ops; a row-local function of one value is never bigger in practice (a safety bound)
 
@@ -64,7 +55,7 @@ def _admissible(op: Op, n: int, rows: int, allow_reduce: bool) -> bool:
             return False
         if _row_kind(op.operands[0].type, n, rows) != "full":
             return False
-    elif op.name not in ELEMENTWISE and op.name not in SHAPE_OPS:
+    elif op.name not in NUMERIC_ELEMENTWISE and op.name not in SHAPE_OPS:
         return False
     kind = _row_kind(op.result.type, n, rows)
     return kind is not None and (allow_reduce or kind == "full")

@@ -6,9 +6,10 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value, torch_dtype
+from byteir_cat.semantics.op_traits import NUMERIC_ELEMENTWISE
 from cat_dialect.softmax import masked_softmax
 from mhlo_to_cat.gemm_patterns import cat_producer
-from mhlo_to_cat.probing import ELEMENTWISE, ancestors_in, best_match, closed, grow_region, scalar_constants
+from mhlo_to_cat.probing import ancestors_in, best_match, closed, grow_region, scalar_constants
 from mhlo_to_cat.rewriter import Pattern, Rewriter, producer, splat_value
 
 
@@ -54,7 +55,7 @@ def _x_candidates(v: Value, depth: int = 3) -> list[Value]:
     out = [v]
     for _ in range(depth):
         op = v.owner
-        if op is None or op.name not in ELEMENTWISE:
+        if op is None or op.name not in NUMERIC_ELEMENTWISE:
             break
         inputs = [u for u in op.operands if splat_value(u) is None]
         if len({id(u) for u in inputs}) != 1:

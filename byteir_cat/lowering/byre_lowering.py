@@ -24,15 +24,11 @@ from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Function, Module, Op, Value
 from byteir_cat.core.serialize import Writer, type_to_json
 from byteir_cat.lowering.memory_planner import Buffer, plan_memory
+from byteir_cat.semantics.op_traits import ELEMENTWISE
 from mhlo_to_cat.cost import op_bytes, op_flops
 
-# Ops whose output element i depends only on input element i: a single-output group of these may write
-# its result over a same-shaped operand that dies there.
-_ELEMENTWISE = frozenset(f"stablehlo.{n}" for n in (
-    "abs", "add", "and", "cbrt", "ceil", "clamp", "compare", "convert", "cosine", "divide", "exponential",
-    "exponential_minus_one", "floor", "is_finite", "log", "log_plus_one", "logistic", "maximum", "minimum",
-    "multiply", "negate", "not", "or", "power", "remainder", "round_nearest_afz", "round_nearest_even", "rsqrt",
-    "select", "sign", "sine", "sqrt", "subtract", "tan", "tanh", "xor", "constant"))
+# A single-output group of elementwise ops may write its result over a same-shaped operand that dies there.
+_INPLACE_SAFE = ELEMENTWISE | {"stablehlo.constant"}
 _CAT_INPLACE = ("layernorm", "rmsnorm", "softmax")  # computed to a temporary, then stored: in place is safe
 
 
@@ -201,7 +197,7 @@ def _elementwise_inplace(fn: Function) -> list[list[int]]:
     """(operand, result) pairs a fused kernel may share: single result, only elementwise ops, same shape and
     element size (element i is read before element i is written, nothing else reads it)."""
     body = fn.body
-    if len(body.returns) != 1 or not all(o.name in _ELEMENTWISE for o in body.ops):
+    if len(body.returns) != 1 or not all(o.name in _INPLACE_SAFE for o in body.ops):
         return []
     out = body.returns[0].type
     return [[i, 0] for i, a in enumerate(body.args) if a.type.shape == out.shape and a.type.nbytes == out.nbytes]

@@ -29,6 +29,7 @@ import torch
 import cat_dialect
 from byteir_cat.core.errors import CompileError, UnsupportedOpError
 from byteir_cat.core.ir import Block, Op, torch_dtype
+from byteir_cat.semantics import op_traits
 
 
 class Env(Protocol):
@@ -809,16 +810,7 @@ def dot(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
 # regions: reduce, reduce_window, select_and_scatter, sort, map
 # ---------------------------------------------------------------------------------------------------------
 
-ELEMENTWISE = frozenset(list(_MATH) + [
-    "stablehlo.add", "stablehlo.subtract", "stablehlo.multiply", "stablehlo.divide", "stablehlo.remainder",
-    "stablehlo.power", "stablehlo.maximum", "stablehlo.minimum", "stablehlo.and", "stablehlo.or", "stablehlo.xor",
-    "stablehlo.not", "stablehlo.negate", "stablehlo.abs", "stablehlo.sign", "stablehlo.floor", "stablehlo.ceil",
-    "stablehlo.compare", "stablehlo.select", "stablehlo.clamp", "stablehlo.convert", "stablehlo.constant",
-    "stablehlo.round_nearest_even", "stablehlo.round_nearest_afz", "stablehlo.is_finite", "stablehlo.atan2",
-    "stablehlo.shift_left", "stablehlo.shift_right_arithmetic", "stablehlo.shift_right_logical",
-    "stablehlo.popcnt", "stablehlo.count_leading_zeros", "stablehlo.reduce_precision", "chlo.square",
-    "chlo.is_inf", "chlo.is_pos_inf", "chlo.is_neg_inf", "chlo.next_after",
-])
+ELEMENTWISE = op_traits.ELEMENTWISE | {"stablehlo.constant"}  # what a body may hold to run on whole tensors
 _COMMUTATIVE = {"stablehlo.add", "stablehlo.multiply", "stablehlo.maximum", "stablehlo.minimum",
                 "stablehlo.and", "stablehlo.or", "stablehlo.xor"}
 
