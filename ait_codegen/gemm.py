@@ -15,9 +15,9 @@ from ait_codegen.candidates import GemmConfig
 from ait_codegen.elements import cutlass_type
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.gemm_glue import (
-    ACTIVATION_FUNCTORS,
     BINARY_FUNCTORS,
     LAYOUTS,
+    activation_functor,
     device_runner,
     gemm_entry,
     pack_function,
@@ -51,7 +51,7 @@ def render_sm80(sym: str, spec: KernelSpec, p: GemmProblem, cfg: GemmConfig) -> 
     t = cutlass_type(p.dtype)
     tm, tn, tk = cfg.tile
     wm, wn, wk = cfg.warp_shape
-    act = ACTIVATION_FUNCTORS[p.activation]
+    act = activation_functor(p.activation)
     common = (f"    {t}, {LAYOUTS[p.a.layout]}, {t}, {LAYOUTS[p.b.layout]}, {t}, cutlass::layout::RowMajor, float,\n"
               f"    cutlass::arch::OpClassTensorOp, cutlass::arch::Sm80,\n"
               f"    cutlass::gemm::GemmShape<{tm}, {tn}, {tk}>, cutlass::gemm::GemmShape<{wm}, {wn}, {wk}>,\n"

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from ait_codegen.abi import KernelSpec, entry_point, permute_descriptor
 from ait_codegen.elements import BITS
 from ait_codegen.gemm_problem import GemmProblem
+from cat_dialect.activations import ACTIVATIONS, IDENTITY_FUNCTOR
 
 ARGS_STRUCT = """
 #ifndef CAT_GEMM_ARGS_DEFINED
@@ -115,21 +116,16 @@ def gemm_entry(sym: str, spec: KernelSpec, p: GemmProblem, ctype: str, host: boo
                     "  if (cudaGetLastError() != cudaSuccess) return CAT_LAUNCH_FAILED;\n")
     return entry_point(sym, spec, run, f"{sym}_gemm_workspace()", permute_bytes(p), post)
 
-# CAT activation -> CUTLASS functor template (erf GELU for 'gelu', tanh approximation for 'fast_gelu').
-ACTIVATION_FUNCTORS = {
-    None: "cutlass::epilogue::thread::Identity",
-    "relu": "cutlass::epilogue::thread::ReLu",
-    "gelu": "cutlass::epilogue::thread::GELU",
-    "fast_gelu": "cutlass::epilogue::thread::GELU_taylor",
-    "silu": "cutlass::epilogue::thread::SiLu",
-    "sigmoid": "cutlass::epilogue::thread::Sigmoid",
-    "tanh": "cutlass::epilogue::thread::Tanh",
-    "hardswish": "cutlass::epilogue::thread::HardSwish",
-    "quick_gelu": "cat_epilogue::QuickGELU",
-}
+def activation_functor(name: str | None) -> str:
+    """The CUTLASS epilogue functor template of a CAT activation (the activation table's), or Identity."""
+    return ACTIVATIONS[name].cutlass if name else IDENTITY_FUNCTOR
+
+
+BINARY_FUNCTORS = {"add": "cutlass::plus", "mul": "cutlass::multiplies"}
+LAYOUTS = {"row": "cutlass::layout::RowMajor", "col": "cutlass::layout::ColumnMajor"}
 # Activations CUTLASS has no functor for, written here in its functor shape (a scalar form and an Array
 # form) so that every epilogue (2.x LinearCombination*, 3.x Sm90Compute, the host twin) takes them.
-OWN_FUNCTORS = {"quick_gelu": """
+OWN_FUNCTORS = {"cat_epilogue::QuickGELU": """
 #ifndef CAT_QUICK_GELU_DEFINED
 #define CAT_QUICK_GELU_DEFINED
 namespace cat_epilogue {
@@ -160,6 +156,5 @@ struct QuickGELU<cutlass::Array<T, N>> {
 
 def own_functors(activations: Iterable[str | None]) -> str:
     """Definitions of the non-CUTLASS functors among ``activations`` (empty when none is used)."""
-    return "".join(OWN_FUNCTORS[a] for a in dict.fromkeys(activations) if a in OWN_FUNCTORS)
-BINARY_FUNCTORS = {"add": "cutlass::plus", "mul": "cutlass::multiplies"}
-LAYOUTS = {"row": "cutlass::layout::RowMajor", "col": "cutlass::layout::ColumnMajor"}
+    functors = dict.fromkeys(activation_functor(a) for a in activations)
+    return "".join(OWN_FUNCTORS[f] for f in functors if f in OWN_FUNCTORS)

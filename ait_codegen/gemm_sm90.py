@@ -18,9 +18,9 @@ from ait_codegen.candidates import GemmConfig
 from ait_codegen.elements import cutlass_type, max_alignment
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.gemm_glue import (
-    ACTIVATION_FUNCTORS,
     BINARY_FUNCTORS,
     LAYOUTS,
+    activation_functor,
     device_runner,
     gemm_entry,
     pack_function,
@@ -80,11 +80,11 @@ def _evt(sym: str, p: GemmProblem, t: str) -> _Node:
                      f"{{static_cast<const {t}*>(g.bias), {t}(0), {{cute::_0{{}}, cute::_1{{}}, int64_t(0)}}}}")
         steps.append(("cutlass::plus", [bias]))
     if p.activation:
-        steps.append((ACTIVATION_FUNCTORS[p.activation], []))
+        steps.append((activation_functor(p.activation), []))
     for kind, _ in p.binary:
         steps.append((BINARY_FUNCTORS[kind], [_Node(f"{_FUSION}Sm90SrcFetch<{t}>", "{}")]))
     if not steps:
-        steps.append((ACTIVATION_FUNCTORS[None], []))
+        steps.append((activation_functor(None), []))
     for i, (fn, extra) in enumerate(steps):
         node = _compute(fn, t if i == len(steps) - 1 else "float", [node, *extra])
     return node

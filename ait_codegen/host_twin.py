@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ait_codegen.abi import KernelSpec
 from ait_codegen.elements import cutlass_type
-from ait_codegen.gemm_glue import ACTIVATION_FUNCTORS, ARGS_STRUCT, HOST_PERMUTE, LAYOUTS, gemm_entry, pack_function
+from ait_codegen.gemm_glue import ARGS_STRUCT, HOST_PERMUTE, LAYOUTS, activation_functor, gemm_entry, pack_function
 from ait_codegen.gemm_problem import GemmProblem
 
 INCLUDES = ("cutlass/cutlass.h", "cutlass/tensor_ref.h", "cutlass/layout/matrix.h",
@@ -23,7 +23,7 @@ def render_twin(sym: str, spec: KernelSpec, p: GemmProblem) -> str:
     if p.bias is not None:
         epilogue.append(f"v += float(static_cast<const {t}*>(g.bias)[j]);")
     if p.activation:
-        epilogue.append(f"v = {ACTIVATION_FUNCTORS[p.activation]}<float>()(v);")
+        epilogue.append(f"v = {activation_functor(p.activation)}<float>()(v);")
     for i, (kind, _) in enumerate(p.binary):
         op = "+" if kind == "add" else "*"
         epilogue.append(f"v = v {op} float(static_cast<const {t}*>(g.d{i})[l * g.batch_stride_d + i * g.ldd + j]);")

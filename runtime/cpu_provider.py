@@ -38,6 +38,7 @@ from byteir_cat.core.host_code import Signature, jit_compile
 from byteir_cat.core.host_code_support import register as register_host_code_support
 from byteir_cat.core.serialize import Reader
 from byteir_cat.semantics.interpreter import evaluate
+from cat_dialect.activations import ACTIVATIONS
 from runtime.cat_binding import bind_cat_op
 
 Slots = list[torch.Tensor | None]
@@ -159,25 +160,10 @@ class CpuProvider:
         return run
 
 
-_INPLACE_ACT: dict[str, Callable[[torch.Tensor], Any]] = {
-    "relu": torch.relu_,
-    "gelu": lambda x: x.copy_(F.gelu(x)),
-    "fast_gelu": lambda x: x.copy_(F.gelu(x, approximate="tanh")),
-    "silu": lambda x: F.silu(x, inplace=True),
-    "sigmoid": torch.sigmoid_,
-    "tanh": torch.tanh_,
-    "quick_gelu": lambda x: x.mul_(torch.sigmoid(1.702 * x)),
-    "hardswish": lambda x: F.hardswish(x, inplace=True),
-}
 
 
 FastKernel = Callable[[list[torch.Tensor], torch.Tensor], None]
 
-# CAT activation -> oneDNN post-op (attr, algorithm) of torch's mkldnn linear.
-_ONEDNN_ACT: dict[str | None, tuple[str, str]] = {
-    None: ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none"), "fast_gelu": ("gelu", "tanh"),
-    "silu": ("swish", ""), "sigmoid": ("sigmoid", ""), "tanh": ("tanh", ""), "hardswish": ("hardswish", ""),
-}
 
 
 def _prepacked_gemm(decl: cat_dialect.Gemm, types: list, out_type, weight: torch.Tensor) -> FastKernel | None:
@@ -196,9 +182,10 @@ def _prepacked_gemm(decl: cat_dialect.Gemm, types: list, out_type, weight: torch
     n = w_nk.shape[0]
     packed = torch.ops.mkldnn._reorder_linear_weight(w_nk, rows)
     linear, binary_linear = torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
-    fused_act = decl.activation in _ONEDNN_ACT
-    attr, algorithm = _ONEDNN_ACT[decl.activation if fused_act else None]
-    late_act = None if fused_act else _INPLACE_ACT.get(decl.activation)
+    onednn = ACTIVATIONS[decl.activation].onednn if decl.activation else ("none", "")
+    fused_act = onednn is not None
+    attr, algorithm = onednn or ("none", "")
+    late_act = None if fused_act else ACTIVATIONS[decl.activation].inplace
     if decl.activation and not fused_act and late_act is None:
         return None
     bias, binary, permute = decl.bias, decl.binary, decl.permute
@@ -238,7 +225,7 @@ def _fast_cat(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | No
         return None
     if isinstance(decl, cat_dialect.Gemm):
         k, n = types[0].shape[-1], types[1].shape[1] if decl.layout == "rrr" else types[1].shape[0]
-        act = _INPLACE_ACT.get(decl.activation) if decl.activation else None
+        act = ACTIVATIONS[decl.activation].inplace if decl.activation else None
         if decl.activation and act is None:
             return None
         layout, bias, binary, permute = decl.layout, decl.bias, decl.binary, decl.permute
