@@ -10,28 +10,43 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch._dynamo import list_backends, register_backend
 
+from byteir_cat.compiler import compile as compile_model
 from byteir_cat.core.errors import ByteirCatError
 
 NAME = "byteir_cat"
 
 
+@dataclass
+class BackendStats:
+    """How many graphs this process compiled, and how many it handed back to eager (with the reasons)."""
+
+    compiled: int = 0
+    eager: list[str] = field(default_factory=list)
+
+
+stats = BackendStats()
+
+
 def backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
     """Compile ``gm`` for the CPU; fall back to ``gm.forward`` (eager) with a warning when that fails."""
-    from byteir_cat.compiler import compile as compile_model
-
     if not all(isinstance(x, torch.Tensor) for x in example_inputs):
-        warnings.warn(f"{NAME}: graph with non-tensor or symbolic inputs runs eagerly (static shapes only)",
-                      stacklevel=2)
+        why = "graph with non-tensor or symbolic inputs runs eagerly (static shapes only)"
+        stats.eager.append(why)
+        warnings.warn(f"{NAME}: {why}", stacklevel=2)
         return gm.forward
     try:
         compiled = compile_model(gm, list(example_inputs), target="cpu")
     except ByteirCatError as e:  # an unsupported op, an export failure: named in the warning
+        stats.eager.append(str(e))
         warnings.warn(f"{NAME}: graph runs eagerly: {e}", stacklevel=2)
         return gm.forward
+    stats.compiled += 1
 
     def run(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return compiled.run(*args)
@@ -41,7 +56,5 @@ def backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable
 
 def register() -> None:
     """Make ``backend="byteir_cat"`` known to torch.compile (idempotent)."""
-    from torch._dynamo import list_backends, register_backend
-
     if NAME not in list_backends(exclude_tags=()):
         register_backend(compiler_fn=backend, name=NAME)

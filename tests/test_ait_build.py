@@ -47,8 +47,6 @@ UNITS = [("sm_80", "f16", True, "relu"), ("sm_90a", "bf16", True, "gelu"), ("sm_
 
 
 def _exported(path) -> set[str]:
-    if not shutil.which("nm"):
-        return set()
     out = subprocess.run(["nm", "-g", "--defined-only", str(path)], capture_output=True, text=True).stdout
     return {line.split()[-1] for line in out.splitlines() if line.strip()}
 
@@ -63,14 +61,16 @@ def test_representative_set_compiles():
     cfgs = [choose(problem_for(gemm_spec.op, gemm_spec.operands), "sm_80")]
     jobs.append(profiler_job(gemm_spec, "sm_80", cfgs, output="object"))
     results = compile_all(jobs, progress=False)
-    for kernels, res in zip(rendered, results, strict=False):
+    for res in results:
         assert res.path.exists() and res.path.stat().st_size > 0
-        names = _exported(res.path)
-        if names:
-            for k in kernels:
-                assert k.symbol in names and f"{k.symbol}_workspace_bytes" in names
     sm90 = [k for k in rendered[1] if k.config is not None]
     assert all(k.config.arch == "sm_90a" and not k.notes for k in sm90), [k.notes for k in sm90]
+    if not shutil.which("nm"):
+        pytest.skip("built; exported symbols not checked: nm (binutils) is not on PATH")
+    for kernels, res in zip(rendered, results, strict=False):
+        names = _exported(res.path)
+        for k in kernels:
+            assert k.symbol in names and f"{k.symbol}_workspace_bytes" in names
 
 
 def test_cache_hit_and_key(tmp_path, monkeypatch):

@@ -3,19 +3,25 @@ take run eagerly with a warning."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
-from byteir_cat import model_zoo
+from byteir_cat import model_zoo, torch_backend
 
 
 def test_torch_compile_backend_matches_eager():
+    """The graph is compiled (not handed back to eager, which would match too) and matches eager."""
     torch._dynamo.reset()
+    before = torch_backend.stats.compiled
     model, inputs = model_zoo.llama(layers=1)
     compiled = torch.compile(model, backend="byteir_cat")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a fall-back to eager warns: fail on it
         got = compiled(*inputs)
         want = model(*inputs)
+    assert torch_backend.stats.compiled == before + 1
     assert ((got - want).abs().max() / want.abs().max()) < 1e-4
 
 
@@ -28,6 +34,8 @@ def test_unsupported_graph_runs_eagerly_with_a_warning():
     torch._dynamo.reset()
     x = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0))
     compiled = torch.compile(Unsupported(), backend="byteir_cat")
+    eager_before = len(torch_backend.stats.eager)
     with pytest.warns(UserWarning, match="byteir_cat: graph runs eagerly"):
         got = compiled(x)
+    assert len(torch_backend.stats.eager) == eager_before + 1
     torch.testing.assert_close(got, Unsupported()(x))
