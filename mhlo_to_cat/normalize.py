@@ -44,7 +44,7 @@ def make_constant(value: torch.Tensor, like: Op) -> Op:
 
 class FoldConstantOps(Pattern):
     """An op whose operands are all constants, none of them a weight, becomes a constant (evaluated by
-    the reference evaluator). ``weights`` are the model's own large constants, never folded into copies."""
+    the StableHLO interpreter). ``weights`` are the model's own large constants, never folded into copies."""
 
     def __init__(self, weights: set[Op]):
         self.weights = weights

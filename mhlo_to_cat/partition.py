@@ -216,7 +216,7 @@ def _fusion_reason(ops: list[Op]) -> str:
     if dots:
         plan = gemm_plan(dots[0])
         why = plan if isinstance(plan, str) else "not recognised as a CAT op"
-        return f"fallback: {why}"
+        return f"not a CAT gemm: {why}"
     kinds = sorted({op.short_name for op in ops})
     shown = ", ".join(kinds[:5]) + (", ..." if len(kinds) > 5 else "")
     if len(ops) == 1:

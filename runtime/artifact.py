@@ -55,7 +55,7 @@ class Artifact:
     tensors: dict[str, torch.Tensor]
     target: str = "cpu"
     arch: str = field(default_factory=host_arch)
-    report: dict[str, Any] = field(default_factory=dict)  # compile report: timings, memory, fallbacks
+    report: dict[str, Any] = field(default_factory=dict)  # compile report: timings, memory, interpreted computes
     root: Path | None = None  # the directory it was read from or written to (shared libraries load from there)
 
     def signature(self) -> dict[str, list[dict[str, Any]]]:

@@ -1,7 +1,7 @@
 """``Session``: loads an artifact once (verify, JIT, bind buffers) and runs it many times.
 
 Needs only torch, llvmlite, safetensors and the standard library (plus the pure-Python parts of this
-project: the graph IR, CAT op semantics, the reference evaluator for host-evaluated subgraphs); the CUDA
+project: the graph IR, CAT op semantics, the StableHLO interpreter for host-evaluated subgraphs); the CUDA
 device adds cuda-python, imported when a CUDA session binds.
 """
 
@@ -36,7 +36,7 @@ class ComputeTime:
     callee: str
     kind: str
     seconds: float
-    detail: str  # the CAT op, kernel symbol, or why it runs on the reference evaluator
+    detail: str  # the CAT op, kernel symbol, or why it runs on the StableHLO interpreter
 
 
 class Session:

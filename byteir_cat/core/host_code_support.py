@@ -2,7 +2,7 @@
 
 - ``memrefCopy``: lowered ``memref.copy`` of strided views (slices) calls it; MLIR ships it in
   ``libmlir_c_runner_utils``, which the running machine does not have (no MLIR there). A ctypes
-  implementation lets such kernels link instead of falling back to the reference evaluator.
+  implementation lets such kernels link instead of falling back to the StableHLO interpreter.
 - ``__truncsfbf2``: LLVM's x86 backend turns float -> bfloat rounding into this compiler-rt/libgcc builtin
   on CPUs without AVX512-BF16, and libgcc before GCC 13 lacks it; an unresolved builtin is a call to
   address 0 (a crash). It is JIT-compiled here from LLVM IR, without optimisation, so that the rounding

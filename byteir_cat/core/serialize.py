@@ -4,7 +4,7 @@ travel in an artifact without MLIR (DESIGN, "Compile here, run there").
 Tensors (constants, dense attributes) are not inlined in the JSON: each is put in ``tensors`` under a key
 ``<prefix>/<n>`` and referenced as ``{"tensor": key}``; the artifact writes them to ``weights.safetensors``.
 Values get small integer ids local to one serialized function; region bodies see the ids of enclosing
-blocks, as the reference evaluator's scopes do.
+blocks, as the StableHLO interpreter's scopes do.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def eval_op(op: Op, args: list[torch.Tensor], env: _Interpreter | None = None) -
     else:
         handler = OPS.get(op.name)
     if handler is None:
-        raise UnsupportedOpError(op.name, op.loc or "?", "the reference evaluator has no semantics for it")
+        raise UnsupportedOpError(op.name, op.loc or "?", "the StableHLO interpreter has no semantics for it")
     if env is None:
         env = _Interpreter(None)
     out = handler(op, list(args), env)
@@ -264,7 +264,7 @@ def _check_op_supported(module: Module | None, op: Op) -> None:
             raise UnsupportedOpError(op.name, where, str(e)) from None
         return
     if op.name not in SUPPORTED_OPS:
-        raise UnsupportedOpError(op.name, where, "the reference evaluator has no semantics for it")
+        raise UnsupportedOpError(op.name, where, "the StableHLO interpreter has no semantics for it")
     if op.name == "stablehlo.custom_call":
         target = str(op.attrs.get("call_target_name", ""))
         if target not in _CHECK_KIND:

@@ -1,4 +1,4 @@
-"""Per-op semantics of the reference evaluator: one small function per StableHLO/CHLO op kind.
+"""Per-op semantics of the StableHLO interpreter: one small function per StableHLO/CHLO op kind.
 
 Every function takes the graph op (for attributes and result types), the operand tensors and an ``Env``
 (to run region bodies and call other functions) and returns the result tensors. ``OPS`` maps op names to
