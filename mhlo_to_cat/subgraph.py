@@ -1,0 +1,69 @@
+"""The partition's data: subgraphs (a path, ops, a human reason, the outlined function's name and values)
+and the partition they make up, with its FLOP accounting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from byteir_cat.core.ir import Module, Op, Value
+from mhlo_to_cat.cost import op_bytes, op_flops
+
+PATHS = ("cat", "fusion", "host")
+UNSUPPORTED = "unsupported: "
+INLINE_CONSTANT_LIMIT = 16  # constants up to this many elements (and splats) are copied into subgraphs
+
+
+@dataclass(eq=False)
+class Subgraph:
+    id: int
+    path: str  # "cat" | "fusion" | "host"
+    ops: list[Op]
+    reason: str
+    executable: bool = True  # False: an op byteir-cat cannot run; shown in the partition, refused by compile
+    name: str = ""
+    inputs: list[Value] = field(default_factory=list)
+    outputs: list[Value] = field(default_factory=list)
+
+    @property
+    def flops(self) -> int:
+        return sum(op_flops(op) for op in self.ops)
+
+    @property
+    def bytes(self) -> int:
+        return sum(op_bytes(op) for op in self.ops)
+
+    @property
+    def op_names(self) -> list[str]:
+        return [op.name for op in self.ops]
+
+
+@dataclass
+class Partition:
+    module: Module  # outlined: main calls one private function per subgraph
+    subgraphs: list[Subgraph]
+
+    @property
+    def unsupported(self) -> list[Subgraph]:
+        """Subgraphs holding ops byteir-cat cannot execute: compiling refuses them, partition shows them."""
+        return [sg for sg in self.subgraphs if not sg.executable]
+
+    @property
+    def total_flops(self) -> int:
+        return sum(s.flops for s in self.subgraphs)
+
+    @property
+    def cat_flop_share(self) -> float:
+        total = self.total_flops
+        return sum(s.flops for s in self.subgraphs if s.path == "cat") / total if total else 0.0
+
+
+def is_inlined_constant(op: Op) -> bool:
+    if op.name not in ("stablehlo.constant", "arith.constant"):
+        return False
+    t: torch.Tensor = op.attrs["value"]
+    if t.numel() <= INLINE_CONSTANT_LIMIT or all(s == 0 for s in t.stride()):
+        return True
+    flat = t.reshape(-1)
+    return bool((flat == flat[0]).all())
