@@ -1,9 +1,13 @@
-"""dot_general -> CAT gemm / bmm, with layouts, reshapes, bias, binary epilogues and permutes folded in."""
+"""dot_general -> CAT gemm / bmm, with layouts, reshapes, bias, activation and binary epilogues and permutes
+folded in."""
 
 from __future__ import annotations
 
+import torch
+
 import cat_dialect as cat
 from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
+from mhlo_to_cat.probing import ancestors_in, grow_region, probe_generator, probe_rows, search_region
 from mhlo_to_cat.rewriter import Pattern, Rewriter, producer
 
 _SWAP_LAST2 = "swap-last-two"
@@ -319,4 +323,44 @@ class PermuteIntoGemmOrBmm(Pattern):
         permute = cat.OutputPermute(reshape.result.type.shape, tuple(op.attrs["permutation"]))
         new = cat.build(decl.replace(permute=permute), gop.operands, gop.loc)
         rw.replace_op(op, [new], new.results)
+        return True
+
+
+def activation_probe(n: int, dtype: str) -> torch.Tensor:
+    """Sweeps of [-12, 12] and [-4, 4] (where ReLU and ReLU6, GELU and its approximations part) and random
+    rows, at least 512 points whatever the row length."""
+    g = probe_generator(1)
+    rows = [torch.linspace(-12, 12, n), torch.linspace(-4, 4, n) + 0.5 / max(n, 1), torch.randn(n, generator=g) * 0.5]
+    while len(rows) * n < 512:
+        rows.append(torch.randn(n, generator=g) * 3)
+    return probe_rows(rows, dtype)
+
+
+class GemmActivationFusion(Pattern):
+    """act(gemm(...)) -> gemm_*_act for the epilogue activations (relu, gelu in erf or polynomial form,
+    fast_gelu, quick_gelu, silu, sigmoid, tanh, hardswish). The region is matched against the look-alikes
+    too (Mish, squared ReLU, ...): one of those, or a function near two targets, stays a fusion group."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if not cat.is_cat(op):
+            return False
+        found = cat_producer(op.result, cat.Gemm)
+        if not found:
+            return False
+        _, decl = found
+        if decl.activation or decl.binary or decl.permute:
+            return False
+        x = op.result
+        targets = {name: (lambda p, a=a: a.fn(p.double()))
+                   for name, a in (cat.ACTIVATIONS | cat.LOOK_ALIKES).items()}
+        region = grow_region(x, rw, False)
+        hit = search_region(region, x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False,
+                      same_dtype=True)
+        if not hit:
+            return False
+        v, name = hit
+        if name not in cat.ACTIVATIONS or any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
+            return False
+        new = cat.build(decl.replace(activation=name), op.operands, op.loc)
+        rw.replace_op(v.owner, [new], new.results)
         return True

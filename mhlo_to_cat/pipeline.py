@@ -16,6 +16,7 @@ from mhlo_to_cat.gemm_patterns import (
     BmmWithSharedWeightToGemm,
     DotGeneralToBmm,
     DotGeneralToGemm,
+    GemmActivationFusion,
     GemmBiasFusion,
     GemmBinaryEpilogueFusion,
     MultiDimWeightToGemm,
@@ -31,7 +32,7 @@ from mhlo_to_cat.precision_patterns import (
     SinkConvertBelowDataMovement,
 )
 from mhlo_to_cat.rewriter import Pass, PatternPass
-from mhlo_to_cat.rowwise_patterns import GemmActivationFusion, NormAffineFusion, RowwiseFromReduce
+from mhlo_to_cat.rowwise_patterns import NormAffineFusion, RowwiseFromReduce
 
 
 def recognition_passes() -> list[Pass]:

@@ -286,3 +286,30 @@ def scalar_constants(sub: list[Op]) -> set[float]:
             if s is not None:
                 out.add(s)
     return out
+
+
+def probe_rows(rows: list[torch.Tensor], dtype: str) -> torch.Tensor:
+    return torch.stack(rows).to(torch_dtype(dtype))
+
+
+def probe_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def search_region(region: list[Op], x: Value, rw: Rewriter, targets: dict[str, Target], probe: torch.Tensor,
+                  allow_reduce: bool, same_dtype: bool = False) -> tuple[Value, str] | None:
+    """The last value of x's region (``grow_region(x, ...)``) that computes one of ``targets`` from x alone
+    (with x's element type too when ``same_dtype``: an epilogue writes the gemm's own type)."""
+    for op in reversed(region):
+        v = op.result
+        if v.type.shape != x.type.shape or (same_dtype and v.type.dtype != x.type.dtype):
+            continue
+        sub = ancestors_in(region, v)
+        if allow_reduce and not any(o.name == "stablehlo.reduce" for o in sub):
+            continue
+        if not closed(sub, v, x, rw):
+            continue
+        name = best_match(sub, x, v, probe, targets)
+        if name is not None:
+            return v, name
+    return None

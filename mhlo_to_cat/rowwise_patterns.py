@@ -1,53 +1,35 @@
-"""Softmax, LayerNorm, RMSNorm and GEMM activations, recognised by probing (see ``probing``)."""
+"""Softmax, LayerNorm and RMSNorm, recognised by probing (see ``probing``), and the norms' own scale and shift."""
 
 from __future__ import annotations
 
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value, torch_dtype
+from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
 from byteir_cat.semantics.op_traits import NUMERIC_ELEMENTWISE
 from cat_dialect.softmax import masked_softmax
 from mhlo_to_cat.gemm_patterns import cat_producer
-from mhlo_to_cat.probing import ancestors_in, best_match, closed, grow_region, scalar_constants
+from mhlo_to_cat.probing import grow_region, probe_generator, probe_rows, scalar_constants, search_region
 from mhlo_to_cat.rewriter import Pattern, Rewriter, producer, splat_value
 
 
-def _probe(rows: list[torch.Tensor], dtype: str) -> torch.Tensor:
-    return torch.stack(rows).to(torch_dtype(dtype))
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def activation_probe(n: int, dtype: str) -> torch.Tensor:
-    """Sweeps of [-12, 12] and [-4, 4] (where ReLU and ReLU6, GELU and its approximations part) and random
-    rows, at least 512 points whatever the row length."""
-    g = _gen(1)
-    rows = [torch.linspace(-12, 12, n), torch.linspace(-4, 4, n) + 0.5 / max(n, 1), torch.randn(n, generator=g) * 0.5]
-    while len(rows) * n < 512:
-        rows.append(torch.randn(n, generator=g) * 3)
-    return _probe(rows, dtype)
-
-
 def softmax_probe(n: int, dtype: str) -> torch.Tensor:
-    g = _gen(2)
+    g = probe_generator(2)
     all_masked = torch.full((n,), float("-inf"))
     part = torch.randn(n, generator=g) * 3
     part[::2] = float("-inf")
     if n == 1:
         part[0] = 0.5
     rows = [torch.randn(n, generator=g) * 4, all_masked, part, torch.randn(n, generator=g) + 30]
-    return _probe(rows, dtype)
+    return probe_rows(rows, dtype)
 
 
 def norm_probe(n: int, dtype: str) -> torch.Tensor:
-    g = _gen(3)
+    g = probe_generator(3)
     # Tiny-variance rows pin epsilon; they have zero mean so that exporters computing var = E[x^2] - E[x]^2
     # (Flax) are not penalised for cancellation that their own formula would suffer on such rows.
     rows = [torch.randn(n, generator=g) * s + off for s, off in ((3, 0), (1, 5), (1e-2, 0), (1e-3, 0), (3e-4, 0))]
-    return _probe(rows, dtype)
+    return probe_rows(rows, dtype)
 
 
 def _x_candidates(v: Value, depth: int = 3) -> list[Value]:
@@ -63,25 +45,6 @@ def _x_candidates(v: Value, depth: int = 3) -> list[Value]:
         v = inputs[0]
         out.append(v)
     return out[::-1]
-
-
-def _search(region: list[Op], x: Value, rw: Rewriter, targets, probe, allow_reduce: bool,
-            same_dtype: bool = False) -> tuple[Value, str] | None:
-    """The last value of x's region (``grow_region(x, ...)``) that computes one of ``targets`` from x alone
-    (with x's element type too when ``same_dtype``: an epilogue writes the gemm's own type)."""
-    for op in reversed(region):
-        v = op.result
-        if v.type.shape != x.type.shape or (same_dtype and v.type.dtype != x.type.dtype):
-            continue
-        sub = ancestors_in(region, v)
-        if allow_reduce and not any(o.name == "stablehlo.reduce" for o in sub):
-            continue
-        if not closed(sub, v, x, rw):
-            continue
-        name = best_match(sub, x, v, probe, targets)
-        if name is not None:
-            return v, name
-    return None
 
 
 class RowwiseFromReduce(Pattern):
@@ -100,7 +63,7 @@ class RowwiseFromReduce(Pattern):
     def _try(self, x: Value, rw: Rewriter) -> bool:
         n, dt = x.type.shape[-1], x.type.dtype
         region = grow_region(x, rw, True)
-        found = _search(region, x, rw, {"softmax": lambda p: masked_softmax(p.double(), False),
+        found = search_region(region, x, rw, {"softmax": lambda p: masked_softmax(p.double(), False),
                                         "softmax_zero_masked": lambda p: masked_softmax(p.double(), True)},
                         softmax_probe(n, dt), True)
         if found:
@@ -113,7 +76,7 @@ class RowwiseFromReduce(Pattern):
                 targets[f"rmsnorm:{eps!r}"] = lambda p, e=eps: _rmsnorm(p, e)
         if not targets:
             return False
-        found = _search(region, x, rw, targets, norm_probe(n, dt), True)
+        found = search_region(region, x, rw, targets, norm_probe(n, dt), True)
         if not found:
             return False
         v, name = found
@@ -206,33 +169,3 @@ class NormAffineFusion(Pattern):
                 rw.replace_op(op, [new, up], up.results)
             return True
         return False
-
-
-class GemmActivationFusion(Pattern):
-    """act(gemm(...)) -> gemm_*_act for the epilogue activations (relu, gelu in erf or polynomial form,
-    fast_gelu, quick_gelu, silu, sigmoid, tanh, hardswish). The region is matched against the look-alikes
-    too (Mish, squared ReLU, ...): one of those, or a function near two targets, stays a fusion group."""
-
-    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if not cat.is_cat(op):
-            return False
-        found = cat_producer(op.result, cat.Gemm)
-        if not found:
-            return False
-        _, decl = found
-        if decl.activation or decl.binary or decl.permute:
-            return False
-        x = op.result
-        targets = {name: (lambda p, a=a: a.fn(p.double()))
-                   for name, a in (cat.ACTIVATIONS | cat.LOOK_ALIKES).items()}
-        region = grow_region(x, rw, False)
-        hit = _search(region, x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False,
-                      same_dtype=True)
-        if not hit:
-            return False
-        v, name = hit
-        if name not in cat.ACTIVATIONS or any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
-            return False
-        new = cat.build(decl.replace(activation=name), op.operands, op.loc)
-        rw.replace_op(v.owner, [new], new.results)
-        return True
