@@ -131,9 +131,10 @@ class CatCompute(Compute):
 
 
 @dataclass(kw_only=True)
-class HostCodeCompute(Compute):
-    kind: ClassVar[str] = "host_code"
-    kernel: str  # kernels/<group>.ll
+class _FusionKernelCompute(Compute):
+    """A fusion group's compiled kernels: the kernel file, its entry symbol and buffer signature."""
+
+    kernel: str
     symbol: str
     signature: str  # byteir_cat.core.host_code.Signature JSON
 
@@ -146,23 +147,18 @@ class HostCodeCompute(Compute):
 
 
 @dataclass(kw_only=True)
-class PtxCompute(Compute):
-    kind: ClassVar[str] = "ptx"
-    kernel: str  # kernels/<group>.ptx
-    symbol: str
-    signature: str
+class HostCodeCompute(_FusionKernelCompute):
+    kind: ClassVar[str] = "host_code"  # kernel: kernels/<group>.ll
+
+
+@dataclass(kw_only=True)
+class PtxCompute(_FusionKernelCompute):
+    kind: ClassVar[str] = "ptx"  # kernel: kernels/<group>.ptx
     launches: list[dict[str, Any]]  # {"symbol", "grid", "block", "args": [[input|output|temp, i]]}
     cubin: str = ""  # kernels/<group>.cubin when ptxas ran
     emulation: str = ""  # kernels/<group>.nvptx.ll: the same kernels for the CPU emulator of tests
     temp_bytes: list[int] = field(default_factory=list)
     function: dict[str, Any] = field(default_factory=dict)  # the group's own ops, to check the kernels against
-
-    @property
-    def detail(self) -> str:
-        return self.symbol
-
-    def shown(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, "symbol": self.symbol}
 
 
 @dataclass(kw_only=True)

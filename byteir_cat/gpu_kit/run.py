@@ -51,9 +51,11 @@ class _CompileSideBlocker(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, _CompileSideBlocker())
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import cat_dialect as cat  # noqa: E402
+from byteir_cat import model_zoo  # noqa: E402
 from byteir_cat.core.ir import Op, torch_dtype  # noqa: E402
 from byteir_cat.core.serialize import Reader  # noqa: E402
 from byteir_cat.gpu_kit import weights  # noqa: E402
@@ -303,72 +305,67 @@ def step_models(work: Path, check: bool) -> dict[str, Any]:
             "groups_passed": sum(g["ok"] for g in groups)}
 
 
-def step_gemm_timing(work: Path, check: bool) -> dict[str, Any]:
-    """Each distinct GEMM/BMM kernel of the models against torch.matmul (cuBLAS) on the same shapes and
-    dtype, both as CUDA-graph replays; the epilogue is ours alone (cuBLAS does the bare product)."""
-    device = _device(check)
-    rows, seen = [], set()
+def _distinct_cat_kernels(work: Path, ops: tuple[str, ...], device: torch.device):
+    """(artifact, session, slots after a run, bound kernel, compute) for the first compute of each distinct
+    kernel of the model artifacts whose op starts with one of ``ops``: timing them needs real operands."""
+    seen: set[str] = set()
     for art in _model_dirs(work):
         session = Session(art, device="cuda")
         ids = load_file(str(art / "io.safetensors"))["input_ids"].to(device)
         slots = session.run_stepwise(ids)
         for step, fn in session.bound_kernels():
             c = session.byre.computes[step]
-            if c.kind != "cat" or not c.op.startswith(("cat.gemm", "cat.bmm")) or c.symbol in seen:
-                continue
-            seen.add(c.symbol)
-            decl = _decl(c)
-            types = [session.byre.values[c.operands[m["arg"]]].type for m in c.operand_map if "arg" in m]
-            if isinstance(decl, cat.Gemm):
-                m, n, k = decl.mnk(types)
-                batch = 1
-            else:
-                bdims, m, n, k = decl.dims(types)
-                batch = int(torch.tensor(bdims).prod()) if bdims else 1
-            dtype = torch_dtype(types[0].dtype)
-            a = torch.randn(batch, m, k, device=device, dtype=dtype)
-            b = torch.randn(batch, k, n, device=device, dtype=dtype)
-            ours = _graph_ms(partial(fn, slots), session)
-            cublas = _graph_ms(partial(torch.matmul, a, b), None)
-            flop = 2.0 * batch * m * n * k
-            rows.append({"artifact": art.name, "op": decl.name, "mnk": [m, n, k], "batch": batch,
-                         "ours_ms": round(ours, 4), "cublas_ms": round(cublas, 4),
-                         "ours_tflops": round(flop / ours / 1e9, 1), "vs_cublas": round(cublas / ours, 3)})
+            if c.kind == "cat" and c.op.startswith(ops) and c.symbol not in seen:
+                seen.add(c.symbol)
+                yield art, session, slots, fn, c
+
+
+def step_gemm_timing(work: Path, check: bool) -> dict[str, Any]:
+    """Each distinct GEMM/BMM kernel of the models against torch.matmul (cuBLAS) on the same shapes and
+    dtype, both as CUDA-graph replays; the epilogue is ours alone (cuBLAS does the bare product)."""
+    device = _device(check)
+    rows = []
+    for art, session, slots, fn, c in _distinct_cat_kernels(work, ("cat.gemm", "cat.bmm"), device):
+        decl = _decl(c)
+        types = [session.byre.values[c.operands[m["arg"]]].type for m in c.operand_map if "arg" in m]
+        if isinstance(decl, cat.Gemm):
+            m, n, k = decl.mnk(types)
+            batch = 1
+        else:
+            bdims, m, n, k = decl.dims(types)
+            batch = int(torch.tensor(bdims).prod()) if bdims else 1
+        dtype = torch_dtype(types[0].dtype)
+        a = torch.randn(batch, m, k, device=device, dtype=dtype)
+        b = torch.randn(batch, k, n, device=device, dtype=dtype)
+        ours = _graph_ms(partial(fn, slots), session)
+        cublas = _graph_ms(partial(torch.matmul, a, b), None)
+        flop = 2.0 * batch * m * n * k
+        rows.append({"artifact": art.name, "op": decl.name, "mnk": [m, n, k], "batch": batch,
+                     "ours_ms": round(ours, 4), "cublas_ms": round(cublas, 4),
+                     "ours_tflops": round(flop / ours / 1e9, 1), "vs_cublas": round(cublas / ours, 3)})
     return {"gemms": rows}
 
 
 def step_attention_timing(work: Path, check: bool) -> dict[str, Any]:
     """Each distinct attention kernel of the models against torch's SDPA on the same shapes (graph replays)."""
-    import torch.nn.functional as F
-
     device = _device(check)
-    rows, seen = [], set()
-    for art in _model_dirs(work):
-        session = Session(art, device="cuda")
-        ids = load_file(str(art / "io.safetensors"))["input_ids"].to(device)
-        slots = session.run_stepwise(ids)
-        for step, fn in session.bound_kernels():
-            c = session.byre.computes[step]
-            if c.kind != "cat" or not c.op.startswith("cat.attention") or c.symbol in seen:
-                continue
-            seen.add(c.symbol)
-            decl = _decl(c)
-            q, k, v = (slots[c.operands[m["arg"]]] for m in c.operand_map[:3])
-            gqa = q.shape[1] != k.shape[1]
-            ours = _graph_ms(partial(fn, slots), session)
-            sdpa = _graph_ms(partial(F.scaled_dot_product_attention, q, k, v, is_causal=decl.causal,
-                                     scale=decl.scale, enable_gqa=gqa), None)
-            rows.append({"artifact": art.name, "op": decl.name, "q": list(q.shape), "kv": list(k.shape),
-                         "causal": decl.causal, "ours_ms": round(ours, 4), "sdpa_ms": round(sdpa, 4),
-                         "vs_sdpa": round(sdpa / ours, 3)})
+    rows = []
+    for art, session, slots, fn, c in _distinct_cat_kernels(work, ("cat.attention",), device):
+        decl = _decl(c)
+        q, k, v = (slots[c.operands[m["arg"]]] for m in c.operand_map[:3])
+        gqa = q.shape[1] != k.shape[1]
+        ours = _graph_ms(partial(fn, slots), session)
+        sdpa = _graph_ms(partial(F.scaled_dot_product_attention, q, k, v, is_causal=decl.causal,
+                                 scale=decl.scale, enable_gqa=gqa), None)
+        rows.append({"artifact": art.name, "op": decl.name, "q": list(q.shape), "kv": list(k.shape),
+                     "causal": decl.causal, "ours_ms": round(ours, 4), "sdpa_ms": round(sdpa, 4),
+                     "vs_sdpa": round(sdpa / ours, 3)})
     return {"attention": rows}
 
 
 def _eager_model(recipe: dict[str, Any], device: str):
     """The Hugging Face model of an artifact, rebuilt with this machine's transformers and the kit's
     weights (checked against the sha256 recorded when the artifact was built)."""
-    from byteir_cat import model_zoo
-
     spec = recipe["model"]
     model, _ = getattr(model_zoo, spec["factory"])(**spec["config"], batch=spec["batch"], seq=spec["seq"])
     model = model.to(getattr(torch, spec["dtype"])).eval()
