@@ -33,6 +33,7 @@ import time
 import traceback
 from collections.abc import Callable
 from functools import partial
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,6 @@ def _model_dirs(work: Path) -> list[Path]:
 # --- steps ---------------------------------------------------------------------------------------------------
 
 def step_env(work: Path, check: bool) -> dict[str, Any]:
-    from importlib import metadata
 
     versions = {}
     for pkg in ("torch", "numpy", "safetensors", "cuda-python", "cuda-bindings", "llvmlite", "transformers"):
