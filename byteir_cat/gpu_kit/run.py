@@ -152,7 +152,6 @@ def _model_dirs(work: Path) -> list[Path]:
 # --- steps ---------------------------------------------------------------------------------------------------
 
 def step_env(work: Path, check: bool) -> dict[str, Any]:
-
     versions = {}
     for pkg in ("torch", "numpy", "safetensors", "cuda-python", "cuda-bindings", "llvmlite", "transformers"):
         try:
