@@ -23,8 +23,9 @@ from cutlass_library import generator, library
 from cutlass_library import manifest as mf
 
 from ait_codegen.gemm_problem import GemmProblem
+from byteir_cat.core.cuda_arch import CUDA_ARCHS
 
-ARCHS = ("sm_80", "sm_90a")
+ARCHS = CUDA_ARCHS
 SM_COUNT = {"sm_80": 108, "sm_90a": 132}
 SPLIT_K = (1, 2, 4, 8)
 

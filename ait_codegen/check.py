@@ -19,6 +19,7 @@ from ait_codegen.abi import KernelSpec
 from ait_codegen.build import build_subgraph, build_twin
 from ait_codegen.elements import TORCH_TYPES
 from ait_codegen.launch import KernelLibrary
+from byteir_cat.core.cuda_arch import runs_on
 from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, CatOp, Gemm, LayerNorm, RmsNorm, Softmax
 from cat_dialect.op_base import CatVerifyError
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print("device run skipped: no CUDA GPU on this machine")
         return 0 if ok else 1
     major, minor = torch.cuda.get_device_capability()
-    if args.arch == "sm_90a" and (major, minor) != (9, 0):
-        print(f"device run skipped: sm_90a kernel, device is sm_{major}{minor}")
+    if not runs_on(args.arch, (major, minor)):
+        print(f"device run skipped: {args.arch} kernel, device is sm_{major}{minor}")
         return 0 if ok else 1
     dev = KernelLibrary(lib.path)
     xs = random_inputs(kernel.spec, "cuda")

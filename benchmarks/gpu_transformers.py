@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from byteir_cat.core.cuda_arch import arch_for
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "# GPU benchmark"
 
@@ -160,8 +162,7 @@ def main() -> int:
         print("gpu_transformers: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU "
               "machine, with artifacts from --prepare DIR where torch-mlir is missing", file=sys.stderr)
         return 2
-    major, minor = torch.cuda.get_device_capability()
-    arch = args.arch or ("sm_90a" if (major, minor) == (9, 0) else "sm_80")
+    arch = args.arch or arch_for(torch.cuda.get_device_capability())
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.artifacts
         if folder is None:

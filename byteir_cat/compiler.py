@@ -22,6 +22,7 @@ from ait_codegen.source import as_spec, render_kernel
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat.api import partition
 from byteir_cat.compiled_model import CompiledModel, load
+from byteir_cat.core.cuda_arch import CUDA_ARCHS, DEFAULT_CUDA_ARCH
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.host_code import KernelError
 from byteir_cat.lowering.byre_lowering import CatKernel, GroupKernel, lower
@@ -36,8 +37,6 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 TARGETS = ("cpu", "cuda")
-CUDA_ARCHS = ("sm_80", "sm_90a")
-DEFAULT_CUDA_ARCH = "sm_90a"
 HOST_NOTE = "runs on the host: its operands are copied device->host and its results host->device"
 
 

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from byteir_cat import __version__
 from byteir_cat.core.byre_plan import ByreModule
+from byteir_cat.core.cuda_arch import CUDA_ARCHS
 from byteir_cat.core.errors import ArtifactError
 
 FORMAT_VERSION = 1
@@ -39,7 +40,6 @@ PLAN = "model.byre.json"
 MLIR = "model.byre.mlir"
 WEIGHTS = "weights.safetensors"
 TARGETS = ("cpu", "cuda")
-CUDA_ARCHS = ("sm_80", "sm_90a")
 TEXT_SUFFIXES = (".ll", ".ptx")  # kernel files read as text; every other kernel file is bytes
 
 

@@ -34,6 +34,7 @@ from byteir_cat.core.byre_plan import (
     PtxCompute,
     align,
 )
+from byteir_cat.core.cuda_arch import runs_on
 from byteir_cat.core.errors import ArtifactError
 from byteir_cat.core.kernel_abi import ReturnCode
 from byteir_cat.core.serialize import Reader
@@ -47,16 +48,6 @@ class CudaKernelError(RuntimeError):
     """A kernel failed to launch or returned an error status; the message names the compute."""
 
 
-def device_capability_ok(arch: str, capability: tuple[int, int]) -> bool:
-    """Whether SASS built for ``arch`` runs on a device of ``capability``: sm_90a needs exactly 9.0 (its
-    arch-specific instructions), sm_80 code runs on any 8.x device."""
-    if arch == "sm_90a":
-        return capability == (9, 0)
-    if arch == "sm_80":
-        return capability[0] == 8
-    return False
-
-
 def require_device(arch: str) -> torch.device:
     """The CUDA device to run an ``arch`` artifact on, or a one-line ArtifactError saying why there is none."""
     if not torch.cuda.is_available():
@@ -64,7 +55,7 @@ def require_device(arch: str) -> torch.device:
                             "run this artifact on a machine with an NVIDIA GPU, or compile with target='cpu'")
     device = torch.device("cuda", torch.cuda.current_device())
     cap = torch.cuda.get_device_capability(device)
-    if not device_capability_ok(arch, cap):
+    if not runs_on(arch, cap):
         raise ArtifactError(f"device cuda: {torch.cuda.get_device_name(device)} is sm_{cap[0]}{cap[1]}, this artifact "
                             f"was compiled for {arch} (recompile with --arch for this GPU)")
     return device

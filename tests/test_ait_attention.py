@@ -19,6 +19,7 @@ from ait_codegen.check import rel_error, time_ms
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, device_source, render_kernel
+from byteir_cat.core.cuda_arch import arch_for
 from byteir_cat.core.ir import TensorType
 from cat_dialect import Attention, OutputPermute
 
@@ -145,8 +146,7 @@ def test_device_kernels_compile():
 
 
 def _arch() -> str:
-    major, _ = torch.cuda.get_device_capability()
-    return "sm_90a" if major == 9 else "sm_80"
+    return arch_for(torch.cuda.get_device_capability())
 
 
 GPU_CASES = [

@@ -9,6 +9,7 @@ import torch
 from ait_codegen.build import build_subgraph
 from ait_codegen.check import random_inputs, rel_error
 from ait_codegen.launch import KernelLibrary
+from byteir_cat.core.cuda_arch import arch_for
 from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
 
@@ -20,8 +21,7 @@ def T(*shape, dtype="f16"):
 
 
 def _arch() -> str:
-    major, _ = torch.cuda.get_device_capability()
-    return "sm_90a" if major == 9 else "sm_80"
+    return arch_for(torch.cuda.get_device_capability())
 
 
 def _ops(dt: str) -> list:

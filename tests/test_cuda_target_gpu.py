@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from byteir_cat.core.cuda_arch import arch_for
+
 MODELS = {
     "gpt2": ("gpt2", dict(hidden=128, heads=2, seq=32), torch.float16),
     "llama": ("llama", dict(hidden=128, heads=2, kv_heads=1, seq=32), torch.bfloat16),
@@ -48,8 +50,7 @@ def prepare(out: Path, arch: str, names=tuple(MODELS)) -> None:
 
 
 def _device_arch() -> str:
-    major, minor = torch.cuda.get_device_capability()
-    return "sm_90a" if (major, minor) == (9, 0) else "sm_80"
+    return arch_for(torch.cuda.get_device_capability())
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from ait_codegen.build import build_subgraphs
 from ait_codegen.source import as_spec, render_kernel
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
+from byteir_cat.core.cuda_arch import CUDA_ARCHS
 
-ARCHS = ("sm_80", "sm_90a")
+ARCHS = CUDA_ARCHS
 MODELS = {  # head dim 64: the attention kernel's smallest common size in real models
     "gpt2": (model_zoo.gpt2, dict(hidden=128, heads=2, seq=32), torch.float16),
     "bert": (model_zoo.bert, dict(hidden=128, heads=2, seq=32, batch=2, padded=True), torch.bfloat16),

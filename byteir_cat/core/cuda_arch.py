@@ -1,0 +1,22 @@
+"""The CUDA architectures byteir-cat builds for, and which devices run them: one registry for the compiler,
+the code generators, the runtime, tests and benchmarks."""
+
+from __future__ import annotations
+
+CUDA_ARCHS = ("sm_80", "sm_90a")
+DEFAULT_CUDA_ARCH = "sm_90a"
+
+
+def runs_on(arch: str, capability: tuple[int, int]) -> bool:
+    """Whether code built for ``arch`` runs on a device of ``capability``: sm_90a needs exactly 9.0 (its
+    arch-specific instructions: wgmma, TMA), sm_80 code runs on any 8.x device."""
+    if arch == "sm_90a":
+        return tuple(capability) == (9, 0)
+    if arch == "sm_80":
+        return capability[0] == 8
+    return False
+
+
+def arch_for(capability: tuple[int, int]) -> str | None:
+    """The arch to build for a device of ``capability`` (None: not one byteir-cat builds for)."""
+    return next((a for a in ("sm_90a", "sm_80") if runs_on(a, capability)), None)
