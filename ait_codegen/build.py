@@ -57,8 +57,12 @@ class BuildJob:
         return {"shared": ".so", "object": ".o", "executable": ".exe"}[self.output]
 
     def key(self) -> str:
+        """Content address of the build: source, flags, nvcc and CUTLASS versions. Include directories enter
+        by what they hold (the CUTLASS version), not by where this checkout put them, so that another
+        checkout or machine finds the same kernels."""
+        flags = [f for f in self.flags() if not f.startswith("-I")]
         h = hashlib.sha256()
-        for part in (self.source, " ".join(self.flags()), nvcc_version(), cutlass_version()):
+        for part in (self.source, " ".join(flags), nvcc_version(), cutlass_version()):
             h.update(part.encode())
             h.update(b"\0")
         return h.hexdigest()

@@ -84,6 +84,16 @@ def test_cache_hit_and_key(tmp_path, monkeypatch):
     assert not list(tmp_path.rglob(".build-*")) and not list(tmp_path.rglob(".*.cu.*"))
 
 
+def test_cache_key_does_not_depend_on_where_the_checkout_is(monkeypatch):
+    """Another checkout (another venv, the CI clone) finds the kernels this one built."""
+    import ait_codegen.build as build
+
+    job = BuildJob("tiny", 'extern "C" int tiny(void) { return 7; }\n', "device", "sm_80", "shared")
+    here = job.key()
+    monkeypatch.setattr(build, "cutlass_include_dirs", lambda: ("/elsewhere/include", "/elsewhere/util/include"))
+    assert "-I/elsewhere/include" in job.flags() and job.key() == here
+
+
 def test_nvcc_error_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("BYTEIR_CAT_CACHE", str(tmp_path))
     job = BuildJob("gemm_rcr_bias_relu", "int broken( { return 0; }\n", "host", None, "shared")
