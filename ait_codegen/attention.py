@@ -4,7 +4,8 @@ the CPU with every thread of a block as a fiber, exported under the same symbol,
 device code's indexing, tiling, masking and online softmax against ``Attention.reference`` without a GPU.
 
 Tensor cores through inline-PTX ``mma.sync.m16n8k16`` (valid on sm_80 and sm_90a); no cp.async pipelining,
-no ldmatrix and no wgmma yet, so expect it to trail flash-attention/cuDNN, most on sm_90a.
+no ldmatrix and no wgmma, so expect it to trail flash-attention/cuDNN. On sm_90a it serves only what CUTLASS's
+Hopper FMHA (``attention_sm90``) cannot: additive masks, non-square causal, decode-sized queries, Dv != D.
 """
 
 from __future__ import annotations

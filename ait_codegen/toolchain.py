@@ -25,7 +25,7 @@ def cutlass_version() -> str:
 @functools.lru_cache(maxsize=1)
 def cutlass_include_dirs() -> tuple[str, ...]:
     src = Path(cutlass_library.__file__).parent / "source"
-    return (str(src / "include"), str(src / "tools" / "util" / "include"))
+    return (str(src / "include"), str(src / "tools" / "util" / "include"), str(src / "examples"))
 
 
 def nvcc_available() -> bool:

@@ -1,7 +1,9 @@
 """Our fused attention kernel (ait_codegen.attention): nvcc builds of the device code for sm_80 and sm_90a, the
 host emulation of the same block function (every thread a fiber, tensor-core MMA and shuffles emulated from
 their PTX definitions) against Attention.reference on fp16/bf16, and on a GPU the real kernel against the
-reference and timed against torch's scaled_dot_product_attention."""
+reference and timed against torch's scaled_dot_product_attention. On sm_90a, what CUTLASS's Hopper FMHA can take
+renders through it (ait_codegen.attention_sm90): its choice, fallback reasons and an sm_90a build are checked
+here, its numerics only on a GPU (wgmma and TMA have no CPU emulation)."""
 
 from __future__ import annotations
 
@@ -117,6 +119,47 @@ def test_unsupported_reasons():
         render_kernel(as_spec(Attention(0.1), qkv(1, 2, 2, 8, 8, 64, dt="f32")), "sm_80")
 
 
+FMHA_CASES = [
+    ("gqa-causal-permute-bf16-d64", Attention(0.125, causal=True, permute=OutputPermute((2, 8, 128, 64), (0, 2, 1, 3))),
+     qkv(2, 8, 2, 128, 128, 64, dt="bf16")),
+    ("keys-past-tile-f16-d128", Attention(0.09), qkv(1, 4, 4, 136, 200, 128)),
+]
+
+
+@pytest.mark.parametrize("op,types", [c[1:] for c in FMHA_CASES], ids=[c[0] for c in FMHA_CASES])
+def test_sm90a_renders_cutlass_hopper_fmha(op, types):
+    k = render_kernel(as_spec(op, types), "sm_90a")
+    assert not k.notes and "88_hopper_fmha/kernel/fmha_kernel_builder.hpp" in k.includes
+    assert "KernelTmaWarpSpecializedCooperative" in k.code and "mma.sync" not in k.code
+    groups = types[0].shape[1] // types[1].shape[1]
+    assert k.code.count("for (int g = 0; g < ") == 1 and f"g < {groups};" in k.code
+    assert "ResidualFusion" in k.code if types[1].shape[2] % 64 else "CausalFusion" in k.code
+
+
+@pytest.mark.parametrize("op,types,why", [
+    (Attention(0.1, has_mask=True), [*qkv(1, 2, 2, 64, 64, 64), T(1, 1, 64, 64)], "additive mask"),
+    (Attention(0.1, causal=True), qkv(1, 2, 2, 64, 96, 64), "causal with Sq=64 != Sk=96"),
+    (Attention(0.1), qkv(1, 2, 2, 64, 64, 64, 128), "value head dim 128 differs"),
+    (Attention(0.1), qkv(1, 2, 2, 64, 64, 80), "head dim 80 is not one of"),
+    (Attention(0.1), qkv(4, 2, 2, 1, 300, 64), "Sq=1, Sk=300"),
+])
+def test_sm90a_falls_back_to_own_kernel_with_the_reason(op, types, why):
+    k = render_kernel(as_spec(op, types), "sm_90a")
+    assert len(k.notes) == 1 and why in k.notes[0] and "mma.sync.aligned.m16n8k16" in k.code
+
+
+def test_hopper_fmha_compiles_for_sm90a():
+    """One translation unit: f16 and bf16, GQA launches, permuted output, residual keys; the source refuses to
+    compile for any arch without wgmma/TMA (an ``#error``), so this build proves the sm_90a path is taken."""
+    kernels = [render_kernel(as_spec(op, types), "sm_90a") for _, op, types in FMHA_CASES]
+    res = compile_all([BuildJob("fmha-sm90a", device_source(kernels), "device", "sm_90a", "object")],
+                      progress=False)[0]
+    assert res.path.stat().st_size > 0
+    names = _exported(res.path)
+    if names:
+        assert all(k.symbol in names and f"{k.symbol}_workspace_bytes" in names for k in kernels)
+
+
 def _exported(path) -> set[str]:
     if not shutil.which("nm"):
         return set()
@@ -157,6 +200,9 @@ GPU_CASES = [
     (Attention(0.11, causal=True), qkv(2, 4, 2, 77, 77, 80)),
     (Attention(0.125, has_mask=True, zero_masked_rows=True), [*qkv(1, 4, 4, 64, 96, 96), T(1, 1, 64, 96)]),
     (Attention(0.2), qkv(4, 4, 4, 200, 300, 32)),
+    (Attention(0.125, causal=True, permute=OutputPermute((2, 32, 1024, 64), (0, 2, 1, 3))),
+     qkv(2, 32, 8, 1024, 1024, 64, dt="bf16")),
+    (Attention(0.0625, causal=True), qkv(1, 8, 8, 512, 512, 256)),
 ]
 
 

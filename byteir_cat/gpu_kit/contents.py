@@ -102,6 +102,11 @@ def _attention() -> list[KernelCase]:
         KernelCase("attention_gqa_permute_bf16",
                    Attention(0.125, causal=True, permute=OutputPermute((2, 8, 256, 64), (0, 2, 1, 3))),
                    (T(2, 8, 256, 64, dtype="bf16"), T(2, 2, 256, 64, dtype="bf16"), T(2, 2, 256, 64, dtype="bf16"))),
+        KernelCase("attention_keys_past_tile_d128", Attention(0.09),
+                   (T(1, 4, 136, 128), T(1, 4, 200, 128), T(1, 4, 200, 128))),
+        KernelCase("attention_causal_d256_bf16", Attention(0.0625, causal=True),
+                   (T(1, 2, 128, 256, dtype="bf16"), T(1, 2, 128, 256, dtype="bf16"), T(1, 2, 128, 256, dtype="bf16"))),
+        KernelCase("attention_decode", Attention(0.125), (T(4, 8, 1, 64), T(4, 8, 300, 64), T(4, 8, 300, 64))),
     ]
 
 
