@@ -121,8 +121,11 @@ def render_attention_sm90(sym: str, spec: KernelSpec) -> str:
     lse_bytes = 4 * s.batch * s.kv_heads * s.sq
     scale = float(op.scale)
     empty = int(s.batch * s.heads * s.sq == 0)
-    return f"""// attention q {spec.operands[0]} k {spec.operands[1]} v {spec.operands[2]} scale {scale!r} causal {op.causal} \
-output {'[B, S, H, D]' if s.o_bshd else '[B, H, S, D]'} -- CUTLASS Hopper FMHA {bm}x{bn}x{s.d}, {s.groups} launch(es)
+    layout = "[B, S, H, D]" if s.o_bshd else "[B, H, S, D]"
+    title = (f"// attention q {spec.operands[0]} k {spec.operands[1]} v {spec.operands[2]} scale {scale!r} "
+             f"causal {op.causal} output {layout} -- CUTLASS Hopper FMHA {bm}x{bn}x{s.d}, {s.groups} launch(es)")
+    lse = f"cute::make_stride(cute::_1{{}}, cute::make_stride({s.kv_heads * s.sq}, {s.sq}))"
+    return f"""{title}
 #if defined(__CUDA_ARCH__) && !defined(CUTLASS_ARCH_MMA_SM90A_ENABLED)
 #error "the Hopper FMHA needs sm_90a (wgmma, TMA): compile with arch=compute_90a"
 #endif
@@ -152,7 +155,7 @@ static int {sym}_launch(void* const* operands, void* result, char* ws, cudaStrea
          static_cast<const T*>(operands[1]), {_stride(kr, kb, kh)},
          static_cast<const T*>(operands[2]), {_stride(kr, kb, kh)}}},
         {{static_cast<T*>(result) + int64_t(g) * {og}, {_stride(orow, ob, oh)},
-         reinterpret_cast<float*>(ws), cute::make_stride(cute::_1{{}}, cute::make_stride({s.kv_heads * s.sq}, {s.sq}))}},
+         reinterpret_cast<float*>(ws), {lse}}},
         cutlass::KernelHardwareInfo{{}}}};
     if (!{sym}_Kernel::can_implement(args)) return CAT_CANNOT_IMPLEMENT;
     auto params = {sym}_Kernel::to_underlying_arguments(args, nullptr);

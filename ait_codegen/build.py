@@ -21,11 +21,14 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ait_codegen.errors import CodegenError, NvccError
+from ait_codegen.candidates import candidates
+from ait_codegen.errors import CodegenError, NvccError, UnsupportedKernel
+from ait_codegen.gemm_problem import problem_for
 from ait_codegen.paths import kernel_cache_dir
 from ait_codegen.source import RenderedKernel, as_spec, device_source, render_kernel, twin_source
 from ait_codegen.toolchain import cutlass_include_dirs, cutlass_version, nvcc_version
 from byteir_cat.core.ir import TensorType
+from cat_dialect import Bmm, Gemm
 from cat_dialect.op_base import CatOp
 
 ARCH_FLAGS = {
@@ -183,3 +186,30 @@ def build_twin(kernels: Sequence[RenderedKernel], progress: bool = True) -> Buil
     """The host twin library of the GEMM-family kernels in ``kernels`` (same symbols)."""
     name = "twin:" + "+".join(k.spec.op.name for k in kernels)
     return compile_all([BuildJob(name, twin_source(kernels), "host", None, "shared")], progress=progress)[0]
+
+
+def build_alternatives(chosen: RenderedKernel, count: int, progress: bool = False
+                       ) -> list[tuple[RenderedKernel, BuildResult]]:
+    """Up to ``count`` other builds of a GEMM/BMM kernel, for timing on the device (``byteir-cat tune``): the
+    heuristic's next picks for its arch and, on sm_90a, the best CUTLASS 2.x kernel (it can win on small or
+    skinny problems, and its split-k serves GEMV-like decode GEMMs). Each is a shared library with the same C
+    ABI under its own symbol; configurations that render to the chosen kernel are left out."""
+    spec, arch = chosen.spec, chosen.arch
+    if count <= 0 or not isinstance(spec.op, Gemm | Bmm):
+        return []
+    problem = problem_for(spec.op, spec.operands)
+    pool = candidates(problem, arch, limit=count + 1)
+    if arch == "sm_90a":
+        pool = pool[:max(count - 1, 1)] + candidates(problem, "sm_80", limit=2)
+    rendered: dict[str, RenderedKernel] = {}
+    for cfg in pool:
+        try:
+            k = render_kernel(spec, arch, config=cfg)
+        except UnsupportedKernel:
+            continue
+        if k.symbol != chosen.symbol and not k.notes:
+            rendered.setdefault(k.symbol, k)
+    picked = list(rendered.values())[:count]
+    jobs = [BuildJob(f"{k.spec.op.name}:{k.config.name if k.config else ''}", device_source([k]), "device", arch,
+                     "shared") for k in picked]
+    return list(zip(picked, compile_all(jobs, progress=progress), strict=True))

@@ -53,7 +53,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 tasks[stage] = bar.add_task(stage, total=max(total, 1))
             bar.update(tasks[stage], completed=done, total=max(total, 1))
 
-        artifact, _ = build_artifact(model, inputs, target=args.target, progress=note, arch=args.arch)
+        artifact, _ = build_artifact(model, inputs, target=args.target, progress=note, arch=args.arch,
+                                     tune_candidates=args.tune_candidates)
         note("write artifact", 0, 1)
         out = artifact.write(Path(args.output))
         note("write artifact", 1, 1)
@@ -117,8 +118,33 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    """Tuning runs on the GPU machine (the kit's ``tune`` step times the prebuilt candidates of every GEMM);
-    this brings its winners into this machine's tuning cache, where ``compile`` picks them up."""
+    """``tune ARTIFACT`` (on the GPU machine): time every GEMM/BMM build the artifact carries, rewrite it with
+    the winners, write the rows to ``--json``. ``tune --import ROWS.json`` (on the compiling machine): store
+    them in the tuning cache, where ``compile`` picks them up."""
+    from byteir_cat.core.errors import InputError
+
+    if (args.artifact is None) == (args.results is None):
+        raise InputError("give an artifact to tune on this GPU, or --import ROWS.json, not both")
+    if args.results is not None:
+        return _import_tuning(args.results)
+    from runtime.tuner import cuda_event_timer, tune_artifact
+
+    tuned = tune_artifact(args.artifact, timer=cuda_event_timer(runs=args.runs))
+    if not tuned:
+        raise InputError(f"{args.artifact}: no GEMM carries tuning candidates (compile with --tune-candidates N)")
+    for t in tuned:
+        times = ", ".join(f"{s[-10:]} {'failed' if ms is None else f'{ms * 1e3:.1f} us'}"
+                          for s, ms in t.times_ms.items())
+        print(f"{t.op}({', '.join(t.operands)}): {'kept' if t.after == t.before else 'now'} "
+              f"{t.configs[t.after].get('name', t.after)} [{times}]")
+    rows = [t.row() for t in tuned]
+    if args.json:
+        Path(args.json).write_text(json.dumps({"tuning": rows}, indent=1))
+    print(f"{sum(t.after != t.before for t in tuned)} of {len(tuned)} kernel(s) replaced; artifact re-signed")
+    return 0
+
+
+def _import_tuning(path: str) -> int:
     from ait_codegen.candidates import GemmConfig
     from ait_codegen.gemm_problem import problem_for
     from ait_codegen.tuning_cache import TuningCache
@@ -128,20 +154,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from cat_dialect import decode
 
     try:
-        record = json.loads(Path(args.results).read_text())
+        record = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{args.results}: not a readable tune.json ({type(e).__name__})") from None
+        raise InputError(f"{path}: not a readable tuning file ({type(e).__name__})") from None
     rows = record.get("result", record).get("tuning")
     if not isinstance(rows, list):
-        raise InputError(f"{args.results}: no 'tuning' results (the kit's OUTDIR/tune.json)")
+        raise InputError(f"{path}: no 'tuning' rows (byteir-cat tune --json, or the kit's OUTDIR/tune.json)")
     cache = TuningCache()
     stored = 0
     try:
         for row in rows:
-            if not row.get("best"):
+            if not row.get("best") or not row["best"].get("config"):
                 continue
             decl = decode(Op("cat." + row["op"], [], [], row["op_attrs"]))
-            types = [parse_tensor_type(t, args.results) for t in row["operands"]]
+            types = [parse_tensor_type(t, path) for t in row["operands"]]
             cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in row["best"]["config"].items()}
             cache.store(problem_for(decl, types), row["arch"], GemmConfig(**cfg), profiled=True,
                         time_ms=row["best"]["ms"])
@@ -183,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="where the artifact runs")
     c.add_argument("--arch", choices=["sm_80", "sm_90a"], default=None,
                    help="GPU architecture for --target cuda (default sm_90a)")
+    c.add_argument("--tune-candidates", type=int, default=0, metavar="N",
+                   help="--target cuda: carry N other builds of every GEMM for `byteir-cat tune` on the GPU")
     r = sub.add_parser("run", help="run an artifact, or compile and run a self-checking StableHLO file")
     r.add_argument("artifact", metavar="DIR|FILE.mlir", help="artifact directory, or a .mlir test program")
     r.add_argument("--inputs", metavar="NPZ", help="inputs in order of the .npz entries")
@@ -194,9 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON instead of the table")
     pr.add_argument("--trace", metavar="OUT.json", help="write the median run as a Chrome/Perfetto trace")
     pr.add_argument("--plot", metavar="OUT.svg", help="write a bar chart of the slowest subgraphs")
-    t = sub.add_parser("tune", help="store GEMM tuning results measured on a GPU (the kit's tune.json)")
-    t.add_argument("--import", dest="results", required=True, metavar="TUNE.json",
-                   help="OUTDIR/tune.json of a GPU kit run")
+    t = sub.add_parser("tune", help="time an artifact's GEMM candidates on this GPU and keep the fastest, "
+                                    "or --import the results into this machine's tuning cache")
+    t.add_argument("artifact", nargs="?", metavar="DIR", help="CUDA artifact compiled with --tune-candidates N")
+    t.add_argument("--runs", type=int, default=20, help="timed calls per kernel (the median is kept)")
+    t.add_argument("--json", metavar="OUT.json", help="write the tuning rows here (for --import elsewhere)")
+    t.add_argument("--import", dest="results", metavar="ROWS.json",
+                   help="rows written by tune --json, or the GPU kit's OUTDIR/tune.json")
     return parser
 
 

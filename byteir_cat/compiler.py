@@ -4,6 +4,7 @@ none of this (re-exported here for the compile-then-run callers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import tempfile
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 import cat_dialect
-from ait_codegen.build import build_subgraphs
+from ait_codegen.build import build_alternatives, build_subgraphs
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, render_kernel
@@ -42,22 +43,29 @@ HOST_NOTE = "runs on the host: its operands are copied device->host and its resu
 
 def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
             out_dir: str | Path | None = None, progress: Progress | None = None,
-            arch: str | None = None) -> CompiledModel:
+            arch: str | None = None, tune_candidates: int = 0) -> CompiledModel:
     """Compile a torch model (with example inputs), an .mlir path or MLIR text for ``target`` ("cpu" or
-    "cuda"; ``arch`` "sm_90a" or "sm_80" for cuda); write the artifact to ``out_dir`` when given."""
-    artifact, part = build_artifact(model_or_mlir, example_inputs, target, progress, arch)
+    "cuda"; ``arch`` "sm_90a" or "sm_80" for cuda); write the artifact to ``out_dir`` when given.
+    ``tune_candidates`` (cuda): that many other builds of every GEMM/BMM go into the artifact, for
+    ``byteir-cat tune`` to time on the device."""
+    artifact, part = build_artifact(model_or_mlir, example_inputs, target, progress, arch, tune_candidates)
     path = artifact.write(out_dir) if out_dir is not None else None
     return CompiledModel(artifact, path, part, device=target)
 
 
 def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
-                   progress: Progress | None = None, arch: str | None = None) -> tuple[Artifact, Any]:
+                   progress: Progress | None = None, arch: str | None = None, tune_candidates: int = 0
+                   ) -> tuple[Artifact, Any]:
     """The compile pipeline without writing: (artifact, partition)."""
 
     if target not in TARGETS:
         raise CompileError(f"target {target!r}: byteir-cat compiles for {' or '.join(TARGETS)}")
     if target == "cpu" and arch is not None:
         raise CompileError(f"arch {arch!r}: an arch is chosen for the cuda target only (cpu code is for this host)")
+    if target == "cpu" and tune_candidates:
+        raise CompileError("tune_candidates: tuning candidates are CUDA kernels (target cuda)")
+    if tune_candidates < 0:
+        raise CompileError(f"tune_candidates {tune_candidates}: a count of kernels, 0 or more")
     if target == "cuda":
         arch = arch or DEFAULT_CUDA_ARCH
         if arch not in CUDA_ARCHS:
@@ -80,7 +88,7 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
         cat_kernels = None
     else:
         kernels, files, extra = _cuda_groups(part, arch, note, times)
-        cat_kernels, cat_files, extra["cat"] = _cuda_cat(part, arch, note, times)
+        cat_kernels, cat_files, extra["cat"] = _cuda_cat(part, arch, note, times, tune_candidates)
         files.update(cat_files)
     t2 = time.perf_counter()
     byre, tensors = lower(part.module, kernels, cat_kernels)
@@ -179,7 +187,7 @@ def assemble_ptx(ptx: str, arch: str, name: str) -> bytes:
         return out.read_bytes()
 
 
-def _cuda_cat(part: Any, arch: str, note: Progress, times: dict[str, float]
+def _cuda_cat(part: Any, arch: str, note: Progress, times: dict[str, float], tune_candidates: int = 0
               ) -> tuple[dict, dict[str, str | bytes], dict[str, Any]]:
     """Every CAT subgraph's op rendered for ``arch`` and built with nvcc: one shared library per distinct
     kernel (identical ops of several layers share it), in parallel, through ait_codegen's build cache.
@@ -216,15 +224,33 @@ def _cuda_cat(part: Any, arch: str, note: Progress, times: dict[str, float]
         tuning.close()
     note("nvcc", len(unique), len(unique))
     files: dict[str, str | bytes] = {}
-    workspace: dict[str, int] = {}
+    built: dict[str, CatKernel] = {}
     for symbol, lib in zip(unique, libs, strict=True):
         if lib.kernels[0].symbol != symbol:
             raise CompileError(f"ait_codegen built {lib.kernels[0].symbol} where {symbol} was rendered")
         files[f"kernels/{symbol}.so"] = lib.path.read_bytes()
-        workspace[symbol] = KernelLibrary(lib.path).workspace_bytes(symbol)
+        built[symbol] = CatKernel(f"kernels/{symbol}.so", symbol, KernelLibrary(lib.path).workspace_bytes(symbol),
+                                  _config_record(lib.kernels[0].config))
+    if tune_candidates:
+        note("tuning candidates", 0, len(libs))
+        for i, lib in enumerate(libs):
+            chosen = lib.kernels[0]
+            for alt, res in build_alternatives(chosen, tune_candidates):
+                rel = f"kernels/candidates/{chosen.symbol}/{alt.symbol}.so"
+                files[rel] = res.path.read_bytes()
+                built[chosen.symbol].candidates.append({
+                    "library": rel, "symbol": alt.symbol, "config": _config_record(alt.config),
+                    "workspace": KernelLibrary(res.path).workspace_bytes(alt.symbol)})
+            note("tuning candidates", i + 1, len(libs))
     times["nvcc"] = time.perf_counter() - t1
-    kernels = {name: CatKernel(f"kernels/{sym}.so", sym, workspace[sym]) for name, sym in symbol_of.items()}
-    stats = {"libraries": len(libs), "built": sum(not lib.cached for lib in libs),
+    kernels = {name: built[sym] for name, sym in symbol_of.items()}
+    stats = {"libraries": len(libs), "tuning_candidates": sum(len(k.candidates) for k in built.values()),
+             "built": sum(not lib.cached for lib in libs),
              "cached": sum(lib.cached for lib in libs), "nvcc_seconds": round(sum(lib.seconds for lib in libs), 3),
              "notes": sorted({n for lib in libs for n in lib.notes})}
     return kernels, files, stats
+
+
+def _config_record(cfg: Any) -> dict[str, Any]:
+    """A GEMM configuration as the plan keeps it (name for people, fields to rebuild it); {} for other ops."""
+    return {"name": cfg.name, "fields": dataclasses.asdict(cfg)} if cfg is not None else {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +44,16 @@ class Session:
     """A loaded artifact bound to one device, with its arena; ``run`` is not re-entrant (one arena), so
     concurrent callers are serialised.
 
+    ``cuda_graphs`` (CUDA): ``run`` launches every compute itself the first time, captures the whole plan as
+    one CUDA graph the second time and replays it from then on, so the host cost of a run (a Python call and
+    CUTLASS's argument set-up per kernel) is paid once. Plans with interpreted computes run without a graph;
+    a capture that fails falls back to launches, with a warning and the reason in ``graph_error``.
+
     ``provider`` (tools and tests) binds the computes with another CPU-side provider class, constructed like
     ``CpuProvider``: the GPU emulator runs a CUDA artifact's plan on the CPU that way."""
 
     def __init__(self, artifact: str | Path | Artifact, device: str = "cpu",
-                 provider: Callable[..., Any] | None = None):
+                 provider: Callable[..., Any] | None = None, cuda_graphs: bool = True):
         if device not in DEVICES:
             raise ArtifactError(f"device {device!r}: this runtime has providers for {', '.join(DEVICES)} only")
         start = time.perf_counter()
@@ -64,6 +70,10 @@ class Session:
         self._lock = threading.Lock()
         self.last_profile: list[ComputeTime] = []
         self._provider_class = provider
+        self.cuda_graphs = cuda_graphs
+        self.graph_error = ""
+        self._graph: tuple[torch.cuda.CUDAGraph, list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._launched_once = False
         self._bind()
         self.load_seconds = time.perf_counter() - start
 
@@ -135,7 +145,29 @@ class Session:
     def run(self, *inputs: torch.Tensor, profile: bool = False) -> tuple[torch.Tensor, ...]:
         """Run the model; the outputs are fresh tensors owned by the caller."""
         with self._lock:
-            return tuple(self._run(self.check_inputs(inputs), profile)[0])
+            ins = self.check_inputs(inputs)
+            if profile or not self._graphs_apply():
+                return tuple(self._run(ins, profile)[0])
+            if self._graph is None:
+                if not self._launched_once:
+                    self._launched_once = True
+                    return tuple(self._run(ins, False)[0])
+                try:
+                    self._graph = self._capture(ins)
+                except (RuntimeError, ArtifactError) as e:
+                    self.cuda_graphs, self.graph_error = False, f"{type(e).__name__}: {e}".splitlines()[0]
+                    warnings.warn(f"byteir-cat: CUDA graph capture failed, launching per compute: {self.graph_error}",
+                                  RuntimeWarning, stacklevel=2)
+                    return tuple(self._run(ins, False)[0])
+            return self._replay(self._graph, ins)
+
+    @property
+    def graph_active(self) -> bool:
+        """Whether ``run`` replays a captured CUDA graph now."""
+        return self._graph is not None and self.cuda_graphs
+
+    def _graphs_apply(self) -> bool:
+        return self._cuda is not None and self.cuda_graphs and not self.byre.interpreted
 
     def run_stepwise(self, *inputs: torch.Tensor, before: StepHook | None = None,
                      after: StepHook | None = None) -> Slots:
@@ -167,37 +199,49 @@ class Session:
         graph's own buffers, replays every kernel with one launch and returns fresh outputs. Kernel launch
         overhead (a Python call per compute) is paid once, at capture. Not for plans with interpreted
         computes (they synchronise with the host)."""
+        with self._lock:
+            captured = self._capture(self.check_inputs(inputs))
+
+        def replay(*new_inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with self._lock:
+                return self._replay(captured, self.check_inputs(new_inputs))
+
+        replay.graph = captured[0]  # type: ignore[attr-defined]
+        return replay
+
+    def _capture(self, inputs: list[torch.Tensor]
+                 ) -> tuple[torch.cuda.CUDAGraph, list[torch.Tensor], list[torch.Tensor]]:
+        """(graph, its input buffers, its output buffers); the input buffers are copies of ``inputs`` the
+        session owns (a caller's tensor may be freed or reused after the call)."""
         if self._cuda is None:
             raise ArtifactError("capture_graph: CUDA sessions only")
         host = [c.callee for c in self.byre.interpreted]
         if host:
             raise ArtifactError(f"capture_graph: @{host[0]} runs on the host; a CUDA graph cannot hold it")
-        with self._lock:
-            static_in = self.check_inputs(inputs)
-            slots = self._prepare(static_in)
-            stream = torch.cuda.Stream(self.torch_device)
-            stream.wait_stream(torch.cuda.current_stream(self.torch_device))
-            with torch.cuda.stream(stream), torch.inference_mode():
+        static_in = [t.clone() for t in inputs]
+        slots = self._prepare(static_in)
+        stream = torch.cuda.Stream(self.torch_device)
+        stream.wait_stream(torch.cuda.current_stream(self.torch_device))
+        with torch.cuda.stream(stream), torch.inference_mode():
+            self._cuda.begin_run()
+            for fn, _ in self._kernels:  # warm-up outside the capture (lazy module loads, first calls)
+                fn(slots)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
                 self._cuda.begin_run()
-                for fn, _ in self._kernels:  # warm-up outside the capture (lazy module loads, first calls)
+                for fn, _ in self._kernels:
                     fn(slots)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, stream=stream):
-                    self._cuda.begin_run()
-                    for fn, _ in self._kernels:
-                        fn(slots)
-            torch.cuda.current_stream(self.torch_device).wait_stream(stream)
-            outs = [slots[vid] for vid, _ in self._out_plan]
+        torch.cuda.current_stream(self.torch_device).wait_stream(stream)
+        outs = [slots[vid] for vid, _ in self._out_plan]
+        return graph, static_in, outs
 
-        def replay(*new_inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            with self._lock:
-                for dst, src in zip(static_in, self.check_inputs(new_inputs), strict=True):
-                    dst.copy_(src)
-                graph.replay()
-                return tuple(o.clone() for o in outs)
-
-        replay.graph = graph  # type: ignore[attr-defined]
-        return replay
+    def _replay(self, captured: tuple[torch.cuda.CUDAGraph, list[torch.Tensor], list[torch.Tensor]],
+                inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        graph, static_in, outs = captured
+        for dst, src in zip(static_in, inputs, strict=True):
+            dst.copy_(src)
+        graph.replay()
+        return tuple(o.clone() for o in outs)
 
     def _prepare(self, inputs: list[torch.Tensor]) -> Slots:
         slots = list(self._slots)

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from byteir_cat.core.cuda_arch import arch_for
+from runtime.session import Session
 
 MODELS = {
     "gpt2": ("gpt2", dict(hidden=128, heads=2, seq=32), torch.float16),
@@ -79,8 +80,14 @@ def test_compiled_model_on_cuda_matches_torch(cases, name):
     got = model.run(*io["inputs"])[0]
     assert got.is_cuda and got.dtype == MODELS[name][2]
     assert _rel_error(got, io["expected"]) < 1e-2
-    again = model.run(*[t.cuda() for t in io["inputs"]])[0]
+    again = model.run(*[t.cuda() for t in io["inputs"]])[0]  # second run: captured as a CUDA graph
     assert torch.equal(got, again)
+    assert model.session.graph_active, model.session.graph_error
+    other = [torch.randint_like(t, 0, 100) if not t.is_floating_point() else torch.randn_like(t)
+             for t in io["inputs"]]
+    replayed = model.run(*other)[0]
+    launched = Session(cases[name] / "artifact", device="cuda", cuda_graphs=False).run(*other)[0]
+    assert torch.equal(replayed, launched)
     model.run(*io["inputs"], profile=True)
     prof = model.session.last_profile
     assert prof and all(p.seconds >= 0 for p in prof) and {p.kind for p in prof} >= {"cat", "ptx"}

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,37 @@ def test_profile_names_every_compute(compiled):
     prof = model.session.last_profile
     assert {p.kind for p in prof} >= {"cat", "host_code"}
     assert all(p.seconds >= 0 for p in prof)
+
+
+def test_cuda_graph_policy_launch_capture_replay_and_fallback(compiled, monkeypatch):
+    """The order ``Session.run`` follows on CUDA (launches, then capture on the second run, then replays; a
+    failed capture falls back to launches for good, with a warning), driven here with stand-ins for the
+    device parts."""
+    from runtime.session import Session
+
+    path, inputs, expected, _ = compiled[next(iter(MODELS))]
+    events = []
+    session = Session(path)
+    monkeypatch.setattr(session, "_graphs_apply", lambda: session.cuda_graphs)
+    real_run = session._run
+    monkeypatch.setattr(session, "_run", lambda ins, profile: (events.append("launch"), real_run(ins, profile))[1])
+    monkeypatch.setattr(session, "_capture", lambda ins: (events.append("capture"), ("graph", ins))[1])
+    monkeypatch.setattr(session, "_replay", lambda g, ins: (events.append("replay"), tuple(real_run(ins, False)[0]))[1])
+    for _ in range(4):
+        torch.testing.assert_close(session.run(*inputs)[0], expected, rtol=1e-4, atol=1e-5)
+    assert events == ["launch", "capture", "replay", "replay", "replay"] and session.graph_active
+    session.run(*inputs, profile=True)
+    assert events[-1] == "launch"
+
+    events.clear()
+    failing = Session(path)
+    monkeypatch.setattr(failing, "_graphs_apply", lambda: failing.cuda_graphs)
+    monkeypatch.setattr(failing, "_capture", lambda ins: (_ for _ in ()).throw(RuntimeError("operation not permitted "
+                                                                                            "when stream is capturing")))
+    failing.run(*inputs)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed.*stream is capturing"):
+        torch.testing.assert_close(failing.run(*inputs)[0], expected, rtol=1e-4, atol=1e-5)
+    assert not failing.graph_active and "stream is capturing" in failing.graph_error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        failing.run(*inputs)  # no second attempt, no second warning

@@ -121,6 +121,9 @@ class CatCompute(Compute):
     library: str = ""  # CUDA: kernels/<symbol>.so
     symbol: str = ""
     workspace: int = 0  # bytes the kernel asked for on the compiling machine
+    config: dict[str, Any] = field(default_factory=dict)  # GEMM/BMM: {"name", "fields"} of its CUTLASS configuration
+    # other builds of the same op, for ``byteir-cat tune`` on the device: {"library", "symbol", "workspace", "config"}
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def detail(self) -> str:

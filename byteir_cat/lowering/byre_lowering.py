@@ -54,6 +54,8 @@ class CatKernel:
     library: str
     symbol: str
     workspace_bytes: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
 def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str, CatKernel] | None = None
@@ -156,6 +158,7 @@ def _lower_call(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels:
             ck = cat_kernels.get(fn.name)
             if ck is not None:
                 compute.library, compute.symbol, compute.workspace = ck.library, ck.symbol, ck.workspace_bytes
+                compute.config, compute.candidates = dict(ck.config), [dict(x) for x in ck.candidates]
             return compute
     common = {"callee": fn.name, "operands": operands, "results": results, "reason": reason}
     if path == "fusion":
