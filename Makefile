@@ -33,10 +33,12 @@ test-gpu:
 	$(GPU_PY) -m pytest -q -m gpu -p no:cacheprovider
 
 # The GPU kit (DESIGN, "The GPU kit"): build here; on the GPU machine run `.gpu-kit/run.sh OUTDIR`.
-# QUICK=1: one small model and two kernels (minutes); TUNE=N: profiler programs with N candidates per GEMM.
+# QUICK=1: one small model and two kernels (minutes); TUNE=N: N other builds of each model GEMM, which the
+# kit's tune step times on the GPU (byteir-cat tune) before keeping the fastest; TUNE=0: none.
 KIT_ARCH ?= sm_90a
+TUNE ?= 2
 gpu-kit: $(STAMP)
-	$(PY) -m byteir_cat.gpu_kit.build .gpu-kit --arch $(KIT_ARCH) $(if $(QUICK),--quick) $(if $(TUNE),--tune $(TUNE))
+	$(PY) -m byteir_cat.gpu_kit.build .gpu-kit --arch $(KIT_ARCH) $(if $(QUICK),--quick) --tune $(TUNE)
 
 # The kit's command here, up to the first device call of each step: no GPU, and nvcc/ptxas replaced by
 # stubs that fail, so that anything the kit would still compile on the GPU machine fails here.

@@ -6,6 +6,7 @@
     kernels/<symbol>.so    CUTLASS kernel of each distinct CAT op (C ABI of ait_codegen.abi)    [cuda]
     kernels/<group>.ptx    NVPTX kernels of each fusion group, .cubin beside it when ptxas ran,
     kernels/<group>.nvptx.ll  and the same kernels' LLVM IR (the CPU emulator of tests runs it)   [cuda]
+    kernels/candidates/<symbol>/<other>.so  other builds of a GEMM, for ``byteir-cat tune``   [cuda, optional]
     weights.safetensors    weights and the constants of serialised subgraphs
     manifest.json          format version, versions, target, arch, signature, SHA-256 of every file
 
@@ -80,6 +81,7 @@ class Artifact:
             (tmp / MLIR).write_text(self.byre.to_mlir())
             (tmp / PLAN).write_text(json.dumps(self.byre.to_json(), indent=1))
             for rel, data in self.kernels.items():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(data, bytes):
                     (tmp / rel).write_bytes(data)
                 else:

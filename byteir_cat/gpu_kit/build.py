@@ -1,12 +1,12 @@
 """``make gpu-kit``: everything a GPU slot needs, prepared on this machine (DESIGN, "The GPU kit").
 
     .gpu-kit/run.sh                the one command on the GPU machine: run.sh OUTDIR [--check]
-    .gpu-kit/kit.tar.xz            models/<model>_b<B>_s<S>/  CUDA artifacts without their weights
+    .gpu-kit/kit.tar.xz            models/<model>_b<B>_s<S>/  CUDA artifacts without their weights (with
+                                     ``--tune N``: N other builds of each GEMM, for ``byteir-cat tune`` there)
                                      + weights.json (how to regenerate each weight, and its sha256)
                                      + kept.safetensors (the few tensors that are no parameter)
                                      + io.safetensors (input ids, expected output of the first positions)
                                    kernels/<case>/             one-op CUDA artifacts, one per CAT kernel kind
-                                   tune/<problem>              profiler programs timing GEMM candidates
                                    kit.json                    contents, versions, sha256 of every file
 
 Weights are regenerated there from names and a seed (``weights``): a full-size model's weights are far
@@ -32,17 +32,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import cat_dialect as cat
-from ait_codegen.abi import KernelSpec
-from ait_codegen.build import build_subgraphs, compile_all
-from ait_codegen.candidates import candidates
-from ait_codegen.gemm_problem import problem_for
-from ait_codegen.profiler import profiler_job
+from ait_codegen.build import build_subgraphs
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import __version__, model_zoo
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.core.byre_plan import ByreModule
-from byteir_cat.core.ir import Block, Function, Module, Op, Value
-from byteir_cat.core.serialize import Reader
+from byteir_cat.core.ir import Block, Function, Module, Value
 from byteir_cat.gpu_kit import weights
 from byteir_cat.gpu_kit.contents import MODELS, QUICK_MODELS, SEED, KernelCase, KitModel, kernel_cases
 from runtime.artifact import WEIGHTS
@@ -80,7 +74,7 @@ def _strip_weights(art_dir: Path, digests: dict[str, str]) -> dict[str, Any]:
     return {"seed": SEED, "generated": generated, "kept": sorted(kept), "weights_sha256": file_digest}
 
 
-def _build_model(km: KitModel, arch: str, stage: Path, note: Note) -> list[dict[str, Any]]:
+def _build_model(km: KitModel, arch: str, stage: Path, note: Note, tune: int) -> list[dict[str, Any]]:
     factory = getattr(model_zoo, km.factory)
     entries = []
     for batch, seq in km.shapes:
@@ -92,7 +86,7 @@ def _build_model(km: KitModel, arch: str, stage: Path, note: Note) -> list[dict[
         art = stage / "models" / name
         t0 = time.perf_counter()
         note(f"compiling {name} for {arch}")
-        compiled = compile_model(model, (ids,), target="cuda", arch=arch, out_dir=art)
+        compiled = compile_model(model, (ids,), target="cuda", arch=arch, out_dir=art, tune_candidates=tune)
         report = compiled.report
         recipe = _strip_weights(art, digests)
         recipe["model"] = {"name": km.name, "factory": km.factory, "config": km.config,
@@ -123,37 +117,6 @@ def _build_kernels(cases: list[KernelCase], arch: str, stage: Path, note: Note) 
         compiled = compile_model(single_op_module(case), target="cuda", arch=arch, out_dir=out_dir)
         entries.append({"name": case.name, "op": case.op.name, "operands": [str(t) for t in case.operands],
                         "notes": compiled.report.get("cat", {}).get("notes", [])})
-    return entries
-
-
-def _build_tuning(stage: Path, arch: str, limit: int, note: Note) -> list[dict[str, Any]]:
-    """One profiler program per distinct GEMM/BMM of the model artifacts, timing ``limit`` candidates."""
-    specs: dict[str, KernelSpec] = {}
-    for plan in sorted((stage / "models").glob("*/model.byre.json")):
-        byre = ByreModule.from_json(json.loads(plan.read_text()))
-        reader = Reader({})
-        for c in byre.computes:
-            if c.kind != "cat" or not c.op.startswith(("cat.gemm", "cat.bmm")):
-                continue
-            decl = cat.decode(Op(c.op, [], [], reader.attr({"dict": c.op_attrs})))
-            types = [byre.values[c.operands[m["arg"]]].type for m in c.operand_map if "arg" in m]
-            if len(types) == len(c.operand_map):
-                specs.setdefault(c.symbol, KernelSpec(decl, tuple(types)))
-    jobs, entries = [], []
-    for symbol, spec in specs.items():
-        problem = problem_for(spec.op, spec.operands)
-        configs = candidates(problem, arch, limit=max(1, limit - 1))
-        if arch == "sm_90a":
-            configs += candidates(problem, "sm_80", limit=1)
-        jobs.append(profiler_job(spec, arch, configs))
-        entries.append({"symbol": symbol, "op": spec.op.name, "op_attrs": spec.op.attributes(), "arch": arch,
-                        "operands": [str(t) for t in spec.operands], "configs": {c.name: c.__dict__ for c in configs}})
-    note(f"building {len(jobs)} profiler programs ({limit} candidates each)")
-    for entry, result in zip(entries, compile_all(jobs), strict=True):
-        exe = stage / "tune" / entry["symbol"]
-        exe.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(result.path, exe)
-        entry["program"] = f"tune/{entry['symbol']}"
     return entries
 
 
@@ -191,19 +154,18 @@ exec "$PY" -m byteir_cat.gpu_kit.run "$WORK" "$OUT" "$@"
 
 def build(out: Path, arch: str = "sm_90a", quick: bool = False, tune: int = 0, note: Note = print) -> Path:
     """Build the kit into ``out`` (replaced atomically). ``quick``: one small model and two row-wise kernels
-    (tests); ``tune``: candidates per GEMM for the profiler programs (0: none)."""
+    (tests); ``tune``: other builds of each GEMM carried in the model artifacts (0: none)."""
     t0 = time.perf_counter()
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gpu-kit-build.", dir=out.parent) as tmp:
         stage = Path(tmp) / "kit"
         stage.mkdir()
-        models = [e for km in (QUICK_MODELS if quick else MODELS) for e in _build_model(km, arch, stage, note)]
+        models = [e for km in (QUICK_MODELS if quick else MODELS) for e in _build_model(km, arch, stage, note, tune)]
         kernels = _build_kernels(kernel_cases(quick), arch, stage, note)
-        tuning = _build_tuning(stage, arch, tune, note) if tune else []
         kit = {"format": 1, "arch": arch, "quick": quick, "byteir_cat": __version__, "commit": _git_commit(),
                "built": datetime.datetime.now().isoformat(timespec="seconds"), "torch_here": torch.__version__,
-               "models": models, "kernels": kernels, "tuning": tuning, "files": _digests(stage)}
+               "models": models, "kernels": kernels, "tune_candidates": tune, "files": _digests(stage)}
         (stage / "kit.json").write_text(json.dumps(kit, indent=1))
         note("packing")
         final = Path(tmp) / "out"
@@ -229,7 +191,7 @@ def main() -> None:
     ap.add_argument("out", type=Path, nargs="?", default=ROOT / ".gpu-kit")
     ap.add_argument("--arch", default="sm_90a", choices=["sm_80", "sm_90a"])
     ap.add_argument("--quick", action="store_true", help="one small model and two kernels")
-    ap.add_argument("--tune", type=int, default=0, metavar="N", help="profiler programs with N candidates per GEMM")
+    ap.add_argument("--tune", type=int, default=0, metavar="N", help="carry N other builds of each GEMM, timed there")
     args = ap.parse_args()
     build(args.out, args.arch, args.quick, args.tune)
 
