@@ -10,6 +10,7 @@ Hopper FMHA (``attention_sm90``) cannot: additive masks, non-square causal, deco
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -26,8 +27,9 @@ SMEM_STATIC_LIMIT = 48 * 1024
 
 
 @dataclass(frozen=True)
-class AttentionShape:
-    """What the kernel is specialised on: sizes, element types, mask strides (0 on broadcast dims)."""
+class AttentionDims:
+    """The sizes of an attention instance, read from its operands (Q [B, H, Sq, D], K [B, Hkv, Sk, D],
+    V [B, Hkv, Sk, Dv]); shared by our kernel and the Hopper FMHA's."""
 
     batch: int
     heads: int
@@ -36,6 +38,17 @@ class AttentionShape:
     sk: int
     d: int
     dv: int
+
+    @classmethod
+    def of(cls, spec: KernelSpec) -> AttentionDims:
+        q, k, v = spec.operands[:3]
+        return cls(q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3], v.shape[3])
+
+
+@dataclass(frozen=True)
+class AttentionShape(AttentionDims):
+    """What our kernel is specialised on: sizes, element types, mask strides (0 on broadcast dims)."""
+
     ctype: str
     mask_ctype: str
     mask_strides: tuple[int, int, int, int]
@@ -53,11 +66,10 @@ def attention_shape(spec: KernelSpec) -> AttentionShape:
     """The kernel's specialisation; raises UnsupportedKernel (the partitioner's fallback reason) otherwise."""
     op = spec.op
     assert isinstance(op, Attention)
-    q, k, v = spec.operands[:3]
+    q = spec.operands[0]
     if q.dtype not in ("f16", "bf16"):
         raise UnsupportedKernel(op.name, f"element type {q.dtype}: the fused kernel takes f16 or bf16")
-    b, h, sq, d = q.shape
-    hkv, sk, dv = k.shape[1], k.shape[2], v.shape[3]
+    b, h, hkv, sq, sk, d, dv = dataclasses.astuple(AttentionDims.of(spec))
     for what, dim in (("head dim", d), ("value head dim", dv)):
         if dim not in SUPPORTED_HEAD_DIMS:
             raise UnsupportedKernel(op.name, f"{what} {dim} is not one of {SUPPORTED_HEAD_DIMS}")

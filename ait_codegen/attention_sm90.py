@@ -16,10 +16,12 @@ problems), Dv != D, head dims other than 32/64/128/256, and Sq not a multiple of
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from ait_codegen.abi import KernelSpec, entry_point
+from ait_codegen.attention import AttentionDims
 from ait_codegen.elements import cutlass_type
 from ait_codegen.errors import UnsupportedKernel
 from cat_dialect.attention import Attention
@@ -40,15 +42,9 @@ _FMHA = "cutlass::fmha::"
 
 
 @dataclass(frozen=True)
-class FmhaShape:
+class FmhaShape(AttentionDims):
     """One launch's problem and every operand's (row, batch, head) strides and per-group head offset."""
 
-    batch: int
-    heads: int
-    kv_heads: int
-    sq: int
-    sk: int
-    d: int
     element: str
     o_bshd: bool
 
@@ -76,14 +72,13 @@ def fmha_shape(spec: KernelSpec) -> FmhaShape:
     """The launch geometry; raises UnsupportedKernel with the reason CUTLASS's FMHA cannot take the op."""
     op = spec.op
     assert isinstance(op, Attention)
-    q, k, v = spec.operands[:3]
+    q = spec.operands[0]
     name = op.name
     if q.dtype not in ("f16", "bf16"):
         raise UnsupportedKernel(name, f"element type {q.dtype}: the Hopper FMHA takes f16 or bf16")
     if op.has_mask:
         raise UnsupportedKernel(name, "an additive mask operand: the Hopper FMHA fuses causal masking only")
-    b, h, sq, d = q.shape
-    hkv, sk, dv = k.shape[1], k.shape[2], v.shape[3]
+    b, h, hkv, sq, sk, d, dv = dataclasses.astuple(AttentionDims.of(spec))
     if dv != d:
         raise UnsupportedKernel(name, f"value head dim {dv} differs from head dim {d}")
     if d not in TILES:
@@ -94,7 +89,7 @@ def fmha_shape(spec: KernelSpec) -> FmhaShape:
         raise UnsupportedKernel(name, f"Sq={sq}, Sk={sk}: the Hopper FMHA needs Sq a multiple of {ALIGNMENT}, Sk > 0")
     if max(b * h * sq * d, b * hkv * sk * d) >= 2**31:
         raise UnsupportedKernel(name, "an operand has 2^31 elements or more (the FMHA's strides are int)")
-    return FmhaShape(b, h, hkv, sq, sk, d, cutlass_type(q.dtype), op.permute is not None)
+    return FmhaShape(b, h, hkv, sq, sk, d, dv, cutlass_type(q.dtype), op.permute is not None)
 
 
 def _fusion(op: Attention, s: FmhaShape) -> str:
