@@ -105,8 +105,10 @@ def _run_self_checking(path: Path) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from byteir_cat.compiler import load
     from byteir_cat.profile_report import profile, write_outputs
+    from runtime.artifact import read_manifest
 
-    model = load(Path(args.artifact))
+    path = Path(args.artifact)
+    model = load(path, device=str(read_manifest(path).get("target", "cpu")))
     inputs = _read_npz(args.inputs) if args.inputs else None
     report = profile(model, inputs, runs=args.runs)
     write_outputs(report, Path(args.trace) if args.trace else None, Path(args.plot) if args.plot else None)

@@ -1,9 +1,9 @@
 """``byteir-cat profile``: where a compiled model's time goes, per subgraph, against the machine's roofline.
 
-Times are medians over repeated runs of the real session; FLOPs and bytes come from the ops of each
-subgraph (written into the ByRE plan at compile time). The roofline uses peaks measured on this machine
-(a large matmul and a large copy through torch), so "% of roofline" is relative to what this host can do,
-not to a datasheet.
+Times are medians over repeated runs of the real session (CUDA events around each compute on a GPU); FLOPs
+and bytes come from the ops of each subgraph (written into the ByRE plan at compile time). The roofline uses
+peaks measured on the device that ran the model (a large matmul in the model's element type and a large copy
+through torch), so "% of roofline" is relative to what that device can do, not to a datasheet.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class ComputeProfile:
 class Peaks:
     flops_per_s: float
     bytes_per_s: float
+    where: str = "this host"  # the device the peaks were measured on, and the matmul's element type
 
     def roofline(self, flops: int, nbytes: int) -> float:
         """The attainable FLOP/s at this arithmetic intensity (bytes-bound below the ridge)."""
@@ -51,8 +52,12 @@ class Peaks:
         return min(self.flops_per_s, flops / nbytes * self.bytes_per_s)
 
 
-def measure_peaks(repeats: int = 5) -> Peaks:
-    """Best-of-N fp32 matmul throughput and copy bandwidth on this host."""
+def measure_peaks(repeats: int = 5, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+                  ) -> Peaks:
+    """Best-of-N matmul throughput and copy bandwidth: fp32 on this host, or on a CUDA device in the model's
+    element type (tensor cores for f16/bf16), timed there with CUDA events."""
+    if device is not None and device.type == "cuda":
+        return _cuda_peaks(repeats, device, dtype)
     n = 1024
     a, b = torch.randn(n, n), torch.randn(n, n)
     src = torch.randn(16 * 1024 * 1024)
@@ -66,6 +71,35 @@ def measure_peaks(repeats: int = 5) -> Peaks:
         dst.copy_(src)
         cp.append(time.perf_counter() - t0)
     return Peaks(2 * n ** 3 / min(mm), 2 * src.numel() * 4 / min(cp))
+
+
+def _cuda_peaks(repeats: int, device: torch.device, dtype: torch.dtype) -> Peaks:
+    n = 8192
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
+    src = torch.randn(128 * 1024 * 1024, device=device)  # 512 MiB: far larger than any cache
+    dst = torch.empty_like(src)
+
+    def best_seconds(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return min(times)
+
+    mm, cp = best_seconds(lambda: torch.mm(a, b)), best_seconds(lambda: dst.copy_(src))
+    name = torch.cuda.get_device_name(device)
+    return Peaks(2 * n ** 3 / mm, 2 * src.numel() * 4 / cp, f"{name} ({str(dtype).removeprefix('torch.')} matmul)")
+
+
+def dominant_dtype(model) -> torch.dtype:
+    """The element type the model's matmuls run in: a half type if the plan has one, else f32."""
+    dtypes = {v.type.dtype for v in model.session.byre.values}
+    return next((torch_dtype(d) for d in ("bf16", "f16") if d in dtypes), torch.float32)
 
 
 def random_inputs(model) -> list[torch.Tensor]:
@@ -98,7 +132,8 @@ class ProfileReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "runs": self.runs, "total_ms": self.total_seconds * 1e3,
-            "peaks": {"gflops": self.peaks.flops_per_s / 1e9, "gbytes_per_s": self.peaks.bytes_per_s / 1e9},
+            "peaks": {"gflops": self.peaks.flops_per_s / 1e9, "gbytes_per_s": self.peaks.bytes_per_s / 1e9,
+                      "measured_on": self.peaks.where},
             "computes": [{
                 "callee": c.callee, "kind": c.kind, "detail": c.detail, "ms": c.seconds * 1e3,
                 "share": self.share(c), "flops": c.flops, "bytes": c.bytes,
@@ -158,7 +193,7 @@ class ProfileReport:
                           f"{100 * frac:.1f}%" if frac is not None else "-")
         console = Console()
         console.print(table)
-        console.print(f"roofline peaks measured on this host: {self.peaks.flops_per_s / 1e9:.1f} GFLOP/s, "
+        console.print(f"roofline peaks measured on {self.peaks.where}: {self.peaks.flops_per_s / 1e9:.1f} GFLOP/s, "
                       f"{self.peaks.bytes_per_s / 1e9:.1f} GB/s (a DRAM-sized copy: subgraphs whose data stay in "
                       "cache can exceed 100%)")
 
@@ -183,7 +218,8 @@ def profile(model, inputs: list[torch.Tensor] | None = None, runs: int = 20, war
         computes.append(ComputeProfile(first.callee, first.kind, first.detail, seconds, int(cost.get("flops", 0)),
                                        int(cost.get("bytes", 0)), start))
         start += seconds
-    return ProfileReport(computes, statistics.median(totals), runs, measure_peaks())
+    peaks = measure_peaks(device=model.session.torch_device, dtype=dominant_dtype(model))
+    return ProfileReport(computes, statistics.median(totals), runs, peaks)
 
 
 def write_outputs(report: ProfileReport, trace: Path | None, plot: Path | None) -> None:

@@ -94,6 +94,21 @@ def test_compiled_model_on_cuda_matches_torch(cases, name):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+def test_profile_cli_on_a_cuda_artifact(cases, name, capsys):
+    """``byteir-cat profile`` on a CUDA artifact: per-compute CUDA-event times, peaks measured on this GPU."""
+    import json
+
+    from byteir_cat.cli import main
+
+    assert main(["profile", str(cases[name] / "artifact"), "--runs", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert torch.cuda.get_device_name() in report["peaks"]["measured_on"]
+    assert report["peaks"]["gflops"] > 1e4  # tensor-core matmul peak, in GFLOP/s
+    cat = [c for c in report["computes"] if c["kind"] == "cat"]
+    assert cat and all(c["ms"] > 0 and 0 < c["roofline"] < 1.5 for c in cat)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
 def test_compiled_model_time_vs_eager(cases, name):
     """Times only (printed with -s); the eager model needs transformers on this machine."""
     from byteir_cat.compiler import load
