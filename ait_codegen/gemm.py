@@ -6,6 +6,11 @@ bias read with leading dimension 0 (one row broadcast over all rows), or absent 
 bin2(bin1(act(acc + bias), d0), d1), the bias being its broadcast vector (null reads as zero).
 Split-k (serial, through the output) only for the first form, where the activation is deferred to the last
 k-partition by ``LinearCombinationGeneric`` itself.
+
+A head-split permute ([M, N] -> [B, H, S, D], ``GemmProblem.head_split``) of a GEMM without bias or residual
+is stored by the epilogue itself through CUTLASS's ``Tensor4DPermute0213RowMajor`` output layout; other
+permutes (and these with a bias, which the epilogue would read through the same permuted layout) take a
+separate permute pass after the GEMM.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from ait_codegen.gemm_glue import (
 from ait_codegen.gemm_problem import GemmProblem
 
 INCLUDES = (
+    "memory",
+    "cstring",
     "cutlass/cutlass.h",
+    "cutlass/layout/permute.h",
     "cutlass/gemm/device/gemm_universal.h",
     "cutlass/gemm/device/gemm_universal_with_broadcast.h",
     "cutlass/epilogue/thread/activation.h",
@@ -45,6 +53,12 @@ def check_sm80(p: GemmProblem, cfg: GemmConfig) -> None:
         raise UnsupportedKernel(p.op_name, "split-k with residual operands or a batch is not supported")
 
 
+def fuses_permute(p: GemmProblem, cfg: GemmConfig) -> bool:
+    """Whether the CUTLASS 2.x kernel for ``p`` stores its permuted output from the epilogue."""
+    return (cfg.arch == "sm_80" and p.head_split is not None and p.bias is None and not p.binary
+            and cfg.split_k == 1)
+
+
 def render_sm80(sym: str, spec: KernelSpec, p: GemmProblem, cfg: GemmConfig) -> str:
     """Kernel type, run function and entry point for ``p`` with configuration ``cfg`` (an sm_80 config)."""
     check_sm80(p, cfg)
@@ -56,8 +70,14 @@ def render_sm80(sym: str, spec: KernelSpec, p: GemmProblem, cfg: GemmConfig) -> 
               f"    cutlass::arch::OpClassTensorOp, cutlass::arch::Sm80,\n"
               f"    cutlass::gemm::GemmShape<{tm}, {tn}, {tk}>, cutlass::gemm::GemmShape<{wm}, {wn}, {wk}>,\n"
               f"    cutlass::gemm::GemmShape<16, 8, 16>,\n")
+    fused = fuses_permute(p, cfg)
+    permute = ""
+    if fused:
+        d1, d2 = p.head_split  # type: ignore[misc]
+        permute = (", cutlass::ComplexTransform::kNone, cutlass::ComplexTransform::kNone, false, false, false, "
+                   f"cutlass::layout::Tensor4DPermute0213RowMajor<{d1}, {d2}>")
     tail = (f"    cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<8>, {cfg.stages}, "
-            f"{p.alignment_a()}, {p.alignment_b()}, cutlass::arch::OpMultiplyAdd>;\n")
+            f"{p.alignment_a()}, {p.alignment_b()}, cutlass::arch::OpMultiplyAdd{permute}>;\n")
     if p.batch > 1:
         mode, count = "cutlass::gemm::GemmUniversalMode::kBatched", "g.batch"
     else:
@@ -93,13 +113,14 @@ def render_sm80(sym: str, spec: KernelSpec, p: GemmProblem, cfg: GemmConfig) -> 
                 f"      g.a, g.b, {ptrs}, g.out, {vec}, nullptr,\n"
                 f"      {strides[0]}, {bs}, g.batch_stride_d, 0, 0,\n"
                 f"      {strides[1]}, {lds}, g.ldd, 0, 0);\n")
-    body = f"""// {spec.op.name} {' '.join(str(o) for o in spec.operands)} -- CUTLASS 2.x, {cfg.name}
-{pack_function(sym, p)}
+    how = ", permuted by the epilogue" if fused else ""
+    body = f"""// {spec.op.name} {' '.join(str(o) for o in spec.operands)} -- CUTLASS 2.x, {cfg.name}{how}
+{pack_function(sym, p, fused)}
 {kernel}
 static typename {sym}_Gemm::Arguments {sym}_arguments(const CatGemmArgs& g) {{
 {args}}}
 
 {device_runner(sym)}
 
-{gemm_entry(sym, spec, p, t, host=False)}"""
+{gemm_entry(sym, spec, p, t, host=False, fused_permute=fused)}"""
     return body

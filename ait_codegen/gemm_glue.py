@@ -55,11 +55,12 @@ def _ptr(index: int | None) -> str:
     return "nullptr" if index is None else f"(operands ? operands[{index}] : nullptr)"
 
 
-def pack_function(sym: str, p: GemmProblem) -> str:
+def pack_function(sym: str, p: GemmProblem, fused_permute: bool = False) -> str:
     """``<sym>_pack(operands, result, workspace)``: operand pointers and strides of ``p``. A permuted
-    output is first written to the start of the workspace, then permuted into ``result``."""
+    output is first written to the start of the workspace, then permuted into ``result``, unless the
+    kernel's epilogue stores it permuted (``fused_permute``)."""
     d = [i for _, i in p.binary] + [None, None]
-    out = "workspace" if p.permute else "result"
+    out = "workspace" if p.permute and not fused_permute else "result"
     return f"""static CatGemmArgs {sym}_pack(void* const* operands, void* result, void* workspace) {{
   (void)result; (void)workspace;
   CatGemmArgs g;
@@ -77,32 +78,46 @@ def pack_function(sym: str, p: GemmProblem) -> str:
 """
 
 
-def permute_bytes(p: GemmProblem) -> int:
-    return p.out_elements * BITS[p.dtype] // 8 if p.permute else 0
+def permute_bytes(p: GemmProblem, fused_permute: bool = False) -> int:
+    return p.out_elements * BITS[p.dtype] // 8 if p.permute and not fused_permute else 0
 
 
 def device_runner(sym: str) -> str:
-    """Workspace query and launch of ``<sym>_Gemm`` (CUTLASS 2.x and 3.x device adapters share this API)."""
+    """Workspace query and launch of ``<sym>_Gemm`` (CUTLASS 2.x and 3.x device adapters share this API).
+    CUTLASS's set-up (argument checks, kernel parameters, the shared-memory attribute) runs once per
+    distinct argument set and thread, not per call: a session calls every kernel with the same buffers."""
     return f"""static size_t {sym}_gemm_workspace() {{
   return {sym}_Gemm::get_workspace_size({sym}_arguments({sym}_pack(nullptr, nullptr, nullptr)));
 }}
 
 static int {sym}_run(const CatGemmArgs& g, char* ws, cudaStream_t stream) {{
-  typename {sym}_Gemm::Arguments args = {sym}_arguments(g);
-  {sym}_Gemm gemm;
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess) return CAT_CANNOT_IMPLEMENT;
-  if (gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess) return CAT_INITIALIZE_FAILED;
-  if (gemm.run(stream) != cutlass::Status::kSuccess) return CAT_LAUNCH_FAILED;
+  struct Prepared {{
+    CatGemmArgs args;
+    char* ws;
+    {sym}_Gemm gemm;
+  }};
+  static thread_local std::unique_ptr<Prepared> prepared;
+  if (!prepared || prepared->ws != ws || std::memcmp(&prepared->args, &g, sizeof g) != 0) {{
+    auto fresh = std::make_unique<Prepared>();
+    fresh->args = g;
+    fresh->ws = ws;
+    typename {sym}_Gemm::Arguments args = {sym}_arguments(g);
+    if (fresh->gemm.can_implement(args) != cutlass::Status::kSuccess) return CAT_CANNOT_IMPLEMENT;
+    if (fresh->gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess) return CAT_INITIALIZE_FAILED;
+    prepared = std::move(fresh);
+  }}
+  if (prepared->gemm.run(stream) != cutlass::Status::kSuccess) return CAT_LAUNCH_FAILED;
   return CAT_OK;
 }}"""
 
 
-def gemm_entry(sym: str, spec: KernelSpec, p: GemmProblem, ctype: str, host: bool) -> str:
+def gemm_entry(sym: str, spec: KernelSpec, p: GemmProblem, ctype: str, host: bool,
+               fused_permute: bool = False) -> str:
     """Entry point around ``<sym>_run(const CatGemmArgs&, char* ws, cudaStream_t)`` and
     ``<sym>_gemm_workspace()``, which the arch renderer (or the host twin) defines before this."""
     run = f"{sym}_run({sym}_pack(operands, result, workspace), ws, stream)"
     post = ""
-    if p.permute:
+    if p.permute and not fused_permute:
         desc = permute_descriptor(p.permute)
         total = p.out_elements
         if host:
@@ -114,7 +129,7 @@ def gemm_entry(sym: str, spec: KernelSpec, p: GemmProblem, ctype: str, host: boo
                     f"static_cast<const {ctype}*>(workspace), "
                     f"static_cast<{ctype}*>(result), {desc}, {total});\n"
                     "  if (cudaGetLastError() != cudaSuccess) return CAT_LAUNCH_FAILED;\n")
-    return entry_point(sym, spec, run, f"{sym}_gemm_workspace()", permute_bytes(p), post)
+    return entry_point(sym, spec, run, f"{sym}_gemm_workspace()", permute_bytes(p, fused_permute), post)
 
 def activation_functor(name: str | None) -> str:
     """The CUTLASS epilogue functor template of a CAT activation (the activation table's), or Identity."""

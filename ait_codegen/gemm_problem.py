@@ -68,6 +68,20 @@ class GemmProblem:
         return alignment(self.dtype, self.n, self.batch_stride_d)
 
     @property
+    def head_split(self) -> tuple[int, int] | None:
+        """(D1, D2) when the permute is the head split of a projection, [M, N] -> [M/D1, D1, D2, N/D2] ->
+        transpose(1, 2): what CUTLASS's ``Tensor4DPermute0213RowMajor<D1, D2>`` stores from the epilogue."""
+        perm = self.permute
+        if perm is None or self.batch != 1:
+            return None
+        s = perm.shape
+        if perm.perm == (0, 2, 1, 3) and s[0] * s[1] == self.m and s[2] * s[3] == self.n:
+            return s[1], s[2]
+        if perm.perm == (1, 0, 2) and s[0] == self.m and s[1] * s[2] == self.n:
+            return s[0], s[1]
+        return None
+
+    @property
     def epilogue_key(self) -> str:
         """The epilogue as a short string for the tuning-cache key."""
         parts = (["bias"] if self.bias is not None else []) + ([self.activation] if self.activation else [])

@@ -28,6 +28,8 @@ from ait_codegen.gemm_glue import (
 from ait_codegen.gemm_problem import GemmProblem
 
 INCLUDES = (
+    "memory",
+    "cstring",
     "cutlass/cutlass.h",
     "cute/tensor.hpp",
     "cutlass/gemm/device/gemm_universal_adapter.h",

@@ -124,7 +124,9 @@ def twin_source(kernels: Sequence[RenderedKernel]) -> str:
     parts = [preamble(), include_block([host_twin.INCLUDES]), host_twin.PREAMBLE]
     parts += [f for f in [own_functors(_activations(gemms))] if f]
     for k in gemms:
-        parts.append(host_twin.render_twin(k.symbol, k.spec, problem_for(k.spec.op, k.spec.operands)))
+        problem = problem_for(k.spec.op, k.spec.operands)
+        fused = k.config is not None and gemm.fuses_permute(problem, k.config)
+        parts.append(host_twin.render_twin(k.symbol, k.spec, problem, fused))
     return "\n".join(parts) + "\n"
 
 

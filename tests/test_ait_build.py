@@ -31,6 +31,9 @@ def representative(dt: str, full: bool, act: str = "relu") -> list:
     if full:
         ops += [
             (Gemm("rrr"), [T(128, 256, dtype=dt), T(256, 768, dtype=dt)]),
+            # a query projection split into heads: [2, 64, 256] -> [2, 4, 64, 64], stored by the 2.x epilogue
+            (Gemm("rcr", permute=OutputPermute((2, 64, 4, 64), (0, 2, 1, 3))), [T(2, 64, 256, dtype=dt),
+                                                                                T(256, 256, dtype=dt)]),
             (Bmm("rcr", permute=OutputPermute((2, 4, 64, 64), (0, 2, 1, 3))), [T(8, 64, 64, dtype=dt),
                                                                                T(8, 64, 64, dtype=dt)]),
             (Softmax(), [T(2, 4, 64, 64, dtype=dt)]),

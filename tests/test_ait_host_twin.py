@@ -38,6 +38,14 @@ def _gemm_cases(dt):
         (Gemm("rcr", True, "quick_gelu", ("add",)), [T(m, k, dtype=dt), T(n, k, dtype=dt), T(n, dtype=dt),
                                                      T(m, n, dtype=dt)]),
         (Gemm("rcr", True, "hardswish"), [T(m, k, dtype=dt), T(n, k, dtype=dt), T(n, dtype=dt)]),
+        # head splits [B*S, H*D] -> [B, H, S, D] stored by the 2.x epilogue (CUTLASS's permute layout),
+        # and with a bias, through the separate permute pass
+        (Gemm("rcr", permute=OutputPermute((2, 6, 4, 8), (0, 2, 1, 3))), [T(2, 6, 16, dtype=dt),
+                                                                          T(32, 16, dtype=dt)]),
+        (Gemm("rrr", permute=OutputPermute((10, 4, 8), (1, 0, 2))), [T(10, 16, dtype=dt), T(16, 32, dtype=dt)]),
+        (Gemm("rcr", True, permute=OutputPermute((2, 6, 4, 8), (0, 2, 1, 3))), [T(12, 16, dtype=dt),
+                                                                                T(32, 16, dtype=dt),
+                                                                                T(32, dtype=dt)]),
         # QKV projection into [3, B, H, S, D]: [B*S, 3*H*D] -> [B, S, 3, H, D] -> (2, 0, 3, 1, 4)
         (Gemm("rcr", True, None, (), OutputPermute((2, 4, 3, 2, 6), (2, 0, 3, 1, 4))),
          [T(8, 16, dtype=dt), T(36, 16, dtype=dt), T(36, dtype=dt)]),
@@ -85,6 +93,13 @@ def test_twin_matches_reference(twin):
         if not err < tol:
             failures.append(f"{k.spec.op.name} {[str(t) for t in k.spec.operands]}: rel err {err:.2e}")
     assert not failures, failures
+
+
+def test_head_split_twins_store_through_cutlass_permute_layout(twin):
+    kernels, lib = twin
+    split = [k for k in kernels if k.spec.op.name in ("gemm_rcr_permute", "gemm_rrr_permute")]
+    assert len(split) == 2 and all("Tensor4DPermute0213RowMajor" in k.code for k in split)
+    assert all(lib.workspace_bytes(k.symbol) == 0 for k in split)  # nothing staged
 
 
 def test_entry_point_rejects_wrong_dims_and_small_workspace(twin):

@@ -80,6 +80,25 @@ def test_permute_is_in_the_glue():
     assert "cat_permute_kernel" in k.code and "g.out = workspace" in k.code
 
 
+def test_head_split_is_stored_by_the_sm80_epilogue():
+    """A projection split into heads ([B*S, H*D] -> [B, H, S, D]) with no bias or residual: the 2.x kernel
+    stores through CUTLASS's Tensor4DPermute0213RowMajor<S, H> (no staging, no pass); with a bias it cannot
+    (the epilogue would read the bias through the same layout), nor does the 3.x kernel."""
+    types = [T(2, 12, 64), T(128, 64)]
+    fused = render_kernel(as_spec(Gemm("rcr", permute=OutputPermute((2, 12, 4, 32), (0, 2, 1, 3))), types), "sm_80")
+    assert "Tensor4DPermute0213RowMajor<12, 4>" in fused.code and "cat_permute_kernel<" not in fused.code
+    assert "g.out = result" in fused.code
+    three_d = render_kernel(as_spec(Gemm("rcr", permute=OutputPermute((24, 4, 32), (1, 0, 2))),
+                                    [T(24, 64), T(128, 64)]), "sm_80")
+    assert "Tensor4DPermute0213RowMajor<24, 4>" in three_d.code
+    biased = render_kernel(as_spec(Gemm("rcr", True, permute=OutputPermute((2, 12, 4, 32), (0, 2, 1, 3))),
+                                   [*types, T(128)]), "sm_80")
+    assert "Tensor4DPermute0213" not in biased.code and "cat_permute_kernel<" in biased.code
+    sm90 = render_kernel(as_spec(Gemm("rcr", permute=OutputPermute((2, 16, 4, 32), (0, 2, 1, 3))),
+                                 [T(2, 16, 64), T(128, 64)]), "sm_90a")
+    assert sm90.config.arch == "sm_90a" and "cat_permute_kernel<" in sm90.code
+
+
 def test_profiler_source_and_output_parsing():
     spec = as_spec(Gemm("rcr", True, "relu"), [T(128, 256), T(512, 256), T(512)])
     cfgs = candidates(problem_for(spec.op, spec.operands), "sm_80", limit=3)
