@@ -2,8 +2,8 @@
 
 ``render_kernel`` picks the renderer by op family and the configuration (given, from the tuning cache, or
 the shape heuristic); on sm_90a a GEMM the CUTLASS 3.x renderer cannot take falls back to the CUTLASS 2.x
-kernel compiled for sm_90a, and an attention CUTLASS's Hopper FMHA cannot take to our own kernel; the reason
-is kept in ``RenderedKernel.notes``.
+kernel compiled for sm_90a, and an attention CUTLASS's FMHA (Hopper's on sm_90a, the sm80 one on sm_80) cannot
+take to our own kernel; the reason is kept in ``RenderedKernel.notes``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ait_codegen import attention, attention_sm90, gemm, gemm_sm90, host_twin, rowwise
+from ait_codegen import attention, attention_sm80, attention_sm90, gemm, gemm_sm90, host_twin, rowwise
 from ait_codegen.abi import KernelSpec, preamble
 from ait_codegen.candidates import ARCHS, GemmConfig, choose
 from ait_codegen.errors import UnsupportedKernel
@@ -88,13 +88,12 @@ def render_kernel(spec: KernelSpec, arch: str, config: GemmConfig | None = None,
         return RenderedKernel(spec, arch, sym, render_norm(sym, spec), rowwise.INCLUDES)
     if isinstance(op, Attention):
         sym = spec.symbol(_tag(spec, arch, None))
-        notes = ()
-        if arch == "sm_90a":
-            try:
-                return RenderedKernel(spec, arch, sym, attention_sm90.render_attention_sm90(sym, spec),
-                                      attention_sm90.INCLUDES)
-            except UnsupportedKernel as e:
-                notes = (f"own attention kernel on sm_90a: {e.why}",)
+        cutlass_fmha = {"sm_90a": (attention_sm90.render_attention_sm90, attention_sm90.INCLUDES),
+                        "sm_80": (attention_sm80.render_attention_sm80, attention_sm80.INCLUDES)}[arch]
+        try:
+            return RenderedKernel(spec, arch, sym, cutlass_fmha[0](sym, spec), cutlass_fmha[1])
+        except UnsupportedKernel as e:
+            notes = (f"own attention kernel on {arch}: {e.why}",)
         return RenderedKernel(spec, arch, sym, attention.render_attention(sym, spec), attention.INCLUDES,
                               notes=notes)
     raise UnsupportedKernel(op.name, "no renderer for this op family")

@@ -24,8 +24,16 @@ def cutlass_version() -> str:
 
 @functools.lru_cache(maxsize=1)
 def cutlass_include_dirs() -> tuple[str, ...]:
+    """CUTLASS's headers and its examples (the FMHA kernels are included from there), and the cuRAND headers
+    the sm80 FMHA example includes (nvidia-curand; nvcc's own include directory may lack them)."""
     src = Path(cutlass_library.__file__).parent / "source"
-    return (str(src / "include"), str(src / "tools" / "util" / "include"), str(src / "examples"))
+    dirs = [src / "include", src / "tools" / "util" / "include", src / "examples"]
+    try:
+        files = importlib.metadata.files("nvidia-curand") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    dirs += sorted({Path(str(f.locate())).parent for f in files if f.name == "curand_kernel.h"})
+    return tuple(str(d) for d in dirs)
 
 
 def nvcc_available() -> bool:

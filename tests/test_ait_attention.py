@@ -2,8 +2,9 @@
 host emulation of the same block function (every thread a fiber, tensor-core MMA and shuffles emulated from
 their PTX definitions) against Attention.reference on fp16/bf16, and on a GPU the real kernel against the
 reference and timed against torch's scaled_dot_product_attention. On sm_90a, what CUTLASS's Hopper FMHA can take
-renders through it (ait_codegen.attention_sm90): its choice, fallback reasons and an sm_90a build are checked
-here, its numerics only on a GPU (wgmma and TMA have no CPU emulation)."""
+renders through it (ait_codegen.attention_sm90), and on sm_80 what CUTLASS's sm80 FMHA can take
+(ait_codegen.attention_sm80): their choice, fallback reasons and builds are checked here, their numerics only on
+a GPU."""
 
 from __future__ import annotations
 
@@ -148,6 +149,44 @@ def test_sm90a_falls_back_to_own_kernel_with_the_reason(op, types, why):
     assert len(k.notes) == 1 and why in k.notes[0] and "mma.sync.aligned.m16n8k16" in k.code
 
 
+SM80_FMHA_CASES = [
+    ("permute-causal-f16-d64", Attention(0.125, causal=True, permute=OutputPermute((2, 4, 96, 64), (0, 2, 1, 3))),
+     qkv(2, 4, 4, 96, 96, 64)),
+    ("permute-bf16-d128-dv64-sq-ne-sk", Attention(0.09, permute=OutputPermute((1, 2, 40, 64), (0, 2, 1, 3))),
+     qkv(1, 2, 2, 40, 72, 128, 64, dt="bf16")),
+]
+
+
+@pytest.mark.parametrize("op,types", [c[1:] for c in SM80_FMHA_CASES], ids=[c[0] for c in SM80_FMHA_CASES])
+def test_sm80_renders_cutlass_fmha(op, types):
+    k = render_kernel(as_spec(op, types), "sm_80")
+    assert not k.notes and k.includes == ("41_fused_multi_head_attention/kernel_forward.h",)
+    assert f"p.o_strideM = {types[0].shape[1] * types[2].shape[3]};" in k.code and "mma.sync" not in k.code
+    assert ("CausalFromTopLeft" in k.code) == op.causal
+
+
+@pytest.mark.parametrize("op,types,why", [
+    (Attention(0.1), qkv(1, 2, 2, 64, 64, 64), "the output is [B, H, S, Dv]"),
+    (Attention(0.1, permute=OutputPermute((1, 4, 64, 64), (0, 2, 1, 3))), qkv(1, 4, 2, 64, 64, 64),
+     "4 query heads on 2 KV heads"),
+    (Attention(0.1, has_mask=True, permute=OutputPermute((1, 2, 64, 64), (0, 2, 1, 3))),
+     [*qkv(1, 2, 2, 64, 64, 64), T(1, 1, 64, 64)], "additive mask"),
+])
+def test_sm80_falls_back_to_own_kernel_with_the_reason(op, types, why):
+    k = render_kernel(as_spec(op, types), "sm_80")
+    assert len(k.notes) == 1 and why in k.notes[0] and "mma.sync.aligned.m16n8k16" in k.code
+
+
+def test_cutlass_fmha_kernels_compile_for_sm80():
+    kernels = [render_kernel(as_spec(op, types), "sm_80") for _, op, types in SM80_FMHA_CASES]
+    res = compile_all([BuildJob("fmha-sm80", device_source(kernels), "device", "sm_80", "object")],
+                      progress=False)[0]
+    assert res.path.stat().st_size > 0
+    names = _exported(res.path)
+    if names:
+        assert all(k.symbol in names and f"{k.symbol}_workspace_bytes" in names for k in kernels)
+
+
 def test_hopper_fmha_compiles_for_sm90a():
     """One translation unit: f16 and bf16, GQA launches, permuted output, residual keys; the source refuses to
     compile for any arch without wgmma/TMA (an ``#error``), so this build proves the sm_90a path is taken."""
@@ -203,6 +242,8 @@ GPU_CASES = [
     (Attention(0.125, causal=True, permute=OutputPermute((2, 32, 1024, 64), (0, 2, 1, 3))),
      qkv(2, 32, 8, 1024, 1024, 64, dt="bf16")),
     (Attention(0.0625, causal=True), qkv(1, 8, 8, 512, 512, 256)),
+    (Attention(0.125, causal=True, permute=OutputPermute((4, 12, 1024, 64), (0, 2, 1, 3))),
+     qkv(4, 12, 12, 1024, 1024, 64)),
 ]
 
 
