@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
 from torch_mlir import ir, passmanager
-from torch_mlir._mlir_libs import _stablehlo
+from torch_mlir._mlir_libs import _stablehlo, _torchMlir  # noqa: F401 - importing _torchMlir registers its
+
+# passes (refback-munge-memref-copy, used by the NVPTX stage)
 from torch_mlir.dialects import llvm as llvm_dialect
 
 from byteir_cat.core.errors import CompileError

@@ -1,8 +1,9 @@
-"""The NVPTX end of a fusion group: parallel loops -> one thread per element -> NVVM -> PTX.
+"""The NVPTX end of a fusion group: parallel loops -> a few consecutive elements per thread -> NVVM -> PTX.
 
 ``compile_group`` runs the shared pipeline and this module's two pieces around the upstream GPU passes:
 ``collapse_parallel_loops`` (every top-level ``scf.parallel`` becomes one flat loop, so a single tile size
-gives every loop full blocks whatever its rank), and ``gpu_group``, which reads the host function left by
+gives every loop full blocks whatever its rank, each thread taking 16 bytes' worth of consecutive elements,
+which LLVM turns into 128-bit accesses), and ``gpu_group``, which reads the host function left by
 ``gpu-kernel-outlining`` into a launch plan (kernels, grid, block, which buffers) and turns the outlined
 ``gpu.module``s into one LLVM module, then PTX with llvmlite's NVPTX backend. The runtime launches the
 plan with cuda-python; no MLIR is needed there.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -51,9 +53,35 @@ def _const_index(value) -> int | None:
     return int(str(owner.attributes["value"]).split(":")[0])
 
 
+VECTOR_BYTES = 16  # one 128-bit access per thread and buffer, for the widest element the loop touches
+
+
+def _walk(op):
+    for region in op.regions:
+        for block in region.blocks:
+            for inner in block.operations:
+                yield inner.operation
+                yield from _walk(inner.operation)
+
+
+def _vector_width(op, innermost: int) -> int:
+    """Elements per thread: 16 bytes of the widest element the loop body loads or stores, when the innermost
+    extent is a multiple of it, so that a thread's elements are consecutive in the innermost dimension."""
+    widest = 1
+    for inner in _walk(op):
+        if inner.name in ("memref.load", "memref.store"):
+            memref = inner.operands[0 if inner.name == "memref.load" else 1]
+            widest = max(widest, dtype_bytes(str(ir.MemRefType(memref.type).element_type)))
+    width = VECTOR_BYTES // widest
+    return width if width > 1 and innermost % width == 0 else 1
+
+
 def collapse_parallel_loops(module) -> int:
-    """Rewrite each top-level static ``scf.parallel`` over (d0..dn) into one loop over d0*...*dn whose body
-    recovers the indices with div/rem; returns how many loops were rewritten."""
+    """Rewrite each top-level static ``scf.parallel`` over (d0..dn) into one flat loop whose body recovers
+    the indices with div/rem; returns how many loops were rewritten. Each iteration of the flat loop covers
+    V consecutive elements of the innermost dimension (``_vector_width``) in an inner loop whose innermost
+    index is a known multiple of V plus the inner counter: the NVPTX backend then merges a thread's V loads
+    and stores of each buffer into 128-bit accesses."""
     index = ir.IndexType.get()
     done = 0
     for func in module.body.operations:
@@ -66,35 +94,54 @@ def collapse_parallel_loops(module) -> int:
             n = len(op.regions[0].blocks[0].arguments)
             lbs, ubs, steps = (list(op.operands[i * n:(i + 1) * n]) for i in range(3))
             bounds = [_const_index(v) for v in ubs]
-            if n < 2 or None in bounds or any(_const_index(v) != 0 for v in lbs) \
-                    or any(_const_index(v) != 1 for v in steps):
+            if None in bounds or any(_const_index(v) != 0 for v in lbs) or any(_const_index(v) != 1 for v in steps):
                 continue
+            width = _vector_width(op, bounds[-1])
+            if n < 2 and width == 1:
+                continue
+            groups = bounds[:-1] + [bounds[-1] // width]
             with ir.InsertionPoint(op), op.location:
                 def const(v: int):
                     return ir.Operation.create("arith.constant", results=[index],
                                                attributes={"value": ir.IntegerAttr.get(index, v)}).result
 
+                def arith(name: str, a, b):
+                    return ir.Operation.create(f"arith.{name}", results=[index], operands=[a, b]).result
+
                 flat = ir.Operation.create(
-                    "scf.parallel", results=[], operands=[const(0), const(math.prod(bounds)), const(1)],
+                    "scf.parallel", results=[], operands=[const(0), const(math.prod(groups)), const(1)],
                     attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 1, 1, 0])}, regions=1)
                 block = flat.regions[0].blocks.append(index)
             old_block = op.regions[0].blocks[0]
+            body_ops = list(old_block.operations)
             with ir.InsertionPoint(block), op.location:
                 rest = block.arguments[0]
                 indices = [None] * n
                 for d in reversed(range(n)):
-                    size = const(bounds[d])
-                    indices[d] = rest if d == 0 else ir.Operation.create(
-                        "arith.remui", results=[index], operands=[rest, size]).result
+                    indices[d] = rest if d == 0 else arith("remui", rest, const(groups[d]))
                     if d:
-                        rest = ir.Operation.create("arith.divui", results=[index], operands=[rest, size]).result
+                        rest = arith("divui", rest, const(groups[d]))
+                anchor = None
+                if width > 1:
+                    base = arith("muli", indices[-1], const(width))
+                    inner = ir.Operation.create("scf.for", results=[], operands=[const(0), const(width), const(1)],
+                                                regions=1)
+                    inner_block = inner.regions[0].blocks.append(index)
+                    with ir.InsertionPoint(inner_block):
+                        indices[-1] = arith("addi", base, inner_block.arguments[0])
+                        anchor = ir.Operation.create("scf.yield", results=[], operands=[])
             for old_arg, new_value in zip(old_block.arguments, indices, strict=True):
                 old_arg.replace_all_uses_with(new_value)
-            body_ops = list(old_block.operations)
-            anchor = block.operations[len(block.operations) - 1]
-            for body_op in body_ops:
-                body_op.operation.move_after(anchor)
-                anchor = body_op
+            *work, terminator = body_ops
+            if anchor is not None:
+                for body_op in work:
+                    body_op.operation.move_before(anchor)
+                terminator.operation.move_after(inner)
+            else:
+                last = block.operations[len(block.operations) - 1]
+                for body_op in body_ops:
+                    body_op.operation.move_after(last)
+                    last = body_op
             op.erase()
             done += 1
     return done
@@ -147,8 +194,27 @@ def launch_plan(module, fn: Function):
     return launches, temps
 
 
+BUFFER_ALIGN = 16  # every buffer a kernel takes starts 16-B aligned: the arena's 64-B slots, fresh or
+# realigned inputs (``Session.check_inputs``), weights, temps, and reshaped views of these
+
+
+def _aligned_params(text: str) -> str:
+    """Tell LLVM that each kernel's buffer arguments are ``BUFFER_ALIGN``-aligned and do not overlap, so that
+    it can merge a thread's consecutive element accesses into 128-bit loads and stores (moving its loads
+    ahead of its stores). The one overlap the runtime makes, an elementwise group writing its result over an
+    operand (the memory planner's in-place reuse), reads each element once before writing it, which any
+    such reordering preserves."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("define ptx_kernel "):
+            line = re.sub(r"\bptr (%\w+)", rf"ptr noalias align {BUFFER_ALIGN} \1", line)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def kernels_module_text(module) -> str:
-    """All outlined ``gpu.module``s as one LLVM IR module; each kernel is renamed after its gpu.module."""
+    """All outlined ``gpu.module``s as one LLVM IR module; each kernel is renamed after its gpu.module and
+    its buffer arguments are marked aligned."""
     with module.context, ir.Location.unknown():
         merged = ir.Module.create()
         with ir.InsertionPoint(merged.body):
@@ -161,7 +227,7 @@ def kernels_module_text(module) -> str:
                     clone = inner.operation.clone()
                     if "gpu.kernel" in clone.attributes:
                         clone.attributes["sym_name"] = ir.StringAttr.get(gpu_name)
-        return llvm_dialect.translate_module_to_llvmir(merged.operation)
+        return _aligned_params(llvm_dialect.translate_module_to_llvmir(merged.operation))
 
 
 @functools.cache
@@ -212,7 +278,7 @@ def ptx_from_llvm_ir(llvm_ir: str, arch: str, ptx_version: str | None = None) ->
     module = llvm.parse_assembly(with_target(respell_float_literals(llvm_ir), triple, str(tm.target_data)))
     _link_libdevice(module)
     module.verify()
-    optimize_ir(module, tm)
+    optimize_ir(module, tm, unroll=True)
     return str(module), tm.emit_assembly(module)
 
 

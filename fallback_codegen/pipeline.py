@@ -22,7 +22,8 @@ class HostTarget:
 
 @dataclass(frozen=True)
 class NvptxTarget:
-    """CUDA kernels as PTX for ``arch`` (sm_80, sm_90a, ...), one thread per element of a parallel loop."""
+    """CUDA kernels as PTX for ``arch`` (sm_80, sm_90a, ...): each thread takes 16 bytes' worth of consecutive
+    elements of a parallel loop (one element where the innermost extent does not divide)."""
 
     arch: str = "sm_80"
     block_size: int = 256  # threads per block along the innermost parallel dimension

@@ -280,6 +280,8 @@ GPU_CASES = {
                                          _random((2, 16, 32), seed=3)], lambda x, b, r: x + b + r),
     "gelu": (gelu_tanh_text((4, 300)), lambda: [_random((4, 300))],
              lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
+    "gelu_odd_rows": (gelu_tanh_text((3, 30)), lambda: [_random((3, 30))],  # 30 % 4: one element per thread
+                      lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
     "row_sum": (REDUCE_SUM, lambda: [_random((4, 8, 64))], lambda x: x.double().sum(-1)),
     "softmax": (SOFTMAX, lambda: [_random((2, 4, 16, 16)) * 3], lambda x: torch.softmax(x.double(), -1)),
     "mask": (CAUSAL_MASK, lambda: [_random((2, 16, 16))],
@@ -301,3 +303,20 @@ def test_nvptx_kernels_emulated_on_host(case: str):
     inputs = make_inputs()
     (got,) = emulated.run(inputs)
     assert _rel_err(got, reference(*inputs)) < 1e-5
+
+
+F16_ADD = """
+func.func @add(%a: tensor<64x256xf16>, %b: tensor<64x256xf16>) -> tensor<64x256xf16> {
+  %0 = stablehlo.add %a, %b : tensor<64x256xf16>
+  return %0 : tensor<64x256xf16>
+}
+"""
+
+
+def test_elementwise_kernel_uses_128_bit_accesses():
+    """Eight f16 elements per thread, consecutive in the row: one 128-bit load per operand, one store."""
+    group = compile_group(_group(F16_ADD), NvptxTarget(arch="sm_90a"))
+    (launch,) = group.launches
+    assert launch.grid == (64 * 256 // (256 * 8), 1, 1) and launch.block == (256, 1, 1)
+    assert "ld.global.nc.v4.b32" in group.ptx and "st.global.v4.b32" in group.ptx
+    assert "ld.global.b16" not in group.ptx

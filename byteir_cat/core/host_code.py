@@ -116,16 +116,17 @@ def host_target_machine() -> llvm.TargetMachine:
                                         opt=3, reloc="default", codemodel="jitdefault")
 
 
-def optimize_ir(module: llvm.ModuleRef, tm: llvm.TargetMachine, speed_level: int = 3) -> None:
+def optimize_ir(module: llvm.ModuleRef, tm: llvm.TargetMachine, speed_level: int = 3, unroll: bool = False) -> None:
     """LLVM's -O3 pipeline with the loop and SLP vectorisers on: this is where the fused loops get SIMD.
 
-    Unrolling is off: static trip counts of 16-64 were fully unrolled around inlined exp polynomials,
-    multiplying code size by ten and JIT time by thirty (softmax: 1.7 s) for no measured speed-up; the
-    vectoriser still interleaves."""
+    Unrolling is off for host code: static trip counts of 16-64 were fully unrolled around inlined exp
+    polynomials, multiplying code size by ten and JIT time by thirty (softmax: 1.7 s) for no measured
+    speed-up; the vectoriser still interleaves. GPU kernels turn it on (``unroll``): a thread's few elements
+    must be unrolled for their accesses to merge into 128-bit ones."""
     pto = llvm.create_pipeline_tuning_options(speed_level=speed_level)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
-    pto.loop_unrolling = False
+    pto.loop_unrolling = unroll
     pb = llvm.create_pass_builder(tm, pto)
     pm = pb.getModulePassManager()
     pm.run(module, pb)
