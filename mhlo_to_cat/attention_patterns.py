@@ -2,7 +2,8 @@
 
 Exporters scatter the pieces: the scale may be applied to Q and K separately (sqrt each), heads are
 merged into the batch dim around the bmms, grouped-query attention repeats K/V heads with a
-broadcast, and the causal mask arrives as a constant after folding. ``peel`` undoes those steps.
+broadcast, and the causal mask arrives as a constant after folding (or as a chain of ops on constants, too
+large to fold, that ``input_free_value`` evaluates). ``peel`` undoes those steps.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.core.ir import Op, Value, torch_dtype
+from byteir_cat.semantics.interpreter import eval_op
 from cat_dialect.attention import HEAD_MERGE
 from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer, row_major_bmm
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer, splat_value
@@ -108,6 +110,38 @@ def _to_rank4(v: Value, rw: Rewriter, anchor: Op) -> Value | None:
     return r.result
 
 
+MASK_EVAL_LIMIT = 1 << 26  # elements: a larger exporter-built mask is not evaluated to look for causality
+
+
+def input_free_value(v: Value, limit: int = MASK_EVAL_LIMIT,
+                     memo: dict[Value, torch.Tensor | None] | None = None) -> torch.Tensor | None:
+    """The value of ``v`` when it is computed from constants alone (the iota / compare / broadcast / select
+    chains exporters build masks with), evaluated by the StableHLO interpreter; None when it depends on an
+    input or holds more than ``limit`` elements. Normalisation folds such chains only up to its own, smaller
+    limit (a batch-broadcast mask at batch 8 x seq 1024 is over it): this reads the values without putting
+    them into the module. ``memo`` keeps values between calls (every layer reads the same mask)."""
+    memo = {} if memo is None else memo
+
+    def value(x: Value) -> torch.Tensor | None:
+        if x in memo:
+            return memo[x]
+        memo[x] = None
+        t = constant_tensor(x)
+        op = x.owner
+        if t is None and op is not None and len(op.results) == 1 and op.dialect == "stablehlo" \
+                and op.result.type.numel <= limit and op.name not in ("stablehlo.rng", "stablehlo.custom_call"):
+            args = [value(o) for o in op.operands]
+            if all(a is not None for a in args):
+                try:
+                    (t,) = eval_op(op, args)
+                except Exception:  # an op the interpreter cannot evaluate: not a mask we can read
+                    t = None
+        memo[x] = t
+        return t
+
+    return value(v)
+
+
 def _is_causal(mask: torch.Tensor) -> bool:
     """0 on and below the diagonal, -inf (or the dtype's lowest value, which Hugging Face's eager masks
     use) above it. Causal rows always keep their diagonal, so the two spellings give the same softmax."""
@@ -155,8 +189,10 @@ class SinkScalarMultiplyBelowDataMovement(Pattern):
 class AttentionFromBmmSoftmaxBmm(Pattern):
     """Anchored on the P @ V bmm; rewrites the whole chain into cat.attention when every piece fits."""
 
-    @staticmethod
-    def _scores(scores: Value) -> tuple[Peeled, Value | None, torch.Tensor | None]:
+    def __init__(self) -> None:
+        self._masks: dict[Value, torch.Tensor | None] = {}  # exporter-built masks evaluated in this run
+
+    def _scores(self, scores: Value) -> tuple[Peeled, Value | None, torch.Tensor | None]:
         """The QK^T side of the softmax input and its mask: added (``S + mask``) or selected
         (``select(keep, S, lowest)``, the constant predicate turned into a 0 / -inf additive mask)."""
         add = producer(scores, "stablehlo.add")
@@ -167,7 +203,7 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
                     return cand, _mask_source(m_val, scores.type.shape), None
         sel = producer(scores, "stablehlo.select")
         if sel is not None:
-            keep, fill = constant_tensor(sel.operands[0]), splat_value(sel.operands[2])
+            keep, fill = input_free_value(sel.operands[0], memo=self._masks), splat_value(sel.operands[2])
             cand = peel(sel.operands[1])
             lowest = torch.finfo(torch_dtype(scores.type.dtype)).min
             if keep is not None and fill is not None and fill <= lowest / 2 and cat_producer(cand.base, cat.Bmm):
@@ -204,7 +240,7 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
             return False
         scale = q.scale * k.scale * s_side.scale
         causal, mask = False, None
-        const = constant_tensor(mask_value) if mask_value is not None else mask_const
+        const = input_free_value(mask_value, memo=self._masks) if mask_value is not None else mask_const
         if const is not None and bool((const == 0).all()):
             mask_value = None
         elif const is not None and const.dim() >= 2 and _is_causal(const):

@@ -215,3 +215,22 @@ def test_gpt2_sdpa_any_batch_compiles(batch, tmp_path):
     with torch.no_grad():
         want = model(*inputs)
     assert ((got - want).abs().max() / want.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_causal_mask_too_large_to_fold_is_still_causal(family, monkeypatch):
+    """At batch 8 x seq 1024 the exporter's batch-broadcast causal mask is over normalisation's fold limit;
+    recognition evaluates the constant chain itself and still finds a causal attention with no mask
+    operand (here the limit is lowered so that a small model shows it)."""
+    from mhlo_to_cat import normalize
+
+    monkeypatch.setattr(normalize, "FOLD_RESULT_LIMIT", 256)
+    model, inputs = getattr(model_zoo, family)(layers=LAYERS, batch=2, seq=32)
+    part = partition(model, inputs)
+    attn = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op) and op.name.startswith(
+        "cat.attention")]
+    assert len(attn) == LAYERS and all(a.causal and not a.has_mask for a in attn)
+    (got,) = evaluate(part.module, inputs)
+    with torch.no_grad():
+        want = model(*inputs)
+    assert ((got - want).abs().max() / want.abs().max()) < 1e-4
