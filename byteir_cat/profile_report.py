@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from byteir_cat.core.ir import torch_dtype
+from runtime.cuda_timing import cuda_event_times
 
 
 @dataclass
@@ -80,16 +81,7 @@ def _cuda_peaks(repeats: int, device: torch.device, dtype: torch.dtype) -> Peaks
     dst = torch.empty_like(src)
 
     def best_seconds(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return min(times)
+        return min(cuda_event_times(fn, repeats, warmup=1)) / 1e3
 
     mm, cp = best_seconds(lambda: torch.mm(a, b)), best_seconds(lambda: dst.copy_(src))
     name = torch.cuda.get_device_name(device)

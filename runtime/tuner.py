@@ -24,6 +24,7 @@ from byteir_cat.core.kernel_abi import ReturnCode
 from byteir_cat.core.serialize import Reader
 from runtime.artifact import read
 from runtime.cat_binding import BoundCatOp, bind_cat_op
+from runtime.cuda_timing import cuda_event_times
 
 Launch = Callable[[], int]  # one call of a kernel on fixed operands; returns its status
 Timer = Callable[[str, Launch], float]  # (symbol, launch) -> milliseconds per call
@@ -56,18 +57,7 @@ def cuda_event_timer(runs: int = 20, warmup: int = 3) -> Timer:
     """Median of ``runs`` single calls timed by CUDA events on the current stream, after ``warmup`` calls."""
 
     def time_ms(symbol: str, launch: Launch) -> float:
-        for _ in range(warmup):
-            _checked(symbol, launch())
-        torch.cuda.synchronize()
-        marks = []
-        for _ in range(runs):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            _checked(symbol, launch())
-            end.record()
-            marks.append((start, end))
-        torch.cuda.synchronize()
-        times = sorted(s.elapsed_time(e) for s, e in marks)
+        times = sorted(cuda_event_times(lambda: _checked(symbol, launch()), runs, warmup))
         return times[len(times) // 2]
 
     return time_ms

@@ -177,21 +177,12 @@ def test_sm80_falls_back_to_own_kernel_with_the_reason(op, types, why):
     assert len(k.notes) == 1 and why in k.notes[0] and "mma.sync.aligned.m16n8k16" in k.code
 
 
-def test_cutlass_fmha_kernels_compile_for_sm80():
-    kernels = [render_kernel(as_spec(op, types), "sm_80") for _, op, types in SM80_FMHA_CASES]
-    res = compile_all([BuildJob("fmha-sm80", device_source(kernels), "device", "sm_80", "object")],
-                      progress=False)[0]
-    assert res.path.stat().st_size > 0
-    names = _exported(res.path)
-    if names:
-        assert all(k.symbol in names and f"{k.symbol}_workspace_bytes" in names for k in kernels)
-
-
-def test_hopper_fmha_compiles_for_sm90a():
-    """One translation unit: f16 and bf16, GQA launches, permuted output, residual keys; the source refuses to
-    compile for any arch without wgmma/TMA (an ``#error``), so this build proves the sm_90a path is taken."""
-    kernels = [render_kernel(as_spec(op, types), "sm_90a") for _, op, types in FMHA_CASES]
-    res = compile_all([BuildJob("fmha-sm90a", device_source(kernels), "device", "sm_90a", "object")],
+@pytest.mark.parametrize("arch,cases", [("sm_80", SM80_FMHA_CASES), ("sm_90a", FMHA_CASES)], ids=["sm80", "sm90a"])
+def test_cutlass_fmha_kernels_compile(arch, cases):
+    """One translation unit per arch (f16 and bf16; on sm_90a GQA launches, permuted output, residual keys).
+    The Hopper source refuses to compile without wgmma/TMA (an ``#error``): its build proves the sm_90a path."""
+    kernels = [render_kernel(as_spec(op, types), arch) for _, op, types in cases]
+    res = compile_all([BuildJob(f"fmha-{arch}", device_source(kernels), "device", arch, "object")],
                       progress=False)[0]
     assert res.path.stat().st_size > 0
     names = _exported(res.path)

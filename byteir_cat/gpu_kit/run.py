@@ -61,6 +61,7 @@ from byteir_cat.core.serialize import Reader  # noqa: E402
 from byteir_cat.gpu_kit import weights  # noqa: E402
 from byteir_cat.semantics.interpreter import evaluate  # noqa: E402
 from runtime.artifact import MANIFEST, WEIGHTS, read  # noqa: E402
+from runtime.cuda_timing import cuda_event_times  # noqa: E402
 from runtime.session import Session  # noqa: E402
 from runtime.tuner import cuda_event_timer, tune_artifact  # noqa: E402
 
@@ -127,18 +128,7 @@ def _graph_ms(fn: Callable[[], None], session: Session | None, iters: int = 20, 
 
 
 def _events_ms(fn: Callable[[], Any], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(cuda_event_times(fn, runs, warmup))
 
 
 def _decl(c) -> cat.CatOp:
