@@ -16,6 +16,9 @@ _LAZY = {
     "load": "byteir_cat.compiled_model",
     "CompiledModel": "byteir_cat.compiled_model",
     "backend": "byteir_cat.torch_backend",
+    "compile_causal_lm": "byteir_cat.causal_lm_compiler",
+    "load_causal_lm": "byteir_cat.causal_lm",
+    "CompiledCausalLM": "byteir_cat.causal_lm",
 }
 
 

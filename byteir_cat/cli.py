@@ -193,8 +193,28 @@ def _read_npz(path: str) -> list:
         raise InputError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Greedy generation with a model written by ``compile_causal_lm``: the tokens, prefill time, decode rate."""
+    import torch
+
+    from byteir_cat.causal_lm import load_causal_lm
+    from byteir_cat.core.errors import InputError
+
+    try:
+        ids = [int(t) for t in args.input_ids.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--input-ids {args.input_ids!r}: expected comma-separated integers") from None
+    lm = load_causal_lm(args.artifact)
+    out = lm.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens=args.max_new_tokens)
+    t = lm.last_timing
+    print(",".join(str(int(x)) for x in out[0]))
+    print(f"prefill {t['prefill_s'] * 1e3:.1f} ms ({len(ids)} tokens); decode {t['decode_steps']} steps, "
+          f"{t['decode_tokens_per_s']:.1f} tokens/s")
+    return 0
+
+
 COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "run": cmd_run, "profile": cmd_profile,
-            "tune": cmd_tune}
+            "tune": cmd_tune, "generate": cmd_generate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", metavar="OUT.json", help="write the tuning rows here (for --import elsewhere)")
     t.add_argument("--import", dest="results", metavar="ROWS.json",
                    help="rows written by tune --json, or the GPU kit's OUTDIR/tune.json")
+    g = sub.add_parser("generate", help="greedy generation with a model compiled by compile_causal_lm")
+    g.add_argument("artifact", metavar="DIR", help="directory written by compile_causal_lm(..., out_dir=DIR)")
+    g.add_argument("--input-ids", required=True, metavar="1,2,3", help="the prompt's token ids")
+    g.add_argument("--max-new-tokens", type=int, default=20, metavar="N")
     return parser
 
 

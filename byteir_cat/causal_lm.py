@@ -1,0 +1,155 @@
+"""Causal-LM generation on a compiled prefill step and decode step that share a KV cache kept here, with greedy
+decoding that returns what Hugging Face ``generate`` returns (``compile_causal_lm`` in ``causal_lm_compiler``
+builds them; loading and generating need only the runtime).
+
+Each step is a functional form of the model (DESIGN, "Deployment shapes"): token ids [B, T], their positions,
+their cache slots [T] and an additive attention mask [B, 1, T, max_seq_len] in, logits [B, T, V] and every
+layer's updated K and V [B, Hkv, max_seq_len, D] out. The prefill step takes ``chunk`` tokens at a time, the
+decode step one; both run ``max_batch_size`` rows, smaller batches padded with rows that attend only to
+themselves.
+
+The mask does what HF's does for left-padded batches: a query sees the cache slots at or before its own that
+hold real tokens, and always its own slot (so a padding row is never empty and stays finite).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byteir_cat.compiled_model import CompiledModel, load
+from byteir_cat.core.errors import InputError
+
+META = "causal_lm.json"
+
+
+@dataclass(frozen=True)
+class CausalLMConfig:
+    max_batch_size: int
+    max_seq_len: int
+    chunk: int
+    kv_shapes: list[list[int]]  # per cache tensor (k0, v0, k1, ...): [max_batch, heads, max_seq_len, head dim]
+    dtype: str
+    vocab: int
+    eos_token_ids: list[int]
+    pad_token_id: int | None
+    target: str
+    arch: str | None
+
+
+def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, T, S] additive mask: query t (at cache slot ``slots[t]``) sees slot s when s <= slots[t] and the
+    slot holds a real token of its row, and always its own slot."""
+    s = torch.arange(valid.shape[1])
+    seen = (s[None, :] <= slots[:, None])[None] & valid[:, None, :]
+    own = (s[None, :] == slots[:, None])[None]
+    allowed = (seen | own)[:, None]
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def load_causal_lm(path: str | Path, device: str = "cpu") -> CompiledCausalLM:
+    """Load a model written by ``compile_causal_lm(..., out_dir=path)``."""
+    root = Path(path)
+    try:
+        raw = json.loads((root / META).read_text())
+        config = CausalLMConfig(**raw)
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise InputError(f"{root}: not a compiled causal LM ({type(e).__name__} reading {META})") from None
+    return CompiledCausalLM(config, load(root / "prefill", device=device), load(root / "decode", device=device), root)
+
+
+class CompiledCausalLM:
+    """Prefill and decode steps with the KV cache they share; ``generate`` decodes greedily."""
+
+    def __init__(self, config: CausalLMConfig, prefill: CompiledModel, decode: CompiledModel,
+                 path: Path | None = None):
+        self.config = config
+        self.prefill_step = prefill
+        self.decode_step = decode
+        self.path = path
+        self.last_timing: dict[str, float] = {}
+
+    def _check(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int
+               ) -> torch.Tensor:
+        c = self.config
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype.is_floating_point:
+            raise InputError("input_ids: expected an integer tensor [batch, prompt length]")
+        b, p = input_ids.shape
+        if b > c.max_batch_size:
+            raise InputError(f"batch size {b} is over max_batch_size {c.max_batch_size} of this compiled model")
+        if p == 0:
+            raise InputError("input_ids: an empty prompt")
+        if p > c.max_seq_len:
+            raise InputError(f"prompt length {p} is over max_seq_len {c.max_seq_len} of this compiled model")
+        if p + max_new_tokens > c.max_seq_len:
+            raise InputError(f"prompt length {p} + max_new_tokens {max_new_tokens} is over max_seq_len "
+                             f"{c.max_seq_len} of this compiled model")
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens {max_new_tokens}: must be >= 0")
+        if int(input_ids.min()) < 0 or int(input_ids.max()) >= c.vocab:
+            raise InputError(f"input_ids: token ids must be in [0, {c.vocab})")
+        if attention_mask is None:
+            return torch.ones(b, p, dtype=torch.bool)
+        if tuple(attention_mask.shape) != (b, p):
+            raise InputError(f"attention_mask: expected shape {[b, p]}, got {list(attention_mask.shape)}")
+        return attention_mask.to(torch.bool)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 max_new_tokens: int = 20) -> torch.LongTensor:
+        """Greedy decoding, as HF ``model.generate(input_ids, attention_mask=..., do_sample=False,
+        max_new_tokens=...)``: prompt included; rows that end on an end-of-sequence token are padded."""
+        c = self.config
+        keep = self._check(input_ids, attention_mask, max_new_tokens)
+        b, p = input_ids.shape
+        dtype = getattr(torch, c.dtype)
+        rows, s = c.max_batch_size, c.max_seq_len
+        ids = torch.zeros(rows, s, dtype=torch.long)
+        ids[:b, :p] = input_ids
+        valid = torch.zeros(rows, s, dtype=torch.bool)
+        valid[:b, :p] = keep
+        positions = torch.ones(rows, s, dtype=torch.long)
+        positions[:b, :p] = (keep.long().cumsum(-1) - 1).masked_fill(~keep, 1)
+        kv = [torch.zeros(shape, dtype=dtype) for shape in c.kv_shapes]
+        t0 = time.perf_counter()
+        logits = None
+        for start in range(0, p, c.chunk):
+            slots = torch.arange(start, start + c.chunk)
+            out = self.prefill_step.run(ids[:, start:start + c.chunk], positions[:, start:start + c.chunk], slots,
+                                        step_mask(valid, slots, dtype), *kv)
+            logits, kv = out[0][:, p - 1 - start] if p - 1 < start + c.chunk else None, list(out[1:])
+        prefill_s = time.perf_counter() - t0
+        result = input_ids.clone()
+        pad = c.pad_token_id if c.pad_token_id is not None else (c.eos_token_ids[0] if c.eos_token_ids else 0)
+        done = torch.zeros(b, dtype=torch.bool)
+        next_pos = positions[:b, p - 1] + 1 if p else torch.zeros(b, dtype=torch.long)
+        t1 = time.perf_counter()
+        steps = 0
+        for i in range(max_new_tokens):
+            token = logits[:b].float().argmax(-1)
+            token = torch.where(done, torch.full_like(token, pad), token)
+            result = torch.cat([result, token[:, None]], dim=1)
+            done |= torch.isin(token, torch.tensor(c.eos_token_ids, dtype=torch.long))
+            if bool(done.all()) or i == max_new_tokens - 1:
+                break
+            slot = p + i
+            ids_step = torch.zeros(rows, 1, dtype=torch.long)
+            ids_step[:b, 0] = token
+            valid[:b, slot] = True
+            pos_step = torch.ones(rows, 1, dtype=torch.long)
+            pos_step[:b, 0] = next_pos + i
+            slots = torch.tensor([slot])
+            out = self.decode_step.run(ids_step, pos_step, slots, step_mask(valid, slots, dtype), *kv)
+            logits, kv = out[0][:, 0], list(out[1:])
+            steps += 1
+        decode_s = time.perf_counter() - t1
+        self.last_timing = {"prefill_s": prefill_s, "decode_s": decode_s, "decode_steps": steps,
+                            "decode_tokens_per_s": (steps * b / decode_s) if steps and decode_s > 0 else 0.0}
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self.config)

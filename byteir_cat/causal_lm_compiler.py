@@ -1,0 +1,131 @@
+"""``compile_causal_lm``: a Hugging Face ``*ForCausalLM`` compiled into the prefill and decode steps that
+``causal_lm.CompiledCausalLM`` runs.
+
+The model's own code runs unchanged inside each step; only its cache object is ours (``FunctionalKVCache``:
+HF's cache interface with ``index_copy`` out of place instead of HF's in-place ``index_copy_``, which
+torch-mlir cannot import), so every family that goes through ``past_key_values.update`` compiles the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from transformers.cache_utils import Cache
+
+from byteir_cat.causal_lm import META, CausalLMConfig, CompiledCausalLM, step_mask
+from byteir_cat.compiler import compile as compile_model
+from byteir_cat.core.errors import CompileError
+
+CHUNKS = (64, 32, 16, 8, 4, 2, 1)  # prefill chunk: the largest that divides max_seq_len
+
+
+class FunctionalKVCache(Cache):
+    """HF's cache interface over caches passed in as tensors: ``update`` writes the new keys and values at
+    ``cache_position`` out of place and keeps the results, which the step returns."""
+
+    def __init__(self, kv: Sequence[torch.Tensor], cache_position: torch.Tensor):
+        super().__init__(layers=[])
+        self.kv = list(kv)
+        self.cache_position = cache_position
+        self.updated: list[torch.Tensor | None] = [None] * len(self.kv)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        k = self.kv[2 * layer_idx].index_copy(2, self.cache_position, key_states)
+        v = self.kv[2 * layer_idx + 1].index_copy(2, self.cache_position, value_states)
+        self.updated[2 * layer_idx], self.updated[2 * layer_idx + 1] = k, v
+        return k, v
+
+
+class _ShapeProbe(Cache):
+    """Records the per-layer key/value shapes of one eager step (number of layers, KV heads, head dims)."""
+
+    def __init__(self):
+        super().__init__(layers=[])
+        self.shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        self.shapes.append((tuple(key_states.shape), tuple(value_states.shape)))
+        return key_states, value_states
+
+
+class CausalLMStep(torch.nn.Module):
+    """The functional step that gets compiled: (ids, positions, cache slots, mask, k0, v0, k1, ...) ->
+    (logits, k0', v0', k1', ...)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, position_ids, cache_position, mask, *kv):
+        cache = FunctionalKVCache(kv, cache_position)
+        out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
+                         past_key_values=cache, use_cache=True)
+        if any(t is None for t in cache.updated):
+            raise CompileError("the model did not update every layer's cache through past_key_values.update")
+        return (out.logits, *cache.updated)
+
+
+def _check_supported(model: torch.nn.Module, max_seq_len: int) -> None:
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "generate"):
+        raise CompileError(f"compile_causal_lm takes a Hugging Face *ForCausalLM model, got {type(model).__name__}")
+    window = getattr(config, "sliding_window", None)
+    if window is not None and getattr(config, "use_sliding_window", True) and window < max_seq_len:
+        raise CompileError(f"sliding-window attention (window {window} < max_seq_len {max_seq_len}) is not "
+                           "supported yet")
+
+
+def _eos_ids(model: torch.nn.Module) -> list[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, list | tuple) else [eos])]
+
+
+def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: int, target: str = "cpu",
+                      arch: str | None = None, out_dir: str | Path | None = None) -> CompiledCausalLM:
+    """Compile ``model`` (a Hugging Face ``*ForCausalLM``) into prefill and decode steps over a KV cache of
+    ``max_batch_size`` x ``max_seq_len`` tokens; returns the loaded model (written to ``out_dir`` when given)."""
+    if max_batch_size < 1 or max_seq_len < 2:
+        raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
+    _check_supported(model, max_seq_len)
+    model = model.eval()
+    dtype = next(model.parameters()).dtype
+    probe = _ShapeProbe()
+    with torch.no_grad():
+        out = model(input_ids=torch.zeros(1, 1, dtype=torch.long), past_key_values=probe, use_cache=True)
+    if not probe.shapes:
+        raise CompileError(f"{type(model).__name__} does not use a Cache object for its keys and values")
+    kv_shapes = [[max_batch_size, s[1], max_seq_len, s[3]] for pair in probe.shapes for s in pair]
+    chunk = next(c for c in CHUNKS if c <= max_seq_len and max_seq_len % c == 0)
+    config = CausalLMConfig(max_batch_size, max_seq_len, chunk, kv_shapes, str(dtype).removeprefix("torch."),
+                            int(out.logits.shape[-1]), _eos_ids(model),
+                            getattr(model.generation_config, "pad_token_id", None), target, arch)
+    root = Path(out_dir) if out_dir is not None else None
+    steps = {}
+    for name, tokens in (("prefill", chunk), ("decode", 1)):
+        inputs = _example(config, tokens, dtype)
+        steps[name] = compile_model(CausalLMStep(model), inputs, target=target, arch=arch,
+                                    out_dir=root / name if root is not None else None)
+    if root is not None:
+        (root / META).write_text(json.dumps(asdict(config), indent=1))
+    return CompiledCausalLM(config, steps["prefill"], steps["decode"], root)
+
+
+def _example(config: CausalLMConfig, tokens: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    b, s = config.max_batch_size, config.max_seq_len
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab, (b, tokens), generator=gen)
+    positions = torch.arange(tokens).expand(b, tokens).contiguous()
+    slots = torch.arange(tokens)
+    valid = torch.zeros(b, s, dtype=torch.bool)
+    valid[:, :tokens] = True
+    mask = step_mask(valid, slots, dtype)
+    kv = [torch.randn(shape, generator=gen).to(dtype) for shape in config.kv_shapes]
+    return (ids, positions, slots, mask, *kv)
+
+
