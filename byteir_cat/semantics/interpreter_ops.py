@@ -984,6 +984,12 @@ def _scatter_into(env: Env, block: Block, result: torch.Tensor, flat_index: torc
     """result.flatten()[flat_index[i]] = body(result..., values[i]) in order; torch's accumulate for add."""
     out = result.reshape(-1).clone()
     kind = single_op_body(block)
+    replaces = not block.ops and len(block.args) == 2 and len(block.returns) == 1 and block.returns[0] is block.args[1]
+    if replaces and torch.unique(flat_index).numel() == flat_index.numel():
+        # the body returns the update (index_copy, a KV-cache write): with no position written twice the order
+        # does not matter, and all positions are written at once
+        out[flat_index] = values.to(out.dtype)
+        return out.reshape(result.shape)
     if kind == "stablehlo.add" and out.dtype != torch.bool and is_float(out):
         out.index_put_((flat_index,), values.to(out.dtype), accumulate=True)
         return out.reshape(result.shape)
