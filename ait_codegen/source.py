@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ait_codegen import attention, attention_sm80, attention_sm90, gemm, gemm_sm90, host_twin, rowwise
+from ait_codegen import attention, attention_sm80, attention_sm90, gemm, gemm_sm90, host_twin, index_copy, rowwise
 from ait_codegen.abi import KernelSpec, preamble
 from ait_codegen.candidates import ARCHS, GemmConfig, choose
 from ait_codegen.errors import UnsupportedKernel
@@ -21,7 +21,7 @@ from ait_codegen.gemm_problem import GemmProblem, problem_for
 from ait_codegen.norms import render_norm
 from ait_codegen.softmax import render_softmax
 from byteir_cat.core.ir import TensorType
-from cat_dialect import Attention, Bmm, CatOp, Gemm, LayerNorm, RmsNorm, Softmax
+from cat_dialect import Attention, Bmm, CatOp, Gemm, IndexCopy, LayerNorm, RmsNorm, Softmax
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,9 @@ def render_kernel(spec: KernelSpec, arch: str, config: GemmConfig | None = None,
             notes = (f"own attention kernel on {arch}: {e.why}",)
         return RenderedKernel(spec, arch, sym, attention.render_attention(sym, spec), attention.INCLUDES,
                               notes=notes)
+    if isinstance(op, IndexCopy):
+        sym = spec.symbol(_tag(spec, arch, None))
+        return RenderedKernel(spec, arch, sym, index_copy.render_index_copy(sym, spec), index_copy.INCLUDES)
     raise UnsupportedKernel(op.name, "no renderer for this op family")
 
 

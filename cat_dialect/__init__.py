@@ -12,6 +12,7 @@ from cat_dialect.activations import ACTIVATIONS, LOOK_ALIKES, Activation
 from cat_dialect.attention import Attention
 from cat_dialect.bmm import BMM_LAYOUTS, Bmm
 from cat_dialect.gemm import BINARY_EPILOGUES, GEMM_LAYOUTS, Gemm
+from cat_dialect.index_copy import IndexCopy
 from cat_dialect.norms import LayerNorm, RmsNorm
 from cat_dialect.op_base import CatOp, CatVerifyError
 from cat_dialect.permute import OutputPermute
@@ -21,8 +22,8 @@ PREFIX = "cat."
 
 __all__ = [
     "ACTIVATIONS", "LOOK_ALIKES", "Activation", "Attention", "BINARY_EPILOGUES", "BMM_LAYOUTS", "Bmm", "CatOp",
-    "CatVerifyError", "GEMM_LAYOUTS", "Gemm", "LayerNorm", "OutputPermute", "RmsNorm", "Softmax", "build", "decode",
-    "is_cat",
+    "CatVerifyError", "GEMM_LAYOUTS", "Gemm", "IndexCopy", "LayerNorm", "OutputPermute", "RmsNorm", "Softmax",
+    "build", "decode", "is_cat",
 ]
 
 

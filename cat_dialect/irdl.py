@@ -11,6 +11,7 @@ from cat_dialect.activations import ACTIVATIONS
 from cat_dialect.attention import Attention
 from cat_dialect.bmm import BMM_LAYOUTS, Bmm
 from cat_dialect.gemm import BINARY_EPILOGUES, GEMM_LAYOUTS, Gemm
+from cat_dialect.index_copy import IndexCopy
 from cat_dialect.norms import LayerNorm, RmsNorm
 from cat_dialect.op_base import CatOp
 from cat_dialect.permute import OutputPermute
@@ -33,6 +34,7 @@ def all_declarations() -> Iterator[CatOp]:
     yield RmsNorm(has_gamma=True)
     yield Attention(has_mask=True)
     yield Attention(has_mask=True, permute=_SOME_PERMUTE)
+    yield IndexCopy()
 
 
 def _operation(decl: CatOp, tail: tuple[str, str] | None) -> str:

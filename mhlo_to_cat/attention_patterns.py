@@ -14,10 +14,9 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.core.ir import Op, Value, torch_dtype
-from byteir_cat.semantics.interpreter import eval_op
 from cat_dialect.attention import HEAD_MERGE
 from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer, row_major_bmm
-from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer, splat_value
+from mhlo_to_cat.rewriter import Pattern, Rewriter, input_free_value, producer, splat_value
 
 
 @dataclass
@@ -108,38 +107,6 @@ def _to_rank4(v: Value, rw: Rewriter, anchor: Op) -> Value | None:
     r = Op.create("stablehlo.reshape", [v], [v.type.with_shape((1,) + v.type.shape)], {}, anchor.loc)
     rw.insert_before(anchor, [r])
     return r.result
-
-
-MASK_EVAL_LIMIT = 1 << 26  # elements: a larger exporter-built mask is not evaluated to look for causality
-
-
-def input_free_value(v: Value, limit: int = MASK_EVAL_LIMIT,
-                     memo: dict[Value, torch.Tensor | None] | None = None) -> torch.Tensor | None:
-    """The value of ``v`` when it is computed from constants alone (the iota / compare / broadcast / select
-    chains exporters build masks with), evaluated by the StableHLO interpreter; None when it depends on an
-    input or holds more than ``limit`` elements. Normalisation folds such chains only up to its own, smaller
-    limit (a batch-broadcast mask at batch 8 x seq 1024 is over it): this reads the values without putting
-    them into the module. ``memo`` keeps values between calls (every layer reads the same mask)."""
-    memo = {} if memo is None else memo
-
-    def value(x: Value) -> torch.Tensor | None:
-        if x in memo:
-            return memo[x]
-        memo[x] = None
-        t = constant_tensor(x)
-        op = x.owner
-        if t is None and op is not None and len(op.results) == 1 and op.dialect == "stablehlo" \
-                and op.result.type.numel <= limit and op.name not in ("stablehlo.rng", "stablehlo.custom_call"):
-            args = [value(o) for o in op.operands]
-            if all(a is not None for a in args):
-                try:
-                    (t,) = eval_op(op, args)
-                except Exception:  # an op the interpreter cannot evaluate: not a mask we can read
-                    t = None
-        memo[x] = t
-        return t
-
-    return value(v)
 
 
 def _is_causal(mask: torch.Tensor) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from byteir_cat.core.ir import Block, Function, Op, Value
+from byteir_cat.semantics.interpreter import eval_op
 
 _GAP = 1 << 20  # order keys start this far apart; inserts split gaps, a full gap renumbers
 
@@ -274,3 +275,36 @@ def through(v: Value, names: tuple[str, ...] = ("stablehlo.reshape",)) -> Value:
     while v.owner is not None and v.owner.name in names:
         v = v.owner.operands[0]
     return v
+
+
+EVAL_LIMIT = 1 << 26  # elements: larger constant chains (masks, scatter indices) are not evaluated
+
+
+def input_free_value(v: Value, limit: int = EVAL_LIMIT,
+                     memo: dict[Value, torch.Tensor | None] | None = None) -> torch.Tensor | None:
+    """The value of ``v`` when it is computed from constants alone (the iota / compare / broadcast / select
+    chains exporters build masks and scatter indices with), evaluated by the StableHLO interpreter; None when
+    it depends on an input or holds more than ``limit`` elements. Normalisation folds such chains only up to
+    its own, smaller limit (a batch-broadcast mask at batch 8 x seq 1024 is over it): this reads the values
+    without putting them into the module. ``memo`` keeps values between calls (every layer reads the same
+    mask)."""
+    memo = {} if memo is None else memo
+
+    def value(x: Value) -> torch.Tensor | None:
+        if x in memo:
+            return memo[x]
+        memo[x] = None
+        t = constant_tensor(x)
+        op = x.owner
+        if t is None and op is not None and len(op.results) == 1 and op.dialect == "stablehlo" \
+                and op.result.type.numel <= limit and op.name not in ("stablehlo.rng", "stablehlo.custom_call"):
+            args = [value(o) for o in op.operands]
+            if all(a is not None for a in args):
+                try:
+                    (t,) = eval_op(op, args)
+                except Exception:  # an op the interpreter cannot evaluate: not a mask we can read
+                    t = None
+        memo[x] = t
+        return t
+
+    return value(v)

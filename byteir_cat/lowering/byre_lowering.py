@@ -29,7 +29,8 @@ from mhlo_to_cat.cost import op_bytes, op_flops
 
 # A single-output group of elementwise ops may write its result over a same-shaped operand that dies there.
 _INPLACE_SAFE = ELEMENTWISE | {"stablehlo.constant"}
-_CAT_INPLACE = ("layernorm", "rmsnorm", "softmax")  # computed to a temporary, then stored: in place is safe
+_CAT_INPLACE = ("layernorm", "rmsnorm", "softmax", "index_copy")  # computed to a temporary, then stored, or
+# (index_copy) rows written over the operand itself: in place is safe
 
 
 @dataclass

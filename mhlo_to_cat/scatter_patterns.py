@@ -1,0 +1,122 @@
+"""scatter -> cat.index_copy: the KV-cache write of a causal LM step.
+
+torch's ``index_copy`` (and ``cache[:, :, positions] = new``) reaches StableHLO as a scatter with one full
+coordinate per updated element: indices [..U.., rank] built by concatenating, for every dimension j of the
+operand, either the coordinate itself (an iota broadcast over U) or, for the one written dimension, a vector of
+positions broadcast over the others; the scatter body returns the update. Exactness: every coordinate
+component is evaluated (it is computed from constants) and compared with the coordinate; the positions
+component must be pure data movement of one integer vector (reshape, broadcast, transpose, widening convert),
+and evaluating it on a probe of distinct values must put probe element t at coordinate t of the written
+dimension and nowhere else. Anything else stays a scatter.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import cat_dialect as cat
+from byteir_cat.core.ir import INT_DTYPES, Op, Value, dtype_bytes
+from byteir_cat.semantics.interpreter import eval_op
+from mhlo_to_cat.rewriter import Pattern, Rewriter, input_free_value, producer
+
+_DATA_MOVEMENT = ("stablehlo.reshape", "stablehlo.broadcast_in_dim", "stablehlo.transpose", "stablehlo.convert")
+
+
+def _replaces(op: Op) -> bool:
+    """The scatter body returns its update argument."""
+    if len(op.regions) != 1:
+        return False
+    block = op.regions[0]
+    return not block.ops and len(block.args) == 2 and len(block.returns) == 1 and block.returns[0] is block.args[1]
+
+
+def _coordinate(shape: tuple[int, ...], dim: int) -> torch.Tensor:
+    view = [1] * len(shape)
+    view[dim] = shape[dim]
+    return torch.arange(shape[dim]).reshape(view).expand(shape)
+
+
+def _moved_from(v: Value) -> tuple[Value, list[Op]] | None:
+    """The value ``v`` is data movement of (through reshape / broadcast / transpose / widening int convert),
+    with the ops from it to ``v``; None if a convert narrows or leaves the integers."""
+    chain = []
+    while v.owner is not None and v.owner.name in _DATA_MOVEMENT:
+        op = v.owner
+        if op.name == "stablehlo.convert":
+            src, dst = op.operands[0].type.dtype, op.result.type.dtype
+            if src not in INT_DTYPES or dst not in INT_DTYPES or dtype_bytes(dst) < dtype_bytes(src) \
+                    or src.startswith("ui") != dst.startswith("ui"):
+                return None
+        chain.append(op)
+        v = op.operands[0]
+    return v, chain[::-1]
+
+
+def _positions_source(component: Value, shape: tuple[int, ...], dim: int) -> Value | None:
+    """The integer vector whose element t the component holds at coordinate t of ``dim`` (everywhere else
+    along the other dimensions), proven on a probe of distinct values."""
+    found = _moved_from(component)
+    if found is None:
+        return None
+    source, chain = found
+    if source.type.dtype not in INT_DTYPES or source.type.numel != shape[dim] or not chain:
+        return None
+    probe = (torch.arange(source.type.numel, dtype=torch.int64) + 3).reshape(source.type.shape)
+    value = probe
+    try:
+        for op in chain:
+            (value,) = eval_op(op, [value])
+    except Exception:  # noqa: BLE001 - an op the interpreter cannot evaluate here: not recognised
+        return None
+    if tuple(value.shape) != shape + (1,):
+        return None
+    want = probe.reshape(-1)[_coordinate(shape, dim)]
+    return source if bool((value.reshape(shape).long() == want).all()) else None
+
+
+class ScatterAsIndexCopy(Pattern):
+    """stablehlo.scatter with full per-element coordinates and a replacing body -> cat.index_copy."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.scatter" or len(op.operands) != 3 or not _replaces(op):
+            return False
+        operand, indices, updates = op.operands
+        rank = operand.type.rank
+        dn = op.attrs.get("scatter_dimension_numbers", {})
+        if list(dn.get("update_window_dims", [])) or list(dn.get("inserted_window_dims", [])) != list(range(rank)) \
+                or list(dn.get("scatter_dims_to_operand_dims", [])) != list(range(rank)) \
+                or int(dn.get("index_vector_dim", -1)) != rank or dn.get("input_batching_dims") \
+                or dn.get("scatter_indices_batching_dims"):
+            return False
+        shape = tuple(updates.type.shape)
+        if rank == 0 or indices.type.shape != shape + (rank,):
+            return False
+        cat_op = producer(indices, "stablehlo.concatenate")
+        if cat_op is None or cat_op.attrs.get("dimension") != rank or len(cat_op.operands) != rank:
+            return False
+        written, positions = None, None
+        for j, comp in enumerate(cat_op.operands):
+            if comp.type.shape != shape + (1,):
+                return False
+            value = input_free_value(comp)
+            if value is not None:
+                if shape[j] != operand.type.shape[j] or not bool(
+                        (value.reshape(shape).long() == _coordinate(shape, j)).all()):
+                    return False
+                continue
+            if written is not None:
+                return False
+            written, positions = j, _positions_source(comp, shape, j)
+            if positions is None:
+                return False
+        if written is None:
+            return False
+        ops = []
+        if positions.type.shape != (shape[written],):
+            flat = Op.create("stablehlo.reshape", [positions], [positions.type.with_shape((shape[written],))], {},
+                             op.loc)
+            ops.append(flat)
+            positions = flat.result
+        new = cat.build(cat.IndexCopy(written), [operand, positions, updates], op.loc)
+        rw.replace_op(op, ops + [new], new.results)
+        return True
