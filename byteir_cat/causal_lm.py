@@ -73,6 +73,8 @@ class CompiledCausalLM:
         self.decode_step = decode
         self.path = path
         self.last_timing: dict[str, float] = {}
+        # the caches are given to each step, which writes the new rows into them in place (donated inputs)
+        self._cache_inputs = tuple(range(4, 4 + len(config.kv_shapes)))
 
     def _check(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int
                ) -> torch.Tensor:
@@ -120,7 +122,7 @@ class CompiledCausalLM:
         for start in range(0, p, c.chunk):
             slots = torch.arange(start, start + c.chunk)
             out = self.prefill_step.run(ids[:, start:start + c.chunk], positions[:, start:start + c.chunk], slots,
-                                        step_mask(valid, slots, dtype), *kv)
+                                        step_mask(valid, slots, dtype), *kv, donate=self._cache_inputs)
             logits, kv = out[0][:, p - 1 - start] if p - 1 < start + c.chunk else None, list(out[1:])
         prefill_s = time.perf_counter() - t0
         result = input_ids.clone()
@@ -143,7 +145,8 @@ class CompiledCausalLM:
             pos_step = torch.ones(rows, 1, dtype=torch.long)
             pos_step[:b, 0] = next_pos + i
             slots = torch.tensor([slot])
-            out = self.decode_step.run(ids_step, pos_step, slots, step_mask(valid, slots, dtype), *kv)
+            out = self.decode_step.run(ids_step, pos_step, slots, step_mask(valid, slots, dtype), *kv,
+                                       donate=self._cache_inputs)
             logits, kv = out[0][:, 0], list(out[1:])
             steps += 1
         decode_s = time.perf_counter() - t1

@@ -4,6 +4,7 @@ the model runs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,11 @@ class CompiledModel:
     def report(self) -> dict[str, Any]:
         return self.artifact.report
 
-    def run(self, *tensors: torch.Tensor, profile: bool = False) -> tuple[torch.Tensor, ...]:
+    def run(self, *tensors: torch.Tensor, profile: bool = False, donate: Sequence[int] = ()
+            ) -> tuple[torch.Tensor, ...]:
         """Outputs as a tuple of fresh tensors (on the model's device); wrong input count/shape/dtype raise a
-        one-line InputError."""
-        return self.session.run(*tensors, profile=profile)
+        one-line InputError. ``donate``: inputs the caller gives up for in-place outputs (``Session.run``)."""
+        return self.session.run(*tensors, profile=profile, donate=donate)
 
     __call__ = run
 

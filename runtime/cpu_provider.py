@@ -147,7 +147,7 @@ class CpuProvider:
         if isinstance(decl, cat_dialect.Gemm) and isinstance(weight, int) and weight in self.constant:
             fast = _prepacked_gemm(decl, types, out_type, self.slots[weight])
         # reads every operand before writing, or never shares storage
-        fast = fast or _fast_cat(decl, types, out_type)
+        fast = fast or _index_copy(decl) or _fast_cat(decl, types, out_type)
         if fast is not None:
             def run_fast(slots: Slots) -> None:
                 fast([g(slots) for g in getters], slots[res])
@@ -216,6 +216,27 @@ def _prepacked_gemm(decl: cat_dialect.Gemm, types: list, out_type, weight: torch
 
     gemm.keepalive = packed  # type: ignore[attr-defined]
     return gemm
+
+
+def _index_copy(decl: cat_dialect.CatOp) -> FastKernel | None:
+    """cat.index_copy writing only its rows, in place when the result is the destination's own buffer (a
+    donated KV cache) and after one copy of the destination otherwise."""
+    if not isinstance(decl, cat_dialect.IndexCopy):
+        return None
+    dim = decl.dim
+
+    def index_copy(args: list[torch.Tensor], out: torch.Tensor) -> None:
+        dest, positions, src = args
+        if out.data_ptr() != dest.data_ptr():
+            out.copy_(dest)
+        keep = (positions >= 0) & (positions < dest.shape[dim])
+        if bool(keep.all()):
+            out.index_copy_(dim, positions.long(), src)
+        else:
+            rows = keep.nonzero().reshape(-1)
+            out.index_copy_(dim, positions[rows].long(), src.index_select(dim, rows))
+
+    return index_copy
 
 
 def _fast_cat(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | None:

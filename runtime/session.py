@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,10 +142,18 @@ class Session:
             out.append(t)
         return out
 
-    def run(self, *inputs: torch.Tensor, profile: bool = False) -> tuple[torch.Tensor, ...]:
-        """Run the model; the outputs are fresh tensors owned by the caller."""
+    def run(self, *inputs: torch.Tensor, profile: bool = False, donate: Sequence[int] = ()
+            ) -> tuple[torch.Tensor, ...]:
+        """Run the model; the outputs are fresh tensors owned by the caller. ``donate``: positions of inputs the
+        caller gives up; an output the plan can compute in such an input's buffer (``ByreModule.donatable``,
+        a KV-cache write) is computed there and returned as that tensor, so nothing is copied."""
         with self._lock:
             ins = self.check_inputs(inputs)
+            if donate:
+                wrong = [i for i in donate if not 0 <= i < len(ins)]
+                if wrong:
+                    raise InputError(f"donate: input position {wrong[0]} is not one of the {len(ins)} inputs")
+                return tuple(self._run(ins, profile, frozenset(donate))[0])
             if profile or not self._graphs_apply():
                 return tuple(self._run(ins, profile)[0])
             if self._graph is None:
@@ -243,18 +251,20 @@ class Session:
         graph.replay()
         return tuple(o.clone() for o in outs)
 
-    def _prepare(self, inputs: list[torch.Tensor]) -> Slots:
+    def _prepare(self, inputs: list[torch.Tensor], donated: frozenset[int] = frozenset()) -> Slots:
         slots = list(self._slots)
         for vid, t in zip(self.byre.inputs, inputs, strict=True):
             slots[vid] = t
+        in_place = {self.byre.outputs[o]: inputs[i] for o, i in self.byre.donatable.items() if i in donated}
         for vid, shape, dtype in self._fresh:
-            slots[vid] = torch.empty(shape, dtype=dtype, device=self.torch_device)
+            slots[vid] = in_place[vid] if vid in in_place else torch.empty(shape, dtype=dtype, device=self.torch_device)
         if self._cuda is not None:
             self._cuda.begin_run()
         return slots
 
-    def _run(self, inputs: list[torch.Tensor], profile: bool) -> tuple[list[torch.Tensor], Slots]:
-        slots = self._prepare(inputs)
+    def _run(self, inputs: list[torch.Tensor], profile: bool, donated: frozenset[int] = frozenset()
+             ) -> tuple[list[torch.Tensor], Slots]:
+        slots = self._prepare(inputs, donated)
         with torch.inference_mode():
             if profile and self._cuda is not None:
                 self._profile_cuda(slots)

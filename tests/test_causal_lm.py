@@ -57,6 +57,10 @@ def test_batch_of_one_is_token_exact(compiled, family):
         want = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12)
     assert torch.equal(lm.generate(ids, max_new_tokens=12), want)
     assert lm.last_timing["decode_steps"] == want.shape[1] - 7 - 1
+    # every layer's K and V are written in place: each cache input of both steps is donatable to its output
+    caches = len(lm.config.kv_shapes)
+    for step in (lm.prefill_step, lm.decode_step):
+        assert step.artifact.byre.donatable == {1 + i: 4 + i for i in range(caches)}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

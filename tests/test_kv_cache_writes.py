@@ -86,3 +86,27 @@ def test_cuda_kernel_compiles():
     (res,) = compile_all([BuildJob("index-copy", device_source(kernels), "device", "sm_80", "object")],
                          progress=False)
     assert res.path.stat().st_size > 0
+
+
+class Update(torch.nn.Module):
+    def forward(self, cache, positions, new):
+        return cache.index_copy(2, positions, new), new.sum()
+
+
+def test_donated_cache_is_written_in_place(tmp_path):
+    """The output that updates an input read by nothing else is donatable; donating the input writes the new
+    rows into the caller's tensor (nothing else copied) and returns it; without donation the input is kept."""
+    from byteir_cat.compiler import compile as compile_model
+
+    inputs = _inputs(2, [5, 9, 11])
+    model = compile_model(Update(), inputs, out_dir=tmp_path / "a")
+    assert model.artifact.byre.donatable == {0: 0}
+    cache = inputs[0].clone()
+    (kept, _) = model.run(cache, *inputs[1:])
+    assert torch.equal(cache, inputs[0]) and kept.data_ptr() != cache.data_ptr()
+    (updated, total) = model.run(cache, *inputs[1:], donate=[0])
+    assert updated.data_ptr() == cache.data_ptr()
+    assert torch.equal(cache, Update()(*inputs)[0]) and torch.equal(kept, cache)
+    assert torch.allclose(total, inputs[2].sum())
+    with pytest.raises(Exception, match="donate: input position 7"):
+        model.run(cache, *inputs[1:], donate=[7])

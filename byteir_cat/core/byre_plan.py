@@ -194,6 +194,10 @@ class ByreModule:
     inplace: int = 0  # results that took over an operand's storage
     input_names: list[str] = field(default_factory=list)
     workspace_bytes: int = 0  # scratch shared by CAT workspaces and PTX temps, one compute at a time
+    # output position -> input position: the output may be computed in the input's own buffer when the caller
+    # donates that input (``Session.run(donate=...)``): it is an in-place update (a KV-cache write) and the
+    # only reader of the input
+    donatable: dict[int, int] = field(default_factory=dict)
 
     @property
     def interpreted(self) -> list[InterpretCompute]:
@@ -208,6 +212,7 @@ class ByreModule:
             "values": [v.to_json() for v in self.values],
             "computes": [c.to_json() for c in self.computes],
             "checks": self.checks,
+            "donatable": {str(k): v for k, v in self.donatable.items()},
         }
 
     @staticmethod
@@ -219,7 +224,8 @@ class ByreModule:
             return ByreModule([ByreValue.from_json(v) for v in d["values"]], list(d["inputs"]), list(d["outputs"]),
                               [Compute.from_json(c) for c in d["computes"]], list(d.get("checks", [])),
                               int(d["arena_bytes"]), int(d["naive_bytes"]), int(d.get("inplace", 0)),
-                              list(d.get("input_names", [])), int(d.get("workspace_bytes", 0)))
+                              list(d.get("input_names", [])), int(d.get("workspace_bytes", 0)),
+                              {int(k): int(v) for k, v in d.get("donatable", {}).items()})
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"ByRE plan is malformed: {type(e).__name__}: {e}") from None
 

@@ -109,7 +109,26 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
                       input_names=list(main.arg_names))
     _assign_storage(byre)
     byre.workspace_bytes = scratch_bytes(byre.computes)
+    byre.donatable = _donatable(byre)
     return byre, tensors
+
+
+def _donatable(byre: ByreModule) -> dict[int, int]:
+    """Outputs that are an in-place update (``cat.index_copy``) of an input read by nothing else."""
+    reads: dict[int, int] = {}
+    for c in byre.computes:
+        for o in c.operands:
+            reads[o] = reads.get(o, 0) + 1
+    for vid in byre.outputs + [o for chk in byre.checks for o in chk["operands"]]:
+        reads[vid] = reads.get(vid, 0) + 1
+    found: dict[int, int] = {}
+    for c in byre.computes:
+        if not isinstance(c, CatCompute) or c.op != "cat.index_copy" or "arg" not in c.operand_map[0]:
+            continue
+        dest, result = byre.values[c.operands[c.operand_map[0]["arg"]]], byre.values[c.results[0]]
+        if dest.storage == "input" and result.storage == "output" and reads.get(dest.id) == 1:
+            found[result.index] = dest.index
+    return found
 
 
 def scratch_bytes(computes: list[Compute]) -> int:
