@@ -98,3 +98,22 @@ def test_generate_cli(compiled, capsys):
     assert tokens == ",".join(map(str, want[0].tolist()))
     assert "prefill" in timing and "tokens/s" in timing
     assert cli(["generate", str(lm.path), "--input-ids", "1,x"]) == 1
+
+
+@pytest.mark.slow
+def test_f16_gpt2_steps_compile_for_sm90a(tmp_path):
+    """Prefill and decode of an f16 GPT-2 for sm_90a (nvcc/ptxas builds): every compute on the device,
+    the cache writes included (cat.index_copy's kernel), every cache donatable."""
+    import shutil
+
+    if not (shutil.which("nvcc") and shutil.which("ptxas")):
+        pytest.skip("needs nvcc and ptxas")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_embd=256, n_layer=2, n_head=4, n_positions=256,
+                                       pad_token_id=0)).half().eval()
+    lm = compile_causal_lm(model, 2, 128, target="cuda", arch="sm_90a", out_dir=tmp_path / "lm")
+    for step in (lm.prefill_step, lm.decode_step):
+        report = step.artifact.report
+        assert report["interpreted"] == [] and report["computes"]["cat"] >= 2 * 2 * 5
+        assert any(c.op == "cat.index_copy" and c.library for c in step.artifact.byre.computes if c.kind == "cat")
+        assert len(step.artifact.byre.donatable) == 4
