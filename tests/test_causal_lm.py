@@ -4,6 +4,10 @@ batch 1 and as a left-padded batch of 2; refusals of what the compiled shapes ca
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -104,8 +108,6 @@ def test_generate_cli(compiled, capsys):
 def test_f16_gpt2_steps_compile_for_sm90a(tmp_path):
     """Prefill and decode of an f16 GPT-2 for sm_90a (nvcc/ptxas builds): every compute on the device,
     the cache writes included (cat.index_copy's kernel), every cache donatable."""
-    import shutil
-
     if not (shutil.which("nvcc") and shutil.which("ptxas")):
         pytest.skip("needs nvcc and ptxas")
     torch.manual_seed(0)
@@ -117,3 +119,23 @@ def test_f16_gpt2_steps_compile_for_sm90a(tmp_path):
         assert report["interpreted"] == [] and report["computes"]["cat"] >= 2 * 2 * 5
         assert any(c.op == "cat.index_copy" and c.library for c in step.artifact.byre.computes if c.kind == "cat")
         assert len(step.artifact.byre.donatable) == 4
+
+
+LOADER = """
+import sys, torch
+for name in ("torch_mlir", "mhlo_to_cat", "fallback_codegen", "ait_codegen", "cutlass_library", "transformers"):
+    sys.modules[name] = None  # the generating side needs none of them
+from byteir_cat import load_causal_lm
+ids = torch.tensor([[int(t) for t in sys.argv[2].split(",")]])
+print(",".join(map(str, load_causal_lm(sys.argv[1]).generate(ids, max_new_tokens=6)[0].tolist())))
+"""
+
+
+def test_generates_in_a_new_process_without_compiler_or_transformers(compiled):
+    model, lm = compiled["qwen2"]
+    ids = _prompt(1, 5, seed=4)
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=6)
+    proc = subprocess.run([sys.executable, "-c", LOADER, str(lm.path), ",".join(map(str, ids[0].tolist()))],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == ",".join(map(str, want[0].tolist()))
