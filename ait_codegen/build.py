@@ -188,12 +188,7 @@ def build_twin(kernels: Sequence[RenderedKernel], progress: bool = True) -> Buil
     return compile_all([BuildJob(name, twin_source(kernels), "host", None, "shared")], progress=progress)[0]
 
 
-def build_alternatives(chosen: RenderedKernel, count: int, progress: bool = False
-                       ) -> list[tuple[RenderedKernel, BuildResult]]:
-    """Up to ``count`` other builds of a GEMM/BMM kernel, for timing on the device (``byteir-cat tune``): the
-    heuristic's next picks for its arch and, on sm_90a, the best CUTLASS 2.x kernel (it can win on small or
-    skinny problems, and its split-k serves GEMV-like decode GEMMs). Each is a shared library with the same C
-    ABI under its own symbol; configurations that render to the chosen kernel are left out."""
+def _alternatives(chosen: RenderedKernel, count: int) -> list[RenderedKernel]:
     spec, arch = chosen.spec, chosen.arch
     if count <= 0 or not isinstance(spec.op, Gemm | Bmm):
         return []
@@ -209,7 +204,18 @@ def build_alternatives(chosen: RenderedKernel, count: int, progress: bool = Fals
             continue
         if k.symbol != chosen.symbol and not k.notes:
             rendered.setdefault(k.symbol, k)
-    picked = list(rendered.values())[:count]
-    jobs = [BuildJob(f"{k.spec.op.name}:{k.config.name if k.config else ''}", device_source([k]), "device", arch,
-                     "shared") for k in picked]
-    return list(zip(picked, compile_all(jobs, progress=progress), strict=True))
+    return list(rendered.values())[:count]
+
+
+def build_alternatives(chosen: Sequence[RenderedKernel], count: int, progress: bool = False
+                       ) -> list[list[tuple[RenderedKernel, BuildResult]]]:
+    """For each chosen GEMM/BMM kernel, up to ``count`` other builds for timing on the device (``byteir-cat
+    tune``): the heuristic's next picks for its arch and, on sm_90a, the best CUTLASS 2.x kernel (it can win on
+    small or skinny problems, and its split-k serves GEMV-like decode GEMMs). Each is a shared library with the
+    same C ABI under its own symbol; configurations that render to the chosen kernel are left out. All builds
+    go to nvcc together."""
+    picked = [_alternatives(k, count) for k in chosen]
+    jobs = [BuildJob(f"{k.spec.op.name}:{k.config.name if k.config else ''}", device_source([k]), "device", k.arch,
+                     "shared") for ks in picked for k in ks]
+    results = iter(compile_all(jobs, progress=progress))
+    return [[(k, next(results)) for k in ks] for ks in picked]

@@ -11,6 +11,7 @@ import torch
 
 from ait_codegen.abi import KernelSpec, ReturnCode
 from ait_codegen.elements import TORCH_TYPES
+from byteir_cat.core.kernel_abi import entry_points, status_name
 
 
 class KernelError(RuntimeError):
@@ -23,9 +24,7 @@ class KernelLibrary:
         self.lib = ctypes.CDLL(str(self.path))
 
     def workspace_bytes(self, symbol: str) -> int:
-        fn = getattr(self.lib, f"{symbol}_workspace_bytes")
-        fn.restype = ctypes.c_size_t
-        return int(fn())
+        return int(entry_points(self.lib, symbol)[1]())
 
     def prepare(self, symbol: str, spec: KernelSpec, tensors: Sequence[torch.Tensor]):
         """Arguments of one call, allocated on the inputs' device; returns (call, result) so that the call can
@@ -38,16 +37,13 @@ class KernelLibrary:
         ptrs = (ctypes.c_void_p * len(args))(*[t.data_ptr() for t in args])
         shapes = [d for t in args for d in t.shape] + list(result_type.shape)
         dims = (ctypes.c_int64 * len(shapes))(*shapes)
-        fn = getattr(self.lib, symbol)
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                       ctypes.c_void_p]
+        fn = entry_points(self.lib, symbol)[0]
         stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else None
 
         def call() -> None:
             rc = fn(ptrs, out.data_ptr(), dims, workspace.data_ptr(), workspace.numel(), stream)
             if rc != ReturnCode.OK:
-                raise KernelError(f"{symbol} returned {ReturnCode(rc).name}")
+                raise KernelError(f"{symbol} returned {status_name(rc)}")
 
         call.keep_alive = (args, workspace, ptrs, dims)  # type: ignore[attr-defined]
         return call, out

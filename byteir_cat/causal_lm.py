@@ -128,7 +128,7 @@ class CompiledCausalLM:
         result = input_ids.clone()
         pad = c.pad_token_id if c.pad_token_id is not None else (c.eos_token_ids[0] if c.eos_token_ids else 0)
         done = torch.zeros(b, dtype=torch.bool)
-        next_pos = positions[:b, p - 1] + 1 if p else torch.zeros(b, dtype=torch.long)
+        next_pos = positions[:b, p - 1] + 1
         t1 = time.perf_counter()
         steps = 0
         for i in range(max_new_tokens):

@@ -233,15 +233,15 @@ def _cuda_cat(part: Any, arch: str, note: Progress, times: dict[str, float], tun
                                   _config_record(lib.kernels[0].config))
     if tune_candidates:
         note("tuning candidates", 0, len(libs))
-        for i, lib in enumerate(libs):
-            chosen = lib.kernels[0]
-            for alt, res in build_alternatives(chosen, tune_candidates):
-                rel = f"kernels/candidates/{chosen.symbol}/{alt.symbol}.so"
+        chosen = [lib.kernels[0] for lib in libs]
+        for k, alternatives in zip(chosen, build_alternatives(chosen, tune_candidates), strict=True):
+            for alt, res in alternatives:
+                rel = f"kernels/candidates/{k.symbol}/{alt.symbol}.so"
                 files[rel] = res.path.read_bytes()
-                built[chosen.symbol].candidates.append({
+                built[k.symbol].candidates.append({
                     "library": rel, "symbol": alt.symbol, "config": _config_record(alt.config),
                     "workspace": KernelLibrary(res.path).workspace_bytes(alt.symbol)})
-            note("tuning candidates", i + 1, len(libs))
+        note("tuning candidates", len(libs), len(libs))
     times["nvcc"] = time.perf_counter() - t1
     kernels = {name: built[sym] for name, sym in symbol_of.items()}
     stats = {"libraries": len(libs), "tuning_candidates": sum(len(k.candidates) for k in built.values()),

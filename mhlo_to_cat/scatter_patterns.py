@@ -17,17 +17,10 @@ import torch
 import cat_dialect as cat
 from byteir_cat.core.ir import INT_DTYPES, Op, Value, dtype_bytes
 from byteir_cat.semantics.interpreter import eval_op
+from byteir_cat.semantics.interpreter_ops import returns_update
 from mhlo_to_cat.rewriter import Pattern, Rewriter, input_free_value, producer
 
 _DATA_MOVEMENT = ("stablehlo.reshape", "stablehlo.broadcast_in_dim", "stablehlo.transpose", "stablehlo.convert")
-
-
-def _replaces(op: Op) -> bool:
-    """The scatter body returns its update argument."""
-    if len(op.regions) != 1:
-        return False
-    block = op.regions[0]
-    return not block.ops and len(block.args) == 2 and len(block.returns) == 1 and block.returns[0] is block.args[1]
 
 
 def _coordinate(shape: tuple[int, ...], dim: int) -> torch.Tensor:
@@ -78,7 +71,8 @@ class ScatterAsIndexCopy(Pattern):
     """stablehlo.scatter with full per-element coordinates and a replacing body -> cat.index_copy."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.scatter" or len(op.operands) != 3 or not _replaces(op):
+        if op.name != "stablehlo.scatter" or len(op.operands) != 3 or len(op.regions) != 1 \
+                or not returns_update(op.regions[0]):
             return False
         operand, indices, updates = op.operands
         rank = operand.type.rank

@@ -36,7 +36,7 @@ from byteir_cat.core.byre_plan import (
 )
 from byteir_cat.core.cuda_arch import runs_on
 from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.kernel_abi import ReturnCode
+from byteir_cat.core.kernel_abi import entry_points, status_name
 from byteir_cat.core.serialize import Reader
 from byteir_cat.semantics.interpreter import evaluate
 from runtime.artifact import Artifact
@@ -157,16 +157,16 @@ class CudaProvider:
         need = 0
         for c in self.byre.computes:
             if isinstance(c, CatCompute) and c.library:
-                fn = self._entry(c, f"{c.symbol}_workspace_bytes")
-                fn.restype = ctypes.c_size_t
-                need = max(need, int(fn()))
+                need = max(need, int(self._entry(c)[1]()))
         return need
 
-    def _entry(self, c: CatCompute, name: str):
+    def _entry(self, c: CatCompute):
+        """The compute's kernel and its workspace query."""
         try:
-            return getattr(self._library(c.library), name)
+            return entry_points(self._library(c.library), c.symbol)
         except AttributeError:
-            raise ArtifactError(f"compute @{c.callee}: {c.library} does not export {name}") from None
+            raise ArtifactError(f"compute @{c.callee}: {c.library} does not export {c.symbol} and "
+                                f"{c.symbol}_workspace_bytes") from None
 
     def _library(self, rel: str) -> ctypes.CDLL:
         if rel not in self._libraries:
@@ -179,12 +179,7 @@ class CudaProvider:
         bound = bind_cat_op(c, self.byre, self.reader, self.device)
         args, types, out_type, res = bound.operands, bound.types, bound.out_type, bound.result
         symbol = c.symbol
-        fn = self._entry(c, symbol)
-        ws_fn = self._entry(c, f"{symbol}_workspace_bytes")
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                       ctypes.c_void_p]
-        ws_fn.restype = ctypes.c_size_t
+        fn, ws_fn = self._entry(c)
         workspace = int(ws_fn())
         if workspace > self.scratch.numel():
             raise ArtifactError(f"compute @{c.callee}: {symbol} needs {workspace} B of workspace, the plan has "
@@ -201,8 +196,7 @@ class CudaProvider:
         callee, provider = c.callee, self
 
         def fail(rc: int) -> None:
-            name = ReturnCode(rc).name if rc in ReturnCode._value2member_map_ else str(rc)
-            raise CudaKernelError(f"compute @{callee}: {symbol} returned {name}")
+            raise CudaKernelError(f"compute @{callee}: {symbol} returned {status_name(rc)}")
 
         if all(self.static[i] for i in slot_args):
             for i, a in slot_pos:

@@ -20,7 +20,7 @@ import torch
 from byteir_cat.core.byre_plan import CatCompute
 from byteir_cat.core.errors import ArtifactError
 from byteir_cat.core.ir import torch_dtype
-from byteir_cat.core.kernel_abi import ReturnCode
+from byteir_cat.core.kernel_abi import entry_points, status_name
 from byteir_cat.core.serialize import Reader
 from runtime.artifact import read
 from runtime.cat_binding import BoundCatOp, bind_cat_op
@@ -65,8 +65,7 @@ def cuda_event_timer(runs: int = 20, warmup: int = 3) -> Timer:
 
 def _checked(symbol: str, rc: int) -> None:
     if rc:
-        name = ReturnCode(rc).name if rc in ReturnCode._value2member_map_ else str(rc)
-        raise RuntimeError(f"{symbol} returned {name}")
+        raise RuntimeError(f"{symbol} returned {status_name(rc)}")
 
 
 def _operands(bound: BoundCatOp, device: torch.device, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -138,13 +137,9 @@ def _launcher(root: Path, build: dict[str, Any], xs: list[torch.Tensor], out: to
         libraries[rel] = ctypes.CDLL(str(root / rel))
     lib, symbol = libraries[rel], build["symbol"]
     try:
-        fn, ws_fn = getattr(lib, symbol), getattr(lib, f"{symbol}_workspace_bytes")
+        fn, ws_fn = entry_points(lib, symbol)
     except AttributeError:
         raise ArtifactError(f"{root}: {rel} does not export {symbol}") from None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                   ctypes.c_void_p]
-    ws_fn.restype = ctypes.c_size_t
     ws = torch.empty(max(int(ws_fn()), 1), dtype=torch.uint8, device=dev)
     ptrs = (ctypes.c_void_p * len(xs))(*[x.data_ptr() for x in xs])
     stream = torch.cuda.current_stream(dev).cuda_stream if dev.type == "cuda" else None

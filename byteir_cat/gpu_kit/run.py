@@ -56,11 +56,12 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 import cat_dialect as cat  # noqa: E402
 from byteir_cat import model_zoo  # noqa: E402
+from byteir_cat.core.byre_plan import ByreModule  # noqa: E402
 from byteir_cat.core.ir import Op, torch_dtype  # noqa: E402
 from byteir_cat.core.serialize import Reader  # noqa: E402
 from byteir_cat.gpu_kit import weights  # noqa: E402
 from byteir_cat.semantics.interpreter import evaluate  # noqa: E402
-from runtime.artifact import MANIFEST, WEIGHTS, read  # noqa: E402
+from runtime.artifact import MANIFEST, PLAN, WEIGHTS, read  # noqa: E402
 from runtime.cuda_timing import cuda_event_times  # noqa: E402
 from runtime.session import Session  # noqa: E402
 from runtime.tuner import cuda_event_timer, tune_artifact  # noqa: E402
@@ -133,6 +134,11 @@ def _events_ms(fn: Callable[[], Any], runs: int, warmup: int = 3) -> float:
 
 def _decl(c) -> cat.CatOp:
     return cat.decode(Op(c.op, [], [], Reader({}).attr({"dict": c.op_attrs})))
+
+
+def _plan(art: Path) -> ByreModule:
+    """An artifact's plan alone (``read`` would also hash and load its weights)."""
+    return ByreModule.from_json(json.loads((art / PLAN).read_text()))
 
 
 def _model_dirs(work: Path) -> list[Path]:
@@ -424,8 +430,7 @@ def step_tune(work: Path, check: bool) -> dict[str, Any]:
     """``byteir-cat tune`` on every model artifact that carries GEMM candidates (CUDA-event timed, winners
     written into the artifact), then the tuned model timed again; ``tune.json`` goes back to the compiling
     machine (``byteir-cat tune --import``)."""
-    arts = [a for a in _model_dirs(work)
-            if any(c.kind == "cat" and c.candidates for c in read(a, target="cuda").byre.computes)]
+    arts = [a for a in _model_dirs(work) if any(c.kind == "cat" and c.candidates for c in _plan(a).computes)]
     if check:
         raise NoDevice(f"{len(arts)} model artifact(s) carry GEMM candidates")
     device = _device(check)
@@ -484,52 +489,51 @@ def _summary(out: Path, statuses: dict[str, str], check: bool) -> str:
         lines.append(f"| {name} | {status} | {rec.get('seconds', '-')} | {detail[:200]} |")
     kernels = _load(out, "kernels")
     if kernels:
-        lines += ["", f"## Kernels: {kernels['passed']}/{kernels['total']} within tolerance", "",
-                  "| kernel | ok | rel. error (norm) | max | error |", "|---|---|---|---|---|"]
-        for r in kernels["kernels"]:
-            errs = f"{r['norm']:.2e} | {r['max']:.2e}" if "norm" in r else "- | -"
-            lines.append(f"| {r['kernel']} | {r['ok']} | {errs} | {r.get('error', '')} |")
+        lines += _table(f"Kernels: {kernels['passed']}/{kernels['total']} within tolerance",
+                        ["kernel", "ok", "rel. error (norm)", "max", "error"],
+                        [[r["kernel"], r["ok"], *_errors(r), r.get("error", "")] for r in kernels["kernels"]])
     models = _load(out, "models")
     if models:
-        lines += ["", f"## Models: {models['passed']}/{models['total']}; fusion groups "
-                  f"{models['groups_passed']}/{len(models['groups'])}", "", "| artifact | ok | rel. error | error |",
-                  "|---|---|---|---|"]
-        for r in models["models"]:
-            lines.append(f"| {r['artifact']} | {r['ok']} | {r.get('norm', '-')} | {r.get('error', '')} |")
+        lines += _table(f"Models: {models['passed']}/{models['total']}; fusion groups "
+                        f"{models['groups_passed']}/{len(models['groups'])}", ["artifact", "ok", "rel. error", "error"],
+                        [[r["artifact"], r["ok"], r.get("norm", "-"), r.get("error", "")] for r in models["models"]])
     gemm = _load(out, "gemm_timing")
     if gemm:
-        lines += ["", "## GEMMs vs cuBLAS (CUDA-graph replay)", "",
-                  "| artifact | op | M,N,K | batch | ours ms | cuBLAS ms | TFLOP/s | vs cuBLAS |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in gemm["gemms"]:
-            lines.append(f"| {r['artifact']} | {r['op']} | {r['mnk']} | {r['batch']} | {r['ours_ms']} | "
-                         f"{r['cublas_ms']} | {r['ours_tflops']} | {r['vs_cublas']}x |")
+        lines += _table("GEMMs vs cuBLAS (CUDA-graph replay)",
+                        ["artifact", "op", "M,N,K", "batch", "ours ms", "cuBLAS ms", "TFLOP/s", "vs cuBLAS"],
+                        [[r["artifact"], r["op"], r["mnk"], r["batch"], r["ours_ms"], r["cublas_ms"], r["ours_tflops"],
+                          f"{r['vs_cublas']}x"] for r in gemm["gemms"]])
     att = _load(out, "attention_timing")
     if att:
-        lines += ["", "## Attention vs SDPA", "", "| artifact | q | kv | ours ms | SDPA ms | vs SDPA |",
-                  "|---|---|---|---|---|---|"]
-        for r in att["attention"]:
-            lines.append(f"| {r['artifact']} | {r['q']} | {r['kv']} | {r['ours_ms']} | {r['sdpa_ms']} | "
-                         f"{r['vs_sdpa']}x |")
+        lines += _table("Attention vs SDPA", ["artifact", "q", "kv", "ours ms", "SDPA ms", "vs SDPA"],
+                        [[r["artifact"], r["q"], r["kv"], r["ours_ms"], r["sdpa_ms"], f"{r['vs_sdpa']}x"]
+                         for r in att["attention"]])
     mt = _load(out, "model_timing")
     if mt:
-        lines += ["", "## Models vs torch eager and torch.compile", "",
-                  "| artifact | ours ms (launches) | ours (graph) ms | ours (default run) ms | eager ms | "
-                  "torch.compile ms | vs eager | vs torch.compile | error |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in mt["models"]:
-            lines.append(f"| {r['artifact']} | {r.get('ours_ms')} | {r.get('ours_graph_ms')} | "
-                         f"{r.get('ours_default_ms')} | {r.get('eager_ms')} | "
-                         f"{r.get('torch_compile_ms')} | {r.get('speedup_vs_eager')} | "
-                         f"{r.get('speedup_vs_torch_compile')} | {r.get('error', '')} |")
+        keys = ["ours_ms", "ours_graph_ms", "ours_default_ms", "eager_ms", "torch_compile_ms", "speedup_vs_eager",
+                "speedup_vs_torch_compile"]
+        lines += _table("Models vs torch eager and torch.compile",
+                        ["artifact", "ours ms (launches)", "ours (graph) ms", "ours (default run) ms", "eager ms",
+                         "torch.compile ms", "vs eager", "vs torch.compile", "error"],
+                        [[r["artifact"], *(r.get(k) for k in keys), r.get("error", "")] for r in mt["models"]])
     tune = _load(out, "tune")
     if tune:
-        lines += ["", "## Tuning (byteir-cat tune on each model artifact)", "",
-                  "| artifact | GEMMs | replaced | default run after tuning ms |", "|---|---|---|---|"]
-        for r in tune["models"]:
-            lines.append(f"| {r['artifact']} | {r['gemms']} | {r['replaced']} | {r['tuned_default_ms']} |")
+        lines += _table("Tuning (byteir-cat tune on each model artifact)",
+                        ["artifact", "GEMMs", "replaced", "default run after tuning ms"],
+                        [[r["artifact"], r["gemms"], r["replaced"], r["tuned_default_ms"]] for r in tune["models"]])
     if check:
         lines += ["", "Check mode: every step ran up to its first device call."]
     return "\n".join(lines) + "\n"
+
+
+def _errors(r: dict[str, Any]) -> list[str]:
+    return [f"{r['norm']:.2e}", f"{r['max']:.2e}"] if "norm" in r else ["-", "-"]
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> list[str]:
+    """A summary section: heading and markdown table."""
+    return ["", f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)]
 
 
 def _load(out: Path, name: str, whole: bool = False) -> dict[str, Any] | None:

@@ -196,19 +196,27 @@ def sign(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return torch.sign(x)
 
 
-@register("stablehlo.floor")
-def floor(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
-    return torch.floor(args[0])
+# Unary ops that are exactly one torch function of their operand, whatever its element type.
+TORCH_UNARY = {
+    "stablehlo.floor": torch.floor,
+    "stablehlo.ceil": torch.ceil,
+    "stablehlo.round_nearest_even": torch.round,
+    "stablehlo.is_finite": torch.isfinite,
+    "chlo.is_inf": torch.isinf,
+    "chlo.is_pos_inf": torch.isposinf,
+    "chlo.is_neg_inf": torch.isneginf,
+}
 
 
-@register("stablehlo.ceil")
-def ceil(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
-    return torch.ceil(args[0])
+def _torch_unary(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
+    def handler(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
+        return fn(args[0])
+
+    return handler
 
 
-@register("stablehlo.round_nearest_even")
-def round_nearest_even(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
-    return torch.round(args[0])
+for _name, _fn in TORCH_UNARY.items():
+    OPS[_name] = _torch_unary(_fn)
 
 
 @register("stablehlo.round_nearest_afz")
@@ -218,26 +226,6 @@ def round_nearest_afz(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tenso
     t = torch.trunc(x)
     away = (x - t).abs() >= 0.5
     return torch.where(away, t + torch.sign(x), t)
-
-
-@register("stablehlo.is_finite")
-def is_finite(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
-    return torch.isfinite(args[0])
-
-
-@register("chlo.is_inf")
-def is_inf(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
-    return torch.isinf(args[0])
-
-
-@register("chlo.is_pos_inf")
-def is_pos_inf(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
-    return torch.isposinf(args[0])
-
-
-@register("chlo.is_neg_inf")
-def is_neg_inf(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
-    return torch.isneginf(args[0])
 
 
 @register("chlo.square")
@@ -827,6 +815,11 @@ def single_op_body(block: Block) -> str | None:
     return body.name
 
 
+def returns_update(block: Block) -> bool:
+    """A scatter body that returns its update argument: the update replaces the operand element."""
+    return not block.ops and len(block.args) == 2 and len(block.returns) == 1 and block.returns[0] is block.args[1]
+
+
 def vectorisable(block: Block) -> bool:
     """A body of elementwise ops only can run on whole tensors of (accumulator, element) pairs at once."""
     return all(o.name in ELEMENTWISE and not o.regions for o in block.ops)
@@ -984,8 +977,7 @@ def _scatter_into(env: Env, block: Block, result: torch.Tensor, flat_index: torc
     """result.flatten()[flat_index[i]] = body(result..., values[i]) in order; torch's accumulate for add."""
     out = result.reshape(-1).clone()
     kind = single_op_body(block)
-    replaces = not block.ops and len(block.args) == 2 and len(block.returns) == 1 and block.returns[0] is block.args[1]
-    if replaces and torch.unique(flat_index).numel() == flat_index.numel():
+    if returns_update(block) and torch.unique(flat_index).numel() == flat_index.numel():
         # the body returns the update (index_copy, a KV-cache write): with no position written twice the order
         # does not matter, and all positions are written at once
         out[flat_index] = values.to(out.dtype)
