@@ -13,6 +13,7 @@ from byteir_cat.frontend import from_torch, load_mlir
 from byteir_cat.semantics.interpreter import unsupported_reason
 from mhlo_to_cat.partition import partition as make_partition
 from mhlo_to_cat.pipeline import run_pipeline
+from mhlo_to_cat.rewriter import Pass
 
 ModelLike = torch.nn.Module | str | Path | Module
 
@@ -31,16 +32,17 @@ def to_stablehlo(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor
 
 
 def partition(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor] | None = None,
-              on_pass: Callable | None = None):
+              on_pass: Callable | None = None, passes: Sequence[Pass] | None = None):
     """Frontend -> normalisation and recognition -> partition. Returns ``mhlo_to_cat.partition.Partition``.
 
     Ops of an unknown dialect are errors; StableHLO/CHLO ops that byteir-cat cannot execute yet are kept
-    and shown in the partition as unsupported, with the reason (``Partition.unsupported`` lists them)."""
+    and shown in the partition as unsupported, with the reason (``Partition.unsupported`` lists them).
+    ``passes``: the mhlo_to_cat pipeline to run (default: ``default_pipeline()``)."""
     module = to_stablehlo(model_or_mlir, example_inputs)
     for fn in module.functions.values():
         for op in fn.body.walk():
             why = unsupported_reason(op, module)
             if why is not None and op.dialect not in ("stablehlo", "chlo"):
                 raise UnsupportedOpError(op.name, op.loc or module.source, why)
-    run_pipeline(module, on_pass=on_pass)
+    run_pipeline(module, passes, on_pass=on_pass)
     return make_partition(module)

@@ -22,6 +22,7 @@ from byteir_cat.core.ir import Function
 from byteir_cat.core.printer import print_function
 from byteir_cat.frontend.mlir_context import make_context
 from byteir_cat.semantics.op_traits import FUSIBLE
+from fallback_codegen.dynamic_group import print_dynamic_group
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 from fallback_codegen.math_approx import expand_transcendentals
 from fallback_codegen.nvptx import KernelLaunch, collapse_parallel_loops, gpu_group
@@ -70,16 +71,17 @@ def signature_of(fn: Function) -> Signature:
                      tuple(TensorSig(t.shape, t.dtype) for t in fn.result_types))
 
 
-def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None):
+def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None, text: str | None = None):
     """Run the pass pipeline of ``target`` on ``fn``; returns the MLIR module (LLVM dialect for the host,
-    host funcs + an NVVM ``gpu.module`` for NVPTX). Stage failures name the stage."""
+    host funcs + an NVVM ``gpu.module`` for NVPTX). Stage failures name the stage. ``text``: ``fn`` as printed
+    with symbolic sizes (``dynamic_group``), lowered with the descriptor calling convention."""
     _register_stablehlo_passes(_stablehlo)
     ctx = ctx or make_context()
     with ctx:
-        module = ir.Module.parse(print_function(fn))
+        module = ir.Module.parse(text or print_function(fn))
         if target.approximate_math:
             expand_transcendentals(module)
-        for stage, passes in pipeline(target):
+        for stage, passes in pipeline(target, symbolic=text is not None):
             try:
                 _run_stage(module, passes)
             except Exception as e:  # MLIR raises a bare MLIRError with the diagnostics
@@ -130,6 +132,19 @@ def compile_group(fn: Function, target: Target | None = None) -> CompiledGroup:
         return CompiledGroup(fn.name, target, llvm_ir, fn.name, signature_of(fn), time.perf_counter() - start,
                              ptx=ptx, launches=launches, temp_bytes=temps)
     raise TypeError(f"unknown target {target!r}")
+
+
+def compile_symbolic_group(fn: Function, symbols: list[str], shapes: dict, attrs: dict, splats: set,
+                           target: HostTarget | None = None) -> CompiledGroup:
+    """Host code for a group with symbolic sizes: loops bounded by the runtime extents (its last argument)."""
+    target = target or HostTarget()
+    check_group(fn)
+    start = time.perf_counter()
+    text = print_dynamic_group(fn, symbols, shapes, attrs, splats)
+    module = lower_to_llvm_dialect(fn, target, text=text)
+    signature = Signature(signature_of(fn).inputs, signature_of(fn).outputs, extents=len(symbols))
+    return CompiledGroup(fn.name, target, _host_llvm_ir(module, target), fn.name, signature,
+                         time.perf_counter() - start)
 
 
 def _host_llvm_ir(module, target: HostTarget) -> str:

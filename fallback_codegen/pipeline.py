@@ -124,11 +124,20 @@ HOST_TO_LLVM: tuple[str, ...] = (
 )
 
 
-def pipeline(target: Target) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """The named stages for ``target``, in order; each stage a tuple of pass names."""
+# Symbolic sizes (``dynamic_shapes``): memref arguments keep MLIR's descriptor convention (pointers, offset,
+# sizes, strides), which carries the runtime extents.
+HOST_TO_LLVM_DESCRIPTORS: tuple[str, ...] = tuple(p.replace("{use-bare-ptr-memref-call-conv}", "")
+                                                  for p in HOST_TO_LLVM)
+
+
+def pipeline(target: Target, symbolic: bool = False) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The named stages for ``target``, in order; each stage a tuple of pass names. ``symbolic``: the group has
+    ``?`` sizes (host only)."""
     common = (("to-linalg", TO_LINALG), ("bufferize", BUFFERIZE), ("narrow-floats", NARROW_FLOATS))
     if isinstance(target, HostTarget):
-        return common + (("loops", HOST_LOOPS), ("to-llvm", HOST_TO_LLVM))
+        return common + (("loops", HOST_LOOPS), ("to-llvm", HOST_TO_LLVM_DESCRIPTORS if symbolic else HOST_TO_LLVM))
+    if symbolic:
+        raise TypeError(f"symbolic sizes are lowered for the host only, not {target.name}")
     if isinstance(target, NvptxTarget):
         return common + (("gpu-loops", gpu_loops(target.block_size)), ("to-nvvm", GPU_TO_NVVM))
     raise TypeError(f"unknown target {target!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from byteir_cat.core.ir import Function, Op
+from byteir_cat.core.ir import INT_DTYPES, Function, Op
 from byteir_cat.semantics.interpreter import eval_op
 from mhlo_to_cat.rewriter import Pass, Pattern, PatternPass, Rewriter, constant_tensor, splat_value
 
@@ -184,3 +184,46 @@ def normalization_passes() -> list[Pass]:
         FoldConstants(),
         DeadCodeElimination(),
     ]
+
+
+class IotaFromConstant(Pattern):
+    """An integer constant that counts along one dimension (folded ``arange`` position ids) becomes the
+    ``stablehlo.iota`` it was; one whose last dimension stacks such counts (gather indices of every position)
+    becomes a concatenation of iotas. For dynamic shapes, whose sizes a constant cannot follow."""
+
+    STACK_LIMIT = 8  # index vectors up to this long
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.constant" or op.result.type.dtype not in INT_DTYPES or op.result.type.numel < 2:
+            return False
+        t = op.attrs.get("value")
+        if not isinstance(t, torch.Tensor) or is_splat(t):
+            return False
+        ty = op.result.type
+        d = _counting_dim(t)
+        if d is not None:
+            iota = Op.create("stablehlo.iota", [], [ty], {"iota_dimension": d}, op.loc)
+            rw.replace_op(op, [iota], iota.results)
+            return True
+        if ty.rank < 2 or not 1 < ty.shape[-1] <= self.STACK_LIMIT:
+            return False
+        part_type = ty.with_shape(ty.shape[:-1] + (1,))
+        parts = []
+        for k in range(ty.shape[-1]):
+            dk = _counting_dim(t[..., k:k + 1])
+            if dk is None:
+                return False
+            parts.append(Op.create("stablehlo.iota", [], [part_type], {"iota_dimension": dk}, op.loc))
+        cat = Op.create("stablehlo.concatenate", [p.result for p in parts], [ty], {"dimension": ty.rank - 1}, op.loc)
+        rw.replace_op(op, parts + [cat], cat.results)
+        return True
+
+
+def _counting_dim(t: torch.Tensor) -> int | None:
+    """The dimension ``t`` counts 0, 1, 2, ... along (the same in every other dimension), if any."""
+    shape = tuple(t.shape)
+    for d, n in enumerate(shape):
+        counting = torch.arange(n, dtype=t.dtype).reshape([n if k == d else 1 for k in range(len(shape))])
+        if n > 1 and torch.equal(t, counting.expand(shape)):
+            return d
+    return None

@@ -24,7 +24,13 @@ from mhlo_to_cat.gemm_patterns import (
     ReshapeIntoGemm,
     TransposeIntoBmmOutput,
 )
-from mhlo_to_cat.normalize import DeadCodeElimination, normalization_passes
+from mhlo_to_cat.normalize import (
+    ComposeReshapes,
+    DeadCodeElimination,
+    IotaFromConstant,
+    RemoveIdentityShapeOps,
+    normalization_passes,
+)
 from mhlo_to_cat.precision_patterns import (
     FoldConvertRoundTrip,
     NarrowUpcastAttention,
@@ -59,6 +65,13 @@ def recognition_passes() -> list[Pass]:
 
 def default_pipeline() -> list[Pass]:
     return normalization_passes() + recognition_passes()
+
+
+def dynamic_shape_pipeline() -> list[Pass]:
+    """For a model compiled for a range of sizes: what folding made of size-dependent iotas goes back to iota, and
+    reshape chains that recognition left are composed, so that every size partitions alike."""
+    return default_pipeline() + [PatternPass("constants-as-iota-and-reshape-chains", [
+        IotaFromConstant(), ComposeReshapes(), RemoveIdentityShapeOps()]), DeadCodeElimination()]
 
 
 def run_pipeline(module: Module, passes: Sequence[Pass] | None = None,

@@ -50,16 +50,20 @@ class TensorSig:
 
 @dataclass(frozen=True)
 class Signature:
-    """Inputs then outputs, in the order the entry point takes their pointers."""
+    """Inputs then outputs, in the order the entry point takes their pointers. ``extents`` > 0: the group has
+    symbolic sizes (shapes here are at the upper bound); its entry takes MLIR memref descriptors, and after
+    the inputs one more, a vector of that many i64 symbol values."""
 
     inputs: tuple[TensorSig, ...]
     outputs: tuple[TensorSig, ...]
+    extents: int = 0
 
     def to_json(self) -> str:
         """A plain-JSON form, so the signature can sit in an artifact next to the LLVM IR."""
         return json.dumps({
             "inputs": [{"shape": list(s.shape), "dtype": s.dtype} for s in self.inputs],
             "outputs": [{"shape": list(s.shape), "dtype": s.dtype} for s in self.outputs],
+            **({"extents": self.extents} if self.extents else {}),
         })
 
     @staticmethod
@@ -69,7 +73,21 @@ class Signature:
         def sigs(items: list[dict]) -> tuple[TensorSig, ...]:
             return tuple(TensorSig(tuple(int(d) for d in it["shape"]), str(it["dtype"])) for it in items)
 
-        return Signature(sigs(data["inputs"]), sigs(data["outputs"]))
+        return Signature(sigs(data["inputs"]), sigs(data["outputs"]), int(data.get("extents", 0)))
+
+
+def descriptor_argtypes(ranks: Sequence[int]) -> list[type]:
+    """ctypes argument types of an entry taking MLIR memref descriptors of these ranks, expanded (allocated and
+    aligned pointer, offset, sizes, strides)."""
+    types: list[type] = []
+    for r in ranks:
+        types += [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * (1 + 2 * r)
+    return types
+
+
+def descriptor_args(t: torch.Tensor) -> list[int]:
+    """The expanded descriptor of a contiguous tensor."""
+    return [t.data_ptr(), t.data_ptr(), 0, *t.shape, *t.stride()]
 
 
 _init_lock = threading.Lock()

@@ -43,12 +43,24 @@ def format_attr(value: Any) -> str:
     raise TypeError(f"cannot print attribute value {value!r}")
 
 
-class _Printer:
+class Printer:
     def __init__(self, elide_large: bool = True):
         self.names: dict[Value, str] = {}
         self.resources: dict[str, bytes] = {}
         self.elide_large = elide_large
         self.counter = 0
+
+    def ty(self, v: Value) -> str:
+        """The type ``v`` is printed with (a subclass prints symbolic sizes as ``?``)."""
+        return str(v.type)
+
+    def extra_args(self) -> list[Value]:
+        """Arguments a subclass appends to every function (runtime extents)."""
+        return []
+
+    def prologue(self, indent: str) -> list[str]:
+        """Lines a subclass puts at the top of every function body."""
+        return []
 
     def name(self, v: Value) -> str:
         if v not in self.names:
@@ -94,7 +106,7 @@ class _Printer:
         for op in blk.ops:
             lines.extend(self.op(op, indent))
         rets = ", ".join(self.name(v) for v in blk.returns)
-        types = ", ".join(str(v.type) for v in blk.returns)
+        types = ", ".join(self.ty(v) for v in blk.returns)
         lines.append(f'{indent}"{terminator}"({rets}) : ({types}) -> ()')
         return lines
 
@@ -102,8 +114,8 @@ class _Printer:
         res = ", ".join(self.name(r) for r in op.results)
         lhs = f"{res} = " if op.results else ""
         args = ", ".join(self.name(v) for v in op.operands)
-        in_types = ", ".join(str(v.type) for v in op.operands)
-        out_types = ", ".join(str(r.type) for r in op.results)
+        in_types = ", ".join(self.ty(v) for v in op.operands)
+        out_types = ", ".join(self.ty(r) for r in op.results)
         if len(op.results) != 1:
             out_types = f"({out_types})"
         head = f'{indent}{lhs}"{op.name}"({args})'
@@ -113,7 +125,7 @@ class _Printer:
         term = "stablehlo.return" if op.dialect == "stablehlo" else f"{op.dialect}.yield"
         lines = [head + " ({"]
         for i, region in enumerate(op.regions):
-            argdecl = ", ".join(f"{self.name(a)}: {a.type}" for a in region.args)
+            argdecl = ", ".join(f"{self.name(a)}: {self.ty(a)}" for a in region.args)
             lines.append(f"{indent}^bb0({argdecl}):")
             lines.extend(self.block(region, indent + "  ", term))
             lines.append(f"{indent}}}" + (", {" if i + 1 < len(op.regions) else ")" + tail))
@@ -122,13 +134,14 @@ class _Printer:
     def function(self, fn: Function) -> list[str]:
         self.counter = 0
         self.names = {}
-        args = ", ".join(f"{self.name(a)}: {a.type}" for a in fn.body.args)
-        results = ", ".join(str(t) for t in fn.result_types)
+        args = ", ".join(f"{self.name(a)}: {self.ty(a)}" for a in fn.body.args + self.extra_args())
+        results = ", ".join(self.ty(v) for v in fn.body.returns)
         vis = "" if fn.public else "private "
         attrs = ""
         if fn.attrs:
             attrs = " attributes " + format_attr({f"byteir_cat.{k}": v for k, v in fn.attrs.items()})
         lines = [f"  func.func {vis}@{fn.name}({args}) -> ({results}){attrs} {{"]
+        lines.extend(self.prologue("    "))
         lines.extend(self.block(fn.body, "    ", "func.return"))
         lines.append("  }")
         return lines
@@ -141,9 +154,10 @@ def _nest(items: list[str], shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(_nest(items[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])) + "]"
 
 
-def print_module(module: Module, elide_large: bool = True) -> str:
-    """Generic-form MLIR text of ``module``; ``func.call`` ops print as-is, so outlined modules re-parse."""
-    p = _Printer(elide_large)
+def print_module(module: Module, elide_large: bool = True, printer: Printer | None = None) -> str:
+    """Generic-form MLIR text of ``module``; ``func.call`` ops print as-is, so outlined modules re-parse.
+    ``printer``: a ``Printer`` subclass instance that prints some ops or types its own way."""
+    p = printer or Printer(elide_large)
     lines = ["module {"]
     for fn in module.functions.values():
         lines.extend(p.function(fn))

@@ -1,0 +1,181 @@
+"""A fusion group whose sizes are symbolic (``dynamic_shapes``) -> MLIR text with ``?`` sizes that the usual
+pipeline lowers to loops with runtime bounds.
+
+The function takes one more argument, ``tensor<K x i64>``: the values of the K symbols for this call, in the
+plan's order. Every symbolic size the group needs is computed from it in the prologue. Ops keep their StableHLO
+form where StableHLO lowers dynamic shapes itself (elementwise, reduce, transpose, concatenate, gather); those
+whose sizes are attributes take them as operands: ``dynamic_broadcast_in_dim``, ``dynamic_iota``, a splat
+constant broadcast to its size, ``tensor.reshape`` for a reshape and ``tensor.extract_slice`` for a slice.
+"""
+
+from __future__ import annotations
+
+from byteir_cat.core.errors import CompileError
+from byteir_cat.core.ir import Function, Module, Op, TensorType, Value
+from byteir_cat.core.printer import Printer, print_module
+from byteir_cat.core.sym_shape import Dim, SymExpr
+from byteir_cat.semantics.op_traits import ELEMENTWISE
+
+EXTENTS_DTYPE = "i64"
+
+
+class DynamicGroupPrinter(Printer):
+    """Prints one group with the sizes of ``shapes`` (value -> dims, ints or ``SymExpr``), the varying integer
+    attributes of ``attrs`` (op -> {name: value with SymExpr}) and the symbolic splat constants ``splats``."""
+
+    def __init__(self, symbols: list[str], shapes: dict[Value, tuple[Dim, ...]], attrs: dict[Op, dict],
+                 splats: set[Op]):
+        super().__init__()
+        self.symbols = symbols
+        self.shapes = shapes
+        self.sym_attrs = attrs
+        self.splats = splats
+        self.extents = Value(TensorType((len(symbols),), EXTENTS_DTYPE))
+        self.exprs: dict[SymExpr, str] = {}  # expression -> its i64 SSA name
+        self.lines: list[str] = []
+        self.tmp = 0
+
+    # -- types and the extents argument ---------------------------------------------------------------------------
+    def dims(self, v: Value) -> tuple[Dim, ...]:
+        return self.shapes.get(v, v.type.shape)
+
+    def ty(self, v: Value) -> str:
+        dims = self.dims(v)
+        return "tensor<" + "".join(f"{d if isinstance(d, int) else '?'}x" for d in dims) + f"{v.type.dtype}>"
+
+    def extra_args(self) -> list[Value]:
+        return [self.extents]
+
+    def prologue(self, indent: str) -> list[str]:
+        self.exprs = {}
+        lines = []
+        for k, name in enumerate(self.symbols):
+            lines += [f"{indent}%sym_c{k} = arith.constant {k} : index",
+                      f"{indent}%sym{k} = tensor.extract {self.name(self.extents)}[%sym_c{k}] : "
+                      f"tensor<{len(self.symbols)}x{EXTENTS_DTYPE}>"]
+            self.exprs[SymExpr.symbol(name)] = f"%sym{k}"
+        return lines
+
+    def fresh(self) -> str:
+        self.tmp += 1
+        return f"%dyn{self.tmp}"
+
+    def i64(self, d: Dim, out: list[str], indent: str) -> str:
+        """SSA name of an i64 holding ``d``; products and sums of symbols are emitted once per function."""
+        e = SymExpr.of(d)
+        if e in self.exprs:
+            return self.exprs[e]
+        if e.is_const:
+            name = self.fresh()
+            out.append(f"{indent}{name} = arith.constant {e.value} : i64")
+        else:
+            total = None
+            for mono, coef in sorted(e.terms.items()):
+                term = self.i64(coef, out, indent) if mono == () else None
+                for sym, power in mono:
+                    for _ in range(power):
+                        factor = self.exprs[SymExpr.symbol(sym)]
+                        if term is None:
+                            term = factor
+                        else:
+                            nxt = self.fresh()
+                            out.append(f"{indent}{nxt} = arith.muli {term}, {factor} : i64")
+                            term = nxt
+                if mono != () and coef != 1:
+                    c, nxt = self.i64(coef, out, indent), self.fresh()
+                    out.append(f"{indent}{nxt} = arith.muli {term}, {c} : i64")
+                    term = nxt
+                if total is None:
+                    total = term
+                else:
+                    nxt = self.fresh()
+                    out.append(f"{indent}{nxt} = arith.addi {total}, {term} : i64")
+                    total = nxt
+            name = total
+        self.exprs[e] = name
+        return name
+
+    def index(self, d: Dim, out: list[str], indent: str) -> str:
+        name = self.fresh()
+        out.append(f"{indent}{name} = arith.index_cast {self.i64(d, out, indent)} : i64 to index")
+        return name
+
+    def shape_tensor(self, dims: tuple[Dim, ...], out: list[str], indent: str) -> str:
+        parts = [self.i64(d, out, indent) for d in dims]
+        name = self.fresh()
+        out.append(f"{indent}{name} = tensor.from_elements {', '.join(parts)} : tensor<{len(dims)}xi64>")
+        return name
+
+    # -- ops ---------------------------------------------------------------------------------------------------
+    def op(self, op: Op, indent: str) -> list[str]:
+        symbolic = any(isinstance(d, SymExpr) for r in op.results for d in self.dims(r)) or op in self.sym_attrs
+        if not symbolic or op.regions:
+            return super().op(op, indent)
+        out: list[str] = []
+        res = self.name(op.result) if len(op.results) == 1 else ""
+        dims = self.dims(op.result) if len(op.results) == 1 else ()
+        if op.name == "stablehlo.constant":
+            if op not in self.splats:
+                raise CompileError(f"constant at {op.loc or '?'}: contents depend on the sizes")
+            scalar = op.result.type.with_shape(())
+            value = op.attrs["value"].reshape(-1)[:1].reshape(())
+            scalar_name, shape = self.fresh(), self.shape_tensor(dims, out, indent)
+            out.append(f'{indent}{scalar_name} = "stablehlo.constant"() {{value = {self.constant_attr(value, scalar)}}}'
+                       f" : () -> {scalar}")
+            out.append(f'{indent}{res} = "stablehlo.dynamic_broadcast_in_dim"({scalar_name}, {shape}) '
+                       f"{{broadcast_dimensions = {_ints([])}}} : ({scalar}, tensor<{len(dims)}xi64>) -> "
+                       f"{self.ty(op.result)}")
+        elif op.name == "stablehlo.broadcast_in_dim":
+            x = op.operands[0]
+            bdims = list(op.attrs["broadcast_dimensions"])
+            in_dims = self.dims(x)
+            same = [k for k, d in enumerate(bdims) if in_dims[k] == dims[d]]
+            grow = [k for k, d in enumerate(bdims) if in_dims[k] == 1 and dims[d] != 1]
+            shape = self.shape_tensor(dims, out, indent)
+            attrs = (f"broadcast_dimensions = {_ints(bdims)}, known_nonexpanding_dimensions = {_ints(same)}, "
+                     f"known_expanding_dimensions = {_ints(grow)}")
+            out.append(f'{indent}{res} = "stablehlo.dynamic_broadcast_in_dim"({self.name(x)}, {shape}) {{{attrs}}}'
+                       f" : ({self.ty(x)}, tensor<{len(dims)}xi64>) -> {self.ty(op.result)}")
+        elif op.name == "stablehlo.reshape":
+            x = op.operands[0]
+            shape = self.shape_tensor(dims, out, indent)
+            out.append(f'{indent}{res} = "tensor.reshape"({self.name(x)}, {shape}) : ({self.ty(x)}, '
+                       f"tensor<{len(dims)}xi64>) -> {self.ty(op.result)}")
+        elif op.name == "stablehlo.iota":
+            shape = self.shape_tensor(dims, out, indent)
+            out.append(f'{indent}{res} = "stablehlo.dynamic_iota"({shape}) {{iota_dimension = '
+                       f"{int(op.attrs['iota_dimension'])} : i64}} : (tensor<{len(dims)}xi64>) -> {self.ty(op.result)}")
+        elif op.name == "stablehlo.slice":
+            x = op.operands[0]
+            attrs = {**op.attrs, **self.sym_attrs.get(op, {})}
+            strides = [int(s) for s in attrs.get("strides", [1] * len(dims))]
+            offsets = [self._static_or_index(d, out, indent) for d in attrs["start_indices"]]
+            sizes = [self._static_or_index(d, out, indent) for d in dims]
+            out.append(f"{indent}{res} = tensor.extract_slice {self.name(x)}[{', '.join(offsets)}] "
+                       f"[{', '.join(sizes)}] [{', '.join(map(str, strides))}] : {self.ty(x)} to {self.ty(op.result)}")
+        elif (op.name in _SIZE_FROM_OPERANDS or op.name in ELEMENTWISE) and op not in self.sym_attrs:
+            return super().op(op, indent)
+        else:
+            raise CompileError(f"{op.name} at {op.loc or '?'}: no lowering with symbolic sizes "
+                               f"({', '.join(self.ty(r) for r in op.results)})")
+        return out
+
+    def _static_or_index(self, d: Dim, out: list[str], indent: str) -> str:
+        return str(d) if isinstance(d, int) else self.index(d, out, indent)
+
+
+def _ints(values: list[int]) -> str:
+    return "array<i64" + (": " + ", ".join(map(str, values)) if values else "") + ">"
+
+
+# ops whose result sizes StableHLO's lowering takes from their operands' runtime sizes
+_SIZE_FROM_OPERANDS = frozenset({
+    "stablehlo.transpose", "stablehlo.concatenate", "stablehlo.gather", "stablehlo.convert", "stablehlo.select",
+    "stablehlo.compare", "stablehlo.clamp",
+})
+
+
+def print_dynamic_group(fn: Function, symbols: list[str], shapes: dict[Value, tuple[Dim, ...]],
+                        attrs: dict[Op, dict], splats: set[Op]) -> str:
+    """MLIR text of ``fn`` with symbolic sizes and the extents argument last among its inputs."""
+    return print_module(Module({fn.name: fn}), printer=DynamicGroupPrinter(symbols, shapes, attrs, splats))
