@@ -26,9 +26,12 @@ from byteir_cat.compiled_model import CompiledModel, load
 from byteir_cat.core.cuda_arch import CUDA_ARCHS, DEFAULT_CUDA_ARCH
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.host_code import KernelError
+from byteir_cat.core.sym_shape import SymbolicShapes
+from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_inputs, sample_points
 from byteir_cat.lowering.byre_lowering import CatKernel, GroupKernel, lower
-from fallback_codegen.compile import compile_group
+from fallback_codegen.compile import compile_group, compile_symbolic_group
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
+from mhlo_to_cat.pipeline import dynamic_shape_pipeline
 from runtime.artifact import Artifact
 from runtime.cpu_provider import jit_entry
 
@@ -43,19 +46,21 @@ HOST_NOTE = "runs on the host: its operands are copied device->host and its resu
 
 def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
             out_dir: str | Path | None = None, progress: Progress | None = None,
-            arch: str | None = None, tune_candidates: int = 0) -> CompiledModel:
+            arch: str | None = None, tune_candidates: int = 0, dynamic_shapes: Any = None) -> CompiledModel:
     """Compile a torch model (with example inputs), an .mlir path or MLIR text for ``target`` ("cpu" or
     "cuda"; ``arch`` "sm_90a" or "sm_80" for cuda); write the artifact to ``out_dir`` when given.
     ``tune_candidates`` (cuda): that many other builds of every GEMM/BMM go into the artifact, for
-    ``byteir-cat tune`` to time on the device."""
-    artifact, part = build_artifact(model_or_mlir, example_inputs, target, progress, arch, tune_candidates)
+    ``byteir-cat tune`` to time on the device. ``dynamic_shapes`` (torch models, cpu): torch.export's own
+    spec, with ``torch.export.Dim(name, min=, max=)`` bounds; the artifact serves every size within them."""
+    artifact, part = build_artifact(model_or_mlir, example_inputs, target, progress, arch, tune_candidates,
+                                    dynamic_shapes)
     path = artifact.write(out_dir) if out_dir is not None else None
     return CompiledModel(artifact, path, part, device=target)
 
 
 def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
-                   progress: Progress | None = None, arch: str | None = None, tune_candidates: int = 0
-                   ) -> tuple[Artifact, Any]:
+                   progress: Progress | None = None, arch: str | None = None, tune_candidates: int = 0,
+                   dynamic_shapes: Any = None) -> tuple[Artifact, Any]:
     """The compile pipeline without writing: (artifact, partition)."""
 
     if target not in TARGETS:
@@ -73,8 +78,12 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
     note = progress or (lambda stage, done, total: None)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    note("partition", 0, 1)
-    part = partition(model_or_mlir, example_inputs)
+    shapes = None
+    if dynamic_shapes is not None:
+        part, shapes = _partition_dynamic(model_or_mlir, example_inputs, dynamic_shapes, target, note)
+    else:
+        note("partition", 0, 1)
+        part = partition(model_or_mlir, example_inputs)
     if part.unsupported:
         first = part.unsupported[0]
         more = f" (and {len(part.unsupported) - 1} more)" if len(part.unsupported) > 1 else ""
@@ -84,14 +93,14 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
     note("partition", 1, 1)
     extra: dict[str, Any] = {}
     if target == "cpu":
-        kernels, files = _host_groups(part, note, times)
+        kernels, files = _host_groups(part, note, times, shapes)
         cat_kernels = None
     else:
         kernels, files, extra = _cuda_groups(part, arch, note, times)
         cat_kernels, cat_files, extra["cat"] = _cuda_cat(part, arch, note, times, tune_candidates)
         files.update(cat_files)
     t2 = time.perf_counter()
-    byre, tensors = lower(part.module, kernels, cat_kernels)
+    byre, tensors = lower(part.module, kernels, cat_kernels, shapes)
     times["lower"] = time.perf_counter() - t2
     kinds: dict[str, int] = {}
     for c in byre.computes:
@@ -110,8 +119,30 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
     return Artifact(byre, files, tensors, target, arch, report=report), part
 
 
-def _host_groups(part: Any, note: Progress, times: dict[str, float]) -> tuple[dict, dict[str, str | bytes]]:
-    """Fusion groups as host LLVM IR, each JIT-linked here once (proves it links, warms this process)."""
+def _partition_dynamic(model: Any, example_inputs: Sequence[torch.Tensor] | None, dynamic_shapes: Any, target: str,
+                       note: Progress) -> tuple[Any, SymbolicShapes]:
+    """The partition at the upper bound of ``dynamic_shapes`` and the symbolic sizes fitted from samples."""
+    if not isinstance(model, torch.nn.Module) or example_inputs is None:
+        raise CompileError("dynamic_shapes: for torch models with example inputs (an MLIR module's sizes are as "
+                           "written in it)")
+    if target != "cpu":
+        raise CompileError(f"dynamic_shapes: target {target} takes static shapes only so far; dynamic shapes compile "
+                           "for target cpu")
+    spec = parse_dynamic_shapes(dynamic_shapes, model, list(example_inputs))
+    grid, points = sample_points(spec)
+    parts = []
+    for i, point in enumerate(points):
+        note("partition", i, len(points))
+        parts.append(partition(model, sample_inputs(example_inputs, spec, point, seed=i),
+                               passes=dynamic_shape_pipeline()))
+    note("partition", len(points), len(points))
+    return parts[0], generalize([p.module for p in parts], points, spec, grid)
+
+
+def _host_groups(part: Any, note: Progress, times: dict[str, float], shapes: SymbolicShapes | None = None
+                 ) -> tuple[dict, dict[str, str | bytes]]:
+    """Fusion groups as host LLVM IR, each JIT-linked here once (proves it links, warms this process).
+    ``shapes``: a group with symbolic sizes gets loops bounded at run time."""
 
     groups = [sg for sg in part.subgraphs if sg.path == "fusion"]
     kernels: dict[str, GroupKernel] = {}
@@ -122,7 +153,11 @@ def _host_groups(part: Any, note: Progress, times: dict[str, float]) -> tuple[di
         note("codegen", i, len(groups))
         fn = part.module.functions[sg.name]
         try:
-            cg = compile_group(fn, target_obj)
+            if shapes is not None and _has_symbolic_sizes(fn, shapes):
+                cg = compile_symbolic_group(fn, shapes.spec.names, shapes.dims, shapes.attrs, shapes.splats,
+                                            target_obj)
+            else:
+                cg = compile_group(fn, target_obj)
             jit_entry(cg.llvm_ir, cg.symbol)
         except (CompileError, KernelError) as e:
             kernels[sg.name] = GroupKernel(error=str(e))
@@ -133,6 +168,11 @@ def _host_groups(part: Any, note: Progress, times: dict[str, float]) -> tuple[di
     note("codegen", len(groups), len(groups))
     times["codegen"] = time.perf_counter() - t1
     return kernels, files
+
+
+def _has_symbolic_sizes(fn: Any, shapes: SymbolicShapes) -> bool:
+    values = list(fn.body.args) + [r for op in fn.body.walk() for r in op.results]
+    return any(shapes.is_dynamic(v) for v in values) or any(op in shapes.attrs for op in fn.body.walk())
 
 
 def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
@@ -23,40 +22,9 @@ import torch
 
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Block, Function, Module, Op, Value
-from byteir_cat.core.sym_shape import Dim, DimBound, SymExpr, fit_multilinear
+from byteir_cat.core.sym_shape import Dim, DimBound, DynamicSpec, SymbolicShapes, SymExpr, fit_multilinear
 
 MAX_SYMBOLS = 3  # 2**3 grid samples + check points: each sample is one export and partition
-
-
-@dataclass
-class DynamicSpec:
-    """The symbols (in a fixed order: the kernels' extents argument follows it) and where each is read:
-    ``bindings`` lists (input position, dimension, symbol)."""
-
-    bounds: list[DimBound]
-    bindings: list[tuple[int, int, str]]
-
-    @property
-    def names(self) -> list[str]:
-        return [b.name for b in self.bounds]
-
-
-@dataclass
-class SymbolicShapes:
-    """What generalisation found in the reference partition (the one at the upper corner): the symbolic sizes
-    of every value with at least one, the integer attributes that vary (with the symbolic integers in place),
-    and the constants that are splats of a symbolic shape."""
-
-    spec: DynamicSpec
-    dims: dict[Value, tuple[Dim, ...]] = field(default_factory=dict)
-    attrs: dict[Op, dict[str, Any]] = field(default_factory=dict)
-    splats: set[Op] = field(default_factory=set)
-
-    def shape(self, v: Value) -> tuple[Dim, ...]:
-        return self.dims.get(v, v.type.shape)
-
-    def is_dynamic(self, v: Value) -> bool:
-        return v in self.dims
 
 
 def parse_dynamic_shapes(dynamic_shapes: Any, model: torch.nn.Module, example_inputs: Sequence[torch.Tensor]

@@ -34,7 +34,7 @@ from byteir_cat.core.byre_plan import (
     InterpretCompute,
 )
 from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.host_code import Signature, jit_compile
+from byteir_cat.core.host_code import Signature, descriptor_args, descriptor_argtypes, jit_compile
 from byteir_cat.core.host_code_support import register as register_host_code_support
 from byteir_cat.core.serialize import Reader
 from byteir_cat.semantics.interpreter import evaluate
@@ -88,6 +88,8 @@ class CpuProvider:
         self.reader = Reader(tensors)
         # values whose contents never change: weights, and views of them made at load
         self.constant = {v.id for v in byre.values if v.storage == "weight"}
+        # what the plans of one session share (a dynamic-shape plan is bound once per size): prepacked weights
+        self.shared: dict[Any, Any] = {}
 
     def bind(self, c: Compute) -> Kernel:
         return getattr(self, f"_bind_{c.kind}")(c)
@@ -107,9 +109,12 @@ class CpuProvider:
         args = c.operands + c.results
         for vid, s in zip(args, sig.inputs + sig.outputs, strict=True):
             t = self.byre.values[vid].type
-            if tuple(t.shape) != s.shape or t.dtype != s.dtype:
+            same = len(t.shape) == len(s.shape) if sig.extents else tuple(t.shape) == s.shape
+            if not same or t.dtype != s.dtype:
                 raise ArtifactError(f"compute @{c.callee}: kernel signature {s} does not match buffer {t}")
         address = jit_entry(self.kernels[path], c.symbol)
+        if sig.extents:
+            return self._descriptor_call(c, sig, address)
         fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * len(args)))(address)
         if all(self.static[i] for i in args):
             ptrs = [self.slots[i].data_ptr() for i in args]
@@ -123,6 +128,34 @@ class CpuProvider:
         def run(slots: Slots) -> None:
             fn(*[slots[i].data_ptr() for i in args])
 
+        return run
+
+    def _descriptor_call(self, c: HostCodeCompute, sig: Signature, address: int) -> Kernel:
+        """A group with symbolic sizes: memref descriptors of this binding's sizes, the symbol values after the
+        inputs."""
+        if len(self.byre.extents) != sig.extents:
+            raise ArtifactError(f"compute @{c.callee}: its kernel takes {sig.extents} symbol values, the plan has "
+                                f"{len(self.byre.extents)} (a dynamic-shape plan runs specialised to one size)")
+        extents = torch.tensor(self.byre.extents, dtype=torch.int64)
+        n_in = len(c.operands)
+        ranks = [len(s.shape) for s in sig.inputs] + [1] + [len(s.shape) for s in sig.outputs]
+        fn = ctypes.CFUNCTYPE(None, *descriptor_argtypes(ranks))(address)
+        args = c.operands + c.results
+        if all(self.static[i] for i in args):
+            tensors = [self.slots[i] for i in args]
+            flat = [x for t in tensors[:n_in] + [extents] + tensors[n_in:] for x in descriptor_args(t)]
+
+            def run_static(slots: Slots) -> None:
+                fn(*flat)
+
+            run_static.keepalive = (fn, extents)  # type: ignore[attr-defined]
+            return run_static
+
+        def run(slots: Slots) -> None:
+            tensors = [slots[i] for i in args]
+            fn(*[x for t in tensors[:n_in] + [extents] + tensors[n_in:] for x in descriptor_args(t)])
+
+        run.keepalive = extents  # type: ignore[attr-defined]
         return run
 
     # -- interpret -----------------------------------------------------------------------------------------
@@ -145,7 +178,7 @@ class CpuProvider:
         fast = None
         weight = bound.operands[1] if len(bound.operands) > 1 else None
         if isinstance(decl, cat_dialect.Gemm) and isinstance(weight, int) and weight in self.constant:
-            fast = _prepacked_gemm(decl, types, out_type, self.slots[weight])
+            fast = _prepacked_gemm(decl, types, out_type, self.slots[weight], self.shared)
         # reads every operand before writing, or never shares storage
         fast = fast or _index_copy(decl) or _fast_cat(decl, types, out_type)
         if fast is not None:
@@ -166,10 +199,13 @@ FastKernel = Callable[[list[torch.Tensor], torch.Tensor], None]
 
 
 
-def _prepacked_gemm(decl: cat_dialect.Gemm, types: list, out_type, weight: torch.Tensor) -> FastKernel | None:
+def _prepacked_gemm(decl: cat_dialect.Gemm, types: list, out_type, weight: torch.Tensor,
+                    shared: dict[Any, Any] | None = None) -> FastKernel | None:
     """An f32 GEMM against a weight: the weight is reordered once, at load, into oneDNN's blocked layout for
     this row count (a GEMM call otherwise repacks it every time), and the bias, the activation or the
-    first residual operand ride on oneDNN's post-ops. About 25% faster than BLAS at transformer shapes."""
+    first residual operand ride on oneDNN's post-ops. About 25% faster than BLAS at transformer shapes.
+    ``shared``: packed weights by weight and layout, reused by the bindings of a dynamic-shape plan at other
+    row counts (a packed weight serves any row count; the count is a hint)."""
     if out_type.dtype != "f32" or any(t.dtype != "f32" for t in types) or not torch.backends.mkldnn.is_available():
         return None
     if weight.dim() != 2 or weight.dtype != torch.float32:
@@ -180,7 +216,12 @@ def _prepacked_gemm(decl: cat_dialect.Gemm, types: list, out_type, weight: torch
         return None
     w_nk = (weight.t() if decl.layout == "rrr" else weight).contiguous()
     n = w_nk.shape[0]
-    packed = torch.ops.mkldnn._reorder_linear_weight(w_nk, rows)
+    key = ("onednn-packed", weight.data_ptr(), decl.layout)
+    packed = shared.get(key) if shared is not None else None
+    if packed is None:
+        packed = torch.ops.mkldnn._reorder_linear_weight(w_nk, rows)
+        if shared is not None:
+            shared[key] = packed
     linear, binary_linear = torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
     onednn = ACTIVATIONS[decl.activation].onednn if decl.activation else ("none", "")
     fused_act = onednn is not None

@@ -30,6 +30,20 @@ DEVICES = ("cpu", "cuda")
 StepHook = Callable[[int, Any, Slots], None]
 
 
+MAX_BOUND_SIZES = 32  # dynamic shapes: plans bound at this many sizes are kept (the oldest is dropped)
+
+
+@dataclass
+class _Binding:
+    """A plan bound to buffers: what ``run`` uses (one per size for a dynamic-shape plan)."""
+
+    slots: Slots
+    kernels: list[tuple[Kernel, int]]
+    in_types: list[tuple[tuple[int, ...], torch.dtype]]
+    fresh: list[tuple[int, tuple[int, ...], torch.dtype]]
+    out_plan: list[tuple[int, bool]]
+
+
 @dataclass
 class ComputeTime:
     """One ``byre.compute`` of a profiled run."""
@@ -79,9 +93,40 @@ class Session:
 
     # -- binding ---------------------------------------------------------------------------------------------
     def _bind(self) -> None:
-        byre, tensors = self.byre, self.artifact.tensors
-        dev = self.torch_device
-        self.arena = torch.empty(max(byre.arena_bytes, 1), dtype=torch.uint8, device=dev)
+        byre = self.byre
+        self.arena = torch.empty(max(byre.arena_bytes, 1), dtype=torch.uint8, device=self.torch_device)
+        self._cuda = None
+        self._env_key: tuple[int, ...] | None = None
+        self._bindings: dict[tuple[int, ...], _Binding] = {}
+        self._shared: dict[Any, Any] = {}  # what bindings at several sizes share (prepacked weights)
+        if not byre.symbols:
+            self._install(self._bind_plan(byre))
+            return
+        if self.device != "cpu":
+            raise ArtifactError("a dynamic-shape artifact runs on the cpu device only")
+        upper = {b.name: b.hi for b in byre.bounds}  # bound now: a bad plan fails at load, not at the first run
+        self._use_env(tuple(upper[b.name] for b in byre.bounds))
+
+    def _use_env(self, key: tuple[int, ...]) -> None:
+        """Dynamic shapes: make the plan specialised to these symbol values current (bound once per size)."""
+        if key == self._env_key:
+            return
+        binding = self._bindings.get(key)
+        if binding is None:
+            if len(self._bindings) >= MAX_BOUND_SIZES:
+                self._bindings.pop(next(iter(self._bindings)))
+            env = dict(zip([b.name for b in self.byre.bounds], key, strict=True))
+            binding = self._bindings[key] = self._bind_plan(self.byre.specialize(env))
+        self._install(binding)
+        self._env_key = key
+
+    def _install(self, b: _Binding) -> None:
+        self._slots, self._kernels, self._in_types, self._fresh, self._out_plan = (
+            b.slots, b.kernels, b.in_types, b.fresh, b.out_plan)
+
+    def _bind_plan(self, byre: ByreModule) -> _Binding:
+        """Slots (arena views, weights) and bound kernels of a static plan (or of a dynamic one at one size)."""
+        tensors, dev = self.artifact.tensors, self.torch_device
         n = len(byre.values)
         slots: Slots = [None] * n
         static = [False] * n
@@ -99,7 +144,6 @@ class Session:
                     raise ArtifactError(f"weight {v.key}: missing or not {v.type} in weights.safetensors")
                 slots[v.id] = t.to(dev)
                 static[v.id] = True
-        self._cuda = None
         if self.device == "cuda":
             provider = self._cuda = CudaProvider(byre, self.artifact, slots, static, dev)
             # CAT workspaces are asked on this device: sizes recorded at compile time (no GPU there) may be short
@@ -108,21 +152,47 @@ class Session:
         else:
             make = self._provider_class or CpuProvider
             provider = make(byre, self.artifact.kernels, tensors, slots, static)
-        self._kernels: list[tuple[Kernel, int]] = []
+            provider.shared = self._shared
+        kernels: list[tuple[Kernel, int]] = []
         for step, c in enumerate(byre.computes):
             if c.kind == "alias" and all(static[o] for o in c.operands):
                 provider.bind(c)(slots)  # a view of a buffer that never moves: make it once
                 for r in c.results:
                     static[r] = True
                 continue
-            self._kernels.append((provider.bind(c), step))
-        self._slots = slots
-        self._in_types = [(tuple(byre.values[v].type.shape), torch_dtype(byre.values[v].type.dtype))
-                          for v in byre.inputs]
-        self._fresh = [(v.id, tuple(v.type.shape), torch_dtype(v.type.dtype)) for v in byre.values
-                       if v.storage == "output"]
-        self._out_plan = [(vid, byre.values[vid].storage == "output" and byre.outputs.index(vid) == k)
-                          for k, vid in enumerate(byre.outputs)]
+            kernels.append((provider.bind(c), step))
+        in_types = [(tuple(byre.values[v].type.shape), torch_dtype(byre.values[v].type.dtype)) for v in byre.inputs]
+        fresh = [(v.id, tuple(v.type.shape), torch_dtype(v.type.dtype)) for v in byre.values if v.storage == "output"]
+        out_plan = [(vid, byre.values[vid].storage == "output" and byre.outputs.index(vid) == k)
+                    for k, vid in enumerate(byre.outputs)]
+        return _Binding(slots, kernels, in_types, fresh, out_plan)
+
+    def _env_of(self, inputs: tuple) -> tuple[int, ...]:
+        """The symbol values of a dynamic-shape plan read off the inputs; a one-line ``InputError`` for a size out
+        of its bounds or two inputs that disagree on one."""
+        names = self.byre.input_names
+        env: dict[str, tuple[int, int, int]] = {}
+        for i, d, sym in self.byre.bindings:
+            t = inputs[i] if i < len(inputs) else None
+            if not isinstance(t, torch.Tensor) or t.dim() <= d:
+                continue  # check_inputs names what is wrong with it
+            size = int(t.shape[d])
+            if sym in env and env[sym][0] != size:
+                _, j, e = env[sym]
+                raise InputError(f"input {i} dim {d} is {size} but input {j} dim {e} is {env[sym][0]}: both are the "
+                                 f"dynamic dimension '{sym}'")
+            env.setdefault(sym, (size, i, d))
+        key = []
+        for b in self.byre.bounds:
+            if b.name not in env:
+                raise InputError(f"the dynamic dimension '{b.name}' ({b.where}) has no input to read it from")
+            size, i, d = env[b.name]
+            if not b.lo <= size <= b.hi:
+                who = f"input {i}" + (f" ({names[i]})" if i < len(names) and names[i] else "")
+                raise InputError(f"{who} dim {d} is {size}, outside the compiled range of dynamic dimension "
+                                 f"'{b.name}': [{b.lo}, {b.hi}]")
+            key.append(size)
+        return tuple(key)
 
     # -- running ---------------------------------------------------------------------------------------------
     def check_inputs(self, inputs: tuple) -> list[torch.Tensor]:
@@ -130,6 +200,8 @@ class Session:
         session's device out."""
         if len(inputs) != len(self._in_types):
             raise InputError(f"the model takes {len(self._in_types)} input(s), got {len(inputs)}")
+        if self.byre.symbols:
+            self._use_env(self._env_of(inputs))
         out = []
         for i, (t, (shape, dtype)) in enumerate(zip(inputs, self._in_types, strict=True)):
             if not isinstance(t, torch.Tensor):

@@ -28,6 +28,7 @@ from byteir_cat.core.ir import TensorType
 from byteir_cat.core.kernel_abi import WORKSPACE_ALIGN
 from byteir_cat.core.printer import format_attr
 from byteir_cat.core.serialize import type_from_json, type_to_json
+from byteir_cat.core.sym_shape import DimBound, SymExpr, dim_from_json, evaluate_dims
 
 BYRE_FORMAT = 2
 ARENA_ALIGNMENT = 64  # every arena buffer starts at a multiple of this (vectorised kernels)
@@ -49,6 +50,7 @@ class ByreValue:
     key: str = ""  # weight name in weights.safetensors
     offset: int = -1  # arena offset
     alias_of: int = -1  # the value this one is a reshaped view of
+    dims: list[Any] | None = None  # symbolic sizes (``dynamic_shapes``; ``type`` is at the upper bound)
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, **type_to_json(self.type), "storage": self.storage}
@@ -60,12 +62,20 @@ class ByreValue:
             d["offset"] = self.offset
         elif self.storage == "alias":
             d["alias_of"] = self.alias_of
+        if self.dims is not None:
+            d["dims"] = self.dims
         return d
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> ByreValue:
         return ByreValue(int(d["id"]), type_from_json(d), d["storage"], int(d.get("index", -1)), d.get("key", ""),
-                         int(d.get("offset", -1)), int(d.get("alias_of", -1)))
+                         int(d.get("offset", -1)), int(d.get("alias_of", -1)), d.get("dims"))
+
+    def type_at(self, env: dict[str, int]) -> TensorType:
+        """The value's type for these symbol values."""
+        if self.dims is None:
+            return self.type
+        return self.type.with_shape(evaluate_dims(tuple(dim_from_json(d) for d in self.dims), env))
 
 
 @dataclass(kw_only=True)
@@ -117,6 +127,8 @@ class CatCompute(Compute):
     kind: ClassVar[str] = "cat"
     op: str  # cat.<name>
     op_attrs: dict[str, Any]  # serialised attributes (``byteir_cat.core.serialize``)
+    # attributes that depend on symbolic sizes: plain JSON with {"sym": SymExpr JSON} for each symbolic integer
+    sym_attrs: dict[str, Any] = field(default_factory=dict)
     operand_map: list[dict[str, Any]]  # per op operand: {"arg": compute operand position} or {"const": tensor}
     library: str = ""  # CUDA: kernels/<symbol>.so
     symbol: str = ""
@@ -198,6 +210,12 @@ class ByreModule:
     # donates that input (``Session.run(donate=...)``): it is an in-place update (a KV-cache write) and the
     # only reader of the input
     donatable: dict[int, int] = field(default_factory=dict)
+    # dynamic shapes: the symbols with their bounds ({"name", "lo", "hi", "where"}), in the order fusion kernels
+    # take their values, and where each is read ([input position, dimension, name]); ``extents`` holds the
+    # values of a plan specialised to one call's sizes (``specialize``)
+    symbols: list[dict[str, Any]] = field(default_factory=list)
+    bindings: list[list[Any]] = field(default_factory=list)
+    extents: list[int] = field(default_factory=list)
 
     @property
     def interpreted(self) -> list[InterpretCompute]:
@@ -213,6 +231,7 @@ class ByreModule:
             "computes": [c.to_json() for c in self.computes],
             "checks": self.checks,
             "donatable": {str(k): v for k, v in self.donatable.items()},
+            **({"symbols": self.symbols, "bindings": self.bindings} if self.symbols else {}),
         }
 
     @staticmethod
@@ -225,9 +244,27 @@ class ByreModule:
                               [Compute.from_json(c) for c in d["computes"]], list(d.get("checks", [])),
                               int(d["arena_bytes"]), int(d["naive_bytes"]), int(d.get("inplace", 0)),
                               list(d.get("input_names", [])), int(d.get("workspace_bytes", 0)),
-                              {int(k): int(v) for k, v in d.get("donatable", {}).items()})
+                              {int(k): int(v) for k, v in d.get("donatable", {}).items()},
+                              list(d.get("symbols", [])), [list(b) for b in d.get("bindings", [])])
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"ByRE plan is malformed: {type(e).__name__}: {e}") from None
+
+    @property
+    def bounds(self) -> list[DimBound]:
+        return [DimBound(s["name"], int(s["lo"]), int(s["hi"]), s.get("where", "")) for s in self.symbols]
+
+    def specialize(self, env: dict[str, int]) -> ByreModule:
+        """This plan at one point of its dynamic shapes: every type evaluated, symbolic CAT attributes filled in,
+        the symbol values in ``extents``; offsets stay (planned for the upper bound, never exceeded)."""
+        values = [dataclasses.replace(v, type=v.type_at(env), dims=None) for v in self.values]
+        computes = []
+        for c in self.computes:
+            if isinstance(c, CatCompute) and c.sym_attrs:
+                c = dataclasses.replace(c, op_attrs={**c.op_attrs, **{k: _evaluate_attr(v, env)
+                                                                       for k, v in c.sym_attrs.items()}})
+            computes.append(c)
+        return dataclasses.replace(self, values=values, computes=computes, symbols=[], bindings=[],
+                                   extents=[env[s["name"]] for s in self.symbols])
 
     def to_mlir(self) -> str:
         """Generic-form MLIR of the entry function: memref arguments tagged with ``byre.argtype``, the arena as
@@ -271,6 +308,17 @@ class ByreModule:
                          f"({', '.join(types)}) -> ()")
         lines += ['    "func.return"() : () -> ()', "  }) {byre.entry_point} : () -> ()", "}"]
         return "\n".join(lines) + "\n"
+
+
+def _evaluate_attr(a: Any, env: dict[str, int]) -> Any:
+    """A ``sym_attrs`` entry at ``env``, in the serialised form of ``op_attrs``."""
+    if isinstance(a, dict) and "sym" in a:
+        return SymExpr.from_json(a["sym"]).evaluate(env)
+    if isinstance(a, dict) and "list" in a:
+        return {"list": [_evaluate_attr(x, env) for x in a["list"]]}
+    if isinstance(a, dict) and "dict" in a:
+        return {"dict": {k: _evaluate_attr(v, env) for k, v in a["dict"].items()}}
+    return a
 
 
 _ARGTYPE = {"input": 1, "output": 2, "weight": 4}

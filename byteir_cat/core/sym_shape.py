@@ -1,15 +1,17 @@
 """Bounded symbolic sizes: a dimension that is a polynomial in named symbols (``b``, ``s``, ``2*b*s``, ``s+1``)
 with integer coefficients, each symbol bounded (``DimBound``). The compile side fits them from samples of the
 model at several sizes (``byteir_cat.dynamic_shapes``); the plan carries them; the runtime evaluates them for the
-sizes of each call. Foundation layer: plain Python, nothing of ours imported.
+sizes of each call. Foundation layer: plain Python and the graph IR.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import product
 from typing import Any
+
+from byteir_cat.core.ir import Op, Value
 
 Monomial = tuple[tuple[str, int], ...]  # ((symbol, power), ...) sorted by symbol; () is the constant term
 
@@ -180,3 +182,34 @@ def fit_multilinear(names: list[str], grid: list[tuple[int, int]], values: dict[
             return None
         terms[tuple((names[i], 1) for i, used in enumerate(subset) if used)] = int(coef)
     return SymExpr(terms)
+
+
+@dataclass
+class DynamicSpec:
+    """The symbols (in a fixed order: the kernels' extents argument follows it) and where each is read:
+    ``bindings`` lists (input position, dimension, symbol)."""
+
+    bounds: list[DimBound]
+    bindings: list[tuple[int, int, str]]
+
+    @property
+    def names(self) -> list[str]:
+        return [b.name for b in self.bounds]
+
+
+@dataclass
+class SymbolicShapes:
+    """What generalisation found in the reference partition (the one at the upper corner): the symbolic sizes
+    of every value with at least one, the integer attributes that vary (with the symbolic integers in place),
+    and the constants that are splats of a symbolic shape."""
+
+    spec: DynamicSpec
+    dims: dict[Value, tuple[Dim, ...]] = field(default_factory=dict)
+    attrs: dict[Op, dict[str, Any]] = field(default_factory=dict)
+    splats: set[Op] = field(default_factory=set)
+
+    def shape(self, v: Value) -> tuple[Dim, ...]:
+        return self.dims.get(v, v.type.shape)
+
+    def is_dynamic(self, v: Value) -> bool:
+        return v in self.dims

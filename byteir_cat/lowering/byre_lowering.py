@@ -21,8 +21,9 @@ from byteir_cat.core.byre_plan import (
     align,
 )
 from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import Function, Module, Op, Value
+from byteir_cat.core.ir import Function, Module, Op, Value, dtype_bytes
 from byteir_cat.core.serialize import Writer, type_to_json
+from byteir_cat.core.sym_shape import SymbolicShapes, SymExpr, dim_from_json, dim_to_json
 from byteir_cat.lowering.memory_planner import Buffer, plan_memory
 from byteir_cat.semantics.op_traits import ELEMENTWISE
 from mhlo_to_cat.cost import op_bytes, op_flops
@@ -59,10 +60,11 @@ class CatKernel:
     candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
-def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str, CatKernel] | None = None
-          ) -> tuple[ByreModule, dict[str, torch.Tensor]]:
+def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str, CatKernel] | None = None,
+          shapes: SymbolicShapes | None = None) -> tuple[ByreModule, dict[str, torch.Tensor]]:
     """ByRE module of an outlined partition (``Partition.module``) and the tensors it needs (weights,
-    constants of serialised subgraphs). ``cat_kernels`` (CUDA target) binds CAT subgraphs to their kernels."""
+    constants of serialised subgraphs). ``cat_kernels`` (CUDA target) binds CAT subgraphs to their kernels.
+    ``shapes``: the symbolic sizes of a dynamic-shape partition (its types are at the upper bound)."""
     main = module.main
     tensors: dict[str, torch.Tensor] = {}
     ids: dict[Value, int] = {}
@@ -70,7 +72,8 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
 
     def new_value(v: Value, storage: str, **kw: Any) -> int:
         ids[v] = len(values)
-        values.append(ByreValue(len(values), v.type, storage, **kw))
+        dims = [dim_to_json(d) for d in shapes.dims[v]] if shapes is not None and v in shapes.dims else None
+        values.append(ByreValue(len(values), v.type, storage, dims=dims, **kw))
         return ids[v]
 
     for i, a in enumerate(main.body.args):
@@ -96,7 +99,7 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
             fn = module.functions.get(callee)
             if fn is None:
                 raise CompileError(f"main calls @{callee}, which the partition did not outline")
-            computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors, cat_kernels or {}))
+            computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors, cat_kernels or {}, shapes))
             computes[-1].cost = _cost(fn)
         elif op.name == "stablehlo.custom_call" and str(op.attrs.get("call_target_name", "")).startswith("check."):
             checks.append({"name": op.name, "attrs": {k: check_writer.attr(v) for k, v in op.attrs.items()},
@@ -107,6 +110,9 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
     outputs = [_lookup(ids, v, None) for v in main.body.returns]
     byre = ByreModule(values, [ids[a] for a in main.body.args], outputs, computes, checks,
                       input_names=list(main.arg_names))
+    if shapes is not None:
+        byre.symbols = [{"name": b.name, "lo": b.lo, "hi": b.hi, "where": b.where} for b in shapes.spec.bounds]
+        byre.bindings = [[i, d, name] for i, d, name in shapes.spec.bindings]
     _assign_storage(byre)
     byre.workspace_bytes = scratch_bytes(byre.computes)
     byre.donatable = _donatable(byre)
@@ -156,7 +162,38 @@ def _lookup(ids: dict[Value, int], v: Value, op: Op | None) -> int:
 
 
 def _lower_call(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels: dict[str, GroupKernel],
-                tensors: dict[str, torch.Tensor], cat_kernels: dict[str, CatKernel]) -> Compute:
+                tensors: dict[str, torch.Tensor], cat_kernels: dict[str, CatKernel],
+                shapes: SymbolicShapes | None = None) -> Compute:
+    compute = _lower_call_static(op, fn, ids, new_value, kernels, tensors, cat_kernels)
+    if shapes is None or not any(shapes.is_dynamic(v) for v in list(op.operands) + list(op.results)):
+        return compute
+    if isinstance(compute, InterpretCompute):
+        raise CompileError(f"dynamic_shapes: @{fn.name} ({fn.body.ops[0].name} at {fn.body.ops[0].loc or '?'}) has "
+                           f"symbolic sizes and no compiled kernel ({compute.why or compute.reason})")
+    if isinstance(compute, CatCompute):
+        cat_op = next(o for o in fn.body.ops if o.name.startswith("cat."))
+        for v, m in zip(cat_op.operands, compute.operand_map, strict=True):
+            if "const" in m and shapes.is_dynamic(v):
+                raise CompileError(f"dynamic_shapes: {cat_op.name} at {cat_op.loc or '?'} takes a constant whose size "
+                                   "depends on the dynamic dimensions")
+        writer = Writer(f"fn/{fn.name}", tensors)
+        compute.sym_attrs = {k: _sym_attr(v, writer) for k, v in shapes.attrs.get(cat_op, {}).items()}
+    return compute
+
+
+def _sym_attr(a: Any, writer: Writer) -> Any:
+    """An attribute holding symbolic integers, serialised like ``Writer.attr`` with {"sym": ...} for each."""
+    if isinstance(a, SymExpr):
+        return {"sym": a.to_json()}
+    if isinstance(a, list | tuple):
+        return {"list": [_sym_attr(x, writer) for x in a]}
+    if isinstance(a, dict):
+        return {"dict": {str(k): _sym_attr(v, writer) for k, v in a.items()}}
+    return writer.attr(a)
+
+
+def _lower_call_static(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels: dict[str, GroupKernel],
+                       tensors: dict[str, torch.Tensor], cat_kernels: dict[str, CatKernel]) -> Compute:
     path = fn.attrs.get("path", "")
     reason = str(fn.attrs.get("reason", ""))
     operands = [_lookup(ids, v, op) for v in op.operands]
@@ -231,6 +268,14 @@ def _all_pairs(operands: list[int], results: list[int]) -> list[list[int]]:
     return [[i, j] for i in range(len(operands)) for j in range(len(results))]
 
 
+def _nbytes(v: ByreValue) -> SymExpr:
+    """Bytes of a value, as a polynomial in the symbols of a dynamic-shape plan."""
+    size = SymExpr.const(dtype_bytes(v.type.dtype))
+    for d in v.dims if v.dims is not None else v.type.shape:
+        size = size * dim_from_json(d)
+    return size
+
+
 def _root(values: list[ByreValue], vid: int) -> int:
     while values[vid].storage == "alias":
         vid = values[vid].alias_of
@@ -265,7 +310,7 @@ def _assign_storage(byre: ByreModule) -> None:
             operand = c.operands[i]
             if values[operand].storage != "arena" or values[c.results[j]].storage != "arena":
                 continue
-            if values[operand].type.nbytes != values[c.results[j]].type.nbytes:
+            if _nbytes(values[operand]) != _nbytes(values[c.results[j]]):
                 continue
             candidates.append((step, operand, c.results[j]))
     plan = plan_memory(buffers, candidates)
