@@ -1,0 +1,169 @@
+"""``compile(..., dynamic_shapes=...)``: one artifact for every batch size and sequence length within
+torch.export ``Dim`` bounds, results as eager at each, a one-line refusal of a size out of bounds, and the same
+artifact loaded in a new process without the compile side."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.export import Dim
+
+import byteir_cat
+from byteir_cat import model_zoo
+from byteir_cat.core.errors import CompileError, InputError
+from byteir_cat.core.sym_shape import SymExpr, fit_multilinear
+
+SHAPES = [(1, 5), (2, 12), (3, 17), (4, 32), (4, 2)]  # (batch, seq): corners, odd sizes, batch 1
+BATCH, SEQ = Dim("batch", min=1, max=4), Dim("seq", min=2, max=32)
+
+
+def _ids(batch: int, seq: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, 128, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    model, inputs = model_zoo.gpt2(layers=2, batch=2, seq=12)
+    out = tmp_path_factory.mktemp("dyn") / "gpt2"
+    return model, byteir_cat.compile(model, inputs, dynamic_shapes=({0: BATCH, 1: SEQ},), out_dir=out)
+
+
+def test_symbolic_sizes_are_fitted_exactly():
+    b, s = SymExpr.symbol("b"), SymExpr.symbol("s")
+    grid = [(2, 4), (3, 32)]
+    values = {(x, y): 12 * x * y + y + 1 for x in (2, 4) for y in (3, 32)}
+    assert fit_multilinear(["b", "s"], grid, values) == 12 * b * s + s + 1
+    halves = {(x, y): x * y // 2 for x in (2, 4) for y in (3, 32)}  # not an integer polynomial
+    assert fit_multilinear(["b", "s"], grid, halves) is None
+    assert str(12 * b * s + s + 1) == "12*b*s + s + 1"
+    assert (12 * b * s).evaluate({"b": 3, "s": 5}) == 180
+
+
+def test_gpt2_one_artifact_every_shape(gpt2):
+    model, compiled = gpt2
+    byre = compiled.artifact.byre
+    assert [s["name"] for s in byre.symbols] == ["batch", "seq"] and byre.bindings == [[0, 0, "batch"], [0, 1, "seq"]]
+    assert compiled.report["computes"].get("interpret", 0) == 0
+    for k, (b, s) in enumerate(SHAPES):
+        ids = _ids(b, s, k)
+        with torch.no_grad():
+            want = model(ids)
+        got = compiled.run(ids)[0]
+        assert got.shape == want.shape
+        assert _rel_err(got, want) < 1e-4, (b, s)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_bert_one_artifact_every_shape(tmp_path, padded):
+    model, inputs = model_zoo.bert(layers=2, batch=2, seq=12, padded=padded)
+    # with a padding mask the export at batch 1 is another graph (transformers takes another path there)
+    batch = Dim("batch", min=2 if padded else 1, max=4)
+    spec = ({0: batch, 1: SEQ},) * len(inputs)
+    compiled = byteir_cat.compile(model, inputs, dynamic_shapes=spec, out_dir=tmp_path / "bert")
+    for k, (b, s) in enumerate(SHAPES if not padded else [(2, 5), (2, 12), (3, 17), (4, 32), (4, 2)]):
+        args = [_ids(b, s, k)]
+        if padded:
+            mask = torch.ones(b, s, dtype=torch.int64)
+            mask[-1, s - max(1, s // 3):] = 0
+            args.append(mask)
+        with torch.no_grad():
+            want = model(*args)
+        assert _rel_err(compiled.run(*args)[0], want) < 1e-4, (b, s)
+
+
+def test_size_out_of_bounds_is_refused(gpt2):
+    _, compiled = gpt2
+    with pytest.raises(InputError, match=r"dim 1 is 33, outside the compiled range of dynamic dimension 'seq': "
+                                         r"\[2, 32\]"):
+        compiled.run(_ids(2, 33, 0))
+    with pytest.raises(InputError, match=r"dim 0 is 5, outside .* 'batch': \[1, 4\]"):
+        compiled.run(_ids(5, 8, 0))
+    with pytest.raises(InputError, match="'seq'"):
+        compiled.run(_ids(1, 1, 0))
+    assert compiled.run(_ids(1, 3, 0))[0].shape == (1, 3, 64)  # still usable after refusals
+
+
+def test_two_inputs_must_agree_on_a_dimension(tmp_path):
+    model, inputs = model_zoo.bert(layers=1, batch=2, seq=12, padded=True)
+    batch = Dim("batch", min=2, max=4)
+    compiled = byteir_cat.compile(model, inputs, dynamic_shapes=({0: batch, 1: SEQ}, {0: batch, 1: SEQ}))
+    with pytest.raises(InputError, match=r"input 1 dim 1 is 9 but input 0 dim 1 is 8: both are the dynamic "
+                                         r"dimension 'seq'"):
+        compiled.run(_ids(2, 8, 0), torch.ones(2, 9, dtype=torch.int64))
+
+
+def test_dynamic_shapes_by_argument_name(tmp_path):
+    model, inputs = model_zoo.gpt2(layers=1, batch=1, seq=8)
+    compiled = byteir_cat.compile(model, inputs, dynamic_shapes={"input_ids": {1: Dim("n", min=4, max=16)}})
+    ids = _ids(1, 11, 3)
+    with torch.no_grad():
+        assert _rel_err(compiled.run(ids)[0], model(ids)) < 1e-4
+    with pytest.raises(InputError, match=r"expected shape \[1, 11\]"):
+        compiled.run(_ids(2, 11, 3))  # batch is static here
+
+
+@pytest.mark.parametrize("spec, message", [
+    (({0: Dim("b")},), "has no max"),
+    (({1: 2 * Dim("s", max=16)},), "derived dimension"),
+    (({1: Dim.DYNAMIC},), "give torch.export.Dim"),
+    (({5: Dim("s", max=16)},), "input 0 has 2 dimensions"),
+    (({1: Dim("s", min=20, max=40)},), "is 8 in the example, outside s in \\[20, 40\\]"),
+    ((None,), "no dimension is dynamic"),
+    ({"ids": {1: Dim("s", max=16)}}, "'ids' is not an input"),
+])
+def test_bad_specs_are_refused(spec, message):
+    model, inputs = model_zoo.gpt2(layers=1, batch=1, seq=8)
+    with pytest.raises(CompileError, match=message):
+        byteir_cat.compile(model, inputs, dynamic_shapes=spec)
+
+
+def test_cuda_target_refuses_dynamic_shapes():
+    model, inputs = model_zoo.gpt2(layers=1, batch=1, seq=8)
+    with pytest.raises(CompileError, match="dynamic_shapes: target cuda takes static shapes only"):
+        byteir_cat.compile(model, inputs, target="cuda", dynamic_shapes=({1: Dim("s", min=2, max=16)},))
+
+
+class SizeDependent(torch.nn.Module):
+    """Takes another branch past 8 tokens: no single graph serves every size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) * 2 if x.shape[1] > 8 else torch.sigmoid(x) + 1
+
+
+def test_a_graph_that_changes_with_the_size_is_refused():
+    with pytest.raises(CompileError, match="dynamic_shapes: .*not the same at every size"):
+        byteir_cat.compile(SizeDependent(), (torch.randn(2, 6),), dynamic_shapes=({1: Dim("s", min=2, max=16)},))
+
+
+LOADER = """
+import sys, torch
+for name in ("torch_mlir", "mhlo_to_cat", "fallback_codegen", "ait_codegen", "cutlass_library", "transformers"):
+    sys.modules[name] = None  # running needs none of them
+import byteir_cat
+model = byteir_cat.load(sys.argv[1])
+for b, s in ((1, 7), (3, 20)):
+    ids = torch.randint(0, 128, (b, s), generator=torch.Generator().manual_seed(b * 100 + s))
+    torch.save(model.run(ids)[0], f"{sys.argv[2]}/{b}x{s}.pt")
+try:
+    model.run(torch.zeros(1, 40, dtype=torch.int64))
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_loaded_in_a_new_process_without_the_compile_side(gpt2, tmp_path):
+    model, compiled = gpt2
+    proc = subprocess.run([sys.executable, "-c", LOADER, str(compiled.path), str(tmp_path)], capture_output=True,
+                          text=True, check=True)
+    assert proc.stdout.startswith("InputError input 0") and "[2, 32]" in proc.stdout
+    for b, s in ((1, 7), (3, 20)):
+        ids = torch.randint(0, 128, (b, s), generator=torch.Generator().manual_seed(b * 100 + s))
+        with torch.no_grad():
+            assert _rel_err(torch.load(tmp_path / f"{b}x{s}.pt"), model(ids)) < 1e-4
