@@ -6,7 +6,8 @@ Each step is a functional form of the model (DESIGN, "Deployment shapes"): token
 their cache slots [T] and an additive attention mask [B, 1, T, max_seq_len] in, logits [B, T, V] and every
 layer's updated K and V [B, Hkv, max_seq_len, D] out. The prefill step takes ``chunk`` tokens at a time, the
 decode step one; both run ``max_batch_size`` rows, smaller batches padded with rows that attend only to
-themselves.
+themselves. Both steps are plans of one artifact (the prefill step its main plan, the decode step the plan
+``decode``) over one copy of the weights.
 
 The mask does what HF's does for left-padded batches: a query sees the cache slots at or before its own that
 hold real tokens, and always its own slot (so a padding row is never empty and stays finite).
@@ -22,10 +23,12 @@ from typing import Any
 
 import torch
 
-from byteir_cat.compiled_model import CompiledModel, load
+from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.core.errors import InputError
+from runtime.artifact import read
 
 META = "causal_lm.json"
+DECODE_PLAN = "decode"  # the decode step's plan in the artifact; the prefill step is its main plan
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,11 @@ def load_causal_lm(path: str | Path, device: str = "cpu") -> CompiledCausalLM:
         config = CausalLMConfig(**raw)
     except (OSError, json.JSONDecodeError, TypeError) as e:
         raise InputError(f"{root}: not a compiled causal LM ({type(e).__name__} reading {META})") from None
-    return CompiledCausalLM(config, load(root / "prefill", device=device), load(root / "decode", device=device), root)
+    artifact = read(root, target=device)
+    steps = [CompiledModel(artifact, root, device=device, plan=plan) for plan in (None, DECODE_PLAN)]
+    for step in steps:
+        step.session  # noqa: B018 - bind now: a missing device or a bad plan fails here, not at the first run
+    return CompiledCausalLM(config, *steps, root)
 
 
 class CompiledCausalLM:

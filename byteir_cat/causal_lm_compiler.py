@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from transformers.cache_utils import Cache
 
-from byteir_cat.causal_lm import META, CausalLMConfig, CompiledCausalLM, step_mask
-from byteir_cat.compiler import compile as compile_model
+from byteir_cat.causal_lm import DECODE_PLAN, META, CausalLMConfig, CompiledCausalLM, step_mask
+from byteir_cat.compiled_model import CompiledModel
+from byteir_cat.compiler import build_artifact
 from byteir_cat.core.errors import CompileError
 
 CHUNKS = (64, 32, 16, 8, 4, 2, 1)  # prefill chunk: the largest that divides max_seq_len
@@ -105,15 +106,17 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     config = CausalLMConfig(max_batch_size, max_seq_len, chunk, kv_shapes, str(dtype).removeprefix("torch."),
                             int(out.logits.shape[-1]), _eos_ids(model),
                             getattr(model.generation_config, "pad_token_id", None), target, arch)
-    root = Path(out_dir) if out_dir is not None else None
-    steps = {}
-    for name, tokens in (("prefill", chunk), ("decode", 1)):
-        inputs = _example(config, tokens, dtype)
-        steps[name] = compile_model(CausalLMStep(model), inputs, target=target, arch=arch,
-                                    out_dir=root / name if root is not None else None)
+    step = CausalLMStep(model)
+    artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch)
+    decode, _ = build_artifact(step, _example(config, 1, dtype), target=target, arch=arch,
+                               kernel_prefix=f"kernels/{DECODE_PLAN}/")
+    artifact.add_plan(DECODE_PLAN, decode.byre, decode.kernels, decode.tensors)
+    artifact.report = {"prefill": artifact.report, DECODE_PLAN: decode.report}
+    root = artifact.write(out_dir) if out_dir is not None else None
     if root is not None:
         (root / META).write_text(json.dumps(asdict(config), indent=1))
-    return CompiledCausalLM(config, steps["prefill"], steps["decode"], root)
+    steps = [CompiledModel(artifact, root, device=target, plan=plan) for plan in (None, DECODE_PLAN)]
+    return CompiledCausalLM(config, *steps, root)
 
 
 def _example(config: CausalLMConfig, tokens: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from byteir_cat.core.byre_plan import ByreModule
 from runtime.artifact import Artifact, read
 from runtime.session import Session
 
@@ -20,18 +21,25 @@ class CompiledModel:
     The session is bound on first use, so that a CUDA artifact can be compiled (and written) on a machine
     without a GPU; ``load`` binds at once, so a wrong device fails there."""
 
-    def __init__(self, artifact: Artifact, path: Path | None = None, partition: Any = None, device: str = "cpu"):
+    def __init__(self, artifact: Artifact, path: Path | None = None, partition: Any = None, device: str = "cpu",
+                 plan: str | None = None):
         self.artifact = artifact
         self.path = path
         self.partition = partition  # the Partition, when compiled in this process
         self.device = device
+        self.plan = plan  # a named plan of the artifact (a causal LM's decode step); None: the main one
         self._session: Session | None = None
 
     @property
     def session(self) -> Session:
         if self._session is None:
-            self._session = Session(self.artifact, device=self.device)
+            self._session = Session(self.artifact, device=self.device, plan=self.plan)
         return self._session
+
+    @property
+    def byre(self) -> ByreModule:
+        """The plan this model runs (its artifact may hold others)."""
+        return self.artifact.plan(self.plan)
 
     @property
     def report(self) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from byteir_cat.compiled_model import CompiledModel, load
 from byteir_cat.core.cuda_arch import CUDA_ARCHS, DEFAULT_CUDA_ARCH
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.host_code import KernelError
-from byteir_cat.core.sym_shape import SymbolicShapes
-from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_inputs, sample_points
+from byteir_cat.core.sym_shape import DynamicSpec, SymbolicShapes
+from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_inputs, sample_points, split_at_one
 from byteir_cat.lowering.byre_lowering import CatKernel, GroupKernel, lower
 from fallback_codegen.compile import compile_group, compile_symbolic_group
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
@@ -60,8 +60,9 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
 
 def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
                    progress: Progress | None = None, arch: str | None = None, tune_candidates: int = 0,
-                   dynamic_shapes: Any = None) -> tuple[Artifact, Any]:
-    """The compile pipeline without writing: (artifact, partition)."""
+                   dynamic_shapes: Any = None, kernel_prefix: str = "kernels/") -> tuple[Artifact, Any]:
+    """The compile pipeline without writing: (artifact, partition). ``kernel_prefix``: where fusion kernels go
+    (a plan that joins another artifact keeps its own apart; CAT kernels are shared by content)."""
 
     if target not in TARGETS:
         raise CompileError(f"target {target!r}: byteir-cat compiles for {' or '.join(TARGETS)}")
@@ -78,9 +79,9 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
     note = progress or (lambda stage, done, total: None)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    shapes = None
+    shapes, profiles = None, []
     if dynamic_shapes is not None:
-        part, shapes = _partition_dynamic(model_or_mlir, example_inputs, dynamic_shapes, target, note)
+        (part, shapes), *profiles = _partition_dynamic(model_or_mlir, example_inputs, dynamic_shapes, target, note)
     else:
         note("partition", 0, 1)
         part = partition(model_or_mlir, example_inputs)
@@ -93,10 +94,10 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
     note("partition", 1, 1)
     extra: dict[str, Any] = {}
     if target == "cpu":
-        kernels, files = _host_groups(part, note, times, shapes)
+        kernels, files = _host_groups(part, note, times, shapes, kernel_prefix)
         cat_kernels = None
     else:
-        kernels, files, extra = _cuda_groups(part, arch, note, times)
+        kernels, files, extra = _cuda_groups(part, arch, note, times, kernel_prefix)
         cat_kernels, cat_files, extra["cat"] = _cuda_cat(part, arch, note, times, tune_candidates)
         files.update(cat_files)
     t2 = time.perf_counter()
@@ -112,7 +113,16 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
         "interpreted": [{"callee": c.callee, "why": c.why or c.reason} for c in byre.interpreted],
     }
     if target == "cpu":
-        return Artifact(byre, files, tensors, target, report=report), part
+        artifact = Artifact(byre, files, tensors, target, report=report)
+        for k, (p, sh) in enumerate(profiles, start=1):
+            kernels, files = _host_groups(p, note, times, sh, prefix=f"{kernel_prefix}profile{k}/")
+            plan, plan_tensors = lower(p.module, kernels, None, sh)
+            artifact.add_plan(f"profile{k}", plan, files, plan_tensors, profile=True)
+        if profiles:
+            report["profiles"] = [{"plan": "main", "sizes": [str(b) for b in shapes.spec.bounds]}] + [
+                {"plan": f"profile{k}", "sizes": [str(b) for b in sh.spec.bounds]}
+                for k, (_, sh) in enumerate(profiles, start=1)]
+        return artifact, part
     # On the GPU every interpreted compute is a round trip through host memory: list each one, with why.
     report["interpreted"] = [{"callee": c.callee, "why": f"{c.why or c.reason}; {HOST_NOTE}"} for c in byre.interpreted]
     report.update(extra, workspace_bytes=byre.workspace_bytes)
@@ -120,15 +130,21 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
 
 
 def _partition_dynamic(model: Any, example_inputs: Sequence[torch.Tensor] | None, dynamic_shapes: Any, target: str,
-                       note: Progress) -> tuple[Any, SymbolicShapes]:
-    """The partition at the upper bound of ``dynamic_shapes`` and the symbolic sizes fitted from samples."""
+                       note: Progress) -> list[tuple[Any, SymbolicShapes]]:
+    """(partition at the upper bound, symbolic sizes fitted from samples) of each profile: one for the whole of
+    ``dynamic_shapes`` when one graph serves every size, else one with a dimension from 2 up and one with it
+    at 1, as often as that is needed."""
     if not isinstance(model, torch.nn.Module) or example_inputs is None:
         raise CompileError("dynamic_shapes: for torch models with example inputs (an MLIR module's sizes are as "
                            "written in it)")
     if target != "cpu":
         raise CompileError(f"dynamic_shapes: target {target} takes static shapes only so far; dynamic shapes compile "
                            "for target cpu")
-    spec = parse_dynamic_shapes(dynamic_shapes, model, list(example_inputs))
+    return _profiles(model, example_inputs, parse_dynamic_shapes(dynamic_shapes, model, list(example_inputs)), note)
+
+
+def _profiles(model: Any, example_inputs: Sequence[torch.Tensor], spec: DynamicSpec, note: Progress
+              ) -> list[tuple[Any, SymbolicShapes]]:
     grid, points = sample_points(spec)
     parts = []
     for i, point in enumerate(points):
@@ -136,11 +152,21 @@ def _partition_dynamic(model: Any, example_inputs: Sequence[torch.Tensor] | None
         parts.append(partition(model, sample_inputs(example_inputs, spec, point, seed=i),
                                passes=dynamic_shape_pipeline()))
     note("partition", len(points), len(points))
-    return parts[0], generalize([p.module for p in parts], points, spec, grid)
+    try:
+        return [(parts[0], generalize([p.module for p in parts], points, spec, grid))]
+    except CompileError as e:
+        halves = split_at_one(spec)
+        if halves is None:
+            raise
+        try:
+            return _profiles(model, example_inputs, halves[0], note) + _profiles(model, example_inputs, halves[1],
+                                                                                 note)
+        except CompileError:
+            raise e from None
 
 
-def _host_groups(part: Any, note: Progress, times: dict[str, float], shapes: SymbolicShapes | None = None
-                 ) -> tuple[dict, dict[str, str | bytes]]:
+def _host_groups(part: Any, note: Progress, times: dict[str, float], shapes: SymbolicShapes | None = None,
+                 prefix: str = "kernels/") -> tuple[dict, dict[str, str | bytes]]:
     """Fusion groups as host LLVM IR, each JIT-linked here once (proves it links, warms this process).
     ``shapes``: a group with symbolic sizes gets loops bounded at run time."""
 
@@ -162,7 +188,7 @@ def _host_groups(part: Any, note: Progress, times: dict[str, float], shapes: Sym
         except (CompileError, KernelError) as e:
             kernels[sg.name] = GroupKernel(error=str(e))
             continue
-        rel = f"kernels/{sg.name}.ll"
+        rel = f"{prefix}{sg.name}.ll"
         files[rel] = cg.llvm_ir
         kernels[sg.name] = GroupKernel(rel, cg.symbol, cg.signature.to_json())
     note("codegen", len(groups), len(groups))
@@ -175,7 +201,7 @@ def _has_symbolic_sizes(fn: Any, shapes: SymbolicShapes) -> bool:
     return any(shapes.is_dynamic(v) for v in values) or any(op in shapes.attrs for op in fn.body.walk())
 
 
-def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float]
+def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float], prefix: str = "kernels/"
                  ) -> tuple[dict, dict[str, str | bytes], dict[str, Any]]:
     """Fusion groups as PTX for ``arch`` (+ cubin from ptxas when it is on PATH) with their launch plans.
     A group the NVPTX path refuses runs on the host; ``lower`` records why and the report lists it."""
@@ -194,7 +220,7 @@ def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float]
         except CompileError as e:
             kernels[sg.name] = GroupKernel(error=f"no GPU kernel: {e}")
             continue
-        base = f"kernels/{sg.name}"
+        base = f"{prefix}{sg.name}"
         files[f"{base}.ptx"] = cg.ptx or ""
         files[f"{base}.nvptx.ll"] = cg.llvm_ir
         extra: dict[str, Any] = {

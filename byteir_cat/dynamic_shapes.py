@@ -93,25 +93,34 @@ def _bound_of(dim: Any, where: str) -> DimBound:
 
 
 def sample_points(spec: DynamicSpec) -> tuple[list[tuple[int, int]], list[dict[str, int]]]:
-    """(grid, points): two sizes per symbol, the upper one its bound; the grid's corners, then the check points.
-    The upper corner comes first: it is the reference that gets compiled."""
-    grid = []
-    for b in spec.bounds:
-        if b.lo == b.hi:
-            raise CompileError(f"dynamic_shapes: Dim {b.name!r} has min == max == {b.lo}; it is static")
-        low = min(max(b.lo, 2), b.hi - 1)  # 1 is the size frameworks specialise on: a check point, not a corner
-        grid.append((low, b.hi))
-    names = spec.names
-    corners = [dict(zip(names, (grid[i][bit] for i, bit in enumerate(bits)), strict=True))
+    """(grid, points): two sizes per varying symbol (``spec.varying``), the upper one its bound; the grid's corners,
+    then the check points. The upper corner comes first: it is the reference that gets compiled. A symbol fixed
+    to one size (a profile's ``min == max``) has that size at every point."""
+    varying = [b for b in spec.bounds if b.lo < b.hi]
+    grid = [(min(max(b.lo, 2), b.hi - 1), b.hi) for b in varying]  # 1 is what frameworks specialise on: a check
+    fixed = {b.name: b.lo for b in spec.bounds if b.lo == b.hi}
+    names = [b.name for b in varying]
+    corners = [{**fixed, **dict(zip(names, (grid[i][bit] for i, bit in enumerate(bits)), strict=True))}
                for bits in product((1, 0), repeat=len(names))]
-    checks = [{b.name: b.lo for b in spec.bounds},
-              {b.name: (lo + hi) // 2 + (1 if (lo + hi) // 2 in (lo, hi) else 0)
-               for b, (lo, hi) in zip(spec.bounds, grid, strict=True)}]
+    checks = [{**fixed, **{b.name: b.lo for b in varying}},
+              {**fixed, **{b.name: (lo + hi) // 2 + (1 if (lo + hi) // 2 in (lo, hi) else 0)
+                           for b, (lo, hi) in zip(varying, grid, strict=True)}}]
     points = list(corners)
     for p in checks:
         if p not in points and all(b.lo <= p[b.name] <= b.hi for b in spec.bounds):
             points.append(p)
     return grid, points
+
+
+def split_at_one(spec: DynamicSpec) -> tuple[DynamicSpec, DynamicSpec] | None:
+    """Two specs covering ``spec``: a symbol allowed to be 1 taken from 2 up, and fixed at 1 (frameworks export
+    another graph at size 1: a broadcast or an index over one row disappears). None when no symbol can split."""
+    for k, b in enumerate(spec.bounds):
+        if b.lo == 1 < b.hi:
+            rest = spec.bounds[:k], spec.bounds[k + 1:]
+            return (DynamicSpec([*rest[0], DimBound(b.name, 2, b.hi, b.where), *rest[1]], spec.bindings),
+                    DynamicSpec([*rest[0], DimBound(b.name, 1, 1, b.where), *rest[1]], spec.bindings))
+    return None
 
 
 def sample_inputs(example_inputs: Sequence[torch.Tensor], spec: DynamicSpec, point: dict[str, int],
@@ -172,7 +181,7 @@ class _Fitter:
         """One integer per sample -> a constant or a fitted polynomial, checked at every sample."""
         if all(v == values[0] for v in values):
             return values[0]
-        names = self.spec.names
+        names = [b.name for b in self.spec.bounds if b.lo < b.hi]
         at = {tuple(p[n] for n in names): v for p, v in zip(self.points, values, strict=True)}
         expr = fit_multilinear(names, self.grid, at)
         if expr is None or any(expr.evaluate(p) != v for p, v in zip(self.points, values, strict=True)):

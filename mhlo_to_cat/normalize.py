@@ -210,10 +210,15 @@ class IotaFromConstant(Pattern):
         part_type = ty.with_shape(ty.shape[:-1] + (1,))
         parts = []
         for k in range(ty.shape[-1]):
-            dk = _counting_dim(t[..., k:k + 1])
-            if dk is None:
+            part = t[..., k:k + 1]
+            dk = _counting_dim(part)
+            if dk is not None:
+                parts.append(Op.create("stablehlo.iota", [], [part_type], {"iota_dimension": dk}, op.loc))
+            elif not bool((part == 0).all()):
                 return False
-            parts.append(Op.create("stablehlo.iota", [], [part_type], {"iota_dimension": dk}, op.loc))
+            else:  # the index along a dimension of size 1
+                zero = torch.zeros((), dtype=t.dtype).expand(part_type.shape)
+                parts.append(Op.create("stablehlo.constant", [], [part_type], {"value": zero}, op.loc))
         cat = Op.create("stablehlo.concatenate", [p.result for p in parts], [ty], {"dimension": ty.rank - 1}, op.loc)
         rw.replace_op(op, parts + [cat], cat.results)
         return True

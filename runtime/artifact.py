@@ -7,8 +7,10 @@
     kernels/<group>.ptx    NVPTX kernels of each fusion group, .cubin beside it when ptxas ran,
     kernels/<group>.nvptx.ll  and the same kernels' LLVM IR (the CPU emulator of tests runs it)   [cuda]
     kernels/candidates/<symbol>/<other>.so  other builds of a GEMM, for ``byteir-cat tune``   [cuda, optional]
-    weights.safetensors    weights and the constants of serialised subgraphs
-    manifest.json          format version, versions, target, arch, signature, SHA-256 of every file
+    weights.safetensors    weights and the constants of serialised subgraphs, of every plan (stored once)
+    plans/<name>.byre.json more plans over the same weights [optional]: the steps of a causal LM (prefill,
+    plans/<name>.byre.mlir decode), or profiles: the same model for another range of sizes (dynamic shapes)
+    manifest.json          format version, versions, target, arch, signature, plans, SHA-256 of every file
 
 Writing builds the whole directory beside the target and renames it into place, the manifest last, so a
 half-written artifact is never loadable; reading checks the manifest and every hash before anything runs.
@@ -58,6 +60,50 @@ class Artifact:
     arch: str = field(default_factory=host_arch)
     report: dict[str, Any] = field(default_factory=dict)  # compile report: timings, memory, interpreted computes
     root: Path | None = None  # the directory it was read from or written to (shared libraries load from there)
+    plans: dict[str, ByreModule] = field(default_factory=dict)  # more plans over the same weights and kernels
+    profiles: list[str] = field(default_factory=list)  # plans that run ``byre``'s model at other sizes
+    _on_device: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    def weight_on(self, key: str, device: torch.device) -> torch.Tensor:
+        """Tensor ``key`` on ``device``, copied there once for every session of this artifact (the prefill and
+        decode steps of a causal LM read the same weights)."""
+        t = self.tensors[key]
+        if t.device == device:
+            return t
+        cached = self._on_device.get((key, str(device)))
+        if cached is None:
+            cached = self._on_device[key, str(device)] = t.to(device)
+        return cached
+
+    def plan(self, name: str | None) -> ByreModule:
+        """The main plan (None) or a named one."""
+        if name is None:
+            return self.byre
+        if name not in self.plans:
+            raise ArtifactError(f"the artifact has no plan {name!r} (plans: {', '.join(sorted(self.plans)) or 'none'})")
+        return self.plans[name]
+
+    def add_plan(self, name: str, byre: ByreModule, kernels: dict[str, str | bytes], tensors: dict[str, torch.Tensor],
+                 profile: bool = False) -> None:
+        """Add another plan, compiled on its own: a tensor equal to one the artifact has already (a weight both
+        plans read) is stored once and the plan's references point at it; its kernel files must not clash."""
+        if name in self.plans or not name.isidentifier():
+            raise ArtifactError(f"plan name {name!r}: taken, or not an identifier")
+        for rel, data in kernels.items():
+            if rel in self.kernels and self.kernels[rel] != data:
+                raise ArtifactError(f"plan {name}: kernel file {rel} differs from the one of that name already there")
+        digests = {_tensor_digest(t): k for k, t in self.tensors.items()}
+        rename: dict[str, str] = {}
+        for key, t in tensors.items():
+            digest = _tensor_digest(t)
+            if digest not in digests:
+                digests[digest] = f"{name}/{key}"
+                self.tensors[digests[digest]] = t
+            rename[key] = digests[digest]
+        self.kernels.update(kernels)
+        self.plans[name] = ByreModule.from_json(_renamed_tensors(byre.to_json(), rename))
+        if profile:
+            self.profiles.append(name)
 
     def signature(self) -> dict[str, list[dict[str, Any]]]:
         vals = self.byre.values
@@ -80,6 +126,11 @@ class Artifact:
             (tmp / "kernels").mkdir()
             (tmp / MLIR).write_text(self.byre.to_mlir())
             (tmp / PLAN).write_text(json.dumps(self.byre.to_json(), indent=1))
+            if self.plans:
+                (tmp / "plans").mkdir()
+            for name, plan in self.plans.items():
+                (tmp / "plans" / f"{name}.byre.mlir").write_text(plan.to_mlir())
+                (tmp / "plans" / f"{name}.byre.json").write_text(json.dumps(plan.to_json(), indent=1))
             for rel, data in self.kernels.items():
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(data, bytes):
@@ -91,6 +142,7 @@ class Artifact:
             manifest = {
                 "format_version": FORMAT_VERSION, "byteir_cat_version": __version__, "target": self.target,
                 "arch": self.arch, **self.signature(), "report": self.report,
+                "plans": sorted(self.plans), "profiles": list(self.profiles),
                 "files": {rel: _sha256(tmp / rel) for rel in files},
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -108,6 +160,26 @@ class Artifact:
                 shutil.rmtree(tmp, ignore_errors=True)
         self.root = out
         return out
+
+
+def _tensor_digest(t: torch.Tensor) -> tuple[str, tuple[int, ...], str]:
+    flat = t.detach().contiguous().reshape(-1)
+    raw = flat.view(torch.uint8) if flat.numel() else flat
+    return str(t.dtype), tuple(t.shape), hashlib.sha256(raw.numpy().tobytes()).hexdigest()
+
+
+def _renamed_tensors(node: Any, rename: dict[str, str]) -> Any:
+    """A plan's JSON with every tensor reference (weight keys, ``{"tensor": key}``) renamed."""
+    if isinstance(node, dict):
+        out = {k: _renamed_tensors(v, rename) for k, v in node.items()}
+        if isinstance(out.get("tensor"), str) and len(out) == 1:
+            out["tensor"] = rename.get(out["tensor"], out["tensor"])
+        if out.get("storage") == "weight" and isinstance(out.get("key"), str):
+            out["key"] = rename.get(out["key"], out["key"])
+        return out
+    if isinstance(node, list):
+        return [_renamed_tensors(x, rename) for x in node]
+    return node
 
 
 def _sha256(path: Path) -> str:
@@ -167,6 +239,18 @@ def read(art_dir: str | Path, target: str | None = None) -> Artifact:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{root / PLAN}: unreadable ({type(e).__name__})") from None
     byre = ByreModule.from_json(plan)
+    names, profiles = manifest.get("plans", []), manifest.get("profiles", [])
+    if not isinstance(names, list) or not isinstance(profiles, list) or not set(profiles) <= set(names):
+        raise ArtifactError(f"{root}: the manifest's plans are malformed")
+    plans = {}
+    for name in names:
+        rel = f"plans/{name}.byre.json"
+        if rel not in files:
+            raise ArtifactError(f"{root}: manifest does not list {rel}")
+        try:
+            plans[name] = ByreModule.from_json(json.loads((root / rel).read_text()))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ArtifactError(f"{root / rel}: unreadable ({type(e).__name__})") from None
     try:
         tensors = load_file(str(root / WEIGHTS))
     except (SafetensorError, OSError) as e:
@@ -176,4 +260,4 @@ def read(art_dir: str | Path, target: str | None = None) -> Artifact:
         rel: (root / rel).read_text() if rel.endswith(TEXT_SUFFIXES) else (root / rel).read_bytes()
         for rel in files if rel.startswith("kernels/")}
     return Artifact(byre, kernels, tensors, art_target, str(manifest.get("arch")), dict(manifest.get("report", {})),
-                    root.resolve())
+                    root.resolve(), plans, [str(p) for p in profiles])

@@ -67,7 +67,7 @@ class Session:
     ``CpuProvider``: the GPU emulator runs a CUDA artifact's plan on the CPU that way."""
 
     def __init__(self, artifact: str | Path | Artifact, device: str = "cpu",
-                 provider: Callable[..., Any] | None = None, cuda_graphs: bool = True):
+                 provider: Callable[..., Any] | None = None, cuda_graphs: bool = True, plan: str | None = None):
         if device not in DEVICES:
             raise ArtifactError(f"device {device!r}: this runtime has providers for {', '.join(DEVICES)} only")
         start = time.perf_counter()
@@ -76,7 +76,10 @@ class Session:
             raise ArtifactError(f"artifact compiled for target {self.artifact.target}, cannot run on {device}")
         if provider is not None and device != "cpu":
             raise ArtifactError("a custom provider runs on the cpu device only")
-        self.byre: ByreModule = self.artifact.byre
+        # the plans this session chooses from by the inputs' sizes: a named one, or the main plan and its profiles
+        self.plans: list[ByreModule] = [self.artifact.plan(plan)] + (
+            [self.artifact.plan(p) for p in self.artifact.profiles] if plan is None else [])
+        self.byre: ByreModule = self.plans[0]
         self.device = device
         self.torch_device = torch.device("cpu")
         if device == "cuda":
@@ -93,32 +96,61 @@ class Session:
 
     # -- binding ---------------------------------------------------------------------------------------------
     def _bind(self) -> None:
-        byre = self.byre
-        self.arena = torch.empty(max(byre.arena_bytes, 1), dtype=torch.uint8, device=self.torch_device)
+        self.arena = torch.empty(max(max(p.arena_bytes for p in self.plans), 1), dtype=torch.uint8,
+                                 device=self.torch_device)
         self._cuda = None
         self._env_key: tuple[int, ...] | None = None
         self._bindings: dict[tuple[int, ...], _Binding] = {}
         self._shared: dict[Any, Any] = {}  # what bindings at several sizes share (prepacked weights)
-        if not byre.symbols:
-            self._install(self._bind_plan(byre))
+        if not self.sized:
+            self._install(self._bind_plan(self.byre))
             return
         if self.device != "cpu":
             raise ArtifactError("a dynamic-shape artifact runs on the cpu device only")
-        upper = {b.name: b.hi for b in byre.bounds}  # bound now: a bad plan fails at load, not at the first run
-        self._use_env(tuple(upper[b.name] for b in byre.bounds))
+        # bound now at the upper bound: a bad plan fails at load, not at the first run
+        self._use_env((0, *(b.hi for b in self.byre.bounds)))
+
+    @property
+    def sized(self) -> bool:
+        """Whether the plan run depends on the inputs' sizes (dynamic shapes, or profiles to choose from)."""
+        return len(self.plans) > 1 or bool(self.byre.symbols)
 
     def _use_env(self, key: tuple[int, ...]) -> None:
-        """Dynamic shapes: make the plan specialised to these symbol values current (bound once per size)."""
+        """Dynamic shapes: make plan ``key[0]`` specialised to the symbol values ``key[1:]`` current (bound once
+        per plan and size)."""
         if key == self._env_key:
             return
         binding = self._bindings.get(key)
+        plan = self.plans[key[0]]
         if binding is None:
             if len(self._bindings) >= MAX_BOUND_SIZES:
                 self._bindings.pop(next(iter(self._bindings)))
-            env = dict(zip([b.name for b in self.byre.bounds], key, strict=True))
-            binding = self._bindings[key] = self._bind_plan(self.byre.specialize(env))
+            env = dict(zip([b.name for b in plan.bounds], key[1:], strict=True))
+            binding = self._bindings[key] = self._bind_plan(plan.specialize(env) if plan.symbols else plan)
         self._install(binding)
+        self.byre = plan
         self._env_key = key
+
+    def _select(self, inputs: tuple) -> tuple[int, ...]:
+        """The first plan whose sizes hold the inputs' (its symbols within bounds, its static sizes equal), with
+        the symbol values. When none does, the main plan's complaint, with each dimension's range over all plans."""
+        ranges: dict[str, tuple[int, int]] = {}
+        for plan in self.plans:
+            for b in plan.bounds:
+                lo, hi = ranges.get(b.name, (b.lo, b.hi))
+                ranges[b.name] = (min(lo, b.lo), max(hi, b.hi))
+        for k, plan in enumerate(self.plans):
+            try:
+                key = (k, *self._env_of(plan, inputs, ranges))
+            except InputError:
+                continue
+            bound = {(i, d) for i, d, _ in plan.bindings}
+            if all(isinstance(t, torch.Tensor) and t.dim() == len(plan.values[vid].type.shape)
+                   and all((i, d) in bound or t.shape[d] == n for d, n in enumerate(plan.values[vid].type.shape))
+                   for i, (t, vid) in enumerate(zip(inputs, plan.inputs, strict=False))):
+                return key
+        # none fits: the main plan raises what is out of range, or check_inputs what else is wrong
+        return (0, *self._env_of(self.plans[0], inputs, ranges))
 
     def _install(self, b: _Binding) -> None:
         self._slots, self._kernels, self._in_types, self._fresh, self._out_plan = (
@@ -142,7 +174,7 @@ class Session:
                 t = tensors.get(v.key)
                 if t is None or tuple(t.shape) != v.type.shape or t.dtype != dtype:
                     raise ArtifactError(f"weight {v.key}: missing or not {v.type} in weights.safetensors")
-                slots[v.id] = t.to(dev)
+                slots[v.id] = self.artifact.weight_on(v.key, dev)
                 static[v.id] = True
         if self.device == "cuda":
             provider = self._cuda = CudaProvider(byre, self.artifact, slots, static, dev)
@@ -167,12 +199,13 @@ class Session:
                     for k, vid in enumerate(byre.outputs)]
         return _Binding(slots, kernels, in_types, fresh, out_plan)
 
-    def _env_of(self, inputs: tuple) -> tuple[int, ...]:
+    @staticmethod
+    def _env_of(plan: ByreModule, inputs: tuple, ranges: dict[str, tuple[int, int]]) -> tuple[int, ...]:
         """The symbol values of a dynamic-shape plan read off the inputs; a one-line ``InputError`` for a size out
-        of its bounds or two inputs that disagree on one."""
-        names = self.byre.input_names
+        of its bounds (naming ``ranges``, each symbol's over every plan) or two inputs that disagree on one."""
+        names = plan.input_names
         env: dict[str, tuple[int, int, int]] = {}
-        for i, d, sym in self.byre.bindings:
+        for i, d, sym in plan.bindings:
             t = inputs[i] if i < len(inputs) else None
             if not isinstance(t, torch.Tensor) or t.dim() <= d:
                 continue  # check_inputs names what is wrong with it
@@ -183,14 +216,15 @@ class Session:
                                  f"dynamic dimension '{sym}'")
             env.setdefault(sym, (size, i, d))
         key = []
-        for b in self.byre.bounds:
+        for b in plan.bounds:
             if b.name not in env:
                 raise InputError(f"the dynamic dimension '{b.name}' ({b.where}) has no input to read it from")
             size, i, d = env[b.name]
             if not b.lo <= size <= b.hi:
                 who = f"input {i}" + (f" ({names[i]})" if i < len(names) and names[i] else "")
+                lo, hi = ranges.get(b.name, (b.lo, b.hi))
                 raise InputError(f"{who} dim {d} is {size}, outside the compiled range of dynamic dimension "
-                                 f"'{b.name}': [{b.lo}, {b.hi}]")
+                                 f"'{b.name}': [{lo}, {hi}]")
             key.append(size)
         return tuple(key)
 
@@ -200,8 +234,8 @@ class Session:
         session's device out."""
         if len(inputs) != len(self._in_types):
             raise InputError(f"the model takes {len(self._in_types)} input(s), got {len(inputs)}")
-        if self.byre.symbols:
-            self._use_env(self._env_of(inputs))
+        if self.sized:
+            self._use_env(self._select(inputs))
         out = []
         for i, (t, (shape, dtype)) in enumerate(zip(inputs, self._in_types, strict=True)):
             if not isinstance(t, torch.Tensor):

@@ -114,11 +114,12 @@ def test_f16_gpt2_steps_compile_for_sm90a(tmp_path):
     model = GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_embd=256, n_layer=2, n_head=4, n_positions=256,
                                        pad_token_id=0)).half().eval()
     lm = compile_causal_lm(model, 2, 128, target="cuda", arch="sm_90a", out_dir=tmp_path / "lm")
-    for step in (lm.prefill_step, lm.decode_step):
-        report = step.artifact.report
+    assert lm.prefill_step.artifact is lm.decode_step.artifact  # one artifact, one copy of the weights
+    for name, step in (("prefill", lm.prefill_step), ("decode", lm.decode_step)):
+        report = step.artifact.report[name]
         assert report["interpreted"] == [] and report["computes"]["cat"] >= 2 * 2 * 5
-        assert any(c.op == "cat.index_copy" and c.library for c in step.artifact.byre.computes if c.kind == "cat")
-        assert len(step.artifact.byre.donatable) == 4
+        assert any(c.op == "cat.index_copy" and c.library for c in step.byre.computes if c.kind == "cat")
+        assert len(step.byre.donatable) == 4
 
 
 LOADER = """
@@ -129,6 +130,18 @@ from byteir_cat import load_causal_lm
 ids = torch.tensor([[int(t) for t in sys.argv[2].split(",")]])
 print(",".join(map(str, load_causal_lm(sys.argv[1]).generate(ids, max_new_tokens=6)[0].tolist())))
 """
+
+
+def test_one_artifact_holds_both_steps_over_one_copy_of_the_weights(compiled):
+    model, lm = compiled["llama"]
+    artifact = lm.prefill_step.artifact
+    assert lm.decode_step.artifact is artifact and sorted(artifact.plans) == ["decode"]
+    assert not any(key.startswith("decode/") for key in artifact.tensors)  # every weight of decode is prefill's
+    stored = sum(t.numel() for t in artifact.tensors.values())
+    assert stored < 1.2 * sum(p.numel() for p in model.parameters())
+    prefill, decode = lm.prefill_step.session, lm.decode_step.session
+    weights = {id(prefill._slots[v.id]) for v in prefill.byre.values if v.storage == "weight"}
+    assert weights & {id(decode._slots[v.id]) for v in decode.byre.values if v.storage == "weight"}
 
 
 def test_generates_in_a_new_process_without_compiler_or_transformers(compiled):
