@@ -123,7 +123,9 @@ class CompiledCausalLM:
         valid[:b, :p] = keep
         positions = torch.ones(rows, s, dtype=torch.long)
         positions[:b, :p] = (keep.long().cumsum(-1) - 1).masked_fill(~keep, 1)
-        kv = [torch.zeros(shape, dtype=dtype) for shape in c.kv_shapes]
+        # the caches live on the model's device (each step writes them in place); the loop's bookkeeping on the host
+        device = self.prefill_step.session.torch_device
+        kv = [torch.zeros(shape, dtype=dtype, device=device) for shape in c.kv_shapes]
         t0 = time.perf_counter()
         logits = None
         for start in range(0, p, c.chunk):
@@ -139,7 +141,7 @@ class CompiledCausalLM:
         t1 = time.perf_counter()
         steps = 0
         for i in range(max_new_tokens):
-            token = logits[:b].float().argmax(-1)
+            token = logits[:b].float().argmax(-1).cpu()
             token = torch.where(done, torch.full_like(token, pad), token)
             result = torch.cat([result, token[:, None]], dim=1)
             done |= torch.isin(token, torch.tensor(c.eos_token_ids, dtype=torch.long))

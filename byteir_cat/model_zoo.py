@@ -85,6 +85,30 @@ def llama(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, 
     return LastHiddenState(randomize(LlamaModel(cfg), seed).eval()), (_ids(vocab, batch, seq, seed),)
 
 
+def gpt2_lm(layers: int = 2, hidden: int = 64, heads: int = 4, vocab: int = 128, positions: int = 64, seed: int = 0):
+    """A GPT-2 language model (``GPT2LMHeadModel``, head tied to the embedding) for ``compile_causal_lm``; no
+    end-of-sequence token, so greedy generation always runs its full length (timings compare alike)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, n_positions=positions, vocab_size=vocab,
+                     bos_token_id=1, eos_token_id=None, pad_token_id=0, attn_implementation="sdpa")
+    return randomize(GPT2LMHeadModel(cfg), seed).eval()
+
+
+def llama_lm(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, vocab: int = 128,
+             intermediate: int = 172, positions: int = 64, seed: int = 0):
+    """A Llama-style language model (``LlamaForCausalLM``, GQA) for ``compile_causal_lm``; no end-of-sequence
+    token."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                      num_key_value_heads=kv_heads, intermediate_size=intermediate, max_position_embeddings=positions,
+                      vocab_size=vocab, bos_token_id=1, eos_token_id=None, pad_token_id=0, attn_implementation="sdpa")
+    return randomize(LlamaForCausalLM(cfg), seed).eval()
+
+
 class PixelsToHidden(torch.nn.Module):
     """Wraps a Hugging Face vision model: pixel values in, the last hidden state out."""
 

@@ -6,6 +6,8 @@
                                      + weights.json (how to regenerate each weight, and its sha256)
                                      + kept.safetensors (the few tensors that are no parameter)
                                      + io.safetensors (input ids, expected output of the first positions)
+                                   lms/<model>/                a causal LM (prefill and decode plans), weights
+                                                               as for models; io.safetensors: prompt, tokens
                                    kernels/<case>/             one-op CUDA artifacts, one per CAT kernel kind
                                    kit.json                    contents, versions, sha256 of every file
 
@@ -35,10 +37,21 @@ import cat_dialect as cat
 from ait_codegen.build import build_subgraphs
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import __version__, model_zoo
+from byteir_cat.causal_lm_compiler import compile_causal_lm
 from byteir_cat.compiler import compile as compile_model
 from byteir_cat.core.ir import Block, Function, Module, Value
 from byteir_cat.gpu_kit import weights
-from byteir_cat.gpu_kit.contents import MODELS, QUICK_MODELS, SEED, KernelCase, KitModel, kernel_cases
+from byteir_cat.gpu_kit.contents import (
+    CAUSAL_LMS,
+    MODELS,
+    QUICK_CAUSAL_LMS,
+    QUICK_MODELS,
+    SEED,
+    KernelCase,
+    KitCausalLM,
+    KitModel,
+    kernel_cases,
+)
 from runtime.artifact import WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,6 +116,30 @@ def _build_model(km: KitModel, arch: str, stage: Path, note: Note, tune: int) ->
     return entries
 
 
+def _build_causal_lm(klm: KitCausalLM, arch: str, stage: Path, note: Note) -> dict[str, Any]:
+    """``compile_causal_lm`` for ``arch``, weights as a recipe, the prompt and the greedy tokens of f32 eager
+    generation here (the device's f16/bf16 tokens may part from them at a near tie: reported, not failed)."""
+    model = getattr(model_zoo, klm.factory)(**klm.config).to(klm.dtype).eval()
+    digests = weights.fill(model, SEED)
+    art = stage / "lms" / klm.name
+    t0 = time.perf_counter()
+    note(f"compiling causal LM {klm.name} for {arch}")
+    compile_causal_lm(model, klm.max_batch_size, klm.max_seq_len, target="cuda", arch=arch, out_dir=art)
+    recipe = _strip_weights(art, digests)
+    recipe["model"] = {"name": klm.name, "factory": klm.factory, "config": klm.config,
+                       "dtype": str(klm.dtype).removeprefix("torch."), "max_batch_size": klm.max_batch_size,
+                       "max_seq_len": klm.max_seq_len, "prompt": klm.prompt, "new_tokens": klm.new_tokens}
+    (art / "weights.json").write_text(json.dumps(recipe, indent=1))
+    ids = weights.integers(f"{klm.name}.input_ids", (klm.max_batch_size, klm.prompt), 3, klm.config["vocab"], SEED)
+    note(f"  {klm.name}: expected tokens (f32 eager generate on this CPU)")
+    with torch.no_grad():
+        tokens = model.float().generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                        max_new_tokens=klm.new_tokens)
+    save_file({"input_ids": ids, "expected_tokens": tokens}, str(art / "io.safetensors"))
+    return {"name": klm.name, "dtype": recipe["model"]["dtype"], "max_batch_size": klm.max_batch_size,
+            "max_seq_len": klm.max_seq_len, "compile_seconds": round(time.perf_counter() - t0, 1)}
+
+
 def _build_kernels(cases: list[KernelCase], arch: str, stage: Path, note: Note) -> list[dict[str, Any]]:
     note(f"building {len(cases)} kernels for {arch} in parallel")
     tuning = TuningCache()
@@ -162,10 +199,12 @@ def build(out: Path, arch: str = "sm_90a", quick: bool = False, tune: int = 0, n
         stage = Path(tmp) / "kit"
         stage.mkdir()
         models = [e for km in (QUICK_MODELS if quick else MODELS) for e in _build_model(km, arch, stage, note, tune)]
+        lms = [_build_causal_lm(klm, arch, stage, note) for klm in (QUICK_CAUSAL_LMS if quick else CAUSAL_LMS)]
         kernels = _build_kernels(kernel_cases(quick), arch, stage, note)
         kit = {"format": 1, "arch": arch, "quick": quick, "byteir_cat": __version__, "commit": _git_commit(),
                "built": datetime.datetime.now().isoformat(timespec="seconds"), "torch_here": torch.__version__,
-               "models": models, "kernels": kernels, "tune_candidates": tune, "files": _digests(stage)}
+               "models": models, "causal_lms": lms, "kernels": kernels, "tune_candidates": tune,
+               "files": _digests(stage)}
         (stage / "kit.json").write_text(json.dumps(kit, indent=1))
         note("packing")
         final = Path(tmp) / "out"

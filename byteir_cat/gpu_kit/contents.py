@@ -35,6 +35,30 @@ QUICK_MODELS = (  # make gpu-kit QUICK=1, and the default tests: one small layer
 )
 
 
+@dataclass(frozen=True)
+class KitCausalLM:
+    """A language model compiled with ``compile_causal_lm``: decode tokens/s against HF ``generate`` there."""
+
+    name: str
+    factory: str  # byteir_cat.model_zoo factory of a *ForCausalLM
+    config: dict
+    dtype: torch.dtype
+    max_batch_size: int
+    max_seq_len: int
+    prompt: int  # prompt tokens
+    new_tokens: int
+
+
+CAUSAL_LMS = (
+    KitCausalLM("gpt2_small_lm", "gpt2_lm", dict(layers=12, hidden=768, heads=12, vocab=50257, positions=1024),
+                torch.float16, 1, 256, 32, 64),
+)
+QUICK_CAUSAL_LMS = (
+    KitCausalLM("llama_tiny_lm", "llama_lm", dict(layers=1, hidden=128, heads=2, kv_heads=1, vocab=128, positions=64),
+                torch.bfloat16, 1, 32, 8, 8),
+)
+
+
 def T(*shape: int, dtype: str = "f16") -> TensorType:
     return TensorType(tuple(shape), dtype)
 

@@ -5,7 +5,8 @@ order of what a first GPU run must tell: the environment; the kit unpacked, weig
 artifact verified; numerics of every CAT kernel kind against its reference; the models against the outputs
 saved on the compiling machine, with every fusion-group kernel checked against its own ops on the values
 of the run; then timings (GEMMs against cuBLAS and attention against SDPA, both under CUDA-graph replay;
-the models against torch eager and torch.compile); then the GEMM candidates. Every step writes
+the models against torch eager and torch.compile; greedy decoding of a compiled causal LM against Hugging Face
+``generate``); then the GEMM candidates. Every step writes
 ``OUTDIR/<step>.json``; the run ends with ``summary.md`` and ``summary.json``.
 
 ``--check`` (``make gpu-kit-check``, on a machine without a GPU) runs each step up to its first device
@@ -56,6 +57,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 import cat_dialect as cat  # noqa: E402
 from byteir_cat import model_zoo  # noqa: E402
+from byteir_cat.causal_lm import META, load_causal_lm  # noqa: E402
 from byteir_cat.core.byre_plan import ByreModule  # noqa: E402
 from byteir_cat.core.ir import Op, torch_dtype  # noqa: E402
 from byteir_cat.core.serialize import Reader  # noqa: E402
@@ -68,7 +70,7 @@ from runtime.tuner import cuda_event_timer, tune_artifact  # noqa: E402
 
 STEPS: dict[str, int] = {  # name -> time box in seconds, in the order they run
     "env": 30, "prepare": 120, "kernels": 75, "models": 90, "gemm_timing": 60, "attention_timing": 30,
-    "model_timing": 180, "tune": 90,
+    "model_timing": 180, "decode_timing": 90, "tune": 90,
 }
 TOTAL_BUDGET = 540  # the whole run, on an H100 with nothing compiled there
 
@@ -141,8 +143,9 @@ def _plan(art: Path) -> ByreModule:
     return ByreModule.from_json(json.loads((art / PLAN).read_text()))
 
 
-def _model_dirs(work: Path) -> list[Path]:
-    return sorted(p for p in (work / "models").iterdir() if p.is_dir()) if (work / "models").is_dir() else []
+def _model_dirs(work: Path, kind: str = "models") -> list[Path]:
+    """The artifacts of one kind in the kit: ``models`` (forward passes) or ``lms`` (causal LMs)."""
+    return sorted(p for p in (work / kind).iterdir() if p.is_dir()) if (work / kind).is_dir() else []
 
 
 # --- steps ---------------------------------------------------------------------------------------------------
@@ -181,7 +184,7 @@ def step_prepare(work: Path, check: bool) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() and not check else "cpu"
     out: dict[str, Any] = {"weights": [], "artifacts": 0, "libraries": 0, "candidates": 0}
     cache: dict[tuple[str, str], torch.Tensor] = {}
-    for art in _model_dirs(work):
+    for art in _model_dirs(work) + _model_dirs(work, "lms"):
         recipe = json.loads((art / "weights.json").read_text())
         t0 = time.perf_counter()
         tensors = dict(load_file(str(art / "kept.safetensors")))
@@ -203,11 +206,11 @@ def step_prepare(work: Path, check: bool) -> dict[str, Any]:
             (art / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         out["weights"].append({"artifact": art.name, "tensors": len(tensors), "file_bit_identical": identical,
                                "seconds": round(time.perf_counter() - t0, 2)})
-    arts = _model_dirs(work) + (sorted(p for p in (work / "kernels").iterdir()) if (work / "kernels").is_dir() else [])
+    arts = _model_dirs(work) + _model_dirs(work, "lms") + _model_dirs(work, "kernels")
     for art in arts:
         artifact = read(art, target="cuda")
         out["artifacts"] += 1
-        for c in artifact.byre.computes:
+        for c in [c for plan in (artifact.byre, *artifact.plans.values()) for c in plan.computes]:
             if c.kind == "cat":
                 lib = ctypes.CDLL(str(art / c.library))
                 for name in (c.symbol, f"{c.symbol}_workspace_bytes"):
@@ -426,6 +429,91 @@ def step_model_timing(work: Path, check: bool, deadline: float) -> dict[str, Any
     return {"models": rows}
 
 
+def _eager_lm(recipe: dict[str, Any], device: str):
+    """The Hugging Face language model of a causal-LM artifact, with the kit's weights (sha256 checked)."""
+    spec = recipe["model"]
+    model = getattr(model_zoo, spec["factory"])(**spec["config"]).to(getattr(torch, spec["dtype"])).eval()
+    wanted = {g["param"]: g["sha256"] for g in recipe["generated"].values()}
+    digests = weights.fill(model, recipe["seed"], device)
+    differ = [n for n, d in wanted.items() if digests.get(n) != d]
+    if differ:
+        raise RuntimeError(f"the eager model's parameters do not match the artifact's: {differ[:3]}")
+    return model.to(device)
+
+
+def _hf_decode(model, ids: torch.Tensor, new: int, **kwargs) -> tuple[float, float, torch.Tensor]:
+    """(decode tokens/s, prefill + first token seconds, tokens) of HF greedy ``generate``: the decode rate is
+    (new - 1) tokens over the time of ``new`` tokens less the time of one."""
+    mask = torch.ones_like(ids)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=1, **kwargs)
+    torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=new, **kwargs)
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    return (new - 1) / max((t2 - t1) - (t1 - t0), 1e-9), t1 - t0, out
+
+
+def _same_tokens(got: torch.Tensor, want: torch.Tensor, prompt: int) -> float:
+    """Share of generated tokens equal, up to the first difference (greedy decoding parts for good there)."""
+    a, b = got[:, prompt:].cpu(), want[:, prompt:].cpu()
+    n = min(a.shape[1], b.shape[1])
+    same = (a[:, :n] == b[:, :n]).all(0).long().cumprod(0)
+    return round(float(same.sum()) / max(n, 1), 3)
+
+
+def step_decode_timing(work: Path, check: bool, deadline: float) -> dict[str, Any]:
+    """Each causal LM: greedy generation (prompt, then decode tokens/s) by the compiled prefill and decode plans
+    against HF ``generate`` eager, and with a static cache under torch.compile when time allows; the tokens
+    compared with HF's on this GPU and with f32 eager on the compiling machine."""
+    if check:
+        for art in _model_dirs(work, "lms"):
+            _eager_lm(json.loads((art / "weights.json").read_text()), "cpu")
+            json.loads((art / META).read_text())
+        raise NoDevice(f"{len(_model_dirs(work, 'lms'))} causal LM(s): eager models rebuilt with matching weights")
+    device = _device(check)
+    rows = []
+    for art in _model_dirs(work, "lms"):
+        row: dict[str, Any] = {"artifact": art.name}
+        try:
+            recipe = json.loads((art / "weights.json").read_text())
+            spec = recipe["model"]
+            new, prompt = spec["new_tokens"], spec["prompt"]
+            io = load_file(str(art / "io.safetensors"))
+            ids = io["input_ids"]
+            lm = load_causal_lm(art, device="cuda")
+            lm.generate(ids, max_new_tokens=new)  # warm-up: lazy module loads, first calls
+            ours = []
+            for _ in range(3):
+                got = lm.generate(ids, max_new_tokens=new)
+                ours.append((lm.last_timing["decode_tokens_per_s"], lm.last_timing["prefill_s"]))
+            row["ours_tokens_per_s"] = round(statistics.median(r for r, _ in ours), 1)
+            row["ours_prefill_ms"] = round(statistics.median(p for _, p in ours) * 1e3, 2)
+            row["tokens_equal_f32_cpu"] = _same_tokens(got, io["expected_tokens"], prompt)
+            model, ids_d = _eager_lm(recipe, str(device)), ids.to(device)
+            with torch.inference_mode():
+                _hf_decode(model, ids_d, new)
+                hf = [_hf_decode(model, ids_d, new) for _ in range(3)]
+                row["hf_eager_tokens_per_s"] = round(statistics.median(r for r, _, _ in hf), 1)
+                row["hf_eager_prefill_ms"] = round(statistics.median(p for _, p, _ in hf) * 1e3, 2)
+                row["tokens_equal_hf"] = _same_tokens(got, hf[-1][2], prompt)
+                row["vs_hf_eager"] = round(row["ours_tokens_per_s"] / row["hf_eager_tokens_per_s"], 3)
+                if time.time() < deadline - 60:  # compiling the static-cache forward takes a while
+                    model.forward = torch.compile(model.forward)
+                    static = {"cache_implementation": "static"}
+                    _hf_decode(model, ids_d, new, **static)
+                    rate = statistics.median(_hf_decode(model, ids_d, new, **static)[0] for _ in range(2))
+                    row["hf_static_compile_tokens_per_s"] = round(rate, 1)
+                    row["vs_hf_static_compile"] = round(row["ours_tokens_per_s"] / rate, 3)
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {e}"[:300]
+        torch.cuda.empty_cache()
+        rows.append(row)
+    return {"causal_lms": rows}
+
+
 def step_tune(work: Path, check: bool) -> dict[str, Any]:
     """``byteir-cat tune`` on every model artifact that carries GEMM candidates (CUDA-event timed, winners
     written into the artifact), then the tuned model timed again; ``tune.json`` goes back to the compiling
@@ -450,7 +538,7 @@ def step_tune(work: Path, check: bool) -> dict[str, Any]:
 
 STEP_FUNCTIONS = {"env": step_env, "prepare": step_prepare, "kernels": step_kernels, "models": step_models,
                   "gemm_timing": step_gemm_timing, "attention_timing": step_attention_timing,
-                  "model_timing": step_model_timing, "tune": step_tune}
+                  "model_timing": step_model_timing, "decode_timing": step_decode_timing, "tune": step_tune}
 
 
 def run_step(name: str, work: Path, out: Path, check: bool, deadline: float) -> int:
@@ -460,7 +548,7 @@ def run_step(name: str, work: Path, out: Path, check: bool, deadline: float) -> 
     code = 0
     try:
         fn = STEP_FUNCTIONS[name]
-        result = fn(work, check, deadline) if name == "model_timing" else fn(work, check)
+        result = fn(work, check, deadline) if name in ("model_timing", "decode_timing") else fn(work, check)
         record.update(status="ok", result=result)
     except NoDevice as e:
         record.update(status="stopped before the device", detail=str(e))
@@ -516,6 +604,17 @@ def _summary(out: Path, statuses: dict[str, str], check: bool) -> str:
                         ["artifact", "ours ms (launches)", "ours (graph) ms", "ours (default run) ms", "eager ms",
                          "torch.compile ms", "vs eager", "vs torch.compile", "error"],
                         [[r["artifact"], *(r.get(k) for k in keys), r.get("error", "")] for r in mt["models"]])
+    dec = _load(out, "decode_timing")
+    if dec:
+        keys = ["ours_tokens_per_s", "hf_eager_tokens_per_s", "vs_hf_eager", "hf_static_compile_tokens_per_s",
+                "vs_hf_static_compile", "ours_prefill_ms", "hf_eager_prefill_ms", "tokens_equal_hf",
+                "tokens_equal_f32_cpu"]
+        lines += _table("Greedy decoding vs Hugging Face generate",
+                        ["causal LM", "ours tokens/s", "HF eager tokens/s", "vs HF eager", "HF static+compile tokens/s",
+                         "vs HF static+compile", "ours prefill ms", "HF prefill ms", "tokens = HF", "tokens = f32 CPU",
+                         "error"],
+                        [[r["artifact"], *(r.get(k, "-") for k in keys), r.get("error", "")]
+                         for r in dec["causal_lms"]])
     tune = _load(out, "tune")
     if tune:
         lines += _table("Tuning (byteir-cat tune on each model artifact)",
