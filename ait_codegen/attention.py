@@ -94,16 +94,19 @@ def _template_args(op: Attention, s: AttentionShape) -> str:
 def _params(op: Attention, s: AttentionShape) -> str:
     """C++ statement building ``CatAttnParams p`` from ``operands`` and ``result``."""
     mask = "operands[3]" if op.has_mask else "nullptr"
+    kv_len = f"static_cast<const int64_t*>(operands[{3 + int(op.has_mask)}])" if op.has_kv_len else "nullptr"
     strides = ", ".join(map(str, s.mask_strides))
     scale_log2 = float(op.scale) * math.log2(math.e)
     return (f"CatAttnParams p{{operands[0], operands[1], operands[2], {mask}, result, {s.batch}, {s.heads}, "
-            f"{s.kv_heads}, {s.sq}, {s.sk}, {{{strides}}}, {scale_log2!r}f, {int(op.permute is not None)}}};")
+            f"{s.kv_heads}, {s.sq}, {s.sk}, {{{strides}}}, {scale_log2!r}f, {int(op.permute is not None)}, "
+            f"{kv_len}}};")
 
 
 def _describe(spec: KernelSpec, s: AttentionShape) -> str:
     op = spec.op
     return (f"// attention q {spec.operands[0]} k {spec.operands[1]} v {spec.operands[2]} scale {op.scale!r} "
             f"causal {op.causal} mask {spec.operands[3] if op.has_mask else None} strides {s.mask_strides} "
+            f"kv_len {op.has_kv_len} "
             f"zero_masked_rows {op.zero_masked_rows} output {'[B, S, H, Dv]' if op.permute else '[B, H, S, Dv]'}")
 
 

@@ -39,6 +39,7 @@ struct CatAttnParams {{
   int64_t mask_stride[4];
   float scale_log2;  // scale * log2(e): the softmax runs in base 2
   int o_bshd;        // 1: write O as [B, S, H, Dv] (attention_permute), 0: as [B, H, S, Dv]
+  const int64_t* kv_len;  // device int64 [1] or nullptr: keys at or past it take no part and are not read
 }};
 
 template <int D, int DV>
@@ -301,12 +302,17 @@ __host__ __device__ inline void cat_attn_block(const CatAttnParams& p, int q_til
   for (int n = 0; n < DV / 8; ++n)
     for (int i = 0; i < 4; ++i) o[n][i] = 0.0f;
   float m[2] = {{-INFINITY, -INFINITY}}, l[2] = {{0.0f, 0.0f}};
-  const int kv_end = CAUSAL ? (p.sk < row0 + BM ? p.sk : row0 + BM) : p.sk;
+  int sk = p.sk;  // keys taking part: all, or those below kv_len
+  if (p.kv_len != nullptr) {{
+    const int64_t n = *p.kv_len;
+    sk = n < 0 ? 0 : (n < sk ? int(n) : sk);
+  }}
+  const int kv_end = CAUSAL ? (sk < row0 + BM ? sk : row0 + BM) : sk;
 
   for (int n0 = 0; n0 < kv_end; n0 += BN) {{
     cat_attn_sync(tid);  // every warp is done with the previous K/V tile
-    cat_attn_load_rows<D>(s_k, LDK, gk, n0, p.sk, BN, tid);
-    cat_attn_load_rows<DV>(s_v, LDV, gv, n0, p.sk, BN, tid);
+    cat_attn_load_rows<D>(s_k, LDK, gk, n0, sk, BN, tid);
+    cat_attn_load_rows<DV>(s_v, LDV, gv, n0, sk, BN, tid);
     cat_attn_sync(tid);
 
     float s[BN / 8][4];
@@ -324,12 +330,12 @@ __host__ __device__ inline void cat_attn_block(const CatAttnParams& p, int q_til
       for (int i = 0; i < 4; ++i) {{
         const int r = i >> 1, key = n0 + n * 8 + 2 * quad + (i & 1);
         float x = s[n][i] * p.scale_log2;
-        if (HAS_MASK && qrow[r] < p.sq && key < p.sk) {{
+        if (HAS_MASK && qrow[r] < p.sq && key < sk) {{
           const int64_t at = b * p.mask_stride[0] + h * p.mask_stride[1] + qrow[r] * p.mask_stride[2] +
                              key * p.mask_stride[3];
           x += cat_attn_to_float(static_cast<const MaskT*>(p.mask)[at]) * CAT_ATTN_LOG2E;
         }}
-        if (key >= p.sk || (CAUSAL && key > qrow[r])) x = -INFINITY;
+        if (key >= sk || (CAUSAL && key > qrow[r])) x = -INFINITY;
         s[n][i] = x;
         mx[r] = fmaxf(mx[r], x);
       }}

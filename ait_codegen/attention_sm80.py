@@ -38,6 +38,8 @@ def check_sm80_fmha(spec: KernelSpec) -> AttentionDims:
         why = f"{dims.heads} query heads on {dims.kv_heads} KV heads: CUTLASS's sm80 FMHA has one head index"
     elif op.has_mask:
         why = "an additive mask operand: CUTLASS's sm80 FMHA bias path is not our masked-row semantics"
+    elif op.has_kv_len:
+        why = "a kv_len operand: CUTLASS's sm80 FMHA here reads every key"
     elif max(dims.d, dims.dv) > 128 or dims.d % ALIGNMENT or dims.dv % ALIGNMENT:
         why = f"head dims {dims.d}/{dims.dv}: CUTLASS's sm80 FMHA here takes multiples of 8 up to 128"
     elif dims.sk == 0:

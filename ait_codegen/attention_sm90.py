@@ -78,6 +78,8 @@ def fmha_shape(spec: KernelSpec) -> FmhaShape:
         raise UnsupportedKernel(name, f"element type {q.dtype}: the Hopper FMHA takes f16 or bf16")
     if op.has_mask:
         raise UnsupportedKernel(name, "an additive mask operand: the Hopper FMHA fuses causal masking only")
+    if op.has_kv_len:
+        raise UnsupportedKernel(name, "a kv_len operand: the Hopper FMHA here reads every key")
     b, h, hkv, sq, sk, d, dv = dataclasses.astuple(AttentionDims.of(spec))
     if dv != d:
         raise UnsupportedKernel(name, f"value head dim {dv} differs from head dim {d}")

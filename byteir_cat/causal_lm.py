@@ -3,8 +3,9 @@ decoding that returns what Hugging Face ``generate`` returns (``compile_causal_l
 builds them; loading and generating need only the runtime).
 
 Each step is a functional form of the model (DESIGN, "Deployment shapes"): token ids [B, T], their positions,
-their cache slots [T] and an additive attention mask [B, 1, T, max_seq_len] in, logits [B, T, V] and every
-layer's updated K and V [B, Hkv, max_seq_len, D] out. The prefill step takes ``chunk`` tokens at a time, the
+their cache slots [T], an additive attention mask [B, 1, T, max_seq_len] and the length of the cache it leaves
+visible (``kv_len`` [1]: the attentions read the cache that far only) in, logits [B, T, V] and every layer's
+updated K and V [B, Hkv, max_seq_len, D] out. The prefill step takes ``chunk`` tokens at a time, the
 decode step one; both run ``max_batch_size`` rows, smaller batches padded with rows that attend only to
 themselves. Both steps are plans of one artifact (the prefill step its main plan, the decode step the plan
 ``decode``) over one copy of the weights.
@@ -29,6 +30,7 @@ from runtime.artifact import read
 
 META = "causal_lm.json"
 DECODE_PLAN = "decode"  # the decode step's plan in the artifact; the prefill step is its main plan
+KV_LEN_INPUT = 4  # the steps' inputs: ids, positions, slots, mask, kv_len, then the caches
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class CompiledCausalLM:
         self.path = path
         self.last_timing: dict[str, float] = {}
         # the caches are given to each step, which writes the new rows into them in place (donated inputs)
-        self._cache_inputs = tuple(range(4, 4 + len(config.kv_shapes)))
+        self._cache_inputs = tuple(range(KV_LEN_INPUT + 1, KV_LEN_INPUT + 1 + len(config.kv_shapes)))
 
     def _check(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int
                ) -> torch.Tensor:
@@ -131,7 +133,8 @@ class CompiledCausalLM:
         for start in range(0, p, c.chunk):
             slots = torch.arange(start, start + c.chunk)
             out = self.prefill_step.run(ids[:, start:start + c.chunk], positions[:, start:start + c.chunk], slots,
-                                        step_mask(valid, slots, dtype), *kv, donate=self._cache_inputs)
+                                        step_mask(valid, slots, dtype), torch.tensor([start + c.chunk]), *kv,
+                                        donate=self._cache_inputs)
             logits, kv = out[0][:, p - 1 - start] if p - 1 < start + c.chunk else None, list(out[1:])
         prefill_s = time.perf_counter() - t0
         result = input_ids.clone()
@@ -154,8 +157,8 @@ class CompiledCausalLM:
             pos_step = torch.ones(rows, 1, dtype=torch.long)
             pos_step[:b, 0] = next_pos + i
             slots = torch.tensor([slot])
-            out = self.decode_step.run(ids_step, pos_step, slots, step_mask(valid, slots, dtype), *kv,
-                                       donate=self._cache_inputs)
+            out = self.decode_step.run(ids_step, pos_step, slots, step_mask(valid, slots, dtype),
+                                       torch.tensor([slot + 1]), *kv, donate=self._cache_inputs)
             logits, kv = out[0][:, 0], list(out[1:])
             steps += 1
         decode_s = time.perf_counter() - t1

@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 from transformers.cache_utils import Cache
 
-from byteir_cat.causal_lm import DECODE_PLAN, META, CausalLMConfig, CompiledCausalLM, step_mask
+from byteir_cat.causal_lm import DECODE_PLAN, KV_LEN_INPUT, META, CausalLMConfig, CompiledCausalLM, step_mask
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
 from byteir_cat.core.errors import CompileError
+from mhlo_to_cat.attention_patterns import CacheAttentionLength
+from mhlo_to_cat.pipeline import default_pipeline
 
 CHUNKS = (64, 32, 16, 8, 4, 2, 1)  # prefill chunk: the largest that divides max_seq_len
 
@@ -54,14 +56,15 @@ class _ShapeProbe(Cache):
 
 
 class CausalLMStep(torch.nn.Module):
-    """The functional step that gets compiled: (ids, positions, cache slots, mask, k0, v0, k1, ...) ->
-    (logits, k0', v0', k1', ...)."""
+    """The functional step that gets compiled: (ids, positions, cache slots, mask, kv_len, k0, v0, k1, ...) ->
+    (logits, k0', v0', k1', ...). ``kv_len`` ([1]): the mask hides every cache slot at or past it; the model's
+    code does not read it, the compiled attentions do (``CacheAttentionLength``)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, position_ids, cache_position, mask, *kv):
+    def forward(self, input_ids, position_ids, cache_position, mask, kv_len, *kv):
         cache = FunctionalKVCache(kv, cache_position)
         out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
                          past_key_values=cache, use_cache=True)
@@ -107,9 +110,10 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
                             int(out.logits.shape[-1]), _eos_ids(model),
                             getattr(model.generation_config, "pad_token_id", None), target, arch)
     step = CausalLMStep(model)
-    artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch)
+    passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
+    artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch, passes=passes)
     decode, _ = build_artifact(step, _example(config, 1, dtype), target=target, arch=arch,
-                               kernel_prefix=f"kernels/{DECODE_PLAN}/")
+                               kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes)
     artifact.add_plan(DECODE_PLAN, decode.byre, decode.kernels, decode.tensors)
     artifact.report = {"prefill": artifact.report, DECODE_PLAN: decode.report}
     root = artifact.write(out_dir) if out_dir is not None else None
@@ -129,6 +133,6 @@ def _example(config: CausalLMConfig, tokens: int, dtype: torch.dtype) -> tuple[t
     valid[:, :tokens] = True
     mask = step_mask(valid, slots, dtype)
     kv = [torch.randn(shape, generator=gen).to(dtype) for shape in config.kv_shapes]
-    return (ids, positions, slots, mask, *kv)
+    return (ids, positions, slots, mask, torch.tensor([tokens]), *kv)
 
 

@@ -32,6 +32,7 @@ from byteir_cat.lowering.byre_lowering import CatKernel, GroupKernel, lower
 from fallback_codegen.compile import compile_group, compile_symbolic_group
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
 from mhlo_to_cat.pipeline import dynamic_shape_pipeline
+from mhlo_to_cat.rewriter import Pass
 from runtime.artifact import Artifact
 from runtime.cpu_provider import jit_entry
 
@@ -60,9 +61,11 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
 
 def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
                    progress: Progress | None = None, arch: str | None = None, tune_candidates: int = 0,
-                   dynamic_shapes: Any = None, kernel_prefix: str = "kernels/") -> tuple[Artifact, Any]:
+                   dynamic_shapes: Any = None, kernel_prefix: str = "kernels/", passes: Sequence[Pass] | None = None
+                   ) -> tuple[Artifact, Any]:
     """The compile pipeline without writing: (artifact, partition). ``kernel_prefix``: where fusion kernels go
-    (a plan that joins another artifact keeps its own apart; CAT kernels are shared by content)."""
+    (a plan that joins another artifact keeps its own apart; CAT kernels are shared by content). ``passes``:
+    the mhlo_to_cat pipeline (default ``default_pipeline()``)."""
 
     if target not in TARGETS:
         raise CompileError(f"target {target!r}: byteir-cat compiles for {' or '.join(TARGETS)}")
@@ -84,7 +87,7 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
         (part, shapes), *profiles = _partition_dynamic(model_or_mlir, example_inputs, dynamic_shapes, target, note)
     else:
         note("partition", 0, 1)
-        part = partition(model_or_mlir, example_inputs)
+        part = partition(model_or_mlir, example_inputs, passes=passes)
     if part.unsupported:
         first = part.unsupported[0]
         more = f" (and {len(part.unsupported) - 1} more)" if len(part.unsupported) > 1 else ""

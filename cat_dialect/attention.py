@@ -21,13 +21,17 @@ class Attention(CatOp):
     """Q [B, H, Sq, D], K [B, Hkv, Sk, D], V [B, Hkv, Sk, Dv] (H a multiple of Hkv: grouped-query),
     optional additive mask broadcastable to [B, H, Sq, Sk]; ``causal`` masks key j > query i
     (top-left aligned, as torch's is_causal). Result [B, H, Sq, Dv], or with ``permute`` (``attention_permute``)
-    [B, Sq, H, Dv], the heads side by side as the output projection reads them."""
+    [B, Sq, H, Dv], the heads side by side as the output projection reads them.
+
+    ``has_kv_len``: one more operand, ``kv_len`` (i64 [1]): only keys below it take part, as if every key at or
+    past it were masked; a kernel reads K and V up to it only (decode over a KV cache filled that far)."""
 
     scale: float = 1.0
     causal: bool = False
     has_mask: bool = False
     zero_masked_rows: bool = False
     permute: OutputPermute | None = None
+    has_kv_len: bool = False
 
     @property
     def name(self) -> str:
@@ -39,15 +43,16 @@ class Attention(CatOp):
             return None
         return cls(float(attrs.get("scale", 1.0)), bool(attrs.get("causal", False)),
                    bool(attrs.get("has_mask", False)), bool(attrs.get("zero_masked_rows", False)),
-                   OutputPermute.from_attrs(attrs) if name == "attention_permute" else None)
+                   OutputPermute.from_attrs(attrs) if name == "attention_permute" else None,
+                   bool(attrs.get("has_kv_len", False)))
 
     def attributes(self) -> dict[str, Any]:
         attrs = {"scale": self.scale, "causal": self.causal, "has_mask": self.has_mask,
-                 "zero_masked_rows": self.zero_masked_rows}
+                 "zero_masked_rows": self.zero_masked_rows} | ({"has_kv_len": True} if self.has_kv_len else {})
         return attrs | (self.permute.attributes() if self.permute else {})
 
     def operand_names(self) -> list[str]:
-        return ["q", "k", "v"] + (["mask"] if self.has_mask else [])
+        return ["q", "k", "v"] + (["mask"] if self.has_mask else []) + (["kv_len"] if self.has_kv_len else [])
 
     def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
         self.check_arity(operands)
@@ -65,6 +70,8 @@ class Attention(CatOp):
             full = (b, h, sq, k.shape[2])
             if mask.rank != 4 or any(m not in (1, f) for m, f in zip(mask.shape, full, strict=True)):
                 raise CatVerifyError(f"cat.attention: mask {mask} does not broadcast to {list(full)}")
+        if self.has_kv_len and (operands[-1].shape != (1,) or operands[-1].dtype != "i64"):
+            raise CatVerifyError(f"cat.attention: kv_len must be tensor<1xi64>, got {operands[-1]}")
         out = TensorType((b, h, sq, v.shape[3]), dtype)
         if self.permute is None:
             return out
@@ -79,8 +86,13 @@ class Attention(CatOp):
         sk, dv = k.shape[2], v.shape[3]
         return b * h * sq * sk * (2 * d + 2 * dv + 5)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *mask: torch.Tensor) -> torch.Tensor:
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         acc = accumulate_dtype(q)
+        mask = rest[:1] if self.has_mask else ()
+        if self.has_kv_len:  # keys at or past kv_len take no part: not even read (a cache holds garbage there)
+            n = max(0, min(int(rest[-1].reshape(())), k.shape[2]))
+            k, v = k[:, :, :n], v[:, :, :n]
+            mask = tuple(m if m.shape[-1] == 1 else m[..., :n] for m in mask)
         groups = q.shape[1] // k.shape[1]
         kf = k.to(acc).repeat_interleave(groups, dim=1)
         vf = v.to(acc).repeat_interleave(groups, dim=1)

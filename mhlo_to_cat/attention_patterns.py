@@ -13,10 +13,19 @@ from dataclasses import dataclass
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.ir import Op, Value, torch_dtype
+from byteir_cat.core.errors import CompileError
+from byteir_cat.core.ir import Function, Op, Value, torch_dtype
 from cat_dialect.attention import HEAD_MERGE
 from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer, row_major_bmm
-from mhlo_to_cat.rewriter import Pattern, Rewriter, input_free_value, producer, splat_value
+from mhlo_to_cat.rewriter import (
+    Pass,
+    Pattern,
+    Rewriter,
+    apply_patterns,
+    input_free_value,
+    producer,
+    splat_value,
+)
 
 
 @dataclass
@@ -261,3 +270,47 @@ class PermuteIntoAttention(Pattern):
         new = cat.build(decl.replace(permute=cat.OutputPermute(v.type.shape, HEAD_MERGE)), aop.operands, aop.loc)
         rw.replace_op(op, [new], new.results)
         return True
+
+
+class AttentionOverCacheTakesKvLength(Pattern):
+    """A masked attention whose K and V are KV-cache writes (``cat.index_copy``) -> the same attention with the
+    step's ``kv_len`` operand, so that it reads the cache only as far as it is filled. Valid for a step that
+    promises its mask hides every cache slot at or past ``kv_len`` (``compile_causal_lm``'s steps do: a query
+    sees the slots up to its own), which is why it runs only in ``CacheAttentionLength``."""
+
+    def __init__(self, kv_len: Value):
+        self.kv_len = kv_len
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        found = cat_producer(op.results[0], cat.Attention) if op.results else None
+        if not found:
+            return False
+        _, decl = found
+        if decl.has_kv_len or not decl.has_mask:
+            return False
+        if not all(cat_producer(v, cat.IndexCopy) for v in op.operands[1:3]):
+            return False
+        new = cat.build(decl.replace(has_kv_len=True), [*op.operands, self.kv_len], op.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
+class CacheAttentionLength(Pass):
+    """For a causal-LM step: main's argument ``arg_index`` (i64 [1]) is the length of the cache that the step's
+    mask leaves visible; every attention over that cache takes it (``AttentionOverCacheTakesKvLength``)."""
+
+    def __init__(self, arg_index: int):
+        self.arg_index = arg_index
+
+    @property
+    def name(self) -> str:
+        return "attention-over-cache-takes-kv-length"
+
+    def run(self, fn: Function) -> None:
+        if not fn.public or len(fn.body.args) <= self.arg_index:
+            return
+        kv_len = fn.body.args[self.arg_index]
+        if kv_len.type.shape != (1,) or kv_len.type.dtype != "i64":
+            raise CompileError(f"@{fn.name} argument {self.arg_index}: a cache length must be tensor<1xi64>, "
+                               f"got {kv_len.type}")
+        apply_patterns(fn, [AttentionOverCacheTakesKvLength(kv_len)])

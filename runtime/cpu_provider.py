@@ -180,7 +180,8 @@ class CpuProvider:
         if isinstance(decl, cat_dialect.Gemm) and isinstance(weight, int) and weight in self.constant:
             fast = _prepacked_gemm(decl, types, out_type, self.slots[weight], self.shared)
         # reads every operand before writing, or never shares storage
-        fast = fast or _index_copy(decl) or _fast_cat(decl, types, out_type)
+        fast = fast or _index_copy(decl) or _attention_below_kv_len(decl, types, out_type) or _fast_cat(
+            decl, types, out_type)
         if fast is not None:
             def run_fast(slots: Slots) -> None:
                 fast([g(slots) for g in getters], slots[res])
@@ -278,6 +279,30 @@ def _index_copy(decl: cat_dialect.CatOp) -> FastKernel | None:
             out.index_copy_(dim, positions[rows].long(), src.index_select(dim, rows))
 
     return index_copy
+
+
+def _attention_below_kv_len(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | None:
+    """Attention with a ``kv_len`` operand: K, V and the mask cut to the first kv_len keys, then the same op
+    without it (its fast form where there is one): the cost follows the filled part of a KV cache."""
+    if not isinstance(decl, cat_dialect.Attention) or not decl.has_kv_len:
+        return None
+    inner = decl.replace(has_kv_len=False)
+    fast = _fast_cat(inner, types[:-1], out_type)
+    has_mask = decl.has_mask
+
+    def attention(args: list[torch.Tensor], out: torch.Tensor) -> None:
+        q, k, v = args[:3]
+        n = max(0, min(int(args[-1].reshape(-1)[0]), k.shape[2]))
+        cut = [q, k[:, :, :n], v[:, :, :n]]
+        if has_mask:
+            mask = args[3]
+            cut.append(mask if mask.shape[-1] == 1 else mask[..., :n])
+        if fast is not None:
+            fast(cut, out)
+        else:
+            out.copy_(inner.reference(*cut))
+
+    return attention
 
 
 def _fast_cat(decl: cat_dialect.CatOp, types: list, out_type) -> FastKernel | None:

@@ -57,13 +57,23 @@ CASES = [
     ("permute-out-bshd-gqa-causal-bf16-d64",
      Attention(0.125, causal=True, permute=OutputPermute((2, 4, 37, 64), (0, 2, 1, 3))),
      qkv(2, 4, 2, 37, 53, 64, dt="bf16")),
+    # a decode step over a KV cache filled to kv_len: keys past it are never read (NaN there would show)
+    ("decode-kv-len-mask-gqa-f16-d64", Attention(0.125, has_mask=True, has_kv_len=True),
+     [*qkv(2, 4, 2, 1, 100, 64), T(2, 1, 1, 100), T(1, dtype="i64")]),
+    ("chunk-kv-len-causal-bf16-d64", Attention(0.125, causal=True, has_kv_len=True),
+     qkv(1, 2, 2, 16, 90, 64, dt="bf16") + [T(1, dtype="i64")]),
 ]
+KV_LEN = 37  # where the caches of the kv_len cases are filled to
 DEAD_ROWS = (5, 36)  # rows of the mask that are entirely -inf
 
 
 def inputs(types: list[TensorType], seed: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     xs = [torch.randn(t.shape, generator=gen).to(TORCH[t.dtype]) for t in types[:3]]
+    if types[-1].dtype == "i64":  # kv_len: the cache past it holds NaN, which must never be read
+        for kv in xs[1:3]:
+            kv[:, :, KV_LEN:] = float("nan")
+        return xs + ([_mask(types[3], gen)] if len(types) == 5 else []) + [torch.tensor([KV_LEN])]
     if len(types) == 4:
         m = types[3]
         mask = torch.randn(m.shape, generator=gen)
@@ -72,6 +82,11 @@ def inputs(types: list[TensorType], seed: int) -> list[torch.Tensor]:
             mask[:, :, list(DEAD_ROWS), :] = float("-inf")
         xs.append(mask.to(TORCH[m.dtype]))
     return xs
+
+
+def _mask(m: TensorType, gen: torch.Generator) -> torch.Tensor:
+    mask = torch.randn(m.shape, generator=gen)
+    return mask.masked_fill(torch.rand(m.shape, generator=gen) < 0.2, float("-inf")).to(TORCH[m.dtype])
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +106,8 @@ def test_emulated_kernel_matches_reference(emulated, index):
     assert torch.equal(torch.isnan(got), torch.isnan(ref))
     finite = ~torch.isnan(ref)
     assert rel_error(got[finite], ref[finite]) < 1e-2
+    if k.spec.op.has_kv_len:
+        assert not torch.isnan(got).any()
     if k.spec.op.has_mask and k.spec.operands[3].shape[2] > 1:
         dead = got[:, :, list(DEAD_ROWS), :]
         assert torch.all(dead == 0) if k.spec.op.zero_masked_rows else torch.all(torch.isnan(dead))

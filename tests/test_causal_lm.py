@@ -13,6 +13,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from byteir_cat import compile_causal_lm, load_causal_lm
+from byteir_cat.causal_lm import KV_LEN_INPUT
 from byteir_cat.cli import main as cli
 from byteir_cat.core.errors import InputError
 
@@ -64,7 +65,11 @@ def test_batch_of_one_is_token_exact(compiled, family):
     # every layer's K and V are written in place: each cache input of both steps is donatable to its output
     caches = len(lm.config.kv_shapes)
     for step in (lm.prefill_step, lm.decode_step):
-        assert step.artifact.byre.donatable == {1 + i: 4 + i for i in range(caches)}
+        assert step.byre.donatable == {1 + i: KV_LEN_INPUT + 1 + i for i in range(caches)}
+        # every attention reads the cache only as far as it is filled: the step's kv_len is its operand
+        attentions = [c for c in step.byre.computes if c.kind == "cat" and c.op.startswith("cat.attention")]
+        assert attentions and all(c.op_attrs.get("has_kv_len") for c in attentions)
+        assert all(c.operands[-1] == step.byre.inputs[KV_LEN_INPUT] for c in attentions)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
