@@ -137,10 +137,7 @@ class DynamicGroupPrinter(Printer):
             out.append(f'{indent}{res} = "stablehlo.dynamic_broadcast_in_dim"({self.name(x)}, {shape}) {{{attrs}}}'
                        f" : ({self.ty(x)}, tensor<{len(dims)}xi64>) -> {self.ty(op.result)}")
         elif op.name == "stablehlo.reshape":
-            x = op.operands[0]
-            shape = self.shape_tensor(dims, out, indent)
-            out.append(f'{indent}{res} = "tensor.reshape"({self.name(x)}, {shape}) : ({self.ty(x)}, '
-                       f"tensor<{len(dims)}xi64>) -> {self.ty(op.result)}")
+            out += self.reshape(op.operands[0], op.result, indent)
         elif op.name == "stablehlo.iota":
             shape = self.shape_tensor(dims, out, indent)
             out.append(f'{indent}{res} = "stablehlo.dynamic_iota"({shape}) {{iota_dimension = '
@@ -160,8 +157,55 @@ class DynamicGroupPrinter(Printer):
                                f"({', '.join(self.ty(r) for r in op.results)})")
         return out
 
+    def reshape(self, x: Value, r: Value, indent: str) -> list[str]:
+        """A collapse or an expansion of groups of dimensions (a view that fusion sees through) where the sizes
+        say which; else through one dimension (collapse all, then expand)."""
+        out: list[str] = []
+        src, dst = self.dims(x), self.dims(r)
+        res = self.name(r)
+        if len(src) >= len(dst) and (groups := reassociation(src, dst)) is not None:
+            out.append(f"{indent}{res} = tensor.collapse_shape {self.name(x)} {groups} : {self.ty(x)} into "
+                       f"{self.ty(r)}")
+            return out
+        if len(src) < len(dst) and (groups := reassociation(dst, src)) is not None:
+            sizes = ", ".join(self._static_or_index(d, out, indent) for d in dst)
+            out.append(f"{indent}{res} = tensor.expand_shape {self.name(x)} {groups} output_shape [{sizes}] : "
+                       f"{self.ty(x)} into {self.ty(r)}")
+            return out
+        numel = SymExpr.const(1)
+        for d in src:
+            numel = numel * d
+        flat = self.fresh()
+        flat_ty = f"tensor<{numel.value if numel.is_const else '?'}x{x.type.dtype}>"
+        out.append(f"{indent}{flat} = tensor.collapse_shape {self.name(x)} [{list(range(len(src)))}] : {self.ty(x)} "
+                   f"into {flat_ty}")
+        sizes = ", ".join(self._static_or_index(d, out, indent) for d in dst)
+        out.append(f"{indent}{res} = tensor.expand_shape {flat} [{list(range(len(dst)))}] output_shape [{sizes}] : "
+                   f"{flat_ty} into {self.ty(r)}")
+        return out
+
     def _static_or_index(self, d: Dim, out: list[str], indent: str) -> str:
         return str(d) if isinstance(d, int) else self.index(d, out, indent)
+
+
+def reassociation(many: tuple[Dim, ...], few: tuple[Dim, ...]) -> list[list[int]] | None:
+    """Consecutive groups of ``many`` whose sizes multiply to each of ``few`` (as polynomials); None when there
+    are none. Sizes of 1 left over join the last group."""
+    groups: list[list[int]] = []
+    i = 0
+    for d in few:
+        group, size = [], SymExpr.const(1)
+        while i < len(many) and (not group or size != d):
+            group.append(i)
+            size = size * many[i]
+            i += 1
+        if size != d:
+            return None
+        groups.append(group)
+    while i < len(many) and many[i] == 1 and groups:
+        groups[-1].append(i)
+        i += 1
+    return groups if i == len(many) and len(groups) == len(few) else None
 
 
 def _ints(values: list[int]) -> str:

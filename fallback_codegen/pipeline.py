@@ -124,8 +124,10 @@ HOST_TO_LLVM: tuple[str, ...] = (
 )
 
 
-# Symbolic sizes (``dynamic_shapes``): memref arguments keep MLIR's descriptor convention (pointers, offset,
-# sizes, strides), which carries the runtime extents.
+# Symbolic sizes (``dynamic_shapes``): results computed in the caller's buffers whatever their sizes, and memref
+# arguments keep MLIR's descriptor convention (pointers, offset, sizes, strides), which carries the runtime extents.
+BUFFERIZE_SYMBOLIC: tuple[str, ...] = tuple(p.replace("hoist-static-allocs", "hoist-static-allocs hoist-dynamic-allocs")
+                                            for p in BUFFERIZE)
 HOST_TO_LLVM_DESCRIPTORS: tuple[str, ...] = tuple(p.replace("{use-bare-ptr-memref-call-conv}", "")
                                                   for p in HOST_TO_LLVM)
 
@@ -133,7 +135,8 @@ HOST_TO_LLVM_DESCRIPTORS: tuple[str, ...] = tuple(p.replace("{use-bare-ptr-memre
 def pipeline(target: Target, symbolic: bool = False) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The named stages for ``target``, in order; each stage a tuple of pass names. ``symbolic``: the group has
     ``?`` sizes (host only)."""
-    common = (("to-linalg", TO_LINALG), ("bufferize", BUFFERIZE), ("narrow-floats", NARROW_FLOATS))
+    bufferize = BUFFERIZE_SYMBOLIC if symbolic else BUFFERIZE
+    common = (("to-linalg", TO_LINALG), ("bufferize", bufferize), ("narrow-floats", NARROW_FLOATS))
     if isinstance(target, HostTarget):
         return common + (("loops", HOST_LOOPS), ("to-llvm", HOST_TO_LLVM_DESCRIPTORS if symbolic else HOST_TO_LLVM))
     if symbolic:

@@ -15,6 +15,7 @@ import byteir_cat
 from byteir_cat import model_zoo
 from byteir_cat.core.errors import CompileError, InputError
 from byteir_cat.core.sym_shape import SymExpr, fit_multilinear
+from fallback_codegen.dynamic_group import reassociation
 
 SHAPES = [(1, 5), (2, 12), (3, 17), (4, 32), (4, 2)]  # (batch, seq): corners, odd sizes, batch 1
 BATCH, SEQ = Dim("batch", min=1, max=4), Dim("seq", min=2, max=32)
@@ -175,3 +176,11 @@ def test_loaded_in_a_new_process_without_the_compile_side(gpt2, tmp_path):
         ids = torch.randint(0, 128, (b, s), generator=torch.Generator().manual_seed(b * 100 + s))
         with torch.no_grad():
             assert _rel_err(torch.load(tmp_path / f"{b}x{s}.pt"), model(ids)) < 1e-4
+
+
+def test_reshapes_with_symbolic_sizes_group_their_dimensions():
+    b, s = SymExpr.symbol("b"), SymExpr.symbol("s")
+    assert reassociation((b, s, 64), (b * s, 64)) == [[0, 1], [2]]
+    assert reassociation((b, s, 4, 16), (b, s, 64)) == [[0], [1], [2, 3]]
+    assert reassociation((1, b, s, 1), (b, s)) == [[0, 1], [2, 3]]
+    assert reassociation((b, 2 * s), (2 * b, s)) is None  # no grouping: collapsed to one dimension first
