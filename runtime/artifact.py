@@ -36,6 +36,7 @@ from byteir_cat import __version__
 from byteir_cat.core.byre_plan import ByreModule
 from byteir_cat.core.cuda_arch import CUDA_ARCHS
 from byteir_cat.core.errors import ArtifactError
+from byteir_cat.core.sym_shape import dim_from_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -109,7 +110,11 @@ class Artifact:
         vals = self.byre.values
 
         def sig(vid: int, name: str) -> dict[str, Any]:
-            return {"name": name, "shape": list(vals[vid].type.shape), "dtype": vals[vid].type.dtype}
+            v = vals[vid]
+            d = {"name": name, "shape": list(v.type.shape), "dtype": v.type.dtype}
+            if v.dims is not None:  # dynamic shapes: "shape" is the upper bound, "dims" says what each size is
+                d["dims"] = [str(x) for x in (dim_from_json(x) for x in v.dims)]
+            return d
 
         names = self.byre.input_names or []
         return {
