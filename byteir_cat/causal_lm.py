@@ -45,13 +45,17 @@ class CausalLMConfig:
     pad_token_id: int | None
     target: str
     arch: str | None
+    sliding_window: int | None = None  # every layer attends to the last this many cache slots only
 
 
-def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, window: int | None = None
+              ) -> torch.Tensor:
     """[B, 1, T, S] additive mask: query t (at cache slot ``slots[t]``) sees slot s when s <= slots[t] and the
     slot holds a real token of its row, and always its own slot."""
     s = torch.arange(valid.shape[1])
     seen = (s[None, :] <= slots[:, None])[None] & valid[:, None, :]
+    if window is not None:  # a sliding window: the slots within the last ``window`` ones, as HF's mask
+        seen &= (s[None, :] > slots[:, None] - window)[None]
     own = (s[None, :] == slots[:, None])[None]
     allowed = (seen | own)[:, None]
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
@@ -133,7 +137,8 @@ class CompiledCausalLM:
         for start in range(0, p, c.chunk):
             slots = torch.arange(start, start + c.chunk)
             out = self.prefill_step.run(ids[:, start:start + c.chunk], positions[:, start:start + c.chunk], slots,
-                                        step_mask(valid, slots, dtype), torch.tensor([start + c.chunk]), *kv,
+                                        step_mask(valid, slots, dtype, c.sliding_window),
+                                        torch.tensor([start + c.chunk]), *kv,
                                         donate=self._cache_inputs)
             logits, kv = out[0][:, p - 1 - start] if p - 1 < start + c.chunk else None, list(out[1:])
         prefill_s = time.perf_counter() - t0
@@ -157,7 +162,7 @@ class CompiledCausalLM:
             pos_step = torch.ones(rows, 1, dtype=torch.long)
             pos_step[:b, 0] = next_pos + i
             slots = torch.tensor([slot])
-            out = self.decode_step.run(ids_step, pos_step, slots, step_mask(valid, slots, dtype),
+            out = self.decode_step.run(ids_step, pos_step, slots, step_mask(valid, slots, dtype, c.sliding_window),
                                        torch.tensor([slot + 1]), *kv, donate=self._cache_inputs)
             logits, kv = out[0][:, 0], list(out[1:])
             steps += 1

