@@ -23,6 +23,7 @@ import torch
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Block, Function, Module, Op, Value
 from byteir_cat.core.sym_shape import Dim, DimBound, DynamicSpec, SymbolicShapes, SymExpr, fit_multilinear
+from mhlo_to_cat.cost import op_bytes, op_flops
 
 MAX_SYMBOLS = 3  # 2**3 grid samples + check points: each sample is one export and partition
 
@@ -156,6 +157,8 @@ def generalize(modules: list[Module], points: list[dict[str, int]], spec: Dynami
                 raise CompileError(f"dynamic_shapes: the partition differs at {_point(p)}: no function @{name}")
             others.append(other)
         fitter.function(fn, others)
+        if name != ref.main.name:
+            fitter.costs(name, [fn, *others])
     return fitter.result
 
 
@@ -188,6 +191,16 @@ class _Fitter:
             seen = ", ".join(f"{v} at {_point(p)}" for p, v in zip(self.points, values, strict=True))
             raise self.fail(where, f"a size is not a polynomial of the dynamic dimensions ({seen})")
         return expr.value if expr.is_const else expr
+
+    def costs(self, name: str, samples: list[Function]) -> None:
+        """FLOPs and bytes of a subgraph as polynomials, where they are (a cost model's min() or a gather's table
+        may not be): then the profile keeps the upper bound's."""
+        for key, count in (("flops", op_flops), ("bytes", op_bytes)):
+            try:
+                self.result.costs.setdefault(name, {})[key] = self.fit(
+                    [sum(count(o) for o in f.body.ops) for f in samples], f"@{name} {key}")
+            except CompileError:
+                continue
 
     def value(self, ref: Value, others: list[Value], where: str) -> None:
         shapes = [ref.type.shape] + [o.type.shape for o in others]

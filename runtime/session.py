@@ -37,6 +37,7 @@ MAX_BOUND_SIZES = 32  # dynamic shapes: plans bound at this many sizes are kept 
 class _Binding:
     """A plan bound to buffers: what ``run`` uses (one per size for a dynamic-shape plan)."""
 
+    plan: ByreModule  # what runs: the plan itself, or a dynamic-shape plan specialised to one size
     slots: Slots
     kernels: list[tuple[Kernel, int]]
     in_types: list[tuple[tuple[int, ...], torch.dtype]]
@@ -108,12 +109,12 @@ class Session:
         if self.device != "cpu":
             raise ArtifactError("a dynamic-shape artifact runs on the cpu device only")
         # bound now at the upper bound: a bad plan fails at load, not at the first run
-        self._use_env((0, *(b.hi for b in self.byre.bounds)))
+        self._use_env((0, *(b.hi for b in self.plans[0].bounds)))
 
     @property
     def sized(self) -> bool:
         """Whether the plan run depends on the inputs' sizes (dynamic shapes, or profiles to choose from)."""
-        return len(self.plans) > 1 or bool(self.byre.symbols)
+        return len(self.plans) > 1 or bool(self.plans[0].symbols)
 
     def _use_env(self, key: tuple[int, ...]) -> None:
         """Dynamic shapes: make plan ``key[0]`` specialised to the symbol values ``key[1:]`` current (bound once
@@ -128,7 +129,6 @@ class Session:
             env = dict(zip([b.name for b in plan.bounds], key[1:], strict=True))
             binding = self._bindings[key] = self._bind_plan(plan.specialize(env) if plan.symbols else plan)
         self._install(binding)
-        self.byre = plan
         self._env_key = key
 
     def _select(self, inputs: tuple) -> tuple[int, ...]:
@@ -153,8 +153,8 @@ class Session:
         return (0, *self._env_of(self.plans[0], inputs, ranges))
 
     def _install(self, b: _Binding) -> None:
-        self._slots, self._kernels, self._in_types, self._fresh, self._out_plan = (
-            b.slots, b.kernels, b.in_types, b.fresh, b.out_plan)
+        self.byre, self._slots, self._kernels, self._in_types, self._fresh, self._out_plan = (
+            b.plan, b.slots, b.kernels, b.in_types, b.fresh, b.out_plan)
 
     def _bind_plan(self, byre: ByreModule) -> _Binding:
         """Slots (arena views, weights) and bound kernels of a static plan (or of a dynamic one at one size)."""
@@ -197,7 +197,7 @@ class Session:
         fresh = [(v.id, tuple(v.type.shape), torch_dtype(v.type.dtype)) for v in byre.values if v.storage == "output"]
         out_plan = [(vid, byre.values[vid].storage == "output" and byre.outputs.index(vid) == k)
                     for k, vid in enumerate(byre.outputs)]
-        return _Binding(slots, kernels, in_types, fresh, out_plan)
+        return _Binding(byre, slots, kernels, in_types, fresh, out_plan)
 
     @staticmethod
     def _env_of(plan: ByreModule, inputs: tuple, ranges: dict[str, tuple[int, int]]) -> tuple[int, ...]:

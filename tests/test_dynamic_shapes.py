@@ -87,6 +87,19 @@ def test_bert_one_artifact_every_shape(tmp_path, padded):
         assert _rel_err(reloaded.run(*args)[0], model(*args)) < 1e-4
 
 
+def test_costs_follow_the_size_of_each_run(gpt2):
+    """The profile's FLOPs and bytes are those of the size that ran, not of the upper bound."""
+    _, compiled = gpt2
+
+    def gemm_flops() -> int:
+        return sum(c.cost["flops"] for c in compiled.session.byre.computes if c.kind == "cat" and "gemm" in c.op)
+
+    compiled.run(_ids(4, 32, 0))
+    big = gemm_flops()
+    compiled.run(_ids(1, 8, 0), profile=True)
+    assert gemm_flops() * 4 * 32 == big * 1 * 8 and compiled.session.last_profile
+
+
 def test_size_out_of_bounds_is_refused(gpt2):
     _, compiled = gpt2
     with pytest.raises(InputError, match=r"dim 1 is 33, outside the compiled range of dynamic dimension 'seq': "

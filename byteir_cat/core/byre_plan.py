@@ -89,6 +89,7 @@ class Compute:
     results: list[int]
     reason: str = ""
     cost: dict[str, int] = field(default_factory=dict)  # flops and bytes, for the profile's rooflines
+    sym_cost: dict[str, Any] = field(default_factory=dict)  # dynamic shapes: the same as SymExpr JSON
     inplace: list[list[int]] = field(default_factory=list)
 
     @property
@@ -262,6 +263,8 @@ class ByreModule:
             if isinstance(c, CatCompute) and c.sym_attrs:
                 c = dataclasses.replace(c, op_attrs={**c.op_attrs, **{k: _evaluate_attr(v, env)
                                                                        for k, v in c.sym_attrs.items()}})
+            if c.sym_cost:
+                c = dataclasses.replace(c, cost={k: SymExpr.from_json(v).evaluate(env) for k, v in c.sym_cost.items()})
             computes.append(c)
         return dataclasses.replace(self, values=values, computes=computes, symbols=[], bindings=[],
                                    extents=[env[s["name"]] for s in self.symbols])

@@ -207,6 +207,8 @@ class SymbolicShapes:
     dims: dict[Value, tuple[Dim, ...]] = field(default_factory=dict)
     attrs: dict[Op, dict[str, Any]] = field(default_factory=dict)
     splats: set[Op] = field(default_factory=set)
+    # per subgraph function: its FLOPs and bytes (profile rooflines) as fitted from the samples
+    costs: dict[str, dict[str, Dim]] = field(default_factory=dict)
 
     def shape(self, v: Value) -> tuple[Dim, ...]:
         return self.dims.get(v, v.type.shape)

@@ -167,6 +167,8 @@ def _lower_call(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels:
     compute = _lower_call_static(op, fn, ids, new_value, kernels, tensors, cat_kernels)
     if shapes is None or not any(shapes.is_dynamic(v) for v in list(op.operands) + list(op.results)):
         return compute
+    compute.sym_cost = {k: SymExpr.of(v).to_json() for k, v in shapes.costs.get(fn.name, {}).items()
+                        if isinstance(v, SymExpr)}
     if isinstance(compute, InterpretCompute):
         raise CompileError(f"dynamic_shapes: @{fn.name} ({fn.body.ops[0].name} at {fn.body.ops[0].loc or '?'}) has "
                            f"symbolic sizes and no compiled kernel ({compute.why or compute.reason})")
