@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from byteir_cat.core.errors import ByteirCatError
+from byteir_cat.core.errors import ByteirCatError, CompileError
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
@@ -54,7 +54,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
             bar.update(tasks[stage], completed=done, total=max(total, 1))
 
         artifact, _ = build_artifact(model, inputs, target=args.target, progress=note, arch=args.arch,
-                                     tune_candidates=args.tune_candidates)
+                                     tune_candidates=args.tune_candidates,
+                                     dynamic_shapes=dynamic_shapes_arg(args.dynamic, len(inputs or ())))
         note("write artifact", 0, 1)
         out = artifact.write(Path(args.output))
         note("write artifact", 1, 1)
@@ -65,6 +66,32 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for fb in r["interpreted"]:
         print(f"  note: {fb['callee']} runs on the StableHLO interpreter: {fb['why']}")
     return 0
+
+
+def dynamic_shapes_arg(specs: list[str] | None, n_inputs: int) -> tuple | None:
+    """``--dynamic INPUT.DIM=NAME:MIN:MAX`` (repeated) -> torch.export's ``dynamic_shapes`` tuple; one name is
+    one dimension wherever it appears."""
+    if not specs:
+        return None
+    from torch.export import Dim
+
+    dims: dict[str, tuple[Dim, tuple[int, int]]] = {}
+    per_input: list[dict[int, Dim] | None] = [None] * n_inputs
+    for spec in specs:
+        try:
+            where, rest = spec.split("=")
+            i, d = (int(x) for x in where.split("."))
+            name, lo, hi = rest.split(":")
+            bounds = (int(lo), int(hi))
+        except ValueError:
+            raise CompileError(f"--dynamic {spec!r}: expected INPUT.DIM=NAME:MIN:MAX, e.g. 0.1=seq:2:512") from None
+        if not 0 <= i < n_inputs:
+            raise CompileError(f"--dynamic {spec!r}: the model takes {n_inputs} input(s)")
+        if name in dims and dims[name][1] != bounds:
+            raise CompileError(f"--dynamic {spec!r}: {name} was given another range before")
+        dim = dims.setdefault(name, (Dim(name, min=bounds[0], max=bounds[1]), bounds))[0]
+        per_input[i] = {**(per_input[i] or {}), d: dim}
+    return tuple(per_input)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -233,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPU architecture for --target cuda (default sm_90a)")
     c.add_argument("--tune-candidates", type=int, default=0, metavar="N",
                    help="--target cuda: carry N other builds of every GEMM for `byteir-cat tune` on the GPU")
+    c.add_argument("--dynamic", action="append", metavar="INPUT.DIM=NAME:MIN:MAX",
+                   help="a dynamic dimension with its bounds (repeatable; a name shared is one dimension), e.g. "
+                        "--dynamic 0.0=batch:1:8 --dynamic 0.1=seq:2:512 (target cpu)")
     r = sub.add_parser("run", help="run an artifact, or compile and run a self-checking StableHLO file")
     r.add_argument("artifact", metavar="DIR|FILE.mlir", help="artifact directory, or a .mlir test program")
     r.add_argument("--inputs", metavar="NPZ", help="inputs in order of the .npz entries")

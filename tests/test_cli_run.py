@@ -40,3 +40,26 @@ def test_cuda_target_is_refused_in_one_line(tmp_path):
     proc = _cli("compile", str(src), "-o", str(tmp_path / "art"), "--target", "cuda")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert "has no CUDA kernel" in proc.stderr
+
+
+FACTORY = """
+from byteir_cat import model_zoo
+
+def gpt2():
+    return model_zoo.gpt2(layers=1, batch=2, seq=8)
+"""
+
+
+def test_compile_with_dynamic_dimensions(tmp_path):
+    (tmp_path / "models.py").write_text(FACTORY)
+    art = tmp_path / "art"
+    proc = _cli("compile", f"{tmp_path / 'models.py'}:gpt2", "-o", str(art), "--dynamic", "0.0=batch:1:3",
+                "--dynamic", "0.1=seq:2:16")
+    assert proc.returncode == 0, proc.stderr
+    ids = torch.randint(0, 128, (3, 11))
+    np.savez(tmp_path / "in.npz", ids=ids.numpy())
+    proc = _cli("run", str(art), "--inputs", str(tmp_path / "in.npz"), "--out", str(tmp_path / "out.npz"))
+    assert proc.returncode == 0, proc.stderr
+    assert np.load(tmp_path / "out.npz")["output0"].shape == (3, 11, 64)
+    proc = _cli("compile", f"{tmp_path / 'models.py'}:gpt2", "-o", str(art), "--dynamic", "0.1=seq")
+    assert proc.returncode == 1 and "expected INPUT.DIM=NAME:MIN:MAX" in proc.stderr and proc.stderr.count("\n") == 1

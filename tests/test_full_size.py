@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
+from torch.export import Dim
 
 import cat_dialect as cat
 from byteir_cat import model_zoo
@@ -106,3 +107,23 @@ def test_f16_gpt2_small_compiles_for_sm90a(tmp_path):
     assert report["cat"]["libraries"] <= 8, "one library per distinct op, shared by all layers"
     again = compile_model(model, inputs, target="cuda", arch="sm_90a", out_dir=tmp_path / "b").report
     assert again["cat"]["built"] == 0 and again["cat"]["cached"] == again["cat"]["libraries"]
+
+
+@pytest.mark.parametrize("name", ["gpt2_small", "bert_base"])
+def test_full_size_dynamic_shapes(name, tmp_path):
+    """One artifact for batch 1-4 x seq 8-256 of a full-size model: every layer's attention and activation
+    recognised at every sampled size, results as eager at sizes that were not sampled."""
+    factory, kwargs, layers, act, _ = MODELS[name]
+    model, inputs = factory(**kwargs)
+    spec = ({0: Dim("batch", min=1, max=4), 1: Dim("seq", min=8, max=256)},)
+    compiled = compile_model(model.eval(), inputs, dynamic_shapes=spec, out_dir=tmp_path / "art")
+    attentions = [c for c in compiled.artifact.byre.computes if c.kind == "cat" and c.op.startswith("cat.attention")]
+    assert len(attentions) == layers
+    gemms = [c for c in compiled.artifact.byre.computes if c.kind == "cat" and c.op.endswith(act)]
+    assert len(gemms) == layers
+    for k, (b, s) in enumerate([(1, 77), (3, 200), (2, 8)]):
+        ids = torch.randint(0, kwargs["vocab"], (b, s), generator=torch.Generator().manual_seed(k))
+        with torch.no_grad():
+            want = model(ids)
+        got = compiled.run(ids)[0]
+        assert float((got - want).abs().max() / want.abs().max()) < 1e-4, (b, s)
