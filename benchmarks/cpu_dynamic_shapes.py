@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from cpu_transformers import _time  # the same timing loop (this script's folder is on sys.path)
 from torch.export import Dim
 
 import byteir_cat
@@ -32,15 +33,6 @@ def _model(name: str) -> torch.nn.Module:
     if name == "gpt2":
         return model_zoo.gpt2(layers=12, hidden=768, heads=12, vocab=50257, seq=64, batch=2, positions=1024)[0]
     return model_zoo.bert(layers=12, hidden=768, heads=12, vocab=30522, seq=64, batch=2)[0]
-
-
-def _time(fn, runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def main() -> None:

@@ -2,13 +2,14 @@
 
 Recognition and partitioning work on static shapes (they evaluate constants, compare shapes, pick kernels by
 size). So the model is exported and partitioned at several sizes inside the bounds: the corners of a grid (two
-sizes per symbol) and check points (the low corner, which catches size-1 specialisation, and a point in the
-middle). Every sample must give the same partition, op for op; each size and each integer attribute that
-differs between samples is fitted as a polynomial in the symbols (degree at most one in each, integer
-coefficients: ``b``, ``s``, ``b*s``, ``12*b``, ``s + 1``) and checked at the other samples. The partition at the
-upper corner is then compiled with those symbolic sizes: memory planned for the upper bound, fusion kernels
-taking runtime extents, the runtime evaluating every size per call. A model whose graph changes with the size
-(a constant whose contents depend on it, a branch taken at one size) is refused, naming the op.
+sizes per symbol, the upper one the bound), the low corner (it catches size-1 specialisation) and a point in the
+middle. Every sample must give the same partition, op for op; each size and each integer attribute that differs
+between samples is fitted as a polynomial in the symbols (degree at most one in each, integer coefficients:
+``b``, ``s``, ``b*s``, ``12*b``, ``s + 1``) and checked at the other samples. The partition at the middle point
+(at a bound an op may vanish: a slice of a whole position table) is then compiled with those symbolic sizes,
+its types lifted to the upper bound: memory planned for it, fusion kernels taking runtime extents, the runtime
+evaluating every size per call. A model whose graph changes with the size (a constant whose contents depend on
+it, a branch taken at one size) is refused, naming the op.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ import torch
 
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Block, Function, Module, Op, Value
-from byteir_cat.core.sym_shape import Dim, DimBound, DynamicSpec, SymbolicShapes, SymExpr, fit_multilinear
+from byteir_cat.core.sym_shape import (
+    Dim,
+    DimBound,
+    DynamicSpec,
+    SymbolicShapes,
+    SymExpr,
+    evaluate_dims,
+    fit_multilinear,
+)
 from mhlo_to_cat.cost import op_bytes, op_flops
 
 MAX_SYMBOLS = 3  # 2**3 grid samples + check points: each sample is one export and partition
@@ -94,9 +103,10 @@ def _bound_of(dim: Any, where: str) -> DimBound:
 
 
 def sample_points(spec: DynamicSpec) -> tuple[list[tuple[int, int]], list[dict[str, int]]]:
-    """(grid, points): two sizes per varying symbol (``spec.varying``), the upper one its bound; the grid's corners,
-    then the check points. The upper corner comes first: it is the reference that gets compiled. A symbol fixed
-    to one size (a profile's ``min == max``) has that size at every point."""
+    """(grid, points): two sizes per varying symbol, the upper one its bound; a point inside the bounds first
+    (the reference that gets compiled: at a bound an op can vanish, a slice of a whole position table), then the
+    grid's corners and the lower corner. A symbol fixed to one size (a profile's ``min == max``) has that size at
+    every point."""
     varying = [b for b in spec.bounds if b.lo < b.hi]
     grid = [(min(max(b.lo, 2), b.hi - 1), b.hi) for b in varying]  # 1 is what frameworks specialise on: a check
     fixed = {b.name: b.lo for b in spec.bounds if b.lo == b.hi}
@@ -110,6 +120,10 @@ def sample_points(spec: DynamicSpec) -> tuple[list[tuple[int, int]], list[dict[s
     for p in checks:
         if p not in points and all(b.lo <= p[b.name] <= b.hi for b in spec.bounds):
             points.append(p)
+    inside = [p for p in points if all(b.lo < p[b.name] < b.hi for b in varying)]
+    if inside:
+        points.remove(inside[-1])
+        points.insert(0, inside[-1])
     return grid, points
 
 
@@ -146,7 +160,8 @@ def sample_inputs(example_inputs: Sequence[torch.Tensor], spec: DynamicSpec, poi
 
 def generalize(modules: list[Module], points: list[dict[str, int]], spec: DynamicSpec, grid: list[tuple[int, int]]
                ) -> SymbolicShapes:
-    """Walk the partitioned samples in lockstep (``modules[0]`` is the reference) and fit what differs."""
+    """Walk the partitioned samples in lockstep (``modules[0]`` is the reference) and fit what differs; then give
+    every value of the reference with a symbolic size its type at the upper bound (what memory is planned for)."""
     fitter = _Fitter(spec, grid, points)
     ref = modules[0]
     for name, fn in ref.functions.items():
@@ -159,6 +174,9 @@ def generalize(modules: list[Module], points: list[dict[str, int]], spec: Dynami
         fitter.function(fn, others)
         if name != ref.main.name:
             fitter.costs(name, [fn, *others])
+    upper = {b.name: b.hi for b in spec.bounds}
+    for v, dims in fitter.result.dims.items():
+        v.type = v.type.with_shape(evaluate_dims(dims, upper))
     return fitter.result
 
 
@@ -173,6 +191,7 @@ _NOOP_AT_SOME_SIZES = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshap
 class _Fitter:
     def __init__(self, spec: DynamicSpec, grid: list[tuple[int, int]], points: list[dict[str, int]]):
         self.spec, self.grid, self.points = spec, grid, points
+        self.upper = {b.name: b.hi for b in spec.bounds}
         self.result = SymbolicShapes(spec)
         self.maps: list[dict[Value, Value]] = [{} for _ in points[1:]]  # per sample: reference value -> its own
 
@@ -211,7 +230,7 @@ class _Fitter:
         if any(isinstance(d, SymExpr) for d in dims):
             for corner in product(*[(b.lo, b.hi) for b in self.spec.bounds]):
                 env = dict(zip(self.spec.names, corner, strict=True))
-                if any(isinstance(d, SymExpr) and d.evaluate(env) > d.evaluate(self.points[0]) for d in dims):
+                if any(isinstance(d, SymExpr) and d.evaluate(env) > d.evaluate(self.upper) for d in dims):
                     raise self.fail(where, "a size is larger inside the bounds than at the upper bound")
             self.result.dims[ref] = dims
         for m, o in zip(self.maps, others, strict=True):

@@ -69,31 +69,24 @@ class DynamicGroupPrinter(Printer):
             name = self.fresh()
             out.append(f"{indent}{name} = arith.constant {e.value} : i64")
         else:
-            total = None
+            terms = []
             for mono, coef in sorted(e.terms.items()):
-                term = self.i64(coef, out, indent) if mono == () else None
-                for sym, power in mono:
-                    for _ in range(power):
-                        factor = self.exprs[SymExpr.symbol(sym)]
-                        if term is None:
-                            term = factor
-                        else:
-                            nxt = self.fresh()
-                            out.append(f"{indent}{nxt} = arith.muli {term}, {factor} : i64")
-                            term = nxt
-                if mono != () and coef != 1:
-                    c, nxt = self.i64(coef, out, indent), self.fresh()
-                    out.append(f"{indent}{nxt} = arith.muli {term}, {c} : i64")
-                    term = nxt
-                if total is None:
-                    total = term
-                else:
-                    nxt = self.fresh()
-                    out.append(f"{indent}{nxt} = arith.addi {total}, {term} : i64")
-                    total = nxt
-            name = total
+                factors = [self.exprs[SymExpr.symbol(sym)] for sym, power in mono for _ in range(power)]
+                if coef != 1 or not factors:
+                    factors.append(self.i64(coef, out, indent))
+                terms.append(self.fold("arith.muli", factors, out, indent))
+            name = self.fold("arith.addi", terms, out, indent)
         self.exprs[e] = name
         return name
+
+    def fold(self, op: str, names: list[str], out: list[str], indent: str) -> str:
+        """``names[0] op names[1] op ...`` on i64 values."""
+        acc = names[0]
+        for other in names[1:]:
+            nxt = self.fresh()
+            out.append(f"{indent}{nxt} = {op} {acc}, {other} : i64")
+            acc = nxt
+        return acc
 
     def index(self, d: Dim, out: list[str], indent: str) -> str:
         name = self.fresh()

@@ -366,7 +366,13 @@ def _eager_model(recipe: dict[str, Any], device: str):
     weights (checked against the sha256 recorded when the artifact was built)."""
     spec = recipe["model"]
     model, _ = getattr(model_zoo, spec["factory"])(**spec["config"], batch=spec["batch"], seq=spec["seq"])
-    model = model.to(getattr(torch, spec["dtype"])).eval()
+    return _with_kit_weights(model, recipe, device)
+
+
+def _with_kit_weights(model: torch.nn.Module, recipe: dict[str, Any], device: str) -> torch.nn.Module:
+    """``model`` in the recipe's dtype on ``device``, its parameters regenerated from the kit's seed and each
+    checked against the digest recorded when the artifact was built."""
+    model = model.to(getattr(torch, recipe["model"]["dtype"])).eval()
     wanted = {g["param"]: g["sha256"] for g in recipe["generated"].values()}
     digests = weights.fill(model, recipe["seed"], device)
     differ = [n for n, d in wanted.items() if digests.get(n) != d]
@@ -432,13 +438,7 @@ def step_model_timing(work: Path, check: bool, deadline: float) -> dict[str, Any
 def _eager_lm(recipe: dict[str, Any], device: str):
     """The Hugging Face language model of a causal-LM artifact, with the kit's weights (sha256 checked)."""
     spec = recipe["model"]
-    model = getattr(model_zoo, spec["factory"])(**spec["config"]).to(getattr(torch, spec["dtype"])).eval()
-    wanted = {g["param"]: g["sha256"] for g in recipe["generated"].values()}
-    digests = weights.fill(model, recipe["seed"], device)
-    differ = [n for n, d in wanted.items() if digests.get(n) != d]
-    if differ:
-        raise RuntimeError(f"the eager model's parameters do not match the artifact's: {differ[:3]}")
-    return model.to(device)
+    return _with_kit_weights(getattr(model_zoo, spec["factory"])(**spec["config"]), recipe, device)
 
 
 def _hf_decode(model, ids: torch.Tensor, new: int, **kwargs) -> tuple[float, float, torch.Tensor]:
