@@ -185,7 +185,8 @@ def _point(p: dict[str, int]) -> str:
 
 
 # Ops that a sample may have folded away because they do nothing at its sizes (a broadcast over a batch of 1).
-_NOOP_AT_SOME_SIZES = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose"})
+_NOOP_AT_SOME_SIZES = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose",
+                                 "stablehlo.slice"})
 
 
 class _Fitter:
@@ -210,6 +211,15 @@ class _Fitter:
             seen = ", ".join(f"{v} at {_point(p)}" for p, v in zip(self.points, values, strict=True))
             raise self.fail(where, f"a size is not a polynomial of the dynamic dimensions ({seen})")
         return expr.value if expr.is_const else expr
+
+    @staticmethod
+    def identity_attrs(op: Op, stand_in: Value) -> dict[str, Any] | None:
+        """The attributes ``op`` has where it is a no-op on ``stand_in`` (a slice of everything: its limits are
+        the sizes there); None for ops whose attributes do not depend on sizes."""
+        if op.name != "stablehlo.slice":
+            return None
+        rank = len(stand_in.type.shape)
+        return {"start_indices": [0] * rank, "limit_indices": list(stand_in.type.shape), "strides": [1] * rank}
 
     def costs(self, name: str, samples: list[Function]) -> None:
         """FLOPs and bytes of a subgraph as polynomials, where they are (a cost model's min() or a gather's table
@@ -293,11 +303,13 @@ class _Fitter:
         keys = set(op.attrs)
         if any(set(o.attrs) != keys for _, o in present):
             raise self.fail(where, "its attributes differ")
-        if len(present) < len(others):
+        attrs = [o.attrs if o is not None else self.identity_attrs(op, res[0]) for o, res in zip(others, stand_ins,
+                                                                                                 strict=True)]
+        if any(a is None for a in attrs):
             return  # a size-preserving op whose attributes (broadcast dimensions, shape) follow its types
         varied: dict[str, Any] = {}
         for key in op.attrs:
-            a = self.attr([op.attrs[key]] + [o.attrs[key] for o in others], op, f"{where} attribute {key}")
+            a = self.attr([op.attrs[key]] + [sample[key] for sample in attrs], op, f"{where} attribute {key}")
             if a is not _SAME:
                 varied[key] = a
         if varied:

@@ -197,3 +197,14 @@ def test_reshapes_with_symbolic_sizes_group_their_dimensions():
     assert reassociation((b, s, 4, 16), (b, s, 64)) == [[0], [1], [2, 3]]
     assert reassociation((1, b, s, 1), (b, s)) == [[0, 1], [2, 3]]
     assert reassociation((b, 2 * s), (2 * b, s)) is None  # no grouping: collapsed to one dimension first
+
+
+def test_upper_bound_equal_to_the_position_table(tmp_path):
+    """At seq = the table's size BERT's slice of its position ids takes everything and vanishes from that sample;
+    it is still one graph, and sizes below and at the bound run as eager."""
+    model, inputs = model_zoo.bert(layers=1, seq=64)
+    compiled = byteir_cat.compile(model, inputs, dynamic_shapes=({0: BATCH, 1: Dim("seq", min=8, max=64)},))
+    for k, (b, s) in enumerate([(1, 64), (3, 33), (2, 8)]):
+        ids = _ids(b, s, k)
+        with torch.no_grad():
+            assert _rel_err(compiled.run(ids)[0], model(ids)) < 1e-4, (b, s)
