@@ -118,6 +118,18 @@ def _to_rank4(v: Value, rw: Rewriter, anchor: Op) -> Value | None:
     return r.result
 
 
+def _heads_like(q: Value, k: Value, rw: Rewriter, anchor: Op) -> Value:
+    """Q with batch and heads merged ([1, B*H, S, D], the bmm's own batch) while K is [B, Hkv, S, D] (peeled
+    back to the cache): Q split as [B, H, S, D], the bmm's batch order (b major)."""
+    b = k.type.shape[0]
+    merged = q.type.shape[0] * q.type.shape[1]
+    if q.type.shape[0] == b or q.type.shape[0] != 1 or merged % b or (merged // b) % k.type.shape[1]:
+        return q
+    r = Op.create("stablehlo.reshape", [q], [q.type.with_shape((b, merged // b) + q.type.shape[2:])], {}, anchor.loc)
+    rw.insert_before(anchor, [r])
+    return r.result
+
+
 def _is_causal(mask: torch.Tensor) -> bool:
     """0 on and below the diagonal, -inf (or the dtype's lowest value, which Hugging Face's eager masks
     use) above it. Causal rows always keep their diagonal, so the two spellings give the same softmax."""
@@ -229,6 +241,7 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
         q4, k4, v4 = (_to_rank4(x.materialize(rw), rw, qk_op) for x in (q, k, v))
         if q4 is None or k4 is None or v4 is None:
             return False
+        q4 = _heads_like(q4, k4, rw, qk_op)
         operands = [q4, k4, v4]
         if mask_value is not None:
             mask = _to_rank4(mask_value, rw, qk_op)

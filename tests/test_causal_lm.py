@@ -99,8 +99,7 @@ def test_batch_of_one_is_token_exact(compiled, family):
         assert step.byre.donatable == {1 + i: KV_LEN_INPUT + 1 + i for i in range(caches)}
         # every attention reads the cache only as far as it is filled: the step's kv_len is its operand
         attentions = [c for c in step.byre.computes if c.kind == "cat" and c.op.startswith("cat.attention")]
-        # (OPT's attention stays bmm + softmax + bmm: its transposed K is materialised before the first bmm)
-        assert (attentions or family == "opt") and all(c.op_attrs.get("has_kv_len") for c in attentions)
+        assert attentions and all(c.op_attrs.get("has_kv_len") for c in attentions)
         assert all(c.operands[-1] == step.byre.inputs[KV_LEN_INPUT] for c in attentions)
 
 
