@@ -21,13 +21,12 @@ def _median_seconds(fn, runs: int = 30) -> float:
 
 
 def main() -> None:
-    from rich.console import Console
-
     from byteir_cat.compiler import compile, load
     from byteir_cat.model_zoo import gpt2
     from byteir_cat.partition_report import print_table
+    from byteir_cat.terminal import report_console
 
-    console = Console()
+    console = report_console()
     model, inputs = gpt2(layers=2, hidden=128, heads=4, seq=32)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -49,8 +49,9 @@ def to_json(part: Partition) -> dict[str, Any]:
 
 
 def print_table(part: Partition, title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from byteir_cat.terminal import report_console
 
     table = Table(title=title, show_lines=False)
     for col, style in (("id", "dim"), ("path", None), ("ops", None), ("shapes", "cyan"), ("FLOPs", "magenta"),
@@ -60,7 +61,7 @@ def print_table(part: Partition, title: str) -> None:
         color = {"cat": "green", "fusion": "blue", "host": "white"}[sg.path]
         table.add_row(str(sg.id), f"[{color}]{sg.path}[/]", op_summary(sg), shape_summary(sg), human_flops(sg.flops),
                       sg.reason)
-    console = Console()
+    console = report_console()
     console.print(table)
     t = to_json(part)["totals"]
     console.print(f"{t['subgraphs']} subgraphs (cat {t['by_path']['cat']}, fusion {t['by_path']['fusion']}, "

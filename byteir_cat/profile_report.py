@@ -172,8 +172,9 @@ class ProfileReport:
         return "\n".join(lines) + "\n"
 
     def print_table(self) -> None:
-        from rich.console import Console
         from rich.table import Table
+
+        from byteir_cat.terminal import report_console
 
         table = Table(title=f"profile: median of {self.runs} runs, {self.total_seconds * 1e3:.3f} ms per run")
         for col in ("subgraph", "kind", "what", "ms", "share", "GFLOP/s", "GB/s", "% roofline"):
@@ -183,7 +184,7 @@ class ProfileReport:
             table.add_row(c.callee, c.kind, c.detail, f"{c.seconds * 1e3:.3f}", f"{100 * self.share(c):.1f}%",
                           f"{c.flops_per_s / 1e9:.2f}" if c.flops else "-", f"{c.bytes_per_s / 1e9:.2f}",
                           f"{100 * frac:.1f}%" if frac is not None else "-")
-        console = Console()
+        console = report_console()
         console.print(table)
         console.print(f"roofline peaks measured on {self.peaks.where}: {self.peaks.flops_per_s / 1e9:.1f} GFLOP/s, "
                       f"{self.peaks.bytes_per_s / 1e9:.1f} GB/s (a DRAM-sized copy: subgraphs whose data stay in "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,14 @@ def test_compile_with_dynamic_dimensions(tmp_path):
     assert np.load(tmp_path / "out.npz")["output0"].shape == (3, 11, 64)
     proc = _cli("compile", f"{tmp_path / 'models.py'}:gpt2", "-o", str(art), "--dynamic", "0.1=seq")
     assert proc.returncode == 1 and "expected INPUT.DIM=NAME:MIN:MAX" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_piped_partition_keeps_one_line_per_subgraph(tmp_path):
+    """Not on a terminal (a log, CI) the table does not wrap at 80 columns: one line per subgraph row."""
+    (tmp_path / "models.py").write_text(FACTORY)
+    proc = _cli("partition", f"{tmp_path / 'models.py'}:gpt2")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("│") and line.split("│")[1].strip().isdigit()]
+    listed = _cli("partition", f"{tmp_path / 'models.py'}:gpt2", "--json")
+    assert len(rows) == len(json.loads(listed.stdout)["subgraphs"]) > 5
+    assert max(len(line) for line in proc.stdout.splitlines()) > 80
