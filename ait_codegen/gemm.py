@@ -44,9 +44,9 @@ INCLUDES = (
 
 def check_sm80(p: GemmProblem, cfg: GemmConfig) -> None:
     """Raise UnsupportedKernel for what this renderer cannot do (the caller records it as a fallback reason)."""
-    if min(p.alignment_a(), p.alignment_b(), p.alignment_c()) < 2:
-        raise UnsupportedKernel(p.op_name, f"an odd contiguous extent (M={p.m}, N={p.n}, K={p.k}) needs 1-element "
-                                "accesses; sm80 cp.async needs at least 2 x 16-bit")
+    if min(p.alignment_a(), p.alignment_b()) < 2:  # the output may be odd (a vocabulary): 1-element stores
+        raise UnsupportedKernel(p.op_name, f"an odd contiguous extent of A or B (M={p.m}, N={p.n}, K={p.k}) needs "
+                                "1-element loads; sm80 cp.async needs at least 2 x 16-bit")
     if len(p.binary) > 2:
         raise UnsupportedKernel(p.op_name, f"{len(p.binary)} residual operands; the sm80 epilogue takes at most 2")
     if cfg.split_k > 1 and (p.binary or p.batch > 1):

@@ -46,6 +46,10 @@ def _gemm_cases(dt):
         (Gemm("rcr", True, permute=OutputPermute((2, 6, 4, 8), (0, 2, 1, 3))), [T(12, 16, dtype=dt),
                                                                                 T(32, 16, dtype=dt),
                                                                                 T(32, dtype=dt)]),
+        # an odd output width (a vocabulary: GPT-2's 50257): 1-element stores, A and B loaded 8 wide
+        (Gemm("rcr"), [T(m, k, dtype=dt), T(37, k, dtype=dt)]),
+        (Gemm("rcr", True, "gelu", ("add",)), [T(m, k, dtype=dt), T(37, k, dtype=dt), T(37, dtype=dt),
+                                               T(m, 37, dtype=dt)]),
         # QKV projection into [3, B, H, S, D]: [B*S, 3*H*D] -> [B, S, 3, H, D] -> (2, 0, 3, 1, 4)
         (Gemm("rcr", True, None, (), OutputPermute((2, 4, 3, 2, 6), (2, 0, 3, 1, 4))),
          [T(8, 16, dtype=dt), T(36, 16, dtype=dt), T(36, dtype=dt)]),
