@@ -153,12 +153,13 @@ def test_generate_cli(compiled, capsys):
 @pytest.mark.slow
 def test_f16_gpt2_steps_compile_for_sm90a(tmp_path):
     """Prefill and decode of an f16 GPT-2 for sm_90a (nvcc/ptxas builds): every compute on the device,
-    the cache writes included (cat.index_copy's kernel), every cache donatable."""
+    the cache writes included (cat.index_copy's kernel) and the LM head over GPT-2's odd vocabulary, every cache
+    donatable."""
     if not (shutil.which("nvcc") and shutil.which("ptxas")):
         pytest.skip("needs nvcc and ptxas")
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_embd=256, n_layer=2, n_head=4, n_positions=256,
-                                       pad_token_id=0)).half().eval()
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_embd=256, n_layer=2, n_head=4, n_positions=256,
+                                       pad_token_id=0)).half().eval()  # GPT-2's own odd vocabulary: the LM head
     lm = compile_causal_lm(model, 2, 128, target="cuda", arch="sm_90a", out_dir=tmp_path / "lm")
     assert lm.prefill_step.artifact is lm.decode_step.artifact  # one artifact, one copy of the weights
     for name, step in (("prefill", lm.prefill_step), ("decode", lm.decode_step)):
