@@ -254,10 +254,15 @@ class ReshapeIntoGemm(Pattern):
 
 
 def _bias_vector(v: Value, n: int, rank: int) -> Value | None:
+    """bias[N] broadcast over the rows; or reshaped to [1, ..., 1, N] where the GEMM has one row (an exporter's
+    M = 1 form of addmm), which is the same thing."""
     b = producer(v, "stablehlo.broadcast_in_dim")
-    if b is None or b.attrs["broadcast_dimensions"] != [rank - 1] or b.operands[0].type.shape != (n,):
-        return None
-    return b.operands[0]
+    if b is not None and b.attrs["broadcast_dimensions"] == [rank - 1] and b.operands[0].type.shape == (n,):
+        return b.operands[0]
+    r = producer(v, "stablehlo.reshape")
+    if r is not None and v.type.shape == (1,) * (rank - 1) + (n,) and r.operands[0].type.shape == (n,):
+        return r.operands[0]
+    return None
 
 
 class GemmBiasFusion(Pattern):

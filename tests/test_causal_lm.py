@@ -150,6 +150,17 @@ def test_generate_cli(compiled, capsys):
     assert cli(["generate", str(lm.path), "--input-ids", "1,x"]) == 1
 
 
+def test_half_precision_batch_of_one_keeps_every_gemm_in_half():
+    """At one row the exporter writes addmm as dot * 1 + reshape(bias) in f32: that is a bias too, so no f32
+    GEMM is left (the CUDA target has f16/bf16 kernels only)."""
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=1, n_head=4, n_positions=64,
+                                       pad_token_id=0)).half().eval()
+    lm = compile_causal_lm(model, max_batch_size=1, max_seq_len=16)
+    for step in (lm.prefill_step, lm.decode_step):
+        gemms = [c for c in step.byre.computes if c.kind == "cat" and "gemm" in c.op]
+        assert gemms and all(step.byre.values[c.results[0]].type.dtype == "f16" for c in gemms)
+
+
 @pytest.mark.slow
 def test_f16_gpt2_steps_compile_for_sm90a(tmp_path):
     """Prefill and decode of an f16 GPT-2 for sm_90a (nvcc/ptxas builds): every compute on the device,
