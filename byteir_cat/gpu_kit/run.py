@@ -188,12 +188,16 @@ def step_prepare(work: Path, check: bool) -> dict[str, Any]:
         recipe = json.loads((art / "weights.json").read_text())
         t0 = time.perf_counter()
         tensors = dict(load_file(str(art / "kept.safetensors")))
+        used: set[tuple[str, str]] = set()
         for key, g in recipe["generated"].items():
             dtype = getattr(torch, g["dtype"])
             ck = (g["param"], g["dtype"])
             if ck not in cache:
                 cache[ck] = weights.parameter(g["param"], tuple(g["shape"]), dtype, recipe["seed"], device).cpu()
             t = cache[ck].reshape(g["shape"])
+            if ck in used:  # a tied weight (GPT-2's embedding and LM head) under a second key: its own copy
+                t = t.clone()
+            used.add(ck)
             if weights.tensor_digest(t) != g["sha256"]:
                 raise RuntimeError(f"{art.name}: weight {g['param']} regenerates differently here (sha256 mismatch)")
             tensors[key] = t
