@@ -134,7 +134,8 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
 
 def _partition_dynamic(model: Any, example_inputs: Sequence[torch.Tensor] | None, dynamic_shapes: Any, target: str,
                        note: Progress) -> list[tuple[Any, SymbolicShapes]]:
-    """(partition at the upper bound, symbolic sizes fitted from samples) of each profile: one for the whole of
+    """(reference partition, its types lifted to the upper bound; symbolic sizes fitted from samples) of each
+    profile: one for the whole of
     ``dynamic_shapes`` when one graph serves every size, else one with a dimension from 2 up and one with it
     at 1, as often as that is needed."""
     if not isinstance(model, torch.nn.Module) or example_inputs is None:

@@ -174,9 +174,8 @@ def generalize(modules: list[Module], points: list[dict[str, int]], spec: Dynami
         fitter.function(fn, others)
         if name != ref.main.name:
             fitter.costs(name, [fn, *others])
-    upper = {b.name: b.hi for b in spec.bounds}
     for v, dims in fitter.result.dims.items():
-        v.type = v.type.with_shape(evaluate_dims(dims, upper))
+        v.type = v.type.with_shape(evaluate_dims(dims, fitter.upper))
     return fitter.result
 
 

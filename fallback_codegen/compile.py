@@ -7,7 +7,7 @@ is plain text and data that the runtime loads with ``host_kernel`` (CPU) or as P
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import llvmlite.binding as llvm
 from torch_mlir import ir, passmanager
@@ -142,7 +142,7 @@ def compile_symbolic_group(fn: Function, symbols: list[str], shapes: dict, attrs
     start = time.perf_counter()
     text = print_dynamic_group(fn, symbols, shapes, attrs, splats)
     module = lower_to_llvm_dialect(fn, target, text=text)
-    signature = Signature(signature_of(fn).inputs, signature_of(fn).outputs, extents=len(symbols))
+    signature = replace(signature_of(fn), extents=len(symbols))
     return CompiledGroup(fn.name, target, _host_llvm_ir(module, target), fn.name, signature,
                          time.perf_counter() - start)
 

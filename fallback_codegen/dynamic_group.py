@@ -5,7 +5,8 @@ The function takes one more argument, ``tensor<K x i64>``: the values of the K s
 plan's order. Every symbolic size the group needs is computed from it in the prologue. Ops keep their StableHLO
 form where StableHLO lowers dynamic shapes itself (elementwise, reduce, transpose, concatenate, gather); those
 whose sizes are attributes take them as operands: ``dynamic_broadcast_in_dim``, ``dynamic_iota``, a splat
-constant broadcast to its size, ``tensor.reshape`` for a reshape and ``tensor.extract_slice`` for a slice.
+constant broadcast to its size, ``tensor.extract_slice`` for a slice; a reshape becomes ``tensor.collapse_shape``
+/ ``expand_shape`` of groups of dimensions (views that fusion sees through).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ class DynamicGroupPrinter(Printer):
         self.splats = splats
         self.extents = Value(TensorType((len(symbols),), EXTENTS_DTYPE))
         self.exprs: dict[SymExpr, str] = {}  # expression -> its i64 SSA name
-        self.lines: list[str] = []
         self.tmp = 0
 
     # -- types and the extents argument ---------------------------------------------------------------------------

@@ -93,10 +93,10 @@ class Artifact:
         for rel, data in kernels.items():
             if rel in self.kernels and self.kernels[rel] != data:
                 raise ArtifactError(f"plan {name}: kernel file {rel} differs from the one of that name already there")
-        digests = {_tensor_digest(t): k for k, t in self.tensors.items()}
+        digests = {_content(t): k for k, t in self.tensors.items()}
         rename: dict[str, str] = {}
         for key, t in tensors.items():
-            digest = _tensor_digest(t)
+            digest = _content(t)
             if digest not in digests:
                 digests[digest] = f"{name}/{key}"
                 self.tensors[digests[digest]] = t
@@ -167,10 +167,15 @@ class Artifact:
         return out
 
 
-def _tensor_digest(t: torch.Tensor) -> tuple[str, tuple[int, ...], str]:
-    flat = t.detach().contiguous().reshape(-1)
-    raw = flat.view(torch.uint8) if flat.numel() else flat
-    return str(t.dtype), tuple(t.shape), hashlib.sha256(raw.numpy().tobytes()).hexdigest()
+def tensor_digest(t: torch.Tensor) -> str:
+    """sha256 of a tensor's bytes (in its own dtype, C order)."""
+    data = t.detach().contiguous().cpu().reshape(-1)
+    return hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _content(t: torch.Tensor) -> tuple[str, tuple[int, ...], str]:
+    """What makes two tensors the same stored tensor."""
+    return str(t.dtype), tuple(t.shape), tensor_digest(t)
 
 
 def _renamed_tensors(node: Any, rename: dict[str, str]) -> Any:

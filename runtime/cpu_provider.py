@@ -215,11 +215,11 @@ def _prepacked_gemm(decl: cat_dialect.Gemm, types: list, out_type, weight: torch
     rows = types[0].numel // k if k else 0
     if rows == 0:
         return None
-    w_nk = (weight.t() if decl.layout == "rrr" else weight).contiguous()
-    n = w_nk.shape[0]
+    n = weight.shape[1] if decl.layout == "rrr" else weight.shape[0]
     key = ("onednn-packed", weight.data_ptr(), decl.layout)
     packed = shared.get(key) if shared is not None else None
     if packed is None:
+        w_nk = (weight.t() if decl.layout == "rrr" else weight).contiguous()
         packed = torch.ops.mkldnn._reorder_linear_weight(w_nk, rows)
         if shared is not None:
             shared[key] = packed

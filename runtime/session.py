@@ -103,6 +103,11 @@ class Session:
         self._env_key: tuple[int, ...] | None = None
         self._bindings: dict[tuple[int, ...], _Binding] = {}
         self._shared: dict[Any, Any] = {}  # what bindings at several sizes share (prepacked weights)
+        self._ranges: dict[str, tuple[int, int]] = {}  # each dynamic dimension's range over every plan
+        for plan in self.plans:
+            for b in plan.bounds:
+                lo, hi = self._ranges.get(b.name, (b.lo, b.hi))
+                self._ranges[b.name] = (min(lo, b.lo), max(hi, b.hi))
         if not self.sized:
             self._install(self._bind_plan(self.byre))
             return
@@ -134,11 +139,7 @@ class Session:
     def _select(self, inputs: tuple) -> tuple[int, ...]:
         """The first plan whose sizes hold the inputs' (its symbols within bounds, its static sizes equal), with
         the symbol values. When none does, the main plan's complaint, with each dimension's range over all plans."""
-        ranges: dict[str, tuple[int, int]] = {}
-        for plan in self.plans:
-            for b in plan.bounds:
-                lo, hi = ranges.get(b.name, (b.lo, b.hi))
-                ranges[b.name] = (min(lo, b.lo), max(hi, b.hi))
+        ranges = self._ranges
         for k, plan in enumerate(self.plans):
             try:
                 key = (k, *self._env_of(plan, inputs, ranges))

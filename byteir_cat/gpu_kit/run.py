@@ -230,7 +230,7 @@ def step_prepare(work: Path, check: bool) -> dict[str, Any]:
 
 def step_kernels(work: Path, check: bool) -> dict[str, Any]:
     """Each one-op artifact on random inputs against the op's reference semantics, on the GPU."""
-    dirs = sorted((work / "kernels").iterdir()) if (work / "kernels").is_dir() else []
+    dirs = _model_dirs(work, "kernels")
     if check:
         for d in dirs:
             read(d, target="cuda")

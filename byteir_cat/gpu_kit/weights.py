@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from runtime.artifact import tensor_digest
+
 _M32 = 0xFFFFFFFF
 _CHUNK = 1 << 22  # elements per step: bounded memory for embedding tables of any size
 # The sum of two uniform 24-bit integers, doubled and centred, has this standard deviation in units of 2^24.
@@ -97,11 +99,3 @@ def fill(model: torch.nn.Module, seed: int, device: str | torch.device = "cpu") 
         p.copy_(value.to(p.device))
         digests[name] = tensor_digest(p)
     return digests
-
-
-def tensor_digest(t: torch.Tensor) -> str:
-    """sha256 of a tensor's bytes (in its own dtype, C order)."""
-    data = t.detach().contiguous().cpu()
-    if data.dtype in (torch.bfloat16, torch.float16):
-        data = data.view(torch.int16)
-    return hashlib.sha256(data.numpy().tobytes()).hexdigest()
