@@ -20,7 +20,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     model, inputs = resolve(args.model)
     part = partition(model, inputs)
     if args.mlir:
-        _write_atomic(Path(args.mlir), print_module(part.module))
+        _write_atomic(Path(args.mlir), print_module(part.module, locations=True))
     if args.dot:
         for p in write_dot(part, Path(args.dot)):
             print(f"wrote {p}", file=sys.stderr)

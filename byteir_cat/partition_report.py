@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from byteir_cat.core.source_loc import common_module, scope_label
+from byteir_cat.terminal import Column, report_console
+from byteir_cat.terminal import print_table as render_table
 from mhlo_to_cat.partition import Partition, Subgraph
 
-PATH_COLORS = {"cat": "#4C9F70", "fusion": "#3B7DD8", "host": "#B0B0B0"}
+PATH_COLORS = {"cat": "#4C9F70", "fusion": "#3B7DD8", "host": "#B0B0B0"}  # the same in the profile's pictures
+PATH_STYLES = {"cat": "green", "fusion": "blue", "host": "white"}
 
 
 def human_flops(n: int) -> str:
@@ -18,12 +21,6 @@ def human_flops(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f}{unit}"
     return str(n)
-
-
-def op_summary(sg: Subgraph) -> str:
-    counts = Counter(op.name.split(".", 1)[-1] if not op.name.startswith("cat.") else op.name for op in sg.ops)
-    parts = [f"{name}" + (f" x{c}" if c > 1 else "") for name, c in counts.most_common()]
-    return ", ".join(parts[:4]) + (f", +{len(parts) - 4} more" if len(parts) > 4 else "")
 
 
 def shape_summary(sg: Subgraph) -> str:
@@ -35,8 +32,9 @@ def to_json(part: Partition) -> dict[str, Any]:
     total = part.total_flops
     return {
         "subgraphs": [{
-            "id": sg.id, "name": sg.name, "path": sg.path, "ops": sg.op_names, "reason": sg.reason,
-            "inputs": [str(v.type) for v in sg.inputs], "outputs": [str(v.type) for v in sg.outputs],
+            "id": sg.id, "name": sg.name, "path": sg.path, "ops": sg.op_names, "summary": sg.summary,
+            "module": common_module(sg.loc.modules), "label": scope_label(sg.loc.modules), "modules": sg.loc.modules, "sources": sg.loc.sources,
+            "reason": sg.reason, "inputs": [str(v.type) for v in sg.inputs], "outputs": [str(v.type) for v in sg.outputs],
             "flops": sg.flops, "bytes": sg.bytes,
         } for sg in part.subgraphs],
         "totals": {
@@ -48,25 +46,18 @@ def to_json(part: Partition) -> dict[str, Any]:
     }
 
 
-def print_table(part: Partition, title: str) -> None:
-    from rich.table import Table
+COLUMNS = (Column("id", right=True, style="dim"), Column("path"), Column("ops"), Column("module", style="yellow"),
+           Column("shapes", style="cyan"), Column("FLOPs", right=True, style="magenta"), Column("reason"))
 
-    from byteir_cat.terminal import report_console
 
-    table = Table(title=title, show_lines=False)
-    for col, style in (("id", "dim"), ("path", None), ("ops", None), ("shapes", "cyan"), ("FLOPs", "magenta"),
-                       ("reason", None)):
-        table.add_column(col, style=style, overflow="fold", justify="right" if col in ("id", "FLOPs") else "left")
-    for sg in part.subgraphs:
-        color = {"cat": "green", "fusion": "blue", "host": "white"}[sg.path]
-        table.add_row(str(sg.id), f"[{color}]{sg.path}[/]", op_summary(sg), shape_summary(sg), human_flops(sg.flops),
-                      sg.reason)
-    console = report_console()
-    console.print(table)
+def print_table(part: Partition, title: str, fmt: str = "auto") -> None:
+    rows = [[str(sg.id), f"[{PATH_STYLES[sg.path]}]{sg.path}[/]", sg.summary, scope_label(sg.loc.modules),
+             shape_summary(sg), human_flops(sg.flops), sg.reason] for sg in part.subgraphs]
+    render_table(title, COLUMNS, rows, fmt)
     t = to_json(part)["totals"]
-    console.print(f"{t['subgraphs']} subgraphs (cat {t['by_path']['cat']}, fusion {t['by_path']['fusion']}, "
-                  f"host {t['by_path']['host']}); {human_flops(t['flops'])} FLOPs, "
-                  f"[bold]{100 * t['cat_flop_share']:.2f}%[/] on the CAT path")
+    report_console().print(f"{t['subgraphs']} subgraphs (cat {t['by_path']['cat']}, fusion {t['by_path']['fusion']}, "
+                           f"host {t['by_path']['host']}); {human_flops(t['flops'])} FLOPs, "
+                           f"[bold]{100 * t['cat_flop_share']:.2f}%[/] on the CAT path")
 
 
 def to_dot(part: Partition) -> str:
@@ -76,7 +67,8 @@ def to_dot(part: Partition) -> str:
     for sg in part.subgraphs:
         for v in sg.outputs:
             owner[v] = sg.id
-        label = f"{sg.id}: {sg.path}\\n{op_summary(sg)}\\n{shape_summary(sg)}".replace('"', "'")
+        label = "\\n".join((f"{sg.id}: {sg.path}", sg.summary, scope_label(sg.loc.modules), shape_summary(sg)))
+        label = label.replace('"', "'")
         lines.append(f'  sg{sg.id} [label="{label}", fillcolor="{PATH_COLORS[sg.path]}"];')
     lines.append('  input [shape=oval, fillcolor="#FFFFFF"];')
     edges = set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from byteir_cat.core.ir import Op, Value
+from byteir_cat.core.source_loc import UNKNOWN, Loc
 from cat_dialect.activations import ACTIVATIONS, LOOK_ALIKES, Activation
 from cat_dialect.attention import Attention
 from cat_dialect.bmm import BMM_LAYOUTS, Bmm
@@ -41,7 +42,7 @@ def decode(op: Op) -> CatOp:
     raise CatVerifyError(f"unknown CAT op {op.name} at {op.loc or '?'}")
 
 
-def build(cat_op: CatOp, operands: Sequence[Value], loc: str = "") -> Op:
+def build(cat_op: CatOp, operands: Sequence[Value], loc: Loc = UNKNOWN) -> Op:
     """A verified graph op for ``cat_op`` applied to ``operands``."""
     out = cat_op.infer_type([v.type for v in operands])
     return Op.create(PREFIX + cat_op.name, operands, [out], cat_op.attributes(), loc)

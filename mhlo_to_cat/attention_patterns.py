@@ -251,7 +251,7 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
         decl = cat.Attention(scale=scale, causal=causal, has_mask=mask is not None,
                              zero_masked_rows=sm_decl.zero_masked_rows)
         try:
-            new = cat.build(decl, operands, sm_op.loc)
+            new = cat.build(decl, operands, qk_op.loc.fuse(sm_op.loc, op.loc))
         except cat.CatVerifyError:
             return False
         out = op.result
@@ -280,7 +280,8 @@ class PermuteIntoAttention(Pattern):
         aop, decl = found
         if decl.permute is not None:
             return False
-        new = cat.build(decl.replace(permute=cat.OutputPermute(v.type.shape, HEAD_MERGE)), aop.operands, aop.loc)
+        new = cat.build(decl.replace(permute=cat.OutputPermute(v.type.shape, HEAD_MERGE)), aop.operands,
+                        aop.loc.fuse(op.loc))
         rw.replace_op(op, [new], new.results)
         return True
 

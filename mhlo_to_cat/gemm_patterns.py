@@ -7,7 +7,7 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
-from mhlo_to_cat.probing import ancestors_in, grow_region, probe_generator, probe_rows, search_region
+from mhlo_to_cat.probing import ancestors_in, function_loc, grow_region, probe_generator, probe_rows, search_region
 from mhlo_to_cat.rewriter import Pattern, Rewriter, producer
 
 _SWAP_LAST2 = "swap-last-two"
@@ -281,7 +281,7 @@ class GemmBiasFusion(Pattern):
             bias = _bias_vector(other, g.type.shape[-1], g.type.rank)
             if bias is None or bias.type.dtype != g.type.dtype:
                 continue
-            new = cat.build(decl.replace(bias=True), gop.operands + [bias], gop.loc)
+            new = cat.build(decl.replace(bias=True), gop.operands + [bias], gop.loc.fuse(op.loc))
             rw.replace_op(op, [new], new.results)
             return True
         return False
@@ -303,7 +303,7 @@ class GemmBinaryEpilogueFusion(Pattern):
             gop, decl = found
             if decl.permute or len(decl.binary) >= self.MAX_BINARY:
                 continue
-            new = cat.build(decl.replace(binary=decl.binary + (kind,)), gop.operands + [d], gop.loc)
+            new = cat.build(decl.replace(binary=decl.binary + (kind,)), gop.operands + [d], gop.loc.fuse(op.loc))
             rw.replace_op(op, [new], new.results)
             return True
         return False
@@ -326,7 +326,7 @@ class PermuteIntoGemmOrBmm(Pattern):
         if decl.permute is not None:
             return False
         permute = cat.OutputPermute(reshape.result.type.shape, tuple(op.attrs["permutation"]))
-        new = cat.build(decl.replace(permute=permute), gop.operands, gop.loc)
+        new = cat.build(decl.replace(permute=permute), gop.operands, gop.loc.fuse(op.loc))
         rw.replace_op(op, [new], new.results)
         return True
 
@@ -366,6 +366,6 @@ class GemmActivationFusion(Pattern):
         v, name = hit
         if name not in cat.ACTIVATIONS or any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
             return False
-        new = cat.build(decl.replace(activation=name), op.operands, op.loc)
+        new = cat.build(decl.replace(activation=name), op.operands, op.loc.fuse(function_loc(region, v)))
         rw.replace_op(v.owner, [new], new.results)
         return True

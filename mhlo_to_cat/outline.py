@@ -62,7 +62,8 @@ def outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict[
         sg.outputs = [r for op in sg.ops for r in op.results if r in used_outside[sg]]
         body.returns = [local[r] for r in sg.outputs]
         out.add(Function(sg.name, body, public=False,
-                         attrs={"path": sg.path, "reason": sg.reason, "subgraph_id": sg.id}))
+                         attrs={"path": sg.path, "reason": sg.reason, "subgraph_id": sg.id,
+                                **({"modules": sg.loc.modules} if sg.loc.modules else {})}))
         # the call in main
         call_args = []
         for v in sg.inputs:

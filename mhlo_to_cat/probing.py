@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from byteir_cat.core.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
+from byteir_cat.core.source_loc import Loc, fuse_locs
 from byteir_cat.semantics.interpreter import eval_op
 from byteir_cat.semantics.interpreter_ops import pairwise_float_sums
 from byteir_cat.semantics.op_traits import NUMERIC_ELEMENTWISE
@@ -99,6 +100,13 @@ def ancestors_in(region: list[Op], v: Value) -> list[Op]:
         keep.add(op)
         stack.extend(u.owner for u in op.operands)
     return [op for op in region if op in keep]
+
+
+def function_loc(region: list[Op], v: Value) -> Loc:
+    """Where the function of x's region that ends at ``v`` was written: the locations of its computing ops.
+    The reshapes and conversions at its edges often belong to a neighbour (the next Linear's flattening)."""
+    sub = ancestors_in(region, v)
+    return fuse_locs(o.loc for o in sub if o.name not in SHAPE_OPS and o.name != "stablehlo.convert") or v.owner.loc
 
 
 def closed(sub: list[Op], v: Value, x: Value, rw: Rewriter) -> bool:

@@ -6,10 +6,11 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
+from byteir_cat.core.source_loc import Loc
 from byteir_cat.semantics.op_traits import NUMERIC_ELEMENTWISE
 from cat_dialect.softmax import masked_softmax
 from mhlo_to_cat.gemm_patterns import cat_producer
-from mhlo_to_cat.probing import grow_region, probe_generator, probe_rows, scalar_constants, search_region
+from mhlo_to_cat.probing import function_loc, grow_region, probe_generator, probe_rows, scalar_constants, search_region
 from mhlo_to_cat.rewriter import Pattern, Rewriter, producer, splat_value
 
 
@@ -68,7 +69,8 @@ class RowwiseFromReduce(Pattern):
                         softmax_probe(n, dt), True)
         if found:
             v, name = found
-            return self._replace(rw, v, cat.Softmax(zero_masked_rows=name.endswith("zero_masked")), x)
+            return self._replace(rw, v, cat.Softmax(zero_masked_rows=name.endswith("zero_masked")), x,
+                                 function_loc(region, v))
         targets = {}
         for eps in sorted(scalar_constants(region)):
             if 0 < eps < 0.1:
@@ -82,13 +84,13 @@ class RowwiseFromReduce(Pattern):
         v, name = found
         kind, eps = name.split(":")
         decl = (cat.LayerNorm(float(eps), False, False) if kind == "layernorm" else cat.RmsNorm(float(eps), False))
-        return self._replace(rw, v, decl, x)
+        return self._replace(rw, v, decl, x, function_loc(region, v))
 
     @staticmethod
-    def _replace(rw: Rewriter, v: Value, decl: cat.CatOp, x: Value) -> bool:
+    def _replace(rw: Rewriter, v: Value, decl: cat.CatOp, x: Value, loc: Loc) -> bool:
         if v.type.shape != x.type.shape:
             return False
-        new = cat.build(decl, [x], v.owner.loc)
+        new = cat.build(decl, [x], loc)
         if new.result.type != v.type:
             conv = Op.create("stablehlo.convert", new.results, [v.type], {}, v.owner.loc)
             rw.replace_op(v.owner, [new, conv], conv.results)
@@ -161,7 +163,7 @@ class NormAffineFusion(Pattern):
                 new_decl = decl.replace(has_beta=True)
             else:
                 continue
-            new = cat.build(new_decl, nop.operands + [param], nop.loc)
+            new = cat.build(new_decl, nop.operands + [param], nop.loc.fuse(op.loc))
             if z is y:
                 rw.replace_op(op, [new], new.results)
             else:

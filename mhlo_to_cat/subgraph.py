@@ -3,11 +3,13 @@ and the partition they make up, with its FLOP accounting."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 
 from byteir_cat.core.ir import Module, Op, Value
+from byteir_cat.core.source_loc import Loc, fuse_locs
 from mhlo_to_cat.cost import op_bytes, op_flops
 
 PATHS = ("cat", "fusion", "host")
@@ -38,6 +40,15 @@ class Subgraph:
     def op_names(self) -> list[str]:
         return [op.name for op in self.ops]
 
+    @property
+    def loc(self) -> Loc:
+        """Every source point its ops came from (the model's modules and lines it covers)."""
+        return fuse_locs(op.loc for op in self.ops)
+
+    @property
+    def summary(self) -> str:
+        return op_summary(self.ops)
+
 
 @dataclass
 class Partition:
@@ -57,6 +68,14 @@ class Partition:
     def cat_flop_share(self) -> float:
         total = self.total_flops
         return sum(s.flops for s in self.subgraphs if s.path == "cat") / total if total else 0.0
+
+
+def op_summary(ops: list[Op]) -> str:
+    """What a subgraph computes, in a few words: its CAT op, or its ops by count (``add, tanh x2``)."""
+    counts = Counter(op.name.removeprefix("stablehlo.").removeprefix("cat.") for op in ops
+                     if op.name not in ("stablehlo.constant", "arith.constant"))
+    parts = [name + (f" x{c}" if c > 1 else "") for name, c in counts.most_common()]
+    return ", ".join(parts[:4]) + (f", +{len(parts) - 4} more" if len(parts) > 4 else "")
 
 
 def is_inlined_constant(op: Op) -> bool:

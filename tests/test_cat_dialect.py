@@ -146,8 +146,9 @@ def test_verifier_rejects(decl, types, message):
 
 def test_unknown_cat_op_is_named():
     from byteir_cat.core.ir import Op
+    from byteir_cat.core.source_loc import Loc
 
-    op = Op.create("cat.gemm_xyz", [], [T((1,), "f32")], loc="m.mlir:3")
+    op = Op.create("cat.gemm_xyz", [], [T((1,), "f32")], loc=Loc.at("m.mlir", 3))
     with pytest.raises(cat.CatVerifyError, match=r"unknown CAT op cat.gemm_xyz at m.mlir:3"):
         cat.decode(op)
 

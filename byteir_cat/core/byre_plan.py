@@ -28,6 +28,7 @@ from byteir_cat.core.ir import TensorType
 from byteir_cat.core.kernel_abi import WORKSPACE_ALIGN
 from byteir_cat.core.printer import format_attr
 from byteir_cat.core.serialize import type_from_json, type_to_json
+from byteir_cat.core.source_loc import Loc, SourcePoint
 from byteir_cat.core.sym_shape import DimBound, SymExpr, dim_from_json, evaluate_dims
 
 BYRE_FORMAT = 2
@@ -91,6 +92,12 @@ class Compute:
     cost: dict[str, int] = field(default_factory=dict)  # flops and bytes, for the profile's rooflines
     sym_cost: dict[str, Any] = field(default_factory=dict)  # dynamic shapes: the same as SymExpr JSON
     inplace: list[list[int]] = field(default_factory=list)
+    # where it came from, for reports: the partition's path (cat | fusion | host), what it computes in a few
+    # words, the model's modules it covers, and the file:line of their code
+    path: str = ""
+    summary: str = ""
+    modules: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
 
     @property
     def detail(self) -> str:
@@ -307,8 +314,9 @@ class ByreModule:
             attr_text = ", ".join(f"{k} = {format_attr(v)}" for k, v in shown.items())
             operands = [names[i] for i in c.operands + c.results]
             types = [_memref(values[i].type) for i in c.operands + c.results]
+            loc = Loc(tuple(SourcePoint(m) for m in c.modules))
             lines.append(f'    "byre.compute"({", ".join(operands)}) <{{callee = "{c.callee}", {attr_text}}}> : '
-                         f"({', '.join(types)}) -> ()")
+                         f"({', '.join(types)}) -> ()" + (f" {loc.to_mlir()}" if loc else ""))
         lines += ['    "func.return"() : () -> ()', "  }) {byre.entry_point} : () -> ()", "}"]
         return "\n".join(lines) + "\n"
 

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from byteir_cat.core.source_loc import UNKNOWN, Loc
+
 # element type spelling (MLIR) -> numpy dtype used for constants and host buffers
 _NUMPY_DTYPES: dict[str, str] = {
     "f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
@@ -93,11 +95,11 @@ class Op:
     attrs: dict[str, Any] = field(default_factory=dict)
     raw_attrs: dict[str, str] = field(default_factory=dict)
     regions: list[Block] = field(default_factory=list)
-    loc: str = ""
+    loc: Loc = UNKNOWN
 
     @staticmethod
     def create(name: str, operands: Iterable[Value], result_types: Iterable[TensorType],
-               attrs: dict[str, Any] | None = None, loc: str = "",
+               attrs: dict[str, Any] | None = None, loc: Loc = UNKNOWN,
                regions: list[Block] | None = None) -> Op:
         op = Op(name, list(operands), [], dict(attrs or {}), {}, list(regions or []), loc)
         op.results = [Value(t, op, i) for i, t in enumerate(result_types)]

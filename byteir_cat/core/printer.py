@@ -44,10 +44,11 @@ def format_attr(value: Any) -> str:
 
 
 class Printer:
-    def __init__(self, elide_large: bool = True):
+    def __init__(self, elide_large: bool = True, locations: bool = False):
         self.names: dict[Value, str] = {}
         self.resources: dict[str, bytes] = {}
         self.elide_large = elide_large
+        self.locations = locations  # print each op's ``loc(...)`` (MLIR's debug-info form)
         self.counter = 0
 
     def ty(self, v: Value) -> str:
@@ -120,6 +121,8 @@ class Printer:
             out_types = f"({out_types})"
         head = f'{indent}{lhs}"{op.name}"({args})'
         tail = f"{self.attrs(op)} : ({in_types}) -> {out_types}"
+        if self.locations and op.loc:
+            tail += f" {op.loc.to_mlir()}"
         if not op.regions:
             return [head + tail]
         term = "stablehlo.return" if op.dialect == "stablehlo" else f"{op.dialect}.yield"
@@ -154,10 +157,12 @@ def _nest(items: list[str], shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(_nest(items[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])) + "]"
 
 
-def print_module(module: Module, elide_large: bool = True, printer: Printer | None = None) -> str:
+def print_module(module: Module, elide_large: bool = True, printer: Printer | None = None,
+                 locations: bool = False) -> str:
     """Generic-form MLIR text of ``module``; ``func.call`` ops print as-is, so outlined modules re-parse.
-    ``printer``: a ``Printer`` subclass instance that prints some ops or types its own way."""
-    p = printer or Printer(elide_large)
+    ``printer``: a ``Printer`` subclass instance that prints some ops or types its own way; ``locations``:
+    each op with its source location (the model's module and line)."""
+    p = printer or Printer(elide_large, locations)
     lines = ["module {"]
     for fn in module.functions.values():
         lines.extend(p.function(fn))

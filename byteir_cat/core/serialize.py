@@ -15,6 +15,7 @@ import torch
 
 from byteir_cat.core.errors import ArtifactError
 from byteir_cat.core.ir import Block, Function, Op, TensorType, Value
+from byteir_cat.core.source_loc import Loc
 
 
 def type_to_json(t: TensorType) -> dict[str, Any]:
@@ -60,7 +61,7 @@ class Writer:
             "results": [{"id": self._vid(r), **type_to_json(r.type)} for r in op.results],
             "attrs": {k: self.attr(v) for k, v in op.attrs.items()},
             "regions": [self.block(b) for b in op.regions],
-            "loc": op.loc,
+            "loc": op.loc.to_json(),
         }
 
     def block(self, block: Block) -> dict[str, Any]:
@@ -101,7 +102,7 @@ class Reader:
         except KeyError as e:
             raise ArtifactError(f"op {d['name']} uses value {e} that is not defined before it") from None
         op = Op.create(d["name"], operands, [type_from_json(r) for r in d["results"]],
-                       {k: self.attr(v) for k, v in d["attrs"].items()}, d.get("loc", ""))
+                       {k: self.attr(v) for k, v in d["attrs"].items()}, Loc.from_json(d.get("loc")))
         op.regions = [self.block(b, dict(env)) for b in d["regions"]]
         for r, v in zip(d["results"], op.results, strict=True):
             env[r["id"]] = v

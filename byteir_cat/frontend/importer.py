@@ -14,6 +14,7 @@ from torch_mlir import ir
 
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Block, Function, Module, Op, TensorType, Value, torch_dtype
+from byteir_cat.core.source_loc import Loc, parse_mlir_location
 
 _TENSOR_TYPE = re.compile(r"^tensor<(?P<dims>(?:\d+x)*)(?P<dtype>[a-z]+\d*)>$")
 
@@ -215,13 +216,10 @@ class _AttrDecoder:
         return text
 
 
-def _location(op, source: str) -> str:
-    loc = str(op.location)
-    m = re.search(r'"([^"]*)":(\d+):(\d+)', loc)
-    if not m:
-        return source
-    file = m[1] if m[1] not in ("-", "") else source
-    return f"{file}:{m[2]}"
+def _location(op, source: str) -> Loc:
+    """The op's own location: a NameLoc's name (a torch module path, a JAX name stack) and the file:line
+    it wraps; an op without one stands at the module's source."""
+    return parse_mlir_location(str(op.location), source) or Loc.at(source)
 
 
 _TERMINATORS = {"func.return", "stablehlo.return", "mhlo.return"}
@@ -242,7 +240,8 @@ class _Importer:
             blk.args.append(v)
         for mop in mblock.operations:
             o = mop.operation
-            where = _location(o, self.source)
+            loc = _location(o, self.source)
+            where = str(loc)
             if o.name in _TERMINATORS:
                 blk.returns = [self.values[x] for x in o.operands]
                 continue
@@ -260,7 +259,7 @@ class _Importer:
             for r in o.results:
                 types.append(parse_tensor_type(str(r.type), where) if str(r.type).startswith("tensor<")
                              else _token_type(str(r.type), o.name, where))
-            op = Op.create(o.name, operands, types, attrs, where)
+            op = Op.create(o.name, operands, types, attrs, loc)
             op.raw_attrs = raw
             for region in o.regions:
                 blocks = list(region.blocks)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch_mlir import ir as mlir_ir
-from torch_mlir.extras.fx_importer import FxImporterHooks, create_mlir_tensor_type
+from torch_mlir.dialects import torch as torch_dialect
+from torch_mlir.extras.fx_importer import ContextCache, FxImporter, FxImporterHooks, create_mlir_tensor_type
 
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Module
+from byteir_cat.core.source_loc import ROOT_MODULE
 from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.frontend.mlir_context import parse_generic, run_opt
 
@@ -122,6 +125,48 @@ _BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16:
          torch.uint8: torch.uint8, torch.int16: torch.int16}
 
 
+_FRAME = re.compile(r'''File "([^"]+)", line (\d+),''')
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def model_frame(stack_trace: str) -> tuple[str, int] | None:
+    """The innermost frame of a node's stack trace that is the model's code rather than torch's own (an
+    ``nn.Linear`` is reported at the line of the model that called it, not inside ``torch/nn``)."""
+    frames = [(f, int(n)) for f, n in _FRAME.findall(stack_trace)]
+    return next((fr for fr in reversed(frames) if not fr[0].startswith(_TORCH_DIR)), frames[-1] if frames else None)
+
+
+class ModuleLocations(ContextCache):
+    """torch-mlir's per-context cache, giving each FX node the location reports need: a NameLoc of its
+    innermost module path (torch.export's ``nn_module_stack``: ``h.4.mlp.act``; the model itself when the
+    stack is empty) around the file:line of the model code that made it. torch-mlir's own location is the
+    raw call stack, which names no module."""
+
+    __slots__ = ()
+
+    def get_node_location(self, node: torch.fx.Node) -> mlir_ir.Location | None:
+        frame = model_frame(node.meta.get("stack_trace") or "")
+        stack = node.meta.get("nn_module_stack")
+        if frame is None and stack is None:
+            return None  # placeholders, outputs: the importer keeps the location it had
+        file = mlir_ir.Location.file(frame[0], frame[1], 0, context=self._c) if frame \
+            else mlir_ir.Location.unknown(context=self._c)
+        path = list(stack.values())[-1][0] if stack else ROOT_MODULE
+        return mlir_ir.Location.name(path, childLoc=file, context=self._c)
+
+
+class LocatingFxImporter(FxImporter):
+    """torch-mlir's FX importer with ``ModuleLocations``."""
+
+    __slots__ = ()
+
+    def __init__(self, hooks: FxImporterHooks):
+        context = mlir_ir.Context()
+        torch_dialect.register_dialect(context)
+        super().__init__(context=context, hooks=hooks)
+        self._cc = ModuleLocations(self._c, py_attr_tracker=self._py_attr_tracker)
+
+
 def _views_as_reshapes(program: torch.export.ExportedProgram) -> None:
     """``aten.view`` -> ``aten.reshape`` in the exported graph. Re-tracing under the decompositions that
     torch-mlir applies gives some tensors other strides than eager did (SDPA's math decomposition hands
@@ -148,16 +193,16 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
         with torch.no_grad():
             program = torch.export.export(model, tuple(example_inputs), strict=False)
             _views_as_reshapes(program)
-            mmodule = fx.export_and_import(program, output_type="stablehlo", hooks=weights)
+            mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=LocatingFxImporter(weights))
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CompileError(f"torch export of {name} failed: {type(e).__name__}: {first}") from None
     source = f"{name}.stablehlo.mlir"
-    text = mmodule.operation.get_asm(large_resource_limit=WeightsAside.INLINE_BYTES)
+    text = mmodule.operation.get_asm(large_resource_limit=WeightsAside.INLINE_BYTES, enable_debug_info=True)
     blobs: Blobs = dict(weights.tensors)
     if any(name not in blobs for name in _RESOURCE_NAME.findall(text)):
         # a pass of torch-mlir's made a new large constant: take every blob through the text instead
-        text, resources = split_resources(str(mmodule))
+        text, resources = split_resources(mmodule.operation.get_asm(enable_debug_info=True))
         blobs = read_resource_blobs(resources)
     else:
         text, _ = split_resources(text)

@@ -40,6 +40,7 @@ from byteir_cat import __version__, model_zoo
 from byteir_cat.causal_lm_compiler import compile_causal_lm
 from byteir_cat.compiler import compile as compile_model
 from byteir_cat.core.ir import Block, Function, Module, Value
+from byteir_cat.core.source_loc import Loc
 from byteir_cat.gpu_kit import weights
 from byteir_cat.gpu_kit.contents import (
     CAUSAL_LMS,
@@ -62,7 +63,7 @@ Note = Callable[[str], None]
 def single_op_module(case: KernelCase) -> Module:
     """main(operands...) -> the case's CAT op: compiled, it is one CAT subgraph with its own kernel."""
     args = [Value(t) for t in case.operands]
-    op = cat.build(case.op, args, loc=f"gpu_kit:{case.name}")
+    op = cat.build(case.op, args, loc=Loc.at("", module=f"gpu_kit.{case.name}"))
     body = Block(args, [op], [op.result])
     return Module({"main": Function("main", body, arg_names=[f"x{i}" for i in range(len(args))])},
                   source=case.name)

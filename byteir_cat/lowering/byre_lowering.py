@@ -23,10 +23,12 @@ from byteir_cat.core.byre_plan import (
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Function, Module, Op, Value, dtype_bytes
 from byteir_cat.core.serialize import Writer, type_to_json
+from byteir_cat.core.source_loc import fuse_locs
 from byteir_cat.core.sym_shape import SymbolicShapes, SymExpr, dim_from_json, dim_to_json
 from byteir_cat.lowering.memory_planner import Buffer, plan_memory
 from byteir_cat.semantics.op_traits import ELEMENTWISE
 from mhlo_to_cat.cost import op_bytes, op_flops
+from mhlo_to_cat.subgraph import op_summary
 
 # A single-output group of elementwise ops may write its result over a same-shaped operand that dies there.
 _INPLACE_SAFE = ELEMENTWISE | {"stablehlo.constant"}
@@ -101,9 +103,10 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
                 raise CompileError(f"main calls @{callee}, which the partition did not outline")
             computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors, cat_kernels or {}, shapes))
             computes[-1].cost = _cost(fn)
+            _describe(computes[-1], fn)
         elif op.name == "stablehlo.custom_call" and str(op.attrs.get("call_target_name", "")).startswith("check."):
             checks.append({"name": op.name, "attrs": {k: check_writer.attr(v) for k, v in op.attrs.items()},
-                           "loc": op.loc, "operands": [_lookup(ids, v, op) for v in op.operands],
+                           "loc": str(op.loc), "operands": [_lookup(ids, v, op) for v in op.operands],
                            "results": [type_to_json(r.type) for r in op.results]})
         else:
             raise CompileError(f"{op.name} at {op.loc or '?'}: not expected in the outlined main function")
@@ -192,6 +195,14 @@ def _sym_attr(a: Any, writer: Writer) -> Any:
     if isinstance(a, dict):
         return {"dict": {str(k): _sym_attr(v, writer) for k, v in a.items()}}
     return writer.attr(a)
+
+
+def _describe(compute: Compute, fn: Function) -> None:
+    """What the profile says about a compute: its path, ops, and where in the model it came from."""
+    loc = fuse_locs(o.loc for o in fn.body.ops)
+    compute.path = str(fn.attrs.get("path", ""))
+    compute.summary = op_summary(fn.body.ops)
+    compute.modules, compute.sources = loc.modules, loc.sources
 
 
 def _lower_call_static(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels: dict[str, GroupKernel],

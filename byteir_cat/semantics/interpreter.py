@@ -87,7 +87,7 @@ class _Interpreter:
             self.depth -= 1
 
     def record_check(self, op: Op, passed: bool, detail: str) -> None:
-        self.checks.append(CheckResult(op.attrs.get("call_target_name", op.name), op.loc, passed, detail))
+        self.checks.append(CheckResult(op.attrs.get("call_target_name", op.name), str(op.loc), passed, detail))
 
 
 def _check_type(op: Op, v: Value, t: torch.Tensor) -> None:
