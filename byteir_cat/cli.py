@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from byteir_cat.core.errors import ByteirCatError, CompileError
+from byteir_cat.core.errors import ByteirCatError, CompileError, InputError
+from byteir_cat.terminal import TABLE_FORMATS
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
@@ -27,7 +28,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_json(part), indent=2))
     else:
-        print_table(part, f"partition of {args.model}")
+        print_table(part, f"partition of {args.model}", args.format)
     return 0
 
 
@@ -131,18 +132,40 @@ def _run_self_checking(path: Path) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from byteir_cat.compiler import load
-    from byteir_cat.profile_report import profile, write_outputs
+    from byteir_cat.profile_compare import compare, read_profile
+    from byteir_cat.profile_report import profile, write_trace
     from runtime.artifact import read_manifest
 
+    before = read_profile(args.compare) if args.compare else None  # a bad file fails before minutes of timing
+    plots = [(Path(p), kind) for p, kind in ((args.plot, "roofline"), (args.plot_time, "time")) if p]
+    if plots:
+        try:
+            from byteir_cat import profile_plots  # matplotlib: the optional `plots` extra
+        except ImportError as e:
+            raise InputError(f"--plot needs matplotlib ({e.name} is missing): pip install 'byteir-cat[plots]'") from None
+
+        for p, _ in plots:
+            profile_plots.check_path(p)
     path = Path(args.artifact)
     model = load(path, device=str(read_manifest(path).get("target", "cpu")))
     inputs = _read_npz(args.inputs) if args.inputs else None
     report = profile(model, inputs, runs=args.runs)
-    write_outputs(report, Path(args.trace) if args.trace else None, Path(args.plot) if args.plot else None)
-    if args.json:
+    if args.trace:
+        write_trace(report, Path(args.trace))
+    for p, kind in plots:
+        fig = profile_plots.roofline_figure(report) if kind == "roofline" else profile_plots.time_figure(report)
+        profile_plots.save(fig, p)
+        print(f"wrote {p}", file=sys.stderr)
+    if before is not None:
+        comparison = compare(before, report.to_json())
+        if args.json:
+            print(json.dumps(comparison.to_json(), indent=2))
+        else:
+            comparison.print_table(args.format)
+    elif args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        report.print_table()
+        report.print_table(args.format)
     return 0
 
 
@@ -150,7 +173,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """``tune ARTIFACT`` (on the GPU machine): time every GEMM/BMM build the artifact carries, rewrite it with
     the winners, write the rows to ``--json``. ``tune --import ROWS.json`` (on the compiling machine): store
     them in the tuning cache, where ``compile`` picks them up."""
-    from byteir_cat.core.errors import InputError
 
     if (args.artifact is None) == (args.results is None):
         raise InputError("give an artifact to tune on this GPU, or --import ROWS.json, not both")
@@ -177,7 +199,6 @@ def _import_tuning(path: str) -> int:
     from ait_codegen.candidates import GemmConfig
     from ait_codegen.gemm_problem import problem_for
     from ait_codegen.tuning_cache import TuningCache
-    from byteir_cat.core.errors import InputError
     from byteir_cat.core.ir import Op
     from byteir_cat.frontend.importer import parse_tensor_type
     from cat_dialect import decode
@@ -211,7 +232,6 @@ def _read_npz(path: str) -> list:
     import numpy as np
     import torch
 
-    from byteir_cat.core.errors import InputError
 
     try:
         with np.load(path) as npz:
@@ -225,7 +245,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from byteir_cat.causal_lm import load_causal_lm
-    from byteir_cat.core.errors import InputError
 
     try:
         ids = [int(t) for t in args.input_ids.split(",") if t.strip()]
@@ -252,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlir", metavar="OUT", help="write the annotated, outlined module")
     p.add_argument("--dot", metavar="OUT", help="write a Graphviz graph (and an .svg where graphviz exists)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
+    p.add_argument("--format", choices=TABLE_FORMATS, default="auto",
+                   help="the table: auto (rich on a terminal, one plain line per row when piped), plain, markdown")
     c = sub.add_parser("compile", help="compile a model to an artifact directory")
     c.add_argument("model", help="an .mlir file (StableHLO or MHLO) or path/to/file.py:factory")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
@@ -273,7 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--runs", type=int, default=20, help="timed runs; medians are reported")
     pr.add_argument("--json", action="store_true", help="print JSON instead of the table")
     pr.add_argument("--trace", metavar="OUT.json", help="write the median run as a Chrome/Perfetto trace")
-    pr.add_argument("--plot", metavar="OUT.svg", help="write a bar chart of the slowest subgraphs")
+    pr.add_argument("--plot", metavar="OUT.png|svg", help="draw the roofline: every subgraph against the measured "
+                                                          "compute and bandwidth roofs (needs matplotlib)")
+    pr.add_argument("--plot-time", metavar="OUT.png|svg", help="draw the time per subgraph (needs matplotlib)")
+    pr.add_argument("--compare", metavar="BEFORE.json",
+                    help="compare with an earlier `profile --json` output: per-subgraph and total deltas")
+    pr.add_argument("--format", choices=TABLE_FORMATS, default="auto", help="the table: auto, plain, markdown, rich")
     t = sub.add_parser("tune", help="time an artifact's GEMM candidates on this GPU and keep the fastest, "
                                     "or --import the results into this machine's tuning cache")
     t.add_argument("artifact", nargs="?", metavar="DIR", help="CUDA artifact compiled with --tune-candidates N")

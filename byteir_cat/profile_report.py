@@ -11,14 +11,20 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from byteir_cat.core.ir import torch_dtype
+from byteir_cat.core.source_loc import common_module, scope_label
+from byteir_cat.terminal import Column, print_table, report_console
 from runtime.cuda_timing import cuda_event_times
+
+
+# compute kind -> the partition's path, for plans written before computes carried it
+_KIND_PATH = {"cat": "cat", "host_code": "fusion", "ptx": "fusion", "interpret": "host", "alias": "host"}
 
 
 @dataclass
@@ -30,6 +36,10 @@ class ComputeProfile:
     flops: int
     bytes: int
     start: float = 0.0  # offset in the median run, for the trace
+    path: str = ""  # cat | fusion | host
+    summary: str = ""  # what it computes: the CAT op, or its ops by count
+    modules: list[str] = field(default_factory=list)  # the model's modules it covers
+    sources: list[str] = field(default_factory=list)  # file:line of their code
 
     @property
     def flops_per_s(self) -> float:
@@ -38,6 +48,11 @@ class ComputeProfile:
     @property
     def bytes_per_s(self) -> float:
         return self.bytes / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def label(self) -> str:
+        """What and where, for people: ``gemm_rrr_bias_fast_gelu h.4.mlp.{c_fc,act}``."""
+        return f"{self.summary or self.detail} {scope_label(self.modules)}".strip()
 
 
 @dataclass
@@ -127,8 +142,9 @@ class ProfileReport:
             "peaks": {"gflops": self.peaks.flops_per_s / 1e9, "gbytes_per_s": self.peaks.bytes_per_s / 1e9,
                       "measured_on": self.peaks.where},
             "computes": [{
-                "callee": c.callee, "kind": c.kind, "detail": c.detail, "ms": c.seconds * 1e3,
-                "share": self.share(c), "flops": c.flops, "bytes": c.bytes,
+                "callee": c.callee, "kind": c.kind, "path": c.path, "summary": c.summary, "detail": c.detail,
+                "module": common_module(c.modules), "label": c.label, "modules": c.modules, "sources": c.sources,
+                "ms": c.seconds * 1e3, "share": self.share(c), "flops": c.flops, "bytes": c.bytes,
                 "gflops": c.flops_per_s / 1e9, "gbytes_per_s": c.bytes_per_s / 1e9,
                 "roofline": self.roofline_fraction(c),
             } for c in self.computes],
@@ -142,53 +158,33 @@ class ProfileReport:
         return c.flops_per_s / self.peaks.roofline(c.flops, c.bytes)
 
     def chrome_trace(self) -> dict[str, Any]:
-        """The median run as a Chrome/Perfetto trace (one row per compute kind)."""
-        events = [{"name": c.callee, "cat": c.kind, "ph": "X", "ts": c.start * 1e6, "dur": c.seconds * 1e6,
-                   "pid": 1, "tid": c.kind, "args": {"detail": c.detail, "flops": c.flops, "bytes": c.bytes}}
+        """The median run as a Chrome/Perfetto trace: one row per path, each event named by what it computes and
+        where in the model, with its modules, source lines and costs as args."""
+        events = [{"name": c.label, "cat": c.path or c.kind, "ph": "X", "ts": c.start * 1e6, "dur": c.seconds * 1e6,
+                   "pid": 1, "tid": c.path or c.kind,
+                   "args": {"subgraph": c.callee, "kind": c.kind, "detail": c.detail, "modules": c.modules,
+                            "sources": c.sources, "flops": c.flops, "bytes": c.bytes}}
                   for c in self.computes]
         return {"traceEvents": events, "displayTimeUnit": "ms"}
 
-    def svg_plot(self, top: int = 25) -> str:
-        """Horizontal bars of the slowest computes, coloured by kind, with their roofline fraction."""
-        colors = {"cat": "#4C9F70", "host_code": "#3B7DD8", "ptx": "#3B7DD8", "interpret": "#D88B3B",
-                  "alias": "#B0B0B0"}
-        rows = sorted(self.computes, key=lambda c: -c.seconds)[:top]
-        width, bar, left = 900, 22, 260
-        longest = max((c.seconds for c in rows), default=1e-9) or 1e-9
-        lines = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{40 + bar * len(rows)}" '
-                 'font-family="Helvetica" font-size="12">',
-                 f'<text x="10" y="20" font-weight="bold">time per subgraph (median of {self.runs} runs, '
-                 f'{self.total_seconds * 1e3:.2f} ms end to end)</text>']
-        for i, c in enumerate(rows):
-            y = 30 + i * bar
-            w = (width - left - 170) * c.seconds / longest
-            frac = self.roofline_fraction(c)
-            label = f"{c.seconds * 1e3:.3f} ms" + (f", {100 * frac:.0f}% roofline" if frac is not None else "")
-            lines.append(f'<text x="10" y="{y + 15}">{c.callee} ({c.detail[:22]})</text>')
-            lines.append(f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{bar - 6}" '
-                         f'fill="{colors.get(c.kind, "#888")}"/>')
-            lines.append(f'<text x="{left + w + 6:.1f}" y="{y + 15}">{label}</text>')
-        lines.append("</svg>")
-        return "\n".join(lines) + "\n"
+    COLUMNS = (Column("subgraph", style="dim"), Column("path"), Column("what"), Column("module", style="yellow"),
+               Column("ms", right=True), Column("share", right=True), Column("GFLOP/s", right=True),
+               Column("GB/s", right=True), Column("% roofline", right=True))
 
-    def print_table(self) -> None:
-        from rich.table import Table
-
-        from byteir_cat.terminal import report_console
-
-        table = Table(title=f"profile: median of {self.runs} runs, {self.total_seconds * 1e3:.3f} ms per run")
-        for col in ("subgraph", "kind", "what", "ms", "share", "GFLOP/s", "GB/s", "% roofline"):
-            table.add_column(col, justify="right" if col not in ("subgraph", "kind", "what") else "left")
+    def print_table(self, fmt: str = "auto") -> None:
+        rows = []
         for c in self.computes:
             frac = self.roofline_fraction(c)
-            table.add_row(c.callee, c.kind, c.detail, f"{c.seconds * 1e3:.3f}", f"{100 * self.share(c):.1f}%",
-                          f"{c.flops_per_s / 1e9:.2f}" if c.flops else "-", f"{c.bytes_per_s / 1e9:.2f}",
-                          f"{100 * frac:.1f}%" if frac is not None else "-")
-        console = report_console()
-        console.print(table)
-        console.print(f"roofline peaks measured on {self.peaks.where}: {self.peaks.flops_per_s / 1e9:.1f} GFLOP/s, "
-                      f"{self.peaks.bytes_per_s / 1e9:.1f} GB/s (a DRAM-sized copy: subgraphs whose data stay in "
-                      "cache can exceed 100%)")
+            rows.append([c.callee, c.path or c.kind, c.summary or c.detail, scope_label(c.modules),
+                         f"{c.seconds * 1e3:.3f}", f"{100 * self.share(c):.1f}%",
+                         f"{c.flops_per_s / 1e9:.2f}" if c.flops else "-", f"{c.bytes_per_s / 1e9:.2f}",
+                         f"{100 * frac:.1f}%" if frac is not None else "-"])
+        print_table(f"profile: median of {self.runs} runs, {self.total_seconds * 1e3:.3f} ms per run", self.COLUMNS,
+                    rows, fmt)
+        report_console().print(
+            f"roofline peaks measured on {self.peaks.where}: {self.peaks.flops_per_s / 1e9:.1f} GFLOP/s, "
+            f"{self.peaks.bytes_per_s / 1e9:.1f} GB/s (a DRAM-sized copy: subgraphs whose data stay in cache can "
+            "exceed 100%)")
 
 
 def profile(model, inputs: list[torch.Tensor] | None = None, runs: int = 20, warmup: int = 3) -> ProfileReport:
@@ -203,20 +199,18 @@ def profile(model, inputs: list[torch.Tensor] | None = None, runs: int = 20, war
         model.run(*inputs, profile=True)
         totals.append(time.perf_counter() - t0)
         per_run.append(list(model.session.last_profile))
-    costs = {c.callee: c.cost for c in model.session.byre.computes}
+    planned = {c.callee: c for c in model.session.byre.computes}  # the plan that ran (costs at these sizes)
     computes, start = [], 0.0
     for i, first in enumerate(per_run[0]):
         seconds = statistics.median(run[i].seconds for run in per_run)
-        cost = costs.get(first.callee, {})
-        computes.append(ComputeProfile(first.callee, first.kind, first.detail, seconds, int(cost.get("flops", 0)),
-                                       int(cost.get("bytes", 0)), start))
+        c = planned[first.callee]
+        computes.append(ComputeProfile(first.callee, first.kind, first.detail, seconds, int(c.cost.get("flops", 0)),
+                                       int(c.cost.get("bytes", 0)), start, c.path or _KIND_PATH.get(c.kind, "host"),
+                                       c.summary, list(c.modules), list(c.sources)))
         start += seconds
     peaks = measure_peaks(device=model.session.torch_device, dtype=dominant_dtype(model))
     return ProfileReport(computes, statistics.median(totals), runs, peaks)
 
 
-def write_outputs(report: ProfileReport, trace: Path | None, plot: Path | None) -> None:
-    if trace is not None:
-        trace.write_text(json.dumps(report.chrome_trace()))
-    if plot is not None:
-        plot.write_text(report.svg_plot())
+def write_trace(report: ProfileReport, path: Path) -> None:
+    path.write_text(json.dumps(report.chrome_trace()))

@@ -1,0 +1,127 @@
+"""The profile as pictures (matplotlib, the ``plots`` extra): a roofline of every subgraph against the roofs
+measured on the device that ran it, and where the time goes, subgraph by subgraph.
+
+Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot, no GUI backend), so they render the
+same on a headless GPU machine, in CI and on a laptop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from byteir_cat.core.errors import InputError
+from byteir_cat.partition_report import PATH_COLORS
+from byteir_cat.profile_report import ComputeProfile, ProfileReport
+
+FORMATS = (".png", ".svg", ".pdf")
+LABELLED = 8  # the costliest kinds of subgraph named on the roofline
+TIME_ROWS = 25  # subgraphs shown one by one in the time plot; the rest share a bar
+
+
+def check_path(path: Path) -> None:
+    if path.suffix.lower() not in FORMATS:
+        raise InputError(f"{path}: a plot is written as {', '.join(FORMATS)} (chosen by the file's suffix)")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: no directory {path.parent}")
+
+
+def save(fig: Figure, path: Path) -> None:
+    check_path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    tmp.replace(path)
+
+
+def roofline_figure(report: ProfileReport) -> Figure:
+    """Log-log: arithmetic intensity against achieved FLOP/s, one point per subgraph (area by its share of the
+    time, colour by path), under the measured compute roof and bandwidth slope. The costliest kinds get a
+    number at their point and a line in the key beside the plot (labels at the points would overlap)."""
+    peak, bw = report.peaks.flops_per_s / 1e9, report.peaks.bytes_per_s / 1e9
+    ridge = peak / bw
+    shown = [c for c in report.computes if c.flops > 0 and c.bytes > 0 and c.seconds > 0]
+    hidden = [c for c in report.computes if c not in shown]
+    fig = Figure(figsize=(14, 6.5))
+    ax = fig.add_axes((0.06, 0.1, 0.56, 0.8))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    xs = [c.flops / c.bytes for c in shown] or [ridge]
+    lo, hi = min(min(xs), ridge) / 4, max(max(xs), ridge) * 4
+    ax.plot([lo, ridge], [bw * lo, peak], color="black", linestyle="--", linewidth=1.5,
+            label=f"bandwidth {bw:.1f} GB/s (measured copy)")
+    ax.plot([ridge, hi], [peak, peak], color="black", linewidth=1.5,
+            label=f"compute {peak:.1f} GFLOP/s (measured matmul)")
+    for path in ("cat", "fusion", "host"):
+        pts = [c for c in shown if c.path == path]
+        if pts:
+            ax.scatter([c.flops / c.bytes for c in pts], [c.flops_per_s / 1e9 for c in pts],
+                       s=[20 + 600 * report.share(c) for c in pts], color=PATH_COLORS[path], alpha=0.7,
+                       edgecolors="black", linewidths=0.5, label=f"{path} subgraphs ({len(pts)})")
+    key = []
+    for i, c in enumerate(_costliest_kinds(shown, LABELLED), 1):
+        ax.annotate(str(i), (c.flops / c.bytes, c.flops_per_s / 1e9), xytext=(6, 4), textcoords="offset points",
+                    fontsize=9, fontweight="bold")
+        frac = report.roofline_fraction(c)
+        key.append(f"{i}. {c.label}\n    {c.callee}: {1e3 * c.seconds:.3f} ms, {100 * report.share(c):.1f}% of the "
+                   f"time" + (f", {100 * frac:.0f}% of its roof" if frac is not None else ""))
+    fig.text(0.64, 0.9, "the costliest kinds of subgraph (the slowest of each):\n\n" + "\n".join(key),
+             va="top", fontsize=8, family="monospace")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel("achieved GFLOP/s")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+    note = ""
+    if hidden:
+        share = sum(report.share(c) for c in hidden)
+        note = f"\n{len(hidden)} subgraphs without FLOPs (data movement) not drawn: {100 * share:.1f}% of the time"
+    ax.set_title(f"roofline on {report.peaks.where}: median of {report.runs} runs, "
+                 f"{report.total_seconds * 1e3:.2f} ms per run{note}", fontsize=9)
+    return fig
+
+
+def _costliest_kinds(computes: list[ComputeProfile], n: int) -> list[ComputeProfile]:
+    """The slowest subgraph of each of the ``n`` costliest kinds (what it computes): the layers of a deep model
+    repeat one kind many times, and one label per kind keeps the picture readable."""
+    seen: set[str] = set()
+    out = []
+    for c in sorted(computes, key=lambda c: -c.seconds):
+        key = c.summary or c.detail
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+        if len(out) == n:
+            break
+    return out
+
+
+def time_figure(report: ProfileReport, rows: int = TIME_ROWS) -> Figure:
+    """Horizontal bars: the slowest subgraphs, each labelled by what it computes and its module, coloured by
+    path, with its share of the time; everything else in one last bar."""
+    ranked = sorted(report.computes, key=lambda c: -c.seconds)
+    top, rest = ranked[:rows], ranked[rows:]
+    labels = [f"{c.label}  [{c.callee}]" for c in top]
+    values = [c.seconds * 1e3 for c in top]
+    colors = [PATH_COLORS.get(c.path, "#888888") for c in top]
+    shares = [report.share(c) for c in top]
+    if rest:
+        labels.append(f"{len(rest)} other subgraphs")
+        values.append(sum(c.seconds for c in rest) * 1e3)
+        colors.append("#DDDDDD")
+        shares.append(sum(report.share(c) for c in rest))
+    fig = Figure(figsize=(11, 1.2 + 0.32 * len(labels)))
+    ax = fig.add_subplot()
+    y = list(range(len(labels)))[::-1]
+    ax.barh(y, values, color=colors, edgecolor="black", linewidth=0.4)
+    ax.set_yticks(y, labels, fontsize=7)
+    for yi, v, s in zip(y, values, shares, strict=True):
+        ax.annotate(f"{v:.3f} ms  {100 * s:.1f}%", (v, yi), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=7)
+    ax.set_xlim(0, max(values, default=1) * 1.25)
+    ax.set_xlabel("median ms per run")
+    handles = [Patch(color=PATH_COLORS[p], label=p) for p in ("cat", "fusion", "host")]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.set_title(f"time per subgraph: median of {report.runs} runs, {report.total_seconds * 1e3:.2f} ms per run "
+                 f"end to end ({report.peaks.where})", fontsize=9)
+    return fig
