@@ -60,6 +60,8 @@ class CausalLMStep(torch.nn.Module):
     (logits, k0', v0', k1', ...). ``kv_len`` ([1]): the mask hides every cache slot at or past it; the model's
     code does not read it, the compiled attentions do (``CacheAttentionLength``)."""
 
+    source_root = "model"  # reports name the user's modules (``transformer.h.0``), not ours (frontend.SOURCE_ROOT)
+
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model

@@ -64,8 +64,8 @@ class Loc:
         return _distinct(f"{p.file}:{p.line}" for p in self.points if p.file)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [{k: v for k, v in (("module", p.module), ("file", p.file), ("line", p.line)) if v not in (None, "", 0)}
-                for p in self.points]
+        return [{**({"module": p.module} if p.module is not None else {}), **({"file": p.file} if p.file else {}),
+                 **({"line": p.line} if p.line else {})} for p in self.points]
 
     @staticmethod
     def from_json(d: Any) -> Loc:

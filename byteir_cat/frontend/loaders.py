@@ -16,7 +16,7 @@ from torch_mlir.extras.fx_importer import ContextCache, FxImporter, FxImporterHo
 
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Module
-from byteir_cat.core.source_loc import ROOT_MODULE
+from byteir_cat.core.source_loc import ROOT_MODULE, parse_mlir_location
 from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.frontend.mlir_context import parse_generic, run_opt
 
@@ -125,6 +125,9 @@ _BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16:
          torch.uint8: torch.uint8, torch.int16: torch.int16}
 
 
+# A wrapper the compiler puts around the user's model (``compile_causal_lm``'s step) names the attribute that
+# holds it here, so that reports give module paths of the user's model, not of the wrapper.
+SOURCE_ROOT = "source_root"
 _FRAME = re.compile(r'''File "([^"]+)", line (\d+),''')
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
@@ -140,9 +143,9 @@ class ModuleLocations(ContextCache):
     """torch-mlir's per-context cache, giving each FX node the location reports need: a NameLoc of its
     innermost module path (torch.export's ``nn_module_stack``: ``h.4.mlp.act``; the model itself when the
     stack is empty) around the file:line of the model code that made it. torch-mlir's own location is the
-    raw call stack, which names no module."""
+    raw call stack, which names no module. Paths are relative to the submodule ``root`` (see ``SOURCE_ROOT``)."""
 
-    __slots__ = ()
+    __slots__ = ("root",)
 
     def get_node_location(self, node: torch.fx.Node) -> mlir_ir.Location | None:
         frame = model_frame(node.meta.get("stack_trace") or "")
@@ -152,19 +155,48 @@ class ModuleLocations(ContextCache):
         file = mlir_ir.Location.file(frame[0], frame[1], 0, context=self._c) if frame \
             else mlir_ir.Location.unknown(context=self._c)
         path = list(stack.values())[-1][0] if stack else ROOT_MODULE
+        if self.root:
+            inside = path == self.root or path.startswith(self.root + ".")
+            path = path[len(self.root):].removeprefix(".") if inside else ROOT_MODULE
         return mlir_ir.Location.name(path, childLoc=file, context=self._c)
 
 
+_ILLEGAL = re.compile(r"^(?P<loc>loc\(.*\)): error: failed to legalize operation '(?P<op>[\w.]+)'(?P<rest>.*)$", re.M)
+_OPERATOR_NAME = re.compile(r'name = "(?P<name>[\w.]+)"')
+
+
+def _unlowered_op(message: str) -> str | None:
+    """torch-mlir's diagnostic for an op it cannot lower, as ``OP at MODULE (file:line): why`` (its location
+    is ours, ``ModuleLocations``'); None for any other failure."""
+    m = _ILLEGAL.search(message)
+    if m is None:
+        return None
+    op = m["op"]
+    if op == "torch.operator" and (named := _OPERATOR_NAME.search(m["rest"])):
+        op = named["name"]
+    where = parse_mlir_location(m["loc"])
+    return f"{op} at {where or 'an unknown place'}: torch-mlir has no StableHLO lowering for it"
+
+
 class LocatingFxImporter(FxImporter):
-    """torch-mlir's FX importer with ``ModuleLocations``."""
+    """torch-mlir's FX importer with ``ModuleLocations``; the errors MLIR reports while lowering are kept in
+    ``errors`` (``LOC: error: MESSAGE``) instead of going to stderr, for the one-line refusal."""
 
-    __slots__ = ()
+    __slots__ = ("errors", "_handler")
 
-    def __init__(self, hooks: FxImporterHooks):
+    def __init__(self, hooks: FxImporterHooks, root: str = ""):
         context = mlir_ir.Context()
         torch_dialect.register_dialect(context)
         super().__init__(context=context, hooks=hooks)
         self._cc = ModuleLocations(self._c, py_attr_tracker=self._py_attr_tracker)
+        self._cc.root = root
+        self.errors: list[str] = []
+        self._handler = context.attach_diagnostic_handler(self._keep)
+
+    def _keep(self, diagnostic) -> bool:
+        if diagnostic.severity == mlir_ir.DiagnosticSeverity.ERROR:
+            self.errors.append(f"{diagnostic.location}: error: {diagnostic.message}")
+        return True
 
 
 def _views_as_reshapes(program: torch.export.ExportedProgram) -> None:
@@ -189,13 +221,19 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     _drop_non_persistent_buffers(model)
     name = type(model).__name__
     weights = WeightsAside()
+    importer = LocatingFxImporter(weights, getattr(model, SOURCE_ROOT, ""))
     try:
         with torch.no_grad():
             program = torch.export.export(model, tuple(example_inputs), strict=False)
             _views_as_reshapes(program)
-            mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=LocatingFxImporter(weights))
+            mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer)
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
+        refused = _unlowered_op("\n".join(importer.errors))
+        if refused:
+            raise CompileError(f"cannot compile {refused} (torch export of {name})") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if importer.errors:  # MLIR's first complaint says more than torch-mlir's "failed with diagnostics:"
+            first = importer.errors[0].splitlines()[0]
         raise CompileError(f"torch export of {name} failed: {type(e).__name__}: {first}") from None
     source = f"{name}.stablehlo.mlir"
     text = mmodule.operation.get_asm(large_resource_limit=WeightsAside.INLINE_BYTES, enable_debug_info=True)
