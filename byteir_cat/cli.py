@@ -142,7 +142,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         try:
             from byteir_cat import profile_plots  # matplotlib: the optional `plots` extra
         except ImportError as e:
-            raise InputError(f"--plot needs matplotlib ({e.name} is missing): pip install 'byteir-cat[plots]'") from None
+            raise InputError(f"--plot needs matplotlib ({e.name} is missing): "
+                             "pip install 'byteir-cat[plots]'") from None
 
         for p, _ in plots:
             profile_plots.check_path(p)

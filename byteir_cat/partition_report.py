@@ -33,8 +33,9 @@ def to_json(part: Partition) -> dict[str, Any]:
     return {
         "subgraphs": [{
             "id": sg.id, "name": sg.name, "path": sg.path, "ops": sg.op_names, "summary": sg.summary,
-            "module": common_module(sg.loc.modules), "label": scope_label(sg.loc.modules), "modules": sg.loc.modules, "sources": sg.loc.sources,
-            "reason": sg.reason, "inputs": [str(v.type) for v in sg.inputs], "outputs": [str(v.type) for v in sg.outputs],
+            "module": common_module(sg.loc.modules), "label": scope_label(sg.loc.modules),
+            "modules": sg.loc.modules, "sources": sg.loc.sources, "reason": sg.reason,
+            "inputs": [str(v.type) for v in sg.inputs], "outputs": [str(v.type) for v in sg.outputs],
             "flops": sg.flops, "bytes": sg.bytes,
         } for sg in part.subgraphs],
         "totals": {

@@ -2,8 +2,8 @@
 
 Subgraphs of two compilations rarely share names (``fusion_12`` in one is ``fusion_14`` in the other), so rows
 are matched by where they are in the model and what they compute: first the same modules and the same ops,
-then the same modules and path (and, for profiles without locations, the same ops alone); repeats (the same kind in every layer) pair up in
-order. What is left is listed as only before or only after.
+then the same modules and path (and, for profiles without locations, the same ops alone); repeats (the same
+kind in every layer) pair up in order. What is left is listed as only before or only after.
 """
 
 from __future__ import annotations
@@ -102,8 +102,9 @@ class Comparison:
                  f"{d.ms_before:.3f}", f"{d.ms_after:.3f}", f"{d.delta_ms:+.3f}",
                  f"{100 * d.delta_ms / d.ms_before:+.1f}%" if d.before and d.after and d.ms_before > 0 else d.status]
                 for d in ranked[:shown]]
-        columns = (Column("subgraph (what, module)"), Column("before"), Column("after"), Column("ms before", right=True),
-                   Column("ms after", right=True), Column("delta ms", right=True), Column("change", right=True))
+        columns = (Column("subgraph (what, module)"), Column("before"), Column("after"),
+                   Column("ms before", right=True), Column("ms after", right=True), Column("delta ms", right=True),
+                   Column("change", right=True))
         print_table(f"profile comparison: {len(self.deltas)} subgraphs, the {min(shown, len(ranked))} largest "
                     "changes", columns, rows, fmt)
         t = self.to_json()

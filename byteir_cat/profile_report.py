@@ -22,7 +22,6 @@ from byteir_cat.core.source_loc import common_module, scope_label
 from byteir_cat.terminal import Column, print_table, report_console
 from runtime.cuda_timing import cuda_event_times
 
-
 # compute kind -> the partition's path, for plans written before computes carried it
 _KIND_PATH = {"cat": "cat", "host_code": "fusion", "ptx": "fusion", "interpret": "host", "alias": "host"}
 
