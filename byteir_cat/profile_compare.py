@@ -41,9 +41,13 @@ def _what(r: Row) -> str:
     return r.get("summary") or r.get("detail") or r.get("kind", "")
 
 
+def _modules(r: Row) -> tuple[str, ...]:
+    return tuple(sorted(r.get("modules") or ()))  # the order follows the ops, which a change may reorder
+
+
 _KEYS: tuple[Callable[[Row], tuple | None], ...] = (
-    lambda r: (tuple(r.get("modules") or ()), _what(r)),
-    lambda r: (tuple(r.get("modules") or ()), r.get("path") or r.get("kind")),
+    lambda r: (_modules(r), _what(r)),
+    lambda r: (_modules(r), r.get("path") or r.get("kind")),
     lambda r: None if r.get("modules") else ("", _what(r)),  # profiles written without source locations
 )
 
