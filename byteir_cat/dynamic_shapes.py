@@ -32,7 +32,7 @@ from byteir_cat.core.sym_shape import (
     evaluate_dims,
     fit_multilinear,
 )
-from mhlo_to_cat.cost import op_bytes, op_flops
+from mhlo_to_cat.cost import function_cost
 
 MAX_SYMBOLS = 3  # 2**3 grid samples + check points: each sample is one export and partition
 
@@ -223,10 +223,10 @@ class _Fitter:
     def costs(self, name: str, samples: list[Function]) -> None:
         """FLOPs and bytes of a subgraph as polynomials, where they are (a cost model's min() or a gather's table
         may not be): then the profile keeps the upper bound's."""
-        for key, count in (("flops", op_flops), ("bytes", op_bytes)):
+        for key in ("flops", "bytes"):
             try:
                 self.result.costs.setdefault(name, {})[key] = self.fit(
-                    [sum(count(o) for o in f.body.ops) for f in samples], f"@{name} {key}")
+                    [function_cost(f)[key] for f in samples], f"@{name} {key}")
             except CompileError:
                 continue
 

@@ -7,18 +7,21 @@ same on a headless GPU machine, in CI and on a laptop.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from byteir_cat.core.errors import InputError
+from byteir_cat.core.source_loc import scope_label
 from byteir_cat.partition_report import PATH_COLORS
 from byteir_cat.profile_report import ComputeProfile, ProfileReport
 
 FORMATS = (".png", ".svg", ".pdf")
 LABELLED = 8  # the costliest kinds of subgraph named on the roofline
-TIME_ROWS = 25  # subgraphs shown one by one in the time plot; the rest share a bar
+TIME_ROWS = 20  # kinds, and subgraphs, shown in the time plot
+_NUMBER_OFFSETS = ((6, 4), (6, -12), (-14, 4), (-14, -12))  # neighbours' numbers on the roofline do not overlap
 
 
 def check_path(path: Path) -> None:
@@ -61,8 +64,8 @@ def roofline_figure(report: ProfileReport) -> Figure:
                        edgecolors="black", linewidths=0.5, label=f"{path} subgraphs ({len(pts)})")
     key = []
     for i, c in enumerate(_costliest_kinds(shown, LABELLED), 1):
-        ax.annotate(str(i), (c.flops / c.bytes, c.flops_per_s / 1e9), xytext=(6, 4), textcoords="offset points",
-                    fontsize=9, fontweight="bold")
+        ax.annotate(str(i), (c.flops / c.bytes, c.flops_per_s / 1e9), xytext=_NUMBER_OFFSETS[i % 4],
+                    textcoords="offset points", fontsize=9, fontweight="bold")
         frac = report.roofline_fraction(c)
         key.append(f"{i}. {c.label}\n    {c.callee}: {1e3 * c.seconds:.3f} ms, {100 * report.share(c):.1f}% of the "
                    f"time" + (f", {100 * frac:.0f}% of its roof" if frac is not None else ""))
@@ -96,32 +99,54 @@ def _costliest_kinds(computes: list[ComputeProfile], n: int) -> list[ComputeProf
     return out
 
 
+def kind_of(c: ComputeProfile) -> str:
+    """What a subgraph computes and where, with layer numbers taken out (``model.h.*.mlp.{c_fc,act}``): the
+    same kind in every layer of a deep model is one kind."""
+    modules = list(dict.fromkeys(_LAYER_INDEX.sub(".*", m) for m in c.modules))
+    return f"{c.summary or c.detail} {scope_label(modules)}".strip()
+
+
+_LAYER_INDEX = re.compile(r"\.\d+(?=\.|$)")
+
+
 def time_figure(report: ProfileReport, rows: int = TIME_ROWS) -> Figure:
-    """Horizontal bars: the slowest subgraphs, each labelled by what it computes and its module, coloured by
-    path, with its share of the time; everything else in one last bar."""
+    """Two panels of horizontal bars coloured by path: the time of each kind of subgraph (summed over the
+    layers that repeat it), then the slowest subgraphs one by one, each labelled by what it computes and its
+    module."""
+    kinds: dict[str, list[ComputeProfile]] = {}
+    for c in report.computes:
+        kinds.setdefault(kind_of(c), []).append(c)
+    by_kind = sorted(kinds.items(), key=lambda kv: -sum(c.seconds for c in kv[1]))[:rows]
     ranked = sorted(report.computes, key=lambda c: -c.seconds)
     top, rest = ranked[:rows], ranked[rows:]
-    labels = [f"{c.label}  [{c.callee}]" for c in top]
-    values = [c.seconds * 1e3 for c in top]
-    colors = [PATH_COLORS.get(c.path, "#888888") for c in top]
-    shares = [report.share(c) for c in top]
+    fig = Figure(figsize=(11, 2.5 + 0.3 * (len(by_kind) + len(top))))
+    grid = fig.add_gridspec(2, 1, height_ratios=[max(len(by_kind), 1), max(len(top), 1)], hspace=0.25)
+    _bars(fig.add_subplot(grid[0]), report,
+          [(f"{kind}  x{len(cs)}" if len(cs) > 1 else kind, sum(c.seconds for c in cs), cs[0].path)
+           for kind, cs in by_kind],
+          f"time per kind of subgraph: median of {report.runs} runs, {report.total_seconds * 1e3:.2f} ms per run "
+          f"end to end ({report.peaks.where})")
+    note = ""
     if rest:
-        labels.append(f"{len(rest)} other subgraphs")
-        values.append(sum(c.seconds for c in rest) * 1e3)
-        colors.append("#DDDDDD")
-        shares.append(sum(report.share(c) for c in rest))
-    fig = Figure(figsize=(11, 1.2 + 0.32 * len(labels)))
-    ax = fig.add_subplot()
-    y = list(range(len(labels)))[::-1]
-    ax.barh(y, values, color=colors, edgecolor="black", linewidth=0.4)
-    ax.set_yticks(y, labels, fontsize=7)
-    for yi, v, s in zip(y, values, shares, strict=True):
-        ax.annotate(f"{v:.3f} ms  {100 * s:.1f}%", (v, yi), xytext=(4, 0), textcoords="offset points",
-                    va="center", fontsize=7)
-    ax.set_xlim(0, max(values, default=1) * 1.25)
-    ax.set_xlabel("median ms per run")
-    handles = [Patch(color=PATH_COLORS[p], label=p) for p in ("cat", "fusion", "host")]
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
-    ax.set_title(f"time per subgraph: median of {report.runs} runs, {report.total_seconds * 1e3:.2f} ms per run "
-                 f"end to end ({report.peaks.where})", fontsize=9)
+        note = (f"; {len(rest)} more take {sum(c.seconds for c in rest) * 1e3:.3f} ms "
+                f"({100 * sum(report.share(c) for c in rest):.1f}%)")
+    _bars(fig.add_subplot(grid[1]), report, [(f"{c.label}  [{c.callee}]", c.seconds, c.path) for c in top],
+          f"the {len(top)} slowest subgraphs{note}")
     return fig
+
+
+def _bars(ax, report: ProfileReport, rows: list[tuple[str, float, str]], title: str) -> None:
+    busy = sum(c.seconds for c in report.computes) or 1.0
+    y = list(range(len(rows)))[::-1]
+    values = [seconds * 1e3 for _, seconds, _ in rows]
+    ax.barh(y, values, color=[PATH_COLORS.get(path, "#888888") for _, _, path in rows], edgecolor="black",
+            linewidth=0.4)
+    ax.set_yticks(y, [label for label, _, _ in rows], fontsize=7)
+    for yi, (_, seconds, _) in zip(y, rows, strict=True):
+        ax.annotate(f"{seconds * 1e3:.3f} ms  {100 * seconds / busy:.1f}%", (seconds * 1e3, yi), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=7)
+    ax.set_xlim(0, max(values, default=1) * 1.3)
+    ax.set_xlabel("median ms per run")
+    ax.legend(handles=[Patch(color=PATH_COLORS[p], label=p) for p in ("cat", "fusion", "host")], loc="lower right",
+              fontsize=8)
+    ax.set_title(title, fontsize=9)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cat_dialect as cat
-from byteir_cat.core.ir import Op
+from byteir_cat.core.ir import Function, Op, Value
 from byteir_cat.semantics.op_traits import ELEMENTWISE
 
 
@@ -23,7 +24,27 @@ def op_flops(op: Op) -> int:
     return 0
 
 
-def op_bytes(op: Op) -> int:
-    """Operands read once and results written once (constants are free: they are weights or inlined)."""
-    read = sum(v.type.nbytes for v in op.operands if v.owner is None or v.owner.name != "stablehlo.constant")
-    return read + sum(r.type.nbytes for r in op.results)
+# ops that read only part of their first operand: as many bytes as they produce
+_PARTIAL_READS = frozenset({"stablehlo.gather", "stablehlo.slice", "stablehlo.dynamic_slice"})
+
+
+def moved_bytes(ops: Sequence[Op], inputs: Sequence[Value], outputs: Sequence[Value]) -> int:
+    """The least memory traffic of a subgraph run as one kernel: each input read once (weights included;
+    a table that is only gathered from or sliced, as far as it is read) and each output written once. What
+    stays inside the subgraph never reaches memory."""
+    partial: dict[Value, int] = {}
+    whole: set[Value] = set()
+    for op in ops:
+        for i, v in enumerate(op.operands):
+            if i == 0 and op.name in _PARTIAL_READS:
+                partial[v] = partial.get(v, 0) + op.result.type.nbytes
+            else:
+                whole.add(v)
+    read = sum(v.type.nbytes if v in whole or v not in partial else min(v.type.nbytes, partial[v]) for v in inputs)
+    return read + sum(v.type.nbytes for v in outputs)
+
+
+def function_cost(fn: Function) -> dict[str, int]:
+    """FLOPs and least bytes moved of an outlined subgraph, for the profile's rooflines."""
+    return {"flops": sum(op_flops(o) for o in fn.body.ops),
+            "bytes": moved_bytes(fn.body.ops, fn.body.args, fn.body.returns)}

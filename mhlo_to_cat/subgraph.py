@@ -10,7 +10,7 @@ import torch
 
 from byteir_cat.core.ir import Module, Op, Value
 from byteir_cat.core.source_loc import Loc, fuse_locs
-from mhlo_to_cat.cost import op_bytes, op_flops
+from mhlo_to_cat.cost import moved_bytes, op_flops
 
 PATHS = ("cat", "fusion", "host")
 UNSUPPORTED = "unsupported: "
@@ -34,7 +34,8 @@ class Subgraph:
 
     @property
     def bytes(self) -> int:
-        return sum(op_bytes(op) for op in self.ops)
+        """Least bytes moved, once outlined (``inputs``, ``outputs`` known)."""
+        return moved_bytes(self.ops, self.inputs, self.outputs)
 
     @property
     def op_names(self) -> list[str]:

@@ -190,6 +190,18 @@ print(",".join(map(str, load_causal_lm(sys.argv[1]).generate(ids, max_new_tokens
 """
 
 
+def test_steps_name_the_modules_of_the_users_model(compiled):
+    """The compiled step wraps the model; reports still name the model's own modules (``model.layers.0.mlp``)."""
+    model, lm = compiled["llama"]
+    for step in (lm.prefill_step, lm.decode_step):
+        located = [c for c in step.byre.computes if c.modules]
+        assert len(located) == len(step.byre.computes)
+        for c in located:
+            for m in c.modules:
+                model.get_submodule(m)
+        assert any(m.endswith("self_attn") for c in located if c.kind == "cat" for m in c.modules)
+
+
 def test_one_artifact_holds_both_steps_over_one_copy_of_the_weights(compiled):
     model, lm = compiled["llama"]
     artifact = lm.prefill_step.artifact

@@ -73,6 +73,13 @@ def test_piped_partition_keeps_one_line_per_subgraph(tmp_path):
     proc = _cli("partition", f"{tmp_path / 'models.py'}:gpt2")
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if re.match(r"\s*\d+\s+(cat|fusion|host)\s", line)]
-    listed = _cli("partition", f"{tmp_path / 'models.py'}:gpt2", "--json")
-    assert len(rows) == len(json.loads(listed.stdout)["subgraphs"]) > 5
+    listed = json.loads(_cli("partition", f"{tmp_path / 'models.py'}:gpt2", "--json").stdout)["subgraphs"]
+    assert len(rows) == len(listed) > 5
     assert max(len(line) for line in proc.stdout.splitlines()) > 80
+    assert all(sg["label"] in row for sg, row in zip(listed, rows, strict=True))  # each row names its module
+    md = _cli("partition", f"{tmp_path / 'models.py'}:gpt2", "--format", "markdown", "--mlir", str(tmp_path / "a.mlir"))
+    assert md.returncode == 0, md.stderr
+    table = [line for line in md.stdout.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| id | path | ops | module |") and len(table) == len(listed) + 2
+    annotated = (tmp_path / "a.mlir").read_text()
+    assert 'loc("model.h.0.mlp.c_fc"(' in annotated and "byteir_cat.modules" in annotated

@@ -58,10 +58,12 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 import cat_dialect as cat  # noqa: E402
 from byteir_cat import model_zoo  # noqa: E402
 from byteir_cat.causal_lm import META, load_causal_lm  # noqa: E402
+from byteir_cat.compiled_model import load as load_compiled  # noqa: E402
 from byteir_cat.core.byre_plan import ByreModule  # noqa: E402
 from byteir_cat.core.ir import Op, torch_dtype  # noqa: E402
 from byteir_cat.core.serialize import Reader  # noqa: E402
 from byteir_cat.gpu_kit import weights  # noqa: E402
+from byteir_cat.profile_report import profile  # noqa: E402
 from byteir_cat.semantics.interpreter import evaluate  # noqa: E402
 from runtime.artifact import MANIFEST, PLAN, WEIGHTS, read  # noqa: E402
 from runtime.cuda_timing import cuda_event_times  # noqa: E402
@@ -70,7 +72,7 @@ from runtime.tuner import cuda_event_timer, tune_artifact  # noqa: E402
 
 STEPS: dict[str, int] = {  # name -> time box in seconds, in the order they run
     "env": 30, "prepare": 120, "kernels": 75, "models": 90, "gemm_timing": 60, "attention_timing": 30,
-    "model_timing": 180, "decode_timing": 90, "tune": 90,
+    "model_timing": 180, "decode_timing": 90, "profile": 60, "tune": 90,
 }
 TOTAL_BUDGET = 540  # the whole run, on an H100 with nothing compiled there
 
@@ -540,9 +542,40 @@ def step_tune(work: Path, check: bool) -> dict[str, Any]:
     return {"tuning": rows, "models": models}
 
 
+def step_profile(work: Path, check: bool, out: Path) -> dict[str, Any]:
+    """``byteir-cat profile`` of each model artifact at its smallest shape: per-subgraph times on this GPU against
+    the roofs measured here, written to OUTDIR/profile/ as the profile's JSON, the roofline and the time plot."""
+    arts = [a for a in _model_dirs(work) if load_file(str(a / "io.safetensors"))["input_ids"].numel() <= 4096]
+    try:  # matplotlib: the GPU machine's image has it; without it the JSON still comes back
+        from byteir_cat import profile_plots
+    except ImportError:
+        profile_plots = None
+    if check:
+        raise NoDevice(f"{len(arts)} artifact(s) to profile; plots {'on' if profile_plots else 'off (no matplotlib)'}")
+    device = _device(check)
+    (out / "profile").mkdir(exist_ok=True)
+    rows = []
+    for art in arts:
+        ids = load_file(str(art / "io.safetensors"))["input_ids"].to(device)
+        report = profile(load_compiled(art, device="cuda"), [ids], runs=10)
+        (out / "profile" / f"{art.name}.json").write_text(json.dumps(report.to_json(), indent=1))
+        if profile_plots is not None:
+            profile_plots.save(profile_plots.roofline_figure(report), out / "profile" / f"{art.name}.roofline.png")
+            profile_plots.save(profile_plots.time_figure(report), out / "profile" / f"{art.name}.time.png")
+        top = sorted(report.computes, key=lambda c: -c.seconds)[:5]
+        rows.append({"artifact": art.name, "total_ms": round(report.total_seconds * 1e3, 3),
+                     "peak_tflops": round(report.peaks.flops_per_s / 1e12, 1),
+                     "peak_gbytes_per_s": round(report.peaks.bytes_per_s / 1e9, 1),
+                     "slowest": [{"label": c.label, "ms": round(c.seconds * 1e3, 4), "share": round(report.share(c), 4),
+                                  "roofline": report.roofline_fraction(c)} for c in top]})
+        torch.cuda.empty_cache()
+    return {"profiles": rows}
+
+
 STEP_FUNCTIONS = {"env": step_env, "prepare": step_prepare, "kernels": step_kernels, "models": step_models,
                   "gemm_timing": step_gemm_timing, "attention_timing": step_attention_timing,
-                  "model_timing": step_model_timing, "decode_timing": step_decode_timing, "tune": step_tune}
+                  "model_timing": step_model_timing, "decode_timing": step_decode_timing, "profile": step_profile,
+                  "tune": step_tune}
 
 
 def run_step(name: str, work: Path, out: Path, check: bool, deadline: float) -> int:
@@ -552,7 +585,8 @@ def run_step(name: str, work: Path, out: Path, check: bool, deadline: float) -> 
     code = 0
     try:
         fn = STEP_FUNCTIONS[name]
-        result = fn(work, check, deadline) if name in ("model_timing", "decode_timing") else fn(work, check)
+        extra = {"model_timing": (deadline,), "decode_timing": (deadline,), "profile": (out,)}.get(name, ())
+        result = fn(work, check, *extra)
         record.update(status="ok", result=result)
     except NoDevice as e:
         record.update(status="stopped before the device", detail=str(e))
@@ -619,6 +653,14 @@ def _summary(out: Path, statuses: dict[str, str], check: bool) -> str:
                          "error"],
                         [[r["artifact"], *(r.get(k, "-") for k in keys), r.get("error", "")]
                          for r in dec["causal_lms"]])
+    prof = _load(out, "profile")
+    if prof:
+        lines += _table("Where the time goes (profile/ARTIFACT.{json,roofline.png,time.png})",
+                        ["artifact", "ms", "peak TFLOP/s", "peak GB/s", "slowest subgraphs (ms, share, % roof)"],
+                        [[r["artifact"], r["total_ms"], r["peak_tflops"], r["peak_gbytes_per_s"],
+                          "; ".join(f"{s['label']} {s['ms']} ms {100 * s['share']:.0f}%"
+                                    + (f" {100 * s['roofline']:.0f}%" if s["roofline"] is not None else "")
+                                    for s in r["slowest"])] for r in prof["profiles"]])
     tune = _load(out, "tune")
     if tune:
         lines += _table("Tuning (byteir-cat tune on each model artifact)",

@@ -27,7 +27,7 @@ from byteir_cat.core.source_loc import fuse_locs
 from byteir_cat.core.sym_shape import SymbolicShapes, SymExpr, dim_from_json, dim_to_json
 from byteir_cat.lowering.memory_planner import Buffer, plan_memory
 from byteir_cat.semantics.op_traits import ELEMENTWISE
-from mhlo_to_cat.cost import op_bytes, op_flops
+from mhlo_to_cat.cost import function_cost
 from mhlo_to_cat.subgraph import op_summary
 
 # A single-output group of elementwise ops may write its result over a same-shaped operand that dies there.
@@ -102,7 +102,7 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
             if fn is None:
                 raise CompileError(f"main calls @{callee}, which the partition did not outline")
             computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors, cat_kernels or {}, shapes))
-            computes[-1].cost = _cost(fn)
+            computes[-1].cost = function_cost(fn)
             _describe(computes[-1], fn)
         elif op.name == "stablehlo.custom_call" and str(op.attrs.get("call_target_name", "")).startswith("check."):
             checks.append({"name": op.name, "attrs": {k: check_writer.attr(v) for k, v in op.attrs.items()},
@@ -150,11 +150,6 @@ def scratch_bytes(computes: list[Compute]) -> int:
         elif isinstance(c, PtxCompute):
             need.append(sum(align(max(n, 1), SCRATCH_ALIGN) for n in c.temp_bytes))
     return max(need)
-
-
-def _cost(fn: Function) -> dict[str, int]:
-    """FLOPs and minimum bytes moved of one subgraph, for the profile report's rooflines."""
-    return {"flops": sum(op_flops(o) for o in fn.body.ops), "bytes": sum(op_bytes(o) for o in fn.body.ops)}
 
 
 def _lookup(ids: dict[Value, int], v: Value, op: Op | None) -> int:
