@@ -84,6 +84,7 @@ def test_quick_kit_runs_to_the_device_without_nvcc(quick_kit, tmp_path):
     statuses = summary["statuses"]
     assert statuses["env"] == "ok" and statuses["prepare"] == "ok"
     assert all(s in ("ok", "stopped before the device") for s in statuses.values()), statuses
+    assert statuses["profile"] == "stopped before the device"  # on a GPU: OUTDIR/profile/*.{json,png}
     prepared = summary["prepare"]["result"]
     assert prepared["weights"][0]["file_bit_identical"] and prepared["libraries"] >= 3
     assert "nvcc called" not in proc.stderr
