@@ -26,17 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _time(fn, runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def bench(name: str, model: torch.nn.Module, inputs: tuple, runs: int, rounds: int, tmp: Path) -> dict:
     from byteir_cat.compiler import compile, load
+    from byteir_cat.profile_report import wall_times
 
     t0 = time.perf_counter()
     compiled_path = compile(model, inputs, out_dir=tmp / name).path
@@ -53,10 +45,10 @@ def bench(name: str, model: torch.nn.Module, inputs: tuple, runs: int, rounds: i
                "byteir-cat": lambda: ours.run(*inputs)}
         times: dict[str, list[float]] = defaultdict(list)
         for fn in fns.values():
-            _time(fn, 3)
+            wall_times(fn, 3)
         for _ in range(rounds):
             for k, fn in fns.items():
-                times[k] += _time(fn, runs)
+                times[k] += wall_times(fn, runs, warmup=0)
     ours.run(*inputs, profile=True)
     by_kind: dict[str, float] = defaultdict(float)
     for p in ours.session.last_profile:

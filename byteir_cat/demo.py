@@ -9,15 +9,11 @@ from pathlib import Path
 
 import torch
 
+from byteir_cat.profile_report import wall_times
+
 
 def _median_seconds(fn, runs: int = 30) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(wall_times(fn, runs))
 
 
 def main() -> None:

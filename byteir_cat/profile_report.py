@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,18 @@ class Peaks:
         return min(self.flops_per_s, flops / nbytes * self.bytes_per_s)
 
 
+def wall_times(fn: Callable[[], Any], runs: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``fn`` on the host clock, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def measure_peaks(repeats: int = 10, device: torch.device | None = None, dtype: torch.dtype = torch.float32
                   ) -> Peaks:
     """Best-of-N matmul throughput and copy bandwidth: fp32 on this host, or on a CUDA device in the model's
@@ -79,16 +92,7 @@ def measure_peaks(repeats: int = 10, device: torch.device | None = None, dtype: 
     src = torch.randn(16 * 1024 * 1024)
     dst = torch.empty_like(src)
 
-    def best_seconds(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    mm, cp = best_seconds(lambda: torch.mm(a, b)), best_seconds(lambda: dst.copy_(src))
+    mm, cp = min(wall_times(lambda: torch.mm(a, b), repeats)), min(wall_times(lambda: dst.copy_(src), repeats))
     return Peaks(2 * n ** 3 / mm, 2 * src.numel() * 4 / cp)
 
 
