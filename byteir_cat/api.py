@@ -9,7 +9,7 @@ import torch
 
 from byteir_cat.core.errors import CompileError, UnsupportedOpError
 from byteir_cat.core.ir import Module
-from byteir_cat.frontend import from_torch, load_mlir
+from byteir_cat.frontend import from_torch, load_mlir, load_onnx
 from byteir_cat.semantics.interpreter import unsupported_reason
 from mhlo_to_cat.partition import partition as make_partition
 from mhlo_to_cat.pipeline import run_pipeline
@@ -19,7 +19,7 @@ ModelLike = torch.nn.Module | str | Path | Module
 
 
 def to_stablehlo(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor] | None = None) -> Module:
-    """A torch model (with example inputs), a path to an .mlir file, MLIR text, or a graph-IR module."""
+    """A torch model (with example inputs), a path to an .mlir or .onnx file, MLIR text, or a graph-IR module."""
     if isinstance(model_or_mlir, Module):
         return model_or_mlir
     if isinstance(model_or_mlir, torch.nn.Module):
@@ -27,6 +27,8 @@ def to_stablehlo(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor
             raise CompileError(f"{type(model_or_mlir).__name__}: example_inputs are needed to export a torch model")
         return from_torch(model_or_mlir, example_inputs)
     if isinstance(model_or_mlir, (str, Path)):
+        if str(model_or_mlir).lower().endswith(".onnx"):
+            return load_onnx(model_or_mlir)
         return load_mlir(model_or_mlir)
     raise CompileError(f"cannot compile an object of type {type(model_or_mlir).__name__}")
 

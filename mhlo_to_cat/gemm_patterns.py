@@ -205,23 +205,30 @@ class TransposeIntoBmmOutput(Pattern):
 
 class BmmWithSharedWeightToGemm(Pattern):
     """bmm(A[B, M, K], broadcast(W[K, N] or W^T)) -> gemm(A, W): a Linear applied to a non-contiguous
-    activation is exported as a batched matmul against a weight broadcast over the batch."""
+    activation is exported as a batched matmul against a weight broadcast over the batch; and a batch of one
+    (ONNX's MatMul of [1, M, K] by a weight [1, K, N]) is a gemm too."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         decl = row_major_bmm(op)
         if decl is None:
             return False
-        bc = producer(op.operands[1], "stablehlo.broadcast_in_dim")
+        b = op.operands[1]
+        bc = producer(b, "stablehlo.broadcast_in_dim")
         r = op.result.type.rank
-        if bc is None or bc.operands[0].type.rank != 2 or bc.attrs["broadcast_dimensions"] != [r - 2, r - 1]:
+        pre: list[Op] = []
+        if bc is not None and bc.operands[0].type.rank == 2 and bc.attrs["broadcast_dimensions"] == [r - 2, r - 1]:
+            w = bc.operands[0]
+        elif all(d == 1 for d in b.type.shape[:-2]):
+            pre = [Op.create("stablehlo.reshape", [b], [b.type.with_shape(b.type.shape[-2:])], {}, op.loc)]
+            w = pre[0].result
+        else:
             return False
-        w = bc.operands[0]
         layout = "rrr" if decl.layout[1] == "r" else "rcr"
         t = producer(w, "stablehlo.transpose")
         if t is not None and t.attrs["permutation"] == [1, 0]:
             w, layout = t.operands[0], ("rcr" if layout == "rrr" else "rrr")
         new = cat.build(cat.Gemm(layout), [op.operands[0], w], op.loc)
-        rw.replace_op(op, [new], new.results)
+        rw.replace_op(op, [*pre, new], new.results)
         return True
 
 
