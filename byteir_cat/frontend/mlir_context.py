@@ -71,7 +71,41 @@ def run_opt(text: str, source: str, passes: tuple[str, ...] = NORMALIZATION_PASS
             raise CompileError(f"{source}:{m['line']}:{m['col']}: {m['msg'].strip()}")
         first = proc.stderr.strip().splitlines()[:1]
         raise CompileError(f"{source}: MLIR could not read the module: {first[0] if first else 'unknown error'}")
-    return proc.stdout.replace(src, source)
+    return properties_as_attributes(proc.stdout.replace(src, source))
+
+
+UNREGISTERED_HERE = ("chlo",)  # dialects torch-mlir-opt knows and the bindings' context does not
+_PROPERTIES = re.compile(r'"(?:' + "|".join(UNREGISTERED_HERE) + r')\.[\w.]+"\([^)]*\) <\{')
+
+
+def properties_as_attributes(text: str) -> str:
+    """An op's inherent attributes print as properties (``<{...}>``) in generic form; a context where its dialect
+    is not registered parses them but shows no attribute. For the dialects of ``UNREGISTERED_HERE`` they become
+    the op's attribute dictionary (chlo.broadcast_compare keeps its ``comparison_direction``)."""
+    out, pos = [], 0
+    for m in _PROPERTIES.finditer(text):
+        start = m.end() - 2  # at "<{"
+        depth, i = 0, start + 1
+        while i < len(text):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        if i + 1 >= len(text) or text[i + 1] != ">":
+            continue
+        body = text[start + 2:i]
+        rest = text[i + 2:]
+        if rest.startswith(" {"):  # an attribute dictionary follows: merge the properties into it
+            out.append(text[pos:start] + "{" + body + ", ")
+            pos = i + 4
+        else:
+            out.append(text[pos:start] + "{" + body + "}")
+            pos = i + 2
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def parse_generic(text: str, ctx=None, source: str = "<text>"):
