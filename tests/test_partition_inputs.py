@@ -203,3 +203,22 @@ def test_jax_style_einsum_attention_is_recognised():
     (want,) = evaluate(load_mlir(DATA / "jax_attention.mlir"), args)
     (got,) = evaluate(part.module, args)
     assert ((got - want).abs().max() / want.abs().max()) < 1e-4
+
+
+MHLO_SPLAT_SLICE = """
+func.func @main(%x: tensor<4x6xf32>) -> tensor<2x3xf32> {
+  %0 = "mhlo.slice"(%x) {start_indices = dense<1> : tensor<2xi64>, limit_indices = dense<[3, 6]> : tensor<2xi64>,
+                         strides = dense<[1, 2]> : tensor<2xi64>} : (tensor<4x6xf32>) -> tensor<2x3xf32>
+  %1 = "mhlo.exponential"(%0) : (tensor<2x3xf32>) -> tensor<2x3xf32>
+  return %1 : tensor<2x3xf32>
+}
+"""
+
+
+def test_mhlo_splat_index_attributes_are_written_out():
+    """ByteIR's MHLO writes a slice's start as ``dense<1> : tensor<2xi64>``: one value for every dimension."""
+    from byteir_cat.compiler import compile
+
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(3))
+    (got,) = compile(MHLO_SPLAT_SLICE).run(x)
+    assert torch.allclose(got, torch.exp(x[1:3, 1:6:2]))

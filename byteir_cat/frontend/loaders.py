@@ -30,7 +30,7 @@ _ARRAY_ATTRS = ("permutation", "broadcast_dimensions", "dimensions", "start_indi
                 "window_strides", "base_dilations", "window_dilations", "known_expanding_dimensions",
                 "known_nonexpanding_dimensions")
 _DENSE_I64 = re.compile(r"\b(?P<name>" + "|".join(_ARRAY_ATTRS)
-                        + r")\s*=\s*dense<\[?(?P<vals>[-\d,\s]*)\]?>\s*:\s*tensor<\d*xi64>")
+                        + r")\s*=\s*dense<(?P<list>\[?)(?P<vals>[-\d,\s]*)\]?>\s*:\s*tensor<(?P<n>\d*)xi64>")
 _UNKNOWN_OP = re.compile(r"(?:custom op|operation) '(?:stablehlo)\.([\w.]+)'")
 
 
@@ -45,9 +45,17 @@ def rename_mhlo(text: str) -> tuple[str, set[str]]:
     text = _MHLO_OP.sub(op, text)
     if renamed:
         text = _MHLO_ATTR.sub(r"#stablehlo\1", text)
-        text = _DENSE_I64.sub(lambda m: f"{m['name']} = array<i64" + (f": {m['vals']}>" if m["vals"].strip() else ">"),
-                              text)
+        text = _DENSE_I64.sub(_dense_as_array, text)
     return text, renamed
+
+
+def _dense_as_array(m: re.Match) -> str:
+    """``name = dense<[1, 2]> : tensor<2xi64>`` -> ``name = array<i64: 1, 2>``; a splat (``dense<0> :
+    tensor<3xi64>``) is written out, one value per element."""
+    vals = [v.strip() for v in m["vals"].split(",") if v.strip()]
+    if not m["list"] and len(vals) == 1 and m["n"]:
+        vals = vals * int(m["n"])
+    return f"{m['name']} = array<i64" + (f": {', '.join(vals)}>" if vals else ">")
 
 
 def load_mlir(path_or_text: str | Path, source: str | None = None) -> Module:
