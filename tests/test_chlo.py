@@ -141,3 +141,31 @@ def test_ops_without_decomposition_stay_on_the_host():
     x = _points(0.1, 20)
     (got,) = compile(text).run(x)
     assert torch.allclose(got.double(), torch.lgamma(x.double()), rtol=1e-5, atol=1e-6)
+
+
+JAX_RMSNORM = '''func.func @main(%x: tensor<8x64xf32>, %g: tensor<64xf32>) -> tensor<8x64xf32> {
+  %zero = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %n = stablehlo.constant dense<6.400000e+01> : tensor<8xf32>
+  %eps = stablehlo.constant dense<9.99999997E-7> : tensor<8x1xf32>
+  %0 = chlo.square %x : tensor<8x64xf32> -> tensor<8x64xf32>
+  %1 = stablehlo.reduce(%0 init: %zero) applies stablehlo.add across dimensions = [1] : (tensor<8x64xf32>, tensor<f32>) -> tensor<8xf32>
+  %2 = stablehlo.divide %1, %n : tensor<8xf32>
+  %3 = stablehlo.reshape %2 : (tensor<8xf32>) -> tensor<8x1xf32>
+  %4 = stablehlo.add %3, %eps : tensor<8x1xf32>
+  %5 = stablehlo.rsqrt %4 : tensor<8x1xf32>
+  %6 = "chlo.broadcast_multiply"(%x, %5) : (tensor<8x64xf32>, tensor<8x1xf32>) -> tensor<8x64xf32>
+  %7 = "chlo.broadcast_multiply"(%6, %g) : (tensor<8x64xf32>, tensor<64xf32>) -> tensor<8x64xf32>
+  return %7 : tensor<8x64xf32>
+}'''
+
+
+def test_jax_rmsnorm_with_square_variance_is_one_cat_op():
+    """Flax's RMSNorm: mean(square(x)), a broadcasting multiply by rsqrt and by the scale -> cat.rmsnorm."""
+    part = partition(JAX_RMSNORM)
+    assert [op.name for sg in part.subgraphs for op in sg.ops if op.name.startswith("cat.")] == ["cat.rmsnorm"]
+    assert {sg.path for sg in part.subgraphs} == {"cat"}, [(sg.path, sg.summary) for sg in part.subgraphs]
+    g = torch.Generator().manual_seed(4)
+    x, w = torch.randn(8, 64, generator=g), torch.randn(64, generator=g)
+    (got,) = compile(JAX_RMSNORM).run(x, w)
+    want = x.double() * torch.rsqrt((x.double() ** 2).mean(-1, keepdim=True) + 1e-6) * w.double()
+    assert float((got.double() - want).abs().max() / want.abs().max()) < 1e-5
