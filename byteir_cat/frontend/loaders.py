@@ -18,7 +18,7 @@ from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Module
 from byteir_cat.core.source_loc import ROOT_MODULE, parse_mlir_location
 from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
-from byteir_cat.frontend.mlir_context import parse_generic, run_opt
+from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
 
 # `= mhlo.add`, `"mhlo.add"(`, or an op at the start of a line (`mhlo.return`): op positions only, so
 # attribute names such as `mhlo.num_partitions` stay as they are.
@@ -188,9 +188,9 @@ def _unlowered_op(message: str) -> str | None:
 
 class LocatingFxImporter(FxImporter):
     """torch-mlir's FX importer with ``ModuleLocations``; the errors MLIR reports while lowering are kept in
-    ``errors`` (``LOC: error: MESSAGE``) instead of going to stderr, for the one-line refusal."""
+    ``log`` instead of going to stderr, for the one-line refusal."""
 
-    __slots__ = ("errors", "_handler")
+    __slots__ = ("log",)
 
     def __init__(self, hooks: FxImporterHooks, root: str = ""):
         context = mlir_ir.Context()
@@ -198,13 +198,7 @@ class LocatingFxImporter(FxImporter):
         super().__init__(context=context, hooks=hooks)
         self._cc = ModuleLocations(self._c, py_attr_tracker=self._py_attr_tracker)
         self._cc.root = root
-        self.errors: list[str] = []
-        self._handler = context.attach_diagnostic_handler(self._keep)
-
-    def _keep(self, diagnostic) -> bool:
-        if diagnostic.severity == mlir_ir.DiagnosticSeverity.ERROR:
-            self.errors.append(f"{diagnostic.location}: error: {diagnostic.message}")
-        return True
+        self.log = ErrorLog(context)
 
 
 def _views_as_reshapes(program: torch.export.ExportedProgram) -> None:
@@ -236,12 +230,12 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
             _views_as_reshapes(program)
             mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer)
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
-        refused = _unlowered_op("\n".join(importer.errors))
+        refused = _unlowered_op("\n".join(importer.log.errors))
         if refused:
             raise CompileError(f"cannot compile {refused} (torch export of {name})") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if importer.errors:  # MLIR's first complaint says more than torch-mlir's "failed with diagnostics:"
-            first = importer.errors[0].splitlines()[0]
+        if importer.log.errors:  # MLIR's first complaint says more than torch-mlir's "failed with diagnostics:"
+            first = importer.log.errors[0].splitlines()[0]
         raise CompileError(f"torch export of {name} failed: {type(e).__name__}: {first}") from None
     source = f"{name}.stablehlo.mlir"
     text = mmodule.operation.get_asm(large_resource_limit=WeightsAside.INLINE_BYTES, enable_debug_info=True)

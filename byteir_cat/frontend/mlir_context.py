@@ -34,6 +34,23 @@ NORMALIZATION_PASSES: tuple[str, ...] = (
 )
 
 
+class ErrorLog:
+    """The errors MLIR reports in one context (``LOC: error: MESSAGE``), kept instead of printed on stderr, so that
+    a frontend can turn the first into a one-line refusal."""
+
+    def __init__(self, context) -> None:
+        self.errors: list[str] = []
+        self._handler = context.attach_diagnostic_handler(self._keep)
+
+    def _keep(self, diagnostic) -> bool:
+        if diagnostic.severity == ir.DiagnosticSeverity.ERROR:
+            self.errors.append(f"{diagnostic.location}: error: {diagnostic.message}")
+        return True
+
+    def detach(self) -> None:
+        self._handler.detach()
+
+
 def make_context():
     """A context with StableHLO and the CAT dialect (IRDL, generated from its declarations) registered;
     other dialects (CHLO, check targets) are allowed unregistered."""

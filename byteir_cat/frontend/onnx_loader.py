@@ -23,7 +23,7 @@ from byteir_cat.core.ir import Module
 from byteir_cat.core.source_loc import ROOT_MODULE, Loc, SourcePoint, fuse_locs
 from byteir_cat.frontend.importer import import_module, read_resource_blobs, split_resources
 from byteir_cat.frontend.loaders import model_frame
-from byteir_cat.frontend.mlir_context import parse_generic, run_opt
+from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
 
 ONNX_TO_TORCH = "builtin.module(torch-onnx-to-torch-backend-pipeline)"
 _ILLEGAL = re.compile(r"^loc\(\"(?P<node>[^\"]*)\"[^\n]*?: error: failed to legalize operation 'torch\.operator'"
@@ -38,14 +38,7 @@ def load_onnx(path: str | Path) -> Module:
     _check_static_inputs(model, path)
     context = mlir_ir.Context()
     torch_dialect.register_dialect(context)
-    errors: list[str] = []
-
-    def keep(diagnostic) -> bool:
-        if diagnostic.severity == mlir_ir.DiagnosticSeverity.ERROR:
-            errors.append(f"{diagnostic.location}: error: {diagnostic.message}")
-        return True
-
-    handler = context.attach_diagnostic_handler(keep)
+    log = ErrorLog(context)
     try:
         info = onnx_importer.ModelInfo(model)
         mmodule = info.create_module(context=context).operation
@@ -54,9 +47,9 @@ def load_onnx(path: str | Path) -> Module:
         stablehlo = lower_mlir_module(False, OutputType.STABLEHLO, mmodule, BackendLoweringOptions())
         text = stablehlo.operation.get_asm(enable_debug_info=True, large_resource_limit=64)
     except Exception as e:  # the importer and the pass manager raise many kinds; the user needs one line
-        raise CompileError(_refusal(path, model, errors, e)) from None
+        raise CompileError(_refusal(path, model, log.errors, e)) from None
     finally:
-        handler.detach()
+        log.detach()
     body, resources = split_resources(text)
     module = import_module(parse_generic(run_opt(body, path.name), source=path.name), read_resource_blobs(resources),
                            str(path))
