@@ -28,16 +28,18 @@ def shape_summary(sg: Subgraph) -> str:
     return ", ".join(outs[:2]) + (", ..." if len(outs) > 2 else "")
 
 
+def _row(sg: Subgraph) -> dict[str, Any]:
+    loc = sg.loc
+    return {"id": sg.id, "name": sg.name, "path": sg.path, "ops": sg.op_names, "summary": sg.summary,
+            "module": common_module(loc.modules), "label": scope_label(loc.modules), "modules": loc.modules,
+            "sources": loc.sources, "reason": sg.reason, "inputs": [str(v.type) for v in sg.inputs],
+            "outputs": [str(v.type) for v in sg.outputs], "flops": sg.flops, "bytes": sg.bytes}
+
+
 def to_json(part: Partition) -> dict[str, Any]:
     total = part.total_flops
     return {
-        "subgraphs": [{
-            "id": sg.id, "name": sg.name, "path": sg.path, "ops": sg.op_names, "summary": sg.summary,
-            "module": common_module(sg.loc.modules), "label": scope_label(sg.loc.modules),
-            "modules": sg.loc.modules, "sources": sg.loc.sources, "reason": sg.reason,
-            "inputs": [str(v.type) for v in sg.inputs], "outputs": [str(v.type) for v in sg.outputs],
-            "flops": sg.flops, "bytes": sg.bytes,
-        } for sg in part.subgraphs],
+        "subgraphs": [_row(sg) for sg in part.subgraphs],
         "totals": {
             "subgraphs": len(part.subgraphs),
             "flops": total,

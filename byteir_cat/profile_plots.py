@@ -44,8 +44,9 @@ def roofline_figure(report: ProfileReport) -> Figure:
     number at their point and a line in the key beside the plot (labels at the points would overlap)."""
     peak, bw = report.peaks.flops_per_s / 1e9, report.peaks.bytes_per_s / 1e9
     ridge = peak / bw
-    shown = [c for c in report.computes if c.flops > 0 and c.bytes > 0 and c.seconds > 0]
-    hidden = [c for c in report.computes if c not in shown]
+    shown, hidden = [], []
+    for c in report.computes:
+        (shown if c.flops > 0 and c.bytes > 0 and c.seconds > 0 else hidden).append(c)
     fig = Figure(figsize=(14, 6.5))
     ax = fig.add_axes((0.06, 0.1, 0.56, 0.8))
     ax.set_xscale("log")
@@ -90,7 +91,7 @@ def _costliest_kinds(computes: list[ComputeProfile], n: int) -> list[ComputeProf
     seen: set[str] = set()
     out = []
     for c in sorted(computes, key=lambda c: -c.seconds):
-        key = c.summary or c.detail
+        key = c.what
         if key not in seen:
             seen.add(key)
             out.append(c)
@@ -103,7 +104,7 @@ def kind_of(c: ComputeProfile) -> str:
     """What a subgraph computes and where, with layer numbers taken out (``model.h.*.mlp.{c_fc,act}``): the
     same kind in every layer of a deep model is one kind."""
     modules = list(dict.fromkeys(_LAYER_INDEX.sub(".*", m) for m in c.modules))
-    return f"{c.summary or c.detail} {scope_label(modules)}".strip()
+    return f"{c.what} {scope_label(modules)}".strip()
 
 
 _LAYER_INDEX = re.compile(r"\.\d+(?=\.|$)")

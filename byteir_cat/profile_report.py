@@ -50,9 +50,14 @@ class ComputeProfile:
         return self.bytes / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def what(self) -> str:
+        """What it computes (plans written before computes carried a summary: the kernel's detail)."""
+        return self.summary or self.detail
+
+    @property
     def label(self) -> str:
         """What and where, for people: ``gemm_rrr_bias_fast_gelu h.4.mlp.{c_fc,act}``."""
-        return f"{self.summary or self.detail} {scope_label(self.modules)}".strip()
+        return f"{self.what} {scope_label(self.modules)}".strip()
 
 
 @dataclass
@@ -91,7 +96,6 @@ def measure_peaks(repeats: int = 10, device: torch.device | None = None, dtype: 
     a, b = torch.randn(n, n), torch.randn(n, n)
     src = torch.randn(16 * 1024 * 1024)
     dst = torch.empty_like(src)
-
     mm, cp = min(wall_times(lambda: torch.mm(a, b), repeats)), min(wall_times(lambda: dst.copy_(src), repeats))
     return Peaks(2 * n ** 3 / mm, 2 * src.numel() * 4 / cp)
 
@@ -182,7 +186,7 @@ class ProfileReport:
         rows = []
         for c in self.computes:
             frac = self.roofline_fraction(c)
-            rows.append([c.callee, c.path or c.kind, c.summary or c.detail, scope_label(c.modules),
+            rows.append([c.callee, c.path or c.kind, c.what, scope_label(c.modules),
                          f"{c.seconds * 1e3:.3f}", f"{100 * self.share(c):.1f}%",
                          f"{c.flops_per_s / 1e9:.2f}" if c.flops else "-", f"{c.bytes_per_s / 1e9:.2f}",
                          f"{100 * frac:.1f}%" if frac is not None else "-"])

@@ -45,6 +45,11 @@ class _Builder:
         self.ops.append(new)
         return new.result
 
+    def reshape(self, v: Value, shape: tuple[int, ...]) -> Value:
+        new = Op.create("stablehlo.reshape", [v], [TensorType(shape, v.type.dtype)], {}, self.loc)
+        self.ops.append(new)
+        return new.result
+
     def const(self, value: float, dtype: str) -> Value:
         t = torch.tensor(value, dtype=torch_dtype(dtype)).expand(self.shape)  # a splat: no storage per element
         new = Op.create("stablehlo.constant", [], [TensorType(self.shape, dtype)], {"value": t}, self.loc)
@@ -105,12 +110,15 @@ class ChloBroadcastBinaryToStablehlo(Pattern):
         if not op.name.startswith("chlo.broadcast_"):
             return False
         base = op.name.removeprefix("chlo.broadcast_")
+        direction = str(op.attrs.get("comparison_direction", "")).upper()
+        if base == "compare" and direction not in ("EQ", "NE", "LT", "LE", "GT", "GE"):
+            return False
         out = op.result.type
+        shape = out.shape
         b = _Builder(out, op.loc)
         operands = []
         dims = op.attrs.get("broadcast_dimensions")
         for v in op.operands:
-            shape = out.shape
             if v.type.shape == shape:
                 operands.append(v)
                 continue
@@ -123,24 +131,12 @@ class ChloBroadcastBinaryToStablehlo(Pattern):
             squeeze = [i for i, d in enumerate(mapping) if v.type.shape[i] == 1 and shape[d] != 1]
             if squeeze:  # a size-1 dimension broadcast to many: dropped first, then broadcast
                 kept = [i for i in range(v.type.rank) if i not in squeeze]
-                v = _reshape(b, v, tuple(v.type.shape[i] for i in kept))
+                v = b.reshape(v, tuple(v.type.shape[i] for i in kept))
                 mapping = [mapping[i] for i in kept]
-            bc = Op.create("stablehlo.broadcast_in_dim", [v], [TensorType(shape, v.type.dtype)],
-                           {"broadcast_dimensions": mapping}, op.loc)
-            b.ops.append(bc)
-            operands.append(bc.result)
+            operands.append(b.op("broadcast_in_dim", v, attrs={"broadcast_dimensions": mapping}))
         if base == "compare":
-            direction = str(op.attrs.get("comparison_direction", "")).upper()
-            if direction not in ("EQ", "NE", "LT", "LE", "GT", "GE"):
-                return False
             return _replace(rw, op, b, b.compare(operands[0], operands[1], direction))
         return _replace(rw, op, b, b.op(base, *operands, dtype=out.dtype))
-
-
-def _reshape(b: _Builder, v: Value, shape: tuple[int, ...]) -> Value:
-    new = Op.create("stablehlo.reshape", [v], [TensorType(shape, v.type.dtype)], {}, b.loc)
-    b.ops.append(new)
-    return new.result
 
 
 class ChloSquareToMultiply(Pattern):

@@ -16,7 +16,7 @@ from torch_mlir.extras.fx_importer import ContextCache, FxImporter, FxImporterHo
 
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Module
-from byteir_cat.core.source_loc import ROOT_MODULE, parse_mlir_location
+from byteir_cat.core.source_loc import ROOT_MODULE, Loc, parse_mlir_location
 from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
 
@@ -173,17 +173,17 @@ _ILLEGAL = re.compile(r"^(?P<loc>loc\(.*\)): error: failed to legalize operation
 _OPERATOR_NAME = re.compile(r'name = "(?P<name>[\w.]+)"')
 
 
-def _unlowered_op(message: str) -> str | None:
-    """torch-mlir's diagnostic for an op it cannot lower, as ``OP at MODULE (file:line): why`` (its location
-    is ours, ``ModuleLocations``'); None for any other failure."""
-    m = _ILLEGAL.search(message)
+def unlowered_op(errors: list[str]) -> tuple[str, Loc] | None:
+    """The first op torch-mlir could not lower (a ``torch.operator``'s own name, ``onnx.Hardmax``) and where it
+    is (for a torch model, a location of ``ModuleLocations``'; for ONNX, the node's name); None for any other
+    failure."""
+    m = _ILLEGAL.search("\n".join(errors))
     if m is None:
         return None
     op = m["op"]
     if op == "torch.operator" and (named := _OPERATOR_NAME.search(m["rest"])):
         op = named["name"]
-    where = parse_mlir_location(m["loc"])
-    return f"{op} at {where or 'an unknown place'}: torch-mlir has no StableHLO lowering for it"
+    return op, parse_mlir_location(m["loc"])
 
 
 class LocatingFxImporter(FxImporter):
@@ -230,9 +230,11 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
             _views_as_reshapes(program)
             mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer)
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
-        refused = _unlowered_op("\n".join(importer.log.errors))
+        refused = unlowered_op(importer.log.errors)
         if refused:
-            raise CompileError(f"cannot compile {refused} (torch export of {name})") from None
+            op, where = refused
+            raise CompileError(f"cannot compile {op} at {where or 'an unknown place'}: torch-mlir has no StableHLO "
+                               f"lowering for it (torch export of {name})") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if importer.log.errors:  # MLIR's first complaint says more than torch-mlir's "failed with diagnostics:"
             first = importer.log.errors[0].splitlines()[0]

@@ -114,8 +114,7 @@ def properties_as_attributes(text: str) -> str:
         if i + 1 >= len(text) or text[i + 1] != ">":
             continue
         body = text[start + 2:i]
-        rest = text[i + 2:]
-        if rest.startswith(" {"):  # an attribute dictionary follows: merge the properties into it
+        if text.startswith(" {", i + 2):  # an attribute dictionary follows: merge the properties into it
             out.append(text[pos:start] + "{" + body + ", ")
             pos = i + 4
         else:

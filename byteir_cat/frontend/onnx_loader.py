@@ -22,12 +22,10 @@ from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Module
 from byteir_cat.core.source_loc import ROOT_MODULE, Loc, SourcePoint, fuse_locs
 from byteir_cat.frontend.importer import import_module, read_resource_blobs, split_resources
-from byteir_cat.frontend.loaders import model_frame
+from byteir_cat.frontend.loaders import model_frame, unlowered_op
 from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
 
 ONNX_TO_TORCH = "builtin.module(torch-onnx-to-torch-backend-pipeline)"
-_ILLEGAL = re.compile(r"^loc\(\"(?P<node>[^\"]*)\"[^\n]*?: error: failed to legalize operation 'torch\.operator'"
-                      r"[^\n]*?name = \"onnx\.(?P<op>[\w.]+)\"", re.M)
 _NODE_LOC = re.compile(r'^loc\("(?P<node>[^"]*)"[^:]*\): error: (?P<msg>.*)$')
 
 
@@ -87,10 +85,10 @@ def _check_static_inputs(model: onnx.ModelProto, path: Path) -> None:
 
 def _refusal(path: Path, model: onnx.ModelProto, errors: list[str], e: Exception) -> str:
     """One line: the first ONNX node torch-mlir could not lower, with its op type, or MLIR's first error."""
-    m = _ILLEGAL.search("\n".join(errors))
-    if m:
-        return (f"cannot compile ONNX node '{m['node']}' (op type {m['op']}) in {path.name}: torch-mlir has no "
-                "lowering for it")
+    refused = unlowered_op(errors)
+    if refused and refused[0].startswith("onnx.") and refused[1].modules:
+        return (f"cannot compile ONNX node '{refused[1].modules[0]}' (op type {refused[0].removeprefix('onnx.')}) in "
+                f"{path.name}: torch-mlir has no lowering for it")
     if not errors:
         return f"{path}: torch-mlir could not import the ONNX graph: {type(e).__name__}: {_first_line(e)}"
     first = errors[0].splitlines()[0]

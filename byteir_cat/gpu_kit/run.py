@@ -545,7 +545,8 @@ def step_tune(work: Path, check: bool) -> dict[str, Any]:
 def step_profile(work: Path, check: bool, out: Path) -> dict[str, Any]:
     """``byteir-cat profile`` of each model artifact at its smallest shape: per-subgraph times on this GPU against
     the roofs measured here, written to OUTDIR/profile/ as the profile's JSON, the roofline and the time plot."""
-    arts = [a for a in _model_dirs(work) if load_file(str(a / "io.safetensors"))["input_ids"].numel() <= 4096]
+    inputs = {a: load_file(str(a / "io.safetensors"))["input_ids"] for a in _model_dirs(work)}
+    arts = [a for a, ids in inputs.items() if ids.numel() <= 4096]
     try:  # matplotlib: the GPU machine's image has it; without it the JSON still comes back
         from byteir_cat import profile_plots
     except ImportError:
@@ -556,7 +557,7 @@ def step_profile(work: Path, check: bool, out: Path) -> dict[str, Any]:
     (out / "profile").mkdir(exist_ok=True)
     rows = []
     for art in arts:
-        ids = load_file(str(art / "io.safetensors"))["input_ids"].to(device)
+        ids = inputs[art].to(device)
         report = profile(load_compiled(art, device="cuda"), [ids], runs=10)
         (out / "profile" / f"{art.name}.json").write_text(json.dumps(report.to_json(), indent=1))
         if profile_plots is not None:
