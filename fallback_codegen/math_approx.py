@@ -1,4 +1,5 @@
-"""Expand exp / tanh / logistic into StableHLO arithmetic before lowering, so fused loops vectorise.
+"""Expand exp / tanh / logistic / expm1 / log1p into StableHLO arithmetic before lowering, so fused loops
+vectorise and keep their precision.
 
 Left as ``math.exp`` / ``math.tanh``, these become scalar libm calls on the host (LLVM's loop vectoriser
 will not vectorise a loop around ``tanhf``) and libdevice calls on NVPTX (a second library to link). As
@@ -10,6 +11,10 @@ Coefficients were fitted for this project by weighted least squares on Chebyshev
 then rounded to f32:
 - exp(r) = 1 + r + r^2 q(r) on |r| <= ln2/2, after x = n ln2 + r (Cody-Waite two-part ln2): 1.2e-7 rel.
 - tanh(x) = x + x^3 p(x^2) on |x| < 0.625 (7.8e-8 rel); elsewhere 1 - 2 / (exp(2x) + 1).
+
+expm1 and log1p: MLIR lowers them as exp(x) - 1 and log(1 + x), which lose every digit near 0. Here they are
+Kahan's (u - 1) x / log(u) with u = exp(x), and Goldberg's log(u) x / (u - 1) with u = 1 + x: the rounding of u
+cancels between numerator and denominator.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ _ROUND_MAGIC_BITS = 0x4B400000
 _EXP_MIN, _EXP_MAX = -87.33654, 88.37626  # exp stays a normal, finite f32 in between
 _TANH_SMALL, _TANH_CLAMP = 0.625, 9.0
 
-EXPANDED_OPS = ("stablehlo.exponential", "stablehlo.tanh", "stablehlo.logistic")
+EXPANDED_OPS = {"stablehlo.exponential": "exp", "stablehlo.tanh": "tanh", "stablehlo.logistic": "logistic",
+                "stablehlo.exponential_minus_one": "expm1", "stablehlo.log_plus_one": "log1p"}
 
 
 class _Emitter:
@@ -95,10 +101,30 @@ class _Emitter:
         small = self.add(x, self.mul(self.mul(x, x2), self.horner(_TANH_P, x2)))
         e = self.exp(self.mul(self.clamp(x, -_TANH_CLAMP, _TANH_CLAMP), self.const(2.0)))
         large = self.sub(self.const(1.0), self.div(self.const(2.0), self.add(e, self.const(1.0))))
-        direction = self.ir.Attribute.parse("#stablehlo<comparison_direction LT>")
-        is_small = self.op("stablehlo.compare", [self.op("stablehlo.abs", [x]), self.const(_TANH_SMALL)], self.i1,
-                           {"comparison_direction": direction})
-        return self.op("stablehlo.select", [is_small, small, large], self.f32)
+        return self.select(self.compare(self.op("stablehlo.abs", [x]), self.const(_TANH_SMALL), "LT"), small, large)
+
+    def compare(self, a, b, direction: str):
+        attr = self.ir.Attribute.parse(f"#stablehlo<comparison_direction {direction}>")
+        return self.op("stablehlo.compare", [a, b], self.i1, {"comparison_direction": attr})
+
+    def select(self, pred, a, b):
+        return self.op("stablehlo.select", [pred, a, b], self.f32)
+
+    def expm1(self, x):
+        one = self.const(1.0)
+        u = self.exp(x)
+        um1 = self.sub(u, one)
+        kahan = self.div(self.mul(um1, x), self.op("stablehlo.log", [u]))
+        big = self.select(self.compare(um1, self.const(-1.0), "EQ"), um1, kahan)
+        big = self.select(self.compare(x, self.const(float("inf")), "EQ"), x, big)
+        return self.select(self.compare(u, one, "EQ"), x, big)
+
+    def log1p(self, x):
+        one = self.const(1.0)
+        u = self.add(one, x)
+        goldberg = self.div(self.mul(self.op("stablehlo.log", [u]), x), self.sub(u, one))
+        goldberg = self.select(self.compare(x, self.const(float("inf")), "EQ"), x, goldberg)
+        return self.select(self.compare(u, one, "EQ"), x, goldberg)
 
     def logistic(self, x):
         one = self.const(1.0)
@@ -106,7 +132,8 @@ class _Emitter:
 
 
 def expand_transcendentals(module) -> int:
-    """Rewrite every f32/f16/bf16 exp, tanh and logistic of ``module`` (StableHLO); returns how many."""
+    """Rewrite every f32/f16/bf16 exp, tanh, logistic, expm1 and log1p of ``module`` (StableHLO); returns how
+    many."""
     found = []
 
     def visit(op):
@@ -126,7 +153,7 @@ def expand_transcendentals(module) -> int:
             x = op.operands[0]
             if elem != "f32":
                 x = em.op("stablehlo.convert", [x], em.f32)
-            y = getattr(em, op.name.split(".", 1)[1].replace("exponential", "exp"))(x)
+            y = getattr(em, EXPANDED_OPS[op.name])(x)
             if elem != "f32":
                 y = em.op("stablehlo.convert", [y], result_type)
         op.results[0].replace_all_uses_with(y)

@@ -130,15 +130,26 @@ def _heads_like(q: Value, k: Value, rw: Rewriter, anchor: Op) -> Value:
     return r.result
 
 
+# A finite fill at or below this hides a score as -inf does: its softmax weight exp(fill - row max) is exactly 0
+# in f32 (below the smallest subnormal) unless a kept score in that row is itself below FILL_LIMIT + 104, and the
+# causal rows always keep their diagonal. -1e9 is the fill of hand-written JAX and TensorFlow attention.
+FILL_LIMIT = -1e9
+
+
+def _hides(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """-inf, a fill at or below FILL_LIMIT, or half the dtype's lowest value (Hugging Face's and Flax's masks
+    use the lowest value itself; in f16 it is the only large fill there is)."""
+    lowest = torch.finfo(dtype).min if dtype.is_floating_point else float("-inf")
+    return torch.isneginf(values) | (values <= max(lowest / 2, FILL_LIMIT))
+
+
 def _is_causal(mask: torch.Tensor) -> bool:
-    """0 on and below the diagonal, -inf (or the dtype's lowest value, which Hugging Face's eager masks
-    use) above it. Causal rows always keep their diagonal, so the two spellings give the same softmax."""
+    """0 on and below the diagonal, a hiding fill (``_hides``) above it. Causal rows always keep their diagonal,
+    so every such fill gives the same softmax."""
     sq, sk = mask.shape[-2:]
     future = torch.ones(sq, sk, dtype=torch.bool).triu(1)
     m = mask.to(torch.float32)
-    lowest = torch.finfo(mask.dtype).min if mask.dtype.is_floating_point else float("-inf")
-    blocked = torch.isneginf(m[..., future]) | (m[..., future] <= lowest / 2)
-    return bool(blocked.all()) and bool((m[..., ~future] == 0).all())
+    return bool(_hides(m[..., future], mask.dtype).all()) and bool((m[..., ~future] == 0).all())
 
 
 def _mask_source(v: Value, full_shape: tuple[int, ...]) -> Value:
@@ -174,6 +185,33 @@ class SinkScalarMultiplyBelowDataMovement(Pattern):
         return False
 
 
+class SoftmaxFirstInPvBmm(Pattern):
+    """transpose(bmm_rcr(V^T, P), p) with P a softmax -> transpose(bmm_rcr(P, V^T), p'): (P V)^T = V^T P^T is
+    how JAX lowers the einsum 'bhqk,bkhd->bqhd' (V first, the result [B, H, D, Q] transposed back); written
+    with P first, the P @ V bmm is the one attention recognition anchors on."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.transpose" or not rw.single_use(op.operands[0]):
+            return False
+        found = cat_producer(op.operands[0], cat.Bmm)
+        if not found or found[1].layout != "rcr" or found[1].add or found[1].permute:
+            return False
+        bop, decl = found
+        a, b = bop.operands
+        if not cat_producer(peel(b).base, cat.Softmax) or cat_producer(peel(a).base, cat.Softmax):
+            return False
+        rank = op.result.type.rank
+        swap = list(range(rank - 2)) + [rank - 1, rank - 2]
+        perm = [swap[d] for d in op.attrs["permutation"]]
+        new = cat.build(decl, [b, a], bop.loc)
+        if perm == list(range(rank)):
+            rw.replace_op(op, [new], new.results)
+            return True
+        t = Op.create("stablehlo.transpose", new.results, [op.result.type], {"permutation": perm}, op.loc)
+        rw.replace_op(op, [new, t], t.results)
+        return True
+
+
 class AttentionFromBmmSoftmaxBmm(Pattern):
     """Anchored on the P @ V bmm; rewrites the whole chain into cat.attention when every piece fits."""
 
@@ -193,8 +231,9 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
         if sel is not None:
             keep, fill = input_free_value(sel.operands[0], memo=self._masks), splat_value(sel.operands[2])
             cand = peel(sel.operands[1])
-            lowest = torch.finfo(torch_dtype(scores.type.dtype)).min
-            if keep is not None and fill is not None and fill <= lowest / 2 and cat_producer(cand.base, cat.Bmm):
+            dtype = torch_dtype(scores.type.dtype)
+            if (keep is not None and fill is not None and bool(_hides(torch.tensor(fill), dtype))
+                    and cat_producer(cand.base, cat.Bmm)):
                 zero = torch.zeros((), dtype=torch_dtype(scores.type.dtype))
                 return cand, None, torch.where(keep, zero, torch.tensor(float("-inf"), dtype=zero.dtype))
         return peel(scores), None, None

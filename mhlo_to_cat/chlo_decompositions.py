@@ -3,8 +3,11 @@
 Each pattern replaces one CHLO op by StableHLO ops computing the same function: broadcasting binary ops by
 explicit broadcasts; ``square``, ``tan``, ``is_inf`` and the hyperbolic and inverse trigonometric functions by
 their identities; ``erf`` and ``erfc`` by rational approximations accurate to a few ulp of f32 (half types are
-computed in f32; ``erfc``'s exponent in f64, where ``exp(-x*x)`` keeps its relative precision). What has no
-decomposition here (lgamma, digamma, erf_inv, top_k, next_after, f64 erf and erfc) keeps running on the host.
+computed in f32; ``erfc``'s exponent in f64, where ``exp(-x*x)`` keeps its relative precision); ``lgamma`` and
+``digamma`` in f64 (Lanczos' series, and the asymptotic series after six steps of the recurrence, both with the
+reflection formula below 1/2); ``erf_inv`` by Giles' single-precision polynomials; ``next_after`` on the bits;
+``top_k`` as a stable descending ``sort`` (total order: NaN first, ties by index) and a slice, which runs on the
+host (no device sort yet). f64 ``erf``, ``erfc`` and ``erf_inv`` have no decomposition here and stay on the host.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import math
 
 import torch
 
-from byteir_cat.core.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
+from byteir_cat.core.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
 from byteir_cat.core.source_loc import Loc
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter
 
@@ -27,6 +30,19 @@ _ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -
 _ERFC_R = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587,
            -0.82215223, 0.17087277)
 _HALF = ("f16", "bf16")
+# Lanczos' coefficients for g = 7, n = 9: Gamma(z + 1) = sqrt(2 pi) t^(z + 1/2) e^-t A(z), t = z + g + 1/2
+_LANCZOS_G = 7.0
+_LANCZOS = (0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
+            12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7)
+# digamma(w) - log(w) for large w: -1/(2w) - sum B_2k / (2k w^2k), the coefficients of w^-2, w^-4, ..., w^-14
+_DIGAMMA_ASYMPTOTIC = (-1 / 12, 1 / 120, -1 / 252, 1 / 240, -1 / 132, 691 / 32760, -1 / 12)
+_DIGAMMA_SHIFT = 6  # digamma(x) = digamma(x + 6) - sum 1 / (x + i): the series is used at 6.5 and above
+# Giles, "Approximating the erfinv function" (GPU Computing Gems, 2011): single precision, highest power first
+_ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
+                   -0.00417768164, 0.246640727, 1.50140941)
+_ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
+                0.00943887047, 1.00167406, 2.83297682)
+_BITS = {"f64": "i64", "f32": "i32", "f16": "i16", "bf16": "i16"}
 
 
 class _Builder:
@@ -64,26 +80,6 @@ class _Builder:
 
     def convert(self, v: Value, dtype: str) -> Value:
         return v if v.type.dtype == dtype else self.op("convert", v, dtype=dtype)
-
-    def log1p(self, x: Value) -> Value:
-        """log(1 + x) accurate near 0 from log alone (Goldberg): log(u) * x / (u - 1) with u = 1 + x rounded,
-        x itself where u is 1. The fused kernels' log_plus_one is log(1 + x), which is not."""
-        one = self.const(1.0, x.type.dtype)
-        u = self.op("add", one, x)
-        um1 = self.op("subtract", u, one)
-        ratio = self.op("divide", self.op("multiply", self.op("log", u), x), um1)
-        return self.op("select", self.compare(u, one, "EQ"), x, ratio)
-
-    def expm1(self, x: Value) -> Value:
-        """exp(x) - 1 accurate near 0 from exp and log (Kahan): (u - 1) * x / log(u) with u = exp(x), x where u is
-        1, -1 where u - 1 is."""
-        one = self.const(1.0, x.type.dtype)
-        u = self.op("exponential", x)
-        um1 = self.op("subtract", u, one)
-        ratio = self.op("divide", self.op("multiply", um1, x), self.op("log", u))
-        big = self.op("select", self.compare(um1, self.const(-1.0, x.type.dtype), "EQ"), um1, ratio)
-        return self.op("select", self.compare(u, one, "EQ"), x, self.op("select", self.compare(
-            u, self.const(float("inf"), x.type.dtype), "EQ"), u, big))
 
     def poly(self, x: Value, coeffs: tuple[float, ...]) -> Value:
         """coeffs[0] * x^n + ... + coeffs[n], by Horner's rule."""
@@ -186,7 +182,8 @@ class ChloTrigToStablehlo(Pattern):
         if kind == "tan":
             y = f("divide", f("sine", x), f("cosine", x))
         elif kind == "sinh":  # (e^x - e^-x) / 2 from expm1: exact near 0
-            y = f("multiply", f("subtract", b.expm1(x), b.expm1(f("negate", x))), c(0.5))
+            y = f("multiply", f("subtract", f("exponential_minus_one", x), f("exponential_minus_one", f("negate", x))),
+                  c(0.5))
         elif kind == "cosh":
             y = f("multiply", f("add", f("exponential", x), f("exponential", f("negate", x))), c(0.5))
         elif kind == "atan":
@@ -201,7 +198,7 @@ class ChloTrigToStablehlo(Pattern):
         elif kind == "asinh":  # sign(x) log1p(|x| + x^2 / (1 + sqrt(1 + x^2))), and log(2|x|) where x^2 overflows
             a = f("abs", x)
             a2 = f("multiply", a, a)
-            small = b.log1p(f("add", a, f("divide", a2, f("add", c(1.0), f("sqrt", f("add", c(1.0), a2))))))
+            small = f("log_plus_one", f("add", a, f("divide", a2, f("add", c(1.0), f("sqrt", f("add", c(1.0), a2))))))
             big = f("add", f("log", a), c(math.log(2.0)))
             limit = c(math.sqrt(torch.finfo(torch_dtype(wide)).max) / 2)
             y = f("multiply", f("sign", x), f("select", b.compare(a, limit, "LT"), small, big))
@@ -211,7 +208,7 @@ class ChloTrigToStablehlo(Pattern):
             limit = c(math.sqrt(torch.finfo(torch_dtype(wide)).max) / 2)
             y = f("select", b.compare(x, limit, "LT"), small, big)
         else:  # atanh: (log1p(x) - log1p(-x)) / 2
-            y = f("multiply", f("subtract", b.log1p(x), b.log1p(f("negate", x))), c(0.5))
+            y = f("multiply", f("subtract", f("log_plus_one", x), f("log_plus_one", f("negate", x))), c(0.5))
         return _replace(rw, op, b, b.convert(y, out.dtype))
 
 
@@ -246,7 +243,155 @@ class ChloErfcToExpRational(Pattern):
         return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
 
 
+def _reflection_split(b: _Builder, x: Value) -> tuple[Value, Value, Value]:
+    """(reflect, y, r) for the reflection formulas: reflect where x < 1/2, y = 1 - x there and x elsewhere, and
+    r = x - round(x), with which sin(pi x) and tan(pi x) keep their precision for any |x|."""
+    c = b.const(0.5, x.type.dtype)
+    reflect = b.compare(x, c, "LT")
+    y = b.op("select", reflect, b.op("subtract", b.const(1.0, x.type.dtype), x), x)
+    return reflect, y, b.op("subtract", x, b.op("round_nearest_even", x))
+
+
+class ChloLgammaToLanczos(Pattern):
+    """lgamma(x) -> Lanczos' series in f64 for x >= 1/2; below, log(pi / |sin(pi x)|) - lgamma(1 - x). +inf at the
+    poles (0 and the negative integers) and at +-inf."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "chlo.lgamma" or not _float_operand(op):
+            return False
+        b = _Builder(op.result.type, op.loc)
+        x = b.convert(op.operands[0], "f64")
+
+        def c(v: float) -> Value:
+            return b.const(v, "f64")
+
+        reflect, y, r = _reflection_split(b, x)
+        z = b.op("subtract", y, c(1.0))
+        a = c(_LANCZOS[0])
+        for i, coeff in enumerate(_LANCZOS[1:], start=1):
+            a = b.op("add", a, b.op("divide", c(coeff), b.op("add", z, c(float(i)))))
+        t = b.op("add", z, c(_LANCZOS_G + 0.5))
+        series = b.op("add", b.op("subtract", b.op("multiply", b.op("add", z, c(0.5)), b.op("log", t)), t),
+                      b.op("add", b.op("log", a), c(0.5 * math.log(2 * math.pi))))
+        sin = b.op("abs", b.op("sine", b.op("multiply", r, c(math.pi))))
+        reflected = b.op("subtract", b.op("subtract", c(math.log(math.pi)), b.op("log", sin)), series)
+        y = b.op("select", reflect, reflected, series)
+        inf = c(math.inf)
+        pole = b.op("and", b.compare(r, c(0.0), "EQ"), b.compare(x, c(0.0), "LE"))
+        y = b.op("select", b.op("or", pole, b.compare(b.op("abs", x), inf, "EQ")), inf, y)
+        return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
+
+
+class ChloDigammaToAsymptoticSeries(Pattern):
+    """digamma(x) -> in f64, for x >= 1/2: the asymptotic series at w = x + 6 less sum 1 / (x + i); below,
+    digamma(1 - x) - pi / tan(pi x). NaN at the poles (0 and the negative integers) and at -inf."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "chlo.digamma" or not _float_operand(op):
+            return False
+        b = _Builder(op.result.type, op.loc)
+        x = b.convert(op.operands[0], "f64")
+
+        def c(v: float) -> Value:
+            return b.const(v, "f64")
+
+        reflect, y, r = _reflection_split(b, x)
+        steps = b.op("divide", c(1.0), y)
+        for i in range(1, _DIGAMMA_SHIFT):
+            steps = b.op("add", steps, b.op("divide", c(1.0), b.op("add", y, c(float(i)))))
+        w = b.op("add", y, c(float(_DIGAMMA_SHIFT)))
+        inv2 = b.op("divide", c(1.0), b.op("multiply", w, w))
+        tail = b.op("multiply", b.poly(inv2, tuple(reversed(_DIGAMMA_ASYMPTOTIC))), inv2)
+        series = b.op("subtract", b.op("log", w), b.op("divide", c(0.5), w))
+        series = b.op("subtract", b.op("add", series, tail), steps)
+        cot = b.op("divide", c(math.pi), b.op("tan", b.op("multiply", r, c(math.pi))))
+        y = b.op("select", reflect, b.op("subtract", series, cot), series)
+        pole = b.op("and", b.compare(r, c(0.0), "EQ"), b.compare(x, c(0.0), "LE"))
+        y = b.op("select", b.op("or", pole, b.compare(x, c(-math.inf), "EQ")), c(math.nan), y)
+        return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
+
+
+class ChloErfInvToPolynomial(Pattern):
+    """erf_inv(x) -> x P(w) with w = -log((1 - x)(1 + x)): Giles' central polynomial in w - 5/2 for w < 5, the
+    tail polynomial in sqrt(w) - 3 beyond; +-inf at +-1. f32 (half types widened); f64 stays on the host."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "chlo.erf_inv" or not _float_operand(op, ("f32", "f16", "bf16")):
+            return False
+        b = _Builder(op.result.type, op.loc)
+        x = b.convert(op.operands[0], "f32")
+
+        def c(v: float) -> Value:
+            return b.const(v, "f32")
+
+        w = b.op("negate", b.op("log", b.op("multiply", b.op("subtract", c(1.0), x), b.op("add", c(1.0), x))))
+        central = b.poly(b.op("subtract", w, c(2.5)), _ERFINV_CENTRAL)
+        tail = b.poly(b.op("subtract", b.op("sqrt", w), c(3.0)), _ERFINV_TAIL)
+        y = b.op("multiply", b.op("select", b.compare(w, c(5.0), "LT"), central, tail), x)
+        y = b.op("select", b.compare(b.op("abs", x), c(1.0), "EQ"), b.op("multiply", x, c(math.inf)), y)
+        return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
+
+
+class ChloNextAfterOnBits(Pattern):
+    """next_after(x, y) -> the float next to x towards y: x's bits plus one when that moves away from zero, minus
+    one when towards it; y where x == y, the smallest subnormal of y's sign where x is 0, NaN where either is."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "chlo.next_after" or op.operands[0].type.dtype not in _BITS:
+            return False
+        x, y = op.operands
+        dtype = x.type.dtype
+        ity = _BITS[dtype]
+        b = _Builder(op.result.type, op.loc)
+        zero = b.const(0.0, dtype)
+        bits = b.op("bitcast_convert", x, dtype=ity)
+        away = b.op("not", b.op("xor", b.compare(x, y, "LT"), b.compare(x, zero, "GT")))
+        step = b.op("select", away, b.const(1, ity), b.const(-1, ity))
+        moved = b.op("bitcast_convert", b.op("add", bits, step), dtype=dtype)
+        tiny = b.op("bitcast_convert", b.const(1, ity), dtype=dtype)
+        from_zero = b.op("select", b.compare(y, zero, "GT"), tiny, b.op("negate", tiny))
+        out = b.op("select", b.compare(x, zero, "EQ"), from_zero, moved)
+        out = b.op("select", b.compare(x, y, "EQ"), y, out)
+        nan = b.op("or", b.compare(x, x, "NE"), b.compare(y, y, "NE"))
+        return _replace(rw, op, b, b.op("select", nan, b.op("add", x, y), out))
+
+
+class ChloTopKToSort(Pattern):
+    """top_k(x, k) -> slice(sort(x, iota) descending in total order along the last dim, stable): the k largest
+    values (NaN first, as JAX orders them) and their indices, lowest index first among equals."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "chlo.top_k" or len(op.results) != 2:
+            return False
+        x = op.operands[0]
+        values, indices = op.results
+        rank = x.type.rank
+        iota_op = Op.create("stablehlo.iota", [], [TensorType(x.type.shape, indices.type.dtype)],
+                            {"iota_dimension": rank - 1}, op.loc)
+        scalar = TensorType((), x.type.dtype)
+        index_scalar = TensorType((), indices.type.dtype)
+        args = [Value(t, None, i) for i, t in enumerate((scalar, scalar, index_scalar, index_scalar))]
+        if x.type.dtype in FLOAT_DTYPES:
+            kind = "TOTALORDER"
+        else:
+            kind = "UNSIGNED" if x.type.dtype.startswith("ui") else "SIGNED"
+        cmp = Op.create("stablehlo.compare", args[:2], [TensorType((), "i1")],
+                        {"comparison_direction": "GT", "compare_type": kind}, op.loc)
+        cmp.raw_attrs.update({"comparison_direction": "#stablehlo<comparison_direction GT>",
+                              "compare_type": f"#stablehlo<comparison_type {kind}>"})
+        sort = Op.create("stablehlo.sort", [x, iota_op.result], [x.type, iota_op.result.type],
+                         {"dimension": rank - 1, "is_stable": True}, op.loc, [Block(args, [cmp], [cmp.result])])
+        limit = list(values.type.shape)
+        slices = [Op.create("stablehlo.slice", [v], [t], {"start_indices": [0] * rank, "limit_indices": limit,
+                                                          "strides": [1] * rank}, op.loc)
+                  for v, t in zip(sort.results, (values.type, indices.type), strict=True)]
+        rw.replace_op(op, [iota_op, sort, *slices], [s.result for s in slices])
+        return True
+
+
 def chlo_decomposition_pass() -> PatternPass:
-    return PatternPass("chlo-to-stablehlo", [ChloBroadcastBinaryToStablehlo(), ChloSquareToMultiply(),
-                                             ChloIsInfToCompare(), ChloTrigToStablehlo(), ChloErfToRational(),
-                                             ChloErfcToExpRational()])
+    return PatternPass("chlo-to-stablehlo", [
+        ChloBroadcastBinaryToStablehlo(), ChloSquareToMultiply(), ChloIsInfToCompare(), ChloTrigToStablehlo(),
+        ChloErfToRational(), ChloErfcToExpRational(), ChloLgammaToLanczos(), ChloDigammaToAsymptoticSeries(),
+        ChloErfInvToPolynomial(), ChloNextAfterOnBits(), ChloTopKToSort(),
+    ])

@@ -3,6 +3,8 @@ folded in."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 import cat_dialect as cat
@@ -101,29 +103,43 @@ class BatchDimsFirst(Pattern):
 
 class MultiDimWeightToGemm(Pattern):
     """dot_general(A[..., K], W[K, d...]) (Flax DenseGeneral: per-head projection weights) ->
-    reshape(gemm_rrr(A, reshape(W -> [K, prod d]))), and W[d..., K] likewise as gemm_rcr."""
+    reshape(gemm_rrr(A, reshape(W -> [K, prod d]))), and W[d..., K] likewise as gemm_rcr. Several contracting
+    dims (DenseGeneral's output projection: A[B, S, H, D] x W[H, D, N]) are merged into one K when they are the
+    trailing dims of A and, in the same order, the leading (or trailing) dims of W."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "stablehlo.dot_general":
             return False
         d = dot_dims(op)
         lhs, w = op.operands
-        if d["lhs_batching_dimensions"] or w.type.rank <= 2 or lhs.type.rank < 2:
+        lc, rc = d["lhs_contracting_dimensions"], d["rhs_contracting_dimensions"]
+        nk = len(lc)
+        if d["lhs_batching_dimensions"] or not lc or (w.type.rank <= 2 and nk == 1):
             return False
-        if d["lhs_contracting_dimensions"] != [lhs.type.rank - 1] or len(d["rhs_contracting_dimensions"]) != 1:
+        if lc != list(range(lhs.type.rank - nk, lhs.type.rank)) or lhs.type.rank - nk < 1 or w.type.rank - nk < 1:
             return False
-        c = d["rhs_contracting_dimensions"][0]
-        if c not in (0, w.type.rank - 1) or lhs.type.dtype not in FLOAT_DTYPES:
+        if rc == list(range(nk)):
+            layout = "rrr"
+        elif rc == list(range(w.type.rank - nk, w.type.rank)):
+            layout = "rcr"
+        else:
             return False
-        if len({lhs.type.dtype, w.type.dtype, op.result.type.dtype}) != 1:
+        if lhs.type.dtype not in FLOAT_DTYPES or len({lhs.type.dtype, w.type.dtype, op.result.type.dtype}) != 1:
             return False
-        k = w.type.shape[c]
+        k = math.prod(lhs.type.shape[lhs.type.rank - nk:])
         n = w.type.numel // k if k else 0
-        flat = (k, n) if c == 0 else (n, k)
-        rw_op = Op.create("stablehlo.reshape", [w], [w.type.with_shape(flat)], {}, op.loc)
-        gemm = cat.build(cat.Gemm("rrr" if c == 0 else "rcr"), [lhs, rw_op.result], op.loc)
+        pre = []
+        if nk > 1:
+            pre.append(Op.create("stablehlo.reshape", [lhs], [lhs.type.with_shape(lhs.type.shape[:-nk] + (k,))], {},
+                                 op.loc))
+            lhs = pre[-1].result
+        flat = (k, n) if layout == "rrr" else (n, k)
+        if w.type.shape != flat:
+            pre.append(Op.create("stablehlo.reshape", [w], [w.type.with_shape(flat)], {}, op.loc))
+            w = pre[-1].result
+        gemm = cat.build(cat.Gemm(layout), [lhs, w], op.loc)
         out = Op.create("stablehlo.reshape", gemm.results, [op.result.type], {}, op.loc)
-        rw.replace_op(op, [rw_op, gemm, out], out.results)
+        rw.replace_op(op, [*pre, gemm, out], out.results)
         return True
 
 
@@ -270,6 +286,37 @@ def _bias_vector(v: Value, n: int, rank: int) -> Value | None:
     if r is not None and v.type.shape == (1,) * (rank - 1) + (n,) and r.operands[0].type.shape == (n,):
         return r.operands[0]
     return None
+
+
+class BiasAddBeforeHeadSplit(Pattern):
+    """reshape(gemm -> [..., H, D]) + broadcast(bias[H, D]) -> reshape(gemm + broadcast(bias -> [H * D])): Flax's
+    DenseGeneral adds a per-head bias after splitting the heads; added before the split, it is a gemm bias."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.add":
+            return False
+        for split_v, other in (op.operands, op.operands[::-1]):
+            split = producer(split_v, "stablehlo.reshape")
+            bc = producer(other, "stablehlo.broadcast_in_dim")
+            if split is None or bc is None or not rw.single_use(split_v):
+                continue
+            g = split.operands[0]
+            if not cat_producer(g, cat.Gemm) or not rw.single_use(g):
+                continue
+            lead, shape = g.type.rank - 1, split_v.type.shape
+            if shape[:lead] != g.type.shape[:lead] or bc.operands[0].type.shape != shape[lead:]:
+                continue
+            if bc.attrs["broadcast_dimensions"] != list(range(lead, len(shape))) or len(shape) - lead < 2:
+                continue
+            bias = bc.operands[0]
+            flat = Op.create("stablehlo.reshape", [bias], [bias.type.with_shape((g.type.shape[-1],))], {}, op.loc)
+            wide = Op.create("stablehlo.broadcast_in_dim", flat.results, [g.type], {"broadcast_dimensions": [lead]},
+                             op.loc)
+            add = Op.create("stablehlo.add", [g, wide.result], [g.type], {}, op.loc)
+            out = Op.create("stablehlo.reshape", add.results, [op.result.type], {}, split.loc)
+            rw.replace_op(op, [flat, wide, add, out], out.results)
+            return True
+        return False
 
 
 class GemmBiasFusion(Pattern):

@@ -126,6 +126,46 @@ class ComposeReshapes(Pattern):
         return True
 
 
+def _unit_dim_positions(src: tuple[int, ...], dst: tuple[int, ...]) -> list[int] | None:
+    """Where each dim of ``src`` lands in ``dst`` when a reshape only inserts unit dims; None otherwise."""
+    pos, j = [], 0
+    for n in src:
+        while j < len(dst) and dst[j] != n:
+            if dst[j] != 1:
+                return None
+            j += 1
+        if j == len(dst):
+            return None
+        pos.append(j)
+        j += 1
+    return pos if all(n == 1 for n in dst[j:]) else None
+
+
+class ComposeBroadcasts(Pattern):
+    """broadcast_in_dim(broadcast_in_dim(x)) and broadcast_in_dim(reshape(x)) where the reshape only adds unit
+    dims -> one broadcast_in_dim of x. JAX broadcasts a bias [N] to [B, S, N] in two steps ([N] -> [1, 1, N] ->
+    [B, S, N]); a bias or an affine scale is recognised from the single broadcast."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.broadcast_in_dim":
+            return False
+        inner = op.operands[0].owner
+        dims = op.attrs["broadcast_dimensions"]
+        if inner is not None and inner.name == "stablehlo.broadcast_in_dim":
+            composed = [dims[d] for d in inner.attrs["broadcast_dimensions"]]
+        elif inner is not None and inner.name == "stablehlo.reshape":
+            pos = _unit_dim_positions(inner.operands[0].type.shape, inner.result.type.shape)
+            if pos is None:
+                return False
+            composed = [dims[p] for p in pos]
+        else:
+            return False
+        new = Op.create("stablehlo.broadcast_in_dim", [inner.operands[0]], [op.result.type],
+                        {"broadcast_dimensions": composed}, op.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
 class RemoveMultiplyByOne(Pattern):
     """x * 1 -> x and x + 0 -> x (GPT-2's Conv1D carries addmm's alpha and beta as multiplies by 1).
 
@@ -170,6 +210,7 @@ class FoldConstants(Pass):
             RemoveIdentityTranspose(),
             ComposeTransposes(),
             ComposeReshapes(),
+            ComposeBroadcasts(),
             RemoveMultiplyByOne(),
         ]).run(fn)
 

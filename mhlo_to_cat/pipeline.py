@@ -9,10 +9,12 @@ from mhlo_to_cat.attention_patterns import (
     AttentionFromBmmSoftmaxBmm,
     PermuteIntoAttention,
     SinkScalarMultiplyBelowDataMovement,
+    SoftmaxFirstInPvBmm,
 )
 from mhlo_to_cat.conv_patterns import PatchifyConvolutionToGemm
 from mhlo_to_cat.gemm_patterns import (
     BatchDimsFirst,
+    BiasAddBeforeHeadSplit,
     BmmWithSharedWeightToGemm,
     DotGeneralToBmm,
     DotGeneralToGemm,
@@ -49,11 +51,12 @@ def recognition_passes() -> list[Pass]:
         PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), MultiDimWeightToGemm(), DotGeneralToBmm(),
                                                     TransposeIntoBmmOutput(), BmmWithSharedWeightToGemm(),
                                                     ReshapeIntoGemm(), PatchifyConvolutionToGemm()]),
-        PatternPass("gemm-bias-fusion-and-narrowing", [GemmBiasFusion(), NarrowUpcastGemm()]),
+        PatternPass("gemm-bias-fusion-and-narrowing", [BiasAddBeforeHeadSplit(), GemmBiasFusion(), NarrowUpcastGemm()]),
         PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
         PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
         PatternPass("norm-affine-fusion", [NormAffineFusion()]),
         PatternPass("sink-scalar-multiplies", [SinkScalarMultiplyBelowDataMovement()]),
+        PatternPass("softmax-first-in-pv-bmm", [SoftmaxFirstInPvBmm()]),
         PatternPass("attention-recognition", [AttentionFromBmmSoftmaxBmm()]),
         PatternPass("attention-precision", [NarrowUpcastAttention(), SinkConvertBelowDataMovement(),
                                             FoldConvertRoundTrip()]),

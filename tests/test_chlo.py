@@ -135,12 +135,91 @@ def test_jax_exact_gelu_through_erfc_is_a_gemm_epilogue():
 
 
 def test_ops_without_decomposition_stay_on_the_host():
-    text = _unary("lgamma")
+    text = _unary("erf", "f64")
     paths = [sg.path for sg in partition(text).subgraphs]
     assert paths == ["host"]
-    x = _points(0.1, 20)
+    x = _points(-5, 5).double()
     (got,) = compile(text).run(x)
-    assert torch.allclose(got.double(), torch.lgamma(x.double()), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(got, torch.erf(x), rtol=1e-12, atol=0)
+
+
+def _away_from_poles(x: torch.Tensor) -> torch.Tensor:
+    """x moved off 0 and the negative integers, where lgamma and digamma have their poles."""
+    near = (x <= 0) & ((x - x.round()).abs() < 1e-3)
+    return torch.where(near, x + 0.25, x)
+
+
+@pytest.mark.parametrize("name,fn,lo,hi", [("lgamma", torch.lgamma, -30, 40), ("digamma", torch.digamma, -30, 40),
+                                           ("lgamma", torch.lgamma, 1e-6, 1e30), ("digamma", torch.digamma, 1e-6, 1e6)])
+def test_gamma_functions_decompose_and_match(name, fn, lo, hi):
+    """Both sides of the reflection, the roots (lgamma at 1 and 2, digamma at 1.4616...) and large arguments:
+    within a few f32 ulp of the f64 value (an absolute floor of 1e-7 where the function crosses 0)."""
+    text = _unary(name)
+    _on_device_path(text)
+    x = _away_from_poles(_points(lo, hi))
+    x.view(-1)[:4] = torch.tensor([1.0, 2.0, 1.4616321, 0.5])
+    (got,) = compile(text).run(x)
+    want = fn(x.double())
+    err = (got.double() - want).abs() / want.abs().clamp_min(1e-7)
+    assert float(err.max()) < 4e-6, (name, float(err.max()), x.reshape(-1)[err.reshape(-1).argmax()])
+
+
+def test_gamma_functions_at_poles_and_infinities():
+    x = torch.tensor([0.0, -0.0, -1.0, -7.0, math.inf, -math.inf, math.nan, 3.0] * 4).reshape(4, 8)
+    (lg,) = compile(_unary("lgamma", shape="4x8")).run(x)
+    (dg,) = compile(_unary("digamma", shape="4x8")).run(x)
+    inf = math.inf
+    assert torch.isinf(lg[0, :6]).all() and (lg[0, :6] > 0).all() and torch.isnan(lg[0, 6])
+    assert abs(float(lg[0, 7]) - math.log(2.0)) < 1e-7
+    assert torch.isnan(dg[0, [0, 1, 2, 3, 5, 6]]).all() and dg[0, 4] == inf
+    assert abs(float(dg[0, 7]) - (1.5 - 0.5772156649015329)) < 1e-6
+
+
+def test_erf_inv_decomposes_and_matches():
+    text = _unary("erf_inv")
+    _on_device_path(text)
+    x = _points(-0.999999, 0.999999)
+    x.view(-1)[:5] = torch.tensor([1.0, -1.0, 1.5, 0.0, -0.0])
+    (got,) = compile(text).run(x)
+    want = torch.erfinv(x.double())
+    assert torch.equal(got[0, :5].isinf(), torch.tensor([True, True, False, False, False]))
+    assert torch.isnan(got[0, 2]) and got[0, 0] > 0 > got[0, 1]
+    rel = (got.double() - want).abs()[..., 5:] / want.abs()[..., 5:].clamp_min(1e-30)
+    assert float(rel.max()) < 4e-6, float(rel.max())
+
+
+def test_next_after_matches_torch_on_every_edge():
+    text = """func.func @main(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %0 = chlo.next_after %x, %y : tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x8xf32>
+  return %0 : tensor<4x8xf32>
+}"""
+    _on_device_path(text)
+    big, tiny, inf, nan = torch.finfo(torch.float32).max, 1.4e-45, math.inf, math.nan
+    x = torch.tensor([0.0, 0.0, -0.0, 1.0, 1.0, nan, 1.0, inf, big, tiny, -tiny, -1.5, -1.5, 3.0, -inf, 2.0])
+    y = torch.tensor([1.0, -1.0, -1.0, 2.0, 1.0, 1.0, nan, 0.0, inf, 0.0, 0.0, -2.0, 0.0, -5.0, 0.0, 2.0])
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.cat([x, torch.randn(16, generator=g)]), torch.cat([y, torch.randn(16, generator=g)])
+    (got,) = compile(text).run(x.reshape(4, 8), y.reshape(4, 8))
+    want = torch.nextafter(x, y).reshape(4, 8)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())
+
+
+def test_top_k_is_a_stable_descending_sort():
+    """Ties keep the lower index first; NaN sorts above +inf (total order), as JAX's top_k does."""
+    text = """func.func @main(%x: tensor<6x40xf32>) -> (tensor<6x5xf32>, tensor<6x5xi32>) {
+  %values, %indices = chlo.top_k(%x, k = 5) : tensor<6x40xf32> -> (tensor<6x5xf32>, tensor<6x5xi32>)
+  return %values, %indices : tensor<6x5xf32>, tensor<6x5xi32>
+}"""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 40, generator=g)
+    x[1, [3, 17, 30]] = 9.0
+    x[2, 11] = math.nan
+    x[2, 12] = math.inf
+    values, indices = compile(text).run(x)
+    want_v, want_i = torch.topk(x[[0, 3, 4, 5]], 5, dim=-1)
+    assert torch.equal(values[[0, 3, 4, 5]], want_v) and torch.equal(indices[[0, 3, 4, 5]].long(), want_i)
+    assert indices[1, :3].tolist() == [3, 17, 30] and indices[2, :2].tolist() == [11, 12]
+    assert values[2, 0].isnan() and values[2, 1] == math.inf
 
 
 JAX_RMSNORM = '''func.func @main(%x: tensor<8x64xf32>, %g: tensor<64xf32>) -> tensor<8x64xf32> {

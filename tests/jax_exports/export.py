@@ -1,0 +1,205 @@
+"""Make the JAX exports that tests/test_jax_exports.py compiles: StableHLO text as `jax.jit(...).lower()` prints
+it (CHLO ops, private helper functions, source locations), with random inputs and JAX's own outputs beside it.
+
+JAX is not a dependency of byteir-cat and is not installed in CI, so the exports are committed. Remake them with
+`make jax-exports` (a separate virtual environment with jax, jaxlib and flax at the versions in JAX_PINS).
+
+Each program NAME gives NAME.mlir and NAME.npz (arrays in0..inN, then out0..outM, all f32 unless noted).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+B, S, D, H = 2, 32, 128, 4
+HD = D // H
+FFN = 4 * D
+
+
+def _init(key: jax.Array, *shape: int, scale: float | None = None) -> jax.Array:
+    scale = scale if scale is not None else shape[0] ** -0.5
+    return jax.random.normal(key, shape, jnp.float32) * scale
+
+
+def _keys(seed: int, n: int) -> list[jax.Array]:
+    return list(jax.random.split(jax.random.PRNGKey(seed), n))
+
+
+# --- A GPT-2 style block written with jax.numpy: fused QKV, q @ swapaxes(k), an iota causal mask filled with
+# -1e9 by jnp.where, tanh GELU; LayerNorm and softmax called through jitted helpers (private func.call).
+
+@jax.jit
+def layer_norm(x: jax.Array, g: jax.Array, b: jax.Array) -> jax.Array:
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + 1e-5) * g + b
+
+
+@jax.jit
+def causal_softmax(scores: jax.Array) -> jax.Array:
+    sq, sk = scores.shape[-2:]
+    keep = jax.lax.broadcasted_iota(jnp.int32, (sq, sk), 0) >= jax.lax.broadcasted_iota(jnp.int32, (sq, sk), 1)
+    return jax.nn.softmax(jnp.where(keep, scores, -1e9), axis=-1)
+
+
+def gpt_block(x, ln1_g, ln1_b, w_qkv, b_qkv, w_o, b_o, ln2_g, ln2_b, w_fc, b_fc, w_proj, b_proj):
+    h = layer_norm(x, ln1_g, ln1_b)
+    q, k, v = jnp.split(h @ w_qkv + b_qkv, 3, axis=-1)
+    q, k, v = (t.reshape(B, S, H, HD).transpose(0, 2, 1, 3) for t in (q, k, v))
+    p = causal_softmax(q @ jnp.swapaxes(k, -1, -2) / np.sqrt(HD).astype(np.float32))
+    a = (p @ v).transpose(0, 2, 1, 3).reshape(B, S, D)
+    x = x + a @ w_o + b_o
+    h = layer_norm(x, ln2_g, ln2_b)
+    return x + jax.nn.gelu(h @ w_fc + b_fc, approximate=True) @ w_proj + b_proj
+
+
+def gpt_block_args() -> list[jax.Array]:
+    k = _keys(0, 12)
+    return [jax.random.normal(k[0], (B, S, D)),
+            1 + 0.1 * jax.random.normal(k[1], (D,)), 0.1 * jax.random.normal(k[2], (D,)),
+            _init(k[3], D, 3 * D), 0.1 * jax.random.normal(k[4], (3 * D,)),
+            _init(k[5], D, D), 0.1 * jax.random.normal(k[6], (D,)),
+            1 + 0.1 * jax.random.normal(k[7], (D,)), 0.1 * jax.random.normal(k[8], (D,)),
+            _init(k[9], D, FFN), 0.1 * jax.random.normal(k[10], (FFN,)),
+            _init(k[11], FFN, D), jnp.linspace(-0.1, 0.1, D)]
+
+
+# --- A Llama style block: RMSNorm through jnp.square, rotary embeddings, grouped-query attention written as
+# einsums with the heads in the middle ('bqhd,bkhd->bhqk'), a -inf causal mask, SwiGLU.
+
+KV_HEADS = 2
+
+
+def rms_norm(x: jax.Array, g: jax.Array) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + 1e-6) * g
+
+
+def rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+def llama_block(x, cos, sin, g_attn, wq, wk, wv, wo, g_mlp, w_gate, w_up, w_down):
+    h = rms_norm(x, g_attn)
+    q = rotary((h @ wq).reshape(B, S, H, HD), cos, sin)
+    k = rotary((h @ wk).reshape(B, S, KV_HEADS, HD), cos, sin)
+    v = (h @ wv).reshape(B, S, KV_HEADS, HD)
+    k, v = (jnp.repeat(t, H // KV_HEADS, axis=2) for t in (k, v))
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) * HD ** -0.5
+    mask = jnp.tril(jnp.ones((S, S), bool))
+    p = jax.nn.softmax(jnp.where(mask, s, -jnp.inf), axis=-1)
+    a = jnp.einsum("bhqk,bkhd->bqhd", p, v).reshape(B, S, D)
+    x = x + a @ wo
+    h = rms_norm(x, g_mlp)
+    return x + (jax.nn.silu(h @ w_gate) * (h @ w_up)) @ w_down
+
+
+def llama_block_args() -> list[jax.Array]:
+    k = _keys(1, 10)
+    inv = 1.0 / (10000 ** (np.arange(0, HD, 2) / HD))
+    ang = np.arange(S)[:, None] * inv[None, :]
+    ang = np.concatenate([ang, ang], axis=-1)[:, None, :]  # [S, 1, HD], broadcast over heads
+    return [jax.random.normal(k[0], (B, S, D)), jnp.asarray(np.cos(ang), jnp.float32),
+            jnp.asarray(np.sin(ang), jnp.float32), 1 + 0.1 * jax.random.normal(k[1], (D,)),
+            _init(k[2], D, D), _init(k[3], D, KV_HEADS * HD), _init(k[4], D, KV_HEADS * HD), _init(k[5], D, D),
+            1 + 0.1 * jax.random.normal(k[6], (D,)), _init(k[7], D, FFN), _init(k[8], D, FFN), _init(k[9], FFN, D)]
+
+
+# --- Flax's MultiHeadDotProductAttention (DenseGeneral projections, einsum attention, a boolean causal mask made
+# by nn.make_causal_mask and applied with the dtype's lowest value), parameters as arguments.
+
+FLAX_MHA = nn.MultiHeadDotProductAttention(num_heads=H, qkv_features=D, out_features=D, deterministic=True)
+
+
+def flax_mha_args() -> tuple[list[jax.Array], Callable]:
+    x = jax.random.normal(_keys(2, 1)[0], (B, S, D))
+    mask = nn.make_causal_mask(jnp.ones((B, S), jnp.int32))
+    params = FLAX_MHA.init(jax.random.PRNGKey(3), x, x, mask=mask)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    # Non-zero biases, so that a bias dropped on the way shows.
+    leaves = [leaf + 0.05 * jax.random.normal(jax.random.PRNGKey(10 + i), leaf.shape) for i, leaf in enumerate(leaves)]
+
+    def fn(x, *leaves):
+        p = jax.tree_util.tree_unflatten(tree, leaves)
+        return FLAX_MHA.apply(p, x, x, mask=nn.make_causal_mask(jnp.ones((B, S), jnp.int32)))
+
+    return [x, *leaves], fn
+
+
+# --- jax.nn.dot_product_attention: [B, T, N, H] operands, is_causal, the XLA implementation, and with a
+# grouped-query K/V.
+
+def sdpa(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+
+
+def sdpa_args() -> list[jax.Array]:
+    k = _keys(4, 3)
+    return [jax.random.normal(k[0], (B, S, H, HD)), jax.random.normal(k[1], (B, S, KV_HEADS, HD)),
+            jax.random.normal(k[2], (B, S, KV_HEADS, HD))]
+
+
+# --- jax.numpy / jax.nn / jax.lax math: every function whose lowering JAX spells with CHLO or a composite, and
+# the activations. Domains keep each function finite.
+
+def _math(x: jax.Array, p: jax.Array, y: jax.Array) -> tuple[jax.Array, ...]:
+    """x in (-4, 4), p in (0.05, 6), y in (-0.95, 0.95)."""
+    lax, nnf = jax.lax, jax.nn
+    return (
+        lax.erf(x), lax.erfc(x), lax.erf_inv(y), lax.lgamma(p), lax.digamma(p), jnp.tan(x * 0.35),
+        jnp.sinh(x), jnp.cosh(x), jnp.arctan(x), jnp.arcsin(y), jnp.arccos(y), jnp.arcsinh(x),
+        jnp.arccosh(1 + p), jnp.arctanh(y), jnp.square(x), jnp.nextafter(x, p),
+        jnp.isinf(x / (y * 0)).astype(jnp.float32), jnp.log1p(p), jnp.expm1(x), jnp.logaddexp(x, y),
+        jnp.cbrt(x), jnp.sign(x), jnp.round(x * 3), jnp.floor(x), jnp.ceil(x), jnp.fmod(x, p), jnp.hypot(x, p),
+        jnp.arctan2(x, y), jnp.power(p, y), jnp.exp2(x), jnp.log2(p), jnp.log10(p),
+        nnf.gelu(x, approximate=False), nnf.gelu(x, approximate=True), nnf.silu(x), nnf.sigmoid(x),
+        nnf.softplus(x), nnf.log_sigmoid(x), nnf.elu(x), nnf.selu(x), nnf.celu(x), nnf.relu(x), nnf.relu6(x * 3),
+        nnf.leaky_relu(x), nnf.hard_tanh(x), nnf.hard_sigmoid(x), nnf.hard_swish(x), nnf.mish(x),
+        nnf.soft_sign(x), nnf.squareplus(x), nnf.glu(x, axis=-1), nnf.softmax(x, axis=-1),
+        nnf.log_softmax(x, axis=-1), nnf.standardize(x, axis=-1), jax.scipy.special.logsumexp(x, axis=-1),
+        lax.top_k(x, 5)[0], lax.top_k(x, 5)[1].astype(jnp.float32),
+    )
+
+
+def math_args() -> list[jax.Array]:
+    k = _keys(5, 3)
+    return [jax.random.uniform(k[0], (16, 64), minval=-4, maxval=4),
+            jax.random.uniform(k[1], (16, 64), minval=0.05, maxval=6),
+            jax.random.uniform(k[2], (16, 64), minval=-0.95, maxval=0.95)]
+
+
+def export(name: str, fn: Callable, args: list[jax.Array]) -> None:
+    """Write NAME.mlir (with source locations) and NAME.npz (inputs, then JAX's outputs)."""
+    lowered = jax.jit(fn).lower(*args)
+    outs = jax.jit(fn)(*args)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    text = lowered.as_text(debug_info=True)
+    text = text.replace(str(HERE) + "/", "")  # locations relative to this folder, not to whoever ran it
+    (HERE / f"{name}.mlir").write_text(text)
+    arrays = {f"in{i}": np.asarray(a) for i, a in enumerate(args)}
+    arrays.update({f"out{i}": np.asarray(o) for i, o in enumerate(outs)})
+    np.savez_compressed(HERE / f"{name}.npz", **arrays)
+    print(f"{name}: {len(args)} inputs, {len(outs)} outputs, {len(text) // 1024} KiB of StableHLO")
+
+
+def main() -> int:
+    jax.config.update("jax_default_matmul_precision", "highest")  # JAX's CPU outputs as the f32 reference
+    export("gpt_block", gpt_block, gpt_block_args())
+    export("llama_block", llama_block, llama_block_args())
+    flax_args, flax_fn = flax_mha_args()
+    export("flax_mha", flax_fn, flax_args)
+    export("sdpa", sdpa, sdpa_args())
+    export("math", _math, math_args())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
