@@ -41,21 +41,21 @@ class Peeled:
 
 
 def _repeat_groups(op: Op) -> tuple[Value, int] | None:
-    """reshape(broadcast([B, Hkv, 1, S, D] <- reshape(kv[B, Hkv, S, D])) -> [B, Hkv, G, S, D]) to
-    [B, H, S, D] or, with heads merged into the batch, [B * H, S, D]."""
+    """reshape(broadcast_in_dim(kv[B, Hkv, S, D], dims = [0, 1, 3, 4]) -> [B, Hkv, G, S, D]) to [B, H, S, D] or,
+    with heads merged into the batch, [B * H, S, D] (``repeat_kv``; normalisation has folded the reshape that
+    inserted G's unit dim into the broadcast)."""
     if op.name != "stablehlo.reshape" or op.result.type.rank not in (3, 4):
         return None
     bc = producer(op.operands[0], "stablehlo.broadcast_in_dim")
-    if bc is None or bc.result.type.rank != 5 or bc.attrs["broadcast_dimensions"] != [0, 1, 2, 3, 4]:
+    if bc is None or bc.result.type.rank != 5 or bc.attrs["broadcast_dimensions"] != [0, 1, 3, 4]:
         return None
     src = bc.operands[0]
-    b, hkv, one, s, d = src.type.shape
-    if one != 1 or bc.result.type.shape[:2] != (b, hkv) or bc.result.type.shape[3:] != (s, d):
+    if src.type.rank != 4:
         return None
-    inner = producer(src, "stablehlo.reshape")
-    if inner is None or inner.operands[0].type.shape != (b, hkv, s, d):
+    b, hkv, s, d = src.type.shape
+    if bc.result.type.shape[:2] != (b, hkv) or bc.result.type.shape[3:] != (s, d):
         return None
-    return inner.operands[0], bc.result.type.shape[2]
+    return src, bc.result.type.shape[2]
 
 
 def _split_transpose(op: Op, rw: Rewriter) -> Value | None:

@@ -1,0 +1,105 @@
+"""Programs exported from JAX (tests/jax_exports/export.py, committed with JAX's own outputs): a GPT-style block,
+a Llama-style block, Flax's MultiHeadDotProductAttention, jax.nn.dot_product_attention, and the jax.numpy /
+jax.nn / jax.lax math that JAX spells with CHLO. Each compiles with attention as one CAT op, nothing interpreted
+on the host, and matches JAX's values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from byteir_cat.api import partition
+from byteir_cat.compiler import compile
+from mhlo_to_cat.subgraph import Partition
+
+EXPORTS = Path(__file__).parent / "jax_exports"
+
+
+def _arrays(name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    z = np.load(EXPORTS / f"{name}.npz")
+    count = {p: sum(k.startswith(p) for k in z.files) for p in ("in", "out")}
+    return ([torch.from_numpy(z[f"in{i}"]) for i in range(count["in"])],
+            [torch.from_numpy(z[f"out{i}"]) for i in range(count["out"])])
+
+
+def _cat_ops(part: Partition) -> list[str]:
+    return [op.name for sg in part.subgraphs for op in sg.ops if op.name.startswith("cat.")]
+
+
+def _nothing_interpreted(part: Partition) -> None:
+    """Host subgraphs may only be reshapes of arguments (metadata: the output aliases the input)."""
+    interpreted = [(sg.reason, sg.summary) for sg in part.subgraphs
+                   if sg.path == "host" and not sg.reason.startswith("reshape only")]
+    assert not interpreted, interpreted
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.double(), want.double()
+    return float((got - want).abs().max() / want.abs().max())
+
+
+# name: (attention ops, other CAT ops that must be there)
+MODELS = {
+    "gpt_block": (1, {"cat.layernorm", "cat.gemm_rrr_bias", "cat.gemm_rrr_bias_fast_gelu"}),
+    "llama_block": (1, {"cat.rmsnorm", "cat.gemm_rrr_silu_mul"}),
+    "flax_mha": (1, {"cat.gemm_rrr_bias"}),
+    "sdpa": (1, set()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_jax_model_compiles_to_cat_and_matches_jax(name):
+    n_attention, expected = MODELS[name]
+    part = partition(EXPORTS / f"{name}.mlir")
+    ops = _cat_ops(part)
+    assert sum(op.startswith("cat.attention") for op in ops) == n_attention, ops
+    assert not any(op.startswith(("cat.softmax", "cat.bmm")) for op in ops), ops
+    assert expected <= set(ops), ops
+    _nothing_interpreted(part)
+    assert part.cat_flop_share > 0.99
+    args, (want,) = _arrays(name)
+    (got,) = compile(EXPORTS / f"{name}.mlir").run(*args)
+    assert got.shape == want.shape
+    assert _rel(got, want) < 1e-4
+
+
+def test_jax_gpt_block_layer_norms_take_their_affine():
+    ln = [op for sg in partition(EXPORTS / "gpt_block.mlir").subgraphs for op in sg.ops if op.name == "cat.layernorm"]
+    assert len(ln) == 2 and all(op.attrs["has_gamma"] and op.attrs["has_beta"] for op in ln)
+
+
+def test_jax_locations_name_the_source_lines():
+    """JAX's debug locations (the jitted function's path and the line in export.py) reach the subgraphs."""
+    part = partition(EXPORTS / "gpt_block.mlir")
+    attention = next(sg for sg in part.subgraphs if any(op.name.startswith("cat.attention") for op in sg.ops))
+    sources = {s for op in attention.ops for s in op.loc.sources}
+    assert any(s.startswith("export.py:") for s in sources), sources
+
+
+# jax.numpy / jax.nn / jax.lax math, in the order of export.py's _math; the special functions JAX itself computes
+# less precisely than f32 allows are checked against f64 (ours must be no worse than JAX's).
+MATH_F64 = {3: lambda x, p, y: torch.lgamma(p), 4: lambda x, p, y: torch.digamma(p)}
+SORT_OUTPUTS = (55, 56)  # lax.top_k values and indices: stablehlo.sort, which runs on the host
+
+
+def test_jax_math_runs_on_the_device_path_and_matches_jax():
+    part = partition(EXPORTS / "math.mlir")
+    host = [sg for sg in part.subgraphs if sg.path == "host"]
+    assert [op.name for sg in host for op in sg.ops] == ["stablehlo.sort"], [(sg.reason, sg.summary) for sg in host]
+    args, wants = _arrays("math")
+    gots = compile(EXPORTS / "math.mlir").run(*args)
+    assert len(gots) == len(wants) == 57
+    for i, (got, want) in enumerate(zip(gots, wants, strict=True)):
+        assert got.shape == want.shape, i
+        if i in SORT_OUTPUTS:
+            assert torch.equal(got.to(want.dtype), want), i
+            continue
+        finite = torch.isfinite(want)
+        assert torch.equal(torch.isfinite(got), finite), i
+        assert _rel(got[finite], want[finite]) < 1e-4, (i, _rel(got[finite], want[finite]))
+        if i in MATH_F64:
+            exact = MATH_F64[i](*(a.double() for a in args))
+            assert (got.double() - exact).abs().max() <= (want.double() - exact).abs().max(), i
