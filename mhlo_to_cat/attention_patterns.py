@@ -22,6 +22,7 @@ from mhlo_to_cat.rewriter import (
     Pattern,
     Rewriter,
     apply_patterns,
+    constant_tensor,
     input_free_value,
     producer,
     splat_value,
@@ -186,30 +187,135 @@ class SinkScalarMultiplyBelowDataMovement(Pattern):
 
 
 class SoftmaxFirstInPvBmm(Pattern):
-    """transpose(bmm_rcr(V^T, P), p) with P a softmax -> transpose(bmm_rcr(P, V^T), p'): (P V)^T = V^T P^T is
-    how JAX lowers the einsum 'bhqk,bkhd->bqhd' (V first, the result [B, H, D, Q] transposed back); written
-    with P first, the P @ V bmm is the one attention recognition anchors on."""
+    """bmm_rcr(V^T, P) with P a softmax -> transpose(bmm_rcr(P, V^T), swap last two): (P V)^T = V^T P^T is how
+    JAX lowers the einsum 'bhqk,bkhd->bqhd' (V first, the result [B, H, D, Q] transposed back); written with P
+    first, the P @ V bmm is the one attention recognition anchors on, and the transpose composes with JAX's."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.transpose" or not rw.single_use(op.operands[0]):
-            return False
-        found = cat_producer(op.operands[0], cat.Bmm)
+        found = cat_producer(op.results[0], cat.Bmm) if cat.is_cat(op) and op.results else None
         if not found or found[1].layout != "rcr" or found[1].add or found[1].permute:
             return False
-        bop, decl = found
-        a, b = bop.operands
+        a, b = op.operands
         if not cat_producer(peel(b).base, cat.Softmax) or cat_producer(peel(a).base, cat.Softmax):
             return False
+        new = cat.build(found[1], [b, a], op.loc)
         rank = op.result.type.rank
         swap = list(range(rank - 2)) + [rank - 1, rank - 2]
-        perm = [swap[d] for d in op.attrs["permutation"]]
-        new = cat.build(decl, [b, a], bop.loc)
-        if perm == list(range(rank)):
-            rw.replace_op(op, [new], new.results)
-            return True
-        t = Op.create("stablehlo.transpose", new.results, [op.result.type], {"permutation": perm}, op.loc)
+        t = Op.create("stablehlo.transpose", new.results, [op.result.type], {"permutation": swap}, op.loc)
         rw.replace_op(op, [new, t], t.results)
         return True
+
+
+class RepeatHeadsAfterTranspose(Pattern):
+    """transpose(repeat(x[B, S, K, D]) -> [B, S, N, D]) with the heads moved to dim 1 -> repeat(transpose(x)): K/V
+    heads repeated in JAX's [B, S, heads, D] layout (jnp.repeat, or the grouped dot_general's broadcast) become
+    the [B, K, G, S, D] repeat that attention reads as grouped-query K/V without copying them."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.transpose" or op.result.type.rank != 4:
+            return False
+        perm = op.attrs["permutation"]
+        merge = producer(op.operands[0], "stablehlo.reshape")
+        if perm[:2] != [0, 2] or merge is None or not rw.single_use(op.operands[0]):
+            return False
+        bc = producer(merge.operands[0], "stablehlo.broadcast_in_dim")
+        if bc is None or bc.attrs["broadcast_dimensions"] != [0, 1, 2, 4] or not rw.single_use(merge.operands[0]):
+            return False
+        x = bc.operands[0]
+        b, s, k, g, d = bc.result.type.shape
+        if x.type.shape != (b, s, k, d) or merge.result.type.shape != (b, s, k * g, d):
+            return False
+        t = Op.create("stablehlo.transpose", [x], [x.type.with_shape(x.type.shape[i] for i in perm)],
+                      {"permutation": perm}, op.loc)
+        inner = t.result.type.shape
+        rep = Op.create("stablehlo.broadcast_in_dim", t.results, [x.type.with_shape((b, k, g) + inner[2:])],
+                        {"broadcast_dimensions": [0, 1, 3, 4]}, bc.loc)
+        out = Op.create("stablehlo.reshape", rep.results, [op.result.type], {}, merge.loc)
+        rw.replace_op(op, [t, rep, out], out.results)
+        return True
+
+
+_MOVES = ("stablehlo.transpose", "stablehlo.reshape")
+_SCORE_OPS = ("stablehlo.multiply", "stablehlo.divide", "stablehlo.add", "stablehlo.subtract", "stablehlo.select")
+
+
+def _moved(t: torch.Tensor, moves: list[Op]) -> torch.Tensor:
+    for m in moves:
+        t = t.permute(m.attrs["permutation"]) if m.name == "stablehlo.transpose" else t.reshape(m.result.type.shape)
+    return t
+
+
+def _moves_up(v: Value, rw: Rewriter) -> list[Op]:
+    """The single-use transposes and reshapes that produce ``v``, outermost last."""
+    moves: list[Op] = []
+    while v.owner is not None and v.owner.name in _MOVES and rw.single_use(v):
+        moves.insert(0, v.owner)
+        v = v.owner.operands[0]
+    return moves
+
+
+class DataMovementCancelsAcrossSoftmax(Pattern):
+    """moves'(softmax(f(moves(S), constants))) -> softmax(f(S, moves'(constants))) where moves' undoes moves: a
+    score tensor reshaped and transposed into another layout for the mask and the softmax, and back for the P @ V
+    product (jax.nn.dot_product_attention's grouped form, [B, N, T, S] seen as [G, B, K, T, S]). The softmax
+    rows stay rows: the moves keep the last dim whole. ``f`` is the scaling and masking between bmm and softmax."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name not in _MOVES:
+            return False
+        down = [*_moves_up(op.operands[0], rw), op]
+        found = cat_producer(down[0].operands[0], cat.Softmax)
+        if not found or not rw.single_use(down[0].operands[0]):
+            return False
+        chain = [found[0]]
+        v = found[0].operands[0]
+        while v.owner is not None and v.owner.name in _SCORE_OPS and rw.single_use(v):
+            moving = [x for x in v.owner.operands if constant_tensor(x) is None]
+            if len(moving) != 1:
+                return False
+            chain.append(v.owner)
+            v = moving[0]
+        up = _moves_up(v, rw)
+        for j in range(len(up)):
+            base = up[j].operands[0]
+            if base.type.shape != op.result.type.shape:
+                continue
+            index = torch.arange(base.type.numel).reshape(base.type.shape)
+            mid = _moved(index, up[j:])
+            rows = base.type.shape[-1]
+            if not torch.equal(_moved(mid, down), index) or mid.shape[-1] != rows:
+                continue
+            if not bool(((mid - mid[..., :1]) == torch.arange(rows)).all() and (mid[..., 0] % rows == 0).all()):
+                continue
+            self._rewrite(op, chain, base, down, rw)
+            return True
+        return False
+
+    @staticmethod
+    def _rewrite(op: Op, chain: list[Op], base: Value, down: list[Op], rw: Rewriter) -> None:
+        new_ops: list[Op] = []
+        v = base
+        for f in reversed(chain[1:]):
+            operands = []
+            for x in f.operands:
+                t = constant_tensor(x)
+                if t is None:
+                    operands.append(v)
+                    continue
+                moved = _moved(t, down)
+                moved = moved.contiguous() if any(st != 0 for st in moved.stride()) else moved
+                c = Op.create("stablehlo.constant", [], [x.type.with_shape(base.type.shape)], {"value": moved},
+                              x.owner.loc)
+                new_ops.append(c)
+                operands.append(c.result)
+            new = Op.create(f.name, operands, [f.result.type.with_shape(base.type.shape)], dict(f.attrs), f.loc)
+            new.raw_attrs.update(f.raw_attrs)
+            new_ops.append(new)
+            v = new.result
+        sm_op = chain[0]
+        sm = cat.build(cat.decode(sm_op), [v], sm_op.loc)
+        new_ops.append(sm)
+        rw.replace_op(op, new_ops, sm.results)
 
 
 class AttentionFromBmmSoftmaxBmm(Pattern):

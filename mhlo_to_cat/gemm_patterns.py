@@ -58,6 +58,149 @@ def gemm_plan(op: Op) -> tuple[str, str] | str:
     return ("bmm", a + b + "r")
 
 
+def _head_split(x: Value, first: int) -> bool:
+    """Whether ``x`` is a reshape whose dims ``first`` and ``first + 1`` are one dim of its operand split in two."""
+    r = producer(x, "stablehlo.reshape")
+    if r is None:
+        return False
+    src, out = r.operands[0].type.shape, x.type.shape
+    return (len(out) == len(src) + 1 and out[:first] == src[:first] and out[first + 2:] == src[first + 1:]
+            and out[first] * out[first + 1] == src[first])
+
+
+def _result_head_merge(op: Op, rw: Rewriter) -> tuple[int, int] | None:
+    """(k, g) result dims of ``op`` that its only consumer, a transpose and a reshape, puts side by side and merges
+    into one dim (the heads of grouped-query attention, [B, T, K, G, H] -> [B, T, N, H])."""
+    v = op.result
+    if not rw.single_use(v):
+        return None
+    t = rw.users(v)[0]
+    perm = list(range(v.type.rank))
+    if t.name == "stablehlo.transpose":
+        if not rw.single_use(t.result):
+            return None
+        perm = t.attrs["permutation"]
+        v = t.result
+        t = rw.users(v)[0]
+    if t.name != "stablehlo.reshape":
+        return None
+    src, out = v.type.shape, t.result.type.shape
+    if len(out) != len(src) - 1:
+        return None
+    for j in range(len(src) - 1):
+        if out[:j] == src[:j] and out[j + 1:] == src[j + 2:] and out[j] == src[j] * src[j + 1]:
+            return perm[j], perm[j + 1]
+    return None
+
+
+class GroupedHeadsDotGeneral(Pattern):
+    """dot_general of X[..., K, G, ...] (a heads dim N split into KV heads K, a batch dim, and groups G, a free dim)
+    by Y[..., K, ...] -> the dot_general of X with N whole by Y repeated G times along K, then split back. This is
+    jax.nn.dot_product_attention's grouped-query form ('BTKGH,BSKH->BKTGS' and 'BKGTS,BSKH->BTKGH'): written with
+    N heads it is the bmm of multi-head attention, with K/V repeated as Llama's repeat_kv repeats them. G is known
+    from the reshape that splits N (Q's side) or the one that merges it again (the output's side)."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.dot_general":
+            return False
+        d = dot_dims(op)
+        lb, rb, lc, rc = (d["lhs_batching_dimensions"], d["rhs_batching_dimensions"],
+                          d["lhs_contracting_dimensions"], d["rhs_contracting_dimensions"])
+        if not lb or len(lc) != 1 or len(rc) != 1:
+            return False
+        lhs, rhs = op.operands
+        lfree = [i for i in range(lhs.type.rank) if i not in lb + lc]
+        rfree = [i for i in range(rhs.type.rank) if i not in rb + rc]
+        if sorted((len(lfree), len(rfree))) != [1, 2]:
+            return False
+        x_is_lhs = len(lfree) == 2
+        xb, xfree = (lb, lfree) if x_is_lhs else (rb, rfree)
+        x = op.operands[0 if x_is_lhs else 1]
+        found = next(((k, k + 1) for k in xb if k + 1 in xfree and _head_split(x, k)), None)
+        if found is None:
+            merge = _result_head_merge(op, rw)
+            if merge is None:
+                return False
+            rk, rg = merge
+            free_start = len(lb) + (0 if x_is_lhs else 1)  # the result is [batch..., lhs free..., rhs free...]
+            if rk >= len(lb) or not free_start <= rg < free_start + 2:
+                return False
+            found = (xb[rk], xfree[rg - free_start])
+        k, g = found
+        return self._rewrite(op, rw, x_is_lhs, k, g)
+
+    @staticmethod
+    def _rewrite(op: Op, rw: Rewriter, x_is_lhs: bool, k: int, g: int) -> bool:
+        d = dot_dims(op)
+        lb, rb, lc, rc = (d["lhs_batching_dimensions"], d["rhs_batching_dimensions"],
+                          d["lhs_contracting_dimensions"], d["rhs_contracting_dimensions"])
+        lhs, rhs = op.operands
+        x, y = (lhs, rhs) if x_is_lhs else (rhs, lhs)
+        xb, yb, xc, yc = (lb, rb, lc, rc) if x_is_lhs else (rb, lb, rc, lc)
+        ky = yb[xb.index(k)]
+        groups = x.type.shape[g]
+        new_ops: list[Op] = []
+        # X with G moved right after K, then (K, G) merged into N at K's place
+        xperm = [i for i in range(x.type.rank) if i != g]
+        xperm.insert(xperm.index(k) + 1, g)
+        xv = x
+        if xperm != list(range(x.type.rank)):
+            new_ops.append(Op.create("stablehlo.transpose", [x], [x.type.with_shape(x.type.shape[i] for i in xperm)],
+                                     {"permutation": xperm}, op.loc))
+            xv = new_ops[-1].result
+        kpos = xperm.index(k)
+        xshape = list(xv.type.shape)
+        xshape[kpos:kpos + 2] = [xshape[kpos] * xshape[kpos + 1]]
+        new_ops.append(Op.create("stablehlo.reshape", [xv], [x.type.with_shape(tuple(xshape))], {}, op.loc))
+        x4 = new_ops[-1].result
+        xmap = {old: (new if new <= kpos else new - 1) for new, old in enumerate(xperm) if old != g}
+        # Y repeated G times right after its K, merged the same way
+        yshape = list(y.type.shape)
+        yshape.insert(ky + 1, groups)
+        bdims = [i if i <= ky else i + 1 for i in range(y.type.rank)]
+        new_ops.append(Op.create("stablehlo.broadcast_in_dim", [y], [y.type.with_shape(tuple(yshape))],
+                                 {"broadcast_dimensions": bdims}, op.loc))
+        merged = list(y.type.shape)
+        merged[ky] *= groups
+        new_ops.append(Op.create("stablehlo.reshape", new_ops[-1].results, [y.type.with_shape(tuple(merged))], {},
+                                 op.loc))
+        y4 = new_ops[-1].result
+        nxb, nxc = [xmap[i] for i in xb], [xmap[i] for i in xc]
+        nl, nr = (x4, y4) if x_is_lhs else (y4, x4)
+        dims = {"lhs_batching_dimensions": nxb if x_is_lhs else yb, "rhs_batching_dimensions": yb if x_is_lhs else nxb,
+                "lhs_contracting_dimensions": nxc if x_is_lhs else yc,
+                "rhs_contracting_dimensions": yc if x_is_lhs else nxc}
+        nlfree = [i for i in range(nl.type.rank) if i not in dims["lhs_batching_dimensions"]
+                  + dims["lhs_contracting_dimensions"]]
+        nrfree = [i for i in range(nr.type.rank) if i not in dims["rhs_batching_dimensions"]
+                  + dims["rhs_contracting_dimensions"]]
+        nb_dims = [nl.type.shape[i] for i in dims["lhs_batching_dimensions"]]
+        out_shape = nb_dims + [nl.type.shape[i] for i in nlfree] + [nr.type.shape[i] for i in nrfree]
+        text = "#stablehlo.dot<" + ", ".join(f"{key} = {val}" for key, val in dims.items()) + ">"
+        dot = Op.create("stablehlo.dot_general", [nl, nr], [op.result.type.with_shape(tuple(out_shape))],
+                        {"dot_dimension_numbers": dims}, op.loc)
+        dot.raw_attrs["dot_dimension_numbers"] = text
+        new_ops.append(dot)
+        # split N back into (K, G) and put every dim where the original result had it
+        bpos = xb.index(k)
+        split = out_shape[:bpos] + [x.type.shape[k], groups] + out_shape[bpos + 1:]
+        new_ops.append(Op.create("stablehlo.reshape", [dot.result], [op.result.type.with_shape(tuple(split))], {},
+                                 op.loc))
+        labels_new = [("b", i) for i in xb[:bpos + 1]] + [("x", g)] + [("b", i) for i in xb[bpos + 1:]]
+        x_free_new = [("x", i) for i in range(x.type.rank) if i not in xb + xc + [g]]
+        y_free = [("y", i) for i in range(y.type.rank) if i not in yb + yc]
+        labels_new += (x_free_new + y_free) if x_is_lhs else (y_free + x_free_new)
+        x_free_old = [("x", i) for i in range(x.type.rank) if i not in xb + xc]
+        labels_old = [("b", i) for i in xb] + ((x_free_old + y_free) if x_is_lhs else (y_free + x_free_old))
+        perm = [labels_new.index(label) for label in labels_old]
+        out = new_ops[-1].result
+        if perm != list(range(len(perm))):
+            new_ops.append(Op.create("stablehlo.transpose", [out], [op.result.type], {"permutation": perm}, op.loc))
+            out = new_ops[-1].result
+        rw.replace_op(op, new_ops, [out])
+        return True
+
+
 class BatchDimsFirst(Pattern):
     """dot_general with batch dims anywhere (einsum 'bqhd,bkhd->bhqk', as JAX/Flax attention writes it)
     -> the same dot_general on operands transposed to [batch..., free, contracting] and

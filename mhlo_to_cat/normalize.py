@@ -98,6 +98,22 @@ class RemoveIdentityTranspose(Pattern):
         return True
 
 
+class TransposeOfUnitDimsToReshape(Pattern):
+    """A transpose that moves only dims of size 1 keeps the elements in order: it is a reshape (JAX moves the
+    unit group dim of jax.nn.dot_product_attention's [B, K, T, 1, S] scores to the front)."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.transpose":
+            return False
+        perm, shape = op.attrs["permutation"], op.operands[0].type.shape
+        kept = [d for d in perm if shape[d] != 1]
+        if kept != sorted(kept) or perm == list(range(len(perm))):
+            return False
+        new = Op.create("stablehlo.reshape", op.operands, [op.result.type], {}, op.loc)
+        rw.replace_op(op, [new], new.results)
+        return True
+
+
 class ComposeTransposes(Pattern):
     """transpose(transpose(x, p1), p2) -> transpose(x, p1 o p2)."""
 
@@ -209,6 +225,7 @@ class FoldConstants(Pass):
             RemoveIdentityShapeOps(),
             RemoveIdentityTranspose(),
             ComposeTransposes(),
+            TransposeOfUnitDimsToReshape(),
             ComposeReshapes(),
             ComposeBroadcasts(),
             RemoveMultiplyByOne(),

@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 from byteir_cat.core.ir import Module
 from mhlo_to_cat.attention_patterns import (
     AttentionFromBmmSoftmaxBmm,
+    DataMovementCancelsAcrossSoftmax,
     PermuteIntoAttention,
+    RepeatHeadsAfterTranspose,
     SinkScalarMultiplyBelowDataMovement,
     SoftmaxFirstInPvBmm,
 )
@@ -21,6 +23,7 @@ from mhlo_to_cat.gemm_patterns import (
     GemmActivationFusion,
     GemmBiasFusion,
     GemmBinaryEpilogueFusion,
+    GroupedHeadsDotGeneral,
     MultiDimWeightToGemm,
     PermuteIntoGemmOrBmm,
     ReshapeIntoGemm,
@@ -28,9 +31,11 @@ from mhlo_to_cat.gemm_patterns import (
 )
 from mhlo_to_cat.normalize import (
     ComposeReshapes,
+    ComposeTransposes,
     DeadCodeElimination,
     IotaFromConstant,
     RemoveIdentityShapeOps,
+    RemoveIdentityTranspose,
     normalization_passes,
 )
 from mhlo_to_cat.precision_patterns import (
@@ -47,7 +52,7 @@ from mhlo_to_cat.scatter_patterns import ScatterAsIndexCopy
 def recognition_passes() -> list[Pass]:
     return [
         PatternPass("kv-cache-writes", [ScatterAsIndexCopy()]),
-        PatternPass("dot-general-batch-dims-first", [BatchDimsFirst()]),
+        PatternPass("dot-general-batch-dims-first", [GroupedHeadsDotGeneral(), BatchDimsFirst()]),
         PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), MultiDimWeightToGemm(), DotGeneralToBmm(),
                                                     TransposeIntoBmmOutput(), BmmWithSharedWeightToGemm(),
                                                     ReshapeIntoGemm(), PatchifyConvolutionToGemm()]),
@@ -56,12 +61,16 @@ def recognition_passes() -> list[Pass]:
         PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
         PatternPass("norm-affine-fusion", [NormAffineFusion()]),
         PatternPass("sink-scalar-multiplies", [SinkScalarMultiplyBelowDataMovement()]),
+        PatternPass("data-movement-across-softmax", [DataMovementCancelsAcrossSoftmax(), ComposeTransposes(),
+                                                     ComposeReshapes(), RemoveIdentityShapeOps(),
+                                                     RemoveIdentityTranspose(), RepeatHeadsAfterTranspose()]),
         PatternPass("softmax-first-in-pv-bmm", [SoftmaxFirstInPvBmm()]),
         PatternPass("attention-recognition", [AttentionFromBmmSoftmaxBmm()]),
         PatternPass("attention-precision", [NarrowUpcastAttention(), SinkConvertBelowDataMovement(),
                                             FoldConvertRoundTrip()]),
         PatternPass("gemm-binary-epilogue-fusion", [ReshapeIntoGemm(), GemmBinaryEpilogueFusion()]),
-        PatternPass("permute-into-gemm-bmm-and-attention", [PermuteIntoGemmOrBmm(), PermuteIntoAttention()]),
+        PatternPass("permute-into-gemm-bmm-and-attention", [ComposeTransposes(), RemoveIdentityTranspose(),
+                                                             PermuteIntoGemmOrBmm(), PermuteIntoAttention()]),
         DeadCodeElimination(),
     ]
 

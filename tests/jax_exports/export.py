@@ -134,17 +134,21 @@ def flax_mha_args() -> tuple[list[jax.Array], Callable]:
     return [x, *leaves], fn
 
 
-# --- jax.nn.dot_product_attention: [B, T, N, H] operands, is_causal, the XLA implementation, and with a
-# grouped-query K/V.
+# --- jax.nn.dot_product_attention: [B, T, N, H] operands, the XLA implementation; causal with grouped-query K/V,
+# and plain multi-head attention with an explicit scale.
 
 def sdpa(q, k, v):
     return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
 
 
-def sdpa_args() -> list[jax.Array]:
+def sdpa_mha(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, scale=0.1, implementation="xla")
+
+
+def sdpa_args(kv_heads: int) -> list[jax.Array]:
     k = _keys(4, 3)
-    return [jax.random.normal(k[0], (B, S, H, HD)), jax.random.normal(k[1], (B, S, KV_HEADS, HD)),
-            jax.random.normal(k[2], (B, S, KV_HEADS, HD))]
+    return [jax.random.normal(k[0], (B, S, H, HD)), jax.random.normal(k[1], (B, S, kv_heads, HD)),
+            jax.random.normal(k[2], (B, S, kv_heads, HD))]
 
 
 # --- jax.numpy / jax.nn / jax.lax math: every function whose lowering JAX spells with CHLO or a composite, and
@@ -196,7 +200,8 @@ def main() -> int:
     export("llama_block", llama_block, llama_block_args())
     flax_args, flax_fn = flax_mha_args()
     export("flax_mha", flax_fn, flax_args)
-    export("sdpa", sdpa, sdpa_args())
+    export("sdpa", sdpa, sdpa_args(KV_HEADS))
+    export("sdpa_mha", sdpa_mha, sdpa_args(H))
     export("math", _math, math_args())
     return 0
 
