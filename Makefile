@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: venv demo test test-slow test-gpu lint gpu-kit gpu-kit-check
+.PHONY: venv demo test test-slow test-gpu lint gpu-kit gpu-kit-check jax-exports tf-exports
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -48,3 +48,17 @@ gpu-kit-check: $(STAMP)
 	for t in nvcc ptxas; do printf '#!/bin/sh\necho "gpu-kit-check: $$0 called" >&2\nexit 97\n' > out/.no-nvcc/$$t; \
 	  chmod +x out/.no-nvcc/$$t; done
 	PATH="$(CURDIR)/out/.no-nvcc:$$PATH" CUDA_VISIBLE_DEVICES= PYTHON=$(PY) .gpu-kit/run.sh out/gpu-kit-check --check
+
+# The committed JAX and TensorFlow exports that tests/test_jax_exports.py and test_tf_exports.py compile, remade in
+# virtual environments of their own (neither framework is a dependency of byteir-cat).
+JAX_PINS := jax==0.10.2 jaxlib==0.10.2 flax==0.12.8
+TF_PIN := tensorflow-cpu==2.21.0
+jax-exports:
+	test -x out/jax-venv/bin/python || python3 -m venv out/jax-venv
+	out/jax-venv/bin/python -m pip install -q $(JAX_PINS)
+	out/jax-venv/bin/python tests/jax_exports/export.py
+
+tf-exports:
+	test -x out/tf-venv/bin/python || python3 -m venv out/tf-venv
+	out/tf-venv/bin/python -m pip install -q $(TF_PIN)
+	out/tf-venv/bin/python tests/tf_exports/export.py

@@ -11,6 +11,7 @@ from byteir_cat.core.errors import CompileError, UnsupportedOpError
 from byteir_cat.core.ir import Module
 from byteir_cat.frontend import from_torch, load_mlir, load_onnx
 from byteir_cat.semantics.interpreter import unsupported_reason
+from mhlo_to_cat.byteir_custom_calls import TENSOR_SLICE_OPS
 from mhlo_to_cat.partition import partition as make_partition
 from mhlo_to_cat.pipeline import run_pipeline
 from mhlo_to_cat.rewriter import Pass
@@ -44,7 +45,7 @@ def partition(model_or_mlir: ModelLike, example_inputs: Sequence[torch.Tensor] |
     for fn in module.functions.values():
         for op in fn.body.walk():
             why = unsupported_reason(op, module)
-            if why is not None and op.dialect not in ("stablehlo", "chlo"):
+            if why is not None and op.dialect not in ("stablehlo", "chlo") and op.name not in TENSOR_SLICE_OPS:
                 raise UnsupportedOpError(op.name, op.loc or module.source, why)
     run_pipeline(module, passes, on_pass=on_pass)
     return make_partition(module)

@@ -17,8 +17,8 @@ import math
 import torch
 
 from byteir_cat.core.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
-from byteir_cat.core.source_loc import Loc
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter
+from mhlo_to_cat.stablehlo_builder import ShapeBuilder
 
 # f32 erf on [-4, 4] (outside, +-1 in f32): x * P(x^2) / Q(x^2), highest power first (Eigen's rational form)
 _ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
@@ -45,51 +45,7 @@ _ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 
 _BITS = {"f64": "i64", "f32": "i32", "f16": "i16", "bf16": "i16"}
 
 
-class _Builder:
-    """StableHLO ops of one shape, appended in order, at one location."""
-
-    def __init__(self, like: TensorType, loc: Loc):
-        self.shape, self.loc = like.shape, loc
-        self.ops: list[Op] = []
-
-    def op(self, name: str, *operands: Value, dtype: str | None = None, attrs: dict | None = None,
-           raw: dict | None = None) -> Value:
-        like = operands[1] if name == "select" else operands[0]  # select's first operand is the predicate
-        ty = TensorType(self.shape, dtype or like.type.dtype)
-        new = Op.create(f"stablehlo.{name}", operands, [ty], attrs or {}, self.loc)
-        new.raw_attrs.update(raw or {})
-        self.ops.append(new)
-        return new.result
-
-    def reshape(self, v: Value, shape: tuple[int, ...]) -> Value:
-        new = Op.create("stablehlo.reshape", [v], [TensorType(shape, v.type.dtype)], {}, self.loc)
-        self.ops.append(new)
-        return new.result
-
-    def const(self, value: float, dtype: str) -> Value:
-        t = torch.tensor(value, dtype=torch_dtype(dtype)).expand(self.shape)  # a splat: no storage per element
-        new = Op.create("stablehlo.constant", [], [TensorType(self.shape, dtype)], {"value": t}, self.loc)
-        self.ops.append(new)
-        return new.result
-
-    def compare(self, a: Value, b: Value, direction: str) -> Value:
-        kind = "FLOAT" if a.type.dtype in FLOAT_DTYPES else "SIGNED"
-        return self.op("compare", a, b, dtype="i1", attrs={"comparison_direction": direction, "compare_type": kind},
-                       raw={"comparison_direction": f"#stablehlo<comparison_direction {direction}>",
-                            "compare_type": f"#stablehlo<comparison_type {kind}>"})
-
-    def convert(self, v: Value, dtype: str) -> Value:
-        return v if v.type.dtype == dtype else self.op("convert", v, dtype=dtype)
-
-    def poly(self, x: Value, coeffs: tuple[float, ...]) -> Value:
-        """coeffs[0] * x^n + ... + coeffs[n], by Horner's rule."""
-        acc = self.const(coeffs[0], x.type.dtype)
-        for c in coeffs[1:]:
-            acc = self.op("add", self.op("multiply", acc, x), self.const(c, x.type.dtype))
-        return acc
-
-
-def _replace(rw: Rewriter, op: Op, b: _Builder, result: Value) -> bool:
+def _replace(rw: Rewriter, op: Op, b: ShapeBuilder, result: Value) -> bool:
     rw.replace_op(op, b.ops, [result])
     return True
 
@@ -111,7 +67,7 @@ class ChloBroadcastBinaryToStablehlo(Pattern):
             return False
         out = op.result.type
         shape = out.shape
-        b = _Builder(out, op.loc)
+        b = ShapeBuilder(out, op.loc)
         operands = []
         dims = op.attrs.get("broadcast_dimensions")
         for v in op.operands:
@@ -139,7 +95,7 @@ class ChloSquareToMultiply(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.square":
             return False
-        b = _Builder(op.result.type, op.loc)
+        b = ShapeBuilder(op.result.type, op.loc)
         return _replace(rw, op, b, b.op("multiply", op.operands[0], op.operands[0]))
 
 
@@ -150,7 +106,7 @@ class ChloIsInfToCompare(Pattern):
         if op.name not in ("chlo.is_inf", "chlo.is_pos_inf", "chlo.is_neg_inf") or not _float_operand(op):
             return False
         x = op.operands[0]
-        b = _Builder(op.result.type, op.loc)
+        b = ShapeBuilder(op.result.type, op.loc)
         if op.name == "chlo.is_inf":
             x = b.op("abs", x)
         inf = b.const(float("-inf") if op.name == "chlo.is_neg_inf" else float("inf"), x.type.dtype)
@@ -168,7 +124,7 @@ class ChloTrigToStablehlo(Pattern):
         if op.name not in self.NAMES or not _float_operand(op):
             return False
         out = op.result.type
-        b = _Builder(out, op.loc)
+        b = ShapeBuilder(out, op.loc)
         wide = "f32" if out.dtype in _HALF else out.dtype
         x = b.convert(op.operands[0], wide)
 
@@ -218,7 +174,7 @@ class ChloErfToRational(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.erf" or not _float_operand(op, ("f32", "f16", "bf16")):
             return False
-        b = _Builder(op.result.type, op.loc)
+        b = ShapeBuilder(op.result.type, op.loc)
         x = b.convert(op.operands[0], "f32")
         x = b.op("clamp", b.const(-4.0, "f32"), x, b.const(4.0, "f32"))
         x2 = b.op("multiply", x, x)
@@ -233,7 +189,7 @@ class ChloErfcToExpRational(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.erfc" or not _float_operand(op, ("f32", "f16", "bf16")):
             return False
-        b = _Builder(op.result.type, op.loc)
+        b = ShapeBuilder(op.result.type, op.loc)
         x = b.convert(op.operands[0], "f64")
         z = b.op("abs", x)
         t = b.op("divide", b.const(2.0, "f64"), b.op("add", b.const(2.0, "f64"), z))
@@ -243,7 +199,7 @@ class ChloErfcToExpRational(Pattern):
         return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
 
 
-def _reflection_split(b: _Builder, x: Value) -> tuple[Value, Value, Value]:
+def _reflection_split(b: ShapeBuilder, x: Value) -> tuple[Value, Value, Value]:
     """(reflect, y, r) for the reflection formulas: reflect where x < 1/2, y = 1 - x there and x elsewhere, and
     r = x - round(x), with which sin(pi x) and tan(pi x) keep their precision for any |x|."""
     c = b.const(0.5, x.type.dtype)
@@ -259,7 +215,7 @@ class ChloLgammaToLanczos(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.lgamma" or not _float_operand(op):
             return False
-        b = _Builder(op.result.type, op.loc)
+        b = ShapeBuilder(op.result.type, op.loc)
         x = b.convert(op.operands[0], "f64")
 
         def c(v: float) -> Value:
@@ -289,7 +245,7 @@ class ChloDigammaToAsymptoticSeries(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.digamma" or not _float_operand(op):
             return False
-        b = _Builder(op.result.type, op.loc)
+        b = ShapeBuilder(op.result.type, op.loc)
         x = b.convert(op.operands[0], "f64")
 
         def c(v: float) -> Value:
@@ -318,7 +274,7 @@ class ChloErfInvToPolynomial(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.erf_inv" or not _float_operand(op, ("f32", "f16", "bf16")):
             return False
-        b = _Builder(op.result.type, op.loc)
+        b = ShapeBuilder(op.result.type, op.loc)
         x = b.convert(op.operands[0], "f32")
 
         def c(v: float) -> Value:
@@ -342,7 +298,7 @@ class ChloNextAfterOnBits(Pattern):
         x, y = op.operands
         dtype = x.type.dtype
         ity = _BITS[dtype]
-        b = _Builder(op.result.type, op.loc)
+        b = ShapeBuilder(op.result.type, op.loc)
         zero = b.const(0.0, dtype)
         bits = b.op("bitcast_convert", x, dtype=ity)
         away = b.op("not", b.op("xor", b.compare(x, y, "LT"), b.compare(x, zero, "GT")))

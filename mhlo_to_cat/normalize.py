@@ -13,6 +13,7 @@ import torch
 
 from byteir_cat.core.ir import INT_DTYPES, Function, Op
 from byteir_cat.semantics.interpreter import eval_op
+from mhlo_to_cat.byteir_custom_calls import byteir_decomposition_pass
 from mhlo_to_cat.chlo_decompositions import chlo_decomposition_pass
 from mhlo_to_cat.rewriter import Pass, Pattern, PatternPass, Rewriter, constant_tensor, splat_value
 
@@ -240,6 +241,7 @@ class DeadCodeElimination(Pass):
 def normalization_passes() -> list[Pass]:
     return [
         PatternPass("arith-constant-to-stablehlo", [ArithConstantToStablehlo()]),
+        byteir_decomposition_pass(),
         chlo_decomposition_pass(),
         FoldConstants(),
         DeadCodeElimination(),

@@ -204,6 +204,8 @@ class _AttrDecoder:
             return tensor_from_bytes(blob, ty)
         if text.startswith("dense<"):
             ty = parse_tensor_type(str(attr.type), where)
+            if ty.dtype == "index":  # XLA's layout hints (result_layout = dense<[...]> : tensor<4xindex>)
+                ty = TensorType(ty.shape, "i64")
             end = text.rindex(" : ")
             return parse_dense_literal(text[len("dense<"): end - 1], ty)
         m = re.match(r"#stablehlo<\w+ (\w+)>", text)

@@ -2,13 +2,14 @@
 it (CHLO ops, private helper functions, source locations), with random inputs and JAX's own outputs beside it.
 
 JAX is not a dependency of byteir-cat and is not installed in CI, so the exports are committed. Remake them with
-`make jax-exports` (a separate virtual environment with jax, jaxlib and flax at the versions in JAX_PINS).
+`make jax-exports` (a virtual environment of its own with jax, jaxlib and flax at the Makefile's JAX_PINS).
 
 Each program NAME gives NAME.mlir and NAME.npz (arrays in0..inN, then out0..outM, all f32 unless noted).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -186,7 +187,8 @@ def export(name: str, fn: Callable, args: list[jax.Array]) -> None:
     outs = jax.jit(fn)(*args)
     outs = outs if isinstance(outs, tuple) else (outs,)
     text = lowered.as_text(debug_info=True)
-    text = text.replace(str(HERE) + "/", "")  # locations relative to this folder, not to whoever ran it
+    # locations relative to this folder and to site-packages, not to whoever ran it
+    text = re.sub(r'"[^"]*/site-packages/', '"', text.replace(str(HERE) + "/", ""))
     (HERE / f"{name}.mlir").write_text(text)
     arrays = {f"in{i}": np.asarray(a) for i, a in enumerate(args)}
     arrays.update({f"out{i}": np.asarray(o) for i, o in enumerate(outs)})
