@@ -8,6 +8,7 @@ large to fold, that ``input_free_value`` evaluates). ``peel`` undoes those steps
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -142,6 +143,13 @@ def _hides(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     use the lowest value itself; in f16 it is the only large fill there is)."""
     lowest = torch.finfo(dtype).min if dtype.is_floating_point else float("-inf")
     return torch.isneginf(values) | (values <= max(lowest / 2, FILL_LIMIT))
+
+
+def _absorbs(fill: float, dtype: torch.dtype) -> bool:
+    """Whether score + fill == fill for every realistic score, so that an additive mask of 0 / fill gives what
+    select(keep, score, fill) gives, fully masked rows included: -inf, or half the lowest f32/f64 (in f32, a
+    score below 1e31 in size vanishes in the sum; attention kernels add masks in f32, even for half types)."""
+    return math.isinf(fill) or (dtype in (torch.float32, torch.float64) and fill <= torch.finfo(dtype).min / 2)
 
 
 def _is_causal(mask: torch.Tensor) -> bool:
@@ -324,25 +332,44 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
     def __init__(self) -> None:
         self._masks: dict[Value, torch.Tensor | None] = {}  # exporter-built masks evaluated in this run
 
-    def _scores(self, scores: Value) -> tuple[Peeled, Value | None, torch.Tensor | None]:
+    def _scores(self, scores: Value) -> tuple[Peeled, Value | None, torch.Tensor | None, Op | None]:
         """The QK^T side of the softmax input and its mask: added (``S + mask``) or selected
-        (``select(keep, S, lowest)``, the constant predicate turned into a 0 / -inf additive mask)."""
+        (``select(keep, S, fill)``). A constant predicate becomes a constant additive mask; an input-dependent
+        one (a padding mask) is returned as the select, for ``_additive_mask`` to turn into 0 / fill."""
         add = producer(scores, "stablehlo.add")
         if add is not None:
             for s_val, m_val in (add.operands, add.operands[::-1]):
                 cand = peel(s_val)
                 if cat_producer(cand.base, cat.Bmm):
-                    return cand, _mask_source(m_val, scores.type.shape), None
+                    return cand, _mask_source(m_val, scores.type.shape), None, None
         sel = producer(scores, "stablehlo.select")
         if sel is not None:
             keep, fill = input_free_value(sel.operands[0], memo=self._masks), splat_value(sel.operands[2])
             cand = peel(sel.operands[1])
             dtype = torch_dtype(scores.type.dtype)
-            if (keep is not None and fill is not None and bool(_hides(torch.tensor(fill), dtype))
-                    and cat_producer(cand.base, cat.Bmm)):
-                zero = torch.zeros((), dtype=torch_dtype(scores.type.dtype))
-                return cand, None, torch.where(keep, zero, torch.tensor(float("-inf"), dtype=zero.dtype))
-        return peel(scores), None, None
+            if fill is not None and bool(_hides(torch.tensor(fill), dtype)) and cat_producer(cand.base, cat.Bmm):
+                if keep is None:
+                    return (cand, None, None, sel) if _absorbs(fill, dtype) else (peel(scores), None, None, None)
+                if _absorbs(fill, dtype) or bool(keep.any(-1).all()):
+                    zero = torch.zeros((), dtype=dtype)
+                    return cand, None, torch.where(keep, zero, torch.tensor(fill, dtype=dtype)), None
+        return peel(scores), None, None, None
+
+    @staticmethod
+    def _additive_mask(sel: Op, scores: Value, rw: Rewriter, anchor: Op) -> Value:
+        """select(keep, 0, fill) on the predicate before its broadcast to the scores' shape, placed before
+        ``anchor`` (the P @ V bmm, which every piece of the mask precedes)."""
+        keep = _mask_source(sel.operands[0], scores.type.shape)
+        dtype = torch_dtype(scores.type.dtype)
+        ty = scores.type.with_shape(keep.type.shape)
+        zero = Op.create("stablehlo.constant", [], [ty], {"value": torch.zeros((), dtype=dtype).expand(ty.shape)},
+                         sel.loc)
+        fill = Op.create("stablehlo.constant", [], [ty], {"value": torch.tensor(splat_value(sel.operands[2]),
+                                                                                dtype=dtype).expand(ty.shape)},
+                         sel.loc)
+        mask = Op.create("stablehlo.select", [keep, zero.result, fill.result], [ty], {}, sel.loc)
+        rw.insert_before(anchor, [zero, fill, mask])
+        return mask.result
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         pv = row_major_bmm(op)
@@ -354,7 +381,7 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
             return False
         sm_op, sm_decl = sm
         scores = sm_op.operands[0]
-        s_side, mask_value, mask_const = self._scores(scores)
+        s_side, mask_value, mask_const, mask_select = self._scores(scores)
         qk = cat_producer(s_side.base, cat.Bmm)
         if qk is None or s_side.transposed or not rw.single_use(s_side.base):
             return False
@@ -383,13 +410,15 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
                           sm_op.loc)
             rw.insert_before(qk_op, [c])
             mask_value = c.result
+        elif mask_select is not None:
+            mask_value = self._additive_mask(mask_select, scores, rw, op)
         q4, k4, v4 = (_to_rank4(x.materialize(rw), rw, qk_op) for x in (q, k, v))
         if q4 is None or k4 is None or v4 is None:
             return False
         q4 = _heads_like(q4, k4, rw, qk_op)
         operands = [q4, k4, v4]
         if mask_value is not None:
-            mask = _to_rank4(mask_value, rw, qk_op)
+            mask = _to_rank4(mask_value, rw, op)
             if mask is None or mask.type.dtype != q4.type.dtype:
                 return False
             operands.append(mask)

@@ -58,6 +58,9 @@ def _admissible(op: Op, n: int, rows: int, allow_reduce: bool) -> bool:
             return False
     elif op.name not in NUMERIC_ELEMENTWISE and op.name not in SHAPE_OPS:
         return False
+    elif op.name == "stablehlo.broadcast_in_dim" and op.attrs["broadcast_dimensions"] != sorted(
+            op.attrs["broadcast_dimensions"]):
+        return False  # a transposing broadcast reorders rows, which the region's [rows, n] frame cannot follow
     kind = _row_kind(op.result.type, n, rows)
     return kind is not None and (allow_reduce or kind == "full")
 
@@ -305,12 +308,17 @@ def probe_generator(seed: int) -> torch.Generator:
 
 
 def search_region(region: list[Op], x: Value, rw: Rewriter, targets: dict[str, Target], probe: torch.Tensor,
-                  allow_reduce: bool, same_dtype: bool = False) -> tuple[Value, str] | None:
+                  allow_reduce: bool, same_dtype: bool = False, reshaped: bool = False) -> tuple[Value, str] | None:
     """The last value of x's region (``grow_region(x, ...)``) that computes one of ``targets`` from x alone
-    (with x's element type too when ``same_dtype``: an epilogue writes the gemm's own type)."""
+    (with x's element type too when ``same_dtype``: an epilogue writes the gemm's own type). With ``reshaped``,
+    the value may have another shape with the same rows (the region's reshapes move unit dims; JAX's softmax
+    reduces [B, N, T, 1, S] and normalises [1, B, N, T, S])."""
     for op in reversed(region):
         v = op.result
-        if v.type.shape != x.type.shape or (same_dtype and v.type.dtype != x.type.dtype):
+        same_rows = v.type.numel == x.type.numel and v.type.shape[-1:] == x.type.shape[-1:]
+        if not (v.type.shape == x.type.shape or (reshaped and same_rows)):
+            continue
+        if same_dtype and v.type.dtype != x.type.dtype:
             continue
         sub = ancestors_in(region, v)
         if allow_reduce and not any(o.name == "stablehlo.reduce" for o in sub):

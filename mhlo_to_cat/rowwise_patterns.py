@@ -66,7 +66,7 @@ class RowwiseFromReduce(Pattern):
         region = grow_region(x, rw, True)
         found = search_region(region, x, rw, {"softmax": lambda p: masked_softmax(p.double(), False),
                                         "softmax_zero_masked": lambda p: masked_softmax(p.double(), True)},
-                        softmax_probe(n, dt), True)
+                        softmax_probe(n, dt), True, reshaped=True)
         if found:
             v, name = found
             return self._replace(rw, v, cat.Softmax(zero_masked_rows=name.endswith("zero_masked")), x,
@@ -88,14 +88,16 @@ class RowwiseFromReduce(Pattern):
 
     @staticmethod
     def _replace(rw: Rewriter, v: Value, decl: cat.CatOp, x: Value, loc: Loc) -> bool:
-        if v.type.shape != x.type.shape:
-            return False
+        """``v`` := decl(x), converted to v's element type and reshaped to v's shape (same rows) where they differ."""
         new = cat.build(decl, [x], loc)
-        if new.result.type != v.type:
-            conv = Op.create("stablehlo.convert", new.results, [v.type], {}, v.owner.loc)
-            rw.replace_op(v.owner, [new, conv], conv.results)
-        else:
-            rw.replace_op(v.owner, [new], new.results)
+        ops, out = [new], new.result
+        if out.type.dtype != v.type.dtype:
+            ops.append(Op.create("stablehlo.convert", [out], [out.type.with_dtype(v.type.dtype)], {}, v.owner.loc))
+            out = ops[-1].result
+        if out.type.shape != v.type.shape:
+            ops.append(Op.create("stablehlo.reshape", [out], [v.type], {}, v.owner.loc))
+            out = ops[-1].result
+        rw.replace_op(v.owner, ops, [out])
         return True
 
 

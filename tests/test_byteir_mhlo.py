@@ -114,3 +114,29 @@ def test_byteir_call_without_decomposition_is_refused_by_name():
 }}"""
     with pytest.raises(CompileError, match=r"^cannot compile stablehlo.custom_call at <text>:2: .*@byteir.arg_max"):
         compile(text)
+
+
+MHLO_SPELLINGS = """func.func @main(%a: tensor<2x8x16xf32>, %b: tensor<2x16x4xf32>, %c: tensor<2x8x4xf32>, %i: tensor<6xi64>)
+    -> (tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<3xi64>) {
+  %0 = "mhlo.dot_general"(%a, %b) {dot_dimension_numbers = #mhlo.dot<lhs_batching_dimensions = [0],
+         rhs_batching_dimensions = [0], lhs_contracting_dimensions = [2], rhs_contracting_dimensions = [1]>,
+         precision_config = [#mhlo<precision DEFAULT>, #mhlo<precision HIGHEST>]}
+       : (tensor<2x8x16xf32>, tensor<2x16x4xf32>) -> tensor<2x8x4xf32>
+  %1 = "mhlo.compare"(%0, %c) {comparison_direction = #mhlo<comparison_direction GT>,
+         compare_type = #mhlo<comparison_type FLOAT>} : (tensor<2x8x4xf32>, tensor<2x8x4xf32>) -> tensor<2x8x4xi1>
+  %2 = "mhlo.select"(%1, %0, %c) : (tensor<2x8x4xi1>, tensor<2x8x4xf32>, tensor<2x8x4xf32>) -> tensor<2x8x4xf32>
+  %3 = "mhlo.slice"(%i) {start_indices = dense<1> : tensor<1xi64>, limit_indices = dense<6> : tensor<1xi64>,
+         strides = dense<2> : tensor<1xi64>} : (tensor<6xi64>) -> tensor<3xi64>
+  return %0, %2, %3 : tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<3xi64>
+}"""
+
+
+def test_mhlo_attribute_spellings():
+    """#mhlo.dot dimension numbers, #mhlo precision and comparison attributes, dense<> index attributes."""
+    assert _cat_ops(MHLO_SPELLINGS) == ["cat.bmm_rrr"]
+    a, b, c = _rand(2, 8, 16), _rand(2, 16, 4, seed=1), _rand(2, 8, 4, seed=2)
+    prod, picked, sliced = compile(MHLO_SPELLINGS).run(a, b, c, torch.arange(6) * 3)
+    want = a @ b
+    assert torch.allclose(prod, want, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(picked, torch.where(want > c, want, c), rtol=1e-5, atol=1e-5)
+    assert sliced.tolist() == [3, 9, 15]

@@ -5,6 +5,8 @@ on the host, and matches JAX's values."""
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from byteir_cat.compiler import compile
 from mhlo_to_cat.subgraph import Partition
 
 EXPORTS = Path(__file__).parent / "jax_exports"
+sys.path.insert(0, str(EXPORTS))
+from weights import GPT2_SMALL, gpt2_params  # noqa: E402  (the export's weights, remade here bit for bit)
 
 
 def _arrays(name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -46,7 +50,9 @@ MODELS = {
     "gpt_block": (1, {"cat.layernorm", "cat.gemm_rrr_bias", "cat.gemm_rrr_bias_fast_gelu"}),
     "llama_block": (1, {"cat.rmsnorm", "cat.gemm_rrr_silu_mul"}),
     "flax_mha": (1, {"cat.gemm_rrr_bias"}),
+    "flax_padded": (1, {"cat.gemm_rrr_bias"}),
     "sdpa": (1, set()),
+    "sdpa_mha": (1, set()),
 }
 
 
@@ -66,11 +72,17 @@ def test_jax_model_compiles_to_cat_and_matches_jax(name):
     assert _rel(got, want) < 1e-4
 
 
-def test_jax_dot_product_attention_without_groups_matches_jax():
-    """jax.nn.dot_product_attention with as many K/V heads as query heads: JAX computes the softmax across a
-    transpose of the unit group dim, which is not recognised yet (bmm, softmax, bmm); the numbers still hold."""
-    args, (want,) = _arrays("sdpa_mha")
-    (got,) = compile(EXPORTS / "sdpa_mha.mlir").run(*args)
+def test_jax_gpt2_small_at_full_size():
+    """GPT-2 small's body (12 layers, 768 wide, 12 heads) written in jax.numpy, embeddings and tied LM head
+    included: every layer's attention, GELU epilogue and LayerNorms recognised, logits as JAX computes them."""
+    part = partition(EXPORTS / "gpt2_small.mlir")
+    ops = Counter(op.name for sg in part.subgraphs for op in sg.ops if op.name.startswith("cat."))
+    layers = GPT2_SMALL["layers"]
+    assert ops["cat.attention_permute"] == layers and ops["cat.gemm_rrr_bias_fast_gelu"] == layers, ops
+    assert ops["cat.layernorm"] == 2 * layers + 1 and ops["cat.gemm_rrr_bias"] == layers, ops
+    _nothing_interpreted(part)
+    (ids,), (want,) = _arrays("gpt2_small")
+    (got,) = compile(EXPORTS / "gpt2_small.mlir").run(ids, *map(torch.from_numpy, gpt2_params(**GPT2_SMALL)))
     assert _rel(got, want) < 1e-4
 
 

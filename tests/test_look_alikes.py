@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import cat_dialect as cat
+from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
 
 
@@ -143,3 +144,51 @@ def test_eps_outside_the_root_is_no_rmsnorm(tmp_path):
     part = _check_as_exact_as_eager(model, x, torch.float32, tmp_path)
     assert not any(cat.is_cat(op) and isinstance(cat.decode(op), cat.RmsNorm | cat.LayerNorm)
                    for sg in part.subgraphs for op in sg.ops)
+
+
+def _masked_attention(fill: str) -> str:
+    """softmax(select(keep, Q K^T, fill)) V with a predicate computed from an input (a padding mask)."""
+    return f"""func.func @main(%q: tensor<2x4x16x32xf32>, %k: tensor<2x4x16x32xf32>, %v: tensor<2x4x16x32xf32>,
+                     %valid: tensor<2x1x16x16xi1>) -> tensor<2x4x16x32xf32> {{
+  %s = stablehlo.dot_general %q, %k, batching_dims = [0, 1] x [0, 1], contracting_dims = [3] x [3]
+       : (tensor<2x4x16x32xf32>, tensor<2x4x16x32xf32>) -> tensor<2x4x16x16xf32>
+  %keep = stablehlo.broadcast_in_dim %valid, dims = [0, 1, 2, 3] : (tensor<2x1x16x16xi1>) -> tensor<2x4x16x16xi1>
+  %fill = stablehlo.constant dense<{fill}> : tensor<2x4x16x16xf32>
+  %m = stablehlo.select %keep, %s, %fill : tensor<2x4x16x16xi1>, tensor<2x4x16x16xf32>
+  %ninf = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %zero = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %mx = stablehlo.reduce(%m init: %ninf) applies stablehlo.maximum across dimensions = [3]
+        : (tensor<2x4x16x16xf32>, tensor<f32>) -> tensor<2x4x16xf32>
+  %mb = stablehlo.broadcast_in_dim %mx, dims = [0, 1, 2] : (tensor<2x4x16xf32>) -> tensor<2x4x16x16xf32>
+  %d = stablehlo.subtract %m, %mb : tensor<2x4x16x16xf32>
+  %e = stablehlo.exponential %d : tensor<2x4x16x16xf32>
+  %z = stablehlo.reduce(%e init: %zero) applies stablehlo.add across dimensions = [3]
+       : (tensor<2x4x16x16xf32>, tensor<f32>) -> tensor<2x4x16xf32>
+  %zb = stablehlo.broadcast_in_dim %z, dims = [0, 1, 2] : (tensor<2x4x16xf32>) -> tensor<2x4x16x16xf32>
+  %p = stablehlo.divide %e, %zb : tensor<2x4x16x16xf32>
+  %o = stablehlo.dot_general %p, %v, batching_dims = [0, 1] x [0, 1], contracting_dims = [3] x [2]
+       : (tensor<2x4x16x16xf32>, tensor<2x4x16x32xf32>) -> tensor<2x4x16x32xf32>
+  return %o : tensor<2x4x16x32xf32>
+}}"""
+
+
+@pytest.mark.parametrize("fill,fused", [("-3.40282347E+38", True), ("0xFF800000", True), ("-1.000000e+09", False)])
+def test_runtime_masked_select_is_attention_only_where_a_mask_add_is_the_same(fill, fused):
+    """A padding mask known at run time becomes the attention's additive 0 / fill mask only where score + fill is
+    fill itself (f32's lowest, -inf): a -1e9 fill spreads a fully masked row (a padded query) by its scores,
+    where the select gives it uniform weights, so that one stays bmm, softmax, bmm."""
+    text = _masked_attention(fill)
+    names = [op.name for sg in partition(text).subgraphs for op in sg.ops if cat.is_cat(op)]
+    assert ("cat.attention" in names) == fused, names
+    g = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(2, 4, 16, 32, generator=g) for _ in range(3))
+    lengths = torch.tensor([16, 9])
+    valid = (torch.arange(16)[None, :] < lengths[:, None])
+    valid = (valid[:, None, :, None] & valid[:, None, None, :])  # padded queries see nothing
+    (got,) = compile_model(text).run(q, k, v, valid)
+    fill_value = -math.inf if fill == "0xFF800000" else float(fill)
+    s = torch.where(valid, q.double() @ k.double().transpose(-1, -2), torch.tensor(fill_value, dtype=torch.float64))
+    want = s.softmax(-1) @ v.double()
+    finite = torch.isfinite(want)
+    assert torch.equal(torch.isfinite(got), finite)
+    assert float((got.double() - want)[finite].abs().max()) < 1e-4

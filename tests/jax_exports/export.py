@@ -20,6 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from weights import GPT2_SMALL, gpt2_ids, gpt2_params  # noqa: E402  (numpy only: the tests make the same weights)
+
 B, S, D, H = 2, 32, 128, 4
 HD = D // H
 FFN = 4 * D
@@ -51,12 +54,13 @@ def causal_softmax(scores: jax.Array) -> jax.Array:
     return jax.nn.softmax(jnp.where(keep, scores, -1e9), axis=-1)
 
 
-def gpt_block(x, ln1_g, ln1_b, w_qkv, b_qkv, w_o, b_o, ln2_g, ln2_b, w_fc, b_fc, w_proj, b_proj):
+def gpt_block(x, ln1_g, ln1_b, w_qkv, b_qkv, w_o, b_o, ln2_g, ln2_b, w_fc, b_fc, w_proj, b_proj, heads=H):
+    b, s, d = x.shape
     h = layer_norm(x, ln1_g, ln1_b)
     q, k, v = jnp.split(h @ w_qkv + b_qkv, 3, axis=-1)
-    q, k, v = (t.reshape(B, S, H, HD).transpose(0, 2, 1, 3) for t in (q, k, v))
-    p = causal_softmax(q @ jnp.swapaxes(k, -1, -2) / np.sqrt(HD).astype(np.float32))
-    a = (p @ v).transpose(0, 2, 1, 3).reshape(B, S, D)
+    q, k, v = (t.reshape(b, s, heads, d // heads).transpose(0, 2, 1, 3) for t in (q, k, v))
+    p = causal_softmax(q @ jnp.swapaxes(k, -1, -2) / np.sqrt(d // heads).astype(np.float32))
+    a = (p @ v).transpose(0, 2, 1, 3).reshape(b, s, d)
     x = x + a @ w_o + b_o
     h = layer_norm(x, ln2_g, ln2_b)
     return x + jax.nn.gelu(h @ w_fc + b_fc, approximate=True) @ w_proj + b_proj
@@ -71,6 +75,15 @@ def gpt_block_args() -> list[jax.Array]:
             1 + 0.1 * jax.random.normal(k[7], (D,)), 0.1 * jax.random.normal(k[8], (D,)),
             _init(k[9], D, FFN), 0.1 * jax.random.normal(k[10], (FFN,)),
             _init(k[11], FFN, D), jnp.linspace(-0.1, 0.1, D)]
+
+
+def gpt2(ids, wte, wpe, *params):
+    """GPT-2 small's body at full size (12 layers, 768 wide, 12 heads; weights.GPT2_SMALL) on a small vocabulary:
+    token and position embeddings, the blocks, the final LayerNorm and the tied LM head."""
+    x = wte[ids] + wpe[None, : ids.shape[1]]
+    for i in range(GPT2_SMALL["layers"]):
+        x = gpt_block(x, *params[12 * i: 12 * i + 12], heads=GPT2_SMALL["heads"])
+    return layer_norm(x, *params[-2:]) @ wte.T
 
 
 # --- A Llama style block: RMSNorm through jnp.square, rotary embeddings, grouped-query attention written as
@@ -135,6 +148,22 @@ def flax_mha_args() -> tuple[list[jax.Array], Callable]:
     return [x, *leaves], fn
 
 
+def flax_padded_args() -> tuple[list[jax.Array], Callable]:
+    """The same layer under a padding mask built from an input (nn.make_attention_mask): the mask is known only
+    at run time, and the padded queries' rows are masked entirely."""
+    x = jax.random.normal(_keys(6, 1)[0], (B, S, D))
+    valid = jnp.asarray(np.arange(S)[None, :] < np.array([[S], [S - 11]]), jnp.int32)
+    params = FLAX_MHA.init(jax.random.PRNGKey(7), x, x)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    leaves = [leaf + 0.05 * jax.random.normal(jax.random.PRNGKey(20 + i), leaf.shape) for i, leaf in enumerate(leaves)]
+
+    def fn(x, valid, *leaves):
+        p = jax.tree_util.tree_unflatten(tree, leaves)
+        return FLAX_MHA.apply(p, x, x, mask=nn.make_attention_mask(valid, valid))
+
+    return [x, valid, *leaves], fn
+
+
 # --- jax.nn.dot_product_attention: [B, T, N, H] operands, the XLA implementation; causal with grouped-query K/V,
 # and plain multi-head attention with an explicit scale.
 
@@ -181,8 +210,9 @@ def math_args() -> list[jax.Array]:
             jax.random.uniform(k[2], (16, 64), minval=-0.95, maxval=0.95)]
 
 
-def export(name: str, fn: Callable, args: list[jax.Array]) -> None:
-    """Write NAME.mlir (with source locations) and NAME.npz (inputs, then JAX's outputs)."""
+def export(name: str, fn: Callable, args: list[jax.Array], saved_inputs: int | None = None) -> None:
+    """Write NAME.mlir (with source locations) and NAME.npz (inputs, then JAX's outputs); only the first
+    ``saved_inputs`` inputs are saved where the rest are weights the tests make themselves."""
     lowered = jax.jit(fn).lower(*args)
     outs = jax.jit(fn)(*args)
     outs = outs if isinstance(outs, tuple) else (outs,)
@@ -190,7 +220,7 @@ def export(name: str, fn: Callable, args: list[jax.Array]) -> None:
     # locations relative to this folder and to site-packages, not to whoever ran it
     text = re.sub(r'"[^"]*/site-packages/', '"', text.replace(str(HERE) + "/", ""))
     (HERE / f"{name}.mlir").write_text(text)
-    arrays = {f"in{i}": np.asarray(a) for i, a in enumerate(args)}
+    arrays = {f"in{i}": np.asarray(a) for i, a in enumerate(args[:saved_inputs])}
     arrays.update({f"out{i}": np.asarray(o) for i, o in enumerate(outs)})
     np.savez_compressed(HERE / f"{name}.npz", **arrays)
     print(f"{name}: {len(args)} inputs, {len(outs)} outputs, {len(text) // 1024} KiB of StableHLO")
@@ -202,9 +232,13 @@ def main() -> int:
     export("llama_block", llama_block, llama_block_args())
     flax_args, flax_fn = flax_mha_args()
     export("flax_mha", flax_fn, flax_args)
+    padded_args, padded_fn = flax_padded_args()
+    export("flax_padded", padded_fn, padded_args)
     export("sdpa", sdpa, sdpa_args(KV_HEADS))
     export("sdpa_mha", sdpa_mha, sdpa_args(H))
     export("math", _math, math_args())
+    gpt2_args = [jnp.asarray(gpt2_ids(**GPT2_SMALL))] + [jnp.asarray(w) for w in gpt2_params(**GPT2_SMALL)]
+    export("gpt2_small", gpt2, gpt2_args, saved_inputs=1)
     return 0
 
 
