@@ -46,11 +46,12 @@ from mhlo_to_cat.precision_patterns import (
 )
 from mhlo_to_cat.rewriter import Pass, PatternPass
 from mhlo_to_cat.rowwise_patterns import NormAffineFusion, RowwiseFromReduce
-from mhlo_to_cat.scatter_patterns import ScatterAsIndexCopy
+from mhlo_to_cat.scatter_patterns import ScatterAsIndexCopy, ScatterOfOneWindowAsUpdateSlice
 
 
 def recognition_passes() -> list[Pass]:
     return [
+        PatternPass("scatter-of-one-window-to-update-slice", [ScatterOfOneWindowAsUpdateSlice()]),
         PatternPass("kv-cache-writes", [ScatterAsIndexCopy()]),
         PatternPass("dot-general-batch-dims-first", [GroupedHeadsDotGeneral(), BatchDimsFirst()]),
         PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), MultiDimWeightToGemm(), DotGeneralToBmm(),

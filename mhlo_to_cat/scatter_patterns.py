@@ -114,3 +114,49 @@ class ScatterAsIndexCopy(Pattern):
         new = cat.build(cat.IndexCopy(written), [operand, positions, updates], op.loc)
         rw.replace_op(op, ops + [new], new.results)
         return True
+
+
+class ScatterOfOneWindowAsUpdateSlice(Pattern):
+    """stablehlo.scatter of one window at a constant, in-bounds index with a replacing body ->
+    dynamic_update_slice (``x[:, 0] = y``, ByteIR's slice insertion): data movement that fuses, where a scatter
+    would run on the host. Out-of-bounds windows, which scatter skips and an update-slice would clamp, stay."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.scatter" or len(op.operands) != 3 or len(op.regions) != 1 \
+                or not returns_update(op.regions[0]):
+            return False
+        operand, indices, updates = op.operands
+        dn = op.attrs.get("scatter_dimension_numbers", {})
+        if dn.get("input_batching_dims") or dn.get("scatter_indices_batching_dims"):
+            return False
+        window_dims = list(dn.get("update_window_dims", []))
+        inserted = list(dn.get("inserted_window_dims", []))
+        to_operand = list(dn.get("scatter_dims_to_operand_dims", []))
+        index = input_free_value(indices)
+        if index is None or index.numel() != len(to_operand) or window_dims != sorted(window_dims):
+            return False
+        if any(n != 1 for d, n in enumerate(updates.type.shape) if d not in window_dims):
+            return False
+        rank = operand.type.rank
+        kept = [d for d in range(rank) if d not in inserted]
+        if len(kept) != len(window_dims):
+            return False
+        window = [1] * rank
+        for d, w in zip(kept, window_dims, strict=True):
+            window[d] = updates.type.shape[w]
+        start = [0] * rank
+        for j, d in enumerate(to_operand):
+            start[d] = int(index.reshape(-1)[j])
+        if any(s < 0 or s + w > n for s, w, n in zip(start, window, operand.type.shape, strict=True)):
+            return False
+        new: list[Op] = []
+        upd = updates
+        if tuple(window) != updates.type.shape:
+            new.append(Op.create("stablehlo.reshape", [updates], [updates.type.with_shape(tuple(window))], {}, op.loc))
+            upd = new[-1].result
+        starts = [Op.create("stablehlo.constant", [], [indices.type.with_shape(())],
+                            {"value": torch.tensor(s, dtype=index.dtype)}, op.loc) for s in start]
+        update = Op.create("stablehlo.dynamic_update_slice", [operand, upd, *(s.result for s in starts)],
+                           [op.result.type], {}, op.loc)
+        rw.replace_op(op, [*new, *starts, update], update.results)
+        return True

@@ -140,3 +140,31 @@ def test_mhlo_attribute_spellings():
     assert torch.allclose(prod, want, rtol=1e-5, atol=1e-5)
     assert torch.allclose(picked, torch.where(want > c, want, c), rtol=1e-5, atol=1e-5)
     assert sliced.tolist() == [3, 9, 15]
+
+
+def _scatter_window(index: int) -> str:
+    return f"""func.func @main(%x: tensor<6x8x5xf32>, %u: tensor<6x1x5xf32>) -> tensor<6x8x5xf32> {{
+  %i = mhlo.constant dense<{index}> : tensor<1x1xi64>
+  %0 = "mhlo.scatter"(%x, %i, %u) <{{indices_are_sorted = false, scatter_dimension_numbers = #mhlo.scatter<
+         update_window_dims = [0, 2], inserted_window_dims = [1], scatter_dims_to_operand_dims = [1],
+         index_vector_dim = 1>, unique_indices = false}}> ({{
+  ^bb0(%old: tensor<f32>, %new: tensor<f32>):
+    mhlo.return %new : tensor<f32>
+  }}) : (tensor<6x8x5xf32>, tensor<1x1xi64>, tensor<6x1x5xf32>) -> tensor<6x8x5xf32>
+  return %0 : tensor<6x8x5xf32>
+}}"""
+
+
+@pytest.mark.parametrize("index,fused", [(3, True), (0, True), (8, False)])
+def test_scatter_of_one_window_is_an_update_slice(index, fused):
+    """x[:, i] = u as a scatter at a constant index: a fused update-slice; out of bounds (scatter skips the
+    window, an update-slice would clamp it) it stays a scatter."""
+    text = _scatter_window(index)
+    paths = {sg.path for sg in partition(text).subgraphs}
+    assert paths == ({"fusion"} if fused else {"host"}), paths
+    x, u = _rand(6, 8, 5), _rand(6, 1, 5, seed=1)
+    (got,) = compile(text).run(x, u)
+    want = x.clone()
+    if index < 8:
+        want[:, index] = u[:, 0]
+    assert torch.equal(got, want)
