@@ -247,6 +247,16 @@ _MOVES = ("stablehlo.transpose", "stablehlo.reshape")
 _SCORE_OPS = ("stablehlo.multiply", "stablehlo.divide", "stablehlo.add", "stablehlo.subtract", "stablehlo.select")
 
 
+def _chain_operand(op: Op) -> int | None:
+    """Which operand of a scaling/masking op carries the scores: select's on-true value; otherwise the one
+    operand that comes from another such op or from data movement (the other is a constant, a mask or a bias)."""
+    if op.name == "stablehlo.select":
+        return 1
+    scored = [i for i, x in enumerate(op.operands)
+              if x.owner is not None and x.owner.name in _SCORE_OPS + _MOVES and constant_tensor(x) is None]
+    return scored[0] if len(scored) == 1 else None
+
+
 def _moved(t: torch.Tensor, moves: list[Op]) -> torch.Tensor:
     for m in moves:
         t = t.permute(m.attrs["permutation"]) if m.name == "stablehlo.transpose" else t.reshape(m.result.type.shape)
@@ -263,14 +273,18 @@ def _moves_up(v: Value, rw: Rewriter) -> list[Op]:
 
 
 class DataMovementCancelsAcrossSoftmax(Pattern):
-    """moves'(softmax(f(moves(S), constants))) -> softmax(f(S, moves'(constants))) where moves' undoes moves: a
-    score tensor reshaped and transposed into another layout for the mask and the softmax, and back for the P @ V
-    product (jax.nn.dot_product_attention's grouped form, [B, N, T, S] seen as [G, B, K, T, S]). The softmax
-    rows stay rows: the moves keep the last dim whole. ``f`` is the scaling and masking between bmm and softmax."""
+    """moves'(softmax(f(moves(S), others))) -> softmax(f(S, moves'(others))) where moves' undoes moves: a score
+    tensor reshaped and transposed into another layout for the mask and the softmax, and back for the P @ V
+    product (jax.nn.dot_product_attention: [B, N, T, S] seen as [G, B, K, T, S]). The softmax rows stay rows: the
+    moves keep the last dim whole. ``f`` is the scaling, masking and biasing between bmm and softmax; its other
+    operands (constants folded, run-time masks and biases moved by new ops) take the scores' own layout."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name not in _MOVES:
             return False
+        users = rw.users(op.result)
+        if len(users) == 1 and users[0].name in _MOVES and rw.single_use(op.result):
+            return False  # the outermost move of the chain undoes the most
         down = [*_moves_up(op.operands[0], rw), op]
         found = cat_producer(down[0].operands[0], cat.Softmax)
         if not found or not rw.single_use(down[0].operands[0]):
@@ -278,11 +292,11 @@ class DataMovementCancelsAcrossSoftmax(Pattern):
         chain = [found[0]]
         v = found[0].operands[0]
         while v.owner is not None and v.owner.name in _SCORE_OPS and rw.single_use(v):
-            moving = [x for x in v.owner.operands if constant_tensor(x) is None]
-            if len(moving) != 1:
+            index = _chain_operand(v.owner)
+            if index is None:
                 return False
             chain.append(v.owner)
-            v = moving[0]
+            v = v.owner.operands[index]
         up = _moves_up(v, rw)
         for j in range(len(up)):
             base = up[j].operands[0]
@@ -305,10 +319,18 @@ class DataMovementCancelsAcrossSoftmax(Pattern):
         v = base
         for f in reversed(chain[1:]):
             operands = []
-            for x in f.operands:
+            for i, x in enumerate(f.operands):
+                if i == _chain_operand(f):
+                    operands.append(v)
+                    continue
                 t = constant_tensor(x)
                 if t is None:
-                    operands.append(v)
+                    for m in down:  # a run-time operand: the same moves, as ops
+                        moved_op = Op.create(m.name, [x], [x.type.with_shape(m.result.type.shape)], dict(m.attrs),
+                                             m.loc)
+                        new_ops.append(moved_op)
+                        x = moved_op.result
+                    operands.append(x)
                     continue
                 moved = _moved(t, down)
                 moved = moved.contiguous() if any(st != 0 for st in moved.stride()) else moved

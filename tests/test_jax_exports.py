@@ -53,6 +53,10 @@ MODELS = {
     "flax_padded": (1, {"cat.gemm_rrr_bias"}),
     "sdpa": (1, set()),
     "sdpa_mha": (1, set()),
+    "sdpa_padded": (1, set()),
+    "sdpa_bias": (1, set()),
+    "t5_attention": (1, set()),
+    "nnx_mha": (1, {"cat.gemm_rrr_bias"}),
 }
 
 
@@ -65,7 +69,7 @@ def test_jax_model_compiles_to_cat_and_matches_jax(name):
     assert not any(op.startswith(("cat.softmax", "cat.bmm")) for op in ops), ops
     assert expected <= set(ops), ops
     _nothing_interpreted(part)
-    assert part.cat_flop_share > 0.99
+    assert part.cat_flop_share > (0.99 if expected else 0.95)  # attention alone: its mask is a visible share
     args, (want,) = _arrays(name)
     (got,) = compile(EXPORTS / f"{name}.mlir").run(*args)
     assert got.shape == want.shape

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -175,6 +176,37 @@ def sdpa_mha(q, k, v):
     return jax.nn.dot_product_attention(q, k, v, scale=0.1, implementation="xla")
 
 
+def sdpa_padded(q, k, v, valid):
+    """A key-padding mask from an input, as a boolean mask argument."""
+    return jax.nn.dot_product_attention(q, k, v, mask=valid[:, None, None, :], implementation="xla")
+
+
+def sdpa_bias(q, k, v, bias):
+    """An additive bias (relative positions, ALiBi) from an input."""
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation="xla")
+
+
+def t5_attention(q, k, v, bias):
+    """T5's form: heads first, no scaling, a position bias added to the scores."""
+    q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+    s = jnp.einsum("bhqd,bhkd->bhqk", q, k) + bias
+    return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(s, axis=-1), v)
+
+
+def nnx_mha_args() -> tuple[list[jax.Array], Callable]:
+    """flax.nnx's MultiHeadAttention under a causal mask, its state as arguments."""
+    layer = nnx.MultiHeadAttention(num_heads=H, in_features=D, qkv_features=D, decode=False, rngs=nnx.Rngs(8))
+    graphdef, state = nnx.split(layer)
+    leaves, tree = jax.tree_util.tree_flatten(state)
+    leaves = [leaf + 0.05 * jax.random.normal(jax.random.PRNGKey(30 + i), leaf.shape) for i, leaf in enumerate(leaves)]
+
+    def fn(x, *leaves):
+        merged = nnx.merge(graphdef, jax.tree_util.tree_unflatten(tree, leaves))
+        return merged(x, mask=nnx.make_causal_mask(jnp.ones((B, S))))
+
+    return [jax.random.normal(_keys(9, 1)[0], (B, S, D)), *leaves], fn
+
+
 def sdpa_args(kv_heads: int) -> list[jax.Array]:
     k = _keys(4, 3)
     return [jax.random.normal(k[0], (B, S, H, HD)), jax.random.normal(k[1], (B, S, kv_heads, HD)),
@@ -236,6 +268,13 @@ def main() -> int:
     export("flax_padded", padded_fn, padded_args)
     export("sdpa", sdpa, sdpa_args(KV_HEADS))
     export("sdpa_mha", sdpa_mha, sdpa_args(H))
+    valid = jnp.asarray(np.arange(S)[None, :] < np.array([[S], [S - 7]]))
+    export("sdpa_padded", sdpa_padded, [*sdpa_args(H), valid])
+    bias = jax.random.normal(_keys(10, 1)[0], (1, H, S, S))
+    export("sdpa_bias", sdpa_bias, [*sdpa_args(H), bias])
+    export("t5_attention", t5_attention, [*sdpa_args(H), bias])
+    nnx_args, nnx_fn = nnx_mha_args()
+    export("nnx_mha", nnx_fn, nnx_args)
     export("math", _math, math_args())
     gpt2_args = [jnp.asarray(gpt2_ids(**GPT2_SMALL))] + [jnp.asarray(w) for w in gpt2_params(**GPT2_SMALL)]
     export("gpt2_small", gpt2, gpt2_args, saved_inputs=1)
