@@ -11,15 +11,18 @@ from pathlib import Path
 from byteir_cat.core.errors import ByteirCatError, CompileError, InputError
 from byteir_cat.terminal import TABLE_FORMATS
 
+PARAMS_HELP = ("weights for arguments of @main, by argument name (as JAX's locations name them) or argN: they "
+               "become constants of the artifact, which then takes only the other arguments")
+
 
 def cmd_partition(args: argparse.Namespace) -> int:
     from byteir_cat.api import partition
     from byteir_cat.core.printer import print_module
-    from byteir_cat.model_source import resolve
+    from byteir_cat.model_source import resolve, with_params
     from byteir_cat.partition_report import print_table, to_json, write_dot
 
     model, inputs = resolve(args.model)
-    part = partition(model, inputs)
+    part = partition(with_params(model, inputs, args.params), inputs)
     if args.mlir:
         _write_atomic(Path(args.mlir), print_module(part.module, locations=True))
     if args.dot:
@@ -42,9 +45,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from byteir_cat.compiler import build_artifact
-    from byteir_cat.model_source import resolve
+    from byteir_cat.model_source import resolve, with_params
 
     model, inputs = resolve(args.model)
+    model = with_params(model, inputs, args.params)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -274,10 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     p.add_argument("--format", choices=TABLE_FORMATS, default="auto",
                    help="the table: auto (rich on a terminal, one plain line per row when piped), plain, markdown")
+    p.add_argument("--params", metavar="NPZ", help=PARAMS_HELP)
     c = sub.add_parser("compile", help="compile a model to an artifact directory")
     c.add_argument("model", help="an .mlir file (StableHLO or MHLO) or path/to/file.py:factory")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
     c.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="where the artifact runs")
+    c.add_argument("--params", metavar="NPZ", help=PARAMS_HELP)
     c.add_argument("--arch", choices=["sm_80", "sm_90a"], default=None,
                    help="GPU architecture for --target cuda (default sm_90a)")
     c.add_argument("--tune-candidates", type=int, default=0, metavar="N",

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,14 @@ from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, render_kernel
 from ait_codegen.tuning_cache import TuningCache
-from byteir_cat.api import partition
+from byteir_cat.api import partition, to_stablehlo
 from byteir_cat.compiled_model import CompiledModel, load
 from byteir_cat.core.cuda_arch import CUDA_ARCHS, DEFAULT_CUDA_ARCH
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.host_code import KernelError
 from byteir_cat.core.sym_shape import DynamicSpec, SymbolicShapes
 from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_inputs, sample_points, split_at_one
+from byteir_cat.frontend import bind_params
 from byteir_cat.lowering.byre_lowering import CatKernel, GroupKernel, lower
 from fallback_codegen.compile import compile_group, compile_symbolic_group
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
@@ -47,12 +48,17 @@ HOST_NOTE = "runs on the host: its operands are copied device->host and its resu
 
 def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
             out_dir: str | Path | None = None, progress: Progress | None = None,
-            arch: str | None = None, tune_candidates: int = 0, dynamic_shapes: Any = None) -> CompiledModel:
+            arch: str | None = None, tune_candidates: int = 0, dynamic_shapes: Any = None,
+            params: Mapping[str | int, Any] | None = None) -> CompiledModel:
     """Compile a torch model (with example inputs), an .mlir path or MLIR text for ``target`` ("cpu" or
     "cuda"; ``arch`` "sm_90a" or "sm_80" for cuda); write the artifact to ``out_dir`` when given.
     ``tune_candidates`` (cuda): that many other builds of every GEMM/BMM go into the artifact, for
     ``byteir-cat tune`` to time on the device. ``dynamic_shapes`` (torch models, cpu): torch.export's own
-    spec, with ``torch.export.Dim(name, min=, max=)`` bounds; the artifact serves every size within them."""
+    spec, with ``torch.export.Dim(name, min=, max=)`` bounds; the artifact serves every size within them.
+    ``params``: arrays for arguments of @main, by name or position (``frontend.bind_params``): JAX's weights,
+    bound into the artifact; the compiled model takes the remaining arguments."""
+    if params:
+        model_or_mlir = bind_params(to_stablehlo(model_or_mlir, example_inputs), params)
     artifact, part = build_artifact(model_or_mlir, example_inputs, target, progress, arch, tune_candidates,
                                     dynamic_shapes)
     path = artifact.write(out_dir) if out_dir is not None else None

@@ -60,3 +60,25 @@ def resolve(model_arg: str) -> tuple[Any, tuple | None]:
     if model_arg.endswith(".py"):
         raise CompileError(f"{model_arg}: name the factory as {model_arg}:factory")
     return load_factory(model_arg)
+
+
+def with_params(model: Any, inputs: tuple | None, params_path: str | None) -> Any:
+    """``model`` with the arguments named in the .npz file ``params_path`` bound to its arrays (``--params``):
+    the weights JAX passes as arguments become the artifact's own."""
+    if params_path is None:
+        return model
+    import numpy as np
+
+    from byteir_cat.api import to_stablehlo
+    from byteir_cat.frontend import bind_params
+
+    path = Path(params_path)
+    if not path.exists():
+        raise CompileError(f"--params {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        why = f"{type(e).__name__}: {_first_line(e)}"
+        raise CompileError(f"--params {path}: not a readable .npz file ({why})") from None
+    return bind_params(to_stablehlo(model, inputs), arrays)

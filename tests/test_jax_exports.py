@@ -14,7 +14,11 @@ import pytest
 import torch
 
 from byteir_cat.api import partition
+from byteir_cat.cli import main as cli
+from byteir_cat.compiled_model import load
 from byteir_cat.compiler import compile
+from byteir_cat.core.errors import CompileError
+from byteir_cat.frontend import load_mlir
 from mhlo_to_cat.subgraph import Partition
 
 EXPORTS = Path(__file__).parent / "jax_exports"
@@ -90,6 +94,33 @@ def test_jax_gpt2_small_at_full_size():
     assert _rel(got, want) < 1e-4
 
 
+def test_jax_weights_bound_as_params(tmp_path):
+    """JAX passes the weights as arguments; bound by their argument names they become the artifact's constants
+    (packed once at load, like a torch model's), and the compiled model takes the token ids alone."""
+    names = load_mlir(EXPORTS / "gpt2_small.mlir").main.arg_names
+    assert names[:3] == ["ids", "wte", "wpe"] and len(names) == 1 + len(gpt2_params(**GPT2_SMALL))
+    weights = dict(zip(names[1:], gpt2_params(**GPT2_SMALL), strict=True))
+    model = compile(EXPORTS / "gpt2_small.mlir", params=weights, out_dir=tmp_path / "gpt2")
+    assert model.artifact.byre.input_names == ["ids"]
+    (ids,), (want,) = _arrays("gpt2_small")
+    (got,) = load(tmp_path / "gpt2").run(ids)
+    assert _rel(got, want) < 1e-4
+
+
+def test_params_by_position_and_their_errors():
+    text = (EXPORTS / "sdpa.mlir").read_text()
+    (q, k, v), (want,) = _arrays("sdpa")
+    (got,) = compile(text, params={1: k, "arg2": v.numpy()}).run(q)
+    assert _rel(got, want) < 1e-6
+    with pytest.raises(CompileError, match=r"^params: @main has no argument 'w' \(arguments: q, k, v\)$"):
+        compile(text, params={"w": k})
+    with pytest.raises(CompileError, match=r"^params\['k'\]: \(2, 32, 4, 32\) torch.float32 given, @main argument 1 "
+                                           r"is tensor<2x32x2x32xf32>$"):
+        compile(text, params={"k": q})
+    with pytest.raises(CompileError, match=r"^params: argument 1 of @main is given twice$"):
+        compile(text, params={"k": k, 1: k})
+
+
 def test_jax_gpt_block_layer_norms_take_their_affine():
     ln = [op for sg in partition(EXPORTS / "gpt_block.mlir").subgraphs for op in sg.ops if op.name == "cat.layernorm"]
     assert len(ln) == 2 and all(op.attrs["has_gamma"] and op.attrs["has_beta"] for op in ln)
@@ -127,3 +158,13 @@ def test_jax_math_runs_on_the_device_path_and_matches_jax():
         if i in MATH_F64:
             exact = MATH_F64[i](*(a.double() for a in args))
             assert (got.double() - exact).abs().max() <= (want.double() - exact).abs().max(), i
+
+
+def test_cli_params(tmp_path, capsys):
+    (q, k, v), (want,) = _arrays("sdpa")
+    np.savez(tmp_path / "kv.npz", k=k.numpy(), v=v.numpy())
+    assert cli(["compile", str(EXPORTS / "sdpa.mlir"), "--params", str(tmp_path / "kv.npz"), "-o", str(tmp_path / "a")]) == 0
+    (got,) = load(tmp_path / "a").run(q)
+    assert _rel(got, want) < 1e-6
+    assert cli(["partition", str(EXPORTS / "sdpa.mlir"), "--params", str(tmp_path / "missing.npz")]) == 1
+    assert capsys.readouterr().err.strip().endswith("--params " + str(tmp_path / "missing.npz") + ": no such file")

@@ -3,5 +3,6 @@ or MLIR text (StableHLO or MHLO spelling) -> the graph IR, through the MLIR cont
 
 from byteir_cat.frontend.loaders import from_torch, load_mlir, rename_mhlo
 from byteir_cat.frontend.onnx_loader import load_onnx
+from byteir_cat.frontend.params import bind_params
 
-__all__ = ["from_torch", "load_mlir", "load_onnx", "rename_mhlo"]
+__all__ = ["bind_params", "from_torch", "load_mlir", "load_onnx", "rename_mhlo"]

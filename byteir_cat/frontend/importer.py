@@ -291,7 +291,20 @@ def import_module(mmodule, blobs: Blobs, source: str) -> Module:
         public = "sym_visibility" not in o.attributes or o.attributes["sym_visibility"].value == "public"
         if len(o.regions[0].blocks) == 0:
             raise CompileError(f"function @{name} at {_location(o, source)} has no body")
-        body = imp.block(list(o.regions[0].blocks)[0])
-        fn = Function(name, body, public)
+        block = list(o.regions[0].blocks)[0]
+        body = imp.block(block)
+        fn = Function(name, body, public, arg_names=_argument_names(block))
         module.add(fn)
     return module
+
+
+def _argument_names(block) -> list[str]:
+    """The arguments' names where each has its own NameLoc (JAX names them after the Python parameters:
+    ``loc("x")``, ``loc("params['dense']['kernel']")``); none when any is unnamed or a name repeats."""
+    names = []
+    for arg in block.arguments:
+        m = re.fullmatch(r'loc\("((?:[^"\\]|\\.)*)"\)', str(arg.location))
+        if m is None:
+            return []
+        names.append(m[1].replace('\\"', '"'))
+    return names if len(set(names)) == len(names) else []
