@@ -247,6 +247,11 @@ _MOVES = ("stablehlo.transpose", "stablehlo.reshape")
 _SCORE_OPS = ("stablehlo.multiply", "stablehlo.divide", "stablehlo.add", "stablehlo.subtract", "stablehlo.select")
 
 
+def _keeps_matrices(move: Op) -> bool:
+    """A reshape that leaves the last two dims alone (``peel`` looks through those)."""
+    return move.name == "stablehlo.reshape" and move.result.type.shape[-2:] == move.operands[0].type.shape[-2:]
+
+
 def _chain_operand(op: Op) -> int | None:
     """Which operand of a scaling/masking op carries the scores: select's on-true value; otherwise the one
     operand that comes from another such op or from data movement (the other is a constant, a mask or a bias)."""
@@ -309,6 +314,8 @@ class DataMovementCancelsAcrossSoftmax(Pattern):
                 continue
             if not bool(((mid - mid[..., :1]) == torch.arange(rows)).all() and (mid[..., 0] % rows == 0).all()):
                 continue
+            if all(_keeps_matrices(m) for m in up[j:] + down):
+                return False  # heads merged into the batch and split again: attention recognition reads through
             self._rewrite(op, chain, base, down, rw)
             return True
         return False
