@@ -199,13 +199,21 @@ class ChloErfcToExpRational(Pattern):
         return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
 
 
-def _reflection_split(b: ShapeBuilder, x: Value) -> tuple[Value, Value, Value]:
-    """(reflect, y, r) for the reflection formulas: reflect where x < 1/2, y = 1 - x there and x elsewhere, and
-    r = x - round(x), with which sin(pi x) and tan(pi x) keep their precision for any |x|."""
-    c = b.const(0.5, x.type.dtype)
-    reflect = b.compare(x, c, "LT")
-    y = b.op("select", reflect, b.op("subtract", b.const(1.0, x.type.dtype), x), x)
-    return reflect, y, b.op("subtract", x, b.op("round_nearest_even", x))
+class _ReflectedF64:
+    """What lgamma and digamma share: x widened to f64, constants in f64, and the reflection split below 1/2 --
+    ``reflect`` where x < 1/2, ``y`` = 1 - x there and x elsewhere, ``r`` = x - round(x) (with which sin(pi x) and
+    tan(pi x) keep their precision for any |x|), ``pole`` at 0 and the negative integers."""
+
+    def __init__(self, op: Op):
+        self.b = b = ShapeBuilder(op.result.type, op.loc)
+        self.x = x = b.convert(op.operands[0], "f64")
+        self.reflect = b.compare(x, self.c(0.5), "LT")
+        self.y = b.op("select", self.reflect, b.op("subtract", self.c(1.0), x), x)
+        self.r = b.op("subtract", x, b.op("round_nearest_even", x))
+        self.pole = b.op("and", b.compare(self.r, self.c(0.0), "EQ"), b.compare(x, self.c(0.0), "LE"))
+
+    def c(self, v: float) -> Value:
+        return self.b.const(v, "f64")
 
 
 class ChloLgammaToLanczos(Pattern):
@@ -215,26 +223,20 @@ class ChloLgammaToLanczos(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.lgamma" or not _float_operand(op):
             return False
-        b = ShapeBuilder(op.result.type, op.loc)
-        x = b.convert(op.operands[0], "f64")
-
-        def c(v: float) -> Value:
-            return b.const(v, "f64")
-
-        reflect, y, r = _reflection_split(b, x)
-        z = b.op("subtract", y, c(1.0))
+        f = _ReflectedF64(op)
+        b, c = f.b, f.c
+        z = b.op("subtract", f.y, c(1.0))
         a = c(_LANCZOS[0])
         for i, coeff in enumerate(_LANCZOS[1:], start=1):
             a = b.op("add", a, b.op("divide", c(coeff), b.op("add", z, c(float(i)))))
         t = b.op("add", z, c(_LANCZOS_G + 0.5))
         series = b.op("add", b.op("subtract", b.op("multiply", b.op("add", z, c(0.5)), b.op("log", t)), t),
                       b.op("add", b.op("log", a), c(0.5 * math.log(2 * math.pi))))
-        sin = b.op("abs", b.op("sine", b.op("multiply", r, c(math.pi))))
+        sin = b.op("abs", b.op("sine", b.op("multiply", f.r, c(math.pi))))
         reflected = b.op("subtract", b.op("subtract", c(math.log(math.pi)), b.op("log", sin)), series)
-        y = b.op("select", reflect, reflected, series)
+        y = b.op("select", f.reflect, reflected, series)
         inf = c(math.inf)
-        pole = b.op("and", b.compare(r, c(0.0), "EQ"), b.compare(x, c(0.0), "LE"))
-        y = b.op("select", b.op("or", pole, b.compare(b.op("abs", x), inf, "EQ")), inf, y)
+        y = b.op("select", b.op("or", f.pole, b.compare(b.op("abs", f.x), inf, "EQ")), inf, y)
         return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
 
 
@@ -245,25 +247,19 @@ class ChloDigammaToAsymptoticSeries(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.digamma" or not _float_operand(op):
             return False
-        b = ShapeBuilder(op.result.type, op.loc)
-        x = b.convert(op.operands[0], "f64")
-
-        def c(v: float) -> Value:
-            return b.const(v, "f64")
-
-        reflect, y, r = _reflection_split(b, x)
-        steps = b.op("divide", c(1.0), y)
+        f = _ReflectedF64(op)
+        b, c = f.b, f.c
+        steps = b.op("divide", c(1.0), f.y)
         for i in range(1, _DIGAMMA_SHIFT):
-            steps = b.op("add", steps, b.op("divide", c(1.0), b.op("add", y, c(float(i)))))
-        w = b.op("add", y, c(float(_DIGAMMA_SHIFT)))
+            steps = b.op("add", steps, b.op("divide", c(1.0), b.op("add", f.y, c(float(i)))))
+        w = b.op("add", f.y, c(float(_DIGAMMA_SHIFT)))
         inv2 = b.op("divide", c(1.0), b.op("multiply", w, w))
         tail = b.op("multiply", b.poly(inv2, tuple(reversed(_DIGAMMA_ASYMPTOTIC))), inv2)
         series = b.op("subtract", b.op("log", w), b.op("divide", c(0.5), w))
         series = b.op("subtract", b.op("add", series, tail), steps)
-        cot = b.op("divide", c(math.pi), b.op("tan", b.op("multiply", r, c(math.pi))))
-        y = b.op("select", reflect, b.op("subtract", series, cot), series)
-        pole = b.op("and", b.compare(r, c(0.0), "EQ"), b.compare(x, c(0.0), "LE"))
-        y = b.op("select", b.op("or", pole, b.compare(x, c(-math.inf), "EQ")), c(math.nan), y)
+        cot = b.op("divide", c(math.pi), b.op("tan", b.op("multiply", f.r, c(math.pi))))
+        y = b.op("select", f.reflect, b.op("subtract", series, cot), series)
+        y = b.op("select", b.op("or", f.pole, b.compare(f.x, c(-math.inf), "EQ")), c(math.nan), y)
         return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
 
 
