@@ -141,6 +141,32 @@ def _param_in(v: Value, dtype: str) -> Value | None:
     return conv.operands[0] if conv is not None and conv.operands[0].type.dtype == dtype else None
 
 
+class ScaleAfterNormalisation(Pattern):
+    """centred * (factor * broadcast(scale[N])) -> (centred * factor) * broadcast(scale): Flax's LayerNorm and
+    RMSNorm fold the scale into the per-row factor before applying it; applied last, the region computed from x
+    alone is the normalisation, and the scale becomes the norm's gamma (``NormAffineFusion``). The same product
+    in another order: only its rounding may differ."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.multiply":
+            return False
+        for centred, inner_v in (op.operands, op.operands[::-1]):
+            inner = producer(inner_v, "stablehlo.multiply")
+            if inner is None or not rw.single_use(inner_v) or centred.type.shape != op.result.type.shape:
+                continue
+            n, rank = op.result.type.shape[-1] if op.result.type.rank else 0, op.result.type.rank
+            for factor, scale in (inner.operands, inner.operands[::-1]):
+                if _row_vector(scale, n, rank) is None or _row_vector(factor, n, rank) is not None:
+                    continue
+                if _row_vector(centred, n, rank) is not None or splat_value(factor) is not None:
+                    continue
+                first = Op.create("stablehlo.multiply", [centred, factor], [op.result.type], {}, inner.loc)
+                second = Op.create("stablehlo.multiply", [first.result, scale], [op.result.type], {}, op.loc)
+                rw.replace_op(op, [first, second], second.results)
+                return True
+        return False
+
+
 class NormAffineFusion(Pattern):
     """layernorm/rmsnorm * broadcast(gamma[N]) and + broadcast(beta[N]) -> the norm's own parameters.
     For a half-precision norm whose output is widened for the affine step (convert(norm) * convert(gamma)),

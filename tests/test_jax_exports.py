@@ -61,6 +61,7 @@ MODELS = {
     "sdpa_bias": (1, set()),
     "t5_attention": (1, set()),
     "nnx_mha": (1, {"cat.gemm_rrr_bias"}),
+    "flax_block": (1, {"cat.layernorm", "cat.rmsnorm", "cat.gemm_rrr_bias_gelu"}),
 }
 
 
@@ -119,6 +120,15 @@ def test_params_by_position_and_their_errors():
         compile(text, params={"k": q})
     with pytest.raises(CompileError, match=r"^params: argument 1 of @main is given twice$"):
         compile(text, params={"k": k, 1: k})
+
+
+def test_flax_norms_take_their_scale():
+    """Flax folds the scale into the per-row factor ((x - mean) * (rsqrt(var + eps) * scale)); both norms still
+    take it as their gamma, the LayerNorm its bias as beta."""
+    part = partition(EXPORTS / "flax_block.mlir")
+    norms = {op.name: op.attrs for sg in part.subgraphs for op in sg.ops if op.name in ("cat.layernorm", "cat.rmsnorm")}
+    assert norms["cat.layernorm"]["has_gamma"] and norms["cat.layernorm"]["has_beta"], norms
+    assert norms["cat.rmsnorm"]["has_gamma"], norms
 
 
 def test_jax_gpt_block_layer_norms_take_their_affine():

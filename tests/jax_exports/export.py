@@ -165,6 +165,31 @@ def flax_padded_args() -> tuple[list[jax.Array], Callable]:
     return [x, valid, *leaves], fn
 
 
+class FlaxBlock(nn.Module):
+    """A pre-norm encoder block made of Flax's own layers: nn.LayerNorm (E[x^2] - E[x]^2 variance, the scale
+    folded into the per-row factor), attention, nn.RMSNorm, Dense + exact GELU."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nn.LayerNorm()(x)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=H, deterministic=True)(h, h)
+        h = nn.RMSNorm()(x)
+        return x + nn.Dense(D)(nn.gelu(nn.Dense(FFN)(h), approximate=False))
+
+
+def flax_block_args() -> tuple[list[jax.Array], Callable]:
+    x = jax.random.normal(_keys(11, 1)[0], (B, S, D))
+    block = FlaxBlock()
+    params = block.init(jax.random.PRNGKey(12), x)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    leaves = [leaf + 0.05 * jax.random.normal(jax.random.PRNGKey(40 + i), leaf.shape) for i, leaf in enumerate(leaves)]
+
+    def fn(x, *leaves):
+        return block.apply(jax.tree_util.tree_unflatten(tree, leaves), x)
+
+    return [x, *leaves], fn
+
+
 # --- jax.nn.dot_product_attention: [B, T, N, H] operands, the XLA implementation; causal with grouped-query K/V,
 # and plain multi-head attention with an explicit scale.
 
@@ -273,6 +298,8 @@ def main() -> int:
     bias = jax.random.normal(_keys(10, 1)[0], (1, H, S, S))
     export("sdpa_bias", sdpa_bias, [*sdpa_args(H), bias])
     export("t5_attention", t5_attention, [*sdpa_args(H), bias])
+    block_args, block_fn = flax_block_args()
+    export("flax_block", block_fn, block_args)
     nnx_args, nnx_fn = nnx_mha_args()
     export("nnx_mha", nnx_fn, nnx_args)
     export("math", _math, math_args())
