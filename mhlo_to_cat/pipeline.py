@@ -45,7 +45,12 @@ from mhlo_to_cat.precision_patterns import (
     SinkConvertBelowDataMovement,
 )
 from mhlo_to_cat.rewriter import Pass, PatternPass
-from mhlo_to_cat.rowwise_patterns import NormAffineFusion, RowwiseFromReduce, ScaleAfterNormalisation
+from mhlo_to_cat.rowwise_patterns import (
+    CentredFromBatchNormForm,
+    NormAffineFusion,
+    RowwiseFromReduce,
+    ScaleAfterNormalisation,
+)
 from mhlo_to_cat.scatter_patterns import ScatterAsIndexCopy, ScatterOfOneWindowAsUpdateSlice
 
 
@@ -59,7 +64,7 @@ def recognition_passes() -> list[Pass]:
                                                     ReshapeIntoGemm(), PatchifyConvolutionToGemm()]),
         PatternPass("gemm-bias-fusion-and-narrowing", [BiasAddBeforeHeadSplit(), GemmBiasFusion(), NarrowUpcastGemm()]),
         PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
-        PatternPass("norm-scale-applied-last", [ScaleAfterNormalisation()]),
+        PatternPass("norm-scale-applied-last", [CentredFromBatchNormForm(), ScaleAfterNormalisation()]),
         PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
         PatternPass("norm-affine-fusion", [NormAffineFusion()]),
         PatternPass("sink-scalar-multiplies", [SinkScalarMultiplyBelowDataMovement()]),

@@ -141,6 +141,39 @@ def _param_in(v: Value, dtype: str) -> Value | None:
     return conv.operands[0] if conv is not None and conv.operands[0].type.dtype == dtype else None
 
 
+class CentredFromBatchNormForm(Pattern):
+    """x * F + (m * F + beta) -> (x + m) * F + beta: tf.nn.batch_normalization (Keras' LayerNormalization)
+    writes (x - mean) * F as x * F - mean * F with F = rsqrt(var + eps) * gamma; factored back, the centred
+    value appears and ``ScaleAfterNormalisation`` and norm recognition take it from there."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.add":
+            return False
+        for xf_v, rest_v in (op.operands, op.operands[::-1]):
+            xf, rest = producer(xf_v, "stablehlo.multiply"), producer(rest_v, "stablehlo.add")
+            if xf is None or rest is None or not rw.single_use(xf_v) or not rw.single_use(rest_v):
+                continue
+            n, rank = op.result.type.shape[-1] if op.result.type.rank else 0, op.result.type.rank
+            for mf_v, beta in (rest.operands, rest.operands[::-1]):
+                mf = producer(mf_v, "stablehlo.multiply")
+                if mf is None or _row_vector(beta, n, rank) is None or not rw.single_use(mf_v):
+                    continue
+                common = [f for f in xf.operands if f in mf.operands]
+                if len(common) != 1:
+                    continue
+                f = common[0]
+                x = next(v for v in xf.operands if v is not f) if xf.operands[0] is not xf.operands[1] else None
+                m = next(v for v in mf.operands if v is not f) if mf.operands[0] is not mf.operands[1] else None
+                if x is None or m is None:
+                    continue
+                centred = Op.create("stablehlo.add", [x, m], [op.result.type], {}, mf.loc)
+                scaled = Op.create("stablehlo.multiply", [centred.result, f], [op.result.type], {}, xf.loc)
+                out = Op.create("stablehlo.add", [scaled.result, beta], [op.result.type], {}, op.loc)
+                rw.replace_op(op, [centred, scaled, out], out.results)
+                return True
+        return False
+
+
 class ScaleAfterNormalisation(Pattern):
     """centred * (factor * broadcast(scale[N])) -> (centred * factor) * broadcast(scale): Flax's LayerNorm and
     RMSNorm fold the scale into the per-row factor before applying it; applied last, the region computed from x

@@ -12,7 +12,14 @@ import cat_dialect as cat
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile
 
-EXPORT = Path(__file__).parent / "tf_exports" / "bert_layer.mlir"
+EXPORTS = Path(__file__).parent / "tf_exports"
+EXPORT = EXPORTS / "bert_layer.mlir"
+
+
+def _arrays(name: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+    z = np.load(EXPORTS / f"{name}.npz")
+    return [torch.from_numpy(z[f"in{i}"]) for i in range(sum(k.startswith("in") for k in z.files))], \
+        torch.from_numpy(z["out0"])
 
 
 def test_tensorflow_bert_layer_compiles_to_cat_and_matches_tensorflow():
@@ -30,4 +37,22 @@ def test_tensorflow_bert_layer_compiles_to_cat_and_matches_tensorflow():
     args = [torch.from_numpy(z[f"in{i}"]) for i in range(sum(k.startswith("in") for k in z.files))]
     (got,) = compile(EXPORT).run(*args)
     want = torch.from_numpy(z["out0"])
+    assert float((got - want).abs().max() / want.abs().max()) < 1e-4
+
+
+def test_keras_block_with_its_variables_bound():
+    """Keras 3 layers under tf.function: LayerNormalization in tf.nn.batch_normalization's x * F + (beta - mean * F)
+    form is still a LayerNorm with its gamma and beta; the layer's variables, captured as arguments after x, are
+    bound by position so that the compiled model takes x alone."""
+    path = EXPORTS / "keras_block.mlir"
+    part = partition(path)
+    ops = [op for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)]
+    names = [op.name for op in ops]
+    norms = [op for op in ops if op.name == "cat.layernorm"]
+    assert len(norms) == 2 and all(op.attrs["has_gamma"] and op.attrs["has_beta"] for op in norms), names
+    attention = [op for op in ops if op.name.startswith("cat.attention")]
+    assert len(attention) == 1 and attention[0].attrs["causal"], names
+    assert "cat.gemm_rrr_bias_gelu" in names and not any(n.startswith(("cat.softmax", "cat.bmm")) for n in names)
+    (x, *variables), want = _arrays("keras_block")
+    (got,) = compile(path, params=dict(enumerate(variables, start=1))).run(x)
     assert float((got - want).abs().max() / want.abs().max()) < 1e-4

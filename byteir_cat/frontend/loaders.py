@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -58,6 +59,24 @@ def _dense_as_array(m: re.Match) -> str:
     return f"{m['name']} = array<i64" + (f": {', '.join(vals)}>" if vals else ">")
 
 
+_I1_HEX = re.compile(r'dense<"0x(?P<hex>[0-9A-Fa-f]+)">(?P<ty>\s*:\s*tensor<(?P<dims>(?:\d+x)*)i1>)')
+
+
+def unpack_i1_hex(text: str) -> str:
+    """Boolean constants written by TensorFlow's XLA as packed bits (``dense<"0x...">`` with one bit per element,
+    least significant first) -> one byte per element, the form this MLIR reads."""
+
+    def unpack(m: re.Match) -> str:
+        count = math.prod(int(d) for d in m["dims"].split("x") if d)
+        raw = bytes.fromhex(m["hex"])
+        if len(raw) == count or len(raw) != (count + 7) // 8:
+            return m[0]
+        bits = [(raw[i // 8] >> (i % 8)) & 1 for i in range(count)]
+        return f'dense<"0x{bytes(bits).hex().upper()}">{m["ty"]}'
+
+    return _I1_HEX.sub(unpack, text)
+
+
 def load_mlir(path_or_text: str | Path, source: str | None = None) -> Module:
     """Read a StableHLO/MHLO module from a file path or from text; pretty or generic form."""
     if isinstance(path_or_text, Path) or ("\n" not in str(path_or_text) and "{" not in str(path_or_text)):
@@ -78,6 +97,7 @@ def load_mlir(path_or_text: str | Path, source: str | None = None) -> Module:
         raise CompileError(f"{source}: empty module")
     text, resources = split_resources(text)
     text, renamed = rename_mhlo(text)
+    text = unpack_i1_hex(text)
     try:
         generic = run_opt(text, source)
     except CompileError as e:

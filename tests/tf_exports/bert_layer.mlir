@@ -8,7 +8,7 @@
 #loc11 = loc("x.3")
 #loc12 = loc("y.3")
 #loc14 = loc("XLA_Args")
-module @a_inference_bert_layer_108__.7 attributes {mhlo.cross_program_prefetches = [], mhlo.input_output_alias = [], mhlo.is_dynamic = false, mhlo.use_auto_spmd_partitioning = false} {
+module @a_inference_bert_layer_502__.7 attributes {mhlo.cross_program_prefetches = [], mhlo.input_output_alias = [], mhlo.is_dynamic = false, mhlo.use_auto_spmd_partitioning = false} {
   func.func private @region_0.1(%arg0: tensor<f32> loc("Softmax"), %arg1: tensor<f32> loc("Softmax")) -> tensor<f32> {
     %0 = stablehlo.maximum %arg0, %arg1 : tensor<f32> loc(#loc1)
     return %0 : tensor<f32> loc(#loc)

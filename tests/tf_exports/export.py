@@ -5,7 +5,7 @@
 TensorFlow is not a dependency of byteir-cat (1.6 GB installed), so the export is committed. Remake it with
 `make tf-exports` (a virtual environment of its own with tensorflow-cpu at the Makefile's TF_PIN).
 
-bert_layer.mlir and bert_layer.npz (arrays in0..inN, then out0).
+bert_layer and keras_block: NAME.mlir and NAME.npz (arrays in0..inN, then out0).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -62,7 +63,39 @@ def args() -> list[tf.Tensor]:
     return [tf.constant(a) for a in arrays]
 
 
+def keras_block() -> keras.Model:
+    """A pre-norm Keras 3 block: LayerNormalization (tf.nn.batch_normalization's x * F + (beta - mean * F)
+    form), MultiHeadAttention with a causal mask, Dense with exact GELU. Random weights, non-trivial affines."""
+    inp = keras.Input((S, D))
+    h = keras.layers.LayerNormalization(epsilon=1e-6)(inp)
+    x = inp + keras.layers.MultiHeadAttention(num_heads=H, key_dim=HD)(h, h, use_causal_mask=True)
+    h = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+    out = x + keras.layers.Dense(D)(keras.layers.Dense(FFN, activation="gelu")(h))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(1)
+    model.set_weights([(1.0 if w.ndim == 1 and "gamma" in str(v.path) else 0.0)
+                       + rng.standard_normal(w.shape).astype(np.float32) * (0.1 if w.ndim == 1 else w.shape[0] ** -0.5)
+                       for v, w in zip(model.weights, model.get_weights(), strict=True)])
+    return model
+
+
+def export_keras() -> None:
+    """The block's variables are captured by the tf.function: XLA passes them as arguments after x, in order."""
+    model = keras_block()
+    fn = tf.function(lambda x: model(x, training=False), jit_compile=True)
+    x = tf.constant(np.random.default_rng(2).standard_normal((B, S, D), dtype=np.float32))
+    text = fn.experimental_get_compiler_ir(x)(stage="stablehlo")
+    text = re.sub(r'"[^"]*/site-packages/', '"', text.replace(str(HERE) + "/", ""))
+    (HERE / "keras_block.mlir").write_text(text)
+    by_handle = {id(v.value.handle): v.numpy() for v in model.weights}
+    variables = [by_handle[id(c)] for c in fn.get_concrete_function(x).captured_inputs]
+    arrays = {"in0": x.numpy(), **{f"in{i + 1}": v for i, v in enumerate(variables)}, "out0": fn(x).numpy()}
+    np.savez_compressed(HERE / "keras_block.npz", **arrays)
+    print(f"keras_block: {len(variables)} variables, {len(text) // 1024} KiB of StableHLO, Keras {keras.__version__}")
+
+
 def main() -> int:
+    export_keras()
     inputs = args()
     text = bert_layer.experimental_get_compiler_ir(*inputs)(stage="stablehlo")
     # locations relative to this folder and to site-packages, not to whoever ran it
