@@ -49,11 +49,29 @@ def load_onnx(path: str | Path) -> Module:
     finally:
         log.detach()
     body, resources = split_resources(text)
-    module = import_module(parse_generic(run_opt(body, path.name), source=path.name), read_resource_blobs(resources),
-                           str(path))
+    body, weights = _weights_aside(body)
+    module = import_module(parse_generic(run_opt(body, path.name), source=path.name),
+                           {**read_resource_blobs(resources), **weights}, str(path))
     _locate(module, model)
     module.main.arg_names = [i.name for i in _graph_inputs(model)]
     return module
+
+
+_HEX_WEIGHT = re.compile(r'dense<"0x(?P<hex>[0-9A-Fa-f]{2048,})">')
+
+
+def _weights_aside(text: str) -> tuple[str, dict[str, bytes]]:
+    """Initializers print as hex literals in the module text; each of 1 KiB or more becomes a ``dense_resource``
+    handle with its bytes kept here, so that MLIR's passes read and print handles instead of the weights (GPT-2
+    small: 500 MB of hex less through torch-mlir-opt)."""
+    weights: dict[str, bytes] = {}
+
+    def aside(m: re.Match) -> str:
+        name = f"onnx_initializer_{len(weights)}"
+        weights[name] = bytes.fromhex(m["hex"])
+        return f"dense_resource<{name}>"
+
+    return _HEX_WEIGHT.sub(aside, text), weights
 
 
 def _read(path: Path) -> onnx.ModelProto:
