@@ -16,7 +16,7 @@ import torch
 
 from byteir_cat.core.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter
-from mhlo_to_cat.stablehlo_builder import ShapeBuilder
+from mhlo_to_cat.stablehlo_builder import ShapeBuilder, top_k_by_sort
 
 _HALF = ("f16", "bf16")
 TENSOR_SLICE_OPS = ("tensor.extract_slice", "tensor.insert_slice")  # the tensor dialect ops decomposed here
@@ -169,6 +169,33 @@ class ByteirOneHot(Pattern):
         return True
 
 
+_TOP_K_NAMES = ("byteir.top_k", "byteir.topk")  # ByteIR's docs and its torch frontend spell it both ways
+
+
+class ByteirTopK(Pattern):
+    """byteir.top_k(x; k, axis): the k largest along ``axis`` with their indices, sorted (a stable total-order
+    sort and a slice; ``sorted = false`` allows any order, and sorted is one). The sort runs on the host."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.custom_call" or op.attrs.get("call_target_name") not in _TOP_K_NAMES:
+            return False
+        attrs = op.attrs.get("byteir_attrs", {})
+        if not isinstance(attrs, dict) or "k" not in attrs or "axis" not in attrs or len(op.results) != 2:
+            return False
+        x = op.operands[0]
+        axes = _axes(attrs["axis"], x.type.rank)
+        if len(axes) != 1:
+            return False
+        want = list(x.type.shape)
+        want[axes[0]] = int(attrs["k"])
+        values, indices = op.results
+        if list(values.type.shape) != want or list(indices.type.shape) != want or values.type.dtype != x.type.dtype:
+            return False
+        ops, results = top_k_by_sort(x, [values.type, indices.type], axes[0], op.loc)
+        rw.replace_op(op, ops, results)
+        return True
+
+
 def _static(op: Op, name: str) -> list[int] | None:
     values = op.attrs.get(name)
     if not isinstance(values, list) or any(v < 0 or v > 1 << 62 for v in values):  # dynamic entries: a sentinel
@@ -224,6 +251,6 @@ class TensorInsertSliceToUpdateSlice(Pattern):
 
 def byteir_decomposition_pass() -> PatternPass:
     return PatternPass("byteir-custom-calls-and-tensor-slices", [
-        ByteirSoftmax(), ByteirLayerNorm(), ByteirGelu(), ByteirErf(), ByteirOneHot(),
+        ByteirSoftmax(), ByteirLayerNorm(), ByteirGelu(), ByteirErf(), ByteirOneHot(), ByteirTopK(),
         TensorExtractSliceToSlice(), TensorInsertSliceToUpdateSlice(),
     ])

@@ -16,9 +16,9 @@ import math
 
 import torch
 
-from byteir_cat.core.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
+from byteir_cat.core.ir import Op, Value, torch_dtype
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter
-from mhlo_to_cat.stablehlo_builder import ShapeBuilder
+from mhlo_to_cat.stablehlo_builder import ShapeBuilder, top_k_by_sort
 
 # f32 erf on [-4, 4] (outside, +-1 in f32): x * P(x^2) / Q(x^2), highest power first (Eigen's rational form)
 _ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
@@ -315,29 +315,9 @@ class ChloTopKToSort(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.top_k" or len(op.results) != 2:
             return False
-        x = op.operands[0]
-        values, indices = op.results
-        rank = x.type.rank
-        iota_op = Op.create("stablehlo.iota", [], [TensorType(x.type.shape, indices.type.dtype)],
-                            {"iota_dimension": rank - 1}, op.loc)
-        scalar = TensorType((), x.type.dtype)
-        index_scalar = TensorType((), indices.type.dtype)
-        args = [Value(t, None, i) for i, t in enumerate((scalar, scalar, index_scalar, index_scalar))]
-        if x.type.dtype in FLOAT_DTYPES:
-            kind = "TOTALORDER"
-        else:
-            kind = "UNSIGNED" if x.type.dtype.startswith("ui") else "SIGNED"
-        cmp = Op.create("stablehlo.compare", args[:2], [TensorType((), "i1")],
-                        {"comparison_direction": "GT", "compare_type": kind}, op.loc)
-        cmp.raw_attrs.update({"comparison_direction": "#stablehlo<comparison_direction GT>",
-                              "compare_type": f"#stablehlo<comparison_type {kind}>"})
-        sort = Op.create("stablehlo.sort", [x, iota_op.result], [x.type, iota_op.result.type],
-                         {"dimension": rank - 1, "is_stable": True}, op.loc, [Block(args, [cmp], [cmp.result])])
-        limit = list(values.type.shape)
-        slices = [Op.create("stablehlo.slice", [v], [t], {"start_indices": [0] * rank, "limit_indices": limit,
-                                                          "strides": [1] * rank}, op.loc)
-                  for v, t in zip(sort.results, (values.type, indices.type), strict=True)]
-        rw.replace_op(op, [iota_op, sort, *slices], [s.result for s in slices])
+        ops, results = top_k_by_sort(op.operands[0], [r.type for r in op.results],
+                                     op.operands[0].type.rank - 1, op.loc)
+        rw.replace_op(op, ops, results)
         return True
 
 

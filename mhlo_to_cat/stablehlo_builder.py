@@ -73,3 +73,29 @@ class ShapeBuilder:
         new = Op.create("stablehlo.broadcast_in_dim", [v], [ty], {"broadcast_dimensions": dims}, self.loc)
         self.ops.append(new)
         return new.result
+
+
+def top_k_by_sort(x: Value, result_types: list[TensorType], axis: int, loc: Loc) -> tuple[list[Op], list[Value]]:
+    """The k largest entries of ``x`` along ``axis`` and their indices, as ops: a stable sort of (x, iota) in
+    descending total order (NaN above +inf, ties by index) and a slice of the first k. ``result_types``: the
+    values' and the indices' types (k along ``axis``)."""
+    values_type, indices_type = result_types
+    rank = x.type.rank
+    iota = Op.create("stablehlo.iota", [], [TensorType(x.type.shape, indices_type.dtype)], {"iota_dimension": axis},
+                     loc)
+    scalar, index_scalar = TensorType((), x.type.dtype), TensorType((), indices_type.dtype)
+    args = [Value(t, None, i) for i, t in enumerate((scalar, scalar, index_scalar, index_scalar))]
+    if x.type.dtype in FLOAT_DTYPES:
+        kind = "TOTALORDER"
+    else:
+        kind = "UNSIGNED" if x.type.dtype.startswith("ui") else "SIGNED"
+    cmp = Op.create("stablehlo.compare", args[:2], [TensorType((), "i1")],
+                    {"comparison_direction": "GT", "compare_type": kind}, loc)
+    cmp.raw_attrs.update({"comparison_direction": "#stablehlo<comparison_direction GT>",
+                          "compare_type": f"#stablehlo<comparison_type {kind}>"})
+    sort = Op.create("stablehlo.sort", [x, iota.result], [x.type, iota.result.type],
+                     {"dimension": axis, "is_stable": True}, loc, [Block(args, [cmp], [cmp.result])])
+    slices = [Op.create("stablehlo.slice", [v], [t], {"start_indices": [0] * rank,
+                                                      "limit_indices": list(values_type.shape), "strides": [1] * rank},
+                        loc) for v, t in zip(sort.results, (values_type, indices_type), strict=True)]
+    return [iota, sort, *slices], [sl.result for sl in slices]

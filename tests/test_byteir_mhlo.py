@@ -168,3 +168,15 @@ def test_scatter_of_one_window_is_an_update_slice(index, fused):
     if index < 8:
         want[:, index] = u[:, 0]
     assert torch.equal(got, want)
+
+
+def test_byteir_top_k_along_an_inner_axis():
+    text = f"""func.func @main(%x: tensor<4x10x3xf32>) -> (tensor<4x3x3xf32>, tensor<4x3x3xi64>) {{
+  %0:2 = {_call("top_k", "%x", "tensor<4x10x3xf32>", "(tensor<4x3x3xf32>, tensor<4x3x3xi64>)",
+                "k = 3 : i64, axis = [1], sorted = true")}
+  return %0#0, %0#1 : tensor<4x3x3xf32>, tensor<4x3x3xi64>
+}}"""
+    x = _rand(4, 10, 3)
+    values, indices = compile(text).run(x)
+    want_v, want_i = torch.topk(x, 3, dim=1)
+    assert torch.equal(values, want_v) and torch.equal(indices, want_i)
