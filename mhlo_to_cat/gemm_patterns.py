@@ -201,6 +201,25 @@ class GroupedHeadsDotGeneral(Pattern):
         return True
 
 
+class HalfDotWithWideResult(Pattern):
+    """dot_general(a_half, b_half) -> f32 (JAX's ``preferred_element_type=float32``: bf16 attention scores) ->
+    dot_general(f32(a), f32(b)): widening is exact and products of half values are exact in f32, so the f32 dot
+    computes the same thing, and it is a CAT gemm/bmm where the mixed form is not."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.dot_general" or op.result.type.dtype != "f32":
+            return False
+        a, b = op.operands
+        if a.type.dtype not in ("f16", "bf16") or b.type.dtype != a.type.dtype:
+            return False
+        wide = [Op.create("stablehlo.convert", [v], [v.type.with_dtype("f32")], {}, op.loc) for v in (a, b)]
+        attrs = {k: v for k, v in op.attrs.items() if k != "algorithm"}
+        dot = Op.create("stablehlo.dot_general", [w.result for w in wide], [op.result.type], attrs, op.loc)
+        dot.raw_attrs.update({k: v for k, v in op.raw_attrs.items() if k != "algorithm"})
+        rw.replace_op(op, [*wide, dot], dot.results)
+        return True
+
+
 class BatchDimsFirst(Pattern):
     """dot_general with batch dims anywhere (einsum 'bqhd,bkhd->bhqk', as JAX/Flax attention writes it)
     -> the same dot_general on operands transposed to [batch..., free, contracting] and

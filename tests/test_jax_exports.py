@@ -81,6 +81,17 @@ def test_jax_model_compiles_to_cat_and_matches_jax(name):
     assert _rel(got, want) < 1e-4
 
 
+def test_jax_bf16_dot_product_attention_is_bit_exact():
+    """jax.nn.dot_product_attention in bf16 computes its scores as bf16 x bf16 -> f32: a CAT bmm over the widened
+    operands (exact), no dot left in a fusion kernel, and the output JAX's own, bit for bit."""
+    part = partition(EXPORTS / "sdpa_bf16.mlir")
+    assert not [sg.summary for sg in part.subgraphs if any(op.name == "stablehlo.dot_general" for op in sg.ops)]
+    assert sum(op.name.startswith("cat.bmm") for sg in part.subgraphs for op in sg.ops) == 2
+    args, (want,) = _arrays("sdpa_bf16")
+    (got,) = compile(EXPORTS / "sdpa_bf16.mlir").run(*(a.bfloat16() for a in args))
+    assert torch.equal(got.float(), want)
+
+
 def test_jax_gpt2_small_at_full_size():
     """GPT-2 small's body (12 layers, 768 wide, 12 heads) written in jax.numpy, embeddings and tied LM head
     included: every layer's attention, GELU epilogue and LayerNorms recognised, logits as JAX computes them."""

@@ -267,6 +267,10 @@ def math_args() -> list[jax.Array]:
             jax.random.uniform(k[2], (16, 64), minval=-0.95, maxval=0.95)]
 
 
+def _storable(a: jax.Array) -> jax.Array:
+    return a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a
+
+
 def export(name: str, fn: Callable, args: list[jax.Array], saved_inputs: int | None = None) -> None:
     """Write NAME.mlir (with source locations) and NAME.npz (inputs, then JAX's outputs); only the first
     ``saved_inputs`` inputs are saved where the rest are weights the tests make themselves."""
@@ -277,8 +281,9 @@ def export(name: str, fn: Callable, args: list[jax.Array], saved_inputs: int | N
     # locations relative to this folder and to site-packages, not to whoever ran it
     text = re.sub(r'"[^"]*/site-packages/', '"', text.replace(str(HERE) + "/", ""))
     (HERE / f"{name}.mlir").write_text(text)
-    arrays = {f"in{i}": np.asarray(a) for i, a in enumerate(args[:saved_inputs])}
-    arrays.update({f"out{i}": np.asarray(o) for i, o in enumerate(outs)})
+    # bf16 is stored as f32 (exact), which numpy without ml_dtypes reads
+    arrays = {f"in{i}": np.asarray(_storable(a)) for i, a in enumerate(args[:saved_inputs])}
+    arrays.update({f"out{i}": np.asarray(_storable(o)) for i, o in enumerate(outs)})
     np.savez_compressed(HERE / f"{name}.npz", **arrays)
     print(f"{name}: {len(args)} inputs, {len(outs)} outputs, {len(text) // 1024} KiB of StableHLO")
 
@@ -293,6 +298,7 @@ def main() -> int:
     export("flax_padded", padded_fn, padded_args)
     export("sdpa", sdpa, sdpa_args(KV_HEADS))
     export("sdpa_mha", sdpa_mha, sdpa_args(H))
+    export("sdpa_bf16", sdpa, [a.astype(jnp.bfloat16) for a in sdpa_args(KV_HEADS)])
     valid = jnp.asarray(np.arange(S)[None, :] < np.array([[S], [S - 7]]))
     export("sdpa_padded", sdpa_padded, [*sdpa_args(H), valid])
     bias = jax.random.normal(_keys(10, 1)[0], (1, H, S, S))
