@@ -15,6 +15,7 @@ from byteir_cat.core.ir import INT_DTYPES, Function, Op
 from byteir_cat.semantics.interpreter import eval_op
 from mhlo_to_cat.byteir_custom_calls import byteir_decomposition_pass
 from mhlo_to_cat.chlo_decompositions import chlo_decomposition_pass
+from mhlo_to_cat.loop_unrolling import loop_unrolling_pass
 from mhlo_to_cat.rewriter import Pass, Pattern, PatternPass, Rewriter, constant_tensor, splat_value
 
 # Weights are never folded into other constants (that would copy them); scalars and generated
@@ -183,6 +184,27 @@ class ComposeBroadcasts(Pattern):
         return True
 
 
+class BroadcastUnitDimsDropped(Pattern):
+    """broadcast_in_dim(x[1, N], dims = [0, 2]) -> broadcast_in_dim(reshape(x -> [N]), dims = [2]): the size-1 dims
+    that the broadcast expands are dropped from its operand first, so a bias or a scale sliced out of a stacked
+    weight ([layers, N] -> [1, N], a scanned layer) is the [N] vector recognition looks for."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.broadcast_in_dim":
+            return False
+        x, dims, out = op.operands[0], op.attrs["broadcast_dimensions"], op.result.type.shape
+        drop = [i for i, d in enumerate(dims) if x.type.shape[i] == 1 and out[d] != 1]
+        if not drop:
+            return False
+        kept = [i for i in range(x.type.rank) if i not in drop]
+        squeezed = Op.create("stablehlo.reshape", [x], [x.type.with_shape(tuple(x.type.shape[i] for i in kept))], {},
+                             op.loc)
+        new = Op.create("stablehlo.broadcast_in_dim", squeezed.results, [op.result.type],
+                        {"broadcast_dimensions": [dims[i] for i in kept]}, op.loc)
+        rw.replace_op(op, [squeezed, new], new.results)
+        return True
+
+
 class RemoveMultiplyByOne(Pattern):
     """x * 1 -> x and x + 0 -> x (GPT-2's Conv1D carries addmm's alpha and beta as multiplies by 1).
 
@@ -229,6 +251,7 @@ class FoldConstants(Pass):
             TransposeOfUnitDimsToReshape(),
             ComposeReshapes(),
             ComposeBroadcasts(),
+            BroadcastUnitDimsDropped(),
             RemoveMultiplyByOne(),
         ]).run(fn)
 
@@ -243,6 +266,7 @@ def normalization_passes() -> list[Pass]:
         PatternPass("arith-constant-to-stablehlo", [ArithConstantToStablehlo()]),
         byteir_decomposition_pass(),
         chlo_decomposition_pass(),
+        loop_unrolling_pass(),
         FoldConstants(),
         DeadCodeElimination(),
     ]

@@ -4,6 +4,7 @@ with its path and reason (printed as ``byteir_cat.path`` / ``byteir_cat.reason``
 from __future__ import annotations
 
 from byteir_cat.core.ir import Block, Function, Module, Op, Value
+from mhlo_to_cat.loop_unrolling import captured_values, clone_block
 from mhlo_to_cat.subgraph import Subgraph, is_inlined_constant
 
 
@@ -16,9 +17,10 @@ def outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict[
             for r in op.results:
                 defined_in[r] = sg
     used_outside: dict[Subgraph, set[Value]] = {sg: set() for sg in subgraphs}
+    reads = {op: op.operands + captured_values(op) for sg in subgraphs for op in sg.ops}
     for sg in subgraphs:
         for op in sg.ops:
-            for v in op.operands:
+            for v in reads[op]:
                 owner = defined_in.get(v)
                 if owner is not None and owner is not sg:
                     used_outside[owner].add(v)
@@ -39,7 +41,7 @@ def outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict[
         local: dict[Value, Value] = {}
         cloned_consts: list[Op] = []
         for op in sg.ops:
-            for v in op.operands:
+            for v in reads[op]:
                 if v in local or (v.owner in members):
                     continue
                 if v.owner is not None and is_inlined_constant(v.owner):
@@ -52,8 +54,9 @@ def outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict[
                 sg.inputs.append(v)
                 local[v] = arg
         for op in sg.ops:
+            regions = [clone_block(b, local) for b in op.regions] if captured_values(op) else op.regions
             new = Op(op.name, [local[v] for v in op.operands], [], dict(op.attrs), dict(op.raw_attrs),
-                     op.regions, op.loc)
+                     regions, op.loc)
             new.results = [Value(r.type, new, i) for i, r in enumerate(op.results)]
             for old_r, new_r in zip(op.results, new.results, strict=True):
                 local[old_r] = new_r

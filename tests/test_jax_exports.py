@@ -52,6 +52,7 @@ def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
 # name: (attention ops, other CAT ops that must be there)
 MODELS = {
     "gpt_block": (1, {"cat.layernorm", "cat.gemm_rrr_bias", "cat.gemm_rrr_bias_fast_gelu"}),
+    "gpt_scan": (3, {"cat.layernorm", "cat.gemm_rrr_bias", "cat.gemm_rrr_bias_fast_gelu"}),  # lax.scan, unrolled
     "llama_block": (1, {"cat.rmsnorm", "cat.gemm_rrr_silu_mul"}),
     "flax_mha": (1, {"cat.gemm_rrr_bias"}),
     "flax_padded": (1, {"cat.gemm_rrr_bias"}),
@@ -90,6 +91,16 @@ def test_jax_bf16_dot_product_attention_is_bit_exact():
     args, (want,) = _arrays("sdpa_bf16")
     (got,) = compile(EXPORTS / "sdpa_bf16.mlir").run(*(a.bfloat16() for a in args))
     assert torch.equal(got.float(), want)
+
+
+def test_loop_past_the_unrolling_limit_runs_as_a_loop():
+    """lax.fori_loop of 100 trips (over mhlo_to_cat.loop_unrolling.UNROLL_LIMIT) stays one while on the host; the
+    regions' reads of values outside them travel with it into its subgraph."""
+    part = partition(EXPORTS / "long_loop.mlir")
+    assert [(sg.path, sg.summary) for sg in part.subgraphs if sg.path == "host"] == [("host", "while")]
+    args, (want,) = _arrays("long_loop")
+    (got,) = compile(EXPORTS / "long_loop.mlir").run(*args)
+    assert _rel(got, want) < 1e-4
 
 
 def test_jax_gpt2_small_at_full_size():

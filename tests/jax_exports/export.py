@@ -87,6 +87,24 @@ def gpt2(ids, wte, wpe, *params):
     return layer_norm(x, *params[-2:]) @ wte.T
 
 
+def gpt_scan(x, *stacked):
+    """Three GPT blocks as one jax.lax.scan over stacked weights (Flax's nn.scan): a stablehlo.while."""
+    def layer(h, params):
+        return gpt_block(h, *params), None
+
+    return jax.lax.scan(layer, x, stacked)[0]
+
+
+def gpt_scan_args() -> list[jax.Array]:
+    x, *params = gpt_block_args()
+    return [x] + [jnp.stack([p * (1 + 0.1 * i) for i in range(3)]) for p in params]
+
+
+def long_loop(x, w):
+    """A fori_loop past the unrolling limit: it stays a while loop (on the host), its bound a captured constant."""
+    return jax.lax.fori_loop(0, 100, lambda i, h: jnp.tanh(h @ w), x)
+
+
 # --- A Llama style block: RMSNorm through jnp.square, rotary embeddings, grouped-query attention written as
 # einsums with the heads in the middle ('bqhd,bkhd->bhqk'), a -inf causal mask, SwiGLU.
 
@@ -291,6 +309,9 @@ def export(name: str, fn: Callable, args: list[jax.Array], saved_inputs: int | N
 def main() -> int:
     jax.config.update("jax_default_matmul_precision", "highest")  # JAX's CPU outputs as the f32 reference
     export("gpt_block", gpt_block, gpt_block_args())
+    export("gpt_scan", gpt_scan, gpt_scan_args())
+    k = _keys(13, 2)
+    export("long_loop", long_loop, [jax.random.normal(k[0], (4, 16)), jax.random.normal(k[1], (16, 16)) * 0.3])
     export("llama_block", llama_block, llama_block_args())
     flax_args, flax_fn = flax_mha_args()
     export("flax_mha", flax_fn, flax_args)
