@@ -102,6 +102,3 @@ class UnrollCountedWhile(Pattern):
 
 def loop_unrolling_pass() -> PatternPass:
     return PatternPass("unroll-counted-loops", [UnrollCountedWhile()])
-
-
-

@@ -184,27 +184,6 @@ class ComposeBroadcasts(Pattern):
         return True
 
 
-class BroadcastUnitDimsDropped(Pattern):
-    """broadcast_in_dim(x[1, N], dims = [0, 2]) -> broadcast_in_dim(reshape(x -> [N]), dims = [2]): the size-1 dims
-    that the broadcast expands are dropped from its operand first, so a bias or a scale sliced out of a stacked
-    weight ([layers, N] -> [1, N], a scanned layer) is the [N] vector recognition looks for."""
-
-    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.broadcast_in_dim":
-            return False
-        x, dims, out = op.operands[0], op.attrs["broadcast_dimensions"], op.result.type.shape
-        drop = [i for i, d in enumerate(dims) if x.type.shape[i] == 1 and out[d] != 1]
-        if not drop:
-            return False
-        kept = [i for i in range(x.type.rank) if i not in drop]
-        squeezed = Op.create("stablehlo.reshape", [x], [x.type.with_shape(tuple(x.type.shape[i] for i in kept))], {},
-                             op.loc)
-        new = Op.create("stablehlo.broadcast_in_dim", squeezed.results, [op.result.type],
-                        {"broadcast_dimensions": [dims[i] for i in kept]}, op.loc)
-        rw.replace_op(op, [squeezed, new], new.results)
-        return True
-
-
 class RemoveMultiplyByOne(Pattern):
     """x * 1 -> x and x + 0 -> x (GPT-2's Conv1D carries addmm's alpha and beta as multiplies by 1).
 
@@ -251,7 +230,6 @@ class FoldConstants(Pass):
             TransposeOfUnitDimsToReshape(),
             ComposeReshapes(),
             ComposeBroadcasts(),
-            BroadcastUnitDimsDropped(),
             RemoveMultiplyByOne(),
         ]).run(fn)
 
