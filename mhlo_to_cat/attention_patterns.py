@@ -326,8 +326,9 @@ class DataMovementCancelsAcrossSoftmax(Pattern):
         v = base
         for f in reversed(chain[1:]):
             operands = []
+            chained = _chain_operand(f)
             for i, x in enumerate(f.operands):
-                if i == _chain_operand(f):
+                if i == chained:
                     operands.append(v)
                     continue
                 t = constant_tensor(x)

@@ -54,7 +54,8 @@ def outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict[
                 sg.inputs.append(v)
                 local[v] = arg
         for op in sg.ops:
-            regions = [clone_block(b, local) for b in op.regions] if captured_values(op) else op.regions
+            captures = len(reads[op]) > len(op.operands)  # regions that read values from outside them
+            regions = [clone_block(b, local) for b in op.regions] if captures else op.regions
             new = Op(op.name, [local[v] for v in op.operands], [], dict(op.attrs), dict(op.raw_attrs),
                      regions, op.loc)
             new.results = [Value(r.type, new, i) for i, r in enumerate(op.results)]
