@@ -12,6 +12,7 @@ from byteir_cat.core.source_loc import UNKNOWN, Loc
 from cat_dialect.activations import ACTIVATIONS, LOOK_ALIKES, Activation
 from cat_dialect.attention import Attention
 from cat_dialect.bmm import BMM_LAYOUTS, Bmm
+from cat_dialect.conv import CONV_SPATIAL_RANKS, Conv
 from cat_dialect.gemm import BINARY_EPILOGUES, GEMM_LAYOUTS, Gemm
 from cat_dialect.index_copy import IndexCopy
 from cat_dialect.norms import LayerNorm, RmsNorm
@@ -22,9 +23,9 @@ from cat_dialect.softmax import Softmax
 PREFIX = "cat."
 
 __all__ = [
-    "ACTIVATIONS", "LOOK_ALIKES", "Activation", "Attention", "BINARY_EPILOGUES", "BMM_LAYOUTS", "Bmm", "CatOp",
-    "CatVerifyError", "GEMM_LAYOUTS", "Gemm", "IndexCopy", "LayerNorm", "OutputPermute", "RmsNorm", "Softmax",
-    "build", "decode", "is_cat",
+    "ACTIVATIONS", "Activation", "Attention", "BINARY_EPILOGUES", "BMM_LAYOUTS", "Bmm", "CONV_SPATIAL_RANKS",
+    "CatOp", "CatVerifyError", "Conv", "GEMM_LAYOUTS", "Gemm", "IndexCopy", "LOOK_ALIKES", "LayerNorm",
+    "OutputPermute", "RmsNorm", "Softmax", "build", "decode", "is_cat",
 ]
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from cat_dialect.activations import ACTIVATIONS
 from cat_dialect.attention import Attention
 from cat_dialect.bmm import BMM_LAYOUTS, Bmm
+from cat_dialect.conv import CONV_SPATIAL_RANKS, Conv
 from cat_dialect.gemm import BINARY_EPILOGUES, GEMM_LAYOUTS, Gemm
 from cat_dialect.index_copy import IndexCopy
 from cat_dialect.norms import LayerNorm, RmsNorm
@@ -35,6 +36,9 @@ def all_declarations() -> Iterator[CatOp]:
     yield Attention(has_mask=True)
     yield Attention(has_mask=True, permute=_SOME_PERMUTE)
     yield IndexCopy()
+    tails = [(), ("add",)] + [t for a in ACTIVATIONS for t in ((a,), ("add", a), (a, "add"))]
+    for nd, bias, tail in itertools.product(CONV_SPATIAL_RANKS, (False, True), tails):
+        yield Conv(nd, (1,) * nd, ((0, 0),) * nd, (1,) * nd, 1, (("bias",) if bias else ()) + tail)
 
 
 def _operation(decl: CatOp, tail: tuple[str, str] | None) -> str:

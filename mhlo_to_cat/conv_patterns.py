@@ -1,18 +1,24 @@
-"""Patchify convolutions (ViT, CLIP vision: stride = kernel, no padding or dilation) -> one CAT GEMM.
+"""Convolutions -> CAT: patchify convolutions become GEMMs, every other 1-D/2-D one a channels-last cat.conv
+with its bias, batch norm, activation and residual add folded into it.
 
-Such a convolution reads every input pixel exactly once: each output position is the dot product of one
-non-overlapping patch with each filter. Splitting every spatial dim into (patches, kernel) and moving
-the kernel dims next to the channel turns the input into a [B, patches..., C*k...] matrix, and the
-filter, read in its own storage order, is already that GEMM's weight: no filter data moves.
+Patchify convolutions (ViT, CLIP vision: stride = kernel, no padding or dilation): such a convolution reads
+every input pixel exactly once: each output position is the dot product of one non-overlapping patch with each
+filter. Splitting every spatial dim into (patches, kernel) and moving the kernel dims next to the channel
+turns the input into a [B, patches..., C*k...] matrix, and the filter, read in its own storage order, is
+already that GEMM's weight: no filter data moves.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
+
 import cat_dialect as cat
-from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
-from mhlo_to_cat.rewriter import Pattern, Rewriter
+from byteir_cat.core.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
+from mhlo_to_cat.gemm_patterns import activation_probe, cat_producer
+from mhlo_to_cat.probing import ancestors_in, grow_region, search_region
+from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, input_free_value, producer, splat_value
 
 
 def _conv_dims(op: Op) -> dict | None:
@@ -112,4 +118,268 @@ class PatchifyConvolutionToGemm(Pattern):
             return True
         back = Op.create("stablehlo.transpose", gemm.results, [out], {"permutation": out_perm}, op.loc)
         rw.replace_op(op, [gemm, back], back.results)
+        return True
+
+
+def _channels_last(dn: dict, prefix: str, batch: str, feature: str) -> list[int]:
+    return [dn[f"{prefix}_{batch}_dimension"], *dn[f"{prefix}_spatial_dimensions"], dn[f"{prefix}_{feature}_dimension"]]
+
+
+def _permuted(rw: Rewriter, anchor: Op, v: Value, perm: list[int]) -> Value:
+    """``v`` transposed by ``perm``; a constant (a weight) is permuted once here instead of on every run."""
+    if perm == list(range(len(perm))):
+        return v
+    shape = [v.type.shape[p] for p in perm]
+    t = constant_tensor(v)
+    if t is not None:
+        new = Op.create("stablehlo.constant", [], [v.type.with_shape(shape)],
+                        {"value": t.permute(perm).contiguous()}, v.owner.loc)
+        rw.insert_before(anchor, [new])
+        return new.result
+    return _emit(rw, anchor, "stablehlo.transpose", v, shape, permutation=perm)
+
+
+def conv_declaration(op: Op) -> cat.Conv | str:
+    """The cat.conv a stablehlo.convolution computes (channels last), or why it is not one."""
+    dn = _conv_dims(op)
+    if dn is None or len(op.operands) != 2:
+        return "dimension numbers missing"
+    x, w = op.operands
+    if len({x.type.dtype, w.type.dtype, op.result.type.dtype}) != 1 or x.type.dtype not in FLOAT_DTYPES:
+        return f"mixed or non-float element types ({x.type.dtype}, {w.type.dtype} -> {op.result.type.dtype})"
+    spatial = len(dn["input_spatial_dimensions"])
+    if spatial not in cat.CONV_SPATIAL_RANKS:
+        return f"{spatial}-D convolution (CAT convs are 1-D and 2-D)"
+    if not _all(op.attrs.get("lhs_dilation"), 1):
+        return "input dilation (a transposed convolution)"
+    if op.attrs.get("batch_group_count", 1) != 1:
+        return "batch_group_count > 1 (a weight-gradient convolution)"
+    if any(bool(r) for r in op.attrs.get("window_reversal") or []):
+        return "window reversal"
+    pad = op.attrs.get("padding")
+    pairs = tuple((0, 0) for _ in range(spatial)) if pad is None else tuple(
+        (int(lo), int(hi)) for lo, hi in pad.reshape(spatial, 2).tolist())
+    if any(p < 0 for pair in pairs for p in pair):
+        return "negative padding (a crop)"
+    strides = tuple(int(s) for s in op.attrs.get("window_strides") or [1] * spatial)
+    dilation = tuple(int(d) for d in op.attrs.get("rhs_dilation") or [1] * spatial)
+    return cat.Conv(spatial, strides, pairs, dilation, int(op.attrs.get("feature_group_count", 1)))
+
+
+class ConvolutionToCatConv(Pattern):
+    """stablehlo.convolution in any layout (torch's NCHW/OIHW, JAX's NHWC/HWIO) -> the input and filter in
+    channels-last order (a constant filter is permuted here, once), cat.conv, and the transpose back to the
+    convolution's output layout; between two convolutions the transposes cancel (ComposeTransposes)."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.convolution":
+            return False
+        decl = conv_declaration(op)
+        if isinstance(decl, str):
+            return False
+        dn = op.attrs["dimension_numbers"]
+        x, w = op.operands
+        xl = _permuted(rw, op, x, _channels_last(dn, "input", "batch", "feature"))
+        wl = _permuted(rw, op, w, _channels_last(dn, "kernel", "output_feature", "input_feature"))
+        conv = cat.build(decl, [xl, wl], op.loc)
+        out_order = _channels_last(dn, "output", "batch", "feature")
+        back = [out_order.index(d) for d in range(op.result.type.rank)]
+        if back == list(range(len(back))):
+            rw.replace_op(op, [conv], conv.results)
+            return True
+        tr = Op.create("stablehlo.transpose", conv.results, [op.result.type], {"permutation": back}, op.loc)
+        rw.replace_op(op, [conv, tr], tr.results)
+        return True
+
+
+class ConvOutput:
+    """A cat.conv result as a consumer sees it: straight, or through the single transpose back to the
+    exporter's layout (NCHW). ``feature_dim`` is where the output channels are in what the consumer sees."""
+
+    def __init__(self, op: Op, decl: cat.Conv, layout: Op | None):
+        self.op, self.decl, self.layout = op, decl, layout
+        perm = layout.attrs["permutation"] if layout is not None else list(range(op.result.type.rank))
+        self.feature_dim = perm.index(op.result.type.rank - 1)
+
+    @classmethod
+    def of(cls, v: Value, rw: Rewriter, shared: bool = False) -> ConvOutput | None:
+        """``shared``: ``v`` may have several users (the ops of one activation's region)."""
+        layout = None
+        if v.owner is not None and v.owner.name == "stablehlo.transpose":
+            layout, v = v.owner, v.owner.operands[0]
+            if not shared and not rw.single_use(layout.result):
+                return None
+        found = cat_producer(v, cat.Conv)
+        if not found or (layout is None and not shared and not rw.single_use(v)) or (
+                layout is not None and not rw.single_use(v)):
+            return None
+        return cls(found[0], found[1], layout)
+
+    def rebuild(self, rw: Rewriter, replaced: Op, decl: cat.Conv, operands: list[Value]) -> None:
+        """Replace ``replaced`` (the consumer being fused) by the new conv, transposed like the old one."""
+        new = cat.build(decl, operands, self.op.loc.fuse(replaced.loc))
+        if self.layout is None:
+            rw.replace_op(replaced, [new], new.results)
+            return
+        tr = Op.create("stablehlo.transpose", new.results, [replaced.result.type], dict(self.layout.attrs),
+                       self.layout.loc)
+        rw.replace_op(replaced, [new, tr], tr.results)
+
+
+def channel_vector(v: Value, feature_dim: int, k: int) -> Value | torch.Tensor | None:
+    """What ``v`` holds per output channel: a [K] value broadcast along ``feature_dim`` (torch's
+    reshape-to-[K, 1, 1] then broadcast, Flax's [1, 1, 1, K]), as a tensor when it is computed from constants
+    alone, or a splat constant (as a [K] tensor)."""
+    s = splat_value(v)
+    if s is not None:
+        return torch.full((k,), s, dtype=torch_dtype(v.type.dtype))
+    b = producer(v, "stablehlo.broadcast_in_dim")
+    if b is None:
+        return None
+    u = b.operands[0]
+    dims = b.attrs["broadcast_dimensions"]
+    if any(n != 1 and d != feature_dim for n, d in zip(u.type.shape, dims, strict=True)) or u.type.numel != k:
+        return None
+    if feature_dim not in dims and k != 1:
+        return None
+    t = input_free_value(u, limit=1 << 20)  # batch norm's rsqrt(var + eps) * gamma, computed from weights
+    return t.reshape(k) if t is not None else u
+
+
+def _as_value(rw: Rewriter, anchor: Op, vec: Value | torch.Tensor, k: int, dtype: str) -> Value:
+    if isinstance(vec, torch.Tensor):
+        new = Op.create("stablehlo.constant", [], [TensorType((k,), dtype)], {"value": vec.to(torch_dtype(dtype))},
+                        anchor.loc)
+        rw.insert_before(anchor, [new])
+        return new.result
+    if vec.type.shape != (k,):
+        return _emit(rw, anchor, "stablehlo.reshape", vec, (k,))
+    return vec
+
+
+class ConvChannelAffineFolding(Pattern):
+    """conv ± per-channel vector -> the conv's bias; conv * or / a constant per-channel vector, with a
+    constant filter and bias -> the filter and bias scaled (inference batch norm: (y - mean) * rsqrt(var +
+    eps) * gamma + beta folds away entirely). Only before any activation or residual."""
+
+    _KINDS = {"stablehlo.add": "add", "stablehlo.subtract": "sub", "stablehlo.multiply": "mul",
+              "stablehlo.divide": "div"}
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        kind = self._KINDS.get(op.name)
+        if kind is None:
+            return False
+        sides = [op.operands] if kind in ("sub", "div") else [op.operands, op.operands[::-1]]
+        for y, other in sides:
+            conv = ConvOutput.of(y, rw)
+            if conv is None or conv.decl.epilogue not in ((), ("bias",)):
+                continue
+            k = conv.op.result.type.shape[-1]
+            vec = channel_vector(other, conv.feature_dim, k)
+            if vec is None or (not isinstance(vec, torch.Tensor) and vec.type.dtype != y.type.dtype):
+                continue
+            if (kind in ("add", "sub") and self._shift(rw, op, conv, vec, kind == "sub", k)) or (
+                    kind in ("mul", "div") and self._scale(rw, op, conv, vec, kind == "div", k)):
+                return True
+        return False
+
+    @staticmethod
+    def _shift(rw: Rewriter, op: Op, conv: ConvOutput, vec, negate: bool, k: int) -> bool:
+        dtype = conv.op.result.type.dtype
+        operands = conv.op.operands[:2]
+        old = conv.op.operands[2] if conv.decl.bias else None
+        old_t = constant_tensor(old) if old is not None else None
+        if isinstance(vec, torch.Tensor) or constant_tensor(vec) is not None:
+            v = vec if isinstance(vec, torch.Tensor) else constant_tensor(vec).reshape(k)
+            if old is None or old_t is not None:
+                acc = v.double() * (-1 if negate else 1) + (old_t.double() if old_t is not None else 0)
+                bias = _as_value(rw, op, acc.to(torch_dtype(dtype)), k, dtype)
+                conv.rebuild(rw, op, conv.decl.replace(epilogue=("bias",)), [*operands, bias])
+                return True
+        v = _as_value(rw, op, vec, k, dtype)
+        name = "stablehlo.subtract" if negate else "stablehlo.add"
+        if old is None:
+            if negate:
+                v = _emit(rw, op, "stablehlo.negate", v, (k,))
+            bias = v
+        else:
+            combined = Op.create(name, [old, v], [old.type], {}, op.loc)
+            rw.insert_before(op, [combined])
+            bias = combined.result
+        conv.rebuild(rw, op, conv.decl.replace(epilogue=("bias",)), [*operands, bias])
+        return True
+
+    @staticmethod
+    def _scale(rw: Rewriter, op: Op, conv: ConvOutput, vec, divide: bool, k: int) -> bool:
+        w = constant_tensor(conv.op.operands[1])
+        s = vec if isinstance(vec, torch.Tensor) else constant_tensor(vec)
+        old_bias = conv.op.operands[2] if conv.decl.bias else None
+        b = constant_tensor(old_bias) if old_bias is not None else None
+        if w is None or s is None or (old_bias is not None and b is None):
+            return False
+        s = s.reshape(k).double()
+        s = 1.0 / s if divide else s
+        shape = (k,) + (1,) * (w.dim() - 1)
+        dtype = conv.op.result.type.dtype
+        w_new = Op.create("stablehlo.constant", [], [conv.op.operands[1].type],
+                          {"value": (w.double() * s.reshape(shape)).to(w.dtype)}, conv.op.operands[1].owner.loc)
+        rw.insert_before(op, [w_new])
+        operands = [conv.op.operands[0], w_new.result]
+        if b is not None:
+            operands.append(_as_value(rw, op, (b.double() * s).to(torch_dtype(dtype)), k, dtype))
+        conv.rebuild(rw, op, conv.decl, operands)
+        return True
+
+
+class ConvResidualFusion(Pattern):
+    """conv + D with D of the output's shape (a skip connection) -> conv_*_add. Under a layout transpose,
+    D must be the same transpose of a channels-last value, so that fusing moves no data."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.add":
+            return False
+        for y, d in (op.operands, op.operands[::-1]):
+            conv = ConvOutput.of(y, rw)
+            if conv is None or conv.decl.residual or d is y or d.type != y.type:
+                continue
+            if producer(d, "stablehlo.broadcast_in_dim") is not None or splat_value(d) is not None:
+                continue  # a per-channel or scalar addend is a bias (ConvChannelAffineFolding)
+            if conv.layout is not None:
+                src = producer(d, "stablehlo.transpose")
+                if src is None or src.attrs["permutation"] != conv.layout.attrs["permutation"]:
+                    continue
+                d = src.operands[0]
+            epilogue = conv.decl.epilogue + ("add",)
+            conv.rebuild(rw, op, conv.decl.replace(epilogue=epilogue), [*conv.op.operands, d])
+            return True
+        return False
+
+
+class ConvActivationFusion(Pattern):
+    """act(conv) -> conv_*_act for the epilogue activations, found by probing like GEMM activations (the
+    look-alikes stay fusion groups); after a residual add it becomes the ``_add_<act>`` form."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if not cat.is_cat(op):
+            return False
+        found = cat_producer(op.result, cat.Conv)
+        if not found or found[1].activation:
+            return False
+        x = op.result
+        users = rw.users(x)
+        if len(users) == 1 and users[0].name == "stablehlo.transpose":
+            x = users[0].result
+        conv = ConvOutput.of(x, rw, shared=True)
+        if conv is None:
+            return False
+        targets = {name: (lambda p, a=a: a.fn(p.double())) for name, a in (cat.ACTIVATIONS | cat.LOOK_ALIKES).items()}
+        region = grow_region(x, rw, False)
+        hit = search_region(region, x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False,
+                            same_dtype=True)
+        if not hit:
+            return False
+        v, name = hit
+        if name not in cat.ACTIVATIONS or any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
+            return False
+        conv.rebuild(rw, v.owner, conv.decl.replace(epilogue=conv.decl.epilogue + (name,)), conv.op.operands)
         return True

@@ -13,7 +13,13 @@ from mhlo_to_cat.attention_patterns import (
     SinkScalarMultiplyBelowDataMovement,
     SoftmaxFirstInPvBmm,
 )
-from mhlo_to_cat.conv_patterns import PatchifyConvolutionToGemm
+from mhlo_to_cat.conv_patterns import (
+    ConvActivationFusion,
+    ConvChannelAffineFolding,
+    ConvolutionToCatConv,
+    ConvResidualFusion,
+    PatchifyConvolutionToGemm,
+)
 from mhlo_to_cat.gemm_patterns import (
     BatchDimsFirst,
     BiasAddBeforeHeadSplit,
@@ -64,6 +70,9 @@ def recognition_passes() -> list[Pass]:
         PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), MultiDimWeightToGemm(), DotGeneralToBmm(),
                                                     TransposeIntoBmmOutput(), BmmWithSharedWeightToGemm(),
                                                     ReshapeIntoGemm(), PatchifyConvolutionToGemm()]),
+        PatternPass("convolution-to-cat-conv", [ConvolutionToCatConv()]),
+        PatternPass("conv-epilogue-fusion", [ConvChannelAffineFolding(), ConvResidualFusion(), ConvActivationFusion(),
+                                             ComposeTransposes(), RemoveIdentityTranspose()]),
         PatternPass("gemm-bias-fusion-and-narrowing", [BiasAddBeforeHeadSplit(), GemmBiasFusion(), NarrowUpcastGemm()]),
         PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
         PatternPass("norm-scale-applied-last", [CentredFromBatchNormForm(), ScaleAfterNormalisation()]),

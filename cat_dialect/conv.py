@@ -1,0 +1,168 @@
+"""Convolution family: ``conv{1|2}d[_bias][_add][_<activation>][_add]`` on channels-last tensors.
+
+x is [N, *spatial, C] (NWC, NHWC), the filter [K, *window, C / groups] (KSC, KRSC), the result
+[N, *out_spatial, K]: the layouts CUTLASS's implicit-GEMM convolutions read. Strides, padding (low and
+high per spatial dim), dilation and the group count (depthwise: groups = C) are attributes. The epilogue
+runs in the order of the name: accumulator, + bias[K], then either activation and residual add
+(``_gelu_add``) or residual add and activation (``_add_relu``, ResNet's block ending).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from byteir_cat.core.ir import TensorType
+from cat_dialect.activations import ACTIVATIONS
+from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
+
+CONV_SPATIAL_RANKS = (1, 2)
+_NAME = re.compile(r"^conv(?P<nd>[12])d(?P<bias>_bias)?(?P<pre>_add)?(?:_(?P<act>" + "|".join(
+    sorted(ACTIVATIONS, key=len, reverse=True)) + r"))?(?P<post>_add)?$")
+
+
+@dataclass(frozen=True)
+class Conv(CatOp):
+    """out[n, o..., k] = epilogue(sum over the window and the group's channels of x * w), cross-correlation."""
+
+    spatial: int = 2
+    strides: tuple[int, ...] = (1, 1)
+    padding: tuple[tuple[int, int], ...] = ((0, 0), (0, 0))
+    dilation: tuple[int, ...] = (1, 1)
+    groups: int = 1
+    epilogue: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.spatial not in CONV_SPATIAL_RANKS:
+            raise CatVerifyError(f"conv of spatial rank {self.spatial}: only {CONV_SPATIAL_RANKS} are CAT ops")
+        for what, vals in (("strides", self.strides), ("padding", self.padding), ("dilation", self.dilation)):
+            if len(vals) != self.spatial:
+                raise CatVerifyError(f"conv{self.spatial}d: {what} {list(vals)} must have {self.spatial} entries")
+        if min(self.strides) < 1 or min(self.dilation) < 1 or self.groups < 1:
+            raise CatVerifyError(f"conv{self.spatial}d: strides {list(self.strides)}, dilation "
+                                 f"{list(self.dilation)} and groups {self.groups} must be positive")
+        if any(p < 0 for pair in self.padding for p in pair):
+            raise CatVerifyError(f"conv{self.spatial}d: negative padding {[list(p) for p in self.padding]}")
+        steps = list(self.epilogue)
+        if steps[:1] == ["bias"]:
+            steps.pop(0)
+        acts = [s for s in steps if s in ACTIVATIONS]
+        if len(acts) > 1 or steps.count("add") > 1 or any(s not in ACTIVATIONS and s != "add" for s in steps):
+            raise CatVerifyError(f"conv epilogue {list(self.epilogue)}: [bias], then at most one activation "
+                                 "and one residual add")
+
+    @property
+    def bias(self) -> bool:
+        return self.epilogue[:1] == ("bias",)
+
+    @property
+    def activation(self) -> str | None:
+        return next((s for s in self.epilogue if s in ACTIVATIONS), None)
+
+    @property
+    def residual(self) -> str | None:
+        """None, 'before' (added before the activation) or 'after'."""
+        if "add" not in self.epilogue:
+            return None
+        act = self.activation
+        return "before" if act and self.epilogue.index("add") < self.epilogue.index(act) else "after"
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1
+
+    @property
+    def name(self) -> str:
+        return f"conv{self.spatial}d" + "".join(f"_{s}" for s in self.epilogue)
+
+    @classmethod
+    def from_name(cls, name: str, attrs: dict[str, Any]) -> Conv | None:
+        m = _NAME.match(name)
+        if not m:
+            return None
+        if m["pre"] and m["post"]:
+            raise CatVerifyError(f"cat.{name}: at most one residual add")
+        epilogue = (("bias",) if m["bias"] else ()) + (("add",) if m["pre"] else ()) + (
+            (m["act"],) if m["act"] else ()) + (("add",) if m["post"] else ())
+        try:
+            pads = [int(p) for p in attrs["padding"]]
+            return cls(int(m["nd"]), tuple(int(s) for s in attrs["strides"]),
+                       tuple((pads[i], pads[i + 1]) for i in range(0, len(pads), 2)),
+                       tuple(int(d) for d in attrs["dilation"]), int(attrs["groups"]), epilogue)
+        except KeyError as e:
+            raise CatVerifyError(f"cat.{name} lacks attribute {e}") from None
+
+    def attributes(self) -> dict[str, Any]:
+        return {"strides": list(self.strides), "padding": [p for pair in self.padding for p in pair],
+                "dilation": list(self.dilation), "groups": self.groups}
+
+    def operand_names(self) -> list[str]:
+        return ["x", "w"] + (["bias"] if self.bias else []) + (["d0"] if self.residual else [])
+
+    def out_spatial(self, x: TensorType, w: TensorType) -> tuple[int, ...]:
+        return tuple((i + lo + hi - d * (r - 1) - 1) // s + 1 for i, r, (lo, hi), d, s in zip(
+            x.shape[1:-1], w.shape[1:-1], self.padding, self.dilation, self.strides, strict=True))
+
+    def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
+        self.check_arity(operands)
+        dtype = self.check_dtypes(operands)
+        x, w = operands[0], operands[1]
+        rank = self.spatial + 2
+        if x.rank != rank or w.rank != rank:
+            raise CatVerifyError(f"cat.{self.name}: x and w must have rank {rank} (channels last), got {x} and {w}")
+        c, k = x.shape[-1], w.shape[0]
+        if c % self.groups or k % self.groups:
+            raise CatVerifyError(f"cat.{self.name}: {self.groups} groups do not divide C={c} and K={k}")
+        if w.shape[-1] * self.groups != c:
+            raise CatVerifyError(f"cat.{self.name}: filter {w} reads {w.shape[-1]} channels per group, x {x} has "
+                                 f"{c} in {self.groups} group(s)")
+        spatial = self.out_spatial(x, w)
+        if min(spatial) < 1:
+            raise CatVerifyError(f"cat.{self.name}: window {list(w.shape[1:-1])} does not fit the padded input {x}")
+        out = TensorType((x.shape[0], *spatial, k), dtype)
+        rest = list(operands[2:])
+        if self.bias and rest.pop(0).shape != (k,):
+            raise CatVerifyError(f"cat.{self.name}: bias must be [{k}], got {operands[2]}")
+        if rest and rest[0].shape != out.shape:
+            raise CatVerifyError(f"cat.{self.name}: residual {rest[0]} must match the output {out}")
+        return out
+
+    def gemm_view(self, operands: Sequence[TensorType]) -> tuple[int, int, int]:
+        """(M, N, K) of the implicit GEMM per group: output pixels, output channels, window x channels."""
+        w = operands[1]
+        out = self.infer_type(operands)
+        return out.numel // out.shape[-1], w.shape[0] // self.groups, math.prod(w.shape[1:])
+
+    def flops(self, operands: Sequence[TensorType]) -> int:
+        m, n, k = self.gemm_view(operands)
+        per_elem = int(self.bias) + int(self.residual is not None)
+        if self.activation:
+            per_elem += ACTIVATIONS[self.activation].flops_per_element
+        return self.groups * 2 * m * n * k + per_elem * m * n * self.groups
+
+    def reference(self, *args: torch.Tensor) -> torch.Tensor:
+        x, w = args[0], args[1]
+        acc = accumulate_dtype(x)
+        first = (0, self.spatial + 1, *range(1, self.spatial + 1))  # channels-last -> channels-first views
+        xc, wc = x.to(acc).permute(first), w.to(acc).permute(first)
+        flat = [p for pair in reversed(self.padding) for p in pair]
+        if any(flat):
+            xc = F.pad(xc, flat)
+        conv = F.conv1d if self.spatial == 1 else F.conv2d
+        out = conv(xc, wc, None, self.strides, 0, self.dilation, self.groups)
+        out = out.permute(0, *range(2, self.spatial + 2), 1)
+        rest = list(args[2:])
+        for step in self.epilogue:
+            if step == "bias":
+                out = out + rest.pop(0).to(acc)
+            elif step == "add":
+                out = out + rest.pop(-1).to(acc)
+            else:
+                out = ACTIVATIONS[step].fn(out)
+        return out.to(x.dtype).contiguous()
