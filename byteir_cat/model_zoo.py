@@ -149,4 +149,72 @@ def clip_vision(layers: int = 2, hidden: int = 64, heads: int = 4, image: int = 
     return PixelsToHidden(model).eval(), (_pixels(batch, image, seed),)
 
 
-MODELS = {"gpt2": gpt2, "bert": bert, "llama": llama, "vit": vit, "clip_vision": clip_vision}
+class AudioToHidden(torch.nn.Module):
+    """Wraps a Hugging Face audio encoder: features in, the last hidden state out."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model(features).last_hidden_state
+
+
+def whisper_encoder(layers: int = 2, hidden: int = 64, heads: int = 4, ffn: int | None = None, mels: int = 80,
+                    positions: int = 50, batch: int = 1, seed: int = 0):
+    """Whisper's encoder: two Conv1d + GELU (the second with stride 2) over log-mel frames, learned positions,
+    pre-norm transformer layers. Its input is ``2 * positions`` frames. Whisper-tiny is ``layers=4,
+    hidden=384, heads=6, positions=1500`` (30 s of audio)."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    torch.manual_seed(seed)
+    cfg = WhisperConfig(d_model=hidden, encoder_layers=layers, encoder_attention_heads=heads,
+                        encoder_ffn_dim=ffn or 4 * hidden, num_mel_bins=mels, max_source_positions=positions,
+                        attn_implementation="sdpa")
+    model = randomize(WhisperEncoder(cfg), seed).eval()
+    frames = torch.randn(batch, mels, 2 * positions, generator=torch.Generator().manual_seed(seed))
+    return AudioToHidden(model).eval(), (frames,)
+
+
+class FeatureEncoder(torch.nn.Module):
+    """wav2vec2's convolutional feature encoder: raw audio [B, T] in, frames [B, C, T'] out."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.encoder(audio)
+
+
+def wav2vec2_features(channels: int = 64, layers: int = 4, norm: str = "group", samples: int = 3200,
+                      batch: int = 2, seed: int = 0):
+    """wav2vec2's feature extractor: Conv1d(1 -> C, 10, stride 5) then (3, stride 2) convolutions, each followed
+    by GELU; ``norm="group"`` puts a GroupNorm after the first conv (base), ``"layer"`` a LayerNorm after every
+    conv (large, with conv biases). The real one has 7 layers of 512 channels."""
+    from transformers import Wav2Vec2Config
+    from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder
+
+    torch.manual_seed(seed)
+    cfg = Wav2Vec2Config(conv_dim=(channels,) * layers, conv_kernel=(10,) + (3,) * (layers - 1),
+                         conv_stride=(5,) + (2,) * (layers - 1), feat_extract_norm=norm, conv_bias=norm == "layer")
+    model = randomize(Wav2Vec2FeatureEncoder(cfg), seed).eval()
+    audio = torch.randn(batch, samples, generator=torch.Generator().manual_seed(seed))
+    return FeatureEncoder(model).eval(), (audio,)
+
+
+def convnext_block(dim: int = 64, image: int = 14, batch: int = 2, seed: int = 0):
+    """One ConvNeXt block: depthwise 7x7 convolution, LayerNorm over channels (NHWC), Linear-GELU-Linear, layer
+    scale and the residual add."""
+    from transformers import ConvNextConfig
+    from transformers.models.convnext.modeling_convnext import ConvNextLayer
+
+    torch.manual_seed(seed)
+    model = randomize(ConvNextLayer(ConvNextConfig(hidden_sizes=[dim], depths=[1], num_stages=1), dim=dim), seed)
+    pixels = torch.randn(batch, dim, image, image, generator=torch.Generator().manual_seed(seed))
+    return model.eval(), (pixels,)
+
+
+MODELS = {"gpt2": gpt2, "bert": bert, "llama": llama, "vit": vit, "clip_vision": clip_vision,
+          "whisper_encoder": whisper_encoder, "wav2vec2_features": wav2vec2_features, "convnext_block": convnext_block}

@@ -332,8 +332,18 @@ class ConvChannelAffineFolding(Pattern):
 
 
 class ConvResidualFusion(Pattern):
-    """conv + D with D of the output's shape (a skip connection) -> conv_*_add. Under a layout transpose,
-    D must be the same transpose of a channels-last value, so that fusing moves no data."""
+    """conv + D with D of the output's shape (a skip connection) -> conv_*_add. Under a layout transpose, D
+    must already exist channels-last, so that fusing moves no data: D is the same transpose of a value, or D
+    is transposed to channels-last anyway (a block's input, which its first conv reads)."""
+
+    @staticmethod
+    def _channels_last(d: Value, perm: list[int], op: Op, rw: Rewriter) -> Value | None:
+        src = producer(d, "stablehlo.transpose")
+        if src is not None and src.attrs["permutation"] == perm:
+            return src.operands[0]
+        inverse = [perm.index(i) for i in range(len(perm))]
+        return next((u.result for u in rw.users(d) if u.name == "stablehlo.transpose"
+                     and u.attrs["permutation"] == inverse and rw.position(u) < rw.position(op)), None)
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "stablehlo.add":
@@ -345,10 +355,9 @@ class ConvResidualFusion(Pattern):
             if producer(d, "stablehlo.broadcast_in_dim") is not None or splat_value(d) is not None:
                 continue  # a per-channel or scalar addend is a bias (ConvChannelAffineFolding)
             if conv.layout is not None:
-                src = producer(d, "stablehlo.transpose")
-                if src is None or src.attrs["permutation"] != conv.layout.attrs["permutation"]:
+                d = self._channels_last(d, conv.layout.attrs["permutation"], op, rw)
+                if d is None:
                     continue
-                d = src.operands[0]
             epilogue = conv.decl.epilogue + ("add",)
             conv.rebuild(rw, op, conv.decl.replace(epilogue=epilogue), [*conv.op.operands, d])
             return True

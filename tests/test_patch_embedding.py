@@ -1,6 +1,6 @@
 """Patchify convolutions (stride = kernel, no padding or dilation) become a reshape/transpose plus one CAT
 GEMM: ViT and CLIP's vision tower compile for the CPU and match eager; JAX's NHWC/HWIO layout and image
-sizes that are not a multiple of the patch take the same road; other convolutions are not taken for one."""
+sizes that are not a multiple of the patch take the same road; overlapping windows are a cat.conv instead."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.core.errors import CompileError
 
 
 def _decls(part):
@@ -62,12 +61,16 @@ def test_jax_layout_and_a_partial_last_patch(tmp_path):
 OVERLAPPING = NHWC_PATCHIFY.replace("stride = [8, 8]", "stride = [4, 4]").replace("2x3x3x16", "2x6x6x16")
 
 
-def test_overlapping_windows_are_no_patchify():
+def test_overlapping_windows_are_no_patchify(tmp_path):
+    """Stride 4 with an 8x8 window reads pixels twice: not a GEMM but a cat.conv (JAX layout, HWIO filter)."""
     part = partition(OVERLAPPING)
-    assert not _decls(part)
-    assert any(op.name == "stablehlo.convolution" for sg in part.subgraphs for op in sg.ops)
-    with pytest.raises(CompileError, match="stablehlo.convolution"):
-        compile_model(OVERLAPPING, target="cpu")
+    assert [d.name for d in _decls(part)] == ["conv2d"]
+    compiled = compile_model(OVERLAPPING, target="cpu", out_dir=tmp_path / "art")
+    gen = torch.Generator().manual_seed(1)
+    x, w = torch.randn(2, 30, 30, 3, generator=gen), torch.randn(8, 8, 3, 16, generator=gen)
+    (got,) = compiled.run(x, w)
+    want = F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), stride=4).permute(0, 2, 3, 1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_one_dimensional_patchify(tmp_path):

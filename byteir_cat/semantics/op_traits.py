@@ -33,7 +33,7 @@ _BITWISE = ("bitcast_convert", "shift_left", "shift_right_arithmetic", "shift_ri
             "count_leading_zeros")
 _DATA_MOVEMENT = ("broadcast", "broadcast_in_dim", "concatenate", "dynamic_slice", "dynamic_update_slice", "gather",
                   "pad", "reshape", "reverse", "slice", "transpose")
-_OTHER_FUSIBLE = ("constant", "iota", "reduce", "return")
+_OTHER_FUSIBLE = ("constant", "iota", "reduce", "return", "convolution")
 _HOST_ONLY = ("sort", "while", "if", "case", "custom_call", "select_and_scatter", "scatter", "rng",
               "rng_bit_generator", "reduce_precision", "reduce_window")
 # CHLO ops are elementwise math the interpreter knows; not yet decomposed into StableHLO, they run on the host.

@@ -1,0 +1,213 @@
+"""Convolutional front ends compile for the CPU: Whisper's encoder, wav2vec2's feature extractor, a ConvNeXt
+block and a ResNet-style block. Every convolution is a channels-last cat.conv with its bias, batch norm,
+activation and residual folded in, the layout transposes between convolutions cancel, and the result
+matches eager; the partition reason names layout, stride, padding and the fused epilogue."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cat_dialect as cat
+from byteir_cat import model_zoo
+from byteir_cat.api import partition
+from byteir_cat.compiler import compile as compile_model
+
+
+def _convs(part) -> list[cat.Conv]:
+    return [d for sg in part.subgraphs for op in sg.ops if cat.is_cat(op) and isinstance(d := cat.decode(op), cat.Conv)]
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
+def _compile_and_compare(model, inputs, tmp_path):
+    compiled = compile_model(model, inputs, target="cpu", out_dir=tmp_path / "art")
+    assert not any(op.name == "stablehlo.convolution" for sg in compiled.partition.subgraphs for op in sg.ops)
+    (got,) = compiled.run(*inputs)
+    with torch.no_grad():
+        want = model(*inputs)
+    assert _rel(got, want) < 1e-4
+    return compiled.partition
+
+
+def test_whisper_encoder(tmp_path):
+    model, inputs = model_zoo.whisper_encoder(layers=2)
+    part = _compile_and_compare(model, inputs, tmp_path)
+    convs = _convs(part)
+    assert [c.name for c in convs] == ["conv1d_bias_gelu", "conv1d_bias_gelu_add"]  # + positions as residual
+    assert [c.strides for c in convs] == [(1,), (2,)] and all(c.padding == ((1, 1),) for c in convs)
+    # frames arrive as [B, 80, T]: one transpose in, none between the convolutions or after them
+    transposes = [op for sg in part.subgraphs for op in sg.ops if op.name == "stablehlo.transpose"]
+    assert len(transposes) == 1 and transposes[0].operands[0].type.shape == inputs[0].shape
+    reasons = [sg.reason for sg in part.subgraphs if sg.path == "cat" and "conv1d" in sg.reason]
+    assert reasons[1].startswith("conv1d NWC x KSC 3, stride 2, padding 1/1; bias -> gelu -> residual add fused")
+    assert sum(isinstance(cat.decode(op), cat.Attention) for sg in part.subgraphs for op in sg.ops
+               if cat.is_cat(op)) == 2
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_wav2vec2_feature_extractor(norm, tmp_path):
+    model, inputs = model_zoo.wav2vec2_features(norm=norm)
+    part = _compile_and_compare(model, inputs, tmp_path)
+    convs = _convs(part)
+    assert len(convs) == 4
+    assert convs[0].strides == (5,) and all(c.strides == (2,) for c in convs[1:])
+    if norm == "group":  # conv -> GroupNorm -> GELU, then conv -> GELU: the GELU fuses where nothing sits between
+        assert [c.name for c in convs] == ["conv1d"] + ["conv1d_gelu"] * 3
+    else:  # conv + bias -> LayerNorm over channels -> GELU
+        assert all(c.name == "conv1d_bias" for c in convs)
+        assert sum(isinstance(cat.decode(op), cat.LayerNorm) for sg in part.subgraphs for op in sg.ops
+                   if cat.is_cat(op)) == 4
+
+
+def test_convnext_block(tmp_path):
+    model, inputs = model_zoo.convnext_block()
+    part = _compile_and_compare(model, inputs, tmp_path)
+    (conv,) = _convs(part)
+    assert conv.name == "conv2d_bias" and conv.groups == inputs[0].shape[1] and conv.padding == ((3, 3), (3, 3))
+    reason = next(sg.reason for sg in part.subgraphs if "conv2d" in sg.reason)
+    assert "NHWC x KRSC 7x7, stride 1x1, padding 3/3 x 3/3, depthwise (64 groups); bias fused" in reason
+    gemms = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)
+             and isinstance(cat.decode(op), cat.Gemm)]
+    assert [g.activation for g in gemms] == ["gelu", None]
+
+
+class BasicBlock(torch.nn.Module):
+    """ResNet's basic block: conv-BN-ReLU, conv-BN, + identity, ReLU; and a strided, dilated tail."""
+
+    def __init__(self, c: int = 32):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(c)
+        self.conv2 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(c)
+        self.down = torch.nn.Conv2d(c, 2 * c, 3, stride=2, padding=2, dilation=2)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = torch.relu(self.bn2(self.conv2(y)) + x)
+        return F.silu(self.down(y))
+
+
+def _randomized_bn(model: torch.nn.Module) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.randn(m.num_features, generator=gen))
+                m.bias.copy_(torch.randn(m.num_features, generator=gen))
+    return model.eval()
+
+
+def test_resnet_block_folds_batch_norm_and_fuses_the_residual(tmp_path):
+    model = _randomized_bn(BasicBlock())
+    x = torch.randn(2, 32, 16, 16, generator=torch.Generator().manual_seed(0))
+    part = _compile_and_compare(model, (x,), tmp_path)
+    assert [c.name for c in _convs(part)] == ["conv2d_bias_relu", "conv2d_bias_add_relu", "conv2d_bias_silu"]
+    assert _convs(part)[2].dilation == (2, 2) and _convs(part)[2].strides == (2, 2)
+    assert sum(sg.path == "fusion" for sg in part.subgraphs) == 2  # the layout transposes in and out
+
+
+def test_batch_norm_does_not_fold_across_an_activation():
+    """BN after the ReLU is not an affine map of the convolution's accumulator: it stays outside."""
+
+    class ReluFirst(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+
+        def forward(self, x):
+            return self.bn(torch.relu(self.conv(x)))
+
+    model = _randomized_bn(ReluFirst())
+    x = torch.randn(1, 8, 6, 6)
+    part = partition(model, (x,))
+    assert [c.name for c in _convs(part)] == ["conv2d_bias_relu"]
+    assert any(sg.path == "fusion" and "multiply" in sg.reason for sg in part.subgraphs)
+
+
+def test_look_alike_activation_after_a_conv_stays_a_fusion_group(tmp_path):
+    """Mish is SiLU's neighbour: a conv followed by Mish keeps Mish out of its epilogue."""
+
+    class ConvMish(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(16, 16, 3, padding=1)
+
+        def forward(self, x):
+            return F.mish(self.conv(x))
+
+    model = ConvMish().eval()
+    x = torch.randn(2, 16, 20)
+    part = _compile_and_compare(model, (x,), tmp_path)
+    assert [c.name for c in _convs(part)] == ["conv1d_bias"]
+
+
+JAX_CONV = """
+func.func @main(%x: tensor<2x12x12x8xf32>, %w: tensor<3x3x2x16xf32>, %b: tensor<16xf32>) -> tensor<2x6x6x16xf32> {
+  %0 = stablehlo.convolution(%x, %w) dim_numbers = [b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f],
+       window = {stride = [2, 2], pad = [[0, 1], [1, 0]]} {batch_group_count = 1 : i64, feature_group_count = 4 : i64}
+       : (tensor<2x12x12x8xf32>, tensor<3x3x2x16xf32>) -> tensor<2x6x6x16xf32>
+  %1 = stablehlo.reshape %b : (tensor<16xf32>) -> tensor<1x1x1x16xf32>
+  %2 = stablehlo.broadcast_in_dim %1, dims = [0, 1, 2, 3] : (tensor<1x1x1x16xf32>) -> tensor<2x6x6x16xf32>
+  %3 = stablehlo.add %0, %2 : tensor<2x6x6x16xf32>
+  %4 = stablehlo.logistic %3 : tensor<2x6x6x16xf32>
+  %5 = stablehlo.multiply %3, %4 : tensor<2x6x6x16xf32>
+  return %5 : tensor<2x6x6x16xf32>
+}
+"""
+
+
+def test_jax_layout_grouped_asymmetric_padding_with_weights_as_arguments(tmp_path):
+    """Flax's NHWC/HWIO with the bias as [1, 1, 1, K]: no transpose of x or of the result; the filter (an argument
+    here, not a constant) is transposed to KRSC at run time."""
+    part = partition(JAX_CONV)
+    (conv,) = _convs(part)
+    assert conv.name == "conv2d_bias_silu" and conv.groups == 4 and conv.padding == ((0, 1), (1, 0))
+    assert [op.operands[0].type.shape for sg in part.subgraphs for op in sg.ops
+            if op.name == "stablehlo.transpose"] == [(3, 3, 2, 16)]
+    compiled = compile_model(JAX_CONV, target="cpu", out_dir=tmp_path / "art")
+    gen = torch.Generator().manual_seed(5)
+    x, w, b = torch.randn(2, 12, 12, 8, generator=gen), torch.randn(3, 3, 2, 16, generator=gen), torch.randn(16)
+    (got,) = compiled.run(x, w, b)
+    xc = F.pad(x.permute(0, 3, 1, 2), (1, 0, 0, 1))
+    want = F.silu(F.conv2d(xc, w.permute(3, 2, 0, 1), b, stride=2, groups=4)).permute(0, 2, 3, 1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+TRANSPOSED_CONV = """
+func.func @main(%x: tensor<2x4x9x9xf32>, %w: tensor<4x6x3x3xf32>) -> tensor<2x6x19x19xf32> {
+  %0 = stablehlo.convolution(%x, %w) dim_numbers = [b, f, 0, 1]x[i, o, 0, 1]->[b, f, 0, 1],
+       window = {stride = [1, 1], pad = [[2, 2], [2, 2]], lhs_dilate = [2, 2], reverse = [true, true]}
+       {batch_group_count = 1 : i64, feature_group_count = 1 : i64}
+       : (tensor<2x4x9x9xf32>, tensor<4x6x3x3xf32>) -> tensor<2x6x19x19xf32>
+  %1 = stablehlo.tanh %0 : tensor<2x6x19x19xf32>
+  return %1 : tensor<2x6x19x19xf32>
+}
+"""
+
+
+def test_transposed_convolution_takes_the_fusion_path(tmp_path):
+    """Input dilation (a transposed convolution, the VAE decoder's upsampling) is no CAT conv: it and its
+    consumers are one fusion group, lowered through linalg (host code here, NVVM for CUDA)."""
+    part = partition(TRANSPOSED_CONV)
+    assert [sg.path for sg in part.subgraphs] == ["fusion"]
+    compiled = compile_model(TRANSPOSED_CONV, target="cpu", out_dir=tmp_path / "art")
+    gen = torch.Generator().manual_seed(2)
+    x, w = torch.randn(2, 4, 9, 9, generator=gen), torch.randn(4, 6, 3, 3, generator=gen)
+    (got,) = compiled.run(x, w)
+    torch.testing.assert_close(got, torch.tanh(F.conv_transpose2d(x, w, stride=2)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_whisper_tiny_encoder_full_size(tmp_path):
+    """Whisper-tiny's encoder at full size: 4 layers, d_model 384, 3000 mel frames (30 s of audio)."""
+    model, inputs = model_zoo.whisper_encoder(layers=4, hidden=384, heads=6, positions=1500)
+    part = _compile_and_compare(model, inputs, tmp_path)
+    assert [c.name for c in _convs(part)] == ["conv1d_bias_gelu", "conv1d_bias_gelu_add"]
+    assert part.cat_flop_share >= 0.99
