@@ -82,17 +82,18 @@ def permute_bytes(p: GemmProblem, fused_permute: bool = False) -> int:
     return p.out_elements * BITS[p.dtype] // 8 if p.permute and not fused_permute else 0
 
 
-def device_runner(sym: str) -> str:
-    """Workspace query and launch of ``<sym>_Gemm`` (CUTLASS 2.x and 3.x device adapters share this API).
+def device_runner(sym: str, args_type: str = "CatGemmArgs") -> str:
+    """Workspace query and launch of ``<sym>_Gemm`` (CUTLASS 2.x and 3.x device adapters, GEMM and implicit-GEMM
+    convolution, share this API), packed by ``<sym>_pack`` into an ``args_type``.
     CUTLASS's set-up (argument checks, kernel parameters, the shared-memory attribute) runs once per
     distinct argument set and thread, not per call: a session calls every kernel with the same buffers."""
     return f"""static size_t {sym}_gemm_workspace() {{
   return {sym}_Gemm::get_workspace_size({sym}_arguments({sym}_pack(nullptr, nullptr, nullptr)));
 }}
 
-static int {sym}_run(const CatGemmArgs& g, char* ws, cudaStream_t stream) {{
+static int {sym}_run(const {args_type}& g, char* ws, cudaStream_t stream) {{
   struct Prepared {{
-    CatGemmArgs args;
+    {args_type} args;
     char* ws;
     {sym}_Gemm gemm;
   }};

@@ -58,6 +58,11 @@ class GemmProblem:
     def out_elements(self) -> int:
         return self.batch * self.m * self.n
 
+    @property
+    def gemm_shape(self) -> tuple[int, int, int, int]:
+        """(M, N, K, batch): the tuning cache's shape columns."""
+        return self.m, self.n, self.k, self.batch
+
     def alignment_a(self) -> int:
         return alignment(self.dtype, self.k if self.a.layout == "row" else self.m, self.a.ld, self.a.batch_stride)
 

@@ -12,16 +12,28 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ait_codegen import attention, attention_sm80, attention_sm90, gemm, gemm_sm90, host_twin, index_copy, rowwise
+from ait_codegen import (
+    attention,
+    attention_sm80,
+    attention_sm90,
+    conv,
+    conv_direct,
+    gemm,
+    gemm_sm90,
+    host_twin,
+    index_copy,
+    rowwise,
+)
 from ait_codegen.abi import KernelSpec, preamble
 from ait_codegen.candidates import ARCHS, GemmConfig, choose
+from ait_codegen.conv_problem import choose_conv, conv_problem
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.gemm_glue import ARGS_STRUCT, DEVICE_PERMUTE, own_functors
 from ait_codegen.gemm_problem import GemmProblem, problem_for
 from ait_codegen.norms import render_norm
 from ait_codegen.softmax import render_softmax
 from byteir_cat.core.ir import TensorType
-from cat_dialect import Attention, Bmm, CatOp, Gemm, IndexCopy, LayerNorm, RmsNorm, Softmax
+from cat_dialect import Attention, Bmm, CatOp, Conv, Gemm, IndexCopy, LayerNorm, RmsNorm, Softmax
 
 
 @dataclass(frozen=True)
@@ -96,10 +108,26 @@ def render_kernel(spec: KernelSpec, arch: str, config: GemmConfig | None = None,
             notes = (f"own attention kernel on {arch}: {e.why}",)
         return RenderedKernel(spec, arch, sym, attention.render_attention(sym, spec), attention.INCLUDES,
                               notes=notes)
+    if isinstance(op, Conv):
+        return _render_conv(spec, arch, config, tuning)
     if isinstance(op, IndexCopy):
         sym = spec.symbol(_tag(spec, arch, None))
         return RenderedKernel(spec, arch, sym, index_copy.render_index_copy(sym, spec), index_copy.INCLUDES)
     raise UnsupportedKernel(op.name, "no renderer for this op family")
+
+
+def _render_conv(spec: KernelSpec, arch: str, config: GemmConfig | None, tuning) -> RenderedKernel:
+    """CUTLASS's implicit GEMM where it takes the conv (the 2.x kernel, on sm_90a too), else our direct kernel."""
+    problem = conv_problem(spec.op, spec.operands)
+    if problem.kernel_kind() == "direct":
+        sym = spec.symbol(_tag(spec, arch, None))
+        return RenderedKernel(spec, arch, sym, conv_direct.render_direct(sym, spec, problem), conv_direct.INCLUDES,
+                              notes=(f"own direct conv kernel: {problem.direct_reason()}",))
+    if config is None:
+        config = tuning.lookup_or_choose(problem, arch).config if tuning is not None else choose_conv(problem, arch)
+    sym = spec.symbol(_tag(spec, arch, config))
+    notes = ("CUTLASS 2.x implicit-GEMM conv on sm_90a (no 3.x conv renderer yet)",) if arch == "sm_90a" else ()
+    return RenderedKernel(spec, arch, sym, conv.render_sm80(sym, spec, problem, config), conv.INCLUDES, config, notes)
 
 
 def include_block(kernels: Iterable[tuple[str, ...]]) -> str:
@@ -113,7 +141,9 @@ def device_source(kernels: Sequence[RenderedKernel]) -> str:
     """One .cu holding every kernel of a subgraph, each with its exported entry points."""
     parts = [preamble(), include_block(k.includes for k in kernels)]
     if any(isinstance(k.spec.op, Gemm | Bmm) for k in kernels):
-        parts += [ARGS_STRUCT, DEVICE_PERMUTE] + [f for f in [own_functors(_activations(kernels))] if f]
+        parts += [ARGS_STRUCT, DEVICE_PERMUTE]
+    if any(isinstance(k.spec.op, Gemm | Bmm | Conv) for k in kernels):
+        parts += [f for f in [own_functors(_activations(kernels))] if f]
     if any(isinstance(k.spec.op, Softmax | LayerNorm | RmsNorm) for k in kernels):
         parts.append(rowwise.HELPERS)
     parts += [k.code for k in kernels]
@@ -121,14 +151,22 @@ def device_source(kernels: Sequence[RenderedKernel]) -> str:
 
 
 def twin_source(kernels: Sequence[RenderedKernel]) -> str:
-    """The host twins of the GEMM-family kernels in ``kernels``, under the same symbols."""
+    """The host twins of the GEMM-family and conv kernels in ``kernels``, under the same symbols."""
     gemms = [k for k in kernels if isinstance(k.spec.op, Gemm | Bmm)]
-    parts = [preamble(), include_block([host_twin.INCLUDES]), host_twin.PREAMBLE]
-    parts += [f for f in [own_functors(_activations(gemms))] if f]
+    convs = [k for k in kernels if isinstance(k.spec.op, Conv)]
+    includes = [host_twin.INCLUDES] + ([conv.TWIN_INCLUDES, conv_direct.INCLUDES] if convs else [])
+    parts = [preamble(), include_block(includes), host_twin.PREAMBLE]
+    parts += [f for f in [own_functors(_activations(gemms + convs))] if f]
     for k in gemms:
         problem = problem_for(k.spec.op, k.spec.operands)
         fused = k.config is not None and gemm.fuses_permute(problem, k.config)
         parts.append(host_twin.render_twin(k.symbol, k.spec, problem, fused))
+    for k in convs:
+        problem = conv_problem(k.spec.op, k.spec.operands)
+        if problem.kernel_kind() == "direct":
+            parts.append(conv_direct.render_direct(k.symbol, k.spec, problem, host=True))
+        else:
+            parts.append(conv.render_twin(k.symbol, k.spec, problem))
     return "\n".join(parts) + "\n"
 
 

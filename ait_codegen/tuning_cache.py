@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ait_codegen.candidates import GemmConfig, choose
+from ait_codegen.conv_problem import ConvProblem, choose_conv
 from ait_codegen.gemm_problem import GemmProblem
 from ait_codegen.paths import tuning_db_path
 from ait_codegen.toolchain import cutlass_version
@@ -90,8 +91,7 @@ class TuningCache:
     def key(problem: GemmProblem, arch: str) -> tuple:
         family = problem.op_name.split("_", 1)[0]
         dtypes = f"{problem.dtype}*{problem.dtype}->{problem.dtype}+f32acc"
-        return (family, problem.layout_key, problem.epilogue_key, problem.m, problem.n, problem.k, problem.batch,
-                dtypes, arch, cutlass_version())
+        return (family, problem.layout_key, problem.epilogue_key, *problem.gemm_shape, dtypes, arch, cutlass_version())
 
     def lookup(self, problem: GemmProblem, arch: str) -> TuningRecord | None:
         row = self.conn.execute(
@@ -117,12 +117,12 @@ class TuningCache:
             self.conn.execute("ROLLBACK")
             raise
 
-    def lookup_or_choose(self, problem: GemmProblem, arch: str) -> TuningRecord:
+    def lookup_or_choose(self, problem: GemmProblem | ConvProblem, arch: str) -> TuningRecord:
         """The stored record, else the shape heuristic's pick, stored as unprofiled."""
         found = self.lookup(problem, arch)
         if found is not None:
             return found
-        cfg = choose(problem, arch)
+        cfg = choose_conv(problem, arch) if isinstance(problem, ConvProblem) else choose(problem, arch)
         self.store(problem, arch, cfg, profiled=False)
         return TuningRecord(cfg, False)
 
