@@ -22,13 +22,14 @@ from pathlib import Path
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ait_codegen.candidates import candidates
+from ait_codegen.conv_problem import conv_candidates, conv_problem
 from ait_codegen.errors import CodegenError, NvccError, UnsupportedKernel
 from ait_codegen.gemm_problem import problem_for
 from ait_codegen.paths import kernel_cache_dir
 from ait_codegen.source import RenderedKernel, as_spec, device_source, render_kernel, twin_source
 from ait_codegen.toolchain import cutlass_include_dirs, cutlass_version, nvcc_version
 from byteir_cat.core.ir import TensorType
-from cat_dialect import Bmm, Gemm
+from cat_dialect import Bmm, Conv, Gemm
 from cat_dialect.op_base import CatOp
 
 ARCH_FLAGS = {
@@ -190,30 +191,36 @@ def build_twin(kernels: Sequence[RenderedKernel], progress: bool = True) -> Buil
 
 def _alternatives(chosen: RenderedKernel, count: int) -> list[RenderedKernel]:
     spec, arch = chosen.spec, chosen.arch
-    if count <= 0 or not isinstance(spec.op, Gemm | Bmm):
+    if count <= 0 or not isinstance(spec.op, Gemm | Bmm | Conv):
         return []
-    problem = problem_for(spec.op, spec.operands)
-    pool = candidates(problem, arch, limit=count + 1)
-    if arch == "sm_90a":
-        pool = pool[:max(count - 1, 1)] + candidates(problem, "sm_80", limit=2)
+    if isinstance(spec.op, Conv):
+        problem = conv_problem(spec.op, spec.operands)
+        if problem.kernel_kind() != "cutlass":
+            return []
+        pool = conv_candidates(problem, limit=count + 1)
+    else:
+        problem = problem_for(spec.op, spec.operands)
+        pool = candidates(problem, arch, limit=count + 1)
+        if arch == "sm_90a":
+            pool = pool[:max(count - 1, 1)] + candidates(problem, "sm_80", limit=2)
     rendered: dict[str, RenderedKernel] = {}
     for cfg in pool:
         try:
             k = render_kernel(spec, arch, config=cfg)
         except UnsupportedKernel:
             continue
-        if k.symbol != chosen.symbol and not k.notes:
+        if k.symbol != chosen.symbol and (not k.notes or isinstance(spec.op, Conv)):
             rendered.setdefault(k.symbol, k)
     return list(rendered.values())[:count]
 
 
 def build_alternatives(chosen: Sequence[RenderedKernel], count: int, progress: bool = False
                        ) -> list[list[tuple[RenderedKernel, BuildResult]]]:
-    """For each chosen GEMM/BMM kernel, up to ``count`` other builds for timing on the device (``byteir-cat
-    tune``): the heuristic's next picks for its arch and, on sm_90a, the best CUTLASS 2.x kernel (it can win on
-    small or skinny problems, and its split-k serves GEMV-like decode GEMMs). Each is a shared library with the
-    same C ABI under its own symbol; configurations that render to the chosen kernel are left out. All builds
-    go to nvcc together."""
+    """For each chosen GEMM/BMM (or implicit-GEMM conv) kernel, up to ``count`` other builds for timing on the
+    device (``byteir-cat tune``): the heuristic's next picks for its arch and, on sm_90a, the best CUTLASS 2.x
+    kernel (it can win on small or skinny problems, and its split-k serves GEMV-like decode GEMMs). Each is a
+    shared library with the same C ABI under its own symbol; configurations that render to the chosen kernel are
+    left out. All builds go to nvcc together."""
     picked = [_alternatives(k, count) for k in chosen]
     jobs = [BuildJob(f"{k.spec.op.name}:{k.config.name if k.config else ''}", device_source([k]), "device", k.arch,
                      "shared") for ks in picked for k in ks]

@@ -28,16 +28,19 @@ ARCH = "sm_80"
 MODELS = {  # head dim 64, one layer: few distinct kernels, so a cold build cache stays cheap
     "gpt2": (model_zoo.gpt2, dict(hidden=128, heads=2, seq=32), torch.float16),
     "llama": (model_zoo.llama, dict(hidden=128, heads=2, kv_heads=1, seq=32), torch.bfloat16),
+    # convolutions: mono audio's C = 1 on the direct kernel, then an implicit-GEMM conv; LayerNorm, GELU groups
+    "wav2vec2": (model_zoo.wav2vec2_features, dict(layers=2, channels=64, norm="layer", samples=800),
+                 torch.float16),
 }
 # Each distinct CUTLASS GEMM is a 45-60 s nvcc build on 2 cores: the default run compiles Llama (8 kernels,
 # ~4 minutes on a cold cache); GPT-2 adds its own 7 under -m slow.
-NAMES = ["llama", pytest.param("gpt2", marks=pytest.mark.slow)]
+NAMES = ["llama", "wav2vec2", pytest.param("gpt2", marks=pytest.mark.slow)]
 
 
 def _model(name: str):
     factory, kwargs, dtype = MODELS[name]
-    model, inputs = factory(layers=1, **kwargs)
-    return model.to(dtype), inputs
+    model, inputs = factory(**{"layers": 1, **kwargs})
+    return model.to(dtype), tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +180,7 @@ def test_cuda_plan_on_the_gpu_emulator_matches_torch(artifacts, name):
     session = Session(art, device="cpu", provider=EmulatedGpuProvider)
     got = session.run(*inputs)[0]
     with torch.no_grad():
-        want = model.float()(*inputs)
+        want = model.float()(*[x.float() if x.is_floating_point() else x for x in inputs])
     assert got.dtype == MODELS[name][2]
     err = _rel_error(got, want)
     assert err < 1e-2, err
