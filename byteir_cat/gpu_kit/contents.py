@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from byteir_cat.core.ir import TensorType
-from cat_dialect import Attention, Bmm, CatOp, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+from cat_dialect import Attention, Bmm, CatOp, Conv, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
 
 SEED = 20261128
 
@@ -134,8 +134,29 @@ def _attention() -> list[KernelCase]:
     ]
 
 
+def _convs() -> list[KernelCase]:
+    """The front ends' convolutions at real sizes: Whisper-tiny's (80 mel bins -> 384, 3000 frames), wav2vec2's
+    (mono audio into 512 channels, then 512 -> 512), a ResNet stage's and ConvNeXt's depthwise 7x7."""
+    same1, stride2 = ((1, 1),), (2,)
+    return [
+        KernelCase("conv1d_whisper_bias_gelu", Conv(1, (1,), same1, (1,), 1, ("bias", "gelu")),
+                   (T(1, 3000, 80), T(384, 3, 80), T(384))),
+        KernelCase("conv1d_whisper_s2_bias_gelu_add", Conv(1, stride2, same1, (1,), 1, ("bias", "gelu", "add")),
+                   (T(1, 3000, 384), T(384, 3, 384), T(384), T(1, 1500, 384))),
+        KernelCase("conv1d_wav2vec2_mono_gelu", Conv(1, (5,), ((0, 0),), (1,), 1, ("gelu",)),
+                   (T(4, 16000, 1), T(512, 10, 1))),
+        KernelCase("conv1d_wav2vec2_gelu_bf16", Conv(1, stride2, ((0, 0),), (1,), 1, ("gelu",)),
+                   (T(4, 3199, 512, dtype="bf16"), T(512, 3, 512, dtype="bf16"))),
+        KernelCase("conv2d_resnet_bias_add_relu", Conv(2, (1, 1), ((1, 1), (1, 1)), (1, 1), 1, ("bias", "add", "relu")),
+                   (T(8, 28, 28, 128), T(128, 3, 3, 128), T(128), T(8, 28, 28, 128))),
+        KernelCase("conv2d_convnext_depthwise_bias", Conv(2, (1, 1), ((3, 3), (3, 3)), (1, 1), 96, ("bias",)),
+                   (T(8, 56, 56, 96), T(96, 7, 7, 1), T(96))),
+    ]
+
+
 def kernel_cases(quick: bool = False) -> list[KernelCase]:
-    """Every CAT kernel kind; ``quick`` keeps two cheap ones (row-wise kernels build in seconds)."""
+    """Every CAT kernel kind; ``quick`` keeps two cheap ones (row-wise kernels build in seconds) and the direct
+    conv kernel (seconds too)."""
     if quick:
-        return _rowwise()[:1] + _rowwise()[3:]
-    return _gemms() + _bmms() + _rowwise() + _attention()
+        return _rowwise()[:1] + _rowwise()[3:] + _convs()[5:]
+    return _gemms() + _bmms() + _rowwise() + _attention() + _convs()

@@ -72,7 +72,7 @@ from runtime.tuner import cuda_event_timer, tune_artifact  # noqa: E402
 
 STEPS: dict[str, int] = {  # name -> time box in seconds, in the order they run
     "env": 30, "prepare": 120, "kernels": 75, "models": 90, "gemm_timing": 60, "attention_timing": 30,
-    "model_timing": 180, "decode_timing": 90, "profile": 60, "tune": 90,
+    "conv_timing": 30, "model_timing": 180, "decode_timing": 90, "profile": 60, "tune": 90,
 }
 TOTAL_BUDGET = 540  # the whole run, on an H100 with nothing compiled there
 
@@ -367,6 +367,47 @@ def step_attention_timing(work: Path, check: bool) -> dict[str, Any]:
     return {"attention": rows}
 
 
+def step_conv_timing(work: Path, check: bool) -> dict[str, Any]:
+    """Each conv kernel of the kit against torch's convolution with its bias (cuDNN, channels-last tensors, the
+    same dtype), both as CUDA-graph replays; the activation and residual are ours alone."""
+    dirs = [d for d in _model_dirs(work, "kernels") if _plan(d).computes and any(
+        c.kind == "cat" and c.op.startswith("cat.conv") for c in _plan(d).computes)]
+    if check:
+        raise NoDevice(f"{len(dirs)} conv kernels to time")
+    device = _device(check)
+    rows = []
+    for d in dirs:
+        row: dict[str, Any] = {"kernel": d.name}
+        try:
+            session = Session(d, device="cuda")
+            (step, c) = next((i, c) for i, c in enumerate(session.byre.computes) if c.kind == "cat")
+            decl = _decl(c)
+            gen = torch.Generator(device=device).manual_seed(0)
+            inputs = [torch.randn(session.byre.values[v].type.shape, generator=gen, device=device)
+                      .to(torch_dtype(session.byre.values[v].type.dtype)) for v in session.byre.inputs]
+            slots = session.run_stepwise(*inputs)
+            fn = dict(session.bound_kernels())[step]
+            first = (0, decl.spatial + 1, *range(1, decl.spatial + 1))  # NHWC storage seen as NCHW: channels last
+            x, w = inputs[0].permute(first), inputs[1].permute(first)
+            conv = F.conv1d if decl.spatial == 1 else F.conv2d
+            pads = [lo for lo, _ in decl.padding]
+            if any(lo != hi for lo, hi in decl.padding):  # torch pads symmetrically: pad once, outside the timing
+                x, pads = F.pad(x, [p for pair in reversed(decl.padding) for p in pair]), [0] * decl.spatial
+            torch_conv = partial(conv, x, w, inputs[2] if decl.bias else None, decl.strides, pads, decl.dilation,
+                                 decl.groups)
+            ours = _graph_ms(partial(fn, slots), session)
+            cudnn = _graph_ms(torch_conv, None)
+            types = [session.byre.values[v].type for v in session.byre.inputs]
+            flop = decl.flops(types)
+            row.update(op=decl.name, x=list(types[0].shape), w=list(types[1].shape), ours_ms=round(ours, 4),
+                       cudnn_ms=round(cudnn, 4), ours_tflops=round(flop / ours / 1e9, 2),
+                       vs_cudnn=round(cudnn / ours, 3))
+        except Exception as e:  # one kernel's failure must not hide the others'
+            row["error"] = f"{type(e).__name__}: {e}"[:300]
+        rows.append(row)
+    return {"convs": rows}
+
+
 def _eager_model(recipe: dict[str, Any], device: str):
     """The Hugging Face model of an artifact, rebuilt with this machine's transformers and the kit's
     weights (checked against the sha256 recorded when the artifact was built)."""
@@ -575,6 +616,7 @@ def step_profile(work: Path, check: bool, out: Path) -> dict[str, Any]:
 
 STEP_FUNCTIONS = {"env": step_env, "prepare": step_prepare, "kernels": step_kernels, "models": step_models,
                   "gemm_timing": step_gemm_timing, "attention_timing": step_attention_timing,
+                  "conv_timing": step_conv_timing,
                   "model_timing": step_model_timing, "decode_timing": step_decode_timing, "profile": step_profile,
                   "tune": step_tune}
 
@@ -635,6 +677,12 @@ def _summary(out: Path, statuses: dict[str, str], check: bool) -> str:
         lines += _table("Attention vs SDPA", ["artifact", "q", "kv", "ours ms", "SDPA ms", "vs SDPA"],
                         [[r["artifact"], r["q"], r["kv"], r["ours_ms"], r["sdpa_ms"], f"{r['vs_sdpa']}x"]
                          for r in att["attention"]])
+    conv = _load(out, "conv_timing")
+    if conv:
+        lines += _table("Convolutions vs cuDNN (torch, channels-last, with bias; CUDA-graph replay)",
+                        ["kernel", "x", "w", "ours ms", "cuDNN ms", "TFLOP/s", "vs cuDNN", "error"],
+                        [[r["kernel"], r.get("x"), r.get("w"), r.get("ours_ms"), r.get("cudnn_ms"),
+                          r.get("ours_tflops"), r.get("vs_cudnn"), r.get("error", "")] for r in conv["convs"]])
     mt = _load(out, "model_timing")
     if mt:
         keys = ["ours_ms", "ours_graph_ms", "ours_default_ms", "eager_ms", "torch_compile_ms", "speedup_vs_eager",
