@@ -1,6 +1,6 @@
 """CPU speed of compiled models against torch eager and torch.compile, in one process, same threads.
 
-    .venv/bin/python benchmarks/cpu_transformers.py [--cases full|small] [--only TEXT] [--runs N] [--rounds N]
+    .venv/bin/python benchmarks/cpu_transformers.py [--cases full|small|conv] [--only TEXT] [--runs N] [--rounds N]
                                                     [--write benchmarks/RESULTS.md]
 
 Contestants run in interleaved rounds (eager, torch.compile, ours, repeated) so that a noisy neighbour on a
@@ -104,8 +104,9 @@ def markdown(results: list[dict], load_before: tuple, load_after: tuple) -> str:
 
 
 def cases(which: str) -> list[tuple[str, Callable[[], tuple]]]:
-    """Full-size models (random weights, real configurations); ``small`` keeps the two quick ones."""
-    from byteir_cat.model_zoo import bert, gpt2, llama
+    """Full-size models (random weights, real configurations); ``small`` keeps the two quick ones; ``conv`` the
+    convolutional front ends at their real sizes."""
+    from byteir_cat.model_zoo import bert, convnext_block, gpt2, llama, wav2vec2_features, whisper_encoder
 
     full = [
         ("GPT-2 small, batch 1, seq 128", lambda: gpt2(layers=12, hidden=768, heads=12, seq=128, vocab=50257)),
@@ -124,14 +125,21 @@ def cases(which: str) -> list[tuple[str, Callable[[], tuple]]]:
         ("Llama block (1 layer, hidden 768, 12 heads / 4 kv heads, seq 128)",
          lambda: llama(layers=1, hidden=768, heads=12, kv_heads=4, seq=128, vocab=1024)),
     ]
-    return {"full": full, "small": small}[which]
+    conv = [
+        ("Whisper-tiny encoder (4 layers, 384 wide, 3000 mel frames), batch 1",
+         lambda: whisper_encoder(layers=4, hidden=384, heads=6, positions=1500)),
+        ("wav2vec2 feature extractor (7 convs, 512 channels, GroupNorm), 1 s of 16 kHz audio, batch 1",
+         lambda: wav2vec2_features(channels=512, layers=7, samples=16000, batch=1)),
+        ("ConvNeXt-T stage-1 block (96 channels, 56x56), batch 8", lambda: convnext_block(dim=96, image=56, batch=8)),
+    ]
+    return {"full": full, "small": small, "conv": conv}[which]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=4, help="runs per contestant per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--cases", choices=("full", "small"), default="full")
+    ap.add_argument("--cases", choices=("full", "small", "conv"), default="full")
     ap.add_argument("--only", help="run the cases whose name contains this text")
     ap.add_argument("--write", metavar="MD", help="write the results as markdown")
     args = ap.parse_args()

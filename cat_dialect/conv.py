@@ -147,22 +147,24 @@ class Conv(CatOp):
         return self.groups * 2 * m * n * k + per_elem * m * n * self.groups
 
     def reference(self, *args: torch.Tensor) -> torch.Tensor:
+        """torch's 2-D convolution on the channels-last storage as it is (a 1-D conv is one over [N, 1, W, C]):
+        NHWC memory seen as NCHW is torch's channels_last format, which its CPU and GPU kernels take natively."""
         x, w = args[0], args[1]
         acc = accumulate_dtype(x)
-        first = (0, self.spatial + 1, *range(1, self.spatial + 1))  # channels-last -> channels-first views
-        xc, wc = x.to(acc).permute(first), w.to(acc).permute(first)
-        flat = [p for pair in reversed(self.padding) for p in pair]
-        if any(flat):
-            xc = F.pad(xc, flat)
-        conv = F.conv1d if self.spatial == 1 else F.conv2d
-        out = conv(xc, wc, None, self.strides, 0, self.dilation, self.groups)
-        out = out.permute(0, *range(2, self.spatial + 2), 1)
+        strides, dilation, padding = self.strides, self.dilation, self.padding
+        if self.spatial == 1:
+            x, w = x.unsqueeze(1), w.unsqueeze(1)
+            strides, dilation, padding = (1, *strides), (1, *dilation), ((0, 0), *padding)
+        xc, wc = x.to(acc).permute(0, 3, 1, 2), w.to(acc).permute(0, 3, 1, 2)
+        if all(lo == hi for lo, hi in padding):
+            pad = [lo for lo, _ in padding]
+        else:
+            xc, pad = F.pad(xc, [p for pair in reversed(padding) for p in pair]), [0, 0]
         rest = list(args[2:])
-        for step in self.epilogue:
-            if step == "bias":
-                out = out + rest.pop(0).to(acc)
-            elif step == "add":
-                out = out + rest.pop(-1).to(acc)
-            else:
-                out = ACTIVATIONS[step].fn(out)
+        bias = rest.pop(0).to(acc) if self.bias else None
+        out = F.conv2d(xc, wc, bias, strides, pad, dilation, self.groups).permute(0, 2, 3, 1)
+        if self.spatial == 1:
+            out = out.squeeze(1)
+        for step in self.epilogue[int(self.bias):]:
+            out = out + rest.pop(0).to(acc) if step == "add" else ACTIVATIONS[step].fn(out)
         return out.to(x.dtype).contiguous()

@@ -8,6 +8,7 @@ import math
 import cat_dialect as cat
 from byteir_cat.core.ir import Module, Op
 from byteir_cat.semantics.interpreter import unsupported_reason
+from mhlo_to_cat.conv_patterns import conv_declaration
 from mhlo_to_cat.gemm_patterns import gemm_plan
 
 
@@ -63,6 +64,11 @@ def fusion_reason(ops: list[Op]) -> str:
         plan = gemm_plan(dots[0])
         why = plan if isinstance(plan, str) else "not recognised as a CAT op"
         return f"not a CAT gemm: {why}"
+    convs = [op for op in ops if op.name == "stablehlo.convolution"]
+    if convs:
+        why = conv_declaration(convs[0])
+        why = why if isinstance(why, str) else "not recognised as a CAT conv"
+        return f"not a CAT conv: {why}; {len(ops)} op(s) fused with it -> one kernel through linalg"
     kinds = sorted({op.short_name for op in ops})
     shown = ", ".join(kinds[:5]) + (", ..." if len(kinds) > 5 else "")
     if len(ops) == 1:

@@ -197,6 +197,7 @@ def test_transposed_convolution_takes_the_fusion_path(tmp_path):
     consumers are one fusion group, lowered through linalg (host code here, NVVM for CUDA)."""
     part = partition(TRANSPOSED_CONV)
     assert [sg.path for sg in part.subgraphs] == ["fusion"]
+    assert part.subgraphs[0].reason.startswith("not a CAT conv: input dilation (a transposed convolution)")
     compiled = compile_model(TRANSPOSED_CONV, target="cpu", out_dir=tmp_path / "art")
     gen = torch.Generator().manual_seed(2)
     x, w = torch.randn(2, 4, 9, 9, generator=gen), torch.randn(4, 6, 3, 3, generator=gen)
@@ -211,3 +212,45 @@ def test_whisper_tiny_encoder_full_size(tmp_path):
     part = _compile_and_compare(model, inputs, tmp_path)
     assert [c.name for c in _convs(part)] == ["conv1d_bias_gelu", "conv1d_bias_gelu_add"]
     assert part.cat_flop_share >= 0.99
+
+
+SPATIAL_ADD = """
+func.func @main(%x: tensor<1x4x6x6xf32>, %w: tensor<8x4x3x3xf32>, %h: tensor<6xf32>, %s: tensor<8xf32>)
+    -> tensor<1x8x6x6xf32> {
+  %0 = stablehlo.convolution(%x, %w) dim_numbers = [b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1],
+       window = {pad = [[1, 1], [1, 1]]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64}
+       : (tensor<1x4x6x6xf32>, tensor<8x4x3x3xf32>) -> tensor<1x8x6x6xf32>
+  %1 = stablehlo.broadcast_in_dim %h, dims = [2] : (tensor<6xf32>) -> tensor<1x8x6x6xf32>
+  %2 = stablehlo.add %0, %1 : tensor<1x8x6x6xf32>
+  %3 = stablehlo.broadcast_in_dim %s, dims = [1] : (tensor<8xf32>) -> tensor<1x8x6x6xf32>
+  %4 = stablehlo.multiply %2, %3 : tensor<1x8x6x6xf32>
+  return %4 : tensor<1x8x6x6xf32>
+}
+"""
+
+
+def test_only_per_channel_vectors_fold(tmp_path):
+    """A vector along H is no bias; a runtime per-channel scale cannot fold into a filter that is an argument:
+    both stay outside the conv, and the compiled result is still the function."""
+    part = partition(SPATIAL_ADD)
+    assert [c.name for c in _convs(part)] == ["conv2d"]
+    compiled = compile_model(SPATIAL_ADD, target="cpu", out_dir=tmp_path / "art")
+    gen = torch.Generator().manual_seed(4)
+    x, w, h, s = (torch.randn(*shape, generator=gen) for shape in ((1, 4, 6, 6), (8, 4, 3, 3), (6,), (8,)))
+    (got,) = compiled.run(x, w, h, s)
+    want = (F.conv2d(x, w, padding=1) + h.view(1, 1, 6, 1)) * s.view(1, 8, 1, 1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_runtime_bias_joins_the_epilogue(tmp_path):
+    """Weights as arguments (JAX without bound params): the per-channel add is still the conv's bias."""
+    text = SPATIAL_ADD.replace("dims = [2] : (tensor<6xf32>)", "dims = [1] : (tensor<8xf32>)").replace(
+        "%h: tensor<6xf32>", "%h: tensor<8xf32>")
+    part = partition(text)
+    assert [c.name for c in _convs(part)] == ["conv2d_bias"]
+    compiled = compile_model(text, target="cpu", out_dir=tmp_path / "art")
+    gen = torch.Generator().manual_seed(6)
+    x, w, b, s = (torch.randn(*shape, generator=gen) for shape in ((1, 4, 6, 6), (8, 4, 3, 3), (8,), (8,)))
+    (got,) = compiled.run(x, w, b, s)
+    want = F.conv2d(x, w, b, padding=1) * s.view(1, 8, 1, 1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
