@@ -10,7 +10,7 @@ import torch
 import cat_dialect as cat
 from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
 from mhlo_to_cat.probing import ancestors_in, function_loc, grow_region, probe_generator, probe_rows, search_region
-from mhlo_to_cat.rewriter import Pattern, Rewriter, producer
+from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, input_free_value, producer
 
 _SWAP_LAST2 = "swap-last-two"
 
@@ -498,6 +498,42 @@ class GemmBiasFusion(Pattern):
             if bias is None or bias.type.dtype != g.type.dtype:
                 continue
             new = cat.build(decl.replace(bias=True), gop.operands + [bias], gop.loc.fuse(op.loc))
+            rw.replace_op(op, [new], new.results)
+            return True
+        return False
+
+
+class GemmColumnScaleFolding(Pattern):
+    """gemm * broadcast(s[N]) with a constant weight, bias and s -> the gemm with its weight's output columns
+    and its bias scaled by s: LayerScale (ConvNeXt, CaiT, DINOv2) costs nothing at run time. A scale known only
+    at run time stays a gated-multiply epilogue (GemmBinaryEpilogueFusion)."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.multiply":
+            return False
+        for g, other in (op.operands, op.operands[::-1]):
+            found = cat_producer(g, cat.Gemm)
+            if not found or not rw.single_use(g):
+                continue
+            gop, decl = found
+            if decl.activation or decl.binary or decl.permute:
+                continue
+            n = g.type.shape[-1]
+            vec = _bias_vector(other, n, g.type.rank)
+            scale = input_free_value(vec, limit=1 << 20) if vec is not None else None
+            weight = constant_tensor(gop.operands[1])
+            bias = constant_tensor(gop.operands[2]) if decl.bias else None
+            if scale is None or weight is None or (decl.bias and bias is None):
+                continue
+            s64 = scale.reshape(n).double()
+            w_new = weight.double() * (s64[:, None] if decl.layout == "rcr" else s64[None, :])
+            new_ops = [Op.create("stablehlo.constant", [], [gop.operands[1].type], {"value": w_new.to(weight.dtype)},
+                                 gop.operands[1].owner.loc)]
+            if bias is not None:
+                new_ops.append(Op.create("stablehlo.constant", [], [gop.operands[2].type],
+                                         {"value": (bias.double() * s64).to(bias.dtype)}, gop.operands[2].owner.loc))
+            rw.insert_before(op, new_ops)
+            new = cat.build(decl, [gop.operands[0]] + [c.result for c in new_ops], gop.loc.fuse(op.loc))
             rw.replace_op(op, [new], new.results)
             return True
         return False

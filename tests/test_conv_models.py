@@ -73,6 +73,7 @@ def test_convnext_block(tmp_path):
     gemms = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)
              and isinstance(cat.decode(op), cat.Gemm)]
     assert [g.activation for g in gemms] == ["gelu", None]
+    assert all(not g.binary for g in gemms), "the layer scale folds into the second Linear's weight and bias"
 
 
 class BasicBlock(torch.nn.Module):
