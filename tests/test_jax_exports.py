@@ -37,6 +37,10 @@ def _cat_ops(part: Partition) -> list[str]:
     return [op.name for sg in part.subgraphs for op in sg.ops if op.name.startswith("cat.")]
 
 
+def _cat_op_list(part: Partition) -> list:
+    return [op for sg in part.subgraphs for op in sg.ops if op.name.startswith("cat.")]
+
+
 def _nothing_interpreted(part: Partition) -> None:
     """Host subgraphs may only be reshapes of arguments (metadata: the output aliases the input)."""
     interpreted = [(sg.reason, sg.summary) for sg in part.subgraphs
@@ -204,3 +208,24 @@ def test_cli_params(tmp_path, capsys):
     assert _rel(got, want) < 1e-6
     assert cli(["partition", str(EXPORTS / "sdpa.mlir"), "--params", str(tmp_path / "missing.npz")]) == 1
     assert capsys.readouterr().err.strip().endswith("--params " + str(tmp_path / "missing.npz") + ": no such file")
+
+
+def test_flax_convnet_folds_batch_norm_once_weights_are_bound(tmp_path):
+    """Flax's NHWC/HWIO convolutions (tests/jax_exports/export.py ConvNet): with the variables as arguments the
+    convs are CAT convs with their biases, filters transposed at run time and batch norm's scale left outside;
+    bound as params, batch norm folds into the filters, the ResNet block ends in conv2d_bias_add_relu, and the
+    even kernel's SAME padding (0 before, 1 after) stays one conv."""
+    inputs, outputs = _arrays("convnet")
+    free = compile(EXPORTS / "convnet.mlir", out_dir=tmp_path / "free")
+    convs = [op.name for op in _cat_op_list(free.partition)]
+    assert convs == ["cat.conv1d_bias_gelu", "cat.conv1d_bias_gelu", "cat.conv2d_bias", "cat.conv2d_bias",
+                     "cat.conv2d_bias", "cat.conv2d_bias_silu"]
+    bound = compile(EXPORTS / "convnet.mlir", params={i: inputs[i] for i in range(2, len(inputs))},
+                    out_dir=tmp_path / "bound")
+    assert [op.name for op in _cat_op_list(bound.partition)] == [
+        "cat.conv1d_bias_gelu", "cat.conv1d_bias_gelu", "cat.conv2d_bias_relu", "cat.conv2d_bias_add_relu",
+        "cat.conv2d_bias", "cat.conv2d_bias_silu"]
+    assert [sg.path for sg in bound.partition.subgraphs if sg.path != "host"] == ["cat"] * 6
+    for model, args in ((free, inputs), (bound, inputs[:2])):
+        for got, want in zip(model.run(*args), outputs, strict=True):
+            assert _rel(got, want) < 1e-5

@@ -285,6 +285,39 @@ def math_args() -> list[jax.Array]:
             jax.random.uniform(k[2], (16, 64), minval=-0.95, maxval=0.95)]
 
 
+# --- Convolutional front ends in Flax's NHWC / HWIO layout: a Whisper-like pair of Conv1d + GELU (the second with
+# stride 2), a ResNet-like block with BatchNorm on running averages and the residual before the ReLU, a depthwise
+# 7x7 and an even 2x2 kernel with SAME padding (one row and column of padding after, none before).
+
+class ConvNet(nn.Module):
+    @nn.compact
+    def __call__(self, frames: jax.Array, image: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = nn.gelu(nn.Conv(64, (3,), padding=1)(frames), approximate=False)
+        h = nn.gelu(nn.Conv(64, (3,), strides=2, padding=1)(h), approximate=False)
+        y = nn.relu(nn.BatchNorm(use_running_average=True)(nn.Conv(32, (3, 3), padding="SAME", use_bias=False)(image)))
+        z = nn.BatchNorm(use_running_average=True)(nn.Conv(32, (3, 3), padding="SAME", use_bias=False)(y))
+        y = nn.relu(z + y)
+        y = nn.Conv(32, (7, 7), padding=3, feature_group_count=32)(y)
+        return h, nn.silu(nn.Conv(48, (2, 2), padding="SAME")(y))
+
+
+def convnet_args() -> tuple[list[jax.Array], Callable]:
+    k = _keys(50, 2)
+    frames, image = jax.random.normal(k[0], (2, 40, 80)), jax.random.normal(k[1], (2, 12, 12, 16))
+    net = ConvNet()
+    variables = net.init(jax.random.PRNGKey(51), frames, image)
+    leaves, tree = jax.tree_util.tree_flatten(variables)
+    # running variances stay positive; everything else moves off Flax's zeros and ones
+    leaves = [leaf + 0.1 * jnp.abs(jax.random.normal(jax.random.PRNGKey(60 + i), leaf.shape)) if "var" in str(path)
+              else leaf + 0.1 * jax.random.normal(jax.random.PRNGKey(60 + i), leaf.shape)
+              for i, (path, leaf) in enumerate(jax.tree_util.tree_flatten_with_path(variables)[0])]
+
+    def fn(frames, image, *leaves):
+        return net.apply(jax.tree_util.tree_unflatten(tree, leaves), frames, image)
+
+    return [frames, image, *leaves], fn
+
+
 def _storable(a: jax.Array) -> jax.Array:
     return a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a
 
@@ -308,6 +341,8 @@ def export(name: str, fn: Callable, args: list[jax.Array], saved_inputs: int | N
 
 def main() -> int:
     jax.config.update("jax_default_matmul_precision", "highest")  # JAX's CPU outputs as the f32 reference
+    if sys.argv[1:] == ["convnet"]:
+        return export("convnet", *reversed(convnet_args())) or 0
     export("gpt_block", gpt_block, gpt_block_args())
     export("gpt_scan", gpt_scan, gpt_scan_args())
     k = _keys(13, 2)
@@ -332,6 +367,7 @@ def main() -> int:
     export("math", _math, math_args())
     gpt2_args = [jnp.asarray(gpt2_ids(**GPT2_SMALL))] + [jnp.asarray(w) for w in gpt2_params(**GPT2_SMALL)]
     export("gpt2_small", gpt2, gpt2_args, saved_inputs=1)
+    export("convnet", *reversed(convnet_args()))
     return 0
 
 
