@@ -8,11 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.export import Dim
 
 import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
+from byteir_cat.core.errors import CompileError
 
 
 def _convs(part) -> list[cat.Conv]:
@@ -255,3 +257,19 @@ def test_runtime_bias_joins_the_epilogue(tmp_path):
     (got,) = compiled.run(x, w, b, s)
     want = F.conv2d(x, w, b, padding=1) * s.view(1, 8, 1, 1)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_batch_and_a_refused_dynamic_length(tmp_path):
+    """A dynamic batch compiles to one artifact; a dynamic audio length through strided convs gives sizes like
+    floor((t - 10) / 5) + 1, which the bounded-shape model (polynomials of the dims) cannot state: refused in one
+    line, naming the sizes."""
+    model, (x,) = model_zoo.wav2vec2_features(channels=32, layers=3, norm="layer", samples=1600)
+    compiled = compile_model(model, (x,), dynamic_shapes=({0: Dim("batch", min=1, max=4)},), out_dir=tmp_path / "a")
+    for batch in (1, 3):
+        audio = torch.randn(batch, 1600, generator=torch.Generator().manual_seed(batch))
+        (got,) = compiled.run(audio)
+        with torch.no_grad():
+            assert _rel(got, model(audio)) < 1e-4
+    with pytest.raises(CompileError) as e:
+        compile_model(model, (x,), dynamic_shapes=({1: Dim("t", min=400, max=3200)},))
+    assert "\n" not in str(e.value) and "not a polynomial of the dynamic dimensions" in str(e.value)
