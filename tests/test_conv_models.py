@@ -208,7 +208,6 @@ def test_transposed_convolution_takes_the_fusion_path(tmp_path):
     torch.testing.assert_close(got, torch.tanh(F.conv_transpose2d(x, w, stride=2)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow
 def test_whisper_tiny_encoder_full_size(tmp_path):
     """Whisper-tiny's encoder at full size: 4 layers, d_model 384, 3000 mel frames (30 s of audio)."""
     model, inputs = model_zoo.whisper_encoder(layers=4, hidden=384, heads=6, positions=1500)
