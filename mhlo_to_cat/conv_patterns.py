@@ -193,37 +193,55 @@ class ConvolutionToCatConv(Pattern):
 
 
 class ConvOutput:
-    """A cat.conv result as a consumer sees it: straight, or through the single transpose back to the
-    exporter's layout (NCHW). ``feature_dim`` is where the output channels are in what the consumer sees."""
+    """A cat.conv result as a consumer sees it: straight, through the single transpose back to the exporter's
+    layout (NCHW), and through a widening convert (a half-precision model's batch norm computed in f32).
+    ``feature_dim`` is where the output channels are in what the consumer sees."""
 
-    def __init__(self, op: Op, decl: cat.Conv, layout: Op | None):
-        self.op, self.decl, self.layout = op, decl, layout
+    def __init__(self, op: Op, decl: cat.Conv, layout: Op | None, widen: Op | None):
+        self.op, self.decl, self.layout, self.widen = op, decl, layout, widen
         perm = layout.attrs["permutation"] if layout is not None else list(range(op.result.type.rank))
         self.feature_dim = perm.index(op.result.type.rank - 1)
 
     @classmethod
     def of(cls, v: Value, rw: Rewriter, shared: bool = False) -> ConvOutput | None:
         """``shared``: ``v`` may have several users (the ops of one activation's region)."""
-        layout = None
-        if v.owner is not None and v.owner.name == "stablehlo.transpose":
-            layout, v = v.owner, v.owner.operands[0]
-            if not shared and not rw.single_use(layout.result):
+        layout = widen = None
+        first = True
+        while v.owner is not None and v.owner.name in ("stablehlo.transpose", "stablehlo.convert"):
+            step = v.owner
+            if step.name == "stablehlo.transpose" and layout is None:
+                layout = step
+            elif step.name == "stablehlo.convert" and widen is None and _widens(step):
+                widen = step
+            else:
                 return None
+            if not (shared and first) and not rw.single_use(v):
+                return None
+            first = False
+            v = step.operands[0]
         found = cat_producer(v, cat.Conv)
-        if not found or (layout is None and not shared and not rw.single_use(v)) or (
-                layout is not None and not rw.single_use(v)):
+        if not found or (not rw.single_use(v) and not (shared and first)):
             return None
-        return cls(found[0], found[1], layout)
+        return cls(found[0], found[1], layout, widen)
 
     def rebuild(self, rw: Rewriter, replaced: Op, decl: cat.Conv, operands: list[Value]) -> None:
-        """Replace ``replaced`` (the consumer being fused) by the new conv, transposed like the old one."""
+        """Replace ``replaced`` (the consumer being fused) by the new conv, transposed and widened like the old."""
         new = cat.build(decl, operands, self.op.loc.fuse(replaced.loc))
-        if self.layout is None:
-            rw.replace_op(replaced, [new], new.results)
-            return
-        tr = Op.create("stablehlo.transpose", new.results, [replaced.result.type], dict(self.layout.attrs),
-                       self.layout.loc)
-        rw.replace_op(replaced, [new, tr], tr.results)
+        ops, v = [new], new.result
+        if self.layout is not None:
+            shape = [v.type.shape[p] for p in self.layout.attrs["permutation"]]
+            ops.append(Op.create("stablehlo.transpose", [v], [v.type.with_shape(shape)], dict(self.layout.attrs),
+                                 self.layout.loc))
+            v = ops[-1].result
+        if self.widen is not None:
+            ops.append(Op.create("stablehlo.convert", [v], [replaced.result.type], {}, self.widen.loc))
+            v = ops[-1].result
+        rw.replace_op(replaced, ops, [v])
+
+
+def _widens(op: Op) -> bool:
+    src, dst = op.operands[0].type.dtype, op.result.type.dtype
+    return src in ("f16", "bf16") and dst in ("f32", "f64")
 
 
 def channel_vector(v: Value, feature_dim: int, k: int) -> Value | torch.Tensor | None:
@@ -247,13 +265,18 @@ def channel_vector(v: Value, feature_dim: int, k: int) -> Value | torch.Tensor |
 
 
 def _as_value(rw: Rewriter, anchor: Op, vec: Value | torch.Tensor, k: int, dtype: str) -> Value:
+    """``vec`` as a [K] value of the conv's element type."""
     if isinstance(vec, torch.Tensor):
         new = Op.create("stablehlo.constant", [], [TensorType((k,), dtype)], {"value": vec.to(torch_dtype(dtype))},
                         anchor.loc)
         rw.insert_before(anchor, [new])
         return new.result
     if vec.type.shape != (k,):
-        return _emit(rw, anchor, "stablehlo.reshape", vec, (k,))
+        vec = _emit(rw, anchor, "stablehlo.reshape", vec, (k,))
+    if vec.type.dtype != dtype:
+        convert = Op.create("stablehlo.convert", [vec], [vec.type.with_dtype(dtype)], {}, anchor.loc)
+        rw.insert_before(anchor, [convert])
+        vec = convert.result
     return vec
 
 
@@ -350,7 +373,7 @@ class ConvResidualFusion(Pattern):
             return False
         for y, d in (op.operands, op.operands[::-1]):
             conv = ConvOutput.of(y, rw)
-            if conv is None or conv.decl.residual or d is y or d.type != y.type:
+            if conv is None or conv.widen is not None or conv.decl.residual or d is y or d.type != y.type:
                 continue
             if producer(d, "stablehlo.broadcast_in_dim") is not None or splat_value(d) is not None:
                 continue  # a per-channel or scalar addend is a bias (ConvChannelAffineFolding)
@@ -375,9 +398,11 @@ class ConvActivationFusion(Pattern):
         if not found or found[1].activation:
             return False
         x = op.result
-        users = rw.users(x)
-        if len(users) == 1 and users[0].name == "stablehlo.transpose":
-            x = users[0].result
+        for _ in range(2):  # the layout transpose and a widening convert, in either order
+            users = rw.users(x)
+            if len(users) == 1 and (users[0].name == "stablehlo.transpose" or (
+                    users[0].name == "stablehlo.convert" and _widens(users[0]))):
+                x = users[0].result
         conv = ConvOutput.of(x, rw, shared=True)
         if conv is None:
             return False

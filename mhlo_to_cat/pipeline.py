@@ -73,7 +73,7 @@ def recognition_passes() -> list[Pass]:
                                                     ReshapeIntoGemm(), PatchifyConvolutionToGemm()]),
         PatternPass("convolution-to-cat-conv", [ConvolutionToCatConv()]),
         PatternPass("conv-epilogue-fusion", [ConvChannelAffineFolding(), ConvResidualFusion(), ConvActivationFusion(),
-                                             ComposeTransposes(), RemoveIdentityTranspose()]),
+                                             ComposeTransposes(), RemoveIdentityTranspose(), FoldConvertRoundTrip()]),
         PatternPass("gemm-bias-fusion-and-narrowing", [BiasAddBeforeHeadSplit(), GemmBiasFusion(), NarrowUpcastGemm()]),
         PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
         PatternPass("norm-scale-applied-last", [CentredFromBatchNormForm(), ScaleAfterNormalisation()]),

@@ -272,3 +272,27 @@ def test_dynamic_batch_and_a_refused_dynamic_length(tmp_path):
     with pytest.raises(CompileError) as e:
         compile_model(model, (x,), dynamic_shapes=({1: Dim("t", min=400, max=3200)},))
     assert "\n" not in str(e.value) and "not a polynomial of the dynamic dimensions" in str(e.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_batch_norm_folds_and_stays_as_accurate_as_eager(dtype, tmp_path):
+    """In a half-precision model torch computes batch norm in f32 between converts; it still folds (the scaled
+    filter is rounded once to the half type where eager rounds the conv's output once), and the result's error
+    against an f64 reference is eager's own, give or take rounding luck (seeds go either way by ~10%)."""
+    base = _randomized_bn(BasicBlock())
+    x = torch.randn(2, 32, 16, 16, generator=torch.Generator().manual_seed(0))
+    model = BasicBlock().to(dtype)
+    model.load_state_dict(base.state_dict())
+    model.eval()
+    compiled = compile_model(model, (x.to(dtype),), target="cpu", out_dir=tmp_path / "art")
+    assert [c.name for c in _convs(compiled.partition)] == ["conv2d_bias_relu", "conv2d_bias_add_relu",
+                                                            "conv2d_bias_silu"]
+    (got,) = compiled.run(x.to(dtype))
+    with torch.no_grad():
+        want = base.double()(x.double())
+        eager = model(x.to(dtype))
+
+    def rel(a: torch.Tensor) -> float:
+        return float((a.double() - want).norm() / want.norm())
+
+    assert rel(got) < 1e-2 and rel(got) <= 1.25 * rel(eager)
