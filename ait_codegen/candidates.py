@@ -54,9 +54,9 @@ class GemmConfig:
         return tuple(t // w for t, w in zip(self.tile, self.warps, strict=True))
 
 
-def _manifest_args() -> argparse.Namespace:
+def _manifest_args(operations: str = "gemm") -> argparse.Namespace:
     return argparse.Namespace(
-        operations="gemm", kernels="all", curr_build_dir=".", architectures="80;90a", filter_by_cc="True",
+        operations=operations, kernels="all", curr_build_dir=".", architectures="80;90a", filter_by_cc="True",
         ignore_kernels="", exclude_kernels="", kernel_filter_file=None, selected_kernel_list=None,
         interface_dir=None, disable_full_archs_compilation=False, instantiation_level="",
         generator_target="library", disable_cutlass_package_imports=False)
@@ -89,6 +89,32 @@ def enumerated() -> dict[str, tuple[GemmConfig, ...]]:
                     for cluster in {tuple(td.cluster_shape), (1, 1, 1)}:
                         found["sm_90a"].add(GemmConfig("sm_90a", tuple(td.threadblock_shape), (1, 1, 1), 0, 1,
                                                        cluster, kind))
+    return {a: tuple(sorted(v, key=lambda c: c.name)) for a, v in found.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def enumerated_conv_fprop() -> dict[str, tuple[GemmConfig, ...]]:
+    """The forward-convolution tile configurations cutlass_library generates: sm80 (``GenerateSM80_TensorOp_16816``:
+    implicit GEMM with the optimized NHWC iterators, 16-bit inputs, fp32 accumulation: tile, warp count, stages)
+    and sm90 (``GenerateSM90_Conv3x``: TMA warp-specialised implicit GEMM: tile, cluster)."""
+    manifest = mf.Manifest(_manifest_args("conv2d"))
+    generator.GenerateSM80_TensorOp_16816(manifest, "13.0")
+    generator.GenerateSM90_Conv3x(manifest, "13.0")
+    found: dict[str, set[GemmConfig]] = {a: set() for a in ARCHS}
+    half = (library.DataType.f16, library.DataType.bf16)
+    for cc, by_name in manifest.operations.get(library.OperationKind.Conv2d, {}).items():
+        for ops in by_name.values():
+            for op in ops:
+                if op.conv_kind != library.ConvKind.Fprop or op.A.element not in half:
+                    continue
+                td = op.tile_description
+                if cc == 80 and op.iterator_algorithm == library.IteratorAlgorithm.Optimized \
+                        and op.accumulator_type() == library.DataType.f32:
+                    found["sm_80"].add(GemmConfig("sm_80", tuple(td.threadblock_shape), tuple(td.warp_count),
+                                                  td.stages))
+                elif cc == 90:
+                    found["sm_90a"].add(GemmConfig("sm_90a", tuple(td.threadblock_shape), (1, 1, 1), 0, 1,
+                                                   tuple(td.cluster_shape), "implicit_tma_ws"))
     return {a: tuple(sorted(v, key=lambda c: c.name)) for a, v in found.items()}
 
 

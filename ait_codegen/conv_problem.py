@@ -3,8 +3,8 @@ its implicit-GEMM view, the epilogue, the vector widths, and the tile choice.
 
 CUTLASS's implicit-GEMM fprop reads a GEMM of M = N*P*Q output pixels, N = K output channels and
 K = R*S*C (window x input channels) straight from the NHWC activation and the KRSC filter, so its tile
-configurations are the GEMM's: candidates come from the same cutlass_library sm80 tensor-op table
-(``candidates.enumerated``), pruned and ranked by the same cost model on that GEMM view, without split-k.
+configurations come from cutlass_library's own forward-convolution table (``candidates.enumerated_conv_fprop``),
+pruned and ranked by the GEMM cost model on that GEMM view, without split-k.
 Which kernel takes a conv (``kernel_kind``): CUTLASS when groups = 1 and C and K allow at least 2-element
 (32-bit) vectors, which sm80's cp.async needs; our own direct kernel otherwise (depthwise and grouped
 convs, odd channel counts such as mono audio's C = 1).
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ait_codegen.candidates import GemmConfig, enumerated, estimate
+from ait_codegen.candidates import GemmConfig, enumerated_conv_fprop, estimate
 from ait_codegen.elements import GEMM_DTYPES, alignment
 from ait_codegen.errors import UnsupportedKernel
 from byteir_cat.core.ir import TensorType
@@ -125,9 +125,9 @@ def conv_problem(op: Conv, operands: Sequence[TensorType]) -> ConvProblem:
 
 
 def conv_candidates(problem: ConvProblem, limit: int = 8) -> list[GemmConfig]:
-    """CUTLASS 2.x tensor-op tiles (cutlass_library's sm80 table) worth profiling for the implicit GEMM,
+    """CUTLASS 2.x fprop tiles (cutlass_library's sm80 conv table) worth profiling for the implicit GEMM,
     tiles not far larger than it, best ``limit`` by the GEMM cost model; split-k is not used for convs."""
-    table = enumerated()["sm_80"]
+    table = enumerated_conv_fprop()["sm_80"]
     pow2 = lambda x: 1 << max(0, (x - 1).bit_length())  # noqa: E731
     max_m = max(min(c.tile[0] for c in table), 2 * pow2(problem.m))
     max_n = max(min(c.tile[1] for c in table), 2 * pow2(problem.gemm_n))
