@@ -125,12 +125,16 @@ def _channels_last(dn: dict, prefix: str, batch: str, feature: str) -> list[int]
     return [dn[f"{prefix}_{batch}_dimension"], *dn[f"{prefix}_spatial_dimensions"], dn[f"{prefix}_{feature}_dimension"]]
 
 
+FILTER_EVAL_LIMIT = 1 << 24  # elements: a filter computed from weights alone is evaluated at compile time
+
+
 def _permuted(rw: Rewriter, anchor: Op, v: Value, perm: list[int]) -> Value:
-    """``v`` transposed by ``perm``; a constant (a weight) is permuted once here instead of on every run."""
-    if perm == list(range(len(perm))):
+    """``v`` transposed by ``perm``; a constant (a weight, or one computed from weights: a transposed conv's
+    reversed filter) is permuted once here instead of on every run."""
+    t = input_free_value(v, limit=FILTER_EVAL_LIMIT) if constant_tensor(v) is None else constant_tensor(v)
+    if perm == list(range(len(perm))) and (t is None or constant_tensor(v) is not None):
         return v
     shape = [v.type.shape[p] for p in perm]
-    t = constant_tensor(v)
     if t is not None:
         new = Op.create("stablehlo.constant", [], [v.type.with_shape(shape)],
                         {"value": t.permute(perm).contiguous()}, v.owner.loc)
@@ -154,8 +158,6 @@ def conv_declaration(op: Op) -> cat.Conv | str:
         return "input dilation (a transposed convolution)"
     if op.attrs.get("batch_group_count", 1) != 1:
         return "batch_group_count > 1 (a weight-gradient convolution)"
-    if any(bool(r) for r in op.attrs.get("window_reversal") or []):
-        return "window reversal"
     pad = op.attrs.get("padding")
     pairs = tuple((0, 0) for _ in range(spatial)) if pad is None else tuple(
         (int(lo), int(hi)) for lo, hi in pad.reshape(spatial, 2).tolist())
@@ -166,10 +168,48 @@ def conv_declaration(op: Op) -> cat.Conv | str:
     return cat.Conv(spatial, strides, pairs, dilation, int(op.attrs.get("feature_group_count", 1)))
 
 
+class InputDilationAsInteriorPadding(Pattern):
+    """convolution with input dilation (a transposed convolution: a VAE decoder's or a vocoder's upsampling) ->
+    stablehlo.pad with interior padding (the zeros between input pixels) and the conv's own padding as edge padding
+    (negative: a crop), then a convolution without either: a plain convolution, which can be a CAT conv."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.convolution" or _all(op.attrs.get("lhs_dilation"), 1):
+            return False
+        dn = _conv_dims(op)
+        if dn is None or op.attrs.get("batch_group_count", 1) != 1:
+            return False
+        x = op.operands[0]
+        rank = x.type.rank
+        spatial = dn["input_spatial_dimensions"]
+        dil = [int(d) for d in op.attrs["lhs_dilation"]]
+        pad = op.attrs.get("padding")
+        pairs = [(0, 0)] * len(spatial) if pad is None else [(int(lo), int(hi)) for lo, hi in
+                                                              pad.reshape(len(spatial), 2).tolist()]
+        low, high, interior = [0] * rank, [0] * rank, [0] * rank
+        shape = list(x.type.shape)
+        for i, d in enumerate(spatial):
+            low[d], high[d], interior[d] = pairs[i][0], pairs[i][1], dil[i] - 1
+            shape[d] = (shape[d] - 1) * dil[i] + 1 + pairs[i][0] + pairs[i][1]
+        if min(shape) < 1:
+            return False
+        zero = Op.create("stablehlo.constant", [], [TensorType((), x.type.dtype)],
+                         {"value": torch.zeros((), dtype=torch_dtype(x.type.dtype))}, op.loc)
+        padded = Op.create("stablehlo.pad", [x, zero.result], [x.type.with_shape(shape)],
+                           {"edge_padding_low": low, "edge_padding_high": high, "interior_padding": interior}, op.loc)
+        dropped = ("lhs_dilation", "padding")  # absent: no input dilation, no padding
+        conv = Op.create("stablehlo.convolution", [padded.result, op.operands[1]], [op.result.type],
+                         {k: v for k, v in op.attrs.items() if k not in dropped}, op.loc)
+        conv.raw_attrs = {k: v for k, v in op.raw_attrs.items() if k not in dropped}  # printed as they were read
+        rw.replace_op(op, [zero, padded, conv], conv.results)
+        return True
+
+
 class ConvolutionToCatConv(Pattern):
-    """stablehlo.convolution in any layout (torch's NCHW/OIHW, JAX's NHWC/HWIO) -> the input and filter in
-    channels-last order (a constant filter is permuted here, once), cat.conv, and the transpose back to the
-    convolution's output layout; between two convolutions the transposes cancel (ComposeTransposes)."""
+    """stablehlo.convolution in any layout (torch's NCHW/OIHW, JAX's NHWC/HWIO) -> the input and filter in channels-
+    last order (a constant filter is permuted, and reversed for window reversal, here, once), cat.conv, and the
+    transpose back to the convolution's output layout; between two convolutions the transposes cancel
+    (ComposeTransposes)."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "stablehlo.convolution":
@@ -179,6 +219,11 @@ class ConvolutionToCatConv(Pattern):
             return False
         dn = op.attrs["dimension_numbers"]
         x, w = op.operands
+        reversal = op.attrs.get("window_reversal")
+        flipped = [d for d, r in zip(dn["kernel_spatial_dimensions"], [] if reversal is None else list(reversal),
+                                     strict=False) if bool(r)]
+        if flipped:  # the window read backwards: a reversed filter (folded below when the filter is a weight)
+            w = _emit(rw, op, "stablehlo.reverse", w, w.type.shape, dimensions=flipped)
         xl = _permuted(rw, op, x, _channels_last(dn, "input", "batch", "feature"))
         wl = _permuted(rw, op, w, _channels_last(dn, "kernel", "output_feature", "input_feature"))
         conv = cat.build(decl, [xl, wl], op.loc)

@@ -18,6 +18,7 @@ from mhlo_to_cat.conv_patterns import (
     ConvChannelAffineFolding,
     ConvolutionToCatConv,
     ConvResidualFusion,
+    InputDilationAsInteriorPadding,
     PatchifyConvolutionToGemm,
 )
 from mhlo_to_cat.gemm_patterns import (
@@ -71,7 +72,7 @@ def recognition_passes() -> list[Pass]:
         PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), MultiDimWeightToGemm(), DotGeneralToBmm(),
                                                     TransposeIntoBmmOutput(), BmmWithSharedWeightToGemm(),
                                                     ReshapeIntoGemm(), PatchifyConvolutionToGemm()]),
-        PatternPass("convolution-to-cat-conv", [ConvolutionToCatConv()]),
+        PatternPass("convolution-to-cat-conv", [InputDilationAsInteriorPadding(), ConvolutionToCatConv()]),
         PatternPass("conv-epilogue-fusion", [ConvChannelAffineFolding(), ConvResidualFusion(), ConvActivationFusion(),
                                              ComposeTransposes(), RemoveIdentityTranspose(), FoldConvertRoundTrip()]),
         PatternPass("gemm-bias-fusion-and-narrowing", [BiasAddBeforeHeadSplit(), GemmBiasFusion(), NarrowUpcastGemm()]),

@@ -14,7 +14,6 @@ from mhlo_to_cat.cost import moved_bytes, op_flops
 
 PATHS = ("cat", "fusion", "host")
 UNSUPPORTED = "unsupported: "
-INLINE_CONSTANT_LIMIT = 16  # constants up to this many elements (and splats) are copied into subgraphs
 
 
 @dataclass(eq=False)
@@ -80,10 +79,13 @@ def op_summary(ops: list[Op]) -> str:
 
 
 def is_inlined_constant(op: Op) -> bool:
+    """Splat constants (scalars included) are copied into the subgraphs that use them; any other constant, however
+    small, is an input: a GPU kernel cannot read a global its host side would have to provide (a conv's 8-element
+    bias fused with it)."""
     if op.name not in ("stablehlo.constant", "arith.constant"):
         return False
     t: torch.Tensor = op.attrs["value"]
-    if t.numel() <= INLINE_CONSTANT_LIMIT or all(s == 0 for s in t.stride()):
+    if t.numel() <= 1 or all(s == 0 for s in t.stride()):
         return True
     flat = t.reshape(-1)
     return bool((flat == flat[0]).all())

@@ -5,6 +5,8 @@ matches eager; the partition reason names layout, stride, padding and the fused 
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,8 @@ from byteir_cat import model_zoo
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
 from byteir_cat.core.errors import CompileError
+from runtime.artifact import read
+from runtime.session import Session
 
 
 def _convs(part) -> list[cat.Conv]:
@@ -296,3 +300,32 @@ def test_half_precision_batch_norm_folds_and_stays_as_accurate_as_eager(dtype, t
         return float((a.double() - want).norm() / want.norm())
 
     assert rel(got) < 1e-2 and rel(got) <= 1.25 * rel(eager)
+
+
+class Upsample(torch.nn.Module):
+    """A VAE decoder's upsampling: a transposed convolution (input dilation) and a SiLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1)
+
+    def forward(self, x):
+        return F.silu(self.up(x))
+
+
+@pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("ptxas")), reason="nvcc/ptxas not on PATH")
+def test_transposed_convolution_is_an_nvvm_kernel_for_cuda(tmp_path):
+    """For the CUDA target what is no CAT conv is a fusion group lowered to PTX (never the host evaluator): the
+    artifact's plan, run by the GPU emulator on the CPU, matches torch."""
+    from test_cuda_target import EmulatedGpuProvider  # the emulator provider of the CUDA-target tests
+
+    model = Upsample().eval().half()
+    x = torch.randn(1, 8, 6, 6, generator=torch.Generator().manual_seed(8)).half()
+    compiled = compile_model(model, (x,), target="cuda", arch="sm_80", out_dir=tmp_path / "art")
+    art = read(tmp_path / "art", target="cuda")
+    assert {c.kind for c in art.byre.computes} <= {"ptx", "alias"} and "ptx" in {c.kind for c in art.byre.computes}
+    assert "not a CAT conv: input dilation" in compiled.partition.subgraphs[0].reason
+    (got,) = Session(art, device="cpu", provider=EmulatedGpuProvider).run(x)
+    with torch.no_grad():
+        want = model.float()(x.float())
+    assert float((got.float() - want).norm() / want.norm()) < 1e-2
