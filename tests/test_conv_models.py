@@ -199,17 +199,40 @@ func.func @main(%x: tensor<2x4x9x9xf32>, %w: tensor<4x6x3x3xf32>) -> tensor<2x6x
 """
 
 
-def test_transposed_convolution_takes_the_fusion_path(tmp_path):
-    """Input dilation (a transposed convolution, the VAE decoder's upsampling) is no CAT conv: it and its
-    consumers are one fusion group, lowered through linalg (host code here, NVVM for CUDA)."""
+def test_transposed_convolution_is_interior_padding_and_a_cat_conv(tmp_path):
+    """Input dilation (a transposed convolution, the VAE decoder's upsampling) becomes interior padding (a data
+    movement group) and a plain convolution, a CAT conv; the window reversal reverses the filter (an argument here:
+    at run time) and the tanh joins the epilogue."""
     part = partition(TRANSPOSED_CONV)
-    assert [sg.path for sg in part.subgraphs] == ["fusion"]
-    assert part.subgraphs[0].reason.startswith("not a CAT conv: input dilation (a transposed convolution)")
+    assert [c.name for c in _convs(part)] == ["conv2d_tanh"]
+    pads = [op for sg in part.subgraphs for op in sg.ops if op.name == "stablehlo.pad"]
+    assert len(pads) == 1 and list(pads[0].attrs["interior_padding"]) == [0, 0, 1, 1]
     compiled = compile_model(TRANSPOSED_CONV, target="cpu", out_dir=tmp_path / "art")
     gen = torch.Generator().manual_seed(2)
     x, w = torch.randn(2, 4, 9, 9, generator=gen), torch.randn(4, 6, 3, 3, generator=gen)
     (got,) = compiled.run(x, w)
     torch.testing.assert_close(got, torch.tanh(F.conv_transpose2d(x, w, stride=2)), rtol=1e-5, atol=1e-5)
+
+
+class Conv3dSilu(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(4, 8, 3, padding=1)
+
+    def forward(self, x):
+        return F.silu(self.conv(x))
+
+
+def test_three_dimensional_convolution_takes_the_fusion_path(tmp_path):
+    """A 3-D convolution is no CAT conv: it and its consumers are one fusion group lowered through linalg."""
+    model = Conv3dSilu().eval()
+    x = torch.randn(1, 4, 5, 6, 6, generator=torch.Generator().manual_seed(3))
+    compiled = compile_model(model, (x,), target="cpu", out_dir=tmp_path / "art")
+    (group,) = [sg for sg in compiled.partition.subgraphs if sg.path == "fusion"]
+    assert group.reason.startswith("not a CAT conv: 3-D convolution")
+    (got,) = compiled.run(x)
+    with torch.no_grad():
+        assert _rel(got, model(x)) < 1e-5
 
 
 def test_whisper_tiny_encoder_full_size(tmp_path):
@@ -314,17 +337,17 @@ class Upsample(torch.nn.Module):
 
 
 @pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("ptxas")), reason="nvcc/ptxas not on PATH")
-def test_transposed_convolution_is_an_nvvm_kernel_for_cuda(tmp_path):
-    """For the CUDA target what is no CAT conv is a fusion group lowered to PTX (never the host evaluator): the
-    artifact's plan, run by the GPU emulator on the CPU, matches torch."""
+def test_transposed_convolution_for_cuda(tmp_path):
+    """For CUDA the upsampling is an NVVM kernel (interior padding, the layout transpose) and a CUTLASS conv with
+    bias and SiLU: nothing on the host; the artifact's plan, run by the GPU emulator on the CPU, matches torch."""
     from test_cuda_target import EmulatedGpuProvider  # the emulator provider of the CUDA-target tests
 
     model = Upsample().eval().half()
     x = torch.randn(1, 8, 6, 6, generator=torch.Generator().manual_seed(8)).half()
     compiled = compile_model(model, (x,), target="cuda", arch="sm_80", out_dir=tmp_path / "art")
     art = read(tmp_path / "art", target="cuda")
-    assert {c.kind for c in art.byre.computes} <= {"ptx", "alias"} and "ptx" in {c.kind for c in art.byre.computes}
-    assert "not a CAT conv: input dilation" in compiled.partition.subgraphs[0].reason
+    assert {c.kind for c in art.byre.computes} == {"ptx", "cat"}
+    assert [c.name for c in _convs(compiled.partition)] == ["conv2d_bias_silu"]
     (got,) = Session(art, device="cpu", provider=EmulatedGpuProvider).run(x)
     with torch.no_grad():
         want = model.float()(x.float())
