@@ -462,3 +462,71 @@ class ConvActivationFusion(Pattern):
             return False
         conv.rebuild(rw, v.owner, conv.decl.replace(epilogue=conv.decl.epilogue + (name,)), conv.op.operands)
         return True
+
+
+class ConvolutionInLinalgForm(Pattern):
+    """A convolution that stays a StableHLO op (3-D; after ConvolutionToCatConv) -> channels-last input and output,
+    a [window..., in, out] filter, and f32 arithmetic for half types: the layout the linalg lowering turns into a
+    named convolution, whose output loops come before its reduction loops (one parallel loop nest, a GPU kernel;
+    other layouts interleave them), accumulating in f32 as the CAT convs do."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        if op.name != "stablehlo.convolution" or len(op.operands) != 2:
+            return False
+        dn = _conv_dims(op)
+        x, w = op.operands
+        dtype = op.result.type.dtype
+        if dn is None or op.attrs.get("batch_group_count", 1) != 1 or not _all(op.attrs.get("lhs_dilation"), 1) \
+                or {x.type.dtype, w.type.dtype} != {dtype} or dtype not in FLOAT_DTYPES:
+            return False
+        spatial = len(dn["input_spatial_dimensions"])
+        x_order = _channels_last(dn, "input", "batch", "feature")
+        w_order = [*dn["kernel_spatial_dimensions"], dn["kernel_input_feature_dimension"],
+                   dn["kernel_output_feature_dimension"]]
+        out_order = _channels_last(dn, "output", "batch", "feature")
+        ident = list(range(spatial + 2))
+        wide = "f32" if dtype in ("f16", "bf16") else dtype
+        if (x_order, w_order, out_order) == (ident, ident, ident) and wide == dtype:
+            return False
+        xs = _emit(rw, op, "stablehlo.transpose", x, [x.type.shape[d] for d in x_order], permutation=x_order) \
+            if x_order != ident else x
+        ws = _emit(rw, op, "stablehlo.transpose", w, [w.type.shape[d] for d in w_order], permutation=w_order) \
+            if w_order != ident else w
+        if wide != dtype:
+            xs = _convert(rw, op, xs, wide)
+            ws = _convert(rw, op, ws, wide)
+        out_shape = [op.result.type.shape[d] for d in out_order]
+        canonical = {
+            "input_batch_dimension": 0, "input_feature_dimension": spatial + 1,
+            "input_spatial_dimensions": list(range(1, spatial + 1)),
+            "kernel_input_feature_dimension": spatial, "kernel_output_feature_dimension": spatial + 1,
+            "kernel_spatial_dimensions": list(range(spatial)),
+            "output_batch_dimension": 0, "output_feature_dimension": spatial + 1,
+            "output_spatial_dimensions": list(range(1, spatial + 1)),
+        }
+        attrs = {k: v for k, v in op.attrs.items() if k != "dimension_numbers"}
+        attrs["dimension_numbers"] = canonical
+        conv = Op.create("stablehlo.convolution", [xs, ws], [TensorType(tuple(out_shape), wide)], attrs, op.loc)
+        conv.raw_attrs = {k: v for k, v in op.raw_attrs.items() if k != "dimension_numbers"}
+        conv.raw_attrs["dimension_numbers"] = _dimension_text(spatial)
+        ops, v = [conv], conv.result
+        if wide != dtype:
+            ops.append(Op.create("stablehlo.convert", [v], [v.type.with_dtype(dtype)], {}, op.loc))
+            v = ops[-1].result
+        back = [out_order.index(d) for d in range(op.result.type.rank)]
+        if back != ident:
+            ops.append(Op.create("stablehlo.transpose", [v], [op.result.type], {"permutation": back}, op.loc))
+            v = ops[-1].result
+        rw.replace_op(op, ops, [v])
+        return True
+
+
+def _convert(rw: Rewriter, anchor: Op, v: Value, dtype: str) -> Value:
+    new = Op.create("stablehlo.convert", [v], [v.type.with_dtype(dtype)], {}, anchor.loc)
+    rw.insert_before(anchor, [new])
+    return new.result
+
+
+def _dimension_text(spatial: int) -> str:
+    dims = ", ".join(str(i) for i in range(spatial))
+    return f"#stablehlo.conv<[b, {dims}, f]x[{dims}, i, o]->[b, {dims}, f]>"

@@ -16,6 +16,7 @@ from mhlo_to_cat.attention_patterns import (
 from mhlo_to_cat.conv_patterns import (
     ConvActivationFusion,
     ConvChannelAffineFolding,
+    ConvolutionInLinalgForm,
     ConvolutionToCatConv,
     ConvResidualFusion,
     InputDilationAsInteriorPadding,
@@ -73,6 +74,7 @@ def recognition_passes() -> list[Pass]:
                                                     TransposeIntoBmmOutput(), BmmWithSharedWeightToGemm(),
                                                     ReshapeIntoGemm(), PatchifyConvolutionToGemm()]),
         PatternPass("convolution-to-cat-conv", [InputDilationAsInteriorPadding(), ConvolutionToCatConv()]),
+        PatternPass("convolutions-left-in-linalg-form", [ConvolutionInLinalgForm()]),
         PatternPass("conv-epilogue-fusion", [ConvChannelAffineFolding(), ConvResidualFusion(), ConvActivationFusion(),
                                              ComposeTransposes(), RemoveIdentityTranspose(), FoldConvertRoundTrip()]),
         PatternPass("gemm-bias-fusion-and-narrowing", [BiasAddBeforeHeadSplit(), GemmBiasFusion(), NarrowUpcastGemm()]),

@@ -352,3 +352,21 @@ def test_transposed_convolution_for_cuda(tmp_path):
     with torch.no_grad():
         want = model.float()(x.float())
     assert float((got.float() - want).norm() / want.norm()) < 1e-2
+
+
+@pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("ptxas")), reason="nvcc/ptxas not on PATH")
+def test_three_dimensional_convolution_is_an_nvvm_kernel_for_cuda(tmp_path):
+    """What is no CAT conv is a fusion kernel through linalg and NVVM for CUDA, never the host evaluator: a half
+    3-D conv is laid out channels-last and computed in f32 (one parallel loop nest, f32 accumulation)."""
+    from test_cuda_target import EmulatedGpuProvider
+
+    model = Conv3dSilu().eval().half()
+    x = torch.randn(1, 4, 5, 6, 6, generator=torch.Generator().manual_seed(9)).half()
+    compiled = compile_model(model, (x,), target="cuda", arch="sm_80", out_dir=tmp_path / "art")
+    assert compiled.report["interpreted"] == []
+    art = read(tmp_path / "art", target="cuda")
+    assert {c.kind for c in art.byre.computes} == {"ptx"}
+    (got,) = Session(art, device="cpu", provider=EmulatedGpuProvider).run(x)
+    with torch.no_grad():
+        want = model.float()(x.float())
+    assert float((got.float() - want).norm() / want.norm()) < 1e-2
