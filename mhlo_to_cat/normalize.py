@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from byteir_cat.core.ir import INT_DTYPES, Function, Op
+from byteir_cat.core.ir import INT_DTYPES, Function, Op, Value
 from byteir_cat.semantics.interpreter import eval_op
+from byteir_cat.semantics.op_traits import traits
 from mhlo_to_cat.byteir_custom_calls import byteir_decomposition_pass
 from mhlo_to_cat.chlo_decompositions import chlo_decomposition_pass
 from mhlo_to_cat.loop_unrolling import loop_unrolling_pass
@@ -57,19 +58,35 @@ class FoldConstantOps(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name in self._NEVER or op.dialect in ("cat", "func") or len(op.results) != 1:
             return False
-        if op.result.type.numel > FOLD_RESULT_LIMIT:
-            return False
         args = []
         for v in op.operands:
             t = constant_tensor(v)
             if t is None or v.owner in self.weights:
                 return False
             args.append(t)
+        if op.result.type.numel > FOLD_RESULT_LIMIT:
+            return self._fold_splats(op, args, rw)
         try:
             (value,) = eval_op(op, args)
         except Exception:  # an op the evaluator cannot fold stays as it is
             return False
         rw.replace_op(op, [const := make_constant(value, op)], const.results)
+        return True
+
+
+    @staticmethod
+    def _fold_splats(op: Op, args: list[torch.Tensor], rw: Rewriter) -> bool:
+        """An elementwise op of splats, however large (GELU's rsqrt(2) at 8x56x56x384): evaluated on one element
+        and stored expanded, so that a function's constants stay constants at every size."""
+        if not traits(op.name).elementwise or not all(is_splat(a) for a in args):
+            return False
+        one = Op.create(op.name, [Value(v.type.with_shape(())) for v in op.operands], [op.result.type.with_shape(())],
+                        dict(op.attrs), op.loc)
+        try:
+            (value,) = eval_op(one, [a.reshape(-1)[:1].reshape(()) for a in args])
+        except Exception:  # an op the evaluator cannot fold stays as it is
+            return False
+        rw.replace_op(op, [const := make_constant(value.expand(op.result.type.shape), op)], const.results)
         return True
 
 

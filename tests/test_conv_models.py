@@ -370,3 +370,14 @@ def test_three_dimensional_convolution_is_an_nvvm_kernel_for_cuda(tmp_path):
     with torch.no_grad():
         want = model.float()(x.float())
     assert float((got.float() - want).norm() / want.norm()) < 1e-2
+
+
+def test_convnext_block_at_full_size_keeps_its_gelu_in_the_gemm():
+    """ConvNeXt-T's first stage (96 channels, 56x56, batch 8): the MLP's 8x56x56x384 activation is bigger than
+    what constant folding evaluates, and its GELU's rsqrt(2) still folds (a splat), so the GELU is still found."""
+    model, inputs = model_zoo.convnext_block(dim=96, image=56, batch=8)
+    part = partition(model, inputs)
+    gemms = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)
+             and isinstance(cat.decode(op), cat.Gemm)]
+    assert [g.name for g in gemms] == ["gemm_rcr_bias_gelu", "gemm_rcr_bias"]
+    assert [c.name for c in _convs(part)] == ["conv2d_bias"]
