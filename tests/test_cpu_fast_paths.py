@@ -81,3 +81,28 @@ def test_prepacked_gemm_matches_the_op(decl):
     out = torch.empty(out_type.shape)
     kernel(args, out)
     torch.testing.assert_close(out, decl.reference(*args), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride, padding, dilation, epilogue", [
+    (1, (1, 1), 1, ("bias", "gelu")),
+    (2, (1, 1), 1, ("bias", "gelu", "add")),
+    (5, (0, 0), 1, ("gelu",)),
+    (2, (0, 3), 2, ("bias", "add", "relu")),
+    (3, (2, 0), 3, ()),
+])
+def test_conv1d_as_one_gemm(stride, padding, dilation, epilogue):
+    """1-D convs run as im2col (a strided view of the padded input) times the filter: strides, asymmetric padding,
+    dilation and both residual orders against the op's reference."""
+    decl = cat.Conv(1, (stride,), (padding,), (dilation,), 1, epilogue)
+    gen = torch.Generator().manual_seed(stride)
+    x, w, b = torch.randn(2, 23, 12, generator=gen), torch.randn(16, 3, 12, generator=gen), torch.randn(16)
+    types = [TensorType((2, 23, 12), "f32"), TensorType((16, 3, 12), "f32")]
+    (q,) = decl.out_spatial(*types)
+    args = [x, w] + ([b] if decl.bias else []) + ([torch.randn(2, q, 16, generator=gen)] if decl.residual else [])
+    types = [TensorType(tuple(t.shape), "f32") for t in args]
+    out_type = decl.infer_type(types)
+    kernel = _fast_cat(decl, types, out_type)
+    assert kernel is not None
+    out = torch.empty(out_type.shape)
+    kernel(args, out)
+    torch.testing.assert_close(out, decl.reference(*args), rtol=1e-5, atol=1e-5)
