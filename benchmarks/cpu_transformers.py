@@ -130,6 +130,8 @@ def cases(which: str) -> list[tuple[str, Callable[[], tuple]]]:
          lambda: whisper_encoder(layers=4, hidden=384, heads=6, positions=1500)),
         ("wav2vec2 feature extractor (7 convs, 512 channels, GroupNorm), 1 s of 16 kHz audio, batch 1",
          lambda: wav2vec2_features(channels=512, layers=7, samples=16000, batch=1)),
+        ("wav2vec2-large feature extractor (7 convs + bias, 512 channels, LayerNorm), 1 s of audio, batch 1",
+         lambda: wav2vec2_features(channels=512, layers=7, norm="layer", samples=16000, batch=1)),
         ("ConvNeXt-T stage-1 block (96 channels, 56x56), batch 8", lambda: convnext_block(dim=96, image=56, batch=8)),
     ]
     return {"full": full, "small": small, "conv": conv}[which]
