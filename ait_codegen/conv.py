@@ -131,14 +131,7 @@ def render_twin(sym: str, spec: KernelSpec, p: ConvProblem) -> str:
     """The kernel's glue with the convolution done by ``cutlass::reference::host::Conv2dFprop`` into f32 and the
     epilogue by a host loop in the kernel's order with CUTLASS's functors."""
     t = cutlass_type(p.dtype)
-    steps = ["v += float(o.bias[k]);"] if p.bias is not None else []
-    if p.residual is not None and p.residual_first:
-        steps.append("v += float(o.d0[i]);")
-    if p.activation:
-        steps.append(f"v = {activation_functor(p.activation)}<float>()(v);")
-    if p.residual is not None and not p.residual_first:
-        steps.append("v += float(o.d0[i]);")
-    epi = "\n    ".join(steps)
+    epi = "\n    ".join(p.epilogue_statements("o.bias[k]", "o.d0[i]"))
     total = p.n * p.p * p.q * p.k
     return f"""// host twin of {spec.op.name} {' '.join(str(o) for o in spec.operands)}
 {_glue(sym, p, t)}

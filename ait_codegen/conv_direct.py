@@ -13,7 +13,6 @@ from __future__ import annotations
 from ait_codegen.abi import KernelSpec, entry_point
 from ait_codegen.conv_problem import ConvProblem
 from ait_codegen.elements import cutlass_type
-from ait_codegen.gemm_glue import activation_functor
 
 INCLUDES = ("cutlass/cutlass.h", "cutlass/numeric_types.h", "cutlass/epilogue/thread/activation.h")
 THREADS = 256
@@ -25,16 +24,7 @@ def _operand(index: int | None, t: str) -> str:
 
 def _point_function(sym: str, p: ConvProblem, t: str) -> str:
     cg, kg = p.c // p.groups, p.k // p.groups
-    epilogue = []
-    if p.bias is not None:
-        epilogue.append("v += float(bias[k]);")
-    if p.residual is not None and p.residual_first:
-        epilogue.append("v += float(d0[idx]);")
-    if p.activation:
-        epilogue.append(f"v = {activation_functor(p.activation)}<float>()(v);")
-    if p.residual is not None and not p.residual_first:
-        epilogue.append("v += float(d0[idx]);")
-    epi = "\n  ".join(epilogue)
+    epi = "\n  ".join(p.epilogue_statements("bias[k]", "d0[idx]"))
     return f"""// out[n, p, q, k], idx = ((n * P + p) * Q + q) * K + k; group k / {kg} reads channels from its * {cg}
 __host__ __device__ inline void {sym}_point(const {t}* __restrict__ x, const {t}* __restrict__ w,
                                            const {t}* __restrict__ bias, const {t}* __restrict__ d0,

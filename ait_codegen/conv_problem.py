@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ait_codegen.candidates import GemmConfig, enumerated_conv_fprop, estimate
 from ait_codegen.elements import GEMM_DTYPES, alignment
 from ait_codegen.errors import UnsupportedKernel
+from ait_codegen.gemm_glue import activation_functor
 from byteir_cat.core.ir import TensorType
 from cat_dialect.conv import Conv
 
@@ -90,6 +91,18 @@ class ConvProblem:
         """The convolution's geometry (the GEMM view alone does not say how the input is read)."""
         return (f"nhwc:{self.h}x{self.w}x{self.c}:krsc:{self.r}x{self.s}:pad{'_'.join(map(str, self.pad))}"
                 f":str{self.stride[0]}x{self.stride[1]}:dil{self.dilation[0]}x{self.dilation[1]}:g{self.groups}")
+
+    def epilogue_statements(self, bias: str, residual: str) -> list[str]:
+        """C++ statements applying the epilogue to ``float v`` in the op's order, given how to read the bias and
+        the residual at the current element (the host twin's and the direct kernel's own loops)."""
+        steps = [f"v += float({bias});"] if self.bias is not None else []
+        if self.residual is not None and self.residual_first:
+            steps.append(f"v += float({residual});")
+        if self.activation:
+            steps.append(f"v = {activation_functor(self.activation)}<float>()(v);")
+        if self.residual is not None and not self.residual_first:
+            steps.append(f"v += float({residual});")
+        return steps
 
     def kernel_kind(self) -> str:
         """'cutlass' (implicit GEMM) or 'direct' (our own kernel), see the module docstring."""

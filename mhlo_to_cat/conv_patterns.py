@@ -16,8 +16,7 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.core.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
-from mhlo_to_cat.gemm_patterns import activation_probe, cat_producer
-from mhlo_to_cat.probing import ancestors_in, grow_region, search_region
+from mhlo_to_cat.gemm_patterns import cat_producer, epilogue_activation
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, input_free_value, producer, splat_value
 
 
@@ -451,15 +450,10 @@ class ConvActivationFusion(Pattern):
         conv = ConvOutput.of(x, rw, shared=True)
         if conv is None:
             return False
-        targets = {name: (lambda p, a=a: a.fn(p.double())) for name, a in (cat.ACTIVATIONS | cat.LOOK_ALIKES).items()}
-        region = grow_region(x, rw, False)
-        hit = search_region(region, x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False,
-                            same_dtype=True)
-        if not hit:
+        found_act = epilogue_activation(x, rw)
+        if found_act is None:
             return False
-        v, name = hit
-        if name not in cat.ACTIVATIONS or any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
-            return False
+        v, name, _ = found_act
         conv.rebuild(rw, v.owner, conv.decl.replace(epilogue=conv.decl.epilogue + (name,)), conv.op.operands)
         return True
 

@@ -9,6 +9,7 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
+from byteir_cat.core.source_loc import Loc
 from mhlo_to_cat.probing import ancestors_in, function_loc, grow_region, probe_generator, probe_rows, search_region
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, input_free_value, producer
 
@@ -593,6 +594,21 @@ def activation_probe(n: int, dtype: str) -> torch.Tensor:
     return probe_rows(rows, dtype)
 
 
+def epilogue_activation(x: Value, rw: Rewriter) -> tuple[Value, str, Loc] | None:
+    """(the value, its activation's name, where it was written) when the region grown from ``x`` computes one of
+    the epilogue activations of x and every user of x is inside it; None for none, or for a look-alike."""
+    targets = {name: (lambda p, a=a: a.fn(p.double())) for name, a in (cat.ACTIVATIONS | cat.LOOK_ALIKES).items()}
+    region = grow_region(x, rw, False)
+    hit = search_region(region, x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False,
+                        same_dtype=True)
+    if not hit:
+        return None
+    v, name = hit
+    if name not in cat.ACTIVATIONS or any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
+        return None
+    return v, name, function_loc(region, v)
+
+
 class GemmActivationFusion(Pattern):
     """act(gemm(...)) -> gemm_*_act for the epilogue activations (relu, gelu in erf or polynomial form,
     fast_gelu, quick_gelu, silu, sigmoid, tanh, hardswish). The region is matched against the look-alikes
@@ -607,17 +623,10 @@ class GemmActivationFusion(Pattern):
         _, decl = found
         if decl.activation or decl.binary or decl.permute:
             return False
-        x = op.result
-        targets = {name: (lambda p, a=a: a.fn(p.double()))
-                   for name, a in (cat.ACTIVATIONS | cat.LOOK_ALIKES).items()}
-        region = grow_region(x, rw, False)
-        hit = search_region(region, x, rw, targets, activation_probe(x.type.shape[-1], x.type.dtype), False,
-                      same_dtype=True)
-        if not hit:
+        found_act = epilogue_activation(op.result, rw)
+        if found_act is None:
             return False
-        v, name = hit
-        if name not in cat.ACTIVATIONS or any(u not in set(ancestors_in(region, v)) for u in rw.users(x)):
-            return False
-        new = cat.build(decl.replace(activation=name), op.operands, op.loc.fuse(function_loc(region, v)))
+        v, name, loc = found_act
+        new = cat.build(decl.replace(activation=name), op.operands, op.loc.fuse(loc))
         rw.replace_op(v.owner, [new], new.results)
         return True

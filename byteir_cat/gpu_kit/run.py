@@ -230,6 +230,13 @@ def step_prepare(work: Path, check: bool) -> dict[str, Any]:
     return out
 
 
+def _random_inputs(session: Session, device: torch.device) -> list[torch.Tensor]:
+    """Normal random inputs of a one-op artifact's types (seeded: every step sees the same)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    return [torch.randn(session.byre.values[v].type.shape, generator=gen, device=device)
+            .to(torch_dtype(session.byre.values[v].type.dtype)) for v in session.byre.inputs]
+
+
 def step_kernels(work: Path, check: bool) -> dict[str, Any]:
     """Each one-op artifact on random inputs against the op's reference semantics, on the GPU."""
     dirs = _model_dirs(work, "kernels")
@@ -246,9 +253,7 @@ def step_kernels(work: Path, check: bool) -> dict[str, Any]:
             (c,) = [c for c in session.byre.computes if c.kind == "cat"]
             decl = _decl(c)
             row["op"] = decl.name
-            gen = torch.Generator(device=device).manual_seed(0)
-            inputs = [torch.randn(session.byre.values[v].type.shape, generator=gen, device=device)
-                      .to(torch_dtype(session.byre.values[v].type.dtype)) for v in session.byre.inputs]
+            inputs = _random_inputs(session, device)
             (got,) = session.run(*inputs)
             want = decl.reference(*inputs)
             row.update(_rel(got, want))
@@ -382,9 +387,7 @@ def step_conv_timing(work: Path, check: bool) -> dict[str, Any]:
             session = Session(d, device="cuda")
             (step, c) = next((i, c) for i, c in enumerate(session.byre.computes) if c.kind == "cat")
             decl = _decl(c)
-            gen = torch.Generator(device=device).manual_seed(0)
-            inputs = [torch.randn(session.byre.values[v].type.shape, generator=gen, device=device)
-                      .to(torch_dtype(session.byre.values[v].type.dtype)) for v in session.byre.inputs]
+            inputs = _random_inputs(session, device)
             slots = session.run_stepwise(*inputs)
             fn = dict(session.bound_kernels())[step]
             first = (0, decl.spatial + 1, *range(1, decl.spatial + 1))  # NHWC storage seen as NCHW: channels last
