@@ -197,7 +197,7 @@ def _alternatives(chosen: RenderedKernel, count: int) -> list[RenderedKernel]:
         problem = conv_problem(spec.op, spec.operands)
         if problem.kernel_kind() != "cutlass":
             return []
-        pool = conv_candidates(problem, limit=count + 1)
+        pool = conv_candidates(problem, limit=count + 1, arch=arch)
     else:
         problem = problem_for(spec.op, spec.operands)
         pool = candidates(problem, arch, limit=count + 1)

@@ -130,6 +130,12 @@ def _entry(sym: str, spec: KernelSpec) -> str:
 def render_twin(sym: str, spec: KernelSpec, p: ConvProblem) -> str:
     """The kernel's glue with the convolution done by ``cutlass::reference::host::Conv2dFprop`` into f32 and the
     epilogue by a host loop in the kernel's order with CUTLASS's functors."""
+    return render_twin_body(sym, spec, p)
+
+
+def render_twin_body(sym: str, spec: KernelSpec, p: ConvProblem, guard: str = "true") -> str:
+    """The twin of any conv kernel of ``p``: this module's glue, the reference convolution and the epilogue loop;
+    ``guard`` is a C++ condition on the kernel's own glue checked first (CAT_CANNOT_IMPLEMENT when it fails)."""
     t = cutlass_type(p.dtype)
     epi = "\n    ".join(p.epilogue_statements("o.bias[k]", "o.d0[i]"))
     total = p.n * p.p * p.q * p.k
@@ -138,6 +144,7 @@ def render_twin(sym: str, spec: KernelSpec, p: ConvProblem) -> str:
 static size_t {sym}_gemm_workspace() {{ return 0; }}
 
 static int {sym}_run(const {sym}_Operands& o, char*, cudaStream_t) {{
+  if (!({guard})) return CAT_CANNOT_IMPLEMENT;
   std::vector<float> acc({total});
   cutlass::TensorRef<float, {_NHWC}> y(acc.data(), {_NHWC}::packed({{{p.n}, {p.p}, {p.q}, {p.k}}}));
   cutlass::reference::host::Conv2dFprop<{t}, {_NHWC}, {t}, {_NHWC}, float, {_NHWC}, float, float>(

@@ -137,10 +137,11 @@ def conv_problem(op: Conv, operands: Sequence[TensorType]) -> ConvProblem:
                        op.activation, residual, op.residual == "before")
 
 
-def conv_candidates(problem: ConvProblem, limit: int = 8) -> list[GemmConfig]:
-    """CUTLASS 2.x fprop tiles (cutlass_library's sm80 conv table) worth profiling for the implicit GEMM,
-    tiles not far larger than it, best ``limit`` by the GEMM cost model; split-k is not used for convs."""
-    table = enumerated_conv_fprop()["sm_80"]
+def conv_candidates(problem: ConvProblem, limit: int = 8, arch: str = "sm_80") -> list[GemmConfig]:
+    """Tiles of cutlass_library's forward-convolution table for ``arch`` (sm_80: CUTLASS 2.x; sm_90a: the 3.x TMA
+    kernels) worth profiling for the implicit GEMM: tiles not far larger than it, best ``limit`` by the GEMM cost
+    model; split-k is not used for convs."""
+    table = enumerated_conv_fprop()[arch]
     pow2 = lambda x: 1 << max(0, (x - 1).bit_length())  # noqa: E731
     max_m = max(min(c.tile[0] for c in table), 2 * pow2(problem.m))
     max_n = max(min(c.tile[1] for c in table), 2 * pow2(problem.gemm_n))
@@ -162,6 +163,5 @@ class _GemmView:
 
 
 def choose_conv(problem: ConvProblem, arch: str) -> GemmConfig:
-    """The heuristic pick; one CUTLASS 2.x table serves both arches (sm_90a runs the sm80 kernel)."""
-    return conv_candidates(problem, limit=1)[0]
-
+    """The heuristic pick among ``arch``'s table."""
+    return conv_candidates(problem, limit=1, arch=arch)[0]

@@ -18,6 +18,7 @@ from ait_codegen import (
     attention_sm90,
     conv,
     conv_direct,
+    conv_sm90,
     gemm,
     gemm_sm90,
     host_twin,
@@ -123,10 +124,21 @@ def _render_conv(spec: KernelSpec, arch: str, config: GemmConfig | None, tuning)
         sym = spec.symbol(_tag(spec, arch, None))
         return RenderedKernel(spec, arch, sym, conv_direct.render_direct(sym, spec, problem), conv_direct.INCLUDES,
                               notes=(f"own direct conv kernel: {problem.direct_reason()}",))
+    notes: tuple[str, ...] = ()
     if config is None:
         config = tuning.lookup_or_choose(problem, arch).config if tuning is not None else choose_conv(problem, arch)
+    if arch == "sm_90a" and config.arch == "sm_90a":
+        try:
+            conv_sm90.check_sm90(problem)
+            sym = spec.symbol(_tag(spec, arch, config))
+            return RenderedKernel(spec, arch, sym, conv_sm90.render_sm90(sym, spec, problem, config),
+                                  conv_sm90.INCLUDES, config)
+        except UnsupportedKernel as e:
+            notes = (f"CUTLASS 2.x implicit-GEMM conv on sm_90a: {e.why}",)
+            config = choose_conv(problem, "sm_80")
+    elif arch == "sm_90a":
+        notes = ("CUTLASS 2.x implicit-GEMM conv on sm_90a: it won the tuning on the device",)
     sym = spec.symbol(_tag(spec, arch, config))
-    notes = ("CUTLASS 2.x implicit-GEMM conv on sm_90a (no 3.x conv renderer yet)",) if arch == "sm_90a" else ()
     return RenderedKernel(spec, arch, sym, conv.render_sm80(sym, spec, problem, config), conv.INCLUDES, config, notes)
 
 
@@ -154,7 +166,7 @@ def twin_source(kernels: Sequence[RenderedKernel]) -> str:
     """The host twins of the GEMM-family and conv kernels in ``kernels``, under the same symbols."""
     gemms = [k for k in kernels if isinstance(k.spec.op, Gemm | Bmm)]
     convs = [k for k in kernels if isinstance(k.spec.op, Conv)]
-    includes = [host_twin.INCLUDES] + ([conv.TWIN_INCLUDES, conv_direct.INCLUDES] if convs else [])
+    includes = [host_twin.INCLUDES] + ([conv_sm90.SM90_TWIN_INCLUDES, conv_direct.INCLUDES] if convs else [])
     parts = [preamble(), include_block(includes), host_twin.PREAMBLE]
     parts += [f for f in [own_functors(_activations(gemms + convs))] if f]
     for k in gemms:
@@ -165,6 +177,8 @@ def twin_source(kernels: Sequence[RenderedKernel]) -> str:
         problem = conv_problem(k.spec.op, k.spec.operands)
         if problem.kernel_kind() == "direct":
             parts.append(conv_direct.render_direct(k.symbol, k.spec, problem, host=True))
+        elif k.config is not None and k.config.arch == "sm_90a":
+            parts.append(conv_sm90.render_twin(k.symbol, k.spec, problem))
         else:
             parts.append(conv.render_twin(k.symbol, k.spec, problem))
     return "\n".join(parts) + "\n"

@@ -66,7 +66,12 @@ def test_kernel_choice_and_reasons():
     assert notes[5] == ("own direct conv kernel: depthwise convolution (16 groups)",)
     assert notes[6] == ("own direct conv kernel: grouped convolution (4 groups)",)
     assert "C=1" in notes[7][0] and "2-element vectors" in notes[7][0]
-    assert render_kernel(as_spec(*_cases("f16")[0]), "sm_90a").notes[0].startswith("CUTLASS 2.x implicit-GEMM")
+    # sm_90a: the 3.x TMA kernel where its epilogue and 16-byte rows allow, else the 2.x kernel, saying why
+    on_hopper = [render_kernel(as_spec(op, types), "sm_90a") for op, types in _cases("f16")]
+    assert on_hopper[0].config.arch == "sm_90a" and not on_hopper[0].notes
+    assert on_hopper[2].config.arch == "sm_90a" and not on_hopper[2].notes  # residual before the ReLU
+    assert "residual added after the activation" in on_hopper[1].notes[0] and on_hopper[1].config.arch == "sm_80"
+    assert "TMA needs C and K multiples of 8" in on_hopper[3].notes[0]
 
 
 def test_f32_convs_have_no_cuda_kernel():
@@ -93,10 +98,11 @@ def test_candidates_come_from_the_sm80_tensor_op_table_and_land_in_the_tuning_ca
 
 
 @needs_nvcc
-@pytest.mark.parametrize("dt", ["f16", "bf16"])
-def test_host_twins_agree_with_the_reference(dt):
+@pytest.mark.parametrize("dt, arch", [("f16", "sm_80"), ("bf16", "sm_80"), ("f16", "sm_90a")])
+def test_host_twins_agree_with_the_reference(dt, arch):
+    """sm_90a's twins of the 3.x kernels also check that its ConvProblemShape gives the op's output extents."""
     cases = _cases(dt)
-    kernels = [render_kernel(as_spec(op, types), "sm_80") for op, types in cases]
+    kernels = [render_kernel(as_spec(op, types), arch) for op, types in cases]
     lib = KernelLibrary(build_twin(kernels, progress=False).path)
     gen = torch.Generator().manual_seed(0)
     torch_dt = {"f16": torch.float16, "bf16": torch.bfloat16}[dt]
@@ -110,9 +116,10 @@ def test_host_twins_agree_with_the_reference(dt):
 
 @needs_nvcc
 def test_representative_device_builds():
-    """An implicit-GEMM conv with a residual block epilogue for sm_80 and the direct kernel for sm_90a."""
+    """An implicit-GEMM conv with a residual block epilogue for sm_80, the 3.x TMA conv with bias, residual and
+    ReLU for sm_90a (a minute on 2 cores), and the direct kernel for sm_90a."""
     cases = _cases("f16")
-    for arch, (op, types) in (("sm_80", cases[2]), ("sm_90a", cases[5])):
+    for arch, (op, types) in (("sm_80", cases[2]), ("sm_90a", cases[2]), ("sm_90a", cases[5])):
         lib = build_subgraph([(op, types)], arch, output="object", progress=False)
         assert lib.path.stat().st_size > 0
 
