@@ -4,6 +4,9 @@ Modules, one concept each:
   gemm_problem  CAT Gemm/Bmm -> one batched row-major-output GEMM problem (layouts, ld, batch strides)
   gemm_glue     the C++ glue shared by device kernels and host twins (argument packing, permuted output)
   gemm          CUTLASS 2.x renderer (sm_80; the sm_90a fall-back)      gemm_sm90  CUTLASS 3.x renderer (sm_90a)
+  conv_problem  CAT conv -> one NHWC forward convolution, its implicit-GEMM view, kernel choice, tile candidates
+  conv          CUTLASS 2.x implicit-GEMM conv (sm_80; sm_90a fall-back) and its twin   conv_sm90  CUTLASS 3.x
+  conv_direct   our direct conv kernel (depthwise, grouped, odd channels), device and host forms
   softmax, norms, rowwise   our own row-wise CUDA kernels
   host_twin     GEMM kernels' glue against cutlass::reference::host::Gemm, run on the CPU
   candidates    tile configurations from cutlass_library, pruning, the no-GPU heuristic
