@@ -121,3 +121,22 @@ def test_cli_partitions_and_compiles_onnx(exported, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "byteir_cat.cli", "compile", str(path), "-o", str(tmp_path / "a")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_onnx_convolutions_and_batch_norm(tmp_path):
+    """ONNX Conv and BatchNormalization nodes (a ResNet block) and Whisper's Conv1d front end: CAT convs with the
+    batch norm folded and the epilogues fused, as from torch."""
+    from test_conv_models import BasicBlock, _randomized_bn  # the ResNet block of the conv tests
+
+    cases = {"resnet": ((_randomized_bn(BasicBlock()), (torch.randn(2, 32, 16, 16),)),
+                        ["conv2d_bias_relu", "conv2d_bias_add_relu", "conv2d_bias_silu"]),
+             "whisper": (model_zoo.whisper_encoder(layers=1), ["conv1d_bias_gelu", "conv1d_bias_gelu_add"])}
+    for name, ((model, inputs), convs) in cases.items():
+        compiled = byteir_cat.compile(str(export(model, inputs, tmp_path / f"{name}.onnx")))
+        names = [op.name.removeprefix("cat.") for sg in compiled.partition.subgraphs for op in sg.ops
+                 if op.name.startswith("cat.conv")]
+        assert names == convs, name
+        (got,) = compiled.run(*inputs)
+        with torch.no_grad():
+            want = model(*inputs)
+        assert float((got - want).abs().max() / want.abs().max()) < 1e-4, name
