@@ -198,6 +198,8 @@ def _alternatives(chosen: RenderedKernel, count: int) -> list[RenderedKernel]:
         if problem.kernel_kind() != "cutlass":
             return []
         pool = conv_candidates(problem, limit=count + 1, arch=arch)
+        if arch == "sm_90a":  # the best 2.x kernels too (and the only ones where the 3.x kernel cannot go)
+            pool = pool[:max(count - 1, 1)] + conv_candidates(problem, limit=2, arch="sm_80")
     else:
         problem = problem_for(spec.op, spec.operands)
         pool = candidates(problem, arch, limit=count + 1)

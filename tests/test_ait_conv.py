@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import cat_dialect as cat
-from ait_codegen.build import build_subgraph, build_twin
+from ait_codegen.build import _alternatives, build_subgraph, build_twin
 from ait_codegen.conv_problem import conv_candidates, conv_problem
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
@@ -152,3 +152,17 @@ def test_f16_front_ends_render_for_both_arches():
 def test_f16_front_ends_build(arch):
     for op, types in dict.fromkeys((op, tuple(types)) for op, types in _f16_convs()):
         build_subgraph([(op, list(types))], arch, output="object", progress=False)
+
+
+def test_tuning_alternatives_on_both_arches():
+    """``--tune-candidates``: other tiles of the same kernel kind, and on sm_90a the best 2.x kernels too (the
+    only alternatives where the 3.x kernel cannot take the op); a direct kernel has none."""
+    cases = _cases("f16")
+    for arch, index in (("sm_80", 0), ("sm_90a", 0), ("sm_90a", 1)):
+        chosen = render_kernel(as_spec(*cases[index]), arch)
+        alts = _alternatives(chosen, 3)
+        symbols = {k.symbol for k in alts}
+        assert 0 < len(alts) <= 3 and len(symbols) == len(alts) and chosen.symbol not in symbols
+        if arch == "sm_90a":
+            assert any(k.config.arch == "sm_80" for k in alts)
+    assert _alternatives(render_kernel(as_spec(*cases[5]), "sm_80"), 3) == []
