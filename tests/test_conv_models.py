@@ -381,3 +381,38 @@ def test_convnext_block_at_full_size_keeps_its_gelu_in_the_gemm():
              and isinstance(cat.decode(op), cat.Gemm)]
     assert [g.name for g in gemms] == ["gemm_rcr_bias_gelu", "gemm_rcr_bias"]
     assert [c.name for c in _convs(part)] == ["conv2d_bias"]
+
+
+class OddConvs(torch.nn.Module):
+    """Shapes the front ends above do not have: a depthwise conv with a channel multiplier (K = 2C), a stride
+    wider than the window, a strided 1x1 projection (ResNet's downsample), dilation beyond the padding, a grouped
+    conv, and a conv on an input smaller than its window but for its padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.mult = torch.nn.Conv2d(8, 16, 3, padding=1, groups=8)
+        self.gap = torch.nn.Conv2d(16, 16, 2, stride=3)
+        self.down = torch.nn.Conv2d(16, 24, 1, stride=2, bias=False)
+        self.dil = torch.nn.Conv1d(6, 6, 3, dilation=4, padding=1)
+        self.grouped = torch.nn.Conv1d(6, 9, 3, groups=3, padding=2)
+        self.tiny = torch.nn.Conv2d(24, 8, 5, padding=2)
+
+    def forward(self, x, a):
+        y = self.down(torch.relu(self.gap(self.mult(x))))
+        return self.tiny(y), torch.tanh(self.grouped(F.gelu(self.dil(a))))
+
+
+def test_convolutions_of_unusual_shapes(tmp_path):
+    model = OddConvs().eval()
+    gen = torch.Generator().manual_seed(12)
+    x, a = torch.randn(2, 8, 13, 11, generator=gen), torch.randn(2, 6, 30, generator=gen)
+    compiled = compile_model(model, (x, a), target="cpu", out_dir=tmp_path / "art")
+    convs = _convs(compiled.partition)
+    assert sorted(c.name for c in convs) == sorted(["conv2d_bias", "conv2d_bias_relu", "conv2d", "conv2d_bias",
+                                                    "conv1d_bias_gelu", "conv1d_bias_tanh"])
+    assert {c.groups for c in convs} == {1, 8, 3}
+    got = compiled.run(x, a)
+    with torch.no_grad():
+        want = model(x, a)
+    for g, w in zip(got, want, strict=True):
+        assert _rel(g, w) < 1e-5
