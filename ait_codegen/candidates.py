@@ -92,11 +92,17 @@ def enumerated() -> dict[str, tuple[GemmConfig, ...]]:
     return {a: tuple(sorted(v, key=lambda c: c.name)) for a, v in found.items()}
 
 
+# cutlass_library's sm90 f16 fprop kernels accumulate in f16; ours accumulate in f32, in the one consumer warp
+# group of KernelImplicitTmaWarpSpecializedSm90 (128 threads): a 256x128 tile would need 256 f32 registers a thread.
+SM90_CONV_MAX_TILE = 128 * 128
+
+
 @functools.lru_cache(maxsize=1)
 def enumerated_conv_fprop() -> dict[str, tuple[GemmConfig, ...]]:
     """The forward-convolution tile configurations cutlass_library generates: sm80 (``GenerateSM80_TensorOp_16816``:
     implicit GEMM with the optimized NHWC iterators, 16-bit inputs, fp32 accumulation: tile, warp count, stages)
-    and sm90 (``GenerateSM90_Conv3x``: TMA warp-specialised implicit GEMM: tile, cluster)."""
+    and sm90 (``GenerateSM90_Conv3x``: TMA warp-specialised implicit GEMM: tile, cluster; tiles whose f32
+    accumulators fit one warp group, ``SM90_CONV_MAX_TILE``)."""
     manifest = mf.Manifest(_manifest_args("conv2d"))
     generator.GenerateSM80_TensorOp_16816(manifest, "13.0")
     generator.GenerateSM90_Conv3x(manifest, "13.0")
@@ -112,7 +118,7 @@ def enumerated_conv_fprop() -> dict[str, tuple[GemmConfig, ...]]:
                         and op.accumulator_type() == library.DataType.f32:
                     found["sm_80"].add(GemmConfig("sm_80", tuple(td.threadblock_shape), tuple(td.warp_count),
                                                   td.stages))
-                elif cc == 90:
+                elif cc == 90 and td.threadblock_shape[0] * td.threadblock_shape[1] <= SM90_CONV_MAX_TILE:
                     found["sm_90a"].add(GemmConfig("sm_90a", tuple(td.threadblock_shape), (1, 1, 1), 0, 1,
                                                    tuple(td.cluster_shape), "implicit_tma_ws"))
     return {a: tuple(sorted(v, key=lambda c: c.name)) for a, v in found.items()}
