@@ -59,17 +59,9 @@ class ConvProblem:
         return self.r * self.s * self.c // self.groups
 
     @property
-    def batch(self) -> int:
-        return 1
-
-    @property
     def gemm_shape(self) -> tuple[int, int, int, int]:
         """(M, N, K, batch) of the implicit GEMM: the tuning cache's shape columns."""
         return self.m, self.gemm_n, self.gemm_k, 1
-
-    @property
-    def binary(self) -> tuple:
-        return (("add", self.residual),) if self.residual is not None else ()
 
     @property
     def alignment_c(self) -> int:
