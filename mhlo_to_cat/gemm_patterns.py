@@ -4,6 +4,7 @@ folded in."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -482,17 +483,22 @@ class BiasAddBeforeHeadSplit(Pattern):
         return False
 
 
+def sole_gemm_operand(op: Op, rw: Rewriter) -> Iterator[tuple[Value, Value, Op, cat.Gemm]]:
+    """(g, the other operand, g's gemm op, its declaration) for each operand g of a binary ``op`` that is a
+    cat.gemm result used by ``op`` alone (what an epilogue may absorb)."""
+    for g, other in (op.operands, op.operands[::-1]):
+        found = cat_producer(g, cat.Gemm)
+        if found and rw.single_use(g):
+            yield g, other, found[0], found[1]
+
+
 class GemmBiasFusion(Pattern):
     """gemm + broadcast(bias[N]) -> gemm_*_bias."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "stablehlo.add":
             return False
-        for g, other in (op.operands, op.operands[::-1]):
-            found = cat_producer(g, cat.Gemm)
-            if not found or not rw.single_use(g):
-                continue
-            gop, decl = found
+        for g, other, gop, decl in sole_gemm_operand(op, rw):
             if decl.bias or decl.activation or decl.binary or decl.permute:
                 continue
             bias = _bias_vector(other, g.type.shape[-1], g.type.rank)
@@ -512,11 +518,7 @@ class GemmColumnScaleFolding(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "stablehlo.multiply":
             return False
-        for g, other in (op.operands, op.operands[::-1]):
-            found = cat_producer(g, cat.Gemm)
-            if not found or not rw.single_use(g):
-                continue
-            gop, decl = found
+        for g, other, gop, decl in sole_gemm_operand(op, rw):
             if decl.activation or decl.binary or decl.permute:
                 continue
             n = g.type.shape[-1]
