@@ -142,6 +142,14 @@ def _permuted(rw: Rewriter, anchor: Op, v: Value, perm: list[int]) -> Value:
     return _emit(rw, anchor, "stablehlo.transpose", v, shape, permutation=perm)
 
 
+def padding_pairs(op: Op, spatial: int) -> tuple[tuple[int, int], ...]:
+    """A convolution's (low, high) padding per spatial dim; none given is none."""
+    pad = op.attrs.get("padding")
+    if pad is None:
+        return ((0, 0),) * spatial
+    return tuple((int(lo), int(hi)) for lo, hi in pad.reshape(spatial, 2).tolist())
+
+
 def conv_declaration(op: Op) -> cat.Conv | str:
     """The cat.conv a stablehlo.convolution computes (channels last), or why it is not one."""
     dn = _conv_dims(op)
@@ -157,9 +165,7 @@ def conv_declaration(op: Op) -> cat.Conv | str:
         return "input dilation (a transposed convolution)"
     if op.attrs.get("batch_group_count", 1) != 1:
         return "batch_group_count > 1 (a weight-gradient convolution)"
-    pad = op.attrs.get("padding")
-    pairs = tuple((0, 0) for _ in range(spatial)) if pad is None else tuple(
-        (int(lo), int(hi)) for lo, hi in pad.reshape(spatial, 2).tolist())
+    pairs = padding_pairs(op, spatial)
     if any(p < 0 for pair in pairs for p in pair):
         return "negative padding (a crop)"
     strides = tuple(int(s) for s in op.attrs.get("window_strides") or [1] * spatial)
@@ -182,9 +188,7 @@ class InputDilationAsInteriorPadding(Pattern):
         rank = x.type.rank
         spatial = dn["input_spatial_dimensions"]
         dil = [int(d) for d in op.attrs["lhs_dilation"]]
-        pad = op.attrs.get("padding")
-        pairs = [(0, 0)] * len(spatial) if pad is None else [(int(lo), int(hi)) for lo, hi in
-                                                              pad.reshape(len(spatial), 2).tolist()]
+        pairs = padding_pairs(op, len(spatial))
         low, high, interior = [0] * rank, [0] * rank, [0] * rank
         shape = list(x.type.shape)
         for i, d in enumerate(spatial):
