@@ -9,9 +9,12 @@ transpose pairs) disappear.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from byteir_cat.core.ir import INT_DTYPES, Function, Op, Value
+from byteir_cat.core.source_loc import fuse_locs
 from byteir_cat.semantics.interpreter import eval_op
 from byteir_cat.semantics.op_traits import traits
 from mhlo_to_cat.byteir_custom_calls import byteir_decomposition_pass
@@ -249,6 +252,62 @@ class FoldConstants(Pass):
             ComposeBroadcasts(),
             RemoveMultiplyByOne(),
         ]).run(fn)
+
+
+class CommonSubexpressionElimination(Pass):
+    """Ops that compute the same function of the same values become one. Recognition makes such twins (a
+    transpose of K for the attention beside the same transpose of K returned for the KV cache), and a fusion
+    group returning one value twice crashes MLIR's bufferization. Side-effecting ops, ops with regions and
+    non-splat constants (weights: compared by identity, not contents) are left alone."""
+
+    _NEVER = frozenset({"stablehlo.custom_call", "stablehlo.rng", "stablehlo.rng_bit_generator"})
+
+    def run(self, fn: Function) -> None:
+        seen: dict[tuple, Op] = {}
+        replaced: dict[Value, Value] = {}
+        kept: list[Op] = []
+        for op in fn.body.ops:
+            op.operands = [replaced.get(v, v) for v in op.operands]
+            key = self._key(op)
+            twin = seen.get(key) if key is not None else None
+            if twin is None:
+                if key is not None:
+                    seen[key] = op
+                kept.append(op)
+                continue
+            for old, new in zip(op.results, twin.results, strict=True):
+                replaced[old] = new
+            twin.loc = fuse_locs((twin.loc, op.loc))
+        if replaced:
+            fn.body.ops = kept
+            fn.body.returns = [replaced.get(v, v) for v in fn.body.returns]
+            for op in fn.body.walk():  # values read from inside regions
+                op.operands = [replaced.get(v, v) for v in op.operands]
+
+    def _key(self, op: Op) -> tuple | None:
+        if op.name in self._NEVER or op.regions or not op.results:
+            return None
+        if op.name in ("stablehlo.constant", "arith.constant"):
+            t = op.attrs.get("value")
+            if not isinstance(t, torch.Tensor) or not is_splat(t):
+                return None
+            scalar = t.reshape(-1)[:1].tolist() if t.numel() else []
+            return op.name, str(op.result.type), str(t.dtype), tuple(scalar)
+        return (op.name, tuple(v.uid for v in op.operands), tuple(str(r.type) for r in op.results),
+                _attr_key(op.attrs))
+
+
+def _attr_key(value: Any) -> Any:
+    """A hashable stand-in for attribute values; tensors by identity (weights are never compared by contents)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _attr_key(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_attr_key(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return ("tensor", id(value))
+    if isinstance(value, float) and value != value:
+        return ("nan",)
+    return value
 
 
 class DeadCodeElimination(Pass):

@@ -40,6 +40,7 @@ from mhlo_to_cat.gemm_patterns import (
     TransposeIntoBmmOutput,
 )
 from mhlo_to_cat.normalize import (
+    CommonSubexpressionElimination,
     ComposeReshapes,
     ComposeTransposes,
     DeadCodeElimination,
@@ -94,6 +95,7 @@ def recognition_passes() -> list[Pass]:
                                                     GemmBinaryEpilogueFusion()]),
         PatternPass("permute-into-gemm-bmm-and-attention", [ComposeTransposes(), RemoveIdentityTranspose(),
                                                              PermuteIntoGemmOrBmm(), PermuteIntoAttention()]),
+        CommonSubexpressionElimination(),
         DeadCodeElimination(),
     ]
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch_mlir import ir as mlir_ir
 from torch_mlir.dialects import torch as torch_dialect
+from torch_mlir.extras.fx_decomp_util import get_decomposition_table
 from torch_mlir.extras.fx_importer import ContextCache, FxImporter, FxImporterHooks, create_mlir_tensor_type
 
 from byteir_cat.core.errors import CompileError
@@ -20,6 +21,7 @@ from byteir_cat.core.ir import Module
 from byteir_cat.core.source_loc import ROOT_MODULE, Loc, parse_mlir_location
 from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
+from byteir_cat.frontend.negative_indices import wrap_negative_indices
 
 # `= mhlo.add`, `"mhlo.add"(`, or an op at the start of a line (`mhlo.return`): op positions only, so
 # attribute names such as `mhlo.num_partitions` stay as they are.
@@ -248,7 +250,13 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
         with torch.no_grad():
             program = torch.export.export(model, tuple(example_inputs), strict=False)
             _views_as_reshapes(program)
-            mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer)
+            # decomposed here (not inside export_and_import) so that the index ops the decompositions make
+            # get their negative indices wrapped too
+            program = program.run_decompositions(get_decomposition_table())
+            _views_as_reshapes(program)
+            wrap_negative_indices(program)
+            mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer,
+                                           decomposition_table={})
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
         refused = unlowered_op(importer.log.errors)
         if refused:

@@ -1,0 +1,81 @@
+"""Negative indices mean "from the end" in torch and are clamped by StableHLO's gather and scatter: the
+frontend wraps them before torch-mlir lowers the indexing ops (``frontend.negative_indices``). Falcon's
+multi-query layout (``fused_qkv[..., [-2], :]`` for its one K head) gave a silently wrong model before."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from byteir_cat.compiler import compile as compile_model
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want.double()).norm() / want.double().norm())
+
+
+class ConstantLists(torch.nn.Module):
+    def forward(self, x):
+        return x[..., [-2], :] * 2 + x[:, [0, -1]].sum(1, keepdim=True)
+
+
+class RuntimeIndex(torch.nn.Module):
+    def forward(self, x, i):
+        return x[:, i] * 3
+
+
+class TwoRuntimeIndices(torch.nn.Module):
+    def forward(self, x, i):
+        return x[i, i]
+
+
+class IndexPut(torch.nn.Module):
+    def forward(self, x, i, v):
+        y = x.clone()
+        y[i] = v
+        return y
+
+
+class SharedConstant(torch.nn.Module):
+    """One index list used for two dims of different sizes: each use wraps by its own size."""
+
+    def forward(self, x):
+        idx = torch.tensor([-1, 0])
+        return x[idx].sum(1) + x[:, idx].sum(0)
+
+
+def _x(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+CASES = {
+    "constant_lists": (ConstantLists(), lambda: [_x(4, 6, 5)]),
+    "runtime_index": (RuntimeIndex(), lambda: [_x(4, 6, 5), torch.tensor([-1, 2, -6, 0])]),
+    "two_runtime_indices": (TwoRuntimeIndices(), lambda: [_x(4, 4, 5), torch.tensor([-1, 0, -3])]),
+    "index_put": (IndexPut(), lambda: [_x(4, 6, 5), torch.tensor([-1, 1]), _x(2, 6, 5, seed=1)]),
+    "shared_constant": (SharedConstant(), lambda: [_x(3, 4, 5)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_negative_indices_count_from_the_end(name):
+    model, make = CASES[name]
+    inputs = make()
+    want = model(*inputs)
+    (got,) = compile_model(model, inputs).run(*inputs)
+    assert _rel(got, want) < 1e-6
+
+
+def test_falcon_multi_query_matches_eager():
+    """Falcon-7B's layout: one K/V head split off the fused QKV projection with ``[-2]`` and ``[-1]``."""
+    from transformers import FalconConfig, FalconForCausalLM
+
+    torch.manual_seed(0)
+    cfg = FalconConfig(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, multi_query=True,
+                       use_cache=False)
+    model = FalconForCausalLM(cfg).eval()
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(ids).logits
+    (got,) = compile_model(model, [ids]).run(ids)
+    assert _rel(got, want) < 1e-5
