@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("artifact", metavar="DIR|FILE.mlir", help="artifact directory, or a .mlir test program")
     r.add_argument("--inputs", metavar="NPZ", help="inputs in order of the .npz entries")
     r.add_argument("--out", metavar="NPZ", help="write the outputs here")
-    pr = sub.add_parser("profile", help="per-subgraph time, FLOP/s, bytes/s and % of roofline of an artifact")
+    pr = sub.add_parser("profile", help="per-subgraph time, FLOP/s, bytes/s and %% of roofline of an artifact")
     pr.add_argument("artifact", metavar="DIR", help="artifact directory written by compile")
     pr.add_argument("--inputs", metavar="NPZ", help="inputs (default: random inputs of the right signature)")
     pr.add_argument("--runs", type=int, default=20, help="timed runs; medians are reported")

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from byteir_cat.cli import COMMANDS, main
 from tests.test_artifact import MODEL, _expected, _inputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +85,15 @@ def test_piped_partition_keeps_one_line_per_subgraph(tmp_path):
     assert table[0].startswith("| id | path | ops | module |") and len(table) == len(listed) + 2
     annotated = (tmp_path / "a.mlir").read_text()
     assert 'loc("model.h.0.mlp.c_fc"(' in annotated and "byteir_cat.modules" in annotated
+
+
+def test_every_help_prints(capsys):
+    """``byteir-cat --help`` and every subcommand's ``--help`` print their text and exit 0 (a stray ``%`` in a
+    help string made argparse raise)."""
+    for argv in (["--help"], *([name, "--help"] for name in COMMANDS)):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 0, argv
+        out = capsys.readouterr().out
+        assert "usage: byteir-cat" in out, argv
+    assert "% of roofline" in (main_help := _cli("--help").stdout), main_help
