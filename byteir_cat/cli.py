@@ -70,6 +70,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
           f"{r['inplace']} in place; compile {sum(r['seconds'].values()):.2f} s")
     for fb in r["interpreted"]:
         print(f"  note: {fb['callee']} runs on the StableHLO interpreter: {fb['why']}")
+    for text in r.get("notes", []):
+        print(f"  note: {text}")
     return 0
 
 

@@ -120,6 +120,7 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
         "arena_bytes": byre.arena_bytes, "naive_bytes": byre.naive_bytes, "inplace": byre.inplace,
         "computes": kinds,
         "interpreted": [{"callee": c.callee, "why": c.why or c.reason} for c in byre.interpreted],
+        "notes": list(part.module.notes),
     }
     if target == "cpu":
         artifact = Artifact(byre, files, tensors, target, report=report)

@@ -9,7 +9,7 @@ from mhlo_to_cat.subgraph import Subgraph, is_inlined_constant
 
 
 def outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict[Op, str]) -> Module:
-    out = Module(source=module.source)
+    out = Module(source=module.source, notes=list(module.notes))
     main = Block(args=fn.body.args)
     defined_in: dict[Value, Subgraph] = {}
     for sg in subgraphs:

@@ -172,6 +172,8 @@ class Function:
 class Module:
     functions: dict[str, Function] = field(default_factory=dict)
     source: str = "<module>"
+    # what the frontend changed about the model's interface (outputs dropped, ...), for the compile report
+    notes: list[str] = field(default_factory=list)
 
     @property
     def main(self) -> Function:

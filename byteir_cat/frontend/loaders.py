@@ -19,6 +19,7 @@ from torch_mlir.extras.fx_importer import ContextCache, FxImporter, FxImporterHo
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Module
 from byteir_cat.core.source_loc import ROOT_MODULE, Loc, parse_mlir_location
+from byteir_cat.frontend.cache_outputs import without_cache_outputs
 from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
 from byteir_cat.frontend.negative_indices import wrap_negative_indices
@@ -244,6 +245,7 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     model = model.eval()
     _drop_non_persistent_buffers(model)
     name = type(model).__name__
+    model, notes = without_cache_outputs(model)
     weights = WeightsAside()
     importer = LocatingFxImporter(weights, getattr(model, SOURCE_ROOT, ""))
     try:
@@ -277,4 +279,6 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     else:
         text, _ = split_resources(text)
     generic = run_opt(text, source)
-    return import_module(parse_generic(generic, source=source), blobs, source)
+    module = import_module(parse_generic(generic, source=source), blobs, source)
+    module.notes.extend(notes)
+    return module

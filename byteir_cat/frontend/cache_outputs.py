@@ -1,0 +1,60 @@
+"""Hugging Face models as users build them: with their default config, ``use_cache`` is on and the forward
+returns a KV cache object (``DynamicCache``, ``EncoderDecoderCache``) beside the logits, which torch.export
+cannot return ("Found DynamicCache in output"). ``byteir_cat.compile`` compiles the forward pass; generation
+with a cache is ``compile_causal_lm``'s. So the model is called with ``use_cache=False`` and any cache object
+left in its outputs is dropped; the compile report says so."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+CACHE_CLASS = "Cache"  # transformers.cache_utils.Cache: every HF cache class derives from it
+
+
+def is_cache(value: Any) -> bool:
+    """A transformers cache object (checked by its base class's name: transformers is not a dependency)."""
+    return any(c.__name__ == CACHE_CLASS and c.__module__.startswith("transformers") for c in type(value).__mro__)
+
+
+def _takes_use_cache(model: torch.nn.Module) -> bool:
+    try:
+        return "use_cache" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class WithoutCache(torch.nn.Module):
+    """Calls the wrapped model with ``use_cache=False`` (where it takes it) and returns its outputs without
+    cache objects, as a tuple in the model's own output order."""
+
+    source_root = "model"  # reports name the user's modules (frontend.SOURCE_ROOT)
+
+    def __init__(self, model: torch.nn.Module, pass_use_cache: bool):
+        super().__init__()
+        self.model = model
+        self.pass_use_cache = pass_use_cache
+
+    def forward(self, *args: Any) -> Any:
+        out = self.model(*args, **({"use_cache": False} if self.pass_use_cache else {}))
+        if is_cache(out):
+            return ()
+        if isinstance(out, dict):  # a ModelOutput: an ordered dict of its fields that are set
+            return tuple(v for v in out.values() if not is_cache(v))
+        if isinstance(out, tuple):
+            return tuple(v for v in out if not is_cache(v))
+        return out
+
+
+def without_cache_outputs(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
+    """``model`` wrapped in ``WithoutCache`` when it is a HF model whose config asks for a cache, with the note
+    for the report; otherwise ``model`` as it is and no note."""
+    config = getattr(model, "config", None)
+    if not getattr(config, "use_cache", False) or not _takes_use_cache(model):
+        return model, []
+    name = type(model).__name__
+    note = (f"{name} was called with use_cache=False: its KV cache (past_key_values) is not among the compiled "
+            "outputs; compile_causal_lm compiles generation with a cache")
+    return WithoutCache(model, pass_use_cache=True), [note]
