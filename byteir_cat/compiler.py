@@ -30,7 +30,8 @@ from byteir_cat.core.sym_shape import DynamicSpec, SymbolicShapes
 from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_inputs, sample_points, split_at_one
 from byteir_cat.frontend import bind_params
 from byteir_cat.lowering.byre_lowering import CatKernel, GroupKernel, lower
-from fallback_codegen.compile import compile_group, compile_symbolic_group
+from fallback_codegen.compile import CompiledGroup, GroupJob, prepare_group
+from fallback_codegen.lowering_pool import LoweringCrash, lowering_pool
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
 from mhlo_to_cat.pipeline import dynamic_shape_pipeline
 from mhlo_to_cat.rewriter import Pass
@@ -86,6 +87,7 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
         if arch not in CUDA_ARCHS:
             raise CompileError(f"arch {arch!r}: the cuda target builds for {' or '.join(CUDA_ARCHS)}")
     note = progress or (lambda stage, done, total: None)
+    lowering_pool().start()  # the workers import MLIR while the model is exported and partitioned
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     shapes, profiles = None, []
@@ -186,25 +188,43 @@ def _host_groups(part: Any, note: Progress, times: dict[str, float], shapes: Sym
     files: dict[str, str | bytes] = {}
     t1 = time.perf_counter()
     target_obj = HostTarget()
-    for i, sg in enumerate(groups):
-        note("codegen", i, len(groups))
+    jobs = {}
+    for sg in groups:
         fn = part.module.functions[sg.name]
+        symbolic = None
+        if shapes is not None and _has_symbolic_sizes(fn, shapes):
+            symbolic = (shapes.spec.names, shapes.dims, shapes.attrs, shapes.splats)
         try:
-            if shapes is not None and _has_symbolic_sizes(fn, shapes):
-                cg = compile_symbolic_group(fn, shapes.spec.names, shapes.dims, shapes.attrs, shapes.splats,
-                                            target_obj)
-            else:
-                cg = compile_group(fn, target_obj)
+            jobs[sg.name] = prepare_group(fn, target_obj, symbolic)
+        except CompileError as e:
+            kernels[sg.name] = GroupKernel(error=str(e))
+    for name, cg in _lower(jobs, note, "codegen"):
+        try:
+            if isinstance(cg, CompileError):
+                raise cg
             jit_entry(cg.llvm_ir, cg.symbol)
         except (CompileError, KernelError) as e:
-            kernels[sg.name] = GroupKernel(error=str(e))
+            kernels[name] = GroupKernel(error=str(e))
             continue
-        rel = f"{prefix}{sg.name}.ll"
+        rel = f"{prefix}{name}.ll"
         files[rel] = cg.llvm_ir
-        kernels[sg.name] = GroupKernel(rel, cg.symbol, cg.signature.to_json())
-    note("codegen", len(groups), len(groups))
+        kernels[name] = GroupKernel(rel, cg.symbol, cg.signature.to_json())
     times["codegen"] = time.perf_counter() - t1
     return kernels, files
+
+
+def _lower(jobs: dict[str, GroupJob], note: Progress, stage: str
+           ) -> list[tuple[str, CompiledGroup | CompileError]]:
+    """(name, compiled group or why not) of every job, lowered in the worker pool. A group MLIR refuses is
+    evaluated by the runtime (the report says why); one whose lowering crashed its worker stops the compile
+    with the group, its source location and a reproducer named (``lowering_pool.LoweringCrash``)."""
+    note(stage, 0, len(jobs))
+    outcomes = lowering_pool().lower(list(jobs.values()), lambda done, total: note(stage, done, total))
+    crashed = [o for o in outcomes if isinstance(o, LoweringCrash)]
+    if crashed:
+        more = f" (and {len(crashed) - 1} more)" if len(crashed) > 1 else ""
+        raise LoweringCrash(f"{crashed[0]}{more}")
+    return list(zip(jobs, outcomes, strict=True))
 
 
 def _has_symbolic_sizes(fn: Any, shapes: SymbolicShapes) -> bool:
@@ -224,14 +244,17 @@ def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float], 
     t1 = time.perf_counter()
     ptxas_seconds = 0.0
     target_obj = NvptxTarget(arch)
-    for i, sg in enumerate(groups):
-        note("ptx", i, len(groups))
+    jobs = {}
+    for sg in groups:
         try:
-            cg = compile_group(part.module.functions[sg.name], target_obj)
+            jobs[sg.name] = prepare_group(part.module.functions[sg.name], target_obj)
         except CompileError as e:
             kernels[sg.name] = GroupKernel(error=f"no GPU kernel: {e}")
+    for name, cg in _lower(jobs, note, "ptx"):
+        if isinstance(cg, CompileError):
+            kernels[name] = GroupKernel(error=f"no GPU kernel: {cg}")
             continue
-        base = f"{prefix}{sg.name}"
+        base = f"{prefix}{name}"
         files[f"{base}.ptx"] = cg.ptx or ""
         files[f"{base}.nvptx.ll"] = cg.llvm_ir
         extra: dict[str, Any] = {
@@ -241,11 +264,10 @@ def _cuda_groups(part: Any, arch: str, note: Progress, times: dict[str, float], 
         }
         if has_ptxas:
             t = time.perf_counter()
-            files[f"{base}.cubin"] = assemble_ptx(cg.ptx or "", arch, sg.name)
+            files[f"{base}.cubin"] = assemble_ptx(cg.ptx or "", arch, name)
             ptxas_seconds += time.perf_counter() - t
             extra["cubin"] = f"{base}.cubin"
-        kernels[sg.name] = GroupKernel(f"{base}.ptx", cg.symbol, cg.signature.to_json(), kind="ptx", extra=extra)
-    note("ptx", len(groups), len(groups))
+        kernels[name] = GroupKernel(f"{base}.ptx", cg.symbol, cg.signature.to_json(), kind="ptx", extra=extra)
     times["ptx"] = time.perf_counter() - t1
     built = sum(1 for k in kernels.values() if not k.error)
     return kernels, files, {"ptx": {"groups": len(groups), "compiled": built, "cubin": has_ptxas,

@@ -20,6 +20,7 @@ from byteir_cat.core.errors import CompileError
 from byteir_cat.core.host_code import HostKernel, Signature, TensorSig, host_target_machine, load_host_kernel
 from byteir_cat.core.ir import Function
 from byteir_cat.core.printer import print_function
+from byteir_cat.core.source_loc import fuse_locs
 from byteir_cat.frontend.mlir_context import make_context
 from byteir_cat.semantics.op_traits import FUSIBLE
 from fallback_codegen.dynamic_group import print_dynamic_group
@@ -64,6 +65,8 @@ def check_group(fn: Function) -> None:
             raise CompileError(f"group {fn.name}: element type {v.type.dtype} is not supported by fallback_codegen")
     if not fn.body.returns:
         raise CompileError(f"group {fn.name}: returns nothing")
+    if len(set(fn.body.returns)) != len(fn.body.returns):  # MLIR's bufferization crashes on it
+        raise CompileError(f"group {fn.name}: returns one value twice (the partition should have merged them)")
 
 
 def signature_of(fn: Function) -> Signature:
@@ -71,22 +74,55 @@ def signature_of(fn: Function) -> Signature:
                      tuple(TensorSig(t.shape, t.dtype) for t in fn.result_types))
 
 
-def lower_to_llvm_dialect(fn: Function, target: Target, ctx=None, text: str | None = None):
-    """Run the pass pipeline of ``target`` on ``fn``; returns the MLIR module (LLVM dialect for the host,
-    host funcs + an NVVM ``gpu.module`` for NVPTX). Stage failures name the stage. ``text``: ``fn`` as printed
-    with symbolic sizes (``dynamic_group``), lowered with the descriptor calling convention."""
+@dataclass(frozen=True)
+class GroupJob:
+    """One fusion group as the lowering needs it: plain data (MLIR text), so that it can be lowered in another
+    process (``lowering_pool``), where a crash of MLIR or LLVM costs that process, not the caller."""
+
+    name: str
+    text: str  # the group as a StableHLO module (with symbolic sizes: ``dynamic_group``'s form)
+    signature: Signature
+    target: Target
+    symbolic: bool = False
+    where: str = ""  # the group's source location, for messages
+
+    def pass_pipeline(self) -> str:
+        """The upstream passes of every stage, as one ``--pass-pipeline`` (for a reproducer)."""
+        passes = [p for _, stage in pipeline(self.target, self.symbolic) for p in stage if p not in PYTHON_STEPS]
+        return "builtin.module(" + ",".join(passes) + ")"
+
+
+def prepare_group(fn: Function, target: Target | None = None, symbolic: tuple | None = None) -> GroupJob:
+    """Check ``fn`` and print it for lowering. ``symbolic``: (symbols, shapes, attrs, splats) of a group with
+    symbolic sizes (``dynamic_group.print_dynamic_group``'s arguments); host target only."""
+    target = target or HostTarget()
+    check_group(fn)
+    signature = signature_of(fn)
+    if symbolic is not None:
+        text = print_dynamic_group(fn, *symbolic)
+        signature = replace(signature, extents=len(symbolic[0]))
+    else:
+        text = print_function(fn)
+    where = str(fuse_locs(op.loc for op in fn.body.ops)) or "no location"
+    return GroupJob(fn.name, text, signature, target, symbolic is not None, where)
+
+
+def lower_to_llvm_dialect(job: GroupJob, ctx=None):
+    """Run the pass pipeline of the job's target on its group; returns the MLIR module (LLVM dialect for the
+    host, host funcs + an NVVM ``gpu.module`` for NVPTX). Stage failures name the stage. A symbolic group is
+    lowered with the descriptor calling convention."""
     _register_stablehlo_passes(_stablehlo)
     ctx = ctx or make_context()
     with ctx:
-        module = ir.Module.parse(text or print_function(fn))
-        if target.approximate_math:
+        module = ir.Module.parse(job.text)
+        if job.target.approximate_math:
             expand_transcendentals(module)
-        for stage, passes in pipeline(target, symbolic=text is not None):
+        for stage, passes in pipeline(job.target, symbolic=job.symbolic):
             try:
                 _run_stage(module, passes)
             except Exception as e:  # MLIR raises a bare MLIRError with the diagnostics
                 first = str(e).strip().splitlines()
-                raise CompileError(f"group {fn.name}: lowering stage '{stage}' failed: "
+                raise CompileError(f"group {job.name}: lowering stage '{stage}' failed: "
                                    f"{' '.join(first[:3]) if first else 'unknown error'}") from None
     return module
 
@@ -118,33 +154,31 @@ def _register_stablehlo_passes(stablehlo) -> None:
         _registered.append(True)
 
 
-def compile_group(fn: Function, target: Target | None = None) -> CompiledGroup:
-    """Lower one fusion group for ``target`` (default: this host) to LLVM IR text (+ PTX for NVPTX)."""
-    target = target or HostTarget()
-    check_group(fn)
+def lower_group(job: GroupJob) -> CompiledGroup:
+    """Lower one prepared fusion group to LLVM IR text (+ PTX for NVPTX), in this process."""
     start = time.perf_counter()
-    module = lower_to_llvm_dialect(fn, target)
+    module = lower_to_llvm_dialect(job)
+    target = job.target
     if isinstance(target, HostTarget):
         llvm_ir = _host_llvm_ir(module, target)
-        return CompiledGroup(fn.name, target, llvm_ir, fn.name, signature_of(fn), time.perf_counter() - start)
-    if isinstance(target, NvptxTarget):
-        llvm_ir, ptx, launches, temps = gpu_group(module, fn, target)
-        return CompiledGroup(fn.name, target, llvm_ir, fn.name, signature_of(fn), time.perf_counter() - start,
+        return CompiledGroup(job.name, target, llvm_ir, job.name, job.signature, time.perf_counter() - start)
+    if isinstance(target, NvptxTarget) and not job.symbolic:
+        llvm_ir, ptx, launches, temps = gpu_group(module, job.name, len(job.signature.inputs), target)
+        return CompiledGroup(job.name, target, llvm_ir, job.name, job.signature, time.perf_counter() - start,
                              ptx=ptx, launches=launches, temp_bytes=temps)
     raise TypeError(f"unknown target {target!r}")
+
+
+def compile_group(fn: Function, target: Target | None = None) -> CompiledGroup:
+    """Lower one fusion group for ``target`` (default: this host) to LLVM IR text (+ PTX for NVPTX), in this
+    process (``lowering_pool`` lowers many, each where a crash cannot take the caller down)."""
+    return lower_group(prepare_group(fn, target))
 
 
 def compile_symbolic_group(fn: Function, symbols: list[str], shapes: dict, attrs: dict, splats: set,
                            target: HostTarget | None = None) -> CompiledGroup:
     """Host code for a group with symbolic sizes: loops bounded by the runtime extents (its last argument)."""
-    target = target or HostTarget()
-    check_group(fn)
-    start = time.perf_counter()
-    text = print_dynamic_group(fn, symbols, shapes, attrs, splats)
-    module = lower_to_llvm_dialect(fn, target, text=text)
-    signature = replace(signature_of(fn), extents=len(symbols))
-    return CompiledGroup(fn.name, target, _host_llvm_ir(module, target), fn.name, signature,
-                         time.perf_counter() - start)
+    return lower_group(prepare_group(fn, target, (symbols, shapes, attrs, splats)))
 
 
 def _host_llvm_ir(module, target: HostTarget) -> str:

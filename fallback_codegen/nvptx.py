@@ -26,7 +26,7 @@ from torch_mlir.dialects import llvm as llvm_dialect
 
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.host_code import optimize_ir
-from byteir_cat.core.ir import Function, dtype_bytes
+from byteir_cat.core.ir import dtype_bytes
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 
 _init_lock = threading.Lock()
@@ -159,11 +159,11 @@ def _launch_dims(op) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     return tuple(values[:3]), tuple(values[3:6])
 
 
-def launch_plan(module, fn: Function):
-    """Read the host function into ``KernelLaunch``es and temp buffer sizes (bytes)."""
+def launch_plan(module, name: str, n_in: int):
+    """Read the host function of group ``name`` (``n_in`` inputs) into ``KernelLaunch``es and temp buffer
+    sizes (bytes)."""
     func = next(op for op in module.body.operations if op.operation.name == "func.func")
     block = func.regions[0].blocks[0]
-    n_in = len(fn.body.args)
     where: dict = {}
     for i, arg in enumerate(block.arguments):
         where[arg] = ("input", i) if i < n_in else ("output", i - n_in)
@@ -184,12 +184,12 @@ def launch_plan(module, fn: Function):
             args = []
             for v in list(op.operands)[6:]:
                 if v not in where:
-                    raise CompileError(f"group {fn.name}: kernel {kernel} takes a value that is not a buffer "
+                    raise CompileError(f"group {name}: kernel {kernel} takes a value that is not a buffer "
                                        f"({v.type}); only buffers can be passed by the runtime")
                 args.append(where[v])
             launches.append(KernelLaunch(kernel, grid, blk, args))
         elif op.name not in ("arith.constant", "memref.dealloc", "func.return"):
-            raise CompileError(f"group {fn.name}: host side of the GPU code has {op.name}, which the launch "
+            raise CompileError(f"group {name}: host side of the GPU code has {op.name}, which the launch "
                                f"plan cannot express")
     return launches, temps
 
@@ -282,12 +282,13 @@ def ptx_from_llvm_ir(llvm_ir: str, arch: str, ptx_version: str | None = None) ->
     return str(module), tm.emit_assembly(module)
 
 
-def gpu_group(module, fn: Function, target) -> tuple[str, str, list, list[int]]:
-    """(kernel LLVM IR, PTX, launches, temp sizes) for a module after the NVPTX pipeline. The LLVM IR is the
-    kernels as translated (libdevice not linked), which ``gpu_emulation`` can also run on the host."""
-    launches, temps = launch_plan(module, fn)
+def gpu_group(module, name: str, n_in: int, target) -> tuple[str, str, list, list[int]]:
+    """(kernel LLVM IR, PTX, launches, temp sizes) for group ``name`` (``n_in`` inputs) after the NVPTX
+    pipeline. The LLVM IR is the kernels as translated (libdevice not linked), which ``gpu_emulation`` can
+    also run on the host."""
+    launches, temps = launch_plan(module, name, n_in)
     if not launches:
-        raise CompileError(f"group {fn.name}: the NVPTX pipeline produced no kernel")
+        raise CompileError(f"group {name}: the NVPTX pipeline produced no kernel")
     llvm_ir = respell_float_literals(kernels_module_text(module))
     _, ptx = ptx_from_llvm_ir(llvm_ir, target.arch, target.ptx_version)
     return llvm_ir, ptx, launches, temps

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import INT_DTYPES, Function, Op, Value
+from byteir_cat.core.ir import INT_DTYPES, Block, Function, Op, Value
 from byteir_cat.core.source_loc import fuse_locs
 from byteir_cat.semantics.interpreter import eval_op
 from byteir_cat.semantics.op_traits import traits
@@ -257,8 +257,9 @@ class FoldConstants(Pass):
 class CommonSubexpressionElimination(Pass):
     """Ops that compute the same function of the same values become one. Recognition makes such twins (a
     transpose of K for the attention beside the same transpose of K returned for the KV cache), and a fusion
-    group returning one value twice crashes MLIR's bufferization. Side-effecting ops, ops with regions and
-    non-splat constants (weights: compared by identity, not contents) are left alone."""
+    group returning one value twice crashes MLIR's bufferization. Ops with regions (reduce, sort, ...) are equal
+    when their regions are the same computation. Side-effecting ops and non-splat constants (weights: compared
+    by identity, not contents) are left alone."""
 
     _NEVER = frozenset({"stablehlo.custom_call", "stablehlo.rng", "stablehlo.rng_bit_generator"})
 
@@ -285,7 +286,7 @@ class CommonSubexpressionElimination(Pass):
                 op.operands = [replaced.get(v, v) for v in op.operands]
 
     def _key(self, op: Op) -> tuple | None:
-        if op.name in self._NEVER or op.regions or not op.results:
+        if op.name in self._NEVER or not op.results:
             return None
         if op.name in ("stablehlo.constant", "arith.constant"):
             t = op.attrs.get("value")
@@ -293,8 +294,36 @@ class CommonSubexpressionElimination(Pass):
                 return None
             scalar = t.reshape(-1)[:1].tolist() if t.numel() else []
             return op.name, str(op.result.type), str(t.dtype), tuple(scalar)
+        regions = tuple(_region_key(b) for b in op.regions)
+        if None in regions:
+            return None
         return (op.name, tuple(v.uid for v in op.operands), tuple(str(r.type) for r in op.results),
-                _attr_key(op.attrs))
+                _attr_key(op.attrs), regions)
+
+
+def _region_key(block: Block) -> tuple | None:
+    """A region's computation, with its values named by position (block arguments, results of its own ops)
+    so that two regions built apart compare equal; values from outside by identity."""
+    local: dict[Value, tuple] = {a: ("arg", i, str(a.type)) for i, a in enumerate(block.args)}
+    ops = []
+    for k, op in enumerate(block.ops):
+        if op.name in CommonSubexpressionElimination._NEVER:
+            return None
+        if op.name in ("stablehlo.constant", "arith.constant"):
+            t = op.attrs.get("value")
+            if not isinstance(t, torch.Tensor) or t.numel() > 1:
+                return None
+            attrs: Any = ("value", str(t.dtype), tuple(t.reshape(-1).tolist()))
+        else:
+            attrs = _attr_key(op.attrs)
+        inner = tuple(_region_key(b) for b in op.regions)
+        if None in inner:
+            return None
+        ops.append((op.name, tuple(local.get(v, ("outer", v.uid)) for v in op.operands),
+                    tuple(str(r.type) for r in op.results), attrs, inner))
+        for j, r in enumerate(op.results):
+            local[r] = ("op", k, j)
+    return tuple(ops), tuple(local.get(v, ("outer", v.uid)) for v in block.returns)
 
 
 def _attr_key(value: Any) -> Any:
