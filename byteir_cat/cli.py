@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from byteir_cat.core.errors import ByteirCatError, CompileError, InputError
@@ -73,6 +74,25 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for text in r.get("notes", []):
         print(f"  note: {text}")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Compile for this CPU with ``check=True`` and print every subgraph's error against the reference
+    evaluation of the model as imported; exit 1 when one diverges (or the import itself differs from eager)."""
+    from byteir_cat.check import print_check
+    from byteir_cat.compiler import compile as compile_model
+    from byteir_cat.model_source import resolve, with_params
+
+    model, inputs = resolve(args.model)
+    model = with_params(model, inputs, args.params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report below says it
+        report = compile_model(model, inputs, target="cpu", check=True).report["check"]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_check(report, f"check of {args.model}", args.format)
+    return 0 if report["passed"] else 1
 
 
 def dynamic_shapes_arg(specs: list[str] | None, n_inputs: int) -> tuple | None:
@@ -266,8 +286,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "run": cmd_run, "profile": cmd_profile,
-            "tune": cmd_tune, "generate": cmd_generate}
+COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "check": cmd_check, "run": cmd_run,
+            "profile": cmd_profile, "tune": cmd_tune, "generate": cmd_generate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dynamic", action="append", metavar="INPUT.DIM=NAME:MIN:MAX",
                    help="a dynamic dimension with its bounds (repeatable; a name shared is one dimension), e.g. "
                         "--dynamic 0.0=batch:1:8 --dynamic 0.1=seq:2:512 (target cpu)")
+    k = sub.add_parser("check", help="compile for this CPU and compare every subgraph with the reference "
+                                     "evaluation of the model as imported; names the first that diverges")
+    k.add_argument("model", help="an .mlir/.onnx file or path/to/file.py:factory")
+    k.add_argument("--params", metavar="NPZ", help=PARAMS_HELP)
+    k.add_argument("--json", action="store_true", help="print the report as JSON")
+    k.add_argument("--format", choices=TABLE_FORMATS, default="auto", help="the table: auto, plain, markdown, rich")
     r = sub.add_parser("run", help="run an artifact, or compile and run a self-checking StableHLO file")
     r.add_argument("artifact", metavar="DIR|FILE.mlir", help="artifact directory, or a .mlir test program")
     r.add_argument("--inputs", metavar="NPZ", help="inputs in order of the .npz entries")

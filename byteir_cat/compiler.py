@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, render_kernel
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat.api import partition, to_stablehlo
+from byteir_cat.check import references_for, run_check
 from byteir_cat.compiled_model import CompiledModel, load
 from byteir_cat.core.cuda_arch import CUDA_ARCHS, DEFAULT_CUDA_ARCH
 from byteir_cat.core.errors import CompileError
@@ -50,18 +52,32 @@ HOST_NOTE = "runs on the host: its operands are copied device->host and its resu
 def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
             out_dir: str | Path | None = None, progress: Progress | None = None,
             arch: str | None = None, tune_candidates: int = 0, dynamic_shapes: Any = None,
-            params: Mapping[str | int, Any] | None = None) -> CompiledModel:
+            params: Mapping[str | int, Any] | None = None, check: bool = False) -> CompiledModel:
     """Compile a torch model (with example inputs), an .mlir path or MLIR text for ``target`` ("cpu" or
     "cuda"; ``arch`` "sm_90a" or "sm_80" for cuda); write the artifact to ``out_dir`` when given.
     ``tune_candidates`` (cuda): that many other builds of every GEMM/BMM go into the artifact, for
     ``byteir-cat tune`` to time on the device. ``dynamic_shapes`` (torch models, cpu): torch.export's own
     spec, with ``torch.export.Dim(name, min=, max=)`` bounds; the artifact serves every size within them.
     ``params``: arrays for arguments of @main, by name or position (``frontend.bind_params``): JAX's weights,
-    bound into the artifact; the compiled model takes the remaining arguments."""
+    bound into the artifact; the compiled model takes the remaining arguments. ``check``: run every subgraph of
+    the compiled plan against the reference evaluation of the model as imported (``byteir_cat.check``); the
+    result is ``report["check"]``, and a warning names the first subgraph that diverges."""
     if params:
         model_or_mlir = bind_params(to_stablehlo(model_or_mlir, example_inputs), params)
+    if check:
+        if target != "cpu" or dynamic_shapes is not None:
+            raise CompileError("check=True runs the compiled plan on this CPU with static shapes: compile for target "
+                               "cpu without dynamic_shapes to check it")
+        torch_model = model_or_mlir if isinstance(model_or_mlir, torch.nn.Module) else None
+        model_or_mlir = to_stablehlo(model_or_mlir, example_inputs)
+        check_args, refs, frontend = references_for(model_or_mlir, example_inputs, torch_model)
     artifact, part = build_artifact(model_or_mlir, example_inputs, target, progress, arch, tune_candidates,
                                     dynamic_shapes)
+    if check:
+        report = run_check(artifact, part.module, check_args, refs, frontend)
+        artifact.report["check"] = report.to_json()
+        if not report.passed:
+            warnings.warn(f"byteir-cat check: {report.summary()}", stacklevel=2)
     path = artifact.write(out_dir) if out_dir is not None else None
     return CompiledModel(artifact, path, part, device=target)
 

@@ -3,7 +3,7 @@ with its path and reason (printed as ``byteir_cat.path`` / ``byteir_cat.reason``
 
 from __future__ import annotations
 
-from byteir_cat.core.ir import Block, Function, Module, Op, Value
+from byteir_cat.core.ir import Block, Function, Module, Op, Value, origin_of
 from mhlo_to_cat.loop_unrolling import captured_values, clone_block
 from mhlo_to_cat.subgraph import Subgraph, is_inlined_constant
 
@@ -84,6 +84,7 @@ def outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict[
         call.raw_attrs["callee"] = f"@{sg.name}"
         for old_r, new_r in zip(sg.outputs, call.results, strict=True):
             mapping[old_r] = new_r
+            new_r.origin = origin_of(old_r)
         main.ops.append(call)
     for op in checks:
         for v in op.operands:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from byteir_cat.core.ir import Block, Function, Op, Value
+from byteir_cat.core.ir import Block, Function, Op, Value, replaces
 from byteir_cat.semantics.interpreter import eval_op
 
 _GAP = 1 << 20  # order keys start this far apart; inserts split gaps, a full gap renumbers
@@ -116,6 +116,7 @@ class Rewriter:
             return
         if old.type != new.type:
             raise AssertionError(f"type mismatch replacing {old.type} by {new.type}")
+        replaces(new, old)
         users = self._users.pop(old, [])
         for op in dict.fromkeys(users):
             op.operands = [new if x is old else x for x in op.operands]

@@ -69,19 +69,43 @@ _ids = itertools.count()
 
 
 class Value:
-    """An SSA value: a block argument (``owner`` is None) or result ``index`` of op ``owner``."""
+    """An SSA value: a block argument (``owner`` is None) or result ``index`` of op ``owner``. ``origin``: the
+    ``uid`` of the value of the imported module that this one was made to replace (``origin_of``), so that a
+    compiled subgraph's results can be compared with the reference evaluation of the model as imported."""
 
-    __slots__ = ("type", "owner", "index", "uid")
+    __slots__ = ("type", "owner", "index", "uid", "origin")
 
     def __init__(self, type: TensorType, owner: Op | None = None, index: int = 0):
         self.type = type
         self.owner = owner
         self.index = index
         self.uid = next(_ids)
+        self.origin: int | None = None
 
     def __repr__(self) -> str:
         src = self.owner.name if self.owner else "arg"
         return f"<Value {self.uid} {self.type} from {src}>"
+
+
+def origin_of(v: Value) -> int:
+    """The uid of the imported value whose elements ``v`` holds (in row-major order: a reshape holds its
+    operand's); its own, when no rewrite made it."""
+    while v.origin is None and v.owner is not None and v.owner.name == "stablehlo.reshape":
+        v = v.owner.operands[0]
+    return v.origin if v.origin is not None else v.uid
+
+
+def replaces(new: Value, old: Value) -> None:
+    """Record that ``new`` computes what ``old`` did (it takes ``old``'s origin unless it has one), and that a
+    value ``new`` is a reshape of holds the same elements (a GEMM's 2-D result reshaped back to [B, S, N]):
+    origins say which imported value's elements a value holds, in row-major order, whatever its shape."""
+    if new.origin is None:
+        new.origin = origin_of(old)
+    v = new
+    while v.owner is not None and v.owner.name == "stablehlo.reshape":
+        v = v.owner.operands[0]
+        if v.origin is None:
+            v.origin = origin_of(old)
 
 
 @dataclass(eq=False)

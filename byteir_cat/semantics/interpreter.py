@@ -61,6 +61,16 @@ class _Interpreter:
         finally:
             self.scopes.pop()
 
+    def top_values(self, block: Block, args: Sequence[torch.Tensor]) -> dict[Value, torch.Tensor]:
+        """Run ``block`` and keep every value it defines (its arguments and the results of its own ops)."""
+        env: ChainMap[Value, torch.Tensor] = self.scopes[-1].new_child(dict(zip(block.args, args, strict=True)))
+        self.scopes.append(env)
+        try:
+            self._run_ops(block, env, False)
+        finally:
+            self.scopes.pop()
+        return dict(env.maps[0])
+
     def _run_ops(self, block: Block, env: ChainMap[Value, torch.Tensor], vectorised: bool) -> list[torch.Tensor]:
         for op in block.ops:
             results = eval_op(op, [env[v] for v in op.operands], self)
@@ -338,6 +348,17 @@ def evaluate(module_or_function: Module | Function, inputs: Sequence[torch.Tenso
     outs = interp.run_block(fn.body, [t.detach().cpu() for t in args])
     # results may be views of the module's constants (or of each other): hand out independent tensors
     return [t.clone(memory_format=torch.contiguous_format) for t in outs]
+
+
+def evaluate_values(module: Module, inputs: Sequence[torch.Tensor], function: str = "main"
+                    ) -> dict[Value, torch.Tensor]:
+    """Every value of ``function``'s body (arguments, op results; not those inside regions) on ``inputs``: the
+    reference a compiled model's intermediate results are compared with (``byteir_cat.check``)."""
+    fn = _entry(module, function)
+    check_supported(module, fn.name)
+    if len(inputs) != len(fn.body.args):
+        raise InputError(f"@{fn.name} takes {len(fn.body.args)} inputs, got {len(inputs)}")
+    return _Interpreter(module).top_values(fn.body, [t.detach().cpu() for t in inputs])
 
 
 def run_checks(module: Module, function: str = "main") -> list[CheckResult]:
