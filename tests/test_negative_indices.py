@@ -79,3 +79,31 @@ def test_falcon_multi_query_matches_eager():
         want = model(ids).logits
     (got,) = compile_model(model, [ids]).run(ids)
     assert _rel(got, want) < 1e-5
+
+
+class TakeAndFill(torch.nn.Module):
+    def forward(self, x, i):
+        return torch.take(x, i), x.index_fill(1, i[:2] % 3 - 3, 0.5)
+
+
+def test_take_and_index_fill_count_from_the_end():
+    x, i = _x(4, 6), torch.tensor([-1, 3, -24, 7])
+    want = TakeAndFill()(x, i)
+    got = compile_model(TakeAndFill(), [x, i]).run(x, i)
+    for g, w in zip(got, want, strict=True):
+        assert _rel(g, w) < 1e-6
+
+
+def test_kv_cache_slots_are_not_wrapped():
+    """``index_copy`` refuses negative indices: its slots reach the scatter as they are (no select in front), so
+    the KV-cache write stays an in-place index copy."""
+    from byteir_cat.api import partition
+
+    class Write(torch.nn.Module):
+        def forward(self, cache, slots, new):
+            return cache.index_copy(2, slots, new)
+
+    cache, new = _x(1, 2, 8, 4), _x(1, 2, 1, 4, seed=1)
+    part = partition(Write(), [cache, torch.tensor([3]), new])
+    names = [op.name for sg in part.subgraphs for op in sg.ops]
+    assert "stablehlo.select" not in names and "stablehlo.compare" not in names, names

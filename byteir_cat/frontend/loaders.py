@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch_mlir import ir as mlir_ir
 from torch_mlir.dialects import torch as torch_dialect
-from torch_mlir.extras.fx_decomp_util import get_decomposition_table
 from torch_mlir.extras.fx_importer import ContextCache, FxImporter, FxImporterHooks, create_mlir_tensor_type
 
 from byteir_cat.core.errors import CompileError
@@ -23,6 +22,7 @@ from byteir_cat.frontend.cache_outputs import without_cache_outputs
 from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
 from byteir_cat.frontend.negative_indices import wrap_negative_indices
+from byteir_cat.frontend.torch_semantics import rewrite_inexact_lowerings
 
 # `= mhlo.add`, `"mhlo.add"(`, or an op at the start of a line (`mhlo.return`): op positions only, so
 # attribute names such as `mhlo.num_partitions` stay as they are.
@@ -252,13 +252,10 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
         with torch.no_grad():
             program = torch.export.export(model, tuple(example_inputs), strict=False)
             _views_as_reshapes(program)
-            # decomposed here (not inside export_and_import) so that the index ops the decompositions make
-            # get their negative indices wrapped too
-            program = program.run_decompositions(get_decomposition_table())
-            _views_as_reshapes(program)
+            # before the decompositions: they turn index_copy (negative indices refused) into index_put
             wrap_negative_indices(program)
-            mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer,
-                                           decomposition_table={})
+            rewrite_inexact_lowerings(program)
+            mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer)
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
         refused = unlowered_op(importer.log.errors)
         if refused:

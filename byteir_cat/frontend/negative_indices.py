@@ -1,14 +1,18 @@
 """Negative indices made explicit before torch-mlir sees them.
 
-``x[..., [-2], :]`` (Falcon's multi-query K/V split) and ``x[idx]`` with a negative entry count from the end
-in torch. torch-mlir lowers ``aten.index.Tensor`` and ``aten.index_put`` to a StableHLO gather / scatter
-as they are, and StableHLO clamps an out-of-range start index into the operand instead of wrapping it: the
-export is silently wrong (Falcon-7B's layout read the first query head as its key). Each index tensor is
-therefore wrapped here, on the exported FX graph: a constant index is rewritten once (its values are known),
-a computed one gets ``where(i < 0, i + size, i)`` in front of the op, which fuses with its neighbours.
+``x[..., [-2], :]`` (Falcon's multi-query K/V split), ``x[idx]``, ``torch.take`` and ``index_fill`` with a
+negative entry count from the end in torch. torch-mlir lowers them to a StableHLO gather / scatter as they
+are, and StableHLO clamps an out-of-range start index into the operand instead of wrapping it: the export is
+silently wrong (Falcon-7B's layout read the first query head as its key). So each index tensor of those ops is
+wrapped here, on the exported FX graph before its decompositions: a constant index is rewritten once (its
+values are known), a computed one gets ``where(i < 0, i + size, i)`` in front of the op, which fuses with its
+neighbours. Ops that reject negative indices (``index_select``, ``index_copy``, ``gather``, ``embedding``) are
+left as they are: the KV-cache writes of ``index_copy`` stay plain scatters.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 from torch.export import ExportedProgram
@@ -16,13 +20,44 @@ from torch.export.graph_signature import InputKind
 
 aten = torch.ops.aten
 
-# ops whose second argument is a list of optional index tensors, one per leading dim of the first argument.
-# ``_unsafe_index``/``_unsafe_index_put`` are left out: decompositions (interpolation) make them from
-# indices that are in range by construction.
-INDEXING_OPS = (aten.index.Tensor, aten.index_put.default, aten.index_put_.default)
+# ``_unsafe_index``/``_unsafe_index_put`` are left out: decompositions (interpolation) make them from indices
+# that are in range by construction.
+_LIST_INDEXED = (aten.index.Tensor, aten.index_put.default, aten.index_put_.default)
+_FILL = (aten.index_fill.int_Scalar, aten.index_fill.int_Tensor)
 # ops that hand their operand's values through unchanged (a constant index reaches its use through them)
-_PASS_THROUGH = (aten.clone.default, aten.lift_fresh_copy.default, aten.alias.default,
-                 aten._to_copy.default)
+_PASS_THROUGH = (aten.clone.default, aten.lift_fresh_copy.default, aten.alias.default, aten._to_copy.default)
+
+Size = int | torch.SymInt
+Slot = tuple[int, int | None]  # (argument position, position in that list argument or None)
+
+
+def index_operands(op: torch.fx.Node) -> Iterator[tuple[Slot, torch.fx.Node, Size]]:
+    """(where in ``op``'s arguments, index tensor, the extent it indexes) for each index of an op that counts
+    negative indices from the end."""
+    if op.op != "call_function":
+        return
+    shape = op.args[0].meta["val"].shape if op.args and isinstance(op.args[0], torch.fx.Node) else None
+    if op.target in _LIST_INDEXED:
+        for d, index in enumerate(op.args[1]):
+            if index is not None:
+                yield (1, d), index, shape[d]
+    elif op.target == aten.take.default:
+        yield (1, None), op.args[1], op.args[0].meta["val"].numel()
+    elif op.target in _FILL:
+        dim = op.args[1] % len(shape)
+        yield (2, None), op.args[2], shape[dim]
+
+
+def _set(op: torch.fx.Node, slot: Slot, node: torch.fx.Node) -> None:
+    pos, item = slot
+    args = list(op.args)
+    if item is None:
+        args[pos] = node
+    else:
+        inner = list(args[pos])
+        inner[item] = node
+        args[pos] = inner
+    op.args = tuple(args)
 
 
 def _constant_targets(program: ExportedProgram) -> dict[str, str]:
@@ -50,81 +85,71 @@ def _never_negative(node: torch.fx.Node) -> bool:
     return False
 
 
-def _index_uses(node: torch.fx.Node) -> list[tuple[torch.fx.Node, int]] | None:
-    """(indexing op, dim) for every use of ``node`` (through pass-through ops) as an index tensor; None when
-    some use is anything else."""
-    uses: list[tuple[torch.fx.Node, int]] = []
+def _index_sizes(node: torch.fx.Node) -> list[Size] | None:
+    """The extent indexed by each use of ``node`` (through pass-through ops) as an index; None when some use is
+    anything else."""
+    sizes: list[Size] = []
     for user in node.users:
         if user.op == "call_function" and user.target in _PASS_THROUGH:
-            inner = _index_uses(user)
+            inner = _index_sizes(user)
             if inner is None:
                 return None
-            uses += inner
-        elif user.op == "call_function" and user.target in INDEXING_OPS and node in user.args[1]:
-            uses += [(user, d) for d, i in enumerate(user.args[1]) if i is node]
-        else:
+            sizes += inner
+            continue
+        uses = [size for _, index, size in index_operands(user) if index is node]
+        if not uses:
             return None
-    return uses
-
-
-def _size(op: torch.fx.Node, dim: int) -> int | torch.SymInt:
-    return op.args[0].meta["val"].shape[dim]
+        sizes += uses
+    return sizes
 
 
 def _wrap_constant(program: ExportedProgram, placeholder: torch.fx.Node, key: str) -> bool:
-    """Rewrite a lifted constant index in place when every use of it indexes dims of one static size."""
-    uses = _index_uses(placeholder)
-    if not uses:
-        return False
-    sizes = {_size(op, d) for op, d in uses}
-    if len(sizes) != 1 or not isinstance(size := next(iter(sizes)), int):
+    """Rewrite a lifted constant index in place when every use of it indexes extents of one static size."""
+    sizes = _index_sizes(placeholder)
+    if not sizes or len(set(sizes)) != 1 or not isinstance(size := sizes[0], int):
         return False
     value = program.constants[key]
-    if value.dtype in (torch.bool, torch.uint8) or not bool((value < 0).any()):
-        return True
-    program.constants[key] = torch.where(value < 0, value + size, value)
+    if bool((value < 0).any()):
+        program.constants[key] = torch.where(value < 0, value + size, value)
     return True
 
 
 def wrap_negative_indices(program: ExportedProgram) -> int:
-    """Make every index tensor of ``INDEXING_OPS`` in ``program`` non-negative (torch's meaning); returns how
+    """Make every index tensor of the ops that count negative indices from the end non-negative; returns how
     many were wrapped by new ops (constants are rewritten in place and not counted)."""
     graph = program.graph_module.graph
     constants = _constant_targets(program)
     rewritten: set[torch.fx.Node] = set()
     inserted = 0
     for op in list(graph.nodes):
-        if op.op != "call_function" or op.target not in INDEXING_OPS:
-            continue
-        indices = list(op.args[1])
-        changed = False
-        for d, index in enumerate(indices):
-            if index is None or index.meta["val"].dtype in (torch.bool, torch.uint8) or _never_negative(index):
+        for slot, index, size in list(index_operands(op)):
+            if index.meta["val"].dtype in (torch.bool, torch.uint8) or _never_negative(index):
                 continue
             source = _source(index)
             if source.op == "placeholder" and source.name in constants:
                 if source in rewritten or _wrap_constant(program, source, constants[source.name]):
                     rewritten.add(source)
                     continue
-            indices[d] = _wrapped(graph, op, index, d)
-            changed = True
+            _set(op, slot, _wrapped(graph, op, index, size, slot))
             inserted += 1
-        if changed:
-            op.args = (op.args[0], indices, *op.args[2:])
     if inserted:
         graph.lint()
         program.graph_module.recompile()
     return inserted
 
 
-def _wrapped(graph: torch.fx.Graph, op: torch.fx.Node, index: torch.fx.Node, dim: int) -> torch.fx.Node:
-    """``where(index < 0, index + size, index)`` before ``op`` (size: of ``dim`` of the indexed tensor), with
-    the FX metadata the importer reads."""
-    val, size = index.meta["val"], _size(op, dim)
+def _wrapped(graph: torch.fx.Graph, op: torch.fx.Node, index: torch.fx.Node, size: Size, slot: Slot
+             ) -> torch.fx.Node:
+    """``where(index < 0, index + size, index)`` before ``op``, with the FX metadata the importer reads."""
+    val = index.meta["val"]
     with graph.inserting_before(op):
-        extent = size
-        if not isinstance(size, int):
-            extent = graph.call_function(aten.sym_size.int, (op.args[0], dim))
+        extent: torch.fx.Node | int = size
+        if not isinstance(size, int):  # a symbolic extent: read off the indexed tensor at run time
+            if op.target == aten.take.default:
+                extent = graph.call_function(aten.numel.default, (op.args[0],))
+            else:
+                dim = slot[1] if slot[1] is not None else op.args[1] % op.args[0].meta["val"].dim()
+                extent = graph.call_function(aten.sym_size.int, (op.args[0], dim))
             extent.meta["val"] = size
         negative = graph.call_function(aten.lt.Scalar, (index, 0))
         negative.meta["val"] = torch.empty_like(val, dtype=torch.bool)
