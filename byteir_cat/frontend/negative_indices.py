@@ -24,6 +24,7 @@ aten = torch.ops.aten
 # that are in range by construction.
 _LIST_INDEXED = (aten.index.Tensor, aten.index_put.default, aten.index_put_.default)
 _FILL = (aten.index_fill.int_Scalar, aten.index_fill.int_Tensor)
+_INDEXING = frozenset((*_LIST_INDEXED, aten.take.default, *_FILL))
 # ops that hand their operand's values through unchanged (a constant index reaches its use through them)
 _PASS_THROUGH = (aten.clone.default, aten.lift_fresh_copy.default, aten.alias.default, aten._to_copy.default)
 
@@ -34,18 +35,17 @@ Slot = tuple[int, int | None]  # (argument position, position in that list argum
 def index_operands(op: torch.fx.Node) -> Iterator[tuple[Slot, torch.fx.Node, Size]]:
     """(where in ``op``'s arguments, index tensor, the extent it indexes) for each index of an op that counts
     negative indices from the end."""
-    if op.op != "call_function":
+    if op.op != "call_function" or op.target not in _INDEXING:
         return
-    shape = op.args[0].meta["val"].shape if op.args and isinstance(op.args[0], torch.fx.Node) else None
+    val = op.args[0].meta["val"]
     if op.target in _LIST_INDEXED:
         for d, index in enumerate(op.args[1]):
             if index is not None:
-                yield (1, d), index, shape[d]
+                yield (1, d), index, val.shape[d]
     elif op.target == aten.take.default:
-        yield (1, None), op.args[1], op.args[0].meta["val"].numel()
-    elif op.target in _FILL:
-        dim = op.args[1] % len(shape)
-        yield (2, None), op.args[2], shape[dim]
+        yield (1, None), op.args[1], val.numel()
+    else:
+        yield (2, None), op.args[2], val.shape[op.args[1] % val.dim()]
 
 
 def _set(op: torch.fx.Node, slot: Slot, node: torch.fx.Node) -> None:
