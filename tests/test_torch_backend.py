@@ -62,3 +62,54 @@ def test_gpt2_lm_with_its_default_config_compiles_and_matches_eager():
     for g, w in zip(got.past_key_values.layers, want.past_key_values.layers, strict=True):
         torch.testing.assert_close(g.keys, w.keys, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(g.values, w.values, rtol=1e-4, atol=1e-5)
+
+
+def test_dynamic_batch_is_one_artifact_for_a_range_of_sizes():
+    """Dynamo marks the batch dynamic at the second size: one dynamic-shape artifact serves it from 2 up to the
+    bound; a size beyond gets an artifact of its own; every answer matches eager."""
+    torch._dynamo.reset()
+    model, _ = model_zoo.gpt2(layers=1)
+    compiled = torch.compile(model, backend="byteir_cat")
+    before = (torch_backend.stats.dynamic, torch_backend.stats.specialised)
+    gen = torch.Generator().manual_seed(3)
+    for batch in (2, 3, 5, 9, 70):
+        ids = torch.randint(0, 128, (batch, 16), generator=gen)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            got, want = compiled(ids), model(ids)
+        assert float((got - want).norm() / want.norm()) < 1e-5, batch
+    assert (torch_backend.stats.dynamic, torch_backend.stats.specialised) == (before[0] + 1, before[1] + 1)
+
+
+def test_a_graph_that_needs_gradients_runs_eagerly_with_one_warning():
+    torch._dynamo.reset()
+    torch_backend._warned_gradients.clear()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    compiled = torch.compile(model, backend="byteir_cat")
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="compiles inference graphs"):
+        out = compiled(x)
+    out.sum().backward()  # eager: backward works
+    assert model[0].weight.grad is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # once per process
+        compiled(x + 1)
+    assert torch_backend.GRADIENTS in torch_backend.stats.eager
+
+
+def test_options_choose_the_target_and_unknown_ones_are_refused():
+    """``options={"target": "cuda", "arch": ...}`` builds a CUDA artifact (here: compiled, not run: no GPU);
+    a misspelt option is an error, not a silent CPU build."""
+    from byteir_cat.core.errors import CompileError
+
+    class Scale(torch.nn.Module):
+        def forward(self, x):
+            return torch.tanh(x) * 3 + 1
+
+    gm = torch.fx.symbolic_trace(Scale())
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
+    run = torch_backend.backend(gm, [x], options={"target": "cuda", "arch": "sm_80"})
+    compiled = run.compiled
+    assert compiled.artifact.target == "cuda" and compiled.artifact.arch == "sm_80"
+    with pytest.raises(CompileError, match="unknown option 'taget'"):
+        torch_backend.backend(gm, [x], options={"taget": "cuda"})
