@@ -92,6 +92,24 @@ def _sliding_window(model: torch.nn.Module, max_seq_len: int) -> int | None:
     return int(window)
 
 
+def _refuse_unsupported(model: torch.nn.Module) -> None:
+    """What the compiled steps cannot express yet, refused by name before an export fails somewhere inside the
+    model's code: encoder-decoders (no generation loop for them), ALiBi (the model builds its position biases
+    from a 2-D padding mask; the steps pass a 4-D additive mask)."""
+    config = model.config
+    name = type(model).__name__
+    if getattr(config, "is_encoder_decoder", False):
+        raise CompileError(f"{name}: encoder-decoder generation is not supported yet (compile_causal_lm compiles "
+                           "decoder-only LMs; byteir_cat.compile compiles the forward pass)")
+    attn = getattr(config, "attn_config", None)
+    alibi = (getattr(config, "model_type", "") == "bloom" or bool(getattr(config, "alibi", False))
+             or bool(getattr(attn, "alibi", False) if not isinstance(attn, dict) else attn.get("alibi")))
+    if alibi:
+        raise CompileError(f"{name}: ALiBi position biases are not supported by compile_causal_lm yet (the model "
+                           "builds them from a 2-D padding mask; the compiled steps take a 4-D additive mask); "
+                           "byteir_cat.compile compiles the forward pass")
+
+
 def _eos_ids(model: torch.nn.Module) -> list[int]:
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if eos is None:
@@ -106,6 +124,7 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     if max_batch_size < 1 or max_seq_len < 2:
         raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
     window = _sliding_window(model, max_seq_len)
+    _refuse_unsupported(model)
     model = model.eval()
     dtype = next(model.parameters()).dtype
     probe = _ShapeProbe()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -170,6 +171,23 @@ def model_frame(stack_trace: str) -> tuple[str, int] | None:
     return next((fr for fr in reversed(frames) if not fr[0].startswith(_TORCH_DIR)), frames[-1] if frames else None)
 
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_OURS = tuple(os.path.join(_ROOT, p) + os.sep for p in
+              ("byteir_cat", "cat_dialect", "mhlo_to_cat", "ait_codegen", "fallback_codegen", "runtime"))
+
+
+def failing_model_line(error: BaseException) -> str:
+    """``file.py:LINE (function)`` of the innermost frame of the model's own code in ``error``'s traceback (not
+    torch's, not the standard library's, not byteir-cat's): where tracing the model failed."""
+    stdlib = os.path.dirname(os.__file__) + os.sep
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not f.filename.startswith((_TORCH_DIR, stdlib, *_OURS))]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f"{os.path.basename(frame.filename)}:{frame.lineno} ({frame.name})"
+
+
 class ModuleLocations(ContextCache):
     """torch-mlir's per-context cache, giving each FX node the location reports need: a NameLoc of its
     innermost module path (torch.export's ``nn_module_stack``: ``h.4.mlp.act``; the model itself when the
@@ -265,7 +283,9 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if importer.log.errors:  # MLIR's first complaint says more than torch-mlir's "failed with diagnostics:"
             first = importer.log.errors[0].splitlines()[0]
-        raise CompileError(f"torch export of {name} failed: {type(e).__name__}: {first}") from None
+        where = failing_model_line(e)
+        raise CompileError(f"torch export of {name} failed{f' at {where}' if where else ''}: "
+                           f"{type(e).__name__}: {first}") from None
     source = f"{name}.stablehlo.mlir"
     text = mmodule.operation.get_asm(large_resource_limit=WeightsAside.INLINE_BYTES, enable_debug_info=True)
     blobs: Blobs = dict(weights.tensors)

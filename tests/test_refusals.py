@@ -1,0 +1,51 @@
+"""What the compiler cannot do yet is refused in one line that names the feature or the model's source line,
+never a bare exception from inside the exporter (BLOOM's ``compile_causal_lm`` was "ValueError: too many values
+to unpack")."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from byteir_cat import compile_causal_lm
+from byteir_cat.compiler import compile as compile_model
+from byteir_cat.core.errors import CompileError
+
+
+def _bloom():
+    from transformers import BloomConfig, BloomForCausalLM
+
+    return BloomForCausalLM(BloomConfig(n_layer=1, hidden_size=64, n_head=4, vocab_size=100)).eval()
+
+
+def _mpt():
+    from transformers import MptConfig, MptForCausalLM
+
+    return MptForCausalLM(MptConfig(n_layers=1, d_model=64, n_heads=4, vocab_size=100, max_seq_len=64)).eval()
+
+
+def _t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration(T5Config(vocab_size=100, d_model=64, d_kv=16, d_ff=128, num_layers=1,
+                                               num_heads=4)).eval()
+
+
+@pytest.mark.parametrize("build, feature", [(_bloom, "ALiBi"), (_mpt, "ALiBi"), (_t5, "encoder-decoder")])
+def test_generation_of_what_is_not_supported_is_refused_by_name(build, feature):
+    with pytest.raises(CompileError, match=feature) as err:
+        compile_causal_lm(build(), max_batch_size=1, max_seq_len=16)
+    assert "\n" not in str(err.value)
+
+
+class BranchesOnData(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # torch.export cannot trace a branch on the values
+            return x * 2
+        return x
+
+
+def test_an_export_failure_names_the_line_of_the_model_that_failed():
+    x = torch.randn(4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(CompileError, match=r"torch export of BranchesOnData failed at test_refusals\.py:\d+ \(forward\)"):
+        compile_model(BranchesOnData(), [x])
