@@ -20,10 +20,12 @@ def is_cache(value: Any) -> bool:
 
 
 def _takes_use_cache(model: torch.nn.Module) -> bool:
+    """``use_cache`` is a parameter of the forward, or goes into its ``**kwargs``."""
     try:
-        return "use_cache" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
+    return "use_cache" in params or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class WithoutCache(torch.nn.Module):

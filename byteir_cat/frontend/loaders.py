@@ -181,7 +181,7 @@ def failing_model_line(error: BaseException) -> str:
     torch's, not the standard library's, not byteir-cat's): where tracing the model failed."""
     stdlib = os.path.dirname(os.__file__) + os.sep
     frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if not f.filename.startswith((_TORCH_DIR, stdlib, *_OURS))]
+              if not f.filename.startswith((_TORCH_DIR, stdlib, "<", *_OURS))]
     if not frames:
         return ""
     frame = frames[-1]
