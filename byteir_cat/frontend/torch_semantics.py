@@ -9,71 +9,370 @@ Each entry is found by comparing the compiled op with eager torch on inputs that
   where the two signs differ and the remainder is not zero, which is exact (how torch itself computes it).
 - ``fmod``: torch-mlir computes a - trunc(a / b) * b, off by b wherever a / b rounds across an integer, and has
   no lowering for a scalar divisor; StableHLO's ``remainder`` is C's exact ``fmod``.
+- floor division (``//``, ``floor_divide``, ``div(rounding_mode="floor")``): torch-mlir computes floor(a / b) in
+  floating point. For integers that goes through f64 and is off for |a| > 2**53; for floats torch follows
+  Python (1.0 // 0.1 is 9.0, inf // 2 is nan), which floor(a / b) does not. Rewritten as torch computes it:
+  truncating division corrected by the sign of the C remainder for integers; ``c10::div_floor_floating``
+  for floats (in f32 for a half-precision dividend and a single divisor, as torch's CPU kernel).
+- ``trunc`` is lowered as sign(x) * floor(|x|) with a sign of +0 for -0 (trunc(-0.0) gave +0.0, and
+  ``frac(-0.0)`` -0.0): rewritten as where(x < 0, ceil(x), floor(x)).
+- ``argmax``/``argmin`` and ``max.dim``/``min.dim``: torch-mlir's reduction compares with ``>=``/``<=``, so a NaN
+  never wins, where torch returns the first NaN's index (and ``max.dim``'s value is NaN). The NaN's index is taken
+  wherever ``amax``/``amin`` (which propagate NaN) is NaN.
+- ``pow(x, 0.5)`` and ``pow(x, -0.5)``: torch computes ``sqrt``/``rsqrt`` (f32, f64, bf16 on the CPU), which
+  differ from IEEE ``pow`` (what StableHLO's ``power`` is) at -inf and -0.
+- ``isfinite`` of an integer or boolean tensor: torch-mlir emits an invalid ``is_finite`` on integers; all true.
+- ``x == x`` (one tensor): torch-mlir folds it to true, which is false for NaN; rewritten as not isnan(x).
+- ``roll``: torch-mlir does not reduce the shift modulo the size (``roll(x, -7)`` on a dimension of 6 was the
+  identity or out of range) and has no lowering without ``dims``; shifts are reduced here and a roll without
+  ``dims`` rolls the flattened tensor.
+- ``max_pool`` with ``ceil_mode``: torch-mlir pads both sides symmetrically instead of extending the last
+  window, which moves every window; the extension is made an explicit -inf padding here.
+- ``clamp`` of an integer tensor with float bounds (a float result): torch-mlir emits an invalid clamp; the
+  tensor is converted to the result type first.
+- sums, means, cumulative sums, vector norms, average pools and ``rms_norm`` of f16/bf16 tensors: torch
+  accumulates in f32 and rounds once; torch-mlir accumulates in the half-precision type. They are computed on
+  the f32 tensor and converted back.
+- integer scalars of ops on floating-point tensors (``x * -3``, ``x < 0``, ``alpha=-3``): torch-mlir's folders
+  read them as unsigned or garbage where the tensor is a constant (``torch.full((2,), 3.0) * -3`` was 5.5e19,
+  ``scalar_tensor(3.0) < 0`` true); they become the float of the same value (exact up to 2**53).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.utils._pytree as pytree
+from torch._guards import detect_fake_mode
 from torch.export import ExportedProgram
 
 aten = torch.ops.aten
+Node = torch.fx.Node
+HALF = (torch.float16, torch.bfloat16)
 
 
-def _meta(node: torch.fx.Node, like: torch.fx.Node, val) -> torch.fx.Node:
-    node.meta["val"] = val
+def _val(x):
+    return x.meta["val"] if isinstance(x, Node) else x
+
+
+def _call(graph: torch.fx.Graph, like: Node, target, *args, **kwargs) -> Node:
+    """``target(*args, **kwargs)`` as a new node at the graph's insertion point, with its fake value and the
+    source information of ``like`` (the op it helps replace)."""
+    node = graph.call_function(target, args, kwargs)
+    fake_args, fake_kwargs = pytree.tree_map(_val, (args, kwargs))
+    mode = detect_fake_mode([t for t in pytree.tree_leaves((fake_args, fake_kwargs)) if isinstance(t, torch.Tensor)])
+    with mode:
+        node.meta["val"] = target(*fake_args, **fake_kwargs)
     node.meta["stack_trace"] = like.meta.get("stack_trace")
     node.meta["nn_module_stack"] = like.meta.get("nn_module_stack")
     return node
 
 
-def _c_remainder(graph: torch.fx.Graph, op: torch.fx.Node, a, b) -> torch.fx.Node:
+def _binary(graph: torch.fx.Graph, like: Node, name: str, a, b) -> Node:
+    """``aten.<name>`` with a tensor ``a`` and a tensor or Python scalar ``b`` (its ``.Tensor``/``.Scalar`` form)."""
+    overloads = getattr(aten, name)
+    return _call(graph, like, overloads.Tensor if isinstance(b, Node) else overloads.Scalar, a, b)
+
+
+def _to(graph: torch.fx.Graph, like: Node, x: Node, dtype: torch.dtype) -> Node:
+    return x if _val(x).dtype == dtype else _call(graph, like, aten._to_copy.default, x, dtype=dtype)
+
+
+def _arg(op: Node, index: int, name: str, default=None):
+    """An argument of ``op`` given by position or by name, or its schema default when left out."""
+    if index < len(op.args):
+        return op.args[index]
+    return op.kwargs.get(name, default)
+
+
+def _is_float(x) -> bool:
+    return isinstance(x, Node) and isinstance(_val(x), torch.Tensor) and _val(x).dtype.is_floating_point
+
+
+def _static(sizes: Sequence) -> list[int] | None:
+    return list(sizes) if all(isinstance(s, int) for s in sizes) else None
+
+
+def _c_remainder(graph: torch.fx.Graph, op: Node, a, b) -> Node:
     """C's ``fmod(a, b)``, exact: ``aten.remainder``, which torch-mlir lowers to StableHLO's ``remainder``."""
-    target = aten.remainder.Tensor if isinstance(b, torch.fx.Node) else aten.remainder.Scalar
-    return _meta(graph.call_function(target, (a, b)), op, torch.empty_like(op.meta["val"]))
+    return _binary(graph, op, "remainder", a, b)
 
 
-def _python_remainder(graph: torch.fx.Graph, op: torch.fx.Node) -> torch.fx.Node:
-    """remainder(a, b) = r + b where r = fmod(a, b) is non-zero and has the other sign than b; else r (the sign
-    of a scalar b is known here: no op is made for it, so nothing is left for torch-mlir to fold)."""
-    a, b, out = op.args[0], op.args[1], op.meta["val"]
-    r = _c_remainder(graph, op, a, b)
-    flag = torch.empty_like(out, dtype=torch.bool)
-    r_negative = _meta(graph.call_function(aten.lt.Scalar, (r, 0)), op, flag)
-    if isinstance(b, torch.fx.Node):
-        b_negative = _meta(graph.call_function(aten.lt.Scalar, (b, 0)), op,
-                           torch.empty_like(b.meta["val"], dtype=torch.bool))
-        differ = _meta(graph.call_function(aten.ne.Tensor, (r_negative, b_negative)), op, flag)
-        add = aten.add.Tensor
+def _signs_differ(graph: torch.fx.Graph, op: Node, r: Node, b) -> Node:
+    """r != 0 and r has the other sign than b (the sign of a scalar b is known here: no op is made for it, so
+    nothing is left for torch-mlir to fold)."""
+    r_negative = _call(graph, op, aten.lt.Scalar, r, 0)
+    if isinstance(b, Node):
+        differ = _call(graph, op, aten.ne.Tensor, r_negative, _call(graph, op, aten.lt.Scalar, b, 0))
     else:
-        differ = r_negative if b > 0 else _meta(graph.call_function(aten.logical_not.default, (r_negative,)), op,
-                                                flag)
-        add = aten.add.Scalar
-    nonzero = _meta(graph.call_function(aten.ne.Scalar, (r, 0)), op, flag)
-    adjust = _meta(graph.call_function(aten.logical_and.default, (differ, nonzero)), op, flag)
-    shifted = _meta(graph.call_function(add, (r, b)), op, torch.empty_like(out))
-    return _meta(graph.call_function(aten.where.self, (adjust, shifted, r)), op, torch.empty_like(out))
+        differ = r_negative if b > 0 else _call(graph, op, aten.logical_not.default, r_negative)
+    return _call(graph, op, aten.logical_and.default, differ, _call(graph, op, aten.ne.Scalar, r, 0))
 
 
-def _exact_fmod(graph: torch.fx.Graph, op: torch.fx.Node) -> torch.fx.Node:
-    """fmod(a, b): torch-mlir lowers ``fmod`` as a - trunc(a / b) * b, which is off by b where a / b rounds
-    across an integer (and has no lowering for a scalar b); StableHLO's remainder is the exact fmod."""
+def _python_remainder(graph: torch.fx.Graph, op: Node) -> Node:
+    """remainder(a, b) = r + b where r = fmod(a, b) is non-zero and has the other sign than b; else r."""
+    a, b = op.args[0], op.args[1]
+    r = _c_remainder(graph, op, a, b)
+    return _call(graph, op, aten.where.self, _signs_differ(graph, op, r, b), _binary(graph, op, "add", r, b), r)
+
+
+def _exact_fmod(graph: torch.fx.Graph, op: Node) -> Node:
+    """fmod(a, b): StableHLO's remainder is the exact C fmod."""
     return _c_remainder(graph, op, op.args[0], op.args[1])
 
 
-# op -> rewrite: builds the replacement before ``op`` (the graph's insertion point) and returns its result node.
-# The ops a rewrite makes are not rewritten again (``aten.remainder`` stands for StableHLO's remainder there).
-REWRITES: dict[object, Callable[[torch.fx.Graph, torch.fx.Node], torch.fx.Node]] = {
+def _integer_floor_division(graph: torch.fx.Graph, op: Node, a, b) -> Node:
+    """``c10::div_floor_integer``: the truncated quotient, less one where the remainder is non-zero and its sign
+    differs from b's."""
+    q = _call(graph, op, aten.div.Tensor_mode if isinstance(b, Node) else aten.div.Scalar_mode, a, b,
+              rounding_mode="trunc")
+    adjust = _signs_differ(graph, op, _c_remainder(graph, op, a, b), b)
+    return _call(graph, op, aten.where.self, adjust, _call(graph, op, aten.sub.Scalar, q, 1), q)
+
+
+def _float_floor_division(graph: torch.fx.Graph, op: Node, a, b) -> Node:
+    """``c10::div_floor_floating``: (a - fmod(a, b)) / b, less one where fmod's sign differs from b's, rounded to
+    the nearest integer; a zero quotient takes the sign of a / b; a zero divisor gives a / b."""
+    if not isinstance(b, Node) and b == 0:
+        return _binary(graph, op, "div", a, b)
+    mod = _c_remainder(graph, op, a, b)
+    div = _binary(graph, op, "div", _binary(graph, op, "sub", a, mod), b)
+    div = _call(graph, op, aten.where.self, _signs_differ(graph, op, mod, b), _call(graph, op, aten.sub.Scalar, div, 1),
+                div)
+    floor = _call(graph, op, aten.floor.default, div)
+    above_half = _call(graph, op, aten.gt.Scalar, _call(graph, op, aten.sub.Tensor, div, floor), 0.5)
+    floor = _call(graph, op, aten.where.self, above_half, _call(graph, op, aten.add.Scalar, floor, 1), floor)
+    quotient = _binary(graph, op, "div", a, b)
+    signed_zero = _call(graph, op, aten.copysign.Tensor, div, quotient)  # div is ±0 where it is used
+    out = _call(graph, op, aten.where.self, _call(graph, op, aten.eq.Scalar, div, 0), signed_zero, floor)
+    if isinstance(b, Node):
+        out = _call(graph, op, aten.where.self, _call(graph, op, aten.eq.Scalar, b, 0), quotient, out)
+    return out
+
+
+def _floor_division(graph: torch.fx.Graph, op: Node) -> Node | None:
+    if op.target in (aten.div.Tensor_mode, aten.div.Scalar_mode) and op.kwargs.get("rounding_mode") != "floor":
+        return None
+    a, b = op.args[0], op.args[1]
+    dtype = op.meta["val"].dtype
+    if dtype == torch.bool:
+        return None
+    if not dtype.is_floating_point:
+        return _integer_floor_division(graph, op, a, b)
+    if dtype in HALF and (not isinstance(b, Node) or _val(b).numel() == 1):
+        # torch's CPU kernel divides by a single divisor in f32 (the divisor not rounded to half precision)
+        b32 = _to(graph, op, b, torch.float32) if isinstance(b, Node) else b
+        out = _float_floor_division(graph, op, _to(graph, op, a, torch.float32), b32)
+        return _to(graph, op, out, dtype)
+    return _float_floor_division(graph, op, a, b)
+
+
+def _trunc(graph: torch.fx.Graph, op: Node, x: Node | None = None) -> Node | None:
+    """trunc(x) = ceil(x) below zero, floor(x) elsewhere: -0.0 stays -0.0."""
+    x = op.args[0] if x is None else x
+    if not _is_float(x):
+        return None
+    negative = _call(graph, op, aten.lt.Scalar, x, 0)
+    return _call(graph, op, aten.where.self, negative, _call(graph, op, aten.ceil.default, x),
+                 _call(graph, op, aten.floor.default, x))
+
+
+def _frac(graph: torch.fx.Graph, op: Node) -> Node | None:
+    x = op.args[0]
+    return _call(graph, op, aten.sub.Tensor, x, _trunc(graph, op, x)) if _is_float(x) else None
+
+
+def _nan_aware_index(graph: torch.fx.Graph, op: Node, x: Node, dim, keepdim: bool, largest: bool
+                     ) -> tuple[Node, Node]:
+    """(amax or amin of x along dim, argmax or argmin with the first NaN's index where the slice holds a NaN)."""
+    reduce, arg = (aten.amax.default, aten.argmax.default) if largest else (aten.amin.default, aten.argmin.default)
+    extreme = _call(graph, op, reduce, x, [] if dim is None else [dim], keepdim)
+    mask = _to(graph, op, _call(graph, op, aten.isnan.default, x), torch.int32)
+    first_nan = _call(graph, op, aten.argmax.default, mask, dim, keepdim)
+    index = _call(graph, op, aten.where.self, _call(graph, op, aten.isnan.default, extreme), first_nan,
+                  _call(graph, op, arg, x, dim, keepdim))
+    return extreme, index
+
+
+def _arg_extreme(graph: torch.fx.Graph, op: Node) -> Node | None:
+    x = op.args[0]
+    if not _is_float(x):
+        return None
+    return _nan_aware_index(graph, op, x, _arg(op, 1, "dim"), _arg(op, 2, "keepdim", False),
+                            op.target == aten.argmax.default)[1]
+
+
+def _extreme_with_index(graph: torch.fx.Graph, op: Node) -> tuple[Node, Node] | None:
+    """max.dim/min.dim: torch-mlir reduces values and indices together with the NaN-blind comparison (the values
+    lose their NaN too); amax/amin and the NaN-aware index instead."""
+    x = op.args[0]
+    if not _is_float(x):
+        return None
+    return _nan_aware_index(graph, op, x, op.args[1], _arg(op, 2, "keepdim", False), op.target == aten.max.dim)
+
+
+def _pow_root(graph: torch.fx.Graph, op: Node) -> Node | None:
+    """x ** 0.5 and x ** -0.5 are torch's sqrt and rsqrt (its CPU kernel's f16 path keeps IEEE pow)."""
+    x, exponent = op.args
+    if exponent not in (0.5, -0.5) or _val(x).dtype not in (torch.float32, torch.float64, torch.bfloat16):
+        return None
+    return _call(graph, op, aten.sqrt.default if exponent == 0.5 else aten.rsqrt.default, x)
+
+
+def _isfinite(graph: torch.fx.Graph, op: Node) -> Node | None:
+    x = op.args[0]
+    return None if _is_float(x) else _call(graph, op, aten.eq.Tensor, x, x)
+
+
+def _not_nan(graph: torch.fx.Graph, op: Node) -> Node | None:
+    a, b = op.args
+    if a is not b or not _is_float(a):
+        return None
+    return _call(graph, op, aten.logical_not.default, _call(graph, op, aten.isnan.default, a))
+
+
+def _roll(graph: torch.fx.Graph, op: Node) -> Node | None:
+    x, shifts, dims = op.args[0], list(op.args[1]), list(_arg(op, 2, "dims", []))
+    shape = _static(_val(x).shape)
+    if shape is None or 0 in shape or not all(isinstance(s, int) for s in shifts):
+        return None
+    if not dims:
+        flat = _call(graph, op, aten.reshape.default, x, [-1])
+        rolled = _call(graph, op, aten.roll.default, flat, [shifts[0] % math.prod(shape)], [0])
+        return _call(graph, op, aten.reshape.default, rolled, shape)
+    wrapped = [s % shape[d] for s, d in zip(shifts, dims, strict=True)]
+    return None if wrapped == shifts else _call(graph, op, aten.roll.default, x, wrapped, dims)
+
+
+def _max_pool_ceil(graph: torch.fx.Graph, op: Node) -> Node | None:
+    """ceil_mode: the windows past the end are made whole by a -inf padding, then pooled without ceil_mode."""
+    x = op.args[0]
+    if not _arg(op, 5, "ceil_mode", False) or not _is_float(x):
+        return None
+    n = {aten.max_pool1d.default: 1, aten.max_pool2d.default: 2, aten.max_pool3d.default: 3}[op.target]
+
+    def per_dim(v, default: list[int]) -> list[int]:
+        v = (list(v) if isinstance(v, (list, tuple)) else [v]) or default
+        return v * n if len(v) == 1 else v
+
+    kernel = per_dim(op.args[1], [])
+    stride = per_dim(_arg(op, 2, "stride", []), kernel)
+    padding = per_dim(_arg(op, 3, "padding", 0), [0])
+    dilation = per_dim(_arg(op, 4, "dilation", 1), [1])
+    sizes = _static(_val(x).shape[-n:])
+    if sizes is None:
+        return None
+    pads: list[int] = []
+    for size, k, s, p, d in zip(sizes, kernel, stride, padding, dilation, strict=True):
+        span = d * (k - 1) + 1
+        out = -(-(size + 2 * p - span) // s) + 1
+        if (out - 1) * s >= size + p:  # the last window must start inside the input or the left padding
+            out -= 1
+        pads = [p, (out - 1) * s + span - size - p] + pads  # constant_pad_nd: the last dimension first
+    padded = _call(graph, op, aten.constant_pad_nd.default, x, pads, float("-inf"))
+    return _call(graph, op, op.target, padded, kernel, stride, [0] * n, dilation, False)
+
+
+def _clamp_promoted(graph: torch.fx.Graph, op: Node) -> Node | None:
+    x, dtype = op.args[0], op.meta["val"].dtype
+    if _val(x).dtype == dtype:
+        return None
+    return _call(graph, op, op.target, _to(graph, op, x, dtype), *op.args[1:], **op.kwargs)
+
+
+def _in_float32(graph: torch.fx.Graph, op: Node) -> Node | None:
+    """An accumulating op of an f16/bf16 tensor computed on its f32 conversion, as torch does."""
+    x, dtype = op.args[0], _val(op.args[0]).dtype
+    if dtype not in HALF or op.kwargs.get("dtype") is not None or op.meta["val"].dtype != dtype:
+        return None
+    if op.target == aten.rms_norm.default:  # torch normalises in f32, rounds, then scales in the input's type
+        weight = _arg(op, 2, "weight")
+        normed = _call(graph, op, op.target, _to(graph, op, x, torch.float32), op.args[1], None,
+                       _arg(op, 3, "eps"))
+        out = _to(graph, op, normed, dtype)
+        return out if weight is None else _call(graph, op, aten.mul.Tensor, out, weight)
+    wide = _call(graph, op, op.target, _to(graph, op, x, torch.float32), *op.args[1:], **op.kwargs)
+    return _to(graph, op, wide, dtype)
+
+
+Rewrite = Callable[[torch.fx.Graph, Node], "Node | tuple[Node, ...] | None"]
+
+# op -> rewrite: builds the replacement before ``op`` (the graph's insertion point) and returns its result node
+# (a tuple for an op with several results, one per ``getitem``), or None to leave ``op`` as it is. The ops a
+# rewrite makes are not rewritten again (``aten.remainder`` stands for StableHLO's remainder there).
+REWRITES: dict[object, Rewrite] = {
     aten.remainder.Tensor: _python_remainder,
     aten.remainder.Scalar: _python_remainder,
     aten.fmod.Tensor: _exact_fmod,
     aten.fmod.Scalar: _exact_fmod,
+    aten.floor_divide.default: _floor_division,
+    aten.floor_divide.Scalar: _floor_division,
+    aten.div.Tensor_mode: _floor_division,
+    aten.div.Scalar_mode: _floor_division,
+    aten.trunc.default: _trunc,
+    aten.fix.default: _trunc,
+    aten.frac.default: _frac,
+    aten.argmax.default: _arg_extreme,
+    aten.argmin.default: _arg_extreme,
+    aten.max.dim: _extreme_with_index,
+    aten.min.dim: _extreme_with_index,
+    aten.pow.Tensor_Scalar: _pow_root,
+    aten.isfinite.default: _isfinite,
+    aten.eq.Tensor: _not_nan,
+    aten.roll.default: _roll,
+    aten.max_pool1d.default: _max_pool_ceil,
+    aten.max_pool2d.default: _max_pool_ceil,
+    aten.max_pool3d.default: _max_pool_ceil,
+    aten.clamp.default: _clamp_promoted,
+    aten.clamp.Tensor: _clamp_promoted,
+    aten.clamp_min.default: _clamp_promoted,
+    aten.clamp_max.default: _clamp_promoted,
+    **{op: _in_float32 for op in (
+        aten.sum.default, aten.sum.dim_IntList, aten.mean.default, aten.mean.dim, aten.cumsum.default,
+        aten.linalg_vector_norm.default, aten.avg_pool1d.default, aten.avg_pool2d.default, aten.avg_pool3d.default,
+        aten.rms_norm.default)},
 }
+
+_MAX_EXACT_INT = 2**53
+
+
+def _is_number(arg: torch.Argument) -> bool:
+    t = arg.type
+    if isinstance(t, torch.OptionalType):
+        t = t.getElementType()
+    return isinstance(t, (torch.NumberType, torch.TensorType))
+
+
+def _float_scalars(graph: torch.fx.Graph) -> int:
+    """Integer scalars of ops with a floating-point tensor operand -> the float of the same value (``pow`` keeps
+    its integer exponents). Returns how many ops changed."""
+    count = 0
+    for node in graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload) \
+                or node.target.overloadpacket is aten.pow:
+            continue
+        if not any(_is_float(a) for a in pytree.tree_leaves((node.args, node.kwargs))):
+            continue
+        args, kwargs, changed = list(node.args), dict(node.kwargs), False
+        for i, arg in enumerate(node.target._schema.arguments):
+            if not _is_number(arg):
+                continue
+            where, key = (args, i) if not arg.kwarg_only and i < len(args) else (kwargs, arg.name)
+            value = where[key] if (where is args or key in kwargs) else None
+            if type(value) is int and abs(value) <= _MAX_EXACT_INT:
+                where[key] = float(value)
+                changed = True
+        if changed:
+            node.args, node.kwargs = tuple(args), kwargs
+            count += 1
+    return count
 
 
 def rewrite_inexact_lowerings(program: ExportedProgram) -> int:
-    """Replace every op of ``REWRITES`` in ``program``'s graph; returns how many."""
+    """Replace every op of ``REWRITES`` in ``program``'s graph and make integer scalars of floating-point ops
+    floats; returns how many ops changed."""
     graph = program.graph_module.graph
     count = 0
     for op in list(graph.nodes):
@@ -82,9 +381,17 @@ def rewrite_inexact_lowerings(program: ExportedProgram) -> int:
             continue
         with graph.inserting_before(op):
             new = rewrite(graph, op)
-        op.replace_all_uses_with(new)
+        if new is None:
+            continue
+        if isinstance(new, tuple):
+            for user in list(op.users):
+                user.replace_all_uses_with(new[user.args[1]])
+                graph.erase_node(user)
+        else:
+            op.replace_all_uses_with(new)
         graph.erase_node(op)
         count += 1
+    count += _float_scalars(graph)
     if count:
         graph.lint()
         program.graph_module.recompile()
