@@ -155,7 +155,7 @@ def reference_values(module: Module, inputs: Sequence[torch.Tensor]) -> dict[int
 def eager_error(model: torch.nn.Module, inputs: Sequence[torch.Tensor], module: Module,
                 refs: dict[int, torch.Tensor]) -> float:
     """The imported module's outputs (reference evaluation) against eager torch, worst over outputs."""
-    wrapped, _ = without_cache_outputs(model)
+    wrapped = without_cache_outputs(model)
     with torch.no_grad():
         out = wrapped(*inputs)
     if isinstance(out, dict):

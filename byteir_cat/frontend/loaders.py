@@ -19,7 +19,7 @@ from torch_mlir.extras.fx_importer import ContextCache, FxImporter, FxImporterHo
 from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Module
 from byteir_cat.core.source_loc import ROOT_MODULE, Loc, parse_mlir_location
-from byteir_cat.frontend.cache_outputs import without_cache_outputs
+from byteir_cat.frontend.cache_outputs import WithoutCache, without_cache_outputs
 from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
 from byteir_cat.frontend.negative_indices import wrap_negative_indices
@@ -162,6 +162,7 @@ _BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16:
 SOURCE_ROOT = "source_root"
 _FRAME = re.compile(r'''File "([^"]+)", line (\d+),''')
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_TORCH_MLIR_DIR = os.path.dirname(mlir_ir.__file__) + os.sep
 
 
 def model_frame(stack_trace: str) -> tuple[str, int] | None:
@@ -169,6 +170,17 @@ def model_frame(stack_trace: str) -> tuple[str, int] | None:
     ``nn.Linear`` is reported at the line of the model that called it, not inside ``torch/nn``)."""
     frames = [(f, int(n)) for f, n in _FRAME.findall(stack_trace)]
     return next((fr for fr in reversed(frames) if not fr[0].startswith(_TORCH_DIR)), frames[-1] if frames else None)
+
+
+def _first_diagnostic(text: str) -> str:
+    """The line that says what went wrong: torch-mlir's "... failed with the following diagnostics:" is followed
+    by the diagnostic itself (``python exception: std::bad_alloc``), which is the one to show."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if lines[0].endswith("diagnostics:") and len(lines) > 1:
+        return f"{lines[0].removesuffix(' with the following diagnostics:')}: {lines[1]}"
+    return lines[0]
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -181,7 +193,7 @@ def failing_model_line(error: BaseException) -> str:
     torch's, not the standard library's, not byteir-cat's): where tracing the model failed."""
     stdlib = os.path.dirname(os.__file__) + os.sep
     frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if not f.filename.startswith((_TORCH_DIR, stdlib, "<", *_OURS))]
+              if not f.filename.startswith((_TORCH_DIR, _TORCH_MLIR_DIR, stdlib, "<", *_OURS))]
     if not frames:
         return ""
     frame = frames[-1]
@@ -254,6 +266,37 @@ def _views_as_reshapes(program: torch.export.ExportedProgram) -> None:
     program.graph_module.recompile()
 
 
+def _state_in_lists_as_nodes(program: torch.export.ExportedProgram) -> None:
+    """A parameter or buffer that an op takes inside a list (WavLM's ``torch.cat([..., self.gru_rel_pos_const])``)
+    goes through an ``aten.alias`` first. torch-mlir's frozen import replaces state placeholders by the tensors
+    themselves and then cannot import a list holding one ("Heterogeneous lists are not supported")."""
+    state = {spec.arg.name for spec in program.graph_signature.input_specs
+             if spec.kind != torch.export.graph_signature.InputKind.USER_INPUT}
+    graph = program.graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        args = list(node.args)
+        for i, arg in enumerate(args):
+            if not isinstance(arg, list | tuple) or not any(isinstance(a, torch.fx.Node) and a.name in state
+                                                           for a in arg):
+                continue
+            items = list(arg)
+            for j, a in enumerate(items):
+                if isinstance(a, torch.fx.Node) and a.name in state:
+                    with graph.inserting_before(node):
+                        alias = graph.call_function(torch.ops.aten.alias.default, (a,))
+                    alias.meta = dict(a.meta)
+                    items[j] = alias
+            args[i] = type(arg)(items)
+            changed = True
+        node.args = tuple(args)
+    if changed:
+        graph.lint()
+        program.graph_module.recompile()
+
+
 def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor) -> Module:
     """torch.nn.Module -> StableHLO via torch.export and torch-mlir -> graph IR."""
     from torch_mlir import fx
@@ -263,7 +306,7 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     model = model.eval()
     _drop_non_persistent_buffers(model)
     name = type(model).__name__
-    model, notes = without_cache_outputs(model)
+    model = without_cache_outputs(model)
     weights = WeightsAside()
     importer = LocatingFxImporter(weights, getattr(model, SOURCE_ROOT, ""))
     try:
@@ -273,6 +316,7 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
             # before the decompositions: they turn index_copy (negative indices refused) into index_put
             wrap_negative_indices(program)
             rewrite_inexact_lowerings(program)
+            _state_in_lists_as_nodes(program)
             mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer)
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
         refused = unlowered_op(importer.log.errors)
@@ -280,7 +324,7 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
             op, where = refused
             raise CompileError(f"cannot compile {op} at {where or 'an unknown place'}: torch-mlir has no StableHLO "
                                f"lowering for it (torch export of {name})") from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = _first_diagnostic(str(e)) or type(e).__name__
         if importer.log.errors:  # MLIR's first complaint says more than torch-mlir's "failed with diagnostics:"
             first = importer.log.errors[0].splitlines()[0]
         where = failing_model_line(e)
@@ -297,5 +341,6 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
         text, _ = split_resources(text)
     generic = run_opt(text, source)
     module = import_module(parse_generic(generic, source=source), blobs, source)
-    module.notes.extend(notes)
+    if isinstance(model, WithoutCache):
+        module.notes.extend(model.notes())
     return module

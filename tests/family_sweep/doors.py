@@ -88,7 +88,7 @@ def _judge(got: list[torch.Tensor], want: list[torch.Tensor]) -> tuple[str, str]
 
 
 def _eager(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    wrapped, _ = without_cache_outputs(model)
+    wrapped = without_cache_outputs(model)
     with torch.no_grad():
         return _leaves(wrapped(*inputs))
 
@@ -172,7 +172,7 @@ def door_onnx(family: Family) -> tuple[str, str]:
 
     model, inputs = family.build(), family.inputs()
     want = _eager(model, inputs)
-    wrapped, _ = without_cache_outputs(model)
+    wrapped = without_cache_outputs(model)
     with tempfile.TemporaryDirectory(prefix="byteir-cat-sweep-") as tmp:
         path = Path(tmp) / f"{family.name}.onnx"
         try:
