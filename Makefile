@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: venv demo test test-slow test-gpu lint gpu-kit gpu-kit-check jax-exports tf-exports
+.PHONY: venv demo test test-slow test-gpu lint gpu-kit gpu-kit-check jax-exports tf-exports models-table
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -27,12 +27,17 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# The family sweep (tests/family_sweep): every catalog architecture through every door, each cell in a process of
+# its own; writes tests/family_sweep/results.json and docs/MODELS.md. FAMILIES=a,b DOORS=compile,onnx: a part.
+models-table: $(STAMP)
+	$(PY) -m tests.family_sweep.table $(if $(FAMILIES),--families $(FAMILIES)) $(if $(DOORS),--doors $(DOORS))
+
 # On the GPU machine there is no package index: use the Python that is there, install nothing.
 GPU_PY := $(shell test -x .venv/bin/python && echo .venv/bin/python || echo python3)
 test-gpu:
 	$(GPU_PY) -m pytest -q -m gpu -p no:cacheprovider
 
-# The GPU kit (DESIGN, "The GPU kit"): build here; on the GPU machine run `.gpu-kit/run.sh OUTDIR`.
+# The GPU kit (DESIGN, "The GPU kit"; docs/GPU_KIT.md): build here; on the GPU machine run `.gpu-kit/run.sh OUTDIR`.
 # QUICK=1: one small model and two kernels (minutes); TUNE=N: N other builds of each model GEMM, which the
 # kit's tune step times on the GPU (byteir-cat tune) before keeping the fastest; TUNE=0: none.
 KIT_ARCH ?= sm_90a
