@@ -171,5 +171,40 @@ class CompiledCausalLM:
                             "decode_tokens_per_s": (steps * b / decode_s) if steps and decode_s > 0 else 0.0}
         return result
 
+    def score(self, input_ids: torch.Tensor, decode_steps: int = 4) -> torch.Tensor:
+        """Logits [B, L, V] at every position of ``input_ids`` [B, L] (no padding), as the model's forward gives
+        them: the first L - ``decode_steps`` tokens through the prefill step, the rest one at a time through the
+        decode step (teacher forcing). What ``compile_causal_lm`` checks the compiled steps with."""
+        c = self.config
+        self._check(input_ids, None, 0)
+        b, length = input_ids.shape
+        prompt = max(1, length - decode_steps)
+        dtype = getattr(torch, c.dtype)
+        rows, s = c.max_batch_size, c.max_seq_len
+        ids = torch.zeros(rows, s, dtype=torch.long)
+        ids[:b, :length] = input_ids
+        valid = torch.zeros(rows, s, dtype=torch.bool)
+        valid[:b, :prompt] = True
+        positions = torch.arange(s).expand(rows, s).contiguous()
+        device = self.prefill_step.session.torch_device
+        kv = [torch.zeros(shape, dtype=dtype, device=device) for shape in c.kv_shapes]
+        logits = []
+        for start in range(0, prompt, c.chunk):
+            slots = torch.arange(start, start + c.chunk)
+            out = self.prefill_step.run(ids[:, start:start + c.chunk], positions[:, start:start + c.chunk], slots,
+                                        step_mask(valid, slots, dtype, c.sliding_window),
+                                        torch.tensor([start + c.chunk]), *kv, donate=self._cache_inputs)
+            logits.append(out[0][:b, :max(0, min(c.chunk, prompt - start))].float().cpu())
+            kv = list(out[1:])
+        for slot in range(prompt, length):
+            valid[:b, slot] = True
+            slots = torch.tensor([slot])
+            out = self.decode_step.run(ids[:, slot:slot + 1], positions[:, slot:slot + 1], slots,
+                                       step_mask(valid, slots, dtype, c.sliding_window), torch.tensor([slot + 1]),
+                                       *kv, donate=self._cache_inputs)
+            logits.append(out[0][:b].float().cpu())
+            kv = list(out[1:])
+        return torch.cat(logits, dim=1)
+
     def describe(self) -> dict[str, Any]:
         return asdict(self.config)

@@ -148,7 +148,33 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     if root is not None:
         (root / META).write_text(json.dumps(asdict(config), indent=1))
     steps = [CompiledModel(artifact, root, device=target, plan=plan) for plan in (None, DECODE_PLAN)]
-    return CompiledCausalLM(config, *steps, root)
+    lm = CompiledCausalLM(config, *steps, root)
+    if target == "cpu":
+        _verify_against_eager(model, lm)
+    return lm
+
+
+VERIFY_BOUND = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 2e-2}
+
+
+def _verify_against_eager(model: torch.nn.Module, lm: CompiledCausalLM) -> None:
+    """The compiled steps, over a whole ``max_seq_len`` sequence (prefill, then decode steps with teacher forcing),
+    against the model's own forward: a model whose attention depends on what a static KV cache changes (its
+    length, a window the step mask does not hold) is refused here rather than generating other tokens."""
+    c = lm.config
+    ids = torch.randint(0, c.vocab, (1, c.max_seq_len), generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits.float()
+    got = lm.score(ids)
+    per_position = (got - want).norm(dim=-1)[0] / want.norm(dim=-1)[0].clamp_min(1e-30)
+    error = float((got - want).norm() / want.norm().clamp_min(1e-30))
+    if error > VERIFY_BOUND.get(c.dtype, 1e-4) or not torch.isfinite(per_position).all():
+        first = int((per_position > VERIFY_BOUND.get(c.dtype, 1e-4)).nonzero()[0, 0]) \
+            if bool((per_position > VERIFY_BOUND.get(c.dtype, 1e-4)).any()) else 0
+        raise CompileError(f"{type(model).__name__}: the compiled prefill/decode steps do not compute what the model "
+                           f"computes (logits rel. error {error:.1e}, from position {first} of {c.max_seq_len} on); "
+                           "its attention depends on something a static KV cache changes (the cache's length, a "
+                           "window per layer): not supported by compile_causal_lm yet")
 
 
 def _example(config: CausalLMConfig, tokens: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

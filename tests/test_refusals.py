@@ -49,3 +49,18 @@ def test_an_export_failure_names_the_line_of_the_model_that_failed():
     x = torch.randn(4, generator=torch.Generator().manual_seed(0))
     with pytest.raises(CompileError, match=r"torch export of BranchesOnData failed at test_refusals\.py:\d+ \(forward\)"):
         compile_model(BranchesOnData(), [x])
+
+
+def test_a_model_whose_attention_reads_the_cache_length_is_refused_not_wrong():
+    """GPT-Neo's local layers place the query by the cache's length (a dynamic cache's), which a static KV cache
+    changes: its decode step computed other logits and generation gave other tokens than HF. compile_causal_lm
+    checks the compiled steps against the model's own forward over a whole sequence and refuses."""
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GPTNeoConfig(vocab_size=128, hidden_size=64, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
+                       window_size=8, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+    model = GPTNeoForCausalLM(cfg).eval()
+    with pytest.raises(CompileError, match="do not compute what the model computes") as err:
+        compile_causal_lm(model, max_batch_size=1, max_seq_len=32)
+    assert "\n" not in str(err.value)
