@@ -86,6 +86,42 @@ __host__ __device__ inline int64_t cat_permute_source(const CatPermute& p, int64
 """
 
 
+SETUP_CACHE = """
+#ifndef CAT_SETUP_CACHE_DEFINED
+#define CAT_SETUP_CACHE_DEFINED
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+// A kernel's set-up (CUTLASS's argument checks, kernel parameters, TMA descriptors, workspace initialisation),
+// made once per argument set: a session calls the kernel of every layer with that layer's own buffers on every
+// run, so each call site keeps its entry. Keyed by every byte of the key (no padding allowed); per thread.
+template <typename Prepared>
+class CatSetupCache {
+ public:
+  template <typename Key>
+  Prepared* find(const Key& key) {
+    auto it = entries_.find(bytes(key));
+    return it == entries_.end() ? nullptr : it->second.get();
+  }
+  template <typename Key>
+  Prepared* insert(const Key& key, std::unique_ptr<Prepared> prepared) {
+    if (entries_.size() >= 4096) entries_.clear();  // a caller whose buffers never repeat: stay bounded
+    return (entries_[bytes(key)] = std::move(prepared)).get();
+  }
+
+ private:
+  template <typename Key>
+  static std::string bytes(const Key& key) {
+    static_assert(std::has_unique_object_representations<Key>::value, "set-up cache keys must have no padding");
+    return std::string(reinterpret_cast<const char*>(&key), sizeof key);
+  }
+  std::unordered_map<std::string, std::unique_ptr<Prepared>> entries_;
+};
+#endif
+"""
+
+
 def permute_descriptor(permute: OutputPermute) -> str:
     """C++ initializer of ``CatPermute`` for reshape(``permute.shape``) then transpose(``permute.perm``)."""
     shape = permute.shape

@@ -20,7 +20,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ait_codegen.abi import KernelSpec, entry_point
+from ait_codegen.abi import SETUP_CACHE, KernelSpec, entry_point
 from ait_codegen.attention import AttentionDims
 from ait_codegen.elements import cutlass_type
 from ait_codegen.errors import UnsupportedKernel
@@ -28,6 +28,7 @@ from cat_dialect.attention import Attention
 
 INCLUDES = (
     "mutex",
+    "vector",
     "cutlass/cutlass.h",
     "cute/tensor.hpp",
     "cutlass/device_kernel.h",
@@ -123,6 +124,7 @@ def render_attention_sm90(sym: str, spec: KernelSpec) -> str:
              f"causal {op.causal} output {layout} -- CUTLASS Hopper FMHA {bm}x{bn}x{s.d}, {s.groups} launch(es)")
     lse = f"cute::make_stride(cute::_1{{}}, cute::make_stride({s.kv_heads * s.sq}, {s.sq}))"
     return f"""{title}
+{SETUP_CACHE}
 #if defined(__CUDA_ARCH__) && !defined(CUTLASS_ARCH_MMA_SM90A_ENABLED)
 #error "the Hopper FMHA needs sm_90a (wgmma, TMA): compile with arch=compute_90a"
 #endif
@@ -145,21 +147,40 @@ static int {sym}_launch(void* const* operands, void* result, char* ws, cudaStrea
   }});
   if (smem_status != cudaSuccess) return CAT_LAUNCH_FAILED;
   using T = {t};
-  for (int g = 0; g < {s.groups}; ++g) {{
-    typename {sym}_Op::Arguments args{{
-        cute::make_tuple({s.batch}, {s.kv_heads}, {s.sq}, {s.sk}, {s.d}),
-        {{static_cast<const T*>(operands[0]) + int64_t(g) * {qg}, {_stride(qr, qb, qh)},
-         static_cast<const T*>(operands[1]), {_stride(kr, kb, kh)},
-         static_cast<const T*>(operands[2]), {_stride(kr, kb, kh)}}},
-        {{static_cast<T*>(result) + int64_t(g) * {og}, {_stride(orow, ob, oh)},
-         reinterpret_cast<float*>(ws), {lse}}},
-        cutlass::KernelHardwareInfo{{}}}};
-    if (!{sym}_Kernel::can_implement(args)) return CAT_CANNOT_IMPLEMENT;
-    auto params = {sym}_Kernel::to_underlying_arguments(args, nullptr);
-    params.mainloop.scale_softmax = {scale!r}f;
-    params.mainloop.scale_softmax_log2 = {scale * math.log2(math.e)!r}f;
-    if ({sym}_Op::run(params, stream) != cutlass::Status::kSuccess) return CAT_LAUNCH_FAILED;
+  struct Key {{
+    const void* q;
+    const void* k;
+    const void* v;
+    void* o;
+    char* ws;
+  }};
+  struct Prepared {{
+    std::vector<typename {sym}_Kernel::Params> params;  // one per launch (GQA group)
+  }};
+  static thread_local CatSetupCache<Prepared> prepared;
+  const Key key{{operands[0], operands[1], operands[2], result, ws}};
+  Prepared* ready = prepared.find(key);
+  if (ready == nullptr) {{
+    auto fresh = std::make_unique<Prepared>();
+    for (int g = 0; g < {s.groups}; ++g) {{
+      typename {sym}_Op::Arguments args{{
+          cute::make_tuple({s.batch}, {s.kv_heads}, {s.sq}, {s.sk}, {s.d}),
+          {{static_cast<const T*>(operands[0]) + int64_t(g) * {qg}, {_stride(qr, qb, qh)},
+           static_cast<const T*>(operands[1]), {_stride(kr, kb, kh)},
+           static_cast<const T*>(operands[2]), {_stride(kr, kb, kh)}}},
+          {{static_cast<T*>(result) + int64_t(g) * {og}, {_stride(orow, ob, oh)},
+           reinterpret_cast<float*>(ws), {lse}}},
+          cutlass::KernelHardwareInfo{{}}}};
+      if (!{sym}_Kernel::can_implement(args)) return CAT_CANNOT_IMPLEMENT;
+      auto params = {sym}_Kernel::to_underlying_arguments(args, nullptr);
+      params.mainloop.scale_softmax = {scale!r}f;
+      params.mainloop.scale_softmax_log2 = {scale * math.log2(math.e)!r}f;
+      fresh->params.push_back(params);
+    }}
+    ready = prepared.insert(key, std::move(fresh));
   }}
+  for (auto& params : ready->params)
+    if ({sym}_Op::run(params, stream) != cutlass::Status::kSuccess) return CAT_LAUNCH_FAILED;
   return CAT_OK;
 }}
 """ + entry_point(sym, spec, f"{sym}_launch(operands, result, ws, stream)", str(lse_bytes), 0)

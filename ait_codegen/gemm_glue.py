@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ait_codegen.abi import KernelSpec, entry_point, permute_descriptor
+from ait_codegen.abi import SETUP_CACHE, KernelSpec, entry_point, permute_descriptor
 from ait_codegen.elements import BITS
 from ait_codegen.gemm_problem import GemmProblem
 from cat_dialect.activations import ACTIVATIONS, IDENTITY_FUNCTOR
@@ -85,29 +85,30 @@ def permute_bytes(p: GemmProblem, fused_permute: bool = False) -> int:
 def device_runner(sym: str, args_type: str = "CatGemmArgs") -> str:
     """Workspace query and launch of ``<sym>_Gemm`` (CUTLASS 2.x and 3.x device adapters, GEMM and implicit-GEMM
     convolution, share this API), packed by ``<sym>_pack`` into an ``args_type``.
-    CUTLASS's set-up (argument checks, kernel parameters, the shared-memory attribute) runs once per
-    distinct argument set and thread, not per call: a session calls every kernel with the same buffers."""
-    return f"""static size_t {sym}_gemm_workspace() {{
+    CUTLASS's set-up (argument checks, kernel parameters, the shared-memory attribute, zeroed split-k semaphores)
+    runs once per argument set, workspace and thread (``CatSetupCache``), not per call: a session calls each
+    layer's kernel with that layer's buffers on every run."""
+    return f"""{SETUP_CACHE}
+static size_t {sym}_gemm_workspace() {{
   return {sym}_Gemm::get_workspace_size({sym}_arguments({sym}_pack(nullptr, nullptr, nullptr)));
 }}
 
 static int {sym}_run(const {args_type}& g, char* ws, cudaStream_t stream) {{
-  struct Prepared {{
+  struct Key {{
     {args_type} args;
     char* ws;
-    {sym}_Gemm gemm;
   }};
-  static thread_local std::unique_ptr<Prepared> prepared;
-  if (!prepared || prepared->ws != ws || std::memcmp(&prepared->args, &g, sizeof g) != 0) {{
-    auto fresh = std::make_unique<Prepared>();
-    fresh->args = g;
-    fresh->ws = ws;
+  static thread_local CatSetupCache<{sym}_Gemm> prepared;
+  const Key key{{g, ws}};
+  {sym}_Gemm* gemm = prepared.find(key);
+  if (gemm == nullptr) {{
+    auto fresh = std::make_unique<{sym}_Gemm>();
     typename {sym}_Gemm::Arguments args = {sym}_arguments(g);
-    if (fresh->gemm.can_implement(args) != cutlass::Status::kSuccess) return CAT_CANNOT_IMPLEMENT;
-    if (fresh->gemm.initialize(args, ws, stream) != cutlass::Status::kSuccess) return CAT_INITIALIZE_FAILED;
-    prepared = std::move(fresh);
+    if (fresh->can_implement(args) != cutlass::Status::kSuccess) return CAT_CANNOT_IMPLEMENT;
+    if (fresh->initialize(args, ws, stream) != cutlass::Status::kSuccess) return CAT_INITIALIZE_FAILED;
+    gemm = prepared.insert(key, std::move(fresh));
   }}
-  if (prepared->gemm.run(stream) != cutlass::Status::kSuccess) return CAT_LAUNCH_FAILED;
+  if (gemm->run(stream) != cutlass::Status::kSuccess) return CAT_LAUNCH_FAILED;
   return CAT_OK;
 }}"""
 

@@ -20,7 +20,6 @@ import torch
 
 from byteir_cat.core.ir import torch_dtype
 from byteir_cat.core.source_loc import common_module, scope_label
-from byteir_cat.terminal import Column, print_table, report_console
 from runtime.cuda_timing import cuda_event_times
 
 # compute kind -> the partition's path, for plans written before computes carried it
@@ -178,11 +177,13 @@ class ProfileReport:
                   for c in self.computes]
         return {"traceEvents": events, "displayTimeUnit": "ms"}
 
-    COLUMNS = (Column("subgraph", style="dim"), Column("path"), Column("what"), Column("module", style="yellow"),
-               Column("ms", right=True), Column("share", right=True), Column("GFLOP/s", right=True),
-               Column("GB/s", right=True), Column("% roofline", right=True))
-
     def print_table(self, fmt: str = "auto") -> None:
+        # the terminal (rich) only here: profiles are also taken on the GPU machine, which prints none
+        from byteir_cat.terminal import Column, print_table, report_console
+
+        columns = (Column("subgraph", style="dim"), Column("path"), Column("what"), Column("module", style="yellow"),
+                   Column("ms", right=True), Column("share", right=True), Column("GFLOP/s", right=True),
+                   Column("GB/s", right=True), Column("% roofline", right=True))
         rows = []
         for c in self.computes:
             frac = self.roofline_fraction(c)
@@ -190,7 +191,7 @@ class ProfileReport:
                          f"{c.seconds * 1e3:.3f}", f"{100 * self.share(c):.1f}%",
                          f"{c.flops_per_s / 1e9:.2f}" if c.flops else "-", f"{c.bytes_per_s / 1e9:.2f}",
                          f"{100 * frac:.1f}%" if frac is not None else "-"])
-        print_table(f"profile: median of {self.runs} runs, {self.total_seconds * 1e3:.3f} ms per run", self.COLUMNS,
+        print_table(f"profile: median of {self.runs} runs, {self.total_seconds * 1e3:.3f} ms per run", columns,
                     rows, fmt)
         report_console().print(
             f"roofline peaks measured on {self.peaks.where}: {self.peaks.flops_per_s / 1e9:.1f} GFLOP/s, "

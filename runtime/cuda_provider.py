@@ -2,9 +2,16 @@
 stream. Like the CPU provider, binding happens once at load and every bound kernel is ``fn(slots)``.
 
 - ``cat``: the op's CUTLASS kernel, called through the C ABI of ``ait_codegen.abi`` with ctypes (device
-  pointers of the arena, weights and inputs; the shared scratch buffer as workspace; the torch stream).
+  pointers of the arena, weights and inputs; the kernel's own workspace; the torch stream).
 - ``ptx``: the fusion group's kernels, loaded with ``cuModuleLoadData`` (cubin, else PTX for the driver to
   JIT) and launched with ``cuLaunchKernel`` following the group's launch plan; temps live in the scratch.
+
+Workspaces are per kernel, not shared: a CUTLASS kernel keeps state in its workspace from one call to the next
+(split-k semaphores, zeroed when CUTLASS sets the kernel up and left at zero by every run's last k-partition;
+the set-up is cached across calls). So each kernel symbol gets a zeroed workspace of its own, which no other
+kernel and no PTX temp writes; the computes of one symbol (one per layer) share it, one call at a time on the
+stream, and each call leaves it as the next expects. PTX temps, which live for one launch sequence, share the
+scratch.
 - ``alias``: a view.
 - ``interpret``: no device path: operands are copied to the host, the StableHLO interpreter runs, results
   are copied back (the compile report lists every such compute).
@@ -99,9 +106,15 @@ def _library_file(artifact: Artifact, rel: str) -> Path:
     return path
 
 
+def temp_bytes(c: PtxCompute) -> int:
+    """Scratch bytes of one fusion group's temps, each aligned as the kernels expect."""
+    return sum(align(max(n, 1), SCRATCH_ALIGN) for n in c.temp_bytes)
+
+
 class CudaProvider:
     """Binds the computes of one CUDA ByRE module. ``slots`` already hold device tensors for the arena,
-    weights and constants; ``scratch`` is the shared workspace (``ByreModule.workspace_bytes``)."""
+    weights and constants; ``scratch`` holds the PTX groups' temps (sized from the plan when not given); each
+    CAT kernel symbol gets a workspace of its own (``workspace``)."""
 
     def __init__(self, byre: ByreModule, artifact: Artifact, slots: Slots, static: list[bool], device: torch.device,
                  scratch: torch.Tensor | None = None):
@@ -110,11 +123,15 @@ class CudaProvider:
         self.slots = slots
         self.static = static
         self.device = device
+        if scratch is None:
+            need = max([temp_bytes(c) for c in byre.computes if isinstance(c, PtxCompute)], default=0)
+            scratch = torch.empty(max(need, 1), dtype=torch.uint8, device=device)
         self.scratch = scratch
         self.reader = Reader(artifact.tensors)
         self.stream = 0  # the torch stream of the current run, set by begin_run
         self._libraries: dict[str, ctypes.CDLL] = {}
         self._modules: dict[str, Any] = {}
+        self._workspaces: dict[tuple[str, str], torch.Tensor] = {}
         self._context: Any = None
 
     def begin_run(self) -> None:
@@ -150,15 +167,15 @@ class CudaProvider:
         return run
 
     # -- cat -----------------------------------------------------------------------------------------------
-    def workspace_on_device(self) -> int:
-        """The largest workspace any CAT kernel of the plan asks for on this device (CUTLASS sizes some
-        workspaces from the device's SM count, which the compiling machine does not have)."""
-        self.begin_run()
-        need = 0
-        for c in self.byre.computes:
-            if isinstance(c, CatCompute) and c.library:
-                need = max(need, int(self._entry(c)[1]()))
-        return need
+    def workspace(self, c: CatCompute) -> torch.Tensor:
+        """The zeroed workspace of ``c``'s kernel symbol, made on first use at the size the kernel asks for on
+        this device (CUTLASS sizes some workspaces from the SM count, which the compiling machine lacks)."""
+        key = (c.library, c.symbol)
+        ws = self._workspaces.get(key)
+        if ws is None:
+            need = int(self._entry(c)[1]())
+            ws = self._workspaces[key] = torch.zeros(max(need, 1), dtype=torch.uint8, device=self.device)
+        return ws
 
     def _entry(self, c: CatCompute):
         """The compute's kernel and its workspace query."""
@@ -179,14 +196,11 @@ class CudaProvider:
         bound = bind_cat_op(c, self.byre, self.reader, self.device)
         args, types, out_type, res = bound.operands, bound.types, bound.out_type, bound.result
         symbol = c.symbol
-        fn, ws_fn = self._entry(c)
-        workspace = int(ws_fn())
-        if workspace > self.scratch.numel():
-            raise ArtifactError(f"compute @{c.callee}: {symbol} needs {workspace} B of workspace, the plan has "
-                                f"{self.scratch.numel()} B")
+        fn, _ = self._entry(c)
+        ws = self.workspace(c)
         dims_list = [d for t in types for d in t.shape] + list(out_type.shape)
         dims = (ctypes.c_int64 * max(len(dims_list), 1))(*dims_list)
-        ws_ptr, ws_bytes = self.scratch.data_ptr(), self.scratch.numel()
+        ws_ptr, ws_bytes = ws.data_ptr(), ws.numel()
         slot_args = [a for a in args if isinstance(a, int)] + [res]
         ptrs = (ctypes.c_void_p * len(args))()
         const_ptrs = {i: a.data_ptr() for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
@@ -208,7 +222,7 @@ class CudaProvider:
                 if rc:
                     fail(rc)
 
-            run_static.keepalive = (ptrs, dims, args)  # type: ignore[attr-defined]
+            run_static.keepalive = (ptrs, dims, args, ws)  # type: ignore[attr-defined]
             return run_static
 
         def run(slots: Slots) -> None:
@@ -218,7 +232,7 @@ class CudaProvider:
             if rc:
                 fail(rc)
 
-        run.keepalive = (ptrs, dims, args)  # type: ignore[attr-defined]
+        run.keepalive = (ptrs, dims, args, ws)  # type: ignore[attr-defined]
         return run
 
     # -- ptx -----------------------------------------------------------------------------------------------
@@ -247,9 +261,8 @@ class CudaProvider:
     def _bind_ptx(self, c: PtxCompute) -> Kernel:
         driver = _driver()
         module = self._module(c)
-        temps = c.temp_bytes
         temp_ptrs, offset = [], 0
-        for n in temps:
+        for n in c.temp_bytes:
             temp_ptrs.append(self.scratch.data_ptr() + offset)
             offset += align(max(n, 1), SCRATCH_ALIGN)
         if offset > self.scratch.numel():

@@ -179,9 +179,7 @@ class Session:
                 static[v.id] = True
         if self.device == "cuda":
             provider = self._cuda = CudaProvider(byre, self.artifact, slots, static, dev)
-            # CAT workspaces are asked on this device: sizes recorded at compile time (no GPU there) may be short
-            need = max(byre.workspace_bytes, provider.workspace_on_device(), 1)
-            provider.scratch = torch.empty(need, dtype=torch.uint8, device=dev)
+            provider.begin_run()  # CAT workspaces are sized on this device as each kernel is bound
         else:
             make = self._provider_class or CpuProvider
             provider = make(byre, self.artifact.kernels, tensors, slots, static)
@@ -300,8 +298,9 @@ class Session:
             return slots
 
     def bound_kernels(self) -> list[tuple[int, Kernel]]:
-        """(step, bound kernel) of every compute that runs (tools time single computes with them)."""
-        return list(self._kernels)
+        """(step, bound kernel) of every compute that runs, in plan order (tools time single computes with them:
+        ``dict(session.bound_kernels())[step](slots)``)."""
+        return [(step, fn) for fn, step in self._kernels]
 
     def begin_device_run(self) -> None:
         """Make the device context current and take the current torch stream for the next kernels (tools

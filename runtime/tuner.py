@@ -140,7 +140,8 @@ def _launcher(root: Path, build: dict[str, Any], xs: list[torch.Tensor], out: to
         fn, ws_fn = entry_points(lib, symbol)
     except AttributeError:
         raise ArtifactError(f"{root}: {rel} does not export {symbol}") from None
-    ws = torch.empty(max(int(ws_fn()), 1), dtype=torch.uint8, device=dev)
+    # zeroed and the build's own: split-k semaphores start at zero (runtime.cuda_provider says why)
+    ws = torch.zeros(max(int(ws_fn()), 1), dtype=torch.uint8, device=dev)
     ptrs = (ctypes.c_void_p * len(xs))(*[x.data_ptr() for x in xs])
     stream = torch.cuda.current_stream(dev).cuda_stream if dev.type == "cuda" else None
 

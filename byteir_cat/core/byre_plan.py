@@ -12,8 +12,9 @@ One record type per compute kind (the provider key):
 - ``interpret`` ops with no compiled lowering: the StableHLO interpreter runs the serialised subgraph on the
                 host (the compile report lists each, with ``why``).
 
-``workspace_bytes`` is one device scratch buffer that every CAT kernel's workspace and every PTX group's
-temps use in turn (computes run one after another on one stream). The plan prints as generic MLIR for
+``workspace_bytes`` is the compile-time size of device scratch: the largest CAT workspace or PTX group's temps
+(the CUDA runtime gives each CAT kernel a workspace of its own, sized on the device, and the PTX temps one
+scratch; ``runtime.cuda_provider`` says why). The plan prints as generic MLIR for
 people and tools (``to_mlir``) and travels as JSON (``to_json``): the running machine has no MLIR.
 """
 
@@ -213,7 +214,7 @@ class ByreModule:
     naive_bytes: int = 0
     inplace: int = 0  # results that took over an operand's storage
     input_names: list[str] = field(default_factory=list)
-    workspace_bytes: int = 0  # scratch shared by CAT workspaces and PTX temps, one compute at a time
+    workspace_bytes: int = 0  # the largest CAT workspace or PTX temps, as sized at compile time
     # output position -> input position: the output may be computed in the input's own buffer when the caller
     # donates that input (``Session.run(donate=...)``): it is an in-place update (a KV-cache write) and the
     # only reader of the input
