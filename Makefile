@@ -45,14 +45,11 @@ TUNE ?= 2
 gpu-kit: $(STAMP)
 	$(PY) -m byteir_cat.gpu_kit.build .gpu-kit --arch $(KIT_ARCH) $(if $(QUICK),--quick) --tune $(TUNE)
 
-# The kit's command here, up to the first device call of each step: no GPU, and nvcc/ptxas replaced by
-# stubs that fail, so that anything the kit would still compile on the GPU machine fails here.
+# The kit's command here, as the device tool runs it: no GPU, nvcc/ptxas replaced by stubs that fail, the same
+# budget, time boxes and limits on what comes back; then once more, killed at a random step (SEED=N replays one).
 gpu-kit-check: $(STAMP)
 	test -x .gpu-kit/run.sh || { echo "gpu-kit-check: build the kit first (make gpu-kit)"; exit 2; }
-	rm -rf out/gpu-kit-check out/.no-nvcc && mkdir -p out/.no-nvcc
-	for t in nvcc ptxas; do printf '#!/bin/sh\necho "gpu-kit-check: $$0 called" >&2\nexit 97\n' > out/.no-nvcc/$$t; \
-	  chmod +x out/.no-nvcc/$$t; done
-	PATH="$(CURDIR)/out/.no-nvcc:$$PATH" CUDA_VISIBLE_DEVICES= PYTHON=$(PY) .gpu-kit/run.sh out/gpu-kit-check --check
+	$(PY) -m byteir_cat.gpu_kit.dry_run .gpu-kit out/gpu-kit-check $(if $(SEED),--seed $(SEED))
 
 # The committed JAX and TensorFlow exports that tests/test_jax_exports.py and test_tf_exports.py compile, remade in
 # virtual environments of their own (neither framework is a dependency of byteir-cat).

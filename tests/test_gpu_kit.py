@@ -1,12 +1,13 @@
-"""The GPU kit without a GPU: its weights regenerate bit for bit, a quick kit builds and its command runs up to
-the first device call with nvcc and ptxas replaced by failing stubs, a changed weight or a missing file fails
-there, every kernel case is one CAT op, and the fixes a first GPU run needs hold on the CPU."""
+"""The GPU kit without a GPU: its weights regenerate bit for bit (on any device, with the CPU as the fallback
+where a device's bits differ), a quick kit builds, travels with the checkout within the device tool's limit, and
+its command runs up to the first device call with nvcc and ptxas replaced by failing stubs, under the same limits
+(``make gpu-kit-check``, a killed run included); a changed weight or a missing file fails there; compiled results
+are judged against eager's own error; every kernel case is one CAT op."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,10 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.api import partition
-from byteir_cat.gpu_kit import weights
+from byteir_cat.gpu_kit import dry_run, results, steps, travel, weights
 from byteir_cat.gpu_kit.build import build, single_op_module
 from byteir_cat.gpu_kit.contents import kernel_cases
+from byteir_cat.gpu_kit.run import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +34,7 @@ def test_weights_are_a_function_of_name_and_seed():
     assert not torch.equal(a, weights.normal_like("h.1.mlp.c_fc.weight", (512, 768), 0.02, 7))
     assert abs(float(a.mean())) < 1e-3 and abs(float(a.std()) - 0.02) < 1e-3
     # element i depends on i alone: a longer tensor (several generation chunks) starts with the shorter one
-    long = weights.normal_like("x", (weights._CHUNK + 1000,), 1.0, 3)
+    long = weights.normal_like("x", (weights._CHUNK_CPU + 1000,), 1.0, 3)
     assert torch.equal(long[:1000], weights.normal_like("x", (1000,), 1.0, 3))
     norm = weights.parameter("h.0.ln_1.weight", (768,), torch.float16, 7)
     assert norm.dtype == torch.float16 and 0.8 < float(norm.float().mean()) < 1.2
@@ -43,6 +45,106 @@ def test_weights_are_a_function_of_name_and_seed():
 
 GOLDEN_NORMAL = "fa2a1652f9117bcd626847e372acc185ee454b60ada3a7f2200deb02e135d0c2"
 GOLDEN_IDS = [[56, 33, 13], [72, 4, 98]]
+
+
+def test_weights_made_in_the_gpus_steps_are_the_cpus(monkeypatch):
+    """The GPU generates in large steps, the CPU in small ones: the bits must not depend on it."""
+    cpu = weights.parameter("h.0.attn.c_attn.weight", (300, 700), torch.float16, 5)
+    monkeypatch.setattr(weights, "_CHUNK_CPU", weights._CHUNK_GPU)
+    assert torch.equal(cpu, weights.parameter("h.0.attn.c_attn.weight", (300, 700), torch.float16, 5,
+                                              torch.device("cpu")))
+    monkeypatch.setattr(weights, "_CHUNK_CPU", 999)  # steps that split rows
+    assert torch.equal(cpu, weights.parameter("h.0.attn.c_attn.weight", (300, 700), torch.float16, 5))
+
+
+def _recipe() -> dict:
+    """A recipe like the kit's, for a Linear whose weight is also stored under a second (tied) key."""
+    model = torch.nn.Linear(8, 4).to(torch.bfloat16)
+    digests = weights.fill(model, 7)
+    generated = {f"w{i}": {"param": n, "sha256": digests[n], "shape": list(p.shape), "dtype": "bfloat16"}
+                 for i, (n, p) in enumerate(model.named_parameters())}
+    generated["tied"] = dict(generated["w0"])
+    return {"seed": 7, "generated": generated}
+
+
+def test_regenerated_weights_fall_back_to_the_cpu_where_the_devices_bits_differ(monkeypatch):
+    recipe = _recipe()
+    tensors, differed = steps.regenerate(recipe, torch.device("cpu"), {})
+    assert differed == [] and set(tensors) == {"w0", "w1", "tied"}
+    assert torch.equal(tensors["tied"], tensors["w0"]) and tensors["tied"].data_ptr() != tensors["w0"].data_ptr()
+    made = steps._generate
+
+    def on_a_device_that_rounds_otherwise(g, seed, device):
+        t = made(g, seed, torch.device("cpu"))
+        return t + 1 if device.type == "cuda" else t
+
+    monkeypatch.setattr(steps, "_generate", on_a_device_that_rounds_otherwise)
+    tensors, differed = steps.regenerate(recipe, torch.device("cuda"), {})
+    assert sorted(differed) == ["bias", "weight"]
+    assert all(weights.tensor_digest(tensors[k]) == g["sha256"] for k, g in recipe["generated"].items())
+    recipe["generated"]["w1"]["sha256"] = "0" * 64
+    with pytest.raises(RuntimeError, match="weight bias regenerates differently here"):
+        steps.regenerate(recipe, torch.device("cuda"), {})
+
+
+def test_compiled_results_are_judged_by_eagers_own_error():
+    """bf16 rounding alone puts eager near 1e-2 of the f64 model: a compiled result as close passes, one several
+    times further does not, and a fixed 1e-2 would have failed the first."""
+    gen = torch.Generator().manual_seed(0)
+    exact = torch.randn(64, 256, generator=gen, dtype=torch.float64)
+    scale = float(exact.abs().max())
+
+    def off_by(rel: float) -> torch.Tensor:
+        return exact + rel * scale * torch.rand(exact.shape, generator=gen, dtype=torch.float64).sign()
+
+    eager = off_by(1.2e-2)
+    close = steps.judge(off_by(1.4e-2), eager, exact, "bfloat16")
+    assert close["within_bound"] and close["err"] > 1e-2 and abs(close["eager_err"] - 1.2e-2) < 1e-4
+    assert not steps.judge(off_by(4e-2), eager, exact, "bfloat16")["within_bound"]
+    assert steps.judge(off_by(5e-3), exact, exact, "bfloat16")["within_bound"]  # under the bf16 floor
+    nan = off_by(1e-3)
+    nan[0, 0] = float("nan")
+    assert not steps.judge(nan, eager, exact, "float16")["within_bound"]
+
+
+def test_the_kit_is_sized_with_the_checkout_that_travels_with_it(tmp_path):
+    repo, kit = tmp_path / "repo", tmp_path / "kit"
+    repo.mkdir()
+    kit.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / ".gitignore").write_text("/ignored/\n")
+    with open(repo / "tracked.bin", "wb") as f:
+        f.truncate(40 * travel.MIB)
+    (repo / "untracked.txt").write_text("x" * 1000)
+    (repo / "ignored").mkdir()
+    (repo / "ignored" / "big.bin").write_bytes(b"0" * 100_000)
+    subprocess.run(["git", "add", "tracked.bin", ".gitignore"], cwd=repo, check=True)
+    with open(kit / "kit.tar.xz", "wb") as f:
+        f.truncate(10 * travel.MIB)
+    t = travel.check(repo, kit)  # 50 MiB: fits
+    assert (t.tracked, t.untracked, t.carried) == (40 * travel.MIB + len("/ignored/\n"), 1000, 10 * travel.MIB)
+    with open(kit / "kit.tar.xz", "wb") as f:
+        f.truncate(20 * travel.MIB)  # alone far under 64 MiB; with the checkout over the 56 MiB allowed
+    with pytest.raises(SystemExit, match="too large to travel: 60.0 MiB"):
+        travel.check(repo, kit)
+
+
+def test_the_device_side_imports_nothing_the_gpu_machine_lacks():
+    """The steps and their runner import only torch, numpy, safetensors, transformers (eager baselines), cuda-python,
+    llvmlite and the runtime side: no rich, no matplotlib, nothing of the compile side."""
+    code = ("import sys; import byteir_cat.gpu_kit.run, byteir_cat.gpu_kit.steps; "
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=ROOT).stdout.split()
+    tops = {m.split(".")[0] for m in loaded}
+    assert not tops & {"rich", "matplotlib", "torch_mlir", "cutlass_library", "mhlo_to_cat", "ait_codegen",
+                       "fallback_codegen"}
+    from byteir_cat.gpu_kit.run import BLOCKED
+    assert not [m for m in loaded if m.startswith(tuple(b for b in BLOCKED if "." in b))]
+    guarded = ("from byteir_cat.gpu_kit.run import guard_device_side; guard_device_side(); "
+               "import byteir_cat.gpu_kit.steps; import ait_codegen.build")
+    proc = subprocess.run([sys.executable, "-c", guarded], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and "gpu-kit: ait_codegen is imported on the device side" in proc.stderr
 
 
 def test_every_kernel_case_is_one_cat_op():
@@ -57,13 +159,7 @@ def test_causal_attention_reference_stays_on_the_inputs_device():
 
 
 def _no_nvcc(tmp: Path) -> dict[str, str]:
-    stubs = tmp / "no-nvcc"
-    stubs.mkdir()
-    for tool in ("nvcc", "ptxas"):
-        (stubs / tool).write_text('#!/bin/sh\necho "nvcc called" >&2\nexit 97\n')
-        (stubs / tool).chmod(0o755)
-    return {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "",
-            "PYTHON": sys.executable, "BYTEIR_CAT_REPO": str(ROOT)}
+    return dry_run.no_gpu_env(tmp / "no-nvcc")
 
 
 @pytest.fixture(scope="module")
@@ -74,22 +170,29 @@ def quick_kit(tmp_path_factory) -> Path:
     return build(tmp_path_factory.mktemp("kit") / ".gpu-kit", arch="sm_80", quick=True, note=lambda _: None)
 
 
+def _check_run(kit: Path, out: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, dict]:
+    proc = subprocess.run([str(kit / "run.sh"), str(out), "--check"], env=env, capture_output=True, text=True,
+                          timeout=900)
+    return proc, json.loads((out / "summary.json").read_text())
+
+
 def test_quick_kit_runs_to_the_device_without_nvcc(quick_kit, tmp_path):
-    env = _no_nvcc(tmp_path)
-    out = tmp_path / "out"
-    proc = subprocess.run([str(quick_kit / "run.sh"), str(out), "--check"], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    summary = json.loads((out / "summary.json").read_text())
-    statuses = summary["statuses"]
+    proc, summary = _check_run(quick_kit, tmp_path / "out", _no_nvcc(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    statuses = {name: rec["status"] for name, rec in summary["steps"].items()}
+    assert list(statuses) == [s.name for s in STEPS]
     assert statuses["env"] == "ok" and statuses["prepare"] == "ok"
     assert all(s in ("ok", "stopped before the device") for s in statuses.values()), statuses
-    assert statuses["profile"] == "stopped before the device"  # on a GPU: OUTDIR/profile/*.{json,png}
-    prepared = summary["prepare"]["result"]
-    assert prepared["weights"][0]["file_bit_identical"] and prepared["libraries"] >= 3
-    assert "nvcc called" not in proc.stderr
-    assert (out / "summary.md").read_text().startswith("# byteir-cat GPU kit run")
-    assert sum(p.stat().st_size for p in quick_kit.rglob("*") if p.is_file()) < 60 * 2**20
+    prepare = summary["steps"]["prepare"]["rows"]
+    assert {r["artifact"].split("/")[0] for r in prepare} == {"models", "lms", "kernels"}
+    assert all(r["file_bit_identical"] and r["made_on"] == "cpu" for r in prepare if "tensors" in r)
+    assert sum(r["libraries"] for r in prepare) >= 3
+    assert summary["steps"]["models"]["rows"][0]["eager"].startswith("rebuilt on the CPU")
+    assert "gpu-kit-check: " not in proc.stderr + proc.stdout  # the nvcc and ptxas stubs say so when called
+    assert (tmp_path / "out" / "summary.md").read_text().startswith("# byteir-cat GPU kit run")
+    assert results.out_problems(tmp_path / "out") == []
+    assert summary["run"]["kit"]["commit"] and summary["run"]["started"]
+    assert "plan (budget 420 s, 420 s given): env 15 s, prepare 50 s," in proc.stdout
 
 
 def _repacked(kit: Path, tmp: Path, edit) -> Path:
@@ -118,22 +221,26 @@ def test_a_weight_that_regenerates_differently_fails_prepare(quick_kit, tmp_path
         (work / "kit.json").write_text(json.dumps(kit))
 
     kit = _repacked(quick_kit, tmp_path, edit)
-    out = tmp_path / "out"
-    proc = subprocess.run([str(kit / "run.sh"), str(out), "--check"], env=_no_nvcc(tmp_path), capture_output=True,
-                          text=True, timeout=600)
+    proc, summary = _check_run(kit, tmp_path / "out", _no_nvcc(tmp_path))
     assert proc.returncode == 1
-    prepare = json.loads((out / "prepare.json").read_text())
+    prepare = summary["steps"]["prepare"]
     assert prepare["status"] == "failed" and "regenerates differently" in prepare["error"]
-    assert "kernels" not in json.loads((out / "summary.json").read_text())["statuses"]
+    assert summary["steps"]["kernels"]["status"] == "skipped: prepare did not finish"
 
 
 def test_a_missing_kernel_library_fails_prepare(quick_kit, tmp_path):
     kit = _repacked(quick_kit, tmp_path, lambda work: next((work / "kernels").rglob("*.so")).unlink())
-    out = tmp_path / "out"
-    proc = subprocess.run([str(kit / "run.sh"), str(out), "--check"], env=_no_nvcc(tmp_path), capture_output=True,
-                          text=True, timeout=600)
+    proc, summary = _check_run(kit, tmp_path / "out", _no_nvcc(tmp_path))
     assert proc.returncode == 1
-    assert "missing or changed" in json.loads((out / "prepare.json").read_text())["error"]
+    assert "missing or changed" in summary["steps"]["prepare"]["error"]
+
+
+def test_gpu_kit_check_holds_the_kit_to_the_device_limits_and_survives_a_kill(quick_kit, tmp_path, capsys):
+    """``make gpu-kit-check`` on the quick kit: a whole run in check mode, then one killed at a random step."""
+    assert dry_run.main([str(quick_kit), str(tmp_path / "check"), "--seed", "11"]) == 0
+    report = capsys.readouterr().out
+    assert "MiB travel: checkout" in report and "all in its summary" in report and report.endswith("ok\n")
+    assert not list((tmp_path / "check").glob("run/*/*/*/*"))  # nothing deeper than the device tool returns
 
 
 def test_tuning_results_from_the_gpu_reach_the_tuning_cache(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
-"""``make gpu-kit``: everything a GPU slot needs, prepared on this machine (DESIGN, "The GPU kit").
+"""``make gpu-kit``: everything a GPU slot needs, prepared on this machine (DESIGN, "The GPU kit"; docs/GPU_KIT.md).
 
-    .gpu-kit/run.sh                the one command on the GPU machine: run.sh OUTDIR [--check]
+    .gpu-kit/run.sh                the one command on the GPU machine: run.sh OUTDIR [--check] [--only STEP,...]
     .gpu-kit/kit.tar.xz            models/<model>_b<B>_s<S>/  CUDA artifacts without their weights (with
                                      ``--tune N``: N other builds of each GEMM, for ``byteir-cat tune`` there)
                                      + weights.json (how to regenerate each weight, and its sha256)
@@ -12,7 +12,8 @@
                                    kit.json                    contents, versions, sha256 of every file
 
 Weights are regenerated there from names and a seed (``weights``): a full-size model's weights are far
-larger than what travels. Every kernel is built here; nothing is compiled there.
+larger than what travels. Every kernel is built here; nothing is compiled there. The kit must travel with the
+checkout in one device call: the build fails when the two together are over ``travel.KIT_TRAVEL_LIMIT``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from byteir_cat.causal_lm_compiler import compile_causal_lm
 from byteir_cat.compiler import compile as compile_model
 from byteir_cat.core.ir import Block, Function, Module, Value
 from byteir_cat.core.source_loc import Loc
-from byteir_cat.gpu_kit import weights
+from byteir_cat.gpu_kit import travel, weights
 from byteir_cat.gpu_kit.contents import (
     CAUSAL_LMS,
     MODELS,
@@ -56,7 +57,6 @@ from byteir_cat.gpu_kit.contents import (
 from runtime.artifact import WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[2]
-KIT_LIMIT_BYTES = 60 * 2**20
 Note = Callable[[str], None]
 
 
@@ -171,22 +171,20 @@ def _digests(stage: Path) -> dict[str, str]:
 
 RUN_SH = """#!/bin/sh
 # The GPU kit's one command: validate and measure byteir-cat on this machine's GPU, nothing compiled here.
-#   .gpu-kit/run.sh OUTDIR [--check]     (--check: up to the first device call, for a machine without a GPU)
+#   .gpu-kit/run.sh OUTDIR [--check] [--only STEP,...] [--budget SECONDS]    (docs/GPU_KIT.md)
 set -u
 KIT=$(cd "$(dirname "$0")" && pwd)
 REPO=${BYTEIR_CAT_REPO:-$(dirname "$KIT")}   # the checkout the kit was built from sits above it
-OUT=${1:?usage: run.sh OUTDIR [--check]}
+OUT=${1:?usage: run.sh OUTDIR [--check] [--only STEP,...] [--budget SECONDS]}
 shift
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python3}
 case "$PY" in */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;; esac
 if [ -x "$REPO/.venv/bin/python" ] && [ -z "${PYTHON:-}" ]; then PY="$REPO/.venv/bin/python"; fi
-WORK=${BYTEIR_CAT_KIT_WORK:-$(mktemp -d /tmp/byteir-cat-kit.XXXXXX)}
-tar -xJf "$KIT/kit.tar.xz" -C "$WORK" || { echo "run.sh: cannot unpack $KIT/kit.tar.xz" >&2; exit 2; }
 cd "$REPO"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-exec "$PY" -m byteir_cat.gpu_kit.run "$WORK" "$OUT" "$@"
+exec "$PY" -m byteir_cat.gpu_kit.run "$KIT" "$OUT" "$@"
 """
 
 
@@ -216,13 +214,11 @@ def build(out: Path, arch: str = "sm_90a", quick: bool = False, tune: int = 0, n
         (final / "run.sh").write_text(RUN_SH)
         (final / "run.sh").chmod(0o755)
         (final / "kit.json").write_text(json.dumps({k: v for k, v in kit.items() if k != "files"}, indent=1))
-        size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
-        if size > KIT_LIMIT_BYTES:
-            raise SystemExit(f"gpu-kit: {size / 2**20:.1f} MiB is over the {KIT_LIMIT_BYTES / 2**20:.0f} MiB limit")
+        size = travel.check(ROOT, final)
         if out.exists():
             shutil.rmtree(out)
         final.rename(out)
-    note(f"gpu-kit: {out} ({size / 2**20:.1f} MiB) built in {time.perf_counter() - t0:.0f} s")
+    note(f"gpu-kit: {out} built in {time.perf_counter() - t0:.0f} s; {size.describe()}")
     return out
 
 
