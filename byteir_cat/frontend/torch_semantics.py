@@ -27,7 +27,8 @@ Each entry is found by comparing the compiled op with eager torch on inputs that
   identity or out of range) and has no lowering without ``dims``; shifts are reduced here and a roll without
   ``dims`` rolls the flattened tensor.
 - ``max_pool`` with ``ceil_mode``: torch-mlir pads both sides symmetrically instead of extending the last
-  window, which moves every window; the extension is made an explicit -inf padding here.
+  window, which moves every window; the extension is made an explicit -inf padding here. ``avg_pool`` with
+  ``ceil_mode`` (an invalid reduce_window, refused): zeros padded likewise, the sums divided by torch's divisors.
 - ``clamp`` of an integer tensor with float bounds (a float result): torch-mlir emits an invalid clamp; the
   tensor is converted to the result type first.
 - sums, means, cumulative sums, vector norms, average pools and ``rms_norm`` of f16/bf16 tensors: torch
@@ -63,7 +64,7 @@ def _call(graph: torch.fx.Graph, like: Node, target, *args, **kwargs) -> Node:
     node = graph.call_function(target, args, kwargs)
     fake_args, fake_kwargs = pytree.tree_map(_val, (args, kwargs))
     mode = detect_fake_mode([t for t in pytree.tree_leaves((fake_args, fake_kwargs)) if isinstance(t, torch.Tensor)])
-    with mode:
+    with mode or detect_fake_mode([_val(a) for a in like.all_input_nodes]):
         node.meta["val"] = target(*fake_args, **fake_kwargs)
     node.meta["stack_trace"] = like.meta.get("stack_trace")
     node.meta["nn_module_stack"] = like.meta.get("nn_module_stack")
@@ -246,12 +247,14 @@ def _roll(graph: torch.fx.Graph, op: Node) -> Node | None:
     return None if wrapped == shifts else _call(graph, op, aten.roll.default, x, wrapped, dims)
 
 
-def _max_pool_ceil(graph: torch.fx.Graph, op: Node) -> Node | None:
-    """ceil_mode: the windows past the end are made whole by a -inf padding, then pooled without ceil_mode."""
-    x = op.args[0]
-    if not _arg(op, 5, "ceil_mode", False) or not _is_float(x):
-        return None
-    n = {aten.max_pool1d.default: 1, aten.max_pool2d.default: 2, aten.max_pool3d.default: 3}[op.target]
+_POOL_DIMS = {aten.max_pool1d.default: 1, aten.max_pool2d.default: 2, aten.max_pool3d.default: 3,
+              aten.avg_pool1d.default: 1, aten.avg_pool2d.default: 2, aten.avg_pool3d.default: 3}
+
+
+def _ceil_windows(op: Node, dilation) -> tuple[list[int], list[int], list[int], list[int], list[int]] | None:
+    """(kernel, stride, padding, output sizes, constant_pad_nd pads) of a pooling op with ``ceil_mode``: the pads
+    are its padding plus, at the end, what makes the last window whole (its own padding pads both ends)."""
+    n = _POOL_DIMS[op.target]
 
     def per_dim(v, default: list[int]) -> list[int]:
         v = (list(v) if isinstance(v, (list, tuple)) else [v]) or default
@@ -260,19 +263,62 @@ def _max_pool_ceil(graph: torch.fx.Graph, op: Node) -> Node | None:
     kernel = per_dim(op.args[1], [])
     stride = per_dim(_arg(op, 2, "stride", []), kernel)
     padding = per_dim(_arg(op, 3, "padding", 0), [0])
-    dilation = per_dim(_arg(op, 4, "dilation", 1), [1])
-    sizes = _static(_val(x).shape[-n:])
+    sizes = _static(_val(op.args[0]).shape[-n:])
     if sizes is None:
         return None
+    outs: list[int] = []
     pads: list[int] = []
-    for size, k, s, p, d in zip(sizes, kernel, stride, padding, dilation, strict=True):
+    for size, k, s, p, d in zip(sizes, kernel, stride, padding, per_dim(dilation, [1]), strict=True):
         span = d * (k - 1) + 1
         out = -(-(size + 2 * p - span) // s) + 1
         if (out - 1) * s >= size + p:  # the last window must start inside the input or the left padding
             out -= 1
+        outs.append(out)
         pads = [p, (out - 1) * s + span - size - p] + pads  # constant_pad_nd: the last dimension first
+    return kernel, stride, padding, outs, pads
+
+
+def _max_pool_ceil(graph: torch.fx.Graph, op: Node) -> Node | None:
+    """ceil_mode: the windows past the end are made whole by a -inf padding, then pooled without ceil_mode."""
+    x, dilation = op.args[0], _arg(op, 4, "dilation", 1)
+    windows = _ceil_windows(op, dilation) if _arg(op, 5, "ceil_mode", False) and _is_float(x) else None
+    if windows is None:
+        return None
+    kernel, stride, _, _, pads = windows
     padded = _call(graph, op, aten.constant_pad_nd.default, x, pads, float("-inf"))
-    return _call(graph, op, op.target, padded, kernel, stride, [0] * n, dilation, False)
+    return _call(graph, op, op.target, padded, kernel, stride, [0] * len(kernel), dilation, False)
+
+
+def _avg_pool(graph: torch.fx.Graph, op: Node) -> Node | None:
+    """ceil_mode (torch-mlir builds an invalid reduce_window): the input padded with zeros to whole windows and
+    pooled without ceil_mode is sum / prod(kernel), scaled here by prod(kernel) / torch's divisor of each window
+    (the window clipped to the padded input, or to the input without ``count_include_pad``). f16/bf16 in f32."""
+    x = op.args[0]
+    ceil, counted = _arg(op, 4, "ceil_mode", False), _arg(op, 5, "count_include_pad", True)
+    if not ceil or _arg(op, 6, "divisor_override") is not None or not _is_float(x):
+        return _in_float32(graph, op)
+    windows = _ceil_windows(op, 1)
+    if windows is None:
+        return None
+    kernel, stride, padding, outs, pads = windows
+    dtype = _val(x).dtype
+    wide = _to(graph, op, x, torch.float32) if dtype in HALF else x
+    padded = _call(graph, op, aten.constant_pad_nd.default, wide, pads, 0.0)
+    pooled = _call(graph, op, op.target, padded, kernel, stride, [0] * len(kernel), False, True)
+    divisor = None
+    for i, (size, k, s, p, out) in enumerate(zip(_val(x).shape[-len(kernel):], kernel, stride, padding, outs,
+                                                  strict=True)):
+        start = _call(graph, op, aten.sub.Scalar, _call(graph, op, aten.mul.Scalar, _call(
+            graph, op, aten.arange.default, out, dtype=torch.int64, device=_val(x).device), s), p)
+        end = _call(graph, op, aten.clamp_max.default, _call(graph, op, aten.add.Scalar, start, k), size + p)
+        if not counted:
+            start = _call(graph, op, aten.clamp_min.default, start, 0)
+            end = _call(graph, op, aten.clamp_max.default, end, size)
+        count = _call(graph, op, aten.reshape.default, _call(graph, op, aten.sub.Tensor, end, start),
+                      [out] + [1] * (len(kernel) - 1 - i))
+        divisor = count if divisor is None else _call(graph, op, aten.mul.Tensor, divisor, count)
+    total = _call(graph, op, aten.mul.Scalar, pooled, math.prod(kernel))
+    return _to(graph, op, _call(graph, op, aten.div.Tensor, total, divisor), dtype)
 
 
 def _clamp_promoted(graph: torch.fx.Graph, op: Node) -> Node | None:
@@ -331,8 +377,8 @@ REWRITES: dict[object, Rewrite] = {
     aten.clamp_max.default: _clamp_promoted,
     **{op: _in_float32 for op in (
         aten.sum.default, aten.sum.dim_IntList, aten.mean.default, aten.mean.dim, aten.cumsum.default,
-        aten.linalg_vector_norm.default, aten.avg_pool1d.default, aten.avg_pool2d.default, aten.avg_pool3d.default,
-        aten.rms_norm.default)},
+        aten.linalg_vector_norm.default, aten.rms_norm.default)},
+    **{op: _avg_pool for op in (aten.avg_pool1d.default, aten.avg_pool2d.default, aten.avg_pool3d.default)},
 }
 
 _MAX_EXACT_INT = 2**53
