@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,10 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.api import partition
-from byteir_cat.gpu_kit import dry_run, results, steps, travel, weights
+from byteir_cat.gpu_kit import dry_run, results, run, steps, travel, weights
 from byteir_cat.gpu_kit.build import build, single_op_module
 from byteir_cat.gpu_kit.contents import kernel_cases
+from byteir_cat.gpu_kit.context import StepContext
 from byteir_cat.gpu_kit.run import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,6 +195,33 @@ def test_quick_kit_runs_to_the_device_without_nvcc(quick_kit, tmp_path):
     assert results.out_problems(tmp_path / "out") == []
     assert summary["run"]["kit"]["commit"] and summary["run"]["started"]
     assert "plan (budget 420 s, 420 s given): env 15 s, prepare 50 s," in proc.stdout
+
+
+def test_prepare_models_and_kernels_run_their_device_path_on_a_fake_device(quick_kit, tmp_path, monkeypatch):
+    """The steps past their first device call, with this CPU as the device: weights made on the run's device
+    (not the check-mode path), CUDA artifacts run by the GPU emulator (CAT ops by their semantics, fusion
+    kernels by their NVVM IR over the launch grid), the models judged against f64 relative to eager's error."""
+    from test_cuda_target import EmulatedGpuProvider
+
+    from runtime.artifact import read
+    from runtime.session import Session
+
+    work = run.unpack(quick_kit, tmp_path)
+    ctx = StepContext("prepare", work, tmp_path / "results", False, time.time() + 600)
+    prepared = list(steps.step_prepare(ctx))
+    assert all(r["made_on"] == "cpu" and r["file_bit_identical"] for r in prepared if "tensors" in r)
+    assert (work / results.PREPARED).is_file()
+    monkeypatch.setattr(StepContext, "device", lambda self: torch.device("cpu"))
+    monkeypatch.setattr(steps, "Session", lambda art, device="cuda", **_: Session(
+        read(art, target="cuda"), device="cpu", provider=EmulatedGpuProvider))
+    rows = list(steps.step_models(ctx))
+    (model,) = [r for r in rows if "artifact" in r]
+    assert model["ok"], model
+    assert model["err"] <= model["bound"] and model["eager_err"] > 0 and model["vs_f32_cpu"] < 2e-2
+    groups = [r for r in rows if r.get("table") == "fusion groups"]
+    assert groups and all(g["ok"] for g in groups), groups
+    kernels = list(steps.step_kernels(ctx))
+    assert len(kernels) == len(kernel_cases(quick=True)) and all(k["ok"] for k in kernels), kernels
 
 
 def _repacked(kit: Path, tmp: Path, edit) -> Path:
