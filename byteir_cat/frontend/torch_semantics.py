@@ -23,6 +23,8 @@ Each entry is found by comparing the compiled op with eager torch on inputs that
   differ from IEEE ``pow`` (what StableHLO's ``power`` is) at -inf and -0.
 - ``isfinite`` of an integer or boolean tensor: torch-mlir emits an invalid ``is_finite`` on integers; all true.
 - ``x == x`` (one tensor): torch-mlir folds it to true, which is false for NaN; rewritten as not isnan(x).
+- an integer tensor compared with a float scalar (``torch.full((4,), 3) < 3.5``): torch-mlir's folder crashes the
+  process (SIGSEGV) on a constant tensor; the tensor is converted to the promoted type first, as torch does.
 - ``roll``: torch-mlir does not reduce the shift modulo the size (``roll(x, -7)`` on a dimension of 6 was the
   identity or out of range) and has no lowering without ``dims``; shifts are reduced here and a roll without
   ``dims`` rolls the flattened tensor.
@@ -227,11 +229,16 @@ def _isfinite(graph: torch.fx.Graph, op: Node) -> Node | None:
     return None if _is_float(x) else _call(graph, op, aten.eq.Tensor, x, x)
 
 
-def _not_nan(graph: torch.fx.Graph, op: Node) -> Node | None:
-    a, b = op.args
-    if a is not b or not _is_float(a):
-        return None
-    return _call(graph, op, aten.logical_not.default, _call(graph, op, aten.isnan.default, a))
+def _comparison(graph: torch.fx.Graph, op: Node) -> Node | None:
+    """``x == x`` of a float tensor -> not isnan(x) (torch-mlir folds it to true); an integer or boolean tensor
+    compared with a float scalar -> the tensor converted to the promoted type first (torch-mlir's folder crashes
+    the process on a constant one)."""
+    a, b = op.args[0], op.args[1]
+    if op.target == aten.eq.Tensor and a is b and _is_float(a):
+        return _call(graph, op, aten.logical_not.default, _call(graph, op, aten.isnan.default, a))
+    if type(b) is float and isinstance(a, Node) and not _is_float(a):
+        return _call(graph, op, op.target, _to(graph, op, a, torch.result_type(_val(a), b)), b)
+    return None
 
 
 def _roll(graph: torch.fx.Graph, op: Node) -> Node | None:
@@ -366,7 +373,8 @@ REWRITES: dict[object, Rewrite] = {
     aten.min.dim: _extreme_with_index,
     aten.pow.Tensor_Scalar: _pow_root,
     aten.isfinite.default: _isfinite,
-    aten.eq.Tensor: _not_nan,
+    **{getattr(aten, name).Scalar: _comparison for name in ("eq", "ne", "lt", "le", "gt", "ge")},
+    **{getattr(aten, name).Tensor: _comparison for name in ("eq", "ne", "lt", "le", "gt", "ge")},
     aten.roll.default: _roll,
     aten.max_pool1d.default: _max_pool_ceil,
     aten.max_pool2d.default: _max_pool_ceil,
