@@ -153,3 +153,11 @@ def test_a_killed_run_keeps_every_row_announced_before_the_kill(kit, tmp_path):
     assert results.out_problems(out) == []
     with tarfile.open(out / results.PACK) as tar:  # the pack of the steps finished before the kill
         assert "results/first.json" in tar.getnames()
+
+
+def test_a_kit_that_does_not_unpack_says_so(tmp_path):
+    (tmp_path / "kit").mkdir()
+    (tmp_path / "kit" / "kit.tar.xz").write_bytes(b"not a tar")
+    out = tmp_path / "out"
+    assert run.drive(tmp_path / "kit", out, tmp_path / "work", (fake("a", "rows"),)) == 2
+    assert "cannot unpack" in (out / "run.log").read_text()

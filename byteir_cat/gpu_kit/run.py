@@ -258,7 +258,11 @@ def drive(kit: Path, out: Path, work: Path | None = None, plan: tuple[Step, ...]
     out.mkdir(parents=True, exist_ok=True)
     log = Log(out)
     work = work or Path(tempfile.mkdtemp(prefix="byteir-cat-kit."))
-    contents = unpack(kit, work)
+    try:
+        contents = unpack(kit, work)
+    except (OSError, tarfile.TarError) as e:
+        log.line(f"cannot unpack {kit / 'kit.tar.xz'} into {work}: {type(e).__name__}: {e}")
+        return 2
     chosen = select(plan, only, (contents / PREPARED).is_file())
     record = RunRecord(work / "results", out)
     kit_info = {k: v for k, v in json.loads((contents / "kit.json").read_text()).items() if k != "files"}
