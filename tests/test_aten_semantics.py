@@ -715,6 +715,7 @@ REFUSED = {
     "avg_pool divisor_override": (lambda x: F.avg_pool2d(x[None], 2, divisor_override=3), "avg_pool2d", None),
     "<< of int32": (lambda x: x.int() << x.int().abs(), "lshift", None),
     "cumprod": (lambda x: torch.cumprod(x, 1), "cumprod", LOADERS),
+    "diagonal": (lambda x: torch.diagonal(x, -1), "diagonal", LOADERS),
     "scatter_reduce": (lambda x: x.scatter_reduce(1, torch.tensor([[0, 1], [1, 0]]), x, "amax"), "scatter_reduce",
                        LOADERS),
     "kthvalue": (lambda x: torch.kthvalue(x, 1, 1), "kthvalue", LOADERS),

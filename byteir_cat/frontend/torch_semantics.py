@@ -38,7 +38,8 @@ Each entry is found by comparing the compiled op with eager torch on inputs that
   the f32 tensor and converted back.
 - integer scalars of ops on floating-point tensors (``x * -3``, ``x < 0``, ``alpha=-3``): torch-mlir's folders
   read them as unsigned or garbage where the tensor is a constant (``torch.full((2,), 3.0) * -3`` was 5.5e19,
-  ``scalar_tensor(3.0) < 0`` true); they become the float of the same value (exact up to 2**53).
+  ``scalar_tensor(3.0) < 0`` true or false from run to run); they become the float of the same value (exact up
+  to 2**53).
 """
 
 from __future__ import annotations
@@ -116,14 +117,14 @@ def _signs_differ(graph: torch.fx.Graph, op: Node, r: Node, b) -> Node:
 
 def _python_remainder(graph: torch.fx.Graph, op: Node) -> Node:
     """remainder(a, b) = r + b where r = fmod(a, b) is non-zero and has the other sign than b; else r."""
-    a, b = op.args[0], op.args[1]
+    a, b = op.args[0], _arg(op, 1, "other")
     r = _c_remainder(graph, op, a, b)
     return _call(graph, op, aten.where.self, _signs_differ(graph, op, r, b), _binary(graph, op, "add", r, b), r)
 
 
 def _exact_fmod(graph: torch.fx.Graph, op: Node) -> Node:
     """fmod(a, b): StableHLO's remainder is the exact C fmod."""
-    return _c_remainder(graph, op, op.args[0], op.args[1])
+    return _c_remainder(graph, op, op.args[0], _arg(op, 1, "other"))
 
 
 def _integer_floor_division(graph: torch.fx.Graph, op: Node, a, b) -> Node:
@@ -158,7 +159,7 @@ def _float_floor_division(graph: torch.fx.Graph, op: Node, a, b) -> Node:
 def _floor_division(graph: torch.fx.Graph, op: Node) -> Node | None:
     if op.target in (aten.div.Tensor_mode, aten.div.Scalar_mode) and op.kwargs.get("rounding_mode") != "floor":
         return None
-    a, b = op.args[0], op.args[1]
+    a, b = op.args[0], _arg(op, 1, "other")
     dtype = op.meta["val"].dtype
     if dtype == torch.bool:
         return None
@@ -213,12 +214,12 @@ def _extreme_with_index(graph: torch.fx.Graph, op: Node) -> tuple[Node, Node] | 
     x = op.args[0]
     if not _is_float(x):
         return None
-    return _nan_aware_index(graph, op, x, op.args[1], _arg(op, 2, "keepdim", False), op.target == aten.max.dim)
+    return _nan_aware_index(graph, op, x, _arg(op, 1, "dim"), _arg(op, 2, "keepdim", False), op.target == aten.max.dim)
 
 
 def _pow_root(graph: torch.fx.Graph, op: Node) -> Node | None:
     """x ** 0.5 and x ** -0.5 are torch's sqrt and rsqrt (its CPU kernel's f16 path keeps IEEE pow)."""
-    x, exponent = op.args
+    x, exponent = op.args[0], _arg(op, 1, "exponent")
     if exponent not in (0.5, -0.5) or _val(x).dtype not in (torch.float32, torch.float64, torch.bfloat16):
         return None
     return _call(graph, op, aten.sqrt.default if exponent == 0.5 else aten.rsqrt.default, x)
@@ -233,7 +234,7 @@ def _comparison(graph: torch.fx.Graph, op: Node) -> Node | None:
     """``x == x`` of a float tensor -> not isnan(x) (torch-mlir folds it to true); an integer or boolean tensor
     compared with a float scalar -> the tensor converted to the promoted type first (torch-mlir's folder crashes
     the process on a constant one)."""
-    a, b = op.args[0], op.args[1]
+    a, b = op.args[0], _arg(op, 1, "other")
     if op.target == aten.eq.Tensor and a is b and _is_float(a):
         return _call(graph, op, aten.logical_not.default, _call(graph, op, aten.isnan.default, a))
     if type(b) is float and isinstance(a, Node) and not _is_float(a):
@@ -242,7 +243,7 @@ def _comparison(graph: torch.fx.Graph, op: Node) -> Node | None:
 
 
 def _roll(graph: torch.fx.Graph, op: Node) -> Node | None:
-    x, shifts, dims = op.args[0], list(op.args[1]), list(_arg(op, 2, "dims", []))
+    x, shifts, dims = op.args[0], list(_arg(op, 1, "shifts")), list(_arg(op, 2, "dims", []))
     shape = _static(_val(x).shape)
     if shape is None or 0 in shape or not all(isinstance(s, int) for s in shifts):
         return None
@@ -267,7 +268,7 @@ def _ceil_windows(op: Node, dilation) -> tuple[list[int], list[int], list[int], 
         v = (list(v) if isinstance(v, (list, tuple)) else [v]) or default
         return v * n if len(v) == 1 else v
 
-    kernel = per_dim(op.args[1], [])
+    kernel = per_dim(_arg(op, 1, "kernel_size"), [])
     stride = per_dim(_arg(op, 2, "stride", []), kernel)
     padding = per_dim(_arg(op, 3, "padding", 0), [0])
     sizes = _static(_val(op.args[0]).shape[-n:])
@@ -342,7 +343,7 @@ def _in_float32(graph: torch.fx.Graph, op: Node) -> Node | None:
         return None
     if op.target == aten.rms_norm.default:  # torch normalises in f32, rounds, then scales in the input's type
         weight = _arg(op, 2, "weight")
-        normed = _call(graph, op, op.target, _to(graph, op, x, torch.float32), op.args[1], None,
+        normed = _call(graph, op, op.target, _to(graph, op, x, torch.float32), _arg(op, 1, "normalized_shape"), None,
                        _arg(op, 3, "eps"))
         out = _to(graph, op, normed, dtype)
         return out if weight is None else _call(graph, op, aten.mul.Tensor, out, weight)
