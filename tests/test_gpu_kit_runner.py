@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -161,3 +162,9 @@ def test_a_kit_that_does_not_unpack_says_so(tmp_path):
     out = tmp_path / "out"
     assert run.drive(tmp_path / "kit", out, tmp_path / "work", (fake("a", "rows"),)) == 2
     assert "cannot unpack" in (out / "run.log").read_text()
+
+
+def test_the_reading_guide_gives_each_step_its_box():
+    guide = (ROOT / "docs" / "GPU_KIT.md").read_text()
+    table = dict(re.findall(r"^\| (\w+) \| (\d+) s \|", guide, flags=re.M))
+    assert {name: int(s) for name, s in table.items()} == {s.name: s.seconds for s in STEPS}

@@ -75,8 +75,8 @@ class Step:
 # against cuBLAS/SDPA/cuDNN at the models' shapes; then where the time goes, and tuning. 420 s in all: the device
 # tool gives a session about 15 minutes, machine start included, and a rerun of a part must still fit.
 STEPS = (
-    Step("env", 15, False), Step("prepare", 50, False), Step("kernels", 20), Step("models", 40),
-    Step("model_timing", 50), Step("torch_compile", 90), Step("decode_timing", 35), Step("gemm_timing", 25),
+    Step("env", 15, False), Step("prepare", 50, False), Step("kernels", 25), Step("models", 45),
+    Step("model_timing", 50), Step("torch_compile", 80), Step("decode_timing", 35), Step("gemm_timing", 25),
     Step("attention_timing", 15), Step("conv_timing", 10), Step("profile", 25), Step("tune", 45),
 )
 DEFAULT_BUDGET = 420
