@@ -4,7 +4,9 @@ Key: (op family, layout, epilogue, M, N, K, batch, dtypes, arch, CUTLASS version
 (a measured time on a device) or 'unprofiled' (the shape heuristic's pick, made where no GPU was present);
 a profiled record is never replaced by an unprofiled one. Safe for concurrent compiles: WAL journal, a busy
 timeout, and each write in one ``BEGIN IMMEDIATE`` transaction. A file that is not a sound sqlite database
-(garbage, truncated) is detected on open, moved aside as ``<name>.corrupt-<time>-<pid>``, and rebuilt empty.
+(garbage, truncated) is detected on open, moved aside as ``<name>.corrupt-<time>-<pid>``, and rebuilt empty;
+only what sqlite or ``PRAGMA integrity_check`` proves broken is: "database is locked" is another process at
+work, never damage.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ait_codegen.conv_problem import ConvProblem, choose_conv
 from ait_codegen.gemm_problem import GemmProblem
 from ait_codegen.paths import tuning_db_path
 from ait_codegen.toolchain import cutlass_version
+from byteir_cat.core.errors import CompileError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tuning (
@@ -50,6 +53,19 @@ def _config_from_json(text: str) -> GemmConfig:
     return GemmConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
+def _code(e: sqlite3.DatabaseError) -> int:
+    return (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def _busy(e: sqlite3.DatabaseError) -> bool:
+    return _code(e) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(e) or "busy" in str(e)
+
+
+def _proves_damage(e: sqlite3.DatabaseError) -> bool:
+    return _code(e) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in str(e) \
+        or "not a database" in str(e)
+
+
 class TuningCache:
     """One connection to the tuning database at ``path`` (default: ``paths.tuning_db_path()``)."""
 
@@ -61,21 +77,44 @@ class TuningCache:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(SCHEMA)
-        row = conn.execute("PRAGMA quick_check").fetchone()
-        if row is None or row[0] != "ok":
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(SCHEMA)
+            row = conn.execute("PRAGMA quick_check").fetchone()
+            if row is None or row[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+        except BaseException:
             conn.close()
-            raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+            raise
         return conn
 
     def _open(self) -> sqlite3.Connection:
+        """Connect; set the file aside only when ``_broken`` proves it broken. A database another process keeps
+        locked past the busy timeout is healthy: that is a one-line error, and every row stays."""
         try:
             return self._connect()
-        except sqlite3.DatabaseError:
+        except sqlite3.DatabaseError as e:
+            if _busy(e) or not self._broken():
+                raise CompileError(f"tuning cache {self.path}: cannot open it ({e}); another process may hold it "
+                                   f"locked for over {BUSY_MS / 1000:g} s; nothing was set aside") from None
             self._set_aside()
             return self._connect()
+
+    def _broken(self) -> bool:
+        """Whether sqlite itself says the file is no database, or ``PRAGMA integrity_check`` finds it damaged."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
+        except sqlite3.DatabaseError as e:
+            return _proves_damage(e)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            row = conn.execute("PRAGMA integrity_check").fetchone()
+            return row is None or row[0] != "ok"
+        except sqlite3.DatabaseError as e:
+            return _proves_damage(e)
+        finally:
+            conn.close()
 
     def _set_aside(self) -> None:
         """Move the unreadable file (and its WAL/SHM companions) aside; another process may already have."""

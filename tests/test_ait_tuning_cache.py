@@ -7,6 +7,8 @@ import json
 import multiprocessing
 import sqlite3
 
+import pytest
+
 from ait_codegen.candidates import GemmConfig, choose
 from ait_codegen.gemm_problem import problem_for
 from ait_codegen.tuning_cache import TuningCache
@@ -121,3 +123,47 @@ def test_profiler_records_the_winner_under_the_target_arch(tmp_path, monkeypatch
     rec = cache.lookup(problem_for(spec.op, spec.operands), "sm_90a")
     assert rec is not None and rec.profiled and rec.config == configs[1]
     assert cache.lookup(problem_for(spec.op, spec.operands), "sm_80") is None
+
+
+def test_a_locked_database_is_not_set_aside(tmp_path, monkeypatch):
+    """Issue 24, item 2: "database is locked" past the busy timeout was taken for corruption, and a healthy
+    cache with every tuned row was moved aside."""
+    import ait_codegen.tuning_cache as tuning_cache
+    from byteir_cat.core.errors import CompileError
+
+    path = tmp_path / "t.sqlite"
+    cache = TuningCache(path)
+    cache.store(_problem(), "sm_80", choose(_problem(), "sm_80"), profiled=True, time_ms=1.0)
+    cache.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE tuning SET time_ms = 2.0")
+    monkeypatch.setattr(tuning_cache, "BUSY_MS", 100)
+    try:
+        with pytest.raises(CompileError, match="nothing was set aside") as e:
+            TuningCache(path)
+        assert "\n" not in str(e.value)
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "corrupt" in p.name) == []
+    again = TuningCache(path)
+    assert again.recovered_from is None and again.count() == 1
+    assert again.lookup(_problem(), "sm_80").time_ms == 2.0
+
+
+def test_eight_concurrent_writers_lose_no_row(tmp_path):
+    """Issue 24: eight processes writing the cache at once (each its own rows, and a shared stretch)."""
+    path = str(tmp_path / "t.sqlite")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, 30 * k, 40)) for k in range(8)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(240)
+    assert [proc.exitcode for proc in procs] == [0] * 8
+    assert not [p for p in tmp_path.iterdir() if "corrupt" in p.name]
+    cache = TuningCache(path)
+    assert cache.recovered_from is None
+    assert cache.count() == 30 * 7 + 40  # rows 1..250, the overlapping ones stored once
