@@ -34,7 +34,7 @@ from byteir_cat.core.byre_plan import (
     InterpretCompute,
 )
 from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.host_code import Signature, descriptor_args, descriptor_argtypes, jit_compile
+from byteir_cat.core.host_code import KernelError, Signature, descriptor_args, descriptor_argtypes, jit_compile
 from byteir_cat.core.host_code_support import register as register_host_code_support
 from byteir_cat.core.serialize import Reader
 from byteir_cat.semantics.interpreter import evaluate
@@ -48,17 +48,22 @@ _jit_lock = threading.Lock()
 _jit_cache: dict[str, tuple[Any, int]] = {}  # sha256 of LLVM IR + symbol -> (engine, entry address)
 
 
-def jit_entry(llvm_ir: str, symbol: str) -> int:
+def jit_entry(llvm_ir: str, symbol: str, where: str = "") -> int:
     """JIT ``llvm_ir`` once per process (identical groups of several artifacts or sessions share code) and
-    return the address of ``symbol``."""
+    return the address of ``symbol``. IR that LLVM cannot read, or that ``host_code_policy`` refuses, is a
+    one-line ``ArtifactError`` naming ``where`` (the kernel file) before any of its code runs."""
     key = hashlib.sha256(llvm_ir.encode() + b"\0" + symbol.encode()).hexdigest()
     with _jit_lock:
         if key not in _jit_cache:
             register_host_code_support()
-            engine, _ = jit_compile(llvm_ir, symbol)
+            try:
+                engine, _ = jit_compile(llvm_ir, symbol, where)
+            except KernelError as e:
+                raise ArtifactError(str(e)) from None
             address = engine.get_function_address(symbol)
             if not address:
-                raise ArtifactError(f"kernel {symbol}: entry point not found in its LLVM IR")
+                raise ArtifactError(f"kernel {symbol}{f' ({where})' if where else ''}: entry point not found in "
+                                    "its LLVM IR")
             _jit_cache[key] = (engine, address)
         return _jit_cache[key][1]
 
@@ -103,8 +108,8 @@ class CpuProvider:
     # -- host_code ----------------------------------------------------------------------------------------------
     def _bind_host_code(self, c: HostCodeCompute) -> Kernel:
         path = c.kernel
-        if path not in self.kernels:
-            raise ArtifactError(f"compute @{c.callee}: kernel file {path} is missing")
+        if not isinstance(self.kernels.get(path), str):
+            raise ArtifactError(f"compute @{c.callee}: kernel file {path} is missing or not LLVM IR text")
         sig = Signature.from_json(c.signature)
         args = c.operands + c.results
         for vid, s in zip(args, sig.inputs + sig.outputs, strict=True):
@@ -112,7 +117,7 @@ class CpuProvider:
             same = len(t.shape) == len(s.shape) if sig.extents else tuple(t.shape) == s.shape
             if not same or t.dtype != s.dtype:
                 raise ArtifactError(f"compute @{c.callee}: kernel signature {s} does not match buffer {t}")
-        address = jit_entry(self.kernels[path], c.symbol)
+        address = jit_entry(self.kernels[path], c.symbol, path)
         if sig.extents:
             return self._descriptor_call(c, sig, address)
         fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * len(args)))(address)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import llvmlite.binding as llvm
 import torch
 
+from byteir_cat.core.host_code_policy import check_host_module
+
 _TORCH_DTYPES: dict[str, torch.dtype] = {
     "f64": torch.float64, "f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
     "i1": torch.bool, "i8": torch.int8, "i16": torch.int16, "i32": torch.int32, "i64": torch.int64,
@@ -150,15 +152,19 @@ def optimize_ir(module: llvm.ModuleRef, tm: llvm.TargetMachine, speed_level: int
     pm.run(module, pb)
 
 
-def jit_compile(llvm_ir: str, name: str) -> tuple[llvm.ExecutionEngine, str]:
-    """Parse, optimise for this CPU and JIT ``llvm_ir``; returns the engine (keep it alive) and the
-    optimised IR. ``name`` is for messages."""
+def jit_compile(llvm_ir: str, name: str, where: str = "") -> tuple[llvm.ExecutionEngine, str]:
+    """Parse, check against ``host_code_policy`` (a refusal is ``HostCodeRefused``), optimise for this CPU and
+    JIT ``llvm_ir``; returns the engine (keep it alive) and the optimised IR. ``name`` (the entry symbol) and
+    ``where`` (the kernel file) are for messages."""
     tm = host_target_machine()
     try:
         module = llvm.parse_assembly(llvm_ir)
         module.verify()
     except RuntimeError as e:
-        raise KernelError(f"kernel {name}: LLVM could not read its IR: {str(e).strip()}") from None
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise KernelError(f"kernel {name}{f' ({where})' if where else ''}: LLVM could not read its IR: "
+                          f"{first.strip()}") from None
+    check_host_module(module, where or f"kernel {name}")
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
     optimize_ir(module, tm)
