@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.core.errors import InputError
 from runtime.artifact import read
+from runtime.signing import TrustedKey
 
 META = "causal_lm.json"
 DECODE_PLAN = "decode"  # the decode step's plan in the artifact; the prefill step is its main plan
@@ -61,15 +63,20 @@ def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, wind
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def load_causal_lm(path: str | Path, device: str = "cpu") -> CompiledCausalLM:
-    """Load a model written by ``compile_causal_lm(..., out_dir=path)``."""
+def load_causal_lm(path: str | Path, device: str = "cpu", trusted_keys: Sequence[TrustedKey] | None = None
+                   ) -> CompiledCausalLM:
+    """Load a model written by ``compile_causal_lm(..., out_dir=path)``; ``trusted_keys`` as ``load``'s. Its
+    ``causal_lm.json`` is a file of the artifact, covered by the manifest like every other."""
     root = Path(path)
+    artifact = read(root, target=device, trusted_keys=trusted_keys)
+    if META not in artifact.meta:
+        raise InputError(f"{root}: not a compiled causal LM (the manifest lists no {META}; an artifact compiled "
+                         "before it was covered by the manifest must be compiled again)")
     try:
-        raw = json.loads((root / META).read_text())
+        raw = json.loads(artifact.meta[META])
         config = CausalLMConfig(**raw)
-    except (OSError, json.JSONDecodeError, TypeError) as e:
+    except (json.JSONDecodeError, TypeError, RecursionError) as e:
         raise InputError(f"{root}: not a compiled causal LM ({type(e).__name__} reading {META})") from None
-    artifact = read(root, target=device)
     steps = [CompiledModel(artifact, root, device=device, plan=plan) for plan in (None, DECODE_PLAN)]
     for step in steps:
         step.session  # noqa: B018 - bind now: a missing device or a bad plan fails here, not at the first run

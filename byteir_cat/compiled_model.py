@@ -13,6 +13,7 @@ import torch
 from byteir_cat.core.byre_plan import ByreModule
 from runtime.artifact import Artifact, read
 from runtime.session import Session
+from runtime.signing import TrustedKey
 
 
 class CompiledModel:
@@ -53,8 +54,9 @@ class CompiledModel:
 
     __call__ = run
 
-    def save(self, out_dir: str | Path) -> Path:
-        self.path = self.artifact.write(out_dir)
+    def save(self, out_dir: str | Path, overwrite: bool = False) -> Path:
+        """Write the artifact to ``out_dir`` (an older artifact there is replaced only with ``overwrite``)."""
+        self.path = self.artifact.write(out_dir, overwrite=overwrite)
         return self.path
 
     def run_checks(self) -> list:
@@ -62,8 +64,11 @@ class CompiledModel:
         return self.session.run_checks()
 
 
-def load(artifact_dir: str | Path, device: str = "cpu") -> CompiledModel:
-    """Load an artifact written by ``compile`` (refuses a wrong version, target, device or a tampered file)."""
-    model = CompiledModel(read(artifact_dir, target=device), Path(artifact_dir), None, device=device)
+def load(artifact_dir: str | Path, device: str = "cpu", trusted_keys: Sequence[TrustedKey] | None = None
+         ) -> CompiledModel:
+    """Load an artifact written by ``compile`` (refuses a wrong version, target, device or a damaged file).
+    ``trusted_keys`` (public keys: hex, raw bytes or ``.pub`` files): refuse it unless one of them signed it."""
+    model = CompiledModel(read(artifact_dir, target=device, trusted_keys=trusted_keys), Path(artifact_dir), None,
+                          device=device)
     model.session  # noqa: B018 - bind now: a missing device or a bad plan fails here, not at the first run
     return model

@@ -10,33 +10,47 @@
     weights.safetensors    weights and the constants of serialised subgraphs, of every plan (stored once)
     plans/<name>.byre.json more plans over the same weights [optional]: the steps of a causal LM (prefill,
     plans/<name>.byre.mlir decode), or profiles: the same model for another range of sizes (dynamic shapes)
+    causal_lm.json         (and other small JSON files of a kind of artifact) read by its loader [optional]
     manifest.json          format version, versions, target, arch, signature, plans, SHA-256 of every file
+    signatures.json        ed25519 signatures of manifest.json (``runtime.signing``) [optional]
 
 Writing builds the whole directory beside the target and renames it into place, the manifest last, so a
-half-written artifact is never loadable; reading checks the manifest and every hash before anything runs.
+half-written artifact is never loadable; it never replaces anything but an older artifact, and that only when
+asked to. Reading checks the manifest and every hash before anything runs, on the very bytes it then uses.
+The hashes are an integrity check (a damaged copy is refused); that an artifact comes from whom it claims is
+what a signature says (``read(..., trusted_keys=...)``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
 import hashlib
 import json
 import os
 import platform
 import shutil
+import stat
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from byteir_cat import __version__
 from byteir_cat.core.byre_plan import ByreModule
 from byteir_cat.core.cuda_arch import CUDA_ARCHS
 from byteir_cat.core.errors import ArtifactError
 from byteir_cat.core.sym_shape import dim_from_json
+from runtime.signing import SIGNATURES, TrustedKey, verify_manifest
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -63,6 +77,7 @@ class Artifact:
     root: Path | None = None  # the directory it was read from or written to (shared libraries load from there)
     plans: dict[str, ByreModule] = field(default_factory=dict)  # more plans over the same weights and kernels
     profiles: list[str] = field(default_factory=list)  # plans that run ``byre``'s model at other sizes
+    meta: dict[str, str] = field(default_factory=dict)  # small files of a kind of artifact (causal_lm.json)
     _on_device: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def weight_on(self, key: str, device: torch.device) -> torch.Tensor:
@@ -122,49 +137,161 @@ class Artifact:
             "outputs": [sig(v, f"output{i}") for i, v in enumerate(self.byre.outputs)],
         }
 
-    def write(self, out_dir: str | Path) -> Path:
-        """Write atomically to ``out_dir`` (replacing an older artifact there)."""
-        out = Path(out_dir).resolve()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    def write(self, out_dir: str | Path, overwrite: bool = False) -> Path:
+        """Write atomically to ``out_dir``: built beside it and renamed into place, the manifest written last.
+        ``out_dir`` may be new or an empty directory; an artifact already there is replaced only with
+        ``overwrite``, in one atomic exchange (a reader sees the old one or the new one, never a mix). Any
+        other file or directory there is refused, and so is a second writer of the same directory at the same
+        time: a one-line ``ArtifactError`` each."""
+        out = Path(os.path.abspath(out_dir))
         try:
-            (tmp / "kernels").mkdir()
-            (tmp / MLIR).write_text(self.byre.to_mlir())
-            (tmp / PLAN).write_text(json.dumps(self.byre.to_json(), indent=1))
-            if self.plans:
-                (tmp / "plans").mkdir()
-            for name, plan in self.plans.items():
-                (tmp / "plans" / f"{name}.byre.mlir").write_text(plan.to_mlir())
-                (tmp / "plans" / f"{name}.byre.json").write_text(json.dumps(plan.to_json(), indent=1))
-            for rel, data in self.kernels.items():
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(data, bytes):
-                    (tmp / rel).write_bytes(data)
-                else:
-                    (tmp / rel).write_text(data)
-            save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp / WEIGHTS))
-            files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-            manifest = {
-                "format_version": FORMAT_VERSION, "byteir_cat_version": __version__, "target": self.target,
-                "arch": self.arch, **self.signature(), "report": self.report,
-                "plans": sorted(self.plans), "profiles": list(self.profiles),
-                "files": {rel: _sha256(tmp / rel) for rel in files},
-            }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-            for p in [tmp, *tmp.rglob("*")]:
-                os.chmod(p, 0o755 if p.is_dir() else 0o644)
-            if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-                os.replace(out, old / "artifact")
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out = out.parent.resolve() / out.name
+            with _sole_writer(out):
+                replacing = _replaceable(out, overwrite)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+                try:
+                    self._write_files(tmp)
+                    _install(tmp, out, replacing)
+                finally:
+                    if tmp.exists():
+                        shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as e:
+            raise ArtifactError(f"{out}: cannot write the artifact: {e.strerror or type(e).__name__}") from None
         self.root = out
         return out
+
+    def _write_files(self, tmp: Path) -> None:
+        (tmp / "kernels").mkdir()
+        (tmp / MLIR).write_text(self.byre.to_mlir())
+        (tmp / PLAN).write_text(json.dumps(self.byre.to_json(), indent=1))
+        if self.plans:
+            (tmp / "plans").mkdir()
+        for name, plan in self.plans.items():
+            (tmp / "plans" / f"{name}.byre.mlir").write_text(plan.to_mlir())
+            (tmp / "plans" / f"{name}.byre.json").write_text(json.dumps(plan.to_json(), indent=1))
+        for rel, data in self.kernels.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, bytes):
+                (tmp / rel).write_bytes(data)
+            else:
+                (tmp / rel).write_text(data)
+        for rel, text in self.meta.items():
+            (tmp / rel).write_text(text)
+        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp / WEIGHTS))
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        manifest = {
+            "format_version": FORMAT_VERSION, "byteir_cat_version": __version__, "target": self.target,
+            "arch": self.arch, **self.signature(), "report": self.report,
+            "plans": sorted(self.plans), "profiles": list(self.profiles),
+            "files": {rel: _sha256(tmp / rel) for rel in files},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        for p in [tmp, *tmp.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+@contextlib.contextmanager
+def _sole_writer(out: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``out`` (flock) while writing it; a writer that finds it held is refused.
+    The lock file is removed on release; a writer that locked a removed one takes the new one instead."""
+    lock = out.parent / f".{out.name}.lock"
+    for _ in range(16):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ArtifactError(f"{out}: another process is writing an artifact there now; this one was not "
+                                "written") from None
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    else:
+        raise ArtifactError(f"{out}: could not take the writer's lock {lock.name}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def is_artifact(path: Path) -> bool:
+    """Whether ``path`` is a directory holding a byteir-cat manifest (what ``write`` may replace)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and "format_version" in manifest and isinstance(manifest.get("files"), dict)
+
+
+def _replaceable(out: Path, overwrite: bool) -> bool:
+    """Whether ``write`` replaces an artifact at ``out`` (False: nothing or an empty directory is there);
+    refuses what must not be replaced."""
+    if not os.path.lexists(out):
+        return False
+    if out.is_symlink() or not out.is_dir():
+        raise ArtifactError(f"{out}: exists and is not a directory; refusing to replace it with an artifact")
+    entries = os.listdir(out)
+    if not entries:
+        return False
+    if not is_artifact(out):
+        raise ArtifactError(f"{out}: exists and is not a byteir-cat artifact ({len(entries)} entries); refusing to "
+                            "replace it (write to a new or empty directory)")
+    if not overwrite:
+        raise ArtifactError(f"{out}: already holds an artifact; replace it with overwrite=True "
+                            "(byteir-cat compile --force)")
+    return True
+
+
+def _install(tmp: Path, out: Path, replacing: bool) -> None:
+    """Move the finished ``tmp`` to ``out``: onto nothing or an empty directory, or exchanged with the artifact
+    there (which ``tmp`` then holds, for the caller to delete)."""
+    if not replacing:
+        try:
+            os.rename(tmp, out)
+        except OSError as e:
+            raise ArtifactError(f"{out}: another process wrote there meanwhile ({e.strerror}); not replaced") from None
+        return
+    if _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, old / "artifact")
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+@functools.cache
+def _renameat2() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is missing."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -201,24 +328,113 @@ def _sha256(path: Path) -> str:
 
 
 def read_manifest(art_dir: Path) -> dict[str, Any]:
-    path = art_dir / MANIFEST
-    if not art_dir.is_dir():
-        raise ArtifactError(f"{art_dir}: not an artifact directory")
-    if not path.is_file():
-        raise ArtifactError(f"{art_dir}: no {MANIFEST} (not a byteir-cat artifact, or an unfinished one)")
+    """The parsed manifest of ``art_dir`` (a one-line ``ArtifactError`` when there is none)."""
+    with _Directory(Path(art_dir)) as d:
+        return _parse_manifest(d.root, d.read(MANIFEST))
+
+
+def _parse_manifest(root: Path, data: bytes) -> dict[str, Any]:
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path}: unreadable manifest ({type(e).__name__})") from None
+        manifest = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"{root / MANIFEST}: unreadable manifest ({type(e).__name__})") from None
     if not isinstance(manifest, dict):
-        raise ArtifactError(f"{path}: manifest is not a JSON object")
+        raise ArtifactError(f"{root / MANIFEST}: manifest is not a JSON object")
     return manifest
 
 
-def read(art_dir: str | Path, target: str | None = None) -> Artifact:
-    """Read and verify an artifact: format version, target, arch, and the SHA-256 of every file."""
+class _Directory:
+    """An artifact directory opened once: every file is read relative to that directory (a rewrite that swaps
+    a new directory in does not mix into the read), without following symbolic links, regular files only (a
+    FIFO would hang the read)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def __enter__(self) -> _Directory:
+        try:
+            self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            raise ArtifactError(f"{self.root}: not an artifact directory") from None
+        self.inode = os.fstat(self.fd).st_ino
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def replaced(self) -> bool:
+        try:
+            return os.stat(self.root).st_ino != self.inode
+        except OSError:
+            return True
+
+    def read(self, rel: str, missing_ok: bool = False) -> bytes | None:
+        parts = rel.split("/")
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ArtifactError(f"{self.root}: file name {rel!r} in the manifest is not a path inside the artifact")
+        fds = []
+        try:
+            cur = self.fd
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+                cur = os.open(part, flags, dir_fd=cur)
+                fds.append(cur)
+            st = os.fstat(cur)
+            if not stat.S_ISREG(st.st_mode):
+                raise ArtifactError(f"{self.root}: {rel} is not a regular file")
+            chunks = []
+            while chunk := os.read(cur, 1 << 24):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            if rel == MANIFEST:
+                raise ArtifactError(f"{self.root}: no {MANIFEST} (not a byteir-cat artifact, or an unfinished one)"
+                                    ) from None
+            raise ArtifactError(f"{self.root}: file {rel} is missing") from None
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise ArtifactError(f"{self.root}: {rel} is or goes through a symbolic link (refused: an artifact's "
+                                    "files are its own)") from None
+            raise ArtifactError(f"{self.root}: {rel} is unreadable ({e.strerror or type(e).__name__})") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def files(self) -> list[str]:
+        """Every regular file under the directory, as paths relative to it."""
+        found = []
+        for top, _, names, dfd in os.fwalk(dir_fd=self.fd):
+            for name in names:
+                if stat.S_ISREG(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                    found.append(os.path.normpath(os.path.join(top, name)))
+        return found
+
+
+def read(art_dir: str | Path, target: str | None = None, trusted_keys: Sequence[TrustedKey] | None = None
+         ) -> Artifact:
+    """Read and verify an artifact: format version, target, arch, the SHA-256 of every file (on the bytes that
+    are then used), and with ``trusted_keys`` a signature of the manifest by one of them (``runtime.signing``).
+    An artifact rewritten while it is read is read again."""
     root = Path(art_dir)
-    manifest = read_manifest(root)
+    for _ in range(3):
+        with _Directory(root) as d:
+            try:
+                return _read(d, target, trusted_keys)
+            except ArtifactError:
+                if not d.replaced():
+                    raise
+    raise ArtifactError(f"{root}: rewritten three times while being read; try again")
+
+
+def _read(d: _Directory, target: str | None, trusted_keys: Sequence[TrustedKey] | None) -> Artifact:
+    root = d.root
+    manifest_bytes = d.read(MANIFEST)
+    if trusted_keys is not None:
+        verify_manifest(root, manifest_bytes, d.read(SIGNATURES, missing_ok=True), trusted_keys)
+    manifest = _parse_manifest(root, manifest_bytes)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(f"{root}: artifact format version {version!r}, this runtime reads version {FORMAT_VERSION}"
@@ -233,41 +449,60 @@ def read(art_dir: str | Path, target: str | None = None) -> Artifact:
     if art_target == "cuda" and manifest.get("arch") not in CUDA_ARCHS:
         raise ArtifactError(f"{root}: CUDA arch {manifest.get('arch')!r} in the manifest is not one of {CUDA_ARCHS}")
     files = manifest.get("files")
-    if not isinstance(files, dict):
-        raise ArtifactError(f"{root}: manifest lists no files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ArtifactError(f"{root}: manifest lists no files, or lists them malformed")
     for rel in (PLAN, WEIGHTS):
         if rel not in files:
             raise ArtifactError(f"{root}: manifest does not list {rel}")
+    if trusted_keys is not None:
+        extra = sorted(set(d.files()) - set(files) - {MANIFEST, SIGNATURES})
+        if extra:
+            raise ArtifactError(f"{root}: file {extra[0]} is not covered by the signed manifest")
+    data: dict[str, bytes] = {}
     for rel, digest in files.items():
-        p = root / rel
-        if ".." in Path(rel).parts or not p.is_file():
-            raise ArtifactError(f"{root}: file {rel} is missing")
-        if _sha256(p) != digest:
+        data[rel] = d.read(rel)
+        if hashlib.sha256(data[rel]).hexdigest() != digest:
             raise ArtifactError(f"{root}: file {rel} does not match its SHA-256 in the manifest (corrupted or edited)")
-    try:
-        plan = json.loads((root / PLAN).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{root / PLAN}: unreadable ({type(e).__name__})") from None
-    byre = ByreModule.from_json(plan)
+    byre = _plan(root, PLAN, data[PLAN])
     names, profiles = manifest.get("plans", []), manifest.get("profiles", [])
-    if not isinstance(names, list) or not isinstance(profiles, list) or not set(profiles) <= set(names):
+    if not isinstance(names, list) or not isinstance(profiles, list) or not all(
+            isinstance(n, str) for n in names) or not set(profiles) <= set(names):
         raise ArtifactError(f"{root}: the manifest's plans are malformed")
     plans = {}
     for name in names:
         rel = f"plans/{name}.byre.json"
         if rel not in files:
             raise ArtifactError(f"{root}: manifest does not list {rel}")
-        try:
-            plans[name] = ByreModule.from_json(json.loads((root / rel).read_text()))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ArtifactError(f"{root / rel}: unreadable ({type(e).__name__})") from None
+        plans[name] = _plan(root, rel, data[rel])
     try:
-        tensors = load_file(str(root / WEIGHTS))
-    except (SafetensorError, OSError) as e:
+        tensors = load_safetensors(data.pop(WEIGHTS))
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, KeyError, OverflowError) as e:
         raise ArtifactError(f"{root / WEIGHTS}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                             ) from None
-    kernels: dict[str, str | bytes] = {
-        rel: (root / rel).read_text() if rel.endswith(TEXT_SUFFIXES) else (root / rel).read_bytes()
-        for rel in files if rel.startswith("kernels/")}
-    return Artifact(byre, kernels, tensors, art_target, str(manifest.get("arch")), dict(manifest.get("report", {})),
-                    root.resolve(), plans, [str(p) for p in profiles])
+    kernels: dict[str, str | bytes] = {}
+    meta: dict[str, str] = {}
+    for rel, raw in data.items():
+        if rel.startswith("kernels/"):
+            kernels[rel] = _text(root, rel, raw) if rel.endswith(TEXT_SUFFIXES) else raw
+        elif "/" not in rel and rel.endswith(".json") and rel != PLAN:
+            meta[rel] = _text(root, rel, raw)
+    report = manifest.get("report", {})
+    return Artifact(byre, kernels, tensors, art_target, str(manifest.get("arch")),
+                    dict(report) if isinstance(report, dict) else {}, root.resolve(), plans,
+                    [str(p) for p in profiles], meta)
+
+
+def _text(root: Path, rel: str, raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{root / rel}: not UTF-8 text") from None
+
+
+def _plan(root: Path, rel: str, raw: bytes) -> ByreModule:
+    try:
+        return ByreModule.from_json(json.loads(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"{root / rel}: unreadable ({type(e).__name__})") from None
+    except ArtifactError as e:
+        raise ArtifactError(f"{root / rel}: {e}") from None

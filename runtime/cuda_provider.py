@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,6 +46,7 @@ from byteir_cat.semantics.interpreter import evaluate
 from runtime.artifact import Artifact
 from runtime.cat_binding import bind_cat_op
 from runtime.cpu_provider import Kernel, Slots, alias_kernel
+from runtime.kernel_library import load_library
 
 
 class CudaKernelError(RuntimeError):
@@ -85,25 +83,6 @@ def _check(driver: Any, result: tuple, what: str) -> Any:
         _, name = driver.cuGetErrorName(err)
         raise CudaKernelError(f"{what}: {name.decode() if isinstance(name, bytes) else name}")
     return result[1] if len(result) == 2 else result[1:]
-
-
-def _library_file(artifact: Artifact, rel: str) -> Path:
-    """A path ctypes can load: the artifact's own file, or (artifact compiled in this process, never
-    written) a content-addressed copy in the temporary directory."""
-    if artifact.root is not None and (artifact.root / rel).is_file():
-        return artifact.root / rel
-    data = artifact.kernels.get(rel)
-    if not isinstance(data, bytes):
-        raise ArtifactError(f"kernel library {rel} is missing from the artifact")
-    digest = hashlib.sha256(data).hexdigest()
-    folder = Path(tempfile.gettempdir()) / "byteir-cat-libraries"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest}.so"
-    if not path.exists():
-        tmp = Path(tempfile.mkstemp(dir=folder, prefix=f".{digest}.")[1])
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return path
 
 
 def temp_bytes(c: PtxCompute) -> int:
@@ -187,7 +166,7 @@ class CudaProvider:
 
     def _library(self, rel: str) -> ctypes.CDLL:
         if rel not in self._libraries:
-            self._libraries[rel] = ctypes.CDLL(str(_library_file(self.artifact, rel)))
+            self._libraries[rel] = load_library(self.artifact.kernels, rel)
         return self._libraries[rel]
 
     def _bind_cat(self, c: CatCompute) -> Kernel:

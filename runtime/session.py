@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.byre_plan import ByreModule
+from byteir_cat.core.byre_plan import ByreModule, IndexRange
 from byteir_cat.core.errors import ArtifactError, InputError
 from byteir_cat.core.ir import Block, Function, Module, Op, torch_dtype
 from byteir_cat.core.serialize import Reader, type_from_json
@@ -25,6 +25,7 @@ from byteir_cat.semantics.interpreter import run_checks
 from runtime.artifact import Artifact, read
 from runtime.cpu_provider import CpuProvider, Kernel, Slots
 from runtime.cuda_provider import CudaProvider, require_device
+from runtime.signing import TrustedKey
 
 DEVICES = ("cpu", "cuda")
 StepHook = Callable[[int, Any, Slots], None]
@@ -68,11 +69,13 @@ class Session:
     ``CpuProvider``: the GPU emulator runs a CUDA artifact's plan on the CPU that way."""
 
     def __init__(self, artifact: str | Path | Artifact, device: str = "cpu",
-                 provider: Callable[..., Any] | None = None, cuda_graphs: bool = True, plan: str | None = None):
+                 provider: Callable[..., Any] | None = None, cuda_graphs: bool = True, plan: str | None = None,
+                 trusted_keys: Sequence[TrustedKey] | None = None):
         if device not in DEVICES:
             raise ArtifactError(f"device {device!r}: this runtime has providers for {', '.join(DEVICES)} only")
         start = time.perf_counter()
-        self.artifact = artifact if isinstance(artifact, Artifact) else read(artifact, target=device)
+        self.artifact = artifact if isinstance(artifact, Artifact) else read(artifact, target=device,
+                                                                              trusted_keys=trusted_keys)
         if provider is None and self.artifact.target != device:
             raise ArtifactError(f"artifact compiled for target {self.artifact.target}, cannot run on {device}")
         if provider is not None and device != "cpu":
@@ -241,11 +244,30 @@ class Session:
                 raise InputError(f"input {i}: expected a torch.Tensor, got {type(t).__name__}")
             if tuple(t.shape) != shape or t.dtype != dtype:
                 raise InputError(f"input {i}: expected shape {list(shape)} {dtype}, got {list(t.shape)} {t.dtype}")
+            if i in self._index_ranges:
+                self._check_indices(i, t, self._index_ranges[i])
             t = t.detach().to(self.torch_device).contiguous()
             if self._cuda is not None and t.data_ptr() % 16:
                 t = t.clone()  # a view at an odd offset: vectorised kernels need 16-B aligned operands
             out.append(t)
         return out
+
+    @property
+    def _index_ranges(self) -> dict[int, IndexRange]:
+        return {r.input: r for r in self.byre.index_ranges}
+
+    def _check_indices(self, i: int, t: torch.Tensor, r: IndexRange) -> None:
+        """Refuse indices outside their table (a gather would clamp them silently), naming the first one."""
+        if t.numel() == 0:
+            return
+        lo, hi = torch.aminmax(t.detach())
+        if int(lo) >= 0 and int(hi) < r.size:
+            return
+        pos = tuple(int(x) for x in ((t < 0) | (t >= r.size)).nonzero()[0])
+        names = self.byre.input_names
+        who = f"input {i}" + (f" ({names[i]})" if i < len(names) and names[i] else "")
+        raise InputError(f"{who}: value {int(t[pos])} at position {list(pos)} is outside the valid range "
+                         f"[0, {r.size}) of the table it indexes ({r.table})")
 
     def run(self, *inputs: torch.Tensor, profile: bool = False, donate: Sequence[int] = ()
             ) -> tuple[torch.Tensor, ...]:

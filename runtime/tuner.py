@@ -1,7 +1,8 @@
 """Tuning a CUDA artifact on the device that runs it. ``compile(..., tune_candidates=N)`` puts N other builds of
 every CAT GEMM/BMM into the artifact; here each build is timed on operands of the compute's shapes (the
 weights it really multiplies, random activations), the fastest becomes the kernel of every compute that used
-the op, the others stay as candidates, and the artifact is rewritten in place with its manifest re-signed.
+the op, the others stay as candidates, and the artifact is rewritten in place with a new manifest (which drops
+any signature: sign it again, ``byteir-cat sign``).
 
 Only the runtime is needed (no compiler, no CUTLASS), so this runs on the GPU machine; the winners also come
 back as rows a compiling machine stores in its tuning cache (``byteir-cat tune --import``).
@@ -10,7 +11,7 @@ back as rows a compiling machine stores in its tuning cache (``byteir-cat tune -
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from byteir_cat.core.errors import ArtifactError
 from byteir_cat.core.ir import torch_dtype
 from byteir_cat.core.kernel_abi import entry_points, status_name
 from byteir_cat.core.serialize import Reader
-from runtime.artifact import read
+from runtime.artifact import Artifact, read
 from runtime.cat_binding import BoundCatOp, bind_cat_op
 from runtime.cuda_timing import cuda_event_times
+from runtime.kernel_library import load_library
+from runtime.signing import TrustedKey
 
 Launch = Callable[[], int]  # one call of a kernel on fixed operands; returns its status
 Timer = Callable[[str, Launch], float]  # (symbol, launch) -> milliseconds per call
@@ -81,9 +84,11 @@ def _operands(bound: BoundCatOp, device: torch.device, seed: int) -> tuple[list[
     return xs, torch.empty(bound.out_type.shape, dtype=torch_dtype(bound.out_type.dtype), device=device)
 
 
-def tune_artifact(path: str | Path, device: str = "cuda", timer: Timer | None = None) -> list[TunedOp]:
-    """Time every build of every GEMM/BMM that has candidates, keep the fastest, rewrite the artifact."""
-    art = read(path, target="cuda")
+def tune_artifact(path: str | Path, device: str = "cuda", timer: Timer | None = None,
+                  trusted_keys: Sequence[TrustedKey] | None = None) -> list[TunedOp]:
+    """Time every build of every GEMM/BMM that has candidates, keep the fastest, rewrite the artifact.
+    ``trusted_keys``: load it only when one of them signed it (``runtime.signing``)."""
+    art = read(path, target="cuda", trusted_keys=trusted_keys)
     assert art.root is not None
     dev = torch.device(device)
     time_ms = timer or cuda_event_timer()
@@ -105,7 +110,7 @@ def tune_artifact(path: str | Path, device: str = "cuda", timer: Timer | None = 
         for b in builds:
             record.configs[b["symbol"]] = b.get("config", {})
             try:
-                launch = _launcher(art.root, b, xs, out, dev, libraries)
+                launch = _launcher(art, b, xs, out, dev, libraries)
                 record.times_ms[b["symbol"]] = float(time_ms(b["symbol"], launch))
             except (RuntimeError, ArtifactError, OSError) as e:
                 record.times_ms[b["symbol"]] = None
@@ -124,17 +129,16 @@ def tune_artifact(path: str | Path, device: str = "cuda", timer: Timer | None = 
             art.byre.workspace_bytes = max(art.byre.workspace_bytes, int(win["workspace"]))
         tuned.append(record)
     art.report["tuning"] = [t.row() for t in tuned]
-    art.write(art.root)
+    art.write(art.root, overwrite=True)
     return tuned
 
 
-def _launcher(root: Path, build: dict[str, Any], xs: list[torch.Tensor], out: torch.Tensor, dev: torch.device,
+def _launcher(art: Artifact, build: dict[str, Any], xs: list[torch.Tensor], out: torch.Tensor, dev: torch.device,
               libraries: dict[str, ctypes.CDLL]) -> Launch:
-    rel = build["library"]
+    """One call of ``build``'s kernel on ``xs``; its library is loaded from the artifact's verified bytes."""
+    rel, root = build["library"], art.root
     if rel not in libraries:
-        if ".." in Path(rel).parts or not (root / rel).is_file():
-            raise ArtifactError(f"{root}: kernel library {rel} is missing")
-        libraries[rel] = ctypes.CDLL(str(root / rel))
+        libraries[rel] = load_library(art.kernels, rel)
     lib, symbol = libraries[rel], build["symbol"]
     try:
         fn, ws_fn = entry_points(lib, symbol)

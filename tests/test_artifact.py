@@ -66,7 +66,7 @@ def test_loads_and_matches_torch(artifact):
 def test_rewrite_is_atomic_and_leaves_no_temporaries(artifact, tmp_path):
     d = tmp_path / "again"
     compile(MODEL, out_dir=d)
-    compile(MODEL, out_dir=d)  # replaces the older artifact
+    compile(MODEL, out_dir=d, overwrite=True)  # replaces the older artifact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
     load(d)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.ir import TensorType
+from byteir_cat.core.ir import TensorType, torch_dtype
 from byteir_cat.core.kernel_abi import WORKSPACE_ALIGN
 from byteir_cat.core.printer import format_attr
 from byteir_cat.core.serialize import type_from_json, type_to_json
@@ -203,6 +203,27 @@ COMPUTE_KINDS: dict[str, type[Compute]] = {c.kind: c for c in (AliasCompute, Cat
                                                                 InterpretCompute)}
 
 
+@dataclass(frozen=True)
+class IndexRange:
+    """Input ``input`` holds indices into a table of ``size`` rows: valid values are 0 <= i < size (``table``
+    says which, for messages)."""
+
+    input: int
+    size: int
+    table: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"input": self.input, "size": self.size, "table": self.table}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> IndexRange:
+        return IndexRange(int(d["input"]), int(d["size"]), str(d.get("table", "")))
+
+
+_STORAGES = ("input", "output", "weight", "arena", "alias")
+MAX_BUFFER_BYTES = 1 << 62
+
+
 @dataclass
 class ByreModule:
     values: list[ByreValue]
@@ -225,6 +246,9 @@ class ByreModule:
     symbols: list[dict[str, Any]] = field(default_factory=list)
     bindings: list[list[Any]] = field(default_factory=list)
     extents: list[int] = field(default_factory=list)
+    # inputs that index a table (token ids into an embedding): the runtime refuses values outside the range,
+    # where the gather would clamp them silently (``byteir_cat.lowering.index_inputs``)
+    index_ranges: list[IndexRange] = field(default_factory=list)
 
     @property
     def interpreted(self) -> list[InterpretCompute]:
@@ -241,6 +265,7 @@ class ByreModule:
             "checks": self.checks,
             "donatable": {str(k): v for k, v in self.donatable.items()},
             **({"symbols": self.symbols, "bindings": self.bindings} if self.symbols else {}),
+            **({"index_ranges": [r.to_json() for r in self.index_ranges]} if self.index_ranges else {}),
         }
 
     @staticmethod
@@ -249,14 +274,39 @@ class ByreModule:
             raise ArtifactError(f"ByRE plan format {d.get('format')!r}, this runtime reads format {BYRE_FORMAT} "
                                 "(recompile the model)")
         try:
-            return ByreModule([ByreValue.from_json(v) for v in d["values"]], list(d["inputs"]), list(d["outputs"]),
+            byre = ByreModule([ByreValue.from_json(v) for v in d["values"]], list(d["inputs"]), list(d["outputs"]),
                               [Compute.from_json(c) for c in d["computes"]], list(d.get("checks", [])),
                               int(d["arena_bytes"]), int(d["naive_bytes"]), int(d.get("inplace", 0)),
                               list(d.get("input_names", [])), int(d.get("workspace_bytes", 0)),
                               {int(k): int(v) for k, v in d.get("donatable", {}).items()},
-                              list(d.get("symbols", [])), [list(b) for b in d.get("bindings", [])])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ArtifactError(f"ByRE plan is malformed: {type(e).__name__}: {e}") from None
+                              list(d.get("symbols", [])), [list(b) for b in d.get("bindings", [])],
+                              index_ranges=[IndexRange.from_json(r) for r in d.get("index_ranges", [])])
+            byre.validate()
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+            raise ArtifactError(f"ByRE plan is malformed: {type(e).__name__}: {str(e)[:200]}") from None
+        return byre
+
+    def validate(self) -> None:
+        """What the runtime relies on before it allocates or indexes anything: value ids in range, known element
+        types, sizes that fit 64-bit byte offsets, arena buffers inside the arena (a ``ValueError`` otherwise)."""
+        n = len(self.values)
+        for i, v in enumerate(self.values):
+            if v.id != i or v.storage not in _STORAGES or any(not isinstance(x, int) or x < 0 for x in v.type.shape):
+                raise ValueError(f"value {i}: id, storage or shape out of place")
+            torch_dtype(v.type.dtype)
+            if v.type.nbytes > MAX_BUFFER_BYTES:
+                raise ValueError(f"value {i}: {v.type} is larger than 64-bit byte offsets allow")
+            if v.storage == "arena" and not 0 <= v.offset <= self.arena_bytes - v.type.nbytes:
+                raise ValueError(f"value {i}: offset {v.offset} is outside the arena")
+            if v.storage == "alias" and not 0 <= v.alias_of < n:
+                raise ValueError(f"value {i}: aliases a value that does not exist")
+        ids = [*self.inputs, *self.outputs, *(x for c in self.computes for x in (*c.operands, *c.results))]
+        if any(not isinstance(x, int) or not 0 <= x < n for x in ids):
+            raise ValueError("a value id out of range")
+        if not 0 <= self.arena_bytes <= MAX_BUFFER_BYTES or not 0 <= self.workspace_bytes <= MAX_BUFFER_BYTES:
+            raise ValueError("arena or workspace size out of range")
+        if any(not 0 <= r.input < len(self.inputs) for r in self.index_ranges):
+            raise ValueError("an index range of an input that does not exist")
 
     @property
     def bounds(self) -> list[DimBound]:
