@@ -222,6 +222,10 @@ def test_prepare_models_and_kernels_run_their_device_path_on_a_fake_device(quick
     assert groups and all(g["ok"] for g in groups), groups
     kernels = list(steps.step_kernels(ctx))
     assert len(kernels) == len(kernel_cases(quick=True)) and all(k["ok"] for k in kernels), kernels
+    short = StepContext("torch_compile", work, tmp_path / "results", False, time.time() + 20)
+    skipped = list(steps.step_torch_compile(short))  # a torch.compile does not start with 20 s left
+    assert [r.get("artifact") or r.get("causal_lm") for r in skipped] == ["llama_tiny_b1_s32", "gpt2_tiny_lm"]
+    assert all(r["skipped"].startswith("needs ~45 s, ") for r in skipped), skipped
 
 
 def _repacked(kit: Path, tmp: Path, edit) -> Path:
