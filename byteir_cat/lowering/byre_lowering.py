@@ -25,6 +25,7 @@ from byteir_cat.core.ir import Function, Module, Op, Value, dtype_bytes
 from byteir_cat.core.serialize import Writer, type_to_json
 from byteir_cat.core.source_loc import fuse_locs
 from byteir_cat.core.sym_shape import SymbolicShapes, SymExpr, dim_from_json, dim_to_json
+from byteir_cat.lowering.index_inputs import index_ranges
 from byteir_cat.lowering.memory_planner import Buffer, plan_memory
 from byteir_cat.semantics.op_traits import ELEMENTWISE
 from mhlo_to_cat.cost import function_cost
@@ -116,6 +117,7 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
     if shapes is not None:
         byre.symbols = [{"name": b.name, "lo": b.lo, "hi": b.hi, "where": b.where} for b in shapes.spec.bounds]
         byre.bindings = [[i, d, name] for i, d, name in shapes.spec.bindings]
+    byre.index_ranges = index_ranges(module)
     _assign_storage(byre)
     byre.workspace_bytes = scratch_bytes(byre.computes)
     byre.donatable = _donatable(byre)
