@@ -118,9 +118,11 @@ def _eos_ids(model: torch.nn.Module) -> list[int]:
 
 
 def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: int, target: str = "cpu",
-                      arch: str | None = None, out_dir: str | Path | None = None) -> CompiledCausalLM:
+                      arch: str | None = None, out_dir: str | Path | None = None, overwrite: bool = False,
+                      memory_limit: int | str | None = None) -> CompiledCausalLM:
     """Compile ``model`` (a Hugging Face ``*ForCausalLM``) into prefill and decode steps over a KV cache of
-    ``max_batch_size`` x ``max_seq_len`` tokens; returns the loaded model (written to ``out_dir`` when given)."""
+    ``max_batch_size`` x ``max_seq_len`` tokens; returns the loaded model (written to ``out_dir`` when given,
+    replacing an older artifact there only with ``overwrite``). ``memory_limit``: as ``compile``'s."""
     if max_batch_size < 1 or max_seq_len < 2:
         raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
     window = _sliding_window(model, max_seq_len)
@@ -139,14 +141,14 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
                             getattr(model.generation_config, "pad_token_id", None), target, arch, window)
     step = CausalLMStep(model)
     passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
-    artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch, passes=passes)
+    artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch, passes=passes,
+                                 memory_limit=memory_limit)
     decode, _ = build_artifact(step, _example(config, 1, dtype), target=target, arch=arch,
-                               kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes)
+                               kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes, memory_limit=memory_limit)
     artifact.add_plan(DECODE_PLAN, decode.byre, decode.kernels, decode.tensors)
     artifact.report = {"prefill": artifact.report, DECODE_PLAN: decode.report}
-    root = artifact.write(out_dir) if out_dir is not None else None
-    if root is not None:
-        (root / META).write_text(json.dumps(asdict(config), indent=1))
+    artifact.meta[META] = json.dumps(asdict(config), indent=1)  # listed in the manifest like every file
+    root = artifact.write(out_dir, overwrite=overwrite) if out_dir is not None else None
     steps = [CompiledModel(artifact, root, device=target, plan=plan) for plan in (None, DECODE_PLAN)]
     lm = CompiledCausalLM(config, *steps, root)
     if target == "cpu":

@@ -32,6 +32,7 @@ from byteir_cat.core.sym_shape import DynamicSpec, SymbolicShapes
 from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_inputs, sample_points, split_at_one
 from byteir_cat.frontend import bind_params
 from byteir_cat.lowering.byre_lowering import CatKernel, GroupKernel, lower
+from byteir_cat.lowering.memory_budget import check_memory
 from fallback_codegen.compile import CompiledGroup, GroupJob, prepare_group
 from fallback_codegen.lowering_pool import LoweringCrash, lowering_pool
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
@@ -52,7 +53,8 @@ HOST_NOTE = "runs on the host: its operands are copied device->host and its resu
 def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
             out_dir: str | Path | None = None, progress: Progress | None = None,
             arch: str | None = None, tune_candidates: int = 0, dynamic_shapes: Any = None,
-            params: Mapping[str | int, Any] | None = None, check: bool = False) -> CompiledModel:
+            params: Mapping[str | int, Any] | None = None, check: bool = False, overwrite: bool = False,
+            memory_limit: int | str | None = None) -> CompiledModel:
     """Compile a torch model (with example inputs), an .mlir path or MLIR text for ``target`` ("cpu" or
     "cuda"; ``arch`` "sm_90a" or "sm_80" for cuda); write the artifact to ``out_dir`` when given.
     ``tune_candidates`` (cuda): that many other builds of every GEMM/BMM go into the artifact, for
@@ -61,7 +63,9 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
     ``params``: arrays for arguments of @main, by name or position (``frontend.bind_params``): JAX's weights,
     bound into the artifact; the compiled model takes the remaining arguments. ``check``: run every subgraph of
     the compiled plan against the reference evaluation of the model as imported (``byteir_cat.check``); the
-    result is ``report["check"]``, and a warning names the first subgraph that diverges."""
+    result is ``report["check"]``, and a warning names the first subgraph that diverges. ``overwrite``: replace an
+    older artifact at ``out_dir`` (anything else there is never replaced). ``memory_limit`` (bytes, or "16G"):
+    the budget the planned memory is checked against (default: the target's memory; ``lowering.memory_budget``)."""
     if params:
         model_or_mlir = bind_params(to_stablehlo(model_or_mlir, example_inputs), params)
     if check:
@@ -72,20 +76,20 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
         model_or_mlir = to_stablehlo(model_or_mlir, example_inputs)
         check_args, refs, frontend = references_for(model_or_mlir, example_inputs, torch_model)
     artifact, part = build_artifact(model_or_mlir, example_inputs, target, progress, arch, tune_candidates,
-                                    dynamic_shapes)
+                                    dynamic_shapes, memory_limit=memory_limit)
     if check:
         report = run_check(artifact, part.module, check_args, refs, frontend)
         artifact.report["check"] = report.to_json()
         if not report.passed:
             warnings.warn(f"byteir-cat check: {report.summary()}", stacklevel=2)
-    path = artifact.write(out_dir) if out_dir is not None else None
+    path = artifact.write(out_dir, overwrite=overwrite) if out_dir is not None else None
     return CompiledModel(artifact, path, part, device=target)
 
 
 def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = None, target: str = "cpu",
                    progress: Progress | None = None, arch: str | None = None, tune_candidates: int = 0,
-                   dynamic_shapes: Any = None, kernel_prefix: str = "kernels/", passes: Sequence[Pass] | None = None
-                   ) -> tuple[Artifact, Any]:
+                   dynamic_shapes: Any = None, kernel_prefix: str = "kernels/", passes: Sequence[Pass] | None = None,
+                   memory_limit: int | str | None = None) -> tuple[Artifact, Any]:
     """The compile pipeline without writing: (artifact, partition). ``kernel_prefix``: where fusion kernels go
     (a plan that joins another artifact keeps its own apart; CAT kernels are shared by content). ``passes``:
     the mhlo_to_cat pipeline (default ``default_pipeline()``)."""
@@ -150,10 +154,13 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
             report["profiles"] = [{"plan": "main", "sizes": [str(b) for b in shapes.spec.bounds]}] + [
                 {"plan": f"profile{k}", "sizes": [str(b) for b in sh.spec.bounds]}
                 for k, (_, sh) in enumerate(profiles, start=1)]
+        report["memory"] = check_memory([artifact.byre, *artifact.plans.values()], artifact.tensors, target, None,
+                                        memory_limit)
         return artifact, part
     # On the GPU every interpreted compute is a round trip through host memory: list each one, with why.
     report["interpreted"] = [{"callee": c.callee, "why": f"{c.why or c.reason}; {HOST_NOTE}"} for c in byre.interpreted]
     report.update(extra, workspace_bytes=byre.workspace_bytes)
+    report["memory"] = check_memory([byre], tensors, target, arch, memory_limit)
     return Artifact(byre, files, tensors, target, arch, report=report), part
 
 

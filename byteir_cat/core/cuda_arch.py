@@ -5,6 +5,9 @@ from __future__ import annotations
 
 CUDA_ARCHS = ("sm_80", "sm_90a")
 DEFAULT_CUDA_ARCH = "sm_90a"
+# the memory of the largest device of each arch (A100 80 GB; H200 141 GB): the default budget a CUDA plan is
+# checked against at compile time (``compile(..., memory_limit=...)`` sets a smaller one)
+DEVICE_MEMORY_BYTES = {"sm_80": 80 * 10**9, "sm_90a": 141 * 10**9}
 
 
 def runs_on(arch: str, capability: tuple[int, int]) -> bool:

@@ -16,6 +16,7 @@ from byteir_cat.core.errors import CompileError
 from byteir_cat.core.ir import Block, Function, Module, Op, TensorType, Value, torch_dtype
 from byteir_cat.core.source_loc import Loc, parse_mlir_location
 
+MAX_TENSOR_BYTES = 1 << 62  # beyond this a tensor's byte size overflows the 64-bit sizes torch and LLVM use
 _TENSOR_TYPE = re.compile(r"^tensor<(?P<dims>(?:\d+x)*)(?P<dtype>[a-z]+\d*)>$")
 
 
@@ -24,7 +25,11 @@ def parse_tensor_type(text: str, where: str = "") -> TensorType:
     if not m:
         raise CompileError(f"unsupported type {text} at {where} (static-shaped tensors only)")
     dims = tuple(int(d) for d in m["dims"].split("x") if d)
-    return TensorType(dims, m["dtype"])
+    ty = TensorType(dims, m["dtype"])
+    if ty.numel * 8 > MAX_TENSOR_BYTES:
+        raise CompileError(f"type {text} at {where}: {ty.numel:.3g} elements, more than any memory holds (byte "
+                           "offsets are 64-bit)")
+    return ty
 
 
 _RESOURCE_ENTRY = re.compile(r'^\s*"?([\w.\-]+)"?\s*:\s*"0x([0-9A-Fa-f]*)"', re.M)
