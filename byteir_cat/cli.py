@@ -61,9 +61,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         artifact, _ = build_artifact(model, inputs, target=args.target, progress=note, arch=args.arch,
                                      tune_candidates=args.tune_candidates,
-                                     dynamic_shapes=dynamic_shapes_arg(args.dynamic, len(inputs or ())))
+                                     dynamic_shapes=dynamic_shapes_arg(args.dynamic, len(inputs or ())),
+                                     memory_limit=args.memory_limit)
         note("write artifact", 0, 1)
-        out = artifact.write(Path(args.output))
+        out = artifact.write(Path(args.output), overwrite=args.force)
         note("write artifact", 1, 1)
     r = artifact.report
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["computes"].items()))
@@ -125,16 +126,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     target = Path(args.artifact)
     if target.suffix == ".mlir" and target.is_file():
         return _run_self_checking(target)
-    import numpy as np
     import torch
 
-    from byteir_cat.compiler import load
+    from byteir_cat.compiled_model import load
+    from byteir_cat.tensor_files import write_tensors
 
-    model = load(target)
-    inputs: list[torch.Tensor] = _read_npz(args.inputs) if args.inputs else []
+    model = load(target, trusted_keys=args.trusted_key)
+    inputs: list[torch.Tensor] = _read_inputs(args.inputs, model) if args.inputs else []
     outs = model.run(*inputs)
     if args.out:
-        np.savez(args.out, **{f"output{i}": t.numpy() for i, t in enumerate(outs)})
+        write_tensors(args.out, {f"output{i}": t for i, t in enumerate(outs)})
         print(f"wrote {args.out}")
     else:
         for i, t in enumerate(outs):
@@ -174,8 +175,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         for p, _ in plots:
             profile_plots.check_path(p)
     path = Path(args.artifact)
-    model = load(path, device=str(read_manifest(path).get("target", "cpu")))
-    inputs = _read_npz(args.inputs) if args.inputs else None
+    model = load(path, device=str(read_manifest(path).get("target", "cpu")), trusted_keys=args.trusted_key)
+    inputs = _read_inputs(args.inputs, model) if args.inputs else None
     report = profile(model, inputs, runs=args.runs)
     if args.trace:
         write_trace(report, Path(args.trace))
@@ -207,7 +208,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return _import_tuning(args.results)
     from runtime.tuner import cuda_event_timer, tune_artifact
 
-    tuned = tune_artifact(args.artifact, timer=cuda_event_timer(runs=args.runs))
+    tuned = tune_artifact(args.artifact, timer=cuda_event_timer(runs=args.runs), trusted_keys=args.trusted_key)
     if not tuned:
         raise InputError(f"{args.artifact}: no GEMM carries tuning candidates (compile with --tune-candidates N)")
     for t in tuned:
@@ -218,7 +219,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     rows = [t.row() for t in tuned]
     if args.json:
         Path(args.json).write_text(json.dumps({"tuning": rows}, indent=1))
-    print(f"{sum(t.after != t.before for t in tuned)} of {len(tuned)} kernel(s) replaced; artifact re-signed")
+    print(f"{sum(t.after != t.before for t in tuned)} of {len(tuned)} kernel(s) replaced; artifact rewritten with a "
+          "new manifest (sign it again if it was signed: byteir-cat sign)")
     return 0
 
 
@@ -255,16 +257,29 @@ def _import_tuning(path: str) -> int:
     return 0
 
 
-def _read_npz(path: str) -> list:
-    import numpy as np
-    import torch
+def _read_inputs(path: str, model) -> list:
+    """The model's inputs from a .safetensors or .npz file, bound by name (``byteir_cat.tensor_files``)."""
+    from byteir_cat.tensor_files import bind_inputs, read_tensors
+
+    return bind_inputs(read_tensors(path), model.byre.input_names, len(model.byre.inputs), path)
 
 
-    try:
-        with np.load(path) as npz:
-            return [torch.from_numpy(npz[k]) for k in npz.files]
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """A new ed25519 key pair for signing artifacts: KEY (private, mode 0600) and KEY.pub."""
+    from runtime.signing import generate_key
+
+    key, pub = generate_key(args.key)
+    print(f"wrote {key} (private: keep it) and {pub} (public: give it to --trusted-key / trusted_keys)")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Sign an artifact's manifest (which lists the SHA-256 of every file) with a private key."""
+    from runtime.signing import sign_artifact
+
+    public = sign_artifact(args.artifact, args.key)
+    print(f"signed {args.artifact} with key {public}")
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -277,7 +292,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         ids = [int(t) for t in args.input_ids.split(",") if t.strip()]
     except ValueError:
         raise InputError(f"--input-ids {args.input_ids!r}: expected comma-separated integers") from None
-    lm = load_causal_lm(args.artifact)
+    lm = load_causal_lm(args.artifact, trusted_keys=args.trusted_key)
     out = lm.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens=args.max_new_tokens)
     t = lm.last_timing
     print(",".join(str(int(x)) for x in out[0]))
@@ -287,7 +302,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "check": cmd_check, "run": cmd_run,
-            "profile": cmd_profile, "tune": cmd_tune, "generate": cmd_generate}
+            "profile": cmd_profile, "tune": cmd_tune, "generate": cmd_generate, "keygen": cmd_keygen,
+            "sign": cmd_sign}
+TRUSTED_KEY_HELP = ("load the artifact only if this public key (KEY.pub of byteir-cat keygen, or 64 hex digits) "
+                    "signed it; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPU architecture for --target cuda (default sm_90a)")
     c.add_argument("--tune-candidates", type=int, default=0, metavar="N",
                    help="--target cuda: carry N other builds of every GEMM for `byteir-cat tune` on the GPU")
+    c.add_argument("--force", action="store_true", help="replace an artifact already at DIR (anything else there "
+                                                        "is never replaced)")
+    c.add_argument("--memory-limit", metavar="SIZE", help="the memory budget the plan must fit, e.g. 16G or 16GB "
+                                                          "(default: this host's RAM, or the GPU's for cuda)")
     c.add_argument("--dynamic", action="append", metavar="INPUT.DIM=NAME:MIN:MAX",
                    help="a dynamic dimension with its bounds (repeatable; a name shared is one dimension), e.g. "
                         "--dynamic 0.0=batch:1:8 --dynamic 0.1=seq:2:512 (target cpu)")
@@ -321,11 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--format", choices=TABLE_FORMATS, default="auto", help="the table: auto, plain, markdown, rich")
     r = sub.add_parser("run", help="run an artifact, or compile and run a self-checking StableHLO file")
     r.add_argument("artifact", metavar="DIR|FILE.mlir", help="artifact directory, or a .mlir test program")
-    r.add_argument("--inputs", metavar="NPZ", help="inputs in order of the .npz entries")
-    r.add_argument("--out", metavar="NPZ", help="write the outputs here")
+    r.add_argument("--inputs", metavar="FILE", help="inputs from a .safetensors or .npz file, bound by the model's "
+                                                    "input names (or arg0..argN by number)")
+    r.add_argument("--out", metavar="FILE", help="write the outputs (output0, ...) to a .safetensors file (any "
+                                                 "dtype) or .npz (no bfloat16)")
+    r.add_argument("--trusted-key", action="append", metavar="KEY.pub", help=TRUSTED_KEY_HELP)
     pr = sub.add_parser("profile", help="per-subgraph time, FLOP/s, bytes/s and %% of roofline of an artifact")
     pr.add_argument("artifact", metavar="DIR", help="artifact directory written by compile")
-    pr.add_argument("--inputs", metavar="NPZ", help="inputs (default: random inputs of the right signature)")
+    pr.add_argument("--inputs", metavar="FILE", help="inputs from a .safetensors or .npz file, bound by name "
+                                                     "(default: random inputs of the right signature)")
+    pr.add_argument("--trusted-key", action="append", metavar="KEY.pub", help=TRUSTED_KEY_HELP)
     pr.add_argument("--runs", type=int, default=20, help="timed runs; medians are reported")
     pr.add_argument("--json", action="store_true", help="print JSON instead of the table")
     pr.add_argument("--trace", metavar="OUT.json", help="write the median run as a Chrome/Perfetto trace")
@@ -342,10 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", metavar="OUT.json", help="write the tuning rows here (for --import elsewhere)")
     t.add_argument("--import", dest="results", metavar="ROWS.json",
                    help="rows written by tune --json, or the GPU kit's OUTDIR/tune.json")
+    t.add_argument("--trusted-key", action="append", metavar="KEY.pub", help=TRUSTED_KEY_HELP)
     g = sub.add_parser("generate", help="greedy generation with a model compiled by compile_causal_lm")
     g.add_argument("artifact", metavar="DIR", help="directory written by compile_causal_lm(..., out_dir=DIR)")
     g.add_argument("--input-ids", required=True, metavar="1,2,3", help="the prompt's token ids")
     g.add_argument("--max-new-tokens", type=int, default=20, metavar="N")
+    g.add_argument("--trusted-key", action="append", metavar="KEY.pub", help=TRUSTED_KEY_HELP)
+    kg = sub.add_parser("keygen", help="make an ed25519 key pair for signing artifacts (KEY and KEY.pub)")
+    kg.add_argument("key", metavar="KEY", help="where to write the private key (KEY.pub beside it)")
+    sg = sub.add_parser("sign", help="sign an artifact's manifest with a private key from keygen")
+    sg.add_argument("artifact", metavar="DIR", help="artifact directory")
+    sg.add_argument("--key", required=True, metavar="KEY", help="the private key")
     return parser
 
 
