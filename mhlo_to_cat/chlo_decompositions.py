@@ -2,8 +2,8 @@
 
 Each pattern replaces one CHLO op by StableHLO ops computing the same function: broadcasting binary ops by
 explicit broadcasts; ``square``, ``tan``, ``is_inf`` and the hyperbolic and inverse trigonometric functions by
-their identities; ``erf`` and ``erfc`` by rational approximations accurate to a few ulp of f32 (half types are
-computed in f32; ``erfc``'s exponent in f64, where ``exp(-x*x)`` keeps its relative precision); ``lgamma`` and
+their identities; ``erf`` by polynomials in f32 and ``erfc`` by an exponential times a polynomial in f64 (where
+``exp(-x*x)`` keeps its relative precision), both within about an f32 ulp (half types computed in f32); ``lgamma`` and
 ``digamma`` in f64 (Lanczos' series, and the asymptotic series after six steps of the recurrence, both with the
 reflection formula below 1/2); ``erf_inv`` by Giles' single-precision polynomials; ``next_after`` on the bits;
 ``top_k`` as a stable descending ``sort`` (total order: NaN first, ties by index) and a slice, which runs on the
@@ -20,15 +20,20 @@ from byteir_cat.core.ir import Op, Value, torch_dtype
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter
 from mhlo_to_cat.stablehlo_builder import ShapeBuilder, top_k_by_sort
 
-# f32 erf on [-4, 4] (outside, +-1 in f32): x * P(x^2) / Q(x^2), highest power first (Eigen's rational form)
-_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
-          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
-_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
-          -1.42647390514189e-02)
-# erfc(z), z >= 0: t * exp(-z^2 + R(t)), t = 2 / (2 + z); fractional error below 1.2e-7 (Chebyshev fit of
-# Numerical Recipes' erfcc), lowest power first
-_ERFC_R = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587,
-           -0.82215223, 0.17087277)
+# f32 erf, fitted here like math_approx's polynomials (Lawson's minimax least squares on Chebyshev nodes against
+# mpmath, coefficients rounded to f32 one at a time), lowest power first. |x| < 1: erf(x) = x + x E(x^2), relative
+# error 1.4e-9; |x| >= 1: erf(x) = 1 - e^(-x^2) G(1/x), error of erf below 1.2e-10 (G weighted by e^(-x^2)).
+_ERF_E = (0.12837916612625122, -0.3761262595653534, 0.11283578723669052, -0.026853347197175026,
+          0.005187162198126316, -0.0007997853099368513, 7.806903158780187e-05)
+_ERF_G = (0.0006784122670069337, 0.553507924079895, 0.0742412880063057, -0.5768712759017944, 0.7075720429420471,
+          -0.5066723227500916, 0.22803112864494324, -0.05995096266269684, 0.007047341205179691)
+# erfc(z), z >= 0: t * exp(-z^2 + R(t)), t = 2 / (2 + z) (the form of Numerical Recipes' erfcc), lowest power first.
+# Fitted here: Lawson's iteratively reweighted least squares (minimax) of R on 4000 Chebyshev nodes of t in
+# [0.15, 1] (z <= 11.3; f32's erfc is 0 from z = 10.06) against mpmath: |error of R| = relative error of erfc
+# below 1.5e-10
+_ERFC_R = (-1.2655052668261373, 0.9997546503667325, 0.37890286576303445, 0.04682818788911453, 0.13769387450470952,
+           -1.0884904766303511, 2.724285332827277, -5.905074737463169, 8.797868085371288, -8.188833673232566,
+           4.647162871458067, -1.505940326387289, 0.2270572089662717, -0.005708596462963072)
 _HALF = ("f16", "bf16")
 # Lanczos' coefficients for g = 7, n = 9: Gamma(z + 1) = sqrt(2 pi) t^(z + 1/2) e^-t A(z), t = z + g + 1/2
 _LANCZOS_G = 7.0
@@ -43,6 +48,10 @@ _ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-
 _ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
                 0.00943887047, 1.00167406, 2.83297682)
 _BITS = {"f64": "i64", "f32": "i32", "f16": "i16", "bf16": "i16"}
+# sinh and cosh above _HYPERBOLIC_BIG: e^|x| / 2 = e^(|x| - k) C, C = e^k / 2, where e^|x| itself would overflow.
+# k is exact in f32 (so |x| - k is exact for |x| in [k/2, 2k]) and C rounds to f32 with a relative error of 1.1e-11
+_HYPERBOLIC_K, _HYPERBOLIC_C = 45.4375, 2.7053628736963346e19
+_HYPERBOLIC_BIG = 88.0
 
 
 def _replace(rw: Rewriter, op: Op, b: ShapeBuilder, result: Value) -> bool:
@@ -52,6 +61,17 @@ def _replace(rw: Rewriter, op: Op, b: ShapeBuilder, result: Value) -> bool:
 
 def _float_operand(op: Op, allowed: tuple[str, ...] = ("f32", "f16", "bf16", "f64")) -> bool:
     return len(op.operands) == 1 and op.operands[0].type.dtype in allowed
+
+
+def _to_f64(b: ShapeBuilder, x: Value) -> Value:
+    """Widen to f64, half types through f32 (exact)."""
+    return b.convert(b.convert(x, "f32") if x.type.dtype in _HALF else x, "f64")
+
+
+def _from_f64(b: ShapeBuilder, y: Value, dtype: str) -> Value:
+    """Narrow an f64 result to ``dtype``, half types through f32: f64 -> bf16 lowers to a compiler-rt call
+    (__truncdfbf2) that the host JIT does not resolve."""
+    return b.convert(b.convert(y, "f32") if dtype in _HALF else y, dtype)
 
 
 class ChloBroadcastBinaryToStablehlo(Pattern):
@@ -114,8 +134,9 @@ class ChloIsInfToCompare(Pattern):
 
 
 class ChloTrigToStablehlo(Pattern):
-    """tan = sin / cos; sinh and cosh from expm1 and exp; atan, asin, acos through atan2; asinh, acosh, atanh
-    through log1p and log. Half types are computed in f32."""
+    """tan = sin / cos; sinh and cosh from expm1 and exp (scaled by a constant where e^|x| overflows and they do
+    not); atan, asin, acos through atan2; asinh, acosh, atanh through log1p and log. Half types are computed in
+    f32."""
 
     NAMES = ("chlo.tan", "chlo.sinh", "chlo.cosh", "chlo.atan", "chlo.asin", "chlo.acos", "chlo.asinh", "chlo.acosh",
              "chlo.atanh")
@@ -137,11 +158,16 @@ class ChloTrigToStablehlo(Pattern):
         kind = op.name.removeprefix("chlo.")
         if kind == "tan":
             y = f("divide", f("sine", x), f("cosine", x))
-        elif kind == "sinh":  # (e^x - e^-x) / 2 from expm1: exact near 0
-            y = f("multiply", f("subtract", f("exponential_minus_one", x), f("exponential_minus_one", f("negate", x))),
-                  c(0.5))
-        elif kind == "cosh":
-            y = f("multiply", f("add", f("exponential", x), f("exponential", f("negate", x))), c(0.5))
+        elif kind in ("sinh", "cosh"):  # (e^x -+ e^-x) / 2, sinh from expm1 (exact near 0); e^(|x| - k) C far out
+            a = f("abs", x)
+            far = f("multiply", f("exponential", f("subtract", a, c(_HYPERBOLIC_K))), c(_HYPERBOLIC_C))
+            if kind == "sinh":
+                near = f("multiply", f("subtract", f("exponential_minus_one", x),
+                                       f("exponential_minus_one", f("negate", x))), c(0.5))
+                far = f("multiply", f("sign", x), far)
+            else:
+                near = f("multiply", f("add", f("exponential", x), f("exponential", f("negate", x))), c(0.5))
+            y = f("select", b.compare(a, c(_HYPERBOLIC_BIG), "LT"), near, far)
         elif kind == "atan":
             y = f("atan2", x, c(1.0))
         elif kind == "asin":  # 2 atan2(x, 1 + sqrt((1 - x)(1 + x))): no cancellation near |x| = 1
@@ -158,27 +184,34 @@ class ChloTrigToStablehlo(Pattern):
             big = f("add", f("log", a), c(math.log(2.0)))
             limit = c(math.sqrt(torch.finfo(torch_dtype(wide)).max) / 2)
             y = f("multiply", f("sign", x), f("select", b.compare(a, limit, "LT"), small, big))
-        elif kind == "acosh":  # log(x + sqrt((x - 1)(x + 1))), and log(2x) where that overflows
-            small = f("log", f("add", x, f("sqrt", f("multiply", f("subtract", x, c(1.0)), f("add", x, c(1.0))))))
+        elif kind == "acosh":  # log1p(t + sqrt(2t + t^2)), t = x - 1 (exact near 1), log(2x) where t^2 overflows
+            t = f("subtract", x, c(1.0))
+            small = f("log_plus_one", f("add", t, f("sqrt", f("add", f("add", t, t), f("multiply", t, t)))))
             big = f("add", f("log", x), c(math.log(2.0)))
             limit = c(math.sqrt(torch.finfo(torch_dtype(wide)).max) / 2)
             y = f("select", b.compare(x, limit, "LT"), small, big)
+            y = f("select", b.compare(x, c(1.0), "LT"), c(math.nan), y)
         else:  # atanh: (log1p(x) - log1p(-x)) / 2
             y = f("multiply", f("subtract", f("log_plus_one", x), f("log_plus_one", f("negate", x))), c(0.5))
         return _replace(rw, op, b, b.convert(y, out.dtype))
 
 
-class ChloErfToRational(Pattern):
-    """erf(x) -> x P(x^2) / Q(x^2) on x clamped to [-4, 4], in f32 (half types widened; f64 stays on the host)."""
+class ChloErfToPolynomials(Pattern):
+    """erf(x) -> x + x E(x^2) for |x| < 1, sign(x) (1 - e^(-x^2) G(1/|x|)) beyond, in f32 (half types widened; f64
+    stays on the host). Near 1 the result is 1 minus a small term, so that term's relative error barely shows;
+    e^(-x^2) underflows to 0 far out, leaving +-1."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "chlo.erf" or not _float_operand(op, ("f32", "f16", "bf16")):
             return False
         b = ShapeBuilder(op.result.type, op.loc)
         x = b.convert(op.operands[0], "f32")
-        x = b.op("clamp", b.const(-4.0, "f32"), x, b.const(4.0, "f32"))
-        x2 = b.op("multiply", x, x)
-        y = b.op("divide", b.op("multiply", x, b.poly(x2, _ERF_P)), b.poly(x2, _ERF_Q))
+        a = b.op("abs", x)
+        near = b.op("add", x, b.op("multiply", x, b.poly(b.op("multiply", x, x), tuple(reversed(_ERF_E)))))
+        tail = b.op("multiply", b.op("exponential", b.op("negate", b.op("multiply", a, a))),
+                    b.poly(b.op("divide", b.const(1.0, "f32"), a), tuple(reversed(_ERF_G))))
+        far = b.op("multiply", b.op("sign", x), b.op("subtract", b.const(1.0, "f32"), tail))
+        y = b.op("select", b.compare(a, b.const(1.0, "f32"), "LT"), near, far)
         return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
 
 
@@ -190,13 +223,13 @@ class ChloErfcToExpRational(Pattern):
         if op.name != "chlo.erfc" or not _float_operand(op, ("f32", "f16", "bf16")):
             return False
         b = ShapeBuilder(op.result.type, op.loc)
-        x = b.convert(op.operands[0], "f64")
+        x = _to_f64(b, op.operands[0])
         z = b.op("abs", x)
         t = b.op("divide", b.const(2.0, "f64"), b.op("add", b.const(2.0, "f64"), z))
         r = b.poly(t, tuple(reversed(_ERFC_R)))
         tail = b.op("multiply", t, b.op("exponential", b.op("add", b.op("negate", b.op("multiply", z, z)), r)))
         y = b.op("select", b.compare(x, b.const(0.0, "f64"), "LT"), b.op("subtract", b.const(2.0, "f64"), tail), tail)
-        return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
+        return _replace(rw, op, b, _from_f64(b, y, op.result.type.dtype))
 
 
 class _ReflectedF64:
@@ -206,7 +239,7 @@ class _ReflectedF64:
 
     def __init__(self, op: Op):
         self.b = b = ShapeBuilder(op.result.type, op.loc)
-        self.x = x = b.convert(op.operands[0], "f64")
+        self.x = x = _to_f64(b, op.operands[0])
         self.reflect = b.compare(x, self.c(0.5), "LT")
         self.y = b.op("select", self.reflect, b.op("subtract", self.c(1.0), x), x)
         self.r = b.op("subtract", x, b.op("round_nearest_even", x))
@@ -237,7 +270,10 @@ class ChloLgammaToLanczos(Pattern):
         y = b.op("select", f.reflect, reflected, series)
         inf = c(math.inf)
         y = b.op("select", b.op("or", f.pole, b.compare(b.op("abs", f.x), inf, "EQ")), inf, y)
-        return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
+        # the roots 1 and 2 exactly: the series leaves a few f64 ulps there, which f32 would keep
+        root = b.op("or", b.compare(f.x, c(1.0), "EQ"), b.compare(f.x, c(2.0), "EQ"))
+        y = b.op("select", root, c(0.0), y)
+        return _replace(rw, op, b, _from_f64(b, y, op.result.type.dtype))
 
 
 class ChloDigammaToAsymptoticSeries(Pattern):
@@ -260,7 +296,7 @@ class ChloDigammaToAsymptoticSeries(Pattern):
         cot = b.op("divide", c(math.pi), b.op("tan", b.op("multiply", f.r, c(math.pi))))
         y = b.op("select", f.reflect, b.op("subtract", series, cot), series)
         y = b.op("select", b.op("or", f.pole, b.compare(f.x, c(-math.inf), "EQ")), c(math.nan), y)
-        return _replace(rw, op, b, b.convert(y, op.result.type.dtype))
+        return _replace(rw, op, b, _from_f64(b, y, op.result.type.dtype))
 
 
 class ChloErfInvToPolynomial(Pattern):
@@ -324,6 +360,6 @@ class ChloTopKToSort(Pattern):
 def chlo_decomposition_pass() -> PatternPass:
     return PatternPass("chlo-to-stablehlo", [
         ChloBroadcastBinaryToStablehlo(), ChloSquareToMultiply(), ChloIsInfToCompare(), ChloTrigToStablehlo(),
-        ChloErfToRational(), ChloErfcToExpRational(), ChloLgammaToLanczos(), ChloDigammaToAsymptoticSeries(),
+        ChloErfToPolynomials(), ChloErfcToExpRational(), ChloLgammaToLanczos(), ChloDigammaToAsymptoticSeries(),
         ChloErfInvToPolynomial(), ChloNextAfterOnBits(), ChloTopKToSort(),
     ])
