@@ -155,7 +155,10 @@ class GraphCall(torch.nn.Module):
     def forward(self, *tensors: torch.Tensor) -> Any:
         args = [tensors[s[1]] if s[0] == "tensor" else tensors[s[1]].shape[s[2]] if s[0] == "size" else s[1]
                 for s in self.slots]
-        return self.gm(*args)
+        # run node by node with each node's metadata current, so that the export keeps dynamo's record of the
+        # user's source line and module path for every op (instead of lines of the graph's generated code)
+        with torch.fx.traceback.preserve_node_meta():
+            return torch.fx.Interpreter(self.gm).run(*args)
 
 
 class StaticRunner:

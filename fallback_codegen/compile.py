@@ -23,7 +23,9 @@ from byteir_cat.core.printer import print_function
 from byteir_cat.core.source_loc import fuse_locs
 from byteir_cat.frontend.mlir_context import make_context
 from byteir_cat.semantics.op_traits import FUSIBLE
+from fallback_codegen.distinct_results import distinct_results
 from fallback_codegen.dynamic_group import print_dynamic_group
+from fallback_codegen.half_rounding import keep_half_rounding
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 from fallback_codegen.math_approx import expand_transcendentals
 from fallback_codegen.nvptx import KernelLaunch, collapse_parallel_loops, gpu_group
@@ -128,7 +130,8 @@ def lower_to_llvm_dialect(job: GroupJob, ctx=None):
 
 
 def _python_step(name: str):
-    return {"collapse-parallel-loops": collapse_parallel_loops}[name]
+    return {"collapse-parallel-loops": collapse_parallel_loops, "distinct-results": distinct_results,
+            "keep-half-rounding": keep_half_rounding}[name]
 
 
 def _run_stage(module, passes: tuple[str, ...]) -> None:

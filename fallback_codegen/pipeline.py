@@ -47,6 +47,7 @@ TO_LINALG: tuple[str, ...] = (
 # Tensors -> buffers. Results become caller-provided out-parameters (the runtime owns the memory), static
 # intermediate allocations are hoisted into them where possible, the rest is freed by the function.
 BUFFERIZE: tuple[str, ...] = (
+    "distinct-results",  # a result returned twice (merged by canonicalize/CSE) gets its own copy
     "eliminate-empty-tensors",
     "empty-tensor-to-alloc-tensor",
     "one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map}",
@@ -65,6 +66,7 @@ BUFFERIZE: tuple[str, ...] = (
 NARROW_FLOATS: tuple[str, ...] = (
     "func.func(math-extend-to-supported-types{target-type=f32})",
     "arith-emulate-unsupported-floats{source-types=bf16,f16 target-type=f32}",
+    "keep-half-rounding",  # every op's result rounded to f16/bf16, not only the group's results
     "arith-expand{include-bf16=true}",
     "canonicalize",
 )
@@ -77,7 +79,7 @@ HOST_LOOPS: tuple[str, ...] = (
 )
 
 # Steps done in Python on the MLIR module (not upstream passes); compile.py maps each name to a function.
-PYTHON_STEPS = frozenset({"collapse-parallel-loops"})
+PYTHON_STEPS = frozenset({"collapse-parallel-loops", "distinct-results", "keep-half-rounding"})
 
 
 def gpu_loops(block_size: int) -> tuple[str, ...]:

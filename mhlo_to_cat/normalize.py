@@ -9,11 +9,12 @@ transpose pairs) disappear.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import INT_DTYPES, Block, Function, Op, Value
+from byteir_cat.core.ir import FLOAT_DTYPES, INT_DTYPES, Block, Function, Op, Value
 from byteir_cat.core.source_loc import fuse_locs
 from byteir_cat.semantics.interpreter import eval_op
 from byteir_cat.semantics.op_traits import traits
@@ -205,17 +206,22 @@ class ComposeBroadcasts(Pattern):
 
 
 class RemoveMultiplyByOne(Pattern):
-    """x * 1 -> x and x + 0 -> x (GPT-2's Conv1D carries addmm's alpha and beta as multiplies by 1).
-
-    x + 0 differs from x only in the sign of a zero, which no consumer we produce observes."""
+    """x * 1 -> x and x + 0 -> x where that is exact (GPT-2's Conv1D carries addmm's alpha and beta as multiplies
+    by 1): for floats only x + (-0.0), since -0.0 + 0.0 is +0.0."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name not in ("stablehlo.multiply", "stablehlo.add"):
             return False
-        neutral = 1.0 if op.name == "stablehlo.multiply" else 0.0
         a, b = op.operands
         for keep, other in ((a, b), (b, a)):
-            if keep.type == op.result.type and splat_value(other) == neutral:
+            value = splat_value(other)
+            if keep.type != op.result.type or value is None:
+                continue
+            if op.name == "stablehlo.multiply":
+                exact = value == 1.0
+            else:
+                exact = value == 0.0 and (keep.type.dtype not in FLOAT_DTYPES or math.copysign(1.0, value) < 0)
+            if exact:
                 rw.replace_value(op.result, keep)
                 return True
         return False
@@ -292,8 +298,7 @@ class CommonSubexpressionElimination(Pass):
             t = op.attrs.get("value")
             if not isinstance(t, torch.Tensor) or not is_splat(t):
                 return None
-            scalar = t.reshape(-1)[:1].tolist() if t.numel() else []
-            return op.name, str(op.result.type), str(t.dtype), tuple(scalar)
+            return op.name, str(op.result.type), str(t.dtype), _bits(t.reshape(-1)[:1])
         regions = tuple(_region_key(b) for b in op.regions)
         if None in regions:
             return None
@@ -313,7 +318,7 @@ def _region_key(block: Block) -> tuple | None:
             t = op.attrs.get("value")
             if not isinstance(t, torch.Tensor) or t.numel() > 1:
                 return None
-            attrs: Any = ("value", str(t.dtype), tuple(t.reshape(-1).tolist()))
+            attrs: Any = ("value", str(t.dtype), _bits(t))
         else:
             attrs = _attr_key(op.attrs)
         inner = tuple(_region_key(b) for b in op.regions)
@@ -324,6 +329,11 @@ def _region_key(block: Block) -> tuple | None:
         for j, r in enumerate(op.results):
             local[r] = ("op", k, j)
     return tuple(ops), tuple(local.get(v, ("outer", v.uid)) for v in block.returns)
+
+
+def _bits(t: torch.Tensor) -> tuple[int, ...]:
+    """A constant's contents as bytes: -0.0 is not 0.0 and a NaN equals itself, unlike their values."""
+    return tuple(t.reshape(-1).clone(memory_format=torch.contiguous_format).view(torch.uint8).tolist())
 
 
 def _attr_key(value: Any) -> Any:

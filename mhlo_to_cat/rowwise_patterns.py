@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
+from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value, dtype_bytes
 from byteir_cat.core.source_loc import Loc
 from byteir_cat.semantics.op_traits import NUMERIC_ELEMENTWISE
 from cat_dialect.softmax import masked_softmax
@@ -34,11 +34,14 @@ def norm_probe(n: int, dtype: str) -> torch.Tensor:
 
 
 def _x_candidates(v: Value, depth: int = 3) -> list[Value]:
-    """``v`` and the values it is computed from through single-input elementwise steps (x*x, x^2, f64(x))."""
+    """``v`` and the values it is computed from through single-input elementwise steps (x*x, x^2, f64(x)); not
+    through a narrowing convert (``softmax(x.half())`` of an f32 x is the softmax of the rounded x)."""
     out = [v]
     for _ in range(depth):
         op = v.owner
         if op is None or op.name not in NUMERIC_ELEMENTWISE:
+            break
+        if op.name == "stablehlo.convert" and _narrowing(op.operands[0].type.dtype, op.result.type.dtype):
             break
         inputs = [u for u in op.operands if splat_value(u) is None]
         if len({id(u) for u in inputs}) != 1:
@@ -46,6 +49,11 @@ def _x_candidates(v: Value, depth: int = 3) -> list[Value]:
         v = inputs[0]
         out.append(v)
     return out[::-1]
+
+
+def _narrowing(src: str, dst: str) -> bool:
+    """A convert that can change values: to fewer bits, or between f16 and bf16 (neither holds the other)."""
+    return dtype_bytes(dst) < dtype_bytes(src) or {src, dst} == {"f16", "bf16"}
 
 
 class RowwiseFromReduce(Pattern):

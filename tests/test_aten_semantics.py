@@ -667,7 +667,7 @@ def test_division_remainders_match_torch(name, kind):
     assert torch.equal(got, want), (got, want)
 
 
-# --- known defects outside the frontend: each fails until its owner fixes it -------------------------------------
+# --- defects found outside the frontend, each fixed at its cause (named with it) ---------------------------------
 
 HALF_NUM, HALF_DEN = _randn(256, seed=3, scale=100.0), _randn(256, seed=4, scale=3.0)
 DEFECTS = {
@@ -677,36 +677,36 @@ DEFECTS = {
          "a * b + a f16": lambda a, b: a.half() * b.half() + a.half(),
          "div floor f16": lambda a, b: torch.div(a.half(), b.half(), rounding_mode="floor")},
         [HALF_NUM, HALF_DEN],
-        "fallback_codegen/pipeline.py:NARROW_FLOATS: the canonicalize after arith-emulate-unsupported-floats folds "
-        "the fastmath<contract> truncf/extf pairs, so a fused f16/bf16 kernel keeps intermediates in f32 unrounded"),
+        "fallback_codegen/pipeline.py:NARROW_FLOATS: the canonicalize after arith-emulate-unsupported-floats folded "
+        "the fastmath<contract> truncf/extf pairs, so a fused f16/bf16 kernel kept intermediates in f32 unrounded "
+        "(fallback_codegen/half_rounding.py)"),
     "softmax and layer_norm of a narrowed input": (
         {"softmax(x.half())": lambda x: torch.softmax(x.half(), 1),
-         "layer_norm(x.bfloat16())": lambda x: F.layer_norm(x.bfloat16(), (512,))},
+         "layer_norm(x.half())": lambda x: F.layer_norm(x.half(), (512,))},
         [torch.cat([LONG_ROWS, torch.full((1, 512), 1e30)])],
-        "mhlo_to_cat/rowwise_patterns.py:_x_candidates walks back through the f32->f16 convert, so cat.softmax / "
-        "cat.layernorm read the unrounded f32 input (1e30 stays finite instead of inf)"),
+        "mhlo_to_cat/rowwise_patterns.py:_x_candidates walked back through the f32->f16 convert, so cat.softmax / "
+        "cat.layernorm read the unrounded f32 input (1e30 stayed finite instead of inf)"),
     "x + 0 of a negative zero": (
         {"x * 0 + 0": lambda x: x * 0 + 0},
         [_t(1.0, -2.0, -0.0, 0.0)],
-        "mhlo_to_cat/normalize.py:RemoveMultiplyByOne folds x + 0 to x, which keeps -0.0 where torch gives +0.0"),
+        "mhlo_to_cat/normalize.py:RemoveMultiplyByOne folded x + 0 to x, which keeps -0.0 where torch gives +0.0"),
     "a -0.0 constant beside a 0.0 one": (
         {"where(x > 0, x, -0.0)": lambda x: torch.where(x > 0, x, -0.0),
          "x // -0.0 beside x * 0.0": lambda x: (x // -0.0, x * 0.0)},
         [_t(1.0, -2.0, -0.0, 0.0)],
-        "mhlo_to_cat/normalize.py:CommonSubexpressionElimination._key keys splat constants by value, and -0.0 == 0.0: "
-        "the -0.0 becomes the 0.0 (x // -0.0 gives inf for -inf)"),
+        "mhlo_to_cat/normalize.py:CommonSubexpressionElimination._key keyed splat constants by value, and -0.0 == "
+        "0.0: the -0.0 became the 0.0 (x // -0.0 gave inf for -inf)"),
     "two results that MLIR finds equal": (
         {"clamp_min(x, 0)": lambda x: torch.clamp_min(x, 0.0), "relu(x)": torch.relu},
         [_t(1.0, NAN, -2.0)],
-        "fallback_codegen/pipeline.py: canonicalize/cse after stablehlo-legalize-to-linalg make clamp(0, x, inf) and "
-        "max(x, 0) one value returned twice, and buffer-results-to-out-params crashes on it (SIGSEGV, a "
-        "LoweringCrash for the whole model)"),
+        "fallback_codegen/pipeline.py: canonicalize/cse after stablehlo-legalize-to-linalg made clamp(0, x, inf) and "
+        "max(x, 0) one value returned twice, and buffer-results-to-out-params crashed on it (SIGSEGV, a "
+        "LoweringCrash for the whole model; fallback_codegen/distinct_results.py)"),
 }
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=DEFECTS[name][2])) for name in sorted(DEFECTS)])
-def test_known_defects(name):
+@pytest.mark.parametrize("name", sorted(DEFECTS))
+def test_defects_found_outside_the_frontend(name):
     ops, inputs, _ = DEFECTS[name]
     check_ops(ops, inputs, signed_zeros=True)
 
@@ -727,14 +727,14 @@ REFUSED = {
     "searchsorted": (lambda x: torch.searchsorted(torch.tensor([-1.0, 0.0, 2.0]), x), "searchsorted", None),
     "avg_pool divisor_override": (lambda x: F.avg_pool2d(x[None], 2, divisor_override=3), "avg_pool2d", None),
     "<< of int32": (lambda x: x.int() << x.int().abs(), "lshift", None),
-    "cumprod": (lambda x: torch.cumprod(x, 1), "cumprod", LOADERS),
-    "diagonal": (lambda x: torch.diagonal(x, -1), "diagonal", LOADERS),
+    "cumprod": (lambda x: torch.cumprod(x, 1), "cumprod", None),
+    "diagonal": (lambda x: torch.diagonal(x, -1), "diagonal", None),
     "scatter_reduce": (lambda x: x.scatter_reduce(1, torch.tensor([[0, 1], [1, 0]]), x, "amax"), "scatter_reduce",
-                       LOADERS),
-    "kthvalue": (lambda x: torch.kthvalue(x, 1, 1), "kthvalue", LOADERS),
+                       None),
+    "kthvalue": (lambda x: torch.kthvalue(x, 1, 1), "kthvalue", None),
     "interpolate nearest": (lambda x: F.interpolate(x[None, None], size=(3, 5), mode="nearest"), "upsample_nearest",
                             LOADERS),
-    ">> 2 of int64": (lambda x: x.long() >> 2, "rshift", LOADERS),
+    ">> 2 of int64": (lambda x: x.long() >> 2, "rshift", None),
     "mean of int along a dim with dtype": (lambda x: torch.mean(x.long(), 1, dtype=torch.float32), "mean",
                                            LOADERS),
     "max_pool indices ceil_mode": (lambda x: F.max_pool2d(x[None, None], 2, 2, ceil_mode=True, return_indices=True),

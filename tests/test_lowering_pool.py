@@ -4,6 +4,8 @@ location, with a reproducer written for a bug report; the other groups still low
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,8 @@ from fallback_codegen.compile import CompiledGroup, GroupJob, prepare_group, sig
 from fallback_codegen.lowering_pool import LoweringCrash, LoweringPool
 from fallback_codegen.pipeline import HostTarget
 
-# One transpose returned twice: MLIR's one-shot bufferization (buffer-results-to-out-params) dereferences a null
-# pointer on it. The partition never makes such a group now (common subexpressions are merged and each value is
-# returned once); written by hand, it is a real native crash to test the pool with.
+# One transpose returned twice: MLIR's one-shot bufferization (buffer-results-to-out-params) dereferenced a null
+# pointer on it (SIGSEGV) until fallback_codegen.distinct_results gave the second result a buffer of its own.
 RETURNS_TWICE = """
 func.func @twice(%x: tensor<4x8xf32>) -> (tensor<8x4xf32>, tensor<8x4xf32>) {
   %t = stablehlo.transpose %x, dims = [1, 0] : (tensor<4x8xf32>) -> tensor<8x4xf32>
@@ -44,10 +45,34 @@ def test_prepare_refuses_a_group_that_returns_one_value_twice():
         prepare_group(_fn(RETURNS_TWICE, "twice"))
 
 
+def test_a_value_returned_twice_lowers_to_two_buffers():
+    """Written by hand past ``prepare_group``'s refusal (MLIR's canonicalisation can make such a group from two
+    ops that are one function): each out-parameter is written."""
+    twice = _fn(RETURNS_TWICE, "twice")
+    job = GroupJob("twice", print_function(twice), signature_of(twice), HostTarget())
+    pool = LoweringPool(workers=1)
+    try:
+        (group,) = pool.lower([job])
+    finally:
+        pool.close()
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    a, b = group.load().run([x])
+    assert torch.equal(a, x.T) and torch.equal(b, x.T)
+
+
+@dataclass(frozen=True)
+class DiesInTheWorker(GroupJob):
+    """A job whose unpickling aborts the process that reads it: a native crash, deterministically, in the worker."""
+
+    def __reduce__(self):
+        return os.abort, ()
+
+
 def test_a_crashing_group_costs_its_worker_not_the_caller(tmp_path, monkeypatch):
     monkeypatch.setenv("BYTEIR_CAT_REPRODUCERS", str(tmp_path))
     twice = _fn(RETURNS_TWICE, "twice")
-    crash = GroupJob("twice", print_function(twice), signature_of(twice), HostTarget(), where="model.block (m.py:7)")
+    crash = DiesInTheWorker("twice", print_function(twice), signature_of(twice), HostTarget(),
+                            where="model.block (m.py:7)")
     good = prepare_group(_fn(SCALE, "scale"))
     pool = LoweringPool(workers=2)
     try:
@@ -61,7 +86,7 @@ def test_a_crashing_group_costs_its_worker_not_the_caller(tmp_path, monkeypatch)
     assert isinstance(second, LoweringCrash)
     message = str(second)
     assert "\n" not in message
-    assert "group twice at model.block (m.py:7)" in message and "SIGSEGV" in message
+    assert "group twice at model.block (m.py:7)" in message and "SIGABRT" in message
     path = Path(message.rsplit("reproducer: ", 1)[1])
     assert path.parent == tmp_path
     text = path.read_text()

@@ -160,6 +160,7 @@ _BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16:
 # A wrapper the compiler puts around the user's model (``compile_causal_lm``'s step) names the attribute that
 # holds it here, so that reports give module paths of the user's model, not of the wrapper.
 SOURCE_ROOT = "source_root"
+_DYNAMO_ROOT = re.compile(r"^L\['[^']+'\]\.?")  # dynamo's graphs name the model L['self'] (torch.compile)
 _FRAME = re.compile(r'''File "([^"]+)", line (\d+),''')
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _TORCH_MLIR_DIR = os.path.dirname(mlir_ir.__file__) + os.sep
@@ -215,7 +216,7 @@ class ModuleLocations(ContextCache):
             return None  # placeholders, outputs: the importer keeps the location it had
         file = mlir_ir.Location.file(frame[0], frame[1], 0, context=self._c) if frame \
             else mlir_ir.Location.unknown(context=self._c)
-        path = list(stack.values())[-1][0] if stack else ROOT_MODULE
+        path = _DYNAMO_ROOT.sub("", list(stack.values())[-1][0]) if stack else ROOT_MODULE
         if self.root:
             inside = path == self.root or path.startswith(self.root + ".")
             path = path[len(self.root):].removeprefix(".") if inside else ROOT_MODULE
@@ -237,6 +238,32 @@ def unlowered_op(errors: list[str]) -> tuple[str, Loc] | None:
     if op == "torch.operator" and (named := _OPERATOR_NAME.search(m["rest"])):
         op = named["name"]
     return op, parse_mlir_location(m["loc"])
+
+
+# What torch-mlir reports as illegal when the op that takes it has no lowering: the constant operand is left over
+_OPERANDS = ("torch.constant.", "torch.vtensor.literal", "torch.prim.ListConstruct")
+
+
+def _user_at(program: torch.export.ExportedProgram, operand: str, where: Loc | None, importer: FxImporter
+             ) -> str | None:
+    """The ATen op at ``where`` that takes an operand of the kind torch-mlir reported (a constant int / float /
+    bool, a constant tensor, a list): the op with no lowering; the last such op of that source line."""
+    if where is None:
+        return None
+    scalar = operand.startswith("torch.constant.")
+    best = None
+    for node in program.graph_module.graph.nodes:
+        if node.op != "call_function" or not hasattr(node.target, "name"):
+            continue
+        loc = importer._cc.get_node_location(node)
+        if loc is None or parse_mlir_location(str(loc)) != where:
+            continue
+        args = list(node.args) + list(node.kwargs.values())
+        takes = any(isinstance(a, bool | int | float) for a in args) if scalar else \
+            any(isinstance(a, list | tuple | torch.fx.Node) for a in args)
+        if takes:
+            best = node.target.name().split("::")[-1].split(".")[0]
+    return f"torch.aten.{best}" if best else None
 
 
 class LocatingFxImporter(FxImporter):
@@ -309,6 +336,7 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     model = without_cache_outputs(model)
     weights = WeightsAside()
     importer = LocatingFxImporter(weights, getattr(model, SOURCE_ROOT, ""))
+    program = None
     try:
         with torch.no_grad():
             program = torch.export.export(model, tuple(example_inputs), strict=False)
@@ -322,6 +350,8 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
         refused = unlowered_op(importer.log.errors)
         if refused:
             op, where = refused
+            if op.startswith(_OPERANDS) and program is not None:
+                op = _user_at(program, op, where, importer) or op
             raise CompileError(f"cannot compile {op} at {where or 'an unknown place'}: torch-mlir has no StableHLO "
                                f"lowering for it (torch export of {name})") from None
         first = _first_diagnostic(str(e)) or type(e).__name__

@@ -435,7 +435,15 @@ def next_after(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
 def _minmax(op: Op, args: list[torch.Tensor], take_max: bool) -> torch.Tensor:
     a, b = args
     if is_float(a):
-        return torch.maximum(a, b) if take_max else torch.minimum(a, b)
+        out = torch.maximum(a, b) if take_max else torch.minimum(a, b)
+        # IEEE 754 maximum / minimum order the zeros (max(-0, +0) is +0, min is -0): torch's result depends on the
+        # operands' order there
+        both_zero = (a == 0) & (b == 0)
+        if bool(both_zero.any()):
+            negative = (torch.signbit(a) & torch.signbit(b)) if take_max else (torch.signbit(a) | torch.signbit(b))
+            signed = torch.where(negative, -0.0, 0.0).to(out.dtype)
+            out = torch.where(both_zero, signed, out)
+        return out
     if a.dtype == torch.bool:
         return (a | b) if take_max else (a & b)
     a, b = torch.broadcast_tensors(a, b)
