@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: venv demo test test-slow test-gpu lint gpu-kit gpu-kit-check jax-exports tf-exports models-table
+.PHONY: venv demo test test-slow test-gpu lint fuzz gpu-kit gpu-kit-check jax-exports tf-exports models-table
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -26,6 +26,15 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# Coverage-guided fuzzing (atheris) of the MLIR-text and artifact loaders (tests/fuzz/fuzz_loaders.py): RUNS=N inputs
+# (default 20000, about a minute); new inputs collect in out/fuzz-corpus, seeded from tests/fuzz/corpus; a finding
+# stops the run with its input written to out/fuzz-crash-*.
+RUNS ?= 20000
+fuzz: $(STAMP)
+	mkdir -p out/fuzz-corpus
+	PYTHONPATH=. $(PY) tests/fuzz/fuzz_loaders.py out/fuzz-corpus tests/fuzz/corpus -runs=$(RUNS) -max_len=16384 \
+		-artifact_prefix=out/fuzz-crash-
 
 # The family sweep (tests/family_sweep): every catalog architecture through every door, each cell in a process of
 # its own; writes tests/family_sweep/results.json and docs/MODELS.md. FAMILIES=a,b DOORS=compile,onnx: a part.

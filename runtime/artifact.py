@@ -370,7 +370,7 @@ class _Directory:
 
     def read(self, rel: str, missing_ok: bool = False) -> bytes | None:
         parts = rel.split("/")
-        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        if rel.startswith("/") or "\0" in rel or any(p in ("", ".", "..") for p in parts):
             raise ArtifactError(f"{self.root}: file name {rel!r} in the manifest is not a path inside the artifact")
         fds = []
         try:
@@ -466,7 +466,7 @@ def _read(d: _Directory, target: str | None, trusted_keys: Sequence[TrustedKey] 
     byre = _plan(root, PLAN, data[PLAN])
     names, profiles = manifest.get("plans", []), manifest.get("profiles", [])
     if not isinstance(names, list) or not isinstance(profiles, list) or not all(
-            isinstance(n, str) for n in names) or not set(profiles) <= set(names):
+            isinstance(n, str) for n in [*names, *profiles]) or not set(profiles) <= set(names):
         raise ArtifactError(f"{root}: the manifest's plans are malformed")
     plans = {}
     for name in names:

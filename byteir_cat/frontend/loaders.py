@@ -85,14 +85,17 @@ def load_mlir(path_or_text: str | Path, source: str | None = None) -> Module:
     """Read a StableHLO/MHLO module from a file path or from text; pretty or generic form."""
     if isinstance(path_or_text, Path) or ("\n" not in str(path_or_text) and "{" not in str(path_or_text)):
         path = Path(path_or_text)
-        if not path.exists():
-            raise CompileError(f"{path}: no such file")
-        if path.is_dir():
-            raise CompileError(f"{path}: is a directory, not an .mlir file")
         try:
+            if not path.exists():
+                raise CompileError(f"{str(path)[:200]}: no such file")
+            if path.is_dir():
+                raise CompileError(f"{path}: is a directory, not an .mlir file")
             text = path.read_text()
         except UnicodeDecodeError:
             raise CompileError(f"{path}: not a text file") from None
+        except (OSError, ValueError) as e:  # a name too long or with a NUL byte: text that is not MLIR
+            raise CompileError(f"{str(path)[:200]!r}: neither a readable file nor MLIR text ({type(e).__name__})"
+                               ) from None
         source = source or str(path)
     else:
         text = str(path_or_text)
