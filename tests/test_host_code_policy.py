@@ -148,3 +148,28 @@ def test_ifunc_and_module_assembly_are_refused():
                        ("define ptr @resolve() {\n  ret ptr null\n}\n@f = ifunc void (), ptr @resolve\n", "ifunc")):
         with pytest.raises(HostCodeRefused, match=what):
             check_host_module(llvm.parse_assembly(text), "kernels/x.ll")
+
+
+BROKEN = """
+define void @k() {
+  %a = fadd float %b, 1.0
+  %b = fadd float 0.0, 1.0
+  ret void
+}
+!llvm.module.flags = !{!0}
+!0 = !{i32 2, !"Debug Info Version", i32 3}
+"""
+
+
+def test_broken_ir_is_an_error_not_an_abort():
+    """Found by ``make fuzz``: IR with the current debug-info version flag was verified inside LLVM's parser,
+    which aborts the whole process on a broken module."""
+    import subprocess
+    import sys
+
+    code = ("from byteir_cat.core.host_code import KernelError, jit_compile\n"
+            f"try:\n    jit_compile({BROKEN!r}, 'k', 'kernels/k.ll')\n"
+            "except KernelError as e:\n    print('refused:', e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert "refused: kernel k (kernels/k.ll): LLVM could not read its IR: Instruction does not dominate" in proc.stdout

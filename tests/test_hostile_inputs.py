@@ -114,9 +114,9 @@ def _file_property(artifact: Path, n: int) -> None:
                    and p.name != "manifest.json")
 
     @_settings(n)
-    @given(st.sampled_from(files), st.sampled_from(["truncate", "flip", "append", "empty"]), st.integers(0, 2**31),
-           st.binary(min_size=1, max_size=64), st.booleans())
-    def prop(rel, kind, where, junk, fix_manifest):
+    @given(st.sampled_from(files), st.sampled_from(["truncate", "flip", "append", "empty", "json"]),
+           st.integers(0, 2**31), st.binary(min_size=1, max_size=64), st.booleans(), json_values)
+    def prop(rel, kind, where, junk, fix_manifest, value):
         with tempfile.TemporaryDirectory() as tmp:
             d = _copy(artifact, tmp)
             p = d / rel
@@ -127,6 +127,8 @@ def _file_property(artifact: Path, n: int) -> None:
                 data[where % len(data)] ^= 1 << (where % 8)
             elif kind == "append":
                 data += junk
+            elif kind == "json":  # another JSON document (found by the fuzzer: a plan that is a bare number)
+                data = bytearray(json.dumps(value).encode())
             else:
                 data = bytearray()
             p.write_bytes(bytes(data))

@@ -270,6 +270,8 @@ class ByreModule:
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> ByreModule:
+        if not isinstance(d, dict):
+            raise ArtifactError(f"ByRE plan is malformed: a JSON {type(d).__name__}, not an object")
         if d.get("format") != BYRE_FORMAT:
             raise ArtifactError(f"ByRE plan format {d.get('format')!r}, this runtime reads format {BYRE_FORMAT} "
                                 "(recompile the model)")

@@ -126,6 +126,10 @@ def _init_native() -> None:
     with _init_lock:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
+        # IR carrying the current "Debug Info Version" flag is verified while it is parsed, and a broken module
+        # then aborts the process (LLVM's fatal error, found by fuzzing): parse it without that upgrade, and let
+        # ``module.verify()`` refuse it as an exception instead
+        llvm.set_option("byteir-cat", "-disable-auto-upgrade-debug-info")
 
 
 def host_target_machine() -> llvm.TargetMachine:
