@@ -9,6 +9,7 @@ A wrong cell is re-run with ``compile(check=True)`` to name the subgraph at faul
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 import traceback
@@ -51,8 +52,12 @@ def applies(family: Family, door: str) -> bool:
     return True
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def one_line(text: str, limit: int = 300) -> str:
-    first = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    text = _ANSI.sub("", str(text))
+    first = text.strip().splitlines()[0] if text.strip() else ""
     return first if len(first) <= limit else first[:limit - 3] + "..."
 
 
@@ -129,9 +134,8 @@ def door_generate(family: Family) -> tuple[str, str]:
     import byteir_cat
 
     model = randomize(family.build(), family.generation_std)
-    vocab = model.config.get_text_config().vocab_size
-    ids, mask = _prompt(family, vocab)
     lm = byteir_cat.compile_causal_lm(model, max_batch_size=2, max_seq_len=MAX_SEQ)
+    ids, mask = _prompt(family, lm.config.vocab)
     got = lm.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS)
     with torch.no_grad():
         want = model.generate(ids, attention_mask=mask, do_sample=False, num_beams=1, max_new_tokens=NEW_TOKENS)
