@@ -121,6 +121,31 @@ class CompiledCausalLM:
             raise InputError(f"attention_mask: expected shape {[b, p]}, got {list(attention_mask.shape)}")
         return attention_mask.to(torch.bool)
 
+    def _empty_caches(self) -> list[torch.Tensor]:
+        """Zeroed K/V caches on the model's device (each step writes them in place)."""
+        dtype, device = getattr(torch, self.config.dtype), self.prefill_step.session.torch_device
+        return [torch.zeros(shape, dtype=dtype, device=device) for shape in self.config.kv_shapes]
+
+    def _step(self, step: CompiledModel, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+              valid: torch.Tensor, kv: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One prefill chunk or decode step at cache ``slots``: (logits [rows, T, V], the updated caches)."""
+        c = self.config
+        mask = step_mask(valid, slots, getattr(torch, c.dtype), c.sliding_window)
+        out = step.run(ids, positions, slots, mask, torch.tensor([int(slots[-1]) + 1]), *kv,
+                       donate=self._cache_inputs)
+        return out[0], list(out[1:])
+
+    def _prefill(self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int,
+                 kv: list[torch.Tensor], keep_all: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The first ``length`` positions through the prefill step, ``chunk`` at a time: (logits of every chunk,
+        or of the last only, and the caches)."""
+        chunk, logits = self.config.chunk, []
+        for start in range(0, length, chunk):
+            out, kv = self._step(self.prefill_step, ids[:, start:start + chunk], positions[:, start:start + chunk],
+                                 torch.arange(start, start + chunk), valid, kv)
+            logits = [*logits, out] if keep_all else [out]
+        return logits, kv
+
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  max_new_tokens: int = 20) -> torch.LongTensor:
         """Greedy decoding, as HF ``model.generate(input_ids, attention_mask=..., do_sample=False,
@@ -128,7 +153,6 @@ class CompiledCausalLM:
         c = self.config
         keep = self._check(input_ids, attention_mask, max_new_tokens)
         b, p = input_ids.shape
-        dtype = getattr(torch, c.dtype)
         rows, s = c.max_batch_size, c.max_seq_len
         ids = torch.zeros(rows, s, dtype=torch.long)
         ids[:b, :p] = input_ids
@@ -136,18 +160,9 @@ class CompiledCausalLM:
         valid[:b, :p] = keep
         positions = torch.ones(rows, s, dtype=torch.long)
         positions[:b, :p] = (keep.long().cumsum(-1) - 1).masked_fill(~keep, 1)
-        # the caches live on the model's device (each step writes them in place); the loop's bookkeeping on the host
-        device = self.prefill_step.session.torch_device
-        kv = [torch.zeros(shape, dtype=dtype, device=device) for shape in c.kv_shapes]
         t0 = time.perf_counter()
-        logits = None
-        for start in range(0, p, c.chunk):
-            slots = torch.arange(start, start + c.chunk)
-            out = self.prefill_step.run(ids[:, start:start + c.chunk], positions[:, start:start + c.chunk], slots,
-                                        step_mask(valid, slots, dtype, c.sliding_window),
-                                        torch.tensor([start + c.chunk]), *kv,
-                                        donate=self._cache_inputs)
-            logits, kv = out[0][:, p - 1 - start] if p - 1 < start + c.chunk else None, list(out[1:])
+        chunks, kv = self._prefill(ids, positions, valid, p, self._empty_caches(), keep_all=False)
+        logits = chunks[-1][:, (p - 1) % c.chunk]
         prefill_s = time.perf_counter() - t0
         result = input_ids.clone()
         pad = c.pad_token_id if c.pad_token_id is not None else (c.eos_token_ids[0] if c.eos_token_ids else 0)
@@ -168,10 +183,8 @@ class CompiledCausalLM:
             valid[:b, slot] = True
             pos_step = torch.ones(rows, 1, dtype=torch.long)
             pos_step[:b, 0] = next_pos + i
-            slots = torch.tensor([slot])
-            out = self.decode_step.run(ids_step, pos_step, slots, step_mask(valid, slots, dtype, c.sliding_window),
-                                       torch.tensor([slot + 1]), *kv, donate=self._cache_inputs)
-            logits, kv = out[0][:, 0], list(out[1:])
+            out, kv = self._step(self.decode_step, ids_step, pos_step, torch.tensor([slot]), valid, kv)
+            logits = out[:, 0]
             steps += 1
         decode_s = time.perf_counter() - t1
         self.last_timing = {"prefill_s": prefill_s, "decode_s": decode_s, "decode_steps": steps,
@@ -186,31 +199,18 @@ class CompiledCausalLM:
         self._check(input_ids, None, 0)
         b, length = input_ids.shape
         prompt = max(1, length - decode_steps)
-        dtype = getattr(torch, c.dtype)
-        rows, s = c.max_batch_size, c.max_seq_len
-        ids = torch.zeros(rows, s, dtype=torch.long)
+        ids = torch.zeros(c.max_batch_size, c.max_seq_len, dtype=torch.long)
         ids[:b, :length] = input_ids
-        valid = torch.zeros(rows, s, dtype=torch.bool)
+        valid = torch.zeros(c.max_batch_size, c.max_seq_len, dtype=torch.bool)
         valid[:b, :prompt] = True
-        positions = torch.arange(s).expand(rows, s).contiguous()
-        device = self.prefill_step.session.torch_device
-        kv = [torch.zeros(shape, dtype=dtype, device=device) for shape in c.kv_shapes]
-        logits = []
-        for start in range(0, prompt, c.chunk):
-            slots = torch.arange(start, start + c.chunk)
-            out = self.prefill_step.run(ids[:, start:start + c.chunk], positions[:, start:start + c.chunk], slots,
-                                        step_mask(valid, slots, dtype, c.sliding_window),
-                                        torch.tensor([start + c.chunk]), *kv, donate=self._cache_inputs)
-            logits.append(out[0][:b, :max(0, min(c.chunk, prompt - start))].float().cpu())
-            kv = list(out[1:])
+        positions = torch.arange(c.max_seq_len).expand(c.max_batch_size, c.max_seq_len).contiguous()
+        chunks, kv = self._prefill(ids, positions, valid, prompt, self._empty_caches(), keep_all=True)
+        logits = [torch.cat(chunks, dim=1)[:b, :prompt].float().cpu()]
         for slot in range(prompt, length):
             valid[:b, slot] = True
-            slots = torch.tensor([slot])
-            out = self.decode_step.run(ids[:, slot:slot + 1], positions[:, slot:slot + 1], slots,
-                                       step_mask(valid, slots, dtype, c.sliding_window), torch.tensor([slot + 1]),
-                                       *kv, donate=self._cache_inputs)
-            logits.append(out[0][:b].float().cpu())
-            kv = list(out[1:])
+            out, kv = self._step(self.decode_step, ids[:, slot:slot + 1], positions[:, slot:slot + 1],
+                                 torch.tensor([slot]), valid, kv)
+            logits.append(out[:b].float().cpu())
         return torch.cat(logits, dim=1)
 
     def describe(self) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value
+from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value, torch_dtype
 from byteir_cat.core.source_loc import Loc
 from mhlo_to_cat.probing import ancestors_in, function_loc, grow_region, probe_generator, probe_rows, search_region
-from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, input_free_value, producer
+from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, input_free_value, producer, splat_value
 
 _SWAP_LAST2 = "swap-last-two"
 
@@ -493,7 +493,8 @@ def sole_gemm_operand(op: Op, rw: Rewriter) -> Iterator[tuple[Value, Value, Op, 
 
 
 class GemmBiasFusion(Pattern):
-    """gemm + broadcast(bias[N]) -> gemm_*_bias."""
+    """gemm + broadcast(bias[N]) -> gemm_*_bias; gemm + a splat constant too (a zero bias that folding made a
+    splat: adding c in the epilogue is the same addition)."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "stablehlo.add":
@@ -501,11 +502,17 @@ class GemmBiasFusion(Pattern):
         for g, other, gop, decl in sole_gemm_operand(op, rw):
             if decl.bias or decl.activation or decl.binary or decl.permute:
                 continue
-            bias = _bias_vector(other, g.type.shape[-1], g.type.rank)
+            n = g.type.shape[-1]
+            bias, made = _bias_vector(other, n, g.type.rank), []
+            value = splat_value(other) if other.type == g.type else None
+            if bias is None and value is not None:
+                made = [Op.create("stablehlo.constant", [], [g.type.with_shape((n,))],
+                                  {"value": torch.tensor(value, dtype=torch_dtype(g.type.dtype)).expand(n)}, op.loc)]
+                bias = made[0].result
             if bias is None or bias.type.dtype != g.type.dtype:
                 continue
             new = cat.build(decl.replace(bias=True), gop.operands + [bias], gop.loc.fuse(op.loc))
-            rw.replace_op(op, [new], new.results)
+            rw.replace_op(op, made + [new], new.results)
             return True
         return False
 

@@ -4,28 +4,49 @@ these patterns move the casts so the CAT ops run in the model's own precision.""
 
 from __future__ import annotations
 
+import torch
+
 import cat_dialect as cat
-from byteir_cat.core.ir import Op, Value
+from byteir_cat.core.ir import Op, Value, torch_dtype
 from mhlo_to_cat.gemm_patterns import cat_producer
-from mhlo_to_cat.rewriter import Pattern, Rewriter, producer
+from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer
 
 LOW = ("f16", "bf16")
 WIDE = ("f32", "f64")
 DATA_MOVEMENT = ("stablehlo.reshape", "stablehlo.transpose", "stablehlo.broadcast_in_dim", "stablehlo.slice")
 
 
-def _narrow_operands(op: Op) -> tuple[list[Value], str] | None:
-    """The lowp values behind ``op``'s operands when each is convert(lowp -> f32) of one lowp type."""
-    sources, low = [], None
+def _narrow_operands(op: Op) -> tuple[list[Value], str, list[Op]] | None:
+    """The lowp values behind ``op``'s operands when each is convert(lowp -> f32) of one lowp type, or an f32
+    constant that type holds exactly (a zero bias that folding made a splat): (values, type, new constants)."""
+    sources: list[Value | None] = []
+    low = None
     for v in op.operands:
         c = producer(v, "stablehlo.convert")
-        if c is None or c.operands[0].type.dtype not in LOW or v.type.dtype != "f32":
+        if v.type.dtype != "f32":
             return None
-        low = low or c.operands[0].type.dtype
-        if c.operands[0].type.dtype != low:
+        if c is not None and c.operands[0].type.dtype in LOW:
+            low = low or c.operands[0].type.dtype
+            if c.operands[0].type.dtype != low:
+                return None
+            sources.append(c.operands[0])
+        elif constant_tensor(v) is not None:
+            sources.append(None)  # narrowed below, once the type is known
+        else:
             return None
-        sources.append(c.operands[0])
-    return (sources, low) if low else None
+    if low is None:
+        return None
+    made: list[Op] = []
+    for i, v in enumerate(op.operands):
+        if sources[i] is not None:
+            continue
+        t = constant_tensor(v)
+        narrow = t.to(torch_dtype(low))
+        if not torch.equal(narrow.to(t.dtype), t):
+            return None
+        made.append(Op.create("stablehlo.constant", [], [v.type.with_dtype(low)], {"value": narrow}, v.owner.loc))
+        sources[i] = made[-1].result
+    return sources, low, made
 
 
 class NarrowUpcastGemm(Pattern):
@@ -43,7 +64,7 @@ class NarrowUpcastGemm(Pattern):
         if narrow is None or narrow[1] != op.result.type.dtype:
             return False
         new = cat.build(decl, narrow[0], gop.loc)
-        rw.replace_op(op, [new], new.results)
+        rw.replace_op(op, narrow[2] + [new], new.results)
         return True
 
 
@@ -77,7 +98,7 @@ class NarrowUpcastAttention(Pattern):
         operands = narrow[0] + op.operands[3:]
         new = cat.build(decl, operands, op.loc)
         up = Op.create("stablehlo.convert", new.results, [op.result.type], {}, op.loc)
-        rw.replace_op(op, [new, up], up.results)
+        rw.replace_op(op, narrow[2] + [new, up], up.results)
         return True
 
 
