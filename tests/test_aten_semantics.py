@@ -767,3 +767,22 @@ def test_mismatch_sees_what_it_must():
     h = _t(1000.0, 2.0).half()
     assert mismatch(h + _t(0.5, 0.0).half(), h, ulps=1) is None
     assert mismatch(h + _t(1.0, 0.0).half(), h, ulps=1) is not None
+
+
+class WritesIntoSlices(torch.nn.Module):
+    """BEiT's relative position index: writes into open-ended slices, which become slice_scatters ending at
+    2**63 - 1; torch-mlir's lowering of those ran out of memory (std::bad_alloc)."""
+
+    def forward(self, x, y):
+        z = torch.zeros(5, 6, dtype=x.dtype)
+        z[1:, 1:] = x
+        z[0, 0:] = y
+        z[0:, 0] = -1
+        return z
+
+
+def test_writes_into_open_ended_slices():
+    x = torch.arange(20, dtype=torch.int64).reshape(4, 5)
+    y = torch.arange(6, dtype=torch.int64) * 7
+    (got,) = compile_model(WritesIntoSlices(), [x, y]).run(x, y)
+    assert torch.equal(got, WritesIntoSlices()(x, y))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch_mlir import ir as mlir_ir
 from torch_mlir.dialects import torch as torch_dialect
+from torch_mlir.extras.fx_decomp_util import get_decomposition_table
 from torch_mlir.extras.fx_importer import ContextCache, FxImporter, FxImporterHooks, create_mlir_tensor_type
 
 from byteir_cat.core.errors import CompileError
@@ -23,7 +24,7 @@ from byteir_cat.frontend.cache_outputs import WithoutCache, without_cache_output
 from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
 from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
 from byteir_cat.frontend.negative_indices import wrap_negative_indices
-from byteir_cat.frontend.torch_semantics import rewrite_inexact_lowerings
+from byteir_cat.frontend.torch_semantics import clamp_slice_scatter_bounds, rewrite_inexact_lowerings
 
 # `= mhlo.add`, `"mhlo.add"(`, or an op at the start of a line (`mhlo.return`): op positions only, so
 # attribute names such as `mhlo.num_partitions` stay as they are.
@@ -348,7 +349,11 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
             wrap_negative_indices(program)
             rewrite_inexact_lowerings(program)
             _state_in_lists_as_nodes(program)
-            mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer)
+            # decomposed here rather than inside export_and_import: some lowerings need the decomposed ops fixed
+            program = program.run_decompositions(get_decomposition_table())
+            clamp_slice_scatter_bounds(program)
+            mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer,
+                                           decomposition_table={})
     except Exception as e:  # torch.export raises many kinds; the user needs the first line
         refused = unlowered_op(importer.log.errors)
         if refused:

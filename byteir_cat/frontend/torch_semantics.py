@@ -36,6 +36,8 @@ Each entry is found by comparing the compiled op with eager torch on inputs that
 - sums, means, cumulative sums, vector norms, average pools and ``rms_norm`` of f16/bf16 tensors: torch
   accumulates in f32 and rounds once; torch-mlir accumulates in the half-precision type. They are computed on
   the f32 tensor and converted back.
+- ``slice_scatter`` with an end past the size (``x[1:, 1:] = y`` writes 2**63 - 1): torch-mlir's lowering ran out
+  of memory (std::bad_alloc; BEiT, Funnel); the bounds are clamped to the size here.
 - integer scalars of ops on floating-point tensors (``x * -3``, ``x < 0``, ``alpha=-3``): torch-mlir's folders
   read them as unsigned or garbage where the tensor is a constant (``torch.full((2,), 3.0) * -3`` was 5.5e19,
   ``scalar_tensor(3.0) < 0`` true or false from run to run); they become the float of the same value (exact up
@@ -356,6 +358,24 @@ Rewrite = Callable[[torch.fx.Graph, Node], "Node | tuple[Node, ...] | None"]
 # op -> rewrite: builds the replacement before ``op`` (the graph's insertion point) and returns its result node
 # (a tuple for an op with several results, one per ``getitem``), or None to leave ``op`` as it is. The ops a
 # rewrite makes are not rewritten again (``aten.remainder`` stands for StableHLO's remainder there).
+def _slice_scatter_bounds(graph: torch.fx.Graph, op: Node) -> None:
+    """slice_scatter's start and end made what they index (``x[1:, 1:] = y`` writes end = 2**63 - 1): torch-mlir's
+    lowering takes the end as it is and runs out of memory (BEiT's and Funnel's relative positions)."""
+    args = list(op.args) + [None] * (6 - len(op.args))
+    self_val, dim, start, end = _val(args[0]), args[2] or 0, args[3], args[4]
+    size = self_val.shape[dim % self_val.dim()]
+    if not isinstance(size, int) or not all(v is None or isinstance(v, int) for v in (start, end)):
+        return None
+
+    def bound(v: int | None, default: int) -> int:
+        if v is None:
+            return default
+        return min(max(v + size if v < 0 else v, 0), size)
+
+    op.args = (args[0], args[1], dim, bound(start, 0), bound(end, size), args[5] if args[5] is not None else 1)
+    return None
+
+
 REWRITES: dict[object, Rewrite] = {
     aten.remainder.Tensor: _python_remainder,
     aten.remainder.Scalar: _python_remainder,
@@ -422,6 +442,19 @@ def _float_scalars(graph: torch.fx.Graph) -> int:
         if changed:
             node.args, node.kwargs = tuple(args), kwargs
             count += 1
+    return count
+
+
+def clamp_slice_scatter_bounds(program: ExportedProgram) -> int:
+    """``_slice_scatter_bounds`` on every slice_scatter, after the decompositions (which make most of them, from
+    writes into slices); returns how many."""
+    count = 0
+    for op in program.graph_module.graph.nodes:
+        if op.op == "call_function" and op.target == aten.slice_scatter.default:
+            _slice_scatter_bounds(program.graph_module.graph, op)
+            count += 1
+    if count:
+        program.graph_module.recompile()
     return count
 
 
