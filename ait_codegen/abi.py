@@ -21,10 +21,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from byteir_cat.core.ir import TensorType
-from byteir_cat.core.kernel_abi import WORKSPACE_ALIGN, ReturnCode
 from cat_dialect.op_base import CatOp
 from cat_dialect.permute import OutputPermute
+from foundation.ir import TensorType
+from foundation.kernel_abi import WORKSPACE_ALIGN, ReturnCode
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from ait_codegen.gemm_problem import problem_for
 from ait_codegen.paths import kernel_cache_dir
 from ait_codegen.source import RenderedKernel, as_spec, device_source, render_kernel, twin_source
 from ait_codegen.toolchain import cutlass_include_dirs, cutlass_version, nvcc_version
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, Conv, Gemm
 from cat_dialect.op_base import CatOp
+from foundation.ir import TensorType
 
 ARCH_FLAGS = {
     "sm_80": ("-gencode", "arch=compute_80,code=sm_80"),

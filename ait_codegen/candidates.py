@@ -23,7 +23,7 @@ from cutlass_library import generator, library
 from cutlass_library import manifest as mf
 
 from ait_codegen.gemm_problem import GemmProblem
-from byteir_cat.core.cuda_arch import CUDA_ARCHS
+from foundation.cuda_arch import CUDA_ARCHS
 
 ARCHS = CUDA_ARCHS
 SM_COUNT = {"sm_80": 108, "sm_90a": 132}

@@ -19,10 +19,10 @@ from ait_codegen.abi import KernelSpec
 from ait_codegen.build import build_subgraph, build_twin
 from ait_codegen.elements import TORCH_TYPES
 from ait_codegen.launch import KernelLibrary
-from byteir_cat.core.cuda_arch import runs_on
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, CatOp, Gemm, LayerNorm, RmsNorm, Softmax
 from cat_dialect.op_base import CatVerifyError
+from foundation.cuda_arch import runs_on
+from foundation.ir import TensorType
 
 TOLERANCE = 1e-2
 

@@ -19,8 +19,8 @@ from ait_codegen.candidates import GemmConfig, enumerated_conv_fprop, estimate
 from ait_codegen.elements import GEMM_DTYPES, alignment
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.gemm_glue import activation_functor
-from byteir_cat.core.ir import TensorType
 from cat_dialect.conv import Conv
+from foundation.ir import TensorType
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from byteir_cat.core.errors import CompileError
+from foundation.errors import CompileError
 
 
 class CodegenError(CompileError):

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from ait_codegen.elements import GEMM_DTYPES, alignment
 from ait_codegen.errors import UnsupportedKernel
-from byteir_cat.core.ir import TensorType
 from cat_dialect.bmm import Bmm
 from cat_dialect.gemm import Gemm
 from cat_dialect.permute import OutputPermute
+from foundation.ir import TensorType
 
 
 @dataclass(frozen=True)

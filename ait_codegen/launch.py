@@ -11,7 +11,7 @@ import torch
 
 from ait_codegen.abi import KernelSpec, ReturnCode
 from ait_codegen.elements import TORCH_TYPES
-from byteir_cat.core.kernel_abi import entry_points, status_name
+from foundation.kernel_abi import entry_points, status_name
 
 
 class KernelError(RuntimeError):

@@ -33,8 +33,8 @@ from ait_codegen.gemm_glue import ARGS_STRUCT, DEVICE_PERMUTE, own_functors
 from ait_codegen.gemm_problem import GemmProblem, problem_for
 from ait_codegen.norms import render_norm
 from ait_codegen.softmax import render_softmax
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Attention, Bmm, CatOp, Conv, Gemm, IndexCopy, LayerNorm, RmsNorm, Softmax
+from foundation.ir import TensorType
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from ait_codegen.conv_problem import ConvProblem, choose_conv
 from ait_codegen.gemm_problem import GemmProblem
 from ait_codegen.paths import tuning_db_path
 from ait_codegen.toolchain import cutlass_version
-from byteir_cat.core.errors import CompileError
+from foundation.errors import CompileError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tuning (

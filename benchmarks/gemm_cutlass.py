@@ -19,8 +19,8 @@ from ait_codegen.launch import KernelLibrary
 from ait_codegen.profiler import profile
 from ait_codegen.source import as_spec
 from ait_codegen.tuning_cache import TuningCache
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Gemm
+from foundation.ir import TensorType
 
 SHAPES_NK = {
     "gpt2 c_attn": (2304, 768), "gpt2 c_proj": (768, 768), "gpt2 mlp up": (3072, 768), "gpt2 mlp down": (768, 3072),

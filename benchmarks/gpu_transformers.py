@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from byteir_cat.core.cuda_arch import arch_for
+from foundation.cuda_arch import arch_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "# GPU benchmark"

@@ -5,13 +5,13 @@ Imports stay lazy so that the runtime side (artifact loading, sessions) works wi
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from foundation.version import __version__ as __version__
 
 _LAZY = {
     "partition": "byteir_cat.api",
     "to_stablehlo": "byteir_cat.api",
-    "from_torch": "byteir_cat.frontend",
-    "load_mlir": "byteir_cat.frontend",
+    "from_torch": "frontends",
+    "load_mlir": "frontends",
     "compile": "byteir_cat.compiler",
     "load": "byteir_cat.compiled_model",
     "CompiledModel": "byteir_cat.compiled_model",

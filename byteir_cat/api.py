@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-from byteir_cat.core.errors import CompileError, UnsupportedOpError
-from byteir_cat.core.ir import Module
-from byteir_cat.frontend import from_torch, load_mlir, load_onnx
-from byteir_cat.semantics.interpreter import unsupported_reason
+from foundation.errors import CompileError, UnsupportedOpError
+from foundation.ir import Module
+from frontends import from_torch, load_mlir, load_onnx
 from mhlo_to_cat.byteir_custom_calls import TENSOR_SLICE_OPS
 from mhlo_to_cat.partition import partition as make_partition
 from mhlo_to_cat.pipeline import run_pipeline
 from mhlo_to_cat.rewriter import Pass
+from semantics.interpreter import unsupported_reason
 
 ModelLike = torch.nn.Module | str | Path | Module
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from byteir_cat.compiled_model import CompiledModel
-from byteir_cat.core.errors import InputError
+from foundation.errors import InputError
 from runtime.artifact import read
 from runtime.signing import TrustedKey
 

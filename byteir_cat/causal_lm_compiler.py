@@ -19,7 +19,7 @@ from transformers.cache_utils import Cache
 from byteir_cat.causal_lm import DECODE_PLAN, KV_LEN_INPUT, META, CausalLMConfig, CompiledCausalLM, step_mask
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
-from byteir_cat.core.errors import CompileError
+from foundation.errors import CompileError
 from mhlo_to_cat.attention_patterns import CacheAttentionLength
 from mhlo_to_cat.pipeline import default_pipeline
 

@@ -24,14 +24,14 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from byteir_cat.core.byre_plan import ByreModule
-from byteir_cat.core.ir import FLOAT_DTYPES, Module, origin_of, torch_dtype
-from byteir_cat.core.source_loc import scope_label
-from byteir_cat.frontend.cache_outputs import is_cache, without_cache_outputs
-from byteir_cat.semantics.interpreter import evaluate_values
 from byteir_cat.terminal import Column, print_table
+from foundation.byre_plan import ByreModule
+from foundation.ir import FLOAT_DTYPES, Module, origin_of, torch_dtype
+from foundation.source_loc import scope_label
+from frontends.cache_outputs import is_cache, without_cache_outputs
 from runtime.artifact import Artifact
 from runtime.session import Session
+from semantics.interpreter import evaluate_values
 
 BOUNDS = {"f64": 1e-8, "f32": 1e-4, "f16": 1e-2, "bf16": 1e-2}
 SEED = 20261206

@@ -9,8 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from byteir_cat.core.errors import ByteirCatError, CompileError, InputError
 from byteir_cat.terminal import TABLE_FORMATS
+from foundation.errors import ByteirCatError, CompileError, InputError
 
 PARAMS_HELP = ("weights for arguments of @main, by argument name (as JAX's locations name them) or argN: they "
                "become constants of the artifact, which then takes only the other arguments")
@@ -18,9 +18,9 @@ PARAMS_HELP = ("weights for arguments of @main, by argument name (as JAX's locat
 
 def cmd_partition(args: argparse.Namespace) -> int:
     from byteir_cat.api import partition
-    from byteir_cat.core.printer import print_module
     from byteir_cat.model_source import resolve, with_params
     from byteir_cat.partition_report import print_table, to_json, write_dot
+    from foundation.printer import print_module
 
     model, inputs = resolve(args.model)
     part = partition(with_params(model, inputs, args.params), inputs)
@@ -161,6 +161,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from byteir_cat.compiler import load
     from byteir_cat.profile_compare import compare, read_profile
     from byteir_cat.profile_report import profile, write_trace
+    from byteir_cat.profile_table import print_profile
     from runtime.artifact import read_manifest
 
     before = read_profile(args.compare) if args.compare else None  # a bad file fails before minutes of timing
@@ -193,7 +194,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     elif args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        report.print_table(args.format)
+        print_profile(report, args.format)
     return 0
 
 
@@ -228,9 +229,9 @@ def _import_tuning(path: str) -> int:
     from ait_codegen.candidates import GemmConfig
     from ait_codegen.gemm_problem import problem_for
     from ait_codegen.tuning_cache import TuningCache
-    from byteir_cat.core.ir import Op
-    from byteir_cat.frontend.importer import parse_tensor_type
     from cat_dialect import decode
+    from foundation.ir import Op
+    from frontends.importer import parse_tensor_type
 
     try:
         record = json.loads(Path(path).read_text())

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.byre_plan import ByreModule
+from foundation.byre_plan import ByreModule
 from runtime.artifact import Artifact, read
 from runtime.session import Session
 from runtime.signing import TrustedKey
@@ -60,7 +60,7 @@ class CompiledModel:
         return self.path
 
     def run_checks(self) -> list:
-        """For self-checking programs: every ``check.*`` outcome (``byteir_cat.semantics.interpreter.CheckResult``)."""
+        """For self-checking programs: every ``check.*`` outcome (``semantics.interpreter.CheckResult``)."""
         return self.session.run_checks()
 
 

@@ -22,20 +22,20 @@ from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, render_kernel
 from ait_codegen.tuning_cache import TuningCache
+from byre_lowering.byre_lowering import CatKernel, GroupKernel, lower
+from byre_lowering.memory_budget import check_memory
 from byteir_cat.api import partition, to_stablehlo
 from byteir_cat.check import references_for, run_check
 from byteir_cat.compiled_model import CompiledModel, load
-from byteir_cat.core.cuda_arch import CUDA_ARCHS, DEFAULT_CUDA_ARCH
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.host_code import KernelError
-from byteir_cat.core.sym_shape import DynamicSpec, SymbolicShapes
 from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_inputs, sample_points, split_at_one
-from byteir_cat.frontend import bind_params
-from byteir_cat.lowering.byre_lowering import CatKernel, GroupKernel, lower
-from byteir_cat.lowering.memory_budget import check_memory
 from fallback_codegen.compile import CompiledGroup, GroupJob, prepare_group
 from fallback_codegen.lowering_pool import LoweringCrash, lowering_pool
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
+from foundation.cuda_arch import CUDA_ARCHS, DEFAULT_CUDA_ARCH
+from foundation.errors import CompileError
+from foundation.host_code import KernelError
+from foundation.sym_shape import DynamicSpec, SymbolicShapes
+from frontends import bind_params
 from mhlo_to_cat.pipeline import dynamic_shape_pipeline
 from mhlo_to_cat.rewriter import Pass
 from runtime.artifact import Artifact

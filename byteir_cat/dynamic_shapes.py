@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import Block, Function, Module, Op, Value
-from byteir_cat.core.sym_shape import (
+from foundation.errors import CompileError
+from foundation.ir import Block, Function, Module, Op, Value
+from foundation.sym_shape import (
     Dim,
     DimBound,
     DynamicSpec,

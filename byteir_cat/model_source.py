@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from byteir_cat.core.errors import CompileError
+from foundation.errors import CompileError
 
 
 def load_factory(spec: str) -> tuple[Any, tuple]:
@@ -70,7 +70,7 @@ def with_params(model: Any, inputs: tuple | None, params_path: str | None) -> An
     import numpy as np
 
     from byteir_cat.api import to_stablehlo
-    from byteir_cat.frontend import bind_params
+    from frontends import bind_params
 
     path = Path(params_path)
     if not path.exists():

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from byteir_cat.core.source_loc import common_module, scope_label
 from byteir_cat.terminal import Column, report_console
 from byteir_cat.terminal import print_table as render_table
+from foundation.source_loc import common_module, scope_label
 from mhlo_to_cat.partition import Partition, Subgraph
 
 PATH_COLORS = {"cat": "#4C9F70", "fusion": "#3B7DD8", "host": "#B0B0B0"}  # the same in the profile's pictures

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from byteir_cat.core.errors import InputError
-from byteir_cat.core.source_loc import scope_label
 from byteir_cat.terminal import Column, print_table, report_console
+from foundation.errors import InputError
+from foundation.source_loc import scope_label
 
 Row = dict[str, Any]  # one entry of a profile JSON's "computes"
 SHOWN = 30  # rows of the table, largest changes first

@@ -13,10 +13,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from byteir_cat.core.errors import InputError
-from byteir_cat.core.source_loc import scope_label
 from byteir_cat.partition_report import PATH_COLORS
 from byteir_cat.profile_report import ComputeProfile, ProfileReport
+from foundation.errors import InputError
+from foundation.source_loc import scope_label
 
 FORMATS = (".png", ".svg", ".pdf")
 LABELLED = 8  # the costliest kinds of subgraph named on the roofline

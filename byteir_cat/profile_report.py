@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import torch_dtype
-from byteir_cat.core.source_loc import common_module, scope_label
+from foundation.ir import torch_dtype
+from foundation.source_loc import common_module, scope_label
 from runtime.cuda_timing import cuda_event_times
 
 # compute kind -> the partition's path, for plans written before computes carried it
@@ -176,27 +176,6 @@ class ProfileReport:
                             "sources": c.sources, "flops": c.flops, "bytes": c.bytes}}
                   for c in self.computes]
         return {"traceEvents": events, "displayTimeUnit": "ms"}
-
-    def print_table(self, fmt: str = "auto") -> None:
-        # the terminal (rich) only here: profiles are also taken on the GPU machine, which prints none
-        from byteir_cat.terminal import Column, print_table, report_console
-
-        columns = (Column("subgraph", style="dim"), Column("path"), Column("what"), Column("module", style="yellow"),
-                   Column("ms", right=True), Column("share", right=True), Column("GFLOP/s", right=True),
-                   Column("GB/s", right=True), Column("% roofline", right=True))
-        rows = []
-        for c in self.computes:
-            frac = self.roofline_fraction(c)
-            rows.append([c.callee, c.path or c.kind, c.what, scope_label(c.modules),
-                         f"{c.seconds * 1e3:.3f}", f"{100 * self.share(c):.1f}%",
-                         f"{c.flops_per_s / 1e9:.2f}" if c.flops else "-", f"{c.bytes_per_s / 1e9:.2f}",
-                         f"{100 * frac:.1f}%" if frac is not None else "-"])
-        print_table(f"profile: median of {self.runs} runs, {self.total_seconds * 1e3:.3f} ms per run", columns,
-                    rows, fmt)
-        report_console().print(
-            f"roofline peaks measured on {self.peaks.where}: {self.peaks.flops_per_s / 1e9:.1f} GFLOP/s, "
-            f"{self.peaks.bytes_per_s / 1e9:.1f} GB/s (a DRAM-sized copy: subgraphs whose data stay in cache can "
-            "exceed 100%)")
 
 
 def profile(model, inputs: list[torch.Tensor] | None = None, runs: int = 20, warmup: int = 3) -> ProfileReport:

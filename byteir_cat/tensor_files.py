@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from byteir_cat.core.errors import InputError
+from foundation.errors import InputError
 
 _POSITIONAL = re.compile(r"^arg(\d+)$")
 

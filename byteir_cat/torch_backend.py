@@ -29,7 +29,7 @@ from torch._dynamo import list_backends, register_backend
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import TARGETS
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.core.errors import ByteirCatError, CompileError
+from foundation.errors import ByteirCatError, CompileError
 
 NAME = "byteir_cat"
 OPTIONS = ("target", "arch", "check")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from byteir_cat.core.ir import Op, Value
-from byteir_cat.core.source_loc import UNKNOWN, Loc
 from cat_dialect.activations import ACTIVATIONS, LOOK_ALIKES, Activation
 from cat_dialect.attention import Attention
 from cat_dialect.bmm import BMM_LAYOUTS, Bmm
@@ -19,6 +17,8 @@ from cat_dialect.norms import LayerNorm, RmsNorm
 from cat_dialect.op_base import CatOp, CatVerifyError
 from cat_dialect.permute import OutputPermute
 from cat_dialect.softmax import Softmax
+from foundation.ir import Op, Value
+from foundation.source_loc import UNKNOWN, Loc
 
 PREFIX = "cat."
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import TensorType
 from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
 from cat_dialect.permute import OutputPermute
 from cat_dialect.softmax import masked_softmax
+from foundation.ir import TensorType
 
 HEAD_MERGE = (0, 2, 1, 3)  # [B, H, S, Dv] -> [B, S, H, Dv]: what the output projection reads
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import TensorType
 from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
 from cat_dialect.permute import OutputPermute
+from foundation.ir import TensorType
 
 BMM_LAYOUTS = tuple("".join(p) for p in itertools.product("rc", repeat=3))
 _NAME = re.compile(r"^bmm_(?P<layout>[rc]{3})(?P<add>_add)?(?P<perm>_permute)?$")

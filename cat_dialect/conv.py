@@ -18,9 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from byteir_cat.core.ir import TensorType
 from cat_dialect.activations import ACTIVATIONS
 from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
+from foundation.ir import TensorType
 
 CONV_SPATIAL_RANKS = (1, 2)
 _NAME = re.compile(r"^conv(?P<nd>[12])d(?P<bias>_bias)?(?P<pre>_add)?(?:_(?P<act>" + "|".join(

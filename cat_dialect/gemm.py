@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import TensorType
 from cat_dialect.activations import ACTIVATIONS
 from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
 from cat_dialect.permute import OutputPermute
+from foundation.ir import TensorType
 
 GEMM_LAYOUTS = ("rcr", "rrr")
 BINARY_EPILOGUES = ("add", "mul")

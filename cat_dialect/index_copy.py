@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import INT_DTYPES, TensorType
 from cat_dialect.op_base import CatOp, CatVerifyError
+from foundation.ir import INT_DTYPES, TensorType
 
 
 @dataclass(frozen=True)

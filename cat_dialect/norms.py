@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import TensorType
 from cat_dialect.op_base import CatOp, CatVerifyError
+from foundation.ir import TensorType
 
 
 def _check_row_params(op: CatOp, operands: Sequence[TensorType]) -> TensorType:

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import TensorType
+from foundation.errors import CompileError
+from foundation.ir import TensorType
 
 
 class CatVerifyError(CompileError):

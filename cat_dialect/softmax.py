@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import TensorType
 from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
+from foundation.ir import TensorType
 
 
 def masked_softmax(x: torch.Tensor, zero_masked_rows: bool) -> torch.Tensor:

@@ -16,13 +16,6 @@ from torch_mlir._mlir_libs import _stablehlo, _torchMlir  # noqa: F401 - importi
 # passes (refback-munge-memref-copy, used by the NVPTX stage)
 from torch_mlir.dialects import llvm as llvm_dialect
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.host_code import HostKernel, Signature, TensorSig, host_target_machine, load_host_kernel
-from byteir_cat.core.ir import Function
-from byteir_cat.core.printer import print_function
-from byteir_cat.core.source_loc import fuse_locs
-from byteir_cat.frontend.mlir_context import make_context
-from byteir_cat.semantics.op_traits import FUSIBLE
 from fallback_codegen.distinct_results import distinct_results
 from fallback_codegen.dynamic_group import print_dynamic_group
 from fallback_codegen.half_rounding import keep_half_rounding
@@ -30,6 +23,13 @@ from fallback_codegen.llvm_text import respell_float_literals, with_target
 from fallback_codegen.math_approx import expand_transcendentals
 from fallback_codegen.nvptx import KernelLaunch, collapse_parallel_loops, gpu_group
 from fallback_codegen.pipeline import PYTHON_STEPS, HostTarget, NvptxTarget, Target, pipeline
+from foundation.errors import CompileError
+from foundation.host_code import HostKernel, Signature, TensorSig, host_target_machine, load_host_kernel
+from foundation.ir import Function
+from foundation.printer import print_function
+from foundation.source_loc import fuse_locs
+from frontends.mlir_context import make_context
+from semantics.op_traits import FUSIBLE
 
 SUPPORTED_DTYPES = frozenset({"f64", "f32", "f16", "bf16", "i1", "i8", "i16", "i32", "i64"})
 

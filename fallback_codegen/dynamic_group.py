@@ -11,11 +11,11 @@ constant broadcast to its size, ``tensor.extract_slice`` for a slice; a reshape 
 
 from __future__ import annotations
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import Function, Module, Op, TensorType, Value
-from byteir_cat.core.printer import Printer, print_module
-from byteir_cat.core.sym_shape import Dim, SymExpr
-from byteir_cat.semantics.op_traits import ELEMENTWISE
+from foundation.errors import CompileError
+from foundation.ir import Function, Module, Op, TensorType, Value
+from foundation.printer import Printer, print_module
+from foundation.sym_shape import Dim, SymExpr
+from semantics.op_traits import ELEMENTWISE
 
 EXTENTS_DTYPE = "i64"
 

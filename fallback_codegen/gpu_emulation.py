@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from byteir_cat.core.host_code import KernelError, Signature, jit_compile
+from foundation.host_code import KernelError, Signature, jit_compile
 
 _SREG = re.compile(r"@llvm\.nvvm\.read\.ptx\.sreg\.(tid|ctaid|ntid|nctaid)\.([xyz])\b")
 _REGISTERS = [f"{kind}.{axis}" for kind in ("tid", "ctaid", "ntid", "nctaid") for axis in "xyz"]

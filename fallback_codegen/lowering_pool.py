@@ -31,8 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from byteir_cat.core.errors import CompileError
 from fallback_codegen.compile import CompiledGroup, GroupJob, lower_group
+from foundation.errors import CompileError
 
 WORKERS_ENV = "BYTEIR_CAT_LOWERING_WORKERS"
 REPRODUCERS_ENV = "BYTEIR_CAT_REPRODUCERS"  # where reproducers go (default: beside the kernel cache)

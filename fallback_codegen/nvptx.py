@@ -24,10 +24,10 @@ import llvmlite.binding as llvm
 from torch_mlir import ir
 from torch_mlir.dialects import llvm as llvm_dialect
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.host_code import optimize_ir
-from byteir_cat.core.ir import dtype_bytes
 from fallback_codegen.llvm_text import respell_float_literals, with_target
+from foundation.errors import CompileError
+from foundation.host_code import optimize_ir
+from foundation.ir import dtype_bytes
 
 _init_lock = threading.Lock()
 

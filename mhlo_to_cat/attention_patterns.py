@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import Function, Op, Value, torch_dtype
 from cat_dialect.attention import HEAD_MERGE
+from foundation.errors import CompileError
+from foundation.ir import Function, Op, Value, torch_dtype
 from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer, row_major_bmm
 from mhlo_to_cat.rewriter import (
     Pass,

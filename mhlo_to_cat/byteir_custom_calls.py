@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from byteir_cat.core.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
+from foundation.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter
 from mhlo_to_cat.stablehlo_builder import ShapeBuilder, top_k_by_sort
 

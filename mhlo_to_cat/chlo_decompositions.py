@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from byteir_cat.core.ir import Op, Value, torch_dtype
+from foundation.ir import Op, Value, torch_dtype
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter
 from mhlo_to_cat.stablehlo_builder import ShapeBuilder, top_k_by_sort
 

@@ -15,7 +15,7 @@ import math
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
+from foundation.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
 from mhlo_to_cat.gemm_patterns import cat_producer, epilogue_activation
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, input_free_value, producer, splat_value
 

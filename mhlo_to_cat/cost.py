@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 
 import cat_dialect as cat
-from byteir_cat.core.ir import Function, Op, Value
-from byteir_cat.semantics.op_traits import ELEMENTWISE
+from foundation.ir import Function, Op, Value
+from semantics.op_traits import ELEMENTWISE
 
 
 def op_flops(op: Op) -> int:

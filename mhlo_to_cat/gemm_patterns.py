@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value, torch_dtype
-from byteir_cat.core.source_loc import Loc
+from foundation.ir import FLOAT_DTYPES, Op, Value, torch_dtype
+from foundation.source_loc import Loc
 from mhlo_to_cat.probing import ancestors_in, function_loc, grow_region, probe_generator, probe_rows, search_region
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, input_free_value, producer, splat_value
 

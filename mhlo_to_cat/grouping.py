@@ -7,10 +7,10 @@ import heapq
 from typing import Any
 
 import cat_dialect as cat
-from byteir_cat.core.ir import Module, Op, Value
-from byteir_cat.semantics.op_traits import HOST_ONLY
+from foundation.ir import Module, Op, Value
 from mhlo_to_cat.reasons import unsupported_why
 from mhlo_to_cat.subgraph import Subgraph, is_inlined_constant
+from semantics.op_traits import HOST_ONLY
 
 
 def is_check(op: Op) -> bool:

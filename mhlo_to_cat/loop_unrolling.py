@@ -5,7 +5,7 @@ other layer; as a loop it would run on the host evaluator, op by op."""
 
 from __future__ import annotations
 
-from byteir_cat.core.ir import INT_DTYPES, Block, Op, Value
+from foundation.ir import INT_DTYPES, Block, Op, Value
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter, constant_tensor, producer
 
 UNROLL_LIMIT = 64  # trips; a longer loop stays a loop

@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.ir import FLOAT_DTYPES, INT_DTYPES, Block, Function, Op, Value
-from byteir_cat.core.source_loc import fuse_locs
-from byteir_cat.semantics.interpreter import eval_op
-from byteir_cat.semantics.op_traits import traits
+from foundation.ir import FLOAT_DTYPES, INT_DTYPES, Block, Function, Op, Value
+from foundation.source_loc import fuse_locs
 from mhlo_to_cat.byteir_custom_calls import byteir_decomposition_pass
 from mhlo_to_cat.chlo_decompositions import chlo_decomposition_pass
 from mhlo_to_cat.loop_unrolling import loop_unrolling_pass
 from mhlo_to_cat.rewriter import Pass, Pattern, PatternPass, Rewriter, constant_tensor, splat_value
+from semantics.interpreter import eval_op
+from semantics.op_traits import traits
 
 # Weights are never folded into other constants (that would copy them); scalars and generated
 # tensors (iota, masks) are, up to this many elements in the result.

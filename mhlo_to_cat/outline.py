@@ -3,7 +3,7 @@ with its path and reason (printed as ``byteir_cat.path`` / ``byteir_cat.reason``
 
 from __future__ import annotations
 
-from byteir_cat.core.ir import Block, Function, Module, Op, Value, origin_of
+from foundation.ir import Block, Function, Module, Op, Value, origin_of
 from mhlo_to_cat.loop_unrolling import captured_values, clone_block
 from mhlo_to_cat.subgraph import Subgraph, is_inlined_constant
 

@@ -9,7 +9,7 @@ the CPU);
 
 from __future__ import annotations
 
-from byteir_cat.core.ir import Module, Op, Value
+from foundation.ir import Module, Op, Value
 from mhlo_to_cat.grouping import ConvexGrouper, classify, topological
 from mhlo_to_cat.outline import outline
 from mhlo_to_cat.reasons import describe_cat, fusion_reason

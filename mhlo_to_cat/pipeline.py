@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from byteir_cat.core.ir import Module
+from foundation.ir import Module
 from mhlo_to_cat.attention_patterns import (
     AttentionFromBmmSoftmaxBmm,
     DataMovementCancelsAcrossSoftmax,

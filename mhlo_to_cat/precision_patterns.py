@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.ir import Op, Value, torch_dtype
+from foundation.ir import Op, Value, torch_dtype
 from mhlo_to_cat.gemm_patterns import cat_producer
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer
 

@@ -21,12 +21,12 @@ from collections.abc import Callable
 
 import torch
 
-from byteir_cat.core.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
-from byteir_cat.core.source_loc import Loc, fuse_locs
-from byteir_cat.semantics.interpreter import eval_op
-from byteir_cat.semantics.interpreter_ops import pairwise_float_sums
-from byteir_cat.semantics.op_traits import NUMERIC_ELEMENTWISE
+from foundation.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
+from foundation.source_loc import Loc, fuse_locs
 from mhlo_to_cat.rewriter import Rewriter, splat_value
+from semantics.interpreter import eval_op
+from semantics.interpreter_ops import pairwise_float_sums
+from semantics.op_traits import NUMERIC_ELEMENTWISE
 
 SHAPE_OPS = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshape"})
 REGION_LIMIT = 80  # ops; a row-local function of one value is never bigger in practice (a safety bound)

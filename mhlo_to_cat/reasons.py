@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 import cat_dialect as cat
-from byteir_cat.core.ir import Module, Op
-from byteir_cat.semantics.interpreter import unsupported_reason
+from foundation.ir import Module, Op
 from mhlo_to_cat.conv_patterns import conv_declaration
 from mhlo_to_cat.gemm_patterns import gemm_plan
+from semantics.interpreter import unsupported_reason
 
 
 def describe_cat(op: Op) -> str:

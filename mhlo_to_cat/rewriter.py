@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from byteir_cat.core.ir import Block, Function, Op, Value, replaces
-from byteir_cat.semantics.interpreter import eval_op
+from foundation.ir import Block, Function, Op, Value, replaces
+from semantics.interpreter import eval_op
 
 _GAP = 1 << 20  # order keys start this far apart; inserts split gaps, a full gap renumbers
 

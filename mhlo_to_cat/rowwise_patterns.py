@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.ir import FLOAT_DTYPES, Op, Value, dtype_bytes
-from byteir_cat.core.source_loc import Loc
-from byteir_cat.semantics.op_traits import NUMERIC_ELEMENTWISE
 from cat_dialect.softmax import masked_softmax
+from foundation.ir import FLOAT_DTYPES, Op, Value, dtype_bytes
+from foundation.source_loc import Loc
 from mhlo_to_cat.gemm_patterns import cat_producer
 from mhlo_to_cat.probing import function_loc, grow_region, probe_generator, probe_rows, scalar_constants, search_region
 from mhlo_to_cat.rewriter import Pattern, Rewriter, producer, splat_value
+from semantics.op_traits import NUMERIC_ELEMENTWISE
 
 
 def softmax_probe(n: int, dtype: str) -> torch.Tensor:

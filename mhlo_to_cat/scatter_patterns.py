@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 
 import cat_dialect as cat
-from byteir_cat.core.ir import INT_DTYPES, Op, Value, dtype_bytes
-from byteir_cat.semantics.interpreter import eval_op
-from byteir_cat.semantics.interpreter_ops import returns_update
+from foundation.ir import INT_DTYPES, Op, Value, dtype_bytes
 from mhlo_to_cat.rewriter import Pattern, Rewriter, input_free_value, producer
+from semantics.interpreter import eval_op
+from semantics.interpreter_ops import returns_update
 
 _DATA_MOVEMENT = ("stablehlo.reshape", "stablehlo.broadcast_in_dim", "stablehlo.transpose", "stablehlo.convert")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from byteir_cat.core.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
-from byteir_cat.core.source_loc import Loc
+from foundation.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
+from foundation.source_loc import Loc
 
 
 class ShapeBuilder:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from byteir_cat.core.ir import Module, Op, Value
-from byteir_cat.core.source_loc import Loc, fuse_locs
+from foundation.ir import Module, Op, Value
+from foundation.source_loc import Loc, fuse_locs
 from mhlo_to_cat.cost import moved_bytes, op_flops
 
 PATHS = ("cat", "fusion", "host")

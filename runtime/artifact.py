@@ -45,11 +45,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
-from byteir_cat import __version__
-from byteir_cat.core.byre_plan import ByreModule
-from byteir_cat.core.cuda_arch import CUDA_ARCHS
-from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.sym_shape import dim_from_json
+from foundation.byre_plan import ByreModule
+from foundation.cuda_arch import CUDA_ARCHS
+from foundation.errors import ArtifactError
+from foundation.sym_shape import dim_from_json
+from foundation.version import __version__
 from runtime.signing import SIGNATURES, TrustedKey, verify_manifest
 
 FORMAT_VERSION = 1

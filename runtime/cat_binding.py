@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import torch
 
 import cat_dialect
-from byteir_cat.core.byre_plan import ByreModule, CatCompute
-from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.ir import Op, TensorType, dtype_of_torch
-from byteir_cat.core.serialize import Reader
+from foundation.byre_plan import ByreModule, CatCompute
+from foundation.errors import ArtifactError
+from foundation.ir import Op, TensorType, dtype_of_torch
+from foundation.serialize import Reader
 
 Slots = list[torch.Tensor | None]
 

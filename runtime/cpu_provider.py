@@ -7,7 +7,7 @@ Every bound kernel is ``fn(slots)``, where ``slots[i]`` is the tensor of ByRE va
 - ``cat``: the op's torch semantics; GEMMs with an f32 epilogue go straight to BLAS (addmm into the planned
   buffer, epilogue applied in place), attention without a mask to ``scaled_dot_product_attention``, norms to
   torch's fused kernels. Everything else uses ``decl.reference`` and stores its result.
-- ``host_code``: the fusion group's compiled host code (``byteir_cat.core.host_code``), called on buffer
+- ``host_code``: the fusion group's compiled host code (``foundation.host_code``), called on buffer
   pointers.
 - ``alias``: a view; nothing to run when its source never moves.
 - ``interpret``: the StableHLO interpreter on the deserialised subgraph.
@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 import cat_dialect
-from byteir_cat.core.byre_plan import (
+from cat_dialect.activations import ACTIVATIONS
+from foundation.byre_plan import (
     AliasCompute,
     ByreModule,
     CatCompute,
@@ -33,13 +34,12 @@ from byteir_cat.core.byre_plan import (
     HostCodeCompute,
     InterpretCompute,
 )
-from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.host_code import KernelError, Signature, descriptor_args, descriptor_argtypes, jit_compile
-from byteir_cat.core.host_code_support import register as register_host_code_support
-from byteir_cat.core.serialize import Reader
-from byteir_cat.semantics.interpreter import evaluate
-from cat_dialect.activations import ACTIVATIONS
+from foundation.errors import ArtifactError
+from foundation.host_code import KernelError, Signature, descriptor_args, descriptor_argtypes, jit_compile
+from foundation.host_code_support import register as register_host_code_support
+from foundation.serialize import Reader
 from runtime.cat_binding import bind_cat_op
+from semantics.interpreter import evaluate
 
 Slots = list[torch.Tensor | None]
 Kernel = Callable[[Slots], None]

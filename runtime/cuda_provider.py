@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.byre_plan import (
+from foundation.byre_plan import (
     SCRATCH_ALIGN,
     AliasCompute,
     ByreModule,
@@ -38,15 +38,15 @@ from byteir_cat.core.byre_plan import (
     PtxCompute,
     align,
 )
-from byteir_cat.core.cuda_arch import runs_on
-from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.kernel_abi import entry_points, status_name
-from byteir_cat.core.serialize import Reader
-from byteir_cat.semantics.interpreter import evaluate
+from foundation.cuda_arch import runs_on
+from foundation.errors import ArtifactError
+from foundation.kernel_abi import entry_points, status_name
+from foundation.serialize import Reader
 from runtime.artifact import Artifact
 from runtime.cat_binding import bind_cat_op
 from runtime.cpu_provider import Kernel, Slots, alias_kernel
 from runtime.kernel_library import load_library
+from semantics.interpreter import evaluate
 
 
 class CudaKernelError(RuntimeError):

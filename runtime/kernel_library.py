@@ -17,7 +17,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from byteir_cat.core.errors import ArtifactError
+from foundation.errors import ArtifactError
 
 CACHE_ENV = "BYTEIR_CAT_LIBRARY_CACHE"
 

@@ -17,15 +17,15 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.byre_plan import ByreModule, IndexRange
-from byteir_cat.core.errors import ArtifactError, InputError
-from byteir_cat.core.ir import Block, Function, Module, Op, torch_dtype
-from byteir_cat.core.serialize import Reader, type_from_json
-from byteir_cat.semantics.interpreter import run_checks
+from foundation.byre_plan import ByreModule, IndexRange
+from foundation.errors import ArtifactError, InputError
+from foundation.ir import Block, Function, Module, Op, torch_dtype
+from foundation.serialize import Reader, type_from_json
 from runtime.artifact import Artifact, read
 from runtime.cpu_provider import CpuProvider, Kernel, Slots
 from runtime.cuda_provider import CudaProvider, require_device
 from runtime.signing import TrustedKey
+from semantics.interpreter import run_checks
 
 DEVICES = ("cpu", "cuda")
 StepHook = Callable[[int, Any, Slots], None]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from byteir_cat.core.errors import ArtifactError
+from foundation.errors import ArtifactError
 
 SIGNATURES = "signatures.json"
 ALGORITHM = "ed25519"

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.byre_plan import CatCompute
-from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.ir import torch_dtype
-from byteir_cat.core.kernel_abi import entry_points, status_name
-from byteir_cat.core.serialize import Reader
+from foundation.byre_plan import CatCompute
+from foundation.errors import ArtifactError
+from foundation.ir import torch_dtype
+from foundation.kernel_abi import entry_points, status_name
+from foundation.serialize import Reader
 from runtime.artifact import Artifact, read
 from runtime.cat_binding import BoundCatOp, bind_cat_op
 from runtime.cuda_timing import cuda_event_times

@@ -22,9 +22,9 @@ from ait_codegen.check import rel_error, time_ms
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, device_source, render_kernel
-from byteir_cat.core.cuda_arch import arch_for
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Attention, OutputPermute
+from foundation.cuda_arch import arch_for
+from foundation.ir import TensorType
 
 pytestmark = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
 

@@ -15,8 +15,8 @@ from ait_codegen.errors import NvccError
 from ait_codegen.gemm_problem import problem_for
 from ait_codegen.profiler import profiler_job
 from ait_codegen.source import as_spec, device_source, render_kernel
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+from foundation.ir import TensorType
 
 pytestmark = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
 

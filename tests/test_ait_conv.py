@@ -19,8 +19,8 @@ from ait_codegen.source import as_spec, render_kernel
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Conv
+from foundation.ir import TensorType
 
 needs_nvcc = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
 

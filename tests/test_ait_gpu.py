@@ -9,9 +9,9 @@ import torch
 from ait_codegen.build import build_subgraph
 from ait_codegen.check import random_inputs, rel_error
 from ait_codegen.launch import KernelLibrary
-from byteir_cat.core.cuda_arch import arch_for
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+from foundation.cuda_arch import arch_for
+from foundation.ir import TensorType
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

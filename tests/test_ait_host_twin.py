@@ -13,8 +13,8 @@ from ait_codegen.abi import ReturnCode
 from ait_codegen.build import build_twin
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, render_kernel
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, Gemm, OutputPermute
+from foundation.ir import TensorType
 
 pytestmark = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
 

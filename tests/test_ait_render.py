@@ -11,8 +11,8 @@ from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.gemm_problem import problem_for
 from ait_codegen.profiler import parse_output, render_profiler
 from ait_codegen.source import as_spec, render_kernel
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Attention, Bmm, Gemm, OutputPermute, Softmax
+from foundation.ir import TensorType
 
 
 def T(*shape, dtype="f16"):

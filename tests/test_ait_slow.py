@@ -11,8 +11,8 @@ import pytest
 from ait_codegen.build import BuildJob, build_subgraphs, compile_all
 from ait_codegen.profiler import profiler_job
 from ait_codegen.source import as_spec, device_source, render_kernel
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+from foundation.ir import TensorType
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")]
 S = 128

@@ -12,8 +12,8 @@ import pytest
 from ait_codegen.candidates import GemmConfig, choose
 from ait_codegen.gemm_problem import problem_for
 from ait_codegen.tuning_cache import TuningCache
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Gemm
+from foundation.ir import TensorType
 
 
 def _problem(m: int = 128, n: int = 256, k: int = 64):
@@ -129,7 +129,7 @@ def test_a_locked_database_is_not_set_aside(tmp_path, monkeypatch):
     """Issue 24, item 2: "database is locked" past the busy timeout was taken for corruption, and a healthy
     cache with every tuned row was moved aside."""
     import ait_codegen.tuning_cache as tuning_cache
-    from byteir_cat.core.errors import CompileError
+    from foundation.errors import CompileError
 
     path = tmp_path / "t.sqlite"
     cache = TuningCache(path)

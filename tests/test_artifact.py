@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from byteir_cat.compiler import compile, load
-from byteir_cat.core.errors import ArtifactError, InputError
+from foundation.errors import ArtifactError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "byteir_cat.cli"]

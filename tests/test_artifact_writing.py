@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from byteir_cat.compiled_model import load
-from byteir_cat.core.errors import ArtifactError
+from foundation.errors import ArtifactError
 from runtime.artifact import read
 from tests.test_artifact import MODEL, _expected, _inputs
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.core.errors import ByteirCatError
+from foundation.errors import ByteirCatError
 
 NAN, INF = float("nan"), float("inf")
 
@@ -713,10 +713,10 @@ def test_defects_found_outside_the_frontend(name):
 
 # --- refusals: one line naming the op ----------------------------------------------------------------------------
 
-LOADERS = ("byteir_cat/frontend/loaders.py:unlowered_op reports the first op that failed to legalize, a "
+LOADERS = ("frontends/loaders.py:unlowered_op reports the first op that failed to legalize, a "
            "torch.constant.* / torch.vtensor.literal operand of the unlowered op, not the op")
 INVALID = ("torch-mlir builds an invalid stablehlo.reduce_window for max_pool2d_with_indices with ceil_mode; "
-           "byteir_cat/frontend/loaders.py:from_torch passes MLIR's verifier message on, which does not name the op")
+           "frontends/loaders.py:from_torch passes MLIR's verifier message on, which does not name the op")
 REFUSED = {
     "cummax": (lambda x: torch.cummax(x, 1), "cummax", None),
     "cummin": (lambda x: torch.cummin(x, 0), "cummin", None),

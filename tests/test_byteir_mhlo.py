@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import cat_dialect as cat
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile
-from byteir_cat.core.errors import CompileError
+from foundation.errors import CompileError
 
 
 def _call(name: str, operands: str, types: str, result: str, attrs: str, results: int = 1) -> str:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import cat_dialect as cat
-from byteir_cat.core.ir import TensorType, Value
+from foundation.ir import TensorType, Value
 
 T = TensorType
 GEN = torch.Generator().manual_seed(0)
@@ -145,8 +145,8 @@ def test_verifier_rejects(decl, types, message):
 
 
 def test_unknown_cat_op_is_named():
-    from byteir_cat.core.ir import Op
-    from byteir_cat.core.source_loc import Loc
+    from foundation.ir import Op
+    from foundation.source_loc import Loc
 
     op = Op.create("cat.gemm_xyz", [], [T((1,), "f32")], loc=Loc.at("m.mlir", 3))
     with pytest.raises(cat.CatVerifyError, match=r"unknown CAT op cat.gemm_xyz at m.mlir:3"):
@@ -155,8 +155,8 @@ def test_unknown_cat_op_is_named():
 
 def test_mlir_verifies_cat_ops_through_irdl():
     """The dialect is registered from the declarations: MLIR itself rejects a cat op with a wrong arity."""
-    from byteir_cat.core.errors import CompileError
-    from byteir_cat.frontend import load_mlir
+    from foundation.errors import CompileError
+    from frontends import load_mlir
 
     good = """
 func.func @main(%a: tensor<4x8xf16>, %b: tensor<16x8xf16>, %c: tensor<16xf16>) -> tensor<4x16xf16> {

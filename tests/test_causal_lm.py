@@ -30,7 +30,7 @@ from transformers import (
 from byteir_cat import compile_causal_lm, load_causal_lm
 from byteir_cat.causal_lm import KV_LEN_INPUT
 from byteir_cat.cli import main as cli
-from byteir_cat.core.errors import CompileError, InputError
+from foundation.errors import CompileError, InputError
 
 VOCAB = 128
 FAMILIES = {

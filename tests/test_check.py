@@ -15,7 +15,7 @@ import torch
 import mhlo_to_cat.gemm_patterns as gemm_patterns
 from byteir_cat import model_zoo
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.frontend import loaders
+from frontends import loaders
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def test_an_export_that_differs_from_eager_is_named_as_such(monkeypatch):
 
 
 def test_check_refuses_what_it_cannot_run():
-    from byteir_cat.core.errors import CompileError
+    from foundation.errors import CompileError
 
     model, inputs = model_zoo.gpt2(layers=1)
     with pytest.raises(CompileError, match="target cpu"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from byteir_cat.compiler import compile
-from byteir_cat.semantics.op_traits import HOST_ONLY
+from semantics.op_traits import HOST_ONLY
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/stablehlo"

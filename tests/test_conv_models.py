@@ -16,7 +16,7 @@ import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.core.errors import CompileError
+from foundation.errors import CompileError
 from runtime.artifact import read
 from runtime.session import Session
 

@@ -8,7 +8,7 @@ import torch
 import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.compiler import compile
-from byteir_cat.core.ir import TensorType
+from foundation.ir import TensorType
 from runtime.cpu_provider import _fast_cat, _prepacked_gemm
 
 

@@ -15,10 +15,10 @@ import torch
 
 from byteir_cat import model_zoo
 from byteir_cat.compiler import compile, load
-from byteir_cat.core.errors import ArtifactError, CompileError
-from byteir_cat.core.host_code import Signature
 from fallback_codegen.gpu_emulation import EmulatedGpuGroup
 from fallback_codegen.nvptx import KernelLaunch
+from foundation.errors import ArtifactError, CompileError
+from foundation.host_code import Signature
 from runtime.artifact import read
 from runtime.cpu_provider import CpuProvider
 from runtime.session import Session

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from byteir_cat.core.cuda_arch import arch_for
+from foundation.cuda_arch import arch_for
 from runtime.session import Session
 
 MODELS = {

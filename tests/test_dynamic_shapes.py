@@ -13,9 +13,9 @@ from torch.export import Dim
 
 import byteir_cat
 from byteir_cat import model_zoo
-from byteir_cat.core.errors import CompileError, InputError
-from byteir_cat.core.sym_shape import SymExpr, fit_multilinear
 from fallback_codegen.dynamic_group import reassociation
+from foundation.errors import CompileError, InputError
+from foundation.sym_shape import SymExpr, fit_multilinear
 
 SHAPES = [(1, 5), (2, 12), (3, 17), (4, 32), (4, 2)]  # (batch, seq): corners, odd sizes, batch 1
 BATCH, SEQ = Dim("batch", min=1, max=4), Dim("seq", min=2, max=32)

@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.host_code import KernelError, Signature, load_host_kernel
-from byteir_cat.frontend import load_mlir
 from fallback_codegen.compile import compile_group
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
+from foundation.errors import CompileError
+from foundation.host_code import KernelError, Signature, load_host_kernel
+from frontends import load_mlir
 
 RESIDUAL_BIAS = """
 func.func @residual_bias(%x: tensor<2x16x32xf32>, %b: tensor<32xf32>, %r: tensor<2x16x32xf32>)
@@ -253,7 +253,7 @@ func.func @mm(%a: tensor<4x8xf32>, %b: tensor<8x4xf32>) -> tensor<4x4xf32> {
 
 
 def test_host_kernel_module_does_not_import_torch_mlir():
-    code = ("import sys, byteir_cat.core.host_code, fallback_codegen.gpu_emulation, fallback_codegen; "
+    code = ("import sys, foundation.host_code, fallback_codegen.gpu_emulation, fallback_codegen; "
             "assert not [m for m in sys.modules if m.startswith('torch_mlir')], 'torch_mlir imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

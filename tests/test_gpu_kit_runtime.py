@@ -17,9 +17,9 @@ from ait_codegen.abi import SETUP_CACHE
 from ait_codegen.gemm_glue import ARGS_STRUCT, device_runner
 from ait_codegen.source import as_spec, render_kernel
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.core.byre_plan import ByreModule, ByreValue, CatCompute, PtxCompute
-from byteir_cat.core.ir import TensorType
-from byteir_cat.core.serialize import Writer
+from foundation.byre_plan import ByreModule, ByreValue, CatCompute, PtxCompute
+from foundation.ir import TensorType
+from foundation.serialize import Writer
 from runtime.cuda_provider import CudaProvider
 from runtime.session import Session
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from byteir_cat.compiler import compile, load
-from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.host_code import Signature, TensorSig, jit_compile, load_host_kernel
-from byteir_cat.core.host_code_policy import HostCodeRefused, check_host_module
+from foundation.errors import ArtifactError
+from foundation.host_code import Signature, TensorSig, jit_compile, load_host_kernel
+from foundation.host_code_policy import HostCodeRefused, check_host_module
 from tests.artifact_tools import host_kernel, rehash
 from tests.test_artifact import MODEL, _expected, _inputs
 
@@ -167,7 +167,7 @@ def test_broken_ir_is_an_error_not_an_abort():
     import subprocess
     import sys
 
-    code = ("from byteir_cat.core.host_code import KernelError, jit_compile\n"
+    code = ("from foundation.host_code import KernelError, jit_compile\n"
             f"try:\n    jit_compile({BROKEN!r}, 'k', 'kernels/k.ll')\n"
             "except KernelError as e:\n    print('refused:', e)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from byteir_cat.compiled_model import load
-from byteir_cat.core.errors import ByteirCatError
+from foundation.errors import ByteirCatError
 from tests.artifact_tools import rehash
 from tests.test_artifact import MODEL, _expected, _inputs
 from tests.test_index_inputs import GATHER

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from byteir_cat.compiler import compile
-from byteir_cat.core.errors import InputError
+from foundation.errors import InputError
 
 GATHER = """
 func.func @main(%ids: tensor<2x3xi32>, %table: tensor<10x4xf32>) -> tensor<2x3x4xf32> {

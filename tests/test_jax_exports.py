@@ -17,8 +17,8 @@ from byteir_cat.api import partition
 from byteir_cat.cli import main as cli
 from byteir_cat.compiled_model import load
 from byteir_cat.compiler import compile
-from byteir_cat.core.errors import CompileError
-from byteir_cat.frontend import load_mlir
+from foundation.errors import CompileError
+from frontends import load_mlir
 from mhlo_to_cat.subgraph import Partition
 
 EXPORTS = Path(__file__).parent / "jax_exports"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from byteir_cat.core.byre_plan import ByreModule
-from byteir_cat.core.errors import ArtifactError
+from foundation.byre_plan import ByreModule
+from foundation.errors import ArtifactError
 from runtime.artifact import Artifact, read
 from runtime.cuda_provider import CudaProvider
 from runtime.kernel_library import CACHE_ENV, cache_folder

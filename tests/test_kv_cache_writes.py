@@ -13,8 +13,8 @@ import cat_dialect as cat
 from ait_codegen.build import BuildJob, compile_all
 from ait_codegen.source import as_spec, device_source, render_kernel
 from byteir_cat.api import partition, to_stablehlo
-from byteir_cat.core.ir import TensorType
-from byteir_cat.semantics.interpreter import evaluate
+from foundation.ir import TensorType
+from semantics.interpreter import evaluate
 
 
 class Write(torch.nn.Module):

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.printer import print_function
-from byteir_cat.frontend import load_mlir
 from fallback_codegen.compile import CompiledGroup, GroupJob, prepare_group, signature_of
 from fallback_codegen.lowering_pool import LoweringCrash, LoweringPool
 from fallback_codegen.pipeline import HostTarget
+from foundation.errors import CompileError
+from foundation.printer import print_function
+from frontends import load_mlir
 
 # One transpose returned twice: MLIR's one-shot bufferization (buffer-results-to-out-params) dereferenced a null
 # pointer on it (SIGSEGV) until fallback_codegen.distinct_results gave the second result a buffer of its own.

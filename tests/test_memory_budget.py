@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from byre_lowering.memory_budget import parse_size
 from byteir_cat.compiler import compile
-from byteir_cat.core.errors import CompileError
-from byteir_cat.lowering.memory_budget import parse_size
+from foundation.errors import CompileError
 from tests.test_artifact import MODEL
 
 

@@ -13,7 +13,7 @@ from ait_codegen.build import build_subgraphs
 from ait_codegen.source import as_spec, render_kernel
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
-from byteir_cat.core.cuda_arch import CUDA_ARCHS
+from foundation.cuda_arch import CUDA_ARCHS
 
 ARCHS = CUDA_ARCHS
 MODELS = {  # head dim 64: the attention kernel's smallest common size in real models

@@ -17,8 +17,8 @@ from onnx import TensorProto, helper
 import byteir_cat
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
-from byteir_cat.core.errors import CompileError
 from byteir_cat.partition_report import to_json
+from foundation.errors import CompileError
 
 MODELS = {
     "gpt2": lambda: model_zoo.gpt2(layers=2, seq=16, batch=2),

@@ -11,9 +11,9 @@ import torch
 
 import cat_dialect as cat
 from byteir_cat.api import partition
-from byteir_cat.core.errors import CompileError
-from byteir_cat.frontend import load_mlir
-from byteir_cat.semantics.interpreter import evaluate
+from foundation.errors import CompileError
+from frontends import load_mlir
+from semantics.interpreter import evaluate
 
 DATA = Path(__file__).parent / "data"
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "stablehlo"

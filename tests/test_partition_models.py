@@ -12,7 +12,7 @@ import torch
 import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
-from byteir_cat.semantics.interpreter import evaluate
+from semantics.interpreter import evaluate
 
 LAYERS = 2
 CONFIGS = {
@@ -111,8 +111,8 @@ def test_partitioned_module_matches_torch(compiled):
 
 def test_partitioned_module_reparses(compiled):
     """The annotated module is valid MLIR: printed, parsed back, and evaluated to the same numbers."""
-    from byteir_cat.core.printer import print_module
-    from byteir_cat.frontend import load_mlir
+    from foundation.printer import print_module
+    from frontends import load_mlir
 
     _, model, inputs, part, _ = compiled
     text = print_module(part.module)

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import cat_dialect
-from byteir_cat.core.errors import InputError, UnsupportedOpError
-from byteir_cat.core.ir import Block, Function, Module, TensorType, Value
-from byteir_cat.frontend import load_mlir
-from byteir_cat.semantics.interpreter import check_supported, eval_op, evaluate, run_checks, ulp_distance
+from foundation.errors import InputError, UnsupportedOpError
+from foundation.ir import Block, Function, Module, TensorType, Value
+from frontends import load_mlir
+from semantics.interpreter import check_supported, eval_op, evaluate, run_checks, ulp_distance
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/stablehlo"
 CONFORMANCE_FILES = sorted(CONFORMANCE.glob("*.mlir"))
@@ -363,7 +363,7 @@ def test_sort_general_comparator_and_if() -> None:
 
 def test_torch_export_matches_eager() -> None:
     """What torch-mlir emits for embedding, layernorm, linear, causal attention, GELU, cumsum, argmax, sort."""
-    from byteir_cat.frontend import from_torch
+    from frontends import from_torch
 
     torch.manual_seed(0)
 

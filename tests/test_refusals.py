@@ -9,7 +9,7 @@ import torch
 
 from byteir_cat import compile_causal_lm
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.core.errors import CompileError
+from foundation.errors import CompileError
 
 
 def _bloom():

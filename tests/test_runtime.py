@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from byre_lowering.memory_planner import Buffer, plan_memory
 from byteir_cat import model_zoo
-from byteir_cat.core.serialize import Reader, Writer
-from byteir_cat.frontend import load_mlir
-from byteir_cat.lowering.memory_planner import Buffer, plan_memory
-from byteir_cat.semantics.interpreter import evaluate
+from foundation.serialize import Reader, Writer
+from frontends import load_mlir
+from semantics.interpreter import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("gpt2", "bert", "llama")

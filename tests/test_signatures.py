@@ -17,7 +17,7 @@ import torch
 from byteir_cat.causal_lm import META, load_causal_lm
 from byteir_cat.cli import main
 from byteir_cat.compiled_model import load
-from byteir_cat.core.errors import ArtifactError, InputError
+from foundation.errors import ArtifactError, InputError
 from runtime.artifact import read
 from runtime.signing import generate_key, sign_artifact
 from tests.artifact_tools import host_kernel, rehash

@@ -13,12 +13,12 @@ import transformers
 
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.printer import print_module
-from byteir_cat.core.source_loc import Loc, SourcePoint, common_module, parse_mlir_location, scope_label
-from byteir_cat.frontend.importer import import_module, read_resource_blobs, split_resources
-from byteir_cat.frontend.mlir_context import parse_generic
 from byteir_cat.partition_report import to_json
+from foundation.errors import CompileError
+from foundation.printer import print_module
+from foundation.source_loc import Loc, SourcePoint, common_module, parse_mlir_location, scope_label
+from frontends.importer import import_module, read_resource_blobs, split_resources
+from frontends.mlir_context import parse_generic
 
 MODEL_CODE = (Path(transformers.__file__).parent, Path(model_zoo.__file__).parent)
 

@@ -100,7 +100,7 @@ def test_a_graph_that_needs_gradients_runs_eagerly_with_one_warning():
 def test_options_choose_the_target_and_unknown_ones_are_refused():
     """``options={"target": "cuda", "arch": ...}`` builds a CUDA artifact (here: compiled, not run: no GPU);
     a misspelt option is an error, not a silent CPU build."""
-    from byteir_cat.core.errors import CompileError
+    from foundation.errors import CompileError
 
     class Scale(torch.nn.Module):
         def forward(self, x):

@@ -31,12 +31,12 @@ import numpy as np
 import pytest
 import torch
 
-from byteir_cat.frontend import load_mlir
-from byteir_cat.semantics.interpreter import ulp_distance
 from fallback_codegen.compile import compile_group
 from fallback_codegen.gpu_emulation import EmulatedGpuGroup
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
+from frontends import load_mlir
 from mhlo_to_cat.chlo_decompositions import chlo_decomposition_pass
+from semantics.interpreter import ulp_distance
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 BITS = {"f32": torch.int32, "f16": torch.int16, "bf16": torch.int16}

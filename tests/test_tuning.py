@@ -17,10 +17,10 @@ from ait_codegen.source import as_spec, render_kernel
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat.cli import main as cli
 from byteir_cat.compiler import compile
-from byteir_cat.core.byre_plan import CatCompute
-from byteir_cat.core.errors import ArtifactError, CompileError
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Gemm
+from foundation.byre_plan import CatCompute
+from foundation.errors import ArtifactError, CompileError
+from foundation.ir import TensorType
 from runtime.artifact import read
 from runtime.tuner import cuda_event_timer, tune_artifact
 

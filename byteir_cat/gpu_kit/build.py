@@ -40,8 +40,6 @@ from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import __version__, model_zoo
 from byteir_cat.causal_lm_compiler import compile_causal_lm
 from byteir_cat.compiler import compile as compile_model
-from byteir_cat.core.ir import Block, Function, Module, Value
-from byteir_cat.core.source_loc import Loc
 from byteir_cat.gpu_kit import travel, weights
 from byteir_cat.gpu_kit.contents import (
     CAUSAL_LMS,
@@ -54,6 +52,8 @@ from byteir_cat.gpu_kit.contents import (
     KitModel,
     kernel_cases,
 )
+from foundation.ir import Block, Function, Module, Value
+from foundation.source_loc import Loc
 from runtime.artifact import WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[2]

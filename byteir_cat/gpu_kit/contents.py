@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from byteir_cat.core.ir import TensorType
 from cat_dialect import Attention, Bmm, CatOp, Conv, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+from foundation.ir import TensorType
 
 SEED = 20261128
 

@@ -33,18 +33,18 @@ import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.causal_lm import META, load_causal_lm
 from byteir_cat.compiled_model import load as load_compiled
-from byteir_cat.core.byre_plan import ByreModule
-from byteir_cat.core.ir import Op, torch_dtype
-from byteir_cat.core.serialize import Reader
 from byteir_cat.gpu_kit import weights
 from byteir_cat.gpu_kit.context import StepContext
 from byteir_cat.gpu_kit.results import PREPARED
 from byteir_cat.profile_report import measure_peaks, profile
-from byteir_cat.semantics.interpreter import evaluate
+from foundation.byre_plan import ByreModule
+from foundation.ir import Op, torch_dtype
+from foundation.serialize import Reader
 from runtime.artifact import MANIFEST, PLAN, WEIGHTS, read
 from runtime.cuda_timing import cuda_event_times
 from runtime.session import Session
 from runtime.tuner import cuda_event_timer, tune_artifact
+from semantics.interpreter import evaluate
 
 Rows = Iterator[dict[str, Any]]
 # A compiled half-precision model is judged against the same model in f64 on the same GPU, relative to eager

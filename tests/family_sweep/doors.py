@@ -22,8 +22,8 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from byteir_cat.core.errors import ByteirCatError
-from byteir_cat.frontend.cache_outputs import is_cache, without_cache_outputs
+from foundation.errors import ByteirCatError
+from frontends.cache_outputs import is_cache, without_cache_outputs
 from tests.family_sweep.catalog import FAMILIES, Family, randomize
 
 DOORS = ("compile", "generate", "torch.compile", "onnx")

@@ -22,7 +22,7 @@ import atheris
 with atheris.instrument_imports(include=["byteir_cat", "runtime"]):
     from byteir_cat.api import to_stablehlo
     from byteir_cat.compiled_model import load
-    from byteir_cat.core.errors import ByteirCatError
+    from foundation.errors import ByteirCatError
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.ir import Block, Function, Op, TensorType, Value
-from byteir_cat.core.source_loc import Loc
+from foundation.errors import ArtifactError
+from foundation.ir import Block, Function, Op, TensorType, Value
+from foundation.source_loc import Loc
 
 
 def type_to_json(t: TensorType) -> dict[str, Any]:

@@ -9,8 +9,8 @@ calls); one that is computed on first (wrapped negative indices, offsets) is the
 
 from __future__ import annotations
 
-from byteir_cat.core.byre_plan import IndexRange
-from byteir_cat.core.ir import Module, Op, Value
+from foundation.byre_plan import IndexRange
+from foundation.ir import Module, Op, Value
 
 _TRANSPARENT = ("stablehlo.convert", "stablehlo.reshape")
 _INTEGER = ("i8", "i16", "i32", "i64", "ui8", "ui16", "ui32", "ui64")

@@ -1,6 +1,6 @@
 """The ByRE plan: what the runtime executes, as data. A partition becomes one entry function whose arguments
 are tagged input / output / weight and whose body is one ``byre.compute`` per subgraph, on buffers that
-are views at planned offsets into one arena. The compile side writes it (``byteir_cat.lowering``), the
+are views at planned offsets into one arena. The compile side writes it (``byre_lowering``), the
 runtime reads it; both import it from here.
 
 One record type per compute kind (the provider key):
@@ -24,13 +24,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from byteir_cat.core.errors import ArtifactError
-from byteir_cat.core.ir import TensorType, torch_dtype
-from byteir_cat.core.kernel_abi import WORKSPACE_ALIGN
-from byteir_cat.core.printer import format_attr
-from byteir_cat.core.serialize import type_from_json, type_to_json
-from byteir_cat.core.source_loc import Loc, SourcePoint
-from byteir_cat.core.sym_shape import DimBound, SymExpr, dim_from_json, evaluate_dims
+from foundation.errors import ArtifactError
+from foundation.ir import TensorType, torch_dtype
+from foundation.kernel_abi import WORKSPACE_ALIGN
+from foundation.printer import format_attr
+from foundation.serialize import type_from_json, type_to_json
+from foundation.source_loc import Loc, SourcePoint
+from foundation.sym_shape import DimBound, SymExpr, dim_from_json, evaluate_dims
 
 BYRE_FORMAT = 2
 ARENA_ALIGNMENT = 64  # every arena buffer starts at a multiple of this (vectorised kernels)
@@ -135,7 +135,7 @@ class AliasCompute(Compute):
 class CatCompute(Compute):
     kind: ClassVar[str] = "cat"
     op: str  # cat.<name>
-    op_attrs: dict[str, Any]  # serialised attributes (``byteir_cat.core.serialize``)
+    op_attrs: dict[str, Any]  # serialised attributes (``foundation.serialize``)
     # attributes that depend on symbolic sizes: plain JSON with {"sym": SymExpr JSON} for each symbolic integer
     sym_attrs: dict[str, Any] = field(default_factory=dict)
     operand_map: list[dict[str, Any]]  # per op operand: {"arg": compute operand position} or {"const": tensor}
@@ -160,7 +160,7 @@ class _FusionKernelCompute(Compute):
 
     kernel: str
     symbol: str
-    signature: str  # byteir_cat.core.host_code.Signature JSON
+    signature: str  # foundation.host_code.Signature JSON
 
     @property
     def detail(self) -> str:
@@ -247,7 +247,7 @@ class ByreModule:
     bindings: list[list[Any]] = field(default_factory=list)
     extents: list[int] = field(default_factory=list)
     # inputs that index a table (token ids into an embedding): the runtime refuses values outside the range,
-    # where the gather would clamp them silently (``byteir_cat.lowering.index_inputs``)
+    # where the gather would clamp them silently (``byre_lowering.index_inputs``)
     index_ranges: list[IndexRange] = field(default_factory=list)
 
     @property

@@ -18,12 +18,12 @@ from torch_mlir.dialects import torch as torch_dialect
 from torch_mlir.extras import onnx_importer
 from torch_mlir.fx import BackendLoweringOptions
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import Module
-from byteir_cat.core.source_loc import ROOT_MODULE, Loc, SourcePoint, fuse_locs
-from byteir_cat.frontend.importer import import_module, read_resource_blobs, split_resources
-from byteir_cat.frontend.loaders import model_frame, unlowered_op
-from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
+from foundation.errors import CompileError
+from foundation.ir import Module
+from foundation.source_loc import ROOT_MODULE, Loc, SourcePoint, fuse_locs
+from frontends.importer import import_module, read_resource_blobs, split_resources
+from frontends.loaders import model_frame, unlowered_op
+from frontends.mlir_context import ErrorLog, parse_generic, run_opt
 
 ONNX_TO_TORCH = "builtin.module(torch-onnx-to-torch-backend-pipeline)"
 _NODE_LOC = re.compile(r'^loc\("(?P<node>[^"]*)"[^:]*\): error: (?P<msg>.*)$')

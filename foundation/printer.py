@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from byteir_cat.core.ir import Block, Function, Module, Op, TensorType, Value
+from foundation.ir import Block, Function, Module, Op, TensorType, Value
 
 INLINE_CONSTANT_LIMIT = 16  # elements; bigger constants go to the resource section
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.byre_plan import ByreModule
-from byteir_cat.core.cuda_arch import DEVICE_MEMORY_BYTES
-from byteir_cat.core.errors import CompileError
+from foundation.byre_plan import ByreModule
+from foundation.cuda_arch import DEVICE_MEMORY_BYTES
+from foundation.errors import CompileError
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)

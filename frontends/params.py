@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import Module, Op, Value, torch_dtype
+from foundation.errors import CompileError
+from foundation.ir import Module, Op, Value, torch_dtype
 
 _POSITIONAL = re.compile(r"^arg(\d+)$")
 

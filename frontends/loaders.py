@@ -17,14 +17,15 @@ from torch_mlir.dialects import torch as torch_dialect
 from torch_mlir.extras.fx_decomp_util import get_decomposition_table
 from torch_mlir.extras.fx_importer import ContextCache, FxImporter, FxImporterHooks, create_mlir_tensor_type
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import Module
-from byteir_cat.core.source_loc import ROOT_MODULE, Loc, parse_mlir_location
-from byteir_cat.frontend.cache_outputs import WithoutCache, without_cache_outputs
-from byteir_cat.frontend.importer import Blobs, import_module, read_resource_blobs, split_resources
-from byteir_cat.frontend.mlir_context import ErrorLog, parse_generic, run_opt
-from byteir_cat.frontend.negative_indices import wrap_negative_indices
-from byteir_cat.frontend.torch_semantics import clamp_slice_scatter_bounds, rewrite_inexact_lowerings
+from foundation import packages
+from foundation.errors import CompileError
+from foundation.ir import Module
+from foundation.source_loc import ROOT_MODULE, Loc, parse_mlir_location
+from frontends.cache_outputs import WithoutCache, without_cache_outputs
+from frontends.importer import Blobs, import_module, read_resource_blobs, split_resources
+from frontends.mlir_context import ErrorLog, parse_generic, run_opt
+from frontends.negative_indices import wrap_negative_indices
+from frontends.torch_semantics import clamp_slice_scatter_bounds, rewrite_inexact_lowerings
 
 # `= mhlo.add`, `"mhlo.add"(`, or an op at the start of a line (`mhlo.return`): op positions only, so
 # attribute names such as `mhlo.num_partitions` stay as they are.
@@ -188,9 +189,8 @@ def _first_diagnostic(text: str) -> str:
     return lines[0]
 
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_OURS = tuple(os.path.join(_ROOT, p) + os.sep for p in
-              ("byteir_cat", "cat_dialect", "mhlo_to_cat", "ait_codegen", "fallback_codegen", "runtime"))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_OURS = tuple(os.path.join(_ROOT, p) + os.sep for p in packages.ALL)
 
 
 def failing_model_line(error: BaseException) -> str:

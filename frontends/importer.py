@@ -1,4 +1,4 @@
-"""MLIR (parsed by the bindings) -> graph IR (``byteir_cat.core.ir``).
+"""MLIR (parsed by the bindings) -> graph IR (``foundation.ir``).
 
 Attributes are decoded into Python values (ints, floats, lists, dicts for ``#stablehlo.*<...>``
 structs, torch tensors for dense constants); their MLIR text is kept beside them for printing.
@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch_mlir import ir
 
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import Block, Function, Module, Op, TensorType, Value, torch_dtype
-from byteir_cat.core.source_loc import Loc, parse_mlir_location
+from foundation.errors import CompileError
+from foundation.ir import Block, Function, Module, Op, TensorType, Value, torch_dtype
+from foundation.source_loc import Loc, parse_mlir_location
 
 MAX_TENSOR_BYTES = 1 << 62  # beyond this a tensor's byte size overflows the 64-bit sizes torch and LLVM use
 _TENSOR_TYPE = re.compile(r"^tensor<(?P<dims>(?:\d+x)*)(?P<dtype>[a-z]+\d*)>$")

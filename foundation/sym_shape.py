@@ -11,7 +11,7 @@ from fractions import Fraction
 from itertools import product
 from typing import Any
 
-from byteir_cat.core.ir import Op, Value
+from foundation.ir import Op, Value
 
 Monomial = tuple[tuple[str, int], ...]  # ((symbol, power), ...) sorted by symbol; () is the constant term
 

@@ -17,7 +17,7 @@ import functools
 import llvmlite.binding as llvm
 import numpy as np
 
-from byteir_cat.core.host_code import host_target_machine
+from foundation.host_code import host_target_machine
 
 
 class _UnrankedMemRef(ctypes.Structure):

@@ -2,7 +2,7 @@
 
 Every function takes the graph op (for attributes and result types), the operand tensors and an ``Env``
 (to run region bodies and call other functions) and returns the result tensors. ``OPS`` maps op names to
-them; ``byteir_cat.semantics.interpreter`` walks functions and calls into this table.
+them; ``semantics.interpreter`` walks functions and calls into this table.
 
 Precision policy (why the results match StableHLO's own interpreter):
 - Exact ops (add, subtract, multiply, divide, sqrt, comparisons, floor, ...) run in the tensor's own dtype:
@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 import cat_dialect
-from byteir_cat.core.errors import CompileError, UnsupportedOpError
-from byteir_cat.core.ir import Block, Op, torch_dtype
-from byteir_cat.semantics import op_traits
+from foundation.errors import CompileError, UnsupportedOpError
+from foundation.ir import Block, Op, torch_dtype
+from semantics import op_traits
 
 
 class Env(Protocol):

@@ -1,5 +1,5 @@
 """Partition -> ByRE plan (compile side): one compute per outlined subgraph, buffers planned into one arena,
-in-place sharing where a kernel allows it. The plan's data model is ``byteir_cat.core.byre_plan``."""
+in-place sharing where a kernel allows it. The plan's data model is ``foundation.byre_plan``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 
 import torch
 
-from byteir_cat.core.byre_plan import (
+from byre_lowering.index_inputs import index_ranges
+from byre_lowering.memory_planner import Buffer, plan_memory
+from foundation.byre_plan import (
     SCRATCH_ALIGN,
     AliasCompute,
     ByreModule,
@@ -20,16 +22,14 @@ from byteir_cat.core.byre_plan import (
     PtxCompute,
     align,
 )
-from byteir_cat.core.errors import CompileError
-from byteir_cat.core.ir import Function, Module, Op, Value, dtype_bytes
-from byteir_cat.core.serialize import Writer, type_to_json
-from byteir_cat.core.source_loc import fuse_locs
-from byteir_cat.core.sym_shape import SymbolicShapes, SymExpr, dim_from_json, dim_to_json
-from byteir_cat.lowering.index_inputs import index_ranges
-from byteir_cat.lowering.memory_planner import Buffer, plan_memory
-from byteir_cat.semantics.op_traits import ELEMENTWISE
+from foundation.errors import CompileError
+from foundation.ir import Function, Module, Op, Value, dtype_bytes
+from foundation.serialize import Writer, type_to_json
+from foundation.source_loc import fuse_locs
+from foundation.sym_shape import SymbolicShapes, SymExpr, dim_from_json, dim_to_json
 from mhlo_to_cat.cost import function_cost
 from mhlo_to_cat.subgraph import op_summary
+from semantics.op_traits import ELEMENTWISE
 
 # A single-output group of elementwise ops may write its result over a same-shaped operand that dies there.
 _INPLACE_SAFE = ELEMENTWISE | {"stablehlo.constant"}
@@ -45,7 +45,7 @@ class GroupKernel:
 
     file: str = ""
     symbol: str = ""
-    signature: str = ""  # byteir_cat.core.host_code.Signature JSON
+    signature: str = ""  # foundation.host_code.Signature JSON
     error: str = ""
     kind: str = "host_code"
     extra: dict[str, Any] = field(default_factory=dict)

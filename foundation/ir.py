@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from byteir_cat.core.source_loc import UNKNOWN, Loc
+from foundation.source_loc import UNKNOWN, Loc
 
 # element type spelling (MLIR) -> numpy dtype used for constants and host buffers
 _NUMPY_DTYPES: dict[str, str] = {

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from byteir_cat.core.byre_plan import ARENA_ALIGNMENT as ALIGNMENT
-from byteir_cat.core.byre_plan import align
+from foundation.byre_plan import ARENA_ALIGNMENT as ALIGNMENT
+from foundation.byre_plan import align
 
 
 @dataclass

@@ -20,8 +20,8 @@ from torch_mlir import ir
 from torch_mlir._mlir_libs import _stablehlo
 from torch_mlir.dialects import irdl
 
-from byteir_cat.core.errors import CompileError
 from cat_dialect.irdl import irdl_text
+from foundation.errors import CompileError
 
 # Normalisation run on every module as it is loaded; a readable list, one pass per line.
 NORMALIZATION_PASSES: tuple[str, ...] = (

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import llvmlite.binding as llvm
 import torch
 
-from byteir_cat.core.host_code_policy import check_host_module
+from foundation.host_code_policy import check_host_module
 
 _TORCH_DTYPES: dict[str, torch.dtype] = {
     "f64": torch.float64, "f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,

@@ -16,7 +16,7 @@ import re
 
 import llvmlite.binding as llvm
 
-from byteir_cat.core.errors import ArtifactError
+from foundation.errors import ArtifactError
 
 _LIBM_BASE = (
     "acos asin atan atan2 cos sin tan sincos acosh asinh atanh cosh sinh tanh exp exp2 exp10 expm1 frexp ilogb "
