@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from foundation.errors import CompileError
 from foundation.source_loc import UNKNOWN, Loc
 
 # element type spelling (MLIR) -> numpy dtype used for constants and host buffers
@@ -66,6 +67,7 @@ class TensorType:
 
 
 _ids = itertools.count()
+_OP_VIEWS: dict[str, type[Op]] = {}  # op name -> its typed view (foundation/stablehlo.py)
 
 
 class Value:
@@ -108,6 +110,10 @@ def replaces(new: Value, old: Value) -> None:
             v.origin = origin_of(old)
 
 
+class VerifyError(CompileError):
+    """A malformed op: the op and where it came from, in one line."""
+
+
 @dataclass(eq=False)
 class Op:
     """One operation. ``attrs`` holds decoded Python values; ``raw_attrs`` the MLIR text of attributes
@@ -121,13 +127,38 @@ class Op:
     regions: list[Block] = field(default_factory=list)
     loc: Loc = UNKNOWN
 
+    def __post_init__(self) -> None:
+        view = _OP_VIEWS.get(self.name)
+        if view is not None:
+            self.__class__ = view
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that names its op (``name = "stablehlo.transpose"``) is that op's typed view: every Op of
+        that name, however made (parsed, created, cloned), is an instance of it."""
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if isinstance(name, str) and name:
+            if name in _OP_VIEWS:
+                raise TypeError(f"two views of {name}: {_OP_VIEWS[name].__name__} and {cls.__name__}")
+            _OP_VIEWS[name] = cls
+
     @staticmethod
     def create(name: str, operands: Iterable[Value], result_types: Iterable[TensorType],
                attrs: dict[str, Any] | None = None, loc: Loc = UNKNOWN,
                regions: list[Block] | None = None) -> Op:
+        """A new op, verified (its view's ``verify``): a rewrite that builds a malformed op fails where it does."""
         op = Op(name, list(operands), [], dict(attrs or {}), {}, list(regions or []), loc)
         op.results = [Value(t, op, i) for i, t in enumerate(result_types)]
+        op.verify()
         return op
+
+    def verify(self) -> None:
+        """Raises ``VerifyError`` when the op is malformed; views override it with their op's rules."""
+
+    def rename(self, name: str) -> None:
+        """Turn this op into op ``name`` in place (its view changes with it)."""
+        self.name = name
+        self.__class__ = _OP_VIEWS.get(name, Op)
 
     @property
     def result(self) -> Value:

@@ -33,7 +33,7 @@ class ArithConstantToStablehlo(Pattern):
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name != "arith.constant":
             return False
-        op.name = "stablehlo.constant"
+        op.rename("stablehlo.constant")
         op.raw_attrs.clear()
         rw.changed = True
         return True

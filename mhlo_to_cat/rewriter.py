@@ -27,7 +27,10 @@ def _has_side_effect(op: Op) -> bool:
 
 class Rewriter:
     """Edits one function body: insert ops before an anchor, replace values, erase dead ops. Ops that an
-    edit creates or whose operands it changes are recorded in ``touched`` for the driver's worklist."""
+    edit creates or whose operands it changes are recorded in ``touched`` for the driver's worklist.
+
+    While rewriting, the op order is a doubly linked list with sortable keys (an insert or an erase costs O(1),
+    not a scan of the list); ``compact`` writes it back to ``block.ops``."""
 
     def __init__(self, fn: Function):
         self.fn = fn
@@ -35,13 +38,18 @@ class Rewriter:
         self._users: dict[Value, list[Op]] = {}
         for op in self.block.ops:
             self._add_uses(op)
-        self._order: dict[Op, int] = {o: i * _GAP for i, o in enumerate(self.block.ops)}
+        ops = self.block.ops
+        self._order: dict[Op, int] = {o: i * _GAP for i, o in enumerate(ops)}
+        self._prev: dict[Op, Op | None] = {o: (ops[i - 1] if i else None) for i, o in enumerate(ops)}
+        self._next: dict[Op, Op | None] = {o: (ops[i + 1] if i + 1 < len(ops) else None) for i, o in enumerate(ops)}
+        self._first: Op | None = ops[0] if ops else None
+        self._last: Op | None = ops[-1] if ops else None
         self._returned: dict[Value, int] = {}
         for v in self.block.returns:
             self._returned[v] = self._returned.get(v, 0) + 1
         self.touched: list[Op] = []
         self.changed = False
-        self._erased = 0
+        self._edited = False
 
     # --- queries -------------------------------------------------------------------------------
     def users(self, v: Value) -> list[Op]:
@@ -77,38 +85,61 @@ class Rewriter:
                 if not users:
                     del self._users[x]
 
+    def _in_order(self) -> list[Op]:
+        ops, op = [], self._first
+        while op is not None:
+            ops.append(op)
+            op = self._next[op]
+        return ops
+
     def _renumber(self) -> None:
-        self.compact()
-        self._order = {o: i * _GAP for i, o in enumerate(self.block.ops)}
+        for i, op in enumerate(self._in_order()):
+            self._order[op] = i * _GAP
+
+    def _unlink(self, op: Op) -> None:
+        prev, nxt = self._prev.pop(op), self._next.pop(op)
+        if prev is None:
+            self._first = nxt
+        else:
+            self._next[prev] = nxt
+        if nxt is None:
+            self._last = prev
+        else:
+            self._prev[nxt] = prev
+        del self._order[op]
+        self._edited = True
 
     def compact(self) -> None:
-        """Drop erased ops from the block's list."""
-        if self._erased:
-            self.block.ops = [o for o in self.block.ops if o in self._order]
-            self._erased = 0
+        """Write the current op order back to the block's list."""
+        if self._edited:
+            self.block.ops = self._in_order()
+            self._edited = False
 
     # --- edits ---------------------------------------------------------------------------------
     def insert_before(self, anchor: Op, new_ops: Sequence[Op]) -> None:
         new_ops = list(new_ops)
         if not new_ops:
             return
-        idx = self.block.ops.index(anchor)
-        prev = next((o for o in reversed(self.block.ops[max(0, idx - 64):idx]) if o in self._order), None)
-        if prev is None and idx > 64:
-            self._renumber()
-            return self.insert_before(anchor, new_ops)
-        lo = self._order[prev] if prev is not None else self._order[anchor] - _GAP
-        hi = self._order[anchor]
-        self.block.ops[idx:idx] = new_ops
-        step = (hi - lo) // (len(new_ops) + 1)
+        prev = self._prev[anchor]
+        for op in new_ops:
+            self._prev[op], self._next[op] = prev, None
+            if prev is None:
+                self._first = op
+            else:
+                self._next[prev] = op
+            prev = op
+        self._next[prev], self._prev[anchor] = anchor, prev
+        lo = self._order[self._prev[new_ops[0]]] if self._prev[new_ops[0]] is not None \
+            else self._order[anchor] - _GAP
+        step = (self._order[anchor] - lo) // (len(new_ops) + 1)
+        for i, op in enumerate(new_ops, 1):
+            self._order[op] = lo + i * step
         if step == 0:
             self._renumber()
-        else:
-            for i, op in enumerate(new_ops, 1):
-                self._order[op] = lo + i * step
         for op in new_ops:
             self._add_uses(op)
         self.touched.extend(new_ops)
+        self._edited = True
         self.changed = True
 
     def replace_value(self, old: Value, new: Value) -> None:
@@ -129,8 +160,7 @@ class Rewriter:
 
     def erase_op(self, op: Op) -> None:
         """Remove ``op`` (its results must be unused); producers left without users go too."""
-        del self._order[op]  # left in block.ops until ``compact``: removing from the list is O(size)
-        self._erased += 1
+        self._unlink(op)
         self._drop_uses(op)
         self.changed = True
         for x in op.operands:
@@ -154,21 +184,18 @@ class Rewriter:
 
     def erase_dead(self) -> int:
         """Remove ops whose results are unused (custom_calls with side effects stay)."""
-        self.compact()
         removed = 0
         live: set[Value] = set(self.block.returns)
-        keep: list[Op] = []
-        for op in reversed(self.block.ops):
+        for op in reversed(self._in_order()):
             if _has_side_effect(op) or any(r in live for r in op.results):
-                keep.append(op)
                 live.update(op.operands)
             else:
                 removed += 1
                 self._drop_uses(op)
-                del self._order[op]
+                self._unlink(op)
         if removed:
-            self.block.ops = list(reversed(keep))
             self.changed = True
+        self.compact()
         return removed
 
 

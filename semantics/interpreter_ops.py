@@ -927,7 +927,7 @@ def _fast_reduce(kind: str, x: torch.Tensor, dims: list[int]) -> torch.Tensor:
 
 
 def combine(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return OPS[kind](Op.create(kind, [], []), [a, b], None)  # type: ignore[arg-type]
+    return OPS[kind](Op(kind, [], []), [a, b], None)  # type: ignore[arg-type]
 
 
 # Float add/multiply reductions up to this many elements per result accumulate one element at a time in the
