@@ -4,6 +4,7 @@ and the dependency order of the subgraphs."""
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from typing import Any
 
 import cat_dialect as cat
@@ -17,34 +18,83 @@ def is_check(op: Op) -> bool:
     return op.name == "stablehlo.custom_call" and str(op.attrs.get("call_target_name", "")).startswith("check.")
 
 
+@dataclass(eq=False)
+class _Group:
+    """A group of ops by their indices: ``bits`` the same set as a bitset, ``anc`` / ``desc`` every ancestor /
+    descendant of a member (members included where one reaches another)."""
+
+    gid: int
+    members: list[int]
+    bits: int
+    anc: int
+    desc: int
+
+
 class ConvexGrouper:
-    """Producer-consumer fusion that keeps every group convex (no path leaves a group and comes back)."""
+    """Producer-consumer fusion that keeps every group convex (no path leaves a group and comes back).
+
+    Reachability is kept as bitsets (each op's ancestors and descendants), so a convexity test is a few
+    big-integer operations whatever the group's size; membership is a record per group, and a merge moves the
+    smaller group's members to the larger's record. Grouping a chain of n ops is linear in n (plus the
+    bitsets' n^2/64 machine words), where a test and a merge that walk every member would be quadratic.
+    ``work`` counts the member moves and candidate tests, for tests that check the growth."""
 
     def __init__(self, ops: list[Op]):
         self.ops = ops
         self.pos = {op: i for i, op in enumerate(ops)}
+        preds: list[list[int]] = []
         self.anc: list[int] = []
         for op in ops:
-            bits = 0
+            bits, mine = 0, []
             for v in op.operands:
                 p = v.owner
                 if p is not None and p in self.pos:
                     j = self.pos[p]
                     bits |= self.anc[j] | (1 << j)
+                    mine.append(j)
             self.anc.append(bits)
-        self.group_of: dict[int, int] = {}
-        self.members: dict[int, int] = {}
-        self.anc_union: dict[int, int] = {}
+            preds.append(mine)
+        succs: list[list[int]] = [[] for _ in ops]
+        for i, mine in enumerate(preds):
+            for j in dict.fromkeys(mine):
+                succs[j].append(i)
+        self.desc: list[int] = [0] * len(ops)
+        for i in range(len(ops) - 1, -1, -1):
+            bits = 0
+            for k in succs[i]:
+                bits |= self.desc[k] | (1 << k)
+            self.desc[i] = bits
+        self._of: list[_Group | None] = [None] * len(ops)
+        self.groups: dict[int, _Group] = {}  # gid -> group, in the order the groups were made
+        self.work = 0
 
-    def convex(self, members: int, anc_union: int) -> bool:
-        lo = (members & -members).bit_length() - 1
-        hi = members.bit_length() - 1
-        for x in range(lo + 1, hi):
-            if members >> x & 1:
-                continue
-            if self.anc[x] & members and anc_union >> x & 1:
-                return False
-        return True
+    def group(self, i: int) -> int:
+        """The id of the group of op ``i``."""
+        g = self._of[i]
+        assert g is not None, f"op {i} is in no group"
+        return g.gid
+
+    @property
+    def members(self) -> dict[int, int]:
+        """gid -> its members as a bitset."""
+        return {gid: g.bits for gid, g in self.groups.items()}
+
+    @staticmethod
+    def convex(bits: int, anc: int, desc: int) -> bool:
+        """No op outside ``bits`` is both a descendant and an ancestor of members."""
+        return not (anc & desc & ~bits)
+
+    def _merge(self, keep: _Group, other: _Group) -> None:
+        """``other``'s members join ``keep`` (whose gid stays); ``other`` is gone."""
+        del self.groups[other.gid]
+        big, small = (keep, other) if len(keep.members) >= len(other.members) else (other, keep)
+        for j in small.members:
+            self._of[j] = big
+        self.work += len(small.members)
+        big.members.extend(small.members)
+        big.gid, big.bits = keep.gid, keep.bits | other.bits
+        big.anc, big.desc = keep.anc | other.anc, keep.desc | other.desc
+        self.groups[big.gid] = big
 
     def merge_siblings(self, inputs_of: dict[int, set]) -> None:
         """Horizontal fusion: groups that read the same value and stay convex together become one kernel
@@ -54,34 +104,38 @@ class ConvexGrouper:
             for v in values:
                 by_input.setdefault(v, []).append(gid)
         for gids in by_input.values():
-            live = [g for g in dict.fromkeys(gids) if g in self.members]
+            live = [g for g in dict.fromkeys(gids) if g in self.groups]
             while len(live) > 1:
                 base, rest = live[0], live[1:]
                 for g in rest:
-                    if g not in self.members or base not in self.members:
+                    if g not in self.groups or base not in self.groups:
                         continue
-                    m2 = self.members[base] | self.members[g]
-                    a2 = self.anc_union[base] | self.anc_union[g]
-                    if self.convex(m2, a2):
-                        for j in range(self.members[g].bit_length()):
-                            if self.members[g] >> j & 1:
-                                self.group_of[j] = base
-                        del self.members[g], self.anc_union[g]
-                        self.members[base], self.anc_union[base] = m2, a2
-                live = [g for g in rest if g in self.members]
+                    self.work += 1
+                    a, b = self.groups[base], self.groups[g]
+                    if self.convex(a.bits | b.bits, a.anc | b.anc, a.desc | b.desc):
+                        self._merge(a, b)
+                live = [g for g in rest if g in self.groups]
 
     def add(self, i: int, candidates: list[int]) -> None:
-        gid, members, anc_union = i, 1 << i, self.anc[i]
-        for g in sorted(set(candidates), key=lambda g: -self.members[g].bit_length()):
-            m2, a2 = members | self.members[g], anc_union | self.anc_union[g]
-            if self.convex(m2, a2):
-                for j in range(m2.bit_length()):
-                    if self.members[g] >> j & 1:
-                        self.group_of[j] = gid
-                del self.members[g], self.anc_union[g]
-                members, anc_union = m2, a2
-        self.group_of[i] = gid
-        self.members[gid], self.anc_union[gid] = members, anc_union
+        """Op ``i`` starts a group (its gid is ``i``) that takes in each of the ``candidates`` groups, latest
+        first, that keeps it convex."""
+        group = _Group(i, [i], 1 << i, self.anc[i], self.desc[i])
+        self._of[i] = group
+        self.groups[i] = group
+        self.work += 1
+        for g in sorted(set(candidates), key=lambda g: -self.groups[g].bits.bit_length()):
+            self.work += 1
+            group, other = self.groups[i], self.groups[g]
+            if self.convex(group.bits | other.bits, group.anc | other.anc, group.desc | other.desc):
+                self._merge(group, other)
+
+    def inputs(self, gid: int) -> set:
+        """Values the group reads that no member defines (block arguments included), inserted in member order."""
+        g = self.groups[gid]
+        members = sorted(g.members)
+        self.work += len(members)
+        return {v for j in members for v in self.ops[j].operands
+                if v.owner is None or v.owner not in self.pos or self._of[self.pos[v.owner]] is not g}
 
 
 def classify(ops: list[Op], users: dict[Value, list[Op]], module: Module) -> tuple[dict[Op, str], dict[Op, str]]:

@@ -31,19 +31,16 @@ def partition(module: Module) -> Partition:
     for i, op in enumerate(ops):
         k = kind[op]
         if k in ("fusion", "glue"):
-            cands = [grouper.group_of[grouper.pos[v.owner]] for v in op.operands
+            cands = [grouper.group(grouper.pos[v.owner]) for v in op.operands
                      if v.owner is not None and v.owner in grouper.pos and kind[v.owner] == k]
             grouper.add(i, cands)
-    grouper.merge_siblings({
-        gid: {v for j in range(bits.bit_length()) if bits >> j & 1 for v in ops[j].operands
-              if v.owner is None or v.owner not in grouper.pos or not (bits >> grouper.pos[v.owner] & 1)}
-        for gid, bits in grouper.members.items() if kind[ops[gid]] == "fusion"})
+    grouper.merge_siblings({gid: grouper.inputs(gid) for gid in list(grouper.groups) if kind[ops[gid]] == "fusion"})
     groups: dict[int, list[Op]] = {}
     subgraphs: list[Subgraph] = []
     for i, op in enumerate(ops):
         k = kind[op]
         if k in ("fusion", "glue"):
-            groups.setdefault(grouper.group_of[i], []).append(op)
+            groups.setdefault(grouper.group(i), []).append(op)
         elif k == "cat":
             subgraphs.append(Subgraph(0, "cat", [op], describe_cat(op)))
         elif k == "unsupported":
