@@ -25,8 +25,8 @@ from foundation.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtyp
 from foundation.source_loc import Loc, fuse_locs
 from mhlo_to_cat.rewriter import Rewriter, splat_value
 from semantics.interpreter import eval_op
-from semantics.interpreter_ops import pairwise_float_sums
 from semantics.op_traits import NUMERIC_ELEMENTWISE
+from semantics.ops import pairwise_float_sums
 
 SHAPE_OPS = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshape"})
 REGION_LIMIT = 80  # ops; a row-local function of one value is never bigger in practice (a safety bound)

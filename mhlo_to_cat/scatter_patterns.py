@@ -18,7 +18,7 @@ import cat_dialect as cat
 from foundation.ir import INT_DTYPES, Op, Value, dtype_bytes
 from mhlo_to_cat.rewriter import Pattern, Rewriter, input_free_value, producer
 from semantics.interpreter import eval_op
-from semantics.interpreter_ops import returns_update
+from semantics.ops import returns_update
 
 _DATA_MOVEMENT = ("stablehlo.reshape", "stablehlo.broadcast_in_dim", "stablehlo.transpose", "stablehlo.convert")
 

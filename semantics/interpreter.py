@@ -1,7 +1,7 @@
 """Reference evaluator: runs StableHLO (+ CHLO, + CAT) functions of the graph IR on torch CPU tensors.
 
 It is the oracle for every later stage, so it favours exact StableHLO semantics over speed; the per-op
-semantics and the precision policy live in ``semantics.interpreter_ops``. Self-checking programs (the
+semantics and the precision policy live in ``semantics.ops`` (a module per op family). Self-checking programs (the
 StableHLO test-suite style, ``custom_call @check.expect_close(actual, expected)``) run with ``run_checks``,
 using the tolerances of StableHLO's own interpreter.
 """
@@ -17,7 +17,7 @@ import torch
 import cat_dialect
 from foundation.errors import CompileError, InputError, UnsupportedOpError
 from foundation.ir import Block, Function, Module, Op, Value, torch_dtype
-from semantics.interpreter_ops import OPS, callee_name, cat_op, is_float, order_key, unsupported
+from semantics.ops import OPS, callee_name, cat_op, is_float, order_key, unsupported
 
 __all__ = ["SUPPORTED_OPS", "CheckResult", "check_supported", "eval_op", "evaluate", "run_checks"]
 
