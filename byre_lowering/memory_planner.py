@@ -62,18 +62,22 @@ def plan_memory(buffers: list[Buffer], inplace_candidates: list[tuple[int, int, 
         group_of[result] = g
         inplace.append((result, operand))
     groups = list({id(g): g for g in group_of.values()}.values())
-    placed: list[tuple[int, int, _Group]] = []  # (offset, size, group)
+    # placed[step]: (offset, end, index) of every placed group live at that step, so that the groups whose lifetime
+    # meets a new one are found by its steps, not by a scan of every placed group (quadratic in the buffers)
+    placed: list[list[tuple[int, int, int]]] = [[] for _ in range(max((g.last for g in groups), default=-1) + 1)]
     offsets: dict[int, int] = {}
     peak = 0
-    for g in sorted(groups, key=lambda g: (-g.nbytes, g.first)):
+    for k, g in enumerate(sorted(groups, key=lambda g: (-g.nbytes, g.first))):
         size = align(max(g.nbytes, 1), alignment)
-        busy = sorted((o, o + s) for o, s, h in placed if not (h.last < g.first or g.last < h.first))
+        steps = range(g.first, g.last + 1)
+        busy = sorted({item for step in steps for item in placed[step]})
         offset = 0
-        for lo, hi in busy:
+        for lo, hi, _ in busy:
             if offset + size <= lo:
                 break
             offset = max(offset, align(hi, alignment))
-        placed.append((offset, size, g))
+        for step in steps:
+            placed[step].append((offset, offset + size, k))
         for i in g.ids:
             offsets[i] = offset
         peak = max(peak, offset + size)

@@ -18,15 +18,17 @@ from torch_mlir.dialects import llvm as llvm_dialect
 
 from fallback_codegen.distinct_results import distinct_results
 from fallback_codegen.dynamic_group import print_dynamic_group
+from fallback_codegen.empty_tensors import untie_empty_tensors
 from fallback_codegen.half_rounding import keep_half_rounding
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 from fallback_codegen.math_approx import expand_transcendentals
 from fallback_codegen.nvptx import KernelLaunch, collapse_parallel_loops, gpu_group
+from fallback_codegen.parts import keep_parts_apart, split_in_parts
 from fallback_codegen.pipeline import PYTHON_STEPS, HostTarget, NvptxTarget, Target, pipeline
 from foundation.errors import CompileError
 from foundation.host_code import HostKernel, Signature, TensorSig, host_target_machine, load_host_kernel
 from foundation.ir import Function
-from foundation.printer import print_function
+from foundation.printer import print_function, print_module
 from foundation.source_loc import fuse_locs
 from frontends.mlir_context import make_context
 from semantics.op_traits import FUSIBLE
@@ -87,26 +89,32 @@ class GroupJob:
     target: Target
     symbolic: bool = False
     where: str = ""  # the group's source location, for messages
+    parts: bool = False  # printed in parts, each fused on its own (``parts.split_in_parts``: a very large group)
 
     def pass_pipeline(self) -> str:
         """The upstream passes of every stage, as one ``--pass-pipeline`` (for a reproducer)."""
-        passes = [p for _, stage in pipeline(self.target, self.symbolic) for p in stage if p not in PYTHON_STEPS]
+        passes = [p for _, stage in pipeline(self.target, self.symbolic, self.parts) for p in stage
+                  if p not in PYTHON_STEPS]
         return "builtin.module(" + ",".join(passes) + ")"
 
 
 def prepare_group(fn: Function, target: Target | None = None, symbolic: tuple | None = None) -> GroupJob:
     """Check ``fn`` and print it for lowering. ``symbolic``: (symbols, shapes, attrs, splats) of a group with
-    symbolic sizes (``dynamic_group.print_dynamic_group``'s arguments); host target only."""
+    symbolic sizes (``dynamic_group.print_dynamic_group``'s arguments); host target only. A very large group is
+    printed in parts (``parts.split_in_parts``), so that its lowering stays linear in its size."""
     target = target or HostTarget()
     check_group(fn)
     signature = signature_of(fn)
+    in_parts = None
     if symbolic is not None:
         text = print_dynamic_group(fn, *symbolic)
         signature = replace(signature, extents=len(symbolic[0]))
+    elif (in_parts := split_in_parts(fn)) is not None:
+        text = print_module(in_parts)
     else:
         text = print_function(fn)
     where = str(fuse_locs(op.loc for op in fn.body.ops)) or "no location"
-    return GroupJob(fn.name, text, signature, target, symbolic is not None, where)
+    return GroupJob(fn.name, text, signature, target, symbolic is not None, where, parts=in_parts is not None)
 
 
 def lower_to_llvm_dialect(job: GroupJob, ctx=None):
@@ -117,9 +125,11 @@ def lower_to_llvm_dialect(job: GroupJob, ctx=None):
     ctx = ctx or make_context()
     with ctx:
         module = ir.Module.parse(job.text)
+        if job.parts and isinstance(job.target, HostTarget):
+            keep_parts_apart(module)
         if job.target.approximate_math:
             expand_transcendentals(module)
-        for stage, passes in pipeline(job.target, symbolic=job.symbolic):
+        for stage, passes in pipeline(job.target, symbolic=job.symbolic, parts=job.parts):
             try:
                 _run_stage(module, passes)
             except Exception as e:  # MLIR raises a bare MLIRError with the diagnostics
@@ -131,7 +141,7 @@ def lower_to_llvm_dialect(job: GroupJob, ctx=None):
 
 def _python_step(name: str):
     return {"collapse-parallel-loops": collapse_parallel_loops, "distinct-results": distinct_results,
-            "keep-half-rounding": keep_half_rounding}[name]
+            "keep-half-rounding": keep_half_rounding, "untie-empty-tensors": untie_empty_tensors}[name]
 
 
 def _run_stage(module, passes: tuple[str, ...]) -> None:

@@ -48,6 +48,7 @@ TO_LINALG: tuple[str, ...] = (
 # intermediate allocations are hoisted into them where possible, the rest is freed by the function.
 BUFFERIZE: tuple[str, ...] = (
     "distinct-results",  # a result returned twice (merged by canonicalize/CSE) gets its own copy
+    "untie-empty-tensors",  # each op its own tensor.empty (CSE made one): the analysis below stays linear
     "eliminate-empty-tensors",
     "empty-tensor-to-alloc-tensor",
     "one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map}",
@@ -79,7 +80,7 @@ HOST_LOOPS: tuple[str, ...] = (
 )
 
 # Steps done in Python on the MLIR module (not upstream passes); compile.py maps each name to a function.
-PYTHON_STEPS = frozenset({"collapse-parallel-loops", "distinct-results", "keep-half-rounding"})
+PYTHON_STEPS = frozenset({"collapse-parallel-loops", "distinct-results", "keep-half-rounding", "untie-empty-tensors"})
 
 
 def gpu_loops(block_size: int) -> tuple[str, ...]:
@@ -134,11 +135,19 @@ HOST_TO_LLVM_DESCRIPTORS: tuple[str, ...] = tuple(p.replace("{use-bare-ptr-memre
                                                   for p in HOST_TO_LLVM)
 
 
-def pipeline(target: Target, symbolic: bool = False) -> tuple[tuple[str, tuple[str, ...]], ...]:
+# A group printed in parts (``parts.split_in_parts``) for NVPTX: each part fused in its own function, then inlined
+# back (the host side of a group only launches kernels). The host keeps the parts as functions down to LLVM, where
+# each is optimised on its own (``parts.keep_parts_apart``): LLVM's -O3 is superlinear in a function's size.
+TO_LINALG_IN_PARTS: tuple[str, ...] = TO_LINALG[:4] + ("inline", "symbol-dce") + TO_LINALG[4:]
+
+
+def pipeline(target: Target, symbolic: bool = False, parts: bool = False) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """The named stages for ``target``, in order; each stage a tuple of pass names. ``symbolic``: the group has
-    ``?`` sizes (host only)."""
+    ``?`` sizes (host only); ``parts``: the group is printed in parts."""
     bufferize = BUFFERIZE_SYMBOLIC if symbolic else BUFFERIZE
-    common = (("to-linalg", TO_LINALG), ("bufferize", bufferize), ("narrow-floats", NARROW_FLOATS))
+    inline = parts and not isinstance(target, HostTarget)
+    common = (("to-linalg", TO_LINALG_IN_PARTS if inline else TO_LINALG), ("bufferize", bufferize),
+              ("narrow-floats", NARROW_FLOATS))
     if isinstance(target, HostTarget):
         return common + (("loops", HOST_LOOPS), ("to-llvm", HOST_TO_LLVM_DESCRIPTORS if symbolic else HOST_TO_LLVM))
     if symbolic:

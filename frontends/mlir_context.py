@@ -17,11 +17,14 @@ from pathlib import Path
 
 import torch_mlir
 from torch_mlir import ir
-from torch_mlir._mlir_libs import _stablehlo
+from torch_mlir._mlir_libs import _mlir, _stablehlo
 from torch_mlir.dialects import irdl
 
 from cat_dialect.irdl import irdl_text
 from foundation.errors import CompileError
+
+# Python modules for the dialects torch-mlir has none for: found once, not searched for again at every op
+_mlir.globals.append_dialect_search_prefix("frontends.mlir_dialects")
 
 # Normalisation run on every module as it is loaded; a readable list, one pass per line.
 NORMALIZATION_PASSES: tuple[str, ...] = (

@@ -1,0 +1,1 @@
+"""No op classes for the stablehlo dialect: see the package's docstring."""

@@ -1,0 +1,245 @@
+"""Compile time stays linear in the graph's size (issue 25): the work of each stage that once grew quadratically is
+counted (or, where it runs inside MLIR, timed at n and 4n on the same machine with a generous bound), and a group
+lowered in parts computes exactly what it computes whole."""
+
+from __future__ import annotations
+
+import gc
+import re
+import time
+
+import pytest
+import torch
+
+import fallback_codegen.parts as parts
+from byre_lowering.memory_planner import Buffer, plan_memory
+from byteir_cat.api import partition
+from fallback_codegen.compile import compile_group, prepare_group
+from fallback_codegen.empty_tensors import USES_PER_EMPTY, untie_empty_tensors
+from fallback_codegen.gpu_emulation import EmulatedGpuGroup
+from fallback_codegen.pipeline import HostTarget, NvptxTarget
+from foundation.host_code import load_host_kernel
+from frontends import load_mlir
+from mhlo_to_cat import partition as partition_module
+from mhlo_to_cat.grouping import ConvexGrouper
+from tests.helpers import seeded_randn
+
+LINEAR = 6.0  # bound on the cost ratio of 4x the ops: 4 when linear, 16 when quadratic
+
+
+def chain(n: int, kind: str = "addmul", dtype: str = "f32", shape: str = "4x8") -> str:
+    """StableHLO text of ``n`` elementwise ops in a chain (``mix``: add, multiply, tanh in turn)."""
+    ty = f"tensor<{shape}x{dtype}>"
+    lines = [f"func.func @main(%arg0: {ty}, %arg1: {ty}) -> {ty} {{"]
+    prev = "%arg0"
+    for i in range(n):
+        op = ("add", "multiply", "tanh")[i % 3] if kind == "mix" else ("add", "multiply")[i % 2]
+        rhs = "" if op == "tanh" else ", %arg1"
+        lines.append(f"  %v{i} = stablehlo.{op} {prev}{rhs} : {ty}")
+        prev = f"%v{i}"
+    lines += [f"  return {prev} : {ty}", "}"]
+    return "\n".join(lines)
+
+
+def ladder(n: int) -> str:
+    """Each op reads the two before it: a chain with a skip edge at every op."""
+    ty = "tensor<4x8xf32>"
+    lines = [f"func.func @main(%arg0: {ty}, %arg1: {ty}) -> {ty} {{"]
+    a, b = "%arg0", "%arg1"
+    for i in range(n):
+        lines.append(f"  %v{i} = stablehlo.{('add', 'multiply')[i % 2]} {a}, {b} : {ty}")
+        a, b = b, f"%v{i}"
+    lines += [f"  return {b} : {ty}", "}"]
+    return "\n".join(lines)
+
+
+def gemm_layers(n: int) -> str:
+    """``n`` layers of x = tanh((x @ w)^2) + x: a CAT gemm and a fusion group each."""
+    ty = "tensor<4x8xf32>"
+    lines = [f"func.func @main(%arg0: {ty}, %w: tensor<8x8xf32>) -> {ty} {{"]
+    prev = "%arg0"
+    for i in range(n):
+        lines += [f"  %d{i} = stablehlo.dot_general {prev}, %w, contracting_dims = [1] x [0] : "
+                  f"({ty}, tensor<8x8xf32>) -> {ty}",
+                  f"  %s{i} = stablehlo.multiply %d{i}, %d{i} : {ty}",
+                  f"  %t{i} = stablehlo.tanh %s{i} : {ty}",
+                  f"  %r{i} = stablehlo.add %t{i}, {prev} : {ty}"]
+        prev = f"%r{i}"
+    lines += [f"  return {prev} : {ty}", "}"]
+    return "\n".join(lines)
+
+
+def _grouping_work(text: str, monkeypatch) -> int:
+    made: list[ConvexGrouper] = []
+
+    class Counting(ConvexGrouper):
+        def __init__(self, ops):
+            super().__init__(ops)
+            made.append(self)
+
+    monkeypatch.setattr(partition_module, "ConvexGrouper", Counting)
+    partition(text)
+    return made[-1].work
+
+
+@pytest.mark.parametrize("graph", [chain, ladder, gemm_layers])
+def test_grouping_work_is_linear(graph, monkeypatch):
+    """Candidate tests and member moves of the partition's grouping: 4x the ops, about 4x the work (each merge
+    once walked every member of the grown group, and each convexity test every op between its ends)."""
+    small, large = (_grouping_work(graph(n), monkeypatch) for n in (100, 400))
+    assert large / small < 4.5, (small, large)
+
+
+def test_memory_planning_is_linear():
+    """Placing n short-lived buffers looks at the buffers live beside each, not at every placed one."""
+    def seconds(n: int) -> float:
+        buffers = [Buffer(i, 256 + (i % 5) * 64, i, i + 2) for i in range(n)]
+        best = float("inf")
+        gc.disable()  # a collection in one run and not the other is not the planner's cost
+        try:
+            for _ in range(3):
+                t0 = time.perf_counter()
+                plan_memory(buffers, [(i + 2, i, i + 2) for i in range(0, n - 2, 3)])
+                best = min(best, time.perf_counter() - t0)
+        finally:
+            gc.enable()
+        return best
+
+    assert seconds(80000) / seconds(20000) < LINEAR
+
+
+def test_parts_stay_small_and_cover_the_group():
+    """A large group's parts: about ``PART_COST`` ops each, every op in exactly one, a count linear in its size."""
+    fn = load_mlir(chain(3000, "mix")).main
+    module = parts.split_in_parts(fn)
+    assert module is not None and list(module.functions)[0] == fn.name
+    pieces = [f for name, f in module.functions.items() if name != fn.name]
+    assert sum(len([o for o in f.body.ops if o.operands]) for f in pieces) == len(fn.body.ops)
+    assert all(parts.group_cost(f) <= parts.PART_COST for f in pieces)
+    assert len(pieces) <= 2 * parts.group_cost(fn) / parts.PART_COST
+    assert parts.split_in_parts(load_mlir(chain(50)).main) is None  # an ordinary group stays whole
+
+
+def _lowering_seconds(n: int) -> float:
+    fn = load_mlir(chain(n)).main
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        compile_group(fn, HostTarget())
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def test_group_lowering_is_linear():
+    """A group of 4x the ops lowers (MLIR pipeline and LLVM) in about 4x the time: MLIR's elementwise fusion is
+    quadratic in a chain's length, so a large group is fused in parts."""
+    assert _lowering_seconds(4000) / _lowering_seconds(1000) < LINEAR
+
+
+def test_partition_is_linear():
+    """Import, recognition and partition of 4x the ops: about 4x the time."""
+    def seconds(n: int) -> float:
+        text = chain(n)
+        t0 = time.perf_counter()
+        partition(text)
+        return time.perf_counter() - t0
+
+    seconds(100)  # imports
+    assert min(seconds(4000) for _ in range(2)) / min(seconds(1000) for _ in range(2)) < LINEAR
+
+
+def test_empty_tensors_are_untied():
+    """After CSE every generic of a group writes into one tensor.empty; each keeps at most ``USES_PER_EMPTY``."""
+    from torch_mlir import ir, passmanager
+
+    from frontends.mlir_context import make_context
+
+    text = prepare_group(load_mlir(ladder(300)).main).text
+    with make_context():
+        module = ir.Module.parse(text)
+        passmanager.PassManager.parse("builtin.module(func.func(stablehlo-legalize-to-linalg),canonicalize,cse)"
+                                      ).run(module.operation)
+        assert untie_empty_tensors(module) > 0
+        uses = [len(list(op.result.uses)) for op in _ops(module, "tensor.empty")]
+    assert uses and max(uses) <= USES_PER_EMPTY
+
+
+def _ops(module, name: str) -> list:
+    from torch_mlir import ir
+
+    found = []
+
+    def visit(op):
+        if op.name == name:
+            found.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    return found
+
+
+SPLIT_CASES = {
+    "f32_mix": (chain(60, "mix"), torch.float32),
+    "f16_mix": (chain(60, "mix", "f16"), torch.float16),
+    "bf16_mix": (chain(60, "mix", "bf16"), torch.bfloat16),
+    "ladder": (ladder(300), torch.float32),
+    "reduce_and_broadcast": ("""
+func.func @main(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4xf32>) {
+  %z = stablehlo.constant dense<0.0> : tensor<f32>
+  %0 = stablehlo.exponential %a : tensor<4x8xf32>
+  %1 = stablehlo.multiply %0, %b : tensor<4x8xf32>
+  %2 = stablehlo.logistic %1 : tensor<4x8xf32>
+  %3 = stablehlo.reduce(%2 init: %z) applies stablehlo.add across dimensions = [1]
+      : (tensor<4x8xf32>, tensor<f32>) -> tensor<4xf32>
+  %4 = stablehlo.broadcast_in_dim %3, dims = [0] : (tensor<4xf32>) -> tensor<4x8xf32>
+  %5 = stablehlo.subtract %2, %4 : tensor<4x8xf32>
+  %6 = stablehlo.tanh %5 : tensor<4x8xf32>
+  %7 = stablehlo.add %6, %a : tensor<4x8xf32>
+  return %7, %3 : tensor<4x8xf32>, tensor<4xf32>
+}
+""", torch.float32),
+}
+
+
+def _inputs(dtype: torch.dtype) -> list[torch.Tensor]:
+    return [seeded_randn(4, 8, seed=1, scale=0.5, dtype=dtype), seeded_randn(4, 8, seed=2, scale=0.1, shift=0.5,
+                                                                          dtype=dtype)]
+
+
+def _in_parts(monkeypatch):
+    monkeypatch.setattr(parts, "SPLIT_ABOVE", 8)
+    monkeypatch.setattr(parts, "PART_COST", 120)
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+def test_group_in_parts_computes_the_same_values(case, monkeypatch):
+    """Host code of a group lowered in parts (one function per part) against the same group lowered whole:
+    bitwise the same results."""
+    text, dtype = SPLIT_CASES[case]
+    fn = load_mlir(text).main
+    whole = compile_group(fn, HostTarget())
+    _in_parts(monkeypatch)
+    split = compile_group(fn, HostTarget())
+    assert prepare_group(fn).parts and len(re.findall(r"^define ", split.llvm_ir, re.M)) > 2
+    inputs = _inputs(dtype)
+    want = load_host_kernel(whole.llvm_ir, whole.symbol, whole.signature).run(inputs)
+    got = load_host_kernel(split.llvm_ir, split.symbol, split.signature).run(inputs)
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("case", ["f16_mix", "reduce_and_broadcast"])
+def test_nvptx_group_in_parts_computes_the_same_values(case, monkeypatch):
+    """The NVPTX kernels of a group lowered in parts (inlined back, one kernel per part), run on the host."""
+    text, dtype = SPLIT_CASES[case]
+    fn = load_mlir(text).main
+    target = NvptxTarget(arch="sm_80")
+    whole = compile_group(fn, target)
+    _in_parts(monkeypatch)
+    split = compile_group(fn, target)
+    assert len(split.launches) > len(whole.launches)
+    inputs = _inputs(dtype)
+    runs = [EmulatedGpuGroup(g.llvm_ir, g.launches, g.temp_bytes, g.signature, g.name).run(inputs)
+            for g in (whole, split)]
+    for g, w in zip(runs[1], runs[0], strict=True):
+        assert torch.equal(g, w)
