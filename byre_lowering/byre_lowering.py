@@ -10,6 +10,7 @@ import torch
 
 from byre_lowering.index_inputs import index_ranges
 from byre_lowering.memory_planner import Buffer, plan_memory
+from foundation import stablehlo as shlo
 from foundation.byre_plan import (
     SCRATCH_ALIGN,
     AliasCompute,
@@ -32,7 +33,7 @@ from mhlo_to_cat.subgraph import op_summary
 from semantics.op_traits import ELEMENTWISE
 
 # A single-output group of elementwise ops may write its result over a same-shaped operand that dies there.
-_INPLACE_SAFE = ELEMENTWISE | {"stablehlo.constant"}
+_INPLACE_SAFE = ELEMENTWISE | {shlo.Constant.name}
 _CAT_INPLACE = ("layernorm", "rmsnorm", "softmax", "index_copy")  # computed to a temporary, then stored, or
 # (index_copy) rows written over the operand itself: in place is safe
 
@@ -92,9 +93,9 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
     for op in main.body.ops:
         # The outliner leaves out of main large constants that only a check.* op reads: define them on use.
         for v in op.operands:
-            if v not in ids and v.owner is not None and v.owner.name in ("stablehlo.constant", "arith.constant"):
+            if v not in ids and v.owner is not None and v.owner.name in (shlo.Constant.name, "arith.constant"):
                 add_weight(v.owner)
-        if op.name in ("stablehlo.constant", "arith.constant"):
+        if op.name in (shlo.Constant.name, "arith.constant"):
             if op.result not in ids:
                 add_weight(op)
         elif op.name == "func.call":
@@ -105,7 +106,7 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
             computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors, cat_kernels or {}, shapes))
             computes[-1].cost = function_cost(fn)
             _describe(computes[-1], fn)
-        elif op.name == "stablehlo.custom_call" and str(op.attrs.get("call_target_name", "")).startswith("check."):
+        elif isinstance(op, shlo.CustomCall) and str(op.attrs.get("call_target_name", "")).startswith("check."):
             checks.append({"name": op.name, "attrs": {k: check_writer.attr(v) for k, v in op.attrs.items()},
                            "loc": str(op.loc), "operands": [_lookup(ids, v, op) for v in op.operands],
                            "results": [type_to_json(r.type) for r in op.results]})
@@ -208,7 +209,7 @@ def _lower_call_static(op: Op, fn: Function, ids: dict[Value, int], new_value, k
     reason = str(fn.attrs.get("reason", ""))
     operands = [_lookup(ids, v, op) for v in op.operands]
     body = fn.body
-    if path == "host" and body.ops and all(o.name == "stablehlo.reshape" for o in body.ops):
+    if path == "host" and body.ops and all(isinstance(o, shlo.Reshape) for o in body.ops):
         arg_pos = {a: i for i, a in enumerate(body.args)}
         root: dict[Value, int] = dict(arg_pos)
         for o in body.ops:
@@ -219,7 +220,7 @@ def _lower_call_static(op: Op, fn: Function, ids: dict[Value, int], new_value, k
     results = [new_value(r, "arena") for r in op.results]
     if path == "cat":
         cat_ops = [o for o in body.ops if o.name.startswith("cat.")]
-        consts = [o for o in body.ops if o.name in ("stablehlo.constant", "arith.constant")]
+        consts = [o for o in body.ops if o.name in (shlo.Constant.name, "arith.constant")]
         if len(cat_ops) == 1 and len(consts) + 1 == len(body.ops) and body.returns == [cat_ops[0].result]:
             compute = _lower_cat(fn, cat_ops[0], operands, results, tensors, reason)
             ck = cat_kernels.get(fn.name)

@@ -9,10 +9,11 @@ calls); one that is computed on first (wrapped negative indices, offsets) is the
 
 from __future__ import annotations
 
+from foundation import stablehlo as shlo
 from foundation.byre_plan import IndexRange
 from foundation.ir import Module, Op, Value
 
-_TRANSPARENT = ("stablehlo.convert", "stablehlo.reshape")
+_TRANSPARENT = (shlo.Convert.name, shlo.Reshape.name)
 _INTEGER = ("i8", "i16", "i32", "i64", "ui8", "ui16", "ui32", "ui64")
 
 
@@ -48,7 +49,7 @@ def index_ranges(module: Module) -> list[IndexRange]:
     found: dict[int, IndexRange] = {}
     for fn in module.functions.values():
         for op in fn.body.walk():
-            rows = _table_rows(op) if op.name == "stablehlo.gather" else None
+            rows = _table_rows(op) if isinstance(op, shlo.Gather) else None
             if rows is None:
                 continue
             i = source(op.operands[1])

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.errors import CompileError
 from foundation.ir import Block, Function, Module, Op, Value
 from foundation.sym_shape import (
@@ -184,8 +185,8 @@ def _point(p: dict[str, int]) -> str:
 
 
 # Ops that a sample may have folded away because they do nothing at its sizes (a broadcast over a batch of 1).
-_NOOP_AT_SOME_SIZES = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose",
-                                 "stablehlo.slice"})
+_NOOP_AT_SOME_SIZES = frozenset({shlo.BroadcastInDim.name, shlo.Reshape.name, shlo.Transpose.name,
+                                 shlo.Slice.name})
 
 
 class _Fitter:
@@ -215,7 +216,7 @@ class _Fitter:
     def identity_attrs(op: Op, stand_in: Value) -> dict[str, Any] | None:
         """The attributes ``op`` has where it is a no-op on ``stand_in`` (a slice of everything: its limits are
         the sizes there); None for ops whose attributes do not depend on sizes."""
-        if op.name != "stablehlo.slice":
+        if not isinstance(op, shlo.Slice):
             return None
         rank = len(stand_in.type.shape)
         return {"start_indices": [0] * rank, "limit_indices": list(stand_in.type.shape), "strides": [1] * rank}
@@ -292,7 +293,7 @@ class _Fitter:
                      for m, o in zip(self.maps, others, strict=True)]
         if any(None in r for r in stand_ins):
             raise self.fail(where, "its operand differs")
-        if len(present) < len(others) and (op.name == "stablehlo.transpose" or op.result.type.rank
+        if len(present) < len(others) and (isinstance(op, shlo.Transpose) or op.result.type.rank
                                            != op.operands[0].type.rank):
             raise self.fail(where, "folded away at some sizes, but not a no-op at every size")
         for k, region in enumerate(op.regions):

@@ -34,11 +34,16 @@ def is_cat(op: Op) -> bool:
 
 
 def decode(op: Op) -> CatOp:
-    """The declaration behind a ``cat.*`` graph op."""
+    """The declaration behind a ``cat.*`` graph op: its name and attributes parsed once into the family's typed
+    record, kept on the op (records are frozen, and a CAT op's attributes are never edited in place)."""
+    cached = op.__dict__.get("_cat_decl")
+    if cached is not None and cached[0] == op.name:
+        return cached[1]
     name = op.name[len(PREFIX):]
     for family in CatOp.families:
         found = family.from_name(name, op.attrs)
         if found is not None:
+            op.__dict__["_cat_decl"] = (op.name, found)
             return found
     raise CatVerifyError(f"unknown CAT op {op.name} at {op.loc or '?'}")
 
@@ -46,4 +51,6 @@ def decode(op: Op) -> CatOp:
 def build(cat_op: CatOp, operands: Sequence[Value], loc: Loc = UNKNOWN) -> Op:
     """A verified graph op for ``cat_op`` applied to ``operands``."""
     out = cat_op.infer_type([v.type for v in operands])
-    return Op.create(PREFIX + cat_op.name, operands, [out], cat_op.attributes(), loc)
+    op = Op.create(PREFIX + cat_op.name, operands, [out], cat_op.attributes(), loc)
+    op.__dict__["_cat_decl"] = (op.name, cat_op)
+    return op

@@ -11,6 +11,7 @@ constant broadcast to its size, ``tensor.extract_slice`` for a slice; a reshape 
 
 from __future__ import annotations
 
+from foundation import stablehlo as shlo
 from foundation.errors import CompileError
 from foundation.ir import Function, Module, Op, TensorType, Value
 from foundation.printer import Printer, print_module
@@ -107,18 +108,18 @@ class DynamicGroupPrinter(Printer):
         out: list[str] = []
         res = self.name(op.result) if len(op.results) == 1 else ""
         dims = self.dims(op.result) if len(op.results) == 1 else ()
-        if op.name == "stablehlo.constant":
+        if isinstance(op, shlo.Constant):
             if op not in self.splats:
                 raise CompileError(f"constant at {op.loc or '?'}: contents depend on the sizes")
             scalar = op.result.type.with_shape(())
             value = op.attrs["value"].reshape(-1)[:1].reshape(())
             scalar_name, shape = self.fresh(), self.shape_tensor(dims, out, indent)
-            out.append(f'{indent}{scalar_name} = "stablehlo.constant"() {{value = {self.constant_attr(value, scalar)}}}'
-                       f" : () -> {scalar}")
-            out.append(f'{indent}{res} = "stablehlo.dynamic_broadcast_in_dim"({scalar_name}, {shape}) '
+            attr = self.constant_attr(value, scalar)
+            out.append(f'{indent}{scalar_name} = "{shlo.Constant.name}"() {{value = {attr}}} : () -> {scalar}')
+            out.append(f'{indent}{res} = "{shlo.DynamicBroadcastInDim.name}"({scalar_name}, {shape}) '
                        f"{{broadcast_dimensions = {_ints([])}}} : ({scalar}, tensor<{len(dims)}xi64>) -> "
                        f"{self.ty(op.result)}")
-        elif op.name == "stablehlo.broadcast_in_dim":
+        elif isinstance(op, shlo.BroadcastInDim):
             x = op.operands[0]
             bdims = list(op.attrs["broadcast_dimensions"])
             in_dims = self.dims(x)
@@ -127,15 +128,15 @@ class DynamicGroupPrinter(Printer):
             shape = self.shape_tensor(dims, out, indent)
             attrs = (f"broadcast_dimensions = {_ints(bdims)}, known_nonexpanding_dimensions = {_ints(same)}, "
                      f"known_expanding_dimensions = {_ints(grow)}")
-            out.append(f'{indent}{res} = "stablehlo.dynamic_broadcast_in_dim"({self.name(x)}, {shape}) {{{attrs}}}'
+            out.append(f'{indent}{res} = "{shlo.DynamicBroadcastInDim.name}"({self.name(x)}, {shape}) {{{attrs}}}'
                        f" : ({self.ty(x)}, tensor<{len(dims)}xi64>) -> {self.ty(op.result)}")
-        elif op.name == "stablehlo.reshape":
+        elif isinstance(op, shlo.Reshape):
             out += self.reshape(op.operands[0], op.result, indent)
-        elif op.name == "stablehlo.iota":
+        elif isinstance(op, shlo.Iota):
             shape = self.shape_tensor(dims, out, indent)
-            out.append(f'{indent}{res} = "stablehlo.dynamic_iota"({shape}) {{iota_dimension = '
+            out.append(f'{indent}{res} = "{shlo.DynamicIota.name}"({shape}) {{iota_dimension = '
                        f"{int(op.attrs['iota_dimension'])} : i64}} : (tensor<{len(dims)}xi64>) -> {self.ty(op.result)}")
-        elif op.name == "stablehlo.slice":
+        elif isinstance(op, shlo.Slice):
             x = op.operands[0]
             attrs = {**op.attrs, **self.sym_attrs.get(op, {})}
             strides = [int(s) for s in attrs.get("strides", [1] * len(dims))]
@@ -207,8 +208,8 @@ def _ints(values: list[int]) -> str:
 
 # ops whose result sizes StableHLO's lowering takes from their operands' runtime sizes
 _SIZE_FROM_OPERANDS = frozenset({
-    "stablehlo.transpose", "stablehlo.concatenate", "stablehlo.gather", "stablehlo.convert", "stablehlo.select",
-    "stablehlo.compare", "stablehlo.clamp",
+    shlo.Transpose.name, shlo.Concatenate.name, shlo.Gather.name, shlo.Convert.name, shlo.Select.name,
+    shlo.Compare.name, shlo.Clamp.name,
 })
 
 

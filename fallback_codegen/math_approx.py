@@ -47,6 +47,8 @@ from __future__ import annotations
 
 from torch_mlir import ir
 
+from foundation import stablehlo as shlo
+
 _EXP_Q = (0.5, 0.1666666716337204, 0.0416666641831398, 0.008333176374435425, 0.0013889113906770945,
           0.00019964243983849883, 2.481587762304116e-05)
 _TANH_P = (-0.33333295583724976, 0.13332346081733704, -0.05387984961271286, 0.02148669958114624,
@@ -67,8 +69,8 @@ _LOGISTIC_EXACT = 23  # 2^a + 2^b is exact for |a - b| <= 23
 _SQRT_HALF_BITS = 0x3F3504F3  # sqrt(1/2) in f32: the significand of log1p's u is put in [sqrt(1/2), sqrt(2))
 _SIGN_BIT = -0x80000000
 
-EXPANDED_OPS = {"stablehlo.exponential": "exp", "stablehlo.tanh": "tanh", "stablehlo.logistic": "logistic",
-                "stablehlo.exponential_minus_one": "expm1", "stablehlo.log_plus_one": "log1p"}
+EXPANDED_OPS = {shlo.Exponential.name: "exp", shlo.Tanh.name: "tanh", shlo.Logistic.name: "logistic",
+                shlo.ExponentialMinusOne.name: "expm1", shlo.LogPlusOne.name: "log1p"}
 
 
 class _Emitter:
@@ -88,37 +90,37 @@ class _Emitter:
 
     def const(self, value: float):
         attr = self.ir.DenseElementsAttr.get_splat(self.f32, self.ir.FloatAttr.get(self.ir.F32Type.get(), value))
-        return self.op("stablehlo.constant", [], self.f32, {"value": attr})
+        return self.op(shlo.Constant.name, [], self.f32, {"value": attr})
 
     def iconst(self, value: int):
         elem = self.ir.IntegerType.get_signless(32)
         attr = self.ir.DenseElementsAttr.get_splat(self.i32, self.ir.IntegerAttr.get(elem, value))
-        return self.op("stablehlo.constant", [], self.i32, {"value": attr})
+        return self.op(shlo.Constant.name, [], self.i32, {"value": attr})
 
     def add(self, a, b):
-        return self.op("stablehlo.add", [a, b])
+        return self.op(shlo.Add.name, [a, b])
 
     def sub(self, a, b):
-        return self.op("stablehlo.subtract", [a, b])
+        return self.op(shlo.Subtract.name, [a, b])
 
     def mul(self, a, b):
-        return self.op("stablehlo.multiply", [a, b])
+        return self.op(shlo.Multiply.name, [a, b])
 
     def div(self, a, b):
-        return self.op("stablehlo.divide", [a, b])
+        return self.op(shlo.Divide.name, [a, b])
 
     def abs(self, x):
-        return self.op("stablehlo.abs", [x])
+        return self.op(shlo.Abs.name, [x])
 
     def bits(self, x):
-        return self.op("stablehlo.bitcast_convert", [x], self.i32)
+        return self.op(shlo.BitcastConvert.name, [x], self.i32)
 
     def from_bits(self, i):
-        return self.op("stablehlo.bitcast_convert", [i], self.f32)
+        return self.op(shlo.BitcastConvert.name, [i], self.f32)
 
     def clamp(self, x, lo: float, hi: float):
         """NaN stays NaN (StableHLO's maximum and minimum propagate it)."""
-        return self.op("stablehlo.minimum", [self.op("stablehlo.maximum", [x, self.const(lo)]), self.const(hi)])
+        return self.op(shlo.Minimum.name, [self.op(shlo.Maximum.name, [x, self.const(lo)]), self.const(hi)])
 
     def horner(self, coeffs: tuple[float, ...], x):
         acc = self.const(coeffs[-1])
@@ -128,18 +130,18 @@ class _Emitter:
 
     def compare(self, a, b, direction: str):
         attr = self.ir.Attribute.parse(f"#stablehlo<comparison_direction {direction}>")
-        return self.op("stablehlo.compare", [a, b], self.i1, {"comparison_direction": attr})
+        return self.op(shlo.Compare.name, [a, b], self.i1, {"comparison_direction": attr})
 
     def icompare(self, a, b: int, direction: str):
         attr = self.ir.Attribute.parse(f"#stablehlo<comparison_direction {direction}>")
-        return self.op("stablehlo.compare", [a, self.iconst(b)], self.i1, {"comparison_direction": attr})
+        return self.op(shlo.Compare.name, [a, self.iconst(b)], self.i1, {"comparison_direction": attr})
 
     def select(self, pred, a, b):
-        return self.op("stablehlo.select", [pred, a, b], a.type)
+        return self.op(shlo.Select.name, [pred, a, b], a.type)
 
     def pow2(self, n):
         """2^n for integer n (i32) in [-126, 127], from the exponent bits."""
-        return self.from_bits(self.op("stablehlo.shift_left", [self.op("stablehlo.add", [n, self.iconst(127)]),
+        return self.from_bits(self.op(shlo.ShiftLeft.name, [self.op(shlo.Add.name, [n, self.iconst(127)]),
                                                               self.iconst(23)]))
 
     def reduce(self, x):
@@ -148,8 +150,8 @@ class _Emitter:
         shifted = self.add(self.mul(x, self.const(_LOG2E)), self.const(_ROUND_MAGIC))
         n = self.sub(shifted, self.const(_ROUND_MAGIC))
         r_hi = self.sub(x, self.mul(n, self.const(_LN2_HI)))
-        r_lo = self.op("stablehlo.negate", [self.mul(n, self.const(_LN2_LO))])
-        return r_hi, r_lo, self.op("stablehlo.subtract", [self.bits(shifted), self.iconst(_ROUND_MAGIC_BITS)])
+        r_lo = self.op(shlo.Negate.name, [self.mul(n, self.const(_LN2_LO))])
+        return r_hi, r_lo, self.op(shlo.Subtract.name, [self.bits(shifted), self.iconst(_ROUND_MAGIC_BITS)])
 
     def expm1_reduced(self, r_hi, r_lo):
         """e^r - 1 = r + r^2 Q(r) for r = r_hi + r_lo, |r| <= 1/2, as r_hi + (r_lo + r^2 Q(r)): r is not rounded
@@ -161,8 +163,8 @@ class _Emitter:
         """e^x = 2^n (1 + m) with m = e^r - 1, n = half + rest split so that 2^half and 2^rest are normal f32s
         for x in [-104, 104]: (m, half, rest)."""
         r_hi, r_lo, n = self.reduce(x)
-        half = self.op("stablehlo.shift_right_arithmetic", [n, self.iconst(1)])
-        return self.expm1_reduced(r_hi, r_lo), half, self.op("stablehlo.subtract", [n, half])
+        half = self.op(shlo.ShiftRightArithmetic.name, [n, self.iconst(1)])
+        return self.expm1_reduced(r_hi, r_lo), half, self.op(shlo.Subtract.name, [n, half])
 
     def exp(self, x):
         m, half, rest = self.exp_parts(self.clamp(x, _EXP_MIN, _EXP_MAX))
@@ -174,19 +176,19 @@ class _Emitter:
         r_hi, r_lo, n = self.reduce(self.clamp(x, _EXPM1_MIN, _EXP_MAX))
         direct = self.compare(self.abs(x), self.const(_EXPM1_DIRECT), "LT")
         m = self.expm1_reduced(self.select(direct, x, r_hi), self.select(direct, self.const(0.0), r_lo))
-        h = self.pow2(self.op("stablehlo.subtract", [n, self.iconst(1)]))
+        h = self.pow2(self.op(shlo.Subtract.name, [n, self.iconst(1)]))
         # 2^n m + (2^n - 1), halved so that 2^n = 2^128 stays finite; 2^(n-1) - 1/2 is exact up to n = 24
         near = self.add(self.mul(h, m), self.sub(h, self.const(0.5)))
         # beyond, 2^n (m - 2^-n + 1): the 1 is added last, to a term it barely moves
-        tiny = self.pow2(self.op("stablehlo.negate", [self.op("stablehlo.minimum", [n, self.iconst(100)])]))
+        tiny = self.pow2(self.op(shlo.Negate.name, [self.op(shlo.Minimum.name, [n, self.iconst(100)])]))
         far = self.mul(h, self.add(self.sub(m, tiny), self.const(1.0)))
         y = self.select(direct, m, self.mul(self.select(self.icompare(n, _EXPM1_FAR, "GT"), far, near),
                                             self.const(2.0)))
         return self.select(self.compare(x, self.const(0.0), "EQ"), x, y)  # expm1(-0) = -0
 
     def copysign(self, magnitude, sign):
-        bit = self.op("stablehlo.and", [self.bits(sign), self.iconst(_SIGN_BIT)])
-        return self.from_bits(self.op("stablehlo.or", [self.bits(magnitude), bit]))
+        bit = self.op(shlo.And.name, [self.bits(sign), self.iconst(_SIGN_BIT)])
+        return self.from_bits(self.op(shlo.Or.name, [self.bits(magnitude), bit]))
 
     def tanh(self, x):
         a = self.abs(x)
@@ -200,15 +202,15 @@ class _Emitter:
     def log1p(self, x):
         one = self.const(1.0)
         u = self.add(one, x)
-        i = self.op("stablehlo.add", [self.bits(u), self.iconst(0x3F800000 - _SQRT_HALF_BITS)])
-        k = self.op("stablehlo.subtract", [self.op("stablehlo.shift_right_arithmetic", [i, self.iconst(23)]),
+        i = self.op(shlo.Add.name, [self.bits(u), self.iconst(0x3F800000 - _SQRT_HALF_BITS)])
+        k = self.op(shlo.Subtract.name, [self.op(shlo.ShiftRightArithmetic.name, [i, self.iconst(23)]),
                                            self.iconst(127)])
-        m = self.from_bits(self.op("stablehlo.add", [self.op("stablehlo.and", [i, self.iconst(0x7FFFFF)]),
+        m = self.from_bits(self.op(shlo.Add.name, [self.op(shlo.And.name, [i, self.iconst(0x7FFFFF)]),
                                                      self.iconst(_SQRT_HALF_BITS)]))
         near_one = self.icompare(k, 0, "EQ")
         f = self.select(near_one, x, self.sub(m, one))
         c = self.select(near_one, self.const(0.0), self.div(self.sub(x, self.sub(u, one)), u))
-        kf = self.op("stablehlo.convert", [k], self.f32)
+        kf = self.op(shlo.Convert.name, [k], self.f32)
         s = self.div(f, self.add(self.const(2.0), f))
         z = self.mul(s, s)
         hfsq = self.mul(self.const(0.5), self.mul(f, f))
@@ -225,9 +227,9 @@ class _Emitter:
         # 1 / (1 + 2^n (1 + m)) for e^-x = 2^n (1 + m), n = half + rest, as (1 / (s1 + t + s1 m)) t with s1 = 2^half,
         # t = 2^-rest: every factor a normal f32 from x = -104 (rounding to a subnormal once) to 1. The two
         # smaller terms of the sum are added first: s1 + t (exact) for |n| <= 23, else the larger of s1 and t last
-        m, half, rest = self.exp_parts(self.clamp(self.op("stablehlo.negate", [x]), -_LOGISTIC_MAX, _LOGISTIC_MAX))
-        s1, t = self.pow2(half), self.pow2(self.op("stablehlo.negate", [rest]))
-        n = self.op("stablehlo.add", [half, rest])
+        m, half, rest = self.exp_parts(self.clamp(self.op(shlo.Negate.name, [x]), -_LOGISTIC_MAX, _LOGISTIC_MAX))
+        s1, t = self.pow2(half), self.pow2(self.op(shlo.Negate.name, [rest]))
+        n = self.op(shlo.Add.name, [half, rest])
         s1m = self.mul(s1, m)
         middle = self.add(self.add(s1, t), s1m)
         large_e = self.add(self.add(s1m, t), s1)
@@ -258,10 +260,10 @@ def expand_transcendentals(module) -> int:
             em = _Emitter(ir, op.location, list(result_type.shape))
             x = op.operands[0]
             if elem != "f32":
-                x = em.op("stablehlo.convert", [x], em.f32)
+                x = em.op(shlo.Convert.name, [x], em.f32)
             y = getattr(em, EXPANDED_OPS[op.name])(x)
             if elem != "f32":
-                y = em.op("stablehlo.convert", [y], result_type)
+                y = em.op(shlo.Convert.name, [y], result_type)
         op.results[0].replace_all_uses_with(y)
         op.erase()
         done += 1

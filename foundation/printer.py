@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import Block, Function, Module, Op, TensorType, Value
 
 INLINE_CONSTANT_LIMIT = 16  # elements; bigger constants go to the resource section
@@ -125,7 +126,7 @@ class Printer:
             tail += f" {op.loc.to_mlir()}"
         if not op.regions:
             return [head + tail]
-        term = "stablehlo.return" if op.dialect == "stablehlo" else f"{op.dialect}.yield"
+        term = shlo.Return.name if op.dialect == "stablehlo" else f"{op.dialect}.yield"
         lines = [head + " ({"]
         for i, region in enumerate(op.regions):
             argdecl = ", ".join(f"{self.name(a)}: {self.ty(a)}" for a in region.args)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch_mlir import ir
 
+from foundation import stablehlo as shlo
 from foundation.errors import CompileError
 from foundation.ir import Block, Function, Module, Op, TensorType, Value, torch_dtype
 from foundation.source_loc import Loc, parse_mlir_location
@@ -229,7 +230,7 @@ def _location(op, source: str) -> Loc:
     return parse_mlir_location(str(op.location), source) or Loc.at(source)
 
 
-_TERMINATORS = {"func.return", "stablehlo.return", "mhlo.return"}
+_TERMINATORS = {"func.return", shlo.Return.name, "mhlo.return"}
 
 
 class _Importer:

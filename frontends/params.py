@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.errors import CompileError
 from foundation.ir import Module, Op, Value, torch_dtype
 
@@ -51,7 +52,7 @@ def bind_params(module: Module, params: Mapping[str | int, Any]) -> Module:
     consts: dict[Value, Value] = {}
     new_ops: list[Op] = []
     for i, t in sorted(bound.items()):
-        c = Op.create("stablehlo.constant", [], [args[i].type], {"value": t})
+        c = shlo.Constant.create([], [args[i].type], {"value": t})
         new_ops.append(c)
         consts[args[i]] = c.result
     for op in main.body.walk():

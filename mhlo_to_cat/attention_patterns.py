@@ -15,6 +15,7 @@ import torch
 
 import cat_dialect as cat
 from cat_dialect.attention import HEAD_MERGE
+from foundation import stablehlo as shlo
 from foundation.errors import CompileError
 from foundation.ir import Function, Op, Value, torch_dtype
 from mhlo_to_cat.gemm_patterns import _is_swap_last2, cat_producer, row_major_bmm
@@ -46,9 +47,9 @@ def _repeat_groups(op: Op) -> tuple[Value, int] | None:
     """reshape(broadcast_in_dim(kv[B, Hkv, S, D], dims = [0, 1, 3, 4]) -> [B, Hkv, G, S, D]) to [B, H, S, D] or,
     with heads merged into the batch, [B * H, S, D] (``repeat_kv``; normalisation has folded the reshape that
     inserted G's unit dim into the broadcast)."""
-    if op.name != "stablehlo.reshape" or op.result.type.rank not in (3, 4):
+    if not isinstance(op, shlo.Reshape) or op.result.type.rank not in (3, 4):
         return None
-    bc = producer(op.operands[0], "stablehlo.broadcast_in_dim")
+    bc = producer(op.operands[0], shlo.BroadcastInDim)
     if bc is None or bc.result.type.rank != 5 or bc.attrs["broadcast_dimensions"] != [0, 1, 3, 4]:
         return None
     src = bc.operands[0]
@@ -69,7 +70,7 @@ def _split_transpose(op: Op, rw: Rewriter) -> Value | None:
     if inner == list(range(len(perm))):
         return x
     shape = tuple(x.type.shape[i] for i in inner)
-    t = Op.create("stablehlo.transpose", [x], [x.type.with_shape(shape)], {"permutation": inner}, op.loc)
+    t = shlo.Transpose.create([x], [x.type.with_shape(shape)], {"permutation": inner}, op.loc)
     rw.insert_before(op, [t])
     return t.result
 
@@ -79,7 +80,7 @@ def peel(v: Value, want_transposed: bool = False) -> Peeled:
     of the last two dims of another transpose only when the caller expects a transposed operand."""
     p = Peeled(v)
     while (op := p.base.owner) is not None:
-        if op.name == "stablehlo.reshape":
+        if isinstance(op, shlo.Reshape):
             rep = _repeat_groups(op)
             if rep is not None:
                 p.base, g = rep
@@ -88,13 +89,13 @@ def peel(v: Value, want_transposed: bool = False) -> Peeled:
             if op.operands[0].type.shape[-2:] != op.result.type.shape[-2:]:
                 break
             p.base = op.operands[0]
-        elif op.name in ("stablehlo.multiply", "stablehlo.divide"):
+        elif isinstance(op, (shlo.Multiply, shlo.Divide)):
             a, b = op.operands
             sb, sa = splat_value(b), splat_value(a)
             if sb is not None and sb != 0:
-                p.scale *= sb if op.name == "stablehlo.multiply" else 1.0 / sb
+                p.scale *= sb if isinstance(op, shlo.Multiply) else 1.0 / sb
                 p.base = a
-            elif sa is not None and op.name == "stablehlo.multiply":
+            elif sa is not None and isinstance(op, shlo.Multiply):
                 p.scale *= sa
                 p.base = b
             else:
@@ -102,7 +103,7 @@ def peel(v: Value, want_transposed: bool = False) -> Peeled:
         elif _is_swap_last2(op):
             p.transposed = not p.transposed
             p.base = op.operands[0]
-        elif op.name == "stablehlo.transpose" and op.result.type.rank == 4 and want_transposed and not p.transposed:
+        elif isinstance(op, shlo.Transpose) and op.result.type.rank == 4 and want_transposed and not p.transposed:
             p.transposed, p.split = True, op
             break
         else:
@@ -115,7 +116,7 @@ def _to_rank4(v: Value, rw: Rewriter, anchor: Op) -> Value | None:
         return v
     if v.type.rank != 3:
         return None
-    r = Op.create("stablehlo.reshape", [v], [v.type.with_shape((1,) + v.type.shape)], {}, anchor.loc)
+    r = shlo.Reshape.create([v], [v.type.with_shape((1,) + v.type.shape)], {}, anchor.loc)
     rw.insert_before(anchor, [r])
     return r.result
 
@@ -127,7 +128,7 @@ def _heads_like(q: Value, k: Value, rw: Rewriter, anchor: Op) -> Value:
     merged = q.type.shape[0] * q.type.shape[1]
     if q.type.shape[0] == b or q.type.shape[0] != 1 or merged % b or (merged // b) % k.type.shape[1]:
         return q
-    r = Op.create("stablehlo.reshape", [q], [q.type.with_shape((b, merged // b) + q.type.shape[2:])], {}, anchor.loc)
+    r = shlo.Reshape.create([q], [q.type.with_shape((b, merged // b) + q.type.shape[2:])], {}, anchor.loc)
     rw.insert_before(anchor, [r])
     return r.result
 
@@ -163,7 +164,7 @@ def _is_causal(mask: torch.Tensor) -> bool:
 
 def _mask_source(v: Value, full_shape: tuple[int, ...]) -> Value:
     """Look through the broadcast that expands a [B|1, H|1, Sq, Sk] mask to the scores' shape."""
-    bc = producer(v, "stablehlo.broadcast_in_dim")
+    bc = producer(v, shlo.BroadcastInDim)
     if bc is not None and bc.attrs["broadcast_dimensions"] == list(range(len(full_shape))):
         return bc.operands[0]
     return v
@@ -173,10 +174,10 @@ class SinkScalarMultiplyBelowDataMovement(Pattern):
     """reshape/transpose(x * c) -> reshape/transpose(x) * c for a scalar c: a query scaled before the
     split into heads (OPT, JAX) then meets the QK^T bmm, where the scale folds into the attention op."""
 
+    root = (shlo.Reshape, shlo.Transpose)
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name not in ("stablehlo.reshape", "stablehlo.transpose"):
-            return False
-        mul = producer(op.operands[0], "stablehlo.multiply")
+        mul = producer(op.operands[0], shlo.Multiply)
         if mul is None or not rw.single_use(mul.result):
             return False
         for x, c in (mul.operands, mul.operands[::-1]):
@@ -185,10 +186,10 @@ class SinkScalarMultiplyBelowDataMovement(Pattern):
                 continue
             moved = Op(op.name, [x], [], dict(op.attrs), dict(op.raw_attrs), op.regions, op.loc)
             moved.results = [Value(op.result.type, moved, 0)]
-            const = Op.create("stablehlo.constant", [], [op.result.type],
-                              {"value": torch.tensor(scale, dtype=torch_dtype(op.result.type.dtype))
+            const = shlo.Constant.create([], [op.result.type],
+                                         {"value": torch.tensor(scale, dtype=torch_dtype(op.result.type.dtype))
                                .expand(op.result.type.shape)}, op.loc)
-            new = Op.create("stablehlo.multiply", [moved.result, const.result], [op.result.type], {}, op.loc)
+            new = shlo.Multiply.create([moved.result, const.result], [op.result.type], {}, op.loc)
             rw.replace_op(op, [moved, const, new], new.results)
             return True
         return False
@@ -209,7 +210,7 @@ class SoftmaxFirstInPvBmm(Pattern):
         new = cat.build(found[1], [b, a], op.loc)
         rank = op.result.type.rank
         swap = list(range(rank - 2)) + [rank - 1, rank - 2]
-        t = Op.create("stablehlo.transpose", new.results, [op.result.type], {"permutation": swap}, op.loc)
+        t = shlo.Transpose.create(new.results, [op.result.type], {"permutation": swap}, op.loc)
         rw.replace_op(op, [new, t], t.results)
         return True
 
@@ -219,43 +220,45 @@ class RepeatHeadsAfterTranspose(Pattern):
     heads repeated in JAX's [B, S, heads, D] layout (jnp.repeat, or the grouped dot_general's broadcast) become
     the [B, K, G, S, D] repeat that attention reads as grouped-query K/V without copying them."""
 
+    root = shlo.Transpose
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.transpose" or op.result.type.rank != 4:
+        if op.result.type.rank != 4:
             return False
         perm = op.attrs["permutation"]
-        merge = producer(op.operands[0], "stablehlo.reshape")
+        merge = producer(op.operands[0], shlo.Reshape)
         if perm[:2] != [0, 2] or merge is None or not rw.single_use(op.operands[0]):
             return False
-        bc = producer(merge.operands[0], "stablehlo.broadcast_in_dim")
+        bc = producer(merge.operands[0], shlo.BroadcastInDim)
         if bc is None or bc.attrs["broadcast_dimensions"] != [0, 1, 2, 4] or not rw.single_use(merge.operands[0]):
             return False
         x = bc.operands[0]
         b, s, k, g, d = bc.result.type.shape
         if x.type.shape != (b, s, k, d) or merge.result.type.shape != (b, s, k * g, d):
             return False
-        t = Op.create("stablehlo.transpose", [x], [x.type.with_shape(x.type.shape[i] for i in perm)],
-                      {"permutation": perm}, op.loc)
+        t = shlo.Transpose.create([x], [x.type.with_shape(x.type.shape[i] for i in perm)],
+                                  {"permutation": perm}, op.loc)
         inner = t.result.type.shape
-        rep = Op.create("stablehlo.broadcast_in_dim", t.results, [x.type.with_shape((b, k, g) + inner[2:])],
-                        {"broadcast_dimensions": [0, 1, 3, 4]}, bc.loc)
-        out = Op.create("stablehlo.reshape", rep.results, [op.result.type], {}, merge.loc)
+        rep = shlo.BroadcastInDim.create(t.results, [x.type.with_shape((b, k, g) + inner[2:])],
+                                         {"broadcast_dimensions": [0, 1, 3, 4]}, bc.loc)
+        out = shlo.Reshape.create(rep.results, [op.result.type], {}, merge.loc)
         rw.replace_op(op, [t, rep, out], out.results)
         return True
 
 
-_MOVES = ("stablehlo.transpose", "stablehlo.reshape")
-_SCORE_OPS = ("stablehlo.multiply", "stablehlo.divide", "stablehlo.add", "stablehlo.subtract", "stablehlo.select")
+_MOVES = (shlo.Transpose.name, shlo.Reshape.name)
+_SCORE_OPS = (shlo.Multiply.name, shlo.Divide.name, shlo.Add.name, shlo.Subtract.name, shlo.Select.name)
 
 
 def _keeps_matrices(move: Op) -> bool:
     """A reshape that leaves the last two dims alone (``peel`` looks through those)."""
-    return move.name == "stablehlo.reshape" and move.result.type.shape[-2:] == move.operands[0].type.shape[-2:]
+    return isinstance(move, shlo.Reshape) and move.result.type.shape[-2:] == move.operands[0].type.shape[-2:]
 
 
 def _chain_operand(op: Op) -> int | None:
     """Which operand of a scaling/masking op carries the scores: select's on-true value; otherwise the one
     operand that comes from another such op or from data movement (the other is a constant, a mask or a bias)."""
-    if op.name == "stablehlo.select":
+    if isinstance(op, shlo.Select):
         return 1
     scored = [i for i, x in enumerate(op.operands)
               if x.owner is not None and x.owner.name in _SCORE_OPS + _MOVES and constant_tensor(x) is None]
@@ -264,7 +267,7 @@ def _chain_operand(op: Op) -> int | None:
 
 def _moved(t: torch.Tensor, moves: list[Op]) -> torch.Tensor:
     for m in moves:
-        t = t.permute(m.attrs["permutation"]) if m.name == "stablehlo.transpose" else t.reshape(m.result.type.shape)
+        t = t.permute(m.attrs["permutation"]) if isinstance(m, shlo.Transpose) else t.reshape(m.result.type.shape)
     return t
 
 
@@ -283,6 +286,8 @@ class DataMovementCancelsAcrossSoftmax(Pattern):
     product (jax.nn.dot_product_attention: [B, N, T, S] seen as [G, B, K, T, S]). The softmax rows stay rows: the
     moves keep the last dim whole. ``f`` is the scaling, masking and biasing between bmm and softmax; its other
     operands (constants folded, run-time masks and biases moved by new ops) take the scores' own layout."""
+
+    root = (shlo.Transpose, shlo.Reshape)
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name not in _MOVES:
@@ -342,8 +347,8 @@ class DataMovementCancelsAcrossSoftmax(Pattern):
                     continue
                 moved = _moved(t, down)
                 moved = moved.contiguous() if any(st != 0 for st in moved.stride()) else moved
-                c = Op.create("stablehlo.constant", [], [x.type.with_shape(base.type.shape)], {"value": moved},
-                              x.owner.loc)
+                c = shlo.Constant.create([], [x.type.with_shape(base.type.shape)], {"value": moved},
+                                         x.owner.loc)
                 new_ops.append(c)
                 operands.append(c.result)
             new = Op.create(f.name, operands, [f.result.type.with_shape(base.type.shape)], dict(f.attrs), f.loc)
@@ -366,13 +371,13 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
         """The QK^T side of the softmax input and its mask: added (``S + mask``) or selected
         (``select(keep, S, fill)``). A constant predicate becomes a constant additive mask; an input-dependent
         one (a padding mask) is returned as the select, for ``_additive_mask`` to turn into 0 / fill."""
-        add = producer(scores, "stablehlo.add")
+        add = producer(scores, shlo.Add)
         if add is not None:
             for s_val, m_val in (add.operands, add.operands[::-1]):
                 cand = peel(s_val)
                 if cat_producer(cand.base, cat.Bmm):
                     return cand, _mask_source(m_val, scores.type.shape), None, None
-        sel = producer(scores, "stablehlo.select")
+        sel = producer(scores, shlo.Select)
         if sel is not None:
             keep, fill = input_free_value(sel.operands[0], memo=self._masks), splat_value(sel.operands[2])
             cand = peel(sel.operands[1])
@@ -392,12 +397,12 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
         keep = _mask_source(sel.operands[0], scores.type.shape)
         dtype = torch_dtype(scores.type.dtype)
         ty = scores.type.with_shape(keep.type.shape)
-        zero = Op.create("stablehlo.constant", [], [ty], {"value": torch.zeros((), dtype=dtype).expand(ty.shape)},
-                         sel.loc)
-        fill = Op.create("stablehlo.constant", [], [ty], {"value": torch.tensor(splat_value(sel.operands[2]),
+        zero = shlo.Constant.create([], [ty], {"value": torch.zeros((), dtype=dtype).expand(ty.shape)},
+                                    sel.loc)
+        fill = shlo.Constant.create([], [ty], {"value": torch.tensor(splat_value(sel.operands[2]),
                                                                                 dtype=dtype).expand(ty.shape)},
-                         sel.loc)
-        mask = Op.create("stablehlo.select", [keep, zero.result, fill.result], [ty], {}, sel.loc)
+                                    sel.loc)
+        mask = shlo.Select.create([keep, zero.result, fill.result], [ty], {}, sel.loc)
         rw.insert_before(anchor, [zero, fill, mask])
         return mask.result
 
@@ -436,8 +441,8 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
         elif const is not None and const.dim() >= 2 and _is_causal(const):
             causal, mask_value = True, None
         elif mask_value is None and mask_const is not None:
-            c = Op.create("stablehlo.constant", [], [scores.type.with_shape(mask_const.shape)], {"value": mask_const},
-                          sm_op.loc)
+            c = shlo.Constant.create([], [scores.type.with_shape(mask_const.shape)], {"value": mask_const},
+                                     sm_op.loc)
             rw.insert_before(qk_op, [c])
             mask_value = c.result
         elif mask_select is not None:
@@ -460,7 +465,7 @@ class AttentionFromBmmSoftmaxBmm(Pattern):
             return False
         out = op.result
         if new.result.type.shape != out.type.shape:
-            reshape = Op.create("stablehlo.reshape", new.results, [out.type], {}, op.loc)
+            reshape = shlo.Reshape.create(new.results, [out.type], {}, op.loc)
             rw.replace_op(op, [new, reshape], reshape.results)
         else:
             rw.replace_op(op, [new], new.results)
@@ -472,11 +477,13 @@ class PermuteIntoAttention(Pattern):
     ([B, S, H, Dv]) by the kernel itself instead of by a separate transpose. Reshapes that only undo each
     other between the two (exporters merge and split the heads around the bmms) are looked through."""
 
+    root = shlo.Transpose
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.transpose" or tuple(op.attrs["permutation"]) != HEAD_MERGE:
+        if tuple(op.attrs["permutation"]) != HEAD_MERGE:
             return False
         v = op.operands[0]
-        while v.owner is not None and v.owner.name == "stablehlo.reshape" and rw.single_use(v):
+        while v.owner is not None and isinstance(v.owner, shlo.Reshape) and rw.single_use(v):
             v = v.owner.operands[0]
         found = cat_producer(v, cat.Attention)
         if not found or not rw.single_use(v) or v.type != op.operands[0].type:

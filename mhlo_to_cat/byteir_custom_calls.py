@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter
 from mhlo_to_cat.stablehlo_builder import ShapeBuilder, top_k_by_sort
@@ -24,7 +25,7 @@ TENSOR_SLICE_OPS = ("tensor.extract_slice", "tensor.insert_slice")  # the tensor
 
 def _byteir_call(op: Op, name: str) -> dict | None:
     """``byteir_attrs`` of a ``custom_call @byteir.NAME`` with one float result, or None."""
-    if op.name != "stablehlo.custom_call" or op.attrs.get("call_target_name") != f"byteir.{name}":
+    if not isinstance(op, shlo.CustomCall) or op.attrs.get("call_target_name") != f"byteir.{name}":
         return None
     if len(op.results) != 1 or op.result.type.dtype not in FLOAT_DTYPES:
         return None
@@ -48,6 +49,8 @@ def _widen(b: ShapeBuilder, x: Value) -> Value:
 class ByteirSoftmax(Pattern):
     """byteir.softmax / byteir.log_softmax along ``axis``: exp(x - max) / sum, and x - max - log(sum) for the log
     form."""
+
+    root = shlo.CustomCall
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         for name in ("softmax", "log_softmax"):
@@ -73,6 +76,8 @@ class ByteirLayerNorm(Pattern):
     """byteir.layer_norm(x, weight, bias) over ``axis`` (trailing dims): (x - mean) / sqrt(var + epsilon) * weight
     + bias, or / (sqrt(var) + epsilon) with ``eps_outside_sqrt``. The one-result form only (mean and inverse
     standard deviation as extra results are training outputs)."""
+
+    root = shlo.CustomCall
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         attrs = _byteir_call(op, "layer_norm")
@@ -108,6 +113,8 @@ class ByteirGelu(Pattern):
     """byteir.gelu: x / 2 (1 + erf(x / sqrt 2)) for approximate = none or erf, the tanh form for tanh. erf is
     written as chlo.erf, which the CHLO decomposition that runs next turns into StableHLO."""
 
+    root = shlo.CustomCall
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         attrs = _byteir_call(op, "gelu")
         mode = attrs.get("approximate", "none") if attrs is not None else None
@@ -135,6 +142,8 @@ class ByteirGelu(Pattern):
 
 
 class ByteirErf(Pattern):
+    root = shlo.CustomCall
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if _byteir_call(op, "erf") is None:
             return False
@@ -146,8 +155,10 @@ class ByteirErf(Pattern):
 class ByteirOneHot(Pattern):
     """byteir.one_hot(indices; depth, axis, on_value, off_value): iota along ``axis`` == indices, then on or off."""
 
+    root = shlo.CustomCall
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.custom_call" or op.attrs.get("call_target_name") != "byteir.one_hot":
+        if op.attrs.get("call_target_name") != "byteir.one_hot":
             return False
         attrs = op.attrs.get("byteir_attrs", {})
         if not isinstance(attrs, dict) or not {"depth", "axis", "on_value", "off_value"} <= set(attrs):
@@ -158,8 +169,8 @@ class ByteirOneHot(Pattern):
         if out.shape[axis] != int(attrs["depth"]) or idx.type.shape != out.shape[:axis] + out.shape[axis + 1:]:
             return False
         b = ShapeBuilder(out, op.loc)
-        iota = Op.create("stablehlo.iota", [], [TensorType(out.shape, idx.type.dtype)], {"iota_dimension": axis},
-                         op.loc)
+        iota = shlo.Iota.create([], [TensorType(out.shape, idx.type.dtype)], {"iota_dimension": axis},
+                                op.loc)
         b.ops.append(iota)
         hit = b.compare(iota.result, b.broadcast(idx, _other_dims(out.rank, [axis])), "EQ")
         on = torch.tensor(attrs["on_value"], dtype=torch_dtype(out.dtype))
@@ -176,8 +187,10 @@ class ByteirTopK(Pattern):
     """byteir.top_k(x; k, axis): the k largest along ``axis`` with their indices, sorted (a stable total-order
     sort and a slice; ``sorted = false`` allows any order, and sorted is one). The sort runs on the host."""
 
+    root = shlo.CustomCall
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.custom_call" or op.attrs.get("call_target_name") not in _TOP_K_NAMES:
+        if op.attrs.get("call_target_name") not in _TOP_K_NAMES:
             return False
         attrs = op.attrs.get("byteir_attrs", {})
         if not isinstance(attrs, dict) or "k" not in attrs or "axis" not in attrs or len(op.results) != 2:
@@ -207,19 +220,21 @@ class TensorExtractSliceToSlice(Pattern):
     """tensor.extract_slice with static offsets, sizes and strides -> stablehlo.slice (and a reshape where the
     result drops unit dims)."""
 
+    root = "tensor.extract_slice"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "tensor.extract_slice" or len(op.operands) != 1:
+        if len(op.operands) != 1:
             return False
         offsets, sizes, strides = (_static(op, n) for n in ("static_offsets", "static_sizes", "static_strides"))
         if offsets is None or sizes is None or strides is None:
             return False
         src = op.operands[0]
         limits = [o + (s - 1) * st + 1 if s else o for o, s, st in zip(offsets, sizes, strides, strict=True)]
-        sliced = Op.create("stablehlo.slice", [src], [src.type.with_shape(tuple(sizes))],
-                           {"start_indices": offsets, "limit_indices": limits, "strides": strides}, op.loc)
+        sliced = shlo.Slice.create([src], [src.type.with_shape(tuple(sizes))],
+                                   {"start_indices": offsets, "limit_indices": limits, "strides": strides}, op.loc)
         new = [sliced]
         if tuple(sizes) != op.result.type.shape:
-            new.append(Op.create("stablehlo.reshape", sliced.results, [op.result.type], {}, op.loc))
+            new.append(shlo.Reshape.create(sliced.results, [op.result.type], {}, op.loc))
         rw.replace_op(op, new, new[-1].results)
         return True
 
@@ -228,8 +243,10 @@ class TensorInsertSliceToUpdateSlice(Pattern):
     """tensor.insert_slice with static offsets and unit strides -> stablehlo.dynamic_update_slice at constant
     indices (the source reshaped first where it leaves out unit dims)."""
 
+    root = "tensor.insert_slice"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "tensor.insert_slice" or len(op.operands) != 2:
+        if len(op.operands) != 2:
             return False
         offsets, sizes, strides = (_static(op, n) for n in ("static_offsets", "static_sizes", "static_strides"))
         if offsets is None or sizes is None or strides is None or any(s != 1 for s in strides):
@@ -237,13 +254,13 @@ class TensorInsertSliceToUpdateSlice(Pattern):
         src, dest = op.operands
         new: list[Op] = []
         if src.type.shape != tuple(sizes):
-            new.append(Op.create("stablehlo.reshape", [src], [src.type.with_shape(tuple(sizes))], {}, op.loc))
+            new.append(shlo.Reshape.create([src], [src.type.with_shape(tuple(sizes))], {}, op.loc))
             src = new[-1].result
         index_type = TensorType((), "i64")
-        starts = [Op.create("stablehlo.constant", [], [index_type], {"value": torch.tensor(o)}, op.loc)
+        starts = [shlo.Constant.create([], [index_type], {"value": torch.tensor(o)}, op.loc)
                   for o in offsets]
-        update = Op.create("stablehlo.dynamic_update_slice", [dest, src, *(s.result for s in starts)],
-                           [op.result.type], {}, op.loc)
+        update = shlo.DynamicUpdateSlice.create([dest, src, *(s.result for s in starts)],
+                                                [op.result.type], {}, op.loc)
         new += [*starts, update]
         rw.replace_op(op, new, update.results)
         return True

@@ -112,9 +112,9 @@ class ChloBroadcastBinaryToStablehlo(Pattern):
 
 
 class ChloSquareToMultiply(Pattern):
+    root = "chlo.square"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "chlo.square":
-            return False
         b = ShapeBuilder(op.result.type, op.loc)
         return _replace(rw, op, b, b.op("multiply", op.operands[0], op.operands[0]))
 
@@ -122,8 +122,10 @@ class ChloSquareToMultiply(Pattern):
 class ChloIsInfToCompare(Pattern):
     """is_inf(x) -> |x| == inf; is_pos_inf, is_neg_inf -> x == +-inf."""
 
+    root = ("chlo.is_inf", "chlo.is_pos_inf", "chlo.is_neg_inf")
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name not in ("chlo.is_inf", "chlo.is_pos_inf", "chlo.is_neg_inf") or not _float_operand(op):
+        if not _float_operand(op):
             return False
         x = op.operands[0]
         b = ShapeBuilder(op.result.type, op.loc)
@@ -201,8 +203,10 @@ class ChloErfToPolynomials(Pattern):
     stays on the host). Near 1 the result is 1 minus a small term, so that term's relative error barely shows;
     e^(-x^2) underflows to 0 far out, leaving +-1."""
 
+    root = "chlo.erf"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "chlo.erf" or not _float_operand(op, ("f32", "f16", "bf16")):
+        if not _float_operand(op, ("f32", "f16", "bf16")):
             return False
         b = ShapeBuilder(op.result.type, op.loc)
         x = b.convert(op.operands[0], "f32")
@@ -219,8 +223,10 @@ class ChloErfcToExpRational(Pattern):
     """erfc(x) -> for z = |x|: t exp(-z^2 + R(t)), t = 2 / (2 + z), computed in f64 (f32 loses the exponent's
     relative precision at large z); 2 - that for negative x. f32 and half types; f64 stays on the host."""
 
+    root = "chlo.erfc"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "chlo.erfc" or not _float_operand(op, ("f32", "f16", "bf16")):
+        if not _float_operand(op, ("f32", "f16", "bf16")):
             return False
         b = ShapeBuilder(op.result.type, op.loc)
         x = _to_f64(b, op.operands[0])
@@ -253,8 +259,10 @@ class ChloLgammaToLanczos(Pattern):
     """lgamma(x) -> Lanczos' series in f64 for x >= 1/2; below, log(pi / |sin(pi x)|) - lgamma(1 - x). +inf at the
     poles (0 and the negative integers) and at +-inf."""
 
+    root = "chlo.lgamma"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "chlo.lgamma" or not _float_operand(op):
+        if not _float_operand(op):
             return False
         f = _ReflectedF64(op)
         b, c = f.b, f.c
@@ -280,8 +288,10 @@ class ChloDigammaToAsymptoticSeries(Pattern):
     """digamma(x) -> in f64, for x >= 1/2: the asymptotic series at w = x + 6 less sum 1 / (x + i); below,
     digamma(1 - x) - pi / tan(pi x). NaN at the poles (0 and the negative integers) and at -inf."""
 
+    root = "chlo.digamma"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "chlo.digamma" or not _float_operand(op):
+        if not _float_operand(op):
             return False
         f = _ReflectedF64(op)
         b, c = f.b, f.c
@@ -303,8 +313,10 @@ class ChloErfInvToPolynomial(Pattern):
     """erf_inv(x) -> x P(w) with w = -log((1 - x)(1 + x)): Giles' central polynomial in w - 5/2 for w < 5, the
     tail polynomial in sqrt(w) - 3 beyond; +-inf at +-1. f32 (half types widened); f64 stays on the host."""
 
+    root = "chlo.erf_inv"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "chlo.erf_inv" or not _float_operand(op, ("f32", "f16", "bf16")):
+        if not _float_operand(op, ("f32", "f16", "bf16")):
             return False
         b = ShapeBuilder(op.result.type, op.loc)
         x = b.convert(op.operands[0], "f32")
@@ -324,8 +336,10 @@ class ChloNextAfterOnBits(Pattern):
     """next_after(x, y) -> the float next to x towards y: x's bits plus one when that moves away from zero, minus
     one when towards it; y where x == y, the smallest subnormal of y's sign where x is 0, NaN where either is."""
 
+    root = "chlo.next_after"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "chlo.next_after" or op.operands[0].type.dtype not in _BITS:
+        if op.operands[0].type.dtype not in _BITS:
             return False
         x, y = op.operands
         dtype = x.type.dtype
@@ -348,8 +362,10 @@ class ChloTopKToSort(Pattern):
     """top_k(x, k) -> slice(sort(x, iota) descending in total order along the last dim, stable): the k largest
     values (NaN first, as JAX orders them) and their indices, lowest index first among equals."""
 
+    root = "chlo.top_k"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "chlo.top_k" or len(op.results) != 2:
+        if len(op.results) != 2:
             return False
         ops, results = top_k_by_sort(op.operands[0], [r.type for r in op.results],
                                      op.operands[0].type.rank - 1, op.loc)

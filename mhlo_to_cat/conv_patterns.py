@@ -15,6 +15,7 @@ import math
 import torch
 
 import cat_dialect as cat
+from foundation import stablehlo as shlo
 from foundation.ir import FLOAT_DTYPES, Op, TensorType, Value, torch_dtype
 from mhlo_to_cat.gemm_patterns import cat_producer, epilogue_activation
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, input_free_value, producer, splat_value
@@ -48,8 +49,10 @@ class PatchifyConvolutionToGemm(Pattern):
     into patches, cat.gemm against w viewed as [O, C*k...] (or [C*k..., O]), and the transpose back to the
     convolution's output layout. Any spatial rank, any layout the dimension numbers describe."""
 
+    root = shlo.Convolution
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.convolution" or len(op.operands) != 2:
+        if len(op.operands) != 2:
             return False
         dn = _conv_dims(op)
         x, w = op.operands
@@ -75,7 +78,7 @@ class PatchifyConvolutionToGemm(Pattern):
         for d, p, k in zip(spatial_in, patches, ks, strict=True):
             used[d] = p * k
         if used != list(x.type.shape):
-            x = _emit(rw, op, "stablehlo.slice", x, used, start_indices=[0] * rank, limit_indices=used,
+            x = _emit(rw, op, shlo.Slice.name, x, used, start_indices=[0] * rank, limit_indices=used,
                       strides=[1] * rank)
         # Split every spatial dim d into (patches, kernel) in place: positions in the split shape.
         split_shape, pos = [], {}
@@ -95,18 +98,18 @@ class PatchifyConvolutionToGemm(Pattern):
         perm = [pos[dn["input_batch_dimension"]]] + [pos[("patch", i)] for i in range(len(ks))] + contraction
         k_total = math.prod(split_shape[p] for p in contraction)
         batch = x.type.shape[dn["input_batch_dimension"]]
-        split = _emit(rw, op, "stablehlo.reshape", x, split_shape)
-        moved = _emit(rw, op, "stablehlo.transpose", split, [split_shape[p] for p in perm], permutation=perm)
-        a = _emit(rw, op, "stablehlo.reshape", moved, [batch, *patches, k_total])
+        split = _emit(rw, op, shlo.Reshape.name, x, split_shape)
+        moved = _emit(rw, op, shlo.Transpose.name, split, [split_shape[p] for p in perm], permutation=perm)
+        a = _emit(rw, op, shlo.Reshape.name, moved, [batch, *patches, k_total])
         o_dim = dn["kernel_output_feature_dimension"]
         n_out = w.type.shape[o_dim]
         if o_dim == w.type.rank - 1:
-            weight, layout = _emit(rw, op, "stablehlo.reshape", w, [k_total, n_out]), "rrr"
+            weight, layout = _emit(rw, op, shlo.Reshape.name, w, [k_total, n_out]), "rrr"
         else:
             if o_dim != 0:
                 wperm = [o_dim] + kernel_order
-                w = _emit(rw, op, "stablehlo.transpose", w, [w.type.shape[d] for d in wperm], permutation=wperm)
-            weight, layout = _emit(rw, op, "stablehlo.reshape", w, [n_out, k_total]), "rcr"
+                w = _emit(rw, op, shlo.Transpose.name, w, [w.type.shape[d] for d in wperm], permutation=wperm)
+            weight, layout = _emit(rw, op, shlo.Reshape.name, w, [n_out, k_total]), "rcr"
         gemm = cat.build(cat.Gemm(layout), [a, weight], op.loc)
         # gemm result: [B, patches..., O] -> the convolution's output layout.
         src = {dn["output_batch_dimension"]: 0, dn["output_feature_dimension"]: len(ks) + 1}
@@ -115,7 +118,7 @@ class PatchifyConvolutionToGemm(Pattern):
         if out_perm == list(range(out.rank)):
             rw.replace_op(op, [gemm], gemm.results)
             return True
-        back = Op.create("stablehlo.transpose", gemm.results, [out], {"permutation": out_perm}, op.loc)
+        back = shlo.Transpose.create(gemm.results, [out], {"permutation": out_perm}, op.loc)
         rw.replace_op(op, [gemm, back], back.results)
         return True
 
@@ -135,11 +138,11 @@ def _permuted(rw: Rewriter, anchor: Op, v: Value, perm: list[int]) -> Value:
         return v
     shape = [v.type.shape[p] for p in perm]
     if t is not None:
-        new = Op.create("stablehlo.constant", [], [v.type.with_shape(shape)],
-                        {"value": t.permute(perm).contiguous()}, v.owner.loc)
+        new = shlo.Constant.create([], [v.type.with_shape(shape)],
+                                   {"value": t.permute(perm).contiguous()}, v.owner.loc)
         rw.insert_before(anchor, [new])
         return new.result
-    return _emit(rw, anchor, "stablehlo.transpose", v, shape, permutation=perm)
+    return _emit(rw, anchor, shlo.Transpose.name, v, shape, permutation=perm)
 
 
 def padding_pairs(op: Op, spatial: int) -> tuple[tuple[int, int], ...]:
@@ -178,8 +181,10 @@ class InputDilationAsInteriorPadding(Pattern):
     stablehlo.pad with interior padding (the zeros between input pixels) and the conv's own padding as edge padding
     (negative: a crop), then a convolution without either: a plain convolution, which can be a CAT conv."""
 
+    root = shlo.Convolution
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.convolution" or _all(op.attrs.get("lhs_dilation"), 1):
+        if _all(op.attrs.get("lhs_dilation"), 1):
             return False
         dn = _conv_dims(op)
         if dn is None or op.attrs.get("batch_group_count", 1) != 1:
@@ -196,13 +201,13 @@ class InputDilationAsInteriorPadding(Pattern):
             shape[d] = (shape[d] - 1) * dil[i] + 1 + pairs[i][0] + pairs[i][1]
         if min(shape) < 1:
             return False
-        zero = Op.create("stablehlo.constant", [], [TensorType((), x.type.dtype)],
-                         {"value": torch.zeros((), dtype=torch_dtype(x.type.dtype))}, op.loc)
-        padded = Op.create("stablehlo.pad", [x, zero.result], [x.type.with_shape(shape)],
-                           {"edge_padding_low": low, "edge_padding_high": high, "interior_padding": interior}, op.loc)
+        zero = shlo.Constant.create([], [TensorType((), x.type.dtype)],
+                                    {"value": torch.zeros((), dtype=torch_dtype(x.type.dtype))}, op.loc)
+        pads = {"edge_padding_low": low, "edge_padding_high": high, "interior_padding": interior}
+        padded = shlo.Pad.create([x, zero.result], [x.type.with_shape(shape)], pads, op.loc)
         dropped = ("lhs_dilation", "padding")  # absent: no input dilation, no padding
-        conv = Op.create("stablehlo.convolution", [padded.result, op.operands[1]], [op.result.type],
-                         {k: v for k, v in op.attrs.items() if k not in dropped}, op.loc)
+        conv = shlo.Convolution.create([padded.result, op.operands[1]], [op.result.type],
+                                       {k: v for k, v in op.attrs.items() if k not in dropped}, op.loc)
         conv.raw_attrs = {k: v for k, v in op.raw_attrs.items() if k not in dropped}  # printed as they were read
         rw.replace_op(op, [zero, padded, conv], conv.results)
         return True
@@ -214,9 +219,9 @@ class ConvolutionToCatConv(Pattern):
     transpose back to the convolution's output layout; between two convolutions the transposes cancel
     (ComposeTransposes)."""
 
+    root = shlo.Convolution
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.convolution":
-            return False
         decl = conv_declaration(op)
         if isinstance(decl, str):
             return False
@@ -226,7 +231,7 @@ class ConvolutionToCatConv(Pattern):
         flipped = [d for d, r in zip(dn["kernel_spatial_dimensions"], [] if reversal is None else list(reversal),
                                      strict=False) if bool(r)]
         if flipped:  # the window read backwards: a reversed filter (folded below when the filter is a weight)
-            w = _emit(rw, op, "stablehlo.reverse", w, w.type.shape, dimensions=flipped)
+            w = _emit(rw, op, shlo.Reverse.name, w, w.type.shape, dimensions=flipped)
         xl = _permuted(rw, op, x, _channels_last(dn, "input", "batch", "feature"))
         wl = _permuted(rw, op, w, _channels_last(dn, "kernel", "output_feature", "input_feature"))
         conv = cat.build(decl, [xl, wl], op.loc)
@@ -235,7 +240,7 @@ class ConvolutionToCatConv(Pattern):
         if back == list(range(len(back))):
             rw.replace_op(op, [conv], conv.results)
             return True
-        tr = Op.create("stablehlo.transpose", conv.results, [op.result.type], {"permutation": back}, op.loc)
+        tr = shlo.Transpose.create(conv.results, [op.result.type], {"permutation": back}, op.loc)
         rw.replace_op(op, [conv, tr], tr.results)
         return True
 
@@ -255,11 +260,11 @@ class ConvOutput:
         """``shared``: ``v`` may have several users (the ops of one activation's region)."""
         layout = widen = None
         first = True
-        while v.owner is not None and v.owner.name in ("stablehlo.transpose", "stablehlo.convert"):
+        while v.owner is not None and isinstance(v.owner, (shlo.Transpose, shlo.Convert)):
             step = v.owner
-            if step.name == "stablehlo.transpose" and layout is None:
+            if isinstance(step, shlo.Transpose) and layout is None:
                 layout = step
-            elif step.name == "stablehlo.convert" and widen is None and _widens(step):
+            elif isinstance(step, shlo.Convert) and widen is None and _widens(step):
                 widen = step
             else:
                 return None
@@ -278,11 +283,11 @@ class ConvOutput:
         ops, v = [new], new.result
         if self.layout is not None:
             shape = [v.type.shape[p] for p in self.layout.attrs["permutation"]]
-            ops.append(Op.create("stablehlo.transpose", [v], [v.type.with_shape(shape)], dict(self.layout.attrs),
-                                 self.layout.loc))
+            ops.append(shlo.Transpose.create([v], [v.type.with_shape(shape)], dict(self.layout.attrs),
+                                             self.layout.loc))
             v = ops[-1].result
         if self.widen is not None:
-            ops.append(Op.create("stablehlo.convert", [v], [replaced.result.type], {}, self.widen.loc))
+            ops.append(shlo.Convert.create([v], [replaced.result.type], {}, self.widen.loc))
             v = ops[-1].result
         rw.replace_op(replaced, ops, [v])
 
@@ -299,7 +304,7 @@ def channel_vector(v: Value, feature_dim: int, k: int) -> Value | torch.Tensor |
     s = splat_value(v)
     if s is not None:
         return torch.full((k,), s, dtype=torch_dtype(v.type.dtype))
-    b = producer(v, "stablehlo.broadcast_in_dim")
+    b = producer(v, shlo.BroadcastInDim)
     if b is None:
         return None
     u = b.operands[0]
@@ -315,14 +320,14 @@ def channel_vector(v: Value, feature_dim: int, k: int) -> Value | torch.Tensor |
 def _as_value(rw: Rewriter, anchor: Op, vec: Value | torch.Tensor, k: int, dtype: str) -> Value:
     """``vec`` as a [K] value of the conv's element type."""
     if isinstance(vec, torch.Tensor):
-        new = Op.create("stablehlo.constant", [], [TensorType((k,), dtype)], {"value": vec.to(torch_dtype(dtype))},
-                        anchor.loc)
+        new = shlo.Constant.create([], [TensorType((k,), dtype)], {"value": vec.to(torch_dtype(dtype))},
+                                   anchor.loc)
         rw.insert_before(anchor, [new])
         return new.result
     if vec.type.shape != (k,):
-        vec = _emit(rw, anchor, "stablehlo.reshape", vec, (k,))
+        vec = _emit(rw, anchor, shlo.Reshape.name, vec, (k,))
     if vec.type.dtype != dtype:
-        convert = Op.create("stablehlo.convert", [vec], [vec.type.with_dtype(dtype)], {}, anchor.loc)
+        convert = shlo.Convert.create([vec], [vec.type.with_dtype(dtype)], {}, anchor.loc)
         rw.insert_before(anchor, [convert])
         vec = convert.result
     return vec
@@ -333,8 +338,10 @@ class ConvChannelAffineFolding(Pattern):
     constant filter and bias -> the filter and bias scaled (inference batch norm: (y - mean) * rsqrt(var +
     eps) * gamma + beta folds away entirely). Only before any activation or residual."""
 
-    _KINDS = {"stablehlo.add": "add", "stablehlo.subtract": "sub", "stablehlo.multiply": "mul",
-              "stablehlo.divide": "div"}
+    root = (shlo.Add, shlo.Subtract, shlo.Multiply, shlo.Divide)
+
+    _KINDS = {shlo.Add.name: "add", shlo.Subtract.name: "sub", shlo.Multiply.name: "mul",
+              shlo.Divide.name: "div"}
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         kind = self._KINDS.get(op.name)
@@ -368,10 +375,10 @@ class ConvChannelAffineFolding(Pattern):
                 conv.rebuild(rw, op, conv.decl.replace(epilogue=("bias",)), [*operands, bias])
                 return True
         v = _as_value(rw, op, vec, k, dtype)
-        name = "stablehlo.subtract" if negate else "stablehlo.add"
+        name = shlo.Subtract.name if negate else shlo.Add.name
         if old is None:
             if negate:
-                v = _emit(rw, op, "stablehlo.negate", v, (k,))
+                v = _emit(rw, op, shlo.Negate.name, v, (k,))
             bias = v
         else:
             combined = Op.create(name, [old, v], [old.type], {}, op.loc)
@@ -392,8 +399,8 @@ class ConvChannelAffineFolding(Pattern):
         s = 1.0 / s if divide else s
         shape = (k,) + (1,) * (w.dim() - 1)
         dtype = conv.op.result.type.dtype
-        w_new = Op.create("stablehlo.constant", [], [conv.op.operands[1].type],
-                          {"value": (w.double() * s.reshape(shape)).to(w.dtype)}, conv.op.operands[1].owner.loc)
+        scaled = (w.double() * s.reshape(shape)).to(w.dtype)
+        w_new = shlo.Constant.create([], [conv.op.operands[1].type], {"value": scaled}, conv.op.operands[1].owner.loc)
         rw.insert_before(op, [w_new])
         operands = [conv.op.operands[0], w_new.result]
         if b is not None:
@@ -409,21 +416,21 @@ class ConvResidualFusion(Pattern):
 
     @staticmethod
     def _channels_last(d: Value, perm: list[int], op: Op, rw: Rewriter) -> Value | None:
-        src = producer(d, "stablehlo.transpose")
+        src = producer(d, shlo.Transpose)
         if src is not None and src.attrs["permutation"] == perm:
             return src.operands[0]
         inverse = [perm.index(i) for i in range(len(perm))]
-        return next((u.result for u in rw.users(d) if u.name == "stablehlo.transpose"
+        return next((u.result for u in rw.users(d) if isinstance(u, shlo.Transpose)
                      and u.attrs["permutation"] == inverse and rw.position(u) < rw.position(op)), None)
 
+    root = shlo.Add
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.add":
-            return False
         for y, d in (op.operands, op.operands[::-1]):
             conv = ConvOutput.of(y, rw)
             if conv is None or conv.widen is not None or conv.decl.residual or d is y or d.type != y.type:
                 continue
-            if producer(d, "stablehlo.broadcast_in_dim") is not None or splat_value(d) is not None:
+            if producer(d, shlo.BroadcastInDim) is not None or splat_value(d) is not None:
                 continue  # a per-channel or scalar addend is a bias (ConvChannelAffineFolding)
             if conv.layout is not None:
                 d = self._channels_last(d, conv.layout.attrs["permutation"], op, rw)
@@ -448,8 +455,8 @@ class ConvActivationFusion(Pattern):
         x = op.result
         for _ in range(2):  # the layout transpose and a widening convert, in either order
             users = rw.users(x)
-            if len(users) == 1 and (users[0].name == "stablehlo.transpose" or (
-                    users[0].name == "stablehlo.convert" and _widens(users[0]))):
+            if len(users) == 1 and (isinstance(users[0], shlo.Transpose) or (
+                    isinstance(users[0], shlo.Convert) and _widens(users[0]))):
                 x = users[0].result
         conv = ConvOutput.of(x, rw, shared=True)
         if conv is None:
@@ -468,8 +475,10 @@ class ConvolutionInLinalgForm(Pattern):
     named convolution, whose output loops come before its reduction loops (one parallel loop nest, a GPU kernel;
     other layouts interleave them), accumulating in f32 as the CAT convs do."""
 
+    root = shlo.Convolution
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.convolution" or len(op.operands) != 2:
+        if len(op.operands) != 2:
             return False
         dn = _conv_dims(op)
         x, w = op.operands
@@ -486,9 +495,9 @@ class ConvolutionInLinalgForm(Pattern):
         wide = "f32" if dtype in ("f16", "bf16") else dtype
         if (x_order, w_order, out_order) == (ident, ident, ident) and wide == dtype:
             return False
-        xs = _emit(rw, op, "stablehlo.transpose", x, [x.type.shape[d] for d in x_order], permutation=x_order) \
+        xs = _emit(rw, op, shlo.Transpose.name, x, [x.type.shape[d] for d in x_order], permutation=x_order) \
             if x_order != ident else x
-        ws = _emit(rw, op, "stablehlo.transpose", w, [w.type.shape[d] for d in w_order], permutation=w_order) \
+        ws = _emit(rw, op, shlo.Transpose.name, w, [w.type.shape[d] for d in w_order], permutation=w_order) \
             if w_order != ident else w
         if wide != dtype:
             xs = _convert(rw, op, xs, wide)
@@ -504,23 +513,23 @@ class ConvolutionInLinalgForm(Pattern):
         }
         attrs = {k: v for k, v in op.attrs.items() if k != "dimension_numbers"}
         attrs["dimension_numbers"] = canonical
-        conv = Op.create("stablehlo.convolution", [xs, ws], [TensorType(tuple(out_shape), wide)], attrs, op.loc)
+        conv = shlo.Convolution.create([xs, ws], [TensorType(tuple(out_shape), wide)], attrs, op.loc)
         conv.raw_attrs = {k: v for k, v in op.raw_attrs.items() if k != "dimension_numbers"}
         conv.raw_attrs["dimension_numbers"] = _dimension_text(spatial)
         ops, v = [conv], conv.result
         if wide != dtype:
-            ops.append(Op.create("stablehlo.convert", [v], [v.type.with_dtype(dtype)], {}, op.loc))
+            ops.append(shlo.Convert.create([v], [v.type.with_dtype(dtype)], {}, op.loc))
             v = ops[-1].result
         back = [out_order.index(d) for d in range(op.result.type.rank)]
         if back != ident:
-            ops.append(Op.create("stablehlo.transpose", [v], [op.result.type], {"permutation": back}, op.loc))
+            ops.append(shlo.Transpose.create([v], [op.result.type], {"permutation": back}, op.loc))
             v = ops[-1].result
         rw.replace_op(op, ops, [v])
         return True
 
 
 def _convert(rw: Rewriter, anchor: Op, v: Value, dtype: str) -> Value:
-    new = Op.create("stablehlo.convert", [v], [v.type.with_dtype(dtype)], {}, anchor.loc)
+    new = shlo.Convert.create([v], [v.type.with_dtype(dtype)], {}, anchor.loc)
     rw.insert_before(anchor, [new])
     return new.result
 

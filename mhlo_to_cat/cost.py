@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import cat_dialect as cat
+from foundation import stablehlo as shlo
 from foundation.ir import Function, Op, Value
 from semantics.op_traits import ELEMENTWISE
 
@@ -13,19 +14,19 @@ from semantics.op_traits import ELEMENTWISE
 def op_flops(op: Op) -> int:
     if cat.is_cat(op):
         return cat.decode(op).flops([v.type for v in op.operands])
-    if op.name == "stablehlo.dot_general":
+    if isinstance(op, shlo.DotGeneral):
         dn = op.attrs.get("dot_dimension_numbers", {})
         k = math.prod(op.operands[0].type.shape[d] for d in dn.get("lhs_contracting_dimensions", []))
         return 2 * op.result.type.numel * k
     if op.name in ELEMENTWISE:
         return op.result.type.numel
-    if op.name in ("stablehlo.reduce", "stablehlo.reduce_window"):
+    if isinstance(op, (shlo.Reduce, shlo.ReduceWindow)):
         return op.operands[0].type.numel
     return 0
 
 
 # ops that read only part of their first operand: as many bytes as they produce
-_PARTIAL_READS = frozenset({"stablehlo.gather", "stablehlo.slice", "stablehlo.dynamic_slice"})
+_PARTIAL_READS = frozenset({shlo.Gather.name, shlo.Slice.name, shlo.DynamicSlice.name})
 
 
 def moved_bytes(ops: Sequence[Op], inputs: Sequence[Value], outputs: Sequence[Value]) -> int:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import torch
 
 import cat_dialect as cat
+from foundation import stablehlo as shlo
 from foundation.ir import FLOAT_DTYPES, Op, Value, torch_dtype
 from foundation.source_loc import Loc
 from mhlo_to_cat.probing import ancestors_in, function_loc, grow_region, probe_generator, probe_rows, search_region
@@ -18,7 +19,7 @@ _SWAP_LAST2 = "swap-last-two"
 
 
 def _is_swap_last2(op: Op | None) -> bool:
-    if op is None or op.name != "stablehlo.transpose":
+    if op is None or not isinstance(op, shlo.Transpose):
         return False
     perm = op.attrs["permutation"]
     r = len(perm)
@@ -62,7 +63,7 @@ def gemm_plan(op: Op) -> tuple[str, str] | str:
 
 def _head_split(x: Value, first: int) -> bool:
     """Whether ``x`` is a reshape whose dims ``first`` and ``first + 1`` are one dim of its operand split in two."""
-    r = producer(x, "stablehlo.reshape")
+    r = producer(x, shlo.Reshape)
     if r is None:
         return False
     src, out = r.operands[0].type.shape, x.type.shape
@@ -78,13 +79,13 @@ def _result_head_merge(op: Op, rw: Rewriter) -> tuple[int, int] | None:
         return None
     t = rw.users(v)[0]
     perm = list(range(v.type.rank))
-    if t.name == "stablehlo.transpose":
+    if isinstance(t, shlo.Transpose):
         if not rw.single_use(t.result):
             return None
         perm = t.attrs["permutation"]
         v = t.result
         t = rw.users(v)[0]
-    if t.name != "stablehlo.reshape":
+    if not isinstance(t, shlo.Reshape):
         return None
     src, out = v.type.shape, t.result.type.shape
     if len(out) != len(src) - 1:
@@ -102,9 +103,9 @@ class GroupedHeadsDotGeneral(Pattern):
     N heads it is the bmm of multi-head attention, with K/V repeated as Llama's repeat_kv repeats them. G is known
     from the reshape that splits N (Q's side) or the one that merges it again (the output's side)."""
 
+    root = shlo.DotGeneral
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.dot_general":
-            return False
         d = dot_dims(op)
         lb, rb, lc, rc = (d["lhs_batching_dimensions"], d["rhs_batching_dimensions"],
                           d["lhs_contracting_dimensions"], d["rhs_contracting_dimensions"])
@@ -147,25 +148,25 @@ class GroupedHeadsDotGeneral(Pattern):
         xperm.insert(xperm.index(k) + 1, g)
         xv = x
         if xperm != list(range(x.type.rank)):
-            new_ops.append(Op.create("stablehlo.transpose", [x], [x.type.with_shape(x.type.shape[i] for i in xperm)],
-                                     {"permutation": xperm}, op.loc))
+            new_ops.append(shlo.Transpose.create([x], [x.type.with_shape(x.type.shape[i] for i in xperm)],
+                                                 {"permutation": xperm}, op.loc))
             xv = new_ops[-1].result
         kpos = xperm.index(k)
         xshape = list(xv.type.shape)
         xshape[kpos:kpos + 2] = [xshape[kpos] * xshape[kpos + 1]]
-        new_ops.append(Op.create("stablehlo.reshape", [xv], [x.type.with_shape(tuple(xshape))], {}, op.loc))
+        new_ops.append(shlo.Reshape.create([xv], [x.type.with_shape(tuple(xshape))], {}, op.loc))
         x4 = new_ops[-1].result
         xmap = {old: (new if new <= kpos else new - 1) for new, old in enumerate(xperm) if old != g}
         # Y repeated G times right after its K, merged the same way
         yshape = list(y.type.shape)
         yshape.insert(ky + 1, groups)
         bdims = [i if i <= ky else i + 1 for i in range(y.type.rank)]
-        new_ops.append(Op.create("stablehlo.broadcast_in_dim", [y], [y.type.with_shape(tuple(yshape))],
-                                 {"broadcast_dimensions": bdims}, op.loc))
+        new_ops.append(shlo.BroadcastInDim.create([y], [y.type.with_shape(tuple(yshape))],
+                                                  {"broadcast_dimensions": bdims}, op.loc))
         merged = list(y.type.shape)
         merged[ky] *= groups
-        new_ops.append(Op.create("stablehlo.reshape", new_ops[-1].results, [y.type.with_shape(tuple(merged))], {},
-                                 op.loc))
+        new_ops.append(shlo.Reshape.create(new_ops[-1].results, [y.type.with_shape(tuple(merged))], {},
+                                           op.loc))
         y4 = new_ops[-1].result
         nxb, nxc = [xmap[i] for i in xb], [xmap[i] for i in xc]
         nl, nr = (x4, y4) if x_is_lhs else (y4, x4)
@@ -179,15 +180,15 @@ class GroupedHeadsDotGeneral(Pattern):
         nb_dims = [nl.type.shape[i] for i in dims["lhs_batching_dimensions"]]
         out_shape = nb_dims + [nl.type.shape[i] for i in nlfree] + [nr.type.shape[i] for i in nrfree]
         text = "#stablehlo.dot<" + ", ".join(f"{key} = {val}" for key, val in dims.items()) + ">"
-        dot = Op.create("stablehlo.dot_general", [nl, nr], [op.result.type.with_shape(tuple(out_shape))],
-                        {"dot_dimension_numbers": dims}, op.loc)
+        dot = shlo.DotGeneral.create([nl, nr], [op.result.type.with_shape(tuple(out_shape))],
+                                     {"dot_dimension_numbers": dims}, op.loc)
         dot.raw_attrs["dot_dimension_numbers"] = text
         new_ops.append(dot)
         # split N back into (K, G) and put every dim where the original result had it
         bpos = xb.index(k)
         split = out_shape[:bpos] + [x.type.shape[k], groups] + out_shape[bpos + 1:]
-        new_ops.append(Op.create("stablehlo.reshape", [dot.result], [op.result.type.with_shape(tuple(split))], {},
-                                 op.loc))
+        new_ops.append(shlo.Reshape.create([dot.result], [op.result.type.with_shape(tuple(split))], {},
+                                           op.loc))
         labels_new = [("b", i) for i in xb[:bpos + 1]] + [("x", g)] + [("b", i) for i in xb[bpos + 1:]]
         x_free_new = [("x", i) for i in range(x.type.rank) if i not in xb + xc + [g]]
         y_free = [("y", i) for i in range(y.type.rank) if i not in yb + yc]
@@ -197,7 +198,7 @@ class GroupedHeadsDotGeneral(Pattern):
         perm = [labels_new.index(label) for label in labels_old]
         out = new_ops[-1].result
         if perm != list(range(len(perm))):
-            new_ops.append(Op.create("stablehlo.transpose", [out], [op.result.type], {"permutation": perm}, op.loc))
+            new_ops.append(shlo.Transpose.create([out], [op.result.type], {"permutation": perm}, op.loc))
             out = new_ops[-1].result
         rw.replace_op(op, new_ops, [out])
         return True
@@ -208,15 +209,17 @@ class HalfDotWithWideResult(Pattern):
     dot_general(f32(a), f32(b)): widening is exact and products of half values are exact in f32, so the f32 dot
     computes the same thing, and it is a CAT gemm/bmm where the mixed form is not."""
 
+    root = shlo.DotGeneral
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.dot_general" or op.result.type.dtype != "f32":
+        if op.result.type.dtype != "f32":
             return False
         a, b = op.operands
         if a.type.dtype not in ("f16", "bf16") or b.type.dtype != a.type.dtype:
             return False
-        wide = [Op.create("stablehlo.convert", [v], [v.type.with_dtype("f32")], {}, op.loc) for v in (a, b)]
+        wide = [shlo.Convert.create([v], [v.type.with_dtype("f32")], {}, op.loc) for v in (a, b)]
         attrs = {k: v for k, v in op.attrs.items() if k != "algorithm"}
-        dot = Op.create("stablehlo.dot_general", [w.result for w in wide], [op.result.type], attrs, op.loc)
+        dot = shlo.DotGeneral.create([w.result for w in wide], [op.result.type], attrs, op.loc)
         dot.raw_attrs.update({k: v for k, v in op.raw_attrs.items() if k != "algorithm"})
         rw.replace_op(op, [*wide, dot], dot.results)
         return True
@@ -228,8 +231,10 @@ class BatchDimsFirst(Pattern):
     [batch..., contracting, free]. The result's dim order (batch, lhs free, rhs free) is unchanged, and
     the transposes are plain data movement that the bmm layouts and attention recognition understand."""
 
+    root = shlo.DotGeneral
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.dot_general" or not isinstance(gemm_plan(op), str):
+        if not isinstance(gemm_plan(op), str):
             return False
         d = dot_dims(op)
         lb, rb, lc, rc = (d["lhs_batching_dimensions"], d["rhs_batching_dimensions"],
@@ -249,8 +254,8 @@ class BatchDimsFirst(Pattern):
             if perm == list(range(v.type.rank)):
                 operands.append(v)
                 continue
-            t = Op.create("stablehlo.transpose", [v], [v.type.with_shape(v.type.shape[i] for i in perm)],
-                          {"permutation": perm}, op.loc)
+            t = shlo.Transpose.create([v], [v.type.with_shape(v.type.shape[i] for i in perm)],
+                                      {"permutation": perm}, op.loc)
             new_ops.append(t)
             operands.append(t.result)
         n = len(lb)
@@ -258,8 +263,8 @@ class BatchDimsFirst(Pattern):
                 "lhs_contracting_dimensions": [n + 1], "rhs_contracting_dimensions": [n]}
         text = (f"#stablehlo.dot<lhs_batching_dimensions = {list(range(n))}, rhs_batching_dimensions = "
                 f"{list(range(n))}, lhs_contracting_dimensions = [{n + 1}], rhs_contracting_dimensions = [{n}]>")
-        dot = Op.create("stablehlo.dot_general", operands, [op.result.type], {"dot_dimension_numbers": dims},
-                        op.loc)
+        dot = shlo.DotGeneral.create(operands, [op.result.type], {"dot_dimension_numbers": dims},
+                                     op.loc)
         dot.raw_attrs["dot_dimension_numbers"] = text
         rw.replace_op(op, new_ops + [dot], dot.results)
         return True
@@ -271,9 +276,9 @@ class MultiDimWeightToGemm(Pattern):
     dims (DenseGeneral's output projection: A[B, S, H, D] x W[H, D, N]) are merged into one K when they are the
     trailing dims of A and, in the same order, the leading (or trailing) dims of W."""
 
+    root = shlo.DotGeneral
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.dot_general":
-            return False
         d = dot_dims(op)
         lhs, w = op.operands
         lc, rc = d["lhs_contracting_dimensions"], d["rhs_contracting_dimensions"]
@@ -294,15 +299,15 @@ class MultiDimWeightToGemm(Pattern):
         n = w.type.numel // k if k else 0
         pre = []
         if nk > 1:
-            pre.append(Op.create("stablehlo.reshape", [lhs], [lhs.type.with_shape(lhs.type.shape[:-nk] + (k,))], {},
-                                 op.loc))
+            pre.append(shlo.Reshape.create([lhs], [lhs.type.with_shape(lhs.type.shape[:-nk] + (k,))], {},
+                                           op.loc))
             lhs = pre[-1].result
         flat = (k, n) if layout == "rrr" else (n, k)
         if w.type.shape != flat:
-            pre.append(Op.create("stablehlo.reshape", [w], [w.type.with_shape(flat)], {}, op.loc))
+            pre.append(shlo.Reshape.create([w], [w.type.with_shape(flat)], {}, op.loc))
             w = pre[-1].result
         gemm = cat.build(cat.Gemm(layout), [lhs, w], op.loc)
-        out = Op.create("stablehlo.reshape", gemm.results, [op.result.type], {}, op.loc)
+        out = shlo.Reshape.create(gemm.results, [op.result.type], {}, op.loc)
         rw.replace_op(op, [*pre, gemm, out], out.results)
         return True
 
@@ -310,15 +315,15 @@ class MultiDimWeightToGemm(Pattern):
 class DotGeneralToGemm(Pattern):
     """dot_general(A[..., K], W) -> cat.gemm_rcr / gemm_rrr; a transpose of W flips the layout."""
 
+    root = shlo.DotGeneral
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.dot_general":
-            return False
         plan = gemm_plan(op)
         if isinstance(plan, str) or plan[0] != "gemm":
             return False
         layout = plan[1]
         a, b = op.operands
-        t = producer(b, "stablehlo.transpose")
+        t = producer(b, shlo.Transpose)
         if t is not None and t.attrs["permutation"] == [1, 0]:
             b, layout = t.operands[0], ("rcr" if layout == "rrr" else "rrr")
         new = cat.build(cat.Gemm(layout), [a, b], op.loc)
@@ -329,9 +334,9 @@ class DotGeneralToGemm(Pattern):
 class DotGeneralToBmm(Pattern):
     """Batched dot_general -> cat.bmm_{a}{b}r; a transpose of the last two dims of A or B flips its letter."""
 
+    root = shlo.DotGeneral
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.dot_general":
-            return False
         plan = gemm_plan(op)
         if isinstance(plan, str) or plan[0] != "bmm":
             return False
@@ -369,6 +374,8 @@ def row_major_bmm(op: Op) -> cat.Bmm | None:
 class TransposeIntoBmmOutput(Pattern):
     """transpose(bmm_{ab}r, swap last two) -> bmm_{ab}c."""
 
+    root = shlo.Transpose
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if not _is_swap_last2(op):
             return False
@@ -393,18 +400,18 @@ class BmmWithSharedWeightToGemm(Pattern):
         if decl is None:
             return False
         b = op.operands[1]
-        bc = producer(b, "stablehlo.broadcast_in_dim")
+        bc = producer(b, shlo.BroadcastInDim)
         r = op.result.type.rank
         pre: list[Op] = []
         if bc is not None and bc.operands[0].type.rank == 2 and bc.attrs["broadcast_dimensions"] == [r - 2, r - 1]:
             w = bc.operands[0]
         elif all(d == 1 for d in b.type.shape[:-2]):
-            pre = [Op.create("stablehlo.reshape", [b], [b.type.with_shape(b.type.shape[-2:])], {}, op.loc)]
+            pre = [shlo.Reshape.create([b], [b.type.with_shape(b.type.shape[-2:])], {}, op.loc)]
             w = pre[0].result
         else:
             return False
         layout = "rrr" if decl.layout[1] == "r" else "rcr"
-        t = producer(w, "stablehlo.transpose")
+        t = producer(w, shlo.Transpose)
         if t is not None and t.attrs["permutation"] == [1, 0]:
             w, layout = t.operands[0], ("rcr" if layout == "rrr" else "rrr")
         new = cat.build(cat.Gemm(layout), [op.operands[0], w], op.loc)
@@ -416,9 +423,9 @@ class ReshapeIntoGemm(Pattern):
     """reshape(gemm(A[M, K]) -> [d..., N]) -> gemm(reshape(A -> [d..., K])): the gemm then produces the
     shape its consumers use, so epilogue ops (bias, residual) line up with its output."""
 
+    root = shlo.Reshape
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.reshape":
-            return False
         found = cat_producer(op.operands[0], cat.Gemm)
         if not found or not rw.single_use(op.operands[0]):
             return False
@@ -429,11 +436,11 @@ class ReshapeIntoGemm(Pattern):
         if out.shape[-1] != gop.result.type.shape[-1] or out.rank < 2:
             return False
         a_shape = out.shape[:-1] + (a.type.shape[-1],)
-        inner = producer(a, "stablehlo.reshape")
+        inner = producer(a, shlo.Reshape)
         if inner is not None and inner.operands[0].type.shape == a_shape:
             new_a, pre = inner.operands[0], []
         else:
-            pre = [Op.create("stablehlo.reshape", [a], [a.type.with_shape(a_shape)], {}, op.loc)]
+            pre = [shlo.Reshape.create([a], [a.type.with_shape(a_shape)], {}, op.loc)]
             new_a = pre[0].result
         new = cat.build(decl, [new_a] + gop.operands[1:], gop.loc)
         rw.replace_op(op, pre + [new], new.results)
@@ -443,10 +450,10 @@ class ReshapeIntoGemm(Pattern):
 def _bias_vector(v: Value, n: int, rank: int) -> Value | None:
     """bias[N] broadcast over the rows; or reshaped to [1, ..., 1, N] where the GEMM has one row (an exporter's
     M = 1 form of addmm), which is the same thing."""
-    b = producer(v, "stablehlo.broadcast_in_dim")
+    b = producer(v, shlo.BroadcastInDim)
     if b is not None and b.attrs["broadcast_dimensions"] == [rank - 1] and b.operands[0].type.shape == (n,):
         return b.operands[0]
-    r = producer(v, "stablehlo.reshape")
+    r = producer(v, shlo.Reshape)
     if r is not None and v.type.shape == (1,) * (rank - 1) + (n,) and r.operands[0].type.shape == (n,):
         return r.operands[0]
     return None
@@ -456,12 +463,12 @@ class BiasAddBeforeHeadSplit(Pattern):
     """reshape(gemm -> [..., H, D]) + broadcast(bias[H, D]) -> reshape(gemm + broadcast(bias -> [H * D])): Flax's
     DenseGeneral adds a per-head bias after splitting the heads; added before the split, it is a gemm bias."""
 
+    root = shlo.Add
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.add":
-            return False
         for split_v, other in (op.operands, op.operands[::-1]):
-            split = producer(split_v, "stablehlo.reshape")
-            bc = producer(other, "stablehlo.broadcast_in_dim")
+            split = producer(split_v, shlo.Reshape)
+            bc = producer(other, shlo.BroadcastInDim)
             if split is None or bc is None or not rw.single_use(split_v):
                 continue
             g = split.operands[0]
@@ -473,11 +480,11 @@ class BiasAddBeforeHeadSplit(Pattern):
             if bc.attrs["broadcast_dimensions"] != list(range(lead, len(shape))) or len(shape) - lead < 2:
                 continue
             bias = bc.operands[0]
-            flat = Op.create("stablehlo.reshape", [bias], [bias.type.with_shape((g.type.shape[-1],))], {}, op.loc)
-            wide = Op.create("stablehlo.broadcast_in_dim", flat.results, [g.type], {"broadcast_dimensions": [lead]},
-                             op.loc)
-            add = Op.create("stablehlo.add", [g, wide.result], [g.type], {}, op.loc)
-            out = Op.create("stablehlo.reshape", add.results, [op.result.type], {}, split.loc)
+            flat = shlo.Reshape.create([bias], [bias.type.with_shape((g.type.shape[-1],))], {}, op.loc)
+            wide = shlo.BroadcastInDim.create(flat.results, [g.type], {"broadcast_dimensions": [lead]},
+                                              op.loc)
+            add = shlo.Add.create([g, wide.result], [g.type], {}, op.loc)
+            out = shlo.Reshape.create(add.results, [op.result.type], {}, split.loc)
             rw.replace_op(op, [flat, wide, add, out], out.results)
             return True
         return False
@@ -496,9 +503,9 @@ class GemmBiasFusion(Pattern):
     """gemm + broadcast(bias[N]) -> gemm_*_bias; gemm + a splat constant too (a zero bias that folding made a
     splat: adding c in the epilogue is the same addition)."""
 
+    root = shlo.Add
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.add":
-            return False
         for g, other, gop, decl in sole_gemm_operand(op, rw):
             if decl.bias or decl.activation or decl.binary or decl.permute:
                 continue
@@ -506,8 +513,8 @@ class GemmBiasFusion(Pattern):
             bias, made = _bias_vector(other, n, g.type.rank), []
             value = splat_value(other) if other.type == g.type else None
             if bias is None and value is not None:
-                made = [Op.create("stablehlo.constant", [], [g.type.with_shape((n,))],
-                                  {"value": torch.tensor(value, dtype=torch_dtype(g.type.dtype)).expand(n)}, op.loc)]
+                filled = torch.tensor(value, dtype=torch_dtype(g.type.dtype)).expand(n)
+                made = [shlo.Constant.create([], [g.type.with_shape((n,))], {"value": filled}, op.loc)]
                 bias = made[0].result
             if bias is None or bias.type.dtype != g.type.dtype:
                 continue
@@ -522,9 +529,9 @@ class GemmColumnScaleFolding(Pattern):
     and its bias scaled by s: LayerScale (ConvNeXt, CaiT, DINOv2) costs nothing at run time. A scale known only
     at run time stays a gated-multiply epilogue (GemmBinaryEpilogueFusion)."""
 
+    root = shlo.Multiply
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.multiply":
-            return False
         for g, other, gop, decl in sole_gemm_operand(op, rw):
             if decl.activation or decl.binary or decl.permute:
                 continue
@@ -537,11 +544,12 @@ class GemmColumnScaleFolding(Pattern):
                 continue
             s64 = scale.reshape(n).double()
             w_new = weight.double() * (s64[:, None] if decl.layout == "rcr" else s64[None, :])
-            new_ops = [Op.create("stablehlo.constant", [], [gop.operands[1].type], {"value": w_new.to(weight.dtype)},
-                                 gop.operands[1].owner.loc)]
+            new_ops = [shlo.Constant.create([], [gop.operands[1].type], {"value": w_new.to(weight.dtype)},
+                                            gop.operands[1].owner.loc)]
             if bias is not None:
-                new_ops.append(Op.create("stablehlo.constant", [], [gop.operands[2].type],
-                                         {"value": (bias.double() * s64).to(bias.dtype)}, gop.operands[2].owner.loc))
+                scaled = (bias.double() * s64).to(bias.dtype)
+                new_ops.append(shlo.Constant.create([], [gop.operands[2].type], {"value": scaled},
+                                                    gop.operands[2].owner.loc))
             rw.insert_before(op, new_ops)
             new = cat.build(decl, [gop.operands[0]] + [c.result for c in new_ops], gop.loc.fuse(op.loc))
             rw.replace_op(op, [new], new.results)
@@ -552,10 +560,12 @@ class GemmColumnScaleFolding(Pattern):
 class GemmBinaryEpilogueFusion(Pattern):
     """gemm + D or gemm * D with D of the output's shape -> gemm_*_add / gemm_*_mul (residuals, SwiGLU)."""
 
+    root = (shlo.Add, shlo.Multiply)
+
     MAX_BINARY = 2
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        kind = {"stablehlo.add": "add", "stablehlo.multiply": "mul"}.get(op.name)
+        kind = {shlo.Add.name: "add", shlo.Multiply.name: "mul"}.get(op.name)
         if kind is None:
             return False
         for g, d in (op.operands, op.operands[::-1]):
@@ -574,10 +584,10 @@ class GemmBinaryEpilogueFusion(Pattern):
 class PermuteIntoGemmOrBmm(Pattern):
     """transpose(reshape(gemm|bmm)) -> gemm_*_permute / bmm_*_permute (e.g. the split into heads)."""
 
+    root = shlo.Transpose
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.transpose":
-            return False
-        reshape = producer(op.operands[0], "stablehlo.reshape")
+        reshape = producer(op.operands[0], shlo.Reshape)
         if reshape is None or not rw.single_use(reshape.result):
             return False
         src = reshape.operands[0]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cat_dialect as cat
+from foundation import stablehlo as shlo
 from foundation.ir import Module, Op, Value
 from mhlo_to_cat.reasons import unsupported_why
 from mhlo_to_cat.subgraph import Subgraph, is_inlined_constant
@@ -15,7 +16,7 @@ from semantics.op_traits import HOST_ONLY
 
 
 def is_check(op: Op) -> bool:
-    return op.name == "stablehlo.custom_call" and str(op.attrs.get("call_target_name", "")).startswith("check.")
+    return isinstance(op, shlo.CustomCall) and str(op.attrs.get("call_target_name", "")).startswith("check.")
 
 
 @dataclass(eq=False)
@@ -143,7 +144,7 @@ def classify(ops: list[Op], users: dict[Value, list[Op]], module: Module) -> tup
     kind: dict[Op, str] = {}
     unsupported: dict[Op, str] = {}
     for op in ops:
-        if is_inlined_constant(op) or op.name in ("stablehlo.constant", "arith.constant"):
+        if is_inlined_constant(op) or op.name in (shlo.Constant.name, "arith.constant"):
             kind[op] = "constant"
         elif (why := unsupported_why(op, module)) is not None:
             kind[op], unsupported[op] = "unsupported", why
@@ -153,7 +154,7 @@ def classify(ops: list[Op], users: dict[Value, list[Op]], module: Module) -> tup
             kind[op] = "cat"
         elif op.name in HOST_ONLY or op.dialect == "chlo":
             kind[op] = "host"
-        elif op.name == "stablehlo.reshape":
+        elif isinstance(op, shlo.Reshape):
             kind[op] = "reshape"
         else:
             kind[op] = "fusion"

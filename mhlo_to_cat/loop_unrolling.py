@@ -5,6 +5,7 @@ other layer; as a loop it would run on the host evaluator, op by op."""
 
 from __future__ import annotations
 
+from foundation import stablehlo as shlo
 from foundation.ir import INT_DTYPES, Block, Op, Value
 from mhlo_to_cat.rewriter import Pattern, PatternPass, Rewriter, constant_tensor, producer
 
@@ -66,12 +67,12 @@ def _trip_count(op: Op) -> int | None:
     cond, body = op.regions
     if len(cond.returns) != 1:
         return None
-    cmp = producer(cond.returns[0], "stablehlo.compare")
+    cmp = producer(cond.returns[0], shlo.Compare)
     if cmp is None or cmp.attrs.get("comparison_direction") != "LT" or cmp.operands[0] not in cond.args:
         return None
     c = cond.args.index(cmp.operands[0])
     start, bound = _int_scalar(op.operands[c]), _int_scalar(cmp.operands[1])
-    step = producer(body.returns[c], "stablehlo.add")
+    step = producer(body.returns[c], shlo.Add)
     if start is None or bound is None or step is None or body.args[c] not in step.operands:
         return None
     other = [v for v in step.operands if v is not body.args[c]]
@@ -84,8 +85,10 @@ class UnrollCountedWhile(Pattern):
     """stablehlo.while with a counted trip (``_trip_count``) of at most UNROLL_LIMIT -> that many copies of its
     body, each reading the previous one's results."""
 
+    root = shlo.While
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.while" or len(op.regions) != 2:
+        if len(op.regions) != 2:
             return False
         trips = _trip_count(op)
         if trips is None or trips > UNROLL_LIMIT:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import FLOAT_DTYPES, INT_DTYPES, Block, Function, Op, Value
 from foundation.source_loc import fuse_locs
 from mhlo_to_cat.byteir_custom_calls import byteir_decomposition_pass
@@ -30,10 +31,10 @@ WEIGHT_LIMIT = 1  # every non-splat constant of the input module is data (a weig
 
 
 class ArithConstantToStablehlo(Pattern):
+    root = "arith.constant"
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "arith.constant":
-            return False
-        op.rename("stablehlo.constant")
+        op.rename(shlo.Constant.name)
         op.raw_attrs.clear()
         rw.changed = True
         return True
@@ -47,7 +48,7 @@ def is_splat(t: torch.Tensor) -> bool:
 
 
 def make_constant(value: torch.Tensor, like: Op) -> Op:
-    return Op.create("stablehlo.constant", [], [like.result.type], {"value": value}, like.loc)
+    return shlo.Constant.create([], [like.result.type], {"value": value}, like.loc)
 
 
 class FoldConstantOps(Pattern):
@@ -57,7 +58,7 @@ class FoldConstantOps(Pattern):
     def __init__(self, weights: set[Op]):
         self.weights = weights
 
-    _NEVER = frozenset({"stablehlo.constant", "stablehlo.custom_call", "stablehlo.rng", "stablehlo.rng_bit_generator"})
+    _NEVER = frozenset({shlo.Constant.name, shlo.CustomCall.name, shlo.Rng.name, shlo.RngBitGenerator.name})
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name in self._NEVER or op.dialect in ("cat", "func") or len(op.results) != 1:
@@ -94,16 +95,18 @@ class FoldConstantOps(Pattern):
         return True
 
 
-_IDENTITY_SHAPE_OPS = ("stablehlo.reshape", "stablehlo.broadcast_in_dim", "stablehlo.convert")
+_IDENTITY_SHAPE_OPS = (shlo.Reshape.name, shlo.BroadcastInDim.name, shlo.Convert.name)
 
 
 class RemoveIdentityShapeOps(Pattern):
     """reshape / broadcast_in_dim / convert whose result type equals its operand's."""
 
+    root = (shlo.Reshape, shlo.BroadcastInDim, shlo.Convert)
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         if op.name not in _IDENTITY_SHAPE_OPS or op.operands[0].type != op.result.type:
             return False
-        if op.name == "stablehlo.broadcast_in_dim" and op.attrs.get("broadcast_dimensions") != list(
+        if isinstance(op, shlo.BroadcastInDim) and op.attrs.get("broadcast_dimensions") != list(
                 range(op.result.type.rank)):
             return False
         rw.replace_value(op.result, op.operands[0])
@@ -111,9 +114,9 @@ class RemoveIdentityShapeOps(Pattern):
 
 
 class RemoveIdentityTranspose(Pattern):
+    root = shlo.Transpose
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.transpose":
-            return False
         perm = op.attrs["permutation"]
         if perm != list(range(len(perm))):
             return False
@@ -125,14 +128,14 @@ class TransposeOfUnitDimsToReshape(Pattern):
     """A transpose that moves only dims of size 1 keeps the elements in order: it is a reshape (JAX moves the
     unit group dim of jax.nn.dot_product_attention's [B, K, T, 1, S] scores to the front)."""
 
+    root = shlo.Transpose
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.transpose":
-            return False
         perm, shape = op.attrs["permutation"], op.operands[0].type.shape
         kept = [d for d in perm if shape[d] != 1]
         if kept != sorted(kept) or perm == list(range(len(perm))):
             return False
-        new = Op.create("stablehlo.reshape", op.operands, [op.result.type], {}, op.loc)
+        new = shlo.Reshape.create(op.operands, [op.result.type], {}, op.loc)
         rw.replace_op(op, [new], new.results)
         return True
 
@@ -140,27 +143,27 @@ class TransposeOfUnitDimsToReshape(Pattern):
 class ComposeTransposes(Pattern):
     """transpose(transpose(x, p1), p2) -> transpose(x, p1 o p2)."""
 
+    root = shlo.Transpose
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.transpose":
-            return False
         inner = op.operands[0].owner
-        if inner is None or inner.name != "stablehlo.transpose":
+        if inner is None or not isinstance(inner, shlo.Transpose):
             return False
         p1, p2 = inner.attrs["permutation"], op.attrs["permutation"]
         perm = [p1[i] for i in p2]
-        new = Op.create("stablehlo.transpose", [inner.operands[0]], [op.result.type], {"permutation": perm}, op.loc)
+        new = shlo.Transpose.create([inner.operands[0]], [op.result.type], {"permutation": perm}, op.loc)
         rw.replace_op(op, [new], new.results)
         return True
 
 
 class ComposeReshapes(Pattern):
+    root = shlo.Reshape
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.reshape":
-            return False
         inner = op.operands[0].owner
-        if inner is None or inner.name != "stablehlo.reshape":
+        if inner is None or not isinstance(inner, shlo.Reshape):
             return False
-        new = Op.create("stablehlo.reshape", [inner.operands[0]], [op.result.type], {}, op.loc)
+        new = shlo.Reshape.create([inner.operands[0]], [op.result.type], {}, op.loc)
         rw.replace_op(op, [new], new.results)
         return True
 
@@ -185,22 +188,22 @@ class ComposeBroadcasts(Pattern):
     dims -> one broadcast_in_dim of x. JAX broadcasts a bias [N] to [B, S, N] in two steps ([N] -> [1, 1, N] ->
     [B, S, N]); a bias or an affine scale is recognised from the single broadcast."""
 
+    root = shlo.BroadcastInDim
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.broadcast_in_dim":
-            return False
         inner = op.operands[0].owner
         dims = op.attrs["broadcast_dimensions"]
-        if inner is not None and inner.name == "stablehlo.broadcast_in_dim":
+        if inner is not None and isinstance(inner, shlo.BroadcastInDim):
             composed = [dims[d] for d in inner.attrs["broadcast_dimensions"]]
-        elif inner is not None and inner.name == "stablehlo.reshape":
+        elif inner is not None and isinstance(inner, shlo.Reshape):
             pos = _unit_dim_positions(inner.operands[0].type.shape, inner.result.type.shape)
             if pos is None:
                 return False
             composed = [dims[p] for p in pos]
         else:
             return False
-        new = Op.create("stablehlo.broadcast_in_dim", [inner.operands[0]], [op.result.type],
-                        {"broadcast_dimensions": composed}, op.loc)
+        new = shlo.BroadcastInDim.create([inner.operands[0]], [op.result.type],
+                                         {"broadcast_dimensions": composed}, op.loc)
         rw.replace_op(op, [new], new.results)
         return True
 
@@ -209,15 +212,15 @@ class RemoveMultiplyByOne(Pattern):
     """x * 1 -> x and x + 0 -> x where that is exact (GPT-2's Conv1D carries addmm's alpha and beta as multiplies
     by 1): for floats only x + (-0.0), since -0.0 + 0.0 is +0.0."""
 
+    root = (shlo.Multiply, shlo.Add)
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name not in ("stablehlo.multiply", "stablehlo.add"):
-            return False
         a, b = op.operands
         for keep, other in ((a, b), (b, a)):
             value = splat_value(other)
             if keep.type != op.result.type or value is None:
                 continue
-            if op.name == "stablehlo.multiply":
+            if isinstance(op, shlo.Multiply):
                 exact = value == 1.0
             else:
                 exact = value == 0.0 and (keep.type.dtype not in FLOAT_DTYPES or math.copysign(1.0, value) < 0)
@@ -230,9 +233,9 @@ class RemoveMultiplyByOne(Pattern):
 class SplatBroadcastToConstant(Pattern):
     """broadcast_in_dim of a scalar constant -> a splat constant (stored expanded, not copied)."""
 
+    root = shlo.BroadcastInDim
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.broadcast_in_dim":
-            return False
         t = constant_tensor(op.operands[0])
         if t is None or t.numel() != 1:
             return False
@@ -245,7 +248,7 @@ class FoldConstants(Pass):
     """Constant folding plus the algebraic clean-ups that expose more of it, to a fixed point."""
 
     def run(self, fn: Function) -> None:
-        weights = {op for op in fn.body.ops if op.name == "stablehlo.constant"
+        weights = {op for op in fn.body.ops if isinstance(op, shlo.Constant)
                    and op.attrs["value"].numel() > WEIGHT_LIMIT and not is_splat(op.attrs["value"])}
         PatternPass(self.name, [
             FoldConstantOps(weights),
@@ -267,7 +270,7 @@ class CommonSubexpressionElimination(Pass):
     when their regions are the same computation. Side-effecting ops and non-splat constants (weights: compared
     by identity, not contents) are left alone."""
 
-    _NEVER = frozenset({"stablehlo.custom_call", "stablehlo.rng", "stablehlo.rng_bit_generator"})
+    _NEVER = frozenset({shlo.CustomCall.name, shlo.Rng.name, shlo.RngBitGenerator.name})
 
     def run(self, fn: Function) -> None:
         seen: dict[tuple, Op] = {}
@@ -294,7 +297,7 @@ class CommonSubexpressionElimination(Pass):
     def _key(self, op: Op) -> tuple | None:
         if op.name in self._NEVER or not op.results:
             return None
-        if op.name in ("stablehlo.constant", "arith.constant"):
+        if op.name in (shlo.Constant.name, "arith.constant"):
             t = op.attrs.get("value")
             if not isinstance(t, torch.Tensor) or not is_splat(t):
                 return None
@@ -314,7 +317,7 @@ def _region_key(block: Block) -> tuple | None:
     for k, op in enumerate(block.ops):
         if op.name in CommonSubexpressionElimination._NEVER:
             return None
-        if op.name in ("stablehlo.constant", "arith.constant"):
+        if op.name in (shlo.Constant.name, "arith.constant"):
             t = op.attrs.get("value")
             if not isinstance(t, torch.Tensor) or t.numel() > 1:
                 return None
@@ -372,8 +375,10 @@ class IotaFromConstant(Pattern):
 
     STACK_LIMIT = 8  # index vectors up to this long
 
+    root = shlo.Constant
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.constant" or op.result.type.dtype not in INT_DTYPES or op.result.type.numel < 2:
+        if op.result.type.dtype not in INT_DTYPES or op.result.type.numel < 2:
             return False
         t = op.attrs.get("value")
         if not isinstance(t, torch.Tensor) or is_splat(t):
@@ -381,7 +386,7 @@ class IotaFromConstant(Pattern):
         ty = op.result.type
         d = _counting_dim(t)
         if d is not None:
-            iota = Op.create("stablehlo.iota", [], [ty], {"iota_dimension": d}, op.loc)
+            iota = shlo.Iota.create([], [ty], {"iota_dimension": d}, op.loc)
             rw.replace_op(op, [iota], iota.results)
             return True
         if ty.rank < 2 or not 1 < ty.shape[-1] <= self.STACK_LIMIT:
@@ -392,13 +397,13 @@ class IotaFromConstant(Pattern):
             part = t[..., k:k + 1]
             dk = _counting_dim(part)
             if dk is not None:
-                parts.append(Op.create("stablehlo.iota", [], [part_type], {"iota_dimension": dk}, op.loc))
+                parts.append(shlo.Iota.create([], [part_type], {"iota_dimension": dk}, op.loc))
             elif not bool((part == 0).all()):
                 return False
             else:  # the index along a dimension of size 1
                 zero = torch.zeros((), dtype=t.dtype).expand(part_type.shape)
-                parts.append(Op.create("stablehlo.constant", [], [part_type], {"value": zero}, op.loc))
-        cat = Op.create("stablehlo.concatenate", [p.result for p in parts], [ty], {"dimension": ty.rank - 1}, op.loc)
+                parts.append(shlo.Constant.create([], [part_type], {"value": zero}, op.loc))
+        cat = shlo.Concatenate.create([p.result for p in parts], [ty], {"dimension": ty.rank - 1}, op.loc)
         rw.replace_op(op, parts + [cat], cat.results)
         return True
 

@@ -3,6 +3,7 @@ with its path and reason (printed as ``byteir_cat.path`` / ``byteir_cat.reason``
 
 from __future__ import annotations
 
+from foundation import stablehlo as shlo
 from foundation.ir import Block, Function, Module, Op, Value, origin_of
 from mhlo_to_cat.loop_unrolling import captured_values, clone_block
 from mhlo_to_cat.subgraph import Subgraph, is_inlined_constant
@@ -73,7 +74,7 @@ def outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict[
         for v in sg.inputs:
             if v in mapping:
                 call_args.append(mapping[v])
-            elif v.owner is not None and v.owner.name in ("stablehlo.constant", "arith.constant"):
+            elif v.owner is not None and v.owner.name in (shlo.Constant.name, "arith.constant"):
                 if v.owner not in weights_added:
                     main.ops.append(v.owner)
                     weights_added.add(v.owner)
@@ -88,7 +89,7 @@ def outline(module: Module, fn: Function, subgraphs: list[Subgraph], kind: dict[
         main.ops.append(call)
     for op in checks:
         for v in op.operands:
-            if v.owner is not None and v.owner.name in ("stablehlo.constant", "arith.constant") \
+            if v.owner is not None and v.owner.name in (shlo.Constant.name, "arith.constant") \
                     and v.owner not in main.ops:
                 main.ops.append(v.owner)
         main.ops.append(Op(op.name, [mapping.get(v, v) for v in op.operands], op.results, op.attrs, op.raw_attrs,

@@ -7,13 +7,14 @@ from __future__ import annotations
 import torch
 
 import cat_dialect as cat
+from foundation import stablehlo as shlo
 from foundation.ir import Op, Value, torch_dtype
 from mhlo_to_cat.gemm_patterns import cat_producer
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer
 
 LOW = ("f16", "bf16")
 WIDE = ("f32", "f64")
-DATA_MOVEMENT = ("stablehlo.reshape", "stablehlo.transpose", "stablehlo.broadcast_in_dim", "stablehlo.slice")
+DATA_MOVEMENT = (shlo.Reshape.name, shlo.Transpose.name, shlo.BroadcastInDim.name, shlo.Slice.name)
 
 
 def _narrow_operands(op: Op) -> tuple[list[Value], str, list[Op]] | None:
@@ -22,7 +23,7 @@ def _narrow_operands(op: Op) -> tuple[list[Value], str, list[Op]] | None:
     sources: list[Value | None] = []
     low = None
     for v in op.operands:
-        c = producer(v, "stablehlo.convert")
+        c = producer(v, shlo.Convert)
         if v.type.dtype != "f32":
             return None
         if c is not None and c.operands[0].type.dtype in LOW:
@@ -44,7 +45,7 @@ def _narrow_operands(op: Op) -> tuple[list[Value], str, list[Op]] | None:
         narrow = t.to(torch_dtype(low))
         if not torch.equal(narrow.to(t.dtype), t):
             return None
-        made.append(Op.create("stablehlo.constant", [], [v.type.with_dtype(low)], {"value": narrow}, v.owner.loc))
+        made.append(shlo.Constant.create([], [v.type.with_dtype(low)], {"value": narrow}, v.owner.loc))
         sources[i] = made[-1].result
     return sources, low, made
 
@@ -53,8 +54,10 @@ class NarrowUpcastGemm(Pattern):
     """convert_to_lowp(gemm_f32(convert_to_f32(x_lowp), ...)) -> gemm_lowp(x_lowp, ...): the same
     computation (f32 accumulate and epilogue, one rounding), reading half the bytes."""
 
+    root = shlo.Convert
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.convert" or op.result.type.dtype not in LOW:
+        if op.result.type.dtype not in LOW:
             return False
         found = cat_producer(op.operands[0], cat.Gemm)
         if not found or not rw.single_use(op.operands[0]):
@@ -74,7 +77,7 @@ def _ends_in_rounding_to(v: Value, low: str, rw: Rewriter, depth: int = 6) -> bo
     if not users or rw.is_returned(v) or depth == 0:
         return False
     for u in users:
-        if u.name == "stablehlo.convert" and u.result.type.dtype == low:
+        if isinstance(u, shlo.Convert) and u.result.type.dtype == low:
             continue
         if u.name in DATA_MOVEMENT and u.operands[0] is v and _ends_in_rounding_to(u.result, low, rw, depth - 1):
             continue
@@ -97,7 +100,7 @@ class NarrowUpcastAttention(Pattern):
             return False
         operands = narrow[0] + op.operands[3:]
         new = cat.build(decl, operands, op.loc)
-        up = Op.create("stablehlo.convert", new.results, [op.result.type], {}, op.loc)
+        up = shlo.Convert.create(new.results, [op.result.type], {}, op.loc)
         rw.replace_op(op, narrow[2] + [new, up], up.results)
         return True
 
@@ -108,7 +111,7 @@ def _convert_beneath(v: Value, depth: int = 6) -> bool:
         op = v.owner
         if op is None:
             return False
-        if op.name == "stablehlo.convert":
+        if isinstance(op, shlo.Convert):
             return True
         if op.name not in DATA_MOVEMENT:
             return False
@@ -119,16 +122,16 @@ def _convert_beneath(v: Value, depth: int = 6) -> bool:
 class SinkConvertBelowDataMovement(Pattern):
     """convert(move(x)) -> move(convert(x)) for reshape/transpose/broadcast/slice, so that casts meet."""
 
+    root = shlo.Convert
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.convert":
-            return False
         move = op.operands[0].owner
         if move is None or move.name not in DATA_MOVEMENT or not rw.single_use(op.operands[0]):
             return False
         src = move.operands[0]
         if not _convert_beneath(src):
             return False
-        conv = Op.create("stablehlo.convert", [src], [src.type.with_dtype(op.result.type.dtype)], {}, op.loc)
+        conv = shlo.Convert.create([src], [src.type.with_dtype(op.result.type.dtype)], {}, op.loc)
         moved = Op(move.name, [conv.result], [], dict(move.attrs), dict(move.raw_attrs), move.regions, move.loc)
         moved.results = [Value(op.result.type, moved, 0)]
         rw.replace_op(op, [conv, moved], moved.results)
@@ -138,10 +141,10 @@ class SinkConvertBelowDataMovement(Pattern):
 class FoldConvertRoundTrip(Pattern):
     """convert_lowp(convert_wide(x_lowp)) -> x: widening a float is exact, so the round trip is the identity."""
 
+    root = shlo.Convert
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.convert":
-            return False
-        inner = producer(op.operands[0], "stablehlo.convert")
+        inner = producer(op.operands[0], shlo.Convert)
         if inner is None:
             return False
         x = inner.operands[0]

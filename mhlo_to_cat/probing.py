@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
 from foundation.source_loc import Loc, fuse_locs
 from mhlo_to_cat.rewriter import Rewriter, splat_value
@@ -28,7 +29,7 @@ from semantics.interpreter import eval_op
 from semantics.op_traits import NUMERIC_ELEMENTWISE
 from semantics.ops import pairwise_float_sums
 
-SHAPE_OPS = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.reshape"})
+SHAPE_OPS = frozenset({shlo.BroadcastInDim.name, shlo.Reshape.name})
 REGION_LIMIT = 80  # ops; a row-local function of one value is never bigger in practice (a safety bound)
 
 
@@ -43,7 +44,7 @@ def _row_kind(t: TensorType, n: int, rows: int) -> str | None:
 
 def _is_last_dim_reduce(op: Op, rank: int) -> bool:
     body = op.regions[0] if op.regions else None
-    return (op.name == "stablehlo.reduce" and len(op.operands) == 2 and op.attrs.get("dimensions") == [rank - 1]
+    return (isinstance(op, shlo.Reduce) and len(op.operands) == 2 and op.attrs.get("dimensions") == [rank - 1]
             and body is not None and len(body.ops) == 1 and splat_value(op.operands[1]) is not None)
 
 
@@ -51,14 +52,14 @@ def _admissible(op: Op, n: int, rows: int, allow_reduce: bool) -> bool:
     """Whether ``op`` keeps the row structure of x [rows, n] (judged by its kind and result shape only)."""
     if len(op.results) != 1:
         return False
-    if op.name == "stablehlo.reduce":
+    if isinstance(op, shlo.Reduce):
         if not allow_reduce or not _is_last_dim_reduce(op, op.operands[0].type.rank):
             return False
         if _row_kind(op.operands[0].type, n, rows) != "full":
             return False
     elif op.name not in NUMERIC_ELEMENTWISE and op.name not in SHAPE_OPS:
         return False
-    elif op.name == "stablehlo.broadcast_in_dim" and op.attrs["broadcast_dimensions"] != sorted(
+    elif isinstance(op, shlo.BroadcastInDim) and op.attrs["broadcast_dimensions"] != sorted(
             op.attrs["broadcast_dimensions"]):
         return False  # a transposing broadcast reorders rows, which the region's [rows, n] frame cannot follow
     kind = _row_kind(op.result.type, n, rows)
@@ -109,7 +110,7 @@ def function_loc(region: list[Op], v: Value) -> Loc:
     """Where the function of x's region that ends at ``v`` was written: the locations of its computing ops.
     The reshapes and conversions at its edges often belong to a neighbour (the next Linear's flattening)."""
     sub = ancestors_in(region, v)
-    return fuse_locs(o.loc for o in sub if o.name not in SHAPE_OPS and o.name != "stablehlo.convert") or v.owner.loc
+    return fuse_locs(o.loc for o in sub if o.name not in SHAPE_OPS and not isinstance(o, shlo.Convert)) or v.owner.loc
 
 
 def closed(sub: list[Op], v: Value, x: Value, rw: Rewriter) -> bool:
@@ -124,8 +125,7 @@ ConstantShift = Callable[[int, float, torch.dtype], float]
 def stored_constant(v: Value) -> tuple[float, torch.dtype] | None:
     """The scalar a value holds everywhere and the element type it is stored in (looking through
     broadcasts, reshapes and converts to the constant itself)."""
-    while v.owner is not None and v.owner.name in ("stablehlo.broadcast_in_dim", "stablehlo.reshape",
-                                                    "stablehlo.convert"):
+    while v.owner is not None and isinstance(v.owner, (shlo.BroadcastInDim, shlo.Reshape, shlo.Convert)):
         v = v.owner.operands[0]
     s = splat_value(v)
     return None if s is None else (s, v.owner.attrs["value"].dtype)
@@ -150,7 +150,7 @@ def evaluate_region(sub: list[Op], x: Value, probe: torch.Tensor,
         kind = _row_kind(op.result.type, n, rows_x)
         shape = frames[kind]
         out_type = _f64(op.result.type)
-        if (op.name == "stablehlo.convert" and op.operands[0] in vals
+        if (isinstance(op, shlo.Convert) and op.operands[0] in vals
                 and op.operands[0].type.dtype in FLOAT_DTYPES and out_type.dtype == "f64"):
             vals[op.result] = vals[op.operands[0]].reshape(shape)
             continue
@@ -163,12 +163,12 @@ def evaluate_region(sub: list[Op], x: Value, probe: torch.Tensor,
             if shift is not None:
                 value = shift(constants, value, stored)
             constants += 1
-            frame = () if op.name == "stablehlo.reduce" else shape
+            frame = () if isinstance(op, shlo.Reduce) else shape
             args.append(torch.tensor(value, dtype=torch_dtype(_f64(v.type).dtype)).expand(frame))
         attrs = dict(op.attrs)
-        if op.name == "stablehlo.reduce":
+        if isinstance(op, shlo.Reduce):
             attrs["dimensions"] = [args[0].dim() - 1]
-        elif op.name == "stablehlo.broadcast_in_dim":
+        elif isinstance(op, shlo.BroadcastInDim):
             attrs["broadcast_dimensions"] = list(range(args[0].dim()))
         clone = Op.create(op.name, [Value(_f64(op.operands[i].type).with_shape(a.shape))
                                     for i, a in enumerate(args)],
@@ -321,7 +321,7 @@ def search_region(region: list[Op], x: Value, rw: Rewriter, targets: dict[str, T
         if same_dtype and v.type.dtype != x.type.dtype:
             continue
         sub = ancestors_in(region, v)
-        if allow_reduce and not any(o.name == "stablehlo.reduce" for o in sub):
+        if allow_reduce and not any(isinstance(o, shlo.Reduce) for o in sub):
             continue
         if not closed(sub, v, x, rw):
             continue

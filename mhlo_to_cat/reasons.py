@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import cat_dialect as cat
+from foundation import stablehlo as shlo
 from foundation.ir import Module, Op
 from mhlo_to_cat.conv_patterns import conv_declaration
 from mhlo_to_cat.gemm_patterns import gemm_plan
@@ -59,12 +60,12 @@ def describe_conv(decl: cat.Conv, types: list) -> str:
 
 
 def fusion_reason(ops: list[Op]) -> str:
-    dots = [op for op in ops if op.name == "stablehlo.dot_general"]
+    dots = [op for op in ops if isinstance(op, shlo.DotGeneral)]
     if dots:
         plan = gemm_plan(dots[0])
         why = plan if isinstance(plan, str) else "not recognised as a CAT op"
         return f"not a CAT gemm: {why}"
-    convs = [op for op in ops if op.name == "stablehlo.convolution"]
+    convs = [op for op in ops if isinstance(op, shlo.Convolution)]
     if convs:
         why = conv_declaration(convs[0])
         why = why if isinstance(why, str) else "not recognised as a CAT conv"

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import Block, Function, Op, Value, replaces
 from semantics.interpreter import eval_op
 
@@ -22,7 +23,7 @@ _GAP = 1 << 20  # order keys start this far apart; inserts split gaps, a full ga
 
 
 def _has_side_effect(op: Op) -> bool:
-    return op.name == "stablehlo.custom_call" or not op.results
+    return isinstance(op, shlo.CustomCall) or not op.results
 
 
 class Rewriter:
@@ -200,11 +201,22 @@ class Rewriter:
 
 
 class Pattern(ABC):
-    """Matches at one op; returns True when it rewrote something."""
+    """Matches at one op; returns True when it rewrote something. ``root`` names the ops it can match at: a view
+    class of ``foundation.stablehlo`` (or a tuple of them), an op name for ops without a view (``"chlo.erf"``),
+    or None for a pattern that looks at every op; the driver offers it only those."""
+
+    root: type[Op] | str | tuple[type[Op] | str, ...] | None = None
 
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    def root_names(self) -> tuple[str, ...] | None:
+        """The op names this pattern is rooted at; None for any op."""
+        if self.root is None:
+            return None
+        roots = self.root if isinstance(self.root, tuple) else (self.root,)
+        return tuple(r if isinstance(r, str) else r.name for r in roots)
 
     @abstractmethod
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
@@ -221,10 +233,32 @@ class Pass(ABC):
         ...
 
 
+class PatternSet:
+    """Patterns indexed by the op name they are rooted at, in list order: the driver asks for an op's candidates
+    instead of trying every pattern on every op."""
+
+    def __init__(self, patterns: Iterable[Pattern]):
+        self.patterns = list(patterns)
+        self._anywhere = [(i, p) for i, p in enumerate(self.patterns) if p.root_names() is None]
+        self._rooted: dict[str, list[tuple[int, Pattern]]] = {}
+        for i, p in enumerate(self.patterns):
+            for name in p.root_names() or ():
+                self._rooted.setdefault(name, []).append((i, p))
+        self._cache: dict[str, list[Pattern]] = {}
+
+    def for_op(self, op: Op) -> list[Pattern]:
+        found = self._cache.get(op.name)
+        if found is None:
+            found = [p for _, p in sorted(self._rooted.get(op.name, []) + self._anywhere, key=lambda ip: ip[0])]
+            self._cache[op.name] = found
+        return found
+
+
 def apply_patterns(fn: Function, patterns: Iterable[Pattern], max_rewrites: int | None = None) -> int:
     """Greedy worklist driver: every op once in block order, then the ops each rewrite created or changed,
-    until the worklist is empty. Dead ops are erased as they appear. Returns the number of rewrites."""
-    patterns = list(patterns)
+    until the worklist is empty; each op is offered the patterns rooted at its kind. Dead ops are erased as
+    they appear. Returns the number of rewrites."""
+    pattern_set = PatternSet(patterns)
     rw = Rewriter(fn)
     rw.erase_dead()
     work = deque(fn.body.ops)
@@ -236,7 +270,7 @@ def apply_patterns(fn: Function, patterns: Iterable[Pattern], max_rewrites: int 
         queued.discard(op)
         if not rw.contains(op):
             continue
-        for p in patterns:
+        for p in pattern_set.for_op(op):
             rw.touched.clear()
             if p.match_and_rewrite(op, rw):
                 applied += 1
@@ -269,24 +303,24 @@ class PatternPass(Pass):
 
 # --- small queries shared by the patterns ------------------------------------------------------
 
-def producer(v: Value, name: str | None = None) -> Op | None:
+def producer(v: Value, view: type[Op] | None = None) -> Op | None:
+    """The op that computes ``v``, if it is a ``view`` (any op when None)."""
     op = v.owner
-    if op is None or (name is not None and op.name != name):
+    if op is None or (view is not None and not isinstance(op, view)):
         return None
     return op
 
 
 def constant_tensor(v: Value) -> torch.Tensor | None:
     op = v.owner
-    if op is not None and op.name == "stablehlo.constant":
+    if op is not None and isinstance(op, shlo.Constant):
         return op.attrs["value"]
     return None
 
 
 def splat_value(v: Value) -> float | None:
     """The scalar a value holds everywhere (a splat constant, possibly broadcast/reshaped/converted)."""
-    while v.owner is not None and v.owner.name in ("stablehlo.broadcast_in_dim", "stablehlo.reshape",
-                                                    "stablehlo.convert"):
+    while v.owner is not None and isinstance(v.owner, (shlo.BroadcastInDim, shlo.Reshape, shlo.Convert)):
         v = v.owner.operands[0]
     t = constant_tensor(v)
     if t is None or t.numel() == 0:
@@ -298,7 +332,7 @@ def splat_value(v: Value) -> float | None:
     return float(first)
 
 
-def through(v: Value, names: tuple[str, ...] = ("stablehlo.reshape",)) -> Value:
+def through(v: Value, names: tuple[str, ...] = (shlo.Reshape.name,)) -> Value:
     """Look through a chain of ops (by default reshapes) to the value underneath."""
     while v.owner is not None and v.owner.name in names:
         v = v.owner.operands[0]
@@ -325,7 +359,7 @@ def input_free_value(v: Value, limit: int = EVAL_LIMIT,
         t = constant_tensor(x)
         op = x.owner
         if t is None and op is not None and len(op.results) == 1 and op.dialect == "stablehlo" \
-                and op.result.type.numel <= limit and op.name not in ("stablehlo.rng", "stablehlo.custom_call"):
+                and op.result.type.numel <= limit and not isinstance(op, (shlo.Rng, shlo.CustomCall)):
             args = [value(o) for o in op.operands]
             if all(a is not None for a in args):
                 try:

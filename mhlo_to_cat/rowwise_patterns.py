@@ -6,6 +6,7 @@ import torch
 
 import cat_dialect as cat
 from cat_dialect.softmax import masked_softmax
+from foundation import stablehlo as shlo
 from foundation.ir import FLOAT_DTYPES, Op, Value, dtype_bytes
 from foundation.source_loc import Loc
 from mhlo_to_cat.gemm_patterns import cat_producer
@@ -41,7 +42,7 @@ def _x_candidates(v: Value, depth: int = 3) -> list[Value]:
         op = v.owner
         if op is None or op.name not in NUMERIC_ELEMENTWISE:
             break
-        if op.name == "stablehlo.convert" and _narrowing(op.operands[0].type.dtype, op.result.type.dtype):
+        if isinstance(op, shlo.Convert) and _narrowing(op.operands[0].type.dtype, op.result.type.dtype):
             break
         inputs = [u for u in op.operands if splat_value(u) is None]
         if len({id(u) for u in inputs}) != 1:
@@ -59,8 +60,10 @@ def _narrowing(src: str, dst: str) -> bool:
 class RowwiseFromReduce(Pattern):
     """A reduce over the last dim anchors a search for softmax, LayerNorm or RMSNorm of some x."""
 
+    root = shlo.Reduce
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.reduce" or len(op.operands) != 2:
+        if len(op.operands) != 2:
             return False
         for x in _x_candidates(op.operands[0]):
             if x.type.dtype not in FLOAT_DTYPES or x.type.rank < 1 or x.type.shape[-1] < 1:
@@ -100,10 +103,10 @@ class RowwiseFromReduce(Pattern):
         new = cat.build(decl, [x], loc)
         ops, out = [new], new.result
         if out.type.dtype != v.type.dtype:
-            ops.append(Op.create("stablehlo.convert", [out], [out.type.with_dtype(v.type.dtype)], {}, v.owner.loc))
+            ops.append(shlo.Convert.create([out], [out.type.with_dtype(v.type.dtype)], {}, v.owner.loc))
             out = ops[-1].result
         if out.type.shape != v.type.shape:
-            ops.append(Op.create("stablehlo.reshape", [out], [v.type], {}, v.owner.loc))
+            ops.append(shlo.Reshape.create([out], [v.type], {}, v.owner.loc))
             out = ops[-1].result
         rw.replace_op(v.owner, ops, [out])
         return True
@@ -121,7 +124,7 @@ def _rmsnorm(p: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _row_vector(v: Value, n: int, rank: int) -> Value | None:
-    b = producer(v, "stablehlo.broadcast_in_dim")
+    b = producer(v, shlo.BroadcastInDim)
     if b is None or b.operands[0].type.shape != (n,) or b.attrs["broadcast_dimensions"] != [rank - 1]:
         return None
     return b.operands[0]
@@ -133,7 +136,7 @@ def _widened_norm(y: Value, rw: Rewriter) -> tuple[Op, cat.CatOp, Value] | None:
     found = cat_producer(y, cat.LayerNorm) or cat_producer(y, cat.RmsNorm)
     if found:
         return found[0], found[1], y
-    conv = producer(y, "stablehlo.convert")
+    conv = producer(y, shlo.Convert)
     if conv is None or y.type.dtype not in ("f32", "f64") or not rw.single_use(conv.operands[0]):
         return None
     z = conv.operands[0]
@@ -145,7 +148,7 @@ def _param_in(v: Value, dtype: str) -> Value | None:
     """``v`` or, for convert(p) with p of ``dtype`` (exact: the parameter widened), p."""
     if v.type.dtype == dtype:
         return v
-    conv = producer(v, "stablehlo.convert")
+    conv = producer(v, shlo.Convert)
     return conv.operands[0] if conv is not None and conv.operands[0].type.dtype == dtype else None
 
 
@@ -154,16 +157,16 @@ class CentredFromBatchNormForm(Pattern):
     writes (x - mean) * F as x * F - mean * F with F = rsqrt(var + eps) * gamma; factored back, the centred
     value appears and ``ScaleAfterNormalisation`` and norm recognition take it from there."""
 
+    root = shlo.Add
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.add":
-            return False
         for xf_v, rest_v in (op.operands, op.operands[::-1]):
-            xf, rest = producer(xf_v, "stablehlo.multiply"), producer(rest_v, "stablehlo.add")
+            xf, rest = producer(xf_v, shlo.Multiply), producer(rest_v, shlo.Add)
             if xf is None or rest is None or not rw.single_use(xf_v) or not rw.single_use(rest_v):
                 continue
             n, rank = op.result.type.shape[-1] if op.result.type.rank else 0, op.result.type.rank
             for mf_v, beta in (rest.operands, rest.operands[::-1]):
-                mf = producer(mf_v, "stablehlo.multiply")
+                mf = producer(mf_v, shlo.Multiply)
                 if mf is None or _row_vector(beta, n, rank) is None or not rw.single_use(mf_v):
                     continue
                 common = [f for f in xf.operands if f in mf.operands]
@@ -174,9 +177,9 @@ class CentredFromBatchNormForm(Pattern):
                 m = next(v for v in mf.operands if v is not f) if mf.operands[0] is not mf.operands[1] else None
                 if x is None or m is None:
                     continue
-                centred = Op.create("stablehlo.add", [x, m], [op.result.type], {}, mf.loc)
-                scaled = Op.create("stablehlo.multiply", [centred.result, f], [op.result.type], {}, xf.loc)
-                out = Op.create("stablehlo.add", [scaled.result, beta], [op.result.type], {}, op.loc)
+                centred = shlo.Add.create([x, m], [op.result.type], {}, mf.loc)
+                scaled = shlo.Multiply.create([centred.result, f], [op.result.type], {}, xf.loc)
+                out = shlo.Add.create([scaled.result, beta], [op.result.type], {}, op.loc)
                 rw.replace_op(op, [centred, scaled, out], out.results)
                 return True
         return False
@@ -188,11 +191,11 @@ class ScaleAfterNormalisation(Pattern):
     alone is the normalisation, and the scale becomes the norm's gamma (``NormAffineFusion``). The same product
     in another order: only its rounding may differ."""
 
+    root = shlo.Multiply
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.multiply":
-            return False
         for centred, inner_v in (op.operands, op.operands[::-1]):
-            inner = producer(inner_v, "stablehlo.multiply")
+            inner = producer(inner_v, shlo.Multiply)
             if inner is None or not rw.single_use(inner_v) or centred.type.shape != op.result.type.shape:
                 continue
             n, rank = op.result.type.shape[-1] if op.result.type.rank else 0, op.result.type.rank
@@ -201,8 +204,8 @@ class ScaleAfterNormalisation(Pattern):
                     continue
                 if _row_vector(centred, n, rank) is not None or splat_value(factor) is not None:
                     continue
-                first = Op.create("stablehlo.multiply", [centred, factor], [op.result.type], {}, inner.loc)
-                second = Op.create("stablehlo.multiply", [first.result, scale], [op.result.type], {}, op.loc)
+                first = shlo.Multiply.create([centred, factor], [op.result.type], {}, inner.loc)
+                second = shlo.Multiply.create([first.result, scale], [op.result.type], {}, op.loc)
                 rw.replace_op(op, [first, second], second.results)
                 return True
         return False
@@ -214,9 +217,9 @@ class NormAffineFusion(Pattern):
     the norm takes the half parameters and computes the affine step in f32 before its one rounding; the
     widening moves after it and meets the rounding back to half precision."""
 
+    root = (shlo.Multiply, shlo.Add)
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name not in ("stablehlo.multiply", "stablehlo.add"):
-            return False
         for y, other in (op.operands, op.operands[::-1]):
             found = _widened_norm(y, rw)
             if not found or not rw.single_use(y):
@@ -226,9 +229,9 @@ class NormAffineFusion(Pattern):
             param = _param_in(param, z.type.dtype) if param is not None else None
             if param is None:
                 continue
-            if op.name == "stablehlo.multiply" and not decl.has_gamma and not getattr(decl, "has_beta", False):
+            if isinstance(op, shlo.Multiply) and not decl.has_gamma and not getattr(decl, "has_beta", False):
                 new_decl = decl.replace(has_gamma=True)
-            elif op.name == "stablehlo.add" and isinstance(decl, cat.LayerNorm) and not decl.has_beta:
+            elif isinstance(op, shlo.Add) and isinstance(decl, cat.LayerNorm) and not decl.has_beta:
                 new_decl = decl.replace(has_beta=True)
             else:
                 continue
@@ -236,7 +239,7 @@ class NormAffineFusion(Pattern):
             if z is y:
                 rw.replace_op(op, [new], new.results)
             else:
-                up = Op.create("stablehlo.convert", new.results, [op.result.type], {}, op.loc)
+                up = shlo.Convert.create(new.results, [op.result.type], {}, op.loc)
                 rw.replace_op(op, [new, up], up.results)
             return True
         return False

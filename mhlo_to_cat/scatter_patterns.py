@@ -15,12 +15,13 @@ from __future__ import annotations
 import torch
 
 import cat_dialect as cat
+from foundation import stablehlo as shlo
 from foundation.ir import INT_DTYPES, Op, Value, dtype_bytes
 from mhlo_to_cat.rewriter import Pattern, Rewriter, input_free_value, producer
 from semantics.interpreter import eval_op
 from semantics.ops import returns_update
 
-_DATA_MOVEMENT = ("stablehlo.reshape", "stablehlo.broadcast_in_dim", "stablehlo.transpose", "stablehlo.convert")
+_DATA_MOVEMENT = (shlo.Reshape.name, shlo.BroadcastInDim.name, shlo.Transpose.name, shlo.Convert.name)
 
 
 def _coordinate(shape: tuple[int, ...], dim: int) -> torch.Tensor:
@@ -35,7 +36,7 @@ def _moved_from(v: Value) -> tuple[Value, list[Op]] | None:
     chain = []
     while v.owner is not None and v.owner.name in _DATA_MOVEMENT:
         op = v.owner
-        if op.name == "stablehlo.convert":
+        if isinstance(op, shlo.Convert):
             src, dst = op.operands[0].type.dtype, op.result.type.dtype
             if src not in INT_DTYPES or dst not in INT_DTYPES or dtype_bytes(dst) < dtype_bytes(src) \
                     or src.startswith("ui") != dst.startswith("ui"):
@@ -70,8 +71,10 @@ def _positions_source(component: Value, shape: tuple[int, ...], dim: int) -> Val
 class ScatterAsIndexCopy(Pattern):
     """stablehlo.scatter with full per-element coordinates and a replacing body -> cat.index_copy."""
 
+    root = shlo.Scatter
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.scatter" or len(op.operands) != 3 or len(op.regions) != 1 \
+        if len(op.operands) != 3 or len(op.regions) != 1 \
                 or not returns_update(op.regions[0]):
             return False
         operand, indices, updates = op.operands
@@ -85,7 +88,7 @@ class ScatterAsIndexCopy(Pattern):
         shape = tuple(updates.type.shape)
         if rank == 0 or indices.type.shape != shape + (rank,):
             return False
-        cat_op = producer(indices, "stablehlo.concatenate")
+        cat_op = producer(indices, shlo.Concatenate)
         if cat_op is None or cat_op.attrs.get("dimension") != rank or len(cat_op.operands) != rank:
             return False
         written, positions = None, None
@@ -107,8 +110,8 @@ class ScatterAsIndexCopy(Pattern):
             return False
         ops = []
         if positions.type.shape != (shape[written],):
-            flat = Op.create("stablehlo.reshape", [positions], [positions.type.with_shape((shape[written],))], {},
-                             op.loc)
+            flat = shlo.Reshape.create([positions], [positions.type.with_shape((shape[written],))], {},
+                                       op.loc)
             ops.append(flat)
             positions = flat.result
         new = cat.build(cat.IndexCopy(written), [operand, positions, updates], op.loc)
@@ -121,8 +124,10 @@ class ScatterOfOneWindowAsUpdateSlice(Pattern):
     dynamic_update_slice (``x[:, 0] = y``, ByteIR's slice insertion): data movement that fuses, where a scatter
     would run on the host. Out-of-bounds windows, which scatter skips and an update-slice would clamp, stay."""
 
+    root = shlo.Scatter
+
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.name != "stablehlo.scatter" or len(op.operands) != 3 or len(op.regions) != 1 \
+        if len(op.operands) != 3 or len(op.regions) != 1 \
                 or not returns_update(op.regions[0]):
             return False
         operand, indices, updates = op.operands
@@ -152,11 +157,11 @@ class ScatterOfOneWindowAsUpdateSlice(Pattern):
         new: list[Op] = []
         upd = updates
         if tuple(window) != updates.type.shape:
-            new.append(Op.create("stablehlo.reshape", [updates], [updates.type.with_shape(tuple(window))], {}, op.loc))
+            new.append(shlo.Reshape.create([updates], [updates.type.with_shape(tuple(window))], {}, op.loc))
             upd = new[-1].result
-        starts = [Op.create("stablehlo.constant", [], [indices.type.with_shape(())],
-                            {"value": torch.tensor(s, dtype=index.dtype)}, op.loc) for s in start]
-        update = Op.create("stablehlo.dynamic_update_slice", [operand, upd, *(s.result for s in starts)],
-                           [op.result.type], {}, op.loc)
+        starts = [shlo.Constant.create([], [indices.type.with_shape(())],
+                                       {"value": torch.tensor(s, dtype=index.dtype)}, op.loc) for s in start]
+        update = shlo.DynamicUpdateSlice.create([operand, upd, *(s.result for s in starts)],
+                                                [op.result.type], {}, op.loc)
         rw.replace_op(op, [*new, *starts, update], update.results)
         return True

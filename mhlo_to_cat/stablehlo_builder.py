@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import FLOAT_DTYPES, Block, Op, TensorType, Value, torch_dtype
 from foundation.source_loc import Loc
 
@@ -26,13 +27,13 @@ class ShapeBuilder:
         return new.result
 
     def reshape(self, v: Value, shape: tuple[int, ...]) -> Value:
-        new = Op.create("stablehlo.reshape", [v], [TensorType(shape, v.type.dtype)], {}, self.loc)
+        new = shlo.Reshape.create([v], [TensorType(shape, v.type.dtype)], {}, self.loc)
         self.ops.append(new)
         return new.result
 
     def const(self, value: float, dtype: str) -> Value:
         t = torch.tensor(value, dtype=torch_dtype(dtype)).expand(self.shape)  # a splat: no storage per element
-        new = Op.create("stablehlo.constant", [], [TensorType(self.shape, dtype)], {"value": t}, self.loc)
+        new = shlo.Constant.create([], [TensorType(self.shape, dtype)], {"value": t}, self.loc)
         self.ops.append(new)
         return new.result
 
@@ -56,21 +57,21 @@ class ShapeBuilder:
         """reduce ``x`` over ``dims`` with ``kind`` (add, maximum): the result keeps the other dims in order."""
         dtype = x.type.dtype
         init = {"add": 0.0, "maximum": float("-inf")}[kind]
-        init_op = Op.create("stablehlo.constant", [], [TensorType((), dtype)],
-                            {"value": torch.tensor(init, dtype=torch_dtype(dtype))}, self.loc)
+        init_op = shlo.Constant.create([], [TensorType((), dtype)],
+                                       {"value": torch.tensor(init, dtype=torch_dtype(dtype))}, self.loc)
         scalar = TensorType((), dtype)
         a, b = Value(scalar, None, 0), Value(scalar, None, 1)
         body_op = Op.create(f"stablehlo.{kind}", [a, b], [scalar], {}, self.loc)
         shape = tuple(n for i, n in enumerate(x.type.shape) if i not in dims)
-        red = Op.create("stablehlo.reduce", [x, init_op.result], [TensorType(shape, dtype)], {"dimensions": dims},
-                        self.loc, [Block([a, b], [body_op], [body_op.result])])
+        red = shlo.Reduce.create([x, init_op.result], [TensorType(shape, dtype)], {"dimensions": dims},
+                                 self.loc, [Block([a, b], [body_op], [body_op.result])])
         self.ops += [init_op, red]
         return red.result
 
     def broadcast(self, v: Value, dims: list[int], shape: tuple[int, ...] | None = None) -> Value:
         """broadcast_in_dim of ``v`` to ``shape`` (the builder's own by default), its dims landing at ``dims``."""
         ty = TensorType(shape or self.shape, v.type.dtype)
-        new = Op.create("stablehlo.broadcast_in_dim", [v], [ty], {"broadcast_dimensions": dims}, self.loc)
+        new = shlo.BroadcastInDim.create([v], [ty], {"broadcast_dimensions": dims}, self.loc)
         self.ops.append(new)
         return new.result
 
@@ -81,21 +82,21 @@ def top_k_by_sort(x: Value, result_types: list[TensorType], axis: int, loc: Loc)
     values' and the indices' types (k along ``axis``)."""
     values_type, indices_type = result_types
     rank = x.type.rank
-    iota = Op.create("stablehlo.iota", [], [TensorType(x.type.shape, indices_type.dtype)], {"iota_dimension": axis},
-                     loc)
+    iota = shlo.Iota.create([], [TensorType(x.type.shape, indices_type.dtype)], {"iota_dimension": axis},
+                            loc)
     scalar, index_scalar = TensorType((), x.type.dtype), TensorType((), indices_type.dtype)
     args = [Value(t, None, i) for i, t in enumerate((scalar, scalar, index_scalar, index_scalar))]
     if x.type.dtype in FLOAT_DTYPES:
         kind = "TOTALORDER"
     else:
         kind = "UNSIGNED" if x.type.dtype.startswith("ui") else "SIGNED"
-    cmp = Op.create("stablehlo.compare", args[:2], [TensorType((), "i1")],
-                    {"comparison_direction": "GT", "compare_type": kind}, loc)
+    cmp = shlo.Compare.create(args[:2], [TensorType((), "i1")],
+                              {"comparison_direction": "GT", "compare_type": kind}, loc)
     cmp.raw_attrs.update({"comparison_direction": "#stablehlo<comparison_direction GT>",
                           "compare_type": f"#stablehlo<comparison_type {kind}>"})
-    sort = Op.create("stablehlo.sort", [x, iota.result], [x.type, iota.result.type],
-                     {"dimension": axis, "is_stable": True}, loc, [Block(args, [cmp], [cmp.result])])
-    slices = [Op.create("stablehlo.slice", [v], [t], {"start_indices": [0] * rank,
+    sort = shlo.Sort.create([x, iota.result], [x.type, iota.result.type],
+                            {"dimension": axis, "is_stable": True}, loc, [Block(args, [cmp], [cmp.result])])
+    slices = [shlo.Slice.create([v], [t], {"start_indices": [0] * rank,
                                                       "limit_indices": list(values_type.shape), "strides": [1] * rank},
-                        loc) for v, t in zip(sort.results, (values_type, indices_type), strict=True)]
+                                loc) for v, t in zip(sort.results, (values_type, indices_type), strict=True)]
     return [iota, sort, *slices], [sl.result for sl in slices]

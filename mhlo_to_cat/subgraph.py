@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import Module, Op, Value
 from foundation.source_loc import Loc, fuse_locs
 from mhlo_to_cat.cost import moved_bytes, op_flops
@@ -73,7 +74,7 @@ class Partition:
 def op_summary(ops: list[Op]) -> str:
     """What a subgraph computes, in a few words: its CAT op, or its ops by count (``add, tanh x2``)."""
     counts = Counter(op.name.removeprefix("stablehlo.").removeprefix("cat.") for op in ops
-                     if op.name not in ("stablehlo.constant", "arith.constant"))
+                     if op.name not in (shlo.Constant.name, "arith.constant"))
     parts = [name + (f" x{c}" if c > 1 else "") for name, c in counts.most_common()]
     return ", ".join(parts[:4]) + (f", +{len(parts) - 4} more" if len(parts) > 4 else "")
 
@@ -82,7 +83,7 @@ def is_inlined_constant(op: Op) -> bool:
     """Splat constants (scalars included) are copied into the subgraphs that use them; any other constant, however
     small, is an input: a GPU kernel cannot read a global its host side would have to provide (a conv's 8-element
     bias fused with it)."""
-    if op.name not in ("stablehlo.constant", "arith.constant"):
+    if op.name not in (shlo.Constant.name, "arith.constant"):
         return False
     t: torch.Tensor = op.attrs["value"]
     if t.numel() <= 1 or all(s == 0 for s in t.stride()):

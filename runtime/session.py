@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.byre_plan import ByreModule, IndexRange
 from foundation.errors import ArtifactError, InputError
 from foundation.ir import Block, Function, Module, Op, torch_dtype
@@ -439,7 +440,7 @@ class Session:
                     if vid not in consts:
                         v = self.byre.values[vid]
                         value = slots[vid].to("cpu", copy=True)
-                        consts[vid] = Op.create("stablehlo.constant", [], [v.type], {"value": value})
+                        consts[vid] = shlo.Constant.create([], [v.type], {"value": value})
                         body.ops.append(consts[vid])
                     operands.append(consts[vid].result)
                 attrs = {k: reader.attr(a) for k, a in chk["attrs"].items()}

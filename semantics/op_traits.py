@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from foundation import stablehlo as shlo
+
 
 @dataclass(frozen=True)
 class OpTraits:
@@ -23,30 +25,29 @@ class OpTraits:
     host_only: bool = False
 
 
-_NUMERIC = (
-    "add", "subtract", "multiply", "divide", "remainder", "power", "maximum", "minimum", "atan2", "negate", "abs",
-    "sign", "floor", "ceil", "round_nearest_even", "round_nearest_afz", "exponential", "exponential_minus_one",
-    "log", "log_plus_one", "logistic", "tanh", "sine", "cosine", "tan", "sqrt", "rsqrt", "cbrt", "compare",
-    "select", "clamp", "convert", "is_finite", "and", "or", "xor", "not",
-)
-_BITWISE = ("bitcast_convert", "shift_left", "shift_right_arithmetic", "shift_right_logical", "popcnt",
-            "count_leading_zeros")
-_DATA_MOVEMENT = ("broadcast", "broadcast_in_dim", "concatenate", "dynamic_slice", "dynamic_update_slice", "gather",
-                  "pad", "reshape", "reverse", "slice", "transpose")
-_OTHER_FUSIBLE = ("constant", "iota", "reduce", "return", "convolution")
-_HOST_ONLY = ("sort", "while", "if", "case", "custom_call", "select_and_scatter", "scatter", "rng",
-              "rng_bit_generator", "reduce_precision", "reduce_window")
+_NUMERIC = (shlo.Add, shlo.Subtract, shlo.Multiply, shlo.Divide, shlo.Remainder, shlo.Power, shlo.Maximum,
+    shlo.Minimum, shlo.Atan2, shlo.Negate, shlo.Abs, shlo.Sign, shlo.Floor, shlo.Ceil, shlo.RoundNearestEven,
+    shlo.RoundNearestAfz, shlo.Exponential, shlo.ExponentialMinusOne, shlo.Log, shlo.LogPlusOne, shlo.Logistic,
+    shlo.Tanh, shlo.Sine, shlo.Cosine, shlo.Tan, shlo.Sqrt, shlo.Rsqrt, shlo.Cbrt, shlo.Compare, shlo.Select,
+    shlo.Clamp, shlo.Convert, shlo.IsFinite, shlo.And, shlo.Or, shlo.Xor, shlo.Not)
+_BITWISE = (shlo.BitcastConvert, shlo.ShiftLeft, shlo.ShiftRightArithmetic, shlo.ShiftRightLogical, shlo.Popcnt,
+    shlo.CountLeadingZeros)
+_DATA_MOVEMENT = (shlo.Broadcast, shlo.BroadcastInDim, shlo.Concatenate, shlo.DynamicSlice, shlo.DynamicUpdateSlice,
+    shlo.Gather, shlo.Pad, shlo.Reshape, shlo.Reverse, shlo.Slice, shlo.Transpose)
+_OTHER_FUSIBLE = (shlo.Constant, shlo.Iota, shlo.Reduce, shlo.Return, shlo.Convolution)
+_HOST_ONLY = (shlo.Sort, shlo.While, shlo.If, shlo.Case, shlo.CustomCall, shlo.SelectAndScatter, shlo.Scatter,
+    shlo.Rng, shlo.RngBitGenerator, shlo.ReducePrecision, shlo.ReduceWindow)
 # CHLO ops are elementwise math the interpreter knows; not yet decomposed into StableHLO, they run on the host.
 _CHLO_NUMERIC = ("erf", "erfc", "erf_inv", "tan", "sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh", "atanh",
                  "lgamma", "digamma", "square", "is_inf", "is_pos_inf", "is_neg_inf", "next_after")
 
 OP_TRAITS: dict[str, OpTraits] = {
-    **{f"stablehlo.{n}": OpTraits(elementwise=True, numeric=True, fusible=True) for n in _NUMERIC},
-    **{f"stablehlo.{n}": OpTraits(elementwise=True, fusible=True) for n in _BITWISE},
-    **{f"stablehlo.{n}": OpTraits(data_movement=True, fusible=True) for n in _DATA_MOVEMENT},
-    **{f"stablehlo.{n}": OpTraits(fusible=True) for n in _OTHER_FUSIBLE},
-    **{f"stablehlo.{n}": OpTraits(host_only=True) for n in _HOST_ONLY},
-    "stablehlo.reduce_precision": OpTraits(elementwise=True, host_only=True),
+    **{v.name: OpTraits(elementwise=True, numeric=True, fusible=True) for v in _NUMERIC},
+    **{v.name: OpTraits(elementwise=True, fusible=True) for v in _BITWISE},
+    **{v.name: OpTraits(data_movement=True, fusible=True) for v in _DATA_MOVEMENT},
+    **{v.name: OpTraits(fusible=True) for v in _OTHER_FUSIBLE},
+    **{v.name: OpTraits(host_only=True) for v in _HOST_ONLY},
+    shlo.ReducePrecision.name: OpTraits(elementwise=True, host_only=True),
     "func.call": OpTraits(host_only=True),
     **{f"chlo.{n}": OpTraits(elementwise=True, numeric=True, host_only=True) for n in _CHLO_NUMERIC},
 }
