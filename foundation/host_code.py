@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import llvmlite.binding as llvm
 import torch
 
+from foundation.backend_helpers import HELPER_NAMES, HELPERS_IR
 from foundation.host_code_policy import check_host_module
+from foundation.object_symbols import undefined_symbols
 
 _TORCH_DTYPES: dict[str, torch.dtype] = {
     "f64": torch.float64, "f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16,
@@ -130,6 +132,31 @@ def _init_native() -> None:
         # then aborts the process (LLVM's fatal error, found by fuzzing): parse it without that upgrade, and let
         # ``module.verify()`` refuse it as an exception instead
         llvm.set_option("byteir-cat", "-disable-auto-upgrade-debug-info")
+        # the helpers LLVM's backend calls without the IR declaring them (f64 -> f16 is __truncdfhf2 on every
+        # x86 CPU): libgcc_s holds them; a process that has not loaded it would leave them unresolved
+        libgcc = ctypes.util.find_library("gcc_s")
+        if libgcc:
+            llvm.load_library_permanently(libgcc)
+        _bind_backend_helpers()
+
+
+_helper_engines: list[llvm.ExecutionEngine] = []  # kept alive: the bound helpers are their code
+
+
+def _bind_backend_helpers() -> None:
+    """Binds our bf16 conversion helpers (foundation/backend_helpers.py) where the process lacks them."""
+    missing = [n for n in HELPER_NAMES if not llvm.address_of_symbol(n)]
+    if not missing:
+        return
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(), opt=2, reloc="default", codemodel="jitdefault")
+    module = llvm.parse_assembly(HELPERS_IR)
+    module.triple, module.data_layout = tm.triple, str(tm.target_data)
+    engine = llvm.create_mcjit_compiler(module, tm)
+    engine.finalize_object()
+    _helper_engines.append(engine)
+    for name in missing:
+        llvm.add_symbol(name, engine.get_function_address(name))
 
 
 def host_target_machine() -> llvm.TargetMachine:
@@ -175,7 +202,13 @@ def jit_compile(llvm_ir: str, name: str, where: str = "") -> tuple[llvm.Executio
     _resolve_externals(module, name)
     optimized = str(module)
     engine = llvm.create_mcjit_compiler(module, tm)
+    objects: list[bytes] = []
+    engine.set_object_cache(lambda _module, data: objects.append(bytes(data)))
     engine.finalize_object()
+    missing = sorted({s for obj in objects for s in undefined_symbols(obj) if not llvm.address_of_symbol(s)})
+    if missing:
+        raise KernelError(f"kernel {name}{f' ({where})' if where else ''}: its code calls {', '.join(missing)}, "
+                          "which this process does not provide (MCJIT would have called address 0)")
     engine.run_static_constructors()
     return engine, optimized
 
