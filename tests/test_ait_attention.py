@@ -9,8 +9,6 @@ a GPU."""
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 
 import pytest
 import torch
@@ -25,14 +23,11 @@ from ait_codegen.source import as_spec, device_source, render_kernel
 from cat_dialect import Attention, OutputPermute
 from foundation.cuda_arch import arch_for
 from foundation.ir import TensorType
+from tests.helpers import T, exported_symbols
 
-pytestmark = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
+pytestmark = pytest.mark.nvcc
 
 TORCH = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
-
-
-def T(*shape, dtype="f16"):
-    return TensorType(tuple(shape), dtype)
 
 
 def qkv(b, h, hkv, sq, sk, d, dv=None, dt="f16"):
@@ -202,16 +197,8 @@ def test_cutlass_fmha_kernels_compile(arch, cases):
     res = compile_all([BuildJob(f"fmha-{arch}", device_source(kernels), "device", arch, "object")],
                       progress=False)[0]
     assert res.path.stat().st_size > 0
-    names = _exported(res.path)
-    if names:
-        assert all(k.symbol in names and f"{k.symbol}_workspace_bytes" in names for k in kernels)
-
-
-def _exported(path) -> set[str]:
-    if not shutil.which("nm"):
-        return set()
-    out = subprocess.run(["nm", "-g", "--defined-only", str(path)], capture_output=True, text=True).stdout
-    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+    names = exported_symbols(res.path)
+    assert all(k.symbol in names and f"{k.symbol}_workspace_bytes" in names for k in kernels)
 
 
 def test_device_kernels_compile():
@@ -230,9 +217,8 @@ def test_device_kernels_compile():
     for kernels, res in zip(rendered, results, strict=True):
         assert res.path.stat().st_size > 0
         assert "mma.sync.aligned.m16n8k16" in kernels[0].code
-        names = _exported(res.path)
-        if names:
-            assert all(k.symbol in names and f"{k.symbol}_workspace_bytes" in names for k in kernels)
+        names = exported_symbols(res.path)
+        assert all(k.symbol in names and f"{k.symbol}_workspace_bytes" in names for k in kernels)
 
 
 def _arch() -> str:

@@ -4,9 +4,6 @@ cache itself, and the one-line nvcc error."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
 
 from ait_codegen.build import BuildJob, compile_all, compile_job
@@ -16,13 +13,9 @@ from ait_codegen.gemm_problem import problem_for
 from ait_codegen.profiler import profiler_job
 from ait_codegen.source import as_spec, device_source, render_kernel
 from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
-from foundation.ir import TensorType
+from tests.helpers import T, exported_symbols
 
-pytestmark = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
-
-
-def T(*shape, dtype="f16"):
-    return TensorType(tuple(shape), dtype)
+pytestmark = pytest.mark.nvcc
 
 
 def representative(dt: str, full: bool, act: str = "relu") -> list:
@@ -49,11 +42,6 @@ UNITS = [("sm_80", "f16", True, "relu"), ("sm_90a", "bf16", True, "gelu"), ("sm_
          ("sm_90a", "f16", False, "quick_gelu"), ("sm_90a", "bf16", False, "hardswish")]
 
 
-def _exported(path) -> set[str]:
-    out = subprocess.run(["nm", "-g", "--defined-only", str(path)], capture_output=True, text=True).stdout
-    return {line.split()[-1] for line in out.splitlines() if line.strip()}
-
-
 def test_representative_set_compiles():
     rendered, jobs = [], []
     for arch, dt, full, act in UNITS:
@@ -68,10 +56,8 @@ def test_representative_set_compiles():
         assert res.path.exists() and res.path.stat().st_size > 0
     sm90 = [k for k in rendered[1] if k.config is not None]
     assert all(k.config.arch == "sm_90a" and not k.notes for k in sm90), [k.notes for k in sm90]
-    if not shutil.which("nm"):
-        pytest.skip("built; exported symbols not checked: nm (binutils) is not on PATH")
     for kernels, res in zip(rendered, results, strict=False):
-        names = _exported(res.path)
+        names = exported_symbols(res.path)
         for k in kernels:
             assert k.symbol in names and f"{k.symbol}_workspace_bytes" in names
 

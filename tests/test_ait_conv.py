@@ -5,8 +5,6 @@ wav2vec2 and ConvNeXt front ends under ``-m slow``."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -20,13 +18,7 @@ from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
 from cat_dialect import Conv
-from foundation.ir import TensorType
-
-needs_nvcc = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
-
-
-def T(*shape, dtype="f16"):
-    return TensorType(tuple(shape), dtype)
+from tests.helpers import T, exported_symbols, max_rel_err
 
 
 def _cases(dt: str) -> list:
@@ -97,7 +89,7 @@ def test_candidates_come_from_the_sm80_tensor_op_table_and_land_in_the_tuning_ca
         tuning.close()
 
 
-@needs_nvcc
+@pytest.mark.nvcc
 @pytest.mark.parametrize("dt, arch", [("f16", "sm_80"), ("bf16", "sm_80"), ("f16", "sm_90a")])
 def test_host_twins_agree_with_the_reference(dt, arch):
     """sm_90a's twins of the 3.x kernels also check that its ConvProblemShape gives the op's output extents."""
@@ -111,10 +103,10 @@ def test_host_twins_agree_with_the_reference(dt, arch):
         got = lib.run(k.symbol, k.spec, *args).float()
         want = op.reference(*args).float()
         ulp = 1e-2 if dt == "bf16" else 2e-3
-        assert float((got - want).abs().max() / want.abs().max()) < ulp, op.name
+        assert max_rel_err(got, want) < ulp, op.name
 
 
-@needs_nvcc
+@pytest.mark.nvcc
 def test_representative_device_builds():
     """An implicit-GEMM conv with a residual block epilogue for sm_80 and the direct kernel for sm_90a (the 3.x TMA
     conv, a minute on 2 cores, is built under -m slow)."""
@@ -147,7 +139,7 @@ def test_f16_front_ends_render_for_both_arches():
 
 
 @pytest.mark.slow
-@needs_nvcc
+@pytest.mark.nvcc
 def test_sm90_tma_conv_builds():
     """The 3.x TMA conv with bias, residual before the ReLU, strides, dilation and asymmetric padding."""
     op, types = _cases("f16")[2]
@@ -155,11 +147,17 @@ def test_sm90_tma_conv_builds():
 
 
 @pytest.mark.slow
-@needs_nvcc
+@pytest.mark.nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_f16_front_ends_build(arch):
+    """Each distinct conv of the f16 front ends builds into an object for ``arch`` that defines its kernel's entry
+    point and workspace query (the C ABI the runtime calls)."""
     for op, types in dict.fromkeys((op, tuple(types)) for op, types in _f16_convs()):
-        build_subgraph([(op, list(types))], arch, output="object", progress=False)
+        lib = build_subgraph([(op, list(types))], arch, output="object", progress=False)
+        (kernel,) = lib.kernels
+        assert lib.arch == arch and lib.path.stat().st_size > 0, op.name
+        symbols = exported_symbols(lib.path)
+        assert kernel.symbol in symbols and f"{kernel.symbol}_workspace_bytes" in symbols, (op.name, kernel.symbol)
 
 
 def test_tuning_alternatives_on_both_arches():

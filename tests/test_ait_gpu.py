@@ -11,13 +11,9 @@ from ait_codegen.check import random_inputs, rel_error
 from ait_codegen.launch import KernelLibrary
 from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
 from foundation.cuda_arch import arch_for
-from foundation.ir import TensorType
+from tests.helpers import T
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-
-
-def T(*shape, dtype="f16"):
-    return TensorType(tuple(shape), dtype)
 
 
 def _arch() -> str:

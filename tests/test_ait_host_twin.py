@@ -4,7 +4,6 @@ batch strides (and batch broadcast), column-major results, epilogues and permute
 from __future__ import annotations
 
 import ctypes
-import shutil
 
 import pytest
 import torch
@@ -14,13 +13,9 @@ from ait_codegen.build import build_twin
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, render_kernel
 from cat_dialect import Bmm, Gemm, OutputPermute
-from foundation.ir import TensorType
+from tests.helpers import T, max_rel_err
 
-pytestmark = pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
-
-
-def T(*shape, dtype="f16"):
-    return TensorType(tuple(shape), dtype)
+pytestmark = pytest.mark.nvcc
 
 
 def _gemm_cases(dt):
@@ -92,7 +87,7 @@ def test_twin_matches_reference(twin):
         got = lib.run(k.symbol, k.spec, *xs)
         ref = k.spec.op.reference(*xs)
         assert got.shape == ref.shape, k.spec.op.name
-        err = float((got.float() - ref.float()).abs().max() / ref.float().abs().max())
+        err = max_rel_err(got, ref)
         tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
         if not err < tol:
             failures.append(f"{k.spec.op.name} {[str(t) for t in k.spec.operands]}: rel err {err:.2e}")

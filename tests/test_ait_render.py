@@ -12,11 +12,7 @@ from ait_codegen.gemm_problem import problem_for
 from ait_codegen.profiler import parse_output, render_profiler
 from ait_codegen.source import as_spec, render_kernel
 from cat_dialect import Attention, Bmm, Gemm, OutputPermute, Softmax
-from foundation.ir import TensorType
-
-
-def T(*shape, dtype="f16"):
-    return TensorType(tuple(shape), dtype)
+from tests.helpers import T
 
 
 def test_alignment_falls_back():

@@ -4,22 +4,16 @@ BMM layout and activation, and the profiler linked as a program."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from ait_codegen.build import BuildJob, build_subgraphs, compile_all
 from ait_codegen.profiler import profiler_job
 from ait_codegen.source import as_spec, device_source, render_kernel
 from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
-from foundation.ir import TensorType
+from tests.helpers import T
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")]
+pytestmark = [pytest.mark.slow, pytest.mark.nvcc]
 S = 128
-
-
-def T(*shape, dtype="f16"):
-    return TensorType(tuple(shape), dtype)
 
 
 def gpt2_layer(dt: str = "f16") -> list:

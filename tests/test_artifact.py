@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,33 +15,10 @@ import torch
 
 from byteir_cat.compiler import compile, load
 from foundation.errors import ArtifactError, InputError
+from tests.artifact_tools import MODEL, model_expected, model_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "byteir_cat.cli"]
-
-MODEL = textwrap.dedent("""
-    func.func @main(%x: tensor<4x8xf32>, %w: tensor<8x16xf32>, %b: tensor<16xf32>) -> tensor<4x16xf32> {
-      %y = stablehlo.dot_general %x, %w, contracting_dims = [1] x [0] : (tensor<4x8xf32>, tensor<8x16xf32>)
-          -> tensor<4x16xf32>
-      %bb = stablehlo.broadcast_in_dim %b, dims = [1] : (tensor<16xf32>) -> tensor<4x16xf32>
-      %z = stablehlo.add %y, %bb : tensor<4x16xf32>
-      %t = stablehlo.tanh %z : tensor<4x16xf32>
-      %e = stablehlo.exponential %t : tensor<4x16xf32>
-      return %e : tensor<4x16xf32>
-    }
-""")
-
-
-def _inputs() -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return [torch.randn(4, 8, generator=g), torch.randn(8, 16, generator=g), torch.randn(16, generator=g)]
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("art") / "model"
-    compile(MODEL, out_dir=d)
-    return d
 
 
 @pytest.fixture
@@ -52,15 +28,10 @@ def copy(artifact, tmp_path) -> Path:
     return d
 
 
-def _expected(xs: list[torch.Tensor]) -> torch.Tensor:
-    x, w, b = xs
-    return torch.exp(torch.tanh(x @ w + b))
-
-
 def test_loads_and_matches_torch(artifact):
-    xs = _inputs()
+    xs = model_inputs()
     (out,) = load(artifact).run(*xs)
-    torch.testing.assert_close(out, _expected(xs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, model_expected(xs), rtol=1e-5, atol=1e-5)
 
 
 def test_rewrite_is_atomic_and_leaves_no_temporaries(artifact, tmp_path):
@@ -117,7 +88,7 @@ def test_not_an_artifact_refused(tmp_path):
 
 def test_wrong_inputs_refused(artifact):
     model = load(artifact)
-    xs = _inputs()
+    xs = model_inputs()
     for bad, match in (((xs[0],), "takes 3 input"), ((xs[0].double(), xs[1], xs[2]), "input 0: expected"),
                        ((xs[0], xs[1].t(), xs[2]), "input 1: expected shape \\[8, 16\\]")):
         with pytest.raises(InputError, match=match):
@@ -129,7 +100,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_refuses_tampered_artifact_and_bad_inputs(copy, tmp_path):
-    xs = _inputs()
+    xs = model_inputs()
     np.savez(tmp_path / "bad.npz", x=xs[0].numpy().astype(np.float64), w=xs[1].numpy(), b=xs[2].numpy())
     proc = _cli("run", str(copy), "--inputs", str(tmp_path / "bad.npz"))
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr

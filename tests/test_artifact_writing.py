@@ -18,18 +18,9 @@ import torch
 from byteir_cat.compiled_model import load
 from foundation.errors import ArtifactError
 from runtime.artifact import read
-from tests.test_artifact import MODEL, _expected, _inputs
+from tests.artifact_tools import MODEL, model_expected, model_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    from byteir_cat.compiler import compile
-
-    d = tmp_path_factory.mktemp("writing") / "model"
-    compile(MODEL, out_dir=d)
-    return d
 
 
 def _one_line(e: pytest.ExceptionInfo, *words: str) -> None:
@@ -80,8 +71,8 @@ def test_cli_compile_refuses_then_forces(artifact, tmp_path):
     read(artifact).write(out)
     assert main(["compile", str(src), "-o", str(out)]) == 1
     assert main(["compile", str(src), "-o", str(out), "--force"]) == 0
-    xs = _inputs()
-    torch.testing.assert_close(load(out).run(*xs)[0], _expected(xs), rtol=1e-5, atol=1e-5)
+    xs = model_inputs()
+    torch.testing.assert_close(load(out).run(*xs)[0], model_expected(xs), rtol=1e-5, atol=1e-5)
 
 
 def _write_at(src: str, out: str, start: float, overwrite: bool, queue) -> None:
@@ -116,8 +107,8 @@ def test_writers_at_once_give_one_artifact_and_clear_errors(artifact, tmp_path):
     for r in results:
         assert r == "ok" or ("another process" in r or "already holds an artifact" in r), r
         assert "\n" not in r
-    xs = _inputs()
-    torch.testing.assert_close(load(out).run(*xs)[0], _expected(xs), rtol=1e-5, atol=1e-5)
+    xs = model_inputs()
+    torch.testing.assert_close(load(out).run(*xs)[0], model_expected(xs), rtol=1e-5, atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     results = _race(artifact, out, 4, overwrite=True)  # replacing: some may wait their turn and win it too
     assert "ok" in results and all(r == "ok" or "another process is writing" in r for r in results), results
@@ -138,11 +129,11 @@ def test_loading_while_the_artifact_is_rewritten(artifact, tmp_path):
     ctx = multiprocessing.get_context("spawn")
     writer = ctx.Process(target=_rewrite, args=(str(out), 40))
     writer.start()
-    xs, loads = _inputs(), 0
+    xs, loads = model_inputs(), 0
     try:
         while writer.is_alive() or loads < 5:
             model = load(out)  # never a mixed folder, a missing file or a hash mismatch
-            torch.testing.assert_close(model.run(*xs)[0], _expected(xs), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(model.run(*xs)[0], model_expected(xs), rtol=1e-5, atol=1e-5)
             loads += 1
     finally:
         writer.join(120)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from byteir_cat.compiler import compile as compile_model
 from foundation.errors import ByteirCatError
+from tests.helpers import norm_rel_err, seeded_randn
 
 NAN, INF = float("nan"), float("inf")
 
@@ -60,10 +61,6 @@ def _t(*values, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(values, dtype=dtype)
 
 
-def _randn(*shape: int, seed: int = 0, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale + shift
-
-
 def mismatch(got: torch.Tensor, want: torch.Tensor, ulps: int = 0, signed_zeros: bool = True) -> str | None:
     """Why ``got`` is not what torch computed, or None. ``ulps``: tolerance in units of the last place of the
     result's dtype, elementwise (for half-precision results that torch computes in f32). ``signed_zeros``: -0.0
@@ -91,7 +88,7 @@ def mismatch(got: torch.Tensor, want: torch.Tensor, ulps: int = 0, signed_zeros:
         ulp = (torch.nextafter(want[finite].abs(), torch.tensor(INF, dtype=want.dtype)).double() - w.abs())
         worst = float(((g - w).abs() / ulp).max()) if w.numel() else 0.0
         return None if worst <= ulps else f"{worst:.1f} ulps from torch"
-    err = float((g - w).norm() / max(float(w.norm()), 1e-300))
+    err = norm_rel_err(g, w)
     return None if err <= 1e-6 else f"relative error {err:.1e}"
 
 
@@ -130,14 +127,14 @@ X = _t(0.0, 0.0, -0.0, -0.0, 1.0, -1.0, 1.0, -1.0, INF, -INF, 1.0, -INF, 1.0, 0.
 M = torch.arange(24, dtype=torch.float32).reshape(4, 6) - 7.5
 IDX = _t(0, 5, 5, 3, 0, 1, 2, 2, 2, 5, 4, 3, dtype=torch.int64).reshape(4, 3)
 PICK = _t(3, 0, 0, 2, dtype=torch.int64)
-IMG = _randn(2, 3, 6, 7)
+IMG = seeded_randn(2, 3, 6, 7)
 CAST = _t(-2.7, -2.5, -0.9, -0.0, 0.5, 2.5, 3.99, 1e10, -1e10, 2.0**31, 2.0**40, 16777217.0, 3.4e38, NAN, INF, -INF)
 BIG = _t(2**53 + 1, 2**62 + 2**38 + 1, -(2**63), 2**63 - 1, 16777217, 16777219, -16777217, 0, dtype=torch.int64)
 # f32 values half-way between two f16 (bf16) values, past their largest finite value, below their smallest
 NARROW = _t(1.0 + 2**-11, 1.0 + 3 * 2**-11, 1.0 + 2**-12, 65519.0, 65520.0, 70000.0, -1e6, 1e-8, 6e-8, 3e-8,
             1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-9 + 2**-20, 3.4e38, -3.4e38, 1e-40)
-LONG_ROWS = _randn(4, 512, seed=1, scale=3.0, shift=10.0)
-UNIQUE = _randn(3, 8, seed=5).index_put_((torch.tensor([1, 2]), torch.tensor([3, 0])), _t(NAN, INF))
+LONG_ROWS = seeded_randn(4, 512, seed=1, scale=3.0, shift=10.0)
+UNIQUE = seeded_randn(3, 8, seed=5).index_put_((torch.tensor([1, 2]), torch.tensor([3, 0])), _t(NAN, INF))
 
 
 def _gathered(x: torch.Tensor, out) -> torch.Tensor:
@@ -396,7 +393,7 @@ GROUPS: dict[str, tuple[dict[str, Callable], Callable[[], list[torch.Tensor]]]] 
         "smooth_l1_loss": lambda x, t: F.smooth_l1_loss(x, x.flip(0), beta=0.5),
         "huber_loss": lambda x, t: F.huber_loss(x, x.flip(0), delta=0.5),
         "kl_div batchmean": lambda x, t: F.kl_div(F.log_softmax(x, 1), F.softmax(x.flip(0), 1), reduction="batchmean"),
-    }, lambda: [_randn(5, 4, seed=6), _t(1, -100, 3, 0, -100, dtype=torch.int64)]),
+    }, lambda: [seeded_randn(5, 4, seed=6), _t(1, -100, 3, 0, -100, dtype=torch.int64)]),
     "statistics": ({
         "var correction 0": lambda v: torch.var(v, 1, correction=0),
         "var correction 1": lambda v: torch.var(v, 1),
@@ -536,7 +533,7 @@ GROUPS: dict[str, tuple[dict[str, Callable], Callable[[], list[torch.Tensor]]]] 
         "adaptive_avg_pool 1": lambda x, n: F.adaptive_avg_pool2d(x, 1),
         "adaptive_max_pool": lambda x, n: F.adaptive_max_pool2d(x, (2, 3)),
         "adaptive_avg_pool1d": lambda x, n: F.adaptive_avg_pool1d(x[0], 3),
-    }, lambda: [IMG, -_randn(1, 2, 5, 5, seed=2).abs() - 1.0]),
+    }, lambda: [IMG, -seeded_randn(1, 2, 5, 5, seed=2).abs() - 1.0]),
     "norms_and_convolutions": ({
         "layer_norm": lambda x: F.layer_norm(x, (7,), torch.linspace(-1, 1, 7), torch.linspace(0, 1, 7)),
         "layer_norm constant rows": lambda x: F.layer_norm(x * 0 + 3.0, (6, 7)),
@@ -669,7 +666,7 @@ def test_division_remainders_match_torch(name, kind):
 
 # --- defects found outside the frontend, each fixed at its cause (named with it) ---------------------------------
 
-HALF_NUM, HALF_DEN = _randn(256, seed=3, scale=100.0), _randn(256, seed=4, scale=3.0)
+HALF_NUM, HALF_DEN = seeded_randn(256, seed=3, scale=100.0), seeded_randn(256, seed=4, scale=3.0)
 DEFECTS = {
     "f16/bf16 rounding between fused ops": (
         {"floor(a / b) f16": lambda a, b: torch.floor(a.half() / b.half()),

@@ -4,7 +4,6 @@ batch 1 and as a left-padded batch of 2; refusals of what the compiled shapes ca
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -162,12 +161,11 @@ def test_half_precision_batch_of_one_keeps_every_gemm_in_half():
 
 
 @pytest.mark.slow
+@pytest.mark.nvcc
 def test_f16_gpt2_steps_compile_for_sm90a(tmp_path):
     """Prefill and decode of an f16 GPT-2 for sm_90a (nvcc/ptxas builds): every compute on the device,
     the cache writes included (cat.index_copy's kernel) and the LM head over GPT-2's odd vocabulary, every cache
     donatable."""
-    if not (shutil.which("nvcc") and shutil.which("ptxas")):
-        pytest.skip("needs nvcc and ptxas")
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_embd=256, n_layer=2, n_head=4, n_positions=256,
                                        pad_token_id=0)).half().eval()  # GPT-2's own odd vocabulary: the LM head

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from byteir_cat.cli import COMMANDS, main
-from tests.test_artifact import MODEL, _expected, _inputs
+from tests.artifact_tools import MODEL, model_expected, model_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,12 +30,12 @@ def test_compile_then_run_npz(tmp_path):
     proc = _cli("compile", str(src), "-o", str(art), "--target", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and "arena" in proc.stdout
-    xs = _inputs()
+    xs = model_inputs()
     np.savez(tmp_path / "in.npz", x=xs[0].numpy(), w=xs[1].numpy(), b=xs[2].numpy())
     proc = _cli("run", str(art), "--inputs", str(tmp_path / "in.npz"), "--out", str(tmp_path / "out.npz"))
     assert proc.returncode == 0, proc.stderr
     out = torch.from_numpy(np.load(tmp_path / "out.npz")["output0"])
-    torch.testing.assert_close(out, _expected(xs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, model_expected(xs), rtol=1e-5, atol=1e-5)
 
 
 def test_cuda_target_is_refused_in_one_line(tmp_path):

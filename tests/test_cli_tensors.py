@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from byteir_cat.cli import main
 from byteir_cat.compiler import compile
-from tests.test_artifact import MODEL, _expected, _inputs
+from tests.artifact_tools import MODEL, model_expected, model_inputs
 
 NAMED = MODEL.replace("%x: tensor<4x8xf32>", '%x: tensor<4x8xf32> loc("x")') \
              .replace("%w: tensor<8x16xf32>", '%w: tensor<8x16xf32> loc("w")') \
@@ -42,21 +42,21 @@ def _run(capsys, *args: str) -> tuple[int, str]:
 
 
 def test_inputs_bind_by_name_not_order(named, tmp_path, capsys):
-    x, w, b = _inputs()
+    x, w, b = model_inputs()
     np.savez(tmp_path / "in.npz", b=b.numpy(), x=x.numpy(), w=w.numpy())  # not the model's order
     code, err = _run(capsys, named, "--inputs", tmp_path / "in.npz", "--out", tmp_path / "out.npz")
     assert code == 0, err
-    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "out.npz")["output0"]), _expected([x, w, b]),
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "out.npz")["output0"]), model_expected([x, w, b]),
                                rtol=1e-5, atol=1e-5)
     save_file({"arg2": b, "arg0": x, "arg1": w}, str(tmp_path / "args.safetensors"))
     code, err = _run(capsys, named, "--inputs", tmp_path / "args.safetensors", "--out", tmp_path / "o.safetensors")
     assert code == 0, err
-    torch.testing.assert_close(load_file(str(tmp_path / "o.safetensors"))["output0"], _expected([x, w, b]),
+    torch.testing.assert_close(load_file(str(tmp_path / "o.safetensors"))["output0"], model_expected([x, w, b]),
                                rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_or_missing_names_are_refused(named, tmp_path, capsys):
-    x, w, b = _inputs()
+    x, w, b = model_inputs()
     np.savez(tmp_path / "typo.npz", x=x.numpy(), weight=w.numpy(), b=b.numpy())
     code, err = _run(capsys, named, "--inputs", tmp_path / "typo.npz")
     assert code == 1 and err.count("\n") == 1

@@ -13,10 +13,10 @@ import pytest
 
 from byteir_cat.compiler import compile
 from semantics.op_traits import HOST_ONLY
+from tests.helpers import CONFORMANCE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/stablehlo"
-FILES = sorted(CONFORMANCE.glob("*.mlir"))
+FILES = sorted(CONFORMANCE_DIR.glob("*.mlir"))
 
 # Files that do not pass, with the reason (none at the moment; add here with the cause when one regresses).
 EXPECTED_FAILURES: dict[str, str] = {}
@@ -66,7 +66,7 @@ def _cli_run(path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not FILES, reason="conformance files not found")
 def test_cli_run_passes_and_fails_with_location(tmp_path):
-    good = CONFORMANCE / "add_float32_1_20_float32_20_20.mlir"
+    good = CONFORMANCE_DIR / "add_float32_1_20_float32_20_20.mlir"
     proc = _cli_run(good)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1/1 checks passed" in proc.stdout

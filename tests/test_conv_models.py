@@ -5,8 +5,6 @@ matches eager; the partition reason names layout, stride, padding and the fused 
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,14 +17,11 @@ from byteir_cat.compiler import compile as compile_model
 from foundation.errors import CompileError
 from runtime.artifact import read
 from runtime.session import Session
+from tests.helpers import max_rel_err, norm_rel_err
 
 
 def _convs(part) -> list[cat.Conv]:
     return [d for sg in part.subgraphs for op in sg.ops if cat.is_cat(op) and isinstance(d := cat.decode(op), cat.Conv)]
-
-
-def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got - want).abs().max() / want.abs().max())
 
 
 def _compile_and_compare(model, inputs, tmp_path):
@@ -35,7 +30,7 @@ def _compile_and_compare(model, inputs, tmp_path):
     (got,) = compiled.run(*inputs)
     with torch.no_grad():
         want = model(*inputs)
-    assert _rel(got, want) < 1e-4
+    assert max_rel_err(got, want) < 1e-4
     return compiled.partition
 
 
@@ -232,7 +227,7 @@ def test_three_dimensional_convolution_takes_the_fusion_path(tmp_path):
     assert group.reason.startswith("not a CAT conv: 3-D convolution")
     (got,) = compiled.run(x)
     with torch.no_grad():
-        assert _rel(got, model(x)) < 1e-5
+        assert max_rel_err(got, model(x)) < 1e-5
 
 
 def test_whisper_tiny_encoder_full_size(tmp_path):
@@ -295,7 +290,7 @@ def test_dynamic_batch_and_a_refused_dynamic_length(tmp_path):
         audio = torch.randn(batch, 1600, generator=torch.Generator().manual_seed(batch))
         (got,) = compiled.run(audio)
         with torch.no_grad():
-            assert _rel(got, model(audio)) < 1e-4
+            assert max_rel_err(got, model(audio)) < 1e-4
     with pytest.raises(CompileError) as e:
         compile_model(model, (x,), dynamic_shapes=({1: Dim("t", min=400, max=3200)},))
     assert "\n" not in str(e.value) and "not a polynomial of the dynamic dimensions" in str(e.value)
@@ -319,10 +314,7 @@ def test_half_precision_batch_norm_folds_and_stays_as_accurate_as_eager(dtype, t
         want = base.double()(x.double())
         eager = model(x.to(dtype))
 
-    def rel(a: torch.Tensor) -> float:
-        return float((a.double() - want).norm() / want.norm())
-
-    assert rel(got) < 1e-2 and rel(got) <= 1.25 * rel(eager)
+    assert norm_rel_err(got, want) < 1e-2 and norm_rel_err(got, want) <= 1.25 * norm_rel_err(eager, want)
 
 
 class Upsample(torch.nn.Module):
@@ -336,7 +328,7 @@ class Upsample(torch.nn.Module):
         return F.silu(self.up(x))
 
 
-@pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("ptxas")), reason="nvcc/ptxas not on PATH")
+@pytest.mark.nvcc
 def test_transposed_convolution_for_cuda(tmp_path):
     """For CUDA the upsampling is an NVVM kernel (interior padding, the layout transpose) and a CUTLASS conv with
     bias and SiLU: nothing on the host; the artifact's plan, run by the GPU emulator on the CPU, matches torch."""
@@ -351,10 +343,10 @@ def test_transposed_convolution_for_cuda(tmp_path):
     (got,) = Session(art, device="cpu", provider=EmulatedGpuProvider).run(x)
     with torch.no_grad():
         want = model.float()(x.float())
-    assert float((got.float() - want).norm() / want.norm()) < 1e-2
+    assert norm_rel_err(got, want) < 1e-2
 
 
-@pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("ptxas")), reason="nvcc/ptxas not on PATH")
+@pytest.mark.nvcc
 def test_three_dimensional_convolution_is_an_nvvm_kernel_for_cuda(tmp_path):
     """What is no CAT conv is a fusion kernel through linalg and NVVM for CUDA, never the host evaluator: a half
     3-D conv is laid out channels-last and computed in f32 (one parallel loop nest, f32 accumulation)."""
@@ -369,7 +361,7 @@ def test_three_dimensional_convolution_is_an_nvvm_kernel_for_cuda(tmp_path):
     (got,) = Session(art, device="cpu", provider=EmulatedGpuProvider).run(x)
     with torch.no_grad():
         want = model.float()(x.float())
-    assert float((got.float() - want).norm() / want.norm()) < 1e-2
+    assert norm_rel_err(got, want) < 1e-2
 
 
 def test_convnext_block_at_full_size_keeps_its_gelu_in_the_gemm():
@@ -415,4 +407,4 @@ def test_convolutions_of_unusual_shapes(tmp_path):
     with torch.no_grad():
         want = model(x, a)
     for g, w in zip(got, want, strict=True):
-        assert _rel(g, w) < 1e-5
+        assert max_rel_err(g, w) < 1e-5

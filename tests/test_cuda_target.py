@@ -7,7 +7,6 @@ Loading on a machine without a GPU is refused in one line. Runs on the GPU are i
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -22,8 +21,7 @@ from foundation.host_code import Signature
 from runtime.artifact import read
 from runtime.cpu_provider import CpuProvider
 from runtime.session import Session
-
-HAVE_NVCC = bool(shutil.which("nvcc") and shutil.which("ptxas"))
+from tests.helpers import norm_rel_err, require_cuda_tools
 
 ARCH = "sm_80"
 MODELS = {  # head dim 64, one layer: few distinct kernels, so a cold build cache stays cheap
@@ -49,8 +47,7 @@ def _model(name: str):
 def artifacts(tmp_path_factory) -> dict[str, object]:
     """Artifacts compiled on first use, once per module."""
 
-    if not HAVE_NVCC:
-        pytest.skip("nvcc and ptxas are not on PATH: CUDA artifacts cannot be built here")
+    require_cuda_tools()
 
     class Lazy(dict):
         def __missing__(self, name: str):
@@ -169,11 +166,6 @@ class EmulatedGpuProvider(CpuProvider):
         return run
 
 
-def _rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.double(), want.double()
-    return float((got - want).norm() / want.norm().clamp_min(1e-30))
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_cuda_plan_on_the_gpu_emulator_matches_torch(artifacts, name):
     """The CUDA artifact's plan (arena offsets, launch plans, temps, host round trips) run on the CPU."""
@@ -184,5 +176,5 @@ def test_cuda_plan_on_the_gpu_emulator_matches_torch(artifacts, name):
     with torch.no_grad():
         want = model.float()(*[x.float() if x.is_floating_point() else x for x in inputs])
     assert got.dtype == MODELS[name][2]
-    err = _rel_error(got, want)
+    err = norm_rel_err(got, want)
     assert err < 1e-2, err

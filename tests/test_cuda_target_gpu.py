@@ -21,6 +21,7 @@ import torch
 
 from foundation.cuda_arch import arch_for
 from runtime.session import Session
+from tests.helpers import norm_rel_err
 
 MODELS = {
     "gpt2": ("gpt2", dict(hidden=128, heads=2, seq=32), torch.float16),
@@ -66,11 +67,6 @@ def cases(tmp_path_factory) -> dict[str, Path]:
     return {name: out / name for name in MODELS}
 
 
-def _rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.double().cpu(), want.double().cpu()
-    return float((got - want).norm() / want.norm().clamp_min(1e-30))
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 def test_compiled_model_on_cuda_matches_torch(cases, name):
     from byteir_cat.compiler import load
@@ -79,7 +75,7 @@ def test_compiled_model_on_cuda_matches_torch(cases, name):
     model = load(cases[name] / "artifact", device="cuda")
     got = model.run(*io["inputs"])[0]
     assert got.is_cuda and got.dtype == MODELS[name][2]
-    assert _rel_error(got, io["expected"]) < 1e-2
+    assert norm_rel_err(got, io["expected"]) < 1e-2
     again = model.run(*[t.cuda() for t in io["inputs"]])[0]  # second run: captured as a CUDA graph
     assert torch.equal(got, again)
     assert model.session.graph_active, model.session.graph_error
@@ -132,7 +128,7 @@ def test_compiled_model_time_vs_eager(cases, name):
 
     with torch.no_grad():
         want = eager(*ids)
-        assert _rel_error(ours.run(*ids)[0], want) < 1e-2
+        assert norm_rel_err(ours.run(*ids)[0], want) < 1e-2
         t_eager, t_ours = timed(lambda: eager(*ids)), timed(lambda: ours.run(*ids))
     print(f"{name}: eager {t_eager * 1e3:.3f} ms, byteir-cat {t_ours * 1e3:.3f} ms ({t_eager / t_ours:.2f}x)")
 

@@ -16,6 +16,7 @@ from byteir_cat import model_zoo
 from fallback_codegen.dynamic_group import reassociation
 from foundation.errors import CompileError, InputError
 from foundation.sym_shape import SymExpr, fit_multilinear
+from tests.helpers import max_rel_err
 
 SHAPES = [(1, 5), (2, 12), (3, 17), (4, 32), (4, 2)]  # (batch, seq): corners, odd sizes, batch 1
 BATCH, SEQ = Dim("batch", min=1, max=4), Dim("seq", min=2, max=32)
@@ -23,10 +24,6 @@ BATCH, SEQ = Dim("batch", min=1, max=4), Dim("seq", min=2, max=32)
 
 def _ids(batch: int, seq: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 128, (batch, seq), generator=torch.Generator().manual_seed(seed))
-
-
-def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got - want).abs().max() / want.abs().max())
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +55,7 @@ def test_gpt2_one_artifact_every_shape(gpt2):
             want = model(ids)
         got = compiled.run(ids)[0]
         assert got.shape == want.shape
-        assert _rel_err(got, want) < 1e-4, (b, s)
+        assert max_rel_err(got, want) < 1e-4, (b, s)
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -80,11 +77,11 @@ def test_bert_one_artifact_every_shape(tmp_path, padded):
             args.append(mask)
         with torch.no_grad():
             want = model(*args)
-        assert _rel_err(compiled.run(*args)[0], want) < 1e-4, (b, s)
+        assert max_rel_err(compiled.run(*args)[0], want) < 1e-4, (b, s)
     reloaded = byteir_cat.load(tmp_path / "bert")
     args = [_ids(1, 9, 7)] + ([torch.ones(1, 9, dtype=torch.int64)] if padded else [])
     with torch.no_grad():
-        assert _rel_err(reloaded.run(*args)[0], model(*args)) < 1e-4
+        assert max_rel_err(reloaded.run(*args)[0], model(*args)) < 1e-4
 
 
 def test_costs_follow_the_size_of_each_run(gpt2):
@@ -126,7 +123,7 @@ def test_dynamic_shapes_by_argument_name(tmp_path):
     compiled = byteir_cat.compile(model, inputs, dynamic_shapes={"input_ids": {1: Dim("n", min=4, max=16)}})
     ids = _ids(1, 11, 3)
     with torch.no_grad():
-        assert _rel_err(compiled.run(ids)[0], model(ids)) < 1e-4
+        assert max_rel_err(compiled.run(ids)[0], model(ids)) < 1e-4
     with pytest.raises(InputError, match=r"expected shape \[1, 11\]"):
         compiled.run(_ids(2, 11, 3))  # batch is static here
 
@@ -188,7 +185,7 @@ def test_loaded_in_a_new_process_without_the_compile_side(gpt2, tmp_path):
     for b, s in ((1, 7), (3, 20)):
         ids = torch.randint(0, 128, (b, s), generator=torch.Generator().manual_seed(b * 100 + s))
         with torch.no_grad():
-            assert _rel_err(torch.load(tmp_path / f"{b}x{s}.pt"), model(ids)) < 1e-4
+            assert max_rel_err(torch.load(tmp_path / f"{b}x{s}.pt"), model(ids)) < 1e-4
 
 
 def test_reshapes_with_symbolic_sizes_group_their_dimensions():
@@ -207,4 +204,4 @@ def test_upper_bound_equal_to_the_position_table(tmp_path):
     for k, (b, s) in enumerate([(1, 64), (3, 33), (2, 8)]):
         ids = _ids(b, s, k)
         with torch.no_grad():
-            assert _rel_err(compiled.run(ids)[0], model(ids)) < 1e-4, (b, s)
+            assert max_rel_err(compiled.run(ids)[0], model(ids)) < 1e-4, (b, s)

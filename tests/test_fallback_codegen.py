@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from fallback_codegen.pipeline import HostTarget, NvptxTarget
 from foundation.errors import CompileError
 from foundation.host_code import KernelError, Signature, load_host_kernel
 from frontends import load_mlir
+from tests.helpers import max_rel_err, require_cuda_tools, seeded_randn
 
 RESIDUAL_BIAS = """
 func.func @residual_bias(%x: tensor<2x16x32xf32>, %b: tensor<32xf32>, %r: tensor<2x16x32xf32>)
@@ -136,13 +136,7 @@ def _group(text: str):
 
 
 def _random(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.randn(shape, generator=gen) * 1.5 + 0.25).to(dtype)
-
-
-def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.double(), want.double()
-    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
+    return seeded_randn(*shape, seed=seed, scale=1.5, shift=0.25, dtype=dtype)
 
 
 def _run_host(text: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -153,25 +147,25 @@ def _run_host(text: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 def test_residual_bias_add():
     x, b, r = _random((2, 16, 32), seed=1), _random((32,), seed=2), _random((2, 16, 32), seed=3)
     (y,) = _run_host(RESIDUAL_BIAS, [x, b, r])
-    assert _rel_err(y, x + b + r) < 1e-5
+    assert max_rel_err(y, x + b + r) < 1e-5
 
 
 def test_gelu_tanh():
     x = _random((4, 128))
     (y,) = _run_host(gelu_tanh_text((4, 128)), [x])
-    assert _rel_err(y, torch.nn.functional.gelu(x, approximate="tanh")) < 1e-5
+    assert max_rel_err(y, torch.nn.functional.gelu(x, approximate="tanh")) < 1e-5
 
 
 def test_reduce_sum_last_dim():
     x = _random((4, 8, 64))
     (y,) = _run_host(REDUCE_SUM, [x])
-    assert _rel_err(y, x.double().sum(-1)) < 1e-5
+    assert max_rel_err(y, x.double().sum(-1)) < 1e-5
 
 
 def test_softmax_in_stablehlo_ops():
     x = _random((2, 4, 16, 16)) * 3
     (y,) = _run_host(SOFTMAX, [x])
-    assert _rel_err(y, torch.softmax(x.double(), -1)) < 1e-5
+    assert max_rel_err(y, torch.softmax(x.double(), -1)) < 1e-5
 
 
 def test_convert_f32_f16_f32():
@@ -194,7 +188,7 @@ def test_rotary_slice_concat_transpose():
     (y,) = _run_host(ROTARY, [x, cos, sin])
     rot = torch.cat([-x[..., 8:], x[..., :8]], dim=-1)
     want = (x * cos[None, :, None, :] + rot * sin[None, :, None, :]).transpose(1, 2)
-    assert _rel_err(y, want) < 1e-5
+    assert max_rel_err(y, want) < 1e-5
 
 
 def test_bf16_arithmetic_rounds_like_torch():
@@ -204,7 +198,7 @@ def test_bf16_arithmetic_rounds_like_torch():
     want = s * torch.sigmoid(s)
     assert y.dtype == torch.bfloat16
     # the logistic itself is computed in f32 and rounded: within one bf16 ulp of torch's
-    assert _rel_err(y, want) < 2 ** -7
+    assert max_rel_err(y, want) < 2 ** -7
 
 
 def test_f16_arithmetic():
@@ -212,7 +206,7 @@ def test_f16_arithmetic():
     (r,) = _run_host(F16_SCALE, [x, y])
     want = torch.exp(x * 0.125) + y
     assert r.dtype == torch.float16
-    assert _rel_err(r, want) < 2 ** -10
+    assert max_rel_err(r, want) < 2 ** -10
 
 
 def test_writes_into_preallocated_outputs():
@@ -222,14 +216,14 @@ def test_writes_into_preallocated_outputs():
     out = torch.full((2, 16, 32), 7.0)
     (same,) = kernel.run([x, b, r], [out])
     assert same is out
-    assert _rel_err(out, x + b + r) < 1e-5
+    assert max_rel_err(out, x + b + r) < 1e-5
 
 
 def test_kernel_reloads_from_ir_text_and_json_signature():
     group = compile_group(_group(SOFTMAX))
     kernel = load_host_kernel(group.llvm_ir, group.symbol, Signature.from_json(group.signature.to_json()))
     x = _random((2, 4, 16, 16))
-    assert _rel_err(kernel.run([x])[0], torch.softmax(x, -1)) < 1e-5
+    assert max_rel_err(kernel.run([x])[0], torch.softmax(x, -1)) < 1e-5
 
 
 def test_rejects_wrong_input_shape_and_dtype():
@@ -265,9 +259,7 @@ def test_ptx_assembles(text: str, arch: str, tmp_path):
     group = compile_group(_group(text), NvptxTarget(arch=arch))
     assert group.ptx and ".visible .entry" in group.ptx
     assert group.launches and all(launch.symbol in group.ptx for launch in group.launches)
-    ptxas = shutil.which("ptxas")
-    if ptxas is None:
-        pytest.skip("ptxas not on PATH")
+    ptxas = require_cuda_tools("ptxas")["ptxas"]
     src = tmp_path / "k.ptx"
     src.write_text(group.ptx)
     proc = subprocess.run([ptxas, f"-arch={arch}", str(src), "-o", str(tmp_path / "k.cubin")],
@@ -302,7 +294,7 @@ def test_nvptx_kernels_emulated_on_host(case: str):
     emulated = EmulatedGpuGroup(group.llvm_ir, group.launches, group.temp_bytes, group.signature, group.name)
     inputs = make_inputs()
     (got,) = emulated.run(inputs)
-    assert _rel_err(got, reference(*inputs)) < 1e-5
+    assert max_rel_err(got, reference(*inputs)) < 1e-5
 
 
 F16_ADD = """

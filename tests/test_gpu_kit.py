@@ -25,6 +25,7 @@ from byteir_cat.gpu_kit.build import build, single_op_module
 from byteir_cat.gpu_kit.contents import kernel_cases
 from byteir_cat.gpu_kit.context import StepContext
 from byteir_cat.gpu_kit.run import STEPS
+from tests.helpers import require_cuda_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,8 +166,7 @@ def _no_nvcc(tmp: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def quick_kit(tmp_path_factory) -> Path:
-    if not (shutil.which("nvcc") and shutil.which("ptxas")):
-        pytest.skip("building the kit needs nvcc and ptxas")
+    require_cuda_tools()  # building the kit
     # sm_80 and the small Llama of test_cuda_target: its kernels are in the build cache already
     return build(tmp_path_factory.mktemp("kit") / ".gpu-kit", arch="sm_80", quick=True, note=lambda _: None)
 

@@ -10,19 +10,11 @@ import llvmlite.binding as llvm
 import pytest
 import torch
 
-from byteir_cat.compiler import compile, load
+from byteir_cat.compiler import load
 from foundation.errors import ArtifactError
 from foundation.host_code import Signature, TensorSig, jit_compile, load_host_kernel
 from foundation.host_code_policy import HostCodeRefused, check_host_module
-from tests.artifact_tools import host_kernel, rehash
-from tests.test_artifact import MODEL, _expected, _inputs
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    d = tmp_path_factory.mktemp("policy") / "model"
-    compile(MODEL, out_dir=d)
-    return d
+from tests.artifact_tools import host_kernel, model_expected, model_inputs, rehash
 
 
 @pytest.fixture
@@ -123,9 +115,9 @@ define float @helper(float %x, ptr %a, ptr %b) {
   ret float %y
 }
 """)
-    xs = _inputs()
+    xs = model_inputs()
     (out,) = load(copy).run(*xs)
-    torch.testing.assert_close(out, _expected(xs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, model_expected(xs), rtol=1e-5, atol=1e-5)
 
 
 def test_checked_on_every_jit_path():

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 
 from byteir_cat.compiled_model import load
 from foundation.errors import ByteirCatError
-from tests.artifact_tools import rehash
-from tests.test_artifact import MODEL, _expected, _inputs
+from tests.artifact_tools import MODEL, model_expected, model_inputs, rehash
 from tests.test_index_inputs import GATHER
 
 SLOW = 10  # how many times more cases under -m slow
@@ -63,7 +62,7 @@ def _load_and_run(d: Path, run: bool = True) -> None:
     try:
         model = load(d)
         if run:
-            (out,) = model.run(*_inputs())
+            (out,) = model.run(*model_inputs())
             assert out.shape == (4, 16) and out.dtype == torch.float32
     except ByteirCatError as e:
         _typed(e)
@@ -223,10 +222,10 @@ def _run_property(artifact: Path, gather_model, n: int) -> None:
     def prop(specs, exact, ids, id_dtype):
         xs = [torch.zeros(s, dtype=d) for s, d in specs]
         if exact:
-            xs = _inputs()
+            xs = model_inputs()
         try:
             (out,) = model.run(*xs)
-            torch.testing.assert_close(out, _expected(xs), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(out, model_expected(xs), rtol=1e-5, atol=1e-5)
         except ByteirCatError as e:
             _typed(e)
         table = torch.randn(10, 4)

@@ -20,6 +20,7 @@ from byteir_cat.compiler import compile
 from foundation.errors import CompileError
 from frontends import load_mlir
 from mhlo_to_cat.subgraph import Partition
+from tests.helpers import max_rel_err
 
 EXPORTS = Path(__file__).parent / "jax_exports"
 sys.path.insert(0, str(EXPORTS))
@@ -46,11 +47,6 @@ def _nothing_interpreted(part: Partition) -> None:
     interpreted = [(sg.reason, sg.summary) for sg in part.subgraphs
                    if sg.path == "host" and not sg.reason.startswith("reshape only")]
     assert not interpreted, interpreted
-
-
-def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
-    got, want = got.double(), want.double()
-    return float((got - want).abs().max() / want.abs().max())
 
 
 # name: (attention ops, other CAT ops that must be there)
@@ -87,7 +83,7 @@ def test_jax_model_compiles_to_cat_and_matches_jax(name):
     args, (want,) = _arrays(name)
     (got,) = compile(EXPORTS / f"{name}.mlir").run(*args)
     assert got.shape == want.shape
-    assert _rel(got, want) < 1e-4
+    assert max_rel_err(got, want) < 1e-4
 
 
 def test_jax_bf16_dot_product_attention_is_bit_exact():
@@ -108,7 +104,7 @@ def test_loop_past_the_unrolling_limit_runs_as_a_loop():
     assert [(sg.path, sg.summary) for sg in part.subgraphs if sg.path == "host"] == [("host", "while")]
     args, (want,) = _arrays("long_loop")
     (got,) = compile(EXPORTS / "long_loop.mlir").run(*args)
-    assert _rel(got, want) < 1e-4
+    assert max_rel_err(got, want) < 1e-4
 
 
 def test_jax_gpt2_small_at_full_size():
@@ -122,7 +118,7 @@ def test_jax_gpt2_small_at_full_size():
     _nothing_interpreted(part)
     (ids,), (want,) = _arrays("gpt2_small")
     (got,) = compile(EXPORTS / "gpt2_small.mlir").run(ids, *map(torch.from_numpy, gpt2_params(**GPT2_SMALL)))
-    assert _rel(got, want) < 1e-4
+    assert max_rel_err(got, want) < 1e-4
 
 
 def test_jax_weights_bound_as_params(tmp_path):
@@ -135,14 +131,14 @@ def test_jax_weights_bound_as_params(tmp_path):
     assert model.artifact.byre.input_names == ["ids"]
     (ids,), (want,) = _arrays("gpt2_small")
     (got,) = load(tmp_path / "gpt2").run(ids)
-    assert _rel(got, want) < 1e-4
+    assert max_rel_err(got, want) < 1e-4
 
 
 def test_params_by_position_and_their_errors():
     text = (EXPORTS / "sdpa.mlir").read_text()
     (q, k, v), (want,) = _arrays("sdpa")
     (got,) = compile(text, params={1: k, "arg2": v.numpy()}).run(q)
-    assert _rel(got, want) < 1e-6
+    assert max_rel_err(got, want) < 1e-6
     with pytest.raises(CompileError, match=r"^params: @main has no argument 'w' \(arguments: q, k, v\)$"):
         compile(text, params={"w": k})
     with pytest.raises(CompileError, match=r"^params\['k'\]: \(2, 32, 4, 32\) torch.float32 given, @main argument 1 "
@@ -194,7 +190,7 @@ def test_jax_math_runs_on_the_device_path_and_matches_jax():
             continue
         finite = torch.isfinite(want)
         assert torch.equal(torch.isfinite(got), finite), i
-        assert _rel(got[finite], want[finite]) < 1e-4, (i, _rel(got[finite], want[finite]))
+        assert max_rel_err(got[finite], want[finite]) < 1e-4, (i, max_rel_err(got[finite], want[finite]))
         if i in MATH_F64:
             exact = MATH_F64[i](*(a.double() for a in args))
             assert (got.double() - exact).abs().max() <= (want.double() - exact).abs().max(), i
@@ -205,7 +201,7 @@ def test_cli_params(tmp_path, capsys):
     np.savez(tmp_path / "kv.npz", k=k.numpy(), v=v.numpy())
     assert cli(["compile", str(EXPORTS / "sdpa.mlir"), "--params", str(tmp_path / "kv.npz"), "-o", str(tmp_path / "a")]) == 0
     (got,) = load(tmp_path / "a").run(q)
-    assert _rel(got, want) < 1e-6
+    assert max_rel_err(got, want) < 1e-6
     assert cli(["partition", str(EXPORTS / "sdpa.mlir"), "--params", str(tmp_path / "missing.npz")]) == 1
     assert capsys.readouterr().err.strip().endswith("--params " + str(tmp_path / "missing.npz") + ": no such file")
 
@@ -228,4 +224,4 @@ def test_flax_convnet_folds_batch_norm_once_weights_are_bound(tmp_path):
     assert [sg.path for sg in bound.partition.subgraphs if sg.path != "host"] == ["cat"] * 6
     for model, args in ((free, inputs), (bound, inputs[:2])):
         for got, want in zip(model.run(*args), outputs, strict=True):
-            assert _rel(got, want) < 1e-5
+            assert max_rel_err(got, want) < 1e-5

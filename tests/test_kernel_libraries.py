@@ -23,7 +23,7 @@ from runtime.artifact import Artifact, read
 from runtime.cuda_provider import CudaProvider
 from runtime.kernel_library import CACHE_ENV, cache_folder
 from runtime.tuner import _launcher
-from tests.artifact_tools import rehash
+from tests.artifact_tools import MODEL, rehash
 
 CC = shutil.which("cc") or shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason="needs a C compiler")
@@ -85,7 +85,6 @@ def test_a_library_outside_the_artifact_is_refused(tmp_path, cache):
 
 def test_a_symlink_out_of_the_artifact_is_refused(tmp_path):
     from byteir_cat.compiler import compile
-    from tests.test_artifact import MODEL
 
     art = tmp_path / "art"
     compile(MODEL, out_dir=art)

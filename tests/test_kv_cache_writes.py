@@ -4,8 +4,6 @@ scatters that only look alike stay scatters."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -77,9 +75,8 @@ def test_look_alikes_stay_scatters_or_stay_exact(op):
     assert torch.allclose(got, Write(2, op)(*inputs))
 
 
+@pytest.mark.nvcc
 def test_cuda_kernel_compiles():
-    if not shutil.which("nvcc"):
-        pytest.skip("nvcc not on PATH")
     specs = [(cat.IndexCopy(2), [TensorType((2, 4, 128, 64), dt), TensorType((pos,), ip),
                                  TensorType((2, 4, pos, 64), dt)]) for dt, ip, pos in (("f16", "i64", 1), ("bf16", "i32", 64), ("f32", "i64", 7))]
     kernels = [render_kernel(as_spec(op, types), "sm_80") for op, types in specs]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import cat_dialect as cat
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
+from tests.helpers import max_rel_err
 
 
 class MLP(torch.nn.Module):
@@ -49,10 +50,6 @@ class Lambda(torch.nn.Module):
         return self.fn(x)
 
 
-def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got.double() - want).abs().max() / want.abs().max())
-
-
 def _check_as_exact_as_eager(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, tmp_path):
     """Compiled in ``dtype`` vs the same model in f64: no worse than eager in ``dtype`` (plus a small slack
     for a different but equally rounded order of operations). Returns the partition."""
@@ -63,7 +60,7 @@ def _check_as_exact_as_eager(model: torch.nn.Module, x: torch.Tensor, dtype: tor
         eager = model(x.to(dtype))
     compiled = compile_model(model, (x.to(dtype),), target="cpu", out_dir=tmp_path / "art")
     (got,) = compiled.run(x.to(dtype))
-    err, eager_err = _rel(got, exact), _rel(eager, exact)
+    err, eager_err = max_rel_err(got, exact), max_rel_err(eager, exact)
     floor = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
     assert err <= max(1.25 * eager_err, floor), f"compiled error {err:.3g} vs eager {eager_err:.3g}"
     return compiled.partition

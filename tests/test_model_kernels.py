@@ -3,8 +3,6 @@ rendered for sm_80 and sm_90a in the default run, built with nvcc under ``-m slo
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -47,7 +45,7 @@ def test_every_model_cat_op_renders(cat_ops, arch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc not on PATH")
+@pytest.mark.nvcc
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_model_cat_op_builds(arch):
     subgraphs = [[op] for name in MODELS for op in model_cat_ops(name)]

@@ -8,10 +8,7 @@ import pytest
 import torch
 
 from byteir_cat.compiler import compile as compile_model
-
-
-def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
-    return float((got.double() - want.double()).norm() / want.double().norm())
+from tests.helpers import norm_rel_err
 
 
 class ConstantLists(torch.nn.Module):
@@ -63,7 +60,7 @@ def test_negative_indices_count_from_the_end(name):
     inputs = make()
     want = model(*inputs)
     (got,) = compile_model(model, inputs).run(*inputs)
-    assert _rel(got, want) < 1e-6
+    assert norm_rel_err(got, want) < 1e-6
 
 
 def test_falcon_multi_query_matches_eager():
@@ -78,7 +75,7 @@ def test_falcon_multi_query_matches_eager():
     with torch.no_grad():
         want = model(ids).logits
     (got,) = compile_model(model, [ids]).run(ids)
-    assert _rel(got, want) < 1e-5
+    assert norm_rel_err(got, want) < 1e-5
 
 
 class TakeAndFill(torch.nn.Module):
@@ -91,7 +88,7 @@ def test_take_and_index_fill_count_from_the_end():
     want = TakeAndFill()(x, i)
     got = compile_model(TakeAndFill(), [x, i]).run(x, i)
     for g, w in zip(got, want, strict=True):
-        assert _rel(g, w) < 1e-6
+        assert norm_rel_err(g, w) < 1e-6
 
 
 def test_kv_cache_slots_are_not_wrapped():

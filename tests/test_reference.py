@@ -18,9 +18,9 @@ from foundation.errors import InputError, UnsupportedOpError
 from foundation.ir import Block, Function, Module, TensorType, Value
 from frontends import load_mlir
 from semantics.interpreter import check_supported, eval_op, evaluate, run_checks, ulp_distance
+from tests.helpers import CONFORMANCE_DIR
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/stablehlo"
-CONFORMANCE_FILES = sorted(CONFORMANCE.glob("*.mlir"))
+CONFORMANCE_FILES = sorted(CONFORMANCE_DIR.glob("*.mlir"))
 
 # Conformance files whose checks are known to fail, with the real reason. Empty today: every file passes.
 XFAIL: dict[str, str] = {}
@@ -43,7 +43,7 @@ def test_conformance_file(path: Path) -> None:
 
 
 def test_conformance_suite_present_and_pass_rate() -> None:
-    assert len(CONFORMANCE_FILES) >= 100, f"conformance files missing under {CONFORMANCE}"
+    assert len(CONFORMANCE_FILES) >= 100, f"conformance files missing under {CONFORMANCE_DIR}"
     assert set(XFAIL) <= {p.name for p in CONFORMANCE_FILES}, "XFAIL names a file that does not exist"
     assert len(XFAIL) <= 0.05 * len(CONFORMANCE_FILES)
 
@@ -86,7 +86,7 @@ def test_check_integer_mismatch_and_detail() -> None:
 
 
 def test_conformance_check_catches_a_wrong_op() -> None:
-    text = (CONFORMANCE / "exp_float32_20_20.mlir").read_text().replace("stablehlo.exponential", "stablehlo.tanh")
+    text = (CONFORMANCE_DIR / "exp_float32_20_20.mlir").read_text().replace("stablehlo.exponential", "stablehlo.tanh")
     results = run_checks(load_mlir(text))
     assert results and not any(r.passed for r in results)
 

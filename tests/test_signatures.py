@@ -20,17 +20,7 @@ from byteir_cat.compiled_model import load
 from foundation.errors import ArtifactError, InputError
 from runtime.artifact import read
 from runtime.signing import generate_key, sign_artifact
-from tests.artifact_tools import host_kernel, rehash
-from tests.test_artifact import MODEL, _expected, _inputs
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    from byteir_cat.compiler import compile
-
-    d = tmp_path_factory.mktemp("signed") / "model"
-    compile(MODEL, out_dir=d)
-    return d
+from tests.artifact_tools import host_kernel, model_expected, model_inputs, rehash
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +53,9 @@ def test_keygen_writes_a_private_key_for_its_owner_only(keys):
 
 def test_a_signed_artifact_loads_with_its_key(signed, keys):
     (_, pub), _ = keys
-    xs = _inputs()
+    xs = model_inputs()
     for trusted in ([pub], [str(pub)], [pub.read_text().strip()], [bytes.fromhex(pub.read_text().strip())]):
-        torch.testing.assert_close(load(signed, trusted_keys=trusted).run(*xs)[0], _expected(xs), rtol=1e-5,
+        torch.testing.assert_close(load(signed, trusted_keys=trusted).run(*xs)[0], model_expected(xs), rtol=1e-5,
                                    atol=1e-5)
 
 
@@ -114,7 +104,7 @@ def test_cli_keygen_sign_and_trusted_run(artifact, tmp_path, capsys):
     shutil.copytree(artifact, art)
     key = tmp_path / "k"
     assert main(["keygen", str(key)]) == 0
-    xs = _inputs()
+    xs = model_inputs()
     np.savez(tmp_path / "in.npz", x=xs[0].numpy(), w=xs[1].numpy(), b=xs[2].numpy())
     run = ["run", str(art), "--inputs", str(tmp_path / "in.npz"), "--trusted-key", f"{key}.pub"]
     assert main(run) == 1

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ from fallback_codegen.pipeline import HostTarget, NvptxTarget
 from frontends import load_mlir
 from mhlo_to_cat.chlo_decompositions import chlo_decomposition_pass
 from semantics.interpreter import ulp_distance
+from tests.helpers import require_cuda_tools
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 BITS = {"f32": torch.int32, "f16": torch.int16, "bf16": torch.int16}
@@ -418,9 +418,7 @@ def test_expansions_call_nothing_and_vectorise(dtype: str):
     assert re.search(r"fmul (?:[a-z]+ )*<\d+ x float>", kernel.optimized_ir)
     group = compile_group(_expanded_group(dtype), NvptxTarget(arch="sm_80"))
     assert set(re.findall(r"@(__nv_\w+)", group.llvm_ir)) <= {"__nv_fabsf"}  # libdevice's fabs is one instruction
-    ptxas = shutil.which("ptxas")
-    if ptxas is None:
-        pytest.skip("ptxas not on PATH")
+    ptxas = require_cuda_tools("ptxas")["ptxas"]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.ptx"
         src.write_text(group.ptx)

@@ -24,7 +24,7 @@ from foundation.ir import TensorType
 from runtime.artifact import read
 from runtime.tuner import cuda_event_timer, tune_artifact
 
-pytestmark = pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("ptxas")), reason="needs nvcc/ptxas")
+pytestmark = pytest.mark.nvcc
 
 MLIR = """
 func.func @main(%a: tensor<64x128xf16>, %b: tensor<128x256xf16>) -> tensor<64x256xf16> {
