@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 import cat_dialect
+from foundation import stablehlo as shlo
 from foundation.errors import CompileError, InputError, UnsupportedOpError
 from foundation.ir import Block, Function, Module, Op, Value, torch_dtype
 from semantics.ops import OPS, callee_name, cat_op, is_float, order_key, unsupported
@@ -239,7 +240,7 @@ def _check_op(op: Op, args: list[torch.Tensor], env: _Interpreter) -> list[torch
     return _run_check(_CHECK_KIND[op.name], op, args, env)
 
 
-OPS["stablehlo.custom_call"] = _custom_call  # type: ignore[assignment]
+OPS[shlo.CustomCall.name] = _custom_call  # type: ignore[assignment]
 for _name in _CHECK_KIND:
     OPS[_name] = _check_op  # type: ignore[assignment]
 
@@ -260,7 +261,7 @@ def _reachable(module: Module, root: str) -> list[Function]:
             continue
         seen[name] = module.functions[name]
         for op in seen[name].body.walk():
-            if op.name in ("func.call", "stablehlo.composite"):
+            if op.name in ("func.call", shlo.Composite.name):
                 todo.append(callee_name(op))
     return list(seen.values())
 
@@ -275,14 +276,14 @@ def _check_op_supported(module: Module | None, op: Op) -> None:
         return
     if op.name not in SUPPORTED_OPS:
         raise UnsupportedOpError(op.name, where, "the StableHLO interpreter has no semantics for it")
-    if op.name == "stablehlo.custom_call":
+    if op.name == shlo.CustomCall.name:
         target = str(op.attrs.get("call_target_name", ""))
         if target not in _CHECK_KIND:
             raise UnsupportedOpError(op.name, where, f"custom_call target @{target} has no reference semantics")
-    if op.name in ("func.call", "stablehlo.composite"):
+    if op.name in ("func.call", shlo.Composite.name):
         if module is None or callee_name(op) not in module.functions:
             raise UnsupportedOpError(op.name, where, f"callee @{callee_name(op)} is not in the module")
-    if op.name == "stablehlo.compare" and op.attrs.get("comparison_direction", "EQ") not in (
+    if op.name == shlo.Compare.name and op.attrs.get("comparison_direction", "EQ") not in (
             "EQ", "NE", "LT", "LE", "GT", "GE"):
         raise UnsupportedOpError(op.name, where, f"comparison direction {op.attrs.get('comparison_direction')}")
     for v in list(op.operands) + list(op.results):

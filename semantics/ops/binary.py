@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import Op
 from semantics.ops.dtypes import (
     INT64_MIN,
@@ -28,7 +29,7 @@ def _int_binary(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: tor
     return from_compute(fn(to_compute(a).to(torch.int64), to_compute(b).to(torch.int64)), a.dtype)
 
 
-@register("stablehlo.add")
+@register(shlo.Add.name)
 def add(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     a, b = args
     if a.dtype == torch.bool:
@@ -36,7 +37,7 @@ def add(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return a + b if is_float(a) else _int_binary(torch.add, a, b)
 
 
-@register("stablehlo.subtract")
+@register(shlo.Subtract.name)
 def subtract(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     a, b = args
     if a.dtype == torch.bool:
@@ -44,7 +45,7 @@ def subtract(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return a - b if is_float(a) else _int_binary(torch.sub, a, b)
 
 
-@register("stablehlo.multiply")
+@register(shlo.Multiply.name)
 def multiply(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     a, b = args
     if a.dtype == torch.bool:
@@ -86,7 +87,7 @@ def _int_divmod(a: torch.Tensor, b: torch.Tensor, want_rem: bool) -> torch.Tenso
     return from_compute(r, dtype)
 
 
-@register("stablehlo.divide")
+@register(shlo.Divide.name)
 def divide(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     a, b = args
     if is_float(a):
@@ -94,7 +95,7 @@ def divide(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return _int_divmod(a, b, want_rem=False)
 
 
-@register("stablehlo.remainder")
+@register(shlo.Remainder.name)
 def remainder(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     """Sign of the dividend (C fmod); exact in any float dtype."""
     a, b = args
@@ -124,7 +125,7 @@ def _int_power(base: torch.Tensor, exp: torch.Tensor) -> torch.Tensor:
     return from_compute(result, base.dtype)
 
 
-@register("stablehlo.power")
+@register(shlo.Power.name)
 def power(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     a, b = args
     if is_float(a):
@@ -132,7 +133,7 @@ def power(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return _int_power(a, b)
 
 
-@register("stablehlo.atan2")
+@register(shlo.Atan2.name)
 def atan2(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     a, b = args
     return round_f64(torch.atan2(a.double(), b.double()), a.dtype)
@@ -164,13 +165,13 @@ def _minmax(op: Op, args: list[torch.Tensor], take_max: bool) -> torch.Tensor:
     return from_compute(torch.where(pick_a, to_compute(a), to_compute(b)), a.dtype)
 
 
-@register("stablehlo.maximum")
+@register(shlo.Maximum.name)
 def maximum(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     """NaN wins (torch.maximum propagates it, as StableHLO specifies)."""
     return _minmax(op, args, True)
 
 
-@register("stablehlo.minimum")
+@register(shlo.Minimum.name)
 def minimum(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return _minmax(op, args, False)
 
@@ -184,9 +185,9 @@ def _bitwise(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Handle
     return run
 
 
-OPS["stablehlo.and"] = _bitwise(torch.bitwise_and)
-OPS["stablehlo.or"] = _bitwise(torch.bitwise_or)
-OPS["stablehlo.xor"] = _bitwise(torch.bitwise_xor)
+OPS[shlo.And.name] = _bitwise(torch.bitwise_and)
+OPS[shlo.Or.name] = _bitwise(torch.bitwise_or)
+OPS[shlo.Xor.name] = _bitwise(torch.bitwise_xor)
 
 
 def _shift(kind: str) -> Handler:
@@ -222,15 +223,15 @@ def _shift(kind: str) -> Handler:
     return run
 
 
-OPS["stablehlo.shift_left"] = _shift("left")
-OPS["stablehlo.shift_right_arithmetic"] = _shift("arithmetic")
-OPS["stablehlo.shift_right_logical"] = _shift("logical")
+OPS[shlo.ShiftLeft.name] = _shift("left")
+OPS[shlo.ShiftRightArithmetic.name] = _shift("arithmetic")
+OPS[shlo.ShiftRightLogical.name] = _shift("logical")
 
 
 _CMP = {"EQ": torch.eq, "NE": torch.ne, "LT": torch.lt, "LE": torch.le, "GT": torch.gt, "GE": torch.ge}
 
 
-@register("stablehlo.compare")
+@register(shlo.Compare.name)
 def compare(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     a, b = torch.broadcast_tensors(*args)
     direction = op.attrs.get("comparison_direction", "EQ")
@@ -254,13 +255,13 @@ def compare(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return _CMP[direction](order_key(a), order_key(b))
 
 
-@register("stablehlo.select")
+@register(shlo.Select.name)
 def select(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     pred, on_true, on_false = args
     return torch.where(pred, on_true, on_false)
 
 
-@register("stablehlo.clamp")
+@register(shlo.Clamp.name)
 def clamp(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     lo, x, hi = args
     return _minmax(op, [_minmax(op, [x, lo], True), hi], False)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from foundation import stablehlo as shlo
 from foundation.ir import Op
 from semantics.ops.conversion import convert_tensor
 from semantics.ops.dtypes import (
@@ -48,7 +49,7 @@ def dot_general_tensors(lhs: torch.Tensor, rhs: torch.Tensor, lb: Sequence[int],
     return convert_tensor(out, out_dtype) if is_float(out) else from_compute(out, out_dtype)
 
 
-@register("stablehlo.dot_general")
+@register(shlo.DotGeneral.name)
 def dot_general(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     dn = op.attrs.get("dot_dimension_numbers") or {}
     lhs, rhs = args
@@ -57,13 +58,13 @@ def dot_general(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
                                result_dtype(op))
 
 
-@register("stablehlo.dot")
+@register(shlo.Dot.name)
 def dot(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     lhs, rhs = args
     return dot_general_tensors(lhs, rhs, [], [], [lhs.dim() - 1], [0], result_dtype(op))
 
 
-@register("stablehlo.convolution")
+@register(shlo.Convolution.name)
 def convolution(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     """Any StableHLO convolution: input dilation (zeros between pixels), padding (negative: a crop), window
     dilation and reversal, feature and batch groups; floats accumulate in f32 (f64 for f64), integers exactly

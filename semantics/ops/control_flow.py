@@ -8,11 +8,12 @@ import itertools
 import torch
 
 import cat_dialect
+from foundation import stablehlo as shlo
 from foundation.ir import Op
 from semantics.ops.registry import Env, register
 
 
-@register("stablehlo.while")
+@register(shlo.While.name)
 def while_(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     cond, body = op.regions
     state = list(args)
@@ -23,12 +24,12 @@ def while_(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     return state
 
 
-@register("stablehlo.if")
+@register(shlo.If.name)
 def if_(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     return env.run_block(op.regions[0] if bool(args[0]) else op.regions[1], [])
 
 
-@register("stablehlo.case")
+@register(shlo.Case.name)
 def case(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     i = int(args[0])
     branches = op.regions
@@ -40,7 +41,7 @@ def callee_name(op: Op) -> str:
     return str(raw).lstrip("@").strip('"')
 
 
-@register("func.call", "stablehlo.composite")
+@register("func.call", shlo.Composite.name)
 def call(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     return env.call(callee_name(op), args, op.loc)
 

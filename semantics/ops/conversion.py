@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import Op
 from semantics.ops.dtypes import (
     INT64_MIN,
@@ -59,12 +60,12 @@ def convert_tensor(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return from_compute(to_compute(x).to(torch.int64), dtype)
 
 
-@register("stablehlo.convert")
+@register(shlo.Convert.name)
 def convert(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return convert_tensor(args[0], result_dtype(op))
 
 
-@register("stablehlo.bitcast_convert")
+@register(shlo.BitcastConvert.name)
 def bitcast_convert(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     (x,) = args
     dtype = result_dtype(op)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import Op
 from semantics.ops.conversion import convert_tensor
 from semantics.ops.dtypes import (
@@ -16,7 +17,7 @@ from semantics.ops.dtypes import (
 from semantics.ops.registry import Env, register, result_dtype, result_shape, unsupported
 
 
-@register("stablehlo.constant", "arith.constant")
+@register(shlo.Constant.name, "arith.constant")
 def constant(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     value = op.attrs.get("value")
     if not isinstance(value, torch.Tensor):
@@ -24,7 +25,7 @@ def constant(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return value
 
 
-@register("stablehlo.iota", "stablehlo.dynamic_iota")
+@register(shlo.Iota.name, shlo.DynamicIota.name)
 def iota(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     shape, dtype = result_shape(op), result_dtype(op)
     dim = int(op.attrs["iota_dimension"])
@@ -37,7 +38,7 @@ def iota(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return convert_tensor(full, dtype) if dtype != torch.bool else full != 0
 
 
-@register("stablehlo.broadcast_in_dim", "stablehlo.dynamic_broadcast_in_dim")
+@register(shlo.BroadcastInDim.name, shlo.DynamicBroadcastInDim.name)
 def broadcast_in_dim(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     x = args[0]
     dims = list(op.attrs["broadcast_dimensions"])
@@ -50,23 +51,23 @@ def broadcast_in_dim(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor
     return x.reshape(view).expand(shape)
 
 
-@register("stablehlo.reshape", "stablehlo.dynamic_reshape")
+@register(shlo.Reshape.name, shlo.DynamicReshape.name)
 def reshape(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return args[0].reshape(result_shape(op))
 
 
-@register("stablehlo.transpose")
+@register(shlo.Transpose.name)
 def transpose(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return args[0].permute(list(op.attrs["permutation"]))
 
 
-@register("stablehlo.reverse")
+@register(shlo.Reverse.name)
 def reverse(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     dims = list(op.attrs["dimensions"])
     return torch.flip(args[0], dims) if dims else args[0]
 
 
-@register("stablehlo.slice")
+@register(shlo.Slice.name)
 def slice_(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     x = args[0]
     starts, limits = op.attrs["start_indices"], op.attrs["limit_indices"]
@@ -82,7 +83,7 @@ def _clamped_starts(starts: Sequence[torch.Tensor], operand: Sequence[int], size
     return out
 
 
-@register("stablehlo.dynamic_slice")
+@register(shlo.DynamicSlice.name)
 def dynamic_slice(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     x, starts = args[0], args[1:]
     sizes = list(op.attrs["slice_sizes"])
@@ -90,7 +91,7 @@ def dynamic_slice(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return x[tuple(slice(b, b + s) for b, s in zip(begin, sizes, strict=True))]
 
 
-@register("stablehlo.dynamic_update_slice")
+@register(shlo.DynamicUpdateSlice.name)
 def dynamic_update_slice(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     x, update, starts = args[0], args[1], args[2:]
     begin = _clamped_starts(starts, x.shape, update.shape)
@@ -99,7 +100,7 @@ def dynamic_update_slice(op: Op, args: list[torch.Tensor], env: Env) -> torch.Te
     return out
 
 
-@register("stablehlo.concatenate")
+@register(shlo.Concatenate.name)
 def concatenate(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return torch.cat(args, dim=int(op.attrs["dimension"]))
 
@@ -127,7 +128,7 @@ def pad_tensor(x: torch.Tensor, value: torch.Tensor, low: Sequence[int], high: S
     return out
 
 
-@register("stablehlo.pad")
+@register(shlo.Pad.name)
 def pad(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     x, value = args
     rank = x.dim()
@@ -135,11 +136,11 @@ def pad(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
                       op.attrs.get("interior_padding") or [0] * rank)
 
 
-@register("stablehlo.get_dimension_size")
+@register(shlo.GetDimensionSize.name)
 def get_dimension_size(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return torch.tensor(args[0].shape[int(op.attrs["dimension"])], dtype=result_dtype(op))
 
 
-@register("stablehlo.optimization_barrier")
+@register(shlo.OptimizationBarrier.name)
 def optimization_barrier(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     return list(args)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import Op
 from semantics.ops.dtypes import (
     is_float,
@@ -34,11 +35,11 @@ def _batch_coords(batch_shape: Sequence[int]) -> torch.Tensor:
     return torch.stack([g.reshape(-1) for g in grids], dim=1)
 
 
-@register("stablehlo.gather", "stablehlo.dynamic_gather")
+@register(shlo.Gather.name, shlo.DynamicGather.name)
 def gather(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     operand, indices = args[0], args[1]
     dn = op.attrs["dimension_numbers"]
-    if op.name == "stablehlo.dynamic_gather":
+    if op.name == shlo.DynamicGather.name:
         sizes = [int(v) for v in order_key(args[2]).tolist()]
     else:
         sizes = list(op.attrs["slice_sizes"])
@@ -83,7 +84,7 @@ def gather(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return slices.permute(perm)
 
 
-@register("stablehlo.scatter")
+@register(shlo.Scatter.name)
 def scatter(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     """Update windows that fall (partly) outside the operand are skipped element by element, as specified."""
     n_ops = (len(args) - 1) // 2

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import Block, Op
 from semantics.ops.dtypes import (
     is_float,
@@ -17,7 +18,7 @@ from semantics.ops.reductions import vectorisable
 from semantics.ops.registry import Env, register, result_dtype, result_shape
 
 
-@register("stablehlo.map")
+@register(shlo.Map.name)
 def map_(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     body = op.regions[0]
     if vectorisable(body):
@@ -31,7 +32,7 @@ def map_(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
 
 def _sort_fast(block: Block) -> tuple[bool, bool] | None:
     """(descending, total_order) when the comparator is one compare of arg0 and arg1, else None."""
-    if len(block.ops) != 1 or block.ops[0].name != "stablehlo.compare" or block.returns[0] is not block.ops[0].result:
+    if len(block.ops) != 1 or block.ops[0].name != shlo.Compare.name or block.returns[0] is not block.ops[0].result:
         return None
     cmp = block.ops[0]
     a0, a1 = block.args[0], block.args[1]
@@ -47,7 +48,7 @@ def _sort_fast(block: Block) -> tuple[bool, bool] | None:
     return desc, cmp.attrs.get("compare_type") == "TOTALORDER"
 
 
-@register("stablehlo.sort")
+@register(shlo.Sort.name)
 def sort(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     """Stable sort along ``dimension``: torch.sort for a plain comparator, a merge sort calling the body
     otherwise."""

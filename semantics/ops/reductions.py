@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.errors import CompileError
 from foundation.ir import Block, Op
 from semantics import op_traits
@@ -23,9 +24,9 @@ from semantics.ops.dtypes import (
 )
 from semantics.ops.registry import OPS, Env, register
 
-ELEMENTWISE = op_traits.ELEMENTWISE | {"stablehlo.constant"}  # what a body may hold to run on whole tensors
-_COMMUTATIVE = {"stablehlo.add", "stablehlo.multiply", "stablehlo.maximum", "stablehlo.minimum",
-                "stablehlo.and", "stablehlo.or", "stablehlo.xor"}
+ELEMENTWISE = op_traits.ELEMENTWISE | {shlo.Constant.name}  # what a body may hold to run on whole tensors
+_COMMUTATIVE = {shlo.Add.name, shlo.Multiply.name, shlo.Maximum.name, shlo.Minimum.name,
+                shlo.And.name, shlo.Or.name, shlo.Xor.name}
 
 
 def single_op_body(block: Block) -> str | None:
@@ -53,35 +54,35 @@ def vectorisable(block: Block) -> bool:
 def _fast_reduce(kind: str, x: torch.Tensor, dims: list[int]) -> torch.Tensor:
     """Reduce ``x`` over ``dims`` with a single-op body (no init value yet)."""
     if x.dtype == torch.bool:
-        if kind in ("stablehlo.add", "stablehlo.or", "stablehlo.maximum"):
+        if kind in (shlo.Add.name, shlo.Or.name, shlo.Maximum.name):
             return x.any(dim=dims) if dims else x
-        if kind in ("stablehlo.multiply", "stablehlo.and", "stablehlo.minimum"):
+        if kind in (shlo.Multiply.name, shlo.And.name, shlo.Minimum.name):
             return x.all(dim=dims) if dims else x
     if not dims:
         return x
-    if kind == "stablehlo.add":
+    if kind == shlo.Add.name:
         if is_float(x):
             return x.sum(dim=dims)
         return from_compute(to_compute(x).to(torch.int64).sum(dim=dims), x.dtype)
-    if kind == "stablehlo.multiply":
+    if kind == shlo.Multiply.name:
         flat = x.movedim(dims, list(range(x.dim() - len(dims), x.dim())))
         flat = flat.reshape(*flat.shape[:x.dim() - len(dims)], -1)
         if is_float(x):
             return flat.prod(dim=-1)
         return from_compute(to_compute(flat).to(torch.int64).prod(dim=-1), x.dtype)
-    if kind in ("stablehlo.maximum", "stablehlo.minimum"):
+    if kind in (shlo.Maximum.name, shlo.Minimum.name):
         if is_float(x):
-            return x.amax(dim=dims) if kind == "stablehlo.maximum" else x.amin(dim=dims)
+            return x.amax(dim=dims) if kind == shlo.Maximum.name else x.amin(dim=dims)
         k = order_key(x)
-        r = k.amax(dim=dims) if kind == "stablehlo.maximum" else k.amin(dim=dims)
+        r = k.amax(dim=dims) if kind == shlo.Maximum.name else k.amin(dim=dims)
         if x.dtype == torch.uint64:
             return (r ^ INT64_MIN).view(torch.uint64)
         return from_compute(r, x.dtype)
-    if kind in ("stablehlo.and", "stablehlo.or", "stablehlo.xor"):
+    if kind in (shlo.And.name, shlo.Or.name, shlo.Xor.name):
         flat = x.movedim(dims, list(range(x.dim() - len(dims), x.dim())))
         flat = to_compute(flat.reshape(*flat.shape[:x.dim() - len(dims)], -1)).to(torch.int64)
-        fn = {"stablehlo.and": torch.bitwise_and, "stablehlo.or": torch.bitwise_or,
-              "stablehlo.xor": torch.bitwise_xor}[kind]
+        fn = {shlo.And.name: torch.bitwise_and, shlo.Or.name: torch.bitwise_or,
+              shlo.Xor.name: torch.bitwise_xor}[kind]
         acc = flat[..., 0] if flat.shape[-1] else None
         if acc is None:
             raise CompileError("empty bitwise reduction without an init value")
@@ -118,7 +119,7 @@ def reduce_with_region(env: Env, block: Block, inputs: list[torch.Tensor], inits
     """Reduce ``inputs`` over ``dims``: a torch reduction for single-op bodies, otherwise the body run once
     per reduced position on whole tensors (elementwise bodies) or element by element (any body)."""
     kind = single_op_body(block)
-    ordered = kind in ("stablehlo.add", "stablehlo.multiply") and is_float(inputs[0]) and _sequential_sums[-1]
+    ordered = kind in (shlo.Add.name, shlo.Multiply.name) and is_float(inputs[0]) and _sequential_sums[-1]
     if ordered and math.prod(inputs[0].shape[d] for d in dims) <= SEQUENTIAL_FLOAT_LIMIT:
         kind = None  # float sums are order-sensitive: accumulate in order, like the interpreter
     if kind is not None and len(inputs) == 1:
@@ -150,7 +151,7 @@ def reduce_with_region(env: Env, block: Block, inputs: list[torch.Tensor], inits
     return [o.reshape(out_shape) for o in outs]
 
 
-@register("stablehlo.reduce")
+@register(shlo.Reduce.name)
 def reduce(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     n = len(args) // 2
     dims = sorted(int(d) for d in op.attrs["dimensions"])
@@ -184,7 +185,7 @@ def _window_attrs(op: Op, rank: int) -> tuple[list[int], list[int], list[int], l
     return window, strides, base, wdil, pads
 
 
-@register("stablehlo.reduce_window")
+@register(shlo.ReduceWindow.name)
 def reduce_window(op: Op, args: list[torch.Tensor], env: Env) -> list[torch.Tensor]:
     n = len(args) // 2
     inputs, inits = args[:n], args[n:]
@@ -207,10 +208,10 @@ def scatter_into(env: Env, block: Block, result: torch.Tensor, flat_index: torch
         # does not matter, and all positions are written at once
         out[flat_index] = values.to(out.dtype)
         return out.reshape(result.shape)
-    if kind == "stablehlo.add" and out.dtype != torch.bool and is_float(out):
+    if kind == shlo.Add.name and out.dtype != torch.bool and is_float(out):
         out.index_put_((flat_index,), values.to(out.dtype), accumulate=True)
         return out.reshape(result.shape)
-    if kind == "stablehlo.add" and out.dtype not in UNSIGNED and out.dtype != torch.bool:
+    if kind == shlo.Add.name and out.dtype not in UNSIGNED and out.dtype != torch.bool:
         wide = out.to(torch.int64)
         wide.index_put_((flat_index,), values.to(torch.int64), accumulate=True)
         return from_compute(wide, out.dtype).reshape(result.shape)
@@ -219,7 +220,7 @@ def scatter_into(env: Env, block: Block, result: torch.Tensor, flat_index: torch
     return out.reshape(result.shape)
 
 
-@register("stablehlo.select_and_scatter")
+@register(shlo.SelectAndScatter.name)
 def select_and_scatter(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     """For each window (positions in padding are never candidates) pick one element with the select body,
     then combine the source value into that position with the scatter body."""

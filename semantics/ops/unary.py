@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from foundation import stablehlo as shlo
 from foundation.ir import Op
 from semantics.ops.dtypes import (
     UNSIGNED,
@@ -29,11 +30,11 @@ def _cbrt(x: torch.Tensor) -> torch.Tensor:
 
 
 _MATH: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "stablehlo.exponential": torch.exp, "stablehlo.exponential_minus_one": torch.expm1,
-    "stablehlo.log": torch.log, "stablehlo.log_plus_one": torch.log1p, "stablehlo.logistic": _logistic,
-    "stablehlo.tanh": torch.tanh, "stablehlo.sine": torch.sin, "stablehlo.cosine": torch.cos,
-    "stablehlo.tan": torch.tan, "stablehlo.sqrt": torch.sqrt, "stablehlo.rsqrt": torch.rsqrt,
-    "stablehlo.cbrt": _cbrt,
+    shlo.Exponential.name: torch.exp, shlo.ExponentialMinusOne.name: torch.expm1,
+    shlo.Log.name: torch.log, shlo.LogPlusOne.name: torch.log1p, shlo.Logistic.name: _logistic,
+    shlo.Tanh.name: torch.tanh, shlo.Sine.name: torch.sin, shlo.Cosine.name: torch.cos,
+    shlo.Tan.name: torch.tan, shlo.Sqrt.name: torch.sqrt, shlo.Rsqrt.name: torch.rsqrt,
+    shlo.Cbrt.name: _cbrt,
     "chlo.erf": torch.erf, "chlo.erfc": torch.erfc, "chlo.erf_inv": torch.erfinv, "chlo.tan": torch.tan,
     "chlo.sinh": torch.sinh, "chlo.cosh": torch.cosh, "chlo.asin": torch.asin, "chlo.acos": torch.acos,
     "chlo.atan": torch.atan, "chlo.asinh": torch.asinh, "chlo.acosh": torch.acosh, "chlo.atanh": torch.atanh,
@@ -43,7 +44,7 @@ for _name, _fn in _MATH.items():
     OPS[_name] = f64_math(_fn)
 
 
-@register("stablehlo.negate")
+@register(shlo.Negate.name)
 def negate(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     (x,) = args
     if is_float(x):
@@ -51,7 +52,7 @@ def negate(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return from_compute(-to_compute(x).to(torch.int64), x.dtype)
 
 
-@register("stablehlo.abs")
+@register(shlo.Abs.name)
 def abs_(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     (x,) = args
     if is_float(x) or x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64):
@@ -59,7 +60,7 @@ def abs_(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return x.clone()
 
 
-@register("stablehlo.sign")
+@register(shlo.Sign.name)
 def sign(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     """NaN stays NaN and -0.0 stays -0.0 (torch.sign gives 0 for both)."""
     (x,) = args
@@ -72,10 +73,10 @@ def sign(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
 
 # Unary ops that are exactly one torch function of their operand, whatever its element type.
 TORCH_UNARY = {
-    "stablehlo.floor": torch.floor,
-    "stablehlo.ceil": torch.ceil,
-    "stablehlo.round_nearest_even": torch.round,
-    "stablehlo.is_finite": torch.isfinite,
+    shlo.Floor.name: torch.floor,
+    shlo.Ceil.name: torch.ceil,
+    shlo.RoundNearestEven.name: torch.round,
+    shlo.IsFinite.name: torch.isfinite,
     "chlo.is_inf": torch.isinf,
     "chlo.is_pos_inf": torch.isposinf,
     "chlo.is_neg_inf": torch.isneginf,
@@ -93,7 +94,7 @@ for _name, _fn in TORCH_UNARY.items():
     OPS[_name] = _torch_unary(_fn)
 
 
-@register("stablehlo.round_nearest_afz")
+@register(shlo.RoundNearestAfz.name)
 def round_nearest_afz(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     """Ties away from zero; x - trunc(x) is exact, so there is no 0.49999997 + 0.5 == 1 trap."""
     (x,) = args
@@ -110,7 +111,7 @@ def square(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return from_compute(to_compute(x) * to_compute(x), x.dtype)
 
 
-@register("stablehlo.not")
+@register(shlo.Not.name)
 def not_(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     (x,) = args
     if x.dtype == torch.bool:
@@ -118,7 +119,7 @@ def not_(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return from_compute(torch.bitwise_not(to_compute(x)), x.dtype)
 
 
-@register("stablehlo.popcnt")
+@register(shlo.Popcnt.name)
 def popcnt(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     (x,) = args
     v = to_compute(x).to(torch.int64)
@@ -128,7 +129,7 @@ def popcnt(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     return from_compute(count, x.dtype)
 
 
-@register("stablehlo.count_leading_zeros")
+@register(shlo.CountLeadingZeros.name)
 def count_leading_zeros(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     (x,) = args
     bits = int_bits(x.dtype)
@@ -145,7 +146,7 @@ def count_leading_zeros(op: Op, args: list[torch.Tensor], env: Env) -> torch.Ten
 _FLOAT_FIELDS = {torch.float16: (5, 10), torch.bfloat16: (8, 7), torch.float32: (8, 23), torch.float64: (11, 52)}
 
 
-@register("stablehlo.reduce_precision")
+@register(shlo.ReducePrecision.name)
 def reduce_precision(op: Op, args: list[torch.Tensor], env: Env) -> torch.Tensor:
     """Round the mantissa to ``mantissa_bits`` (nearest even), then overflow to inf / flush to zero values
     outside the exponent range of ``exponent_bits``; done on the bit pattern, NaN kept as it is."""
