@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
+from cat_dialect.op_base import CatOp, CatVerifyError, CpuKernel, accumulate_dtype, all_f32
 from cat_dialect.permute import OutputPermute
 from cat_dialect.softmax import masked_softmax
 from foundation.ir import TensorType
@@ -26,6 +27,7 @@ class Attention(CatOp):
     ``has_kv_len``: one more operand, ``kv_len`` (i64 [1]): only keys below it take part, as if every key at or
     past it were masked; a kernel reads K and V up to it only (decode over a KV cache filled that far)."""
 
+    irdl_tail = ("mask", "optional")
     scale: float = 1.0
     causal: bool = False
     has_mask: bool = False
@@ -79,6 +81,70 @@ class Attention(CatOp):
             raise CatVerifyError(f"cat.{self.name}: only the [B, S, H, Dv] output permutation is supported, got "
                                  f"shape {list(self.permute.shape)} perm {list(self.permute.perm)}")
         return self.permute.apply_type(out, self.name)
+
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        mask = "causal" if self.causal else ("masked" if self.has_mask else "unmasked")
+        gqa = operands[0].shape[1] // operands[1].shape[1]
+        g = f", grouped-query x{gqa}" if gqa > 1 else ""
+        layout = ", output as [B, S, H, D]" if self.permute else ""
+        return f"softmax(QK^T * {self.scale:.4g}) V, {mask}{g}{layout}: one fused attention op"
+
+    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
+                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
+                   ) -> CpuKernel | None:
+        """f32 without a mask: scaled_dot_product_attention; with a padding mask whose dead rows are zeroed: SDPA, then
+        those rows; with ``kv_len``: the same op on the first kv_len keys (below)."""
+        if self.has_kv_len:
+            return self._below_kv_len(types, out_type)
+        if not all_f32(types, out_type):
+            return None
+        if not self.has_mask:
+            groups = types[0].shape[1] // types[1].shape[1]
+            scale, causal, heads_last = self.scale, self.causal, self.permute is not None
+
+            def attention(args: list[torch.Tensor], out: torch.Tensor) -> None:
+                o = F.scaled_dot_product_attention(args[0], args[1], args[2], is_causal=causal, scale=scale,
+                                                   enable_gqa=groups > 1)
+                out.copy_(o.transpose(1, 2) if heads_last else o)
+
+            return attention
+        if self.zero_masked_rows and not self.causal:
+            # A padding mask (BERT): SDPA adds it; rows whose mask is all -inf are then zeroed explicitly,
+            # which is the op's semantics whatever SDPA itself returns for them.
+            groups = types[0].shape[1] // types[1].shape[1]
+            scale, heads_last = self.scale, self.permute is not None
+
+            def masked_attention(args: list[torch.Tensor], out: torch.Tensor) -> None:
+                q, k, v, mask = args
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=groups > 1)
+                dead = torch.isneginf(mask).all(dim=-1, keepdim=True)  # [B|1, H|1, Sq, 1] broadcasts over o
+                if bool(dead.any()):
+                    o = o.masked_fill(dead, 0.0)
+                out.copy_(o.transpose(1, 2) if heads_last else o)
+
+            return masked_attention
+        return None
+
+    def _below_kv_len(self, types: Sequence[TensorType], out_type: TensorType) -> CpuKernel:
+        """Attention with a ``kv_len`` operand: K, V and the mask cut to the first kv_len keys, then the same op
+        without it (its fast form where there is one): the cost follows the filled part of a KV cache."""
+        inner = self.replace(has_kv_len=False)
+        fast = inner.cpu_kernel(types[:-1], out_type)
+        has_mask = self.has_mask
+
+        def attention(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            q, k, v = args[:3]
+            n = max(0, min(int(args[-1].reshape(-1)[0]), k.shape[2]))
+            cut = [q, k[:, :, :n], v[:, :, :n]]
+            if has_mask:
+                mask = args[3]
+                cut.append(mask if mask.shape[-1] == 1 else mask[..., :n])
+            if fast is not None:
+                fast(cut, out)
+            else:
+                out.copy_(inner.reference(*cut))
+
+        return attention
 
     def flops(self, operands: Sequence[TensorType]) -> int:
         q, k, v = operands[:3]

@@ -7,14 +7,15 @@ A is [..., M, K] (r) or [..., K, M] (c); B is [..., K, N] (r) or [..., N, K] (c)
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
+from cat_dialect.op_base import CatOp, CatVerifyError, CpuKernel, accumulate_dtype, all_f32
 from cat_dialect.permute import OutputPermute
 from foundation.ir import TensorType
 
@@ -68,6 +69,29 @@ class Bmm(CatOp):
         if self.add and operands[2].shape != out.shape:
             raise CatVerifyError(f"cat.{self.name}: addend {operands[2]} must match the output {out}")
         return self.permute.apply_type(out, self.name) if self.permute else out
+
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        batch, m, n, k = self.dims(operands)
+        extra = " + output permute" if self.permute else ""
+        return f"batched matmul {math.prod(batch)} x {m}x{k} @ {k}x{n}, layout {self.layout}{extra}"
+
+    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
+                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
+                   ) -> CpuKernel | None:
+        """f32, no output permute, equal batch dims: torch.matmul into the planned buffer."""
+        if not all_f32(types, out_type) or self.permute is not None or self.layout[2] != "r" \
+                or tuple(types[0].shape[:-2]) != tuple(types[1].shape[:-2]):
+            return None
+        la, lb, add = self.layout[0], self.layout[1], self.add
+
+        def bmm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            a = args[0] if la == "r" else args[0].transpose(-1, -2)
+            b = args[1] if lb == "r" else args[1].transpose(-1, -2)
+            torch.matmul(a, b, out=out)
+            if add:
+                out.add_(args[2])
+
+        return bmm
 
     def flops(self, operands: Sequence[TensorType]) -> int:
         batch, m, n, k = self.dims(operands)

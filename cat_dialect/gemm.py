@@ -8,14 +8,14 @@ output permutation (reshape to ``permute_shape``, transpose by ``permute_perm``)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from cat_dialect.activations import ACTIVATIONS
-from cat_dialect.op_base import CatOp, CatVerifyError, accumulate_dtype
+from cat_dialect.op_base import CatOp, CatVerifyError, CpuKernel, accumulate_dtype, all_f32
 from cat_dialect.permute import OutputPermute
 from foundation.ir import TensorType
 
@@ -97,6 +97,113 @@ class Gemm(CatOp):
             if d.shape != out.shape:
                 raise CatVerifyError(f"cat.{self.name}: epilogue operand {d} must match the output {out}")
         return self.permute.apply_type(out, self.name) if self.permute else out
+
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        m, n, k = self.mnk(operands)
+        fused = (["bias"] if self.bias else []) + ([self.activation] if self.activation else [])
+        fused += ["residual add" if b == "add" else "gated multiply" for b in self.binary]
+        fused += ["output permute"] if self.permute else []
+        epi = f" + {', '.join(fused)} fused into the epilogue" if fused else ""
+        return f"Linear {m}x{k} @ {k}x{n} ({self.layout}){epi}"
+
+    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
+                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
+                   ) -> CpuKernel | None:
+        """f32: against a weight known at load (``constants[1]``), oneDNN on the weight prepacked once; else BLAS,
+        addmm into the planned buffer with the epilogue applied in place."""
+        if not all_f32(types, out_type):
+            return None
+        weight = (constants or {}).get(1)
+        prepacked = self._onednn_kernel(types, out_type, weight, shared) if weight is not None else None
+        return prepacked or self._blas_kernel(types, out_type)
+
+    def _onednn_kernel(self, types: Sequence[TensorType], out_type: TensorType, weight: torch.Tensor,
+                       shared: dict[Any, Any] | None) -> CpuKernel | None:
+        """An f32 GEMM against a weight: the weight is reordered once, at load, into oneDNN's blocked layout for
+        this row count (a GEMM call otherwise repacks it every time), and the bias, the activation or the
+        first residual operand ride on oneDNN's post-ops. About 25% faster than BLAS at transformer shapes.
+        ``shared``: packed weights by weight and layout, reused by the bindings of a dynamic-shape plan at other
+        row counts (a packed weight serves any row count; the count is a hint)."""
+        if out_type.dtype != "f32" or any(t.dtype != "f32" for t in types) or not torch.backends.mkldnn.is_available():
+            return None
+        if weight.dim() != 2 or weight.dtype != torch.float32:
+            return None
+        k = types[0].shape[-1]
+        rows = types[0].numel // k if k else 0
+        if rows == 0:
+            return None
+        n = weight.shape[1] if self.layout == "rrr" else weight.shape[0]
+        key = ("onednn-packed", weight.data_ptr(), self.layout)
+        packed = shared.get(key) if shared is not None else None
+        if packed is None:
+            w_nk = (weight.t() if self.layout == "rrr" else weight).contiguous()
+            packed = torch.ops.mkldnn._reorder_linear_weight(w_nk, rows)
+            if shared is not None:
+                shared[key] = packed
+        linear, binary_linear = torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
+        onednn = ACTIVATIONS[self.activation].onednn if self.activation else ("none", "")
+        fused_act = onednn is not None
+        attr, algorithm = onednn or ("none", "")
+        late_act = None if fused_act else ACTIVATIONS[self.activation].inplace
+        if self.activation and not fused_act and late_act is None:
+            return None
+        bias, binary, permute = self.bias, self.binary, self.permute
+        fuse_binary = bool(binary) and self.activation is None  # oneDNN applies it to acc + bias
+        pre_shape = tuple(types[0].shape[:-1]) + (n,)
+
+        def gemm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            a2 = args[0].reshape(rows, k)
+            b = args[2] if bias else None
+            rest = args[2 + int(bias):]
+            if fuse_binary:
+                y = binary_linear(a2, rest[0].reshape(rows, n), packed, b, binary[0])
+                pending = list(zip(binary[1:], rest[1:], strict=True))
+            else:
+                y = linear(a2, packed, b, attr, [], algorithm)
+                pending = list(zip(binary, rest, strict=True))
+            if late_act is not None:
+                late_act(y)
+            for kind, d in pending:
+                if kind == "add":
+                    y.add_(d.reshape(rows, n))
+                else:
+                    y.mul_(d.reshape(rows, n))
+            if permute is None:
+                out.view(rows, n).copy_(y)
+            else:
+                out.copy_(y.view(pre_shape).view(permute.shape).permute(permute.perm))
+
+        gemm.keepalive = packed  # type: ignore[attr-defined]
+        return gemm
+
+    def _blas_kernel(self, types: Sequence[TensorType], out_type: TensorType) -> CpuKernel | None:
+        k, n = types[0].shape[-1], types[1].shape[1] if self.layout == "rrr" else types[1].shape[0]
+        act = ACTIVATIONS[self.activation].inplace if self.activation else None
+        if self.activation and act is None:
+            return None
+        layout, bias, binary, permute = self.layout, self.bias, self.binary, self.permute
+        pre_shape = tuple(types[0].shape[:-1]) + (n,)
+
+        def gemm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            a2 = args[0].view(-1, k)
+            b = args[1] if layout == "rrr" else args[1].t()
+            acc = out if permute is None else torch.empty(pre_shape, dtype=out.dtype)
+            o2 = acc.view(-1, n)
+            if bias:
+                torch.addmm(args[2], a2, b, out=o2)
+            else:
+                torch.mm(a2, b, out=o2)
+            if act is not None:
+                act(o2)
+            for kind, d in zip(binary, args[2 + int(bias):], strict=True):
+                if kind == "add":
+                    acc.add_(d)
+                else:
+                    acc.mul_(d)
+            if permute is not None:
+                out.copy_(acc.view(permute.shape).permute(permute.perm))
+
+        return gemm
 
     def flops(self, operands: Sequence[TensorType]) -> int:
         m, n, k = self.mnk(operands)

@@ -8,13 +8,13 @@ and torch).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from cat_dialect.op_base import CatOp, CatVerifyError
+from cat_dialect.op_base import CatOp, CatVerifyError, CpuKernel
 from foundation.ir import INT_DTYPES, TensorType
 
 
@@ -47,6 +47,26 @@ class IndexCopy(CatOp):
         if src.shape != want or src.dtype != dest.dtype:
             raise CatVerifyError(f"cat.index_copy: src must be {TensorType(want, dest.dtype)}, got {src}")
         return dest
+
+    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
+                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
+                   ) -> CpuKernel | None:
+        """cat.index_copy writing only its rows, in place when the result is the destination's own buffer (a
+        donated KV cache) and after one copy of the destination otherwise."""
+        dim = self.dim
+
+        def index_copy(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            dest, positions, src = args
+            if out.data_ptr() != dest.data_ptr():
+                out.copy_(dest)
+            keep = (positions >= 0) & (positions < dest.shape[dim])
+            if bool(keep.all()):
+                out.index_copy_(dim, positions.long(), src)
+            else:
+                rows = keep.nonzero().reshape(-1)
+                out.index_copy_(dim, positions[rows].long(), src.index_select(dim, rows))
+
+        return index_copy
 
     def flops(self, operands: Sequence[TensorType]) -> int:
         return 0

@@ -41,12 +41,8 @@ def all_declarations() -> Iterator[CatOp]:
         yield Conv(nd, (1,) * nd, ((0, 0),) * nd, (1,) * nd, 1, (("bias",) if bias else ()) + tail)
 
 
-def _operation(decl: CatOp, tail: tuple[str, str] | None) -> str:
-    """``tail``: (name, "variadic" | "optional") for the trailing operands whose count the fields decide."""
-    names = decl.operand_names()
-    fixed = names[:-1] if tail else names
-    if isinstance(decl, (LayerNorm, RmsNorm)):
-        fixed = names[:1]
+def _operation(decl: CatOp) -> str:
+    fixed, tail = decl.irdl_fixed_operands(), decl.irdl_tail
     lines = [f"  irdl.operation @{decl.name} {{"]
     lines += [f"    %{i} = irdl.any" for i in range(len(fixed) + 2)]
     operands = [f"{n}: %{i}" for i, n in enumerate(fixed)]
@@ -60,10 +56,5 @@ def _operation(decl: CatOp, tail: tuple[str, str] | None) -> str:
 
 @functools.cache
 def irdl_text() -> str:
-    ops = []
-    for decl in all_declarations():
-        # norms take optional gamma and beta (one variadic group of [N] vectors), attention an optional mask
-        tail = (("params", "variadic") if isinstance(decl, (LayerNorm, RmsNorm))
-                else ("mask", "optional") if isinstance(decl, Attention) else None)
-        ops.append(_operation(decl, tail))
+    ops = [_operation(decl) for decl in all_declarations()]
     return "irdl.dialect @cat {\n" + "\n".join(ops) + "\n}\n"

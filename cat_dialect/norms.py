@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from cat_dialect.op_base import CatOp, CatVerifyError
+from cat_dialect.op_base import CatOp, CatVerifyError, CpuKernel, all_f32
 from foundation.ir import TensorType
 
 
@@ -26,6 +27,7 @@ def _check_row_params(op: CatOp, operands: Sequence[TensorType]) -> TensorType:
 class LayerNorm(CatOp):
     """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last dim (biased variance)."""
 
+    irdl_tail = ("params", "variadic")
     eps: float = 1e-5
     has_gamma: bool = True
     has_beta: bool = True
@@ -49,6 +51,26 @@ class LayerNorm(CatOp):
     def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
         return _check_row_params(self, operands)
 
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        return f"{self.name} over the last dim (eps {self.eps:.3g}) recognised from its reduce/elementwise form"
+
+    def irdl_fixed_operands(self) -> list[str]:
+        return self.operand_names()[:1]  # gamma and beta: one variadic group of [N] vectors
+
+    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
+                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
+                   ) -> CpuKernel | None:
+        """f32, with both gamma and beta or neither: torch's fused layer_norm."""
+        if not all_f32(types, out_type) or self.has_gamma != self.has_beta:
+            return None
+        n, eps, affine = types[0].shape[-1], self.eps, self.has_gamma
+
+        def layernorm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            w, b = (args[1], args[2]) if affine else (None, None)
+            out.copy_(F.layer_norm(args[0], (n,), w, b, eps))
+
+        return layernorm
+
     def flops(self, operands: Sequence[TensorType]) -> int:
         return 8 * operands[0].numel
 
@@ -69,6 +91,7 @@ class LayerNorm(CatOp):
 class RmsNorm(CatOp):
     """y = x * rsqrt(mean(x^2) + eps) * gamma over the last dim (computed in fp32)."""
 
+    irdl_tail = ("params", "variadic")
     eps: float = 1e-6
     has_gamma: bool = True
 
@@ -90,6 +113,25 @@ class RmsNorm(CatOp):
 
     def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
         return _check_row_params(self, operands)
+
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        return f"{self.name} over the last dim (eps {self.eps:.3g}) recognised from its reduce/elementwise form"
+
+    def irdl_fixed_operands(self) -> list[str]:
+        return self.operand_names()[:1]  # gamma and beta: one variadic group of [N] vectors
+
+    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
+                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
+                   ) -> CpuKernel | None:
+        """f32: torch's fused rms_norm."""
+        if not all_f32(types, out_type):
+            return None
+        n, eps, affine = types[0].shape[-1], self.eps, self.has_gamma
+
+        def rmsnorm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            out.copy_(F.rms_norm(args[0], (n,), args[1] if affine else None, eps))
+
+        return rmsnorm
 
     def flops(self, operands: Sequence[TensorType]) -> int:
         return 5 * operands[0].numel

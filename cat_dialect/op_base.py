@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 
 from foundation.errors import CompileError
 from foundation.ir import TensorType
+
+CpuKernel = Callable[[list[torch.Tensor], torch.Tensor], None]  # fn(operands, out): computes the op into out
+
+
+def all_f32(types: Sequence[TensorType], out_type: TensorType) -> bool:
+    return out_type.dtype == "f32" and all(t.dtype == "f32" for t in types)
 
 
 class CatVerifyError(CompileError):
@@ -27,6 +33,8 @@ class CatOp(ABC):
     families: ClassVar[list[type[CatOp]]] = []
     # Operand names in order; optional trailing operands are decided by the fields (see operand_names).
     operand_doc: ClassVar[str] = ""
+    # IRDL: (name, "variadic" | "optional") of the trailing operands whose count the fields decide, or None
+    irdl_tail: ClassVar[tuple[str, str] | None] = None
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -58,6 +66,24 @@ class CatOp(ABC):
     @abstractmethod
     def reference(self, *args: torch.Tensor) -> torch.Tensor:
         """Semantics in torch: the CPU provider's implementation and the tests' oracle."""
+
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        """What the op computes on these operands, in words: the reason ``byteir-cat partition`` shows."""
+        return self.name
+
+    def irdl_fixed_operands(self) -> list[str]:
+        """The operands the IRDL declaration names one by one; the rest form ``irdl_tail``."""
+        names = self.operand_names()
+        return names[:-1] if self.irdl_tail else names
+
+    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
+                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
+                   ) -> CpuKernel | None:
+        """A fast CPU implementation for these operand types, writing straight into the planned buffer (BLAS,
+        oneDNN, torch's fused kernels), where the family has one; None: the CPU provider stores ``reference``'s
+        result. ``constants``: operands known at load (a weight to prepack), by position; ``shared``: what the
+        bindings of one plan share (a weight packed once serves every row count)."""
+        return None
 
     def attributes(self) -> dict[str, Any]:
         """Attributes printed on the MLIR op (fields that the name does not already say)."""

@@ -47,6 +47,9 @@ class Softmax(CatOp):
             raise CatVerifyError("cat.softmax: operand must have rank >= 1")
         return operands[0]
 
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        return "softmax over the last dim recognised from reduce-max/exp/reduce-sum/divide"
+
     def flops(self, operands: Sequence[TensorType]) -> int:
         return 5 * operands[0].numel
 

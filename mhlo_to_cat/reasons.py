@@ -3,8 +3,6 @@ CAT op, why an op cannot run."""
 
 from __future__ import annotations
 
-import math
-
 import cat_dialect as cat
 from foundation import stablehlo as shlo
 from foundation.ir import Module, Op
@@ -14,49 +12,7 @@ from semantics.interpreter import unsupported_reason
 
 
 def describe_cat(op: Op) -> str:
-    decl = cat.decode(op)
-    types = [v.type for v in op.operands]
-    if isinstance(decl, cat.Gemm):
-        m, n, k = decl.mnk(types)
-        fused = (["bias"] if decl.bias else []) + ([decl.activation] if decl.activation else [])
-        fused += ["residual add" if b == "add" else "gated multiply" for b in decl.binary]
-        fused += ["output permute"] if decl.permute else []
-        epi = f" + {', '.join(fused)} fused into the epilogue" if fused else ""
-        return f"Linear {m}x{k} @ {k}x{n} ({decl.layout}){epi}"
-    if isinstance(decl, cat.Bmm):
-        batch, m, n, k = decl.dims(types)
-        extra = " + output permute" if decl.permute else ""
-        return f"batched matmul {math.prod(batch)} x {m}x{k} @ {k}x{n}, layout {decl.layout}{extra}"
-    if isinstance(decl, cat.Attention):
-        mask = "causal" if decl.causal else ("masked" if decl.has_mask else "unmasked")
-        gqa = types[0].shape[1] // types[1].shape[1]
-        g = f", grouped-query x{gqa}" if gqa > 1 else ""
-        layout = ", output as [B, S, H, D]" if decl.permute else ""
-        return f"softmax(QK^T * {decl.scale:.4g}) V, {mask}{g}{layout}: one fused attention op"
-    if isinstance(decl, cat.Conv):
-        return describe_conv(decl, types)
-    if isinstance(decl, (cat.LayerNorm, cat.RmsNorm)):
-        return f"{decl.name} over the last dim (eps {decl.eps:.3g}) recognised from its reduce/elementwise form"
-    if isinstance(decl, cat.Softmax):
-        return "softmax over the last dim recognised from reduce-max/exp/reduce-sum/divide"
-    return decl.name
-
-
-def describe_conv(decl: cat.Conv, types: list) -> str:
-    x, w = types[0], types[1]
-    layout = "NWC x KSC" if decl.spatial == 1 else "NHWC x KRSC"
-    window = "x".join(map(str, w.shape[1:-1]))
-    pads = " x ".join(f"{lo}/{hi}" for lo, hi in decl.padding)
-    dil = "" if set(decl.dilation) == {1} else f", dilation {'x'.join(map(str, decl.dilation))}"
-    c = x.shape[-1]
-    groups = ("" if decl.groups == 1 else f", depthwise ({decl.groups} groups)" if decl.groups == c
-              else f", {decl.groups} groups")
-    named = {"bias": "bias", "add": "residual add"}
-    fused = [named.get(s, s) for s in decl.epilogue]
-    epi = f"; {' -> '.join(fused)} fused into the epilogue" if fused else "; no epilogue"
-    m, n, k = decl.gemm_view(types)
-    return (f"conv{decl.spatial}d {layout} {window}, stride {'x'.join(map(str, decl.strides))}, padding {pads}"
-            f"{dil}{groups}{epi} (implicit GEMM {m}x{n}x{k}{' per group' if decl.groups > 1 else ''})")
+    return cat.decode(op).describe([v.type for v in op.operands])
 
 
 def fusion_reason(ops: list[Op]) -> str:

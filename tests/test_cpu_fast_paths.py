@@ -9,7 +9,6 @@ import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.compiler import compile
 from foundation.ir import TensorType
-from runtime.cpu_provider import _fast_cat, _prepacked_gemm
 from tests.helpers import max_rel_err
 
 
@@ -21,7 +20,7 @@ def test_masked_attention_fast_path_zeroes_fully_masked_rows():
     mask[1, 0, 2, :] = float("-inf")  # a query that sees no key at all
     decl = cat.Attention(scale=0.35, has_mask=True, zero_masked_rows=True)
     types = [TensorType(tuple(t.shape), "f32") for t in (q, k, v, mask)]
-    kernel = _fast_cat(decl, types, decl.infer_type(types))
+    kernel = decl.cpu_kernel(types, decl.infer_type(types))
     assert kernel is not None
     out = torch.empty(2, 4, 6, 8)
     kernel([q, k, v, mask], out)
@@ -50,7 +49,7 @@ def test_attention_fast_paths_write_the_permuted_layout():
                        (cat.Attention(0.3, has_mask=True, zero_masked_rows=True), [q, k, v, mask])):
         decl = decl.replace(permute=cat.OutputPermute((1, 6, 6, 8), (0, 2, 1, 3)))
         types = [TensorType(tuple(t.shape), "f32") for t in args]
-        kernel = _fast_cat(decl, types, decl.infer_type(types))
+        kernel = decl.cpu_kernel(types, decl.infer_type(types))
         out = torch.empty(1, 6, 6, 8)
         kernel(args, out)
         torch.testing.assert_close(out, decl.reference(*args), rtol=1e-5, atol=1e-6)
@@ -77,8 +76,8 @@ def test_prepacked_gemm_matches_the_op(decl):
     args += [torch.randn(2, 5, 12, generator=gen) for _ in decl.binary]
     types = [TensorType(tuple(t.shape), "f32") for t in args]
     out_type = decl.infer_type(types)
-    kernel = _prepacked_gemm(decl, types, out_type, w)
-    assert kernel is not None
+    kernel = decl.cpu_kernel(types, out_type, constants={1: w})
+    assert kernel is not None and hasattr(kernel, "keepalive")  # the prepacked weight, not BLAS
     out = torch.empty(out_type.shape)
     kernel(args, out)
     torch.testing.assert_close(out, decl.reference(*args), rtol=1e-5, atol=1e-5)
@@ -102,7 +101,7 @@ def test_conv1d_as_one_gemm(stride, padding, dilation, epilogue):
     args = [x, w] + ([b] if decl.bias else []) + ([torch.randn(2, q, 16, generator=gen)] if decl.residual else [])
     types = [TensorType(tuple(t.shape), "f32") for t in args]
     out_type = decl.infer_type(types)
-    kernel = _fast_cat(decl, types, out_type)
+    kernel = decl.cpu_kernel(types, out_type)
     assert kernel is not None
     out = torch.empty(out_type.shape)
     kernel(args, out)
