@@ -11,6 +11,9 @@ Modules, one concept each:
   host_twin     GEMM kernels' glue against cutlass::reference::host::Gemm, run on the CPU
   candidates    tile configurations from cutlass_library, pruning, the no-GPU heuristic
   tuning_cache  sqlite record of the chosen configuration per problem      profiler  times candidates on a GPU
+  families      the registry of op families: one module per family says how its ops render (with fall-backs),
+                what their .cu needs, their host twins, tuning alternatives and checks; nothing else names a family
+  rendered      a rendered kernel and its symbol tag
   source        op instance -> rendered kernel -> one .cu per subgraph     build  parallel nvcc + kernel cache
   abi           the C ABI of every kernel                                   launch  calling it from torch
   check         ``python -m ait_codegen.check``

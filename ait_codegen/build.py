@@ -21,14 +21,11 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ait_codegen.candidates import candidates
-from ait_codegen.conv_problem import conv_candidates, conv_problem
-from ait_codegen.errors import CodegenError, NvccError, UnsupportedKernel
-from ait_codegen.gemm_problem import problem_for
+from ait_codegen.errors import CodegenError, NvccError
+from ait_codegen.families import rendering_for
 from ait_codegen.paths import kernel_cache_dir
 from ait_codegen.source import RenderedKernel, as_spec, device_source, render_kernel, twin_source
 from ait_codegen.toolchain import cutlass_include_dirs, cutlass_version, nvcc_version
-from cat_dialect import Bmm, Conv, Gemm
 from cat_dialect.op_base import CatOp
 from foundation.ir import TensorType
 
@@ -190,30 +187,7 @@ def build_twin(kernels: Sequence[RenderedKernel], progress: bool = True) -> Buil
 
 
 def _alternatives(chosen: RenderedKernel, count: int) -> list[RenderedKernel]:
-    spec, arch = chosen.spec, chosen.arch
-    if count <= 0 or not isinstance(spec.op, Gemm | Bmm | Conv):
-        return []
-    if isinstance(spec.op, Conv):
-        problem = conv_problem(spec.op, spec.operands)
-        if problem.kernel_kind() != "cutlass":
-            return []
-        pool = conv_candidates(problem, limit=count + 1, arch=arch)
-        if arch == "sm_90a":  # the best 2.x kernels too (and the only ones where the 3.x kernel cannot go)
-            pool = pool[:max(count - 1, 1)] + conv_candidates(problem, limit=2, arch="sm_80")
-    else:
-        problem = problem_for(spec.op, spec.operands)
-        pool = candidates(problem, arch, limit=count + 1)
-        if arch == "sm_90a":
-            pool = pool[:max(count - 1, 1)] + candidates(problem, "sm_80", limit=2)
-    rendered: dict[str, RenderedKernel] = {}
-    for cfg in pool:
-        try:
-            k = render_kernel(spec, arch, config=cfg)
-        except UnsupportedKernel:
-            continue
-        if k.symbol != chosen.symbol and (not k.notes or isinstance(spec.op, Conv)):
-            rendered.setdefault(k.symbol, k)
-    return list(rendered.values())[:count]
+    return rendering_for(chosen.spec.op).alternatives(chosen, count) if count > 0 else []
 
 
 def build_alternatives(chosen: Sequence[RenderedKernel], count: int, progress: bool = False

@@ -18,8 +18,9 @@ import torch
 from ait_codegen.abi import KernelSpec
 from ait_codegen.build import build_subgraph, build_twin
 from ait_codegen.elements import TORCH_TYPES
+from ait_codegen.families import rendering_for
 from ait_codegen.launch import KernelLibrary
-from cat_dialect import Bmm, CatOp, Gemm, LayerNorm, RmsNorm, Softmax
+from cat_dialect import CatOp
 from cat_dialect.op_base import CatVerifyError
 from foundation.cuda_arch import runs_on
 from foundation.ir import TensorType
@@ -38,21 +39,10 @@ def parse_op(name: str, permute_shape: list[int] | None, permute_perm: list[int]
 
 def operand_types(op: CatOp, m: int, n: int, k: int, batch: int, dtype: str) -> list[TensorType]:
     """Operands of ``op`` for an M x N result with reduction K (rows M of length N for row-wise ops)."""
-    def t(*shape: int) -> TensorType:
-        return TensorType(tuple(shape), dtype)
-    if isinstance(op, Gemm):
-        types = [t(m, k), t(n, k) if op.layout == "rcr" else t(k, n)] + ([t(n)] if op.bias else [])
-        return types + [t(m, n)] * len(op.binary)
-    if isinstance(op, Bmm):
-        a = t(batch, m, k) if op.layout[0] == "r" else t(batch, k, m)
-        b = t(batch, k, n) if op.layout[1] == "r" else t(batch, n, k)
-        out = t(batch, m, n) if op.layout[2] == "r" else t(batch, n, m)
-        return [a, b] + ([out] if op.add else [])
-    if isinstance(op, Softmax):
-        return [t(m, n)]
-    if isinstance(op, LayerNorm | RmsNorm):
-        return [t(m, n)] + [t(n)] * (len(op.operand_names()) - 1)
-    raise CatVerifyError(f"ait_codegen.check does not know the operands of {op.name}")
+    types = rendering_for(op).check_operands(op, m, n, k, batch, dtype)
+    if types is None:
+        raise CatVerifyError(f"ait_codegen.check does not know the operands of {op.name}")
+    return types
 
 
 def random_inputs(spec: KernelSpec, device: str, seed: int = 0) -> list[torch.Tensor]:
@@ -75,18 +65,6 @@ def time_ms(fn: Callable[[], object], iters: int = 50) -> float:
     stop.record()
     torch.cuda.synchronize()
     return start.elapsed_time(stop) / iters
-
-
-def torch_baseline(op: CatOp, xs: list[torch.Tensor]) -> Callable[[], object]:
-    """What the kernel is timed against: the bare matmul (cuBLAS) for GEMMs, the reference otherwise."""
-    if isinstance(op, Gemm):
-        b = xs[1].t() if op.layout == "rcr" else xs[1]
-        return lambda: torch.matmul(xs[0], b)
-    if isinstance(op, Bmm):
-        a = xs[0] if op.layout[0] == "r" else xs[0].transpose(-1, -2)
-        b = xs[1] if op.layout[1] == "r" else xs[1].transpose(-1, -2)
-        return lambda: torch.matmul(a, b)
-    return lambda: op.reference(*xs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in kernel.notes:
         print(f"note: {note}")
     ok = True
-    if isinstance(op, Gemm | Bmm):
+    if rendering_for(op).twin_includes is not None:
         twin = KernelLibrary(build_twin([kernel]).path)
         xs = random_inputs(kernel.spec, "cpu")
         err = rel_error(twin.run(kernel.symbol, kernel.spec, *xs), op.reference(*xs))
@@ -133,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     err = rel_error(out, op.reference(*xs))
     ok &= err < TOLERANCE
     print(f"device vs reference: rel err {err:.2e} {'ok' if err < TOLERANCE else 'FAIL'}")
-    ours, base = time_ms(call), time_ms(torch_baseline(op, xs))
+    ours, base = time_ms(call), time_ms(rendering_for(op).torch_baseline(op, xs))
     flops = op.flops(list(types))
     print(f"time: ours {ours * 1e3:.1f} us ({flops / ours / 1e9:.1f} TFLOP/s), torch {base * 1e3:.1f} us "
           f"({flops / base / 1e9:.1f} TFLOP/s), ratio torch/ours {base / ours:.2f}")

@@ -16,11 +16,11 @@ from ait_codegen.build import BuildJob, compile_all
 from ait_codegen.candidates import GemmConfig, candidates
 from ait_codegen.elements import cutlass_type
 from ait_codegen.errors import CodegenError, UnsupportedKernel
+from ait_codegen.families.gemm import GemmFamily
 from ait_codegen.gemm_glue import ARGS_STRUCT, DEVICE_PERMUTE
 from ait_codegen.gemm_problem import GemmProblem, problem_for
 from ait_codegen.source import include_block
 from ait_codegen.tuning_cache import TuningCache
-from cat_dialect import Bmm, Gemm
 
 MAIN = """
 template <typename T>
@@ -143,7 +143,7 @@ def parse_output(text: str, configs: Sequence[GemmConfig]) -> list[ProfiledCandi
 def profile(spec: KernelSpec, arch: str, cache: TuningCache, configs: Sequence[GemmConfig] | None = None,
             timeout_s: float = 600.0) -> ProfiledCandidate:
     """Build and run the profiler on this machine's GPU; store and return the fastest working candidate."""
-    if not isinstance(spec.op, Gemm | Bmm):
+    if type(spec.op) not in GemmFamily.declarations:  # the profiler times GEMM configurations
         raise UnsupportedKernel(spec.op.name, "only GEMM-family ops are profiled")
     problem = problem_for(spec.op, spec.operands)
     configs = list(configs) if configs is not None else _default_configs(problem, arch)

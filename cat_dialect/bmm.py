@@ -70,6 +70,11 @@ class Bmm(CatOp):
             raise CatVerifyError(f"cat.{self.name}: addend {operands[2]} must match the output {out}")
         return self.permute.apply_type(out, self.name) if self.permute else out
 
+    def gemm_shape(self, operands: Sequence[TensorType]) -> tuple[int, int, int, int]:
+        """(batch, M, N, K), the batch dims multiplied out."""
+        batch, m, n, k = self.dims(operands)
+        return math.prod(batch), m, n, k
+
     def describe(self, operands: Sequence[TensorType]) -> str:
         batch, m, n, k = self.dims(operands)
         extra = " + output permute" if self.permute else ""

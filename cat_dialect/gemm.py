@@ -98,6 +98,10 @@ class Gemm(CatOp):
                 raise CatVerifyError(f"cat.{self.name}: epilogue operand {d} must match the output {out}")
         return self.permute.apply_type(out, self.name) if self.permute else out
 
+    def gemm_shape(self, operands: Sequence[TensorType]) -> tuple[int, int, int, int]:
+        """(batch, M, N, K): the matmul this op is, as a batched GEMM of batch 1."""
+        return (1, *self.mnk(operands))
+
     def describe(self, operands: Sequence[TensorType]) -> str:
         m, n, k = self.mnk(operands)
         fused = (["bias"] if self.bias else []) + ([self.activation] if self.activation else [])

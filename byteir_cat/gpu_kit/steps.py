@@ -588,11 +588,7 @@ def step_gemm_timing(ctx: StepContext) -> Rows:
         try:
             decl = _decl(c)
             types = _operand_types(session, c)
-            if isinstance(decl, cat.Gemm):
-                (m, n, k), batch = decl.mnk(types), 1
-            else:
-                bdims, m, n, k = decl.dims(types)
-                batch = int(torch.tensor(bdims).prod()) if bdims else 1
+            batch, m, n, k = decl.gemm_shape(types)
             dtype = torch_dtype(types[0].dtype)
             a = torch.randn(batch, m, k, device=device, dtype=dtype)
             b = torch.randn(batch, k, n, device=device, dtype=dtype)
