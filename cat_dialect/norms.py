@@ -23,11 +23,24 @@ def _check_row_params(op: CatOp, operands: Sequence[TensorType]) -> TensorType:
     return x
 
 
+class RowNorm(CatOp):
+    """What the two norms share: a row of x normalised over the last dim, then optional [N] parameters."""
+
+    __abstract_family__ = True
+    irdl_tail = ("params", "variadic")
+    eps: float
+
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        return f"{self.name} over the last dim (eps {self.eps:.3g}) recognised from its reduce/elementwise form"
+
+    def irdl_fixed_operands(self) -> list[str]:
+        return self.operand_names()[:1]  # gamma and beta: one variadic group of [N] vectors
+
+
 @dataclass(frozen=True)
-class LayerNorm(CatOp):
+class LayerNorm(RowNorm):
     """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last dim (biased variance)."""
 
-    irdl_tail = ("params", "variadic")
     eps: float = 1e-5
     has_gamma: bool = True
     has_beta: bool = True
@@ -50,12 +63,6 @@ class LayerNorm(CatOp):
 
     def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
         return _check_row_params(self, operands)
-
-    def describe(self, operands: Sequence[TensorType]) -> str:
-        return f"{self.name} over the last dim (eps {self.eps:.3g}) recognised from its reduce/elementwise form"
-
-    def irdl_fixed_operands(self) -> list[str]:
-        return self.operand_names()[:1]  # gamma and beta: one variadic group of [N] vectors
 
     def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
                    constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
@@ -88,10 +95,9 @@ class LayerNorm(CatOp):
 
 
 @dataclass(frozen=True)
-class RmsNorm(CatOp):
+class RmsNorm(RowNorm):
     """y = x * rsqrt(mean(x^2) + eps) * gamma over the last dim (computed in fp32)."""
 
-    irdl_tail = ("params", "variadic")
     eps: float = 1e-6
     has_gamma: bool = True
 
@@ -113,12 +119,6 @@ class RmsNorm(CatOp):
 
     def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
         return _check_row_params(self, operands)
-
-    def describe(self, operands: Sequence[TensorType]) -> str:
-        return f"{self.name} over the last dim (eps {self.eps:.3g}) recognised from its reduce/elementwise form"
-
-    def irdl_fixed_operands(self) -> list[str]:
-        return self.operand_names()[:1]  # gamma and beta: one variadic group of [N] vectors
 
     def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
                    constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None

@@ -38,7 +38,7 @@ class CatOp(ABC):
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        if not getattr(cls, "__abstract_family__", False):
+        if not cls.__dict__.get("__abstract_family__", False):
             CatOp.families.append(cls)
 
     @property

@@ -40,6 +40,20 @@ class CutlassFamily:
         """Up to ``count`` other configurations of ``chosen``'s op, for timing on the device."""
         return []
 
+    def render_pool(self, chosen: RenderedKernel, pool: Sequence[GemmConfig], count: int, with_notes: bool
+                    ) -> list[RenderedKernel]:
+        """Up to ``count`` kernels of ``chosen``'s op rendered with the configurations of ``pool``, each symbol once,
+        ``chosen`` left out; ``with_notes``: keep those that fell back (rendered with a note)."""
+        rendered: dict[str, RenderedKernel] = {}
+        for cfg in pool:
+            try:
+                k = self.render(chosen.spec, chosen.arch, cfg, None)
+            except UnsupportedKernel:
+                continue
+            if k.symbol != chosen.symbol and (with_notes or not k.notes):
+                rendered.setdefault(k.symbol, k)
+        return list(rendered.values())[:count]
+
     def check_operands(self, op: CatOp, m: int, n: int, k: int, batch: int, dtype: str) -> list[TensorType] | None:
         """Operands of ``op`` for an M x N result with reduction K (``python -m ait_codegen.check``); None: the
         family is not checked that way."""

@@ -60,12 +60,4 @@ class ConvFamily(CutlassFamily):
         pool = conv_candidates(problem, limit=count + 1, arch=arch)
         if arch == "sm_90a":  # the best 2.x kernels too (and the only ones where the 3.x kernel cannot go)
             pool = pool[:max(count - 1, 1)] + conv_candidates(problem, limit=2, arch="sm_80")
-        rendered: dict[str, RenderedKernel] = {}
-        for cfg in pool:
-            try:
-                k = self.render(spec, arch, cfg, None)
-            except UnsupportedKernel:
-                continue
-            if k.symbol != chosen.symbol:
-                rendered.setdefault(k.symbol, k)
-        return list(rendered.values())[:count]
+        return self.render_pool(chosen, pool, count, with_notes=True)

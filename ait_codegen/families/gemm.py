@@ -69,15 +69,7 @@ class GemmFamily(CutlassFamily):
         pool = candidates(problem, arch, limit=count + 1)
         if arch == "sm_90a":  # the best 2.x kernels too: one of them can win on the device
             pool = pool[:max(count - 1, 1)] + candidates(problem, "sm_80", limit=2)
-        rendered: dict[str, RenderedKernel] = {}
-        for cfg in pool:
-            try:
-                k = self.render(spec, arch, cfg, None)
-            except UnsupportedKernel:
-                continue
-            if k.symbol != chosen.symbol and not k.notes:
-                rendered.setdefault(k.symbol, k)
-        return list(rendered.values())[:count]
+        return self.render_pool(chosen, pool, count, with_notes=False)
 
     def check_operands(self, op: CatOp, m: int, n: int, k: int, batch: int, dtype: str) -> list[TensorType]:
         def t(*shape: int) -> TensorType:
