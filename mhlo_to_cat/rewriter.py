@@ -246,6 +246,10 @@ class PatternSet:
                 self._rooted.setdefault(name, []).append((i, p))
         self._cache: dict[str, list[Pattern]] = {}
 
+    def can_match_in(self, ops: Iterable[Op]) -> bool:
+        """Whether any pattern is rooted at an op of ``ops`` (or anywhere)."""
+        return bool(self._anywhere) or any(op.name in self._rooted for op in ops)
+
     def for_op(self, op: Op) -> list[Pattern]:
         found = self._cache.get(op.name)
         if found is None:
@@ -257,8 +261,11 @@ class PatternSet:
 def apply_patterns(fn: Function, patterns: Iterable[Pattern], max_rewrites: int | None = None) -> int:
     """Greedy worklist driver: every op once in block order, then the ops each rewrite created or changed,
     until the worklist is empty; each op is offered the patterns rooted at its kind. Dead ops are erased as
-    they appear. Returns the number of rewrites."""
+    they appear. Returns the number of rewrites. A function with no op that a pattern is rooted at is left as it
+    is (its dead ops too: the next pass that rewrites, and the pipeline's last, erase them)."""
     pattern_set = PatternSet(patterns)
+    if not pattern_set.can_match_in(fn.body.ops):
+        return 0
     rw = Rewriter(fn)
     rw.erase_dead()
     work = deque(fn.body.ops)
@@ -282,7 +289,8 @@ def apply_patterns(fn: Function, patterns: Iterable[Pattern], max_rewrites: int 
                         work.append(o)
                         queued.add(o)
                 break
-    rw.erase_dead()
+    if applied:
+        rw.erase_dead()
     return applied
 
 
