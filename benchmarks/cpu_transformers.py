@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,21 +66,12 @@ def bench(name: str, model: torch.nn.Module, inputs: tuple, runs: int, rounds: i
     }
 
 
-def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown CPU"
-    model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")
-    cpus = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("CPU(s)")), "?")
-    return f"{model}, {cpus} CPUs, torch threads {torch.get_num_threads()}"
-
-
 def markdown(results: list[dict], load_before: tuple, load_after: tuple) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     lines = ["# CPU benchmark: byteir-cat vs torch eager vs torch.compile", "",
-             f"- machine: {machine()}", f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
+             f"- machine: {machine()}, torch threads {torch.get_num_threads()}",
+             f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
              f"- commit: {commit}, torch {torch.__version__}",
              "- method: `benchmarks/cpu_transformers.py`, one process, contestants in interleaved rounds, "
              "median of every timed run; fp32",
