@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import llvmlite.binding as llvm
 import torch
 
-from foundation.backend_helpers import HELPER_NAMES, HELPERS_IR
 from foundation.host_code_policy import check_host_module
 from foundation.object_symbols import undefined_symbols
 
@@ -137,26 +136,6 @@ def _init_native() -> None:
         libgcc = ctypes.util.find_library("gcc_s")
         if libgcc:
             llvm.load_library_permanently(libgcc)
-        _bind_backend_helpers()
-
-
-_helper_engines: list[llvm.ExecutionEngine] = []  # kept alive: the bound helpers are their code
-
-
-def _bind_backend_helpers() -> None:
-    """Binds our bf16 conversion helpers (foundation/backend_helpers.py) where the process lacks them."""
-    missing = [n for n in HELPER_NAMES if not llvm.address_of_symbol(n)]
-    if not missing:
-        return
-    target = llvm.Target.from_triple(llvm.get_process_triple())
-    tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(), opt=2, reloc="default", codemodel="jitdefault")
-    module = llvm.parse_assembly(HELPERS_IR)
-    module.triple, module.data_layout = tm.triple, str(tm.target_data)
-    engine = llvm.create_mcjit_compiler(module, tm)
-    engine.finalize_object()
-    _helper_engines.append(engine)
-    for name in missing:
-        llvm.add_symbol(name, engine.get_function_address(name))
 
 
 def host_target_machine() -> llvm.TargetMachine:

@@ -3,10 +3,12 @@
 - ``memrefCopy``: lowered ``memref.copy`` of strided views (slices) calls it; MLIR ships it in
   ``libmlir_c_runner_utils``, which the running machine does not have (no MLIR there). A ctypes
   implementation lets such kernels link instead of falling back to the StableHLO interpreter.
-- ``__truncsfbf2``: LLVM's x86 backend turns float -> bfloat rounding into this compiler-rt/libgcc builtin
-  on CPUs without AVX512-BF16, and libgcc before GCC 13 lacks it; an unresolved builtin is a call to
-  address 0 (a crash). It is JIT-compiled here from LLVM IR, without optimisation, so that the rounding
-  pattern is not folded back into the call it replaces.
+- ``__truncsfbf2``, ``__truncdfbf2``: LLVM's x86 backend turns float -> bfloat rounding into the first on CPUs
+  without AVX512-BF16, and double -> bfloat into the second on every x86 CPU; libgcc before GCC 13 lacks both,
+  and an unresolved builtin is a call to address 0 (a crash; ``host_code.jit_compile`` now refuses such a
+  kernel by name). They are JIT-compiled here from LLVM IR, without optimisation, so that the rounding pattern
+  is not folded back into the call it replaces. double -> bfloat rounds once: to odd at f32 first (f32 keeps 16
+  more bits than bf16 at every exponent, subnormals included), then to nearest even.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def _memref_copy(elem_size: int, src, dst) -> None:
     d[...] = s
 
 
-# float -> bfloat, round to nearest even, NaN kept quiet (what torch's .to(torch.bfloat16) does)
+# float -> bfloat and double -> bfloat, round to nearest even, NaN kept quiet (float -> bfloat is what
+# torch's .to(torch.bfloat16) does)
 _BUILTINS_IR = """
 define bfloat @__truncsfbf2(float %x) {
   %bits = bitcast float %x to i32
@@ -64,7 +67,29 @@ define bfloat @__truncsfbf2(float %x) {
   %out = bitcast i16 %res to bfloat
   ret bfloat %out
 }
+
+declare double @llvm.fabs.f64(double)
+
+define bfloat @__truncdfbf2(double %x) {
+  %f = fptrunc double %x to float
+  %back = fpext float %f to double
+  %exact = fcmp oeq double %back, %x
+  %isnan = fcmp uno double %x, %x
+  %keep = or i1 %exact, %isnan
+  %bits = bitcast float %f to i32
+  %abs_back = call double @llvm.fabs.f64(double %back)
+  %abs_x = call double @llvm.fabs.f64(double %x)
+  %away = fcmp ogt double %abs_back, %abs_x
+  %toward_zero = sub i32 %bits, 1
+  %truncated = select i1 %away, i32 %toward_zero, i32 %bits
+  %odd = or i32 %truncated, 1
+  %r = select i1 %keep, i32 %bits, i32 %odd
+  %rf = bitcast i32 %r to float
+  %out = call bfloat @__truncsfbf2(float %rf)
+  ret bfloat %out
+}
 """
+_BUILTINS = ("__truncsfbf2", "__truncdfbf2")
 
 
 @functools.cache
@@ -73,14 +98,16 @@ def register() -> None:
     callback = _COPY_FN(_memref_copy)
     _keepalive.append(callback)
     llvm.add_symbol("memrefCopy", ctypes.cast(callback, ctypes.c_void_p).value)
-    if not llvm.address_of_symbol("__truncsfbf2"):
+    missing = [name for name in _BUILTINS if not llvm.address_of_symbol(name)]
+    if missing:
         tm = host_target_machine()
         module = llvm.parse_assembly(_BUILTINS_IR)
         module.triple = tm.triple
         engine = llvm.create_mcjit_compiler(module, tm)
         engine.finalize_object()
         _keepalive.append(engine)
-        llvm.add_symbol("__truncsfbf2", engine.get_function_address("__truncsfbf2"))
+        for name in missing:
+            llvm.add_symbol(name, engine.get_function_address(name))
 
 
 _keepalive: list[object] = []

@@ -1,7 +1,8 @@
 """Helpers that LLVM's backend calls without the IR declaring them (``__truncdfhf2`` for f64 -> f16 on every x86
 CPU, ``__divti3`` for a 128-bit division). MCJIT patched an address it could not find with 0: on a machine whose
 process had not loaded libgcc_s, ``x.var()`` of an f16 tensor jumped to address 0 and killed the process. The JIT
-now loads libgcc_s, and refuses by name a kernel whose code needs a helper the process lacks."""
+now loads libgcc_s, ``host_code_support`` supplies the bf16 conversions libgcc lacks before GCC 13, and a kernel
+whose code needs a helper nobody provides is refused by name."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from byteir_cat.compiler import compile as compile_model
 from foundation.host_code import KernelError, host_target_machine, jit_compile
+from foundation.host_code_support import register as register_host_code_support
 from foundation.object_symbols import undefined_symbols
 
 F64_TO_F16 = """
@@ -100,8 +102,9 @@ def _bf16_rne(x: float) -> float:
 
 
 def test_f64_to_bf16_rounds_once():
-    """``__truncdfbf2`` (libgcc has it only from GCC 13; ours otherwise): rounded once, where going through f32
-    (what torch does) rounds twice."""
+    """``__truncdfbf2`` (libgcc has it only from GCC 13; ``host_code_support``'s otherwise, which the runtime binds
+    before it JIT-compiles): rounded once, where going through f32 (what torch does) rounds twice."""
+    register_host_code_support()
     engine, _ = jit_compile(F64_TO_BF16, "k")
     k = _entry(engine, 2)
     gen = torch.Generator().manual_seed(5)
