@@ -76,9 +76,9 @@ class Bmm(CatOp):
         return math.prod(batch), m, n, k
 
     def describe(self, operands: Sequence[TensorType]) -> str:
-        batch, m, n, k = self.dims(operands)
+        batch, m, n, k = self.gemm_shape(operands)
         extra = " + output permute" if self.permute else ""
-        return f"batched matmul {math.prod(batch)} x {m}x{k} @ {k}x{n}, layout {self.layout}{extra}"
+        return f"batched matmul {batch} x {m}x{k} @ {k}x{n}, layout {self.layout}{extra}"
 
     def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
                    constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None

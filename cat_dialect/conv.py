@@ -174,14 +174,14 @@ class Conv(CatOp):
         if self.activation and act is None:
             return None
         padded = wid + lo + hi
-        residual = self.residual
+        bias, residual = self.bias, self.residual
 
         def conv(args: list[torch.Tensor], out: torch.Tensor) -> None:
             x = F.pad(args[0], (0, 0, lo, hi)) if lo or hi else args[0].contiguous()
             cols = x.as_strided((n, q, s, c), (padded * c, stride * c, dil * c, 1)).reshape(n * q, s * c)
             w2 = args[1].reshape(k, s * c).t()
             o2 = out.view(n * q, k)
-            if self.bias:
+            if bias:
                 torch.addmm(args[2], cols, w2, out=o2)
             else:
                 torch.mm(cols, w2, out=o2)
