@@ -22,8 +22,8 @@ from pathlib import Path
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ait_codegen.errors import CodegenError, NvccError
-from ait_codegen.families import rendering_for
 from ait_codegen.paths import kernel_cache_dir
+from ait_codegen.renderings import rendering_for
 from ait_codegen.source import RenderedKernel, as_spec, device_source, render_kernel, twin_source
 from ait_codegen.toolchain import cutlass_include_dirs, cutlass_version, nvcc_version
 from cat_dialect.op_base import CatOp

@@ -18,8 +18,8 @@ import torch
 from ait_codegen.abi import KernelSpec
 from ait_codegen.build import build_subgraph, build_twin
 from ait_codegen.elements import TORCH_TYPES
-from ait_codegen.families import rendering_for
 from ait_codegen.launch import KernelLibrary
+from ait_codegen.renderings import rendering_for
 from cat_dialect import CatOp
 from cat_dialect.op_base import CatVerifyError
 from foundation.cuda_arch import runs_on

@@ -12,15 +12,11 @@ convs, odd channel counts such as mono audio's C = 1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ait_codegen.candidates import GemmConfig, enumerated_conv_fprop, estimate
-from ait_codegen.elements import GEMM_DTYPES, alignment
-from ait_codegen.errors import UnsupportedKernel
+from ait_codegen.elements import alignment
 from ait_codegen.gemm_glue import activation_functor
-from cat_dialect.conv import Conv
-from foundation.ir import TensorType
 
 
 @dataclass(frozen=True)
@@ -106,27 +102,6 @@ class ConvProblem:
         if self.groups > 1:
             return f"{'depthwise' if self.groups == self.c else 'grouped'} convolution ({self.groups} groups)"
         return f"C={self.c}, K={self.k}: sm80 cp.async needs 2-element vectors of channels"
-
-
-def conv_problem(op: Conv, operands: Sequence[TensorType]) -> ConvProblem:
-    out = op.infer_type(operands)
-    dtype = operands[0].dtype
-    if dtype not in GEMM_DTYPES:
-        raise UnsupportedKernel(op.name, f"element type {dtype}: conv kernels are {'/'.join(GEMM_DTYPES)}")
-    x, w = operands[0], operands[1]
-    if op.spatial == 1:
-        (n, wid, c), (k, s, _), (q,) = x.shape, w.shape, out.shape[1:2]
-        h, r, p = 1, 1, 1
-        pad = (0, 0, *op.padding[0])
-        stride, dilation = (1, op.strides[0]), (1, op.dilation[0])
-    else:
-        (n, h, wid, c), (k, r, s, _), (p, q) = x.shape, w.shape, out.shape[1:3]
-        pad = (*op.padding[0], *op.padding[1])
-        stride, dilation = tuple(op.strides), tuple(op.dilation)
-    bias = 2 if op.bias else None
-    residual = (3 if op.bias else 2) if op.residual else None
-    return ConvProblem(op.name, dtype, n, h, wid, c, k, r, s, p, q, pad, stride, dilation, op.groups, bias,
-                       op.activation, residual, op.residual == "before")
 
 
 def conv_candidates(problem: ConvProblem, limit: int = 8, arch: str = "sm_80") -> list[GemmConfig]:

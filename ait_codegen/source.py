@@ -1,6 +1,6 @@
 """CAT op instances -> rendered kernels -> one translation unit per subgraph (device) or host twin.
 
-``render_kernel`` asks the op's family (``ait_codegen.families``) for the kernel, with the configuration given,
+``render_kernel`` asks the op's family (``ait_codegen.renderings``) for the kernel, with the configuration given,
 from the tuning cache, or the shape heuristic's; where the preferred kernel cannot take a problem (CUTLASS 3.x on
 sm_90a, CUTLASS's FMHA) the family falls back and keeps the reason in ``RenderedKernel.notes``.
 """
@@ -13,9 +13,9 @@ from ait_codegen import host_twin
 from ait_codegen.abi import KernelSpec, preamble
 from ait_codegen.candidates import ARCHS, GemmConfig
 from ait_codegen.errors import UnsupportedKernel
-from ait_codegen.families import FAMILIES, rendering_for
 from ait_codegen.gemm_glue import own_functors
 from ait_codegen.rendered import RenderedKernel
+from ait_codegen.renderings import FAMILIES, rendering_for
 from cat_dialect import CatOp
 from foundation.ir import TensorType
 

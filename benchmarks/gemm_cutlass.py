@@ -16,10 +16,10 @@ import torch
 from ait_codegen.build import build_subgraphs
 from ait_codegen.check import random_inputs, rel_error, time_ms
 from ait_codegen.launch import KernelLibrary
-from ait_codegen.profiler import profile
 from ait_codegen.source import as_spec
 from ait_codegen.tuning_cache import TuningCache
-from cat_dialect import Gemm
+from families.gemm.declaration import Gemm
+from families.gemm.profiler import profile
 from foundation.ir import TensorType
 
 SHAPES_NK = {

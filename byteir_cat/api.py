@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from families import compile_side
 from foundation.errors import CompileError, UnsupportedOpError
 from foundation.ir import Module
 from frontends import from_torch, load_mlir, load_onnx
@@ -15,6 +16,8 @@ from mhlo_to_cat.partition import partition as make_partition
 from mhlo_to_cat.pipeline import run_pipeline
 from mhlo_to_cat.rewriter import Pass
 from semantics.interpreter import unsupported_reason
+
+compile_side.load()
 
 ModelLike = torch.nn.Module | str | Path | Module
 

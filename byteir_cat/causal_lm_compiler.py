@@ -19,9 +19,12 @@ from transformers.cache_utils import Cache
 from byteir_cat.causal_lm import DECODE_PLAN, KV_LEN_INPUT, META, CausalLMConfig, CompiledCausalLM, step_mask
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
+from families import compile_side
+from families.attention.patterns import CacheAttentionLength
 from foundation.errors import CompileError
-from mhlo_to_cat.attention_patterns import CacheAttentionLength
 from mhlo_to_cat.pipeline import default_pipeline
+
+compile_side.load()
 
 CHUNKS = (64, 32, 16, 8, 4, 2, 1)  # prefill chunk: the largest that divides max_seq_len
 

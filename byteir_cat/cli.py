@@ -227,9 +227,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _import_tuning(path: str) -> int:
     from ait_codegen.candidates import GemmConfig
-    from ait_codegen.gemm_problem import problem_for
+    from ait_codegen.renderings import rendering_for
     from ait_codegen.tuning_cache import TuningCache
     from cat_dialect import decode
+    from families import compile_side
+
+    compile_side.load()
     from foundation.ir import Op
     from frontends.importer import parse_tensor_type
 
@@ -249,7 +252,7 @@ def _import_tuning(path: str) -> int:
             decl = decode(Op("cat." + row["op"], [], [], row["op_attrs"]))
             types = [parse_tensor_type(t, path) for t in row["operands"]]
             cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in row["best"]["config"].items()}
-            cache.store(problem_for(decl, types), row["arch"], GemmConfig(**cfg), profiled=True,
+            cache.store(rendering_for(decl).tuning_problem(decl, types), row["arch"], GemmConfig(**cfg), profiled=True,
                         time_ms=row["best"]["ms"])
             stored += 1
     finally:

@@ -31,6 +31,7 @@ from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_i
 from fallback_codegen.compile import CompiledGroup, GroupJob, prepare_group
 from fallback_codegen.lowering_pool import LoweringCrash, lowering_pool
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
+from families import compile_side
 from foundation.cuda_arch import CUDA_ARCHS, DEFAULT_CUDA_ARCH
 from foundation.errors import CompileError
 from foundation.host_code import KernelError
@@ -40,6 +41,8 @@ from mhlo_to_cat.pipeline import dynamic_shape_pipeline
 from mhlo_to_cat.rewriter import Pass
 from runtime.artifact import Artifact
 from runtime.cpu_provider import jit_entry
+
+compile_side.load()
 
 __all__ = ["CompiledModel", "build_artifact", "compile", "load"]
 

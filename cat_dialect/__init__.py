@@ -1,4 +1,6 @@
-"""The CAT dialect: coarse ops that the CUTLASS-based backend renders (after AITemplate's op set).
+"""The CAT dialect: coarse ops that the CUTLASS-based backend renders (after AITemplate's op set). The ops
+themselves are declared by the kernel families (``families/<family>/declaration.py``), which register with
+``CatOp`` when loaded; this package holds what they share: the declaration base, activations, output permutes.
 
 ``build`` makes a graph op from a declaration; ``decode`` reads the declaration back from a graph op.
 """
@@ -8,25 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cat_dialect.activations import ACTIVATIONS, LOOK_ALIKES, Activation
-from cat_dialect.attention import Attention
-from cat_dialect.bmm import BMM_LAYOUTS, Bmm
-from cat_dialect.conv import CONV_SPATIAL_RANKS, Conv
-from cat_dialect.gemm import BINARY_EPILOGUES, GEMM_LAYOUTS, Gemm
-from cat_dialect.index_copy import IndexCopy
-from cat_dialect.norms import LayerNorm, RmsNorm
 from cat_dialect.op_base import CatOp, CatVerifyError
 from cat_dialect.permute import OutputPermute
-from cat_dialect.softmax import Softmax
 from foundation.ir import Op, Value
 from foundation.source_loc import UNKNOWN, Loc
 
 PREFIX = "cat."
 
-__all__ = [
-    "ACTIVATIONS", "Activation", "Attention", "BINARY_EPILOGUES", "BMM_LAYOUTS", "Bmm", "CONV_SPATIAL_RANKS",
-    "CatOp", "CatVerifyError", "Conv", "GEMM_LAYOUTS", "Gemm", "IndexCopy", "LOOK_ALIKES", "LayerNorm",
-    "OutputPermute", "RmsNorm", "Softmax", "build", "decode", "is_cat",
-]
+__all__ = ["ACTIVATIONS", "Activation", "CatOp", "CatVerifyError", "LOOK_ALIKES", "OutputPermute", "build", "decode",
+           "is_cat"]
 
 
 def is_cat(op: Op) -> bool:
@@ -45,7 +37,8 @@ def decode(op: Op) -> CatOp:
         if found is not None:
             op.__dict__["_cat_decl"] = (op.name, found)
             return found
-    raise CatVerifyError(f"unknown CAT op {op.name} at {op.loc or '?'}")
+    known = ", ".join(sorted(f.__name__ for f in CatOp.families)) or "none: no kernel family is loaded"
+    raise CatVerifyError(f"unknown CAT op {op.name} at {op.loc or '?'} (declared ops: {known})")
 
 
 def build(cat_op: CatOp, operands: Sequence[Value], loc: Loc = UNKNOWN) -> Op:

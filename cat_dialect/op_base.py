@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -70,6 +70,11 @@ class CatOp(ABC):
     def describe(self, operands: Sequence[TensorType]) -> str:
         """What the op computes on these operands, in words: the reason ``byteir-cat partition`` shows."""
         return self.name
+
+    @classmethod
+    @abstractmethod
+    def irdl_instances(cls) -> Iterator[CatOp]:
+        """One declaration per distinct op name (and operand list) of the family: what its IRDL declares."""
 
     def irdl_fixed_operands(self) -> list[str]:
         """The operands the IRDL declaration names one by one; the rest form ``irdl_tail``."""

@@ -36,3 +36,6 @@ class OutputPermute:
 
     def apply(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(self.shape).permute(self.perm).contiguous()
+
+
+SOME_PERMUTE = OutputPermute((1,), (0,))  # any output permute: stands for the ``_permute`` variants in IRDL

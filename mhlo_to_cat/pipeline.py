@@ -1,44 +1,12 @@
-"""The mhlo_to_cat pipeline: a readable list of named passes, run in order on every function."""
+"""The mhlo_to_cat pipeline: a readable list of named passes, run in order on every function. Normalisation first;
+then recognition, composed stage by stage from what the registered kernel families contribute
+(``mhlo_to_cat.recognition``); then common subexpressions and dead code."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 from foundation.ir import Module
-from mhlo_to_cat.attention_patterns import (
-    AttentionFromBmmSoftmaxBmm,
-    DataMovementCancelsAcrossSoftmax,
-    PermuteIntoAttention,
-    RepeatHeadsAfterTranspose,
-    SinkScalarMultiplyBelowDataMovement,
-    SoftmaxFirstInPvBmm,
-)
-from mhlo_to_cat.conv_patterns import (
-    ConvActivationFusion,
-    ConvChannelAffineFolding,
-    ConvolutionInLinalgForm,
-    ConvolutionToCatConv,
-    ConvResidualFusion,
-    InputDilationAsInteriorPadding,
-    PatchifyConvolutionToGemm,
-)
-from mhlo_to_cat.gemm_patterns import (
-    BatchDimsFirst,
-    BiasAddBeforeHeadSplit,
-    BmmWithSharedWeightToGemm,
-    DotGeneralToBmm,
-    DotGeneralToGemm,
-    GemmActivationFusion,
-    GemmBiasFusion,
-    GemmBinaryEpilogueFusion,
-    GemmColumnScaleFolding,
-    GroupedHeadsDotGeneral,
-    HalfDotWithWideResult,
-    MultiDimWeightToGemm,
-    PermuteIntoGemmOrBmm,
-    ReshapeIntoGemm,
-    TransposeIntoBmmOutput,
-)
 from mhlo_to_cat.normalize import (
     CommonSubexpressionElimination,
     ComposeReshapes,
@@ -49,55 +17,25 @@ from mhlo_to_cat.normalize import (
     RemoveIdentityTranspose,
     normalization_passes,
 )
-from mhlo_to_cat.precision_patterns import (
-    FoldConvertRoundTrip,
-    NarrowUpcastAttention,
-    NarrowUpcastGemm,
-    SinkConvertBelowDataMovement,
-)
-from mhlo_to_cat.rewriter import Pass, PatternPass
-from mhlo_to_cat.rowwise_patterns import (
-    CentredFromBatchNormForm,
-    NormAffineFusion,
-    RowwiseFromReduce,
-    ScaleAfterNormalisation,
-)
-from mhlo_to_cat.scatter_patterns import ScatterAsIndexCopy, ScatterOfOneWindowAsUpdateSlice
+from mhlo_to_cat.recognition import STAGES, registered
+from mhlo_to_cat.rewriter import Pass, Pattern, PatternPass
+
+# the patterns a stage's pass starts with, before the families' own (pass name -> pattern classes)
+_STAGE_BASE: dict[str, dict[str, tuple[type[Pattern], ...]]] = {
+    "output-permutes": {"permute-into-outputs": (ComposeTransposes, RemoveIdentityTranspose)},
+}
 
 
 def recognition_passes() -> list[Pass]:
-    return [
-        PatternPass("scatter-of-one-window-to-update-slice", [ScatterOfOneWindowAsUpdateSlice()]),
-        PatternPass("kv-cache-writes", [ScatterAsIndexCopy()]),
-        PatternPass("dot-general-batch-dims-first", [GroupedHeadsDotGeneral(), BatchDimsFirst()]),
-        PatternPass("half-dot-with-wide-result", [HalfDotWithWideResult()]),
-        PatternPass("dot-general-to-gemm-and-bmm", [DotGeneralToGemm(), MultiDimWeightToGemm(), DotGeneralToBmm(),
-                                                    TransposeIntoBmmOutput(), BmmWithSharedWeightToGemm(),
-                                                    ReshapeIntoGemm(), PatchifyConvolutionToGemm()]),
-        PatternPass("convolution-to-cat-conv", [InputDilationAsInteriorPadding(), ConvolutionToCatConv()]),
-        PatternPass("convolutions-left-in-linalg-form", [ConvolutionInLinalgForm()]),
-        PatternPass("conv-epilogue-fusion", [ConvChannelAffineFolding(), ConvResidualFusion(), ConvActivationFusion(),
-                                             ComposeTransposes(), RemoveIdentityTranspose(), FoldConvertRoundTrip()]),
-        PatternPass("gemm-bias-fusion-and-narrowing", [BiasAddBeforeHeadSplit(), GemmBiasFusion(), NarrowUpcastGemm()]),
-        PatternPass("gemm-activation-fusion", [GemmActivationFusion()]),
-        PatternPass("norm-scale-applied-last", [CentredFromBatchNormForm(), ScaleAfterNormalisation()]),
-        PatternPass("softmax-and-norm-recognition", [RowwiseFromReduce()]),
-        PatternPass("norm-affine-fusion", [NormAffineFusion()]),
-        PatternPass("sink-scalar-multiplies", [SinkScalarMultiplyBelowDataMovement()]),
-        PatternPass("data-movement-across-softmax", [DataMovementCancelsAcrossSoftmax(), ComposeTransposes(),
-                                                     ComposeReshapes(), RemoveIdentityShapeOps(),
-                                                     RemoveIdentityTranspose(), RepeatHeadsAfterTranspose()]),
-        PatternPass("softmax-first-in-pv-bmm", [SoftmaxFirstInPvBmm()]),
-        PatternPass("attention-recognition", [AttentionFromBmmSoftmaxBmm()]),
-        PatternPass("attention-precision", [NarrowUpcastAttention(), SinkConvertBelowDataMovement(),
-                                            FoldConvertRoundTrip()]),
-        PatternPass("gemm-binary-epilogue-fusion", [ReshapeIntoGemm(), GemmColumnScaleFolding(),
-                                                    GemmBinaryEpilogueFusion()]),
-        PatternPass("permute-into-gemm-bmm-and-attention", [ComposeTransposes(), RemoveIdentityTranspose(),
-                                                             PermuteIntoGemmOrBmm(), PermuteIntoAttention()]),
-        CommonSubexpressionElimination(),
-        DeadCodeElimination(),
-    ]
+    """The registered families' passes, stage by stage (families in registration order), fresh patterns each."""
+    stages: dict[str, dict[str, list[Pattern]]] = {
+        stage: {name: [p() for p in patterns] for name, patterns in _STAGE_BASE.get(stage, {}).items()}
+        for stage in STAGES}
+    for recognition in registered():
+        for sp in recognition.passes:
+            stages[sp.stage].setdefault(sp.name, []).extend(p() for p in sp.patterns)
+    passes: list[Pass] = [PatternPass(name, patterns) for stage in stages.values() for name, patterns in stage.items()]
+    return passes + [CommonSubexpressionElimination(), DeadCodeElimination()]
 
 
 def default_pipeline() -> list[Pass]:

@@ -1,15 +1,14 @@
 """Half-precision models exported with f32 islands: exporters upcast f16/bf16 Linears and attention to
 compute in f32 and round once at the end. CAT kernels in f16/bf16 accumulate in f32 and round once too;
-these patterns move the casts so the CAT ops run in the model's own precision."""
+these patterns move the casts so the CAT ops run in the model's own precision (the families' own narrowing
+patterns build on ``narrow_operands`` and ``ends_in_rounding_to``)."""
 
 from __future__ import annotations
 
 import torch
 
-import cat_dialect as cat
 from foundation import stablehlo as shlo
 from foundation.ir import Op, Value, torch_dtype
-from mhlo_to_cat.gemm_patterns import cat_producer
 from mhlo_to_cat.rewriter import Pattern, Rewriter, constant_tensor, producer
 
 LOW = ("f16", "bf16")
@@ -17,7 +16,7 @@ WIDE = ("f32", "f64")
 DATA_MOVEMENT = (shlo.Reshape.name, shlo.Transpose.name, shlo.BroadcastInDim.name, shlo.Slice.name)
 
 
-def _narrow_operands(op: Op) -> tuple[list[Value], str, list[Op]] | None:
+def narrow_operands(op: Op) -> tuple[list[Value], str, list[Op]] | None:
     """The lowp values behind ``op``'s operands when each is convert(lowp -> f32) of one lowp type, or an f32
     constant that type holds exactly (a zero bias that folding made a splat): (values, type, new constants)."""
     sources: list[Value | None] = []
@@ -50,28 +49,8 @@ def _narrow_operands(op: Op) -> tuple[list[Value], str, list[Op]] | None:
     return sources, low, made
 
 
-class NarrowUpcastGemm(Pattern):
-    """convert_to_lowp(gemm_f32(convert_to_f32(x_lowp), ...)) -> gemm_lowp(x_lowp, ...): the same
-    computation (f32 accumulate and epilogue, one rounding), reading half the bytes."""
 
-    root = shlo.Convert
-
-    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        if op.result.type.dtype not in LOW:
-            return False
-        found = cat_producer(op.operands[0], cat.Gemm)
-        if not found or not rw.single_use(op.operands[0]):
-            return False
-        gop, decl = found
-        narrow = _narrow_operands(gop)
-        if narrow is None or narrow[1] != op.result.type.dtype:
-            return False
-        new = cat.build(decl, narrow[0], gop.loc)
-        rw.replace_op(op, narrow[2] + [new], new.results)
-        return True
-
-
-def _ends_in_rounding_to(v: Value, low: str, rw: Rewriter, depth: int = 6) -> bool:
+def ends_in_rounding_to(v: Value, low: str, rw: Rewriter, depth: int = 6) -> bool:
     """Every use of ``v`` reaches a convert to ``low`` through data movement only."""
     users = rw.users(v)
     if not users or rw.is_returned(v) or depth == 0:
@@ -79,30 +58,11 @@ def _ends_in_rounding_to(v: Value, low: str, rw: Rewriter, depth: int = 6) -> bo
     for u in users:
         if isinstance(u, shlo.Convert) and u.result.type.dtype == low:
             continue
-        if u.name in DATA_MOVEMENT and u.operands[0] is v and _ends_in_rounding_to(u.result, low, rw, depth - 1):
+        if u.name in DATA_MOVEMENT and u.operands[0] is v and ends_in_rounding_to(u.result, low, rw, depth - 1):
             continue
         return False
     return True
 
-
-class NarrowUpcastAttention(Pattern):
-    """attention_f32(convert(q), convert(k), convert(v)) whose result is only ever rounded back to the
-    same half type -> convert_f32(attention_lowp(q, k, v)); the round trip then folds away."""
-
-    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
-        found = cat_producer(op.result, cat.Attention) if cat.is_cat(op) else None
-        if not found or op.result.type.dtype != "f32":
-            return False
-        decl = found[1]
-        qkv = Op("probe", op.operands[:3], [])
-        narrow = _narrow_operands(qkv)
-        if narrow is None or not _ends_in_rounding_to(op.result, narrow[1], rw):
-            return False
-        operands = narrow[0] + op.operands[3:]
-        new = cat.build(decl, operands, op.loc)
-        up = shlo.Convert.create(new.results, [op.result.type], {}, op.loc)
-        rw.replace_op(op, narrow[2] + [new, up], up.results)
-        return True
 
 
 def _convert_beneath(v: Value, depth: int = 6) -> bool:

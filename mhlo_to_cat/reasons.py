@@ -4,10 +4,8 @@ CAT op, why an op cannot run."""
 from __future__ import annotations
 
 import cat_dialect as cat
-from foundation import stablehlo as shlo
 from foundation.ir import Module, Op
-from mhlo_to_cat.conv_patterns import conv_declaration
-from mhlo_to_cat.gemm_patterns import gemm_plan
+from mhlo_to_cat.recognition import registered
 from semantics.interpreter import unsupported_reason
 
 
@@ -16,16 +14,10 @@ def describe_cat(op: Op) -> str:
 
 
 def fusion_reason(ops: list[Op]) -> str:
-    dots = [op for op in ops if isinstance(op, shlo.DotGeneral)]
-    if dots:
-        plan = gemm_plan(dots[0])
-        why = plan if isinstance(plan, str) else "not recognised as a CAT op"
-        return f"not a CAT gemm: {why}"
-    convs = [op for op in ops if isinstance(op, shlo.Convolution)]
-    if convs:
-        why = conv_declaration(convs[0])
-        why = why if isinstance(why, str) else "not recognised as a CAT conv"
-        return f"not a CAT conv: {why}; {len(ops)} op(s) fused with it -> one kernel through linalg"
+    for recognition in registered():
+        why = recognition.refusal(ops) if recognition.refusal else None
+        if why:
+            return why
     kinds = sorted({op.short_name for op in ops})
     shown = ", ".join(kinds[:5]) + (", ..." if len(kinds) > 5 else "")
     if len(ops) == 1:

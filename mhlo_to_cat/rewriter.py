@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from cat_dialect import CatOp, decode, is_cat
 from foundation import stablehlo as shlo
 from foundation.ir import Block, Function, Op, Value, replaces
 from semantics.interpreter import eval_op
@@ -378,3 +379,12 @@ def input_free_value(v: Value, limit: int = EVAL_LIMIT,
         return t
 
     return value(v)
+
+
+def cat_producer(v: Value, family: type) -> tuple[Op, CatOp] | None:
+    """The CAT op producing ``v`` and its declaration, when that declaration is a ``family``."""
+    op = v.owner
+    if op is None or not is_cat(op):
+        return None
+    decl = decode(op)
+    return (op, decl) if isinstance(decl, family) else None

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 import torch
 
 import cat_dialect
+from families import declarations
 from foundation.byre_plan import ByreModule, CatCompute
 from foundation.errors import ArtifactError
 from foundation.ir import Op, TensorType, dtype_of_torch
 from foundation.serialize import Reader
+
+declarations.load()
 
 Slots = list[torch.Tensor | None]
 

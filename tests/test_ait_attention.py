@@ -1,9 +1,9 @@
-"""Our fused attention kernel (ait_codegen.attention): nvcc builds of the device code for sm_80 and sm_90a, the
+"""Our fused attention kernel (families.attention.fused_kernel): nvcc builds of the device code for sm_80 and sm_90a, the
 host emulation of the same block function (every thread a fiber, tensor-core MMA and shuffles emulated from
 their PTX definitions) against Attention.reference on fp16/bf16, and on a GPU the real kernel against the
 reference and timed against torch's scaled_dot_product_attention. On sm_90a, what CUTLASS's Hopper FMHA can take
-renders through it (ait_codegen.attention_sm90), and on sm_80 what CUTLASS's sm80 FMHA can take
-(ait_codegen.attention_sm80): their choice, fallback reasons and builds are checked here, their numerics only on
+renders through it (families.attention.cutlass_fmha_sm90), and on sm_80 what CUTLASS's sm80 FMHA can take
+(families.attention.cutlass_fmha_sm80): their choice, fallback reasons and builds are checked here, their numerics only on
 a GPU."""
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from ait_codegen.abi import ReturnCode
-from ait_codegen.attention_emulation import build_emulation
 from ait_codegen.build import BuildJob, build_subgraph, compile_all
 from ait_codegen.check import rel_error, time_ms
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, device_source, render_kernel
-from cat_dialect import Attention, OutputPermute
+from cat_dialect import OutputPermute
+from families.attention.declaration import Attention
+from families.attention.emulation import build_emulation
 from foundation.cuda_arch import arch_for
 from foundation.ir import TensorType
 from tests.helpers import T, exported_symbols

@@ -9,10 +9,12 @@ import pytest
 from ait_codegen.build import BuildJob, compile_all, compile_job
 from ait_codegen.candidates import choose
 from ait_codegen.errors import NvccError
-from ait_codegen.gemm_problem import problem_for
-from ait_codegen.profiler import profiler_job
 from ait_codegen.source import as_spec, device_source, render_kernel
-from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+from cat_dialect import OutputPermute
+from families.gemm.declaration import Bmm, Gemm
+from families.gemm.problem import problem_for
+from families.gemm.profiler import profiler_job
+from families.rowwise.declaration import LayerNorm, RmsNorm, Softmax
 from tests.helpers import T, exported_symbols
 
 pytestmark = pytest.mark.nvcc

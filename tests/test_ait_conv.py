@@ -10,14 +10,15 @@ import torch
 
 import cat_dialect as cat
 from ait_codegen.build import _alternatives, build_subgraph, build_twin
-from ait_codegen.conv_problem import conv_candidates, conv_problem
+from ait_codegen.conv_problem import conv_candidates
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, render_kernel
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
-from cat_dialect import Conv
+from families.conv.declaration import Conv
+from families.conv.problem import conv_problem
 from tests.helpers import T, exported_symbols, max_rel_err
 
 

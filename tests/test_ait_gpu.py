@@ -9,7 +9,9 @@ import torch
 from ait_codegen.build import build_subgraph
 from ait_codegen.check import random_inputs, rel_error
 from ait_codegen.launch import KernelLibrary
-from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+from cat_dialect import OutputPermute
+from families.gemm.declaration import Bmm, Gemm
+from families.rowwise.declaration import LayerNorm, RmsNorm, Softmax
 from foundation.cuda_arch import arch_for
 from tests.helpers import T
 

@@ -12,7 +12,8 @@ from ait_codegen.abi import ReturnCode
 from ait_codegen.build import build_twin
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec, render_kernel
-from cat_dialect import Bmm, Gemm, OutputPermute
+from cat_dialect import OutputPermute
+from families.gemm.declaration import Bmm, Gemm
 from tests.helpers import T, max_rel_err
 
 pytestmark = pytest.mark.nvcc

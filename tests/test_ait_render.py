@@ -8,10 +8,13 @@ import pytest
 from ait_codegen.candidates import candidates, choose, enumerated
 from ait_codegen.elements import alignment
 from ait_codegen.errors import UnsupportedKernel
-from ait_codegen.gemm_problem import problem_for
-from ait_codegen.profiler import parse_output, render_profiler
 from ait_codegen.source import as_spec, render_kernel
-from cat_dialect import Attention, Bmm, Gemm, OutputPermute, Softmax
+from cat_dialect import OutputPermute
+from families.attention.declaration import Attention
+from families.gemm.declaration import Bmm, Gemm
+from families.gemm.problem import problem_for
+from families.gemm.profiler import parse_output, render_profiler
+from families.rowwise.declaration import Softmax
 from tests.helpers import T
 
 

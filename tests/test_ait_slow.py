@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 
 from ait_codegen.build import BuildJob, build_subgraphs, compile_all
-from ait_codegen.profiler import profiler_job
 from ait_codegen.source import as_spec, device_source, render_kernel
-from cat_dialect import Bmm, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+from cat_dialect import OutputPermute
+from families.gemm.declaration import Bmm, Gemm
+from families.gemm.profiler import profiler_job
+from families.rowwise.declaration import LayerNorm, RmsNorm, Softmax
 from tests.helpers import T
 
 pytestmark = [pytest.mark.slow, pytest.mark.nvcc]

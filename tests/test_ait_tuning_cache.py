@@ -10,9 +10,9 @@ import sqlite3
 import pytest
 
 from ait_codegen.candidates import GemmConfig, choose
-from ait_codegen.gemm_problem import problem_for
 from ait_codegen.tuning_cache import TuningCache
-from cat_dialect import Gemm
+from families.gemm.declaration import Gemm
+from families.gemm.problem import problem_for
 from foundation.ir import TensorType
 
 
@@ -106,8 +106,8 @@ def test_profiler_records_the_winner_under_the_target_arch(tmp_path, monkeypatch
     import subprocess
     from types import SimpleNamespace
 
-    from ait_codegen import profiler
     from ait_codegen.abi import KernelSpec
+    from families.gemm import profiler
 
     spec = KernelSpec(Gemm("rcr", True, "relu"), (TensorType((128, 64), "f16"), TensorType((256, 64), "f16"),
                                                    TensorType((256,), "f16")))

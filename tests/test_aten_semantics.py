@@ -681,7 +681,7 @@ DEFECTS = {
         {"softmax(x.half())": lambda x: torch.softmax(x.half(), 1),
          "layer_norm(x.half())": lambda x: F.layer_norm(x.half(), (512,))},
         [torch.cat([LONG_ROWS, torch.full((1, 512), 1e30)])],
-        "mhlo_to_cat/rowwise_patterns.py:_x_candidates walked back through the f32->f16 convert, so cat.softmax / "
+        "families/rowwise/patterns.py:_x_candidates walked back through the f32->f16 convert, so cat.softmax / "
         "cat.layernorm read the unrounded f32 input (1e30 stayed finite instead of inf)"),
     "x + 0 of a negative zero": (
         {"x * 0 + 0": lambda x: x * 0 + 0},

@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import cat_dialect as cat
+from families.attention.declaration import Attention
+from families.gemm.declaration import BMM_LAYOUTS, GEMM_LAYOUTS, Bmm, Gemm
+from families.rowwise.declaration import LayerNorm, RmsNorm, Softmax
 from foundation.ir import TensorType, Value
 
 T = TensorType
@@ -20,13 +23,13 @@ def rand(*shape: int, dtype=torch.float32) -> torch.Tensor:
     return torch.randn(*shape, generator=GEN).to(dtype)
 
 
-ALL_GEMMS = [cat.Gemm(layout, bias, act, binary)
-             for layout in cat.GEMM_LAYOUTS for bias in (False, True) for act in (None, *cat.ACTIVATIONS)
+ALL_GEMMS = [Gemm(layout, bias, act, binary)
+             for layout in GEMM_LAYOUTS for bias in (False, True) for act in (None, *cat.ACTIVATIONS)
              for binary in ((), ("add",), ("mul",), ("add", "add"))]
 
 
-@pytest.mark.parametrize("decl", ALL_GEMMS + [cat.Bmm(lay, add) for lay in cat.BMM_LAYOUTS for add in (False, True)]
-                         + [cat.Softmax(True), cat.LayerNorm(1e-5), cat.RmsNorm(1e-6), cat.Attention(0.125, True)],
+@pytest.mark.parametrize("decl", ALL_GEMMS + [Bmm(lay, add) for lay in BMM_LAYOUTS for add in (False, True)]
+                         + [Softmax(True), LayerNorm(1e-5), RmsNorm(1e-6), Attention(0.125, True)],
                          ids=lambda d: d.name)
 def test_name_round_trip(decl):
     op = cat.build(decl, [Value(t) for t in _operand_types(decl)])
@@ -35,17 +38,17 @@ def test_name_round_trip(decl):
 
 
 def _operand_types(decl: cat.CatOp) -> list[TensorType]:
-    if isinstance(decl, cat.Gemm):
+    if isinstance(decl, Gemm):
         b = T((32, 16), "f16") if decl.layout == "rcr" else T((16, 32), "f16")
         return [T((2, 8, 16), "f16"), b] + [T((32,), "f16")] * decl.bias + [T((2, 8, 32), "f16")] * len(decl.binary)
-    if isinstance(decl, cat.Bmm):
+    if isinstance(decl, Bmm):
         a = T((3, 8, 16), "f16") if decl.layout[0] == "r" else T((3, 16, 8), "f16")
         b = T((3, 16, 32), "f16") if decl.layout[1] == "r" else T((3, 32, 16), "f16")
         out = (3, 8, 32) if decl.layout[2] == "r" else (3, 32, 8)
         return [a, b] + [T(out, "f16")] * decl.add
-    if isinstance(decl, cat.Attention):
+    if isinstance(decl, Attention):
         return [T((1, 4, 8, 16), "bf16"), T((1, 2, 8, 16), "bf16"), T((1, 2, 8, 16), "bf16")]
-    if isinstance(decl, (cat.LayerNorm, cat.RmsNorm)):
+    if isinstance(decl, (LayerNorm, RmsNorm)):
         return [T((4, 32), "f32")] + [T((32,), "f32")] * (len(decl.operand_names()) - 1)
     return [T((4, 32), "f32")]
 
@@ -70,20 +73,20 @@ def test_gemm_reference_matches_torch(decl):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("layout", cat.BMM_LAYOUTS)
+@pytest.mark.parametrize("layout", BMM_LAYOUTS)
 def test_bmm_layouts(layout):
     a, b = rand(3, 6, 10), rand(3, 10, 4)
     args = [a if layout[0] == "r" else a.transpose(1, 2).contiguous(),
             b if layout[1] == "r" else b.transpose(1, 2).contiguous()]
     want = a @ b if layout[2] == "r" else (a @ b).transpose(1, 2)
-    torch.testing.assert_close(cat.Bmm(layout).reference(*args), want)
+    torch.testing.assert_close(Bmm(layout).reference(*args), want)
     types = [T(tuple(x.shape), "f32") for x in args]
-    assert cat.Bmm(layout).infer_type(types).shape == tuple(want.shape)
-    assert cat.Bmm(layout).flops(types) == 2 * 3 * 6 * 4 * 10
+    assert Bmm(layout).infer_type(types).shape == tuple(want.shape)
+    assert Bmm(layout).flops(types) == 2 * 3 * 6 * 4 * 10
 
 
 def test_permute_variant():
-    decl = cat.Gemm("rcr", bias=True, permute=cat.OutputPermute((2, 5, 3, 4), (2, 0, 3, 1)))
+    decl = Gemm("rcr", bias=True, permute=cat.OutputPermute((2, 5, 3, 4), (2, 0, 3, 1)))
     a, w, bias = rand(2, 5, 8), rand(12, 8), rand(12)
     want = (a @ w.t() + bias).reshape(2, 5, 3, 4).permute(2, 0, 3, 1)
     torch.testing.assert_close(decl.reference(a, w, bias), want)
@@ -92,22 +95,22 @@ def test_permute_variant():
 
 def test_norms_and_softmax_match_torch():
     x, g, b = rand(6, 32) * 3 + 1, rand(32), rand(32)
-    torch.testing.assert_close(cat.LayerNorm(1e-5).reference(x, g, b), F.layer_norm(x, (32,), g, b, 1e-5))
+    torch.testing.assert_close(LayerNorm(1e-5).reference(x, g, b), F.layer_norm(x, (32,), g, b, 1e-5))
     rms = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * g
-    torch.testing.assert_close(cat.RmsNorm(1e-6).reference(x, g), rms)
+    torch.testing.assert_close(RmsNorm(1e-6).reference(x, g), rms)
     masked = x.clone()
     masked[2] = float("-inf")
-    got = cat.Softmax(zero_masked_rows=True).reference(masked)
+    got = Softmax(zero_masked_rows=True).reference(masked)
     assert torch.equal(got[2], torch.zeros(32))
     torch.testing.assert_close(got[[0, 1, 3]], torch.softmax(x[[0, 1, 3]], -1))
-    assert torch.isnan(cat.Softmax(zero_masked_rows=False).reference(masked)[2]).all()
+    assert torch.isnan(Softmax(zero_masked_rows=False).reference(masked)[2]).all()
 
 
 @pytest.mark.parametrize("causal, with_mask, hkv", list(itertools.product((False, True), (False, True), (4, 2))))
 def test_attention_matches_sdpa(causal, with_mask, hkv):
     q, k, v = rand(2, 4, 9, 16), rand(2, hkv, 9, 16), rand(2, hkv, 9, 8)
     mask = rand(2, 1, 9, 9) if with_mask else None
-    decl = cat.Attention(scale=0.3, causal=causal, has_mask=with_mask)
+    decl = Attention(scale=0.3, causal=causal, has_mask=with_mask)
     got = decl.reference(q, k, v, *([mask] if with_mask else []))
     rep = 4 // hkv
     attn_mask = mask
@@ -123,21 +126,21 @@ def test_attention_matches_sdpa(causal, with_mask, hkv):
 
 def test_half_precision_accumulates_in_fp32():
     a, w = rand(4, 64, dtype=torch.float16), rand(8, 64, dtype=torch.float16)
-    got = cat.Gemm("rcr").reference(a, w)
+    got = Gemm("rcr").reference(a, w)
     assert got.dtype == torch.float16
     torch.testing.assert_close(got.float(), a.float() @ w.float().t(), rtol=2e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize("decl, types, message", [
-    (cat.Gemm("rcr"), [T((4, 8), "f16"), T((16, 9), "f16")], "K mismatch"),
-    (cat.Gemm("rcr", bias=True), [T((4, 8), "f16"), T((16, 8), "f16"), T((8,), "f16")], "bias must be"),
-    (cat.Gemm("rrr"), [T((4, 8), "f16"), T((8, 16), "bf16")], "one element type"),
-    (cat.Gemm("rrr"), [T((4, 8), "i32"), T((8, 16), "i32")], "not a float type"),
-    (cat.Gemm("rrr", binary=("add",)), [T((4, 8), "f32"), T((8, 16), "f32"), T((4, 15), "f32")], "must match"),
-    (cat.Bmm("rrr"), [T((2, 4, 8), "f16"), T((3, 8, 5), "f16")], "do not broadcast"),
-    (cat.Attention(), [T((1, 6, 8, 16), "f16"), T((1, 4, 8, 16), "f16"), T((1, 4, 8, 16), "f16")], "multiple"),
-    (cat.LayerNorm(), [T((4, 32), "f32"), T((16,), "f32"), T((32,), "f32")], "parameter"),
-    (cat.Softmax(), [T((4, 32), "f32"), T((4, 32), "f32")], "takes 1 operands"),
+    (Gemm("rcr"), [T((4, 8), "f16"), T((16, 9), "f16")], "K mismatch"),
+    (Gemm("rcr", bias=True), [T((4, 8), "f16"), T((16, 8), "f16"), T((8,), "f16")], "bias must be"),
+    (Gemm("rrr"), [T((4, 8), "f16"), T((8, 16), "bf16")], "one element type"),
+    (Gemm("rrr"), [T((4, 8), "i32"), T((8, 16), "i32")], "not a float type"),
+    (Gemm("rrr", binary=("add",)), [T((4, 8), "f32"), T((8, 16), "f32"), T((4, 15), "f32")], "must match"),
+    (Bmm("rrr"), [T((2, 4, 8), "f16"), T((3, 8, 5), "f16")], "do not broadcast"),
+    (Attention(), [T((1, 6, 8, 16), "f16"), T((1, 4, 8, 16), "f16"), T((1, 4, 8, 16), "f16")], "multiple"),
+    (LayerNorm(), [T((4, 32), "f32"), T((16,), "f32"), T((32,), "f32")], "parameter"),
+    (Softmax(), [T((4, 32), "f32"), T((4, 32), "f32")], "takes 1 operands"),
 ])
 def test_verifier_rejects(decl, types, message):
     with pytest.raises(cat.CatVerifyError, match=message):

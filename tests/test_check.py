@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import mhlo_to_cat.gemm_patterns as gemm_patterns
+import families.gemm.patterns as gemm_patterns
 from byteir_cat import model_zoo
 from byteir_cat.compiler import compile as compile_model
 from frontends import loaders

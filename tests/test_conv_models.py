@@ -14,14 +14,18 @@ import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
+from families.attention.declaration import Attention
+from families.conv.declaration import Conv
+from families.gemm.declaration import Gemm
+from families.rowwise.declaration import LayerNorm
 from foundation.errors import CompileError
 from runtime.artifact import read
 from runtime.session import Session
 from tests.helpers import max_rel_err, norm_rel_err
 
 
-def _convs(part) -> list[cat.Conv]:
-    return [d for sg in part.subgraphs for op in sg.ops if cat.is_cat(op) and isinstance(d := cat.decode(op), cat.Conv)]
+def _convs(part) -> list[Conv]:
+    return [d for sg in part.subgraphs for op in sg.ops if cat.is_cat(op) and isinstance(d := cat.decode(op), Conv)]
 
 
 def _compile_and_compare(model, inputs, tmp_path):
@@ -45,7 +49,7 @@ def test_whisper_encoder(tmp_path):
     assert len(transposes) == 1 and transposes[0].operands[0].type.shape == inputs[0].shape
     reasons = [sg.reason for sg in part.subgraphs if sg.path == "cat" and "conv1d" in sg.reason]
     assert reasons[1].startswith("conv1d NWC x KSC 3, stride 2, padding 1/1; bias -> gelu -> residual add fused")
-    assert sum(isinstance(cat.decode(op), cat.Attention) for sg in part.subgraphs for op in sg.ops
+    assert sum(isinstance(cat.decode(op), Attention) for sg in part.subgraphs for op in sg.ops
                if cat.is_cat(op)) == 2
 
 
@@ -60,7 +64,7 @@ def test_wav2vec2_feature_extractor(norm, tmp_path):
         assert [c.name for c in convs] == ["conv1d"] + ["conv1d_gelu"] * 3
     else:  # conv + bias -> LayerNorm over channels -> GELU
         assert all(c.name == "conv1d_bias" for c in convs)
-        assert sum(isinstance(cat.decode(op), cat.LayerNorm) for sg in part.subgraphs for op in sg.ops
+        assert sum(isinstance(cat.decode(op), LayerNorm) for sg in part.subgraphs for op in sg.ops
                    if cat.is_cat(op)) == 4
 
 
@@ -72,7 +76,7 @@ def test_convnext_block(tmp_path):
     reason = next(sg.reason for sg in part.subgraphs if "conv2d" in sg.reason)
     assert "NHWC x KRSC 7x7, stride 1x1, padding 3/3 x 3/3, depthwise (64 groups); bias fused" in reason
     gemms = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)
-             and isinstance(cat.decode(op), cat.Gemm)]
+             and isinstance(cat.decode(op), Gemm)]
     assert [g.activation for g in gemms] == ["gelu", None]
     assert all(not g.binary for g in gemms), "the layer scale folds into the second Linear's weight and bias"
 
@@ -370,7 +374,7 @@ def test_convnext_block_at_full_size_keeps_its_gelu_in_the_gemm():
     model, inputs = model_zoo.convnext_block(dim=96, image=56, batch=8)
     part = partition(model, inputs)
     gemms = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)
-             and isinstance(cat.decode(op), cat.Gemm)]
+             and isinstance(cat.decode(op), Gemm)]
     assert [g.name for g in gemms] == ["gemm_rcr_bias_gelu", "gemm_rcr_bias"]
     assert [c.name for c in _convs(part)] == ["conv2d_bias"]
 

@@ -8,6 +8,9 @@ import torch
 import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.compiler import compile
+from families.attention.declaration import Attention
+from families.conv.declaration import Conv
+from families.gemm.declaration import Gemm
 from foundation.ir import TensorType
 from tests.helpers import max_rel_err
 
@@ -18,7 +21,7 @@ def test_masked_attention_fast_path_zeroes_fully_masked_rows():
     mask = torch.zeros(2, 1, 6, 6)
     mask[1, 0, :, 3:] = float("-inf")
     mask[1, 0, 2, :] = float("-inf")  # a query that sees no key at all
-    decl = cat.Attention(scale=0.35, has_mask=True, zero_masked_rows=True)
+    decl = Attention(scale=0.35, has_mask=True, zero_masked_rows=True)
     types = [TensorType(tuple(t.shape), "f32") for t in (q, k, v, mask)]
     kernel = decl.cpu_kernel(types, decl.infer_type(types))
     assert kernel is not None
@@ -45,8 +48,8 @@ def test_attention_fast_paths_write_the_permuted_layout():
     gen = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 6, 6, 8, generator=gen) for _ in range(3))
     mask = torch.randn(1, 1, 6, 6, generator=gen)
-    for decl, args in ((cat.Attention(0.3, causal=True), [q, k, v]),
-                       (cat.Attention(0.3, has_mask=True, zero_masked_rows=True), [q, k, v, mask])):
+    for decl, args in ((Attention(0.3, causal=True), [q, k, v]),
+                       (Attention(0.3, has_mask=True, zero_masked_rows=True), [q, k, v, mask])):
         decl = decl.replace(permute=cat.OutputPermute((1, 6, 6, 8), (0, 2, 1, 3)))
         types = [TensorType(tuple(t.shape), "f32") for t in args]
         kernel = decl.cpu_kernel(types, decl.infer_type(types))
@@ -56,11 +59,11 @@ def test_attention_fast_paths_write_the_permuted_layout():
 
 
 PREPACKED = [
-    cat.Gemm("rcr"), cat.Gemm("rrr", True), cat.Gemm("rcr", True, "fast_gelu"), cat.Gemm("rrr", True, "gelu"),
-    cat.Gemm("rcr", False, "silu", ("mul",)), cat.Gemm("rcr", True, None, ("add",)),
-    cat.Gemm("rrr", True, None, ("add", "mul")), cat.Gemm("rcr", True, "quick_gelu", ("add",)),
-    cat.Gemm("rcr", True, "hardswish"), cat.Gemm("rcr", True, "relu", ("add", "add")),
-    cat.Gemm("rcr", True, None, (), cat.OutputPermute((2, 5, 3, 4), (0, 2, 1, 3))),
+    Gemm("rcr"), Gemm("rrr", True), Gemm("rcr", True, "fast_gelu"), Gemm("rrr", True, "gelu"),
+    Gemm("rcr", False, "silu", ("mul",)), Gemm("rcr", True, None, ("add",)),
+    Gemm("rrr", True, None, ("add", "mul")), Gemm("rcr", True, "quick_gelu", ("add",)),
+    Gemm("rcr", True, "hardswish"), Gemm("rcr", True, "relu", ("add", "add")),
+    Gemm("rcr", True, None, (), cat.OutputPermute((2, 5, 3, 4), (0, 2, 1, 3))),
 ]
 
 
@@ -93,7 +96,7 @@ def test_prepacked_gemm_matches_the_op(decl):
 def test_conv1d_as_one_gemm(stride, padding, dilation, epilogue):
     """1-D convs run as im2col (a strided view of the padded input) times the filter: strides, asymmetric padding,
     dilation and both residual orders against the op's reference."""
-    decl = cat.Conv(1, (stride,), (padding,), (dilation,), 1, epilogue)
+    decl = Conv(1, (stride,), (padding,), (dilation,), 1, epilogue)
     gen = torch.Generator().manual_seed(stride)
     x, w, b = torch.randn(2, 23, 12, generator=gen), torch.randn(16, 3, 12, generator=gen), torch.randn(16)
     types = [TensorType((2, 23, 12), "f32"), TensorType((16, 3, 12), "f32")]

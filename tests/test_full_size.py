@@ -14,6 +14,9 @@ from torch.export import Dim
 import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.compiler import compile as compile_model
+from families.attention.declaration import Attention
+from families.gemm.declaration import Bmm, Gemm
+from families.rowwise.declaration import Softmax
 from tests.helpers import max_rel_err
 
 pytestmark = pytest.mark.slow
@@ -39,7 +42,7 @@ def _layers_of(part) -> list[Counter]:
             if not cat.is_cat(op):
                 continue
             decl = cat.decode(op)
-            if isinstance(decl, cat.Attention) and sum(isinstance(d, cat.Attention) for d in layers[-1]) >= 1:
+            if isinstance(decl, Attention) and sum(isinstance(d, Attention) for d in layers[-1]) >= 1:
                 layers.append(Counter())
             layers[-1][decl] += 1
     return layers
@@ -60,11 +63,11 @@ def test_every_layer_is_recognised_alike(compiled):
     _, _, layers, act, causal = MODELS[name]
     part = c.partition
     decls = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)]
-    attention = [d for d in decls if isinstance(d, cat.Attention)]
+    attention = [d for d in decls if isinstance(d, Attention)]
     assert len(attention) == layers and all(a.causal == causal for a in attention)
-    gemms = [d for d in decls if isinstance(d, cat.Gemm)]
+    gemms = [d for d in decls if isinstance(d, Gemm)]
     assert sum(g.activation == act for g in gemms) == layers, Counter(g.activation for g in gemms)
-    assert not any(isinstance(d, cat.Bmm | cat.Softmax) for d in decls)
+    assert not any(isinstance(d, Bmm | Softmax) for d in decls)
     assert part.cat_flop_share >= 0.995
     per_layer = _layers_of(part)
     assert len(per_layer) == layers

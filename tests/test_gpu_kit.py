@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import cat_dialect as cat
 from byteir_cat.api import partition
 from byteir_cat.gpu_kit import dry_run, results, run, steps, travel, weights
 from byteir_cat.gpu_kit.build import build, single_op_module
 from byteir_cat.gpu_kit.contents import kernel_cases
 from byteir_cat.gpu_kit.context import StepContext
 from byteir_cat.gpu_kit.run import STEPS
+from families.attention.declaration import Attention
+from families.gemm.declaration import Gemm
 from tests.helpers import require_cuda_tools
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +158,7 @@ def test_every_kernel_case_is_one_cat_op():
 
 def test_causal_attention_reference_stays_on_the_inputs_device():
     q = torch.randn(1, 2, 4, 8, device="meta")
-    assert cat.Attention(0.3, causal=True).reference(q, q, q).device.type == "meta"
+    assert Attention(0.3, causal=True).reference(q, q, q).device.type == "meta"
 
 
 def _no_nvcc(tmp: Path) -> dict[str, str]:
@@ -279,13 +280,13 @@ def test_tuning_results_from_the_gpu_reach_the_tuning_cache(tmp_path, monkeypatc
     """``byteir-cat tune --import OUTDIR/tune.json``: the kit's measured winners become profiled records
     that compile then uses (a CUTLASS 2.x winner for sm_90a included)."""
     from ait_codegen.candidates import GemmConfig
-    from ait_codegen.gemm_problem import problem_for
     from ait_codegen.tuning_cache import TuningCache
     from byteir_cat.cli import main
+    from families.gemm.problem import problem_for
     from foundation.ir import TensorType
 
     monkeypatch.setenv("BYTEIR_CAT_TUNING", str(tmp_path / "tuning.sqlite"))
-    op = cat.Gemm("rcr", True, "fast_gelu")
+    op = Gemm("rcr", True, "fast_gelu")
     types = [TensorType((128, 768), "f16"), TensorType((3072, 768), "f16"), TensorType((3072,), "f16")]
     winner = GemmConfig("sm_80", (128, 128, 32), (2, 2, 1), 4)
     row = {"symbol": "s", "op": op.name, "op_attrs": op.attributes(), "arch": "sm_90a",

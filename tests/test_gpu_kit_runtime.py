@@ -12,11 +12,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import cat_dialect as cat
 from ait_codegen.abi import SETUP_CACHE
 from ait_codegen.gemm_glue import ARGS_STRUCT, device_runner
 from ait_codegen.source import as_spec, render_kernel
 from byteir_cat.compiler import compile as compile_model
+from families.attention.declaration import Attention
+from families.rowwise.declaration import Softmax
 from foundation.byre_plan import ByreModule, ByreValue, CatCompute, PtxCompute
 from foundation.ir import TensorType
 from foundation.serialize import Writer
@@ -46,7 +47,7 @@ def test_bound_kernels_are_step_then_kernel_and_replay_the_run(tmp_path):
 def _plan() -> ByreModule:
     """Softmax kernels of two symbols (A twice, as two layers would use it) around a fusion group with temps."""
     t = TensorType((4, 8), "f16")
-    attrs = {k: Writer("t", {}).attr(v) for k, v in cat.Softmax().attributes().items()}
+    attrs = {k: Writer("t", {}).attr(v) for k, v in Softmax().attributes().items()}
     values = [ByreValue(0, t, "input", index=0)] + [ByreValue(i, t, "arena", offset=(i - 1) * 64) for i in (1, 2, 3, 4)]
 
     def softmax(i: int, symbol: str) -> CatCompute:
@@ -149,7 +150,7 @@ def test_the_hopper_fmha_sets_up_once_per_call_site():
     """The attention kernel's parameters (TMA descriptors) are made on a call site's first call and kept."""
     q = TensorType((2, 8, 128, 64), "bf16")
     kv = TensorType((2, 2, 128, 64), "bf16")
-    k = render_kernel(as_spec(cat.Attention(0.125, causal=True), [q, kv, kv]), "sm_90a")
+    k = render_kernel(as_spec(Attention(0.125, causal=True), [q, kv, kv]), "sm_90a")
     code = k.code
     first_call = code.index("if (ready == nullptr) {")
     assert "static thread_local CatSetupCache<Prepared> prepared;" in code

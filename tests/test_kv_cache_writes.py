@@ -11,6 +11,7 @@ import cat_dialect as cat
 from ait_codegen.build import BuildJob, compile_all
 from ait_codegen.source import as_spec, device_source, render_kernel
 from byteir_cat.api import partition, to_stablehlo
+from families.index_copy.declaration import IndexCopy
 from foundation.ir import TensorType
 from semantics.interpreter import evaluate
 
@@ -77,7 +78,7 @@ def test_look_alikes_stay_scatters_or_stay_exact(op):
 
 @pytest.mark.nvcc
 def test_cuda_kernel_compiles():
-    specs = [(cat.IndexCopy(2), [TensorType((2, 4, 128, 64), dt), TensorType((pos,), ip),
+    specs = [(IndexCopy(2), [TensorType((2, 4, 128, 64), dt), TensorType((pos,), ip),
                                  TensorType((2, 4, pos, 64), dt)]) for dt, ip, pos in (("f16", "i64", 1), ("bf16", "i32", 64), ("f32", "i64", 7))]
     kernels = [render_kernel(as_spec(op, types), "sm_80") for op, types in specs]
     (res,) = compile_all([BuildJob("index-copy", device_source(kernels), "device", "sm_80", "object")],

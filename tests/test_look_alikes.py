@@ -14,6 +14,8 @@ import torch.nn.functional as F
 import cat_dialect as cat
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
+from families.gemm.declaration import Gemm
+from families.rowwise.declaration import LayerNorm, RmsNorm
 from tests.helpers import max_rel_err
 
 
@@ -68,7 +70,7 @@ def _check_as_exact_as_eager(model: torch.nn.Module, x: torch.Tensor, dtype: tor
 
 def _gemm_activations(part) -> list[str | None]:
     return [cat.decode(op).activation for sg in part.subgraphs for op in sg.ops
-            if cat.is_cat(op) and isinstance(cat.decode(op), cat.Gemm)]
+            if cat.is_cat(op) and isinstance(cat.decode(op), Gemm)]
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
@@ -130,7 +132,7 @@ def test_gemma_rmsnorm(dtype, tmp_path):
     x = torch.randn(2, 16, 64)
     part = _check_as_exact_as_eager(model, x, DTYPES[dtype], tmp_path)
     norms = [cat.decode(op) for sg in part.subgraphs for op in sg.ops
-             if cat.is_cat(op) and isinstance(cat.decode(op), cat.RmsNorm)]
+             if cat.is_cat(op) and isinstance(cat.decode(op), RmsNorm)]
     assert len(norms) == 1 and math.isclose(norms[0].eps, 1e-6, rel_tol=1e-6)
 
 
@@ -139,7 +141,7 @@ def test_eps_outside_the_root_is_no_rmsnorm(tmp_path):
     model = NormThenLinear(EpsOutsideRMSNorm(64))
     x = torch.randn(2, 16, 64) * 1e-2  # small rows, where the two placements of eps differ
     part = _check_as_exact_as_eager(model, x, torch.float32, tmp_path)
-    assert not any(cat.is_cat(op) and isinstance(cat.decode(op), cat.RmsNorm | cat.LayerNorm)
+    assert not any(cat.is_cat(op) and isinstance(cat.decode(op), RmsNorm | LayerNorm)
                    for sg in part.subgraphs for op in sg.ops)
 
 

@@ -12,6 +12,9 @@ import torch
 import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
+from families.attention.declaration import Attention
+from families.gemm.declaration import Bmm, Gemm
+from families.rowwise.declaration import LayerNorm, RmsNorm, Softmax
 from semantics.interpreter import evaluate
 from tests.helpers import max_rel_err
 
@@ -50,7 +53,7 @@ def _family(name: str) -> str:
 def test_every_linear_is_a_cat_gemm(compiled):
     name, model, _, part, decls = compiled
     family = _family(name)
-    gemms = [d for d in decls if isinstance(d, cat.Gemm)]
+    gemms = [d for d in decls if isinstance(d, Gemm)]
     assert len(gemms) == _linears(model)
     leftover = [op.name for sg in part.subgraphs for op in sg.ops if op.name == "stablehlo.dot_general"]
     assert leftover == []
@@ -61,7 +64,7 @@ def test_every_linear_is_a_cat_gemm(compiled):
 def test_epilogues_fused(compiled):
     name, _, _, _, decls = compiled
     family = _family(name)
-    gemms = [d for d in decls if isinstance(d, cat.Gemm)]
+    gemms = [d for d in decls if isinstance(d, Gemm)]
     acts = Counter(g.activation for g in gemms if g.activation)
     residual = sum(g.binary.count("add") for g in gemms)
     expected_act = {"gpt2": "fast_gelu", "bert": "gelu", "llama": "silu"}[family]
@@ -74,9 +77,9 @@ def test_epilogues_fused(compiled):
 def test_one_attention_op_per_layer(compiled):
     name, model, _, part, decls = compiled
     family = _family(name)
-    attn = [d for d in decls if isinstance(d, cat.Attention)]
+    attn = [d for d in decls if isinstance(d, Attention)]
     assert len(attn) == LAYERS
-    assert not any(isinstance(d, (cat.Softmax, cat.Bmm)) for d in decls)
+    assert not any(isinstance(d, (Softmax, Bmm)) for d in decls)
     for a in attn:
         assert a.causal == (family in ("gpt2", "llama"))
         assert a.has_mask == name.endswith("padded"), "only a padding mask is a mask operand"
@@ -88,11 +91,11 @@ def test_one_attention_op_per_layer(compiled):
 def test_norms_recognised(compiled):
     name, _, _, _, decls = compiled
     family = _family(name)
-    kind = cat.RmsNorm if family == "llama" else cat.LayerNorm
+    kind = RmsNorm if family == "llama" else LayerNorm
     norms = [d for d in decls if isinstance(d, kind)]
     assert len(norms) == 2 * LAYERS + 1
     assert all(n.has_gamma for n in norms)
-    if kind is cat.LayerNorm:
+    if kind is LayerNorm:
         assert all(n.has_beta for n in norms)
 
 
@@ -131,7 +134,7 @@ def test_half_precision_models(family, dtype):
     model = model.to(dtype)
     part = partition(model, inputs)
     gemms = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)
-             and isinstance(cat.decode(op), cat.Gemm)]
+             and isinstance(cat.decode(op), Gemm)]
     assert len(gemms) == _linears(model)
     low = {torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]
     assert all(op.operands[0].type.dtype == low for sg in part.subgraphs for op in sg.ops
@@ -190,9 +193,9 @@ def test_more_architectures(name):
     wrapped = Hidden().eval()
     part = partition(wrapped, (ids,))
     decls = [cat.decode(op) for sg in part.subgraphs for op in sg.ops if cat.is_cat(op)]
-    gemms = [d for d in decls if isinstance(d, cat.Gemm)]
+    gemms = [d for d in decls if isinstance(d, Gemm)]
     assert len(gemms) == _linears(inner)
-    assert sum(isinstance(d, cat.Attention) for d in decls) == 1
+    assert sum(isinstance(d, Attention) for d in decls) == 1
     assert any(g.activation == act for g in gemms)
     assert part.cat_flop_share >= 0.99
     with torch.no_grad():
@@ -210,7 +213,7 @@ def test_gpt2_sdpa_any_batch_compiles(batch, tmp_path):
     model, inputs = model_zoo.gpt2(layers=LAYERS, batch=batch, seq=32)
     compiled = compile_model(model, inputs, target="cpu", out_dir=tmp_path / "art")
     decls = [cat.decode(op) for sg in compiled.partition.subgraphs for op in sg.ops if cat.is_cat(op)]
-    assert sum(isinstance(d, cat.Attention) for d in decls) == LAYERS
+    assert sum(isinstance(d, Attention) for d in decls) == LAYERS
     (got,) = compiled.run(*inputs)
     with torch.no_grad():
         want = model(*inputs)

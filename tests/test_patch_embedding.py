@@ -12,6 +12,8 @@ import cat_dialect as cat
 from byteir_cat import model_zoo
 from byteir_cat.api import partition
 from byteir_cat.compiler import compile as compile_model
+from families.attention.declaration import Attention
+from families.gemm.declaration import Gemm
 from tests.helpers import max_rel_err
 
 
@@ -25,11 +27,11 @@ def test_vision_tower_compiles_with_a_gemm_patch_embedding(name, act, tmp_path):
     compiled = compile_model(model, inputs, target="cpu", out_dir=tmp_path / "art")
     part = compiled.partition
     assert not any(op.name == "stablehlo.convolution" for sg in part.subgraphs for op in sg.ops)
-    gemms = [d for d in _decls(part) if isinstance(d, cat.Gemm)]
+    gemms = [d for d in _decls(part) if isinstance(d, Gemm)]
     linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
     assert len(gemms) == linears + 1, "every Linear and the patch embedding are CAT gemms"
     assert sum(g.activation == act for g in gemms) == 2
-    assert sum(isinstance(d, cat.Attention) for d in _decls(part)) == 2
+    assert sum(isinstance(d, Attention) for d in _decls(part)) == 2
     assert part.cat_flop_share >= 0.995
     (got,) = compiled.run(*inputs)
     with torch.no_grad():
@@ -89,7 +91,7 @@ def test_one_dimensional_patchify(tmp_path):
     model = Frames().eval()
     x = torch.randn(2, 4, 52)
     compiled = compile_model(model, (x,), target="cpu", out_dir=tmp_path / "art")
-    assert any(isinstance(d, cat.Gemm) for d in _decls(compiled.partition))
+    assert any(isinstance(d, Gemm) for d in _decls(compiled.partition))
     (got,) = compiled.run(x)
     with torch.no_grad():
         torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)

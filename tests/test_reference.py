@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import cat_dialect
+from families.gemm.declaration import Gemm
 from foundation.errors import InputError, UnsupportedOpError
 from foundation.ir import Block, Function, Module, TensorType, Value
 from frontends import load_mlir
@@ -406,7 +407,7 @@ func.func @main(%x: tensor<64xbf16>) -> (tensor<64xbf16>, tensor<64xbf16>) {
 def test_cat_op_uses_its_declared_reference(gen: torch.Generator) -> None:
     a_v, b_v = Value(TensorType((4, 8), "f32")), Value(TensorType((6, 8), "f32"))
     bias_v = Value(TensorType((6,), "f32"))
-    op = cat_dialect.build(cat_dialect.Gemm("rcr", bias=True, activation="relu"), [a_v, b_v, bias_v], "gemm.mlir:3")
+    op = cat_dialect.build(Gemm("rcr", bias=True, activation="relu"), [a_v, b_v, bias_v], "gemm.mlir:3")
     fn = Function("main", Block([a_v, b_v, bias_v], [op], [op.result]))
     a, b, bias = torch.randn(4, 8, generator=gen), torch.randn(6, 8, generator=gen), torch.randn(6, generator=gen)
     (out,) = evaluate(Module({"main": fn}), [a, b, bias])

@@ -12,12 +12,12 @@ import subprocess
 import pytest
 import torch
 
-from ait_codegen.gemm_problem import problem_for
 from ait_codegen.source import as_spec, render_kernel
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat.cli import main as cli
 from byteir_cat.compiler import compile
-from cat_dialect import Gemm
+from families.gemm.declaration import Gemm
+from families.gemm.problem import problem_for
 from foundation.byre_plan import CatCompute
 from foundation.errors import ArtifactError, CompileError
 from foundation.ir import TensorType

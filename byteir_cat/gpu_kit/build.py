@@ -52,9 +52,12 @@ from byteir_cat.gpu_kit.contents import (
     KitModel,
     kernel_cases,
 )
+from families import compile_side
 from foundation.ir import Block, Function, Module, Value
 from foundation.source_loc import Loc
 from runtime.artifact import WEIGHTS
+
+compile_side.load()
 
 ROOT = Path(__file__).resolve().parents[2]
 Note = Callable[[str], None]

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cat_dialect import Attention, Bmm, CatOp, Conv, Gemm, LayerNorm, OutputPermute, RmsNorm, Softmax
+from cat_dialect import CatOp, OutputPermute
+from families.attention.declaration import Attention
+from families.conv.declaration import Conv
+from families.gemm.declaration import Bmm, Gemm
+from families.rowwise.declaration import LayerNorm, RmsNorm, Softmax
 from foundation.ir import TensorType
 
 SEED = 20261128
