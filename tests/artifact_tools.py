@@ -1,4 +1,4 @@
-"""Helpers of the artifact tests: the small model they compile (``MODEL``; ``tests/conftest.py``'s ``artifact``
+"""Helpers of the artifact tests: the small model they compile (``MODEL``; ``conftest.py``'s ``artifact``
 fixture is it compiled), its inputs and expected output; and, for the tests that play an attacker or a fault,
 editing an artifact's files and fixing its manifest up, as anyone who can write the files can (the SHA-256 list
 is an integrity check, not a signature)."""

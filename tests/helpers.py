@@ -1,7 +1,7 @@
 """Helpers shared by the tests: relative errors, seeded random tensors, tensor types, the CUDA toolkit check.
 
 Import them by name (``from tests.helpers import max_rel_err``, as ``tests.artifact_tools`` is imported: the
-repository root is on pytest's ``pythonpath``); ``tests/conftest.py`` holds the fixtures and hooks built on them.
+repository root is on pytest's ``pythonpath``); the root ``conftest.py`` holds the fixtures and hooks built on them.
 """
 
 from __future__ import annotations

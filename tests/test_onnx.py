@@ -127,7 +127,7 @@ def test_cli_partitions_and_compiles_onnx(exported, tmp_path):
 def test_onnx_convolutions_and_batch_norm(tmp_path):
     """ONNX Conv and BatchNormalization nodes (a ResNet block) and Whisper's Conv1d front end: CAT convs with the
     batch norm folded and the epilogues fused, as from torch."""
-    from test_conv_models import BasicBlock, _randomized_bn  # the ResNet block of the conv tests
+    from families.conv.tests.test_conv_models import BasicBlock, _randomized_bn  # the conv tests' ResNet block
 
     cases = {"resnet": ((_randomized_bn(BasicBlock()), (torch.randn(2, 32, 16, 16),)),
                         ["conv2d_bias_relu", "conv2d_bias_add_relu", "conv2d_bias_silu"]),

@@ -1,5 +1,5 @@
-"""Shared hooks and fixtures of the test suite; the helpers are in ``tests.helpers`` and ``tests.artifact_tools``
-(imported by name).
+"""Shared hooks and fixtures of the test suite (``tests/`` and each kernel family's ``families/<family>/tests/``);
+the helpers are in ``tests.helpers`` and ``tests.artifact_tools`` (imported by name).
 
 ``@pytest.mark.nvcc``: the test needs the CUDA toolkit (nvcc and ptxas on PATH). Where they are missing it
 fails with one message saying so; ``BYTEIR_CAT_NO_NVCC=1`` turns that into a skip (README, "Tests").
