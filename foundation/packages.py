@@ -5,8 +5,10 @@ pyproject.toml's import-linter contracts state the same order."""
 from __future__ import annotations
 
 FACADE = ("byteir_cat",)
+# one folder per kernel family: its declarations are deployable, its patterns and CUDA rendering compile side
+KERNEL_FAMILIES = ("families",)
 COMPILE_SIDE = ("byre_lowering", "mhlo_to_cat", "ait_codegen", "fallback_codegen", "frontends")
 DEPLOYABLE = ("runtime",)
 SEMANTICS = ("semantics", "cat_dialect")
 FOUNDATION = ("foundation",)
-ALL = FACADE + COMPILE_SIDE + DEPLOYABLE + SEMANTICS + FOUNDATION
+ALL = FACADE + KERNEL_FAMILIES + COMPILE_SIDE + DEPLOYABLE + SEMANTICS + FOUNDATION

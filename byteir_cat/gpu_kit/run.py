@@ -40,8 +40,9 @@ from foundation import packages
 
 # What the GPU machine does not have (torch-mlir, nvidia-cutlass), what it need not import (the terminal), and the
 # compile side of this project: importing any of them on the device side is a kit bug.
-BLOCKED = ("torch_mlir", "cutlass_library", "cutlass_cppgen", *packages.COMPILE_SIDE, "byteir_cat.compiler",
-           "byteir_cat.causal_lm_compiler", "byteir_cat.api", "byteir_cat.terminal", "byteir_cat.gpu_kit.build")
+BLOCKED = ("torch_mlir", "cutlass_library", "cutlass_cppgen", *packages.COMPILE_SIDE, "families.compile_side",
+           "byteir_cat.compiler", "byteir_cat.causal_lm_compiler", "byteir_cat.api", "byteir_cat.terminal",
+           "byteir_cat.gpu_kit.build")
 
 
 class DeviceSideGuard(importlib.abc.MetaPathFinder):
