@@ -1,11 +1,11 @@
-"""cat.attention: our own fused attention kernel (see ``attention_cuda`` for the algorithm), rendered per op
+"""cat.attention: our own fused attention kernel (see ``fused_kernel_source`` for the algorithm), rendered per op
 instance with the shared C ABI, plus its host emulation: the same ``__host__ __device__`` block function run on
 the CPU with every thread of a block as a fiber, exported under the same symbol, so that the tests check the
 device code's indexing, tiling, masking and online softmax against ``Attention.reference`` without a GPU.
 
 Tensor cores through inline-PTX ``mma.sync.m16n8k16`` (valid on sm_80 and sm_90a); no cp.async pipelining,
 no ldmatrix and no wgmma, so expect it to trail flash-attention/cuDNN. On sm_90a it serves only what CUTLASS's
-Hopper FMHA (``attention_sm90``) cannot: additive masks, non-square causal, decode-sized queries, Dv != D.
+Hopper FMHA (``cutlass_fmha_sm90``) cannot: additive masks, non-square causal, decode-sized queries, Dv != D.
 """
 
 from __future__ import annotations
