@@ -15,7 +15,7 @@ printed as StableHLO and lowered as before.
 from __future__ import annotations
 
 from foundation import stablehlo as shlo
-from foundation.ir import Function, Op, Value
+from foundation.ir import Function, Op, TensorType, Value
 from foundation.printer import Printer, tensor_to_numpy_bits
 
 # StableHLO op -> the scalar op ``stablehlo-legalize-to-linalg`` puts in its generic's body, for float types
@@ -43,6 +43,25 @@ def _splat_bits(op: Op) -> str | None:
     return "0x" + format(int(raw[0]), f"0{raw.dtype.itemsize * 2}X")
 
 
+def _is_splat_constant(op: Op) -> bool:
+    return op.name == shlo.Constant.name and not op.operands and _splat_bits(op) is not None
+
+
+def fused_type(op: Op) -> TensorType | None:
+    """The type ``op`` computes on when ``fused_part`` writes it as a body op (operands and result of that type,
+    constant operands splats); None when it does not."""
+    if op.name not in FLOAT_BODY_OPS or op.regions or len(op.results) != 1 or not op.operands:
+        return None
+    ty = op.result.type
+    if ty.dtype not in FUSED_DTYPES or any(d < 0 for d in ty.shape):
+        return None
+    for v in op.operands:
+        if v.type != ty or (v.owner is not None and not v.owner.operands and not v.owner.regions
+                            and v.owner.name.endswith(".constant") and not _is_splat_constant(v.owner)):
+            return None
+    return ty
+
+
 def fused_part(fn: Function) -> list[str] | None:
     """``fn`` (a part of ``parts.split_in_parts``) as the lines of a function holding one ``linalg.generic``, or None
     when it has an op, a type or a constant the fused form does not cover."""
@@ -68,7 +87,7 @@ def fused_part(fn: Function) -> list[str] | None:
             if bits is None:
                 return None
             body.append(f"{name} = arith.constant {bits} : {scalar}")
-        elif op.name in FLOAT_BODY_OPS and op.operands and all(v in names for v in op.operands):
+        elif fused_type(op) == ty and all(v in names for v in op.operands):
             body.append(f"{name} = {FLOAT_BODY_OPS[op.name]} {', '.join(names[v] for v in op.operands)} : {scalar}")
         else:
             return None

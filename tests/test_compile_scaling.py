@@ -175,6 +175,17 @@ def test_parts_stay_small_and_cover_the_group():
     assert parts.split_in_parts(load_mlir(chain(50)).main) is None  # an ordinary group stays whole
 
 
+def test_parts_printed_fused_are_larger():
+    """Parts that ``fused_parts`` prints fused hold up to ``FUSED_PART_COST`` ops (they have no fusion to pay for);
+    a group that is one such part is printed as one, fused."""
+    fn = load_mlir(chain(3 * parts.FUSED_PART_COST)).main
+    module = parts.split_in_parts(fn)
+    pieces = [f for name, f in module.functions.items() if name != fn.name]
+    assert len(pieces) == 3 and all(parts.group_cost(f) <= parts.FUSED_PART_COST for f in pieces)
+    one = load_mlir(chain(parts.SPLIT_ABOVE + 1)).main
+    assert prepare_group(one).text.count("linalg.generic") == 1
+
+
 def test_partition_is_linear():
     """Import, recognition and partition of 4x the ops: about 4x the work (lines of our code run)."""
     partition(chain(10))  # imports
@@ -246,6 +257,7 @@ def _inputs(dtype: torch.dtype) -> list[torch.Tensor]:
 def _in_parts(monkeypatch):
     monkeypatch.setattr(parts, "SPLIT_ABOVE", 8)
     monkeypatch.setattr(parts, "PART_COST", 120)
+    monkeypatch.setattr(parts, "FUSED_PART_COST", 120)
 
 
 @pytest.mark.parametrize("case", sorted(SPLIT_CASES))
