@@ -19,6 +19,7 @@ from torch_mlir.dialects import llvm as llvm_dialect
 from fallback_codegen.distinct_results import distinct_results
 from fallback_codegen.dynamic_group import print_dynamic_group
 from fallback_codegen.empty_tensors import untie_empty_tensors
+from fallback_codegen.fused_parts import FusedPartsPrinter
 from fallback_codegen.half_rounding import keep_half_rounding
 from fallback_codegen.llvm_text import respell_float_literals, with_target
 from fallback_codegen.math_approx import expand_transcendentals
@@ -101,7 +102,8 @@ class GroupJob:
 def prepare_group(fn: Function, target: Target | None = None, symbolic: tuple | None = None) -> GroupJob:
     """Check ``fn`` and print it for lowering. ``symbolic``: (symbols, shapes, attrs, splats) of a group with
     symbolic sizes (``dynamic_group.print_dynamic_group``'s arguments); host target only. A very large group is
-    printed in parts (``parts.split_in_parts``), so that its lowering stays linear in its size."""
+    printed in parts (``parts.split_in_parts``), so that its lowering stays linear in its size, each part that
+    ``fused_parts`` covers already fused."""
     target = target or HostTarget()
     check_group(fn)
     signature = signature_of(fn)
@@ -110,7 +112,7 @@ def prepare_group(fn: Function, target: Target | None = None, symbolic: tuple | 
         text = print_dynamic_group(fn, *symbolic)
         signature = replace(signature, extents=len(symbolic[0]))
     elif (in_parts := split_in_parts(fn)) is not None:
-        text = print_module(in_parts)
+        text = print_module(in_parts, printer=FusedPartsPrinter())
     else:
         text = print_function(fn)
     where = str(fuse_locs(op.loc for op in fn.body.ops)) or "no location"

@@ -56,6 +56,26 @@ def ladder(n: int) -> str:
     return "\n".join(lines)
 
 
+def arith_chain(n: int, dtype: str = "f32") -> str:
+    """Every op ``fused_parts`` prints as a generic's body, with splat constants (-0.0 and 0.0 among them), an
+    argument read by every part and two values handed from part to part."""
+    ty = f"tensor<4x8x{dtype}>"
+    lines = [f"func.func @main(%arg0: {ty}, %arg1: {ty}) -> ({ty}, {ty}) {{"]
+    x, y = "%arg0", "%arg1"
+    for i in range(n):
+        op, c = (("add", "0.75"), ("subtract", "-0.0"), ("multiply", "1.25"), ("divide", "1.5"), ("maximum", ""),
+                 ("negate", ""), ("minimum", ""), ("abs", ""), ("subtract", "0.0"), ("multiply", "-0.5"))[i % 10]
+        if c:
+            lines.append(f"  %c{i} = stablehlo.constant dense<{c}> : {ty}")
+        rhs = f", %c{i}" if c else "" if op in ("negate", "abs") else f", {y}"
+        if i % 20 == 0:
+            rhs = ", %arg1"  # the chain contracts to a fixed point: this one depends on the elements of %arg1
+        lines.append(f"  %v{i} = stablehlo.{op} {x}{rhs} : {ty}")
+        x, y = f"%v{i}", x
+    lines += [f"  return {x}, {y} : {ty}, {ty}", "}"]
+    return "\n".join(lines)
+
+
 def gemm_layers(n: int) -> str:
     """``n`` layers of x = tanh((x @ w)^2) + x: a CAT gemm and a fusion group each."""
     ty = "tensor<4x8xf32>"
@@ -155,6 +175,17 @@ def test_parts_stay_small_and_cover_the_group():
     assert parts.split_in_parts(load_mlir(chain(50)).main) is None  # an ordinary group stays whole
 
 
+def test_parts_printed_fused_are_larger():
+    """Parts that ``fused_parts`` prints fused hold up to ``FUSED_PART_COST`` ops (they have no fusion to pay for);
+    a group that is one such part is printed as one, fused."""
+    fn = load_mlir(chain(3 * parts.FUSED_PART_COST)).main
+    module = parts.split_in_parts(fn)
+    pieces = [f for name, f in module.functions.items() if name != fn.name]
+    assert len(pieces) == 3 and all(parts.group_cost(f) <= parts.FUSED_PART_COST for f in pieces)
+    one = load_mlir(chain(parts.SPLIT_ABOVE + 1)).main
+    assert prepare_group(one).text.count("linalg.generic") == 1
+
+
 def test_partition_is_linear():
     """Import, recognition and partition of 4x the ops: about 4x the work (lines of our code run)."""
     partition(chain(10))  # imports
@@ -197,6 +228,8 @@ SPLIT_CASES = {
     "f16_mix": (chain(60, "mix", "f16"), torch.float16),
     "bf16_mix": (chain(60, "mix", "bf16"), torch.bfloat16),
     "ladder": (ladder(300), torch.float32),
+    "f32_arith": (arith_chain(300), torch.float32),
+    "f64_arith": (arith_chain(300, "f64"), torch.float64),
     "reduce_and_broadcast": ("""
 func.func @main(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4xf32>) {
   %z = stablehlo.constant dense<0.0> : tensor<f32>
@@ -224,6 +257,7 @@ def _inputs(dtype: torch.dtype) -> list[torch.Tensor]:
 def _in_parts(monkeypatch):
     monkeypatch.setattr(parts, "SPLIT_ABOVE", 8)
     monkeypatch.setattr(parts, "PART_COST", 120)
+    monkeypatch.setattr(parts, "FUSED_PART_COST", 120)
 
 
 @pytest.mark.parametrize("case", sorted(SPLIT_CASES))
@@ -243,7 +277,17 @@ def test_group_in_parts_computes_the_same_values(case, monkeypatch):
         assert torch.equal(g, w)
 
 
-@pytest.mark.parametrize("case", ["f16_mix", "reduce_and_broadcast"])
+def test_only_plain_arithmetic_parts_are_printed_fused(monkeypatch):
+    """A part of f32/f64 arithmetic on one shape is printed as one generic (``fused_parts``); a part with an op
+    it does not cover (tanh, a reduction) or of f16 is printed as StableHLO."""
+    _in_parts(monkeypatch)
+    fused = {case: prepare_group(load_mlir(text).main).text.count("linalg.generic")
+             for case, (text, _) in SPLIT_CASES.items()}
+    assert fused["ladder"] > 1 and fused["f32_arith"] > 1 and fused["f64_arith"] > 1, fused
+    assert fused["f32_mix"] == fused["f16_mix"] == fused["reduce_and_broadcast"] == 0, fused
+
+
+@pytest.mark.parametrize("case", ["f16_mix", "reduce_and_broadcast", "f32_arith"])
 def test_nvptx_group_in_parts_computes_the_same_values(case, monkeypatch):
     """The NVPTX kernels of a group lowered in parts (inlined back, one kernel per part), run on the host."""
     text, dtype = SPLIT_CASES[case]
@@ -252,7 +296,8 @@ def test_nvptx_group_in_parts_computes_the_same_values(case, monkeypatch):
     whole = compile_group(fn, target)
     _in_parts(monkeypatch)
     split = compile_group(fn, target)
-    assert len(split.launches) > len(whole.launches)
+    # one kernel per part, but for parts printed fused (``fused_parts``): the whole group fused into as few
+    assert prepare_group(fn, target).parts and len(split.launches) >= len(whole.launches) + (case != "f32_arith")
     inputs = _inputs(dtype)
     runs = [EmulatedGpuGroup(g.llvm_ir, g.launches, g.temp_bytes, g.signature, g.name).run(inputs)
             for g in (whole, split)]
