@@ -20,14 +20,14 @@ from foundation.printer import Printer, tensor_to_numpy_bits
 
 # StableHLO op -> the scalar op ``stablehlo-legalize-to-linalg`` puts in its generic's body, for float types
 FLOAT_BODY_OPS: dict[str, str] = {
-    "stablehlo.add": "arith.addf",
-    "stablehlo.subtract": "arith.subf",
-    "stablehlo.multiply": "arith.mulf",
-    "stablehlo.divide": "arith.divf",
-    "stablehlo.maximum": "arith.maximumf",
-    "stablehlo.minimum": "arith.minimumf",
-    "stablehlo.negate": "arith.negf",
-    "stablehlo.abs": "math.absf",
+    shlo.Add.name: "arith.addf",
+    shlo.Subtract.name: "arith.subf",
+    shlo.Multiply.name: "arith.mulf",
+    shlo.Divide.name: "arith.divf",
+    shlo.Maximum.name: "arith.maximumf",
+    shlo.Minimum.name: "arith.minimumf",
+    shlo.Negate.name: "arith.negf",
+    shlo.Abs.name: "math.absf",
 }
 FUSED_DTYPES = frozenset({"f32", "f64"})
 
@@ -57,7 +57,7 @@ def fused_type(op: Op) -> TensorType | None:
         return None
     for v in op.operands:
         if v.type != ty or (v.owner is not None and not v.owner.operands and not v.owner.regions
-                            and v.owner.name.endswith(".constant") and not _is_splat_constant(v.owner)):
+                            and v.owner.name == shlo.Constant.name and not _is_splat_constant(v.owner)):
             return None
     return ty
 
