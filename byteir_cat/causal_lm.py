@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from byteir_cat.compiled_model import CompiledModel
+from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
 from runtime.artifact import read
 from runtime.signing import TrustedKey
@@ -48,6 +49,9 @@ class CausalLMConfig:
     target: str
     arch: str | None
     sliding_window: int | None = None  # every layer attends to the last this many cache slots only
+    # the model's generation_config sampling parameters (do_sample, temperature, top_k, top_p, repetition_penalty):
+    # what generate uses where its caller gives none, as HF's generate does; empty: HF's own defaults
+    generation_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, window: int | None = None
@@ -147,11 +151,23 @@ class CompiledCausalLM:
         return logits, kv
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 max_new_tokens: int = 20) -> torch.LongTensor:
-        """Greedy decoding, as HF ``model.generate(input_ids, attention_mask=..., do_sample=False,
-        max_new_tokens=...)``: prompt included; rows that end on an end-of-sequence token are padded."""
+                 max_new_tokens: int = 20, *, do_sample: bool | None = None, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
+                 eos_token_id: int | Sequence[int] | None = None, generator: torch.Generator | None = None
+                 ) -> torch.LongTensor:
+        """As HF ``model.generate(input_ids, attention_mask=..., max_new_tokens=..., do_sample=..., temperature=...,
+        top_k=..., top_p=..., repetition_penalty=..., eos_token_id=...)``: prompt included; rows that end on an
+        end-of-sequence token are padded. Parameters left None take the model's generation_config values (HF's
+        defaults where it sets none: greedy, temperature 1, top_k 50, top_p 1, no repetition penalty). Sampling
+        draws from ``generator`` (torch's global generator when None, as HF does: then ``torch.manual_seed(s)``
+        before either gives the same draws)."""
         c = self.config
+        sampling = Sampling(**c.generation_defaults).with_overrides(
+            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty)
+        eos = c.eos_token_ids if eos_token_id is None else _token_ids(eos_token_id, c.vocab)
         keep = self._check(input_ids, attention_mask, max_new_tokens)
+        left_pad = keep.int().argmax(dim=1) if attention_mask is not None else torch.zeros(len(keep), dtype=torch.long)
         b, p = input_ids.shape
         rows, s = c.max_batch_size, c.max_seq_len
         ids = torch.zeros(rows, s, dtype=torch.long)
@@ -165,16 +181,16 @@ class CompiledCausalLM:
         logits = chunks[-1][:, (p - 1) % c.chunk]
         prefill_s = time.perf_counter() - t0
         result = input_ids.clone()
-        pad = c.pad_token_id if c.pad_token_id is not None else (c.eos_token_ids[0] if c.eos_token_ids else 0)
+        pad = c.pad_token_id if c.pad_token_id is not None else (eos[0] if eos else 0)
         done = torch.zeros(b, dtype=torch.bool)
         next_pos = positions[:b, p - 1] + 1
         t1 = time.perf_counter()
         steps = 0
         for i in range(max_new_tokens):
-            token = logits[:b].float().argmax(-1).cpu()
+            token = sampling.next_tokens(logits[:b], result, left_pad, generator).cpu()
             token = torch.where(done, torch.full_like(token, pad), token)
             result = torch.cat([result, token[:, None]], dim=1)
-            done |= torch.isin(token, torch.tensor(c.eos_token_ids, dtype=torch.long))
+            done |= torch.isin(token, torch.tensor(eos, dtype=torch.long))
             if bool(done.all()) or i == max_new_tokens - 1:
                 break
             slot = p + i
@@ -215,3 +231,12 @@ class CompiledCausalLM:
 
     def describe(self) -> dict[str, Any]:
         return asdict(self.config)
+
+
+def _token_ids(given: int | Sequence[int], vocab: int) -> list[int]:
+    """``eos_token_id`` as a list of token ids, each checked against the vocabulary."""
+    ids = [given] if isinstance(given, int) else list(given)
+    bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab]
+    if bad:
+        raise InputError(f"eos_token_id {given!r}: token ids must be integers in [0, {vocab})")
+    return ids

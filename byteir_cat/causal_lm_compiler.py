@@ -19,6 +19,7 @@ from transformers.cache_utils import Cache
 from byteir_cat.causal_lm import DECODE_PLAN, KV_LEN_INPUT, META, CausalLMConfig, CompiledCausalLM, step_mask
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
+from byteir_cat.sampling import model_defaults
 from families import compile_side
 from families.attention.patterns import CacheAttentionLength
 from foundation.errors import CompileError
@@ -141,7 +142,8 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     chunk = next(c for c in CHUNKS if c <= max_seq_len and max_seq_len % c == 0)
     config = CausalLMConfig(max_batch_size, max_seq_len, chunk, kv_shapes, str(dtype).removeprefix("torch."),
                             int(out.logits.shape[-1]), _eos_ids(model),
-                            getattr(model.generation_config, "pad_token_id", None), target, arch, window)
+                            getattr(model.generation_config, "pad_token_id", None), target, arch, window,
+                            model_defaults(getattr(model, "generation_config", None)))
     step = CausalLMStep(model)
     passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
     artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch, passes=passes,
