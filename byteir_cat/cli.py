@@ -287,7 +287,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Greedy generation with a model written by ``compile_causal_lm``: the tokens, prefill time, decode rate."""
+    """Generation with a model written by ``compile_causal_lm`` (greedy, or sampled with ``--sample``): the tokens,
+    prefill time, decode rate."""
     import torch
 
     from byteir_cat.causal_lm import load_causal_lm
@@ -297,7 +298,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except ValueError:
         raise InputError(f"--input-ids {args.input_ids!r}: expected comma-separated integers") from None
     lm = load_causal_lm(args.artifact, trusted_keys=args.trusted_key)
-    out = lm.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens=args.max_new_tokens)
+    generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    out = lm.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens=args.max_new_tokens,
+                      do_sample=True if args.sample else None, temperature=args.temperature, top_k=args.top_k,
+                      top_p=args.top_p, repetition_penalty=args.repetition_penalty, generator=generator)
     t = lm.last_timing
     print(",".join(str(int(x)) for x in out[0]))
     print(f"prefill {t['prefill_s'] * 1e3:.1f} ms ({len(ids)} tokens); decode {t['decode_steps']} steps, "
@@ -374,10 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--import", dest="results", metavar="ROWS.json",
                    help="rows written by tune --json, or the GPU kit's OUTDIR/tune.json")
     t.add_argument("--trusted-key", action="append", metavar="KEY.pub", help=TRUSTED_KEY_HELP)
-    g = sub.add_parser("generate", help="greedy generation with a model compiled by compile_causal_lm")
+    g = sub.add_parser("generate", help="generation with a model compiled by compile_causal_lm")
     g.add_argument("artifact", metavar="DIR", help="directory written by compile_causal_lm(..., out_dir=DIR)")
     g.add_argument("--input-ids", required=True, metavar="1,2,3", help="the prompt's token ids")
     g.add_argument("--max-new-tokens", type=int, default=20, metavar="N")
+    g.add_argument("--sample", action="store_true", help="sample (default: the model's generation_config)")
+    g.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    g.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely tokens (0: all)")
+    g.add_argument("--top-p", type=float, metavar="P", help="sample among the most likely tokens of mass P")
+    g.add_argument("--repetition-penalty", type=float, metavar="R", help="CTRL's penalty on tokens already seen")
+    g.add_argument("--seed", type=int, help="seed of the sampling generator (reproducible runs)")
     g.add_argument("--trusted-key", action="append", metavar="KEY.pub", help=TRUSTED_KEY_HELP)
     kg = sub.add_parser("keygen", help="make an ed25519 key pair for signing artifacts (KEY and KEY.pub)")
     kg.add_argument("key", metavar="KEY", help="where to write the private key (KEY.pub beside it)")

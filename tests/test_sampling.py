@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from byteir_cat import compile_causal_lm, load_causal_lm
+from byteir_cat.cli import main as cli
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
 from tests.test_causal_lm import FAMILIES, VOCAB
@@ -125,3 +126,16 @@ def test_bad_parameters_are_refused_in_one_line(compiled, bad, message):
     _, lm = compiled["gpt2"]
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         lm.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=3, **bad)
+
+
+def test_generate_cli_samples_reproducibly(compiled, capsys):
+    _, lm = compiled["gpt2"]
+    ids = torch.tensor([[5, 9, 14, 3]])
+    args = ["generate", str(lm.path), "--input-ids", "5,9,14,3", "--max-new-tokens", "8", "--sample",
+            "--temperature", "0.9", "--top-k", "30", "--top-p", "0.95", "--seed", "4"]
+    assert cli(args) == 0 and cli(args) == 0
+    first, _, second, _ = capsys.readouterr().out.strip().splitlines()
+    want = lm.generate(ids, max_new_tokens=8, do_sample=True, temperature=0.9, top_k=30, top_p=0.95,
+                       generator=torch.Generator().manual_seed(4))
+    assert first == second == ",".join(map(str, want[0].tolist()))
+    assert cli(["generate", str(lm.path), "--input-ids", "5,9", "--sample", "--top-p", "2"]) == 1
