@@ -1,4 +1,5 @@
-"""Standalone check of one kernel: ``python -m ait_codegen.check OP --m M --n N --k K --dtype f16 --arch sm_90a``.
+"""Standalone check of one kernel: ``python -m byteir_cat.kernel_check OP --m M --n N --k K --dtype f16 --arch sm_90a``
+(which loads the kernel families this module asks through ``rendering_for``).
 
 Builds the kernel for the given shapes. With a CUDA GPU it runs the kernel on torch CUDA tensors, compares
 with ``CatOp.reference`` (relative error = max |got - ref| / max |ref|, must be < 1e-2) and times it against
@@ -9,7 +10,6 @@ the CPU instead and says that the device run was skipped. Exit status 0 iff ever
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 
@@ -41,7 +41,7 @@ def operand_types(op: CatOp, m: int, n: int, k: int, batch: int, dtype: str) -> 
     """Operands of ``op`` for an M x N result with reduction K (rows M of length N for row-wise ops)."""
     types = rendering_for(op).check_operands(op, m, n, k, batch, dtype)
     if types is None:
-        raise CatVerifyError(f"ait_codegen.check does not know the operands of {op.name}")
+        raise CatVerifyError(f"the kernel check does not know the operands of {op.name}")
     return types
 
 
@@ -68,7 +68,7 @@ def time_ms(fn: Callable[[], object], iters: int = 50) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ait_codegen.check", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m byteir_cat.kernel_check", description=__doc__.splitlines()[0])
     ap.add_argument("op")
     ap.add_argument("--m", type=int, default=128)
     ap.add_argument("--n", type=int, default=256)
@@ -117,6 +117,3 @@ def main(argv: list[str] | None = None) -> int:
           f"({flops / base / 1e9:.1f} TFLOP/s), ratio torch/ours {base / ours:.2f}")
     return 0 if ok else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -62,7 +62,7 @@ class CutlassFamily:
         return list(rendered.values())[:count]
 
     def check_operands(self, op: CatOp, m: int, n: int, k: int, batch: int, dtype: str) -> list[TensorType] | None:
-        """Operands of ``op`` for an M x N result with reduction K (``python -m ait_codegen.check``); None: the
+        """Operands of ``op`` for an M x N result with reduction K (``python -m byteir_cat.kernel_check``); None: the
         family is not checked that way."""
         return None
 
