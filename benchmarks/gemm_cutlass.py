@@ -18,9 +18,12 @@ from ait_codegen.check import random_inputs, rel_error, time_ms
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.source import as_spec
 from ait_codegen.tuning_cache import TuningCache
+from families import compile_side
 from families.gemm.declaration import Gemm
 from families.gemm.profiler import profile
 from foundation.ir import TensorType
+
+compile_side.load()
 
 SHAPES_NK = {
     "gpt2 c_attn": (2304, 768), "gpt2 c_proj": (768, 768), "gpt2 mlp up": (3072, 768), "gpt2 mlp down": (768, 3072),
