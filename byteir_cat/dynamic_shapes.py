@@ -8,8 +8,11 @@ between samples is fitted as a polynomial in the symbols (degree at most one in 
 ``b``, ``s``, ``b*s``, ``12*b``, ``s + 1``) and checked at the other samples. The partition at the middle point
 (at a bound an op may vanish: a slice of a whole position table) is then compiled with those symbolic sizes,
 its types lifted to the upper bound: memory planned for it, fusion kernels taking runtime extents, the runtime
-evaluating every size per call. A model whose graph changes with the size (a constant whose contents depend on
-it, a branch taken at one size) is refused, naming the op.
+evaluating every size per call. A constant of the main function whose size depends on the symbols is kept when
+at every sample it is the leading block of its value at the upper bound (a rotary table of positions 0..s-1, a
+causal mask of s x s): the artifact stores the upper bound's, the runtime binds its leading block at each size.
+A model whose graph changes with the size otherwise (a constant whose contents depend on it differently, a branch
+taken at one size) is refused, naming the op.
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ def generalize(modules: list[Module], points: list[dict[str, int]], spec: Dynami
     fitter = _Fitter(spec, grid, points)
     ref = modules[0]
     for name, fn in ref.functions.items():
+        fitter.in_main = name == ref.main.name
         others = []
         for m, p in zip(modules[1:], points[1:], strict=True):
             other = m.functions.get(name)
@@ -195,6 +199,7 @@ class _Fitter:
         self.upper = {b.name: b.hi for b in spec.bounds}
         self.result = SymbolicShapes(spec)
         self.maps: list[dict[Value, Value]] = [{} for _ in points[1:]]  # per sample: reference value -> its own
+        self.in_main = False  # walking the main function (whose constants become the artifact's weights)
 
     def fail(self, where: str, what: str) -> CompileError:
         return CompileError(f"dynamic_shapes: {where}: {what}; the model's graph is not the same at every size in "
@@ -307,6 +312,9 @@ class _Fitter:
                                                                                                  strict=True)]
         if any(a is None for a in attrs):
             return  # a size-preserving op whose attributes (broadcast dimensions, shape) follow its types
+        if self.in_main and isinstance(op, shlo.Constant) and op.result in self.result.dims:
+            self.leading_block_constant(op, [op.attrs["value"]] + [a["value"] for a in attrs], where)
+            return
         varied: dict[str, Any] = {}
         for key in op.attrs:
             a = self.attr([op.attrs[key]] + [sample[key] for sample in attrs], op, f"{where} attribute {key}")
@@ -314,6 +322,17 @@ class _Fitter:
                 varied[key] = a
         if varied:
             self.result.attrs[op] = varied
+
+    def leading_block_constant(self, op: Op, values: list[torch.Tensor], where: str) -> None:
+        """A main-function constant whose shape follows the symbols: kept, holding its value at the upper bound,
+        when every sample's value is that value's leading block (then the runtime binds the block of each size)."""
+        upper_shape = evaluate_dims(self.result.dims[op.result], self.upper)
+        upper = next((v for v in values if tuple(v.shape) == upper_shape), None)
+        if upper is None or any(v.dtype != upper.dtype or not torch.equal(
+                upper[tuple(slice(0, n) for n in v.shape)], v) for v in values):
+            raise self.fail(where + " attribute value", "a constant whose contents depend on the sizes (not the "
+                            "leading block of its value at the upper bound)")
+        op.attrs["value"] = upper
 
     def attr(self, values: list[Any], op: Op, where: str) -> Any:
         """_SAME when every sample has the same attribute; else the attribute with fitted integers."""

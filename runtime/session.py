@@ -136,7 +136,8 @@ class Session:
             if len(self._bindings) >= MAX_BOUND_SIZES:
                 self._bindings.pop(next(iter(self._bindings)))
             env = dict(zip([b.name for b in plan.bounds], key[1:], strict=True))
-            binding = self._bindings[key] = self._bind_plan(plan.specialize(env) if plan.symbols else plan)
+            binding = self._bindings[key] = (self._bind_plan(plan.specialize(env), leading_blocks=True)
+                                             if plan.symbols else self._bind_plan(plan))
         self._install(binding)
         self._env_key = key
 
@@ -161,8 +162,10 @@ class Session:
         self.byre, self._slots, self._kernels, self._in_types, self._fresh, self._out_plan = (
             b.plan, b.slots, b.kernels, b.in_types, b.fresh, b.out_plan)
 
-    def _bind_plan(self, byre: ByreModule) -> _Binding:
-        """Slots (arena views, weights) and bound kernels of a static plan (or of a dynamic one at one size)."""
+    def _bind_plan(self, byre: ByreModule, leading_blocks: bool = False) -> _Binding:
+        """Slots (arena views, weights) and bound kernels of a static plan (or of a dynamic one at one size:
+        ``leading_blocks``, where a weight stored at the upper bound's size is bound as its leading block at this
+        one, a contiguous copy made once per size)."""
         tensors, dev = self.artifact.tensors, self.torch_device
         n = len(byre.values)
         slots: Slots = [None] * n
@@ -177,9 +180,12 @@ class Session:
                 static[v.id] = True
             elif v.storage == "weight":
                 t = tensors.get(v.key)
-                if t is None or tuple(t.shape) != v.type.shape or t.dtype != dtype:
+                block = leading_blocks and t is not None and t.dim() == len(v.type.shape) and tuple(
+                    t.shape) != v.type.shape and all(n <= m for n, m in zip(v.type.shape, t.shape, strict=True))
+                if t is None or (tuple(t.shape) != v.type.shape and not block) or t.dtype != dtype:
                     raise ArtifactError(f"weight {v.key}: missing or not {v.type} in weights.safetensors")
-                slots[v.id] = self.artifact.weight_on(v.key, dev)
+                w = self.artifact.weight_on(v.key, dev)
+                slots[v.id] = w[tuple(slice(0, n) for n in v.type.shape)].contiguous() if block else w
                 static[v.id] = True
         if self.device == "cuda":
             provider = self._cuda = CudaProvider(byre, self.artifact, slots, static, dev)
