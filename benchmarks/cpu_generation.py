@@ -1,12 +1,13 @@
 """CPU greedy generation: byteir-cat's compiled causal LM vs Hugging Face ``generate`` eager and with a static
 cache under torch.compile, side by side in one process, in interleaved rounds.
 
-A 4-layer 512-wide Llama-style model (8 heads, 4 KV heads, random weights), batch 1, a 32-token prompt and 64
-new tokens. Decode tokens/s of the HF contestants is (64 - 1) / (time of 64 new tokens - time of 1 new
-token), the prefill and the first token taken out; ours comes from the model's own prefill and decode timers.
+A 4-layer 512-wide Llama-style model (8 heads, 4 KV heads, random weights; ``--model mixtral``: the same with a
+mixture of 8 experts, top-2, in every layer), batch 1, a 32-token prompt and 64 new tokens. Decode tokens/s of
+the HF contestants is (64 - 1) / (time of 64 new tokens - time of 1 new token), the prefill and the first token
+taken out; ours comes from the model's own prefill and decode timers.
 Every contestant's tokens are checked equal to eager's. Prints a markdown table for benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/cpu_generation.py [--rounds 3]
+    .venv/bin/python benchmarks/cpu_generation.py [--rounds 3] [--model llama|mixtral]
 """
 
 from __future__ import annotations
@@ -19,19 +20,22 @@ import subprocess
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
 from byteir_cat import compile_causal_lm
 
 PROMPT, NEW = 32, 64
 
 
-def _model() -> LlamaForCausalLM:
+def _model(kind: str = "llama") -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
-                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=256, bos_token_id=1,
-                      eos_token_id=None, pad_token_id=0)
-    return LlamaForCausalLM(cfg).eval()
+    common = {"vocab_size": 32000, "hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8,
+              "num_key_value_heads": 4, "max_position_embeddings": 256, "bos_token_id": 1, "eos_token_id": None,
+              "pad_token_id": 0}
+    if kind == "mixtral":
+        return MixtralForCausalLM(MixtralConfig(**common, intermediate_size=1024, num_local_experts=8,
+                                                num_experts_per_tok=2)).eval()
+    return LlamaForCausalLM(LlamaConfig(**common, intermediate_size=1376)).eval()
 
 
 def _hf_decode_rate(model, ids: torch.Tensor, **kwargs) -> tuple[float, float, torch.Tensor]:
@@ -49,9 +53,10 @@ def _hf_decode_rate(model, ids: torch.Tensor, **kwargs) -> tuple[float, float, t
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model", choices=("llama", "mixtral"), default="llama")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    model = _model()
+    model = _model(args.model)
     ids = torch.randint(3, 32000, (1, PROMPT), generator=torch.Generator().manual_seed(1))
     t0 = time.perf_counter()
     ours = compile_causal_lm(model, max_batch_size=1, max_seq_len=128)
@@ -79,7 +84,8 @@ def main() -> None:
     compiled = statistics.median(r for r, _ in rows["HF static cache + torch.compile"])
     print(f"- machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}; "
           f"commit {commit}; torch {torch.__version__}; {args.rounds} interleaved rounds, medians")
-    print(f"- model: 4-layer 512-wide Llama-style (8 heads / 4 KV heads, vocab 32000), f32, batch 1, "
+    kind = "Mixtral-style (8 experts, top-2, expert width 1024" if args.model == "mixtral" else "Llama-style ("
+    print(f"- model: 4-layer 512-wide {kind}8 heads / 4 KV heads, vocab 32000), f32, batch 1, "
           f"prompt {PROMPT}, {NEW} new tokens; our compile {compile_s:.1f} s (prefill chunk {ours.config.chunk}, "
           f"decode step)")
     print()
