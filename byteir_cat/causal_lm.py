@@ -52,6 +52,9 @@ class CausalLMConfig:
     # the model's generation_config sampling parameters (do_sample, temperature, top_k, top_p, repetition_penalty):
     # what generate uses where its caller gives none, as HF's generate does; empty: HF's own defaults
     generation_defaults: dict[str, Any] = field(default_factory=dict)
+    # the steps take one more input after the caches: which cache slots hold a real token [B, max_seq_len]
+    # (int64), from which an ALiBi model builds its position biases as HF's generate does
+    alibi_slots: bool = False
 
 
 def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, window: int | None = None
@@ -135,7 +138,8 @@ class CompiledCausalLM:
         """One prefill chunk or decode step at cache ``slots``: (logits [rows, T, V], the updated caches)."""
         c = self.config
         mask = step_mask(valid, slots, getattr(torch, c.dtype), c.sliding_window)
-        out = step.run(ids, positions, slots, mask, torch.tensor([int(slots[-1]) + 1]), *kv,
+        extra = (valid.long(),) if c.alibi_slots else ()
+        out = step.run(ids, positions, slots, mask, torch.tensor([int(slots[-1]) + 1]), *kv, *extra,
                        donate=self._cache_inputs)
         return out[0], list(out[1:])
 

@@ -8,8 +8,9 @@ torch-mlir cannot import), so every family that goes through ``past_key_values.u
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -66,17 +67,43 @@ class CausalLMStep(torch.nn.Module):
 
     source_root = "model"  # reports name the user's modules (``transformer.h.0``), not ours (frontend.SOURCE_ROOT)
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, n_caches: int, alibi: bool = False):
         super().__init__()
         self.model = model
+        self.n_caches = n_caches
+        self.alibi = alibi
 
-    def forward(self, input_ids, position_ids, cache_position, mask, kv_len, *kv):
+    def forward(self, input_ids, position_ids, cache_position, mask, kv_len, *rest):
+        kv = rest[:self.n_caches]
         cache = FunctionalKVCache(kv, cache_position)
-        out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
-                         past_key_values=cache, use_cache=True)
+        with _alibi_from_slots(self.model, rest[self.n_caches] if self.alibi else None):
+            out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
+                             past_key_values=cache, use_cache=True)
         if any(t is None for t in cache.updated):
             raise CompileError("the model did not update every layer's cache through past_key_values.update")
         return (out.logits, *cache.updated)
+
+
+@contextlib.contextmanager
+def _alibi_from_slots(model: torch.nn.Module, valid: torch.Tensor | None) -> Iterator[None]:
+    """An ALiBi model builds its position biases from the 2-D padding mask (``build_alibi_tensor``: each key's
+    position among its row's real tokens); the step's mask is the 4-D additive one. While ``valid`` (the cache
+    slots [B, max_seq_len] that hold a real token, the step's last input) is given, the model's own
+    ``build_alibi_tensor`` is called with it instead of the mask: the same biases HF's generate builds."""
+    owners = [m for m in model.modules() if "build_alibi_tensor" in type(m).__dict__] if valid is not None else []
+    for m in owners:
+        own = type(m).build_alibi_tensor
+        m.build_alibi_tensor = lambda _mask, num_heads, dtype, own=own, m=m: own(m, valid, num_heads, dtype)
+    try:
+        yield
+    finally:
+        for m in owners:
+            del m.build_alibi_tensor
+
+
+def _uses_alibi_from_mask(model: torch.nn.Module) -> bool:
+    """The model builds ALiBi biases from the padding mask through a ``build_alibi_tensor`` method (BLOOM)."""
+    return any("build_alibi_tensor" in type(m).__dict__ for m in model.modules())
 
 
 def _sliding_window(model: torch.nn.Module, max_seq_len: int) -> int | None:
@@ -98,8 +125,8 @@ def _sliding_window(model: torch.nn.Module, max_seq_len: int) -> int | None:
 
 def _refuse_unsupported(model: torch.nn.Module) -> None:
     """What the compiled steps cannot express yet, refused by name before an export fails somewhere inside the
-    model's code: encoder-decoders (no generation loop for them), ALiBi (the model builds its position biases
-    from a 2-D padding mask; the steps pass a 4-D additive mask)."""
+    model's code: encoder-decoders (no generation loop for them), ALiBi other than through ``build_alibi_tensor``
+    (BLOOM's, which the steps feed with the slots' validity)."""
     config = model.config
     name = type(model).__name__
     if getattr(config, "is_encoder_decoder", False):
@@ -108,7 +135,7 @@ def _refuse_unsupported(model: torch.nn.Module) -> None:
     attn = getattr(config, "attn_config", None)
     alibi = (getattr(config, "model_type", "") == "bloom" or bool(getattr(config, "alibi", False))
              or bool(getattr(attn, "alibi", False) if not isinstance(attn, dict) else attn.get("alibi")))
-    if alibi:
+    if alibi and not _uses_alibi_from_mask(model):
         raise CompileError(f"{name}: ALiBi position biases are not supported by compile_causal_lm yet (the model "
                            "builds them from a 2-D padding mask; the compiled steps take a 4-D additive mask); "
                            "byteir_cat.compile compiles the forward pass")
@@ -143,8 +170,8 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     config = CausalLMConfig(max_batch_size, max_seq_len, chunk, kv_shapes, str(dtype).removeprefix("torch."),
                             int(out.logits.shape[-1]), _eos_ids(model),
                             getattr(model.generation_config, "pad_token_id", None), target, arch, window,
-                            model_defaults(getattr(model, "generation_config", None)))
-    step = CausalLMStep(model)
+                            model_defaults(getattr(model, "generation_config", None)), _uses_alibi_from_mask(model))
+    step = CausalLMStep(model, len(kv_shapes), config.alibi_slots)
     passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
     artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch, passes=passes,
                                  memory_limit=memory_limit)
@@ -194,6 +221,7 @@ def _example(config: CausalLMConfig, tokens: int, dtype: torch.dtype) -> tuple[t
     valid[:, :tokens] = True
     mask = step_mask(valid, slots, dtype, config.sliding_window)
     kv = [torch.randn(shape, generator=gen).to(dtype) for shape in config.kv_shapes]
-    return (ids, positions, slots, mask, torch.tensor([tokens]), *kv)
+    slots_valid = (valid.long(),) if config.alibi_slots else ()
+    return (ids, positions, slots, mask, torch.tensor([tokens]), *kv, *slots_valid)
 
 
