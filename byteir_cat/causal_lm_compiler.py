@@ -106,6 +106,13 @@ def _uses_alibi_from_mask(model: torch.nn.Module) -> bool:
     return any("build_alibi_tensor" in type(m).__dict__ for m in model.modules())
 
 
+def _alibi_without_mask(model: torch.nn.Module) -> bool:
+    """The model's ALiBi biases come from the key's distance to the last key alone (MPT's
+    ``build_mpt_alibi_tensor``): over the static cache that is a constant shift per query row, which the
+    softmax does not see, so the steps need nothing more."""
+    return any("build_mpt_alibi_tensor" in type(m).__dict__ for m in model.modules())
+
+
 def _sliding_window(model: torch.nn.Module, max_seq_len: int) -> int | None:
     """The sliding window every layer attends within, when it is shorter than the cache (the step mask then
     holds it); refuses a model that is not a HF causal LM, or whose layers mix windowed and full attention (one
@@ -125,8 +132,8 @@ def _sliding_window(model: torch.nn.Module, max_seq_len: int) -> int | None:
 
 def _refuse_unsupported(model: torch.nn.Module) -> None:
     """What the compiled steps cannot express yet, refused by name before an export fails somewhere inside the
-    model's code: encoder-decoders (no generation loop for them), ALiBi other than through ``build_alibi_tensor``
-    (BLOOM's, which the steps feed with the slots' validity)."""
+    model's code: encoder-decoders (no generation loop for them), ALiBi other than BLOOM's ``build_alibi_tensor``
+    (which the steps feed with the slots' validity) and MPT's mask-free biases."""
     config = model.config
     name = type(model).__name__
     if getattr(config, "is_encoder_decoder", False):
@@ -135,7 +142,7 @@ def _refuse_unsupported(model: torch.nn.Module) -> None:
     attn = getattr(config, "attn_config", None)
     alibi = (getattr(config, "model_type", "") == "bloom" or bool(getattr(config, "alibi", False))
              or bool(getattr(attn, "alibi", False) if not isinstance(attn, dict) else attn.get("alibi")))
-    if alibi and not _uses_alibi_from_mask(model):
+    if alibi and not (_uses_alibi_from_mask(model) or _alibi_without_mask(model)):
         raise CompileError(f"{name}: ALiBi position biases are not supported by compile_causal_lm yet (the model "
                            "builds them from a 2-D padding mask; the compiled steps take a 4-D additive mask); "
                            "byteir_cat.compile compiles the forward pass")

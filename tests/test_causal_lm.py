@@ -21,6 +21,8 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    MptConfig,
+    MptForCausalLM,
     OPTConfig,
     OPTForCausalLM,
     PhiConfig,
@@ -61,6 +63,9 @@ FAMILIES = {
     # ALiBi built from the padding mask: the steps feed the model's own build_alibi_tensor the slots' validity
     "bloom": lambda: BloomForCausalLM(BloomConfig(vocab_size=VOCAB, hidden_size=64, n_layer=2, n_head=4,
                                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)),
+    # ALiBi from the distance to the last key alone: a constant shift per row over the static cache
+    "mpt": lambda: MptForCausalLM(MptConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, max_seq_len=64,
+                                            bos_token_id=1, eos_token_id=2, pad_token_id=0)),
     "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
                                                          num_hidden_layers=2, num_attention_heads=4,
                                                          max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
@@ -69,7 +74,7 @@ FAMILIES = {
 
 
 # attentions not (yet) a cat.attention: bmm, softmax, bmm over the whole cache under the mask
-NO_CAT_ATTENTION = {"bloom"}  # baddbmm(alibi, q, k^T): the ALiBi bias enters the scores, no attention variant yet
+NO_CAT_ATTENTION = {"bloom", "mpt"}  # the ALiBi bias enters the scores: no attention variant for it yet
 
 
 @pytest.fixture(scope="module")
