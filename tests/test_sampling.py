@@ -139,3 +139,15 @@ def test_generate_cli_samples_reproducibly(compiled, capsys):
                        generator=torch.Generator().manual_seed(4))
     assert first == second == ",".join(map(str, want[0].tolist()))
     assert cli(["generate", str(lm.path), "--input-ids", "5,9", "--sample", "--top-p", "2"]) == 1
+
+
+def test_sampling_defaults_are_the_models_generation_config(compiled):
+    """do_sample=True alone: HF's defaults fill what the model's generation_config leaves unset (top_k 50)."""
+    model, lm = compiled["llama"]
+    ids, mask = _batch(left_pad=2, seed=4)
+    torch.manual_seed(21)
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=mask, do_sample=True, max_new_tokens=10)
+    torch.manual_seed(21)
+    assert torch.equal(lm.generate(ids, attention_mask=mask, do_sample=True, max_new_tokens=10), want)
+    assert lm.config.generation_defaults["top_k"] == 50
