@@ -15,10 +15,10 @@ from tests.family_sweep.doors import DOORS, applies, run_cell
 from tests.family_sweep.table import TABLE, load_results, render
 
 # one of each kind and door, the defects this sweep was built on (Falcon's multi-query head, GPT-2's cache
-# output), an ALiBi and a MoE refusal
+# output), ALiBi and MoE generation, and a refusal (DBRX's data-dependent expert loop)
 DEFAULT_SLICE = {
     ("gpt2", "compile"), ("falcon_mqa", "compile"), ("llama", "generate"), ("bloom", "generate"),
-    ("qwen2", "torch.compile"), ("mixtral", "compile"), ("bert", "onnx"), ("t5", "compile"),
+    ("qwen2", "torch.compile"), ("mixtral", "generate"), ("dbrx", "compile"), ("bert", "onnx"), ("t5", "compile"),
     ("vit", "torch.compile"), ("wav2vec2", "compile"),
 }
 RESULTS = load_results()
