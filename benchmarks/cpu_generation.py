@@ -92,7 +92,7 @@ def main() -> None:
     compiled = statistics.median(r for r, _ in rows[names[2]]) if not failed else float("nan")
     print(f"- machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}; "
           f"commit {commit}; torch {torch.__version__}; {args.rounds} interleaved rounds, medians")
-    kind = "Mixtral-style (8 experts, top-2, expert width 1024" if args.model == "mixtral" else "Llama-style ("
+    kind = "Mixtral-style (8 experts, top-2, expert width 1024, " if args.model == "mixtral" else "Llama-style ("
     print(f"- model: 4-layer 512-wide {kind}8 heads / 4 KV heads, vocab 32000), f32, batch 1, "
           f"prompt {PROMPT}, {NEW} new tokens; our compile {compile_s:.1f} s (prefill chunk {ours.config.chunk}, "
           f"decode step)")
