@@ -77,22 +77,27 @@ FAMILIES = {
 NO_CAT_ATTENTION = {"bloom", "mpt"}  # the ALiBi bias enters the scores: no attention variant for it yet
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    """{family: (eager model, compiled model loaded back from its directory)}, built on first use."""
+def lazily_compiled(tmp_path_factory: pytest.TempPathFactory, families: dict, weight_std: float) -> dict:
+    """{family: (eager model, compiled model loaded back from its directory)}, each built on first use with random
+    weights of ``weight_std`` (not tiny: logits with clear winners; smaller: flatter distributions to sample)."""
 
     class Lazy(dict):
         def __missing__(self, family):
             torch.manual_seed(0)
-            model = FAMILIES[family]().eval()
-            for p in model.parameters():  # random weights that are not tiny: logits with clear winners
-                p.data.normal_(0, 0.2)
+            model = families[family]().eval()
+            for p in model.parameters():
+                p.data.normal_(0, weight_std)
             out = tmp_path_factory.mktemp(family) / "lm"
             compile_causal_lm(model, max_batch_size=2, max_seq_len=32, out_dir=out)
             self[family] = (model, load_causal_lm(out))
             return self[family]
 
     return Lazy()
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    return lazily_compiled(tmp_path_factory, FAMILIES, weight_std=0.2)
 
 
 def _prompt(batch: int, length: int, seed: int) -> torch.Tensor:

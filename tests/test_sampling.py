@@ -15,32 +15,18 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from byteir_cat import compile_causal_lm, load_causal_lm
 from byteir_cat.cli import main as cli
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
-from tests.test_causal_lm import FAMILIES, VOCAB
+from tests.test_causal_lm import FAMILIES, VOCAB, lazily_compiled
 
 SAMPLED = {"temperature": 0.8, "top_k": 20, "top_p": 0.9, "repetition_penalty": 1.2}
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    """{family: (eager model, compiled model)} for GPT-2 and a Llama-style model, built on first use; flatter
-    weights than the greedy tests' so that sampling has several likely tokens to choose from."""
-
-    class Lazy(dict):
-        def __missing__(self, family):
-            torch.manual_seed(0)
-            model = FAMILIES[family]().eval()
-            for p in model.parameters():
-                p.data.normal_(0, 0.08)
-            out = tmp_path_factory.mktemp(family) / "lm"
-            compile_causal_lm(model, max_batch_size=2, max_seq_len=32, out_dir=out)
-            self[family] = (model, load_causal_lm(out))
-            return self[family]
-
-    return Lazy()
+    """GPT-2 and a Llama-style model with flatter weights than the greedy tests': several likely tokens to sample."""
+    return lazily_compiled(tmp_path_factory, FAMILIES, weight_std=0.08)
 
 
 def _batch(left_pad: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
