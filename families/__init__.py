@@ -13,6 +13,6 @@ translation unit.
 
 from __future__ import annotations
 
-FAMILIES: tuple[str, ...] = ("gemm", "conv", "rowwise", "attention", "index_copy")
+FAMILIES: tuple[str, ...] = ("gemm", "conv", "rowwise", "attention", "index_copy", "experts")
 
 __all__ = ["FAMILIES"]
