@@ -133,6 +133,12 @@ def permute_descriptor(permute: OutputPermute) -> str:
             f"{{{', '.join(map(str, src + [0] * len(pad)))}}}}}")
 
 
+def grid_stride_blocks(total: int, threads: int = 256) -> int:
+    """Blocks of ``threads`` for a grid-stride loop over ``total`` elements: one per ``threads`` elements, at least
+    one, at most 65535."""
+    return max(1, min(65535, -(-total // threads)))
+
+
 def dims_array(sym: str, dims: Sequence[int]) -> str:
     return f"static const int64_t {sym}_dims[{max(1, len(dims))}] = {{{', '.join(map(str, dims)) or '0'}}};"
 

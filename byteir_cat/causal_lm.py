@@ -171,7 +171,7 @@ class CompiledCausalLM:
             repetition_penalty=repetition_penalty)
         eos = c.eos_token_ids if eos_token_id is None else _token_ids(eos_token_id, c.vocab)
         keep = self._check(input_ids, attention_mask, max_new_tokens)
-        left_pad = keep.int().argmax(dim=1) if attention_mask is not None else torch.zeros(len(keep), dtype=torch.long)
+        left_pad = keep.int().argmax(dim=1)  # leading padding per row (none without a mask), as HF counts it
         b, p = input_ids.shape
         rows, s = c.max_batch_size, c.max_seq_len
         ids = torch.zeros(rows, s, dtype=torch.long)

@@ -84,13 +84,18 @@ class CausalLMStep(torch.nn.Module):
         return (out.logits, *cache.updated)
 
 
+def _modules_defining(model: torch.nn.Module, method: str) -> list[torch.nn.Module]:
+    """The submodules of ``model`` whose own class defines ``method`` (not an inherited one)."""
+    return [m for m in model.modules() if method in type(m).__dict__]
+
+
 @contextlib.contextmanager
 def _alibi_from_slots(model: torch.nn.Module, valid: torch.Tensor | None) -> Iterator[None]:
     """An ALiBi model builds its position biases from the 2-D padding mask (``build_alibi_tensor``: each key's
     position among its row's real tokens); the step's mask is the 4-D additive one. While ``valid`` (the cache
     slots [B, max_seq_len] that hold a real token, the step's last input) is given, the model's own
     ``build_alibi_tensor`` is called with it instead of the mask: the same biases HF's generate builds."""
-    owners = [m for m in model.modules() if "build_alibi_tensor" in type(m).__dict__] if valid is not None else []
+    owners = _modules_defining(model, "build_alibi_tensor") if valid is not None else []
     for m in owners:
         own = type(m).build_alibi_tensor
         m.build_alibi_tensor = lambda _mask, num_heads, dtype, own=own, m=m: own(m, valid, num_heads, dtype)
@@ -103,14 +108,14 @@ def _alibi_from_slots(model: torch.nn.Module, valid: torch.Tensor | None) -> Ite
 
 def _uses_alibi_from_mask(model: torch.nn.Module) -> bool:
     """The model builds ALiBi biases from the padding mask through a ``build_alibi_tensor`` method (BLOOM)."""
-    return any("build_alibi_tensor" in type(m).__dict__ for m in model.modules())
+    return bool(_modules_defining(model, "build_alibi_tensor"))
 
 
 def _alibi_without_mask(model: torch.nn.Module) -> bool:
     """The model's ALiBi biases come from the key's distance to the last key alone (MPT's
     ``build_mpt_alibi_tensor``): over the static cache that is a constant shift per query row, which the
     softmax does not see, so the steps need nothing more."""
-    return any("build_mpt_alibi_tensor" in type(m).__dict__ for m in model.modules())
+    return bool(_modules_defining(model, "build_mpt_alibi_tensor"))
 
 
 def _sliding_window(model: torch.nn.Module, max_seq_len: int) -> int | None:

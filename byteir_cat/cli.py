@@ -231,10 +231,10 @@ def _import_tuning(path: str) -> int:
     from ait_codegen.tuning_cache import TuningCache
     from cat_dialect import decode
     from families import compile_side
-
-    compile_side.load()
     from foundation.ir import Op
     from frontends.importer import parse_tensor_type
+
+    compile_side.load()
 
     try:
         record = json.loads(Path(path).read_text())

@@ -180,9 +180,10 @@ class Session:
                 static[v.id] = True
             elif v.storage == "weight":
                 t = tensors.get(v.key)
-                block = leading_blocks and t is not None and t.dim() == len(v.type.shape) and tuple(
-                    t.shape) != v.type.shape and all(n <= m for n, m in zip(v.type.shape, t.shape, strict=True))
-                if t is None or (tuple(t.shape) != v.type.shape and not block) or t.dtype != dtype:
+                exact = t is not None and tuple(t.shape) == v.type.shape
+                block = (leading_blocks and t is not None and not exact and t.dim() == len(v.type.shape)
+                         and all(n <= m for n, m in zip(v.type.shape, t.shape, strict=True)))
+                if not (exact or block) or t.dtype != dtype:
                     raise ArtifactError(f"weight {v.key}: missing or not {v.type} in weights.safetensors")
                 w = self.artifact.weight_on(v.key, dev)
                 slots[v.id] = w[tuple(slice(0, n) for n in v.type.shape)].contiguous() if block else w

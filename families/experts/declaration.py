@@ -12,9 +12,7 @@ from typing import Any
 import torch
 
 from cat_dialect.op_base import CatOp, CatVerifyError, CpuKernel, accumulate_dtype
-from foundation.ir import INT_DTYPES, TensorType
-
-FLOAT_DTYPES = ("f32", "f16", "bf16", "f64")
+from foundation.ir import FLOAT_DTYPES, INT_DTYPES, TensorType
 
 
 @dataclass(frozen=True)

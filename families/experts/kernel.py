@@ -4,7 +4,7 @@ grouped GEMMs of CUTLASS are the kernels this family is to grow into."""
 
 from __future__ import annotations
 
-from ait_codegen.abi import KernelSpec, entry_point
+from ait_codegen.abi import KernelSpec, entry_point, grid_stride_blocks
 from ait_codegen.elements import CUDA_TYPES
 from ait_codegen.errors import UnsupportedKernel
 from families.experts.declaration import ExpertBmm
@@ -47,7 +47,7 @@ def render_expert_bmm(sym: str, spec: KernelSpec) -> str:
     experts, n, k = table.shape
     rows, m = b.shape[0], b.shape[2]
     total = rows * n * m
-    blocks = max(1, min(65535, -(-total // 256)))
+    blocks = grid_stride_blocks(total)
     launch = f"""// expert_bmm: {table} picked by {indices}, times {b}
 static int {sym}_launch(void* const* operands, void* result, cudaStream_t stream) {{
   if ({total} == 0) return CAT_OK;

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ait_codegen.abi import KernelSpec, entry_point
+from ait_codegen.abi import KernelSpec, entry_point, grid_stride_blocks
 from ait_codegen.elements import BITS, CUDA_TYPES
 from ait_codegen.errors import UnsupportedKernel
 from families.index_copy.declaration import IndexCopy
@@ -43,7 +43,7 @@ def render_index_copy(sym: str, spec: KernelSpec) -> str:
     outer, inner = math.prod(dest.shape[:op.dim]), math.prod(dest.shape[op.dim + 1:])
     rows, dest_rows = src.shape[op.dim], dest.shape[op.dim]
     total = outer * rows * inner
-    blocks = max(1, min(65535, -(-total // 256)))
+    blocks = grid_stride_blocks(total)
     nbytes = dest.numel * BITS[dest.dtype] // 8
     launch = f"""// index_copy dim {op.dim}: {src} into {dest}
 static int {sym}_launch(void* const* operands, void* result, cudaStream_t stream) {{
