@@ -19,6 +19,9 @@ _LAZY = {
     "compile_causal_lm": "byteir_cat.causal_lm_compiler",
     "load_causal_lm": "byteir_cat.causal_lm",
     "CompiledCausalLM": "byteir_cat.causal_lm",
+    "compile_seq2seq_lm": "byteir_cat.seq2seq_lm_compiler",
+    "load_seq2seq_lm": "byteir_cat.seq2seq_lm",
+    "CompiledSeq2SeqLM": "byteir_cat.seq2seq_lm",
 }
 
 

@@ -169,7 +169,7 @@ class CompiledCausalLM:
         sampling = Sampling(**c.generation_defaults).with_overrides(
             do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty)
-        eos = c.eos_token_ids if eos_token_id is None else _token_ids(eos_token_id, c.vocab)
+        eos = c.eos_token_ids if eos_token_id is None else checked_token_ids(eos_token_id, c.vocab)
         keep = self._check(input_ids, attention_mask, max_new_tokens)
         left_pad = keep.int().argmax(dim=1)  # leading padding per row (none without a mask), as HF counts it
         b, p = input_ids.shape
@@ -237,7 +237,7 @@ class CompiledCausalLM:
         return asdict(self.config)
 
 
-def _token_ids(given: int | Sequence[int], vocab: int) -> list[int]:
+def checked_token_ids(given: int | Sequence[int], vocab: int) -> list[int]:
     """``eos_token_id`` as a list of token ids, each checked against the vocabulary."""
     ids = [given] if isinstance(given, int) else list(given)
     bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab]

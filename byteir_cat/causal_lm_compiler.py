@@ -153,7 +153,7 @@ def _refuse_unsupported(model: torch.nn.Module) -> None:
                            "byteir_cat.compile compiles the forward pass")
 
 
-def _eos_ids(model: torch.nn.Module) -> list[int]:
+def eos_ids(model: torch.nn.Module) -> list[int]:
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if eos is None:
         return []
@@ -180,7 +180,7 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     kv_shapes = [[max_batch_size, s[1], max_seq_len, s[3]] for pair in probe.shapes for s in pair]
     chunk = next(c for c in CHUNKS if c <= max_seq_len and max_seq_len % c == 0)
     config = CausalLMConfig(max_batch_size, max_seq_len, chunk, kv_shapes, str(dtype).removeprefix("torch."),
-                            int(out.logits.shape[-1]), _eos_ids(model),
+                            int(out.logits.shape[-1]), eos_ids(model),
                             getattr(model.generation_config, "pad_token_id", None), target, arch, window,
                             model_defaults(getattr(model, "generation_config", None)), _uses_alibi_from_mask(model))
     step = CausalLMStep(model, len(kv_shapes), config.alibi_slots)

@@ -6,6 +6,7 @@ token as HF's when the logits agree; left padding is left out of the penalty as 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -43,13 +44,17 @@ class Sampling:
         """This sampling with the arguments a caller gave (None: keep this one's)."""
         return replace(self, **{k: v for k, v in given.items() if v is not None})
 
-    def scores(self, logits: torch.Tensor, sequences: torch.Tensor, left_pad: torch.Tensor) -> torch.Tensor:
+    def scores(self, logits: torch.Tensor, sequences: torch.Tensor, left_pad: torch.Tensor,
+               rules: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """The processed float32 scores of ``logits`` [B, V], given the ``sequences`` so far [B, L] (prompt included)
-        whose first ``left_pad`` [B] tokens of each row are padding."""
+        whose first ``left_pad`` [B] tokens of each row are padding. ``rules``: the model's other logits rules
+        (``generation_rules``), applied where HF applies them: after the repetition penalty, before the warpers."""
         scores = logits.float()
         if self.repetition_penalty != 1.0:
             scores = _repetition_penalty(scores, sequences.to(scores.device), left_pad.to(scores.device),
                                          float(self.repetition_penalty))
+        if rules is not None:
+            scores = rules(scores)
         if not self.do_sample:
             return scores
         if self.temperature != 1.0:
@@ -65,9 +70,10 @@ class Sampling:
         return scores
 
     def next_tokens(self, logits: torch.Tensor, sequences: torch.Tensor, left_pad: torch.Tensor,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None,
+                    rules: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """The chosen token of every row [B] (int64, on the logits' device)."""
-        scores = self.scores(logits, sequences, left_pad)
+        scores = self.scores(logits, sequences, left_pad, rules)
         if not self.do_sample:
             return scores.argmax(-1)
         probs = torch.softmax(scores, dim=-1)
