@@ -24,7 +24,7 @@ import torch.utils._pytree as pytree
 
 from foundation.errors import ByteirCatError
 from frontends.cache_outputs import is_cache, without_cache_outputs
-from tests.family_sweep.catalog import FAMILIES, Family, randomize
+from tests.family_sweep.catalog import FAMILIES, Family, randomize, randomize_by_fan_in
 
 DOORS = ("compile", "generate", "torch.compile", "onnx")
 STATUSES = ("right", "refused", "wrong", "crash", "n/a")
@@ -131,6 +131,8 @@ def _prompt(family: Family, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def door_generate(family: Family) -> tuple[str, str]:
+    if family.kind == "encoder-decoder":
+        return _door_generate_seq2seq(family)
     import byteir_cat
 
     model = randomize(family.build(), family.generation_std)
@@ -144,6 +146,38 @@ def door_generate(family: Family) -> tuple[str, str]:
     n = min(got.shape[1], want.shape[1])
     diff = (got[:, :n] != want[:, :n]).nonzero()
     where = f"first differing token at step {int(diff[0, 1]) - PROMPT}" if len(diff) else "lengths differ"
+    return "wrong", f"tokens differ from HF generate: {where}"
+
+
+SOURCE_LEN = 16
+
+
+def _door_generate_seq2seq(family: Family) -> tuple[str, str]:
+    """``compile_seq2seq_lm``: a batch of 2 whose token sources differ in length (row 1 padded on the right), or
+    the catalog's log-mel features, against HF greedy ``generate``."""
+    import byteir_cat
+
+    model = family.build()
+    model = randomize_by_fan_in(model if hasattr(model, "generate") else model.model, 4.0)  # Whisper is wrapped
+    inputs = family.inputs()
+    if inputs[0].is_floating_point():  # Whisper's mel frames
+        source = {"input_features": inputs[0]}
+        source_len = inputs[0].shape[-1]
+    else:
+        ids = torch.randint(3, 128, (2, SOURCE_LEN - 3), generator=torch.Generator().manual_seed(7))
+        mask = torch.ones_like(ids)
+        mask[1, 6:] = 0
+        ids[1, 6:] = 0
+        source, source_len = {"input_ids": ids, "attention_mask": mask}, SOURCE_LEN
+    lm = byteir_cat.compile_seq2seq_lm(model, max_batch_size=2, max_source_len=source_len, max_target_len=MAX_SEQ)
+    got = lm.generate(**source, max_new_tokens=NEW_TOKENS)
+    with torch.no_grad():
+        want = model.generate(**source, do_sample=False, num_beams=1, max_new_tokens=NEW_TOKENS)
+    if got.shape == want.shape and torch.equal(got, want):
+        return "right", f"{NEW_TOKENS} tokens x 2 rows exact (encoder-decoder)"
+    n = min(got.shape[1], want.shape[1])
+    diff = (got[:, :n] != want[:, :n]).nonzero()
+    where = f"first differing token at position {int(diff[0, 1])}" if len(diff) else "lengths differ"
     return "wrong", f"tokens differ from HF generate: {where}"
 
 

@@ -107,7 +107,8 @@ def render(results: dict[tuple[str, str], dict]) -> str:
              "- **compile**: `byteir_cat.compile(model, inputs)` on the CPU, every output against eager torch "
              "(f32, relative error < 1e-4);",
              "- **generate**: `compile_causal_lm(model, 2, 32).generate(...)` against HF greedy `generate`, "
-             f"token-exact (a left-padded batch of 2, {NEW_TOKENS} new tokens);",
+             f"token-exact (a left-padded batch of 2, {NEW_TOKENS} new tokens); for encoder-decoders "
+             "`compile_seq2seq_lm(model, 2, 16, 32)` (sources of two lengths, or Whisper's mel frames);",
              "- **torch.compile**: `torch.compile(model, backend=\"byteir_cat\")`; a graph handed back to eager is "
              "a refusal;",
              "- **onnx**: the model exported with `torch.onnx.export(..., dynamo=True)`, compiled from the .onnx "
