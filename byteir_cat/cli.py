@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from byteir_cat.terminal import TABLE_FORMATS
 from foundation.errors import ByteirCatError, CompileError, InputError
@@ -287,26 +288,59 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    """Generation with a model written by ``compile_causal_lm`` (greedy, or sampled with ``--sample``): the tokens,
-    prefill time, decode rate."""
+    """Generation with a model written by ``compile_causal_lm`` or ``compile_seq2seq_lm`` (greedy, or sampled with
+    ``--sample``): the tokens, then the prefill (start step) time and the decode rate."""
     import torch
 
+    from byteir_cat import seq2seq_lm
     from byteir_cat.causal_lm import load_causal_lm
+    from runtime.artifact import read_manifest
 
-    try:
-        ids = [int(t) for t in args.input_ids.split(",") if t.strip()]
-    except ValueError:
-        raise InputError(f"--input-ids {args.input_ids!r}: expected comma-separated integers") from None
-    lm = load_causal_lm(args.artifact, trusted_keys=args.trusted_key)
+    ids = _token_list(args.input_ids, "--input-ids") if args.input_ids else None
+    prompt = _token_list(args.decoder_input_ids, "--decoder-input-ids") if args.decoder_input_ids else None
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
-    out = lm.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens=args.max_new_tokens,
-                      do_sample=True if args.sample else None, temperature=args.temperature, top_k=args.top_k,
-                      top_p=args.top_p, repetition_penalty=args.repetition_penalty, generator=generator)
+    sampling = {"do_sample": True if args.sample else None, "temperature": args.temperature, "top_k": args.top_k,
+                "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "generator": generator}
+    if seq2seq_lm.META in read_manifest(Path(args.artifact)).get("files", {}):
+        lm = seq2seq_lm.load_seq2seq_lm(args.artifact, trusted_keys=args.trusted_key)
+        source = ({"input_ids": torch.tensor([ids])} if ids is not None else
+                  {"input_features": _features(args.input_features)} if args.input_features else {})
+        if not source:
+            raise InputError("an encoder-decoder model takes --input-ids (token sources) or --input-features")
+        out = lm.generate(**source, max_new_tokens=args.max_new_tokens,
+                          decoder_input_ids=torch.tensor([prompt]) if prompt else None, **sampling)
+        first = f"encoder + first token {lm.last_timing['start_s'] * 1e3:.1f} ms"
+    else:
+        if ids is None or args.input_features or prompt:
+            raise InputError("a decoder-only model takes --input-ids (its prompt) only")
+        lm = load_causal_lm(args.artifact, trusted_keys=args.trusted_key)
+        out = lm.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens=args.max_new_tokens, **sampling)
+        first = f"prefill {lm.last_timing['prefill_s'] * 1e3:.1f} ms ({len(ids)} tokens)"
     t = lm.last_timing
     print(",".join(str(int(x)) for x in out[0]))
-    print(f"prefill {t['prefill_s'] * 1e3:.1f} ms ({len(ids)} tokens); decode {t['decode_steps']} steps, "
-          f"{t['decode_tokens_per_s']:.1f} tokens/s")
+    print(f"{first}; decode {t['decode_steps']} steps, {t['decode_tokens_per_s']:.1f} tokens/s")
     return 0
+
+
+def _token_list(text: str, flag: str) -> list[int]:
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected comma-separated integers") from None
+    if not ids:
+        raise InputError(f"{flag}: no token ids")
+    return ids
+
+
+def _features(path: str) -> Any:
+    """The one tensor of a .safetensors/.npz file (Whisper's log-mel features [mel bins, frames] or [1, ...])."""
+    from byteir_cat.tensor_files import read_tensors
+
+    tensors = read_tensors(path)
+    if len(tensors) != 1:
+        raise InputError(f"{path}: expected one tensor (the log-mel features), found {len(tensors)}")
+    features = next(iter(tensors.values()))
+    return features[None] if features.dim() == 2 else features
 
 
 COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "check": cmd_check, "run": cmd_run,
@@ -378,9 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--import", dest="results", metavar="ROWS.json",
                    help="rows written by tune --json, or the GPU kit's OUTDIR/tune.json")
     t.add_argument("--trusted-key", action="append", metavar="KEY.pub", help=TRUSTED_KEY_HELP)
-    g = sub.add_parser("generate", help="generation with a model compiled by compile_causal_lm")
-    g.add_argument("artifact", metavar="DIR", help="directory written by compile_causal_lm(..., out_dir=DIR)")
-    g.add_argument("--input-ids", required=True, metavar="1,2,3", help="the prompt's token ids")
+    g = sub.add_parser("generate", help="generation with a model compiled by compile_causal_lm or compile_seq2seq_lm")
+    g.add_argument("artifact", metavar="DIR", help="directory written by compile_causal_lm / compile_seq2seq_lm")
+    g.add_argument("--input-ids", metavar="1,2,3", help="the prompt's token ids (an encoder-decoder: the source's)")
+    g.add_argument("--input-features", metavar="FILE", help="an encoder-decoder on audio (Whisper): its log-mel "
+                   "features, the one tensor of a .safetensors or .npz file")
+    g.add_argument("--decoder-input-ids", metavar="1,2,3", help="an encoder-decoder's decoder prompt (default: its "
+                   "decoder start token)")
     g.add_argument("--max-new-tokens", type=int, default=20, metavar="N")
     g.add_argument("--sample", action="store_true", help="sample (default: the model's generation_config)")
     g.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")

@@ -197,3 +197,25 @@ def test_generates_in_a_new_process_without_compiler_or_transformers(compiled):
     proc = subprocess.run([sys.executable, "-c", LOADER, str(lm.path), ",".join(map(str, ids[0].tolist()))],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == ",".join(map(str, want[0].tolist()))
+
+
+def test_generate_cli_takes_token_sources_and_features(compiled, capsys, tmp_path):
+    from safetensors.torch import save_file
+
+    from byteir_cat.cli import main as cli
+
+    model, lm = compiled["bart"]
+    ids = _source("bart", 1, seed=4)["input_ids"]
+    want = _hf(model, input_ids=ids)
+    assert cli(["generate", str(lm.path), "--input-ids", ",".join(map(str, ids[0].tolist())),
+                "--max-new-tokens", str(NEW)]) == 0
+    tokens, timing = capsys.readouterr().out.strip().splitlines()
+    assert tokens == ",".join(map(str, want[0].tolist())) and "encoder + first token" in timing
+    model, lm = compiled["whisper"]
+    features = _source("whisper", 1, seed=4)["input_features"]
+    save_file({"features": features[0]}, str(tmp_path / "mel.safetensors"))
+    assert cli(["generate", str(lm.path), "--input-features", str(tmp_path / "mel.safetensors"),
+                "--max-new-tokens", str(NEW)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == ",".join(map(str, _hf(model, input_features=features)[0].tolist()))
+    assert cli(["generate", str(lm.path), "--max-new-tokens", "2"]) == 1
+    assert "takes --input-ids (token sources) or --input-features" in capsys.readouterr().err
