@@ -22,6 +22,8 @@ UNSUPPORTED = {"num_beams": 1, "num_beam_groups": 1, "penalty_alpha": None, "bad
                "sequence_bias": None, "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0,
                "exponential_decay_length_penalty": None, "forced_decoder_ids": None, "guidance_scale": None,
                "renormalize_logits": False, "remove_invalid_values": False}
+HINTS = {"num_beams": "pass num_beams=1 to decode greedily anyway",
+         "forced_decoder_ids": "pass the decoder prompt as decoder_input_ids"}
 
 
 @dataclass(frozen=True)
@@ -44,15 +46,15 @@ class GenerationRules:
 
     def refusal(self, overridden: set[str] = frozenset()) -> str | None:
         """One line naming the model's generation settings that compiled generation does not apply (None: all
-        applied); ``overridden``: settings the caller replaced with an explicit value."""
+        applied); ``overridden``: settings the caller replaced (``num_beams=1``; a decoder prompt given replaces
+        ``forced_decoder_ids``)."""
         left = {k: v for k, v in self.unsupported.items() if k not in overridden}
         if not left:
             return None
         named = ", ".join(f"{k}={v!r}" for k, v in sorted(left.items()))
-        return (f"the model's generation_config asks for {named}, which compiled generation does not do "
-                "(it decodes greedily or samples, one sequence per row); pass num_beams=1 to decode greedily anyway"
-                if "num_beams" in left else
-                f"the model's generation_config asks for {named}, which compiled generation does not apply")
+        hints = [HINTS[k] for k in sorted(left) if k in HINTS]
+        return (f"the model's generation_config asks for {named}, which compiled generation does not do (it decodes "
+                "greedily or samples, one sequence per row)" + (f"; {'; '.join(hints)}" if hints else ""))
 
     def apply(self, scores: torch.Tensor, sequences: torch.Tensor, prompt_len: int, max_length: int) -> torch.Tensor:
         """``scores`` [B, V] (float32) after the rules, given the ``sequences`` so far [B, L] whose first

@@ -210,7 +210,8 @@ class CompiledSeq2SeqLM:
         c = self.config
         if num_beams is not None and num_beams != 1:
             raise InputError(f"num_beams {num_beams}: compiled generation decodes one sequence per row (num_beams=1)")
-        overridden = {"num_beams"} if num_beams == 1 else set()
+        overridden = ({"num_beams"} if num_beams == 1 else set()) | \
+            ({"forced_decoder_ids"} if decoder_input_ids is not None else set())
         refusal = self.rules.refusal(overridden)
         if refusal:
             raise InputError(refusal)
