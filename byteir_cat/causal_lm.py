@@ -55,6 +55,9 @@ class CausalLMConfig:
     # the steps take one more input after the caches: which cache slots hold a real token [B, max_seq_len]
     # (int64), from which an ALiBi model builds its position biases as HF's generate does
     alibi_slots: bool = False
+    # layers of two kinds (Gemma 2/3, Qwen2's max_window_layers): some attend within ``sliding_window``, the others
+    # to the whole cache; the steps then take the full mask as one more input, last, and the model picks per layer
+    full_attention_layers_too: bool = False
 
 
 def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, window: int | None = None
@@ -139,6 +142,8 @@ class CompiledCausalLM:
         c = self.config
         mask = step_mask(valid, slots, getattr(torch, c.dtype), c.sliding_window)
         extra = (valid.long(),) if c.alibi_slots else ()
+        if c.full_attention_layers_too:
+            extra += (step_mask(valid, slots, getattr(torch, c.dtype)),)
         out = step.run(ids, positions, slots, mask, torch.tensor([int(slots[-1]) + 1]), *kv, *extra,
                        donate=self._cache_inputs)
         return out[0], list(out[1:])

@@ -67,15 +67,18 @@ class CausalLMStep(torch.nn.Module):
 
     source_root = "model"  # reports name the user's modules (``transformer.h.0``), not ours (frontend.SOURCE_ROOT)
 
-    def __init__(self, model: torch.nn.Module, n_caches: int, alibi: bool = False):
+    def __init__(self, model: torch.nn.Module, n_caches: int, alibi: bool = False, full_mask: bool = False):
         super().__init__()
         self.model = model
         self.n_caches = n_caches
         self.alibi = alibi
+        self.full_mask = full_mask  # layers of two kinds: ``mask`` is the windowed one, the last input the full one
 
     def forward(self, input_ids, position_ids, cache_position, mask, kv_len, *rest):
         kv = rest[:self.n_caches]
         cache = FunctionalKVCache(kv, cache_position)
+        if self.full_mask:  # the per-layer-kind masks, as HF's generate hands them to such a model
+            mask = {"sliding_attention": mask, "full_attention": rest[-1]}
         with _alibi_from_slots(self.model, rest[self.n_caches] if self.alibi else None):
             out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
                              past_key_values=cache, use_cache=True)
@@ -118,21 +121,23 @@ def _alibi_without_mask(model: torch.nn.Module) -> bool:
     return bool(_modules_defining(model, "build_mpt_alibi_tensor"))
 
 
-def _sliding_window(model: torch.nn.Module, max_seq_len: int) -> int | None:
-    """The sliding window every layer attends within, when it is shorter than the cache (the step mask then
-    holds it); refuses a model that is not a HF causal LM, or whose layers mix windowed and full attention (one
-    mask serves every layer)."""
+def _sliding_window(model: torch.nn.Module, max_seq_len: int) -> tuple[int | None, bool]:
+    """(the sliding window the windowed layers attend within, when it is shorter than the cache, or None; whether
+    other layers attend to the whole cache). Refuses a model that is not a HF causal LM, or whose layers are of a
+    kind other than these two (chunked attention, linear attention)."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "generate"):
         raise CompileError(f"compile_causal_lm takes a Hugging Face *ForCausalLM model, got {type(model).__name__}")
     window = getattr(config, "sliding_window", None)
     if window is None or not getattr(config, "use_sliding_window", True) or window >= max_seq_len:
-        return None
+        return None, False
     kinds = set(getattr(config, "layer_types", None) or ["sliding_attention"])
-    if kinds != {"sliding_attention"}:
-        raise CompileError(f"{type(model).__name__}: layers with a sliding window ({window}) and layers without "
-                           f"({', '.join(sorted(kinds))}) are not supported yet; one mask serves every layer")
-    return int(window)
+    if not kinds <= {"sliding_attention", "full_attention"}:
+        raise CompileError(f"{type(model).__name__}: layers of kinds {', '.join(sorted(kinds))} are not supported "
+                           "yet; the steps hold sliding-window and full attention")
+    if "sliding_attention" not in kinds:
+        return None, False
+    return int(window), kinds == {"sliding_attention", "full_attention"}
 
 
 def _refuse_unsupported(model: torch.nn.Module) -> None:
@@ -168,7 +173,7 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     replacing an older artifact there only with ``overwrite``). ``memory_limit``: as ``compile``'s."""
     if max_batch_size < 1 or max_seq_len < 2:
         raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
-    window = _sliding_window(model, max_seq_len)
+    window, full_layers_too = _sliding_window(model, max_seq_len)
     _refuse_unsupported(model)
     model = model.eval()
     dtype = next(model.parameters()).dtype
@@ -182,8 +187,9 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     config = CausalLMConfig(max_batch_size, max_seq_len, chunk, kv_shapes, str(dtype).removeprefix("torch."),
                             int(out.logits.shape[-1]), eos_ids(model),
                             getattr(model.generation_config, "pad_token_id", None), target, arch, window,
-                            model_defaults(getattr(model, "generation_config", None)), _uses_alibi_from_mask(model))
-    step = CausalLMStep(model, len(kv_shapes), config.alibi_slots)
+                            model_defaults(getattr(model, "generation_config", None)), _uses_alibi_from_mask(model),
+                            full_layers_too)
+    step = CausalLMStep(model, len(kv_shapes), config.alibi_slots, config.full_attention_layers_too)
     passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
     artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch, passes=passes,
                                  memory_limit=memory_limit)
@@ -234,6 +240,7 @@ def _example(config: CausalLMConfig, tokens: int, dtype: torch.dtype) -> tuple[t
     mask = step_mask(valid, slots, dtype, config.sliding_window)
     kv = [torch.randn(shape, generator=gen).to(dtype) for shape in config.kv_shapes]
     slots_valid = (valid.long(),) if config.alibi_slots else ()
-    return (ids, positions, slots, mask, torch.tensor([tokens]), *kv, *slots_valid)
+    full = (step_mask(valid, slots, dtype),) if config.full_attention_layers_too else ()
+    return (ids, positions, slots, mask, torch.tensor([tokens]), *kv, *slots_valid, *full)
 
 

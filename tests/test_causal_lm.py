@@ -149,13 +149,24 @@ def test_refusals_name_the_limit(compiled):
         lm.generate(torch.tensor([[1, VOCAB]]), max_new_tokens=1)
 
 
-def test_sliding_window_is_kept_and_mixed_windows_are_refused(compiled):
+def test_sliding_window_is_kept_and_layers_of_two_kinds_get_their_own_masks(compiled):
     _, lm = compiled["mistral"]
-    assert lm.config.sliding_window == 6
+    assert lm.config.sliding_window == 6 and not lm.config.full_attention_layers_too
+    torch.manual_seed(0)
     mixed = Qwen2ForCausalLM(Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                         use_sliding_window=True, sliding_window=6, max_window_layers=1))
-    with pytest.raises(CompileError, match=r"layers with a sliding window \(6\) and layers without"):
+                                         use_sliding_window=True, sliding_window=6, max_window_layers=1)).eval()
+    for p in mixed.parameters():
+        p.data.normal_(0, 0.2)
+    lm = compile_causal_lm(mixed, max_batch_size=2, max_seq_len=32)
+    assert lm.config.sliding_window == 6 and lm.config.full_attention_layers_too
+    ids, mask = _prompt(2, 9, seed=2), torch.ones(2, 9, dtype=torch.long)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        want = mixed.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=15)
+    assert torch.equal(lm.generate(ids, attention_mask=mask, max_new_tokens=15), want)
+    mixed.config.layer_types = ["sliding_attention", "linear_attention"]
+    with pytest.raises(CompileError, match="layers of kinds linear_attention, sliding_attention are not supported"):
         compile_causal_lm(mixed, max_batch_size=1, max_seq_len=32)
 
 
