@@ -74,7 +74,7 @@ FAMILIES = {
 
 
 # attentions not (yet) a cat.attention: bmm, softmax, bmm over the whole cache under the mask
-NO_CAT_ATTENTION = {"bloom", "mpt"}  # the ALiBi bias enters the scores: no attention variant for it yet
+NO_CAT_ATTENTION: set[str] = set()  # every family's attention is a cat.attention (ALiBi as its mask)
 
 
 def lazily_compiled(tmp_path_factory: pytest.TempPathFactory, families: dict, weight_std: float) -> dict:

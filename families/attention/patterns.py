@@ -98,8 +98,8 @@ def peel(v: Value, want_transposed: bool = False) -> Peeled:
                 p.base, g = rep
                 p.groups *= g
                 continue
-            if op.operands[0].type.shape[-2:] != op.result.type.shape[-2:]:
-                break
+            if op.operands[0].type.shape[-2:] != op.result.type.shape[-2:] or op.operands[0].type.rank > 4:
+                break  # a rank-5 source (heads split from a fused QKV projection) is no attention operand
             p.base = op.operands[0]
         elif isinstance(op, (shlo.Multiply, shlo.Divide)):
             a, b = op.operands
@@ -373,6 +373,70 @@ class DataMovementCancelsAcrossSoftmax(Pattern):
         rw.replace_op(op, new_ops, sm.results)
 
 
+def _scores_and_biases(v: Value, rw: Rewriter, anchor: Op) -> tuple[Value, list[Value]] | None:
+    """``v`` as (the QK^T scores, peelable to a bmm, and the terms added to them), each reshaped to ``v``'s shape
+    by new reshapes placed before ``anchor``; None when ``v`` is not scores plus terms."""
+    if cat_producer(peel(v).base, Bmm):
+        return v, []
+    add = producer(v, shlo.Add)
+    if add is not None:
+        for a, b in (add.operands, add.operands[::-1]):
+            inner = _scores_and_biases(a, rw, anchor)
+            if inner is not None:
+                return inner[0], [*inner[1], b]
+        return None
+    reshape = producer(v, shlo.Reshape)
+    inner = _scores_and_biases(reshape.operands[0], rw, anchor) if reshape is not None else None
+    if inner is None:
+        return None
+    moved = [shlo.Reshape.create([x], [v.type], {}, reshape.loc) for x in (inner[0], *inner[1])]
+    rw.insert_before(anchor, moved)
+    return moved[0].result, [r.result for r in moved[1:]]
+
+
+class ScoreBiasesIntoOneMask(Pattern):
+    """softmax(reshape(S * c + bias) + mask) -> softmax(reshape(S * c) + (reshape(bias) + mask)), S a QK^T bmm:
+    a bias added to the scores before the mask (ALiBi: BLOOM's ``baddbmm``, MPT's position bias; any per-head or
+    per-key bias) joins the mask, so that the attention takes their sum as its additive mask operand.
+    select(keep, S + bias, fill) becomes S + select(keep, bias, fill) when the fill absorbs any score (as
+    ``AttentionFromBmmSoftmaxBmm`` reads a select). Only the rounding of the sum changes (the kernels add the
+    mask to the scaled scores in f32)."""
+
+    def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
+        found = cat_producer(op.results[0], Softmax) if cat.is_cat(op) and op.results else None
+        if not found:
+            return False
+        x = op.operands[0]
+        add = producer(x, shlo.Add)
+        if add is not None and any(cat_producer(peel(a).base, Bmm) for a in add.operands):
+            return False  # scores + one mask already
+        sel = producer(x, shlo.Select)
+        kept = 1  # select(keep, scores, fill); masked_fill exports select(hide, fill, scores): kept 2
+        if sel is not None:
+            dtype = torch_dtype(x.type.dtype)
+            absorbing = [i for i in (2, 1) if (f := splat_value(sel.operands[i])) is not None and _absorbs(f, dtype)]
+            if not absorbing:
+                return False
+            kept = 3 - absorbing[0]
+        split = _scores_and_biases(sel.operands[kept] if sel is not None else x, rw, op)
+        if split is None or not split[1]:
+            return False
+        scores, (bias, *more) = split
+        new: list[Op] = []
+        for term in more:
+            new.append(shlo.Add.create([bias, term], [x.type], {}, op.loc))
+            bias = new[-1].result
+        if sel is not None:
+            operands = list(sel.operands)
+            operands[kept] = bias
+            new.append(shlo.Select.create(operands, [x.type], {}, sel.loc))
+            bias = new[-1].result
+        new.append(shlo.Add.create([scores, bias], [x.type], {}, op.loc))
+        softmax = cat.build(found[1], [new[-1].result], op.loc)
+        rw.replace_op(op, [*new, softmax], softmax.results)
+        return True
+
+
 class AttentionFromBmmSoftmaxBmm(Pattern):
     """Anchored on the P @ V bmm; rewrites the whole chain into cat.attention when every piece fits."""
 
@@ -579,6 +643,7 @@ RECOGNITION = Recognition("attention", (
                                                             ComposeReshapes, RemoveIdentityShapeOps,
                                                             RemoveIdentityTranspose, RepeatHeadsAfterTranspose)),
     StagePass("composites", "softmax-first-in-pv-bmm", (SoftmaxFirstInPvBmm,)),
+    StagePass("composites", "score-biases-into-one-mask", (ScoreBiasesIntoOneMask,)),
     StagePass("composites", "attention-recognition", (AttentionFromBmmSoftmaxBmm,)),
     StagePass("composites", "attention-precision", (NarrowUpcastAttention, SinkConvertBelowDataMovement,
                                                     FoldConvertRoundTrip)),
