@@ -58,7 +58,11 @@ CASES = [
      [*qkv(2, 4, 2, 1, 100, 64), T(2, 1, 1, 100), T(1, dtype="i64")]),
     ("chunk-kv-len-causal-bf16-d64", Attention(0.125, causal=True, has_kv_len=True),
      qkv(1, 2, 2, 16, 90, 64, dt="bf16") + [T(1, dtype="i64")]),
+    # ALiBi (BLOOM, MPT): the per-head position bias plus the padding mask, one f32 operand per head and query
+    ("alibi-per-head-bias-kv-len-f16-d64", Attention(0.125, has_mask=True, has_kv_len=True),
+     [*qkv(2, 4, 4, 8, 100, 64), T(2, 4, 8, 100, dtype="f32"), T(1, dtype="i64")]),
 ]
+ALIBI = len(CASES) - 1
 KV_LEN = 37  # where the caches of the kv_len cases are filled to
 DEAD_ROWS = (5, 36)  # rows of the mask that are entirely -inf
 
@@ -104,7 +108,7 @@ def test_emulated_kernel_matches_reference(emulated, index):
     assert rel_error(got[finite], ref[finite]) < 1e-2
     if k.spec.op.has_kv_len:
         assert not torch.isnan(got).any()
-    if k.spec.op.has_mask and k.spec.operands[3].shape[2] > 1:
+    if k.spec.op.has_mask and not k.spec.op.has_kv_len and k.spec.operands[3].shape[2] > max(DEAD_ROWS):
         dead = got[:, :, list(DEAD_ROWS), :]
         assert torch.all(dead == 0) if k.spec.op.zero_masked_rows else torch.all(torch.isnan(dead))
 
@@ -205,7 +209,7 @@ def test_cutlass_fmha_kernels_compile(arch, cases):
 def test_device_kernels_compile():
     """Two translation units per arch (fp16 and bf16, head dims 64 and 128, causal, mask, GQA, zero rows)."""
     units = {
-        "f16": [CASES[2], CASES[7]],
+        "f16": [CASES[2], CASES[7], CASES[ALIBI]],
         "bf16": [CASES[3], CASES[1]],
     }
     rendered, jobs = [], []
