@@ -1,4 +1,4 @@
-"""Mixture-of-experts decoders (issue 26): Mixtral, Qwen2-MoE (with its shared expert), Qwen3-MoE and OLMoE
+"""Mixture-of-experts decoders (issue 26): Mixtral, Qwen2-MoE (with its shared expert), Qwen3-MoE, OLMoE and DBRX
 compile as they compute (their router untouched, the experts exported in transformers' own gather-and-batched-
 matmul form instead of the histc-sized groups torch.export cannot hold), within 1e-4 of eager, and generate
 HF's greedy tokens; the user's model keeps its own experts setting."""
@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import (
+    DbrxConfig,
+    DbrxForCausalLM,
     MixtralConfig,
     MixtralForCausalLM,
     OlmoeConfig,
@@ -19,7 +21,10 @@ from transformers import (
 )
 
 import byteir_cat
+import cat_dialect as cat
 from byteir_cat import compile_causal_lm
+from byteir_cat.api import partition
+from families.experts.declaration import ExpertBmm
 from tests.helpers import max_rel_err
 
 VOCAB = 128
@@ -38,6 +43,12 @@ MOE = {
                                                             head_dim=16)),
     "olmoe": lambda: OlmoeForCausalLM(OlmoeConfig(**COMMON, intermediate_size=48, num_experts=4,
                                                   num_experts_per_tok=2)),
+    # its experts loop over the experts hit (data-dependent): exported through our static forward of them
+    "dbrx": lambda: DbrxForCausalLM(DbrxConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, max_seq_len=64,
+                                               attn_config={"kv_n_heads": 2, "clip_qkv": 8.0, "rope_theta": 10000.0},
+                                               ffn_config={"ffn_hidden_size": 48, "moe_num_experts": 4,
+                                                           "moe_top_k": 2}, pad_token_id=0, bos_token_id=1,
+                                               eos_token_id=2)),
 }
 
 
@@ -76,3 +87,12 @@ def test_greedy_generation_is_token_exact(family, tmp_path):
     with torch.no_grad():
         want = model.generate(one, attention_mask=torch.ones_like(one), do_sample=False, max_new_tokens=12)
     assert torch.equal(lm.generate(one, max_new_tokens=12), want)
+
+
+def test_dbrx_experts_become_expert_matmuls_and_its_module_is_restored():
+    model = _model("dbrx")
+    experts = [m for m in model.modules() if type(m).__name__ == "DbrxExperts"]
+    part = partition(model, (torch.randint(3, VOCAB, (1, 5)),))
+    found = [op for sg in part.subgraphs for op in sg.ops if cat.is_cat(op) and isinstance(cat.decode(op), ExpertBmm)]
+    assert len(found) == 3 * len(experts)  # w1, v1 and w2 of every layer read in place
+    assert all("forward" not in vars(m) for m in experts)  # the model's own forward is back
