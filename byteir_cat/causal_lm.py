@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from byteir_cat.compiled_model import CompiledModel
+from byteir_cat.generation_rules import rules_from_dict
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
 from runtime.artifact import read
@@ -58,6 +59,8 @@ class CausalLMConfig:
     # layers of two kinds (Gemma 2/3, Qwen2's max_window_layers): some attend within ``sliding_window``, the others
     # to the whole cache; the steps then take the full mask as one more input, last, and the model picks per layer
     full_attention_layers_too: bool = False
+    # the logits rules of the model's generation_config (generation_rules.GenerationRules as a dict; empty: none)
+    rules: dict[str, Any] = field(default_factory=dict)
 
 
 def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, window: int | None = None
@@ -162,15 +165,22 @@ class CompiledCausalLM:
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  max_new_tokens: int = 20, *, do_sample: bool | None = None, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
-                 eos_token_id: int | Sequence[int] | None = None, generator: torch.Generator | None = None
-                 ) -> torch.LongTensor:
+                 eos_token_id: int | Sequence[int] | None = None, generator: torch.Generator | None = None,
+                 num_beams: int | None = None) -> torch.LongTensor:
         """As HF ``model.generate(input_ids, attention_mask=..., max_new_tokens=..., do_sample=..., temperature=...,
         top_k=..., top_p=..., repetition_penalty=..., eos_token_id=...)``: prompt included; rows that end on an
         end-of-sequence token are padded. Parameters left None take the model's generation_config values (HF's
-        defaults where it sets none: greedy, temperature 1, top_k 50, top_p 1, no repetition penalty). Sampling
-        draws from ``generator`` (torch's global generator when None, as HF does: then ``torch.manual_seed(s)``
-        before either gives the same draws)."""
+        defaults where it sets none: greedy, temperature 1, top_k 50, top_p 1, no repetition penalty), and its
+        logits rules apply (``generation_rules``); beam search, which it may ask for, is refused unless
+        ``num_beams=1``. Sampling draws from ``generator`` (torch's global generator when None, as HF does: then
+        ``torch.manual_seed(s)`` before either gives the same draws)."""
         c = self.config
+        if num_beams is not None and num_beams != 1:
+            raise InputError(f"num_beams {num_beams}: compiled generation decodes one sequence per row (num_beams=1)")
+        rules = rules_from_dict(c.rules, str(self.path or "compiled model"))
+        refusal = rules.refusal({"num_beams"} if num_beams == 1 else set())
+        if refusal:
+            raise InputError(refusal)
         sampling = Sampling(**c.generation_defaults).with_overrides(
             do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty)
@@ -196,7 +206,8 @@ class CompiledCausalLM:
         t1 = time.perf_counter()
         steps = 0
         for i in range(max_new_tokens):
-            token = sampling.next_tokens(logits[:b], result, left_pad, generator).cpu()
+            apply_rules = lambda scores, seq=result: rules.apply(scores, seq, p, p + max_new_tokens)  # noqa: E731
+            token = sampling.next_tokens(logits[:b], result, left_pad, generator, apply_rules).cpu()
             token = torch.where(done, torch.full_like(token, pad), token)
             result = torch.cat([result, token[:, None]], dim=1)
             done |= torch.isin(token, torch.tensor(eos, dtype=torch.long))

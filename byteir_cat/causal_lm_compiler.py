@@ -20,6 +20,7 @@ from transformers.cache_utils import Cache
 from byteir_cat.causal_lm import DECODE_PLAN, KV_LEN_INPUT, META, CausalLMConfig, CompiledCausalLM, step_mask
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
+from byteir_cat.generation_rules import rules_of
 from byteir_cat.sampling import model_defaults
 from families import compile_side
 from families.attention.patterns import CacheAttentionLength
@@ -184,11 +185,12 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
         raise CompileError(f"{type(model).__name__} does not use a Cache object for its keys and values")
     kv_shapes = [[max_batch_size, s[1], max_seq_len, s[3]] for pair in probe.shapes for s in pair]
     chunk = next(c for c in CHUNKS if c <= max_seq_len and max_seq_len % c == 0)
+    generation = getattr(model, "generation_config", None)
     config = CausalLMConfig(max_batch_size, max_seq_len, chunk, kv_shapes, str(dtype).removeprefix("torch."),
                             int(out.logits.shape[-1]), eos_ids(model),
                             getattr(model.generation_config, "pad_token_id", None), target, arch, window,
-                            model_defaults(getattr(model, "generation_config", None)), _uses_alibi_from_mask(model),
-                            full_layers_too)
+                            model_defaults(generation), _uses_alibi_from_mask(model), full_layers_too,
+                            rules_of(generation, eos_ids(model)).to_dict())
     step = CausalLMStep(model, len(kv_shapes), config.alibi_slots, config.full_attention_layers_too)
     passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
     artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch, passes=passes,

@@ -15,6 +15,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from byteir_cat import compile_causal_lm
 from byteir_cat.cli import main as cli
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
@@ -137,3 +138,28 @@ def test_sampling_defaults_are_the_models_generation_config(compiled):
     torch.manual_seed(21)
     assert torch.equal(lm.generate(ids, attention_mask=mask, do_sample=True, max_new_tokens=10), want)
     assert lm.config.generation_defaults["top_k"] == 50
+
+
+def test_generation_config_rules_apply_to_a_causal_lm_as_in_hf(tmp_path):
+    """A causal LM whose generation_config blocks repeated bigrams, suppresses a token and holds back the end
+    token for 6 new tokens: the compiled generate picks HF's tokens; beam search is refused unless num_beams=1."""
+    torch.manual_seed(0)
+    model = FAMILIES["llama"]().eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    model.generation_config.no_repeat_ngram_size = 2
+    model.generation_config.suppress_tokens = [5, 6]
+    model.generation_config.min_new_tokens = 6
+    lm = compile_causal_lm(model, max_batch_size=2, max_seq_len=32)
+    ids = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=14)
+        plain = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=14,
+                               no_repeat_ngram_size=0, suppress_tokens=None, min_new_tokens=0)
+    assert not torch.equal(want, plain)  # the rules change the tokens
+    assert torch.equal(lm.generate(ids, max_new_tokens=14), want)
+    model.generation_config.num_beams = 3
+    beams = compile_causal_lm(model, max_batch_size=2, max_seq_len=32)
+    with pytest.raises(InputError, match="num_beams=3.*pass num_beams=1"):
+        beams.generate(ids, max_new_tokens=2)
+    assert beams.generate(ids, max_new_tokens=2, num_beams=1).shape == (2, 9)
