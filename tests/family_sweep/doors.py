@@ -141,11 +141,16 @@ def door_generate(family: Family) -> tuple[str, str]:
     got = lm.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS)
     with torch.no_grad():
         want = model.generate(ids, attention_mask=mask, do_sample=False, num_beams=1, max_new_tokens=NEW_TOKENS)
+    return _judge_tokens(got, want, PROMPT, "")
+
+
+def _judge_tokens(got: torch.Tensor, want: torch.Tensor, prompt: int, what: str) -> tuple[str, str]:
+    """Token-exact or wrong, naming the first generated step that differs (``prompt`` tokens come first)."""
     if got.shape == want.shape and torch.equal(got, want):
-        return "right", f"{NEW_TOKENS} tokens x 2 rows exact"
+        return "right", f"{NEW_TOKENS} tokens x 2 rows exact{what}"
     n = min(got.shape[1], want.shape[1])
     diff = (got[:, :n] != want[:, :n]).nonzero()
-    where = f"first differing token at step {int(diff[0, 1]) - PROMPT}" if len(diff) else "lengths differ"
+    where = f"first differing token at step {int(diff[0, 1]) - prompt}" if len(diff) else "lengths differ"
     return "wrong", f"tokens differ from HF generate: {where}"
 
 
@@ -173,12 +178,7 @@ def _door_generate_seq2seq(family: Family) -> tuple[str, str]:
     got = lm.generate(**source, max_new_tokens=NEW_TOKENS)
     with torch.no_grad():
         want = model.generate(**source, do_sample=False, num_beams=1, max_new_tokens=NEW_TOKENS)
-    if got.shape == want.shape and torch.equal(got, want):
-        return "right", f"{NEW_TOKENS} tokens x 2 rows exact (encoder-decoder)"
-    n = min(got.shape[1], want.shape[1])
-    diff = (got[:, :n] != want[:, :n]).nonzero()
-    where = f"first differing token at position {int(diff[0, 1])}" if len(diff) else "lengths differ"
-    return "wrong", f"tokens differ from HF generate: {where}"
+    return _judge_tokens(got, want, want.shape[1] - NEW_TOKENS, " (encoder-decoder)")
 
 
 def door_torch_compile(family: Family) -> tuple[str, str]:
