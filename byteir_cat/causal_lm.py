@@ -16,7 +16,6 @@ hold real tokens, and always its own slot (so a padding row is never empty and s
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,11 +24,10 @@ from typing import Any
 
 import torch
 
-from byteir_cat.compiled_model import CompiledModel
+from byteir_cat.compiled_model import CompiledModel, load_steps
 from byteir_cat.generation_rules import rules_from_dict
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
-from runtime.artifact import read
 from runtime.signing import TrustedKey
 
 META = "causal_lm.json"
@@ -80,19 +78,8 @@ def load_causal_lm(path: str | Path, device: str = "cpu", trusted_keys: Sequence
                    ) -> CompiledCausalLM:
     """Load a model written by ``compile_causal_lm(..., out_dir=path)``; ``trusted_keys`` as ``load``'s. Its
     ``causal_lm.json`` is a file of the artifact, covered by the manifest like every other."""
-    root = Path(path)
-    artifact = read(root, target=device, trusted_keys=trusted_keys)
-    if META not in artifact.meta:
-        raise InputError(f"{root}: not a compiled causal LM (the manifest lists no {META}; an artifact compiled "
-                         "before it was covered by the manifest must be compiled again)")
-    try:
-        raw = json.loads(artifact.meta[META])
-        config = CausalLMConfig(**raw)
-    except (json.JSONDecodeError, TypeError, RecursionError) as e:
-        raise InputError(f"{root}: not a compiled causal LM ({type(e).__name__} reading {META})") from None
-    steps = [CompiledModel(artifact, root, device=device, plan=plan) for plan in (None, DECODE_PLAN)]
-    for step in steps:
-        step.session  # noqa: B018 - bind now: a missing device or a bad plan fails here, not at the first run
+    config, steps, root = load_steps(path, META, "compiled causal LM", CausalLMConfig, (None, DECODE_PLAN), device,
+                                     trusted_keys)
     return CompiledCausalLM(config, *steps, root)
 
 

@@ -4,13 +4,15 @@ the model runs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from foundation.byre_plan import ByreModule
+from foundation.errors import InputError
 from runtime.artifact import Artifact, read
 from runtime.session import Session
 from runtime.signing import TrustedKey
@@ -72,3 +74,27 @@ def load(artifact_dir: str | Path, device: str = "cpu", trusted_keys: Sequence[T
                           device=device)
     model.session  # noqa: B018 - bind now: a missing device or a bad plan fails here, not at the first run
     return model
+
+
+Config = TypeVar("Config")
+
+
+def load_steps(path: str | Path, meta: str, what: str, make: Callable[..., Config], plans: Sequence[str | None],
+               device: str = "cpu", trusted_keys: Sequence[TrustedKey] | None = None
+               ) -> tuple[Config, list[CompiledModel], Path]:
+    """A model of several plans over one artifact (a causal LM's prefill and decode steps): its configuration, read
+    from the JSON file ``meta`` of the artifact (covered by its manifest) by ``make(**fields)``, and each plan bound
+    now (a missing device or a bad plan fails here, not at the first run). ``what`` names the kind in errors."""
+    root = Path(path)
+    artifact = read(root, target=device, trusted_keys=trusted_keys)
+    if meta not in artifact.meta:
+        raise InputError(f"{root}: not a {what} (the manifest lists no {meta}; an artifact compiled before it was "
+                         "covered by the manifest must be compiled again)")
+    try:
+        config = make(**json.loads(artifact.meta[meta]))
+    except (json.JSONDecodeError, TypeError, RecursionError) as e:
+        raise InputError(f"{root}: not a {what} ({type(e).__name__} reading {meta})") from None
+    steps = [CompiledModel(artifact, root, device=device, plan=plan) for plan in plans]
+    for step in steps:
+        step.session  # noqa: B018 - bind now
+    return config, steps, root

@@ -17,7 +17,6 @@ rows that attend to their own first source token.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,11 +26,10 @@ from typing import Any
 import torch
 
 from byteir_cat.causal_lm import checked_token_ids, step_mask
-from byteir_cat.compiled_model import CompiledModel
+from byteir_cat.compiled_model import CompiledModel, load_steps
 from byteir_cat.generation_rules import GenerationRules, rules_from_dict
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
-from runtime.artifact import read
 from runtime.signing import TrustedKey
 
 META = "seq2seq_lm.json"
@@ -64,17 +62,8 @@ class Seq2SeqLMConfig:
 def load_seq2seq_lm(path: str | Path, device: str = "cpu", trusted_keys: Sequence[TrustedKey] | None = None
                     ) -> CompiledSeq2SeqLM:
     """Load a model written by ``compile_seq2seq_lm(..., out_dir=path)``; ``trusted_keys`` as ``load``'s."""
-    root = Path(path)
-    artifact = read(root, target=device, trusted_keys=trusted_keys)
-    if META not in artifact.meta:
-        raise InputError(f"{root}: not a compiled encoder-decoder LM (the manifest lists no {META})")
-    try:
-        config = Seq2SeqLMConfig(**json.loads(artifact.meta[META]))
-    except (json.JSONDecodeError, TypeError, RecursionError) as e:
-        raise InputError(f"{root}: not a compiled encoder-decoder LM ({type(e).__name__} reading {META})") from None
-    steps = [CompiledModel(artifact, root, device=device, plan=plan) for plan in (None, DECODE_PLAN)]
-    for step in steps:
-        step.session  # noqa: B018 - bind now: a missing device or a bad plan fails here, not at the first run
+    config, steps, root = load_steps(path, META, "compiled encoder-decoder LM", Seq2SeqLMConfig, (None, DECODE_PLAN),
+                                     device, trusted_keys)
     return CompiledSeq2SeqLM(config, *steps, root)
 
 
