@@ -1,7 +1,8 @@
 """The experts family: cat.expert_bmm's CPU kernel against its reference (each row's matrix picked from the stack,
 indices clamped as gather clamps them), recognition on a Mixtral block (the gathered experts' weights become one
-op that reads them in place, nothing gathered is left), a look-alike left alone, and the CUDA kernel built by nvcc
-for sm_80 and sm_90a."""
+op that reads them in place, nothing gathered is left), a look-alike left alone, and the CUDA kernels built by nvcc
+for sm_80 and sm_90a: the routing + grouped GEMM of each arch (decode-sized and prefill-sized groups, M > 1) and
+our own kernel (f32). Their host twins are in test_grouped_kernels.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ait_codegen.source import as_spec, device_source, render_kernel
 from byteir_cat.api import partition
 from families.experts.declaration import ExpertBmm
 from foundation.ir import TensorType
-from tests.helpers import max_rel_err
+from tests.helpers import exported_symbols, max_rel_err
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -67,9 +68,14 @@ def test_a_row_gather_before_a_bmm_stays_as_it_is():
 @pytest.mark.nvcc
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
 def test_cuda_kernel_compiles(arch):
-    specs = [(ExpertBmm(), [TensorType((8, 2048, 512), dt), TensorType((s, 1), ip), TensorType((s, 512, 1), dt)])
-             for dt, ip, s in (("f16", "i64", 2), ("bf16", "i32", 64), ("f32", "i64", 7))]
+    specs = [(ExpertBmm(), [TensorType((8, 2048, 512), dt), TensorType((s, 1), ip), TensorType((s, 512, m), dt)])
+             for dt, ip, s, m in (("f16", "i64", 2, 1), ("bf16", "i32", 4096, 1), ("f16", "i32", 64, 3),
+                                  ("f32", "i64", 7, 1))]
     kernels = [render_kernel(as_spec(op, types), arch) for op, types in specs]
+    grouped = "GemmGrouped" if arch == "sm_80" else "GroupProblemShape"
+    assert [grouped in k.code for k in kernels] == [True, True, True, False]
+    assert [k.config.tile[0] for k in kernels[:3]] == [64, 128, 64] and "f32" in kernels[3].notes[0]
     (res,) = compile_all([BuildJob(f"expert-bmm-{arch}", device_source(kernels), "device", arch, "object")],
                          progress=False)
     assert res.path.stat().st_size > 0
+    assert {k.symbol for k in kernels} <= exported_symbols(res.path)
