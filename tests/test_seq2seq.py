@@ -6,6 +6,8 @@ is refused; loading in a process without the compiler."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import subprocess
 import sys
 
@@ -147,17 +149,19 @@ def test_rules_read_from_a_generation_config_and_beam_search_is_refused(compiled
     refusing.generate(**_source("t5", 1, 0), max_new_tokens=2, num_beams=1)
 
 
-def test_a_bart_with_forced_and_blocked_tokens_is_token_exact(tmp_path):
-    model = _model("bart")
-    model.generation_config.no_repeat_ngram_size = 2
-    model.generation_config.forced_bos_token_id = 5
-    model.generation_config.suppress_tokens = [100]
-    model.generation_config.min_new_tokens = 12
-    lm = compile_seq2seq_lm(model, max_batch_size=2, max_source_len=MAX_SOURCE, max_target_len=MAX_TARGET)
+def test_a_bart_with_forced_and_blocked_tokens_is_token_exact(compiled):
+    """The rules a generation_config sets (read as compile reads them) change HF's tokens, and ours alike."""
+    model, lm = compiled["bart"]
+    config = copy.deepcopy(model.generation_config)
+    config.no_repeat_ngram_size, config.forced_bos_token_id, config.suppress_tokens = 2, 5, [100]
+    config.min_new_tokens = 12
+    ruled = type(lm)(dataclasses.replace(lm.config, rules=rules_of(config, lm.config.eos_token_ids).to_dict()),
+                     lm.start_step, lm.decode_step)
     source = _source("bart", 2, seed=8)
-    want = _hf(model, **source)
-    assert want[0, 1] == 5 and 100 not in want.tolist()
-    assert torch.equal(lm.generate(**source, max_new_tokens=NEW), want)
+    with torch.no_grad():
+        want = model.generate(**source, generation_config=config, do_sample=False, max_new_tokens=NEW)
+    assert want[0, 1] == 5 and 100 not in want.tolist() and not torch.equal(want, _hf(model, **source))
+    assert torch.equal(ruled.generate(**source, max_new_tokens=NEW), want)
 
 
 def test_refusals_name_the_limit(compiled):
