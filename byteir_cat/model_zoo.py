@@ -109,6 +109,20 @@ def llama_lm(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 
     return randomize(LlamaForCausalLM(cfg), seed).eval()
 
 
+def mixtral_lm(layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2, vocab: int = 128,
+               intermediate: int = 128, experts: int = 4, top_k: int = 2, positions: int = 64, seed: int = 0):
+    """A Mixtral-style mixture-of-experts language model (``MixtralForCausalLM``, GQA, ``experts`` experts of which
+    each token takes ``top_k``) for ``compile_causal_lm``; no end-of-sequence token."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = MixtralConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                        num_key_value_heads=kv_heads, intermediate_size=intermediate, num_local_experts=experts,
+                        num_experts_per_tok=top_k, max_position_embeddings=positions, vocab_size=vocab,
+                        bos_token_id=1, eos_token_id=None, pad_token_id=0, attn_implementation="sdpa")
+    return randomize(MixtralForCausalLM(cfg), seed).eval()
+
+
 class PixelsToHidden(torch.nn.Module):
     """Wraps a Hugging Face vision model: pixel values in, the last hidden state out."""
 

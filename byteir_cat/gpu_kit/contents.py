@@ -56,6 +56,10 @@ class KitCausalLM:
 CAUSAL_LMS = (
     KitCausalLM("gpt2_small_lm", "gpt2_lm", dict(layers=12, hidden=768, heads=12, vocab=50257, positions=1024),
                 torch.float16, 1, 256, 32, 64),
+    # the MoE decode step (issue 26): 8 experts, top-2, cat.expert_bmm per projection
+    KitCausalLM("mixtral_small_lm", "mixtral_lm", dict(layers=4, hidden=512, heads=8, kv_heads=4, vocab=32000,
+                                                       intermediate=1024, experts=8, top_k=2, positions=256),
+                torch.float16, 1, 256, 32, 64),
 )
 QUICK_CAUSAL_LMS = (  # GPT-2's head is tied to its embedding: one weight under two keys of the plan
     KitCausalLM("gpt2_tiny_lm", "gpt2_lm", dict(layers=1, hidden=128, heads=2, vocab=128, positions=64),
