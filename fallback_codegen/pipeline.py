@@ -92,7 +92,8 @@ def gpu_loops(block_size: int) -> tuple[str, ...]:
         # copies, so that they run as kernels too: the host side of a group may only launch
         "func.func(refback-munge-memref-copy)",
         "func.func(convert-linalg-to-parallel-loops)",
-        "canonicalize",
+        # no canonicalize here either: it folds a parallel loop of one iteration away (a reduction to one
+        # element: MoE routing weights over top-k, T5's isinf().any()), leaving its loop nest on the host side
         "collapse-parallel-loops",
         f"func.func(scf-parallel-loop-tiling{{parallel-loop-tile-sizes={block_size} no-min-max-bounds}})",
         "func.func(gpu-map-parallel-loops)",

@@ -58,6 +58,18 @@ func.func @row_sum(%x: tensor<4x8x64xf32>) -> tensor<4x8xf32> {
 }
 """
 
+# one row: a parallel loop of one iteration, which must stay a kernel (MoE weights normalised over the top-k)
+ONE_ROW_NORMALISED = """
+func.func @one_row(%x: tensor<1x2xf32>) -> tensor<1x2xf32> {
+  %z = stablehlo.constant dense<0.0> : tensor<f32>
+  %s = stablehlo.reduce(%x init: %z) applies stablehlo.add across dimensions = [1]
+      : (tensor<1x2xf32>, tensor<f32>) -> tensor<1xf32>
+  %b = stablehlo.broadcast_in_dim %s, dims = [0] : (tensor<1xf32>) -> tensor<1x2xf32>
+  %d = stablehlo.divide %x, %b : tensor<1x2xf32>
+  return %d : tensor<1x2xf32>
+}
+"""
+
 SOFTMAX = """
 func.func @softmax(%x: tensor<2x4x16x16xf32>) -> tensor<2x4x16x16xf32> {
   %ninf = stablehlo.constant dense<0xFF800000> : tensor<f32>
@@ -275,6 +287,8 @@ GPU_CASES = {
     "gelu_odd_rows": (gelu_tanh_text((3, 30)), lambda: [_random((3, 30))],  # 30 % 4: one element per thread
                       lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
     "row_sum": (REDUCE_SUM, lambda: [_random((4, 8, 64))], lambda x: x.double().sum(-1)),
+    "one_row_normalised": (ONE_ROW_NORMALISED, lambda: [_random((1, 2)).abs() + 0.1],
+                           lambda x: x.double() / x.double().sum(-1, keepdim=True)),
     "softmax": (SOFTMAX, lambda: [_random((2, 4, 16, 16)) * 3], lambda x: torch.softmax(x.double(), -1)),
     "mask": (CAUSAL_MASK, lambda: [_random((2, 16, 16))],
              lambda s: torch.where(torch.ones(16, 16, dtype=torch.bool).tril(), s, torch.tensor(-1.0e9))),
