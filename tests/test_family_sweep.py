@@ -15,11 +15,11 @@ from tests.family_sweep.doors import DOORS, applies, run_cell
 from tests.family_sweep.table import TABLE, load_results, render
 
 # one of each kind and door, the defects this sweep was built on (Falcon's multi-query head, GPT-2's cache
-# output), ALiBi and MoE generation, and a refusal (DBRX's data-dependent expert loop)
+# output), ALiBi, MoE and encoder-decoder generation, and a refusal (DeepSeek-V2's complex-valued rotary table)
 DEFAULT_SLICE = {
     ("gpt2", "compile"), ("falcon_mqa", "compile"), ("llama", "generate"), ("bloom", "generate"),
-    ("qwen2", "torch.compile"), ("mixtral", "generate"), ("dbrx", "compile"), ("bert", "onnx"), ("t5", "compile"),
-    ("vit", "torch.compile"), ("wav2vec2", "compile"),
+    ("qwen2", "torch.compile"), ("mixtral", "generate"), ("deepseek_v2", "compile"), ("bert", "onnx"),
+    ("t5", "compile"), ("t5", "generate"), ("vit", "torch.compile"), ("wav2vec2", "compile"),
 }
 RESULTS = load_results()
 
