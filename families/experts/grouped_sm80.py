@@ -9,10 +9,10 @@ expert got.
 
 from __future__ import annotations
 
-from ait_codegen.abi import SETUP_CACHE, KernelSpec
+from ait_codegen.abi import KernelSpec
 from ait_codegen.candidates import GemmConfig
 from ait_codegen.elements import cutlass_type
-from families.experts.routing import VECTOR, RoutingPlan
+from families.experts.routing import VECTOR, RoutingPlan, cached_grouped_gemm
 
 INCLUDES = (
     "memory",
@@ -111,6 +111,10 @@ def render(sym: str, spec: KernelSpec, plan: RoutingPlan, cfg: GemmConfig) -> st
     t = cutlass_type(dtype)
     tm, tn, tk = cfg.tile
     wm, wn, wk = cfg.warp_shape
+    most = min(max_tiles(plan, cfg), 1 << 30)
+    blocks = (f"    const int blocks = std::min({sym}_Gemm::sufficient(), {most});\n"
+              "    if (blocks <= 0) return CAT_CANNOT_IMPLEMENT;\n")
+    gemm_run = cached_grouped_gemm(sym, plan.experts, blocks, "g, blocks")
     return f"""// expert_bmm {' '.join(str(o) for o in spec.operands)} -- routing + CUTLASS 2.x grouped GEMM, {cfg.name}
 using {sym}_Kernel = typename cutlass::gemm::kernel::DefaultGemmGrouped<
     {t}, cutlass::layout::RowMajor, cutlass::ComplexTransform::kNone, {VECTOR},
@@ -134,30 +138,5 @@ static size_t {sym}_gemm_workspace() {{
          {sym}_Gemm::get_workspace_size({sym}_arguments({sym}_Groups{{}}, 1));
 }}
 
-{SETUP_CACHE}
-// The group arrays sit in the workspace and are refilled on the device each call: one set-up per workspace and
-// device.
-static int {sym}_gemm(const {sym}_Groups& g, cudaStream_t stream) {{
-  struct Key {{
-    void* problems;
-    int64_t device;
-  }};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return CAT_LAUNCH_FAILED;
-  static thread_local CatSetupCache<{sym}_Gemm> prepared;
-  const Key key{{g.problems, device}};
-  {sym}_Gemm* gemm = prepared.find(key);
-  if (gemm == nullptr) {{
-    const int blocks = std::min({sym}_Gemm::sufficient(), {min(max_tiles(plan, cfg), 1 << 30)});
-    if (blocks <= 0) return CAT_CANNOT_IMPLEMENT;
-    auto fresh = std::make_unique<{sym}_Gemm>();
-    typename {sym}_Gemm::Arguments args = {sym}_arguments(g, blocks);
-    if (fresh->can_implement(args) != cutlass::Status::kSuccess) return CAT_CANNOT_IMPLEMENT;
-    char* cutlass_ws = reinterpret_cast<char*>(g.problems) + {sym}_Groups::bytes({plan.experts});
-    if (fresh->initialize(args, cutlass_ws, stream) != cutlass::Status::kSuccess) return CAT_INITIALIZE_FAILED;
-    gemm = prepared.insert(key, std::move(fresh));
-  }}
-  return gemm->run(stream) == cutlass::Status::kSuccess ? CAT_OK : CAT_LAUNCH_FAILED;
-}}
-
+{gemm_run}
 {plan.device_launch(sym, spec, "cat_experts_setup_sm80_kernel", t)}"""

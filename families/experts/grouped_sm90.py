@@ -12,11 +12,11 @@ per output tile the routing can produce), each walking the groups' tiles from th
 
 from __future__ import annotations
 
-from ait_codegen.abi import SETUP_CACHE, KernelSpec
+from ait_codegen.abi import KernelSpec
 from ait_codegen.candidates import GemmConfig
 from ait_codegen.elements import cutlass_type
 from families.experts.grouped_sm80 import max_tiles
-from families.experts.routing import VECTOR, RoutingPlan
+from families.experts.routing import VECTOR, RoutingPlan, cached_grouped_gemm
 
 INCLUDES = (
     "memory",
@@ -133,6 +133,10 @@ def render(sym: str, spec: KernelSpec, plan: RoutingPlan, cfg: GemmConfig) -> st
     tm, tn, tk = cfg.tile
     kernel_schedule, epilogue_schedule = SCHEDULES[cfg.schedule]
     ctas = min(max_tiles(plan, cfg), MAX_CTAS)
+    sms = """    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return CAT_LAUNCH_FAILED;
+"""
+    gemm_run = cached_grouped_gemm(sym, plan.experts, sms, f"g, device, std::min(sms, {ctas})")
     return f"""// expert_bmm {' '.join(str(o) for o in spec.operands)} -- routing + CUTLASS 3 grouped GEMM, {cfg.name}
 using {sym}_Tile = cute::Shape<cute::Int<{tm}>, cute::Int<{tn}>, cute::Int<{tk}>>;
 using {sym}_Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>;
@@ -180,30 +184,5 @@ static size_t {sym}_gemm_workspace() {{
          {sym}_Gemm::get_workspace_size({sym}_arguments({sym}_Groups{{}}, 0, {ctas}));
 }}
 
-{SETUP_CACHE}
-// The group arrays sit in the workspace and are refilled on the device each call: one set-up per workspace and
-// device.
-static int {sym}_gemm(const {sym}_Groups& g, cudaStream_t stream) {{
-  struct Key {{
-    void* problems;
-    int64_t device;
-  }};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return CAT_LAUNCH_FAILED;
-  static thread_local CatSetupCache<{sym}_Gemm> prepared;
-  const Key key{{g.problems, device}};
-  {sym}_Gemm* gemm = prepared.find(key);
-  if (gemm == nullptr) {{
-    int sms = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) return CAT_LAUNCH_FAILED;
-    auto fresh = std::make_unique<{sym}_Gemm>();
-    typename {sym}_Gemm::Arguments args = {sym}_arguments(g, device, std::min(sms, {ctas}));
-    if (fresh->can_implement(args) != cutlass::Status::kSuccess) return CAT_CANNOT_IMPLEMENT;
-    char* cutlass_ws = reinterpret_cast<char*>(g.problems) + {sym}_Groups::bytes({plan.experts});
-    if (fresh->initialize(args, cutlass_ws, stream) != cutlass::Status::kSuccess) return CAT_INITIALIZE_FAILED;
-    gemm = prepared.insert(key, std::move(fresh));
-  }}
-  return gemm->run(stream) == cutlass::Status::kSuccess ? CAT_OK : CAT_LAUNCH_FAILED;
-}}
-
+{gemm_run}
 {plan.device_launch(sym, spec, "cat_experts_setup_sm90_kernel", t)}"""

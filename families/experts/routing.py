@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ait_codegen.abi import KernelSpec, entry_point, grid_stride_blocks
+from ait_codegen.abi import SETUP_CACHE, KernelSpec, entry_point, grid_stride_blocks
 from foundation.kernel_abi import WORKSPACE_ALIGN
 
 INDEX_TYPES = {"i32": "int32_t", "i64": "int64_t"}
@@ -166,6 +166,36 @@ static __global__ void cat_experts_scatter_kernel(CatExpertsRouting r, uint16_t*
   CAT_EXPERTS_GRID_STRIDE(i, r.rows_n() / V) cat_experts_scatter<V>(r, out, i);
 }
 #endif
+"""
+
+
+def cached_grouped_gemm(sym: str, experts: int, prepare: str, arguments: str) -> str:
+    """``{sym}_gemm``: runs the grouped GEMM ``{sym}_Gemm`` over the group arrays in the workspace, its CUTLASS
+    set-up done once per workspace and device (the arrays are refilled on the device each call). ``prepare``: C++
+    lines before the set-up; ``arguments``: what ``{sym}_arguments`` takes."""
+    return f"""{SETUP_CACHE}
+// The group arrays sit in the workspace and are refilled on the device each call: one set-up per workspace and
+// device.
+static int {sym}_gemm(const {sym}_Groups& g, cudaStream_t stream) {{
+  struct Key {{
+    void* problems;
+    int64_t device;
+  }};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return CAT_LAUNCH_FAILED;
+  static thread_local CatSetupCache<{sym}_Gemm> prepared;
+  const Key key{{g.problems, device}};
+  {sym}_Gemm* gemm = prepared.find(key);
+  if (gemm == nullptr) {{
+{prepare}    auto fresh = std::make_unique<{sym}_Gemm>();
+    typename {sym}_Gemm::Arguments args = {sym}_arguments({arguments});
+    if (fresh->can_implement(args) != cutlass::Status::kSuccess) return CAT_CANNOT_IMPLEMENT;
+    char* cutlass_ws = reinterpret_cast<char*>(g.problems) + {sym}_Groups::bytes({experts});
+    if (fresh->initialize(args, cutlass_ws, stream) != cutlass::Status::kSuccess) return CAT_INITIALIZE_FAILED;
+    gemm = prepared.insert(key, std::move(fresh));
+  }}
+  return gemm->run(stream) == cutlass::Status::kSuccess ? CAT_OK : CAT_LAUNCH_FAILED;
+}}
 """
 
 
