@@ -26,6 +26,7 @@ from families import compile_side
 from families.attention.patterns import CacheAttentionLength
 from foundation.errors import CompileError
 from mhlo_to_cat.pipeline import default_pipeline
+from runtime.artifact import Artifact
 
 compile_side.load()
 
@@ -197,15 +198,23 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
                                  memory_limit=memory_limit)
     decode, _ = build_artifact(step, _example(config, 1, dtype), target=target, arch=arch,
                                kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes, memory_limit=memory_limit)
-    artifact.add_plan(DECODE_PLAN, decode.byre, decode.kernels, decode.tensors)
-    artifact.report = {"prefill": artifact.report, DECODE_PLAN: decode.report}
-    artifact.meta[META] = json.dumps(asdict(config), indent=1)  # listed in the manifest like every file
-    root = artifact.write(out_dir, overwrite=overwrite) if out_dir is not None else None
-    steps = [CompiledModel(artifact, root, device=target, plan=plan) for plan in (None, DECODE_PLAN)]
+    root, steps = two_step_model(artifact, "prefill", decode, META, config, target, out_dir, overwrite)
     lm = CompiledCausalLM(config, *steps, root)
     if target == "cpu":
         _verify_against_eager(model, lm)
     return lm
+
+
+def two_step_model(artifact: Artifact, first: str, decode: Artifact, meta: str, config: object, target: str,
+                   out_dir: str | Path | None, overwrite: bool) -> tuple[Path | None, list[CompiledModel]]:
+    """``artifact`` (the first step, its main plan) with ``decode``'s plan added over the same weights and the
+    ``config`` dataclass as the file ``meta`` (listed in the manifest like every file), written to ``out_dir``
+    when given: (where, the two steps bound to ``target``)."""
+    artifact.add_plan(DECODE_PLAN, decode.byre, decode.kernels, decode.tensors)
+    artifact.report = {first: artifact.report, DECODE_PLAN: decode.report}
+    artifact.meta[meta] = json.dumps(asdict(config), indent=1)
+    root = artifact.write(out_dir, overwrite=overwrite) if out_dir is not None else None
+    return root, [CompiledModel(artifact, root, device=target, plan=plan) for plan in (None, DECODE_PLAN)]
 
 
 VERIFY_BOUND = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 2e-2}

@@ -10,9 +10,7 @@ model never reads, so the encoder is not run again).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -20,8 +18,7 @@ from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from byteir_cat.causal_lm import step_mask
-from byteir_cat.causal_lm_compiler import FunctionalKVCache, eos_ids
-from byteir_cat.compiled_model import CompiledModel
+from byteir_cat.causal_lm_compiler import FunctionalKVCache, eos_ids, two_step_model
 from byteir_cat.compiler import build_artifact
 from byteir_cat.generation_rules import rules_of
 from byteir_cat.sampling import model_defaults
@@ -201,11 +198,7 @@ def compile_seq2seq_lm(model: torch.nn.Module, max_batch_size: int, max_source_l
     step = Seq2SeqDecodeStep(model, n_layers, source_kind, encoder_shape, dtype)
     decode, _ = build_artifact(step, _decode_example(config, dtype), target=target, arch=arch,
                                kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes, memory_limit=memory_limit)
-    artifact.add_plan(DECODE_PLAN, decode.byre, decode.kernels, decode.tensors)
-    artifact.report = {"start": artifact.report, DECODE_PLAN: decode.report}
-    artifact.meta[META] = json.dumps(asdict(config), indent=1)
-    root = artifact.write(out_dir, overwrite=overwrite) if out_dir is not None else None
-    steps = [CompiledModel(artifact, root, device=target, plan=plan) for plan in (None, DECODE_PLAN)]
+    root, steps = two_step_model(artifact, "start", decode, META, config, target, out_dir, overwrite)
     lm = CompiledSeq2SeqLM(config, *steps, root)
     if target == "cpu":
         _verify_against_eager(model, lm)
