@@ -3,8 +3,9 @@
 The model of ``cpu_generation.py`` (4-layer 512-wide Llama-style, random weights), compiled once for batch 1 and
 ``max_seq_len`` 512; each prompt length is prefilled ``--rounds`` times (one new token, so the decode step does not
 run) and the median of the model's own prefill timer is reported beside the same prompt through HF eager's forward.
-The compiled prefill runs in chunks of ``chunk`` tokens whose attentions read the cache only as far as it is
-filled, so its time follows the prompt, not ``max_seq_len``. Prints a markdown table for benchmarks/RESULTS.md.
+The compiled prefill runs whole chunks of ``chunk`` tokens and then one step of the tokens left (its token count
+is dynamic), and its attentions read the cache only as far as it is filled, so its time follows the prompt, not
+``max_seq_len`` or the chunk. Prints a markdown table for benchmarks/RESULTS.md.
 
     .venv/bin/python benchmarks/cpu_prefill_scaling.py [--lengths 16,64,256] [--rounds 5]
 """

@@ -165,34 +165,17 @@ def _lookup(ids: dict[Value, int], v: Value, op: Op | None) -> int:
 def _lower_call(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels: dict[str, GroupKernel],
                 tensors: dict[str, torch.Tensor], cat_kernels: dict[str, CatKernel],
                 shapes: SymbolicShapes | None = None) -> Compute:
-    compute = _lower_call_static(op, fn, ids, new_value, kernels, tensors, cat_kernels)
-    if shapes is None or not any(shapes.is_dynamic(v) for v in list(op.operands) + list(op.results)):
+    dynamic = shapes is not None and any(shapes.is_dynamic(v) for v in list(op.operands) + list(op.results))
+    compute = _lower_call_static(op, fn, ids, new_value, kernels, tensors, cat_kernels, shapes if dynamic else None)
+    if shapes is None or not dynamic:
         return compute
     compute.sym_cost = {k: SymExpr.of(v).to_json() for k, v in shapes.costs.get(fn.name, {}).items()
                         if isinstance(v, SymExpr)}
-    if isinstance(compute, InterpretCompute):
-        raise CompileError(f"dynamic_shapes: @{fn.name} ({fn.body.ops[0].name} at {fn.body.ops[0].loc or '?'}) has "
-                           f"symbolic sizes and no compiled kernel ({compute.why or compute.reason})")
     if isinstance(compute, CatCompute):
         cat_op = next(o for o in fn.body.ops if o.name.startswith("cat."))
-        for v, m in zip(cat_op.operands, compute.operand_map, strict=True):
-            if "const" in m and shapes.is_dynamic(v):
-                raise CompileError(f"dynamic_shapes: {cat_op.name} at {cat_op.loc or '?'} takes a constant whose size "
-                                   "depends on the dynamic dimensions")
         writer = Writer(f"fn/{fn.name}", tensors)
-        compute.sym_attrs = {k: _sym_attr(v, writer) for k, v in shapes.attrs.get(cat_op, {}).items()}
+        compute.sym_attrs = {k: writer.sym_attr(v) for k, v in shapes.attrs.get(cat_op, {}).items()}
     return compute
-
-
-def _sym_attr(a: Any, writer: Writer) -> Any:
-    """An attribute holding symbolic integers, serialised like ``Writer.attr`` with {"sym": ...} for each."""
-    if isinstance(a, SymExpr):
-        return {"sym": a.to_json()}
-    if isinstance(a, list | tuple):
-        return {"list": [_sym_attr(x, writer) for x in a]}
-    if isinstance(a, dict):
-        return {"dict": {str(k): _sym_attr(v, writer) for k, v in a.items()}}
-    return writer.attr(a)
 
 
 def _describe(compute: Compute, fn: Function) -> None:
@@ -204,7 +187,10 @@ def _describe(compute: Compute, fn: Function) -> None:
 
 
 def _lower_call_static(op: Op, fn: Function, ids: dict[Value, int], new_value, kernels: dict[str, GroupKernel],
-                       tensors: dict[str, torch.Tensor], cat_kernels: dict[str, CatKernel]) -> Compute:
+                       tensors: dict[str, torch.Tensor], cat_kernels: dict[str, CatKernel],
+                       shapes: SymbolicShapes | None = None) -> Compute:
+    """The compute of one call; ``shapes``: its symbolic sizes, which a function the runtime evaluates carries
+    (``Writer``), specialised to each call's sizes by the plan."""
     path = fn.attrs.get("path", "")
     reason = str(fn.attrs.get("reason", ""))
     operands = [_lookup(ids, v, op) for v in op.operands]
@@ -222,7 +208,7 @@ def _lower_call_static(op: Op, fn: Function, ids: dict[Value, int], new_value, k
         cat_ops = [o for o in body.ops if o.name.startswith("cat.")]
         consts = [o for o in body.ops if o.name in (shlo.Constant.name, "arith.constant")]
         if len(cat_ops) == 1 and len(consts) + 1 == len(body.ops) and body.returns == [cat_ops[0].result]:
-            compute = _lower_cat(fn, cat_ops[0], operands, results, tensors, reason)
+            compute = _lower_cat(fn, cat_ops[0], operands, results, tensors, reason, shapes)
             ck = cat_kernels.get(fn.name)
             if ck is not None:
                 compute.library, compute.symbol, compute.workspace = ck.library, ck.symbol, ck.workspace_bytes
@@ -241,22 +227,33 @@ def _lower_call_static(op: Op, fn: Function, ids: dict[Value, int], new_value, k
                                   function=Writer(f"fn/{fn.name}", tensors).function(fn))
             return HostCodeCompute(**common, **kernel, inplace=_elementwise_inplace(fn))
         why = k.error if k is not None else "no kernel was compiled for it"
-        return InterpretCompute(**common, function=Writer(f"fn/{fn.name}", tensors).function(fn), why=why,
+        return InterpretCompute(**common, function=Writer(f"fn/{fn.name}", tensors, shapes).function(fn), why=why,
                                 inplace=_all_pairs(operands, results))
-    return InterpretCompute(**common, function=Writer(f"fn/{fn.name}", tensors).function(fn),
+    return InterpretCompute(**common, function=Writer(f"fn/{fn.name}", tensors, shapes).function(fn),
                             inplace=_all_pairs(operands, results))
 
 
 def _lower_cat(fn: Function, cat_op: Op, operands: list[int], results: list[int], tensors: dict[str, torch.Tensor],
-               reason: str) -> CatCompute:
+               reason: str, shapes: SymbolicShapes | None = None) -> CatCompute:
+    """``shapes``: a constant operand whose size follows the symbols is a splat (an epilogue's scale or zero bias
+    over the tokens), kept as its one value and its symbolic sizes, made at each call's sizes by the plan."""
     writer = Writer(f"fn/{fn.name}", tensors)
     arg_pos = {a: i for i, a in enumerate(fn.body.args)}
     operand_map: list[Any] = []
     for v in cat_op.operands:
         if v in arg_pos:
             operand_map.append({"arg": arg_pos[v]})
+            continue
+        value = v.owner.attrs["value"]
+        if shapes is not None and shapes.is_dynamic(v):
+            if v.owner not in shapes.splats:
+                raise CompileError(f"dynamic_shapes: {cat_op.name} at {cat_op.loc or '?'} takes a constant whose "
+                                   "contents depend on the dynamic dimensions")
+            one = torch.empty(1, dtype=value.dtype).copy_(value.reshape(-1)[:1])  # its data may be a stride-0 view
+            operand_map.append({"const": {"splat": writer.attr(one),
+                                          "dims": [dim_to_json(d) for d in shapes.dims[v]]}})
         else:
-            operand_map.append({"const": writer.attr(v.owner.attrs["value"].expand(v.type.shape))})
+            operand_map.append({"const": writer.attr(value.expand(v.type.shape))})
     short = cat_op.name.removeprefix("cat.")
     inplace = [[operand_map[0]["arg"], 0]] if short.startswith(_CAT_INPLACE) and "arg" in operand_map[0] else []
     return CatCompute(callee=fn.name, operands=operands, results=results, reason=reason, op=cat_op.name,

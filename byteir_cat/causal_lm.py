@@ -5,10 +5,11 @@ builds them; loading and generating need only the runtime).
 Each step is a functional form of the model (DESIGN, "Deployment shapes"): token ids [B, T], their positions,
 their cache slots [T], an additive attention mask [B, 1, T, max_seq_len] and the length of the cache it leaves
 visible (``kv_len`` [1]: the attentions read the cache that far only) in, logits [B, T, V] and every layer's
-updated K and V [B, Hkv, max_seq_len, D] out. The prefill step takes ``chunk`` tokens at a time, the
-decode step one; both run ``max_batch_size`` rows, smaller batches padded with rows that attend only to
-themselves. Both steps are plans of one artifact (the prefill step its main plan, the decode step the plan
-``decode``) over one copy of the weights.
+updated K and V [B, Hkv, max_seq_len, D] out. The prefill step takes up to ``chunk`` tokens at a time (compiled
+with a dynamic token count on the CPU, so a prompt runs whole chunks and then one step of just the tokens left;
+with exactly ``chunk`` on CUDA, the last chunk padded), the decode step one; both run ``max_batch_size`` rows,
+smaller batches padded with rows that attend only to themselves. Both steps are plans of one artifact (the
+prefill step its main plan, the decode step the plan ``decode``) over one copy of the weights.
 
 The mask does what HF's does for left-padded batches: a query sees the cache slots at or before its own that
 hold real tokens, and always its own slot (so a padding row is never empty and stays finite).
@@ -59,6 +60,9 @@ class CausalLMConfig:
     full_attention_layers_too: bool = False
     # the logits rules of the model's generation_config (generation_rules.GenerationRules as a dict; empty: none)
     rules: dict[str, Any] = field(default_factory=dict)
+    # the prefill step takes any number of tokens from this up to ``chunk`` (one token is the decode step's);
+    # None: exactly ``chunk`` (the cuda target, whose plans are static, and artifacts compiled before)
+    prefill_min_tokens: int | None = None
 
 
 def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, window: int | None = None
@@ -92,7 +96,7 @@ class CompiledCausalLM:
         self.prefill_step = prefill
         self.decode_step = decode
         self.path = path
-        self.last_timing: dict[str, float] = {}
+        self.last_timing: dict[str, Any] = {}
         # the caches are given to each step, which writes the new rows into them in place (donated inputs)
         self._cache_inputs = tuple(range(KV_LEN_INPUT + 1, KV_LEN_INPUT + 1 + len(config.kv_shapes)))
 
@@ -139,15 +143,26 @@ class CompiledCausalLM:
         return out[0], list(out[1:])
 
     def _prefill(self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int,
-                 kv: list[torch.Tensor], keep_all: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The first ``length`` positions through the prefill step, ``chunk`` at a time: (logits of every chunk,
-        or of the last only, and the caches)."""
-        chunk, logits = self.config.chunk, []
-        for start in range(0, length, chunk):
-            out, kv = self._step(self.prefill_step, ids[:, start:start + chunk], positions[:, start:start + chunk],
-                                 torch.arange(start, start + chunk), valid, kv)
-            logits = [*logits, out] if keep_all else [out]
-        return logits, kv
+                 kv: list[torch.Tensor], keep_all: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
+        """The first ``length`` positions: (logits of the real tokens of every step, or of the last step only; the
+        caches; the tokens each step ran). Whole chunks through the prefill step, then what is left in one step of
+        just that many tokens (one token: the decode step, the same function at that size), so a short prompt does
+        not pay for a chunk; a prefill step of static size pads the last chunk instead."""
+        c = self.config
+        logits: list[torch.Tensor] = []
+        ran: list[int] = []
+        for start in range(0, length, c.chunk):
+            real = min(c.chunk, length - start)
+            tokens, step = c.chunk, self.prefill_step
+            if c.prefill_min_tokens is not None and real == 1:
+                tokens, step = 1, self.decode_step
+            elif c.prefill_min_tokens is not None:
+                tokens = max(real, c.prefill_min_tokens)
+            out, kv = self._step(step, ids[:, start:start + tokens], positions[:, start:start + tokens],
+                                 torch.arange(start, start + tokens), valid, kv)
+            ran.append(tokens)
+            logits = [*logits, out[:, :real]] if keep_all else [out[:, :real]]
+        return logits, kv, ran
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  max_new_tokens: int = 20, *, do_sample: bool | None = None, temperature: float | None = None,
@@ -183,8 +198,8 @@ class CompiledCausalLM:
         positions = torch.ones(rows, s, dtype=torch.long)
         positions[:b, :p] = (keep.long().cumsum(-1) - 1).masked_fill(~keep, 1)
         t0 = time.perf_counter()
-        chunks, kv = self._prefill(ids, positions, valid, p, self._empty_caches(), keep_all=False)
-        logits = chunks[-1][:, (p - 1) % c.chunk]
+        chunks, kv, prefill_tokens = self._prefill(ids, positions, valid, p, self._empty_caches(), keep_all=False)
+        logits = chunks[-1][:, -1]
         prefill_s = time.perf_counter() - t0
         result = input_ids.clone()
         pad = c.pad_token_id if c.pad_token_id is not None else (eos[0] if eos else 0)
@@ -210,7 +225,8 @@ class CompiledCausalLM:
             logits = out[:, 0]
             steps += 1
         decode_s = time.perf_counter() - t1
-        self.last_timing = {"prefill_s": prefill_s, "decode_s": decode_s, "decode_steps": steps,
+        self.last_timing = {"prefill_s": prefill_s, "prefill_tokens": prefill_tokens, "decode_s": decode_s,
+                            "decode_steps": steps,
                             "decode_tokens_per_s": (steps * b / decode_s) if steps and decode_s > 0 else 0.0}
         return result
 
@@ -227,7 +243,7 @@ class CompiledCausalLM:
         valid = torch.zeros(c.max_batch_size, c.max_seq_len, dtype=torch.bool)
         valid[:b, :prompt] = True
         positions = torch.arange(c.max_seq_len).expand(c.max_batch_size, c.max_seq_len).contiguous()
-        chunks, kv = self._prefill(ids, positions, valid, prompt, self._empty_caches(), keep_all=True)
+        chunks, kv, _ = self._prefill(ids, positions, valid, prompt, self._empty_caches(), keep_all=True)
         logits = [torch.cat(chunks, dim=1)[:b, :prompt].float().cpu()]
         for slot in range(prompt, length):
             valid[:b, slot] = True

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from torch.export import Dim
 from transformers.cache_utils import Cache
 
 from byteir_cat.causal_lm import DECODE_PLAN, KV_LEN_INPUT, META, CausalLMConfig, CompiledCausalLM, step_mask
@@ -26,11 +27,15 @@ from families import compile_side
 from families.attention.patterns import CacheAttentionLength
 from foundation.errors import CompileError
 from mhlo_to_cat.pipeline import default_pipeline
+from mhlo_to_cat.rewriter import Pass
 from runtime.artifact import Artifact
 
 compile_side.load()
 
 CHUNKS = (64, 32, 16, 8, 4, 2, 1)  # prefill chunk: the largest that divides max_seq_len
+# the prefill step's fewest tokens when its count is dynamic: at one token the export is another graph (a
+# single query row: the decode step's), which one plan cannot share
+PREFILL_MIN_TOKENS = 2
 
 
 class FunctionalKVCache(Cache):
@@ -172,7 +177,9 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
                       memory_limit: int | str | None = None) -> CompiledCausalLM:
     """Compile ``model`` (a Hugging Face ``*ForCausalLM``) into prefill and decode steps over a KV cache of
     ``max_batch_size`` x ``max_seq_len`` tokens; returns the loaded model (written to ``out_dir`` when given,
-    replacing an older artifact there only with ``overwrite``). ``memory_limit``: as ``compile``'s."""
+    replacing an older artifact there only with ``overwrite``). ``memory_limit``: as ``compile``'s. For the cpu
+    target the prefill step's token count is dynamic (``_build_prefill``): a prompt's last piece runs at its own
+    length, not a padded chunk's."""
     if max_batch_size < 1 or max_seq_len < 2:
         raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
     window, full_layers_too = _sliding_window(model, max_seq_len)
@@ -194,10 +201,12 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
                             rules_of(generation, eos_ids(model)).to_dict())
     step = CausalLMStep(model, len(kv_shapes), config.alibi_slots, config.full_attention_layers_too)
     passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
-    artifact, _ = build_artifact(step, _example(config, chunk, dtype), target=target, arch=arch, passes=passes,
-                                 memory_limit=memory_limit)
+    artifact, config, static_why = _build_prefill(step, config, dtype, passes, memory_limit)
     decode, _ = build_artifact(step, _example(config, 1, dtype), target=target, arch=arch,
                                kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes, memory_limit=memory_limit)
+    artifact.report["tokens"] = [config.prefill_min_tokens or chunk, chunk]
+    if static_why:
+        artifact.report["static_because"] = static_why
     root, steps = two_step_model(artifact, "prefill", decode, META, config, target, out_dir, overwrite)
     lm = CompiledCausalLM(config, *steps, root)
     if target == "cpu":
@@ -238,6 +247,33 @@ def _verify_against_eager(model: torch.nn.Module, lm: CompiledCausalLM) -> None:
                            f"computes (logits rel. error {error:.1e}, from position {first} of {c.max_seq_len} on); "
                            "its attention depends on something a static KV cache changes (the cache's length, a "
                            "window per layer): not supported by compile_causal_lm yet")
+
+
+def _build_prefill(step: CausalLMStep, config: CausalLMConfig, dtype: torch.dtype, passes: Sequence[Pass],
+                   memory_limit: int | str | None) -> tuple[Artifact, CausalLMConfig, str]:
+    """The prefill step's artifact and the config that says which tokens it takes. On the cpu target its token count
+    is dynamic (``_token_dims``); where the dynamic-shape compile refuses the step (its graph changes with the count
+    in a way one plan cannot hold) it takes exactly ``chunk`` tokens, as on cuda, and the third item says why: the
+    model still compiles as it did before the count was dynamic."""
+    example = _example(config, config.chunk, dtype)
+    build = {"target": config.target, "arch": config.arch, "passes": passes, "memory_limit": memory_limit}
+    if config.target != "cpu" or config.chunk <= PREFILL_MIN_TOKENS:
+        return build_artifact(step, example, **build)[0], config, ""
+    try:
+        artifact, _ = build_artifact(step, example, dynamic_shapes=_token_dims(config, len(example)), **build)
+    except CompileError as e:
+        return build_artifact(step, example, **build)[0], config, str(e)
+    return artifact, replace(config, prefill_min_tokens=PREFILL_MIN_TOKENS), ""
+
+
+def _token_dims(config: CausalLMConfig, n_inputs: int) -> tuple[dict[int, Dim] | None, ...]:
+    """The prefill step's ``dynamic_shapes``: the token count T (``PREFILL_MIN_TOKENS``..``chunk``) of its ids
+    [B, T], positions [B, T], cache slots [T], mask [B, 1, T, S] and full-attention mask (the last input, when
+    there is one); the batch, kv_len, caches and ALiBi slots are static."""
+    tokens = Dim("tokens", min=PREFILL_MIN_TOKENS, max=config.chunk)
+    full = ({2: tokens},) if config.full_attention_layers_too else ()
+    return ({1: tokens}, {1: tokens}, {0: tokens}, {2: tokens}) + (None,) * (n_inputs - KV_LEN_INPUT - len(full)) \
+        + full
 
 
 def _example(config: CausalLMConfig, tokens: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

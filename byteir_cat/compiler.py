@@ -134,7 +134,8 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
     t0 = time.perf_counter()
     shapes, profiles = None, []
     if dynamic_shapes is not None:
-        (part, shapes), *profiles = _partition_dynamic(model_or_mlir, example_inputs, dynamic_shapes, target, note)
+        (part, shapes), *profiles = _partition_dynamic(model_or_mlir, example_inputs, dynamic_shapes, target, note,
+                                                       passes)
     else:
         note("partition", 0, 1)
         part = partition(model_or_mlir, example_inputs, passes=passes)
@@ -187,28 +188,29 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
 
 
 def _partition_dynamic(model: Any, example_inputs: Sequence[torch.Tensor] | None, dynamic_shapes: Any, target: str,
-                       note: Progress) -> list[tuple[Any, SymbolicShapes]]:
+                       note: Progress, passes: Sequence[Pass] | None = None) -> list[tuple[Any, SymbolicShapes]]:
     """(reference partition, its types lifted to the upper bound; symbolic sizes fitted from samples) of each
     profile: one for the whole of
     ``dynamic_shapes`` when one graph serves every size, else one with a dimension from 2 up and one with it
-    at 1, as often as that is needed."""
+    at 1, as often as that is needed. ``passes``: the pipeline each sample runs before the dynamic-shape passes."""
     if not isinstance(model, torch.nn.Module) or example_inputs is None:
         raise CompileError("dynamic_shapes: for torch models with example inputs (an MLIR module's sizes are as "
                            "written in it)")
     if target != "cpu":
         raise CompileError(f"dynamic_shapes: target {target} takes static shapes only so far; dynamic shapes compile "
                            "for target cpu")
-    return _profiles(model, example_inputs, parse_dynamic_shapes(dynamic_shapes, model, list(example_inputs)), note)
+    spec = parse_dynamic_shapes(dynamic_shapes, model, list(example_inputs))
+    return _profiles(model, example_inputs, spec, note, passes)
 
 
-def _profiles(model: Any, example_inputs: Sequence[torch.Tensor], spec: DynamicSpec, note: Progress
-              ) -> list[tuple[Any, SymbolicShapes]]:
+def _profiles(model: Any, example_inputs: Sequence[torch.Tensor], spec: DynamicSpec, note: Progress,
+              passes: Sequence[Pass] | None = None) -> list[tuple[Any, SymbolicShapes]]:
     grid, points = sample_points(spec)
     parts = []
     for i, point in enumerate(points):
         note("partition", i, len(points))
         parts.append(partition(model, sample_inputs(example_inputs, spec, point, seed=i),
-                               passes=dynamic_shape_pipeline()))
+                               passes=dynamic_shape_pipeline(passes)))
     note("partition", len(points), len(points))
     try:
         return [(parts[0], generalize([p.module for p in parts], points, spec, grid))]
@@ -217,8 +219,8 @@ def _profiles(model: Any, example_inputs: Sequence[torch.Tensor], spec: DynamicS
         if halves is None:
             raise
         try:
-            return _profiles(model, example_inputs, halves[0], note) + _profiles(model, example_inputs, halves[1],
-                                                                                 note)
+            return (_profiles(model, example_inputs, halves[0], note, passes)
+                    + _profiles(model, example_inputs, halves[1], note, passes))
         except CompileError:
             raise e from None
 

@@ -184,7 +184,8 @@ class DynamicGroupPrinter(Printer):
 
 def reassociation(many: tuple[Dim, ...], few: tuple[Dim, ...]) -> list[list[int]] | None:
     """Consecutive groups of ``many`` whose sizes multiply to each of ``few`` (as polynomials); None when there
-    are none. Sizes of 1 left over join the last group."""
+    are none. Sizes of 1 left over join the last group; a size of 1 in ``few`` with nothing of ``many`` left for
+    it has none (a group is never empty: (T, 2, 64) -> (2 T, 64, 1) is a collapse and then an expansion)."""
     groups: list[list[int]] = []
     i = 0
     for d in few:
@@ -193,7 +194,7 @@ def reassociation(many: tuple[Dim, ...], few: tuple[Dim, ...]) -> list[list[int]
             group.append(i)
             size = size * many[i]
             i += 1
-        if size != d:
+        if size != d or not group:
             return None
         groups.append(group)
     while i < len(many) and many[i] == 1 and groups:

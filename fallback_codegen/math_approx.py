@@ -74,14 +74,18 @@ EXPANDED_OPS = {shlo.Exponential.name: "exp", shlo.Tanh.name: "tanh", shlo.Logis
 
 
 class _Emitter:
-    """Creates StableHLO ops of one shape before an insertion point; the IR classes come in as ``ir``."""
+    """Creates StableHLO ops of one shape before an insertion point; the IR classes come in as ``ir``. ``like``: a
+    value of that shape, from which a shape with dynamic sizes (a group compiled for ``dynamic_shapes``) takes
+    them for its constants."""
 
-    def __init__(self, ir, loc, shape: list[int]):
+    def __init__(self, ir, loc, shape: list[int], like=None):
         self.ir = ir
         self.loc = loc
+        self.like = like
         self.f32 = ir.RankedTensorType.get(shape, ir.F32Type.get())
         self.i32 = ir.RankedTensorType.get(shape, ir.IntegerType.get_signless(32))
         self.i1 = ir.RankedTensorType.get(shape, ir.IntegerType.get_signless(1))
+        self._sizes = None
 
     def op(self, name: str, operands: list, result_type=None, attributes: dict | None = None):
         result_type = result_type or operands[0].type
@@ -89,13 +93,32 @@ class _Emitter:
                                         attributes=attributes or {}, loc=self.loc).result
 
     def const(self, value: float):
-        attr = self.ir.DenseElementsAttr.get_splat(self.f32, self.ir.FloatAttr.get(self.ir.F32Type.get(), value))
-        return self.op(shlo.Constant.name, [], self.f32, {"value": attr})
+        return self.splat(self.f32, self.ir.FloatAttr.get(self.ir.F32Type.get(), value))
 
     def iconst(self, value: int):
-        elem = self.ir.IntegerType.get_signless(32)
-        attr = self.ir.DenseElementsAttr.get_splat(self.i32, self.ir.IntegerAttr.get(elem, value))
-        return self.op(shlo.Constant.name, [], self.i32, {"value": attr})
+        return self.splat(self.i32, self.ir.IntegerAttr.get(self.ir.IntegerType.get_signless(32), value))
+
+    def splat(self, ty, element):
+        """A constant of ``ty`` holding ``element`` everywhere: a splat where the shape is static, else a scalar
+        broadcast to ``like``'s runtime sizes (a splat attribute needs a static shape)."""
+        if ty.has_static_shape:
+            return self.op(shlo.Constant.name, [], ty, {"value": self.ir.DenseElementsAttr.get_splat(ty, element)})
+        scalar_type = self.ir.RankedTensorType.get([], ty.element_type)
+        scalar = self.op(shlo.Constant.name, [], scalar_type,
+                         {"value": self.ir.DenseElementsAttr.get_splat(scalar_type, element)})
+        return self.op(shlo.DynamicBroadcastInDim.name, [scalar, self.sizes()], ty,
+                       {"broadcast_dimensions": self.ir.DenseI64ArrayAttr.get([])})
+
+    def sizes(self):
+        """``like``'s sizes as a tensor of i64, made once."""
+        if self._sizes is None:
+            index, i64 = self.ir.IndexType.get(), self.ir.IntegerType.get_signless(64)
+            sizes = []
+            for k in range(self.f32.rank):
+                at = self.op("arith.constant", [], index, {"value": self.ir.IntegerAttr.get(index, k)})
+                sizes.append(self.op("arith.index_cast", [self.op("tensor.dim", [self.like, at], index)], i64))
+            self._sizes = self.op("tensor.from_elements", sizes, self.ir.RankedTensorType.get([len(sizes)], i64))
+        return self._sizes
 
     def add(self, a, b):
         return self.op(shlo.Add.name, [a, b])
@@ -257,7 +280,7 @@ def expand_transcendentals(module) -> int:
         if elem not in ("f32", "f16", "bf16"):
             continue
         with ir.InsertionPoint(op), op.location:
-            em = _Emitter(ir, op.location, list(result_type.shape))
+            em = _Emitter(ir, op.location, list(result_type.shape), op.operands[0])
             x = op.operands[0]
             if elem != "f32":
                 x = em.op(shlo.Convert.name, [x], em.f32)

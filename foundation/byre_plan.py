@@ -28,7 +28,7 @@ from foundation.errors import ArtifactError
 from foundation.ir import TensorType, torch_dtype
 from foundation.kernel_abi import WORKSPACE_ALIGN
 from foundation.printer import format_attr
-from foundation.serialize import type_from_json, type_to_json
+from foundation.serialize import evaluate_attr, sized_splat, specialize_function, type_from_json, type_to_json
 from foundation.source_loc import Loc, SourcePoint
 from foundation.sym_shape import DimBound, SymExpr, dim_from_json, evaluate_dims
 
@@ -138,7 +138,8 @@ class CatCompute(Compute):
     op_attrs: dict[str, Any]  # serialised attributes (``foundation.serialize``)
     # attributes that depend on symbolic sizes: plain JSON with {"sym": SymExpr JSON} for each symbolic integer
     sym_attrs: dict[str, Any] = field(default_factory=dict)
-    operand_map: list[dict[str, Any]]  # per op operand: {"arg": compute operand position} or {"const": tensor}
+    # per op operand: {"arg": compute operand position} or {"const": tensor, or a splat of symbolic sizes}
+    operand_map: list[dict[str, Any]]
     library: str = ""  # CUDA: kernels/<symbol>.so
     symbol: str = ""
     workspace: int = 0  # bytes the kernel asked for on the compiling machine
@@ -321,8 +322,13 @@ class ByreModule:
         computes = []
         for c in self.computes:
             if isinstance(c, CatCompute) and c.sym_attrs:
-                c = dataclasses.replace(c, op_attrs={**c.op_attrs, **{k: _evaluate_attr(v, env)
+                c = dataclasses.replace(c, op_attrs={**c.op_attrs, **{k: evaluate_attr(v, env)
                                                                        for k, v in c.sym_attrs.items()}})
+            if isinstance(c, CatCompute) and any("dims" in m.get("const", {}) for m in c.operand_map):
+                c = dataclasses.replace(c, operand_map=[{"const": sized_splat(m["const"], env)} if "const" in m else m
+                                                        for m in c.operand_map])
+            if isinstance(c, InterpretCompute):
+                c = dataclasses.replace(c, function=specialize_function(c.function, env))
             if c.sym_cost:
                 c = dataclasses.replace(c, cost={k: SymExpr.from_json(v).evaluate(env) for k, v in c.sym_cost.items()})
             computes.append(c)
@@ -372,17 +378,6 @@ class ByreModule:
                          f"({', '.join(types)}) -> ()" + (f" {loc.to_mlir()}" if loc else ""))
         lines += ['    "func.return"() : () -> ()', "  }) {byre.entry_point} : () -> ()", "}"]
         return "\n".join(lines) + "\n"
-
-
-def _evaluate_attr(a: Any, env: dict[str, int]) -> Any:
-    """A ``sym_attrs`` entry at ``env``, in the serialised form of ``op_attrs``."""
-    if isinstance(a, dict) and "sym" in a:
-        return SymExpr.from_json(a["sym"]).evaluate(env)
-    if isinstance(a, dict) and "list" in a:
-        return {"list": [_evaluate_attr(x, env) for x in a["list"]]}
-    if isinstance(a, dict) and "dict" in a:
-        return {"dict": {k: _evaluate_attr(v, env) for k, v in a["dict"].items()}}
-    return a
 
 
 _ARGTYPE = {"input": 1, "output": 2, "weight": 4}

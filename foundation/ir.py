@@ -273,3 +273,12 @@ def dtype_of_torch(t: torch.dtype) -> str:
     if t not in table:
         raise ValueError(f"torch dtype {t} is not supported")
     return table[t]
+
+
+def is_splat_tensor(t: torch.Tensor) -> bool:
+    """Whether every element of ``t`` is its first. The last element is compared first: a weight is no splat, and
+    recognition asks of every constant, so that answer must not cost a pass over the weight each time."""
+    if t.numel() <= 1 or all(s == 0 for s in t.stride()):
+        return True
+    flat = t.reshape(-1)
+    return bool(flat[-1] == flat[0]) and bool((flat == flat[0]).all())

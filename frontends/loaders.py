@@ -128,14 +128,13 @@ def _drop_non_persistent_buffers(model: torch.nn.Module) -> None:
 
 
 _RESOURCE_NAME = re.compile(r"dense_resource<([\w.\-]+)>")
+SMALL_RESOURCE_BYTES = 1 << 16  # resources up to this size are printed in the module's text
 
 
 class WeightsAside(FxImporterHooks):
     """torch-mlir's importer hook: each weight becomes a ``dense_resource`` handle named here while its
     data stays with the tensor, which the graph IR then takes directly. The default path copies every
     weight through Python lists and the printed module carries it as hex (GPT-2 small: ~15 s)."""
-
-    INLINE_BYTES = 64  # smaller resources are printed in the text (none of ours are that small)
 
     def __init__(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
@@ -370,14 +369,19 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
         raise CompileError(f"torch export of {name} failed{f' at {where}' if where else ''}: "
                            f"{type(e).__name__}: {first}") from None
     source = f"{name}.stablehlo.mlir"
-    text = mmodule.operation.get_asm(large_resource_limit=WeightsAside.INLINE_BYTES, enable_debug_info=True)
+    # small blobs printed in the text: a constant one of torch-mlir's passes made (a folded buffer) is read from it,
+    # while the weights handed to torch-mlir stay tensors (printing them in hex costs seconds)
+    text, resources = split_resources(mmodule.operation.get_asm(large_resource_limit=SMALL_RESOURCE_BYTES,
+                                                                enable_debug_info=True))
     blobs: Blobs = dict(weights.tensors)
-    if any(name not in blobs for name in _RESOURCE_NAME.findall(text)):
-        # a pass of torch-mlir's made a new large constant: take every blob through the text instead
+    made = set(_RESOURCE_NAME.findall(text)) - blobs.keys()
+    if made:
+        found = read_resource_blobs(resources)
+        blobs.update({name: found[name] for name in made & found.keys()})
+    if made - blobs.keys():
+        # a large one among them: take every blob through the text instead
         text, resources = split_resources(mmodule.operation.get_asm(enable_debug_info=True))
         blobs = read_resource_blobs(resources)
-    else:
-        text, _ = split_resources(text)
     generic = run_opt(text, source)
     module = import_module(parse_generic(generic, source=source), blobs, source)
     if isinstance(model, WithoutCache):

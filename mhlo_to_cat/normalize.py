@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from foundation import stablehlo as shlo
-from foundation.ir import FLOAT_DTYPES, INT_DTYPES, Block, Function, Op, Value
+from foundation.ir import FLOAT_DTYPES, INT_DTYPES, Block, Function, Op, Value, is_splat_tensor
 from foundation.source_loc import fuse_locs
 from mhlo_to_cat.byteir_custom_calls import byteir_decomposition_pass
 from mhlo_to_cat.chlo_decompositions import chlo_decomposition_pass
@@ -38,13 +38,6 @@ class ArithConstantToStablehlo(Pattern):
         op.raw_attrs.clear()
         rw.changed = True
         return True
-
-
-def is_splat(t: torch.Tensor) -> bool:
-    if t.numel() <= 1 or all(s == 0 for s in t.stride()):
-        return True
-    flat = t.reshape(-1)
-    return bool((flat == flat[0]).all())
 
 
 def make_constant(value: torch.Tensor, like: Op) -> Op:
@@ -83,7 +76,7 @@ class FoldConstantOps(Pattern):
     def _fold_splats(op: Op, args: list[torch.Tensor], rw: Rewriter) -> bool:
         """An elementwise op of splats, however large (GELU's rsqrt(2) at 8x56x56x384): evaluated on one element
         and stored expanded, so that a function's constants stay constants at every size."""
-        if not traits(op.name).elementwise or not all(is_splat(a) for a in args):
+        if not traits(op.name).elementwise or not all(is_splat_tensor(a) for a in args):
             return False
         one = Op.create(op.name, [Value(v.type.with_shape(())) for v in op.operands], [op.result.type.with_shape(())],
                         dict(op.attrs), op.loc)
@@ -249,7 +242,7 @@ class FoldConstants(Pass):
 
     def run(self, fn: Function) -> None:
         weights = {op for op in fn.body.ops if isinstance(op, shlo.Constant)
-                   and op.attrs["value"].numel() > WEIGHT_LIMIT and not is_splat(op.attrs["value"])}
+                   and op.attrs["value"].numel() > WEIGHT_LIMIT and not is_splat_tensor(op.attrs["value"])}
         PatternPass(self.name, [
             FoldConstantOps(weights),
             SplatBroadcastToConstant(),
@@ -299,7 +292,7 @@ class CommonSubexpressionElimination(Pass):
             return None
         if op.name in (shlo.Constant.name, "arith.constant"):
             t = op.attrs.get("value")
-            if not isinstance(t, torch.Tensor) or not is_splat(t):
+            if not isinstance(t, torch.Tensor) or not is_splat_tensor(t):
                 return None
             return op.name, str(op.result.type), str(t.dtype), _bits(t.reshape(-1)[:1])
         regions = tuple(_region_key(b) for b in op.regions)
@@ -381,7 +374,7 @@ class IotaFromConstant(Pattern):
         if op.result.type.dtype not in INT_DTYPES or op.result.type.numel < 2:
             return False
         t = op.attrs.get("value")
-        if not isinstance(t, torch.Tensor) or is_splat(t):
+        if not isinstance(t, torch.Tensor) or is_splat_tensor(t):
             return False
         ty = op.result.type
         d = _counting_dim(t)

@@ -42,10 +42,11 @@ def default_pipeline() -> list[Pass]:
     return normalization_passes() + recognition_passes()
 
 
-def dynamic_shape_pipeline() -> list[Pass]:
-    """For a model compiled for a range of sizes: what folding made of size-dependent iotas goes back to iota, and
-    reshape chains that recognition left are composed, so that every size partitions alike."""
-    return default_pipeline() + [PatternPass("constants-as-iota-and-reshape-chains", [
+def dynamic_shape_pipeline(base: Sequence[Pass] | None = None) -> list[Pass]:
+    """For a model compiled for a range of sizes: ``base`` (default ``default_pipeline()``), then what folding made
+    of size-dependent iotas goes back to iota, and reshape chains that recognition left are composed, so that every
+    size partitions alike."""
+    return [*(base if base is not None else default_pipeline()), PatternPass("constants-as-iota-and-reshape-chains", [
         IotaFromConstant(), ComposeReshapes(), RemoveIdentityShapeOps()]), DeadCodeElimination()]
 
 

@@ -336,7 +336,7 @@ def splat_value(v: Value) -> float | None:
         return None
     flat = t.reshape(-1)
     first = flat[0]
-    if flat.numel() > 1 and not bool((flat == first).all()):
+    if flat.numel() > 1 and not (bool(flat[-1] == first) and bool((flat == first).all())):  # a weight: at once
         return None
     return float(first)
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import torch
-
 from foundation import stablehlo as shlo
-from foundation.ir import Module, Op, Value
+from foundation.ir import Module, Op, Value, is_splat_tensor
 from foundation.source_loc import Loc, fuse_locs
 from mhlo_to_cat.cost import moved_bytes, op_flops
 
@@ -85,8 +83,4 @@ def is_inlined_constant(op: Op) -> bool:
     bias fused with it)."""
     if op.name not in (shlo.Constant.name, "arith.constant"):
         return False
-    t: torch.Tensor = op.attrs["value"]
-    if t.numel() <= 1 or all(s == 0 for s in t.stride()):
-        return True
-    flat = t.reshape(-1)
-    return bool((flat == flat[0]).all())
+    return is_splat_tensor(op.attrs["value"])

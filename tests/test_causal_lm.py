@@ -77,7 +77,8 @@ FAMILIES = {
 NO_CAT_ATTENTION: set[str] = set()  # every family's attention is a cat.attention (ALiBi as its mask)
 
 
-def lazily_compiled(tmp_path_factory: pytest.TempPathFactory, families: dict, weight_std: float) -> dict:
+def lazily_compiled(tmp_path_factory: pytest.TempPathFactory, families: dict, weight_std: float,
+                    max_seq_len: int = 32) -> dict:
     """{family: (eager model, compiled model loaded back from its directory)}, each built on first use with random
     weights of ``weight_std`` (not tiny: logits with clear winners; smaller: flatter distributions to sample)."""
 
@@ -88,7 +89,7 @@ def lazily_compiled(tmp_path_factory: pytest.TempPathFactory, families: dict, we
             for p in model.parameters():
                 p.data.normal_(0, weight_std)
             out = tmp_path_factory.mktemp(family) / "lm"
-            compile_causal_lm(model, max_batch_size=2, max_seq_len=32, out_dir=out)
+            compile_causal_lm(model, max_batch_size=2, max_seq_len=max_seq_len, out_dir=out)
             self[family] = (model, load_causal_lm(out))
             return self[family]
 
@@ -112,6 +113,7 @@ def test_batch_of_one_is_token_exact(compiled, family):
         want = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12)
     assert torch.equal(lm.generate(ids, max_new_tokens=12), want)
     assert lm.last_timing["decode_steps"] == want.shape[1] - 7 - 1
+    assert lm.last_timing["prefill_tokens"] == [7]  # one prefill step of the prompt's length, not a padded chunk
     # every layer's K and V are written in place: each cache input of both steps is donatable to its output
     caches = len(lm.config.kv_shapes)
     for step in (lm.prefill_step, lm.decode_step):

@@ -14,8 +14,12 @@ from torch.export import Dim
 import byteir_cat
 from byteir_cat import model_zoo
 from fallback_codegen.dynamic_group import reassociation
+from foundation import stablehlo as shlo
 from foundation.errors import CompileError, InputError
-from foundation.sym_shape import SymExpr, fit_multilinear
+from foundation.ir import Block, Function, Op, TensorType, Value
+from foundation.serialize import Reader, Writer, specialize_function
+from foundation.sym_shape import DimBound, DynamicSpec, SymbolicShapes, SymExpr, fit_multilinear
+from semantics.interpreter import evaluate
 from tests.helpers import max_rel_err
 
 SHAPES = [(1, 5), (2, 12), (3, 17), (4, 32), (4, 2)]  # (batch, seq): corners, odd sizes, batch 1
@@ -188,12 +192,96 @@ def test_loaded_in_a_new_process_without_the_compile_side(gpt2, tmp_path):
             assert max_rel_err(torch.load(tmp_path / f"{b}x{s}.pt"), model(ids)) < 1e-4
 
 
+class Transcendentals(torch.nn.Module):
+    """The functions fusion groups expand into polynomials (``math_approx``), whose constants take runtime sizes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.abs()
+        return torch.sigmoid(x) * torch.tanh(x) + torch.exp(-a) + torch.log1p(a) + torch.expm1(-a)
+
+
+def test_transcendentals_in_groups_with_symbolic_sizes():
+    model = Transcendentals()
+    compiled = byteir_cat.compile(model, (torch.randn(2, 8, 16),), dynamic_shapes=({0: BATCH, 1: SEQ},))
+    assert compiled.report["interpreted"] == []  # compiled loops, not the interpreter
+    for b, s in SHAPES:
+        x = torch.randn(b, s, 16, generator=torch.Generator().manual_seed(b * 100 + s))
+        assert max_rel_err(compiled.run(x)[0], model(x)) < 1e-6, (b, s)
+
+
+class TopK(torch.nn.Module):
+    """Sorts (a router's top-k): no compiled kernel, so the runtime evaluates them, at each call's sizes."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        v, i = torch.topk(x.softmax(-1), 2, dim=-1)
+        return v * 2, i, torch.sort(x, dim=1)[0] + 1
+
+
+def test_evaluated_subgraphs_take_each_calls_sizes(tmp_path):
+    model = TopK()
+    byteir_cat.compile(model, (torch.randn(2, 8, 16),), dynamic_shapes=({0: BATCH, 1: SEQ},), out_dir=tmp_path / "a")
+    compiled = byteir_cat.load(tmp_path / "a")
+    assert compiled.byre.interpreted  # the sorts
+    for b, s in SHAPES:
+        x = torch.randn(b, s, 16, generator=torch.Generator().manual_seed(b * 100 + s))
+        values, indices, ordered = compiled.run(x)
+        want = model(x)
+        assert torch.equal(indices, want[1]), (b, s)
+        assert max_rel_err(values, want[0]) < 1e-6 and torch.equal(ordered, want[2]), (b, s)
+
+
+def test_an_evaluated_function_is_written_once_and_read_at_each_size():
+    """What an interpreted subgraph carries: symbolic sizes, varying attributes and splat constants, each evaluated
+    at the call's sizes when the plan is specialised."""
+    s = SymExpr.symbol("s")
+    x = Value(TensorType((32, 4), "f32"))
+    ones = Op.create(shlo.Constant.name, [], [TensorType((32, 4), "f32")], {"value": torch.ones(32, 4)})
+    add = Op.create(shlo.Add.name, [x, ones.result], [TensorType((32, 4), "f32")])
+    cut = Op.create(shlo.Slice.name, [add.result], [TensorType((31, 4), "f32")],
+                    {"start_indices": [1, 0], "limit_indices": [32, 4], "strides": [1, 1]})
+    fn = Function("host_0", Block([x], [ones, add, cut], [cut.result]))
+    shapes = SymbolicShapes(DynamicSpec([DimBound("s", 2, 32)], []), dims={v: (d, 4) for v, d in (
+        (x, s), (ones.result, s), (add.result, s), (cut.result, s + -1))},
+        attrs={cut: {"limit_indices": [s, 4]}}, splats={ones})
+    tensors: dict[str, torch.Tensor] = {}
+    written = Writer("fn/host_0", tensors, shapes).function(fn)
+    at5 = Reader(tensors).function(specialize_function(written, {"s": 5}))
+    (got,) = evaluate(at5, [torch.arange(20.0).reshape(5, 4)])
+    assert torch.equal(got, torch.arange(4.0, 20.0).reshape(4, 4) + 1)
+    assert Reader(tensors).function(specialize_function(written, {"s": 32})).body.returns[0].type.shape == (31, 4)
+
+
+class ScaledLinear(torch.nn.Module):
+    """A GEMM whose epilogue multiplies by a constant the exporter spells as a splat of the output's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * 0.5
+
+
+def test_a_splat_operand_of_a_cat_op_takes_each_calls_sizes():
+    torch.manual_seed(0)
+    model = ScaledLinear().eval()
+    compiled = byteir_cat.compile(model, (torch.randn(2, 8, 64),), dynamic_shapes=({0: BATCH, 1: SEQ},))
+    splats = [m["const"] for c in compiled.byre.computes if c.kind == "cat" for m in c.operand_map
+              if "dims" in m.get("const", {})]
+    assert splats  # kept as one value and its symbolic sizes, not a tensor of one size
+    for b, s in SHAPES:
+        x = torch.randn(b, s, 64, generator=torch.Generator().manual_seed(b * 100 + s))
+        with torch.no_grad():
+            assert max_rel_err(compiled.run(x)[0], model(x)) < 1e-5, (b, s)
+
+
 def test_reshapes_with_symbolic_sizes_group_their_dimensions():
     b, s = SymExpr.symbol("b"), SymExpr.symbol("s")
     assert reassociation((b, s, 64), (b * s, 64)) == [[0, 1], [2]]
     assert reassociation((b, s, 4, 16), (b, s, 64)) == [[0], [1], [2, 3]]
     assert reassociation((1, b, s, 1), (b, s)) == [[0, 1], [2, 3]]
     assert reassociation((b, 2 * s), (2 * b, s)) is None  # no grouping: collapsed to one dimension first
+    assert reassociation((s, 2, 64), (2 * s, 64, 1)) is None  # a unit dimension with no source: never an empty group
 
 
 def test_upper_bound_equal_to_the_position_table(tmp_path):

@@ -389,6 +389,28 @@ def test_torch_export_matches_eager() -> None:
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_a_constant_torch_mlir_makes_is_read_without_printing_every_weight(monkeypatch) -> None:
+    """Llama's rotary ``inv_freq`` comes out of torch-mlir as a new resource (not one of the weights handed to it):
+    it alone is read through the module's text, not every weight printed in hex, and the module still computes
+    what the model does."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from frontends import from_torch, loaders
+
+    read: list[dict[str, bytes]] = []
+    original = loaders.read_resource_blobs
+    monkeypatch.setattr(loaders, "read_resource_blobs", lambda section: read.append(original(section)) or read[-1])
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    ids = torch.randint(0, 1024, (1, 8))
+    (logits,) = evaluate(from_torch(model, (ids,)), [ids])
+    assert len(read) == 1 and read[0]
+    assert all(len(raw) <= loaders.SMALL_RESOURCE_BYTES for raw in read[0].values())  # not the 256 KiB embedding
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(ids).logits, rtol=1e-4, atol=1e-5)
+
+
 def test_half_transcendentals_round_once_from_f64(gen: torch.Generator) -> None:
     text = """
 func.func @main(%x: tensor<64xbf16>) -> (tensor<64xbf16>, tensor<64xbf16>) {
