@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from byteir_cat.compiled_model import CompiledModel, load_steps
-from byteir_cat.generation_rules import rules_from_dict
+from byteir_cat.generation_rules import GenerationRules, rules_from_dict
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
 from runtime.signing import TrustedKey
@@ -96,6 +96,7 @@ class CompiledCausalLM:
         self.prefill_step = prefill
         self.decode_step = decode
         self.path = path
+        self.rules: GenerationRules = rules_from_dict(config.rules, str(path or "compiled model"))
         self.last_timing: dict[str, Any] = {}
         # the caches are given to each step, which writes the new rows into them in place (donated inputs)
         self._cache_inputs = tuple(range(KV_LEN_INPUT + 1, KV_LEN_INPUT + 1 + len(config.kv_shapes)))
@@ -179,7 +180,7 @@ class CompiledCausalLM:
         c = self.config
         if num_beams is not None and num_beams != 1:
             raise InputError(f"num_beams {num_beams}: compiled generation decodes one sequence per row (num_beams=1)")
-        rules = rules_from_dict(c.rules, str(self.path or "compiled model"))
+        rules = self.rules
         refusal = rules.refusal({"num_beams"} if num_beams == 1 else set())
         if refusal:
             raise InputError(refusal)

@@ -61,7 +61,6 @@ class CrossAttentionCache(Cache):
     def __init__(self, n_layers: int, kv: Sequence[torch.Tensor] | None = None):
         super().__init__(layers=[])
         self.layers = [_LayerKV(*kv[2 * i:2 * i + 2]) if kv else _LayerKV() for i in range(n_layers)]
-        self.recorded = kv is not None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         self.layers[layer_idx] = _LayerKV(key_states, value_states)
@@ -221,7 +220,10 @@ def _probe(model: torch.nn.Module, source_kind: str, rows: int, max_source_len: 
               (torch.zeros(1, max_source_len, dtype=torch.long), torch.ones(1, max_source_len, dtype=torch.long)))
     cache = EncoderDecoderCache(_ShapeRecorder(), CrossAttentionCache(n_layers))
     cache.is_updated = {i: False for i in range(n_layers)}
-    start = torch.tensor([[int(model.config.decoder_start_token_id)]])
+    gen = getattr(model, "generation_config", None)
+    start_id = getattr(gen, "decoder_start_token_id", None)  # what HF's generate starts from, else the config's
+    start_id = int(model.config.decoder_start_token_id if start_id is None else start_id)
+    start = torch.tensor([[start_id]])
     with torch.no_grad():
         out = model(**_source_kwargs(source_kind, source), decoder_input_ids=start, past_key_values=cache,
                     use_cache=True)
@@ -230,7 +232,6 @@ def _probe(model: torch.nn.Module, source_kind: str, rows: int, max_source_len: 
         raise CompileError(f"{type(model).__name__}: {len(self_shapes) // 2} of its {n_layers} decoder layers "
                            "wrote a self-attention cache through past_key_values.update")
     cross = cache.cross_attention_cache.tensors()
-    gen = getattr(model, "generation_config", None)
     eos = eos_ids(model)
     pad = getattr(gen, "pad_token_id", None)
     return Seq2SeqLMConfig(
@@ -238,8 +239,7 @@ def _probe(model: torch.nn.Module, source_kind: str, rows: int, max_source_len: 
         feature_bins=bins, self_kv_shapes=[[rows, s[1], max_target_len, s[3]] for s in self_shapes],
         cross_kv_shapes=[[rows, *t.shape[1:]] for t in cross], dtype=str(dtype).removeprefix("torch."),
         vocab=int(out.logits.shape[-1]), eos_token_ids=eos, pad_token_id=None if pad is None else int(pad),
-        decoder_start_token_id=int(getattr(gen, "decoder_start_token_id", None)
-                                   or model.config.decoder_start_token_id),
+        decoder_start_token_id=start_id,
         target=target, arch=arch, generation_defaults=model_defaults(gen), rules=rules_of(gen, eos).to_dict(),
         returns_prompt=model.config.model_type != "whisper")
 
@@ -312,9 +312,7 @@ def _verify_against_eager(model: torch.nn.Module, lm: CompiledSeq2SeqLM) -> None
     targets = torch.randint(0, c.vocab, (c.max_batch_size, c.max_target_len), generator=gen)
     with torch.no_grad():
         want = model(**_source_kwargs(c.source, source), decoder_input_ids=targets, use_cache=False).logits.float()
-    kwargs = ({"input_features": source[0]} if c.source == SOURCE_FEATURES else
-              {"input_ids": source[0], "attention_mask": source[1]})
-    got = lm.score(targets, **kwargs)
+    got = lm.score(targets, **_source_kwargs(c.source, source))
     error = float((got - want).norm() / want.norm().clamp_min(1e-30))
     if not error <= VERIFY_BOUND.get(c.dtype, 1e-4):
         raise CompileError(f"{type(model).__name__}: the compiled start/decode steps do not compute what the model "
