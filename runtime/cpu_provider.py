@@ -36,7 +36,7 @@ from foundation.host_code import KernelError, Signature, descriptor_args, descri
 from foundation.host_code_support import register as register_host_code_support
 from foundation.serialize import Reader
 from runtime.cat_binding import bind_cat_op
-from semantics.interpreter import evaluate
+from semantics.interpreter import evaluator
 
 Slots = list[torch.Tensor | None]
 Kernel = Callable[[Slots], None]
@@ -162,11 +162,11 @@ class CpuProvider:
 
     # -- interpret -----------------------------------------------------------------------------------------
     def _bind_interpret(self, c: InterpretCompute) -> Kernel:
-        fn = self.reader.function(c.function)
+        evaluate = evaluator(self.reader.function(c.function))
         operands, results = c.operands, c.results
 
         def run(slots: Slots) -> None:
-            outs = evaluate(fn, [slots[i] for i in operands])
+            outs = evaluate([slots[i] for i in operands])
             for r, t in zip(results, outs, strict=True):
                 slots[r].copy_(t)
 

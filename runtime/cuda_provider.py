@@ -46,7 +46,7 @@ from runtime.artifact import Artifact
 from runtime.cat_binding import bind_cat_op
 from runtime.cpu_provider import Kernel, Slots, alias_kernel
 from runtime.kernel_library import load_library
-from semantics.interpreter import evaluate
+from semantics.interpreter import evaluator
 
 
 class CudaKernelError(RuntimeError):
@@ -135,11 +135,11 @@ class CudaProvider:
 
     # -- interpret -----------------------------------------------------------------------------------------
     def _bind_interpret(self, c: InterpretCompute) -> Kernel:
-        fn = self.reader.function(c.function)
+        evaluate = evaluator(self.reader.function(c.function))
         operands, results = c.operands, c.results
 
         def run(slots: Slots) -> None:
-            outs = evaluate(fn, [slots[i].cpu() for i in operands])
+            outs = evaluate([slots[i].cpu() for i in operands])
             for r, t in zip(results, outs, strict=True):
                 slots[r].copy_(t, non_blocking=False)
 

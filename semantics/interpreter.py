@@ -9,7 +9,7 @@ using the tolerances of StableHLO's own interpreter.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -333,22 +333,32 @@ def _entry(module: Module, function: str) -> Function:
 def evaluate(module_or_function: Module | Function, inputs: Sequence[torch.Tensor],
              function: str = "main") -> list[torch.Tensor]:
     """Run ``function`` on ``inputs`` (torch CPU tensors of exactly the declared shapes and dtypes)."""
+    return evaluator(module_or_function, function)(inputs)
+
+
+def evaluator(module_or_function: Module | Function, function: str = "main"
+              ) -> Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]:
+    """``evaluate`` of ``function`` with its ops checked once, here: a runtime binds a host compute once and runs
+    it every step."""
     module = _as_module(module_or_function)
     fn = module_or_function if isinstance(module_or_function, Function) else _entry(module, function)
     check_supported(module, fn.name)
-    args = list(inputs)
-    if len(args) != len(fn.body.args):
-        raise InputError(f"@{fn.name} takes {len(fn.body.args)} inputs, got {len(args)}")
-    for i, (t, v) in enumerate(zip(args, fn.body.args, strict=True)):
-        if not isinstance(t, torch.Tensor):
-            raise InputError(f"@{fn.name} input {i}: expected a torch.Tensor, got {type(t).__name__}")
-        want = torch_dtype(v.type.dtype)
-        if tuple(t.shape) != v.type.shape or t.dtype != want:
-            raise InputError(f"@{fn.name} input {i}: expected {v.type}, got {t.dtype} {list(t.shape)}")
-    interp = _Interpreter(module)
-    outs = interp.run_block(fn.body, [t.detach().cpu() for t in args])
-    # results may be views of the module's constants (or of each other): hand out independent tensors
-    return [t.clone(memory_format=torch.contiguous_format) for t in outs]
+    wanted = [(v.type, torch_dtype(v.type.dtype)) for v in fn.body.args]
+
+    def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        args = list(inputs)
+        if len(args) != len(wanted):
+            raise InputError(f"@{fn.name} takes {len(wanted)} inputs, got {len(args)}")
+        for i, (t, (vtype, dtype)) in enumerate(zip(args, wanted, strict=True)):
+            if not isinstance(t, torch.Tensor):
+                raise InputError(f"@{fn.name} input {i}: expected a torch.Tensor, got {type(t).__name__}")
+            if tuple(t.shape) != vtype.shape or t.dtype != dtype:
+                raise InputError(f"@{fn.name} input {i}: expected {vtype}, got {t.dtype} {list(t.shape)}")
+        outs = _Interpreter(module).run_block(fn.body, [t.detach().cpu() for t in args])
+        # results may be views of the module's constants (or of each other): hand out independent tensors
+        return [t.clone(memory_format=torch.contiguous_format) for t in outs]
+
+    return run
 
 
 def evaluate_values(module: Module, inputs: Sequence[torch.Tensor], function: str = "main"

@@ -21,8 +21,9 @@ from tests.helpers import exported_symbols, max_rel_err
 GEN = torch.Generator().manual_seed(0)
 
 
-@pytest.mark.parametrize("rows, m", [(2, 1), (37, 1), (9, 3)])
-def test_cpu_kernel_equals_the_reference(rows, m):
+@pytest.mark.parametrize("table_known_at_load", [False, True])
+@pytest.mark.parametrize("rows, m", [(2, 1), (3, 2), (37, 1), (9, 3)])
+def test_cpu_kernel_equals_the_reference(rows, m, table_known_at_load):
     table = torch.randn(5, 12, 16, generator=GEN)
     indices = torch.randint(-2, 7, (rows, 1), generator=GEN)  # some out of the stack: clamped, as gather does
     b = torch.randn(rows, 16, m, generator=GEN)
@@ -30,7 +31,10 @@ def test_cpu_kernel_equals_the_reference(rows, m):
     types = [TensorType(tuple(t.shape), d) for t, d in ((table, "f32"), (indices, "i64"), (b, "f32"))]
     out_type = op.infer_type(types)
     out = torch.empty(out_type.shape)
-    op.cpu_kernel(types, out_type)([table, indices, b], out)
+    shared: dict = {}
+    kernel = op.cpu_kernel(types, out_type, {0: table} if table_known_at_load else None, shared)
+    kernel([table, indices, b], out)
+    assert bool(shared) == table_known_at_load  # the stack transposed once, for every binding of the plan
     want = torch.stack([table[min(max(int(i), 0), 4)] @ b[s] for s, i in enumerate(indices.reshape(-1))])
     assert max_rel_err(out, want) < 1e-6
     assert max_rel_err(op.reference(table, indices, b), want) < 1e-6
