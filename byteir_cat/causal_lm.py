@@ -132,8 +132,10 @@ class CompiledCausalLM:
         return [torch.zeros(shape, dtype=dtype, device=device) for shape in self.config.kv_shapes]
 
     def _step(self, step: CompiledModel, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
-              valid: torch.Tensor, kv: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One prefill chunk or decode step at cache ``slots``: (logits [rows, T, V], the updated caches)."""
+              valid: torch.Tensor, kv: list[torch.Tensor]
+              ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """One prefill chunk or decode step at cache ``slots``: (logits [rows, T, V], the updated caches, the step's
+        greedy tokens [rows] where it has them)."""
         c = self.config
         mask = step_mask(valid, slots, getattr(torch, c.dtype), c.sliding_window)
         extra = (valid.long(),) if c.alibi_slots else ()
@@ -141,7 +143,8 @@ class CompiledCausalLM:
             extra += (step_mask(valid, slots, getattr(torch, c.dtype)),)
         out = step.run(ids, positions, slots, mask, torch.tensor([int(slots[-1]) + 1]), *kv, *extra,
                        donate=self._cache_inputs)
-        return out[0], list(out[1:])
+        n = len(kv)
+        return out[0], list(out[1:1 + n]), (out[1 + n] if len(out) > 1 + n else None)
 
     def _prefill(self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int,
                  kv: list[torch.Tensor], keep_all: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
@@ -159,7 +162,7 @@ class CompiledCausalLM:
                 tokens, step = 1, self.decode_step
             elif c.prefill_min_tokens is not None:
                 tokens = max(real, c.prefill_min_tokens)
-            out, kv = self._step(step, ids[:, start:start + tokens], positions[:, start:start + tokens],
+            out, kv, _ = self._step(step, ids[:, start:start + tokens], positions[:, start:start + tokens],
                                  torch.arange(start, start + tokens), valid, kv)
             ran.append(tokens)
             logits = [*logits, out[:, :real]] if keep_all else [out[:, :real]]
@@ -208,9 +211,12 @@ class CompiledCausalLM:
         next_pos = positions[:b, p - 1] + 1
         t1 = time.perf_counter()
         steps = 0
+        greedy: torch.Tensor | None = None  # the last decode step's own greedy tokens
         for i in range(max_new_tokens):
-            apply_rules = lambda scores, seq=result: rules.apply(scores, seq, p, p + max_new_tokens)  # noqa: E731
-            token = sampling.next_tokens(logits[:b], result, left_pad, generator, apply_rules).cpu()
+            apply_rules = (lambda scores, seq=result: rules.apply(scores, seq, p, p + max_new_tokens)) \
+                if rules.act_at(result.shape[1], p, p + max_new_tokens) else None
+            token = sampling.next_tokens(logits[:b], result, left_pad, generator, apply_rules,
+                                         None if greedy is None else greedy[:b]).cpu()
             token = torch.where(done, torch.full_like(token, pad), token)
             result = torch.cat([result, token[:, None]], dim=1)
             done |= torch.isin(token, torch.tensor(eos, dtype=torch.long))
@@ -222,7 +228,7 @@ class CompiledCausalLM:
             valid[:b, slot] = True
             pos_step = torch.ones(rows, 1, dtype=torch.long)
             pos_step[:b, 0] = next_pos + i
-            out, kv = self._step(self.decode_step, ids_step, pos_step, torch.tensor([slot]), valid, kv)
+            out, kv, greedy = self._step(self.decode_step, ids_step, pos_step, torch.tensor([slot]), valid, kv)
             logits = out[:, 0]
             steps += 1
         decode_s = time.perf_counter() - t1
@@ -248,7 +254,7 @@ class CompiledCausalLM:
         logits = [torch.cat(chunks, dim=1)[:b, :prompt].float().cpu()]
         for slot in range(prompt, length):
             valid[:b, slot] = True
-            out, kv = self._step(self.decode_step, ids[:, slot:slot + 1], positions[:, slot:slot + 1],
+            out, kv, _ = self._step(self.decode_step, ids[:, slot:slot + 1], positions[:, slot:slot + 1],
                                  torch.tensor([slot]), valid, kv)
             logits.append(out[:b].float().cpu())
         return torch.cat(logits, dim=1)

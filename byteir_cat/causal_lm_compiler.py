@@ -26,7 +26,7 @@ from byteir_cat.sampling import model_defaults
 from families import compile_side
 from families.attention.patterns import CacheAttentionLength
 from foundation.errors import CompileError
-from mhlo_to_cat.pipeline import default_pipeline
+from mhlo_to_cat.pipeline import default_pipeline, iota_restoring_passes
 from mhlo_to_cat.rewriter import Pass
 from runtime.artifact import Artifact
 
@@ -70,13 +70,17 @@ class _ShapeProbe(Cache):
 class CausalLMStep(torch.nn.Module):
     """The functional step that gets compiled: (ids, positions, cache slots, mask, kv_len, k0, v0, k1, ...) ->
     (logits, k0', v0', k1', ...). ``kv_len`` ([1]): the mask hides every cache slot at or past it; the model's
-    code does not read it, the compiled attentions do (``CacheAttentionLength``)."""
+    code does not read it, the compiled attentions do (``CacheAttentionLength``). ``greedy_token``: one more output,
+    each row's highest-scoring next token [B] (HF's greedy choice, the first of equal scores), so that greedy decoding
+    reads B token ids from a step, not B x vocab logits."""
 
     source_root = "model"  # reports name the user's modules (``transformer.h.0``), not ours (frontend.SOURCE_ROOT)
 
-    def __init__(self, model: torch.nn.Module, n_caches: int, alibi: bool = False, full_mask: bool = False):
+    def __init__(self, model: torch.nn.Module, n_caches: int, alibi: bool = False, full_mask: bool = False,
+                 greedy_token: bool = False):
         super().__init__()
         self.model = model
+        self.greedy_token = greedy_token
         self.n_caches = n_caches
         self.alibi = alibi
         self.full_mask = full_mask  # layers of two kinds: ``mask`` is the windowed one, the last input the full one
@@ -91,7 +95,8 @@ class CausalLMStep(torch.nn.Module):
                              past_key_values=cache, use_cache=True)
         if any(t is None for t in cache.updated):
             raise CompileError("the model did not update every layer's cache through past_key_values.update")
-        return (out.logits, *cache.updated)
+        greedy = (out.logits[:, -1].argmax(-1),) if self.greedy_token else ()
+        return (out.logits, *cache.updated, *greedy)
 
 
 def _modules_defining(model: torch.nn.Module, method: str) -> list[torch.nn.Module]:
@@ -202,8 +207,11 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     step = CausalLMStep(model, len(kv_shapes), config.alibi_slots, config.full_attention_layers_too)
     passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
     artifact, config, static_why = _build_prefill(step, config, dtype, passes, memory_limit)
-    decode, _ = build_artifact(step, _example(config, 1, dtype), target=target, arch=arch,
-                               kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes, memory_limit=memory_limit)
+    decode_step = CausalLMStep(model, len(kv_shapes), config.alibi_slots, config.full_attention_layers_too,
+                               greedy_token=True)
+    decode, _ = build_artifact(decode_step, _example(config, 1, dtype), target=target, arch=arch,
+                               kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes + iota_restoring_passes(),
+                               memory_limit=memory_limit)
     artifact.report["tokens"] = [config.prefill_min_tokens or chunk, chunk]
     if static_why:
         artifact.report["static_because"] = static_why

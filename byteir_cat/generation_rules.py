@@ -9,6 +9,7 @@ Rules HF applies that the compiled models do not are refused by name when they a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,24 +60,39 @@ class GenerationRules:
     def apply(self, scores: torch.Tensor, sequences: torch.Tensor, prompt_len: int, max_length: int) -> torch.Tensor:
         """``scores`` [B, V] (float32) after the rules, given the ``sequences`` so far [B, L] whose first
         ``prompt_len`` tokens are the prompt; ``max_length`` = prompt length + max_new_tokens, as HF sets it."""
-        cur_len = sequences.shape[-1]
-        if self.no_repeat_ngram_size > 0:
-            scores = _block_repeated_ngrams(scores, sequences, self.no_repeat_ngram_size)
+        for rule in self._acting(sequences.shape[-1], prompt_len, max_length):
+            scores = rule(scores, sequences)
+        return scores
+
+    def act_at(self, cur_len: int, prompt_len: int, max_length: int) -> bool:
+        """Whether any rule may change the scores of the token chosen after ``cur_len`` tokens (prompt included):
+        where none does, a greedy token is the compiled step's own highest-scoring one."""
+        return bool(self._acting(cur_len, prompt_len, max_length))
+
+    def _acting(self, cur_len: int, prompt_len: int, max_length: int
+                ) -> list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+        """The rules that apply after ``cur_len`` tokens, in HF's order, as (scores, sequences) -> scores."""
+        rules: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = []
+        if self.no_repeat_ngram_size > 0 and cur_len + 1 >= self.no_repeat_ngram_size:
+            rules.append(lambda s, seq: _block_repeated_ngrams(s, seq, self.no_repeat_ngram_size))
         if self.eos_token_ids and (cur_len < self.min_length or cur_len - prompt_len < self.min_new_tokens):
-            scores = scores.clone()
-            scores[:, self.eos_token_ids] = -math.inf
+            rules.append(lambda s, seq: _banned(s, self.eos_token_ids))
         if self.forced_bos_token_id is not None and cur_len == 1:
-            scores = _only(scores, [self.forced_bos_token_id])
+            rules.append(lambda s, seq: _only(s, [self.forced_bos_token_id]))
         if self.forced_eos_token_id and cur_len == max_length - 1:
-            scores = _only(scores, self.forced_eos_token_id)
+            rules.append(lambda s, seq: _only(s, self.forced_eos_token_id))
         if self.suppress_tokens:
-            scores = scores.clone()
-            scores[:, self.suppress_tokens] = -math.inf
+            rules.append(lambda s, seq: _banned(s, self.suppress_tokens))
         begin = prompt_len + (1 if prompt_len == 1 and self.forced_bos_token_id is not None else 0)
         if self.begin_suppress_tokens and cur_len == begin:
-            scores = scores.clone()
-            scores[:, self.begin_suppress_tokens] = -math.inf
-        return scores
+            rules.append(lambda s, seq: _banned(s, self.begin_suppress_tokens))
+        return rules
+
+
+def _banned(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    scores = scores.clone()
+    scores[:, tokens] = -math.inf
+    return scores
 
 
 def _only(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
@@ -88,8 +104,6 @@ def _only(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
 def _block_repeated_ngrams(scores: torch.Tensor, sequences: torch.Tensor, n: int) -> torch.Tensor:
     """Each row may not end on an n-gram it already holds: the tokens that would complete one are banned."""
     cur_len = sequences.shape[-1]
-    if cur_len + 1 < n:
-        return scores
     scores = scores.clone()
     for row, tokens in enumerate(sequences.tolist()):
         tail = tuple(tokens[cur_len - n + 1:]) if n > 1 else ()

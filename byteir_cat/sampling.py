@@ -71,8 +71,13 @@ class Sampling:
 
     def next_tokens(self, logits: torch.Tensor, sequences: torch.Tensor, left_pad: torch.Tensor,
                     generator: torch.Generator | None = None,
-                    rules: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """The chosen token of every row [B] (int64, on the logits' device)."""
+                    rules: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    step_greedy: torch.Tensor | None = None) -> torch.Tensor:
+        """The chosen token of every row [B] (int64, on the logits' device). ``step_greedy``: the tokens the compiled
+        step chose itself (each row's highest logit), taken as they are when nothing here would change the scores
+        (greedy, no repetition penalty, no ``rules``): the logits are then not read at all."""
+        if step_greedy is not None and not self.do_sample and self.repetition_penalty == 1.0 and rules is None:
+            return step_greedy
         scores = self.scores(logits, sequences, left_pad, rules)
         if not self.do_sample:
             return scores.argmax(-1)

@@ -162,10 +162,13 @@ class CompiledSeq2SeqLM:
         return out[0][:, 0], list(out[1:1 + n_self]), list(out[1 + n_self:])
 
     def _decode(self, ids: torch.Tensor, slot: int, source: tuple[torch.Tensor, ...], kv: list[torch.Tensor],
-                cross: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                cross: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """One decoder token at ``slot``: (logits [rows, V], self caches, the step's greedy tokens [rows] where it
+        has them)."""
         source_mask = source[1:] if self.config.source == SOURCE_TOKENS else ()
         out = self.decode_step.run(*self._head(ids, slot), *source_mask, *kv, *cross, donate=self._donated)
-        return out[0][:, 0], list(out[1:])
+        n = len(kv)
+        return out[0][:, 0], list(out[1:1 + n]), (out[1 + n] if len(out) > 1 + n else None)
 
     def _teacher_forced(self, prompt: torch.Tensor, source: tuple[torch.Tensor, ...]
                         ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
@@ -177,7 +180,7 @@ class CompiledSeq2SeqLM:
         logits, kv, cross = self._start(ids[:, :1], source)
         every = [logits]
         for slot in range(1, prompt.shape[1]):
-            logits, kv = self._decode(ids[:, slot:slot + 1], slot, source, kv, cross)
+            logits, kv, _ = self._decode(ids[:, slot:slot + 1], slot, source, kv, cross)
             every.append(logits)
         return every, kv, cross
 
@@ -222,9 +225,12 @@ class CompiledSeq2SeqLM:
         no_pad = torch.zeros(b, dtype=torch.long)
         t1 = time.perf_counter()
         steps = 0
+        greedy: torch.Tensor | None = None  # the last decode step's own greedy tokens
         for i in range(max_new_tokens):
-            rules = lambda scores, seq=result: self.rules.apply(scores, seq, p, max_length)  # noqa: E731
-            token = sampling.next_tokens(logits[:b], result, no_pad, generator, rules).cpu()
+            rules = (lambda scores, seq=result: self.rules.apply(scores, seq, p, max_length)) \
+                if self.rules.act_at(result.shape[1], p, max_length) else None
+            token = sampling.next_tokens(logits[:b], result, no_pad, generator, rules,
+                                         None if greedy is None else greedy[:b]).cpu()
             token = torch.where(done, torch.full_like(token, pad), token)
             result = torch.cat([result, token[:, None]], dim=1)
             done |= torch.isin(token, torch.tensor(eos, dtype=torch.long))
@@ -232,7 +238,7 @@ class CompiledSeq2SeqLM:
                 break
             ids = torch.zeros(c.max_batch_size, 1, dtype=torch.long)
             ids[:b, 0] = token
-            logits, kv = self._decode(ids, p + i, source, kv, cross)
+            logits, kv, greedy = self._decode(ids, p + i, source, kv, cross)
             steps += 1
         decode_s = time.perf_counter() - t1
         self.last_timing = {"start_s": start_s, "decode_s": decode_s, "decode_steps": steps,

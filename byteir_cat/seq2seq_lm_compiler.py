@@ -34,7 +34,7 @@ from byteir_cat.seq2seq_lm import (
 from families import compile_side
 from families.attention.patterns import CacheAttentionLength
 from foundation.errors import CompileError
-from mhlo_to_cat.pipeline import default_pipeline
+from mhlo_to_cat.pipeline import default_pipeline, iota_restoring_passes
 
 compile_side.load()
 
@@ -114,7 +114,8 @@ class Seq2SeqStartStep(torch.nn.Module):
 
 class Seq2SeqDecodeStep(torch.nn.Module):
     """(decoder ids [B, 1], slot [1], decoder mask, kv_len, [source mask], self k0, v0, ..., cross k0, v0, ...) ->
-    (logits, self caches'): the decoder alone over the cross-attention caches."""
+    (logits, self caches', greedy tokens [B]): the decoder alone over the cross-attention caches; the last output is
+    each row's highest-scoring next token (of equal scores the first, as HF's argmax)."""
 
     source_root = "model"
 
@@ -135,7 +136,7 @@ class Seq2SeqDecodeStep(torch.nn.Module):
         kwargs = {"attention_mask": source_mask[0]} if source_mask else {}
         out = self.model(encoder_outputs=encoder, decoder_input_ids=decoder_ids, decoder_attention_mask=mask,
                          past_key_values=cache, use_cache=True, **kwargs)
-        return (out.logits, *_updated(cache.self_attention_cache))
+        return (out.logits, *_updated(cache.self_attention_cache), out.logits[:, -1].argmax(-1))
 
 
 def _updated(cache: DecoderSelfCache) -> list[torch.Tensor]:
@@ -196,7 +197,8 @@ def compile_seq2seq_lm(model: torch.nn.Module, max_batch_size: int, max_source_l
     encoder_shape = [max_batch_size, config.cross_kv_shapes[0][2], _hidden_size(model)]
     step = Seq2SeqDecodeStep(model, n_layers, source_kind, encoder_shape, dtype)
     decode, _ = build_artifact(step, _decode_example(config, dtype), target=target, arch=arch,
-                               kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes, memory_limit=memory_limit)
+                               kernel_prefix=f"kernels/{DECODE_PLAN}/", passes=passes + iota_restoring_passes(),
+                               memory_limit=memory_limit)
     root, steps = two_step_model(artifact, "start", decode, META, config, target, out_dir, overwrite)
     lm = CompiledSeq2SeqLM(config, *steps, root)
     if target == "cpu":

@@ -46,8 +46,14 @@ def dynamic_shape_pipeline(base: Sequence[Pass] | None = None) -> list[Pass]:
     """For a model compiled for a range of sizes: ``base`` (default ``default_pipeline()``), then what folding made
     of size-dependent iotas goes back to iota, and reshape chains that recognition left are composed, so that every
     size partitions alike."""
-    return [*(base if base is not None else default_pipeline()), PatternPass("constants-as-iota-and-reshape-chains", [
-        IotaFromConstant(), ComposeReshapes(), RemoveIdentityShapeOps()]), DeadCodeElimination()]
+    return [*(base if base is not None else default_pipeline()), *iota_restoring_passes()]
+
+
+def iota_restoring_passes() -> list[Pass]:
+    """Constants that folding made of iotas go back to iota (computed where used, not stored: a greedy choice's
+    token ids [batch, vocab] are megabytes), and reshape chains that recognition left are composed."""
+    return [PatternPass("constants-as-iota-and-reshape-chains", [IotaFromConstant(), ComposeReshapes(),
+                                                                  RemoveIdentityShapeOps()]), DeadCodeElimination()]
 
 
 def run_pipeline(module: Module, passes: Sequence[Pass] | None = None,

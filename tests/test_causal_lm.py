@@ -256,3 +256,29 @@ def test_generates_in_a_new_process_without_compiler_or_transformers(compiled):
     proc = subprocess.run([sys.executable, "-c", LOADER, str(lm.path), ",".join(map(str, ids[0].tolist()))],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == ",".join(map(str, want[0].tolist()))
+
+
+def test_the_decode_step_chooses_greedy_tokens_as_hf_does_among_equal_scores():
+    """Greedy decoding reads each row's token from the decode step (its highest score; of equal ones the first, as
+    HF's argmax): an LM head whose rows repeat (3, 7, 11 one vector; 4, 8, 12 its negative) ties every step's best
+    score, and the tokens still equal HF's; the step's token is the argmax of its own logits."""
+    torch.manual_seed(3)
+    model = FAMILIES["llama"]().eval()
+    with torch.no_grad():
+        head = model.lm_head.weight
+        head.mul_(0.01)
+        direction = torch.randn(head.shape[1]) * 4
+        head[[3, 7, 11]] = direction
+        head[[4, 8, 12]] = -direction
+    lm = compile_causal_lm(model, max_batch_size=2, max_seq_len=32)
+    ids = torch.randint(13, VOCAB, (2, 5), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=8)
+    got = lm.generate(ids, max_new_tokens=8)
+    assert torch.equal(got, want)
+    assert set(got[:, 5:].flatten().tolist()) <= {3, 4}  # each step's best score was tied three ways
+    valid = torch.zeros(2, 32, dtype=torch.bool)
+    valid[:, :6] = True
+    logits, _, greedy = lm._step(lm.decode_step, got[:, 5:6], torch.full((2, 1), 5), torch.tensor([5]), valid,
+                                 lm._empty_caches())
+    assert greedy is not None and torch.equal(greedy, logits[:, -1].argmax(-1))

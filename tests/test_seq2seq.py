@@ -134,6 +134,26 @@ def test_rules_apply_as_hf_processors_do():
             assert torch.equal(rules.apply(scores, sequences, prompt_len, max_length), hf(sequences, scores.clone()))
 
 
+@pytest.mark.parametrize("rule", [{"no_repeat_ngram_size": 3}, {"min_length": 4}, {"min_new_tokens": 2},
+                                  {"forced_bos_token_id": 7}, {"forced_eos_token_id": [2]},
+                                  {"begin_suppress_tokens": [13]}, {"suppress_tokens": [9]}, {}])
+def test_a_rule_said_idle_leaves_the_scores_alone(rule):
+    """``act_at`` False (the compiled step's own greedy token is taken) only where the rule changes nothing."""
+    gen = torch.Generator().manual_seed(1)
+    rules = GenerationRules(**rule, eos_token_ids=[2])
+    acting = []
+    for prompt_len in (1, 3):
+        max_length = prompt_len + 6
+        for length in range(prompt_len, max_length):
+            sequences = torch.randint(0, 4, (3, length), generator=gen)
+            scores = torch.randn(3, 32, generator=gen)
+            changed = not torch.equal(rules.apply(scores, sequences, prompt_len, max_length), scores)
+            acts = rules.act_at(length, prompt_len, max_length)
+            assert acts or not changed, (rule, prompt_len, length)
+            acting.append(acts)
+    assert any(acting) == bool(rule)
+
+
 def test_rules_read_from_a_generation_config_and_beam_search_is_refused(compiled):
     config = GenerationConfig(num_beams=4, no_repeat_ngram_size=3, min_length=10, forced_bos_token_id=0,
                               suppress_tokens=[5], eos_token_id=2)
