@@ -90,7 +90,8 @@ class CausalLMStep(torch.nn.Module):
         cache = FunctionalKVCache(kv, cache_position)
         if self.full_mask:  # the per-layer-kind masks, as HF's generate hands them to such a model
             mask = {"sliding_attention": mask, "full_attention": rest[-1]}
-        with _alibi_from_slots(self.model, rest[self.n_caches] if self.alibi else None):
+        with _alibi_from_slots(self.model, rest[self.n_caches] if self.alibi else None), \
+                _bias_rows_at_slots(self.model, cache_position):
             out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
                              past_key_values=cache, use_cache=True)
         if any(t is None for t in cache.updated):
@@ -119,6 +120,50 @@ def _alibi_from_slots(model: torch.nn.Module, valid: torch.Tensor | None) -> Ite
     finally:
         for m in owners:
             del m.build_alibi_tensor
+
+
+class _BiasRowsAtSlots:
+    """Stands in for an attention's causal-bias buffer while a step is traced (GPT-Neo's ``bias`` [1, 1, P, P]:
+    lower-triangular, or a band of ``window_size`` for its local layers), which the attention reads as rows
+    [keys - queries, keys) on the assumption that the queries are the last keys. Over the static cache they are
+    not: this gives the rows at the queries' own cache slots, computed from the slots (nothing stored)."""
+
+    def __init__(self, slots: torch.Tensor, window: int | None):
+        self.slots, self.window = slots, window
+
+    def __getitem__(self, index: tuple) -> torch.Tensor:
+        keys = torch.arange(index[3].stop, device=self.slots.device)[None, :]
+        slots = self.slots[:, None]
+        keep = keys <= slots
+        if self.window is not None:
+            keep = keep & (keys > slots - self.window)
+        return keep[None, None]
+
+
+def _banded_attentions(model: torch.nn.Module) -> list[tuple[torch.nn.Module, int | None]]:
+    """The attentions that slice their own causal-bias buffer by the key length (GPT-Neo's ``attention_type``
+    global / local), with the window of the local ones."""
+    found = []
+    for m in model.modules():
+        kind = getattr(m, "attention_type", None)
+        bias = m._buffers.get("bias") if kind in ("global", "local") else None
+        if bias is not None and bias.dtype == torch.bool and bias.dim() == 4:
+            found.append((m, int(m.config.window_size) if kind == "local" else None))
+    return found
+
+
+@contextlib.contextmanager
+def _bias_rows_at_slots(model: torch.nn.Module, slots: torch.Tensor) -> Iterator[None]:
+    """While a step is traced, each banded attention reads its bias rows at the queries' cache slots (an instance
+    attribute shadows the buffer, which stays registered as it was)."""
+    banded = _banded_attentions(model)
+    for m, window in banded:
+        m.__dict__["bias"] = _BiasRowsAtSlots(slots, window)
+    try:
+        yield
+    finally:
+        for m, _ in banded:
+            del m.__dict__["bias"]
 
 
 def _uses_alibi_from_mask(model: torch.nn.Module) -> bool:

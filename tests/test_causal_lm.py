@@ -1,6 +1,6 @@
 """Causal-LM generation (``compile_causal_lm``): greedy tokens exactly as Hugging Face ``generate`` in f32 on
 the CPU, for GPT-2 (learned positions), a Llama-style GQA model (RoPE), Qwen2 (biased projections, GQA), BLOOM
-(ALiBi) and more, at
+(ALiBi), GPT-Neo (local attention layers) and more, at
 batch 1 and as a left-padded batch of 2; refusals of what the compiled shapes cannot hold; the CLI."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from transformers import (
     BloomForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
+    GPTNeoConfig,
+    GPTNeoForCausalLM,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
     LlamaConfig,
@@ -66,6 +68,12 @@ FAMILIES = {
     # ALiBi from the distance to the last key alone: a constant shift per row over the static cache
     "mpt": lambda: MptForCausalLM(MptConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, max_seq_len=64,
                                             bos_token_id=1, eos_token_id=2, pad_token_id=0)),
+    # a global then a local layer (window 4 < prompt + new tokens): each reads its own causal-bias buffer, whose rows
+    # the steps take at the queries' cache slots
+    "gpt_neo": lambda: GPTNeoForCausalLM(GPTNeoConfig(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4,
+                                                      max_position_embeddings=64, window_size=4,
+                                                      attention_types=[[["global", "local"], 1]], bos_token_id=1,
+                                                      eos_token_id=2, pad_token_id=0)),
     "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
                                                          num_hidden_layers=2, num_attention_heads=4,
                                                          max_position_embeddings=64, bos_token_id=1, eos_token_id=2,

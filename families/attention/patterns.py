@@ -385,6 +385,9 @@ def _scores_and_biases(v: Value, rw: Rewriter, anchor: Op) -> tuple[Value, list[
             if inner is not None:
                 return inner[0], [*inner[1], b]
         return None
+    sel = producer(v, shlo.Select)
+    if sel is not None:
+        return _selected_scores_and_biases(sel, v, rw, anchor)
     reshape = producer(v, shlo.Reshape)
     inner = _scores_and_biases(reshape.operands[0], rw, anchor) if reshape is not None else None
     if inner is None:
@@ -394,13 +397,42 @@ def _scores_and_biases(v: Value, rw: Rewriter, anchor: Op) -> tuple[Value, list[
     return moved[0].result, [r.result for r in moved[1:]]
 
 
+def _selected_scores_and_biases(sel: Op, v: Value, rw: Rewriter, anchor: Op) -> tuple[Value, list[Value]] | None:
+    """select(keep, S + terms, fill) as (S, [select(keep, terms or 0, fill)]) when the fill absorbs any score (GPT-
+    Neo's causal-bias select under its additive mask): hidden entries stay the fill, kept ones are S + terms."""
+    dtype = torch_dtype(v.type.dtype)
+    absorbing = [i for i in (2, 1) if (f := splat_value(sel.operands[i])) is not None and _absorbs(f, dtype)]
+    if not absorbing:
+        return None
+    kept = 3 - absorbing[0]
+    inner = _scores_and_biases(sel.operands[kept], rw, anchor)
+    if inner is None:
+        return None
+    scores, terms = inner
+    new: list[Op] = []
+    if not terms:
+        new.append(shlo.Constant.create([], [v.type], {"value": torch.zeros((), dtype=dtype).expand(v.type.shape)},
+                                        sel.loc))
+        terms = [new[-1].result]
+    bias = terms[0]
+    for term in terms[1:]:
+        new.append(shlo.Add.create([bias, term], [v.type], {}, sel.loc))
+        bias = new[-1].result
+    operands = list(sel.operands)
+    operands[kept] = bias
+    new.append(shlo.Select.create(operands, [v.type], {}, sel.loc))
+    rw.insert_before(anchor, new)
+    return scores, [new[-1].result]
+
+
 class ScoreBiasesIntoOneMask(Pattern):
     """softmax(reshape(S * c + bias) + mask) -> softmax(reshape(S * c) + (reshape(bias) + mask)), S a QK^T bmm:
     a bias added to the scores before the mask (ALiBi: BLOOM's ``baddbmm``, MPT's position bias; any per-head or
     per-key bias) joins the mask, so that the attention takes their sum as its additive mask operand.
     select(keep, S + bias, fill) becomes S + select(keep, bias, fill) when the fill absorbs any score (as
-    ``AttentionFromBmmSoftmaxBmm`` reads a select). Only the rounding of the sum changes (the kernels add the
-    mask to the scaled scores in f32)."""
+    ``AttentionFromBmmSoftmaxBmm`` reads a select), also under a further add (GPT-Neo: select(band, S, fill) +
+    mask -> S + (select(band, 0, fill) + mask)). Only the rounding of the sum changes (the kernels add the mask to
+    the scaled scores in f32)."""
 
     def match_and_rewrite(self, op: Op, rw: Rewriter) -> bool:
         found = cat_producer(op.results[0], Softmax) if cat.is_cat(op) and op.results else None

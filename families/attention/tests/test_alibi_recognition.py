@@ -1,6 +1,8 @@
 """ALiBi attention as written by models becomes one ``cat.attention`` whose additive mask operand is the position
 bias plus the padding mask: BLOOM's ``baddbmm(alibi, Q, K^T)`` then a mask add, MPT's scores plus a position bias
-then ``masked_fill``; a bias that is not added to the scores (multiplied in) stays what it is."""
+then ``masked_fill``, GPT-Neo's unscaled scores selected by its causal band (``where(band, S, min)``) under an
+additive mask; a bias that is not added to the scores (multiplied in), or a fill that does not hide a score, stays
+what it is."""
 
 from __future__ import annotations
 
@@ -42,13 +44,19 @@ class AlibiAttention(torch.nn.Module):
         elif self.kind == "mpt":
             scores = (q @ k.transpose(-1, -2)) * scale + alibi[:, :, None, :]
             scores = scores.masked_fill(hidden, torch.finfo(q.dtype).min)
+        elif self.kind in ("gpt_neo", "gpt_neo_soft_fill"):  # where(band, S, fill) + mask, unscaled
+            i, j = torch.arange(S)[:, None], torch.arange(S)[None, :]
+            band = ((j <= i) & (j > i - 4))[None] & keep[:, None, :].bool()  # [B, S, S]: input-dependent
+            fill = torch.finfo(q.dtype).min if self.kind == "gpt_neo" else -10.0  # -10 does not hide a score
+            scores = torch.where(band[:, None], q @ k.transpose(-1, -2), torch.tensor(fill))
+            scores = scores + alibi[:, :, None, :]
         else:  # a look-alike: the bias scales the scores instead of shifting them
             scores = (q @ k.transpose(-1, -2)) * scale * (1 + alibi[:, :, None, :])
             scores = scores.masked_fill(hidden, torch.finfo(q.dtype).min)
         return torch.softmax(scores, dim=-1) @ v
 
 
-@pytest.mark.parametrize("kind", ["bloom", "mpt", "multiplied_look_alike"])
+@pytest.mark.parametrize("kind", ["bloom", "mpt", "gpt_neo", "multiplied_look_alike", "gpt_neo_soft_fill"])
 def test_alibi_is_one_attention_with_its_bias_as_the_mask(kind, tmp_path):
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(B, H, S, D, generator=gen) for _ in range(3))
@@ -61,7 +69,7 @@ def test_alibi_is_one_attention_with_its_bias_as_the_mask(kind, tmp_path):
     assert max_rel_err(compiled.run(q, k, v, keep)[0], want) < 1e-4
     found = [cat.decode(op) for sg in compiled.partition.subgraphs for op in sg.ops if cat.is_cat(op)]
     attentions = [d for d in found if isinstance(d, Attention)]
-    if kind == "multiplied_look_alike":
+    if kind in ("multiplied_look_alike", "gpt_neo_soft_fill"):
         assert not attentions
     else:
         assert len(attentions) == 1 and attentions[0].has_mask, found
