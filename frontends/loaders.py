@@ -22,6 +22,7 @@ from foundation.errors import CompileError
 from foundation.ir import Module
 from foundation.source_loc import ROOT_MODULE, Loc, parse_mlir_location
 from frontends.cache_outputs import WithoutCache, without_cache_outputs
+from frontends.hf_complex_rotary import exportable_rotary
 from frontends.hf_experts import exportable_experts
 from frontends.importer import Blobs, import_module, read_resource_blobs, split_resources
 from frontends.mlir_context import ErrorLog, parse_generic, run_opt
@@ -342,7 +343,7 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     importer = LocatingFxImporter(weights, getattr(model, SOURCE_ROOT, ""))
     program = None
     try:
-        with torch.no_grad(), exportable_experts(model):
+        with torch.no_grad(), exportable_experts(model), exportable_rotary(model):
             program = torch.export.export(model, tuple(example_inputs), strict=False)
             _views_as_reshapes(program)
             # before the decompositions: they turn index_copy (negative indices refused) into index_put

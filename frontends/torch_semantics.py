@@ -353,6 +353,25 @@ def _in_float32(graph: torch.fx.Graph, op: Node) -> Node | None:
     return _to(graph, op, wide, dtype)
 
 
+def _empty_as_zeros(graph: torch.fx.Graph, op: Node) -> Node:
+    """new_empty as new_zeros: an empty tensor holds whatever it holds until written, zeros are one such content,
+    and torch-mlir lowers empty to a ``tensor.empty`` no StableHLO consumer reads (DeepSeek's key states: an empty
+    tensor whose two halves are then copied in)."""
+    return _call(graph, op, aten.new_zeros.default, *op.args, **op.kwargs)
+
+
+def _topk_sorted(graph: torch.fx.Graph, op: Node) -> None:
+    """topk(sorted=False) made sorted: torch promises no order then (the top k in any order), torch-mlir lowers
+    only the sorted form, and the sorted order is one that torch may return (MoE routers ask for unsorted top-k:
+    DeepSeek's; the order changes only the order in which the experts' outputs are summed)."""
+    names, defaults = ("self", "k", "dim", "largest", "sorted"), (None, None, -1, True, True)
+    given = dict(zip(names, op.args, strict=False)) | dict(op.kwargs)
+    if given.get("sorted", True) is False:
+        op.args = tuple(True if n == "sorted" else given.get(n, d) for n, d in zip(names, defaults, strict=True))
+        op.kwargs = {}
+    return None
+
+
 Rewrite = Callable[[torch.fx.Graph, Node], "Node | tuple[Node, ...] | None"]
 
 # op -> rewrite: builds the replacement before ``op`` (the graph's insertion point) and returns its result node
@@ -394,6 +413,8 @@ REWRITES: dict[object, Rewrite] = {
     aten.min.dim: _extreme_with_index,
     aten.pow.Tensor_Scalar: _pow_root,
     aten.isfinite.default: _isfinite,
+    aten.topk.default: _topk_sorted,
+    aten.new_empty.default: _empty_as_zeros,
     **{getattr(aten, name).Scalar: _comparison for name in ("eq", "ne", "lt", "le", "gt", "ge")},
     **{getattr(aten, name).Tensor: _comparison for name in ("eq", "ne", "lt", "le", "gt", "ge")},
     aten.roll.default: _roll,

@@ -783,3 +783,36 @@ def test_writes_into_open_ended_slices():
     y = torch.arange(6, dtype=torch.int64) * 7
     (got,) = compile_model(WritesIntoSlices(), [x, y]).run(x, y)
     assert torch.equal(got, WritesIntoSlices()(x, y))
+
+
+class FilledEmpty(torch.nn.Module):
+    """An empty tensor whose halves are then copied in (DeepSeek's key states)."""
+
+    def forward(self, a, b):
+        out = a.new_empty(*a.shape[:-1], 6)
+        out[..., :4].copy_(a)
+        out[..., 4:].copy_(b.expand(-1, 3, -1))
+        return out
+
+
+class UnsortedTopK(torch.nn.Module):
+    """An unsorted top-k (MoE routers): torch promises the k largest in some order."""
+
+    def forward(self, x):
+        values, indices = torch.topk(x, 3, dim=-1, sorted=False)
+        return values, indices, torch.topk(x, 2, -1, False, sorted=False)[1]
+
+
+def test_an_empty_tensor_filled_by_copies_and_an_unsorted_top_k():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 3, 4, generator=gen), torch.randn(2, 1, 2, generator=gen)
+    (got,) = compile_model(FilledEmpty(), [a, b]).run(a, b)
+    assert torch.equal(got, FilledEmpty()(a, b))
+    x = torch.randn(5, 16, generator=gen)
+    values, indices, smallest = compile_model(UnsortedTopK(), [x]).run(x)
+    want_values, want_indices, want_smallest = UnsortedTopK()(x)
+    for got_i, want_i, largest in ((indices, want_indices, True), (smallest, want_smallest, False)):
+        assert torch.equal(got_i.sort(-1).values, want_i.sort(-1).values)  # the same set per row
+        assert torch.equal(got_i, x.topk(got_i.shape[-1], -1, largest).indices)  # in the sorted order
+    assert torch.equal(values, x.gather(-1, indices)) and torch.equal(values.sort(-1).values,
+                                                                        want_values.sort(-1).values)

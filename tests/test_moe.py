@@ -1,5 +1,5 @@
-"""Mixture-of-experts decoders (issue 26): Mixtral, Qwen2-MoE (with its shared expert), Qwen3-MoE, OLMoE and DBRX
-compile as they compute (their router untouched, the experts exported in transformers' own gather-and-batched-
+"""Mixture-of-experts decoders (issue 26): Mixtral, Qwen2-MoE (with its shared expert), Qwen3-MoE, OLMoE, DBRX and
+DeepSeek-V2/V3 (multi-head latent attention, complex rotary in V2, unsorted top-k routing, shared experts) compile as they compute (their router untouched, the experts exported in transformers' own gather-and-batched-
 matmul form instead of the histc-sized groups torch.export cannot hold), within 1e-4 of eager, and generate
 HF's greedy tokens; the user's model keeps its own experts setting."""
 
@@ -10,6 +10,10 @@ import torch
 from transformers import (
     DbrxConfig,
     DbrxForCausalLM,
+    DeepseekV2Config,
+    DeepseekV2ForCausalLM,
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
     MixtralConfig,
     MixtralForCausalLM,
     OlmoeConfig,
@@ -19,6 +23,7 @@ from transformers import (
     Qwen3MoeConfig,
     Qwen3MoeForCausalLM,
 )
+from transformers.models.deepseek_v2 import modeling_deepseek_v2
 
 import byteir_cat
 import cat_dialect as cat
@@ -31,6 +36,9 @@ VOCAB = 128
 COMMON = {"vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
           "num_key_value_heads": 2, "max_position_embeddings": 64, "bos_token_id": 1, "eos_token_id": 2,
           "pad_token_id": 0}
+DEEPSEEK = {**COMMON, "num_hidden_layers": 3, "num_key_value_heads": 4, "intermediate_size": 96, "kv_lora_rank": 32,
+            "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16, "n_routed_experts": 4,
+            "num_experts_per_tok": 2, "n_shared_experts": 1, "moe_intermediate_size": 48, "first_k_dense_replace": 1}
 MOE = {
     "mixtral": lambda: MixtralForCausalLM(MixtralConfig(**COMMON, intermediate_size=96, num_local_experts=4,
                                                         num_experts_per_tok=2)),
@@ -49,6 +57,11 @@ MOE = {
                                                ffn_config={"ffn_hidden_size": 48, "moe_num_experts": 4,
                                                            "moe_top_k": 2}, pad_token_id=0, bos_token_id=1,
                                                eos_token_id=2)),
+    # MLA over a compressed KV latent, rotary in complex numbers (V2; exported in real arithmetic), routing by an
+    # unsorted top-k (group-limited in V3, sigmoid scores with a bias), a shared expert, a dense first layer
+    "deepseek_v2": lambda: DeepseekV2ForCausalLM(DeepseekV2Config(**DEEPSEEK, topk_method="greedy")),
+    "deepseek_v3": lambda: DeepseekV3ForCausalLM(DeepseekV3Config(**DEEPSEEK, q_lora_rank=32, n_group=2,
+                                                                  topk_group=1)),
 }
 
 
@@ -96,3 +109,14 @@ def test_dbrx_experts_become_expert_matmuls_and_its_module_is_restored():
     found = [op for sg in part.subgraphs for op in sg.ops if cat.is_cat(op) and isinstance(cat.decode(op), ExpertBmm)]
     assert len(found) == 3 * len(experts)  # w1, v1 and w2 of every layer read in place
     assert all("forward" not in vars(m) for m in experts)  # the model's own forward is back
+
+
+def test_deepseek_v2_rotary_is_exported_in_real_numbers_and_its_code_restored():
+    """V2's rotary (complex freqs_cis, view_as_complex products) compiles through its real form; afterwards the
+    model's own rotary forward and apply_rotary_emb are back."""
+    model = _model("deepseek_v2")
+    before = modeling_deepseek_v2.apply_rotary_emb
+    part = partition(model, (torch.randint(3, VOCAB, (1, 5)),))
+    assert part.subgraphs
+    assert modeling_deepseek_v2.apply_rotary_emb is before
+    assert all("forward" not in vars(m) for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding"))
