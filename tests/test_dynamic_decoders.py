@@ -26,7 +26,13 @@ DECODERS = {
 }
 
 
-@pytest.mark.parametrize("family", sorted(DECODERS))
+# the default run: one rotary family and one of learned positions (the prefill steps of all of them are dynamic in
+# test_causal_lm_prefill); the rest under -m slow
+QUICK = {"llama", "gpt2"}
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=() if f in QUICK else pytest.mark.slow)
+                                    for f in sorted(DECODERS)])
 def test_one_artifact_serves_every_size(family, tmp_path):
     torch.manual_seed(0)
     model = DECODERS[family]().eval()

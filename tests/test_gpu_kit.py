@@ -178,6 +178,7 @@ def _check_run(kit: Path, out: Path, env: dict[str, str]) -> tuple[subprocess.Co
     return proc, json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow  # builds the quick kit (minutes of nvcc on two cores)
 def test_quick_kit_runs_to_the_device_without_nvcc(quick_kit, tmp_path):
     proc, summary = _check_run(quick_kit, tmp_path / "out", _no_nvcc(tmp_path))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -197,6 +198,7 @@ def test_quick_kit_runs_to_the_device_without_nvcc(quick_kit, tmp_path):
     assert "plan (budget 420 s, 420 s given): env 15 s, prepare 50 s," in proc.stdout
 
 
+@pytest.mark.slow  # builds the quick kit (minutes of nvcc on two cores)
 def test_prepare_models_and_kernels_run_their_device_path_on_a_fake_device(quick_kit, tmp_path, monkeypatch):
     """The steps past their first device call, with this CPU as the device: weights made on the run's device
     (not the check-mode path), CUDA artifacts run by the GPU emulator (CAT ops by their semantics, fusion
@@ -242,6 +244,7 @@ def _repacked(kit: Path, tmp: Path, edit) -> Path:
     return copy
 
 
+@pytest.mark.slow  # builds the quick kit (minutes of nvcc on two cores)
 def test_a_weight_that_regenerates_differently_fails_prepare(quick_kit, tmp_path):
     def edit(work: Path) -> None:
         recipe_path = next((work / "models").glob("*/weights.json"))
@@ -261,6 +264,7 @@ def test_a_weight_that_regenerates_differently_fails_prepare(quick_kit, tmp_path
     assert summary["steps"]["kernels"]["status"] == "skipped: prepare did not finish"
 
 
+@pytest.mark.slow  # builds the quick kit (minutes of nvcc on two cores)
 def test_a_missing_kernel_library_fails_prepare(quick_kit, tmp_path):
     kit = _repacked(quick_kit, tmp_path, lambda work: next((work / "kernels").rglob("*.so")).unlink())
     proc, summary = _check_run(kit, tmp_path / "out", _no_nvcc(tmp_path))
@@ -268,6 +272,7 @@ def test_a_missing_kernel_library_fails_prepare(quick_kit, tmp_path):
     assert "missing or changed" in summary["steps"]["prepare"]["error"]
 
 
+@pytest.mark.slow  # builds the quick kit (minutes of nvcc on two cores)
 def test_gpu_kit_check_holds_the_kit_to_the_device_limits_and_survives_a_kill(quick_kit, tmp_path, capsys):
     """``make gpu-kit-check`` on the quick kit: a whole run in check mode, then one killed at a random step."""
     assert dry_run.main([str(quick_kit), str(tmp_path / "check"), "--seed", "11"]) == 0
