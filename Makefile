@@ -22,10 +22,10 @@ lint: $(STAMP)
 test: $(STAMP)
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -n 2 -m slow
 
 # Coverage-guided fuzzing (atheris) of the MLIR-text and artifact loaders (tests/fuzz/fuzz_loaders.py): RUNS=N inputs
 # (default 20000, about a minute); new inputs collect in out/fuzz-corpus, seeded from tests/fuzz/corpus; a finding

@@ -7,13 +7,21 @@ fails with one message saying so; ``BYTEIR_CAT_NO_NVCC=1`` turns that into a ski
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from byteir_cat.compiler import compile
 from tests.artifact_tools import MODEL
 from tests.helpers import require_cuda_tools
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``make test`` runs two pytest-xdist workers on two cores: one torch thread each, not two."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -49,15 +49,20 @@ def test_an_export_failure_names_the_line_of_the_model_that_failed():
 
 
 def test_a_model_whose_attention_reads_the_cache_length_is_refused_not_wrong():
-    """GPT-Neo's local layers place the query by the cache's length (a dynamic cache's), which a static KV cache
-    changes: its decode step computed other logits and generation gave other tokens than HF. compile_causal_lm
-    checks the compiled steps against the model's own forward over a whole sequence and refuses."""
+    """An attention that places its queries by the cache's length (GPT-Neo's bias rows [keys - queries, keys)),
+    which a static KV cache changes, computes other logits in the compiled steps. GPT-Neo's own attentions are read
+    at the queries' slots (``_bias_rows_at_slots``); one of a kind the steps do not know (here GPT-Neo's local
+    layers renamed) is not, and compile_causal_lm, which checks the compiled steps against the model's own forward
+    over a whole sequence, refuses it rather than generate other tokens than HF."""
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
     torch.manual_seed(0)
     cfg = GPTNeoConfig(vocab_size=128, hidden_size=64, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
                        window_size=8, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
     model = GPTNeoForCausalLM(cfg).eval()
+    for m in model.modules():
+        if getattr(m, "attention_type", None) == "local":
+            m.attention_type = "windowed"  # its bias buffer stays a band read by the key length
     with pytest.raises(CompileError, match="do not compute what the model computes") as err:
         compile_causal_lm(model, max_batch_size=1, max_seq_len=32)
     assert "\n" not in str(err.value)
