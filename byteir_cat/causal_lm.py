@@ -163,7 +163,7 @@ class CompiledCausalLM:
             elif c.prefill_min_tokens is not None:
                 tokens = max(real, c.prefill_min_tokens)
             out, kv, _ = self._step(step, ids[:, start:start + tokens], positions[:, start:start + tokens],
-                                 torch.arange(start, start + tokens), valid, kv)
+                                    torch.arange(start, start + tokens), valid, kv)
             ran.append(tokens)
             logits = [*logits, out[:, :real]] if keep_all else [out[:, :real]]
         return logits, kv, ran
@@ -255,7 +255,7 @@ class CompiledCausalLM:
         for slot in range(prompt, length):
             valid[:b, slot] = True
             out, kv, _ = self._step(self.decode_step, ids[:, slot:slot + 1], positions[:, slot:slot + 1],
-                                 torch.tensor([slot]), valid, kv)
+                                    torch.tensor([slot]), valid, kv)
             logits.append(out[:b].float().cpu())
         return torch.cat(logits, dim=1)
 
