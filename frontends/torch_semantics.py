@@ -42,6 +42,11 @@ Each entry is found by comparing the compiled op with eager torch on inputs that
   read them as unsigned or garbage where the tensor is a constant (``torch.full((2,), 3.0) * -3`` was 5.5e19,
   ``scalar_tensor(3.0) < 0`` true or false from run to run); they become the float of the same value (exact up
   to 2**53).
+
+Ops torch-mlir has no lowering for, which an MoE layer emits under torch.compile (transformers' ``grouped_mm``
+experts), are written in ops it lowers: ``histc`` with bounds (tokens per expert) as comparisons with torch's own
+bin edges, the grouped products (``_grouped_mm``, transformers' ``grouped_mm_fallback``) as each row times its
+group's gathered matrix, and ``empty_like`` (the inverse permutation) as ``zeros_like``, as ``new_empty`` is.
 """
 
 from __future__ import annotations
@@ -354,10 +359,12 @@ def _in_float32(graph: torch.fx.Graph, op: Node) -> Node | None:
 
 
 def _empty_as_zeros(graph: torch.fx.Graph, op: Node) -> Node:
-    """new_empty as new_zeros: an empty tensor holds whatever it holds until written, zeros are one such content,
-    and torch-mlir lowers empty to a ``tensor.empty`` no StableHLO consumer reads (DeepSeek's key states: an empty
-    tensor whose two halves are then copied in)."""
-    return _call(graph, op, aten.new_zeros.default, *op.args, **op.kwargs)
+    """new_empty / empty_like as new_zeros / zeros_like: an empty tensor holds whatever it holds until written,
+    zeros are one such content, and torch-mlir lowers empty to a ``tensor.empty`` no StableHLO consumer reads
+    (DeepSeek's key states: an empty tensor whose two halves are then copied in; an MoE layer's inverse
+    permutation under torch.compile: an empty one whose every element is then written)."""
+    zeros = aten.new_zeros.default if op.target == aten.new_empty.default else aten.zeros_like.default
+    return _call(graph, op, zeros, *op.args, **op.kwargs)
 
 
 def _topk_sorted(graph: torch.fx.Graph, op: Node) -> None:
@@ -370,6 +377,64 @@ def _topk_sorted(graph: torch.fx.Graph, op: Node) -> None:
         op.args = tuple(True if n == "sorted" else given.get(n, d) for n, d in zip(names, defaults, strict=True))
         op.kwargs = {}
     return None
+
+
+HISTC_MAX_BINS = 1024  # the comparisons below are [elements, bins]: a router's experts, not an image histogram
+
+
+def _histc(graph: torch.fx.Graph, op: Node) -> Node | None:
+    """histc with given bounds (an MoE layer's tokens per expert, under torch.compile) as comparisons: an element's
+    bin is the number of inner bin edges at or below it, the edges being torch's own (``linspace`` in the input's
+    type); elements outside [min, max] and NaN count nowhere, ``max`` counts in the last bin. That is torch's CPU
+    kernel (interpolation corrected by a search of the neighbouring edges) exactly; torch-mlir has no lowering.
+    Without bounds (min == max: the data's own) it is left as it is."""
+    x, bins, lo, hi = op.args[0], _arg(op, 1, "bins", 100), _arg(op, 2, "min", 0), _arg(op, 3, "max", 0)
+    dtype = _val(x).dtype
+    if lo == hi or not dtype.is_floating_point or not 0 < bins <= HISTC_MAX_BINS or _static(_val(x).shape) is None:
+        return None
+    edges = torch.linspace(float(lo), float(hi), bins + 1, dtype=dtype).tolist()
+    flat = _call(graph, op, aten.reshape.default, x, [-1])
+    column = _call(graph, op, aten.unsqueeze.default, flat, 1)
+    index = None  # [elements]: inner edges at or below each element
+    for edge in edges[1:-1]:
+        above = _call(graph, op, aten._to_copy.default, _binary(graph, op, "ge", column, edge), dtype=torch.int64)
+        index = above if index is None else _call(graph, op, aten.add.Tensor, index, above)
+    if index is None:
+        index = _call(graph, op, aten.zeros_like.default, column, dtype=torch.int64)
+    inside = _call(graph, op, aten.logical_and.default, _binary(graph, op, "ge", column, edges[0]),
+                   _binary(graph, op, "le", column, edges[-1]))
+    ids = _call(graph, op, aten.arange.default, bins, dtype=torch.int64, device=_val(x).device)
+    hits = _call(graph, op, aten.logical_and.default, _binary(graph, op, "eq", index, ids), inside)
+    return _call(graph, op, aten.sum.dim_IntList, hits, [0], False, dtype=dtype)
+
+
+def _grouped_mm(graph: torch.fx.Graph, op: Node) -> Node | None:
+    """A grouped matrix product over rows sorted by group (``_grouped_mm`` / transformers' ``grouped_mm_fallback``
+    with ``offs``: rows [offs[g-1], offs[g]) times ``weight[g]``; an MoE layer's experts under torch.compile) as
+    each row times its group's matrix, gathered: the gather-and-batched-matmul form the experts family compiles.
+    A row's group is the number of offsets at or below it; rows past the last offset are zeros (as the fallback
+    writes them; ``_grouped_mm`` leaves them undefined). Other forms (no offsets, 3-D inputs, a bias) are left."""
+    x, weight = op.args[0], op.args[1]
+    offs = _arg(op, 2, "offs")
+    xv, wv = _val(x), _val(weight)
+    if offs is None or xv.dim() != 2 or wv.dim() != 3 or _arg(op, 3, "bias") is not None \
+            or _static([*xv.shape, *wv.shape]) is None:
+        return None
+    rows, groups = xv.shape[0], wv.shape[0]
+    row = _call(graph, op, aten.unsqueeze.default,
+                _call(graph, op, aten.arange.default, rows, dtype=_val(offs).dtype, device=xv.device), 1)
+    after = _call(graph, op, aten.le.Tensor, _call(graph, op, aten.unsqueeze.default, offs, 0), row)
+    group = _call(graph, op, aten.sum.dim_IntList, after, [1], False, dtype=torch.int64)  # [rows]
+    inside = _binary(graph, op, "lt", group, groups)
+    chosen = _call(graph, op, aten.index.Tensor, weight, [_call(graph, op, aten.clamp.default, group, None,
+                                                                groups - 1)])
+    product = _call(graph, op, aten.bmm.default, _call(graph, op, aten.unsqueeze.default, x, 1), chosen)
+    out = _call(graph, op, aten.squeeze.dim, product, 1)
+    out_dtype = _arg(op, 4, "out_dtype")
+    if out_dtype is not None and out_dtype != xv.dtype:
+        out = _to(graph, op, out, out_dtype)
+    zero = _call(graph, op, aten.zeros_like.default, out)
+    return _call(graph, op, aten.where.self, _call(graph, op, aten.unsqueeze.default, inside, 1), out, zero)
 
 
 Rewrite = Callable[[torch.fx.Graph, Node], "Node | tuple[Node, ...] | None"]
@@ -415,6 +480,9 @@ REWRITES: dict[object, Rewrite] = {
     aten.isfinite.default: _isfinite,
     aten.topk.default: _topk_sorted,
     aten.new_empty.default: _empty_as_zeros,
+    aten.empty_like.default: _empty_as_zeros,
+    aten.histc.default: _histc,
+    aten._grouped_mm.default: _grouped_mm,
     **{getattr(aten, name).Scalar: _comparison for name in ("eq", "ne", "lt", "le", "gt", "ge")},
     **{getattr(aten, name).Tensor: _comparison for name in ("eq", "ne", "lt", "le", "gt", "ge")},
     aten.roll.default: _roll,
@@ -430,6 +498,9 @@ REWRITES: dict[object, Rewrite] = {
         aten.linalg_vector_norm.default, aten.rms_norm.default)},
     **{op: _avg_pool for op in (aten.avg_pool1d.default, aten.avg_pool2d.default, aten.avg_pool3d.default)},
 }
+
+# ops that other libraries register (present only once the library is imported), by qualified name
+LIBRARY_REWRITES: dict[str, Rewrite] = {"transformers::grouped_mm_fallback": _grouped_mm}
 
 _MAX_EXACT_INT = 2**53
 
@@ -479,13 +550,20 @@ def clamp_slice_scatter_bounds(program: ExportedProgram) -> int:
     return count
 
 
+def _rewrite_of(target: object) -> Rewrite | None:
+    if target in REWRITES:
+        return REWRITES[target]
+    name = getattr(target, "name", None)
+    return LIBRARY_REWRITES.get(name()) if isinstance(target, torch._ops.OpOverload) and callable(name) else None
+
+
 def rewrite_inexact_lowerings(program: ExportedProgram) -> int:
     """Replace every op of ``REWRITES`` in ``program``'s graph and make integer scalars of floating-point ops
     floats; returns how many ops changed."""
     graph = program.graph_module.graph
     count = 0
     for op in list(graph.nodes):
-        rewrite = REWRITES.get(op.target) if op.op == "call_function" else None
+        rewrite = _rewrite_of(op.target) if op.op == "call_function" else None
         if rewrite is None:
             continue
         with graph.inserting_before(op):

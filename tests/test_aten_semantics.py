@@ -816,3 +816,75 @@ def test_an_empty_tensor_filled_by_copies_and_an_unsorted_top_k():
         assert torch.equal(got_i, x.topk(got_i.shape[-1], -1, largest).indices)  # in the sorted order
     assert torch.equal(values, x.gather(-1, indices)) and torch.equal(values.sort(-1).values,
                                                                         want_values.sort(-1).values)
+
+
+class Histograms(torch.nn.Module):
+    """histc with bounds: an MoE layer's tokens per expert (integer-valued floats), and values on, between and
+    outside the bin edges, with NaN."""
+
+    def forward(self, ids, x):
+        return torch.histc(ids, bins=8, min=0, max=7), torch.histc(x, bins=5, min=-1.0, max=1.5), \
+            torch.histc(x, bins=1, min=-0.5, max=0.5)
+
+
+def test_histc_with_bounds_counts_as_torch():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 8, (48,), generator=gen).float()
+    ids[:3] = torch.tensor([7.0, 0.0, 9.0])  # both ends, and an id past the last bin (counted nowhere)
+    x = torch.randn(6, 40, generator=gen)
+    x[0, :8] = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, float("nan"), -1.0000001])  # the edges, NaN, just out
+    got = compile_model(Histograms(), [ids, x]).run(ids, x)
+    for g, w in zip(got, Histograms()(ids, x), strict=True):
+        assert torch.equal(g, w), (g, w)
+
+
+class GroupedProducts(torch.nn.Module):
+    """Rows sorted by group times their group's matrix (an MoE layer's experts under torch.compile): transformers'
+    fallback (any float type) or torch's own grouped product (bf16 only)."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+
+    def forward(self, x, w, offs):
+        return self.op(x, w, offs=offs)
+
+
+def _groups_one_by_one(x, w, offs):
+    want = torch.zeros(x.shape[0], w.shape[2], dtype=x.dtype)
+    for g, (start, end) in enumerate(zip([0, *offs[:-1].tolist()], offs.tolist(), strict=True)):
+        want[start:end] = x[start:end] @ w[g]
+    return want
+
+
+def test_grouped_matrix_products_as_gathered_batched_products():
+    import transformers.integrations.moe  # noqa: F401 - registers transformers::grouped_mm_fallback
+
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(20, 16, generator=gen), torch.randn(5, 16, 8, generator=gen)
+    offs = torch.tensor([4, 4, 11, 17, 17], dtype=torch.int32)  # empty groups; rows 17.. belong to none
+    compiled = compile_model(GroupedProducts(torch.ops.transformers.grouped_mm_fallback), [x, w, offs])
+    (got,) = compiled.run(x, w, offs)
+    torch.testing.assert_close(got, _groups_one_by_one(x, w, offs), rtol=1e-5, atol=1e-5)
+    other = torch.tensor([0, 9, 9, 20, 20], dtype=torch.int32)  # the offsets are data: another split, same plan
+    (got,) = compiled.run(x, w, other)
+    torch.testing.assert_close(got, _groups_one_by_one(x, w, other), rtol=1e-5, atol=1e-5)
+    xb, wb = x.bfloat16(), w.bfloat16()
+    (got,) = compile_model(GroupedProducts(torch._grouped_mm), [xb, wb, offs]).run(xb, wb, offs)
+    want = torch._grouped_mm(xb, wb, offs=offs)
+    torch.testing.assert_close(got[:17].float(), want[:17].float(), rtol=1e-2, atol=1e-2)  # rows 17..: undefined
+
+
+class InversePermutation(torch.nn.Module):
+    """An empty tensor whose every element is then written (an MoE layer's inverse permutation)."""
+
+    def forward(self, perm):
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(perm.shape[0])
+        return inverse
+
+
+def test_an_empty_like_tensor_filled_by_an_index_put():
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    (got,) = compile_model(InversePermutation(), [perm]).run(perm)
+    assert torch.equal(got, InversePermutation()(perm))
