@@ -126,14 +126,14 @@ class CompiledCausalLM:
             raise InputError(f"attention_mask: expected shape {[b, p]}, got {list(attention_mask.shape)}")
         return attention_mask.to(torch.bool)
 
-    def _empty_caches(self) -> list[torch.Tensor]:
+    def empty_caches(self) -> list[torch.Tensor]:
         """Zeroed K/V caches on the model's device (each step writes them in place)."""
         dtype, device = getattr(torch, self.config.dtype), self.prefill_step.session.torch_device
         return [torch.zeros(shape, dtype=dtype, device=device) for shape in self.config.kv_shapes]
 
-    def _step(self, step: CompiledModel, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
-              valid: torch.Tensor, kv: list[torch.Tensor]
-              ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+    def step(self, step: CompiledModel, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+             valid: torch.Tensor, kv: list[torch.Tensor]
+             ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         """One prefill chunk or decode step at cache ``slots``: (logits [rows, T, V], the updated caches, the step's
         greedy tokens [rows] where it has them)."""
         c = self.config
@@ -162,7 +162,7 @@ class CompiledCausalLM:
                 tokens, step = 1, self.decode_step
             elif c.prefill_min_tokens is not None:
                 tokens = max(real, c.prefill_min_tokens)
-            out, kv, _ = self._step(step, ids[:, start:start + tokens], positions[:, start:start + tokens],
+            out, kv, _ = self.step(step, ids[:, start:start + tokens], positions[:, start:start + tokens],
                                     torch.arange(start, start + tokens), valid, kv)
             ran.append(tokens)
             logits = [*logits, out[:, :real]] if keep_all else [out[:, :real]]
@@ -202,7 +202,7 @@ class CompiledCausalLM:
         positions = torch.ones(rows, s, dtype=torch.long)
         positions[:b, :p] = (keep.long().cumsum(-1) - 1).masked_fill(~keep, 1)
         t0 = time.perf_counter()
-        chunks, kv, prefill_tokens = self._prefill(ids, positions, valid, p, self._empty_caches(), keep_all=False)
+        chunks, kv, prefill_tokens = self._prefill(ids, positions, valid, p, self.empty_caches(), keep_all=False)
         logits = chunks[-1][:, -1]
         prefill_s = time.perf_counter() - t0
         result = input_ids.clone()
@@ -228,7 +228,7 @@ class CompiledCausalLM:
             valid[:b, slot] = True
             pos_step = torch.ones(rows, 1, dtype=torch.long)
             pos_step[:b, 0] = next_pos + i
-            out, kv, greedy = self._step(self.decode_step, ids_step, pos_step, torch.tensor([slot]), valid, kv)
+            out, kv, greedy = self.step(self.decode_step, ids_step, pos_step, torch.tensor([slot]), valid, kv)
             logits = out[:, 0]
             steps += 1
         decode_s = time.perf_counter() - t1
@@ -250,11 +250,11 @@ class CompiledCausalLM:
         valid = torch.zeros(c.max_batch_size, c.max_seq_len, dtype=torch.bool)
         valid[:b, :prompt] = True
         positions = torch.arange(c.max_seq_len).expand(c.max_batch_size, c.max_seq_len).contiguous()
-        chunks, kv, _ = self._prefill(ids, positions, valid, prompt, self._empty_caches(), keep_all=True)
+        chunks, kv, _ = self._prefill(ids, positions, valid, prompt, self.empty_caches(), keep_all=True)
         logits = [torch.cat(chunks, dim=1)[:b, :prompt].float().cpu()]
         for slot in range(prompt, length):
             valid[:b, slot] = True
-            out, kv, _ = self._step(self.decode_step, ids[:, slot:slot + 1], positions[:, slot:slot + 1],
+            out, kv, _ = self.step(self.decode_step, ids[:, slot:slot + 1], positions[:, slot:slot + 1],
                                     torch.tensor([slot]), valid, kv)
             logits.append(out[:b].float().cpu())
         return torch.cat(logits, dim=1)

@@ -322,6 +322,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """An OpenAI-compatible HTTP server over a model written by ``compile_causal_lm``, until SIGINT/SIGTERM."""
+    try:
+        from byteir_cat.serving.server import serve, server_state
+    except ImportError as e:
+        raise InputError(f"byteir-cat serve needs the serve extra (pip install 'byteir-cat[serve]'): {e}") from None
+    if args.max_queue < 1:
+        raise InputError(f"--max-queue {args.max_queue}: must be >= 1")
+    api_key = args.api_key if args.api_key is not None else os.environ.get("BYTEIR_CAT_API_KEY")
+    state = server_state(args.artifact, args.tokenizer, max_queue=args.max_queue, api_key=api_key or None,
+                         model_name=args.model_name, trusted_keys=args.trusted_key)
+    serve(state, host=args.host, port=args.port, shutdown_timeout=args.shutdown_timeout)
+    return 0
+
+
 def _token_list(text: str, flag: str) -> list[int]:
     try:
         ids = [int(t) for t in text.split(",") if t.strip()]
@@ -344,8 +359,8 @@ def _features(path: str) -> Any:
 
 
 COMMANDS = {"partition": cmd_partition, "compile": cmd_compile, "check": cmd_check, "run": cmd_run,
-            "profile": cmd_profile, "tune": cmd_tune, "generate": cmd_generate, "keygen": cmd_keygen,
-            "sign": cmd_sign}
+            "profile": cmd_profile, "tune": cmd_tune, "generate": cmd_generate, "serve": cmd_serve,
+            "keygen": cmd_keygen, "sign": cmd_sign}
 TRUSTED_KEY_HELP = ("load the artifact only if this public key (KEY.pub of byteir-cat keygen, or 64 hex digits) "
                     "signed it; repeatable")
 
@@ -427,6 +442,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--repetition-penalty", type=float, metavar="R", help="CTRL's penalty on tokens already seen")
     g.add_argument("--seed", type=int, help="seed of the sampling generator (reproducible runs)")
     g.add_argument("--trusted-key", action="append", metavar="KEY.pub", help=TRUSTED_KEY_HELP)
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (completions, chat, streaming) with "
+                        "continuous batching over a model compiled by compile_causal_lm")
+    sv.add_argument("artifact", metavar="DIR", help="directory written by compile_causal_lm")
+    sv.add_argument("--tokenizer", required=True, metavar="DIR",
+                    help="a Hugging Face tokenizer directory (tokenizer.json, tokenizer_config.json with its chat "
+                    "template)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-queue", type=int, default=256, metavar="N",
+                    help="requests waiting for a batch row before new ones get 429 (default 256)")
+    sv.add_argument("--api-key", metavar="KEY", help="require 'Authorization: Bearer KEY' on /v1 (default: "
+                    "$BYTEIR_CAT_API_KEY; none: open)")
+    sv.add_argument("--model-name", metavar="NAME", help="the model's name in the API (default: DIR's name)")
+    sv.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="S",
+                    help="on SIGTERM, seconds in-flight streams get to finish before they are cancelled")
+    sv.add_argument("--trusted-key", action="append", metavar="KEY.pub", help=TRUSTED_KEY_HELP)
     kg = sub.add_parser("keygen", help="make an ed25519 key pair for signing artifacts (KEY and KEY.pub)")
     kg.add_argument("key", metavar="KEY", help="where to write the private key (KEY.pub beside it)")
     sg = sub.add_parser("sign", help="sign an artifact's manifest with a private key from keygen")

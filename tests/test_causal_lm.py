@@ -287,6 +287,6 @@ def test_the_decode_step_chooses_greedy_tokens_as_hf_does_among_equal_scores():
     assert set(got[:, 5:].flatten().tolist()) <= {3, 4}  # each step's best score was tied three ways
     valid = torch.zeros(2, 32, dtype=torch.bool)
     valid[:, :6] = True
-    logits, _, greedy = lm._step(lm.decode_step, got[:, 5:6], torch.full((2, 1), 5), torch.tensor([5]), valid,
-                                 lm._empty_caches())
+    logits, _, greedy = lm.step(lm.decode_step, got[:, 5:6], torch.full((2, 1), 5), torch.tensor([5]), valid,
+                                lm.empty_caches())
     assert greedy is not None and torch.equal(greedy, logits[:, -1].argmax(-1))

@@ -1,0 +1,385 @@
+"""The OpenAI-compatible HTTP API over the engine: ``/v1/completions`` and ``/v1/chat/completions`` (streamed as
+server-sent events in OpenAI's chunk format with ``stream: true``), ``/v1/models``, ``/health`` and ``/metrics``.
+
+Errors have OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``): a bad request is a 400 naming
+the field, an unknown model a 404, a wrong or missing key a 401, a full queue a 429 with Retry-After; anything
+else is a 500 whose message names no more than the exception's type (the traceback goes to the server's log).
+Sampling follows OpenAI's defaults (temperature 1, top_p 1; temperature 0 is greedy); ``top_k`` and
+``repetition_penalty`` are taken as extensions, as vLLM takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import torch
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from byteir_cat.sampling import Sampling
+from byteir_cat.serving.engine import CANCELLED, ERROR, LENGTH, Engine, QueueFull
+from byteir_cat.serving.engine import Request as EngineRequest
+from byteir_cat.serving.metrics import CONTENT_TYPE, ServerMetrics
+from byteir_cat.serving.text import ServedTokenizer, TextStream
+from foundation.errors import InputError
+
+log = logging.getLogger("byteir_cat.serve")
+
+Number = StrictFloat | StrictInt
+MAX_STOPS = 4  # as OpenAI
+
+
+class OpenAIError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class _Sampled(BaseModel):
+    """What both endpoints take (unknown fields are ignored, as OpenAI's own server does with fields it retired)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: StrictStr
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
+    n: StrictInt | None = None
+    stream: StrictBool | None = None
+    stream_options: dict[str, Any] | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: StrictInt | None = None
+    presence_penalty: Number | None = None
+    frequency_penalty: Number | None = None
+    logit_bias: dict[str, Any] | None = None
+    user: StrictStr | None = None
+    top_k: Annotated[StrictInt, Field(ge=0)] | None = None  # extension (vLLM's): 0 is no top-k
+    repetition_penalty: Annotated[Number, Field(gt=0)] | None = None  # extension (vLLM's)
+
+
+class CompletionRequest(_Sampled):
+    prompt: StrictStr | list[StrictInt] | list[StrictStr] | list[list[StrictInt]]
+    max_tokens: StrictInt | None = None
+    echo: StrictBool | None = None
+    logprobs: StrictInt | None = None
+    best_of: StrictInt | None = None
+    suffix: StrictStr | None = None
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_calls ...: handed to the chat template as they are
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | list[TextPart] | None = None
+
+
+class ChatRequest(_Sampled):
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_tokens: StrictInt | None = None
+    max_completion_tokens: StrictInt | None = None
+    logprobs: StrictBool | None = None
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+@dataclass
+class ServerState:
+    engine: Engine
+    tokenizer: ServedTokenizer
+    metrics: ServerMetrics
+    model_name: str
+    api_key: str | None
+    created: int
+    eos: frozenset[int]
+
+
+def _refuse_unsupported(body: _Sampled, settings: list[tuple[str, object, bool]]) -> None:
+    """Parameters this server does not implement, given with a value that asks for them: a 400 naming the first,
+    never silently ignored. ``settings``: (name, value, whether that value asks for nothing)."""
+    common = [("n", body.n, body.n in (None, 1)),
+              ("presence_penalty", body.presence_penalty, not body.presence_penalty),
+              ("frequency_penalty", body.frequency_penalty, not body.frequency_penalty),
+              ("logit_bias", body.logit_bias, not body.logit_bias)]
+    for name, value, harmless in common + settings:
+        if not harmless:
+            raise OpenAIError(400, f"{name}={value!r} is not supported by this server", param=name)
+    if len(_stops(body)) > MAX_STOPS:
+        raise OpenAIError(400, f"stop: at most {MAX_STOPS} sequences, got {len(_stops(body))}", param="stop")
+
+
+def _sampling(body: _Sampled) -> tuple[Sampling, torch.Generator]:
+    temperature = 1.0 if body.temperature is None else float(body.temperature)
+    penalty = 1.0 if body.repetition_penalty is None else float(body.repetition_penalty)
+    seed = body.seed if body.seed is not None else secrets.randbits(63)
+    generator = torch.Generator().manual_seed(seed % 2**63)
+    if temperature == 0:
+        return Sampling(do_sample=False, repetition_penalty=penalty), generator
+    return Sampling(do_sample=True, temperature=temperature, top_k=body.top_k or 0,
+                    top_p=1.0 if body.top_p is None else float(body.top_p), repetition_penalty=penalty), generator
+
+
+def _check_model(state: ServerState, name: str) -> None:
+    if name != state.model_name:
+        raise OpenAIError(404, f"The model `{name}` does not exist (this server serves `{state.model_name}`)",
+                          param="model", code="model_not_found")
+
+
+def _stops(body: _Sampled) -> list[str]:
+    return [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+
+
+class _Generation:
+    """One request's tokens as they come from the engine thread, handed to the event loop."""
+
+    def __init__(self, state: ServerState, prompt: list[int], max_tokens: int, body: _Sampled):
+        self.state = state
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[int | None, str | None]] = asyncio.Queue()
+        sampling, generator = _sampling(body)
+        self.request = EngineRequest(prompt, max_tokens, sampling, self._emit, generator, state.eos)
+        self.text = TextStream(state.tokenizer, _stops(body))
+        self.finish_reason: str | None = None
+
+    def _emit(self, token: int | None, reason: str | None) -> None:  # on the engine thread
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (token, reason))
+        except RuntimeError:  # the event loop is gone (shutting down): nobody waits for this
+            pass
+
+    def start(self) -> None:
+        try:
+            self.state.engine.submit(self.request)
+        except QueueFull as e:
+            raise OpenAIError(429, f"the server is busy: {e}; retry later", kind="rate_limit_exceeded",
+                              code="queue_full", headers={"Retry-After": "1"}) from None
+        except InputError as e:
+            raise OpenAIError(400, str(e), param="max_tokens") from None
+        self.state.metrics.prompt_tokens.inc(len(self.request.prompt))
+
+    async def deltas(self) -> AsyncIterator[str]:
+        """Text deltas until the request ends (``finish_reason`` set then); a stop string ends it early."""
+        try:
+            while True:
+                token, reason = await self.queue.get()
+                if token is None:
+                    self.finish_reason = "stop" if reason != LENGTH else "length"
+                    if reason in (ERROR, CANCELLED):
+                        raise OpenAIError(500, f"generation ended early ({reason})", kind="server_error")
+                    tail = self.text.finish()
+                    if tail:
+                        yield tail
+                    break
+                delta = self.text.push(token)
+                if delta:
+                    yield delta
+                if self.text.stopped:
+                    self.finish_reason = "stop"
+                    self.state.engine.cancel(self.request)
+                    break
+        finally:
+            if self.finish_reason is None:  # the client went away, or the task was cancelled
+                self.state.engine.cancel(self.request)
+            self.state.metrics.requests.labels(self.finish_reason or "cancelled").inc()
+
+    def usage(self) -> dict[str, int]:
+        prompt, completion = len(self.request.prompt), len(self.text.ids)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def create_app(state: ServerState) -> FastAPI:
+    """The FastAPI application over ``state`` (whose engine it starts and stops with its lifespan)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        state.engine.start()
+        try:
+            yield
+        finally:
+            state.engine.stop()
+
+    app = FastAPI(title="byteir-cat", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(OpenAIError)
+    async def _openai_error(_request: Request, e: OpenAIError) -> JSONResponse:
+        state.metrics.errors.labels(str(e.status)).inc()
+        return e.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0] if e.errors() else {}
+        where = [str(p) for p in first.get("loc", ()) if p != "body"]
+        if first.get("type") == "json_invalid":
+            message, where = "the request body is not valid JSON", []
+        else:
+            message = f"{'.'.join(where) or 'body'}: {first.get('msg', 'invalid')}"
+        state.metrics.errors.labels("400").inc()
+        return OpenAIError(400, message, param=".".join(where) or None).response()
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, e: Exception) -> JSONResponse:
+        log.exception("internal error")
+        state.metrics.errors.labels("500").inc()
+        return OpenAIError(500, f"internal server error ({type(e).__name__})", kind="server_error").response()
+
+    async def authorized(request: Request) -> None:
+        if state.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        if not secrets.compare_digest(token.encode(), state.api_key.encode()):
+            raise OpenAIError(401, "Incorrect API key provided" if token else "Missing API key (an Authorization: "
+                              "Bearer header)", kind="invalid_request_error", code="invalid_api_key")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": state.created,
+                                            "owned_by": "byteir-cat"}]}
+
+    @app.post("/v1/completions", dependencies=[Depends(authorized)])
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        _check_model(state, body.model)
+        _refuse_unsupported(body, [("echo", body.echo, not body.echo),
+                                   ("logprobs", body.logprobs, body.logprobs is None),
+                                   ("best_of", body.best_of, body.best_of in (None, 1)),
+                                   ("suffix", body.suffix, not body.suffix)])
+        prompt = body.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
+            if len(prompt) != 1:
+                raise OpenAIError(400, f"prompt: one prompt per request (n=1), got {len(prompt)}", param="prompt")
+            prompt = prompt[0]
+        ids = state.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        vocab = state.engine.lm.config.vocab
+        if not ids:
+            raise OpenAIError(400, "prompt: empty (no tokens)", param="prompt")
+        if any(not 0 <= t < vocab for t in ids):
+            raise OpenAIError(400, f"prompt: token ids must be in [0, {vocab})", param="prompt")
+        max_tokens = 16 if body.max_tokens is None else body.max_tokens  # OpenAI's default for completions
+        return await _respond(state, request, body, ids, max_tokens, chat=False)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    async def chat(body: ChatRequest, request: Request) -> Any:
+        _check_model(state, body.model)
+        _refuse_unsupported(body, [("logprobs", body.logprobs, not body.logprobs),
+                                   ("tools", body.tools, not body.tools),
+                                   ("response_format", body.response_format,
+                                    body.response_format in (None, {"type": "text"}))])
+        messages = [{**m.model_dump(exclude_none=True),
+                     "content": m.content if not isinstance(m.content, list)
+                     else "".join(p.text for p in m.content)} for m in body.messages]
+        try:
+            ids = state.tokenizer.encode(state.tokenizer.chat_prompt(messages), special_tokens=False)
+        except InputError as e:
+            raise OpenAIError(400, str(e), param="messages") from None
+        if not ids:
+            raise OpenAIError(400, "messages: the chat template made an empty prompt", param="messages")
+        limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        max_tokens = limit if limit is not None else max(1, state.engine.slots - len(ids))
+        return await _respond(state, request, body, ids, max_tokens, chat=True)
+
+    return app
+
+
+async def _respond(state: ServerState, request: Request, body: _Sampled, ids: list[int], max_tokens: int,
+                   chat: bool) -> Any:
+    name = "max_completion_tokens" if chat and getattr(body, "max_completion_tokens", None) is not None \
+        else "max_tokens"
+    if max_tokens < 1:
+        raise OpenAIError(400, f"{name} {max_tokens}: must be >= 1", param=name)
+    try:
+        state.engine.check(len(ids), max_tokens)
+    except InputError as e:
+        raise OpenAIError(400, str(e), param=name, code="context_length_exceeded") from None
+    generation = _Generation(state, ids, max_tokens, body)
+    generation.start()
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
+    created = int(time.time())
+    head = {"id": ident, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
+            "model": state.model_name}
+
+    def choice(text: str, finish: str | None) -> dict[str, Any]:
+        if chat:
+            return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": None,
+                    "finish_reason": finish}
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+    if body.stream:
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+
+        async def events() -> AsyncIterator[str]:
+            if chat:
+                yield _sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                 "logprobs": None, "finish_reason": None}]})
+            try:
+                async for delta in generation.deltas():
+                    yield _sse({**head, "choices": [choice(delta, None)]})
+            except OpenAIError as e:
+                yield _sse({"error": {"message": e.message, "type": e.kind, "param": None, "code": e.code}})
+                return
+            yield _sse({**head, "choices": [choice("", generation.finish_reason)], "usage": generation.usage()})
+            if include_usage:
+                yield _sse({**head, "choices": [], "usage": generation.usage()})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    text = await _collect(generation, request)
+    if chat:
+        answer = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                  "finish_reason": generation.finish_reason}
+    else:
+        answer = {"index": 0, "text": text, "logprobs": None, "finish_reason": generation.finish_reason}
+    return {**head, "object": "chat.completion" if chat else "text_completion", "choices": [answer],
+            "usage": generation.usage()}
+
+
+DISCONNECT_POLL_S = 0.5
+
+
+async def _collect(generation: _Generation, request: Request) -> str:
+    """The whole text of a non-streamed request; a client that disconnects meanwhile frees its row."""
+    parts: list[str] = []
+
+    async def gather() -> None:
+        async for delta in generation.deltas():
+            parts.append(delta)
+
+    task = asyncio.ensure_future(gather())
+    while not task.done():
+        await asyncio.wait([task], timeout=DISCONNECT_POLL_S)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()
+    if task.cancelled():
+        return ""
+    task.result()  # an error of the generation, raised here
+    return "".join(parts)
