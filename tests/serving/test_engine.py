@@ -1,0 +1,118 @@
+"""The continuous-batching engine without HTTP: many requests of mixed prompt lengths (shorter and longer than a
+prefill chunk) and lengths submitted at once over a 4-row artifact get exactly the tokens ``generate`` gives each
+alone, greedy and seeded sampling; cancelled requests free their rows; the rows are shifted along the cache."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+import torch
+
+import byteir_cat
+from byteir_cat.sampling import Sampling
+from byteir_cat.serving.engine import CANCELLED, LENGTH, STOP, Engine, QueueFull, Request
+from foundation.errors import InputError
+from tests.serving.fixtures import small_gpt2
+
+VOCAB, EOS, ROWS, SEQ = 320, 0, 4, 256
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return byteir_cat.compile_causal_lm(small_gpt2(VOCAB, EOS), ROWS, SEQ)
+
+
+class Collector:
+    def __init__(self, n: int):
+        self.tokens: dict[int, list[int]] = {i: [] for i in range(n)}
+        self.reasons: dict[int, str] = {}
+        self._done = threading.Semaphore(0)
+
+    def emit_for(self, i: int):
+        def emit(token, reason):
+            if token is not None:
+                self.tokens[i].append(token)
+            else:
+                self.reasons[i] = reason
+                self._done.release()
+        return emit
+
+    def wait(self, n: int) -> None:
+        for _ in range(n):
+            assert self._done.acquire(timeout=120), "a request never ended"
+
+
+def _jobs(seed: int, n: int) -> list[tuple[list[int], int]]:
+    rng = random.Random(seed)
+    jobs = []
+    for _ in range(n):
+        p = rng.choice([1, 2, 3, 7, 63, 64, 65, 129, 200])  # around the chunk (64) and over two of them
+        jobs.append(([rng.randrange(1, VOCAB) for _ in range(p)], rng.randint(1, min(40, SEQ - p))))
+    return jobs
+
+
+def _alone(lm, prompt: list[int], m: int, **sampling) -> list[int]:
+    out = lm.generate(torch.tensor([prompt]), max_new_tokens=m, eos_token_id=EOS, **sampling)
+    return out[0, len(prompt):].tolist()
+
+
+def test_requests_served_together_get_the_tokens_each_gets_alone(lm):
+    jobs = _jobs(0, 40)
+    greedy = Sampling()
+    sampled = Sampling(do_sample=True, temperature=0.9, top_k=40, top_p=0.95, repetition_penalty=1.1)
+    want = []
+    for i, (prompt, m) in enumerate(jobs):
+        kind = greedy if i % 2 == 0 else sampled
+        extra = {} if kind is greedy else {"do_sample": True, "temperature": 0.9, "top_k": 40, "top_p": 0.95,
+                                          "repetition_penalty": 1.1, "generator": torch.Generator().manual_seed(i)}
+        want.append(_alone(lm, prompt, m, **extra))
+    engine = Engine(lm)
+    engine.start()
+    got = Collector(len(jobs))
+    try:
+        for i, (prompt, m) in enumerate(jobs):
+            engine.submit(Request(prompt, m, greedy if i % 2 == 0 else sampled, got.emit_for(i),
+                                  torch.Generator().manual_seed(i), frozenset({EOS})))
+        got.wait(len(jobs))
+    finally:
+        engine.stop()
+    for i, (prompt, m) in enumerate(jobs):
+        assert got.tokens[i] == want[i], f"request {i} (prompt {len(prompt)}, max {m})"
+        assert got.reasons[i] == (STOP if want[i][-1:] == [EOS] else LENGTH)
+    assert engine.stats.shifts > 0  # the rows were moved along the cache on the way
+    assert engine.stats.prefill_chunks > len(jobs)  # long prompts took several chunks
+
+
+def test_cancelled_requests_free_their_rows(lm):
+    engine = Engine(lm, max_queue=8)
+    engine.start()
+    got = Collector(12)
+    try:
+        requests = [Request([5, 6, 7], 200, Sampling(), got.emit_for(i)) for i in range(8)]
+        for r in requests:
+            engine.submit(r)
+        with pytest.raises(QueueFull):  # 4 rows running or admitted, 8 waiting at most
+            for _ in range(8):
+                engine.submit(Request([5], 10, Sampling(), lambda *_: None))
+        for r in requests:
+            engine.cancel(r)
+        got.wait(8)
+        assert set(got.reasons.values()) == {CANCELLED}
+        prompt = [9, 8, 7, 6]
+        for i in range(8, 12):  # the rows serve new requests, which get their own tokens
+            engine.submit(Request(prompt, 12, Sampling(), got.emit_for(i)))
+        got.wait(4)
+    finally:
+        engine.stop()
+    want = _alone(lm, prompt, 12)
+    assert all(got.tokens[i] == want for i in range(8, 12))
+
+
+def test_requests_beyond_the_context_are_refused_naming_the_numbers(lm):
+    engine = Engine(lm)
+    with pytest.raises(InputError, match="200 tokens plus max_tokens 100 .* 256"):
+        engine.submit(Request(list(range(1, 201)), 100, Sampling(), lambda *_: None))
+    with pytest.raises(InputError, match="empty"):
+        engine.submit(Request([], 5, Sampling(), lambda *_: None))
