@@ -33,6 +33,7 @@ from runtime.signing import TrustedKey
 
 META = "causal_lm.json"
 DECODE_PLAN = "decode"  # the decode step's plan in the artifact; the prefill step is its main plan
+ROW_PREFILL_PLAN = "prefill_row"  # the one-row prefill step (``compile_causal_lm(..., row_prefill=True)``)
 KV_LEN_INPUT = 4  # the steps' inputs: ids, positions, slots, mask, kv_len, then the caches
 
 
@@ -63,6 +64,21 @@ class CausalLMConfig:
     # the prefill step takes any number of tokens from this up to ``chunk`` (one token is the decode step's);
     # None: exactly ``chunk`` (the cuda target, whose plans are static, and artifacts compiled before)
     prefill_min_tokens: int | None = None
+    # the artifact also holds a prefill step of one row (plan ``prefill_row``), run on that row of the caches: one
+    # prompt is prefilled without computing the other max_batch_size - 1 rows (generate with one prompt, a
+    # request joining a served batch)
+    row_prefill: bool = False
+
+
+@dataclass(frozen=True)
+class PrefillPiece:
+    """One step of a prompt's prefill: its first token, the tokens the step takes (the last chunk of a static
+    step is padded), how many of them are the prompt's, and the step."""
+
+    start: int
+    tokens: int
+    real: int
+    step: CompiledModel
 
 
 def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, window: int | None = None
@@ -84,7 +100,10 @@ def load_causal_lm(path: str | Path, device: str = "cpu", trusted_keys: Sequence
     ``causal_lm.json`` is a file of the artifact, covered by the manifest like every other."""
     config, steps, root = load_steps(path, META, "compiled causal LM", CausalLMConfig, (None, DECODE_PLAN), device,
                                      trusted_keys)
-    return CompiledCausalLM(config, *steps, root)
+    lm = CompiledCausalLM(config, *steps, root)
+    if lm.row_prefill_step is not None:
+        lm.row_prefill_step.session  # noqa: B018 - bind now, as load_steps binds the others
+    return lm
 
 
 class CompiledCausalLM:
@@ -95,6 +114,8 @@ class CompiledCausalLM:
         self.config = config
         self.prefill_step = prefill
         self.decode_step = decode
+        self.row_prefill_step = CompiledModel(prefill.artifact, path, device=prefill.device, plan=ROW_PREFILL_PLAN) \
+            if config.row_prefill else None
         self.path = path
         self.rules: GenerationRules = rules_from_dict(config.rules, str(path or "compiled model"))
         self.last_timing: dict[str, Any] = {}
@@ -146,27 +167,54 @@ class CompiledCausalLM:
         n = len(kv)
         return out[0], list(out[1:1 + n]), (out[1 + n] if len(out) > 1 + n else None)
 
-    def _prefill(self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int,
-                 kv: list[torch.Tensor], keep_all: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
-        """The first ``length`` positions: (logits of the real tokens of every step, or of the last step only; the
-        caches; the tokens each step ran). Whole chunks through the prefill step, then what is left in one step of
-        just that many tokens (one token: the decode step, the same function at that size), so a short prompt does
-        not pay for a chunk; a prefill step of static size pads the last chunk instead."""
+    def prefill_pieces(self, length: int, one_row: bool = False) -> list[PrefillPiece]:
+        """How a prompt of ``length`` tokens is prefilled: whole chunks through the prefill step, then what is
+        left in one step of just that many tokens (one token: the decode step, the same function at that size),
+        so a short prompt does not pay for a chunk; a prefill step of static size pads the last chunk instead.
+        ``one_row``: through the one-row prefill step where the artifact has it (a one-token rest is then taken
+        as two, the chunk before it one shorter: the one-row step takes two tokens or more)."""
         c = self.config
-        logits: list[torch.Tensor] = []
-        ran: list[int] = []
+        row = one_row and self.row_prefill_step is not None and (length >= 2 or c.prefill_min_tokens is None)
+        full = self.row_prefill_step if row else self.prefill_step
+        pieces = []
         for start in range(0, length, c.chunk):
             real = min(c.chunk, length - start)
-            tokens, step = c.chunk, self.prefill_step
-            if c.prefill_min_tokens is not None and real == 1:
-                tokens, step = 1, self.decode_step
-            elif c.prefill_min_tokens is not None:
-                tokens = max(real, c.prefill_min_tokens)
-            out, kv, _ = self.step(step, ids[:, start:start + tokens], positions[:, start:start + tokens],
-                                    torch.arange(start, start + tokens), valid, kv)
-            ran.append(tokens)
-            logits = [*logits, out[:, :real]] if keep_all else [out[:, :real]]
-        return logits, kv, ran
+            if c.prefill_min_tokens is None:
+                pieces.append(PrefillPiece(start, c.chunk, real, full))
+            elif real == 1 and not row:
+                pieces.append(PrefillPiece(start, 1, 1, self.decode_step))
+            else:
+                pieces.append(PrefillPiece(start, real, real, full))
+        if row and c.prefill_min_tokens is not None and len(pieces) > 1 and pieces[-1].real == 1:
+            before = pieces[-2]
+            pieces[-2:] = [PrefillPiece(before.start, before.tokens - 1, before.real - 1, full),
+                           PrefillPiece(before.start + before.tokens - 1, 2, 2, full)]
+        return pieces
+
+    def _prefill(self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int,
+                 kv: list[torch.Tensor], keep_all: bool, one_row: bool = False
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
+        """The first ``length`` positions (``prefill_pieces``): (logits of the real tokens of every step, or of the
+        last step only; the caches; the tokens each step ran). ``one_row``: of the first row only, through the
+        one-row step on that row of the caches where the artifact has it."""
+        logits: list[torch.Tensor] = []
+        ran: list[int] = []
+        pieces = self.prefill_pieces(length, one_row)
+        row = pieces[0].step is self.row_prefill_step
+        rows = slice(0, 1) if row else slice(None)
+        caches = [t[rows] for t in kv]  # the first row's caches, in place (batch is their outermost dimension)
+        for piece in pieces:
+            span = slice(piece.start, piece.start + piece.tokens)
+            out, caches, _ = self.step(piece.step, ids[rows, span], positions[rows, span],
+                                       torch.arange(piece.start, piece.start + piece.tokens), valid[rows], caches)
+            ran.append(piece.tokens)
+            logits = [*logits, out[:, :piece.real]] if keep_all else [out[:, :piece.real]]
+        if row:
+            for whole, part in zip(kv, caches, strict=True):
+                if part.data_ptr() != whole.data_ptr():  # not written in place: put the row back
+                    whole[:1] = part
+            return logits, kv, ran
+        return logits, caches, ran
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  max_new_tokens: int = 20, *, do_sample: bool | None = None, temperature: float | None = None,
@@ -202,7 +250,8 @@ class CompiledCausalLM:
         positions = torch.ones(rows, s, dtype=torch.long)
         positions[:b, :p] = (keep.long().cumsum(-1) - 1).masked_fill(~keep, 1)
         t0 = time.perf_counter()
-        chunks, kv, prefill_tokens = self._prefill(ids, positions, valid, p, self.empty_caches(), keep_all=False)
+        chunks, kv, prefill_tokens = self._prefill(ids, positions, valid, p, self.empty_caches(), keep_all=False,
+                                                   one_row=b == 1)
         logits = chunks[-1][:, -1]
         prefill_s = time.perf_counter() - t0
         result = input_ids.clone()

@@ -18,7 +18,15 @@ import torch
 from torch.export import Dim
 from transformers.cache_utils import Cache
 
-from byteir_cat.causal_lm import DECODE_PLAN, KV_LEN_INPUT, META, CausalLMConfig, CompiledCausalLM, step_mask
+from byteir_cat.causal_lm import (
+    DECODE_PLAN,
+    KV_LEN_INPUT,
+    META,
+    ROW_PREFILL_PLAN,
+    CausalLMConfig,
+    CompiledCausalLM,
+    step_mask,
+)
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
 from byteir_cat.generation_rules import rules_of
@@ -224,12 +232,14 @@ def eos_ids(model: torch.nn.Module) -> list[int]:
 
 def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: int, target: str = "cpu",
                       arch: str | None = None, out_dir: str | Path | None = None, overwrite: bool = False,
-                      memory_limit: int | str | None = None) -> CompiledCausalLM:
+                      memory_limit: int | str | None = None, row_prefill: bool = False) -> CompiledCausalLM:
     """Compile ``model`` (a Hugging Face ``*ForCausalLM``) into prefill and decode steps over a KV cache of
     ``max_batch_size`` x ``max_seq_len`` tokens; returns the loaded model (written to ``out_dir`` when given,
     replacing an older artifact there only with ``overwrite``). ``memory_limit``: as ``compile``'s. For the cpu
     target the prefill step's token count is dynamic (``_build_prefill``): a prompt's last piece runs at its own
-    length, not a padded chunk's."""
+    length, not a padded chunk's. ``row_prefill`` (with max_batch_size > 1): one more prefill step, of one row,
+    which prefills one prompt without computing the other rows (what a server does as requests join; generate
+    with one prompt): one more compile of the prefill step."""
     if max_batch_size < 1 or max_seq_len < 2:
         raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
     window, full_layers_too = _sliding_window(model, max_seq_len)
@@ -260,7 +270,17 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     artifact.report["tokens"] = [config.prefill_min_tokens or chunk, chunk]
     if static_why:
         artifact.report["static_because"] = static_why
-    root, steps = two_step_model(artifact, "prefill", decode, META, config, target, out_dir, overwrite)
+    extra = {}
+    if row_prefill and max_batch_size > 1:
+        one_row = replace(config, max_batch_size=1, kv_shapes=[[1, *shape[1:]] for shape in kv_shapes])
+        row, one_row, why = _build_prefill(step, one_row, dtype, passes, memory_limit,
+                                           kernel_prefix=f"kernels/{ROW_PREFILL_PLAN}/")
+        if one_row.prefill_min_tokens == config.prefill_min_tokens:  # both take the same token counts
+            extra[ROW_PREFILL_PLAN] = row
+            config = replace(config, row_prefill=True)
+        else:
+            artifact.report["row_prefill_left_out"] = why or "its token count is not the prefill step's"
+    root, steps = two_step_model(artifact, "prefill", decode, META, config, target, out_dir, overwrite, extra)
     lm = CompiledCausalLM(config, *steps, root)
     if target == "cpu":
         _verify_against_eager(model, lm)
@@ -268,12 +288,15 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
 
 
 def two_step_model(artifact: Artifact, first: str, decode: Artifact, meta: str, config: object, target: str,
-                   out_dir: str | Path | None, overwrite: bool) -> tuple[Path | None, list[CompiledModel]]:
-    """``artifact`` (the first step, its main plan) with ``decode``'s plan added over the same weights and the
-    ``config`` dataclass as the file ``meta`` (listed in the manifest like every file), written to ``out_dir``
-    when given: (where, the two steps bound to ``target``)."""
-    artifact.add_plan(DECODE_PLAN, decode.byre, decode.kernels, decode.tensors)
-    artifact.report = {first: artifact.report, DECODE_PLAN: decode.report}
+                   out_dir: str | Path | None, overwrite: bool, extra: dict[str, Artifact] | None = None
+                   ) -> tuple[Path | None, list[CompiledModel]]:
+    """``artifact`` (the first step, its main plan) with ``decode``'s plan (and the ``extra`` plans, by name)
+    added over the same weights and the ``config`` dataclass as the file ``meta`` (listed in the manifest like
+    every file), written to ``out_dir`` when given: (where, the two steps bound to ``target``)."""
+    plans = {DECODE_PLAN: decode, **(extra or {})}
+    for name, plan in plans.items():
+        artifact.add_plan(name, plan.byre, plan.kernels, plan.tensors)
+    artifact.report = {first: artifact.report, **{name: plan.report for name, plan in plans.items()}}
     artifact.meta[meta] = json.dumps(asdict(config), indent=1)
     root = artifact.write(out_dir, overwrite=overwrite) if out_dir is not None else None
     return root, [CompiledModel(artifact, root, device=target, plan=plan) for plan in (None, DECODE_PLAN)]
@@ -303,13 +326,15 @@ def _verify_against_eager(model: torch.nn.Module, lm: CompiledCausalLM) -> None:
 
 
 def _build_prefill(step: CausalLMStep, config: CausalLMConfig, dtype: torch.dtype, passes: Sequence[Pass],
-                   memory_limit: int | str | None) -> tuple[Artifact, CausalLMConfig, str]:
+                   memory_limit: int | str | None, kernel_prefix: str = "kernels/"
+                   ) -> tuple[Artifact, CausalLMConfig, str]:
     """The prefill step's artifact and the config that says which tokens it takes. On the cpu target its token count
     is dynamic (``_token_dims``); where the dynamic-shape compile refuses the step (its graph changes with the count
     in a way one plan cannot hold) it takes exactly ``chunk`` tokens, as on cuda, and the third item says why: the
     model still compiles as it did before the count was dynamic."""
     example = _example(config, config.chunk, dtype)
-    build = {"target": config.target, "arch": config.arch, "passes": passes, "memory_limit": memory_limit}
+    build = {"target": config.target, "arch": config.arch, "passes": passes, "memory_limit": memory_limit,
+             "kernel_prefix": kernel_prefix}
     if config.target != "cpu" or config.chunk <= PREFILL_MIN_TOKENS:
         return build_artifact(step, example, **build)[0], config, ""
     try:

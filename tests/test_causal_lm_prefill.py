@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from byteir_cat import causal_lm_compiler, compile_causal_lm
+from byteir_cat.causal_lm import load_causal_lm
 from foundation.errors import CompileError
 from tests.test_causal_lm import FAMILIES, lazily_compiled
 
@@ -74,3 +75,25 @@ def test_a_step_the_dynamic_compile_refuses_takes_whole_chunks(monkeypatch):
     ids = torch.randint(3, 128, (1, 5), generator=torch.Generator().manual_seed(5))
     assert torch.equal(lm.generate(ids, max_new_tokens=6), _greedy(model, ids, torch.ones_like(ids), 6))
     assert lm.last_timing["prefill_tokens"] == [16]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_one_prompt_prefills_through_the_one_row_step(tmp_path, family):
+    """With ``row_prefill``, generate with one prompt prefills only its row (the one-row step on that row of the
+    caches); a one-token rest is taken as two tokens, the chunk before it one shorter. Token-exact with HF, loaded
+    back from the directory; a batch of 2 still prefills both rows together."""
+    torch.manual_seed(0)
+    model = PREFILL_FAMILIES[family]().eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    compile_causal_lm(model, max_batch_size=2, max_seq_len=MAX_SEQ_LEN, out_dir=tmp_path / "lm", row_prefill=True)
+    lm = load_causal_lm(tmp_path / "lm")
+    assert lm.config.row_prefill and lm.row_prefill_step.byre.bounds[0].hi == CHUNK
+    for length, steps in ((21, [16, 5]), (17, [15, 2]), (33, [16, 15, 2]), (2, [2]), (1, [1])):
+        ids = torch.randint(3, 128, (1, length), generator=torch.Generator().manual_seed(length))
+        want = _greedy(model, ids, torch.ones_like(ids), 10)
+        assert torch.equal(lm.generate(ids, max_new_tokens=10), want), (family, length)
+        assert lm.last_timing["prefill_tokens"] == steps, (family, length)
+    ids = torch.randint(3, 128, (2, 17), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(lm.generate(ids, max_new_tokens=6), _greedy(model, ids, torch.ones_like(ids), 6))
+    assert lm.last_timing["prefill_tokens"] == [16, 1]

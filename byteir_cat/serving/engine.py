@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from byteir_cat.causal_lm import CompiledCausalLM
+from byteir_cat.causal_lm import CompiledCausalLM, PrefillPiece
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
 
@@ -85,7 +85,7 @@ class _Group:
     positions: torch.Tensor  # [n, length]
     base: int
     length: int
-    chunks: list[tuple[int, int, bool]]  # (start, tokens, through the decode step)
+    chunks: list[PrefillPiece]
     advances: bool  # the cursor moves one slot per chunk (rows were running when the group was placed)
     done: int = 0
 
@@ -191,16 +191,11 @@ class Engine:
             if r is not None and r.cancelled:
                 self._free(row, CANCELLED)
 
-    def _chunks(self, length: int) -> list[tuple[int, int, bool]]:
-        """A prompt of ``length`` tokens as prefill steps, as ``CompiledCausalLM`` runs them: whole chunks, then
-        the rest at its own length (one token: through the decode step). A static prefill step takes exactly
-        ``chunk`` tokens: the group's length is then a multiple of it (``_padded_length``)."""
-        c = self.lm.config
-        steps = []
-        for start in range(0, length, c.chunk):
-            tokens = min(c.chunk, length - start)
-            steps.append((start, tokens, c.prefill_min_tokens is not None and tokens == 1))
-        return steps
+    def _chunks(self, length: int) -> list[PrefillPiece]:
+        """A group's prompts of ``length`` tokens as prefill steps, as ``CompiledCausalLM.prefill_pieces`` makes
+        them: through the one-row prefill step for each of the group's rows where the artifact has one. A static
+        prefill step takes exactly ``chunk`` tokens: the group's length is then a multiple of it."""
+        return self.lm.prefill_pieces(length, one_row=True)
 
     def _padded_length(self, longest: int) -> int:
         chunk = self.lm.config.chunk
@@ -271,28 +266,40 @@ class Engine:
 
     def _prefill_chunk(self) -> None:
         g = self._group
-        start, tokens, through_decode = g.chunks[g.done]
-        step = self.lm.decode_step if through_decode else self.lm.prefill_step
-        slots = torch.arange(g.base + start, g.base + start + tokens)
-        ids = torch.zeros(self.rows, tokens, dtype=torch.long)
-        positions = torch.ones(self.rows, tokens, dtype=torch.long)
-        ids[g.rows] = g.ids[:, start:start + tokens]
-        positions[g.rows] = g.positions[:, start:start + tokens]
-        keep = [row for row, r in enumerate(self._running) if r is not None]
-        lo, hi = int(slots[0]), min(int(slots[-1]) + 1, self._cursor)
-        saved = [t[keep, :, lo:hi].clone() for t in self._kv] if keep and hi > lo else []
-        logits, self._kv, _ = self.lm.step(step, ids, positions, slots, self._valid, self._kv)
-        for t, s in zip(self._kv, saved, strict=False):
-            t[keep, :, lo:hi] = s
+        piece = g.chunks[g.done]
+        slots = torch.arange(g.base + piece.start, g.base + piece.start + piece.tokens)
+        span = slice(piece.start, piece.start + piece.tokens)
+        if piece.step is self.lm.row_prefill_step:  # each joining row alone, on its own row of the caches
+            logits = []
+            for i, row in enumerate(g.rows):
+                caches = [t[row:row + 1] for t in self._kv]
+                out, written, _ = self.lm.step(piece.step, g.ids[i:i + 1, span], g.positions[i:i + 1, span], slots,
+                                               self._valid[row:row + 1], caches)
+                for whole, part in zip(self._kv, written, strict=True):
+                    if part.data_ptr() != whole[row].data_ptr():
+                        whole[row:row + 1] = part
+                logits.append(out[0, piece.real - 1])
+            last = torch.stack(logits)
+        else:  # every row: the running rows' filled slots in the chunk's range are put back after
+            ids = torch.zeros(self.rows, piece.tokens, dtype=torch.long)
+            positions = torch.ones(self.rows, piece.tokens, dtype=torch.long)
+            ids[g.rows] = g.ids[:, span]
+            positions[g.rows] = g.positions[:, span]
+            keep = [row for row, r in enumerate(self._running) if r is not None]
+            lo, hi = int(slots[0]), min(int(slots[-1]) + 1, self._cursor)
+            saved = [t[keep, :, lo:hi].clone() for t in self._kv] if keep and hi > lo else []
+            out, self._kv, _ = self.lm.step(piece.step, ids, positions, slots, self._valid, self._kv)
+            for t, kept in zip(self._kv, saved, strict=False):
+                t[keep, :, lo:hi] = kept
+            last = out[g.rows, piece.real - 1]
         g.done += 1
         self.stats.prefill_chunks += 1
         if g.done < len(g.chunks):
             return
         self._group = None
-        last = logits[:, tokens - 1]
-        for row, r in zip(g.rows, g.requests, strict=True):
+        for i, (row, r) in enumerate(zip(g.rows, g.requests, strict=True)):
             self._running[row] = r
-            self._advance(row, r, last[row:row + 1], None)
+            self._advance(row, r, last[i:i + 1], None)
 
     def _decode(self) -> None:
         ids = torch.zeros(self.rows, 1, dtype=torch.long)

@@ -36,8 +36,9 @@ def write_tokenizer(directory: Path) -> Tokenizer:
     return tokenizer
 
 
-def small_gpt2(vocab: int, eos: int, layers: int = 2, width: int = 64, seed: int = 0) -> torch.nn.Module:
+def small_gpt2(vocab: int, eos: int, layers: int = 2, width: int = 64, positions: int = 256, seed: int = 0
+               ) -> torch.nn.Module:
     torch.manual_seed(seed)
-    config = transformers.GPT2Config(vocab_size=vocab, n_positions=256, n_embd=width, n_layer=layers, n_head=4,
+    config = transformers.GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=width, n_layer=layers, n_head=4,
                                      bos_token_id=eos, eos_token_id=eos)
     return transformers.GPT2LMHeadModel(config).eval()

@@ -19,9 +19,13 @@ from tests.serving.fixtures import small_gpt2
 VOCAB, EOS, ROWS, SEQ = 320, 0, 4, 256
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return byteir_cat.compile_causal_lm(small_gpt2(VOCAB, EOS), ROWS, SEQ)
+@pytest.fixture(scope="module", params=[True, False], ids=["one-row prefill", "all-rows prefill"])
+def lm(request):
+    """The artifact with its one-row prefill step (joining rows prefilled alone) and without (every row
+    prefilled, the running ones' slots put back)."""
+    lm = byteir_cat.compile_causal_lm(small_gpt2(VOCAB, EOS), ROWS, SEQ, row_prefill=request.param)
+    assert (lm.row_prefill_step is not None) == request.param
+    return lm
 
 
 class Collector:
@@ -116,3 +120,31 @@ def test_requests_beyond_the_context_are_refused_naming_the_numbers(lm):
         engine.submit(Request(list(range(1, 201)), 100, Sampling(), lambda *_: None))
     with pytest.raises(InputError, match="empty"):
         engine.submit(Request([], 5, Sampling(), lambda *_: None))
+
+
+def test_running_requests_keep_streaming_while_a_long_prompt_is_prefilled(lm):
+    """A 200-token prompt takes 4 prefill chunks; the request already running gets a token after each."""
+    engine = Engine(lm)
+    seen_at: list[int] = []  # prefill chunks run when each of the running request's tokens came
+    got = Collector(2)
+    first = got.emit_for(0)
+
+    def running(token, reason):
+        if token is not None:
+            seen_at.append(engine.stats.prefill_chunks)
+        first(token, reason)
+
+    long_prompt = [(7 * i) % (VOCAB - 1) + 1 for i in range(200)]
+    engine.submit(Request([3, 4, 5], 60, Sampling(), running))
+    engine.start()
+    try:
+        while len(seen_at) < 3:
+            threading.Event().wait(0.001)
+        engine.submit(Request(long_prompt, 5, Sampling(), got.emit_for(1)))
+        got.wait(2)
+    finally:
+        engine.stop()
+    joined_at = seen_at[0]  # the short request's own prefill chunk
+    during = [c for c in seen_at if joined_at < c < joined_at + 4]
+    assert len(during) >= 3, seen_at  # tokens between the long prompt's chunks
+    assert got.tokens[0] == _alone(lm, [3, 4, 5], 60) and got.tokens[1] == _alone(lm, long_prompt, 5)

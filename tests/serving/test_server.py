@@ -29,7 +29,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     tokenizer = write_tokenizer(root / "tokenizer")
     model = small_gpt2(tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS))
-    byteir_cat.compile_causal_lm(model, ROWS, SEQ, out_dir=root / "tiny-gpt2")
+    byteir_cat.compile_causal_lm(model, ROWS, SEQ, out_dir=root / "tiny-gpt2", row_prefill=True)
     return root / "tiny-gpt2", root / "tokenizer"
 
 
