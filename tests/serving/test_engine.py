@@ -129,18 +129,18 @@ def test_running_requests_keep_streaming_while_a_long_prompt_is_prefilled(lm):
     got = Collector(2)
     first = got.emit_for(0)
 
+    long_prompt = [(7 * i) % (VOCAB - 1) + 1 for i in range(200)]
+
     def running(token, reason):
         if token is not None:
             seen_at.append(engine.stats.prefill_chunks)
+            if len(seen_at) == 3:  # it is streaming: the long prompt arrives (from the engine thread, at once)
+                engine.submit(Request(long_prompt, 5, Sampling(), got.emit_for(1)))
         first(token, reason)
 
-    long_prompt = [(7 * i) % (VOCAB - 1) + 1 for i in range(200)]
     engine.submit(Request([3, 4, 5], 60, Sampling(), running))
     engine.start()
     try:
-        while len(seen_at) < 3:
-            threading.Event().wait(0.001)
-        engine.submit(Request(long_prompt, 5, Sampling(), got.emit_for(1)))
         got.wait(2)
     finally:
         engine.stop()
