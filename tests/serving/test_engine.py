@@ -148,3 +148,36 @@ def test_running_requests_keep_streaming_while_a_long_prompt_is_prefilled(lm):
     during = [c for c in seen_at if joined_at < c < joined_at + 4]
     assert len(during) >= 3, seen_at  # tokens between the long prompt's chunks
     assert got.tokens[0] == _alone(lm, [3, 4, 5], 60) and got.tokens[1] == _alone(lm, long_prompt, 5)
+
+
+# RoPE + GQA, a sliding window; ALiBi and banded layers under -m slow (the suite's time)
+SERVED_FAMILIES = ("llama", "mistral", pytest.param("bloom", marks=pytest.mark.slow),
+                   pytest.param("gpt_neo", marks=pytest.mark.slow))
+
+
+@pytest.mark.parametrize("family", SERVED_FAMILIES)
+def test_families_served_in_a_shifting_batch_get_their_tokens_alone(family):
+    """What the rows' shared cursor and their shifts along the cache must not change, per family: rotary positions
+    (their own input), a window relative to the slots, ALiBi built from the filled slots, GPT-Neo's banded bias."""
+    from tests.test_causal_lm import FAMILIES
+
+    torch.manual_seed(0)
+    model = FAMILIES[family]().eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    lm = byteir_cat.compile_causal_lm(model, 4, 64, row_prefill=True)
+    rng = random.Random(1)
+    jobs = [([rng.randrange(3, 128) for _ in range(rng.choice([1, 5, 17, 30]))], rng.randint(1, 16))
+            for _ in range(14)]
+    want = [_alone(lm, prompt, m) for prompt, m in jobs]
+    engine = Engine(lm)
+    engine.start()
+    got = Collector(len(jobs))
+    try:
+        for i, (prompt, m) in enumerate(jobs):
+            engine.submit(Request(prompt, m, Sampling(), got.emit_for(i), eos=frozenset({EOS})))
+        got.wait(len(jobs))
+    finally:
+        engine.stop()
+    assert [got.tokens[i] for i in range(len(jobs))] == want
+    assert engine.stats.shifts > 0
