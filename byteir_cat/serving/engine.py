@@ -194,12 +194,9 @@ class Engine:
     def _chunks(self, length: int) -> list[PrefillPiece]:
         """A group's prompts of ``length`` tokens as prefill steps, as ``CompiledCausalLM.prefill_pieces`` makes
         them: through the one-row prefill step for each of the group's rows where the artifact has one. A static
-        prefill step takes exactly ``chunk`` tokens: the group's length is then a multiple of it."""
+        prefill step takes exactly ``chunk`` tokens: its last chunk runs past the prompts, into slots the rows
+        fill later (as ``generate`` pads it)."""
         return self.lm.prefill_pieces(length, one_row=True)
-
-    def _padded_length(self, longest: int) -> int:
-        chunk = self.lm.config.chunk
-        return longest if self.lm.config.prefill_min_tokens is not None else -(-longest // chunk) * chunk
 
     def _admit(self) -> None:
         """Takes the queue's first requests (in order) that fit the free rows and the cache, places their prompts
@@ -222,18 +219,28 @@ class Engine:
             self.stats.queued = len(self._queue)
         if not taken:
             return
+        try:
+            self._place(taken, free, bool(running), shift)
+        except Exception:
+            for r in taken:  # out of the queue and not yet a group: nobody else would end them
+                self._end(r, ERROR)
+            raise
+
+    def _place(self, taken: list[Request], free: list[int], running: bool, shift: int) -> None:
+        """``taken`` become the group being prefilled, in the first free rows, after the rows are shifted."""
         self._shift(shift)
-        length = self._padded_length(max(len(r.prompt) for r in taken))
+        length = max(len(r.prompt) for r in taken)
         chunks = self._chunks(length)
-        advances = bool(running)
+        advances = running
         join = self._cursor + (len(chunks) if advances else 0)
         rows = free[:len(taken)]
-        ids = torch.zeros(len(taken), length, dtype=torch.long)
-        positions = torch.ones(len(taken), length, dtype=torch.long)
+        width = chunks[-1].start + chunks[-1].tokens  # past ``length`` for a static step's padded last chunk
+        ids = torch.zeros(len(taken), width, dtype=torch.long)
+        positions = torch.ones(len(taken), width, dtype=torch.long)
         for i, (row, r) in enumerate(zip(rows, taken, strict=True)):
             n = len(r.prompt)
-            ids[i, length - n:] = torch.tensor(r.prompt)
-            positions[i, length - n:] = torch.arange(n)
+            ids[i, length - n:length] = torch.tensor(r.prompt)
+            positions[i, length - n:length] = torch.arange(n)
             self._valid[row] = False
             self._valid[row, join - n:join] = True
             self._next_pos[row] = n
@@ -241,15 +248,17 @@ class Engine:
 
     def _placement(self, group: list[Request], running: list[Request]) -> int | None:
         """The shift of the rows (in slots) after which ``group`` can join, the smallest one; None if none can."""
-        length = self._padded_length(max(len(r.prompt) for r in group))
-        during = len(self._chunks(length)) if running else 0  # decode steps run while the group is prefilled
+        length = max(len(r.prompt) for r in group)
+        chunks = self._chunks(length)
+        during = len(chunks) if running else 0  # decode steps run while the group is prefilled
+        past = chunks[-1].start + chunks[-1].tokens - length  # slots a static step's last chunk runs past the prompt
         longest = max(r.max_tokens for r in group)
         if not running:  # no row holds anything: the prompts start at slot 0
-            return length - self._cursor if length + longest - 1 <= self.slots else None
+            return length - self._cursor if length + max(longest - 1, past) <= self.slots else None
         filled = self._valid[[row for row, r in enumerate(self._running) if r is not None]]
         first = int(filled.any(0).nonzero()[0, 0]) if bool(filled.any()) else self._cursor
         low = max(length - during - self._cursor, -first)
-        high = min([self.slots - (longest - 1) - during - self._cursor]
+        high = min([self.slots - max(longest - 1, past) - during - self._cursor]
                    + [self.slots - (r.max_tokens - len(r.tokens)) - self._cursor for r in running])
         return min(max(0, low), high) if low <= high else None
 

@@ -12,7 +12,7 @@ import torch
 
 import byteir_cat
 from byteir_cat.sampling import Sampling
-from byteir_cat.serving.engine import CANCELLED, LENGTH, STOP, Engine, QueueFull, Request
+from byteir_cat.serving.engine import CANCELLED, ERROR, LENGTH, STOP, Engine, QueueFull, Request
 from foundation.errors import InputError
 from tests.serving.fixtures import small_gpt2
 
@@ -181,3 +181,71 @@ def test_families_served_in_a_shifting_batch_get_their_tokens_alone(family):
         engine.stop()
     assert [got.tokens[i] for i in range(len(jobs))] == want
     assert engine.stats.shifts > 0
+
+
+@pytest.mark.parametrize("row_prefill", [True, False], ids=["one-row prefill", "all-rows prefill"])
+def test_a_static_prefill_step_serves_with_padded_groups(monkeypatch, row_prefill):
+    """A prefill step of exactly ``chunk`` tokens (the cuda target's; here a CPU build whose dynamic compile is
+    refused): a joining group is left-padded to whole chunks. Its tokens are still each request's alone."""
+    from byteir_cat import causal_lm_compiler
+    from foundation.errors import CompileError
+    from tests.test_causal_lm import FAMILIES
+
+    real = causal_lm_compiler.build_artifact
+
+    def static_only(*args, dynamic_shapes=None, **kwargs):
+        if dynamic_shapes is not None:
+            raise CompileError("dynamic_shapes: refused by this test")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(causal_lm_compiler, "build_artifact", static_only)
+    torch.manual_seed(0)
+    model = FAMILIES["llama"]().eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    lm = byteir_cat.compile_causal_lm(model, 4, 64, row_prefill=row_prefill)
+    assert lm.config.prefill_min_tokens is None and lm.config.chunk == 64  # one chunk: the whole cache
+    rng = random.Random(2)
+    jobs = [([rng.randrange(3, 128) for _ in range(rng.choice([1, 5, 17, 30]))], rng.randint(1, 12))
+            for _ in range(10)]
+    with torch.no_grad():
+        want = [model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                               do_sample=False, max_new_tokens=m, eos_token_id=EOS)[0, len(p):].tolist()
+                for p, m in jobs]
+    engine = Engine(lm)
+    engine.start()
+    got = Collector(len(jobs))
+    try:
+        for i, (prompt, m) in enumerate(jobs):
+            engine.submit(Request(prompt, m, Sampling(), got.emit_for(i), eos=frozenset({EOS})))
+        got.wait(len(jobs))
+    finally:
+        engine.stop()
+    assert [got.tokens[i] for i in range(len(jobs))] == want
+
+
+def test_a_failing_step_ends_its_requests_and_the_engine_goes_on(lm, monkeypatch):
+    """A step that raises (a device error, a bug) ends the requests it held with ``error`` instead of leaving
+    them waiting, and the next requests are served on fresh caches."""
+    real, calls = lm.step, []
+
+    def failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected by the test")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm, "step", failing_once)
+    engine = Engine(lm)
+    engine.start()
+    got = Collector(3)
+    try:
+        engine.submit(Request([4, 5, 6], 8, Sampling(), got.emit_for(0)))
+        got.wait(1)
+        engine.submit(Request([4, 5, 6], 8, Sampling(), got.emit_for(1)))
+        engine.submit(Request([7, 8], 5, Sampling(), got.emit_for(2)))
+        got.wait(2)
+    finally:
+        engine.stop()
+    assert got.reasons[0] == ERROR
+    assert got.tokens[1] == _alone(lm, [4, 5, 6], 8) and got.tokens[2] == _alone(lm, [7, 8], 5)
