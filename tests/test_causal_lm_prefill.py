@@ -77,7 +77,7 @@ def test_a_step_the_dynamic_compile_refuses_takes_whole_chunks(monkeypatch):
     assert lm.last_timing["prefill_tokens"] == [16]
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+@pytest.mark.parametrize("family", ["llama", pytest.param("gpt_neox", marks=pytest.mark.slow)])
 def test_one_prompt_prefills_through_the_one_row_step(tmp_path, family):
     """With ``row_prefill``, generate with one prompt prefills only its row (the one-row step on that row of the
     caches); a one-token rest is taken as two tokens, the chunk before it one shorter. Token-exact with HF, loaded
