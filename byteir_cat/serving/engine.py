@@ -42,6 +42,27 @@ class QueueFull(Exception):
     """The engine's queue holds ``max_queue`` requests already."""
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token's log-probability and the ``top`` most likely tokens at its position, (token, log-probability)."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> list[TokenLogprob]:
+    """Each row of ``logits`` [n, V] scored for the token of ``tokens`` [n] at that row, with its ``top``
+    alternatives (log-softmax in float32)."""
+    scores = torch.log_softmax(logits.float(), dim=-1)
+    own = scores.gather(1, tokens.view(-1, 1))[:, 0].tolist()
+    if top > 0:
+        values, ids = scores.topk(min(top, scores.shape[-1]), dim=-1)
+        tops = [tuple(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+    else:
+        tops = [()] * len(own)
+    return [TokenLogprob(lp, t) for lp, t in zip(own, tops, strict=True)]
+
+
 @dataclass(eq=False)
 class Request:
     """One generation: token ids in, token ids out through ``emit(token, finish_reason)`` on the engine thread
@@ -53,8 +74,14 @@ class Request:
     emit: Callable[[int | None, str | None], None]
     generator: torch.Generator | None = None
     eos: frozenset[int] = frozenset()
+    # log-probabilities under the model (log-softmax of its logits, before any sampling setting): None, or how
+    # many most likely alternatives to keep beside each generated token's own (``logprobs`` below)
+    top_logprobs: int | None = None
+    prompt_logprobs: bool = False  # also each prompt token's, given the tokens before it (``prompt_logprobs``)
     arrived: float = field(default_factory=time.monotonic)
     tokens: list[int] = field(default_factory=list)  # generated so far
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per generated token, before it is emitted
+    prompt_scores: list[TokenLogprob | None] = field(default_factory=list)  # the first prompt token's is None
     cancelled: bool = False
     ended: bool = False
     last_token_at: float = 0.0
@@ -244,6 +271,8 @@ class Engine:
             self._valid[row] = False
             self._valid[row, join - n:join] = True
             self._next_pos[row] = n
+            if r.prompt_logprobs:
+                r.prompt_scores[:] = [None]
         self._group = _Group(taken, rows, ids, positions, join - length, length, chunks, advances)
 
     def _placement(self, group: list[Request], running: list[Request]) -> int | None:
@@ -279,7 +308,7 @@ class Engine:
         slots = torch.arange(g.base + piece.start, g.base + piece.start + piece.tokens)
         span = slice(piece.start, piece.start + piece.tokens)
         if piece.step is self.lm.row_prefill_step:  # each joining row alone, on its own row of the caches
-            logits = []
+            outs = []
             for i, row in enumerate(g.rows):
                 caches = [t[row:row + 1] for t in self._kv]
                 out, written, _ = self.lm.step(piece.step, g.ids[i:i + 1, span], g.positions[i:i + 1, span], slots,
@@ -287,8 +316,7 @@ class Engine:
                 for whole, part in zip(self._kv, written, strict=True):
                     if part.data_ptr() != whole[row].data_ptr():
                         whole[row:row + 1] = part
-                logits.append(out[0, piece.real - 1])
-            last = torch.stack(logits)
+                outs.append(out[0, :piece.real])
         else:  # every row: the running rows' filled slots in the chunk's range are put back after
             ids = torch.zeros(self.rows, piece.tokens, dtype=torch.long)
             positions = torch.ones(self.rows, piece.tokens, dtype=torch.long)
@@ -300,7 +328,11 @@ class Engine:
             out, self._kv, _ = self.lm.step(piece.step, ids, positions, slots, self._valid, self._kv)
             for t, kept in zip(self._kv, saved, strict=False):
                 t[keep, :, lo:hi] = kept
-            last = out[g.rows, piece.real - 1]
+            outs = [out[row, :piece.real] for row in g.rows]
+        for r, logits in zip(g.requests, outs, strict=True):
+            if r.prompt_logprobs:
+                self._score_prompt(r, logits, piece.start, g.length)
+        last = torch.stack([logits[piece.real - 1] for logits in outs])
         g.done += 1
         self.stats.prefill_chunks += 1
         if g.done < len(g.chunks):
@@ -309,6 +341,16 @@ class Engine:
         for i, (row, r) in enumerate(zip(g.rows, g.requests, strict=True)):
             self._running[row] = r
             self._advance(row, r, last[i:i + 1], None)
+
+    @staticmethod
+    def _score_prompt(r: Request, logits: torch.Tensor, start: int, length: int) -> None:
+        """The log-probabilities of the prompt tokens that the chunk's logits [real, V] (from position ``start`` of
+        the group's prompts, ``r``'s right-aligned in ``length``) predict."""
+        first = length - len(r.prompt)  # where r's prompt starts among the group's positions
+        lo, hi = max(start, first), min(start + logits.shape[0], length - 1)
+        if hi > lo:
+            targets = torch.tensor(r.prompt[lo + 1 - first:hi + 1 - first])
+            r.prompt_scores.extend(token_logprobs(logits[lo - start:hi - start], targets, r.top_logprobs or 0))
 
     def _decode(self) -> None:
         ids = torch.zeros(self.rows, 1, dtype=torch.long)
@@ -337,7 +379,9 @@ class Engine:
         apply_rules = (lambda scores: rules.apply(scores, sequence, p, total)) \
             if rules.act_at(length, p, total) else None
         token = int(r.sampling.next_tokens(logits, sequence, torch.zeros(1, dtype=torch.long), r.generator,
-                                           apply_rules, greedy)[0])
+                                           apply_rules, greedy if r.top_logprobs is None else None)[0])
+        if r.top_logprobs is not None:
+            r.logprobs.extend(token_logprobs(logits, torch.tensor([token]), r.top_logprobs))
         r.tokens.append(token)
         now = time.monotonic()
         hook = self.stats.on_first_token if len(r.tokens) == 1 else self.stats.on_next_token

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from byteir_cat.sampling import Sampling
-from byteir_cat.serving.engine import CANCELLED, ERROR, LENGTH, Engine, QueueFull
+from byteir_cat.serving.engine import CANCELLED, ERROR, LENGTH, Engine, QueueFull, TokenLogprob
 from byteir_cat.serving.engine import Request as EngineRequest
 from byteir_cat.serving.metrics import CONTENT_TYPE, ServerMetrics
 from byteir_cat.serving.text import ServedTokenizer, TextStream
@@ -37,6 +37,7 @@ log = logging.getLogger("byteir_cat.serve")
 
 Number = StrictFloat | StrictInt
 MAX_STOPS = 4  # as OpenAI
+MAX_TOP_LOGPROBS = 20  # as OpenAI's chat API (its completions API allows 5)
 
 
 class OpenAIError(Exception):
@@ -75,7 +76,7 @@ class CompletionRequest(_Sampled):
     prompt: StrictStr | list[StrictInt] | list[StrictStr] | list[list[StrictInt]]
     max_tokens: StrictInt | None = None
     echo: StrictBool | None = None
-    logprobs: StrictInt | None = None
+    logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     best_of: StrictInt | None = None
     suffix: StrictStr | None = None
 
@@ -96,6 +97,7 @@ class ChatRequest(_Sampled):
     max_tokens: StrictInt | None = None
     max_completion_tokens: StrictInt | None = None
     logprobs: StrictBool | None = None
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
 
@@ -147,14 +149,19 @@ def _stops(body: _Sampled) -> list[str]:
 
 
 class _Generation:
-    """One request's tokens as they come from the engine thread, handed to the event loop."""
+    """One request's tokens as they come from the engine thread, handed to the event loop. ``top_logprobs``: keep
+    each generated token's log-probability and that many alternatives; ``echo``: with the prompt's (completions);
+    ``score_only``: max_tokens 0 with echo, the prompt scored and nothing generated."""
 
-    def __init__(self, state: ServerState, prompt: list[int], max_tokens: int, body: _Sampled):
+    def __init__(self, state: ServerState, prompt: list[int], max_tokens: int, body: _Sampled,
+                 top_logprobs: int | None = None, echo: bool = False):
         self.state = state
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[int | None, str | None]] = asyncio.Queue()
         sampling, generator = _sampling(body)
-        self.request = EngineRequest(prompt, max_tokens, sampling, self._emit, generator, state.eos)
+        self.score_only = max_tokens == 0
+        self.request = EngineRequest(prompt, max(1, max_tokens), sampling, self._emit, generator, state.eos,
+                                     top_logprobs=top_logprobs, prompt_logprobs=echo and top_logprobs is not None)
         self.text = TextStream(state.tokenizer, _stops(body))
         self.finish_reason: str | None = None
 
@@ -174,8 +181,10 @@ class _Generation:
             raise OpenAIError(400, str(e), param="max_tokens") from None
         self.state.metrics.prompt_tokens.inc(len(self.request.prompt))
 
-    async def deltas(self) -> AsyncIterator[str]:
-        """Text deltas until the request ends (``finish_reason`` set then); a stop string ends it early."""
+    async def deltas(self) -> AsyncIterator[tuple[str, int, int]]:
+        """(text delta, the generated tokens [lo, hi) it covers) until the request ends (``finish_reason`` set
+        then); a stop string ends it early."""
+        done = 0
         try:
             while True:
                 token, reason = await self.queue.get()
@@ -184,12 +193,15 @@ class _Generation:
                     if reason in (ERROR, CANCELLED):
                         raise OpenAIError(500, f"generation ended early ({reason})", kind="server_error")
                     tail = self.text.finish()
-                    if tail:
-                        yield tail
+                    if tail or done < len(self.text.ids):
+                        yield tail, done, len(self.text.ids)
                     break
+                if self.score_only:
+                    continue
                 delta = self.text.push(token)
                 if delta:
-                    yield delta
+                    yield delta, done, len(self.text.ids)
+                    done = len(self.text.ids)
                 if self.text.stopped:
                     self.finish_reason = "stop"
                     self.state.engine.cancel(self.request)
@@ -202,6 +214,45 @@ class _Generation:
     def usage(self) -> dict[str, int]:
         prompt, completion = len(self.request.prompt), len(self.text.ids)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def scored(self, lo: int, hi: int, prompt: bool = False) -> list[tuple[int, TokenLogprob | None]]:
+        """(token, its log-probability) of the generated tokens [lo, hi), after the prompt's with ``prompt``."""
+        head = list(zip(self.request.prompt, self.request.prompt_scores, strict=False)) if prompt else []
+        return head + list(zip(self.text.ids[lo:hi], self.request.logprobs[lo:hi], strict=False))
+
+
+def _completion_logprobs(tokenizer: ServedTokenizer, scored: list[tuple[int, TokenLogprob | None]], offset: int
+                         ) -> dict[str, Any]:
+    """OpenAI's completions ``logprobs`` object; ``text_offset`` counts characters of the returned text from
+    ``offset`` on."""
+    tokens, offsets = [], []
+    for token, _ in scored:
+        offsets.append(offset)
+        tokens.append(tokenizer.token_text(token))
+        offset += len(tokens[-1])
+    return {"tokens": tokens,
+            "token_logprobs": [s.logprob if s is not None else None for _, s in scored],
+            "top_logprobs": [_by_text(tokenizer, s.top) if s is not None else None for _, s in scored],
+            "text_offset": offsets}
+
+
+def _by_text(tokenizer: ServedTokenizer, top: tuple[tuple[int, float], ...]) -> dict[str, float]:
+    """Alternatives by their text, the likeliest kept where two tokens read the same (bytes of one character)."""
+    found: dict[str, float] = {}
+    for token, logprob in top:
+        found.setdefault(tokenizer.token_text(token), logprob)
+    return found
+
+
+def _chat_logprobs(tokenizer: ServedTokenizer, scored: list[tuple[int, TokenLogprob | None]]) -> dict[str, Any]:
+    """OpenAI's chat ``logprobs`` object."""
+
+    def entry(token: int, logprob: float) -> dict[str, Any]:
+        text = tokenizer.token_text(token)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return {"content": [{**entry(token, s.logprob), "top_logprobs": [entry(t, lp) for t, lp in s.top]}
+                        for token, s in scored if s is not None]}
 
 
 def _sse(payload: dict[str, Any]) -> str:
@@ -268,9 +319,7 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/v1/completions", dependencies=[Depends(authorized)])
     async def completions(body: CompletionRequest, request: Request) -> Any:
         _check_model(state, body.model)
-        _refuse_unsupported(body, [("echo", body.echo, not body.echo),
-                                   ("logprobs", body.logprobs, body.logprobs is None),
-                                   ("best_of", body.best_of, body.best_of in (None, 1)),
+        _refuse_unsupported(body, [("best_of", body.best_of, body.best_of in (None, 1)),
                                    ("suffix", body.suffix, not body.suffix)])
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
@@ -284,15 +333,21 @@ def create_app(state: ServerState) -> FastAPI:
         if any(not 0 <= t < vocab for t in ids):
             raise OpenAIError(400, f"prompt: token ids must be in [0, {vocab})", param="prompt")
         max_tokens = 16 if body.max_tokens is None else body.max_tokens  # OpenAI's default for completions
-        return await _respond(state, request, body, ids, max_tokens, chat=False)
+        if max_tokens == 0 and not body.echo:
+            raise OpenAIError(400, "max_tokens 0: must be >= 1 (0 only with echo, to score the prompt)",
+                              param="max_tokens")
+        echo = (prompt if isinstance(prompt, str) else state.tokenizer.decode(ids)) if body.echo else None
+        return await _respond(state, request, body, ids, max_tokens, chat=False, top_logprobs=body.logprobs,
+                              echo=echo)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat(body: ChatRequest, request: Request) -> Any:
         _check_model(state, body.model)
-        _refuse_unsupported(body, [("logprobs", body.logprobs, not body.logprobs),
-                                   ("tools", body.tools, not body.tools),
+        _refuse_unsupported(body, [("tools", body.tools, not body.tools),
                                    ("response_format", body.response_format,
                                     body.response_format in (None, {"type": "text"}))])
+        if body.top_logprobs is not None and not body.logprobs:
+            raise OpenAIError(400, "top_logprobs: needs logprobs true", param="top_logprobs")
         messages = [{**m.model_dump(exclude_none=True),
                      "content": m.content if not isinstance(m.content, list)
                      else "".join(p.text for p in m.content)} for m in body.messages]
@@ -304,33 +359,50 @@ def create_app(state: ServerState) -> FastAPI:
             raise OpenAIError(400, "messages: the chat template made an empty prompt", param="messages")
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         max_tokens = limit if limit is not None else max(1, state.engine.slots - len(ids))
-        return await _respond(state, request, body, ids, max_tokens, chat=True)
+        return await _respond(state, request, body, ids, max_tokens, chat=True,
+                              top_logprobs=(body.top_logprobs or 0) if body.logprobs else None)
 
     return app
 
 
 async def _respond(state: ServerState, request: Request, body: _Sampled, ids: list[int], max_tokens: int,
-                   chat: bool) -> Any:
+                   chat: bool, top_logprobs: int | None = None, echo: str | None = None) -> Any:
+    """The response to one request: whole, or streamed as server-sent events. ``top_logprobs``: log-probabilities
+    asked for (that many alternatives); ``echo``: the prompt's text, returned before the completion (with its
+    tokens' log-probabilities when those are asked for)."""
     name = "max_completion_tokens" if chat and getattr(body, "max_completion_tokens", None) is not None \
         else "max_tokens"
-    if max_tokens < 1:
+    if max_tokens < (0 if echo is not None else 1):
         raise OpenAIError(400, f"{name} {max_tokens}: must be >= 1", param=name)
     try:
-        state.engine.check(len(ids), max_tokens)
+        state.engine.check(len(ids), max(1, max_tokens))
     except InputError as e:
         raise OpenAIError(400, str(e), param=name, code="context_length_exceeded") from None
-    generation = _Generation(state, ids, max_tokens, body)
+    generation = _Generation(state, ids, max_tokens, body, top_logprobs, echo is not None)
     generation.start()
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
     created = int(time.time())
     head = {"id": ident, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
             "model": state.model_name}
+    tokenizer = state.tokenizer
+    offset = 0  # characters of text returned so far (completions' text_offset)
 
-    def choice(text: str, finish: str | None) -> dict[str, Any]:
+    def logprobs(lo: int, hi: int, prompt: bool = False) -> dict[str, Any] | None:
+        nonlocal offset
+        if top_logprobs is None:
+            return None
+        scored = generation.scored(lo, hi, prompt)
         if chat:
-            return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": None,
+            return _chat_logprobs(tokenizer, scored)
+        found = _completion_logprobs(tokenizer, scored, offset)
+        offset += sum(len(t) for t in found["tokens"])
+        return found
+
+    def choice(text: str, finish: str | None, scores: dict[str, Any] | None) -> dict[str, Any]:
+        if chat:
+            return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": scores,
                     "finish_reason": finish}
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": text, "logprobs": scores, "finish_reason": finish}
 
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -340,12 +412,18 @@ async def _respond(state: ServerState, request: Request, body: _Sampled, ids: li
                 yield _sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                  "logprobs": None, "finish_reason": None}]})
             try:
-                async for delta in generation.deltas():
-                    yield _sse({**head, "choices": [choice(delta, None)]})
+                first = echo is not None
+                async for delta, lo, hi in generation.deltas():
+                    scores = logprobs(lo, hi, prompt=first)
+                    yield _sse({**head, "choices": [choice((echo if first else "") + delta, None, scores)]})
+                    first = False
+                if first:  # nothing was generated (max_tokens 0): the prompt alone
+                    yield _sse({**head, "choices": [choice(echo, None, logprobs(0, 0, prompt=True))]})
             except OpenAIError as e:
                 yield _sse({"error": {"message": e.message, "type": e.kind, "param": None, "code": e.code}})
                 return
-            yield _sse({**head, "choices": [choice("", generation.finish_reason)], "usage": generation.usage()})
+            yield _sse({**head, "choices": [choice("", generation.finish_reason, None)],
+                        "usage": generation.usage()})
             if include_usage:
                 yield _sse({**head, "choices": [], "usage": generation.usage()})
             yield "data: [DONE]\n\n"
@@ -354,11 +432,13 @@ async def _respond(state: ServerState, request: Request, body: _Sampled, ids: li
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     text = await _collect(generation, request)
+    scores = logprobs(0, len(generation.text.ids), prompt=echo is not None)
     if chat:
-        answer = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+        answer = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": scores,
                   "finish_reason": generation.finish_reason}
     else:
-        answer = {"index": 0, "text": text, "logprobs": None, "finish_reason": generation.finish_reason}
+        answer = {"index": 0, "text": (echo or "") + text, "logprobs": scores,
+                  "finish_reason": generation.finish_reason}
     return {**head, "object": "chat.completion" if chat else "text_completion", "choices": [answer],
             "usage": generation.usage()}
 
@@ -371,7 +451,7 @@ async def _collect(generation: _Generation, request: Request) -> str:
     parts: list[str] = []
 
     async def gather() -> None:
-        async for delta in generation.deltas():
+        async for delta, _, _ in generation.deltas():
             parts.append(delta)
 
     task = asyncio.ensure_future(gather())

@@ -83,6 +83,10 @@ class ServedTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def token_text(self, token: int) -> str:
+        """One token as text, special tokens included (a token's own bytes may be part of a character)."""
+        return self.tokenizer.decode([token], skip_special_tokens=False)
+
     def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
         """The prompt text of a conversation, ending where the assistant's reply begins."""
         if self._template is None:

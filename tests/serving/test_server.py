@@ -191,7 +191,10 @@ BAD = [
     ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "max_tokens": 0}, "must be >= 1"),
     ("/v1/completions", {"model": "gpt-17", "prompt": "hi"}, "does not exist"),
     ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "n": 3}, "n=3"),
-    ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "logprobs": 2}, "logprobs"),
+    ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "logprobs": 21}, "logprobs"),
+    ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "max_tokens": 0}, "only with echo"),
+    ("/v1/chat/completions", {"model": "tiny-gpt2", "messages": [{"role": "user", "content": "x"}],
+                              "top_logprobs": 2}, "needs logprobs"),
     ("/v1/completions", {"prompt": "hi"}, "model"),
     ("/v1/chat/completions", {"model": "tiny-gpt2", "messages": []}, "messages"),
     ("/v1/chat/completions", {"model": "tiny-gpt2", "messages": [{"role": "wizard", "content": "x"}]}, "role"),
@@ -243,3 +246,45 @@ def test_api_key_full_queue_and_graceful_shutdown(served):
         assert server.process.wait(60) in CLEAN_EXIT
     finally:
         server.stop()
+
+
+def test_log_probabilities_are_the_models(served, server):
+    """``logprobs`` (with ``echo``: the prompt's too, and max_tokens 0 only scores the prompt) and chat's
+    ``logprobs``/``top_logprobs``: the model's log-softmax at each position, as its eager forward gives it."""
+    tokenizer = write_tokenizer(served[1].parent / "again")
+    model = small_gpt2(tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS))
+    client = _client(server)
+    prompt = [11, 42, 7, 99, 3, 250]
+    out = client.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=6, temperature=0, echo=True,
+                                    logprobs=3)
+    scores = out.choices[0].logprobs
+    assert len(scores.token_logprobs) == len(prompt) + out.usage.completion_tokens
+    assert scores.token_logprobs[0] is None and scores.top_logprobs[0] is None
+    tokens = prompt + _greedy_ids(served, prompt, out.usage.completion_tokens)
+    with torch.no_grad():
+        want = torch.log_softmax(model(torch.tensor([tokens])).logits[0, :-1].float(), -1)
+    want = want.gather(1, torch.tensor(tokens[1:])[:, None])[:, 0]
+    torch.testing.assert_close(torch.tensor(scores.token_logprobs[1:]), want, rtol=0, atol=1e-4)
+    # a dict by token text: tokens whose text is the same (bytes of one character) share an entry
+    assert all(1 <= len(top) <= 3 and max(top.values()) >= lp - 1e-6
+               for top, lp in zip(scores.top_logprobs[1:], scores.token_logprobs[1:], strict=True))
+    assert scores.text_offset[0] == 0 and scores.text_offset == sorted(scores.text_offset)
+    only = client.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=0, echo=True, logprobs=0)
+    assert only.usage.completion_tokens == 0 and only.choices[0].text == ServedTokenizer(served[1]).decode(prompt)
+    torch.testing.assert_close(torch.tensor(only.choices[0].logprobs.token_logprobs[1:]), want[:len(prompt) - 1],
+                               rtol=0, atol=1e-4)
+    streamed = client.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=6, temperature=0, echo=True,
+                                         logprobs=3, stream=True)
+    chunks = [c.choices[0].logprobs for c in streamed if c.choices and c.choices[0].logprobs]
+    assert sum((c.token_logprobs for c in chunks), []) == scores.token_logprobs
+    messages = [{"role": "user", "content": "Grüße"}]
+    chat = client.chat.completions.create(model="tiny-gpt2", messages=messages, max_tokens=5, temperature=0,
+                                          logprobs=True, top_logprobs=2)
+    content = chat.choices[0].logprobs.content
+    assert len(content) == chat.usage.completion_tokens and all(len(c.top_logprobs) == 2 for c in content)
+    assert all(c.logprob == pytest.approx(c.top_logprobs[0].logprob, abs=1e-6) for c in content)  # greedy: the top
+
+
+def _greedy_ids(served, prompt: list[int], n: int) -> list[int]:
+    lm = load_causal_lm(served[0])
+    return lm.generate(torch.tensor([prompt]), max_new_tokens=n)[0, len(prompt):].tolist()
