@@ -38,6 +38,7 @@ log = logging.getLogger("byteir_cat.serve")
 Number = StrictFloat | StrictInt
 MAX_STOPS = 4  # as OpenAI
 MAX_TOP_LOGPROBS = 20  # as OpenAI's chat API (its completions API allows 5)
+MAX_CHOICES = 16  # n: each choice is one more request through the engine
 
 
 class OpenAIError(Exception):
@@ -59,7 +60,7 @@ class _Sampled(BaseModel):
     model: StrictStr
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
     top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
-    n: StrictInt | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_CHOICES)] | None = None
     stream: StrictBool | None = None
     stream_options: dict[str, Any] | None = None
     stop: StrictStr | list[StrictStr] | None = None
@@ -116,8 +117,7 @@ class ServerState:
 def _refuse_unsupported(body: _Sampled, settings: list[tuple[str, object, bool]]) -> None:
     """Parameters this server does not implement, given with a value that asks for them: a 400 naming the first,
     never silently ignored. ``settings``: (name, value, whether that value asks for nothing)."""
-    common = [("n", body.n, body.n in (None, 1)),
-              ("presence_penalty", body.presence_penalty, not body.presence_penalty),
+    common = [("presence_penalty", body.presence_penalty, not body.presence_penalty),
               ("frequency_penalty", body.frequency_penalty, not body.frequency_penalty),
               ("logit_bias", body.logit_bias, not body.logit_bias)]
     for name, value, harmless in common + settings:
@@ -127,10 +127,12 @@ def _refuse_unsupported(body: _Sampled, settings: list[tuple[str, object, bool]]
         raise OpenAIError(400, f"stop: at most {MAX_STOPS} sequences, got {len(_stops(body))}", param="stop")
 
 
-def _sampling(body: _Sampled) -> tuple[Sampling, torch.Generator]:
+def _sampling(body: _Sampled, choice: int = 0) -> tuple[Sampling, torch.Generator]:
+    """How choice ``choice`` of the request samples: its generator seeded with ``seed + choice`` (a random seed
+    without one), so that a seeded request is reproducible and its choices differ."""
     temperature = 1.0 if body.temperature is None else float(body.temperature)
     penalty = 1.0 if body.repetition_penalty is None else float(body.repetition_penalty)
-    seed = body.seed if body.seed is not None else secrets.randbits(63)
+    seed = body.seed + choice if body.seed is not None else secrets.randbits(63)
     generator = torch.Generator().manual_seed(seed % 2**63)
     if temperature == 0:
         return Sampling(do_sample=False, repetition_penalty=penalty), generator
@@ -154,11 +156,11 @@ class _Generation:
     ``score_only``: max_tokens 0 with echo, the prompt scored and nothing generated."""
 
     def __init__(self, state: ServerState, prompt: list[int], max_tokens: int, body: _Sampled,
-                 top_logprobs: int | None = None, echo: bool = False):
+                 top_logprobs: int | None = None, echo: bool = False, choice: int = 0):
         self.state = state
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[int | None, str | None]] = asyncio.Queue()
-        sampling, generator = _sampling(body)
+        sampling, generator = _sampling(body, choice)
         self.score_only = max_tokens == 0
         self.request = EngineRequest(prompt, max(1, max_tokens), sampling, self._emit, generator, state.eos,
                                      top_logprobs=top_logprobs, prompt_logprobs=echo and top_logprobs is not None)
@@ -180,6 +182,9 @@ class _Generation:
         except InputError as e:
             raise OpenAIError(400, str(e), param="max_tokens") from None
         self.state.metrics.prompt_tokens.inc(len(self.request.prompt))
+
+    def cancel(self) -> None:
+        self.state.engine.cancel(self.request)
 
     async def deltas(self) -> AsyncIterator[tuple[str, int, int]]:
         """(text delta, the generated tokens [lo, hi) it covers) until the request ends (``finish_reason`` set
@@ -324,7 +329,8 @@ def create_app(state: ServerState) -> FastAPI:
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
             if len(prompt) != 1:
-                raise OpenAIError(400, f"prompt: one prompt per request (n=1), got {len(prompt)}", param="prompt")
+                raise OpenAIError(400, f"prompt: one prompt per request (n choices of it), got {len(prompt)}",
+                                  param="prompt")
             prompt = prompt[0]
         ids = state.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         vocab = state.engine.lm.config.vocab
@@ -367,9 +373,9 @@ def create_app(state: ServerState) -> FastAPI:
 
 async def _respond(state: ServerState, request: Request, body: _Sampled, ids: list[int], max_tokens: int,
                    chat: bool, top_logprobs: int | None = None, echo: str | None = None) -> Any:
-    """The response to one request: whole, or streamed as server-sent events. ``top_logprobs``: log-probabilities
-    asked for (that many alternatives); ``echo``: the prompt's text, returned before the completion (with its
-    tokens' log-probabilities when those are asked for)."""
+    """The response to one request, its ``n`` choices each one request through the engine: whole, or streamed as
+    server-sent events. ``top_logprobs``: log-probabilities asked for (that many alternatives); ``echo``: the
+    prompt's text, returned before the completion (with its tokens' log-probabilities when those are asked for)."""
     name = "max_completion_tokens" if chat and getattr(body, "max_completion_tokens", None) is not None \
         else "max_tokens"
     if max_tokens < (0 if echo is not None else 1):
@@ -378,69 +384,106 @@ async def _respond(state: ServerState, request: Request, body: _Sampled, ids: li
         state.engine.check(len(ids), max(1, max_tokens))
     except InputError as e:
         raise OpenAIError(400, str(e), param=name, code="context_length_exceeded") from None
-    generation = _Generation(state, ids, max_tokens, body, top_logprobs, echo is not None)
-    generation.start()
+    n = body.n or 1
+    if state.engine.max_queue < n:
+        raise OpenAIError(400, f"n={n}: more choices than the server queues (--max-queue {state.engine.max_queue})",
+                          param="n")
+    generations = [_Generation(state, ids, max_tokens, body, top_logprobs, echo is not None, i) for i in range(n)]
+    started: list[_Generation] = []
+    try:
+        for generation in generations:
+            generation.start()
+            started.append(generation)
+    except OpenAIError:
+        for generation in started:  # all the choices or none
+            generation.cancel()
+        raise
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
-    created = int(time.time())
-    head = {"id": ident, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
-            "model": state.model_name}
+    head = {"id": ident, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()), "model": state.model_name}
     tokenizer = state.tokenizer
-    offset = 0  # characters of text returned so far (completions' text_offset)
+    offsets = [0] * n  # characters of each choice's text returned so far (completions' text_offset)
 
-    def logprobs(lo: int, hi: int, prompt: bool = False) -> dict[str, Any] | None:
-        nonlocal offset
+    def logprobs(i: int, lo: int, hi: int, prompt: bool = False) -> dict[str, Any] | None:
         if top_logprobs is None:
             return None
-        scored = generation.scored(lo, hi, prompt)
+        scored = generations[i].scored(lo, hi, prompt)
         if chat:
             return _chat_logprobs(tokenizer, scored)
-        found = _completion_logprobs(tokenizer, scored, offset)
-        offset += sum(len(t) for t in found["tokens"])
+        found = _completion_logprobs(tokenizer, scored, offsets[i])
+        offsets[i] += sum(len(t) for t in found["tokens"])
         return found
 
-    def choice(text: str, finish: str | None, scores: dict[str, Any] | None) -> dict[str, Any]:
+    def choice(i: int, text: str, finish: str | None, scores: dict[str, Any] | None) -> dict[str, Any]:
         if chat:
-            return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": scores,
+            return {"index": i, "delta": {"content": text} if text else {}, "logprobs": scores,
                     "finish_reason": finish}
-        return {"index": 0, "text": text, "logprobs": scores, "finish_reason": finish}
+        return {"index": i, "text": text, "logprobs": scores, "finish_reason": finish}
+
+    def usage() -> dict[str, int]:
+        completion = sum(g.usage()["completion_tokens"] for g in generations)
+        return {"prompt_tokens": len(ids), "completion_tokens": completion, "total_tokens": len(ids) + completion}
 
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
         async def events() -> AsyncIterator[str]:
             if chat:
-                yield _sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                 "logprobs": None, "finish_reason": None}]})
+                for i in range(n):
+                    yield _sse({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                     "logprobs": None, "finish_reason": None}]})
+            merged: asyncio.Queue[tuple[int, tuple[str, int, int] | BaseException | None]] = asyncio.Queue()
+
+            async def pump(i: int) -> None:
+                try:
+                    async for part in generations[i].deltas():
+                        await merged.put((i, part))
+                    await merged.put((i, None))
+                except OpenAIError as e:
+                    await merged.put((i, e))
+
+            pumps = [asyncio.ensure_future(pump(i)) for i in range(n)]
+            first = [echo is not None] * n
             try:
-                first = echo is not None
-                async for delta, lo, hi in generation.deltas():
-                    scores = logprobs(lo, hi, prompt=first)
-                    yield _sse({**head, "choices": [choice((echo if first else "") + delta, None, scores)]})
-                    first = False
-                if first:  # nothing was generated (max_tokens 0): the prompt alone
-                    yield _sse({**head, "choices": [choice(echo, None, logprobs(0, 0, prompt=True))]})
-            except OpenAIError as e:
-                yield _sse({"error": {"message": e.message, "type": e.kind, "param": None, "code": e.code}})
-                return
-            yield _sse({**head, "choices": [choice("", generation.finish_reason, None)],
-                        "usage": generation.usage()})
-            if include_usage:
-                yield _sse({**head, "choices": [], "usage": generation.usage()})
+                for _ in range(n):
+                    while True:
+                        i, part = await merged.get()
+                        if isinstance(part, OpenAIError):
+                            yield _sse({"error": {"message": part.message, "type": part.kind, "param": None,
+                                                  "code": part.code}})
+                            return
+                        if part is None:
+                            break
+                        delta, lo, hi = part
+                        scores = logprobs(i, lo, hi, prompt=first[i])
+                        yield _sse({**head, "choices": [choice(i, (echo if first[i] else "") + delta, None, scores)]})
+                        first[i] = False
+                    if first[i]:  # nothing was generated (max_tokens 0): the prompt alone
+                        yield _sse({**head, "choices": [choice(i, echo, None, logprobs(i, 0, 0, prompt=True))]})
+                    yield _sse({**head, "choices": [choice(i, "", generations[i].finish_reason, None)],
+                                "usage": generations[i].usage() if n == 1 else None})
+            finally:
+                for task in pumps:  # the client went away: their finally blocks cancel the requests
+                    task.cancel()
+            if include_usage or n > 1:
+                yield _sse({**head, "choices": [], "usage": usage()})
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    text = await _collect(generation, request)
-    scores = logprobs(0, len(generation.text.ids), prompt=echo is not None)
-    if chat:
-        answer = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": scores,
-                  "finish_reason": generation.finish_reason}
-    else:
-        answer = {"index": 0, "text": (echo or "") + text, "logprobs": scores,
-                  "finish_reason": generation.finish_reason}
-    return {**head, "object": "chat.completion" if chat else "text_completion", "choices": [answer],
-            "usage": generation.usage()}
+    texts = await asyncio.gather(*(_collect(g, request) for g in generations))
+    answers = []
+    for i, (generation, text) in enumerate(zip(generations, texts, strict=True)):
+        scores = logprobs(i, 0, len(generation.text.ids), prompt=echo is not None)
+        if chat:
+            answers.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": scores,
+                            "finish_reason": generation.finish_reason})
+        else:
+            answers.append({"index": i, "text": (echo or "") + text, "logprobs": scores,
+                            "finish_reason": generation.finish_reason})
+    return {**head, "object": "chat.completion" if chat else "text_completion", "choices": answers,
+            "usage": usage()}
 
 
 DISCONNECT_POLL_S = 0.5

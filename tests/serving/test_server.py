@@ -190,7 +190,7 @@ BAD = [
     ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "max_tokens": 10**6}, "256 tokens of context"),
     ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "max_tokens": 0}, "must be >= 1"),
     ("/v1/completions", {"model": "gpt-17", "prompt": "hi"}, "does not exist"),
-    ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "n": 3}, "n=3"),
+    ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "n": 17}, "n"),
     ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "logprobs": 21}, "logprobs"),
     ("/v1/completions", {"model": "tiny-gpt2", "prompt": "hi", "max_tokens": 0}, "only with echo"),
     ("/v1/chat/completions", {"model": "tiny-gpt2", "messages": [{"role": "user", "content": "x"}],
@@ -288,3 +288,26 @@ def test_log_probabilities_are_the_models(served, server):
 def _greedy_ids(served, prompt: list[int], n: int) -> list[int]:
     lm = load_causal_lm(served[0])
     return lm.generate(torch.tensor([prompt]), max_new_tokens=n)[0, len(prompt):].tolist()
+
+
+def test_n_choices_each_a_request_of_its_own(server):
+    """``n``: that many choices, choice i sampled with ``seed + i`` (choice 0 is the one-choice request), streamed
+    interleaved by index; usage counts the prompt once and every choice's tokens."""
+    client = _client(server)
+    settings = {"model": "tiny-gpt2", "prompt": "The quick brown", "max_tokens": 12, "temperature": 0.9,
+                "seed": 5}
+    three = client.completions.create(n=3, **settings)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    for i, c in enumerate(three.choices):
+        alone = client.completions.create(**{**settings, "seed": 5 + i})
+        assert c.text == alone.choices[0].text
+    assert three.usage.completion_tokens == sum(
+        client.completions.create(**{**settings, "seed": 5 + i}).usage.completion_tokens for i in range(3))
+    texts = {0: "", 1: "", 2: ""}
+    for chunk in client.completions.create(n=3, stream=True, **settings):
+        for c in chunk.choices:
+            texts[c.index] += c.text
+    assert [texts[i] for i in range(3)] == [c.text for c in three.choices]
+    chat = client.chat.completions.create(model="tiny-gpt2", messages=[{"role": "user", "content": "hi"}], n=2,
+                                          max_tokens=6, temperature=0)
+    assert len(chat.choices) == 2 and chat.choices[0].message.content == chat.choices[1].message.content
