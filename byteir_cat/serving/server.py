@@ -13,14 +13,18 @@ from byteir_cat.serving.engine import Engine
 from byteir_cat.serving.metrics import ServerMetrics
 from byteir_cat.serving.openai_api import ServerState, create_app
 from byteir_cat.serving.text import ServedTokenizer
+from runtime.artifact import read_manifest
 from runtime.signing import TrustedKey
 
 
 def server_state(artifact: str | Path, tokenizer: str | Path, max_queue: int = 256, api_key: str | None = None,
-                 model_name: str | None = None, device: str = "cpu",
+                 model_name: str | None = None, device: str | None = None,
                  trusted_keys: Sequence[TrustedKey] | None = None) -> ServerState:
-    """Everything a server holds: the compiled LM (its end-of-sequence tokens, or the tokenizer's where the model
-    names none), its engine, the tokenizer and the metrics."""
+    """Everything a server holds: the compiled LM (on ``device``, by default the target it was compiled for; its
+    end-of-sequence tokens, or the tokenizer's where the model names none), its engine, the tokenizer and the
+    metrics."""
+    if device is None:
+        device = read_manifest(Path(artifact)).get("target", "cpu")
     lm = load_causal_lm(artifact, device=device, trusted_keys=trusted_keys)
     text = ServedTokenizer(tokenizer)
     engine = Engine(lm, max_queue=max_queue)
