@@ -15,6 +15,7 @@ from byteir_cat.sampling import Sampling
 from byteir_cat.serving.engine import CANCELLED, ERROR, LENGTH, STOP, Engine, QueueFull, Request
 from foundation.errors import InputError
 from tests.serving.fixtures import small_gpt2
+from tests.test_causal_lm import FAMILIES
 
 VOCAB, EOS, ROWS, SEQ = 320, 0, 4, 256
 
@@ -150,6 +151,29 @@ def test_running_requests_keep_streaming_while_a_long_prompt_is_prefilled(lm):
     assert got.tokens[0] == _alone(lm, [3, 4, 5], 60) and got.tokens[1] == _alone(lm, long_prompt, 5)
 
 
+def _family_model(family: str) -> torch.nn.Module:
+    """A test family's small model (tests/test_causal_lm.py) with weights large enough for clear winners."""
+    torch.manual_seed(0)
+    model = FAMILIES[family]().eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    return model
+
+
+def _served_greedy(lm, jobs: list[tuple[list[int], int]]) -> tuple[list[list[int]], Engine]:
+    """Every (prompt, max_tokens) of ``jobs`` submitted at once, greedy: (each one's tokens, the engine)."""
+    engine = Engine(lm)
+    engine.start()
+    got = Collector(len(jobs))
+    try:
+        for i, (prompt, m) in enumerate(jobs):
+            engine.submit(Request(prompt, m, Sampling(), got.emit_for(i), eos=frozenset({EOS})))
+        got.wait(len(jobs))
+    finally:
+        engine.stop()
+    return [got.tokens[i] for i in range(len(jobs))], engine
+
+
 # RoPE + GQA, a sliding window; ALiBi and banded layers under -m slow (the suite's time)
 SERVED_FAMILIES = ("llama", "mistral", pytest.param("bloom", marks=pytest.mark.slow),
                    pytest.param("gpt_neo", marks=pytest.mark.slow))
@@ -159,37 +183,24 @@ SERVED_FAMILIES = ("llama", "mistral", pytest.param("bloom", marks=pytest.mark.s
 def test_families_served_in_a_shifting_batch_get_their_tokens_alone(family):
     """What the rows' shared cursor and their shifts along the cache must not change, per family: rotary positions
     (their own input), a window relative to the slots, ALiBi built from the filled slots, GPT-Neo's banded bias."""
-    from tests.test_causal_lm import FAMILIES
-
-    torch.manual_seed(0)
-    model = FAMILIES[family]().eval()
-    for p in model.parameters():
-        p.data.normal_(0, 0.2)
+    model = _family_model(family)
     lm = byteir_cat.compile_causal_lm(model, 4, 64, row_prefill=True)
     rng = random.Random(1)
     jobs = [([rng.randrange(3, 128) for _ in range(rng.choice([1, 5, 17, 30]))], rng.randint(1, 16))
             for _ in range(14)]
     want = [_alone(lm, prompt, m) for prompt, m in jobs]
-    engine = Engine(lm)
-    engine.start()
-    got = Collector(len(jobs))
-    try:
-        for i, (prompt, m) in enumerate(jobs):
-            engine.submit(Request(prompt, m, Sampling(), got.emit_for(i), eos=frozenset({EOS})))
-        got.wait(len(jobs))
-    finally:
-        engine.stop()
-    assert [got.tokens[i] for i in range(len(jobs))] == want
+    got, engine = _served_greedy(lm, jobs)
+    assert got == want
     assert engine.stats.shifts > 0
 
 
 @pytest.mark.parametrize("row_prefill", [True, False], ids=["one-row prefill", "all-rows prefill"])
 def test_a_static_prefill_step_serves_with_padded_groups(monkeypatch, row_prefill):
     """A prefill step of exactly ``chunk`` tokens (the cuda target's; here a CPU build whose dynamic compile is
-    refused): a joining group is left-padded to whole chunks. Its tokens are still each request's alone."""
+    refused, its chunk the whole cache): a group's last chunk runs past its prompts, as generate pads it. The
+    tokens are still the model's greedy ones."""
     from byteir_cat import causal_lm_compiler
     from foundation.errors import CompileError
-    from tests.test_causal_lm import FAMILIES
 
     real = causal_lm_compiler.build_artifact
 
@@ -199,10 +210,7 @@ def test_a_static_prefill_step_serves_with_padded_groups(monkeypatch, row_prefil
         return real(*args, **kwargs)
 
     monkeypatch.setattr(causal_lm_compiler, "build_artifact", static_only)
-    torch.manual_seed(0)
-    model = FAMILIES["llama"]().eval()
-    for p in model.parameters():
-        p.data.normal_(0, 0.2)
+    model = _family_model("llama")
     lm = byteir_cat.compile_causal_lm(model, 4, 64, row_prefill=row_prefill)
     assert lm.config.prefill_min_tokens is None and lm.config.chunk == 64  # one chunk: the whole cache
     rng = random.Random(2)
@@ -212,16 +220,8 @@ def test_a_static_prefill_step_serves_with_padded_groups(monkeypatch, row_prefil
         want = [model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
                                do_sample=False, max_new_tokens=m, eos_token_id=EOS)[0, len(p):].tolist()
                 for p, m in jobs]
-    engine = Engine(lm)
-    engine.start()
-    got = Collector(len(jobs))
-    try:
-        for i, (prompt, m) in enumerate(jobs):
-            engine.submit(Request(prompt, m, Sampling(), got.emit_for(i), eos=frozenset({EOS})))
-        got.wait(len(jobs))
-    finally:
-        engine.stop()
-    assert [got.tokens[i] for i in range(len(jobs))] == want
+    got, _ = _served_greedy(lm, jobs)
+    assert got == want
 
 
 def test_a_failing_step_ends_its_requests_and_the_engine_goes_on(lm, monkeypatch):
