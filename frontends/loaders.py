@@ -22,7 +22,7 @@ from foundation.errors import CompileError
 from foundation.ir import Module
 from foundation.source_loc import ROOT_MODULE, Loc, parse_mlir_location
 from frontends.cache_outputs import WithoutCache, without_cache_outputs
-from frontends.hf_complex_rotary import exportable_rotary
+from frontends.complex_arithmetic import realify_complex
 from frontends.hf_experts import exportable_experts
 from frontends.importer import Blobs, import_module, read_resource_blobs, split_resources
 from frontends.mlir_context import ErrorLog, parse_generic, run_opt
@@ -343,9 +343,10 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
     importer = LocatingFxImporter(weights, getattr(model, SOURCE_ROOT, ""))
     program = None
     try:
-        with torch.no_grad(), exportable_experts(model), exportable_rotary(model):
+        with torch.no_grad(), exportable_experts(model):
             program = torch.export.export(model, tuple(example_inputs), strict=False)
             _views_as_reshapes(program)
+            realify_complex(program)
             # before the decompositions: they turn index_copy (negative indices refused) into index_put
             wrap_negative_indices(program)
             rewrite_inexact_lowerings(program)

@@ -888,3 +888,34 @@ def test_an_empty_like_tensor_filled_by_an_index_put():
     perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
     (got,) = compile_model(InversePermutation(), [perm]).run(perm)
     assert torch.equal(got, InversePermutation()(perm))
+
+
+class ComplexRotary(torch.nn.Module):
+    """Rotary embeddings in complex numbers, as Meta's Llama reference code writes them: polar frequencies times
+    query pairs viewed as complex, back to real pairs; and a complex scale, a real tensor made complex."""
+
+    def forward(self, xq, positions):
+        freqs = 1.0 / (10000 ** (torch.arange(0, 8, 2).float() / 8))
+        freqs_cis = torch.polar(torch.ones(positions.shape[0], 4), torch.outer(positions, freqs)) * 0.5
+        xq_ = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+        rotated = torch.view_as_real(xq_ * freqs_cis[None, :, None, :]).flatten(3)
+        shifted = torch.view_as_real(xq_ * xq[..., :4].to(torch.complex64)).flatten(3)
+        return rotated.type_as(xq), shifted
+
+
+class ComplexDivision(torch.nn.Module):
+    """A complex op the rewrite does not know: refused by name, never computed wrong."""
+
+    def forward(self, a, b):
+        return torch.view_as_real(torch.view_as_complex(a) / torch.view_as_complex(b))
+
+
+def test_complex_intermediates_are_computed_in_real_pairs():
+    gen = torch.Generator().manual_seed(0)
+    xq, positions = torch.randn(2, 6, 3, 8, generator=gen), torch.arange(6).float()
+    got = compile_model(ComplexRotary(), [xq, positions]).run(xq, positions)
+    for g, w in zip(got, ComplexRotary()(xq, positions), strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+    a, b = torch.randn(4, 2, generator=gen), torch.randn(4, 2, generator=gen)
+    with pytest.raises(ByteirCatError, match="div"):
+        compile_model(ComplexDivision(), [a, b])
