@@ -191,6 +191,17 @@ class CompiledCausalLM:
                            PrefillPiece(before.start + before.tokens - 1, 2, 2, full)]
         return pieces
 
+    def step_row(self, step: CompiledModel, row: int, ids: torch.Tensor, positions: torch.Tensor,
+                 slots: torch.Tensor, valid: torch.Tensor, kv: list[torch.Tensor]) -> torch.Tensor:
+        """A one-row step (the one-row prefill) on row ``row`` of the caches ``kv``, written there in place (batch
+        is their outermost dimension); ``ids``, ``positions`` and ``valid`` are that row's [1, ...]. The logits
+        [1, T, V]."""
+        out, written, _ = self.step(step, ids, positions, slots, valid, [t[row:row + 1] for t in kv])
+        for whole, part in zip(kv, written, strict=True):
+            if part.data_ptr() != whole[row].data_ptr():  # not written in place: put the row back
+                whole[row:row + 1] = part
+        return out
+
     def _prefill(self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, length: int,
                  kv: list[torch.Tensor], keep_all: bool, one_row: bool = False
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
@@ -199,22 +210,16 @@ class CompiledCausalLM:
         one-row step on that row of the caches where the artifact has it."""
         logits: list[torch.Tensor] = []
         ran: list[int] = []
-        pieces = self.prefill_pieces(length, one_row)
-        row = pieces[0].step is self.row_prefill_step
-        rows = slice(0, 1) if row else slice(None)
-        caches = [t[rows] for t in kv]  # the first row's caches, in place (batch is their outermost dimension)
-        for piece in pieces:
+        for piece in self.prefill_pieces(length, one_row):
             span = slice(piece.start, piece.start + piece.tokens)
-            out, caches, _ = self.step(piece.step, ids[rows, span], positions[rows, span],
-                                       torch.arange(piece.start, piece.start + piece.tokens), valid[rows], caches)
+            slots = torch.arange(piece.start, piece.start + piece.tokens)
+            if piece.step is self.row_prefill_step:
+                out = self.step_row(piece.step, 0, ids[:1, span], positions[:1, span], slots, valid[:1], kv)
+            else:
+                out, kv, _ = self.step(piece.step, ids[:, span], positions[:, span], slots, valid, kv)
             ran.append(piece.tokens)
             logits = [*logits, out[:, :piece.real]] if keep_all else [out[:, :piece.real]]
-        if row:
-            for whole, part in zip(kv, caches, strict=True):
-                if part.data_ptr() != whole.data_ptr():  # not written in place: put the row back
-                    whole[:1] = part
-            return logits, kv, ran
-        return logits, caches, ran
+        return logits, kv, ran
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  max_new_tokens: int = 20, *, do_sample: bool | None = None, temperature: float | None = None,
@@ -304,7 +309,7 @@ class CompiledCausalLM:
         for slot in range(prompt, length):
             valid[:b, slot] = True
             out, kv, _ = self.step(self.decode_step, ids[:, slot:slot + 1], positions[:, slot:slot + 1],
-                                    torch.tensor([slot]), valid, kv)
+                                   torch.tensor([slot]), valid, kv)
             logits.append(out[:b].float().cpu())
         return torch.cat(logits, dim=1)
 

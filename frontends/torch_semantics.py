@@ -553,8 +553,7 @@ def clamp_slice_scatter_bounds(program: ExportedProgram) -> int:
 def _rewrite_of(target: object) -> Rewrite | None:
     if target in REWRITES:
         return REWRITES[target]
-    name = getattr(target, "name", None)
-    return LIBRARY_REWRITES.get(name()) if isinstance(target, torch._ops.OpOverload) and callable(name) else None
+    return LIBRARY_REWRITES.get(target.name()) if isinstance(target, torch._ops.OpOverload) else None
 
 
 def rewrite_inexact_lowerings(program: ExportedProgram) -> int:

@@ -93,8 +93,6 @@ class EngineStats:
 
     queued: int = 0
     running: int = 0
-    tokens: int = 0  # generated since start
-    steps: int = 0  # decode steps run
     prefill_chunks: int = 0
     shifts: int = 0  # times the rows were shifted along the cache
     on_first_token: Callable[[float], None] | None = None  # seconds from arrival
@@ -308,15 +306,9 @@ class Engine:
         slots = torch.arange(g.base + piece.start, g.base + piece.start + piece.tokens)
         span = slice(piece.start, piece.start + piece.tokens)
         if piece.step is self.lm.row_prefill_step:  # each joining row alone, on its own row of the caches
-            outs = []
-            for i, row in enumerate(g.rows):
-                caches = [t[row:row + 1] for t in self._kv]
-                out, written, _ = self.lm.step(piece.step, g.ids[i:i + 1, span], g.positions[i:i + 1, span], slots,
-                                               self._valid[row:row + 1], caches)
-                for whole, part in zip(self._kv, written, strict=True):
-                    if part.data_ptr() != whole[row].data_ptr():
-                        whole[row:row + 1] = part
-                outs.append(out[0, :piece.real])
+            outs = [self.lm.step_row(piece.step, row, g.ids[i:i + 1, span], g.positions[i:i + 1, span], slots,
+                                     self._valid[row:row + 1], self._kv)[0, :piece.real]
+                    for i, row in enumerate(g.rows)]
         else:  # every row: the running rows' filled slots in the chunk's range are put back after
             ids = torch.zeros(self.rows, piece.tokens, dtype=torch.long)
             positions = torch.ones(self.rows, piece.tokens, dtype=torch.long)
@@ -363,7 +355,6 @@ class Engine:
         logits, self._kv, greedy = self.lm.step(self.lm.decode_step, ids, positions, torch.tensor([self._cursor]),
                                                 self._valid, self._kv)
         self._cursor += 1
-        self.stats.steps += 1
         for row, r in active:
             self._next_pos[row] += 1
             self._advance(row, r, logits[row:row + 1, 0], None if greedy is None else greedy[row:row + 1])
@@ -373,11 +364,10 @@ class Engine:
         end-of-sequence token or at max_tokens."""
         rules = self.lm.rules
         p, total = len(r.prompt), len(r.prompt) + r.max_tokens
-        length = p + len(r.tokens)
-        sequence = torch.tensor([r.prompt + r.tokens]) if r.sampling.repetition_penalty != 1.0 \
-            or rules.act_at(length, p, total) else torch.zeros(1, 0, dtype=torch.long)
-        apply_rules = (lambda scores: rules.apply(scores, sequence, p, total)) \
-            if rules.act_at(length, p, total) else None
+        acting = rules.act_at(p + len(r.tokens), p, total)
+        sequence = torch.tensor([r.prompt + r.tokens]) if r.sampling.repetition_penalty != 1.0 or acting \
+            else torch.zeros(1, 0, dtype=torch.long)
+        apply_rules = (lambda scores: rules.apply(scores, sequence, p, total)) if acting else None
         token = int(r.sampling.next_tokens(logits, sequence, torch.zeros(1, dtype=torch.long), r.generator,
                                            apply_rules, greedy if r.top_logprobs is None else None)[0])
         if r.top_logprobs is not None:
@@ -388,7 +378,6 @@ class Engine:
         if hook is not None:
             hook(now - (r.arrived if len(r.tokens) == 1 else r.last_token_at))
         r.last_token_at = now
-        self.stats.tokens += 1
         r.emit(token, None)
         if token in r.eos:
             self._free(row, STOP)
@@ -407,21 +396,23 @@ class Engine:
             r.ended = True
             r.emit(None, reason)
 
-    def _end_all(self, reason: str) -> None:
-        with self._wake:
-            queued, self._queue = list(self._queue), deque()
+    def _end_held(self, reason: str) -> None:
+        """Ends the requests holding rows (running, or being prefilled) and frees the rows."""
         group = self._group.requests if self._group is not None else []
-        for r in itertools.chain(queued, group, (r for r in self._running if r is not None)):
+        for r in itertools.chain(group, (r for r in self._running if r is not None)):
             self._end(r, reason)
         self._running = [None] * self.rows
         self._group = None
 
+    def _end_all(self, reason: str) -> None:
+        with self._wake:
+            queued, self._queue = list(self._queue), deque()
+        for r in queued:
+            self._end(r, reason)
+        self._end_held(reason)
+
     def _fail_all(self) -> None:
-        group = self._group.requests if self._group is not None else []
-        for r in itertools.chain(group, (r for r in self._running if r is not None)):
-            self._end(r, ERROR)
-        self._running = [None] * self.rows
-        self._group = None
+        self._end_held(ERROR)
         self._valid.zero_()
         self._kv = self.lm.empty_caches()
         self._cursor = 0

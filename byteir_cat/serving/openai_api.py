@@ -48,9 +48,12 @@ class OpenAIError(Exception):
         self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
         self.headers = headers or {}
 
+    def body(self) -> dict[str, Any]:
+        """OpenAI's error object (also what a stream sends when it fails midway)."""
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 class _Sampled(BaseModel):
@@ -449,8 +452,7 @@ async def _respond(state: ServerState, request: Request, body: _Sampled, ids: li
                     while True:
                         i, part = await merged.get()
                         if isinstance(part, OpenAIError):
-                            yield _sse({"error": {"message": part.message, "type": part.kind, "param": None,
-                                                  "code": part.code}})
+                            yield _sse(part.body())
                             return
                         if part is None:
                             break
