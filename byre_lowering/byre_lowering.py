@@ -17,12 +17,14 @@ from foundation.byre_plan import (
     ByreModule,
     ByreValue,
     CatCompute,
+    CollectiveCompute,
     Compute,
     HostCodeCompute,
     InterpretCompute,
     PtxCompute,
     align,
 )
+from foundation.collectives import Collective
 from foundation.errors import CompileError
 from foundation.ir import Function, Module, Op, Value, dtype_bytes
 from foundation.serialize import Writer, type_to_json
@@ -215,6 +217,11 @@ def _lower_call_static(op: Op, fn: Function, ids: dict[Value, int], new_value, k
                 compute.config, compute.candidates = dict(ck.config), [dict(x) for x in ck.candidates]
             return compute
     common = {"callee": fn.name, "operands": operands, "results": results, "reason": reason}
+    if path == "collective":
+        (ccl,) = [o for o in body.ops if isinstance(o, shlo.CustomCall)]
+        collective = Collective.from_call(ccl.target, ccl.attrs)
+        assert collective is not None
+        return CollectiveCompute(**common, op=collective.call_target, dim=collective.dim, world=collective.world)
     if path == "fusion":
         k = kernels.get(fn.name)
         if k is not None and not k.error:

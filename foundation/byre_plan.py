@@ -9,6 +9,7 @@ One record type per compute kind (the provider key):
 - ``cat``       a CAT op: its CUTLASS kernel (``kernels/<symbol>.so``) on CUDA, its torch semantics on the CPU.
 - ``host_code`` a fusion group compiled for the CPU: LLVM IR (``kernels/<group>.ll``) JIT-compiled at load.
 - ``ptx``       a fusion group compiled for the GPU: NVPTX kernels (``.ptx`` / ``.cubin``) and the launch plan.
+- ``collective`` an all-reduce / all-gather / reduce-scatter over the ranks of a tensor-parallel plan.
 - ``interpret`` ops with no compiled lowering: the StableHLO interpreter runs the serialised subgraph on the
                 host (the compile report lists each, with ``why``).
 
@@ -200,8 +201,26 @@ class InterpretCompute(Compute):
         return {"why": self.why} if self.why else {}
 
 
+@dataclass(kw_only=True)
+class CollectiveCompute(Compute):
+    """A collective over the ranks of a tensor-parallel plan (``foundation.collectives``), run by the runtime
+    through torch.distributed: NCCL on CUDA, gloo on the CPU."""
+
+    kind: ClassVar[str] = "collective"
+    op: str  # ccl.all_reduce | ccl.all_gather | ccl.reduce_scatter
+    dim: int = 0
+    world: int = 1
+
+    @property
+    def detail(self) -> str:
+        return self.op
+
+    def shown(self) -> dict[str, Any]:
+        return {"op": self.op, "dim": self.dim, "world": self.world}
+
+
 COMPUTE_KINDS: dict[str, type[Compute]] = {c.kind: c for c in (AliasCompute, CatCompute, HostCodeCompute, PtxCompute,
-                                                                InterpretCompute)}
+                                                                InterpretCompute, CollectiveCompute)}
 
 
 @dataclass(frozen=True)

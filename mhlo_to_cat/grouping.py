@@ -9,10 +9,16 @@ from typing import Any
 
 import cat_dialect as cat
 from foundation import stablehlo as shlo
+from foundation.collectives import Collective
 from foundation.ir import Module, Op, Value
 from mhlo_to_cat.reasons import unsupported_why
 from mhlo_to_cat.subgraph import Subgraph, is_inlined_constant
 from semantics.op_traits import HOST_ONLY
+
+
+def collective_of(op: Op) -> Collective | None:
+    """The collective a ``custom_call @ccl.<kind>`` is, or None."""
+    return Collective.from_call(op.target, op.attrs) if isinstance(op, shlo.CustomCall) else None
 
 
 def is_check(op: Op) -> bool:
@@ -146,6 +152,8 @@ def classify(ops: list[Op], users: dict[Value, list[Op]], module: Module) -> tup
     for op in ops:
         if is_inlined_constant(op) or op.name in (shlo.Constant.name, "arith.constant"):
             kind[op] = "constant"
+        elif collective_of(op) is not None:
+            kind[op] = "collective"
         elif (why := unsupported_why(op, module)) is not None:
             kind[op], unsupported[op] = "unsupported", why
         elif is_check(op):

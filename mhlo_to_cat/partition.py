@@ -4,18 +4,25 @@ outlined into one private function per subgraph, called in order from ``main``.
 Paths: ``cat`` — one CAT op rendered into a CUTLASS/our own CUDA kernel; ``fusion`` — a producer-consumer
 fusion group of StableHLO ops lowered through linalg to one fused kernel (NVVM/PTX on CUDA, host code on
 the CPU);
+``collective`` — an all-reduce / all-gather / reduce-scatter between the ranks of a tensor-parallel plan;
 ``host`` — metadata-only glue (reshapes are buffer aliases) and ops with no device lowering.
 """
 
 from __future__ import annotations
 
 from foundation.ir import Module, Op, Value
-from mhlo_to_cat.grouping import ConvexGrouper, classify, topological
+from mhlo_to_cat.grouping import ConvexGrouper, classify, collective_of, topological
 from mhlo_to_cat.outline import outline
 from mhlo_to_cat.reasons import describe_cat, fusion_reason
 from mhlo_to_cat.subgraph import UNSUPPORTED, Partition, Subgraph
 
 __all__ = ["Partition", "Subgraph", "partition"]
+
+
+def collective_reason(op: Op) -> str:
+    collective = collective_of(op)
+    assert collective is not None
+    return f"{collective.describe(op.operands[0].type)}: runs through torch.distributed (NCCL on CUDA, gloo on the CPU)"
 
 
 def partition(module: Module) -> Partition:
@@ -43,6 +50,8 @@ def partition(module: Module) -> Partition:
             groups.setdefault(grouper.group(i), []).append(op)
         elif k == "cat":
             subgraphs.append(Subgraph(0, "cat", [op], describe_cat(op)))
+        elif k == "collective":
+            subgraphs.append(Subgraph(0, "collective", [op], collective_reason(op)))
         elif k == "unsupported":
             subgraphs.append(Subgraph(0, "host", [op], f"{UNSUPPORTED}{op.name}: {unsupported[op]}", executable=False))
         elif k == "host":

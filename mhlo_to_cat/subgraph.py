@@ -18,7 +18,7 @@ UNSUPPORTED = "unsupported: "
 @dataclass(eq=False)
 class Subgraph:
     id: int
-    path: str  # "cat" | "fusion" | "host"
+    path: str  # "cat" | "fusion" | "collective" | "host"
     ops: list[Op]
     reason: str
     executable: bool = True  # False: an op byteir-cat cannot run; shown in the partition, refused by compile

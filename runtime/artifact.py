@@ -35,7 +35,7 @@ import platform
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,25 +143,11 @@ class Artifact:
         ``overwrite``, in one atomic exchange (a reader sees the old one or the new one, never a mix). Any
         other file or directory there is refused, and so is a second writer of the same directory at the same
         time: a one-line ``ArtifactError`` each."""
-        out = Path(os.path.abspath(out_dir))
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out = out.parent.resolve() / out.name
-            with _sole_writer(out):
-                replacing = _replaceable(out, overwrite)
-                tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-                try:
-                    self._write_files(tmp)
-                    _install(tmp, out, replacing)
-                finally:
-                    if tmp.exists():
-                        shutil.rmtree(tmp, ignore_errors=True)
-        except OSError as e:
-            raise ArtifactError(f"{out}: cannot write the artifact: {e.strerror or type(e).__name__}") from None
-        self.root = out
-        return out
+        self.root = write_directory(out_dir, overwrite, self.write_files)
+        return self.root
 
-    def _write_files(self, tmp: Path) -> None:
+    def write_files(self, tmp: Path) -> None:
+        """Every file of the artifact into the new directory ``tmp`` (its manifest last)."""
         (tmp / "kernels").mkdir()
         (tmp / MLIR).write_text(self.byre.to_mlir())
         (tmp / PLAN).write_text(json.dumps(self.byre.to_json(), indent=1))
@@ -189,6 +175,75 @@ class Artifact:
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         for p in [tmp, *tmp.rglob("*")]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+def write_directory(out_dir: str | Path, overwrite: bool, fill: Callable[[Path], None]) -> Path:
+    """``fill`` a new directory beside ``out_dir`` and rename it into place, with ``Artifact.write``'s rules: onto
+    nothing or an empty directory, or exchanged with an artifact (or artifact set) only with ``overwrite``; one
+    writer at a time; nothing half-written left behind."""
+    out = Path(os.path.abspath(out_dir))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out = out.parent.resolve() / out.name
+        with _sole_writer(out):
+            replacing = _replaceable(out, overwrite)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+            try:
+                fill(tmp)
+                _install(tmp, out, replacing)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        raise ArtifactError(f"{out}: cannot write the artifact: {e.strerror or type(e).__name__}") from None
+    return out
+
+
+SET_MANIFEST = "artifact_set.json"  # a directory of artifacts (a tensor-parallel model's ranks)
+
+
+def is_artifact_set(path: Path) -> bool:
+    """Whether ``path`` holds an artifact set's manifest (what ``write_directory`` may replace, like an artifact)."""
+    try:
+        manifest = json.loads((path / SET_MANIFEST).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("members"), list)
+
+
+def write_artifact_set(members: dict[str, Artifact], meta: dict[str, Any], out_dir: str | Path,
+                       overwrite: bool = False) -> Path:
+    """Artifacts as subdirectories of one directory (named by ``members``' keys), with ``SET_MANIFEST`` holding
+    ``meta`` and the member names, written last; the whole set is installed at once."""
+    for name in members:
+        if not name.isidentifier():
+            raise ArtifactError(f"artifact set member {name!r}: not a plain name")
+
+    def fill(tmp: Path) -> None:
+        for name, artifact in members.items():
+            (tmp / name).mkdir()
+            artifact.write_files(tmp / name)
+        (tmp / SET_MANIFEST).write_text(json.dumps({**meta, "members": list(members)}, indent=1))
+        os.chmod(tmp, 0o755)
+        os.chmod(tmp / SET_MANIFEST, 0o644)
+
+    out = write_directory(out_dir, overwrite, fill)
+    for name, artifact in members.items():
+        artifact.root = out / name
+    return out
+
+
+def read_artifact_set(path: str | Path) -> dict[str, Any]:
+    """An artifact set's manifest (each member is checked by its own manifest when read)."""
+    root = Path(path)
+    try:
+        manifest = json.loads((root / SET_MANIFEST).read_bytes())
+    except (OSError, ValueError, RecursionError) as e:
+        raise ArtifactError(f"{root}: not an artifact set ({type(e).__name__} reading {SET_MANIFEST})") from None
+    members = manifest.get("members") if isinstance(manifest, dict) else None
+    if not isinstance(members, list) or not all(isinstance(m, str) and m.isidentifier() for m in members):
+        raise ArtifactError(f"{root}/{SET_MANIFEST}: its member list is malformed")
+    return manifest
 
 
 @contextlib.contextmanager
@@ -240,7 +295,7 @@ def _replaceable(out: Path, overwrite: bool) -> bool:
     entries = os.listdir(out)
     if not entries:
         return False
-    if not is_artifact(out):
+    if not is_artifact(out) and not is_artifact_set(out):
         raise ArtifactError(f"{out}: exists and is not a byteir-cat artifact ({len(entries)} entries); refusing to "
                             "replace it (write to a new or empty directory)")
     if not overwrite:

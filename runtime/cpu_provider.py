@@ -27,6 +27,7 @@ from foundation.byre_plan import (
     AliasCompute,
     ByreModule,
     CatCompute,
+    CollectiveCompute,
     Compute,
     HostCodeCompute,
     InterpretCompute,
@@ -36,6 +37,7 @@ from foundation.host_code import KernelError, Signature, descriptor_args, descri
 from foundation.host_code_support import register as register_host_code_support
 from foundation.serialize import Reader
 from runtime.cat_binding import bind_cat_op
+from runtime.collectives import collective_kernel
 from semantics.interpreter import evaluator
 
 Slots = list[torch.Tensor | None]
@@ -161,6 +163,9 @@ class CpuProvider:
         return run
 
     # -- interpret -----------------------------------------------------------------------------------------
+    def _bind_collective(self, c: CollectiveCompute) -> Kernel:
+        return collective_kernel(c)
+
     def _bind_interpret(self, c: InterpretCompute) -> Kernel:
         evaluate = evaluator(self.reader.function(c.function))
         operands, results = c.operands, c.results

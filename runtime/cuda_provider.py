@@ -33,6 +33,7 @@ from foundation.byre_plan import (
     AliasCompute,
     ByreModule,
     CatCompute,
+    CollectiveCompute,
     Compute,
     InterpretCompute,
     PtxCompute,
@@ -44,6 +45,7 @@ from foundation.kernel_abi import entry_points, status_name
 from foundation.serialize import Reader
 from runtime.artifact import Artifact
 from runtime.cat_binding import bind_cat_op
+from runtime.collectives import collective_kernel
 from runtime.cpu_provider import Kernel, Slots, alias_kernel
 from runtime.kernel_library import load_library
 from semantics.interpreter import evaluator
@@ -132,6 +134,9 @@ class CudaProvider:
     # -- alias ---------------------------------------------------------------------------------------------
     def _bind_alias(self, c: AliasCompute) -> Kernel:
         return alias_kernel(self.byre, c)
+
+    def _bind_collective(self, c: CollectiveCompute) -> Kernel:
+        return collective_kernel(c)
 
     # -- interpret -----------------------------------------------------------------------------------------
     def _bind_interpret(self, c: InterpretCompute) -> Kernel:
