@@ -68,6 +68,9 @@ class CausalLMConfig:
     # prompt is prefilled without computing the other max_batch_size - 1 rows (generate with one prompt, a
     # request joining a served batch)
     row_prefill: bool = False
+    # a tensor-parallel rank's steps (byteir_cat.tensor_parallel): this artifact is rank ``rank`` of ``world``
+    world: int = 1
+    rank: int = 0
 
 
 @dataclass(frozen=True)

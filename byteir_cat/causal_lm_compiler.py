@@ -31,12 +31,14 @@ from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
 from byteir_cat.generation_rules import rules_of
 from byteir_cat.sampling import model_defaults
+from byteir_cat.tensor_parallel import TENSOR_PARALLEL, TensorParallelCausalLM, ThreadGroup, shard_causal_lm
 from families import compile_side
 from families.attention.patterns import CacheAttentionLength
+from foundation.byre_plan import CollectiveCompute
 from foundation.errors import CompileError
 from mhlo_to_cat.pipeline import default_pipeline, iota_restoring_passes
 from mhlo_to_cat.rewriter import Pass
-from runtime.artifact import Artifact
+from runtime.artifact import Artifact, write_artifact_set
 
 compile_side.load()
 
@@ -232,33 +234,59 @@ def eos_ids(model: torch.nn.Module) -> list[int]:
 
 def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: int, target: str = "cpu",
                       arch: str | None = None, out_dir: str | Path | None = None, overwrite: bool = False,
-                      memory_limit: int | str | None = None, row_prefill: bool = False) -> CompiledCausalLM:
+                      memory_limit: int | str | None = None, row_prefill: bool = False, tensor_parallel: int = 1
+                      ) -> CompiledCausalLM | TensorParallelCausalLM:
     """Compile ``model`` (a Hugging Face ``*ForCausalLM``) into prefill and decode steps over a KV cache of
     ``max_batch_size`` x ``max_seq_len`` tokens; returns the loaded model (written to ``out_dir`` when given,
     replacing an older artifact there only with ``overwrite``). ``memory_limit``: as ``compile``'s. For the cpu
     target the prefill step's token count is dynamic (``_build_prefill``): a prompt's last piece runs at its own
     length, not a padded chunk's. ``row_prefill`` (with max_batch_size > 1): one more prefill step, of one row,
     which prefills one prompt without computing the other rows (what a server does as requests join; generate
-    with one prompt): one more compile of the prefill step."""
+    with one prompt): one more compile of the prefill step. ``tensor_parallel`` = N > 1: N rank artifacts
+    (``byteir_cat.tensor_parallel``), written as one directory, run by N processes of a torch.distributed group
+    (``load_causal_lm`` on each); returns them as a ``TensorParallelCausalLM``."""
     if max_batch_size < 1 or max_seq_len < 2:
         raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
-    window, full_layers_too = _sliding_window(model, max_seq_len)
+    _sliding_window(model, max_seq_len)  # refuses a window the cache cannot hold
     _refuse_unsupported(model)
     model = model.eval()
-    dtype = next(model.parameters()).dtype
+    if tensor_parallel > 1:
+        return _compile_ranks(model, tensor_parallel, max_batch_size, max_seq_len, target, arch, out_dir, overwrite,
+                              memory_limit, row_prefill)
+    kv, vocab = _probe(model)
+    root, steps, config = _compile_steps(model, kv, vocab, max_batch_size, max_seq_len, target, arch, out_dir,
+                                         overwrite, memory_limit, row_prefill)
+    lm = CompiledCausalLM(config, *steps, root)
+    if target == "cpu":
+        _verify_against_eager(model, lm)
+    return lm
+
+
+def _probe(model: torch.nn.Module) -> tuple[list[tuple[int, ...]], int]:
+    """The per-layer key and value shapes of one eager step (k0, v0, k1, ...) and the vocabulary size."""
     probe = _ShapeProbe()
     with torch.no_grad():
         out = model(input_ids=torch.zeros(1, 1, dtype=torch.long), past_key_values=probe, use_cache=True)
     if not probe.shapes:
         raise CompileError(f"{type(model).__name__} does not use a Cache object for its keys and values")
-    kv_shapes = [[max_batch_size, s[1], max_seq_len, s[3]] for pair in probe.shapes for s in pair]
+    return [s for pair in probe.shapes for s in pair], int(out.logits.shape[-1])
+
+
+def _compile_steps(model: torch.nn.Module, kv: list[tuple[int, ...]], vocab: int, max_batch_size: int,
+                   max_seq_len: int, target: str, arch: str | None, out_dir: str | Path | None, overwrite: bool,
+                   memory_limit: int | str | None, row_prefill: bool, world: int = 1, rank: int = 0
+                   ) -> tuple[Path | None, list[CompiledModel], CausalLMConfig]:
+    """The steps of one model (or one rank's model): (where written, the prefill and decode steps, the config)."""
+    window, full_layers_too = _sliding_window(model, max_seq_len)
+    dtype = next(model.parameters()).dtype
+    kv_shapes = [[max_batch_size, s[1], max_seq_len, s[3]] for s in kv]
     chunk = next(c for c in CHUNKS if c <= max_seq_len and max_seq_len % c == 0)
     generation = getattr(model, "generation_config", None)
     config = CausalLMConfig(max_batch_size, max_seq_len, chunk, kv_shapes, str(dtype).removeprefix("torch."),
-                            int(out.logits.shape[-1]), eos_ids(model),
+                            vocab, eos_ids(model),
                             getattr(model.generation_config, "pad_token_id", None), target, arch, window,
                             model_defaults(generation), _uses_alibi_from_mask(model), full_layers_too,
-                            rules_of(generation, eos_ids(model)).to_dict())
+                            rules_of(generation, eos_ids(model)).to_dict(), world=world, rank=rank)
     step = CausalLMStep(model, len(kv_shapes), config.alibi_slots, config.full_attention_layers_too)
     passes = default_pipeline() + [CacheAttentionLength(KV_LEN_INPUT)]
     artifact, config, static_why = _build_prefill(step, config, dtype, passes, memory_limit)
@@ -281,10 +309,62 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
         else:
             artifact.report["row_prefill_left_out"] = why or "its token count is not the prefill step's"
     root, steps = two_step_model(artifact, "prefill", decode, META, config, target, out_dir, overwrite, extra)
-    lm = CompiledCausalLM(config, *steps, root)
+    return root, steps, config
+
+
+def _compile_ranks(model: torch.nn.Module, world: int, max_batch_size: int, max_seq_len: int, target: str,
+                   arch: str | None, out_dir: str | Path | None, overwrite: bool, memory_limit: int | str | None,
+                   row_prefill: bool) -> TensorParallelCausalLM:
+    """Each rank's shard compiled on its own; the shards (eagerly) and then the compiled ranks (on the cpu target)
+    checked together, as threads of this process, against the unsharded model; written as one artifact set."""
+    shards = [shard_causal_lm(model, world, r) for r in range(world)]
+    _verify_sharding(model, shards)
+    probes = ThreadGroup(world).run([lambda s=s: _probe(s) for s in shards])
+    ranks = []
+    for r, shard in enumerate(shards):
+        _, steps, config = _compile_steps(shard, *probes[r], max_batch_size, max_seq_len, target, arch, None, False,
+                                          memory_limit, row_prefill, world=world, rank=r)
+        ranks.append(CompiledCausalLM(config, *steps))
+    _same_collectives(ranks)
+    tp = TensorParallelCausalLM(ranks)
     if target == "cpu":
-        _verify_against_eager(model, lm)
-    return lm
+        _verify_against_eager(model, tp)
+    if out_dir is not None:
+        tp.root = write_artifact_set({f"rank{r}": lm.prefill_step.artifact for r, lm in enumerate(ranks)},
+                                     {"kind": TENSOR_PARALLEL, "world": world}, out_dir, overwrite)
+        for r, lm in enumerate(ranks):
+            lm.path = tp.root / f"rank{r}"
+    return tp
+
+
+def _verify_sharding(model: torch.nn.Module, shards: list[torch.nn.Module]) -> None:
+    """The shards, run together, compute the model's logits: a family whose code reads a head count or width
+    the sharding did not divide is refused here, before anything compiles."""
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (2, 7), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits.float()
+    got = ThreadGroup(len(shards)).run([lambda s=s: s(input_ids=ids).logits.float() for s in shards])
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    for r, g in enumerate(got):
+        error = float((g - want).norm() / want.norm().clamp_min(1e-30)) if g.shape == want.shape else float("inf")
+        if not error <= VERIFY_BOUND.get(dtype, 1e-4):
+            raise CompileError(f"tensor parallelism: {type(model).__name__} split over {len(shards)} ranks does not "
+                               f"compute the model's logits on rank {r} (rel. error {error:.1e}): its code reads a "
+                               "size the Megatron split does not divide; not supported")
+
+
+def _same_collectives(ranks: list[CompiledCausalLM]) -> None:
+    """Every rank's plans run the same collectives in the same order (else the ranks would wait on each other)."""
+    def sequence(lm: CompiledCausalLM) -> list[tuple[str, ...]]:
+        steps = [lm.prefill_step, lm.decode_step] + ([lm.row_prefill_step] if lm.row_prefill_step else [])
+        return [(str(step.plan), c.op, str(step.byre.values[c.operands[0]].type))
+                for step in steps for c in step.byre.computes if isinstance(c, CollectiveCompute)]
+
+    first = sequence(ranks[0])
+    for r, lm in enumerate(ranks[1:], 1):
+        if sequence(lm) != first:
+            raise CompileError(f"tensor parallelism: rank {r}'s plans order their collectives unlike rank 0's")
 
 
 def two_step_model(artifact: Artifact, first: str, decode: Artifact, meta: str, config: object, target: str,
@@ -305,7 +385,7 @@ def two_step_model(artifact: Artifact, first: str, decode: Artifact, meta: str, 
 VERIFY_BOUND = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 2e-2}
 
 
-def _verify_against_eager(model: torch.nn.Module, lm: CompiledCausalLM) -> None:
+def _verify_against_eager(model: torch.nn.Module, lm: CompiledCausalLM | TensorParallelCausalLM) -> None:
     """The compiled steps, over a whole ``max_seq_len`` sequence (prefill, then decode steps with teacher forcing),
     against the model's own forward: a model whose attention depends on what a static KV cache changes (its
     length, a window the step mask does not hold) is refused here rather than generating other tokens."""

@@ -21,11 +21,13 @@ import copy
 import fnmatch
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from byteir_cat.causal_lm import CausalLMConfig, CompiledCausalLM
 from foundation.collectives import TORCH_NAMESPACE, Collective
 from foundation.errors import CompileError
 from runtime.collectives import Communicator, current, using
@@ -355,3 +357,33 @@ class ThreadGroup:
         if first is not None:
             raise first
         return results
+
+
+TENSOR_PARALLEL = "tensor_parallel"  # the artifact set's kind
+
+
+class TensorParallelCausalLM:
+    """The ranks of a tensor-parallel causal LM in this process (what ``compile_causal_lm(...,
+    tensor_parallel=N)`` returns): ``generate`` and ``score`` run every rank as a thread (``ThreadGroup``) and
+    return rank 0's result, which every rank computes alike. Deployments run one rank per process instead
+    (``load_causal_lm`` under torch.distributed)."""
+
+    def __init__(self, ranks: Sequence[CompiledCausalLM], root: Path | None = None):
+        self.ranks = list(ranks)
+        self.world = len(self.ranks)
+        self.root = root
+
+    @property
+    def config(self) -> CausalLMConfig:
+        return self.ranks[0].config
+
+    def _all(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        results = ThreadGroup(self.world).run([lambda lm=lm: getattr(lm, method)(*args, **kwargs)
+                                               for lm in self.ranks])
+        return results[0]
+
+    def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._all("generate", *args, **kwargs)
+
+    def score(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._all("score", *args, **kwargs)
