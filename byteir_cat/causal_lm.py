@@ -29,6 +29,8 @@ from byteir_cat.compiled_model import CompiledModel, load_steps
 from byteir_cat.generation_rules import GenerationRules, rules_from_dict
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
+from runtime.artifact import SET_MANIFEST, is_artifact_set, read_artifact_set
+from runtime.collectives import current
 from runtime.signing import TrustedKey
 
 META = "causal_lm.json"
@@ -96,11 +98,27 @@ def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, wind
     allowed = (seen | own)[:, None]
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
 
+TENSOR_PARALLEL_SET = "tensor_parallel"  # the kind of artifact set compile_causal_lm(..., tensor_parallel=N) writes
+
 
 def load_causal_lm(path: str | Path, device: str = "cpu", trusted_keys: Sequence[TrustedKey] | None = None
                    ) -> CompiledCausalLM:
     """Load a model written by ``compile_causal_lm(..., out_dir=path)``; ``trusted_keys`` as ``load``'s. Its
-    ``causal_lm.json`` is a file of the artifact, covered by the manifest like every other."""
+    ``causal_lm.json`` is a file of the artifact, covered by the manifest like every other. A tensor-parallel
+    model (``tensor_parallel=N``) loads this process's rank of torch.distributed's group of N (refused in one line
+    outside such a group); ``generate`` is then called on every rank, and returns the same tokens on all."""
+    root = Path(path)
+    if is_artifact_set(root):
+        manifest = read_artifact_set(root)
+        world = int(manifest.get("world", 0))
+        if manifest.get("kind") != TENSOR_PARALLEL_SET or manifest.get("members") != [f"rank{r}" for r in range(world)]:
+            raise InputError(f"{root}: not a tensor-parallel causal LM (its {SET_MANIFEST} lists other members)")
+        rank = current(world).rank
+        lm = load_causal_lm(root / f"rank{rank}", device, trusted_keys)
+        if (lm.config.world, lm.config.rank) != (world, rank):
+            raise InputError(f"{root}/rank{rank}: holds rank {lm.config.rank} of {lm.config.world}, not rank {rank} of "
+                             f"{world}")
+        return lm
     config, steps, root = load_steps(path, META, "compiled causal LM", CausalLMConfig, (None, DECODE_PLAN), device,
                                      trusted_keys)
     lm = CompiledCausalLM(config, *steps, root)

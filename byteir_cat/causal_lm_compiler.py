@@ -23,6 +23,7 @@ from byteir_cat.causal_lm import (
     KV_LEN_INPUT,
     META,
     ROW_PREFILL_PLAN,
+    TENSOR_PARALLEL_SET,
     CausalLMConfig,
     CompiledCausalLM,
     step_mask,
@@ -31,7 +32,7 @@ from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
 from byteir_cat.generation_rules import rules_of
 from byteir_cat.sampling import model_defaults
-from byteir_cat.tensor_parallel import TENSOR_PARALLEL, TensorParallelCausalLM, ThreadGroup, shard_causal_lm
+from byteir_cat.tensor_parallel import TensorParallelCausalLM, ThreadGroup, shard_causal_lm
 from families import compile_side
 from families.attention.patterns import CacheAttentionLength
 from foundation.byre_plan import CollectiveCompute
@@ -331,7 +332,7 @@ def _compile_ranks(model: torch.nn.Module, world: int, max_batch_size: int, max_
         _verify_against_eager(model, tp)
     if out_dir is not None:
         tp.root = write_artifact_set({f"rank{r}": lm.prefill_step.artifact for r, lm in enumerate(ranks)},
-                                     {"kind": TENSOR_PARALLEL, "world": world}, out_dir, overwrite)
+                                     {"kind": TENSOR_PARALLEL_SET, "world": world}, out_dir, overwrite)
         for r, lm in enumerate(ranks):
             lm.path = tp.root / f"rank{r}"
     return tp

@@ -163,7 +163,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from byteir_cat.profile_compare import compare, read_profile
     from byteir_cat.profile_report import profile, write_trace
     from byteir_cat.profile_table import print_profile
-    from runtime.artifact import read_manifest
+    from runtime.artifact import is_artifact_set, read_artifact_set, read_manifest
+    from runtime.collectives import join_launched_group
 
     before = read_profile(args.compare) if args.compare else None  # a bad file fails before minutes of timing
     plots = [(Path(p), kind) for p, kind in ((args.plot, "roofline"), (args.plot_time, "time")) if p]
@@ -294,14 +295,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from byteir_cat import seq2seq_lm
     from byteir_cat.causal_lm import load_causal_lm
-    from runtime.artifact import read_manifest
+    from runtime.artifact import is_artifact_set, read_artifact_set, read_manifest
+    from runtime.collectives import join_launched_group
 
     ids = _token_list(args.input_ids, "--input-ids") if args.input_ids else None
     prompt = _token_list(args.decoder_input_ids, "--decoder-input-ids") if args.decoder_input_ids else None
     generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     sampling = {"do_sample": True if args.sample else None, "temperature": args.temperature, "top_k": args.top_k,
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "generator": generator}
-    if seq2seq_lm.META in read_manifest(Path(args.artifact)).get("files", {}):
+    rank, ranks = 0, is_artifact_set(Path(args.artifact))
+    if ranks:  # a tensor-parallel model: this process is one of its ranks
+        world = read_artifact_set(Path(args.artifact)).get("world")
+        if not join_launched_group("cpu"):
+            raise InputError(f"{args.artifact} is split over {world} ranks: launch one process per rank, "
+                             f"torchrun --nproc-per-node {world} -m byteir_cat generate {args.artifact} ...")
+        rank = torch.distributed.get_rank()
+    if not ranks and seq2seq_lm.META in read_manifest(Path(args.artifact)).get("files", {}):
         lm = seq2seq_lm.load_seq2seq_lm(args.artifact, trusted_keys=args.trusted_key)
         source = ({"input_ids": torch.tensor([ids])} if ids is not None else
                   {"input_features": _features(args.input_features)} if args.input_features else {})
@@ -317,6 +326,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out = lm.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens=args.max_new_tokens, **sampling)
         first = f"prefill {lm.last_timing['prefill_s'] * 1e3:.1f} ms ({len(ids)} tokens)"
     t = lm.last_timing
+    if rank:  # every rank computed the same tokens; rank 0 prints them
+        return 0
     print(",".join(str(int(x)) for x in out[0]))
     print(f"{first}; decode {t['decode_steps']} steps, {t['decode_tokens_per_s']:.1f} tokens/s")
     return 0

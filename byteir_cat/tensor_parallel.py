@@ -359,9 +359,6 @@ class ThreadGroup:
         return results
 
 
-TENSOR_PARALLEL = "tensor_parallel"  # the artifact set's kind
-
-
 class TensorParallelCausalLM:
     """The ranks of a tensor-parallel causal LM in this process (what ``compile_causal_lm(...,
     tensor_parallel=N)`` returns): ``generate`` and ``score`` run every rank as a thread (``ThreadGroup``) and

@@ -10,6 +10,8 @@ the collective and this rank, instead of the backend's own message alone.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -131,3 +133,18 @@ def collective_kernel(c: CollectiveCompute):
                                   f"(a rank stopped or the group timed out): {first}") from None
 
     return run
+
+
+def join_launched_group(device: str, timeout_s: float = 300.0) -> bool:
+    """In a process started by torchrun (``WORLD_SIZE`` and ``RANK`` set): join its torch.distributed group now
+    (NCCL for a CUDA device, gloo otherwise; a collective waits at most ``timeout_s``) unless already joined.
+    Returns whether this process is in a group of more than one rank."""
+    if dist.is_initialized():
+        return dist.get_world_size() > 1
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return True
