@@ -106,8 +106,11 @@ def lower(module: Module, kernels: dict[str, GroupKernel], cat_kernels: dict[str
             if fn is None:
                 raise CompileError(f"main calls @{callee}, which the partition did not outline")
             computes.append(_lower_call(op, fn, ids, new_value, kernels, tensors, cat_kernels or {}, shapes))
-            computes[-1].cost = function_cost(fn)
+            computes[-1].cost = function_cost(fn) if not isinstance(computes[-1], CollectiveCompute) else \
+                {"flops": 0, "bytes": values[computes[-1].operands[0]].type.nbytes}
             _describe(computes[-1], fn)
+            if isinstance(computes[-1], CollectiveCompute):
+                computes[-1].summary = computes[-1].op.removeprefix("ccl.")
         elif isinstance(op, shlo.CustomCall) and str(op.attrs.get("call_target_name", "")).startswith("check."):
             checks.append({"name": op.name, "attrs": {k: check_writer.attr(v) for k, v in op.attrs.items()},
                            "loc": str(op.loc), "operands": [_lookup(ids, v, op) for v in op.operands],

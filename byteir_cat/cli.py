@@ -177,10 +177,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
         for p, _ in plots:
             profile_plots.check_path(p)
-    path = Path(args.artifact)
+    path, rank = Path(args.artifact), 0
+    if is_artifact_set(path):  # a tensor-parallel model: each rank profiles its own plan, collectives included
+        world = read_artifact_set(path).get("world")
+        target = str(read_manifest(path / "rank0").get("target", "cpu"))
+        if not join_launched_group(target):
+            raise InputError(f"{path} is split over {world} ranks: launch one process per rank, "
+                             f"torchrun --nproc-per-node {world} -m byteir_cat profile {path}")
+        import torch.distributed
+
+        rank = torch.distributed.get_rank()
+        path = path / f"rank{rank}"
     model = load(path, device=str(read_manifest(path).get("target", "cpu")), trusted_keys=args.trusted_key)
     inputs = _read_inputs(args.inputs, model) if args.inputs else None
     report = profile(model, inputs, runs=args.runs)
+    if rank:  # every rank ran the same plan in lockstep; rank 0 reports
+        return 0
     if args.trace:
         write_trace(report, Path(args.trace))
     for p, kind in plots:

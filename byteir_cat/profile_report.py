@@ -23,7 +23,8 @@ from foundation.source_loc import common_module, scope_label
 from runtime.cuda_timing import cuda_event_times
 
 # compute kind -> the partition's path, for plans written before computes carried it
-_KIND_PATH = {"cat": "cat", "host_code": "fusion", "ptx": "fusion", "interpret": "host", "alias": "host"}
+_KIND_PATH = {"cat": "cat", "host_code": "fusion", "ptx": "fusion", "interpret": "host", "alias": "host",
+              "collective": "collective"}
 
 
 @dataclass
@@ -35,7 +36,7 @@ class ComputeProfile:
     flops: int
     bytes: int
     start: float = 0.0  # offset in the median run, for the trace
-    path: str = ""  # cat | fusion | host
+    path: str = ""  # cat | fusion | collective | host
     summary: str = ""  # what it computes: the CAT op, or its ops by count
     modules: list[str] = field(default_factory=list)  # the model's modules it covers
     sources: list[str] = field(default_factory=list)  # file:line of their code

@@ -22,6 +22,13 @@ def print_profile(report: ProfileReport, fmt: str = "auto") -> None:
                      f"{100 * frac:.1f}%" if frac is not None else "-"])
     print_table(f"profile: median of {report.runs} runs, {report.total_seconds * 1e3:.3f} ms per run", columns,
                 rows, fmt)
+    collectives = [c for c in report.computes if c.path == "collective"]
+    if collectives:
+        moved = sum(c.bytes for c in collectives)
+        report_console().print(
+            f"collectives: {100 * sum(report.share(c) for c in collectives):.1f}% of the time "
+            f"({sum(c.seconds for c in collectives) * 1e3:.3f} ms in {len(collectives)} subgraphs, "
+            f"{moved / 1e6:.3f} MB contributed by this rank per run)")
     report_console().print(
         f"roofline peaks measured on {report.peaks.where}: {report.peaks.flops_per_s / 1e9:.1f} GFLOP/s, "
         f"{report.peaks.bytes_per_s / 1e9:.1f} GB/s (a DRAM-sized copy: subgraphs whose data stay in cache can "
