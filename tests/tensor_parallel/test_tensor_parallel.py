@@ -1,0 +1,167 @@
+"""Tensor-parallel causal LMs (byteir_cat.tensor_parallel): the Megatron split, compiled ranks run by gloo
+processes against the single-process artifact, a rank that dies, refusals, the CUDA plans with their collectives."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from byteir_cat.causal_lm import load_causal_lm
+from byteir_cat.causal_lm_compiler import compile_causal_lm
+from byteir_cat.tensor_parallel import ThreadGroup, shard_causal_lm
+from foundation.byre_plan import CollectiveCompute
+from foundation.errors import ArtifactError, CompileError
+from tests.serving.server_process import free_port
+
+WORKER = Path(__file__).with_name("rank_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gpt2() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=64, n_head=4, vocab_size=211, n_positions=64,
+                                      bos_token_id=1, eos_token_id=2)).eval()
+
+
+def llama(kv_heads: int) -> torch.nn.Module:
+    torch.manual_seed(1)
+    return LlamaForCausalLM(LlamaConfig(num_hidden_layers=3, hidden_size=64, num_attention_heads=4,
+                                        num_key_value_heads=kv_heads, intermediate_size=96, vocab_size=203,
+                                        bos_token_id=1, eos_token_id=2)).eval()
+
+
+def qwen2() -> torch.nn.Module:
+    torch.manual_seed(2)
+    return Qwen2ForCausalLM(Qwen2Config(num_hidden_layers=3, hidden_size=64, num_attention_heads=4,
+                                        num_key_value_heads=2, intermediate_size=96, vocab_size=205,
+                                        bos_token_id=1, eos_token_id=2)).eval()
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("make", [gpt2, lambda: llama(1), lambda: llama(2), qwen2],
+                         ids=["gpt2", "llama-1kv", "llama-2kv", "qwen2"])
+def test_shards_compute_the_model(make, world):
+    """Every rank's logits equal the model's (column / row split, KV heads replicated where fewer than ranks,
+    vocabulary padded to divide)."""
+    model = make()
+    ids = torch.randint(3, 200, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    shards = [shard_causal_lm(model, world, r) for r in range(world)]
+    for got in ThreadGroup(world).run([lambda s=s: s(input_ids=ids).logits for s in shards]):
+        assert (got - want).norm() / want.norm() < 1e-6
+
+
+def _launch(world: int, artifact: Path, inputs: Path, out: str, env: dict[str, str] | None = None
+            ) -> list[subprocess.Popen]:
+    port = str(free_port())
+    procs = []
+    for rank in range(world):
+        e = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": str(world),
+             "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1", **(env or {})}
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(artifact), str(inputs), out], env=e,
+                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _prompts(vocab: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(4)
+    ids = torch.randint(3, vocab, (2, 7), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left-padded second row
+    return {"ids": ids, "mask": mask, "new": torch.tensor(12), "score": torch.randint(3, vocab, (1, 24), generator=gen)}
+
+
+@pytest.mark.parametrize("make,world", [(gpt2, 2), (lambda: llama(1), 2), (qwen2, 2), (lambda: llama(2), 4)],
+                         ids=["gpt2-2", "llama-1kv-2", "qwen2-2", "llama-2kv-4"])
+def test_gloo_ranks_equal_the_single_process_artifact(tmp_path, make, world):
+    """N gloo processes, each loading its rank: greedy and seeded sampled tokens equal the single-process
+    artifact's on every rank (left-padded batch), forward logits within 1e-5."""
+    model = make()
+    single = compile_causal_lm(model, 2, 32)
+    tp = compile_causal_lm(model, 2, 32, tensor_parallel=world, out_dir=tmp_path / "tp")
+    for r, lm in enumerate(tp.ranks):
+        plans = [lm.prefill_step.byre, lm.decode_step.byre]
+        assert all(sum(isinstance(c, CollectiveCompute) for c in p.computes) == 2 * 3 + 2 for p in plans), r
+        assert lm.prefill_step.artifact.tensors  # each rank holds only its shard: smaller than the whole
+    data = _prompts(model.config.vocab_size)
+    torch.save(data, tmp_path / "inputs.pt")
+    procs = _launch(world, tmp_path / "tp", tmp_path / "inputs.pt", str(tmp_path / "out{rank}.pt"))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    want = single.generate(data["ids"], attention_mask=data["mask"], max_new_tokens=12)
+    want_sampled = single.generate(data["ids"], attention_mask=data["mask"], max_new_tokens=12, do_sample=True,
+                                   top_k=20, generator=torch.Generator().manual_seed(3))
+    want_logits = single.score(data["score"])
+    for rank in range(world):
+        got = torch.load(tmp_path / f"out{rank}.pt")
+        assert torch.equal(got["tokens"], want)
+        assert torch.equal(got["sampled"], want_sampled)
+        assert (got["logits"] - want_logits).norm() / want_logits.norm() < 1e-5
+    shard_bytes = sum(t.nbytes for t in tp.ranks[0].prefill_step.artifact.tensors.values())
+    whole_bytes = sum(t.nbytes for t in single.prefill_step.artifact.tensors.values())
+    assert shard_bytes < 0.75 * whole_bytes
+
+
+def test_a_rank_that_dies_fails_the_others_within_the_timeout(tmp_path):
+    tp = compile_causal_lm(gpt2(), 2, 32, tensor_parallel=2, out_dir=tmp_path / "tp")
+    assert tp.root == tmp_path / "tp"
+    torch.save(_prompts(211), tmp_path / "inputs.pt")
+    start = time.monotonic()
+    procs = _launch(2, tmp_path / "tp", tmp_path / "inputs.pt", str(tmp_path / "out{rank}.pt"),
+                    {"TP_DIE_RANK": "1", "TP_TIMEOUT_S": "30"})
+    results = [p.communicate(timeout=240) for p in procs]
+    assert time.monotonic() - start < 200
+    assert procs[1].returncode == 7
+    assert procs[0].returncode != 0
+    assert "CollectiveError" in results[0][1] and "on rank 0 of 2 failed" in results[0][1], results[0][1][-2000:]
+
+
+def test_refusals(tmp_path):
+    with pytest.raises(CompileError, match="tensor_parallel=3 does not divide the model's 4 attention heads"):
+        compile_causal_lm(gpt2(), 1, 16, tensor_parallel=3)
+    torch.manual_seed(0)
+    odd = LlamaForCausalLM(LlamaConfig(num_hidden_layers=1, hidden_size=48, num_attention_heads=6,
+                                       num_key_value_heads=3, intermediate_size=64, vocab_size=100)).eval()
+    with pytest.raises(CompileError, match="tensor_parallel=2 and the model's 3 KV heads: neither divides"):
+        compile_causal_lm(odd, 1, 16, tensor_parallel=2)
+    tp = compile_causal_lm(gpt2(), 1, 16, tensor_parallel=2, out_dir=tmp_path / "tp")
+    with pytest.raises(ArtifactError, match="needs torch.distributed initialised"):
+        load_causal_lm(tmp_path / "tp")
+    before = sorted(p.name for p in (tmp_path / "tp").iterdir())
+    with pytest.raises(ArtifactError, match="already holds an artifact"):
+        compile_causal_lm(gpt2(), 1, 16, tensor_parallel=2, out_dir=tmp_path / "tp")
+    assert sorted(p.name for p in (tmp_path / "tp").iterdir()) == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match="is not a byteir-cat artifact"):
+        compile_causal_lm(gpt2(), 1, 16, tensor_parallel=2, out_dir=tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    assert tp.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=3).shape == (1, 6)
+
+
+def test_cli_generate_and_profile_under_torchrun(tmp_path):
+    compile_causal_lm(gpt2(), 1, 16, tensor_parallel=2, out_dir=tmp_path / "tp")
+    single = compile_causal_lm(gpt2(), 1, 16)
+    want = single.generate(torch.tensor([[5, 6, 7, 8]]), max_new_tokens=6)[0].tolist()
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
+           "-m", "byteir_cat"]
+    out = subprocess.run(run + ["generate", str(tmp_path / "tp"), "--input-ids", "5,6,7,8", "--max-new-tokens", "6"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[0] == ",".join(map(str, want))
+    out = subprocess.run(run[:6] + [str(free_port())] + run[7:] + ["profile", str(tmp_path / "tp"), "--runs", "3"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "% of the time (" in out.stdout and "in 8 subgraphs" in out.stdout
+    alone = subprocess.run([sys.executable, "-m", "byteir_cat", "generate", str(tmp_path / "tp"), "--input-ids", "5"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert alone.returncode != 0 and "torchrun --nproc-per-node 2" in alone.stderr
