@@ -2,13 +2,16 @@
 ``stablehlo.custom_call @ccl.<kind> {dim, world}`` (``foundation.collectives``).
 
 torch-mlir lowers no custom op (an unknown ``torch.operator`` is illegal in every backend), but it carries a
-call of a private function through lowering, converting its types with the rest. So the frozen program is
-imported raw, each collective becomes a call of a declared function named for it (its tensor operand only: the
-dimension and world are in the name), the two lowering pipelines run (the StableHLO one without its final check
-that only StableHLO remains), and each call becomes the custom_call the partitioner places.
+call of a private function through its torch backend pipeline. So the frozen program is imported raw, each
+collective becomes a call of a declared function named for it (its tensor operand only: the dimension and world
+are in the name), the torch backend pipeline runs, each call becomes the ``stablehlo.custom_call`` the
+partitioner places (between the casts torch-mlir's own StableHLO conversion writes), and the StableHLO pipeline
+runs as for any model.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 from torch_mlir import ir as mlir_ir
@@ -22,11 +25,8 @@ from foundation.errors import CompileError
 _TORCH_OPERATOR = {f"torch.{TORCH_NAMESPACE}.{kind}": kind for kind in KINDS}
 TORCH_BACKEND = ("builtin.module(func.func(torch-match-quantized-custom-ops), "
                  "torchdynamo-export-to-torch-backend-pipeline{ extra-library=})")
-# torch-backend-to-stablehlo-backend-pipeline up to its contract check, which refuses the calls kept for collectives
-STABLEHLO_BACKEND = ("builtin.module(func.func(convert-torch-to-stablehlo), func.func(convert-torch-to-scf), "
-                     "func.func(convert-torch-to-arith), func.func(canonicalize), func.func(cse), "
-                     "torch-func-backend-type-conversion, func.func(torch-finalizing-backend-type-conversion), "
-                     "func.func(canonicalize))")
+STABLEHLO_BACKEND = "builtin.module(torch-backend-to-stablehlo-backend-pipeline{allow-non-finites=True})"
+_VTENSOR = re.compile(r"^!torch\.vtensor<\[([^\]]*)\],(\w+)>$")
 
 
 def is_collective_node(node: torch.fx.Node) -> bool:
@@ -83,25 +83,44 @@ def collectives_as_calls(module: mlir_ir.Module) -> int:
     return count
 
 
+def _builtin_tensor_type(t: mlir_ir.Type) -> mlir_ir.Type:
+    """``!torch.vtensor<[2,?,64],f32>`` -> ``tensor<2x?x64xf32>``."""
+    m = _VTENSOR.match(str(t))
+    if m is None:
+        raise CompileError(f"a collective of a {t}: only tensors of known rank and element type")
+    dims = m.group(1).split(",") if m.group(1) else []
+    dtype = m.group(2).removeprefix("s").removeprefix("u") if m.group(2).startswith(("si", "ui")) else m.group(2)
+    return mlir_ir.Type.parse(f"tensor<{'x'.join(dims + [dtype])}>")
+
+
 def calls_as_custom_calls(module: mlir_ir.Module) -> None:
-    """After lowering: each call of a collective's function -> ``stablehlo.custom_call @ccl.<kind>``; the
-    declarations go."""
+    """At the torch backend contract: each call of a collective's function -> ``stablehlo.custom_call
+    @ccl.<kind> {dim, world}`` between torch_c casts (as the StableHLO conversion writes every op it lowers),
+    which that conversion keeps; the declarations go."""
+    with module.context, mlir_ir.Location.unknown():  # load the dialects the new ops are of (the pass depends on them)
+        run_pipeline_with_repro_report(mlir_ir.Module.create(), "builtin.module(func.func(convert-torch-to-stablehlo))",
+                                       "Loading the StableHLO conversion's dialects")
     with module.context:
+        i64 = mlir_ir.IntegerType.get_signless(64)
         for op in list(_main_block(module).operations):
             if op.operation.name != "func.call":
                 continue
             collective = Collective.from_callee(mlir_ir.FlatSymbolRefAttr(op.attributes["callee"]).value)
             if collective is None:
                 continue
-            i64 = mlir_ir.IntegerType.get_signless(64)
+            (x,), result = op.operands, op.results[0]
             with mlir_ir.InsertionPoint(op), op.location:
+                builtin = mlir_ir.Operation.create("torch_c.to_builtin_tensor", results=[_builtin_tensor_type(x.type)],
+                                                   operands=[x])
                 call = mlir_ir.Operation.create(
-                    "stablehlo.custom_call", results=[op.results[0].type], operands=list(op.operands),
+                    "stablehlo.custom_call", results=[_builtin_tensor_type(result.type)], operands=[builtin.result],
                     attributes={"call_target_name": mlir_ir.StringAttr.get(collective.call_target),
                                 "has_side_effect": mlir_ir.BoolAttr.get(True),
                                 "dim": mlir_ir.IntegerAttr.get(i64, collective.dim),
                                 "world": mlir_ir.IntegerAttr.get(i64, collective.world)})
-            op.results[0].replace_all_uses_with(call.results[0])
+                back = mlir_ir.Operation.create("torch_c.from_builtin_tensor", results=[result.type],
+                                                operands=[call.result])
+            result.replace_all_uses_with(back.result)
             op.operation.erase()
         for op in list(module.body.operations):
             if op.operation.name == "func.func" and \
@@ -115,6 +134,6 @@ def import_with_collectives(program: torch.export.ExportedProgram, importer: FxI
     module = importer.module
     collectives_as_calls(module)
     run_pipeline_with_repro_report(module, TORCH_BACKEND, "Lowering TorchFX IR -> Torch Backend IR")
-    run_pipeline_with_repro_report(module, STABLEHLO_BACKEND, "Lowering Torch Backend IR -> StableHLO")
     calls_as_custom_calls(module)
+    run_pipeline_with_repro_report(module, STABLEHLO_BACKEND, "Lowering Torch Backend IR -> StableHLO Backend IR")
     return module

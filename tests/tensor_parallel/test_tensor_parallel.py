@@ -165,3 +165,26 @@ def test_cli_generate_and_profile_under_torchrun(tmp_path):
     alone = subprocess.run([sys.executable, "-m", "byteir_cat", "generate", str(tmp_path / "tp"), "--input-ids", "5"],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert alone.returncode != 0 and "torchrun --nproc-per-node 2" in alone.stderr
+
+
+@pytest.mark.nvcc
+def test_f16_gpt2_ranks_build_for_sm90a(tmp_path):
+    """The CUDA plans of a 2-rank f16 GPT-2 (GPT-2's odd vocabulary, padded to divide): every compute on the
+    device (nvcc / ptxas builds) but the collectives, which the plans hold as their own computes (NCCL through
+    torch.distributed when run)."""
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_embd=128, n_layer=2, n_head=4, n_positions=128,
+                                       pad_token_id=0)).half().eval()
+    tp = compile_causal_lm(model, 2, 64, target="cuda", arch="sm_90a", tensor_parallel=2, out_dir=tmp_path / "tp")
+    for lm in tp.ranks:
+        assert lm.config.target == "cuda" and lm.config.dtype == "float16"
+        for name, step in (("prefill", lm.prefill_step), ("decode", lm.decode_step)):
+            report = step.artifact.report[name]
+            assert report["interpreted"] == []
+            collectives = [c for c in step.byre.computes if isinstance(c, CollectiveCompute)]
+            assert [c.op for c in collectives] == ["ccl.all_reduce"] * 5 + ["ccl.all_gather"]
+            assert all(c.library for c in step.byre.computes if c.kind == "cat")
+            assert any(c.kind == "ptx" for c in step.byre.computes)
+            head = [c for c in step.byre.computes if c.kind == "cat"][-1]
+            assert step.byre.values[head.results[0]].type.shape[-1] == -(-50257 // 2)  # this rank's vocabulary
+    assert (tmp_path / "tp" / "rank1" / "manifest.json").exists()
