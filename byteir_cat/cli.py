@@ -348,12 +348,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """An OpenAI-compatible HTTP server over a model written by ``compile_causal_lm``, until SIGINT/SIGTERM."""
     try:
-        from byteir_cat.serving.server import serve, server_state
+        from byteir_cat.serving.server import serve, serve_ranks, server_state
     except ImportError as e:
         raise InputError(f"byteir-cat serve needs the serve extra (pip install 'byteir-cat[serve]'): {e}") from None
     if args.max_queue < 1:
         raise InputError(f"--max-queue {args.max_queue}: must be >= 1")
     api_key = args.api_key if args.api_key is not None else os.environ.get("BYTEIR_CAT_API_KEY")
+    from runtime.artifact import is_artifact_set
+
+    if is_artifact_set(Path(args.artifact)):  # tensor-parallel: one process per rank (torchrun), rank 0 serves HTTP
+        serve_ranks(args.artifact, args.tokenizer, max_queue=args.max_queue, api_key=api_key or None,
+                    model_name=args.model_name, trusted_keys=args.trusted_key, host=args.host, port=args.port,
+                    shutdown_timeout=args.shutdown_timeout)
+        return 0
     state = server_state(args.artifact, args.tokenizer, max_queue=args.max_queue, api_key=api_key or None,
                          model_name=args.model_name, trusted_keys=args.trusted_key)
     serve(state, host=args.host, port=args.port, shutdown_timeout=args.shutdown_timeout)

@@ -30,6 +30,7 @@ import torch
 
 from byteir_cat.causal_lm import CompiledCausalLM, PrefillPiece
 from byteir_cat.sampling import Sampling
+from byteir_cat.serving.caches import Caches
 from foundation.errors import InputError
 
 log = logging.getLogger("byteir_cat.serve")
@@ -118,7 +119,7 @@ class _Group:
 class Engine:
     """The request queue and the engine thread over one compiled causal LM (``start``/``stop``)."""
 
-    def __init__(self, lm: CompiledCausalLM, max_queue: int = 256):
+    def __init__(self, lm: CompiledCausalLM, max_queue: int = 256, caches: Caches | None = None):
         c = lm.config
         self.lm, self.max_queue = lm, max_queue
         self.rows, self.slots = c.max_batch_size, c.max_seq_len
@@ -129,7 +130,7 @@ class Engine:
         self._cursor = 0
         self._valid = torch.zeros(self.rows, self.slots, dtype=torch.bool)
         self._next_pos = torch.ones(self.rows, dtype=torch.long)
-        self._kv = lm.empty_caches()
+        self._caches = caches or Caches(lm)  # a tensor-parallel rank 0: LeaderCaches, which the other ranks follow
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="byteir-cat-engine", daemon=True)
@@ -294,8 +295,7 @@ class Engine:
         wraps around)."""
         if by == 0:
             return
-        for t in self._kv:
-            t.copy_(torch.roll(t, by, dims=2))
+        self._caches.shift(by)
         self._valid = torch.roll(self._valid, by, dims=1)
         self._cursor += by
         self.stats.shifts += 1
@@ -306,8 +306,9 @@ class Engine:
         slots = torch.arange(g.base + piece.start, g.base + piece.start + piece.tokens)
         span = slice(piece.start, piece.start + piece.tokens)
         if piece.step is self.lm.row_prefill_step:  # each joining row alone, on its own row of the caches
-            outs = [self.lm.step_row(piece.step, row, g.ids[i:i + 1, span], g.positions[i:i + 1, span], slots,
-                                     self._valid[row:row + 1], self._kv)[0, :piece.real]
+            step = self._caches.name_of(piece.step)
+            outs = [self._caches.step_row(step, row, g.ids[i:i + 1, span], g.positions[i:i + 1, span], slots,
+                                          self._valid[row:row + 1])[0, :piece.real]
                     for i, row in enumerate(g.rows)]
         else:  # every row: the running rows' filled slots in the chunk's range are put back after
             ids = torch.zeros(self.rows, piece.tokens, dtype=torch.long)
@@ -316,10 +317,8 @@ class Engine:
             positions[g.rows] = g.positions[:, span]
             keep = [row for row, r in enumerate(self._running) if r is not None]
             lo, hi = int(slots[0]), min(int(slots[-1]) + 1, self._cursor)
-            saved = [t[keep, :, lo:hi].clone() for t in self._kv] if keep and hi > lo else []
-            out, self._kv, _ = self.lm.step(piece.step, ids, positions, slots, self._valid, self._kv)
-            for t, kept in zip(self._kv, saved, strict=False):
-                t[keep, :, lo:hi] = kept
+            out, _ = self._caches.step(self._caches.name_of(piece.step), ids, positions, slots, self._valid,
+                                       (keep, lo, hi))
             outs = [out[row, :piece.real] for row in g.rows]
         for r, logits in zip(g.requests, outs, strict=True):
             if r.prompt_logprobs:
@@ -352,8 +351,7 @@ class Engine:
             ids[row, 0] = r.tokens[-1]
             positions[row, 0] = self._next_pos[row]
             self._valid[row, self._cursor] = True
-        logits, self._kv, greedy = self.lm.step(self.lm.decode_step, ids, positions, torch.tensor([self._cursor]),
-                                                self._valid, self._kv)
+        logits, greedy = self._caches.step("decode", ids, positions, torch.tensor([self._cursor]), self._valid)
         self._cursor += 1
         for row, r in active:
             self._next_pos[row] += 1
@@ -414,5 +412,5 @@ class Engine:
     def _fail_all(self) -> None:
         self._end_held(ERROR)
         self._valid.zero_()
-        self._kv = self.lm.empty_caches()
+        self._caches.reset()
         self._cursor = 0

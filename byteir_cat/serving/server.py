@@ -6,14 +6,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch.distributed as dist
 import uvicorn
 
-from byteir_cat.causal_lm import load_causal_lm
+from byteir_cat.causal_lm import CompiledCausalLM, load_causal_lm
+from byteir_cat.serving.caches import LeaderCaches, control_group, follow
 from byteir_cat.serving.engine import Engine
 from byteir_cat.serving.metrics import ServerMetrics
 from byteir_cat.serving.openai_api import ServerState, create_app
 from byteir_cat.serving.text import ServedTokenizer
-from runtime.artifact import read_manifest
+from foundation.errors import InputError
+from runtime.artifact import read_artifact_set, read_manifest
+from runtime.collectives import join_launched_group
 from runtime.signing import TrustedKey
 
 
@@ -26,11 +30,40 @@ def server_state(artifact: str | Path, tokenizer: str | Path, max_queue: int = 2
     if device is None:
         device = read_manifest(Path(artifact)).get("target", "cpu")
     lm = load_causal_lm(artifact, device=device, trusted_keys=trusted_keys)
+    return _state(lm, Engine(lm, max_queue=max_queue), artifact, tokenizer, api_key, model_name)
+
+
+def _state(lm: CompiledCausalLM, engine: Engine, artifact: str | Path, tokenizer: str | Path, api_key: str | None,
+           model_name: str | None) -> ServerState:
     text = ServedTokenizer(tokenizer)
-    engine = Engine(lm, max_queue=max_queue)
     eos = frozenset(lm.config.eos_token_ids or text.eos_ids())
     return ServerState(engine, text, ServerMetrics(engine), model_name or Path(artifact).resolve().name, api_key,
                        int(time.time()), eos)
+
+
+def serve_ranks(artifact: str | Path, tokenizer: str | Path, max_queue: int = 256, api_key: str | None = None,
+                model_name: str | None = None, trusted_keys: Sequence[TrustedKey] | None = None,
+                host: str = "127.0.0.1", port: int = 8000, shutdown_timeout: float = 30.0) -> None:
+    """A tensor-parallel artifact, in each process torchrun started: rank 0 loads its rank and serves HTTP, its
+    engine sending every cache operation to the other ranks, which apply them to theirs (``caches.follow``) until
+    rank 0 stops."""
+    root = Path(artifact)
+    world = read_artifact_set(root).get("world")
+    device = str(read_manifest(root / "rank0").get("target", "cpu"))
+    if not join_launched_group(device):
+        raise InputError(f"{root} is split over {world} ranks: launch one process per rank, "
+                         f"torchrun --nproc-per-node {world} -m byteir_cat serve {root} ...")
+    group = control_group()
+    lm = load_causal_lm(root, device=device, trusted_keys=trusted_keys)
+    if dist.get_rank() != 0:
+        follow(lm, group)
+        return
+    caches = LeaderCaches(lm, group)
+    try:
+        serve(_state(lm, Engine(lm, max_queue=max_queue, caches=caches), artifact, tokenizer, api_key, model_name),
+              host=host, port=port, shutdown_timeout=shutdown_timeout)
+    finally:
+        caches.close()
 
 
 def serve(state: ServerState, host: str = "127.0.0.1", port: int = 8000, shutdown_timeout: float = 30.0,

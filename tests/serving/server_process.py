@@ -23,16 +23,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``byteir-cat serve ARTIFACT --tokenizer DIR ...`` started on a free port; ``stop()`` sends SIGTERM."""
+    """``byteir-cat serve ARTIFACT --tokenizer DIR ...`` started on a free port; ``stop()`` sends SIGTERM.
+    ``ranks``: a tensor-parallel artifact, served by that many processes under torchrun."""
 
-    def __init__(self, artifact: Path, tokenizer: Path, *extra: str, log: Path | None = None):
+    def __init__(self, artifact: Path, tokenizer: Path, *extra: str, log: Path | None = None, ranks: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log or artifact.parent / f"server-{self.port}.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "byteir_cat.cli", "serve", str(artifact), "--tokenizer", str(tokenizer),
+                [sys.executable, *(("-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-port",
+                                    str(free_port())) if ranks > 1 else ()),
+                 "-m", "byteir_cat", "serve", str(artifact), "--tokenizer", str(tokenizer),
                  "--port", str(self.port), *extra], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + 120
         while True:

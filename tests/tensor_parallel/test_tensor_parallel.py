@@ -167,6 +167,7 @@ def test_cli_generate_and_profile_under_torchrun(tmp_path):
     assert alone.returncode != 0 and "torchrun --nproc-per-node 2" in alone.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.nvcc
 def test_f16_gpt2_ranks_build_for_sm90a(tmp_path):
     """The CUDA plans of a 2-rank f16 GPT-2 (GPT-2's odd vocabulary, padded to divide): every compute on the
