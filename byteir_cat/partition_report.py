@@ -12,8 +12,9 @@ from byteir_cat.terminal import print_table as render_table
 from foundation.source_loc import common_module, scope_label
 from mhlo_to_cat.partition import Partition, Subgraph
 
-PATH_COLORS = {"cat": "#4C9F70", "fusion": "#3B7DD8", "host": "#B0B0B0"}  # the same in the profile's pictures
-PATH_STYLES = {"cat": "green", "fusion": "blue", "host": "white"}
+PATHS = ("cat", "fusion", "collective", "host")  # the partition's paths (mhlo_to_cat.partition)
+PATH_COLORS = {"cat": "#4C9F70", "fusion": "#3B7DD8", "collective": "#C2185B", "host": "#B0B0B0"}  # also the profile's
+PATH_STYLES = {"cat": "green", "fusion": "blue", "collective": "magenta", "host": "white"}
 
 
 def human_flops(n: int) -> str:
@@ -44,7 +45,7 @@ def to_json(part: Partition) -> dict[str, Any]:
             "subgraphs": len(part.subgraphs),
             "flops": total,
             "cat_flop_share": part.cat_flop_share,
-            "by_path": {p: sum(1 for s in part.subgraphs if s.path == p) for p in ("cat", "fusion", "host")},
+            "by_path": {p: sum(1 for s in part.subgraphs if s.path == p) for p in PATHS},
         },
     }
 

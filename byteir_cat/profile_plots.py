@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from byteir_cat.partition_report import PATH_COLORS
+from byteir_cat.partition_report import PATH_COLORS, PATHS
 from byteir_cat.profile_report import ComputeProfile, ProfileReport
 from foundation.errors import InputError
 from foundation.source_loc import scope_label
@@ -57,7 +57,7 @@ def roofline_figure(report: ProfileReport) -> Figure:
             label=f"bandwidth {bw:.1f} GB/s (measured copy)")
     ax.plot([ridge, hi], [peak, peak], color="black", linewidth=1.5,
             label=f"compute {peak:.1f} GFLOP/s (measured matmul)")
-    for path in ("cat", "fusion", "host"):
+    for path in PATHS:
         pts = [c for c in shown if c.path == path]
         if pts:
             ax.scatter([c.flops / c.bytes for c in pts], [c.flops_per_s / 1e9 for c in pts],
@@ -148,6 +148,6 @@ def _bars(ax, report: ProfileReport, rows: list[tuple[str, float, str]], title: 
                     textcoords="offset points", va="center", fontsize=7)
     ax.set_xlim(0, max(values, default=1) * 1.3)
     ax.set_xlabel("median ms per run")
-    ax.legend(handles=[Patch(color=PATH_COLORS[p], label=p) for p in ("cat", "fusion", "host")], loc="lower right",
+    ax.legend(handles=[Patch(color=PATH_COLORS[p], label=p) for p in PATHS], loc="lower right",
               fontsize=8)
     ax.set_title(title, fontsize=9)

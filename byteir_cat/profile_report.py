@@ -121,12 +121,13 @@ def dominant_dtype(model) -> torch.dtype:
 
 
 def random_inputs(model) -> list[torch.Tensor]:
-    """Inputs matching the artifact's signature: normal floats, small non-negative integers (token ids)."""
+    """Inputs matching the signature of the plan the model runs: normal floats, small non-negative integers (token
+    ids)."""
     gen = torch.Generator().manual_seed(0)
     out = []
-    for sig in model.artifact.signature()["inputs"]:
-        dtype = torch_dtype(sig["dtype"])
-        shape = tuple(sig["shape"])
+    for vid in model.byre.inputs:
+        t = model.byre.values[vid].type
+        dtype, shape = torch_dtype(t.dtype), tuple(t.shape)
         if dtype.is_floating_point:
             out.append(torch.randn(shape, generator=gen).to(dtype))
         elif dtype == torch.bool:

@@ -175,7 +175,8 @@ OWN_PLANS: dict[str, dict[str, str]] = {
     "gpt2": {"h.*.attn.c_attn": "qkv_colwise", "h.*.attn.c_proj": "rowwise", "h.*.mlp.c_fc": "colwise",
              "h.*.mlp.c_proj": "rowwise"},
 }
-_REPLICATED = ("replicate", "sequence_parallel")  # styles that keep the module whole on every rank
+_REPLICATED = ("replicate", "sequence_parallel")
+_SHARDED = ("colwise", "qkv_colwise", "rowwise")  # styles that keep the module whole on every rank
 
 
 def tp_plan(model: torch.nn.Module) -> dict[str, str]:
@@ -221,6 +222,9 @@ def shard_causal_lm(model: torch.nn.Module, world: int, rank: int) -> torch.nn.M
         style = _style_of(plan, path)
         if style is None or style in _REPLICATED:
             continue
+        if style not in _SHARDED:
+            raise CompileError(f"tensor parallelism: {prefix}{path} is planned as {style!r}, which byteir-cat "
+                               f"does not shard ({', '.join(_SHARDED)} and replicated modules only)")
         seen.add(style)
         weight, bias = _linear_weight(module)
         out_features, in_features = weight.shape
@@ -236,12 +240,9 @@ def shard_causal_lm(model: torch.nn.Module, world: int, rank: int) -> torch.nn.M
                     for i in range(3)]
             index = torch.cat(rows)
             new = ColumnParallelLinear(weight[index], None if bias is None else bias[index])
-        elif style == "rowwise":
+        else:  # rowwise
             cols = _chunk(in_features, world, rank, f"{prefix}{path}'s {in_features} input features")
             new = RowParallelLinear(weight[:, cols], bias, world)
-        else:
-            raise CompileError(f"tensor parallelism: {prefix}{path} is planned as {style!r}, which byteir-cat "
-                               "does not shard (colwise, rowwise and replicated modules only)")
         _set_child(base, path, new)
     if "rowwise" not in seen:
         raise CompileError(f"tensor parallelism: the plan of {type(model).__name__} matched none of its modules")

@@ -11,11 +11,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
+import byteir_cat
 from byteir_cat.causal_lm import load_causal_lm
 from byteir_cat.causal_lm_compiler import compile_causal_lm
-from byteir_cat.tensor_parallel import ThreadGroup, shard_causal_lm
+from byteir_cat.partition_report import to_json
+from byteir_cat.tensor_parallel import ColumnParallelLinear, RowParallelLinear, ThreadGroup, shard_causal_lm
 from foundation.byre_plan import CollectiveCompute
 from foundation.errors import ArtifactError, CompileError
 from tests.serving.server_process import free_port
@@ -189,3 +200,41 @@ def test_f16_gpt2_ranks_build_for_sm90a(tmp_path):
             head = [c for c in step.byre.computes if c.kind == "cat"][-1]
             assert step.byre.values[head.results[0]].type.shape[-1] == -(-50257 // 2)  # this rank's vocabulary
     assert (tmp_path / "tp" / "rank1" / "manifest.json").exists()
+
+
+def test_partition_places_collectives_and_any_compiled_model_runs_them():
+    """The partitioner gives each collective a subgraph of its own (``byteir-cat partition`` shows it), and a model
+    compiled with ``compile`` runs them: two ranks as threads equal the unsplit linear layers."""
+    torch.manual_seed(0)
+    full = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval()
+
+    def rank_model(rank: int) -> torch.nn.Module:
+        up, down = full[0], full[2]
+        rows = slice(16 * rank, 16 * rank + 16)
+        return torch.nn.Sequential(ColumnParallelLinear(up.weight[rows].detach(), up.bias[rows].detach()),
+                                   torch.nn.GELU(),
+                                   RowParallelLinear(down.weight[:, rows].detach(), down.bias.detach(), 2))
+
+    x = torch.randn(4, 16)
+    part = byteir_cat.partition(rank_model(0), (x,))
+    collectives = [sg for sg in part.subgraphs if sg.path == "collective"]
+    assert len(collectives) == 1
+    assert collectives[0].reason.startswith("all_reduce of tensor<4x8xf32> over 2 ranks: runs through torch.distributed")
+    assert any(row["path"] == "collective" for row in to_json(part)["subgraphs"])
+    ranks = [byteir_cat.compile(rank_model(r), (x,)) for r in range(2)]
+    got = ThreadGroup(2).run([lambda m=m: m(x)[0] for m in ranks])
+    with torch.no_grad():
+        want = full(x)
+    for g in got:
+        assert (g - want).norm() / want.norm() < 1e-5
+    with pytest.raises(ArtifactError, match="needs torch.distributed initialised"):
+        ranks[0](x)
+
+
+def test_moe_experts_are_refused_by_their_plan_style():
+    torch.manual_seed(0)
+    moe = MixtralForCausalLM(MixtralConfig(num_hidden_layers=1, hidden_size=64, num_attention_heads=4,
+                                           num_key_value_heads=2, intermediate_size=64, vocab_size=100,
+                                           num_local_experts=4)).eval()
+    with pytest.raises(CompileError, match="planned as 'moe_tp_experts', which byteir-cat does not shard"):
+        compile_causal_lm(moe, 1, 16, tensor_parallel=2)
