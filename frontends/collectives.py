@@ -55,15 +55,18 @@ def _main_block(module: mlir_ir.Module) -> mlir_ir.Block:
     raise CompileError("the imported module has no main function")
 
 
+def _main_ops(module: mlir_ir.Module, name: str) -> list[mlir_ir.OpView]:
+    """The ops named ``name`` of the main function, in order (a list: the caller replaces them)."""
+    return [op for op in _main_block(module).operations if op.operation.name == name]
+
+
 def collectives_as_calls(module: mlir_ir.Module) -> int:
     """Each ``torch.operator "torch.byteir_cat.<kind>"(x, dim, world)`` -> ``func.call
     @ccl__<kind>__d<dim>__w<world>(x)``, the function declared once; returns how many."""
     declared: set[str] = set()
     count = 0
     with module.context:
-        for op in list(_main_block(module).operations):
-            if op.operation.name != "torch.operator":
-                continue
+        for op in _main_ops(module, "torch.operator"):
             kind = _TORCH_OPERATOR.get(mlir_ir.StringAttr(op.attributes["name"]).value)
             if kind is None:
                 continue
@@ -102,9 +105,7 @@ def calls_as_custom_calls(module: mlir_ir.Module) -> None:
                                        "Loading the StableHLO conversion's dialects")
     with module.context:
         i64 = mlir_ir.IntegerType.get_signless(64)
-        for op in list(_main_block(module).operations):
-            if op.operation.name != "func.call":
-                continue
+        for op in _main_ops(module, "func.call"):
             collective = Collective.from_callee(mlir_ir.FlatSymbolRefAttr(op.attributes["callee"]).value)
             if collective is None:
                 continue
