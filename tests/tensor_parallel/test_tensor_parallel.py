@@ -238,3 +238,33 @@ def test_moe_experts_are_refused_by_their_plan_style():
                                            num_local_experts=4)).eval()
     with pytest.raises(CompileError, match="planned as 'moe_tp_experts', which byteir-cat does not shard"):
         compile_causal_lm(moe, 1, 16, tensor_parallel=2)
+
+
+class _ScatterGather(torch.nn.Module):
+    """Sequence-parallel style: reduce-scatter along the tokens, a row-wise op on this rank's slice, all-gather."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        part = torch.ops.byteir_cat.reduce_scatter(x * 2, 1, 2)
+        return torch.ops.byteir_cat.all_gather(torch.tanh(part), 1, 2)
+
+
+def test_reduce_scatter_and_all_gather_compile_and_run():
+    xs = [torch.randn(3, 8, 5, generator=torch.Generator().manual_seed(r)) for r in range(2)]
+    ranks = [byteir_cat.compile(_ScatterGather(), (xs[r],)) for r in range(2)]
+    kinds = [c.op for c in ranks[0].byre.computes if isinstance(c, CollectiveCompute)]
+    assert kinds == ["ccl.reduce_scatter", "ccl.all_gather"]
+    got = ThreadGroup(2).run([lambda r=r: ranks[r](xs[r])[0] for r in range(2)])
+    want = torch.tanh(2 * (xs[0] + xs[1]))
+    for g in got:
+        assert (g - want).abs().max() < 1e-5
+
+
+def test_torch_distributed_collectives_over_gloo(tmp_path):
+    """The runtime's collectives through torch.distributed (gloo), each kind along each dimension, on 2 ranks."""
+    procs = _launch(2, Path("-"), Path("-"), str(tmp_path / "out{rank}.pt"))
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+    for rank in range(2):
+        errors = torch.load(tmp_path / f"out{rank}.pt")
+        assert len(errors) == 6 and max(errors.values()) < 1e-6, errors
