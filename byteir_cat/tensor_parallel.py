@@ -103,6 +103,8 @@ class VocabParallelEmbedding(torch.nn.Module):
     def __init__(self, like: torch.nn.Embedding, start: int, weight: torch.Tensor, world: int):
         super().__init__()
         self.start, self.world = start, world
+        scale = getattr(like, "embed_scale", None)  # Gemma's scaled lookup: rows times a constant, after the sum
+        self.embed_scale = None if scale is None else torch.as_tensor(scale).detach().clone()
         self.padding_idx = like.padding_idx
         self.embedding_dim = like.embedding_dim
         self.num_embeddings = like.num_embeddings
@@ -112,7 +114,8 @@ class VocabParallelEmbedding(torch.nn.Module):
         local = ids - self.start
         inside = (local >= 0) & (local < self.weight.shape[0])
         rows = F.embedding(torch.where(inside, local, torch.zeros_like(local)), self.weight)
-        return all_reduce(rows * inside.unsqueeze(-1).to(rows.dtype), self.world)
+        out = all_reduce(rows * inside.unsqueeze(-1).to(rows.dtype), self.world)
+        return out if self.embed_scale is None else out * self.embed_scale.to(out.dtype)
 
 
 class VocabParallelHead(torch.nn.Module):
@@ -174,8 +177,17 @@ def _chunk(n: int, world: int, rank: int, what: str) -> slice:
 OWN_PLANS: dict[str, dict[str, str]] = {
     "gpt2": {"h.*.attn.c_attn": "qkv_colwise", "h.*.attn.c_proj": "rowwise", "h.*.mlp.c_fc": "colwise",
              "h.*.mlp.c_proj": "rowwise"},
+    "opt": {"decoder.layers.*.self_attn.q_proj": "colwise", "decoder.layers.*.self_attn.k_proj": "colwise",
+            "decoder.layers.*.self_attn.v_proj": "colwise", "decoder.layers.*.self_attn.out_proj": "rowwise",
+            "decoder.layers.*.fc1": "colwise", "decoder.layers.*.fc2": "rowwise"},
+    "gptj": {"h.*.attn.q_proj": "colwise", "h.*.attn.k_proj": "colwise", "h.*.attn.v_proj": "colwise",
+             "h.*.attn.out_proj": "rowwise", "h.*.mlp.fc_in": "colwise", "h.*.mlp.fc_out": "rowwise"},
+    "stablelm": {"layers.*.self_attn.q_proj": "colwise", "layers.*.self_attn.k_proj": "colwise",
+                 "layers.*.self_attn.v_proj": "colwise", "layers.*.self_attn.o_proj": "rowwise",
+                 "layers.*.mlp.gate_proj": "colwise", "layers.*.mlp.up_proj": "colwise",
+                 "layers.*.mlp.down_proj": "rowwise"},
 }
-_REPLICATED = ("replicate", "sequence_parallel")
+_REPLICATED = ("replicate", "sequence_parallel", "replicated_with_grad_allreduce")
 _SHARDED = ("colwise", "qkv_colwise", "rowwise")  # styles that keep the module whole on every rank
 
 
@@ -267,9 +279,12 @@ def _shard_attention_counts(model: torch.nn.Module, heads: Heads) -> None:
 
 def _shard_vocabulary(model: torch.nn.Module, world: int, rank: int) -> None:
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
-    if not isinstance(embed, torch.nn.Embedding) or not isinstance(head, torch.nn.Linear):
-        raise CompileError(f"tensor parallelism: {type(model).__name__}'s embedding or LM head is not an "
-                           "nn.Embedding / nn.Linear")
+    plain = type(embed) is torch.nn.Embedding or \
+        (isinstance(embed, torch.nn.Embedding) and type(embed).__name__.endswith("ScaledWordEmbedding")
+         and hasattr(embed, "embed_scale"))
+    if not plain or type(head) is not torch.nn.Linear:
+        raise CompileError(f"tensor parallelism: {type(model).__name__}'s embedding ({type(embed).__name__}) or LM "
+                           f"head ({type(head).__name__}) is not a plain lookup / projection to split")
     vocab = embed.num_embeddings
     per_rank = -(-vocab // world)
     rows = slice(rank * per_rank, (rank + 1) * per_rank)

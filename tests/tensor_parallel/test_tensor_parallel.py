@@ -268,3 +268,39 @@ def test_torch_distributed_collectives_over_gloo(tmp_path):
     for rank in range(2):
         errors = torch.load(tmp_path / f"out{rank}.pt")
         assert len(errors) == 6 and max(errors.values()) < 1e-6, errors
+
+
+_SMALL = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+              vocab_size=128, n_layer=2, n_embd=64, n_head=4, ffn_dim=96, word_embed_proj_dim=64, n_inner=96,
+              rotary_dim=8, pad_token_id=0)
+SPLIT = {"Llama": {}, "Mistral": {}, "Qwen2": {}, "Qwen3": {}, "Gemma": {"head_dim": 16}, "Gemma2": {"head_dim": 16},
+         "Phi": {}, "GPTNeoX": {}, "Olmo": {}, "StableLm": {}, "Cohere": {}, "Granite": {}, "Starcoder2": {},
+         "OPT": {}, "GPTJ": {}, "SmolLM3": {}}
+REFUSED = {"Olmo2": "colwise_gather_output", "Phi3": "rowwise_split_input", "Glm": "colwise_gather_output",
+           "Falcon": "has no tensor-parallel plan", "Bloom": "has no tensor-parallel plan"}
+
+
+def _family(name: str, extra: dict) -> torch.nn.Module:
+    import transformers
+
+    torch.manual_seed(0)
+    return getattr(transformers, f"{name}ForCausalLM")(getattr(transformers, f"{name}Config")(**_SMALL, **extra)).eval()
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT))
+def test_families_split_exactly(name):
+    """The families with a plan (theirs or ours): two ranks compute the model's logits (Gemma's scaled embedding
+    included)."""
+    model = _family(name, SPLIT[name])
+    ids = torch.randint(0, 120, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    shards = [shard_causal_lm(model, 2, r) for r in range(2)]
+    got = ThreadGroup(2).run([lambda s=s: s(input_ids=ids).logits for s in shards])[0]
+    assert (got - want).norm() / want.norm() < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_families_refused_by_name(name):
+    with pytest.raises(CompileError, match=REFUSED[name]):
+        shard_causal_lm(_family(name, {}), 2, 0)
