@@ -248,6 +248,8 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     (``load_causal_lm`` on each); returns them as a ``TensorParallelCausalLM``."""
     if max_batch_size < 1 or max_seq_len < 2:
         raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
+    if tensor_parallel < 1:
+        raise CompileError(f"tensor_parallel={tensor_parallel}: the number of ranks must be >= 1")
     _sliding_window(model, max_seq_len)  # refuses a window the cache cannot hold
     _refuse_unsupported(model)
     model = model.eval()

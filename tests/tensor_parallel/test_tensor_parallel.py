@@ -137,6 +137,8 @@ def test_a_rank_that_dies_fails_the_others_within_the_timeout(tmp_path):
 
 
 def test_refusals(tmp_path):
+    with pytest.raises(CompileError, match="tensor_parallel=0: the number of ranks must be >= 1"):
+        compile_causal_lm(gpt2(), 1, 16, tensor_parallel=0)
     with pytest.raises(CompileError, match="tensor_parallel=3 does not divide the model's 4 attention heads"):
         compile_causal_lm(gpt2(), 1, 16, tensor_parallel=3)
     torch.manual_seed(0)
