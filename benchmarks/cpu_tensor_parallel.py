@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import byteir_cat  # noqa: E402
 from byteir_cat.causal_lm import load_causal_lm  # noqa: E402
 from byteir_cat.profile_report import profile  # noqa: E402
-from runtime.collectives import join_launched_group  # noqa: E402
+from runtime.collectives import join_launched_group, leave_group  # noqa: E402
 from tests.serving.server_process import free_port  # noqa: E402
 
 PROMPT = 32
@@ -52,7 +52,7 @@ def rank_main(artifact: str, tokens: int, out: str) -> None:
     Path(out.format(rank=torch.distributed.get_rank())).write_text(json.dumps(
         {"tokens": got, "rate": rate, "collective_share": share,
          "collectives": sum(c.path == "collective" for c in report.computes)}))
-    torch.distributed.destroy_process_group()
+    leave_group()
 
 
 def main() -> None:

@@ -164,7 +164,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from byteir_cat.profile_report import profile, write_trace
     from byteir_cat.profile_table import print_profile
     from runtime.artifact import is_artifact_set, read_artifact_set, read_manifest
-    from runtime.collectives import join_launched_group
+    from runtime.collectives import join_launched_group, leave_group
 
     before = read_profile(args.compare) if args.compare else None  # a bad file fails before minutes of timing
     plots = [(Path(p), kind) for p, kind in ((args.plot, "roofline"), (args.plot_time, "time")) if p]
@@ -191,6 +191,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     model = load(path, device=str(read_manifest(path).get("target", "cpu")), trusted_keys=args.trusted_key)
     inputs = _read_inputs(args.inputs, model) if args.inputs else None
     report = profile(model, inputs, runs=args.runs)
+    if path != Path(args.artifact):  # one rank of a set: the others may still be timing
+        leave_group()
     if rank:  # every rank ran the same plan in lockstep; rank 0 reports
         return 0
     if args.trace:
@@ -308,7 +310,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from byteir_cat import seq2seq_lm
     from byteir_cat.causal_lm import load_causal_lm
     from runtime.artifact import is_artifact_set, read_artifact_set, read_manifest
-    from runtime.collectives import join_launched_group
+    from runtime.collectives import join_launched_group, leave_group
 
     ids = _token_list(args.input_ids, "--input-ids") if args.input_ids else None
     prompt = _token_list(args.decoder_input_ids, "--decoder-input-ids") if args.decoder_input_ids else None
@@ -338,6 +340,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out = lm.generate(torch.tensor([ids], dtype=torch.long), max_new_tokens=args.max_new_tokens, **sampling)
         first = f"prefill {lm.last_timing['prefill_s'] * 1e3:.1f} ms ({len(ids)} tokens)"
     t = lm.last_timing
+    if ranks:
+        leave_group()
     if rank:  # every rank computed the same tokens; rank 0 prints them
         return 0
     print(",".join(str(int(x)) for x in out[0]))

@@ -148,3 +148,11 @@ def join_launched_group(device: str, timeout_s: float = 300.0) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return True
+
+
+def leave_group() -> None:
+    """Wait for every rank, then leave torch.distributed's group (a rank that exits while another still talks to it
+    makes gloo abort that one)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

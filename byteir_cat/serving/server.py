@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from byteir_cat.serving.openai_api import ServerState, create_app
 from byteir_cat.serving.text import ServedTokenizer
 from foundation.errors import InputError
 from runtime.artifact import read_artifact_set, read_manifest
-from runtime.collectives import join_launched_group
+from runtime.collectives import join_launched_group, leave_group
 from runtime.signing import TrustedKey
 
 
@@ -56,7 +57,11 @@ def serve_ranks(artifact: str | Path, tokenizer: str | Path, max_queue: int = 25
     group = control_group()
     lm = load_causal_lm(root, device=device, trusted_keys=trusted_keys)
     if dist.get_rank() != 0:
+        # SIGTERM / SIGINT reach every rank (torchrun forwards them): rank 0 shuts down and then tells this one
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         follow(lm, group)
+        leave_group()
         return
     caches = LeaderCaches(lm, group)
     try:
@@ -64,6 +69,7 @@ def serve_ranks(artifact: str | Path, tokenizer: str | Path, max_queue: int = 25
               host=host, port=port, shutdown_timeout=shutdown_timeout)
     finally:
         caches.close()
+    leave_group()
 
 
 def serve(state: ServerState, host: str = "127.0.0.1", port: int = 8000, shutdown_timeout: float = 30.0,

@@ -10,7 +10,7 @@ import torch
 
 from byteir_cat.causal_lm import load_causal_lm
 from foundation.collectives import Collective
-from runtime.collectives import current, join_launched_group
+from runtime.collectives import current, join_launched_group, leave_group
 
 
 def check_collectives(out: str) -> None:
@@ -35,7 +35,7 @@ def main(artifact: str, inputs: str, out: str) -> None:
     rank = torch.distributed.get_rank()
     if artifact == "-":
         check_collectives(out)
-        torch.distributed.destroy_process_group()
+        leave_group()
         return
     lm = load_causal_lm(artifact)
     data = torch.load(inputs)
@@ -45,7 +45,7 @@ def main(artifact: str, inputs: str, out: str) -> None:
     sampled = lm.generate(data["ids"], attention_mask=data["mask"], max_new_tokens=int(data["new"]), do_sample=True,
                           top_k=20, generator=torch.Generator().manual_seed(3))
     torch.save({"tokens": tokens, "sampled": sampled, "logits": lm.score(data["score"])}, out.format(rank=rank))
-    torch.distributed.destroy_process_group()
+    leave_group()
 
 
 if __name__ == "__main__":
