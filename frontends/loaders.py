@@ -22,8 +22,8 @@ from foundation.errors import CompileError
 from foundation.ir import Module
 from foundation.source_loc import ROOT_MODULE, Loc, parse_mlir_location
 from frontends.cache_outputs import WithoutCache, without_cache_outputs
-from frontends.collectives import has_collectives, import_with_collectives
 from frontends.complex_arithmetic import realify_complex
+from frontends.custom_ops import has_custom_ops, import_with_custom_ops
 from frontends.hf_experts import exportable_experts
 from frontends.importer import Blobs, import_module, read_resource_blobs, split_resources
 from frontends.mlir_context import ErrorLog, parse_generic, run_opt
@@ -355,8 +355,8 @@ def from_torch(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | 
             # decomposed here rather than inside export_and_import: some lowerings need the decomposed ops fixed
             program = program.run_decompositions(get_decomposition_table())
             clamp_slice_scatter_bounds(program)
-            if has_collectives(program):  # a tensor-parallel rank's step
-                mmodule = import_with_collectives(program, importer)
+            if has_custom_ops(program):  # a tensor-parallel rank's collectives, a quantised model's GEMMs
+                mmodule = import_with_custom_ops(program, importer)
             else:
                 mmodule = fx.export_and_import(program, output_type="stablehlo", fx_importer=importer,
                                                decomposition_table={})

@@ -1,5 +1,6 @@
-"""Collectives through torch-mlir: a sharded model's ``torch.ops.byteir_cat.<kind>`` calls become
-``stablehlo.custom_call @ccl.<kind> {dim, world}`` (``foundation.collectives``).
+"""Our torch custom ops through torch-mlir: a sharded model's collectives (``torch.ops.byteir_cat.<kind>``) become
+``stablehlo.custom_call @ccl.<kind> {dim, world}`` (``foundation.collectives``), and the ops of ``TENSOR_OPS``
+(tensor operands only: a quantised model's ``linear_w8``) ``stablehlo.custom_call @byteir_cat.<name>``.
 
 torch-mlir lowers no custom op (an unknown ``torch.operator`` is illegal in every backend), but it carries a
 call of a private function through its torch backend pipeline. So the frozen program is imported raw, each
@@ -19,24 +20,28 @@ from torch_mlir.compiler_utils import run_pipeline_with_repro_report
 from torch_mlir.dialects import func as func_dialect
 from torch_mlir.extras.fx_importer import FxImporter
 
-from foundation.collectives import KINDS, TORCH_NAMESPACE, Collective
+from foundation.collectives import CALL_TARGET_PREFIX, KINDS, TORCH_NAMESPACE, Collective
 from foundation.errors import CompileError
 
 _TORCH_OPERATOR = {f"torch.{TORCH_NAMESPACE}.{kind}": kind for kind in KINDS}
+# our custom ops whose operands are all tensors, each lowered to ``custom_call @byteir_cat.<name>``
+TENSOR_OPS = ("linear_w8",)
+_TENSOR_OPERATOR = {f"torch.{TORCH_NAMESPACE}.{name}": name for name in TENSOR_OPS}
+_TENSOR_CALLEE = "byteir_cat__"
 TORCH_BACKEND = ("builtin.module(func.func(torch-match-quantized-custom-ops), "
                  "torchdynamo-export-to-torch-backend-pipeline{ extra-library=})")
 STABLEHLO_BACKEND = "builtin.module(torch-backend-to-stablehlo-backend-pipeline{allow-non-finites=True})"
 _VTENSOR = re.compile(r"^!torch\.vtensor<\[([^\]]*)\],(\w+)>$")
 
 
-def is_collective_node(node: torch.fx.Node) -> bool:
+def is_custom_op_node(node: torch.fx.Node) -> bool:
     target = getattr(node.target, "name", None)
     return node.op == "call_function" and callable(target) and target().split(".")[0] in \
-        {f"{TORCH_NAMESPACE}::{kind}" for kind in KINDS}
+        {f"{TORCH_NAMESPACE}::{name}" for name in (*KINDS, *TENSOR_OPS)}
 
 
-def has_collectives(program: torch.export.ExportedProgram) -> bool:
-    return any(is_collective_node(n) for n in program.graph_module.graph.nodes)
+def has_custom_ops(program: torch.export.ExportedProgram) -> bool:
+    return any(is_custom_op_node(n) for n in program.graph_module.graph.nodes)
 
 
 def _constant_int(value: mlir_ir.Value, what: str) -> int:
@@ -60,26 +65,32 @@ def _main_ops(module: mlir_ir.Module, name: str) -> list[mlir_ir.OpView]:
     return [op for op in _main_block(module).operations if op.operation.name == name]
 
 
-def collectives_as_calls(module: mlir_ir.Module) -> int:
+def custom_ops_as_calls(module: mlir_ir.Module) -> int:
     """Each ``torch.operator "torch.byteir_cat.<kind>"(x, dim, world)`` -> ``func.call
-    @ccl__<kind>__d<dim>__w<world>(x)``, the function declared once; returns how many."""
+    @ccl__<kind>__d<dim>__w<world>(x)``, and each ``torch.byteir_cat.<name>(tensors...)`` of ``TENSOR_OPS`` ->
+    ``func.call @byteir_cat__<name>(tensors...)``, each function declared once; returns how many."""
     declared: set[str] = set()
     count = 0
     with module.context:
         for op in _main_ops(module, "torch.operator"):
-            kind = _TORCH_OPERATOR.get(mlir_ir.StringAttr(op.attributes["name"]).value)
-            if kind is None:
+            name = mlir_ir.StringAttr(op.attributes["name"]).value
+            kind = _TORCH_OPERATOR.get(name)
+            if kind is not None:
+                x, dim, world = op.operands
+                callee = Collective(kind, _constant_int(dim, "dimension"), _constant_int(world, "world size")).callee
+                operands = [x]
+            elif name in _TENSOR_OPERATOR:
+                callee, operands = _TENSOR_CALLEE + _TENSOR_OPERATOR[name], list(op.operands)
+            else:
                 continue
-            x, dim, world = op.operands
-            collective = Collective(kind, _constant_int(dim, "dimension"), _constant_int(world, "world size"))
             result_type = op.results[0].type
-            if collective.callee not in declared:
+            if callee not in declared:
                 with mlir_ir.InsertionPoint.at_block_begin(module.body), op.location:
-                    func_dialect.FuncOp(collective.callee, mlir_ir.FunctionType.get([x.type], [result_type]),
+                    func_dialect.FuncOp(callee, mlir_ir.FunctionType.get([v.type for v in operands], [result_type]),
                                         visibility="private")
-                declared.add(collective.callee)
+                declared.add(callee)
             with mlir_ir.InsertionPoint(op), op.location:
-                call = func_dialect.CallOp([result_type], mlir_ir.FlatSymbolRefAttr.get(collective.callee), [x])
+                call = func_dialect.CallOp([result_type], mlir_ir.FlatSymbolRefAttr.get(callee), operands)
             op.results[0].replace_all_uses_with(call.results[0])
             op.operation.erase()
             count += 1
@@ -96,44 +107,55 @@ def _builtin_tensor_type(t: mlir_ir.Type) -> mlir_ir.Type:
     return mlir_ir.Type.parse(f"tensor<{'x'.join(dims + [dtype])}>")
 
 
+def _custom_call_of(callee: str) -> tuple[str, dict[str, int]] | None:
+    """(call target, integer attributes) of a function ``custom_ops_as_calls`` declared, or None."""
+    collective = Collective.from_callee(callee)
+    if collective is not None:
+        return collective.call_target, {"dim": collective.dim, "world": collective.world}
+    if callee.startswith(_TENSOR_CALLEE) and callee[len(_TENSOR_CALLEE):] in TENSOR_OPS:
+        return f"{TORCH_NAMESPACE}.{callee[len(_TENSOR_CALLEE):]}", {}
+    return None
+
+
 def calls_as_custom_calls(module: mlir_ir.Module) -> None:
-    """At the torch backend contract: each call of a collective's function -> ``stablehlo.custom_call
-    @ccl.<kind> {dim, world}`` between torch_c casts (as the StableHLO conversion writes every op it lowers),
-    which that conversion keeps; the declarations go."""
+    """At the torch backend contract: each call of a function ``custom_ops_as_calls`` declared ->
+    ``stablehlo.custom_call`` of its target (with its integer attributes) between torch_c casts (as the StableHLO
+    conversion writes every op it lowers), which that conversion keeps; the declarations go."""
     with module.context, mlir_ir.Location.unknown():  # load the dialects the new ops are of (the pass depends on them)
         run_pipeline_with_repro_report(mlir_ir.Module.create(), "builtin.module(func.func(convert-torch-to-stablehlo))",
                                        "Loading the StableHLO conversion's dialects")
     with module.context:
         i64 = mlir_ir.IntegerType.get_signless(64)
         for op in _main_ops(module, "func.call"):
-            collective = Collective.from_callee(mlir_ir.FlatSymbolRefAttr(op.attributes["callee"]).value)
-            if collective is None:
+            found = _custom_call_of(mlir_ir.FlatSymbolRefAttr(op.attributes["callee"]).value)
+            if found is None:
                 continue
-            (x,), result = op.operands, op.results[0]
+            target, ints = found
+            result = op.results[0]
             with mlir_ir.InsertionPoint(op), op.location:
-                builtin = mlir_ir.Operation.create("torch_c.to_builtin_tensor", results=[_builtin_tensor_type(x.type)],
-                                                   operands=[x])
+                builtins = [mlir_ir.Operation.create("torch_c.to_builtin_tensor",
+                                                     results=[_builtin_tensor_type(x.type)], operands=[x]).result
+                            for x in op.operands]
                 call = mlir_ir.Operation.create(
-                    "stablehlo.custom_call", results=[_builtin_tensor_type(result.type)], operands=[builtin.result],
-                    attributes={"call_target_name": mlir_ir.StringAttr.get(collective.call_target),
-                                "has_side_effect": mlir_ir.BoolAttr.get(True),
-                                "dim": mlir_ir.IntegerAttr.get(i64, collective.dim),
-                                "world": mlir_ir.IntegerAttr.get(i64, collective.world)})
+                    "stablehlo.custom_call", results=[_builtin_tensor_type(result.type)], operands=builtins,
+                    attributes={"call_target_name": mlir_ir.StringAttr.get(target),
+                                "has_side_effect": mlir_ir.BoolAttr.get(target.startswith(CALL_TARGET_PREFIX)),
+                                **{k: mlir_ir.IntegerAttr.get(i64, v) for k, v in ints.items()}})
                 back = mlir_ir.Operation.create("torch_c.from_builtin_tensor", results=[result.type],
                                                 operands=[call.result])
             result.replace_all_uses_with(back.result)
             op.operation.erase()
         for op in list(module.body.operations):
             if op.operation.name == "func.func" and \
-                    Collective.from_callee(mlir_ir.StringAttr(op.attributes["sym_name"]).value) is not None:
+                    _custom_call_of(mlir_ir.StringAttr(op.attributes["sym_name"]).value) is not None:
                 op.operation.erase()
 
 
-def import_with_collectives(program: torch.export.ExportedProgram, importer: FxImporter) -> mlir_ir.Module:
-    """``fx.export_and_import(program, output_type="stablehlo")`` for a program that calls collectives."""
+def import_with_custom_ops(program: torch.export.ExportedProgram, importer: FxImporter) -> mlir_ir.Module:
+    """``fx.export_and_import(program, output_type="stablehlo")`` for a program that calls our custom ops."""
     importer.import_frozen_program(program, func_name="main")
     module = importer.module
-    collectives_as_calls(module)
+    custom_ops_as_calls(module)
     run_pipeline_with_repro_report(module, TORCH_BACKEND, "Lowering TorchFX IR -> Torch Backend IR")
     calls_as_custom_calls(module)
     run_pipeline_with_repro_report(module, STABLEHLO_BACKEND, "Lowering Torch Backend IR -> StableHLO Backend IR")
