@@ -31,6 +31,7 @@ from byteir_cat.causal_lm import (
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
 from byteir_cat.generation_rules import rules_of
+from byteir_cat.quantization import quantize_model
 from byteir_cat.sampling import model_defaults
 from byteir_cat.tensor_parallel import TensorParallelCausalLM, ThreadGroup, shard_causal_lm
 from families import compile_side
@@ -235,8 +236,8 @@ def eos_ids(model: torch.nn.Module) -> list[int]:
 
 def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: int, target: str = "cpu",
                       arch: str | None = None, out_dir: str | Path | None = None, overwrite: bool = False,
-                      memory_limit: int | str | None = None, row_prefill: bool = False, tensor_parallel: int = 1
-                      ) -> CompiledCausalLM | TensorParallelCausalLM:
+                      memory_limit: int | str | None = None, row_prefill: bool = False, tensor_parallel: int = 1,
+                      quantize: str | None = None) -> CompiledCausalLM | TensorParallelCausalLM:
     """Compile ``model`` (a Hugging Face ``*ForCausalLM``) into prefill and decode steps over a KV cache of
     ``max_batch_size`` x ``max_seq_len`` tokens; returns the loaded model (written to ``out_dir`` when given,
     replacing an older artifact there only with ``overwrite``). ``memory_limit``: as ``compile``'s. For the cpu
@@ -253,6 +254,10 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     _sliding_window(model, max_seq_len)  # refuses a window the cache cannot hold
     _refuse_unsupported(model)
     model = model.eval()
+    if quantize is not None:
+        if tensor_parallel > 1:
+            raise CompileError(f"quantize={quantize!r} with tensor_parallel={tensor_parallel}: not built yet")
+        model = quantize_model(model, quantize)
     if tensor_parallel > 1:
         return _compile_ranks(model, tensor_parallel, max_batch_size, max_seq_len, target, arch, out_dir, overwrite,
                               memory_limit, row_prefill)

@@ -30,6 +30,7 @@ from byteir_cat.api import partition, to_stablehlo
 from byteir_cat.check import references_for, run_check
 from byteir_cat.compiled_model import CompiledModel, load
 from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_inputs, sample_points, split_at_one
+from byteir_cat.quantization import quantize_model
 from fallback_codegen.compile import CompiledGroup, GroupJob, prepare_group
 from fallback_codegen.lowering_pool import LoweringCrash, lowering_pool
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
@@ -75,7 +76,7 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
             out_dir: str | Path | None = None, progress: Progress | None = None,
             arch: str | None = None, tune_candidates: int = 0, dynamic_shapes: Any = None,
             params: Mapping[str | int, Any] | None = None, check: bool = False, overwrite: bool = False,
-            memory_limit: int | str | None = None) -> CompiledModel:
+            memory_limit: int | str | None = None, quantize: str | None = None) -> CompiledModel:
     """Compile a torch model (with example inputs), an .mlir path or MLIR text for ``target`` ("cpu" or
     "cuda"; ``arch`` "sm_90a" or "sm_80" for cuda); write the artifact to ``out_dir`` when given.
     ``tune_candidates`` (cuda): that many other builds of every GEMM/BMM go into the artifact, for
@@ -86,7 +87,12 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
     the compiled plan against the reference evaluation of the model as imported (``byteir_cat.check``); the
     result is ``report["check"]``, and a warning names the first subgraph that diverges. ``overwrite``: replace an
     older artifact at ``out_dir`` (anything else there is never replaced). ``memory_limit`` (bytes, or "16G"):
-    the budget the planned memory is checked against (default: the target's memory; ``lowering.memory_budget``)."""
+    the budget the planned memory is checked against (default: the target's memory; ``lowering.memory_budget``).
+    ``quantize`` (a torch model): its projections quantised first (``byteir_cat.quantization.MODES``)."""
+    if quantize is not None:
+        if not isinstance(model_or_mlir, torch.nn.Module):
+            raise CompileError(f"quantize={quantize!r} quantises a torch model's projections; this is MLIR text")
+        model_or_mlir = quantize_model(model_or_mlir, quantize)
     if params:
         model_or_mlir = bind_params(to_stablehlo(model_or_mlir, example_inputs), params)
     if check:

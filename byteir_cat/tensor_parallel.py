@@ -32,7 +32,7 @@ from foundation.collectives import TORCH_NAMESPACE, Collective
 from foundation.errors import CompileError
 from runtime.collectives import Communicator, current, using
 
-_LIB = torch.library.Library(TORCH_NAMESPACE, "DEF")
+_LIB = torch.library.Library(TORCH_NAMESPACE, "FRAGMENT")
 for _kind in ("all_reduce", "all_gather", "reduce_scatter"):
     _LIB.define(f"{_kind}(Tensor x, int dim, int world) -> Tensor")
 

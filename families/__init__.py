@@ -13,6 +13,6 @@ translation unit.
 
 from __future__ import annotations
 
-FAMILIES: tuple[str, ...] = ("gemm", "conv", "rowwise", "attention", "index_copy", "experts")
+FAMILIES: tuple[str, ...] = ("gemm", "conv", "rowwise", "attention", "index_copy", "experts", "quantized_gemm")
 
 __all__ = ["FAMILIES"]

@@ -28,6 +28,7 @@ _TORCH_OPERATOR = {f"torch.{TORCH_NAMESPACE}.{kind}": kind for kind in KINDS}
 TENSOR_OPS = ("linear_w8",)
 _TENSOR_OPERATOR = {f"torch.{TORCH_NAMESPACE}.{name}": name for name in TENSOR_OPS}
 _TENSOR_CALLEE = "byteir_cat__"
+_SIGNATURE = "__sig"  # the declared function's name ends in this and the index of its signature
 TORCH_BACKEND = ("builtin.module(func.func(torch-match-quantized-custom-ops), "
                  "torchdynamo-export-to-torch-backend-pipeline{ extra-library=})")
 STABLEHLO_BACKEND = "builtin.module(torch-backend-to-stablehlo-backend-pipeline{allow-non-finites=True})"
@@ -69,7 +70,7 @@ def custom_ops_as_calls(module: mlir_ir.Module) -> int:
     """Each ``torch.operator "torch.byteir_cat.<kind>"(x, dim, world)`` -> ``func.call
     @ccl__<kind>__d<dim>__w<world>(x)``, and each ``torch.byteir_cat.<name>(tensors...)`` of ``TENSOR_OPS`` ->
     ``func.call @byteir_cat__<name>(tensors...)``, each function declared once; returns how many."""
-    declared: set[str] = set()
+    declared: dict[tuple[str, str], str] = {}  # (name, signature) -> the function: one per signature
     count = 0
     with module.context:
         for op in _main_ops(module, "torch.operator"):
@@ -84,11 +85,13 @@ def custom_ops_as_calls(module: mlir_ir.Module) -> int:
             else:
                 continue
             result_type = op.results[0].type
-            if callee not in declared:
+            signature = mlir_ir.FunctionType.get([v.type for v in operands], [result_type])
+            key = (callee, str(signature))
+            if key not in declared:
+                declared[key] = f"{callee}{_SIGNATURE}{len(declared)}"
                 with mlir_ir.InsertionPoint.at_block_begin(module.body), op.location:
-                    func_dialect.FuncOp(callee, mlir_ir.FunctionType.get([v.type for v in operands], [result_type]),
-                                        visibility="private")
-                declared.add(callee)
+                    func_dialect.FuncOp(declared[key], signature, visibility="private")
+            callee = declared[key]
             with mlir_ir.InsertionPoint(op), op.location:
                 call = func_dialect.CallOp([result_type], mlir_ir.FlatSymbolRefAttr.get(callee), operands)
             op.results[0].replace_all_uses_with(call.results[0])
@@ -109,6 +112,9 @@ def _builtin_tensor_type(t: mlir_ir.Type) -> mlir_ir.Type:
 
 def _custom_call_of(callee: str) -> tuple[str, dict[str, int]] | None:
     """(call target, integer attributes) of a function ``custom_ops_as_calls`` declared, or None."""
+    callee, found, index = callee.rpartition(_SIGNATURE)
+    if not found or not index.isdigit():
+        return None
     collective = Collective.from_callee(callee)
     if collective is not None:
         return collective.call_target, {"dim": collective.dim, "world": collective.world}
