@@ -1,0 +1,131 @@
+"""The quantised GEMM family: the int8 CPU kernel against the op's reference, recognition from a quantised model,
+quantised causal LMs (GPT-2's Conv1D, Llama) against their own dequantised reference, loading in a fresh process,
+and the refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+import byteir_cat
+from byteir_cat.quantization import Int8WeightOnlyLinear, quantize_int8, quantize_model
+from families.quantized_gemm.declaration import GemmW8, dequantized
+from foundation.errors import CompileError
+from foundation.ir import TensorType
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 50, 64), (3, 768, 768), (17, 130, 96), (1, 4099, 128), (2, 64, 40)])
+def test_cpu_kernel_matches_the_reference(m, n, k):
+    gen = torch.Generator().manual_seed(m * n + k)
+    x, w = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen)
+    q, scale = quantize_int8(w)
+    op = GemmW8()
+    types = [TensorType((m, k), "f32"), TensorType((n, k), "i8"), TensorType((n,), "f32")]
+    out_type = op.infer_type(types)
+    want = op.reference(x, q, scale)
+    kernel = op.cpu_kernel(types, out_type)
+    if k % 32:
+        assert kernel is None  # the CPU provider then runs the reference
+        return
+    out = torch.empty(out_type.shape)
+    kernel([x, q, scale], out)
+    assert (out - want).norm() / want.norm() < 1e-6
+    assert (dequantized(q, scale) - w).abs().max() <= scale.max() / 2 + 1e-6  # rounding: half a step at most
+
+
+def test_recognised_from_a_quantised_model_and_shown_in_the_partition():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 32)).eval()
+    x = torch.randn(5, 64)
+    compiled = byteir_cat.compile(model, (x,), quantize="int8-weight-only")
+    gemms = [c for c in compiled.byre.computes if c.kind == "cat"]
+    assert [c.op for c in gemms] == ["cat.gemm_rcr_w8", "cat.gemm_rcr_w8"]
+    assert compiled.byre.values[gemms[0].operands[1]].type.dtype == "i8" or \
+        any(v.type.dtype == "i8" for v in compiled.byre.values)
+    reasons = [sg.reason for sg in compiled.partition.subgraphs if sg.path == "cat"]
+    assert reasons[0].startswith("int8 weight-only GEMM") and "6144 bytes read per call" in reasons[0]
+    quantized = quantize_model(model, "int8-weight-only")
+    with torch.no_grad():
+        want, full = quantized(x), model(x)
+    got = compiled(x)[0]
+    assert (got - want).norm() / want.norm() < 1e-4  # against its own dequantised reference
+    print(f"\nint8 against the f32 model: rel. error {float((got - full).norm() / full.norm()):.2e}")
+    plain = byteir_cat.compile(model, (x,))
+    assert not any(c.op == "cat.gemm_rcr_w8" for c in plain.byre.computes if c.kind == "cat")  # only when asked
+
+
+def _gpt2() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=211, n_positions=64,
+                                      bos_token_id=1, eos_token_id=2)).eval()
+
+
+def _llama() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=128, num_attention_heads=4,
+                                        num_key_value_heads=2, intermediate_size=256, vocab_size=300,
+                                        bos_token_id=1, eos_token_id=2)).eval()
+
+
+LOADER = """
+import sys, torch
+for name in ("torch_mlir", "mhlo_to_cat", "fallback_codegen", "ait_codegen", "transformers"):
+    sys.modules[name] = None  # loading and generating need none of them
+from byteir_cat import load_causal_lm
+ids = torch.tensor([[int(t) for t in sys.argv[2].split(",")]])
+print(",".join(map(str, load_causal_lm(sys.argv[1]).generate(ids, max_new_tokens=12)[0].tolist())))
+"""
+
+
+@pytest.mark.parametrize("make", [_gpt2, _llama], ids=["gpt2", "llama"])
+def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make):
+    """compile_causal_lm(quantize=...) checks its steps against the quantised model (its dequantised reference);
+    generation equals that model's HF greedy tokens, and the artifact loads and generates in a fresh process."""
+    model = make()
+    lm = byteir_cat.compile_causal_lm(model, 2, 64, quantize="int8-weight-only", out_dir=tmp_path / "w8")
+    f32 = byteir_cat.compile_causal_lm(model, 2, 64, out_dir=tmp_path / "f32")
+    reference = quantize_model(model, "int8-weight-only")
+    assert sum(isinstance(m, Int8WeightOnlyLinear) for m in reference.modules()) == 4 * 2 + 1 + \
+        (0 if isinstance(model, GPT2LMHeadModel) else 3 * 2)
+    ids = torch.randint(3, 200, (2, 9), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    got = lm.generate(ids, attention_mask=mask, max_new_tokens=12)
+    with torch.no_grad():
+        want = reference.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(got, want)
+    seq = torch.randint(3, 200, (1, 40), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref_logits, full_logits = reference(seq).logits, model(seq).logits
+    assert (lm.score(seq) - ref_logits).norm() / ref_logits.norm() < 1e-4
+    agree = (f32.generate(ids[:1], max_new_tokens=48) == lm.generate(ids[:1], max_new_tokens=48)).float().mean()
+    print(f"\n{type(model).__name__} int8: logits rel. error against f32 "
+          f"{float((ref_logits - full_logits).norm() / full_logits.norm()):.2e}, greedy agreement {float(agree):.2f}")
+    size = {name: sum(p.stat().st_size for p in (tmp_path / name).rglob("*") if p.is_file()) for name in ("w8", "f32")}
+    assert size["w8"] < 0.75 * size["f32"]
+    out = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path / "w8"), ",".join(map(str, ids[0].tolist()))],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ",".join(map(str, lm.generate(ids[:1], max_new_tokens=12)[0].tolist()))
+
+
+def test_refusals():
+    model = _gpt2()
+    for mode in ("int4-weight-only", "fp8"):
+        with pytest.raises(CompileError, match=f"quantize='{mode}' is not built yet"):
+            byteir_cat.compile_causal_lm(model, 1, 16, quantize=mode)
+    with pytest.raises(CompileError, match="unknown mode"):
+        byteir_cat.compile_causal_lm(model, 1, 16, quantize="int3")
+    with pytest.raises(CompileError, match="f32 models only for now"):
+        quantize_model(_gpt2().half(), "int8-weight-only")
+    with pytest.raises(CompileError, match="for target cuda: not built yet"):
+        byteir_cat.compile_causal_lm(model, 1, 16, target="cuda", arch="sm_90a", quantize="int8-weight-only")
+    with pytest.raises(CompileError, match="with tensor_parallel=2: not built yet"):
+        byteir_cat.compile_causal_lm(model, 1, 16, tensor_parallel=2, quantize="int8-weight-only")
