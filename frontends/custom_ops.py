@@ -25,7 +25,7 @@ from foundation.errors import CompileError
 
 _TORCH_OPERATOR = {f"torch.{TORCH_NAMESPACE}.{kind}": kind for kind in KINDS}
 # our custom ops whose operands are all tensors, each lowered to ``custom_call @byteir_cat.<name>``
-TENSOR_OPS = ("linear_w8",)
+TENSOR_OPS = ("linear_w8", "linear_w4")
 _TENSOR_OPERATOR = {f"torch.{TORCH_NAMESPACE}.{name}": name for name in TENSOR_OPS}
 _TENSOR_CALLEE = "byteir_cat__"
 _SIGNATURE = "__sig"  # the declared function's name ends in this and the index of its signature

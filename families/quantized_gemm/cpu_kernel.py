@@ -81,16 +81,126 @@ declare <{VECTOR} x float> @llvm.fmuladd.v{VECTOR}f32(<{VECTOR} x float>, <{VECT
 declare float @llvm.vector.reduce.fadd.v{VECTOR}f32(float, <{VECTOR} x float>)
 """
 
+SYMBOL_W4 = "cat_gemm_rcr_w4_f32"
+
+
+def _splat16(element: str) -> str:
+    return "<" + ", ".join([element] * 16) + ">"
+
+
+# int4: 32 weights per step from 16 bytes (byte b of a block holds element b in its low nibble and element b + 16
+# in its high one), each group's products summed in vector registers and scaled once; the zero point is taken off
+# as scale x zero x (the group's sum of x), from sums computed once per call
+IR_W4 = f"""
+define void @{SYMBOL_W4}(float* noalias %x, float* noalias %xsum, i8* noalias %w, float* noalias %scale,
+                        float* noalias %zero, float* noalias %out,
+                   i64 %M, i64 %N, i64 %K, i64 %G, i64 %n0, i64 %n1) {{
+entry:
+  %groups = udiv i64 %K, %G
+  %blocks = udiv i64 %G, 32
+  %halfk = udiv i64 %K, 2
+  br label %nloop
+nloop:
+  %n = phi i64 [%n0, %entry], [%n.next, %mend]
+  %ndone = icmp sge i64 %n, %n1
+  br i1 %ndone, label %exit, label %nbody
+nbody:
+  %wrow.off = mul i64 %n, %halfk
+  %wrow = getelementptr i8, i8* %w, i64 %wrow.off
+  %srow.off = mul i64 %n, %groups
+  br label %mloop
+mloop:
+  %m = phi i64 [0, %nbody], [%m.next, %gend]
+  %mdone = icmp sge i64 %m, %M
+  br i1 %mdone, label %mend, label %mbody
+mbody:
+  %xrow.off = mul i64 %m, %K
+  %xrow = getelementptr float, float* %x, i64 %xrow.off
+  br label %gloop
+gloop:
+  %g = phi i64 [0, %mbody], [%g.next, %gtail]
+  %total = phi <16 x float> [zeroinitializer, %mbody], [%total.next, %gtail]
+  %corr = phi float [0.0, %mbody], [%corr.next, %gtail]
+  %gdone = icmp sge i64 %g, %groups
+  br i1 %gdone, label %gend, label %jloop
+jloop:
+  %j = phi i64 [0, %gloop], [%j.next, %jloop]
+  %alo = phi <16 x float> [zeroinitializer, %gloop], [%alo.next, %jloop]
+  %ahi = phi <16 x float> [zeroinitializer, %gloop], [%ahi.next, %jloop]
+  %gk = mul i64 %g, %G
+  %jk = mul i64 %j, 32
+  %k = add i64 %gk, %jk
+  %kb = udiv i64 %k, 2
+  %wp = getelementptr i8, i8* %wrow, i64 %kb
+  %wpv = bitcast i8* %wp to <16 x i8>*
+  %packed = load <16 x i8>, <16 x i8>* %wpv, align 1
+  %lo8 = and <16 x i8> %packed, {_splat16("i8 15")}
+  %hi8 = lshr <16 x i8> %packed, {_splat16("i8 4")}
+  %lof = uitofp <16 x i8> %lo8 to <16 x float>
+  %hif = uitofp <16 x i8> %hi8 to <16 x float>
+  %xlp = getelementptr float, float* %xrow, i64 %k
+  %xlpv = bitcast float* %xlp to <16 x float>*
+  %xlo = load <16 x float>, <16 x float>* %xlpv, align 4
+  %k16 = add i64 %k, 16
+  %xhp = getelementptr float, float* %xrow, i64 %k16
+  %xhpv = bitcast float* %xhp to <16 x float>*
+  %xhi = load <16 x float>, <16 x float>* %xhpv, align 4
+  %alo.next = call reassoc contract <16 x float> @llvm.fmuladd.v16f32(<16 x float> %lof, <16 x float> %xlo,
+      <16 x float> %alo)
+  %ahi.next = call reassoc contract <16 x float> @llvm.fmuladd.v16f32(<16 x float> %hif, <16 x float> %xhi,
+      <16 x float> %ahi)
+  %j.next = add i64 %j, 1
+  %jdone = icmp sge i64 %j.next, %blocks
+  br i1 %jdone, label %gtail, label %jloop
+gtail:
+  %a = fadd reassoc <16 x float> %alo.next, %ahi.next
+  %sidx = add i64 %srow.off, %g
+  %sp = getelementptr float, float* %scale, i64 %sidx
+  %s = load float, float* %sp
+  %zp = getelementptr float, float* %zero, i64 %sidx
+  %z = load float, float* %zp
+  %si = insertelement <16 x float> undef, float %s, i32 0
+  %sv = shufflevector <16 x float> %si, <16 x float> undef, <16 x i32> zeroinitializer
+  %total.next = call reassoc contract <16 x float> @llvm.fmuladd.v16f32(<16 x float> %sv, <16 x float> %a,
+      <16 x float> %total)
+  %xsidx.row = mul i64 %m, %groups
+  %xsidx = add i64 %xsidx.row, %g
+  %xsp = getelementptr float, float* %xsum, i64 %xsidx
+  %xs = load float, float* %xsp
+  %sz = fmul float %s, %z
+  %corr.next = call float @llvm.fmuladd.f32(float %sz, float %xs, float %corr)
+  %g.next = add i64 %g, 1
+  br label %gloop
+gend:
+  %dotsum = call reassoc float @llvm.vector.reduce.fadd.v16f32(float 0.0, <16 x float> %total)
+  %result = fsub float %dotsum, %corr
+  %o.off = mul i64 %m, %N
+  %o.idx = add i64 %o.off, %n
+  %op = getelementptr float, float* %out, i64 %o.idx
+  store float %result, float* %op
+  %m.next = add i64 %m, 1
+  br label %mloop
+mend:
+  %n.next = add i64 %n, 1
+  br label %nloop
+exit:
+  ret void
+}}
+declare <16 x float> @llvm.fmuladd.v16f32(<16 x float>, <16 x float>, <16 x float>)
+declare float @llvm.fmuladd.f32(float, float, float)
+declare float @llvm.vector.reduce.fadd.v16f32(float, <16 x float>)
+"""
+
 _lock = threading.Lock()
 _Entry = Callable[..., None]
 
 
 @functools.cache
-def _entry() -> tuple[object, _Entry]:
+def _entry(ir: str, symbol: str, pointers: int, integers: int) -> tuple[object, _Entry]:
     with _lock:
-        engine, _ = jit_compile(IR, SYMBOL, "cat.gemm_rcr_w8's CPU kernel")
-        p, i = ctypes.c_void_p, ctypes.c_int64
-        fn = ctypes.CFUNCTYPE(None, p, p, p, p, i, i, i, i, i)(engine.get_function_address(SYMBOL))
+        engine, _ = jit_compile(ir, symbol, f"{symbol}'s CPU kernel")
+        types = [ctypes.c_void_p] * pointers + [ctypes.c_int64] * integers
+        fn = ctypes.CFUNCTYPE(None, *types)(engine.get_function_address(symbol))
         return engine, fn  # the engine owns the code: kept alive with the function
 
 
@@ -103,12 +213,30 @@ def supports(k: int) -> bool:
     return k % VECTOR == 0 and k > 0
 
 
+def supports_w4(k: int, group: int) -> bool:
+    return group % VECTOR == 0 and group > 0 and k % group == 0
+
+
 def gemm_w8(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, out: torch.Tensor) -> None:
     """``out`` [M, N] = ``x`` [M, K] (f32, contiguous) times (``w`` [N, K] int8 x ``scale`` [N]) transposed."""
-    fn = _entry()[1]
     (m, k), n = x.shape, w.shape[0]
-    args = (x.data_ptr(), w.data_ptr(), scale.data_ptr(), out.data_ptr(), m, n, k)
-    parts = max(1, min(torch.get_num_threads(), m * n * k // PER_THREAD, n))
+    _split(_entry(IR, SYMBOL, 4, 5)[1], (x.data_ptr(), w.data_ptr(), scale.data_ptr(), out.data_ptr(), m, n, k),
+           m * n * k, n)
+
+
+def gemm_w4(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` [M, N] = ``x`` [M, K] times the int4 weights ``w`` [N, K / 2] (two per byte, see ``IR_W4``) with
+    per-group ``scale`` and ``zero`` [N, K / G]: element (n, k) stands for (q - zero) x scale of its group."""
+    (m, k), n, groups = x.shape, w.shape[0], scale.shape[1]
+    xsum = x.reshape(m, groups, k // groups).sum(-1).contiguous()
+    args = (x.data_ptr(), xsum.data_ptr(), w.data_ptr(), scale.data_ptr(), zero.data_ptr(), out.data_ptr(), m, n, k,
+            k // groups)
+    _split(_entry(IR_W4, SYMBOL_W4, 6, 6)[1], args, m * n * k, n)
+
+
+def _split(fn: _Entry, args: tuple, work: int, n: int) -> None:
+    """``fn(*args, n0, n1)`` over the output channels, in as many parts as ``work`` (multiply-adds) is worth."""
+    parts = max(1, min(torch.get_num_threads(), work // PER_THREAD, n))
     if parts == 1:
         fn(*args, 0, n)
         return
