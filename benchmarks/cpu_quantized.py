@@ -1,8 +1,8 @@
-"""Weight-only int8 decode on the CPU (issue 29): one Llama-style model compiled as f32 and with
-``quantize="int8-weight-only"``; batch-1 greedy decode timed alternately in one run, the artifacts' sizes on disk,
-and how far the quantised model is from the f32 one (logits' relative error over a sequence, greedy tokens that
-agree over 256 generated ones). The quantised artifact's own numerics (against its dequantised reference) are
-checked by compile itself.
+"""Weight-only quantised decode on the CPU (issue 29): one Llama-style model compiled as f32, with
+``quantize="int8-weight-only"`` and with ``"int4-weight-only"`` (groups of 128, asymmetric); batch-1 greedy decode
+timed alternately in one run, the artifacts' sizes on disk, and how far each quantised model is from the f32 one
+(logits' relative error over a sequence, greedy tokens that agree over 256 generated ones). A quantised artifact's
+own numerics (against its dequantised reference) are checked by compile itself.
 
     .venv/bin/python benchmarks/cpu_quantized.py [--layers 12] [--width 768] [--tokens 64]
 """
@@ -44,38 +44,44 @@ def main() -> None:
                          num_key_value_heads=max(heads // 3, 1), intermediate_size=args.width * 8 // 3 // 64 * 64,
                          vocab_size=32000)
     model = LlamaForCausalLM(config).eval()
+    modes = {"f32": None, "int8 weight-only": "int8-weight-only", "int4 weight-only (g128)": "int4-weight-only"}
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        f32 = byteir_cat.compile_causal_lm(model, 1, 512, out_dir=Path(tmp) / "f32")
-        t1 = time.perf_counter()
-        w8 = byteir_cat.compile_causal_lm(model, 1, 512, out_dir=Path(tmp) / "w8", quantize="int8-weight-only")
-        t2 = time.perf_counter()
-        sizes = {"f32": _size(Path(tmp) / "f32"), "w8": _size(Path(tmp) / "w8")}
+        lms, compile_s, sizes = {}, {}, {}
+        for i, (name, mode) in enumerate(modes.items()):
+            t0 = time.perf_counter()
+            lms[name] = byteir_cat.compile_causal_lm(model, 1, 512, out_dir=Path(tmp) / str(i), quantize=mode)
+            compile_s[name], sizes[name] = time.perf_counter() - t0, _size(Path(tmp) / str(i))
         ids = torch.randint(3, 30000, (1, PROMPT), generator=torch.Generator().manual_seed(1))
-        rates: dict[str, list[float]] = {"f32": [], "w8": []}
-        for lm in (f32, w8):
+        rates: dict[str, list[float]] = {name: [] for name in modes}
+        for lm in lms.values():
             lm.generate(ids, max_new_tokens=4)  # warm
         for _ in range(args.repeats):
-            for name, lm in (("f32", f32), ("w8", w8)):
+            for name, lm in lms.items():
                 lm.generate(ids, max_new_tokens=args.tokens)
                 rates[name].append(lm.last_timing["decode_tokens_per_s"])
         seq = torch.randint(3, 30000, (1, 128), generator=torch.Generator().manual_seed(2))
-        a, b = f32.score(seq), w8.score(seq)
-        logits_error = float((b - a).norm() / a.norm())
-        ga, gb = f32.generate(ids, max_new_tokens=256)[0, PROMPT:], w8.generate(ids, max_new_tokens=256)[0, PROMPT:]
-        first_diff = int((ga != gb).nonzero()[0, 0]) if bool((ga != gb).any()) else 256
-    f32_rate, w8_rate = statistics.median(rates["f32"]), statistics.median(rates["w8"])
-    print(f"## Weight-only int8 decode on the CPU ({machine()})\n")
+        base_logits = lms["f32"].score(seq)
+        base_tokens = lms["f32"].generate(ids, max_new_tokens=256)[0, PROMPT:]
+        against = {}
+        for name, lm in list(lms.items())[1:]:
+            logits, tokens = lm.score(seq), lm.generate(ids, max_new_tokens=256)[0, PROMPT:]
+            differ = (tokens != base_tokens).nonzero()
+            against[name] = (float((logits - base_logits).norm() / base_logits.norm()),
+                             int(differ[0, 0]) if len(differ) else 256, int((tokens == base_tokens).sum()))
+    f32_rate = statistics.median(rates["f32"])
+    print(f"## Weight-only quantised decode on the CPU ({machine()})\n")
     print(f"Llama-style {args.layers} x {args.width} ({heads} heads, {config.num_key_value_heads} KV heads, MLP "
           f"{config.intermediate_size}, vocabulary 32000), batch 1, {PROMPT}-token prompt, {args.tokens} new tokens, "
-          f"median of {args.repeats} alternating runs. Compile: f32 {t1 - t0:.0f} s, int8 {t2 - t1:.0f} s.\n")
-    print("| artifact | decode tokens/s | size on disk |")
-    print("|---|---:|---:|")
-    print(f"| f32 | {f32_rate:.1f} | {sizes['f32'] / 2**20:.1f} MiB |")
-    print(f"| int8 weight-only | {w8_rate:.1f} | {sizes['w8'] / 2**20:.1f} MiB |")
-    print(f"\nint8 / f32: **{w8_rate / f32_rate:.2f}x** tokens/s, size {sizes['w8'] / sizes['f32']:.2f}x. Against the "
-          f"f32 model: logits rel. error {logits_error:.2e} over 128 positions; greedy tokens agree for the first "
-          f"{first_diff} of 256 ({int((ga == gb).sum())} of 256 equal position by position).")
+          f"median of {args.repeats} alternating runs.\n")
+    print("| artifact | decode tokens/s | vs f32 | size on disk | vs f32 | compile | logits rel. error vs f32 | "
+          "greedy tokens equal to f32's (first differ at / same position, of 256) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name in modes:
+        rate = statistics.median(rates[name])
+        err, first, same = against.get(name, (0.0, 256, 256))
+        print(f"| {name} | {rate:.1f} | {rate / f32_rate:.2f}x | {sizes[name] / 2**20:.1f} MiB | "
+              f"{sizes[name] / sizes['f32']:.2f}x | {compile_s[name]:.0f} s | "
+              f"{'-' if name == 'f32' else f'{err:.2e}'} | {'-' if name == 'f32' else f'{first} / {same}'} |")
 
 
 if __name__ == "__main__":
