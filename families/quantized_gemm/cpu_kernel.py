@@ -22,29 +22,52 @@ SYMBOL = "cat_gemm_rcr_w8_f32"
 # 768 x 768 GEMV takes 23 us alone and 45 us split in two)
 PER_THREAD = 2 * 1024 * 1024
 
-IR = f"""
-define void @{SYMBOL}(float* noalias %x, i8* noalias %w, float* noalias %scale, float* noalias %out,
-                     i64 %M, i64 %N, i64 %K, i64 %n0, i64 %n1) {{
+def _kernel(symbol: str, pointers: str, integers: str, entry: str, channel: str, row: str, declares: str) -> str:
+    """A kernel over output channels n0..n1 (outer loop: ``channel`` loads what the channel's rows share) and rows
+    0..M (inner loop: ``row`` computes ``%result`` and branches to ``%mlatch``, which stores it at out[m, n])."""
+    return f"""
+define void @{symbol}({pointers}, float* noalias %out, i64 %M, i64 %N, i64 %K, {integers}i64 %n0, i64 %n1) {{{{
 entry:
-  %kv = udiv i64 %K, {VECTOR}
+{entry}
   br label %nloop
 nloop:
   %n = phi i64 [%n0, %entry], [%n.next, %mend]
   %ndone = icmp sge i64 %n, %n1
   br i1 %ndone, label %exit, label %nbody
 nbody:
-  %wrow.off = mul i64 %n, %K
-  %wrow = getelementptr i8, i8* %w, i64 %wrow.off
-  %sp = getelementptr float, float* %scale, i64 %n
-  %s = load float, float* %sp
+{channel}
   br label %mloop
 mloop:
-  %m = phi i64 [0, %nbody], [%m.next, %kend]
+  %m = phi i64 [0, %nbody], [%m.next, %mlatch]
   %mdone = icmp sge i64 %m, %M
   br i1 %mdone, label %mend, label %mbody
 mbody:
   %xrow.off = mul i64 %m, %K
   %xrow = getelementptr float, float* %x, i64 %xrow.off
+{row}
+mlatch:
+  %o.off = mul i64 %m, %N
+  %o.idx = add i64 %o.off, %n
+  %op = getelementptr float, float* %out, i64 %o.idx
+  store float %result, float* %op
+  %m.next = add i64 %m, 1
+  br label %mloop
+mend:
+  %n.next = add i64 %n, 1
+  br label %nloop
+exit:
+  ret void
+}}}}
+{declares}
+""".replace("{{", "{").replace("}}", "}")
+
+
+IR = _kernel(SYMBOL, "float* noalias %x, i8* noalias %w, float* noalias %scale", "", f"""
+  %kv = udiv i64 %K, {VECTOR}""", """
+  %wrow.off = mul i64 %n, %K
+  %wrow = getelementptr i8, i8* %w, i64 %wrow.off
+  %sp = getelementptr float, float* %scale, i64 %n
+  %s = load float, float* %sp""", f"""
   br label %kloop
 kloop:
   %kb = phi i64 [0, %mbody], [%kb.next, %kloop]
@@ -64,22 +87,10 @@ kloop:
   br i1 %kdone, label %kend, label %kloop
 kend:
   %sum = call reassoc float @llvm.vector.reduce.fadd.v{VECTOR}f32(float 0.0, <{VECTOR} x float> %acc.next)
-  %r = fmul float %sum, %s
-  %o.off = mul i64 %m, %N
-  %o.idx = add i64 %o.off, %n
-  %op = getelementptr float, float* %out, i64 %o.idx
-  store float %r, float* %op
-  %m.next = add i64 %m, 1
-  br label %mloop
-mend:
-  %n.next = add i64 %n, 1
-  br label %nloop
-exit:
-  ret void
-}}
+  %result = fmul float %sum, %s
+  br label %mlatch""", f"""
 declare <{VECTOR} x float> @llvm.fmuladd.v{VECTOR}f32(<{VECTOR} x float>, <{VECTOR} x float>, <{VECTOR} x float>)
-declare float @llvm.vector.reduce.fadd.v{VECTOR}f32(float, <{VECTOR} x float>)
-"""
+declare float @llvm.vector.reduce.fadd.v{VECTOR}f32(float, <{VECTOR} x float>)""")
 
 SYMBOL_W4 = "cat_gemm_rcr_w4_f32"
 
@@ -91,31 +102,14 @@ def _splat16(element: str) -> str:
 # int4: 32 weights per step from 16 bytes (byte b of a block holds element b in its low nibble and element b + 16
 # in its high one), each group's products summed in vector registers and scaled once; the zero point is taken off
 # as scale x zero x (the group's sum of x), from sums computed once per call
-IR_W4 = f"""
-define void @{SYMBOL_W4}(float* noalias %x, float* noalias %xsum, i8* noalias %w, float* noalias %scale,
-                        float* noalias %zero, float* noalias %out,
-                   i64 %M, i64 %N, i64 %K, i64 %G, i64 %n0, i64 %n1) {{
-entry:
+IR_W4 = _kernel(SYMBOL_W4, "float* noalias %x, float* noalias %xsum, i8* noalias %w, float* noalias %scale, "
+                "float* noalias %zero", "i64 %G, ", """
   %groups = udiv i64 %K, %G
   %blocks = udiv i64 %G, 32
-  %halfk = udiv i64 %K, 2
-  br label %nloop
-nloop:
-  %n = phi i64 [%n0, %entry], [%n.next, %mend]
-  %ndone = icmp sge i64 %n, %n1
-  br i1 %ndone, label %exit, label %nbody
-nbody:
+  %halfk = udiv i64 %K, 2""", """
   %wrow.off = mul i64 %n, %halfk
   %wrow = getelementptr i8, i8* %w, i64 %wrow.off
-  %srow.off = mul i64 %n, %groups
-  br label %mloop
-mloop:
-  %m = phi i64 [0, %nbody], [%m.next, %gend]
-  %mdone = icmp sge i64 %m, %M
-  br i1 %mdone, label %mend, label %mbody
-mbody:
-  %xrow.off = mul i64 %m, %K
-  %xrow = getelementptr float, float* %x, i64 %xrow.off
+  %srow.off = mul i64 %n, %groups""", f"""
   br label %gloop
 gloop:
   %g = phi i64 [0, %mbody], [%g.next, %gtail]
@@ -174,22 +168,10 @@ gtail:
 gend:
   %dotsum = call reassoc float @llvm.vector.reduce.fadd.v16f32(float 0.0, <16 x float> %total)
   %result = fsub float %dotsum, %corr
-  %o.off = mul i64 %m, %N
-  %o.idx = add i64 %o.off, %n
-  %op = getelementptr float, float* %out, i64 %o.idx
-  store float %result, float* %op
-  %m.next = add i64 %m, 1
-  br label %mloop
-mend:
-  %n.next = add i64 %n, 1
-  br label %nloop
-exit:
-  ret void
-}}
+  br label %mlatch""", """
 declare <16 x float> @llvm.fmuladd.v16f32(<16 x float>, <16 x float>, <16 x float>)
 declare float @llvm.fmuladd.f32(float, float, float)
-declare float @llvm.vector.reduce.fadd.v16f32(float, <16 x float>)
-"""
+declare float @llvm.vector.reduce.fadd.v16f32(float, <16 x float>)""")
 
 _lock = threading.Lock()
 _Entry = Callable[..., None]
