@@ -31,7 +31,7 @@ from byteir_cat.causal_lm import (
 from byteir_cat.compiled_model import CompiledModel
 from byteir_cat.compiler import build_artifact
 from byteir_cat.generation_rules import rules_of
-from byteir_cat.quantization import quantize_model
+from byteir_cat.quantization import adopt_quantized_weights, quantize_model
 from byteir_cat.sampling import model_defaults
 from byteir_cat.tensor_parallel import TensorParallelCausalLM, ThreadGroup, shard_causal_lm
 from families import compile_side
@@ -253,7 +253,7 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
         raise CompileError(f"tensor_parallel={tensor_parallel}: the number of ranks must be >= 1")
     _sliding_window(model, max_seq_len)  # refuses a window the cache cannot hold
     _refuse_unsupported(model)
-    model = model.eval()
+    model = adopt_quantized_weights(model.eval())  # quantised with torchao already
     if quantize is not None:
         if target != "cpu":
             raise CompileError(f"quantize={quantize!r} for target {target}: not built yet (the quantised GEMMs have a "

@@ -80,15 +80,17 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8WeightOnlyLinear(torch.nn.Module):
-    """A projection over int8 weights with per-channel scales (``torch.ops.byteir_cat.linear_w8``), then its bias."""
+    """A projection over int8 weights with per-channel scales (``torch.ops.byteir_cat.linear_w8``), then its bias.
+    ``quantized``: weights quantised already (int8 [N, K], scale [N]), taken as they are."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                 quantized: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
-        q, scale = quantize_int8(weight)
-        self.register_buffer("weight_int8", q)
-        self.register_buffer("weight_scale", scale)
+        q, scale = quantized if quantized is not None else quantize_int8(weight)
+        self.register_buffer("weight_int8", q.detach().contiguous())
+        self.register_buffer("weight_scale", scale.detach().to(torch.float32).contiguous())
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.out_features, self.in_features = q.shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = getattr(torch.ops, TORCH_NAMESPACE).linear_w8(x, self.weight_int8, self.weight_scale)
@@ -165,3 +167,41 @@ def quantize_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     if hasattr(quantized, "config"):
         quantized.config.tie_word_embeddings = False  # the head is int8 now, the embedding stays f32
     return quantized
+
+
+def _torchao_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(int8 [N, K], scale [N]) of a torchao int8 weight-only tensor (``Int8WeightOnlyConfig``: per output channel,
+    symmetric), or None when ``weight`` is no such tensor."""
+    if type(weight).__name__ != "Int8Tensor" or not all(hasattr(weight, a) for a in ("qdata", "scale")):
+        return None
+    q, scale = weight.qdata, weight.scale
+    zero = getattr(weight, "zero_point", None)
+    per_channel = list(getattr(weight, "block_size", [])) == [1, q.shape[1]] and scale.numel() == q.shape[0]
+    if q.dtype != torch.int8 or not per_channel or (zero is not None and bool(zero.ne(0).any())) or \
+            getattr(weight, "act_quant_kwargs", None) is not None:
+        return None
+    return q, scale.reshape(-1)
+
+
+def adopt_quantized_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """A model quantised with torchao, with its quantised projections as ours (the same numerics: torchao's
+    int8 weight-only linear is ``x @ (q * scale).T``); the model itself when it holds none. A torchao weight of any
+    other kind is refused by name."""
+    found = {}
+    for path, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, torch.nn.Linear) or weight is None or type(weight) in (torch.Tensor,
+                                                                                        torch.nn.Parameter):
+            continue
+        int8 = _torchao_int8(weight)
+        if int8 is None:
+            raise CompileError(f"{path}: a {type(weight).__name__} weight (torchao) is not supported: byteir-cat "
+                               "takes torchao's int8 weight-only (Int8WeightOnlyConfig) weights")
+        found[path] = (int8, module.bias)
+    if not found:
+        return model
+    adopted = copy.deepcopy(model)
+    for path, (int8, bias) in found.items():
+        parent, _, name = path.rpartition(".")
+        setattr(adopted.get_submodule(parent) if parent else adopted, name, Int8WeightOnlyLinear(None, bias, int8))
+    return adopted

@@ -160,3 +160,28 @@ def test_refusals():
         byteir_cat.compile_causal_lm(model, 1, 16, target="cuda", arch="sm_90a", quantize="int8-weight-only")
     with pytest.raises(CompileError, match="with tensor_parallel=2: not built yet"):
         byteir_cat.compile_causal_lm(model, 1, 16, tensor_parallel=2, quantize="int8-weight-only")
+
+
+def test_a_model_quantised_with_torchao_compiles_with_its_numerics(tmp_path):
+    """torchao's int8 weight-only model (``quantize_(model, Int8WeightOnlyConfig())``) compiles without asking,
+    its weights taken as they are: the same tokens as torchao's eager model, logits within 1e-4."""
+    torchao = pytest.importorskip("torchao.quantization")
+    model = _llama()
+    torchao.quantize_(model, torchao.Int8WeightOnlyConfig())
+    lm = byteir_cat.compile_causal_lm(model, 1, 64)
+    assert {c.op for c in lm.decode_step.byre.computes if c.kind == "cat"} >= {"cat.gemm_rcr_w8"}
+    ids = torch.randint(3, 290, (1, 9), generator=torch.Generator().manual_seed(5))
+    seq = torch.randint(3, 290, (1, 40), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want, logits = model.generate(ids, max_new_tokens=16, do_sample=False), model(seq).logits
+    assert torch.equal(lm.generate(ids, max_new_tokens=16), want)
+    assert (lm.score(seq) - logits).norm() / logits.norm() < 1e-4
+
+
+def test_other_torchao_weights_are_refused_by_name():
+    """Dynamic activation quantisation is not weight-only: refused, naming the module, never compiled as if it were."""
+    torchao = pytest.importorskip("torchao.quantization")
+    model = _llama()
+    torchao.quantize_(model, torchao.Int8DynamicActivationInt8WeightConfig())
+    with pytest.raises(CompileError, match=r"model\.layers\.0\.self_attn\.q_proj: a \w+ weight \(torchao\) is not "):
+        byteir_cat.compile_causal_lm(model, 1, 16)
