@@ -109,8 +109,10 @@ print(",".join(map(str, load_causal_lm(sys.argv[1]).generate(ids, max_new_tokens
 """
 
 
-@pytest.mark.parametrize("make,mode", [(_gpt2, "int8-weight-only"), (_llama, "int8-weight-only"),
-                                       (_gpt2, "int4-weight-only/g32/sym"), (_llama, "int4-weight-only/g64")],
+@pytest.mark.parametrize("make,mode", [(_gpt2, "int8-weight-only"),
+                                       pytest.param(_llama, "int8-weight-only", marks=pytest.mark.slow),
+                                       pytest.param(_gpt2, "int4-weight-only/g32/sym", marks=pytest.mark.slow),
+                                       (_llama, "int4-weight-only/g64")],
                          ids=["gpt2-int8", "llama-int8", "gpt2-int4-g32-sym", "llama-int4-g64"])
 def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make, mode):
     """compile_causal_lm(quantize=...) checks its steps against the quantised model (its dequantised reference);
@@ -163,7 +165,7 @@ def test_refusals():
 
 
 def test_a_model_quantised_with_torchao_compiles_with_its_numerics(tmp_path):
-    """torchao's int8 weight-only model (``quantize_(model, Int8WeightOnlyConfig())``) compiles without asking,
+    """(``pip install -e '.[torchao]'``: skipped without torchao.) torchao's int8 weight-only model (``quantize_(model, Int8WeightOnlyConfig())``) compiles without asking,
     its weights taken as they are: the same tokens as torchao's eager model, logits within 1e-4."""
     torchao = pytest.importorskip("torchao.quantization")
     model = _llama()
