@@ -29,8 +29,8 @@ from byteir_cat.compiled_model import CompiledModel, load_steps
 from byteir_cat.generation_rules import GenerationRules, rules_from_dict
 from byteir_cat.sampling import Sampling
 from foundation.errors import InputError
-from runtime.artifact import SET_MANIFEST, is_artifact_set, read_artifact_set
-from runtime.collectives import current
+from runtime.artifact import SET_MANIFEST, is_artifact_set, read_artifact_set, read_manifest
+from runtime.collectives import current, join_launched_group
 from runtime.signing import TrustedKey
 
 META = "causal_lm.json"
@@ -101,6 +101,24 @@ def step_mask(valid: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, wind
 TENSOR_PARALLEL_SET = "tensor_parallel"  # the kind of artifact set compile_causal_lm(..., tensor_parallel=N) writes
 
 
+def rank_member(rank: int) -> str:
+    """The member of a tensor-parallel artifact set holding rank ``rank``."""
+    return f"rank{rank}"
+
+
+def join_ranks(path: str | Path, command: str, device: str | None = None) -> int:
+    """This process's rank of the torchrun group a tensor-parallel artifact set is run by, joined now (the backend
+    for ``device``, by default the artifact's target); a one-line InputError outside such a group, naming the
+    torchrun line for ``command``."""
+    root = Path(path)
+    world = read_artifact_set(root).get("world")
+    device = device or str(read_manifest(root / rank_member(0)).get("target", "cpu"))
+    if not join_launched_group(device):
+        raise InputError(f"{root} is split over {world} ranks: launch one process per rank, "
+                         f"torchrun --nproc-per-node {world} -m byteir_cat {command} {root} ...")
+    return current(world).rank
+
+
 def load_causal_lm(path: str | Path, device: str = "cpu", trusted_keys: Sequence[TrustedKey] | None = None
                    ) -> CompiledCausalLM:
     """Load a model written by ``compile_causal_lm(..., out_dir=path)``; ``trusted_keys`` as ``load``'s. Its
@@ -111,13 +129,14 @@ def load_causal_lm(path: str | Path, device: str = "cpu", trusted_keys: Sequence
     if is_artifact_set(root):
         manifest = read_artifact_set(root)
         world = int(manifest.get("world", 0))
-        if manifest.get("kind") != TENSOR_PARALLEL_SET or manifest.get("members") != [f"rank{r}" for r in range(world)]:
+        members = [rank_member(r) for r in range(world)]
+        if manifest.get("kind") != TENSOR_PARALLEL_SET or manifest.get("members") != members:
             raise InputError(f"{root}: not a tensor-parallel causal LM (its {SET_MANIFEST} lists other members)")
         rank = current(world).rank
-        lm = load_causal_lm(root / f"rank{rank}", device, trusted_keys)
+        lm = load_causal_lm(root / rank_member(rank), device, trusted_keys)
         if (lm.config.world, lm.config.rank) != (world, rank):
-            raise InputError(f"{root}/rank{rank}: holds rank {lm.config.rank} of {lm.config.world}, not rank {rank} of "
-                             f"{world}")
+            raise InputError(f"{root}/{rank_member(rank)}: holds rank {lm.config.rank} of {lm.config.world}, not "
+                             f"rank {rank} of {world}")
         return lm
     config, steps, root = load_steps(path, META, "compiled causal LM", CausalLMConfig, (None, DECODE_PLAN), device,
                                      trusted_keys)

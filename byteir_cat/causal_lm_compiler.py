@@ -26,6 +26,7 @@ from byteir_cat.causal_lm import (
     TENSOR_PARALLEL_SET,
     CausalLMConfig,
     CompiledCausalLM,
+    rank_member,
     step_mask,
 )
 from byteir_cat.compiled_model import CompiledModel
@@ -341,10 +342,10 @@ def _compile_ranks(model: torch.nn.Module, world: int, max_batch_size: int, max_
     if target == "cpu":
         _verify_against_eager(model, tp)
     if out_dir is not None:
-        tp.root = write_artifact_set({f"rank{r}": lm.prefill_step.artifact for r, lm in enumerate(ranks)},
+        tp.root = write_artifact_set({rank_member(r): lm.prefill_step.artifact for r, lm in enumerate(ranks)},
                                      {"kind": TENSOR_PARALLEL_SET, "world": world}, out_dir, overwrite)
         for r, lm in enumerate(ranks):
-            lm.path = tp.root / f"rank{r}"
+            lm.path = tp.root / rank_member(r)
     return tp
 
 

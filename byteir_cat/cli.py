@@ -159,12 +159,13 @@ def _run_self_checking(path: Path) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from byteir_cat.causal_lm import join_ranks, rank_member
     from byteir_cat.compiler import load
     from byteir_cat.profile_compare import compare, read_profile
     from byteir_cat.profile_report import profile, write_trace
     from byteir_cat.profile_table import print_profile
-    from runtime.artifact import is_artifact_set, read_artifact_set, read_manifest
-    from runtime.collectives import join_launched_group, leave_group
+    from runtime.artifact import is_artifact_set, read_manifest
+    from runtime.collectives import leave_group
 
     before = read_profile(args.compare) if args.compare else None  # a bad file fails before minutes of timing
     plots = [(Path(p), kind) for p, kind in ((args.plot, "roofline"), (args.plot_time, "time")) if p]
@@ -177,21 +178,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
         for p, _ in plots:
             profile_plots.check_path(p)
-    path, rank = Path(args.artifact), 0
-    if is_artifact_set(path):  # a tensor-parallel model: each rank profiles its own plan, collectives included
-        world = read_artifact_set(path).get("world")
-        target = str(read_manifest(path / "rank0").get("target", "cpu"))
-        if not join_launched_group(target):
-            raise InputError(f"{path} is split over {world} ranks: launch one process per rank, "
-                             f"torchrun --nproc-per-node {world} -m byteir_cat profile {path}")
-        import torch.distributed
-
-        rank = torch.distributed.get_rank()
-        path = path / f"rank{rank}"
+    path, rank, ranks = Path(args.artifact), 0, is_artifact_set(Path(args.artifact))
+    if ranks:  # a tensor-parallel model: each rank profiles its own plan, collectives included
+        rank = join_ranks(path, "profile")
+        path = path / rank_member(rank)
     model = load(path, device=str(read_manifest(path).get("target", "cpu")), trusted_keys=args.trusted_key)
     inputs = _read_inputs(args.inputs, model) if args.inputs else None
     report = profile(model, inputs, runs=args.runs)
-    if path != Path(args.artifact):  # one rank of a set: the others may still be timing
+    if ranks:  # the others may still be timing
         leave_group()
     if rank:  # every rank ran the same plan in lockstep; rank 0 reports
         return 0
@@ -308,9 +302,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from byteir_cat import seq2seq_lm
-    from byteir_cat.causal_lm import load_causal_lm
-    from runtime.artifact import is_artifact_set, read_artifact_set, read_manifest
-    from runtime.collectives import join_launched_group, leave_group
+    from byteir_cat.causal_lm import join_ranks, load_causal_lm
+    from runtime.artifact import is_artifact_set, read_manifest
+    from runtime.collectives import leave_group
 
     ids = _token_list(args.input_ids, "--input-ids") if args.input_ids else None
     prompt = _token_list(args.decoder_input_ids, "--decoder-input-ids") if args.decoder_input_ids else None
@@ -318,12 +312,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sampling = {"do_sample": True if args.sample else None, "temperature": args.temperature, "top_k": args.top_k,
                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "generator": generator}
     rank, ranks = 0, is_artifact_set(Path(args.artifact))
-    if ranks:  # a tensor-parallel model: this process is one of its ranks
-        world = read_artifact_set(Path(args.artifact)).get("world")
-        if not join_launched_group("cpu"):
-            raise InputError(f"{args.artifact} is split over {world} ranks: launch one process per rank, "
-                             f"torchrun --nproc-per-node {world} -m byteir_cat generate {args.artifact} ...")
-        rank = torch.distributed.get_rank()
+    if ranks:  # a tensor-parallel model: this process is one of its ranks (generate runs on the CPU)
+        rank = join_ranks(args.artifact, "generate", device="cpu")
     if not ranks and seq2seq_lm.META in read_manifest(Path(args.artifact)).get("files", {}):
         lm = seq2seq_lm.load_seq2seq_lm(args.artifact, trusted_keys=args.trusted_key)
         source = ({"input_ids": torch.tensor([ids])} if ids is not None else

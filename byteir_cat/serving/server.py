@@ -7,18 +7,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch.distributed as dist
 import uvicorn
 
-from byteir_cat.causal_lm import CompiledCausalLM, load_causal_lm
+from byteir_cat.causal_lm import CompiledCausalLM, join_ranks, load_causal_lm, rank_member
 from byteir_cat.serving.caches import LeaderCaches, control_group, follow
 from byteir_cat.serving.engine import Engine
 from byteir_cat.serving.metrics import ServerMetrics
 from byteir_cat.serving.openai_api import ServerState, create_app
 from byteir_cat.serving.text import ServedTokenizer
-from foundation.errors import InputError
-from runtime.artifact import read_artifact_set, read_manifest
-from runtime.collectives import join_launched_group, leave_group
+from runtime.artifact import read_manifest
+from runtime.collectives import leave_group
 from runtime.signing import TrustedKey
 
 
@@ -48,15 +46,11 @@ def serve_ranks(artifact: str | Path, tokenizer: str | Path, max_queue: int = 25
     """A tensor-parallel artifact, in each process torchrun started: rank 0 loads its rank and serves HTTP, its
     engine sending every cache operation to the other ranks, which apply them to theirs (``caches.follow``) until
     rank 0 stops."""
-    root = Path(artifact)
-    world = read_artifact_set(root).get("world")
-    device = str(read_manifest(root / "rank0").get("target", "cpu"))
-    if not join_launched_group(device):
-        raise InputError(f"{root} is split over {world} ranks: launch one process per rank, "
-                         f"torchrun --nproc-per-node {world} -m byteir_cat serve {root} ...")
+    device = str(read_manifest(Path(artifact) / rank_member(0)).get("target", "cpu"))
+    rank = join_ranks(artifact, "serve", device)
     group = control_group()
-    lm = load_causal_lm(root, device=device, trusted_keys=trusted_keys)
-    if dist.get_rank() != 0:
+    lm = load_causal_lm(artifact, device=device, trusted_keys=trusted_keys)
+    if rank != 0:
         # SIGTERM / SIGINT reach every rank (torchrun forwards them): rank 0 shuts down and then tells this one
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
