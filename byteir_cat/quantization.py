@@ -19,6 +19,7 @@ import copy
 
 import torch
 
+from byteir_cat.projections import projection_weight, replace_module
 from families.quantized_gemm.declaration import dequantized_int4, packed_int4
 from foundation.collectives import TORCH_NAMESPACE
 from foundation.errors import CompileError
@@ -135,15 +136,6 @@ def parse_mode(mode: str) -> tuple[str, int, bool]:
     return base, group, symmetric
 
 
-def _weight_of(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """A projection's [out, in] weight and bias: nn.Linear, or GPT-2's Conv1D ([in, out]); None for other modules."""
-    if isinstance(module, torch.nn.Linear):
-        return module.weight, module.bias
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-        return module.weight.t(), module.bias
-    return None
-
-
 def quantize_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     """A copy of ``model`` with its projections quantised as ``mode`` says (``MODES``, with ``parse_mode``'s
     options)."""
@@ -154,13 +146,11 @@ def quantize_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     quantized = copy.deepcopy(model)
     replaced = 0
     for path, module in list(quantized.named_modules()):
-        found = _weight_of(module)
+        found = projection_weight(module)
         if found is None or not path:
             continue
-        parent, _, name = path.rpartition(".")
-        new = Int8WeightOnlyLinear(*found) if base == "int8-weight-only" else \
-            Int4WeightOnlyLinear(*found, group, symmetric)
-        setattr(quantized.get_submodule(parent) if parent else quantized, name, new)
+        replace_module(quantized, path, Int8WeightOnlyLinear(*found) if base == "int8-weight-only" else
+                       Int4WeightOnlyLinear(*found, group, symmetric))
         replaced += 1
     if not replaced:
         raise CompileError(f"quantize={mode!r}: {type(model).__name__} has no nn.Linear / Conv1D to quantise")
@@ -202,6 +192,5 @@ def adopt_quantized_weights(model: torch.nn.Module) -> torch.nn.Module:
         return model
     adopted = copy.deepcopy(model)
     for path, (int8, bias) in found.items():
-        parent, _, name = path.rpartition(".")
-        setattr(adopted.get_submodule(parent) if parent else adopted, name, Int8WeightOnlyLinear(None, bias, int8))
+        replace_module(adopted, path, Int8WeightOnlyLinear(None, bias, int8))
     return adopted

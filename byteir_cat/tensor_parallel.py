@@ -28,13 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from byteir_cat.causal_lm import CausalLMConfig, CompiledCausalLM
-from foundation.collectives import TORCH_NAMESPACE, Collective
+from byteir_cat.projections import projection_weight, replace_module
+from foundation.collectives import KINDS, TORCH_NAMESPACE, Collective
 from foundation.errors import CompileError
 from runtime.collectives import Communicator, current, using
 
 _LIB = torch.library.Library(TORCH_NAMESPACE, "FRAGMENT")
-for _kind in ("all_reduce", "all_gather", "reduce_scatter"):
-    _LIB.define(f"{_kind}(Tensor x, int dim, int world) -> Tensor")
 
 
 def _eager(kind: str) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
@@ -54,7 +53,8 @@ def _fake(kind: str) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
     return shape
 
 
-for _kind in ("all_reduce", "all_gather", "reduce_scatter"):
+for _kind in KINDS:
+    _LIB.define(f"{_kind}(Tensor x, int dim, int world) -> Tensor")
     torch.library.impl(_LIB, _kind, "CompositeExplicitAutograd")(_eager(_kind))
     torch.library.register_fake(f"{TORCH_NAMESPACE}::{_kind}", _fake(_kind), lib=_LIB)
 
@@ -133,15 +133,6 @@ class VocabParallelHead(torch.nn.Module):
         return logits[..., :self.vocab]
 
 
-def _linear_weight(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A projection's weight as [out, in] (nn.Linear's layout; GPT-2's Conv1D holds [in, out]) and its bias."""
-    if isinstance(module, torch.nn.Linear):
-        return module.weight.detach(), None if module.bias is None else module.bias.detach()
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-        return module.weight.detach().t(), module.bias.detach()
-    raise CompileError(f"tensor parallelism: {type(module).__name__} is not a linear projection this sharding knows")
-
-
 class Heads:
     """How one model's heads divide among ``world`` ranks."""
 
@@ -187,8 +178,9 @@ OWN_PLANS: dict[str, dict[str, str]] = {
                  "layers.*.mlp.gate_proj": "colwise", "layers.*.mlp.up_proj": "colwise",
                  "layers.*.mlp.down_proj": "rowwise"},
 }
+# plan styles that keep the module whole on every rank (the gradient-only ones too: nothing here trains)
 _REPLICATED = ("replicate", "sequence_parallel", "replicated_with_grad_allreduce")
-_SHARDED = ("colwise", "qkv_colwise", "rowwise")  # styles that keep the module whole on every rank
+_SHARDED = ("colwise", "qkv_colwise", "rowwise")  # the styles this module splits
 
 
 def tp_plan(model: torch.nn.Module) -> dict[str, str]:
@@ -206,11 +198,6 @@ def _style_of(plan: dict[str, str], path: str) -> str | None:
                 path.count(".") == pattern.count("."):
             return style
     return None
-
-
-def _set_child(root: torch.nn.Module, path: str, module: torch.nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, module)
 
 
 def _is_kv(path: str, heads: Heads, out_features: int) -> bool:
@@ -238,7 +225,11 @@ def shard_causal_lm(model: torch.nn.Module, world: int, rank: int) -> torch.nn.M
             raise CompileError(f"tensor parallelism: {prefix}{path} is planned as {style!r}, which byteir-cat "
                                f"does not shard ({', '.join(_SHARDED)} and replicated modules only)")
         seen.add(style)
-        weight, bias = _linear_weight(module)
+        found = projection_weight(module)
+        if found is None:
+            raise CompileError(f"tensor parallelism: {prefix}{path} ({type(module).__name__}) is not a linear "
+                               "projection this sharding knows")
+        weight, bias = found
         out_features, in_features = weight.shape
         if style == "colwise":
             rows = heads.kv_rows(rank) if _is_kv(path, heads, out_features) else \
@@ -255,7 +246,7 @@ def shard_causal_lm(model: torch.nn.Module, world: int, rank: int) -> torch.nn.M
         else:  # rowwise
             cols = _chunk(in_features, world, rank, f"{prefix}{path}'s {in_features} input features")
             new = RowParallelLinear(weight[:, cols], bias, world)
-        _set_child(base, path, new)
+        replace_module(base, path, new)
     if "rowwise" not in seen:
         raise CompileError(f"tensor parallelism: the plan of {type(model).__name__} matched none of its modules")
     _shard_attention_counts(shard, heads)
@@ -277,6 +268,14 @@ def _shard_attention_counts(model: torch.nn.Module, heads: Heads) -> None:
                 setattr(module, name, value)
 
 
+def _vocabulary_rows(w: torch.Tensor, world: int, rank: int) -> torch.Tensor:
+    """The rank's rows of a vocabulary-indexed tensor, its rows padded with zeros to a multiple of ``world``."""
+    per_rank = -(-w.shape[0] // world)
+    if per_rank * world != w.shape[0]:
+        w = torch.cat([w, w.new_zeros(per_rank * world - w.shape[0], *w.shape[1:])])
+    return w[rank * per_rank:(rank + 1) * per_rank]
+
+
 def _shard_vocabulary(model: torch.nn.Module, world: int, rank: int) -> None:
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     plain = type(embed) is torch.nn.Embedding or \
@@ -285,29 +284,11 @@ def _shard_vocabulary(model: torch.nn.Module, world: int, rank: int) -> None:
     if not plain or type(head) is not torch.nn.Linear:
         raise CompileError(f"tensor parallelism: {type(model).__name__}'s embedding ({type(embed).__name__}) or LM "
                            f"head ({type(head).__name__}) is not a plain lookup / projection to split")
-    vocab = embed.num_embeddings
-    per_rank = -(-vocab // world)
-    rows = slice(rank * per_rank, (rank + 1) * per_rank)
-
-    def padded(w: torch.Tensor) -> torch.Tensor:
-        if per_rank * world == w.shape[0]:
-            return w[rows]
-        full = torch.zeros(per_rank * world, *w.shape[1:], dtype=w.dtype)
-        full[:w.shape[0]] = w
-        return full[rows]
-
-    head_vocab = head.weight.shape[0]
-    model.set_input_embeddings(VocabParallelEmbedding(embed, rank * per_rank, padded(embed.weight.detach()), world))
-    head_rows = -(-head_vocab // world)
-    hrows = slice(rank * head_rows, (rank + 1) * head_rows)
-
-    def padded_head(w: torch.Tensor) -> torch.Tensor:
-        full = torch.zeros(head_rows * world, *w.shape[1:], dtype=w.dtype)
-        full[:w.shape[0]] = w
-        return full[hrows]
-
-    bias = None if head.bias is None else padded_head(head.bias.detach())
-    model.set_output_embeddings(VocabParallelHead(padded_head(head.weight.detach()), bias, head_vocab, world))
+    rows = _vocabulary_rows(embed.weight.detach(), world, rank)
+    model.set_input_embeddings(VocabParallelEmbedding(embed, rank * rows.shape[0], rows, world))
+    bias = None if head.bias is None else _vocabulary_rows(head.bias.detach(), world, rank)
+    model.set_output_embeddings(VocabParallelHead(_vocabulary_rows(head.weight.detach(), world, rank), bias,
+                                                  head.weight.shape[0], world))
     model.config.tie_word_embeddings = False
 
 

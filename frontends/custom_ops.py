@@ -35,10 +35,12 @@ STABLEHLO_BACKEND = "builtin.module(torch-backend-to-stablehlo-backend-pipeline{
 _VTENSOR = re.compile(r"^!torch\.vtensor<\[([^\]]*)\],(\w+)>$")
 
 
+_TORCH_OPS = frozenset(f"{TORCH_NAMESPACE}::{name}" for name in (*KINDS, *TENSOR_OPS))
+
+
 def is_custom_op_node(node: torch.fx.Node) -> bool:
     target = getattr(node.target, "name", None)
-    return node.op == "call_function" and callable(target) and target().split(".")[0] in \
-        {f"{TORCH_NAMESPACE}::{name}" for name in (*KINDS, *TENSOR_OPS)}
+    return node.op == "call_function" and callable(target) and target().split(".")[0] in _TORCH_OPS
 
 
 def has_custom_ops(program: torch.export.ExportedProgram) -> bool:
