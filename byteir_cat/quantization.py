@@ -16,68 +16,71 @@ embeddings, norms and biases stay f32 (and so do MoE experts held as stacked par
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, replace
 
 import torch
 
 from byteir_cat.projections import projection_weight, replace_module
-from families.quantized_gemm.declaration import dequantized_int4, packed_int4
+from cat_dialect.op_base import CatOp
+from families.quantized_gemm.declaration import CUSTOM_OPS, FP8_MAX, packed_int4
 from foundation.collectives import TORCH_NAMESPACE
 from foundation.errors import CompileError
 
-MODES = ("int8-weight-only", "int4-weight-only")
-NOT_BUILT = ("fp8",)
+MODES = ("int8-weight-only", "int4-weight-only", "fp8")
 GROUPS = (32, 64, 128)
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 _LIB = torch.library.Library(TORCH_NAMESPACE, "FRAGMENT")
-_LIB.define("linear_w8(Tensor x, Tensor w, Tensor scale) -> Tensor")
-_LIB.define("linear_w4(Tensor x, Tensor w, Tensor scale, Tensor zero) -> Tensor")
 
 
-@torch.library.impl(_LIB, "linear_w8", "CompositeExplicitAutograd")
-def _linear_w8(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.linear(x, w.to(x.dtype) * scale.to(x.dtype)[:, None])
+def _register(name: str, decl: CatOp) -> None:
+    """``torch.ops.byteir_cat.<name>``, computing ``decl``'s reference: the quantised model is its own dequantised
+    reference."""
+    _LIB.define(f"{name}({', '.join(f'Tensor {o}' for o in decl.operand_names())}) -> Tensor")
+    torch.library.impl(_LIB, name, "CompositeExplicitAutograd")(decl.reference)
+    torch.library.register_fake(f"{TORCH_NAMESPACE}::{name}", lib=_LIB)(
+        lambda x, w, *scales: x.new_empty((*x.shape[:-1], w.shape[0])))
 
 
-@torch.library.register_fake(f"{TORCH_NAMESPACE}::linear_w8", lib=_LIB)
-def _linear_w8_shape(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x.new_empty((*x.shape[:-1], w.shape[0]))
+for _name, _decl in CUSTOM_OPS.items():
+    _register(_name, _decl)
 
 
-@torch.library.impl(_LIB, "linear_w4", "CompositeExplicitAutograd")
-def _linear_w4(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.linear(x, dequantized_int4(w, scale, zero).to(x.dtype))
-
-
-@torch.library.register_fake(f"{TORCH_NAMESPACE}::linear_w4", lib=_LIB)
-def _linear_w4_shape(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    return x.new_empty((*x.shape[:-1], w.shape[0]))
-
-
-def quantize_int4(weight: torch.Tensor, group: int, symmetric: bool = False
+def quantize_int4(weight: torch.Tensor, group: int, symmetric: bool = False, dtype: torch.dtype = torch.float32
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[N, K] f32 -> (packed int4 [N, K / 2], scale [N, K / group], zero [N, K / group])."""
+    """[N, K] -> (packed codes [N, K / 2], scale [K / group, N], offset [K / group, N]) in ``dtype``: element = code x
+    scale + offset, the offset being - zero x scale."""
     n, k = weight.shape
     if k % group:
         raise CompileError(f"int4-weight-only: groups of {group} do not divide a projection's {k} inputs")
     w = weight.detach().to(torch.float32).reshape(n, k // group, group)
-    tiny = torch.finfo(torch.float32).tiny
+    tiny = torch.finfo(dtype).tiny
     if symmetric:
-        scale = (w.abs().amax(-1) / 7).clamp_min(tiny)
+        scale = (w.abs().amax(-1) / 7).clamp_min(tiny).to(dtype).to(torch.float32)
         zero = torch.full_like(scale, 8.0)
     else:
         low, high = w.amin(-1).clamp_max(0), w.amax(-1).clamp_min(0)
-        scale = ((high - low) / 15).clamp_min(tiny)
+        scale = ((high - low) / 15).clamp_min(tiny).to(dtype).to(torch.float32)
         zero = torch.round(-low / scale).clamp(0, 15)
-    q = (torch.round(w / scale[..., None]) + zero[..., None]).clamp(0, 15).reshape(n, k)
-    return packed_int4(q), scale.contiguous(), zero.contiguous()
+    codes = (torch.round(w / scale[..., None]) + zero[..., None]).clamp(0, 15).reshape(n, k)
+    return packed_int4(codes), scale.t().to(dtype).contiguous(), (-zero * scale).t().to(dtype).contiguous()
 
 
-def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, K] f32 -> (int8 [N, K], f32 scale [N]): symmetric, per output channel."""
+def quantize_int8(weight: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, K] -> (int8 [N, K], scale [N] in ``dtype``): symmetric, per output channel."""
     w = weight.detach().to(torch.float32)
-    scale = (w.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
-    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    scale = (w.abs().amax(dim=1) / 127).clamp_min(torch.finfo(dtype).tiny).to(dtype)
+    q = torch.round(w / scale.to(torch.float32)[:, None]).clamp(-127, 127).to(torch.int8)
     return q, scale
+
+
+def quantize_fp8(weight: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, K] -> (e4m3 bytes as int8 [N, K], f32 scale [N] (``per_row``) or [1]): ``scale = max |w| / 448``."""
+    w = weight.detach().to(torch.float32)
+    amax = w.abs().amax(dim=1) if per_row else w.abs().amax().reshape(1)
+    scale = (amax / FP8_MAX).clamp_min(torch.finfo(torch.float32).tiny)
+    q = (w / (scale[:, None] if per_row else scale)).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return q.view(torch.int8).contiguous(), scale.contiguous()
 
 
 class Int8WeightOnlyLinear(torch.nn.Module):
@@ -87,9 +90,9 @@ class Int8WeightOnlyLinear(torch.nn.Module):
     def __init__(self, weight: torch.Tensor | None, bias: torch.Tensor | None,
                  quantized: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
-        q, scale = quantized if quantized is not None else quantize_int8(weight)
+        q, scale = quantized if quantized is not None else quantize_int8(weight, weight.dtype)
         self.register_buffer("weight_int8", q.detach().contiguous())
-        self.register_buffer("weight_scale", scale.detach().to(torch.float32).contiguous())
+        self.register_buffer("weight_scale", scale.detach().contiguous())
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.out_features, self.in_features = q.shape
 
@@ -99,63 +102,101 @@ class Int8WeightOnlyLinear(torch.nn.Module):
 
 
 class Int4WeightOnlyLinear(torch.nn.Module):
-    """A projection over packed int4 weights with per-group scales and zero points
-    (``torch.ops.byteir_cat.linear_w4``), then its bias."""
+    """A projection over packed int4 codes with per-group scales and offsets (``torch.ops.byteir_cat.linear_u4``),
+    then its bias."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group: int, symmetric: bool):
         super().__init__()
-        packed, scale, zero = quantize_int4(weight, group, symmetric)
+        packed, scale, offset = quantize_int4(weight, group, symmetric, weight.dtype)
         self.register_buffer("weight_int4", packed)
         self.register_buffer("weight_scale", scale)
-        self.register_buffer("weight_zero", zero)
+        self.register_buffer("weight_offset", offset)
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = getattr(torch.ops, TORCH_NAMESPACE).linear_w4(x, self.weight_int4, self.weight_scale, self.weight_zero)
+        y = getattr(torch.ops, TORCH_NAMESPACE).linear_u4(x, self.weight_int4, self.weight_scale, self.weight_offset)
         return y if self.bias is None else y + self.bias
 
 
-def parse_mode(mode: str) -> tuple[str, int, bool]:
-    """``int4-weight-only/g64/sym`` -> (base mode, group size, symmetric); refuses what is not built, in one line."""
+class Fp8Linear(torch.nn.Module):
+    """A projection over e4m3 weights with activations quantised to e4m3 on the fly (``torch.ops.byteir_cat
+    .linear_fp8``), per row and channel or per tensor, then its bias."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, per_row: bool):
+        super().__init__()
+        q, scale = quantize_fp8(weight, per_row)
+        self.register_buffer("weight_fp8", q)
+        self.register_buffer("weight_scale", scale)
+        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.out_features, self.in_features = weight.shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = getattr(torch.ops, TORCH_NAMESPACE).linear_fp8(x, self.weight_fp8, self.weight_scale)
+        return y if self.bias is None else y + self.bias
+
+
+@dataclass(frozen=True)
+class QuantizeMode:
+    """A parsed ``quantize=`` string: the base mode and its options."""
+
+    base: str
+    group: int = 128  # int4: inputs per group
+    symmetric: bool = False  # int4: zero point 8
+    per_row: bool = True  # fp8: scales per row of the activations and channel of the weights, else per tensor
+
+    def quantized(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.nn.Module:
+        """The projection ``weight`` [N, K] (and ``bias``) as this mode quantises it."""
+        if self.base == "int8-weight-only":
+            return Int8WeightOnlyLinear(weight, bias)
+        if self.base == "int4-weight-only":
+            return Int4WeightOnlyLinear(weight, bias, self.group, self.symmetric)
+        return Fp8Linear(weight, bias, self.per_row)
+
+
+_OPTIONS = {"int8-weight-only": "no options", "int4-weight-only": f"{', '.join(f'/g{g}' for g in GROUPS)} and /sym",
+            "fp8": "/row (the default) or /tensor"}
+
+
+def parse_mode(mode: str) -> QuantizeMode:
+    """``int4-weight-only/g64/sym`` -> its ``QuantizeMode``; refuses what is not built, in one line."""
     base, *options = mode.split("/")
-    if base in NOT_BUILT:
-        raise CompileError(f"quantize={mode!r} is not built yet (built: {', '.join(MODES)})")
     if base not in MODES:
         raise CompileError(f"quantize={mode!r}: unknown mode (built: {', '.join(MODES)})")
-    group, symmetric = 128, False
+    parsed = QuantizeMode(base)
     for option in options:
         if base == "int4-weight-only" and option == "sym":
-            symmetric = True
+            parsed = replace(parsed, symmetric=True)
         elif base == "int4-weight-only" and option.startswith("g") and option[1:].isdigit() and \
                 int(option[1:]) in GROUPS:
-            group = int(option[1:])
+            parsed = replace(parsed, group=int(option[1:]))
+        elif base == "fp8" and option in ("row", "tensor"):
+            parsed = replace(parsed, per_row=option == "row")
         else:
-            raise CompileError(f"quantize={mode!r}: unknown option {option!r} (int4-weight-only takes "
-                               f"{', '.join(f'/g{g}' for g in GROUPS)} and /sym)")
-    return base, group, symmetric
+            raise CompileError(f"quantize={mode!r}: unknown option {option!r} ({base} takes {_OPTIONS[base]})")
+    return parsed
 
 
 def quantize_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     """A copy of ``model`` with its projections quantised as ``mode`` says (``MODES``, with ``parse_mode``'s
-    options)."""
-    base, group, symmetric = parse_mode(mode)
+    options); the scales are in the model's dtype (f32, f16 or bf16: one of them)."""
+    parsed = parse_mode(mode)
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if dtypes - {torch.float32}:
-        raise CompileError(f"quantize={mode!r}: f32 models only for now, this one holds {sorted(map(str, dtypes))}")
+    if len(dtypes) > 1 or dtypes - set(DTYPES):
+        raise CompileError(f"quantize={mode!r}: the model's weights must be all f32, f16 or bf16, this one holds "
+                           f"{sorted(map(str, dtypes))}")
     quantized = copy.deepcopy(model)
     replaced = 0
     for path, module in list(quantized.named_modules()):
         found = projection_weight(module)
         if found is None or not path:
             continue
-        replace_module(quantized, path, Int8WeightOnlyLinear(*found) if base == "int8-weight-only" else
-                       Int4WeightOnlyLinear(*found, group, symmetric))
+        replace_module(quantized, path, parsed.quantized(*found))
         replaced += 1
     if not replaced:
         raise CompileError(f"quantize={mode!r}: {type(model).__name__} has no nn.Linear / Conv1D to quantise")
     if hasattr(quantized, "config"):
-        quantized.config.tie_word_embeddings = False  # the head is int8 now, the embedding stays f32
+        quantized.config.tie_word_embeddings = False  # the head is quantised now, the embedding is not
     return quantized
 
 
@@ -170,7 +211,7 @@ def _torchao_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | N
     if q.dtype != torch.int8 or not per_channel or (zero is not None and bool(zero.ne(0).any())) or \
             getattr(weight, "act_quant_kwargs", None) is not None:
         return None
-    return q, scale.reshape(-1)
+    return q, scale.reshape(-1).to(weight.dtype)
 
 
 def adopt_quantized_weights(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,6 +1,7 @@
 """Our torch custom ops through torch-mlir: a sharded model's collectives (``torch.ops.byteir_cat.<kind>``) become
-``stablehlo.custom_call @ccl.<kind> {dim, world}`` (``foundation.collectives``), and the ops of ``TENSOR_OPS``
-(tensor operands only: a quantised model's ``linear_w8``) ``stablehlo.custom_call @byteir_cat.<name>``.
+``stablehlo.custom_call @ccl.<kind> {dim, world}`` (``foundation.collectives``), and every other op of our namespace
+(tensor operands only: a quantised model's ``linear_w8``, ``linear_u4``, ``linear_fp8``, which the quantised GEMM
+family names) ``stablehlo.custom_call @byteir_cat.<name>``.
 
 torch-mlir lowers no custom op (an unknown ``torch.operator`` is illegal in every backend), but it carries a
 call of a private function through its torch backend pipeline. So the frozen program is imported raw, each
@@ -24,9 +25,7 @@ from foundation.collectives import CALL_TARGET_PREFIX, KINDS, TORCH_NAMESPACE, C
 from foundation.errors import CompileError
 
 _TORCH_OPERATOR = {f"torch.{TORCH_NAMESPACE}.{kind}": kind for kind in KINDS}
-# our custom ops whose operands are all tensors, each lowered to ``custom_call @byteir_cat.<name>``
-TENSOR_OPS = ("linear_w8", "linear_w4")
-_TENSOR_OPERATOR = {f"torch.{TORCH_NAMESPACE}.{name}": name for name in TENSOR_OPS}
+_TENSOR_OPERATOR = f"torch.{TORCH_NAMESPACE}."  # our other custom ops: tensor operands only
 _TENSOR_CALLEE = "byteir_cat__"
 _SIGNATURE = "__sig"  # the declared function's name ends in this and the index of its signature
 TORCH_BACKEND = ("builtin.module(func.func(torch-match-quantized-custom-ops), "
@@ -35,12 +34,9 @@ STABLEHLO_BACKEND = "builtin.module(torch-backend-to-stablehlo-backend-pipeline{
 _VTENSOR = re.compile(r"^!torch\.vtensor<\[([^\]]*)\],(\w+)>$")
 
 
-_TORCH_OPS = frozenset(f"{TORCH_NAMESPACE}::{name}" for name in (*KINDS, *TENSOR_OPS))
-
-
 def is_custom_op_node(node: torch.fx.Node) -> bool:
     target = getattr(node.target, "name", None)
-    return node.op == "call_function" and callable(target) and target().split(".")[0] in _TORCH_OPS
+    return node.op == "call_function" and callable(target) and target().startswith(f"{TORCH_NAMESPACE}::")
 
 
 def has_custom_ops(program: torch.export.ExportedProgram) -> bool:
@@ -70,7 +66,7 @@ def _main_ops(module: mlir_ir.Module, name: str) -> list[mlir_ir.OpView]:
 
 def custom_ops_as_calls(module: mlir_ir.Module) -> int:
     """Each ``torch.operator "torch.byteir_cat.<kind>"(x, dim, world)`` -> ``func.call
-    @ccl__<kind>__d<dim>__w<world>(x)``, and each ``torch.byteir_cat.<name>(tensors...)`` of ``TENSOR_OPS`` ->
+    @ccl__<kind>__d<dim>__w<world>(x)``, and each other ``torch.byteir_cat.<name>(tensors...)`` ->
     ``func.call @byteir_cat__<name>(tensors...)``, each function declared once; returns how many."""
     declared: dict[tuple[str, str], str] = {}  # (name, signature) -> the function: one per signature
     count = 0
@@ -82,8 +78,8 @@ def custom_ops_as_calls(module: mlir_ir.Module) -> int:
                 x, dim, world = op.operands
                 callee = Collective(kind, _constant_int(dim, "dimension"), _constant_int(world, "world size")).callee
                 operands = [x]
-            elif name in _TENSOR_OPERATOR:
-                callee, operands = _TENSOR_CALLEE + _TENSOR_OPERATOR[name], list(op.operands)
+            elif name.startswith(_TENSOR_OPERATOR):
+                callee, operands = _TENSOR_CALLEE + name.removeprefix(_TENSOR_OPERATOR), list(op.operands)
             else:
                 continue
             result_type = op.results[0].type
@@ -120,7 +116,7 @@ def _custom_call_of(callee: str) -> tuple[str, dict[str, int]] | None:
     collective = Collective.from_callee(callee)
     if collective is not None:
         return collective.call_target, {"dim": collective.dim, "world": collective.world}
-    if callee.startswith(_TENSOR_CALLEE) and callee[len(_TENSOR_CALLEE):] in TENSOR_OPS:
+    if callee.startswith(_TENSOR_CALLEE):
         return f"{TORCH_NAMESPACE}.{callee[len(_TENSOR_CALLEE):]}", {}
     return None
 

@@ -1,8 +1,8 @@
-"""The CPU kernel of cat.gemm_rcr_w8: LLVM IR, JIT-compiled once per process. For each output channel n and row m
-it converts 32 int8 weights at a time to floats and accumulates their products with the row in vector registers
-(one FMA per element), then multiplies the sum by the channel's scale: the weights are read as int8, a quarter of
-f32's bytes, which is what a decode step (one or a few rows) is bound by. Rows of K not a multiple of the vector
-width take the reference path."""
+"""The CPU kernels of the quantised GEMMs (f32 activations): LLVM IR, JIT-compiled once per process. For each
+output channel n and row m they convert 32 weights at a time (int8, e4m3 or int4) to floats and accumulate their
+products with the row in vector registers (one FMA per element), then scale the sum: the weights are read as one
+byte or half a byte each, which is what a decode step (one or a few rows) is bound by. Rows of K not a multiple
+of the vector width take the reference path."""
 
 from __future__ import annotations
 
@@ -62,7 +62,11 @@ exit:
 """.replace("{{", "{").replace("}}", "}")
 
 
-IR = _kernel(SYMBOL, "float* noalias %x, i8* noalias %w, float* noalias %scale", "", f"""
+def _bytes_kernel(symbol: str, pointers: str, convert: str, result: str, declares: str = "") -> str:
+    """A kernel over one byte per weight: 32 at a time loaded as ``%wv`` <32 x i8>, turned into ``%wf`` <32 x float>
+    by ``convert``, FMA'd with the row; ``result`` makes ``%result`` of the row's ``%sum`` (the channel's scale
+    ``%s`` loaded)."""
+    return _kernel(symbol, pointers, "", f"""
   %kv = udiv i64 %K, {VECTOR}""", """
   %wrow.off = mul i64 %n, %K
   %wrow = getelementptr i8, i8* %w, i64 %wrow.off
@@ -76,7 +80,7 @@ kloop:
   %wp = getelementptr i8, i8* %wrow, i64 %k
   %wpv = bitcast i8* %wp to <{VECTOR} x i8>*
   %wv = load <{VECTOR} x i8>, <{VECTOR} x i8>* %wpv, align 1
-  %wf = sitofp <{VECTOR} x i8> %wv to <{VECTOR} x float>
+{convert}
   %xp = getelementptr float, float* %xrow, i64 %k
   %xpv = bitcast float* %xp to <{VECTOR} x float>*
   %xv = load <{VECTOR} x float>, <{VECTOR} x float>* %xpv, align 4
@@ -87,29 +91,60 @@ kloop:
   br i1 %kdone, label %kend, label %kloop
 kend:
   %sum = call reassoc float @llvm.vector.reduce.fadd.v{VECTOR}f32(float 0.0, <{VECTOR} x float> %acc.next)
-  %result = fmul float %sum, %s
+{result}
   br label %mlatch""", f"""
 declare <{VECTOR} x float> @llvm.fmuladd.v{VECTOR}f32(<{VECTOR} x float>, <{VECTOR} x float>, <{VECTOR} x float>)
-declare float @llvm.vector.reduce.fadd.v{VECTOR}f32(float, <{VECTOR} x float>)""")
-
-SYMBOL_W4 = "cat_gemm_rcr_w4_f32"
+declare float @llvm.vector.reduce.fadd.v{VECTOR}f32(float, <{VECTOR} x float>){declares}""")
 
 
-def _splat16(element: str) -> str:
-    return "<" + ", ".join([element] * 16) + ">"
+def _splat(element: str, count: int = VECTOR) -> str:
+    return "<" + ", ".join([element] * count) + ">"
 
 
-# int4: 32 weights per step from 16 bytes (byte b of a block holds element b in its low nibble and element b + 16
-# in its high one), each group's products summed in vector registers and scaled once; the zero point is taken off
-# as scale x zero x (the group's sum of x), from sums computed once per call
-IR_W4 = _kernel(SYMBOL_W4, "float* noalias %x, float* noalias %xsum, i8* noalias %w, float* noalias %scale, "
-                "float* noalias %zero", "i64 %G, ", """
+IR = _bytes_kernel(SYMBOL, "float* noalias %x, i8* noalias %w, float* noalias %scale", f"""
+  %wf = sitofp <{VECTOR} x i8> %wv to <{VECTOR} x float>""", """
+  %result = fmul float %sum, %s""")
+
+SYMBOL_FP8 = "cat_gemm_rcr_fp8_f32"
+_V = f"<{VECTOR} x i32>"
+# e4m3 (fn) bytes to floats: a normal value's exponent and mantissa shifted into f32's fields with the exponent bias
+# moved from 7 to 127 (+ 120 << 23); a subnormal one (exponent field 0) is mantissa x 2^-9; the sign bit moved over
+IR_FP8 = _bytes_kernel(SYMBOL_FP8, "float* noalias %x, float* noalias %xscale, i8* noalias %w, float* noalias %scale",
+                       f"""
+  %wb = zext <{VECTOR} x i8> %wv to {_V}
+  %em = and {_V} %wb, {_splat("i32 127")}
+  %sign = and {_V} %wb, {_splat("i32 128")}
+  %sign32 = shl {_V} %sign, {_splat("i32 24")}
+  %emsh = shl {_V} %em, {_splat("i32 20")}
+  %normbits = add {_V} %emsh, {_splat("i32 1006632960")}
+  %normf = bitcast {_V} %normbits to <{VECTOR} x float>
+  %mant = and {_V} %em, {_splat("i32 7")}
+  %mantf = uitofp {_V} %mant to <{VECTOR} x float>
+  %subf = fmul <{VECTOR} x float> %mantf, {_splat("float 0x3F60000000000000")}
+  %issub = icmp ult {_V} %em, {_splat("i32 8")}
+  %mag = select <{VECTOR} x i1> %issub, <{VECTOR} x float> %subf, <{VECTOR} x float> %normf
+  %magbits = bitcast <{VECTOR} x float> %mag to {_V}
+  %fbits = or {_V} %magbits, %sign32
+  %wf = bitcast {_V} %fbits to <{VECTOR} x float>""", """
+  %xsp = getelementptr float, float* %xscale, i64 %m
+  %xs = load float, float* %xsp
+  %ss = fmul float %s, %xs
+  %result = fmul float %sum, %ss""")
+
+SYMBOL_U4 = "cat_gemm_rcr_u4_f32"
+
+
+# int4: 32 weights per step from 16 bytes (byte i of a block holds element 2i in its low nibble and 2i + 1 in its
+# high one), against the row's block with its even elements first and its odd ones after (``gemm_u4`` reorders the
+# rows once per call); each group's products summed in vector registers and scaled once; the offsets added as
+# offset x (the group's sum of x), from sums computed once per call
+IR_U4 = _kernel(SYMBOL_U4, "float* noalias %x, float* noalias %xsum, i8* noalias %w, float* noalias %scale, "
+                "float* noalias %offset", "i64 %G, ", """
   %groups = udiv i64 %K, %G
   %blocks = udiv i64 %G, 32
   %halfk = udiv i64 %K, 2""", """
   %wrow.off = mul i64 %n, %halfk
-  %wrow = getelementptr i8, i8* %w, i64 %wrow.off
-  %srow.off = mul i64 %n, %groups""", f"""
+  %wrow = getelementptr i8, i8* %w, i64 %wrow.off""", f"""
   br label %gloop
 gloop:
   %g = phi i64 [0, %mbody], [%g.next, %gtail]
@@ -128,8 +163,8 @@ jloop:
   %wp = getelementptr i8, i8* %wrow, i64 %kb
   %wpv = bitcast i8* %wp to <16 x i8>*
   %packed = load <16 x i8>, <16 x i8>* %wpv, align 1
-  %lo8 = and <16 x i8> %packed, {_splat16("i8 15")}
-  %hi8 = lshr <16 x i8> %packed, {_splat16("i8 4")}
+  %lo8 = and <16 x i8> %packed, {_splat("i8 15", 16)}
+  %hi8 = lshr <16 x i8> %packed, {_splat("i8 4", 16)}
   %lof = uitofp <16 x i8> %lo8 to <16 x float>
   %hif = uitofp <16 x i8> %hi8 to <16 x float>
   %xlp = getelementptr float, float* %xrow, i64 %k
@@ -148,11 +183,12 @@ jloop:
   br i1 %jdone, label %gtail, label %jloop
 gtail:
   %a = fadd reassoc <16 x float> %alo.next, %ahi.next
-  %sidx = add i64 %srow.off, %g
+  %sidx.g = mul i64 %g, %N
+  %sidx = add i64 %sidx.g, %n
   %sp = getelementptr float, float* %scale, i64 %sidx
   %s = load float, float* %sp
-  %zp = getelementptr float, float* %zero, i64 %sidx
-  %z = load float, float* %zp
+  %ofsp = getelementptr float, float* %offset, i64 %sidx
+  %ofs = load float, float* %ofsp
   %si = insertelement <16 x float> undef, float %s, i32 0
   %sv = shufflevector <16 x float> %si, <16 x float> undef, <16 x i32> zeroinitializer
   %total.next = call reassoc contract <16 x float> @llvm.fmuladd.v16f32(<16 x float> %sv, <16 x float> %a,
@@ -161,13 +197,12 @@ gtail:
   %xsidx = add i64 %xsidx.row, %g
   %xsp = getelementptr float, float* %xsum, i64 %xsidx
   %xs = load float, float* %xsp
-  %sz = fmul float %s, %z
-  %corr.next = call float @llvm.fmuladd.f32(float %sz, float %xs, float %corr)
+  %corr.next = call float @llvm.fmuladd.f32(float %ofs, float %xs, float %corr)
   %g.next = add i64 %g, 1
   br label %gloop
 gend:
   %dotsum = call reassoc float @llvm.vector.reduce.fadd.v16f32(float 0.0, <16 x float> %total)
-  %result = fsub float %dotsum, %corr
+  %result = fadd float %dotsum, %corr
   br label %mlatch""", """
 declare <16 x float> @llvm.fmuladd.v16f32(<16 x float>, <16 x float>, <16 x float>)
 declare float @llvm.fmuladd.f32(float, float, float)
@@ -195,7 +230,7 @@ def supports(k: int) -> bool:
     return k % VECTOR == 0 and k > 0
 
 
-def supports_w4(k: int, group: int) -> bool:
+def supports_u4(k: int, group: int) -> bool:
     return group % VECTOR == 0 and group > 0 and k % group == 0
 
 
@@ -206,14 +241,23 @@ def gemm_w8(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, out: torch.Te
            m * n * k, n)
 
 
-def gemm_w4(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, out: torch.Tensor) -> None:
-    """``out`` [M, N] = ``x`` [M, K] times the int4 weights ``w`` [N, K / 2] (two per byte, see ``IR_W4``) with
-    per-group ``scale`` and ``zero`` [N, K / G]: element (n, k) stands for (q - zero) x scale of its group."""
-    (m, k), n, groups = x.shape, w.shape[0], scale.shape[1]
+def gemm_u4(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` [M, N] = ``x`` [M, K] times the int4 codes ``w`` [N, K / 2] (two per byte, see ``IR_U4``) with
+    per-group ``scale`` and ``offset`` [K / G, N]: element (n, k) stands for code x scale + offset of its group."""
+    (m, k), n, groups = x.shape, w.shape[0], scale.shape[0]
     xsum = x.reshape(m, groups, k // groups).sum(-1).contiguous()
-    args = (x.data_ptr(), xsum.data_ptr(), w.data_ptr(), scale.data_ptr(), zero.data_ptr(), out.data_ptr(), m, n, k,
-            k // groups)
-    _split(_entry(IR_W4, SYMBOL_W4, 6, 6)[1], args, m * n * k, n)
+    split = x.reshape(m, k // VECTOR, VECTOR // 2, 2).transpose(-1, -2).contiguous()  # evens, then odds
+    args = (split.data_ptr(), xsum.data_ptr(), w.data_ptr(), scale.data_ptr(), offset.data_ptr(), out.data_ptr(), m,
+            n, k, k // groups)
+    _split(_entry(IR_U4, SYMBOL_U4, 6, 6)[1], args, m * n * k, n)
+
+
+def gemm_fp8(x: torch.Tensor, scale_x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, out: torch.Tensor) -> None:
+    """``out`` [M, N] = (``x`` [M, K] (e4m3 values as f32) times the e4m3 bytes ``w`` [N, K] transposed) x
+    ``scale_x`` [M] x ``scale`` [N]."""
+    (m, k), n = x.shape, w.shape[0]
+    args = (x.data_ptr(), scale_x.data_ptr(), w.data_ptr(), scale.data_ptr(), out.data_ptr(), m, n, k)
+    _split(_entry(IR_FP8, SYMBOL_FP8, 5, 5)[1], args, m * n * k, n)
 
 
 def _split(fn: _Entry, args: tuple, work: int, n: int) -> None:

@@ -1,11 +1,18 @@
-"""Weight-only quantised GEMMs; the weights stay quantised in the artifact and are read so by the kernels, the
-activations and the result are f32.
+"""Quantised GEMMs: the weights stay quantised in the artifact and are read so by the kernels; the activations and
+the result are f32 (the CPU) or f16/bf16 (CUTLASS's mixed-input and fp8 GEMMs), the scales (and offsets) of the
+weight-only ops in the activations' type, as CUTLASS's mixed-input GEMM takes them.
 
 - cat.gemm_rcr_w8: ``x`` [..., K] times int8 weights ``w`` [N, K] with one scale per output channel ``scale`` [N]:
   ``x @ (w * scale[:, None]).T``, [..., N].
-- cat.gemm_rcr_w4: int4 weights, two per byte, ``w`` [N, K / 2] (int8 bytes; in each block of 32 elements byte b
-  holds element b in its low nibble and b + 16 in its high one), ``scale`` and ``zero`` [N, K / G] per group of G
-  along K: element (n, k) is (q - zero) x scale of its group (symmetric: zero 8)."""
+- cat.gemm_rcr_u4: unsigned 4-bit codes, two per byte, ``w`` [N, K / 2] (int8 bytes; byte i holds element 2i in its
+  low nibble and 2i + 1 in its high one, CUTLASS's ``uint4b_t`` order), ``scale`` and ``offset`` [K / G, N] per
+  group of G along K: element (n, k) is code x scale + offset of its group (CUTLASS's scale-and-zero mode).
+- cat.gemm_rcr_fp8: float8 e4m3 weights ``w`` [N, K] (their bit patterns as int8 bytes) with scales ``scale`` [N]
+  (per channel) or [1] (per tensor), and the activations quantised to e4m3 on the fly with the same granularity
+  (per row, or over the whole tensor): scale ``max |x| / 448``; then ``(xq @ wq.T) x scale_x x scale_w``.
+
+Each op's dequantising reference is written here once, and its eager form in the custom op a quantised model
+calls is this reference."""
 
 from __future__ import annotations
 
@@ -17,48 +24,87 @@ from typing import Any
 import torch
 
 from cat_dialect.op_base import CatOp, CatVerifyError, CpuKernel
-from families.quantized_gemm.cpu_kernel import VECTOR, gemm_w4, gemm_w8, supports, supports_w4
+from families.quantized_gemm.cpu_kernel import VECTOR, gemm_fp8, gemm_u4, gemm_w8, supports, supports_u4
 from foundation.ir import TensorType
+
+ACTIVATIONS = ("f32", "f16", "bf16")
+FP8_MAX = 448.0  # the largest finite float8 e4m3 (fn) value
 
 
 def dequantized(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The f32 weights int8 ``w`` with per-channel ``scale`` stand for."""
-    return w.to(torch.float32) * scale.to(torch.float32)[:, None]
+    """The weights int8 ``w`` with per-channel ``scale`` stand for, in ``scale``'s type (each product rounded to it,
+    as the mixed-input GEMM scales in its MMA type)."""
+    return w.to(scale.dtype) * scale[:, None]
 
 
 def unpacked_int4(w: torch.Tensor) -> torch.Tensor:
-    """[N, K / 2] packed bytes -> [N, K] int4 codes 0..15 (uint8)."""
-    b = w.view(torch.uint8).reshape(w.shape[0], -1, VECTOR // 2)
+    """[N, K / 2] packed bytes -> [N, K] codes 0..15 (uint8)."""
+    b = w.view(torch.uint8)
     return torch.stack([b & 15, b >> 4], dim=2).reshape(w.shape[0], -1)
 
 
-def packed_int4(q: torch.Tensor) -> torch.Tensor:
+def packed_int4(codes: torch.Tensor) -> torch.Tensor:
     """[N, K] codes 0..15 -> [N, K / 2] bytes (as int8), the layout ``unpacked_int4`` reads."""
-    blocks = q.to(torch.uint8).reshape(q.shape[0], -1, 2, VECTOR // 2)
-    return (blocks[:, :, 0] | (blocks[:, :, 1] << 4)).reshape(q.shape[0], -1).view(torch.int8).contiguous()
+    pairs = codes.to(torch.uint8).reshape(codes.shape[0], -1, 2)
+    return (pairs[..., 0] | (pairs[..., 1] << 4)).view(torch.int8).contiguous()
 
 
-def dequantized_int4(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    """The f32 weights packed int4 ``w`` with per-group ``scale`` and ``zero`` stand for."""
-    q = unpacked_int4(w).to(torch.float32)
-    n, groups = scale.shape
-    q = q.reshape(n, groups, -1)
-    return ((q - zero.to(torch.float32)[..., None]) * scale.to(torch.float32)[..., None]).reshape(n, -1)
+def dequantized_int4(w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """The [N, K] weights packed codes ``w`` with per-group ``scale`` and ``offset`` [K / G, N] stand for, in
+    ``scale``'s type."""
+    codes = unpacked_int4(w).to(scale.dtype)
+    n, groups = w.shape[0], scale.shape[0]
+    codes = codes.reshape(n, groups, -1)
+    return (codes * scale.t()[..., None] + offset.t()[..., None]).reshape(n, -1)
 
 
-@dataclass(frozen=True)
-class GemmW8(CatOp):
-    @property
-    def name(self) -> str:
-        return "gemm_rcr_w8"
+def fp8_weights(w: torch.Tensor) -> torch.Tensor:
+    """The e4m3 values (as f32) of the int8 bytes ``w`` holding their bit patterns."""
+    return w.view(torch.float8_e4m3fn).to(torch.float32)
+
+
+def fp8_activations(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """[M, K] activations -> (their e4m3 values as f32, the scale of each row [M]): ``scale = max |x| / 448`` over the
+    row (``per_row``) or over the whole tensor, ``q = e4m3(x / scale)`` rounded to nearest even."""
+    x = x.to(torch.float32)
+    amax = x.abs().amax(-1) if per_row else x.abs().amax().expand(x.shape[0])
+    scale = (amax / FP8_MAX).clamp_min(torch.finfo(torch.float32).tiny)
+    q = (x / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).to(torch.float32)
+    return q, scale.contiguous()
+
+
+def _check_activations(op: str, x: TensorType) -> None:
+    if x.dtype not in ACTIVATIONS or x.rank < 1:
+        raise CatVerifyError(f"cat.{op}: x must be an f32, f16 or bf16 tensor [..., K], got {x}")
+
+
+class _QuantizedGemm(CatOp):
+    """What the quantised GEMMs share: no attributes, x first, w second, the result [..., N] in x's type."""
+
+    __abstract_family__ = True
 
     @classmethod
-    def irdl_instances(cls) -> Iterator[GemmW8]:
+    def irdl_instances(cls) -> Iterator[CatOp]:
         yield cls()
 
     @classmethod
-    def from_name(cls, name: str, attrs: dict[str, Any]) -> GemmW8 | None:
-        return cls() if name == "gemm_rcr_w8" else None
+    def from_name(cls, name: str, attrs: dict[str, Any]) -> CatOp | None:
+        return cls() if name == cls().name else None
+
+    def flops(self, operands: Sequence[TensorType]) -> int:
+        x, w = operands[0], operands[1]
+        return 2 * math.prod(x.shape[:-1]) * w.shape[0] * x.shape[-1]
+
+    def bytes_read(self, operands: Sequence[TensorType]) -> int:
+        """The weights' bytes with their scales: what a call reads besides the activations."""
+        return sum(t.nbytes for t in operands[1:])
+
+
+@dataclass(frozen=True)
+class GemmW8(_QuantizedGemm):
+    @property
+    def name(self) -> str:
+        return "gemm_rcr_w8"
 
     def operand_names(self) -> list[str]:
         return ["x", "w", "scale"]
@@ -66,31 +112,28 @@ class GemmW8(CatOp):
     def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
         self.check_arity(operands)
         x, w, scale = operands
-        if x.dtype != "f32" or x.rank < 1:
-            raise CatVerifyError(f"cat.gemm_rcr_w8: x must be an f32 tensor [..., K], got {x}")
+        _check_activations(self.name, x)
         if w.dtype != "i8" or w.rank != 2 or w.shape[1] != x.shape[-1]:
             raise CatVerifyError(f"cat.gemm_rcr_w8: w must be int8 [N, {x.shape[-1]}], got {w}")
-        if scale.dtype != "f32" or scale.shape != (w.shape[0],):
-            raise CatVerifyError(f"cat.gemm_rcr_w8: scale must be f32 [{w.shape[0]}], got {scale}")
-        return TensorType(x.shape[:-1] + (w.shape[0],), "f32")
-
-    def flops(self, operands: Sequence[TensorType]) -> int:
-        x, w, _ = operands
-        return 2 * math.prod(x.shape[:-1]) * w.shape[0] * w.shape[1]
+        if scale.dtype != x.dtype or scale.shape != (w.shape[0],):
+            raise CatVerifyError(f"cat.gemm_rcr_w8: scale must be {x.dtype} [{w.shape[0]}], got {scale}")
+        return TensorType(x.shape[:-1] + (w.shape[0],), x.dtype)
 
     def describe(self, operands: Sequence[TensorType]) -> str:
         x, w, _ = operands
-        return f"int8 weight-only GEMM: {x} x int8 {list(w.shape)} weights ({w.nbytes} bytes read per call)"
+        return (f"int8 weight-only GEMM: {x} x int8 {list(w.shape)} weights ({self.bytes_read(operands)} bytes read "
+                "per call)")
 
     def reference(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x.to(torch.float32), dequantized(w, scale))
+        y = torch.nn.functional.linear(x.to(torch.float32), dequantized(w, scale).to(torch.float32))
+        return y.to(x.dtype)
 
     def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
                    constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
                    ) -> CpuKernel | None:
-        """The int8 kernel (``cpu_kernel.gemm_w8``), writing into the planned buffer."""
+        """The int8 kernel (``cpu_kernel.gemm_w8``, f32), writing into the planned buffer."""
         k = types[0].shape[-1]
-        if not supports(k):
+        if not supports(k) or types[0].dtype != "f32":
             return None
 
         def gemm(args: list[torch.Tensor], out: torch.Tensor) -> None:
@@ -101,60 +144,113 @@ class GemmW8(CatOp):
 
 
 @dataclass(frozen=True)
-class GemmW4(CatOp):
+class GemmU4(_QuantizedGemm):
     @property
     def name(self) -> str:
-        return "gemm_rcr_w4"
-
-    @classmethod
-    def irdl_instances(cls) -> Iterator[GemmW4]:
-        yield cls()
-
-    @classmethod
-    def from_name(cls, name: str, attrs: dict[str, Any]) -> GemmW4 | None:
-        return cls() if name == "gemm_rcr_w4" else None
+        return "gemm_rcr_u4"
 
     def operand_names(self) -> list[str]:
-        return ["x", "w", "scale", "zero"]
+        return ["x", "w", "scale", "offset"]
 
     def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
         self.check_arity(operands)
-        x, w, scale, zero = operands
-        if x.dtype != "f32" or x.rank < 1:
-            raise CatVerifyError(f"cat.gemm_rcr_w4: x must be an f32 tensor [..., K], got {x}")
+        x, w, scale, offset = operands
+        _check_activations(self.name, x)
         k = x.shape[-1]
         if w.dtype != "i8" or w.rank != 2 or 2 * w.shape[1] != k or k % VECTOR:
-            raise CatVerifyError(f"cat.gemm_rcr_w4: w must be packed int4 [N, {k // 2}] (K a multiple of {VECTOR}), "
+            raise CatVerifyError(f"cat.gemm_rcr_u4: w must be packed int4 [N, {k // 2}] (K a multiple of {VECTOR}), "
                                  f"got {w} for K {k}")
-        if scale.dtype != "f32" or scale.rank != 2 or scale.shape[0] != w.shape[0] or not scale.shape[1] or \
-                k % scale.shape[1] or zero != scale:
-            raise CatVerifyError(f"cat.gemm_rcr_w4: scale and zero must be f32 [{w.shape[0]}, groups dividing {k}], "
-                                 f"got {scale} and {zero}")
-        return TensorType(x.shape[:-1] + (w.shape[0],), "f32")
+        if scale.dtype != x.dtype or scale.rank != 2 or scale.shape[1] != w.shape[0] or not scale.shape[0] or \
+                k % scale.shape[0] or offset != scale:
+            raise CatVerifyError(f"cat.gemm_rcr_u4: scale and offset must be {x.dtype} [groups dividing {k}, "
+                                 f"{w.shape[0]}], got {scale} and {offset}")
+        return TensorType(x.shape[:-1] + (w.shape[0],), x.dtype)
 
-    def flops(self, operands: Sequence[TensorType]) -> int:
-        x, w = operands[0], operands[1]
-        return 2 * math.prod(x.shape[:-1]) * w.shape[0] * x.shape[-1]
+    @staticmethod
+    def group(operands: Sequence[TensorType]) -> int:
+        return operands[0].shape[-1] // operands[2].shape[0]
 
     def describe(self, operands: Sequence[TensorType]) -> str:
-        x, w, scale = operands[0], operands[1], operands[2]
-        return (f"int4 weight-only GEMM (groups of {x.shape[-1] // scale.shape[1]}): {x} x int4 "
-                f"[{w.shape[0]}, {x.shape[-1]}] weights ({w.nbytes + 2 * scale.nbytes} bytes read per call)")
+        x, w = operands[0], operands[1]
+        return (f"int4 weight-only GEMM (groups of {self.group(operands)}): {x} x int4 [{w.shape[0]}, {x.shape[-1]}] "
+                f"weights ({self.bytes_read(operands)} bytes read per call)")
 
-    def reference(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x.to(torch.float32), dequantized_int4(w, scale, zero))
+    def reference(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.linear(x.to(torch.float32), dequantized_int4(w, scale, offset).to(torch.float32))
+        return y.to(x.dtype)
 
     def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
                    constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
                    ) -> CpuKernel | None:
-        """The int4 kernel (``cpu_kernel.gemm_w4``), writing into the planned buffer."""
-        k, groups = types[0].shape[-1], types[2].shape[1]
-        if not supports_w4(k, k // groups):
+        """The int4 kernel (``cpu_kernel.gemm_u4``, f32), writing into the planned buffer."""
+        k = types[0].shape[-1]
+        if not supports_u4(k, self.group(types)) or types[0].dtype != "f32":
             return None
 
         def gemm(args: list[torch.Tensor], out: torch.Tensor) -> None:
-            x, w, scale, zero = args
-            gemm_w4(x.reshape(-1, k).contiguous(), w.contiguous(), scale.contiguous(), zero.contiguous(),
+            x, w, scale, offset = args
+            gemm_u4(x.reshape(-1, k).contiguous(), w.contiguous(), scale.contiguous(), offset.contiguous(),
                     out.view(-1, w.shape[0]))
 
         return gemm
+
+
+@dataclass(frozen=True)
+class GemmFp8(_QuantizedGemm):
+    @property
+    def name(self) -> str:
+        return "gemm_rcr_fp8"
+
+    def operand_names(self) -> list[str]:
+        return ["x", "w", "scale"]
+
+    def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
+        self.check_arity(operands)
+        x, w, scale = operands
+        _check_activations(self.name, x)
+        if w.dtype != "i8" or w.rank != 2 or w.shape[1] != x.shape[-1]:
+            raise CatVerifyError(f"cat.gemm_rcr_fp8: w must be e4m3 bytes (int8) [N, {x.shape[-1]}], got {w}")
+        if scale.dtype != "f32" or scale.shape not in ((w.shape[0],), (1,)):
+            raise CatVerifyError(f"cat.gemm_rcr_fp8: scale must be f32 [{w.shape[0]}] (per channel) or [1] "
+                                 f"(per tensor), got {scale}")
+        return TensorType(x.shape[:-1] + (w.shape[0],), x.dtype)
+
+    @staticmethod
+    def per_row(operands: Sequence[TensorType]) -> bool:
+        """Scales per row of the activations and per channel of the weights (else one per tensor each)."""
+        return operands[2].shape[0] == operands[1].shape[0] and operands[1].shape[0] > 1
+
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        x, w = operands[0], operands[1]
+        scales = "per-row" if self.per_row(operands) else "per-tensor"
+        return (f"fp8 e4m3 GEMM ({scales} scales): {x} x fp8 {list(w.shape)} weights ({self.bytes_read(operands)} "
+                "bytes read per call)")
+
+    def reference(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        per_row = scale.numel() == w.shape[0] and w.shape[0] > 1
+        rows = x.reshape(-1, x.shape[-1])
+        q, scale_x = fp8_activations(rows, per_row)
+        y = torch.nn.functional.linear(q, fp8_weights(w)) * scale_x[:, None] * scale.to(torch.float32)[None, :]
+        return y.reshape(*x.shape[:-1], w.shape[0]).to(x.dtype)
+
+    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
+                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
+                   ) -> CpuKernel | None:
+        """The activations quantised as the reference does, then the e4m3 kernel (``cpu_kernel.gemm_fp8``, f32)."""
+        k = types[0].shape[-1]
+        if not supports(k) or types[0].dtype != "f32":
+            return None
+        per_row = self.per_row(types)
+
+        def gemm(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            x, w, scale = args
+            q, scale_x = fp8_activations(x.reshape(-1, k), per_row)
+            scale_w = scale.expand(w.shape[0]).contiguous()
+            gemm_fp8(q, scale_x, w.contiguous(), scale_w, out.view(-1, w.shape[0]))
+
+        return gemm
+
+
+# the torch custom op (``torch.ops.byteir_cat.<name>``) a quantised model calls for each op: its eager form is the
+# op's reference, and the compiler turns its call into the op
+CUSTOM_OPS: dict[str, _QuantizedGemm] = {"linear_w8": GemmW8(), "linear_u4": GemmU4(), "linear_fp8": GemmFp8()}

@@ -1,22 +1,22 @@
-"""custom_call @byteir_cat.linear_w8 / linear_w4 (what a model quantised by ``byteir_cat.quantization`` calls) ->
-cat.gemm_rcr_w8 / cat.gemm_rcr_w4. The call computes exactly the op (its operands are the op's), so the rewrite
+"""custom_call @byteir_cat.<custom op> (what a model quantised by ``byteir_cat.quantization`` calls: ``CUSTOM_OPS``)
+-> the CAT op it names. The call computes exactly the op (its operands are the op's), so the rewrite
 proves nothing more than the operand types, which ``cat.build`` verifies."""
 
 from __future__ import annotations
 
 import cat_dialect as cat
-from families.quantized_gemm.declaration import GemmW4, GemmW8
+from families.quantized_gemm.declaration import CUSTOM_OPS
 from foundation import stablehlo as shlo
+from foundation.collectives import TORCH_NAMESPACE
 from foundation.ir import Op
 from mhlo_to_cat.recognition import Recognition, StagePass
 from mhlo_to_cat.rewriter import Pattern, Rewriter
 
-OPS = {"byteir_cat.linear_w8": GemmW8(), "byteir_cat.linear_w4": GemmW4()}
+OPS = {f"{TORCH_NAMESPACE}.{name}": decl for name, decl in CUSTOM_OPS.items()}
 
 
 class QuantizedLinearCallAsGemm(Pattern):
-    """custom_call @byteir_cat.linear_w8(x, w, scale) -> cat.gemm_rcr_w8; @byteir_cat.linear_w4(x, w, scale, zero)
-    -> cat.gemm_rcr_w4."""
+    """custom_call @byteir_cat.linear_w8(x, w, scale) -> cat.gemm_rcr_w8, and so on for each of ``CUSTOM_OPS``."""
 
     root = shlo.CustomCall
 

@@ -14,15 +14,27 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 import byteir_cat
 from byteir_cat.quantization import (
+    Fp8Linear,
     Int4WeightOnlyLinear,
     Int8WeightOnlyLinear,
+    quantize_fp8,
     quantize_int4,
     quantize_int8,
     quantize_model,
 )
-from families.quantized_gemm.declaration import GemmW4, GemmW8, dequantized, dequantized_int4
+from cat_dialect.op_base import CatVerifyError
+from families.quantized_gemm.declaration import (
+    GemmFp8,
+    GemmU4,
+    GemmW8,
+    dequantized,
+    dequantized_int4,
+    fp8_weights,
+    packed_int4,
+    unpacked_int4,
+)
 from foundation.errors import CompileError
-from foundation.ir import TensorType
+from foundation.ir import TensorType, dtype_of_torch
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -52,17 +64,89 @@ def test_cpu_kernel_matches_the_reference(m, n, k):
 def test_int4_kernel_matches_the_reference(m, n, k, group, symmetric):
     gen = torch.Generator().manual_seed(m * n + k)
     x, w = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen)
-    packed, scale, zero = quantize_int4(w, group, symmetric)
-    deq = dequantized_int4(packed, scale, zero)
-    assert (deq - w).abs().max() <= scale.max() * (1 if symmetric else 0.5) + 1e-6  # within a step of the weights
-    op = GemmW4()
+    packed, scale, offset = quantize_int4(w, group, symmetric)
+    assert packed.shape == (n, k // 2) and scale.shape == offset.shape == (k // group, n)
+    deq = dequantized_int4(packed, scale, offset)
+    step = scale.t().repeat_interleave(group, dim=1)
+    assert ((deq - w).abs() <= step * (1 if symmetric else 0.5) + 1e-6).all()  # within a step of the weights
+    op = GemmU4()
     types = [TensorType((m, k), "f32"), TensorType(tuple(packed.shape), "i8"), TensorType(tuple(scale.shape), "f32"),
-             TensorType(tuple(zero.shape), "f32")]
+             TensorType(tuple(offset.shape), "f32")]
     out_type = op.infer_type(types)
-    want = op.reference(x, packed, scale, zero)
+    want = op.reference(x, packed, scale, offset)
     out = torch.empty(out_type.shape)
-    op.cpu_kernel(types, out_type)([x, packed, scale, zero], out)
+    op.cpu_kernel(types, out_type)([x, packed, scale, offset], out)
     assert (out - want).norm() / want.norm() < 1e-6
+
+
+def test_int4_packing_is_cutlass_uint4_order():
+    """Byte i holds element 2i in its low nibble and 2i + 1 in its high one (CUTLASS's ``uint4b_t`` arrays)."""
+    codes = torch.randint(0, 16, (3, 64), generator=torch.Generator().manual_seed(0))
+    packed = packed_int4(codes).view(torch.uint8)
+    assert torch.equal(packed & 15, codes[:, 0::2].to(torch.uint8))
+    assert torch.equal(packed >> 4, codes[:, 1::2].to(torch.uint8))
+    assert torch.equal(unpacked_int4(packed.view(torch.int8)), codes.to(torch.uint8))
+
+
+@pytest.mark.parametrize("per_row", [True, False], ids=["row", "tensor"])
+@pytest.mark.parametrize("m,n,k", [(1, 50, 64), (3, 768, 768), (17, 130, 96), (2, 64, 40)])
+def test_fp8_kernel_matches_the_reference(m, n, k, per_row):
+    gen = torch.Generator().manual_seed(m * n + k)
+    x, w = torch.randn(m, k, generator=gen) * 3, torch.randn(n, k, generator=gen)
+    q, scale = quantize_fp8(w, per_row)
+    assert scale.shape == ((n,) if per_row else (1,))
+    op = GemmFp8()
+    types = [TensorType((m, k), "f32"), TensorType((n, k), "i8"), TensorType(tuple(scale.shape), "f32")]
+    out_type = op.infer_type(types)
+    want = op.reference(x, q, scale)
+    kernel = op.cpu_kernel(types, out_type)
+    full = x @ w.t()
+    assert (want - full).norm() / full.norm() < 0.05  # e4m3 keeps 3 mantissa bits: a few percent
+    if k % 32:
+        assert kernel is None
+        return
+    out = torch.empty(out_type.shape)
+    kernel([x, q, scale], out)
+    assert (out - want).norm() / want.norm() < 1e-6
+
+
+def test_fp8_kernel_decodes_every_e4m3_byte():
+    """Every finite e4m3 byte (normals, subnormals, both zeros, both signs) decodes as torch's float8_e4m3fn."""
+    codes = torch.arange(-128, 128, dtype=torch.int8)
+    codes = codes[torch.isfinite(fp8_weights(codes))]
+    k = 32 * -(-len(codes) // 32)
+    w = torch.zeros(2, k, dtype=torch.int8)
+    w[0, :len(codes)] = codes
+    w[1, :len(codes)] = codes.flip(0)
+    x = torch.eye(k)  # one-hot rows: each output is one weight, times 448 / 448
+    scale = torch.tensor([1.0])
+    op = GemmFp8()
+    types = [TensorType((k, k), "f32"), TensorType((2, k), "i8"), TensorType((1,), "f32")]
+    out = torch.empty(k, 2)
+    op.cpu_kernel(types, op.infer_type(types))([x, w, scale], out)
+    assert torch.equal(out, op.reference(x, w, scale))
+    assert torch.allclose(out[:, 0], fp8_weights(w[0]), rtol=1e-6, atol=0)  # 448 x (1 / 448): one rounding
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_references_dequantise_in_their_type(dtype):
+    """The f16/bf16 forms (what CUTLASS's mixed-input GEMM takes): scales in the activations' type, each dequantised
+    weight rounded to it, f32 accumulation, the result in the activations' type."""
+    gen = torch.Generator().manual_seed(7)
+    x, w = torch.randn(4, 128, generator=gen).to(dtype), torch.randn(96, 128, generator=gen)
+    full = (x.float() @ w.t())
+    q, scale = quantize_int8(w, dtype)
+    packed, s4, o4 = quantize_int4(w, 64, False, dtype)
+    q8, s8 = quantize_fp8(w, True)
+    cases = [(GemmW8(), (q, scale)), (GemmU4(), (packed, s4, o4)), (GemmFp8(), (q8, s8))]
+    for op, args in cases:
+        types = [TensorType(tuple(t.shape), dtype_of_torch(t.dtype)) for t in (x, *args)]
+        assert op.infer_type(types).dtype == dtype_of_torch(dtype)
+        y = op.reference(x, *args)
+        assert y.dtype == dtype and (y.float() - full).norm() / full.norm() < 0.1
+        assert op.cpu_kernel(types, op.infer_type(types)) is None  # the CPU provider runs the reference
+    with pytest.raises(CatVerifyError, match="scale must be"):
+        GemmW8().infer_type([TensorType((4, 128), "f16"), TensorType((96, 128), "i8"), TensorType((96,), "f32")])
 
 
 def test_recognised_from_a_quantised_model_and_shown_in_the_partition():
@@ -75,7 +159,7 @@ def test_recognised_from_a_quantised_model_and_shown_in_the_partition():
     assert compiled.byre.values[gemms[0].operands[1]].type.dtype == "i8" or \
         any(v.type.dtype == "i8" for v in compiled.byre.values)
     reasons = [sg.reason for sg in compiled.partition.subgraphs if sg.path == "cat"]
-    assert reasons[0].startswith("int8 weight-only GEMM") and "6144 bytes read per call" in reasons[0]
+    assert reasons[0].startswith("int8 weight-only GEMM") and "6528 bytes read per call" in reasons[0]  # weights and scales
     quantized = quantize_model(model, "int8-weight-only")
     with torch.no_grad():
         want, full = quantized(x), model(x)
@@ -112,8 +196,11 @@ print(",".join(map(str, load_causal_lm(sys.argv[1]).generate(ids, max_new_tokens
 @pytest.mark.parametrize("make,mode", [(_gpt2, "int8-weight-only"),
                                        pytest.param(_llama, "int8-weight-only", marks=pytest.mark.slow),
                                        pytest.param(_gpt2, "int4-weight-only/g32/sym", marks=pytest.mark.slow),
-                                       (_llama, "int4-weight-only/g64")],
-                         ids=["gpt2-int8", "llama-int8", "gpt2-int4-g32-sym", "llama-int4-g64"])
+                                       (_llama, "int4-weight-only/g64"),
+                                       (_llama, "fp8"),
+                                       pytest.param(_gpt2, "fp8/tensor", marks=pytest.mark.slow)],
+                         ids=["gpt2-int8", "llama-int8", "gpt2-int4-g32-sym", "llama-int4-g64", "llama-fp8-row",
+                              "gpt2-fp8-tensor"])
 def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make, mode):
     """compile_causal_lm(quantize=...) checks its steps against the quantised model (its dequantised reference);
     generation equals that model's HF greedy tokens, and the artifact loads and generates in a fresh process."""
@@ -121,7 +208,7 @@ def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make, mode):
     lm = byteir_cat.compile_causal_lm(model, 2, 64, quantize=mode, out_dir=tmp_path / "w8")
     f32 = byteir_cat.compile_causal_lm(model, 2, 64, out_dir=tmp_path / "f32")
     reference = quantize_model(model, mode)
-    kind = Int8WeightOnlyLinear if mode.startswith("int8") else Int4WeightOnlyLinear
+    kind = {"int8": Int8WeightOnlyLinear, "int4": Int4WeightOnlyLinear, "fp8": Fp8Linear}[mode[:4].rstrip("/")]
     assert sum(isinstance(m, kind) for m in reference.modules()) == 4 * 2 + 1 + \
         (0 if isinstance(model, GPT2LMHeadModel) else 3 * 2)
     ids = torch.randint(3, 200, (2, 9), generator=torch.Generator().manual_seed(3))
@@ -148,16 +235,16 @@ def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make, mode):
 
 def test_refusals():
     model = _gpt2()
-    with pytest.raises(CompileError, match="quantize='fp8' is not built yet"):
-        byteir_cat.compile_causal_lm(model, 1, 16, quantize="fp8")
+    with pytest.raises(CompileError, match=r"unknown option 'col' \(fp8 takes /row \(the default\) or /tensor\)"):
+        byteir_cat.compile_causal_lm(model, 1, 16, quantize="fp8/col")
     with pytest.raises(CompileError, match="unknown option 'g48'"):
         byteir_cat.compile_causal_lm(model, 1, 16, quantize="int4-weight-only/g48")
     with pytest.raises(CompileError, match="groups of 128 do not divide a projection's 64 inputs"):
         byteir_cat.compile_causal_lm(model, 1, 16, quantize="int4-weight-only")
     with pytest.raises(CompileError, match="unknown mode"):
         byteir_cat.compile_causal_lm(model, 1, 16, quantize="int3")
-    with pytest.raises(CompileError, match="f32 models only for now"):
-        quantize_model(_gpt2().half(), "int8-weight-only")
+    with pytest.raises(CompileError, match="must be all f32, f16 or bf16"):
+        quantize_model(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).half()), "int8-weight-only")
     with pytest.raises(CompileError, match="for target cuda: not built yet"):
         byteir_cat.compile_causal_lm(model, 1, 16, target="cuda", arch="sm_90a", quantize="int8-weight-only")
     with pytest.raises(CompileError, match="with tensor_parallel=2: not built yet"):
