@@ -44,7 +44,8 @@ def main() -> None:
                          num_key_value_heads=max(heads // 3, 1), intermediate_size=args.width * 8 // 3 // 64 * 64,
                          vocab_size=32000)
     model = LlamaForCausalLM(config).eval()
-    modes = {"f32": None, "int8 weight-only": "int8-weight-only", "int4 weight-only (g128)": "int4-weight-only"}
+    modes = {"f32": None, "int8 weight-only": "int8-weight-only", "int4 weight-only (g128)": "int4-weight-only",
+             "fp8 e4m3 (per row)": "fp8"}
     with tempfile.TemporaryDirectory() as tmp:
         lms, compile_s, sizes = {}, {}, {}
         for i, (name, mode) in enumerate(modes.items()):

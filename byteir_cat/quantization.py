@@ -8,14 +8,20 @@ the quantised GEMM family's op. Nothing quantises unless asked.
   per group of G inputs of each output channel, asymmetric ``scale = (max - min) / 15``, ``zero = round(-min /
   scale)``, ``q = round(w / scale) + zero`` in [0, 15]; symmetric ``scale = max |w| / 7``, zero 8.
 
-The activations stay f32; the model computes ``x @ dequantised(q).T`` (its own dequantised reference, which the
-ops' eager implementations are). Every ``nn.Linear`` and GPT-2 ``Conv1D`` is quantised, the LM head included;
-embeddings, norms and biases stay f32 (and so do MoE experts held as stacked parameters rather than projections).
+- ``fp8`` (``/row``, the default, or ``/tensor``): e4m3 weights with ``scale = max |w| / 448`` per output channel
+  (or over the tensor), and the activations quantised the same way on the fly, per row (or over the tensor).
+
+The activations stay in the model's type (f32, f16 or bf16) and so do the scales; the model computes the CAT op's
+reference (``x @ dequantised(q).T``: its own dequantised reference, which the custom ops' eager forms are). Every
+``nn.Linear`` and GPT-2 ``Conv1D`` is quantised, the LM head included; embeddings, norms and biases are not (nor MoE
+experts held as stacked parameters rather than projections).
 """
 
 from __future__ import annotations
 
 import copy
+import types
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -83,57 +89,31 @@ def quantize_fp8(weight: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, tor
     return q.view(torch.int8).contiguous(), scale.contiguous()
 
 
-class Int8WeightOnlyLinear(torch.nn.Module):
-    """A projection over int8 weights with per-channel scales (``torch.ops.byteir_cat.linear_w8``), then its bias.
-    ``quantized``: weights quantised already (int8 [N, K], scale [N]), taken as they are."""
+class QuantizedLinear(torch.nn.Module):
+    """A projection over quantised weights (``tensors``: the custom op's weight operands, e.g. int8 [N, K] and
+    scale [N]) calling ``torch.ops.byteir_cat.<custom_op>``, then its bias. Routed (mixture-of-experts): stacks over
+    the experts ([E, ...] each, bias [E, N]), and ``forward`` takes each row's expert."""
 
-    def __init__(self, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                 quantized: tuple[torch.Tensor, torch.Tensor] | None = None):
+    BUFFERS = ("weight_q", "weight_scale", "weight_offset")
+
+    def __init__(self, custom_op: str, tensors: tuple[torch.Tensor, ...], bias: torch.Tensor | None,
+                 routed: bool = False):
         super().__init__()
-        q, scale = quantized if quantized is not None else quantize_int8(weight, weight.dtype)
-        self.register_buffer("weight_int8", q.detach().contiguous())
-        self.register_buffer("weight_scale", scale.detach().contiguous())
+        self.custom_op = f"expert_{custom_op}" if routed else custom_op
+        self.routed = routed
+        self.names = self.BUFFERS[:len(tensors)]
+        for name, t in zip(self.names, tensors, strict=True):
+            self.register_buffer(name, t.detach().contiguous())
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.out_features, self.in_features = q.shape
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = getattr(torch.ops, TORCH_NAMESPACE).linear_w8(x, self.weight_int8, self.weight_scale)
-        return y if self.bias is None else y + self.bias
-
-
-class Int4WeightOnlyLinear(torch.nn.Module):
-    """A projection over packed int4 codes with per-group scales and offsets (``torch.ops.byteir_cat.linear_u4``),
-    then its bias."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group: int, symmetric: bool):
-        super().__init__()
-        packed, scale, offset = quantize_int4(weight, group, symmetric, weight.dtype)
-        self.register_buffer("weight_int4", packed)
-        self.register_buffer("weight_scale", scale)
-        self.register_buffer("weight_offset", offset)
-        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = getattr(torch.ops, TORCH_NAMESPACE).linear_u4(x, self.weight_int4, self.weight_scale, self.weight_offset)
-        return y if self.bias is None else y + self.bias
-
-
-class Fp8Linear(torch.nn.Module):
-    """A projection over e4m3 weights with activations quantised to e4m3 on the fly (``torch.ops.byteir_cat
-    .linear_fp8``), per row and channel or per tensor, then its bias."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, per_row: bool):
-        super().__init__()
-        q, scale = quantize_fp8(weight, per_row)
-        self.register_buffer("weight_fp8", q)
-        self.register_buffer("weight_scale", scale)
-        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.out_features, self.in_features = weight.shape
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = getattr(torch.ops, TORCH_NAMESPACE).linear_fp8(x, self.weight_fp8, self.weight_scale)
-        return y if self.bias is None else y + self.bias
+    def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
+        op = getattr(getattr(torch.ops, TORCH_NAMESPACE), self.custom_op)
+        tensors = [getattr(self, name) for name in self.names]
+        if not self.routed:
+            y = op(x, *tensors)
+            return y if self.bias is None else y + self.bias
+        y = op(x, *tensors, indices)
+        return y if self.bias is None else y + self.bias[indices]
 
 
 @dataclass(frozen=True)
@@ -145,13 +125,27 @@ class QuantizeMode:
     symmetric: bool = False  # int4: zero point 8
     per_row: bool = True  # fp8: scales per row of the activations and channel of the weights, else per tensor
 
-    def quantized(self, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.nn.Module:
-        """The projection ``weight`` [N, K] (and ``bias``) as this mode quantises it."""
+    @property
+    def custom_op(self) -> str:
+        return {"int8-weight-only": "linear_w8", "int4-weight-only": "linear_u4", "fp8": "linear_fp8"}[self.base]
+
+    def quantize(self, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """[N, K] weights -> the custom op's weight operands (scales in the weights' dtype, fp8's in f32)."""
         if self.base == "int8-weight-only":
-            return Int8WeightOnlyLinear(weight, bias)
+            return quantize_int8(weight, weight.dtype)
         if self.base == "int4-weight-only":
-            return Int4WeightOnlyLinear(weight, bias, self.group, self.symmetric)
-        return Fp8Linear(weight, bias, self.per_row)
+            return quantize_int4(weight, self.group, self.symmetric, weight.dtype)
+        return quantize_fp8(weight, self.per_row)
+
+    def quantized(self, weight: torch.Tensor, bias: torch.Tensor | None) -> QuantizedLinear:
+        """The projection ``weight`` [N, K] (and ``bias``) as this mode quantises it."""
+        return QuantizedLinear(self.custom_op, self.quantize(weight), bias)
+
+    def quantized_stack(self, stack: torch.Tensor, bias: torch.Tensor | None) -> QuantizedLinear:
+        """A stack of experts' weights [E, N, K] (and biases [E, N]), each expert quantised as one projection."""
+        parts = [self.quantize(w) for w in stack]
+        return QuantizedLinear(self.custom_op, tuple(torch.stack(t) for t in zip(*parts, strict=True)), bias,
+                               routed=True)
 
 
 _OPTIONS = {"int8-weight-only": "no options", "int4-weight-only": f"{', '.join(f'/g{g}' for g in GROUPS)} and /sym",
@@ -179,7 +173,8 @@ def parse_mode(mode: str) -> QuantizeMode:
 
 def quantize_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     """A copy of ``model`` with its projections quantised as ``mode`` says (``MODES``, with ``parse_mode``'s
-    options); the scales are in the model's dtype (f32, f16 or bf16: one of them)."""
+    options), the experts of its mixture-of-experts layers too (``quantize_experts``); the scales are in the model's
+    dtype (f32, f16 or bf16: one of them)."""
     parsed = parse_mode(mode)
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if len(dtypes) > 1 or dtypes - set(DTYPES):
@@ -189,15 +184,124 @@ def quantize_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     replaced = 0
     for path, module in list(quantized.named_modules()):
         found = projection_weight(module)
-        if found is None or not path:
-            continue
-        replace_module(quantized, path, parsed.quantized(*found))
-        replaced += 1
+        if found is not None and path:
+            replace_module(quantized, path, parsed.quantized(*found))
+            replaced += 1
+        elif _experts_form(module) is not None:
+            quantize_experts(module, parsed, path)
+            replaced += 1
     if not replaced:
         raise CompileError(f"quantize={mode!r}: {type(model).__name__} has no nn.Linear / Conv1D to quantise")
     if hasattr(quantized, "config"):
         quantized.config.tie_word_embeddings = False  # the head is quantised now, the embedding is not
     return quantized
+
+
+def _experts_form(module: torch.nn.Module) -> tuple[str, bool, bool] | None:
+    """(the up projection's name, gated, transposed) of an experts module in transformers' unified form (stacked
+    ``gate_up_proj`` or ``up_proj`` and ``down_proj``, dispatching on ``config._experts_implementation``), or None."""
+    config = getattr(module, "config", None)
+    if config is None or not hasattr(type(config), "_experts_implementation") or not hasattr(module, "num_experts"):
+        return None
+    gated = bool(getattr(module, "has_gate", hasattr(module, "gate_up_proj")))
+    up = "gate_up_proj" if gated else "up_proj"
+    stacks = [getattr(module, name, None) for name in (up, "down_proj")]
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 3 for t in stacks):
+        return None
+    return up, gated, bool(getattr(module, "is_transposed", False))
+
+
+def _experts_forward(self: torch.nn.Module, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                     top_k_weights: torch.Tensor, up: Callable[..., torch.Tensor] | None = None,
+                     down: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+    """transformers' ``batched_mm`` experts forward with each projection a routed one (``up`` and ``down``: the
+    quantised ones by default): each (token, expert) row through its expert's projections, gated, weighted by its
+    routing weight, summed per token."""
+    up = up or self.quantized_up
+    down = down or self.quantized_down
+    top_k = top_k_index.size(-1)
+    tokens, hidden = hidden_states.size(0), hidden_states.size(-1)
+    rows = hidden_states.repeat_interleave(top_k, dim=0)
+    ids = top_k_index.reshape(-1)
+    h = up(rows, ids)
+    h = self._apply_gate(h) if self.has_gate else self.act_fn(h)
+    out = down(h, ids)
+    if getattr(self, "has_post_expert_norm", False):
+        out = self.post_expert_norm(out)
+    out = out * top_k_weights.reshape(-1).unsqueeze(-1)
+    return out.view(tokens, top_k, hidden).sum(dim=1).to(hidden_states.dtype)
+
+
+def _stack(module: torch.nn.Module, name: str, transposed: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The stacked weights [E, N, K] of projection ``name`` and its biases [E, N] (or None)."""
+    w = getattr(module, name).detach()
+    bias = getattr(module, f"{name}_bias", None) if getattr(module, "has_bias", False) else None
+    return (w.transpose(1, 2) if transposed else w), (None if bias is None else bias.detach())
+
+
+def quantize_experts(module: torch.nn.Module, mode: QuantizeMode, path: str) -> None:
+    """An experts module (``_experts_form``) quantised in place: each expert's up (or gate-up) and down projections
+    as ``mode`` quantises a projection, the stacks replaced by routed quantised projections, the forward by
+    ``_experts_forward``. That forward is first checked against the module's own (``batched_mm``) on random routing,
+    with the stacks unquantised: a module whose experts compute anything else is refused by name."""
+    up_name, gated, transposed = _experts_form(module)
+    if getattr(module, "_is_expert_parallel", False):
+        raise CompileError(f"quantize: {path} is split for expert parallelism; not supported")
+    (up, up_bias), (down, down_bias) = _stack(module, up_name, transposed), _stack(module, "down_proj", transposed)
+    _check_experts_forward(module, path, (up, up_bias), (down, down_bias))
+    module.quantized_up = mode.quantized_stack(up, up_bias)
+    module.quantized_down = mode.quantized_stack(down, down_bias)
+    for name in (up_name, "down_proj", f"{up_name}_bias", "down_proj_bias"):
+        if name in module._parameters:
+            del module._parameters[name]
+    module.forward = types.MethodType(_experts_forward, module)
+
+
+def _routed(stack: torch.Tensor, bias: torch.Tensor | None) -> Callable[..., torch.Tensor]:
+    def linear(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        y = torch.bmm(stack[ids], x.unsqueeze(-1)).squeeze(-1)
+        return y if bias is None else y + bias[ids]
+    return linear
+
+
+def _check_experts_forward(module: torch.nn.Module, path: str, up: tuple, down: tuple) -> None:
+    experts, hidden = up[0].shape[0], up[0].shape[2]
+    gen = torch.Generator().manual_seed(0)
+    top_k = min(2, experts)
+    x = torch.randn(5, hidden, generator=gen).to(up[0].dtype)
+    ids = torch.stack([torch.randperm(experts, generator=gen)[:top_k] for _ in range(5)])
+    weights = torch.rand(5, top_k, generator=gen).to(up[0].dtype)
+    setting = module.config._experts_implementation
+    try:
+        module.config._experts_implementation = "batched_mm"
+        with torch.no_grad():
+            want = module(x, ids, weights).float()
+            got = _experts_forward(module, x, ids, weights, _routed(*up), _routed(*down)).float()
+    finally:
+        module.config._experts_implementation = setting
+    error = float((got - want).norm() / want.norm().clamp_min(1e-30))
+    if not error < (1e-5 if up[0].dtype == torch.float32 else 1e-2):
+        raise CompileError(f"quantize: the experts of {path} ({type(module).__name__}) do not compute transformers' "
+                           f"batched experts form (rel. error {error:.1e}); their quantisation is not supported")
+
+
+def quantizes_activations(model: torch.nn.Module) -> bool:
+    """Whether ``model`` quantises activations on the fly (fp8): its logits are then not a continuous function of
+    the rounding of its GEMMs (a value at an e4m3 rounding boundary lands on either side)."""
+    return any(isinstance(m, QuantizedLinear) and m.custom_op.endswith("linear_fp8") for m in model.modules())
+
+
+def eager_rounding_noise(model: torch.nn.Module, ids: torch.Tensor) -> float:
+    """How far ``model``'s own eager logits move when only the blocking of its GEMMs changes: the first half of
+    ``ids`` [1, S] run alone against the same positions of the whole sequence's forward (relative error). Near
+    1e-7 for a model without activation quantisation; for fp8 activations the flipped roundings compound over the
+    layers (a few percent on a 12-layer model with random weights). A compiled fp8 model can only be held to this
+    model's own consistency, not to 1e-4."""
+    half = ids.shape[1] // 2
+    with torch.no_grad():
+        whole = model(input_ids=ids, use_cache=False).logits[:, :half].float()
+        part = model(input_ids=ids[:, :half], use_cache=False).logits.float()
+    return float((part - whole).norm() / whole.norm().clamp_min(1e-30))
 
 
 def _torchao_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -233,5 +337,5 @@ def adopt_quantized_weights(model: torch.nn.Module) -> torch.nn.Module:
         return model
     adopted = copy.deepcopy(model)
     for path, (int8, bias) in found.items():
-        replace_module(adopted, path, Int8WeightOnlyLinear(None, bias, int8))
+        replace_module(adopted, path, QuantizedLinear("linear_w8", int8, bias))
     return adopted

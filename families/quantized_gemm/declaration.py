@@ -11,6 +11,11 @@ weight-only ops in the activations' type, as CUTLASS's mixed-input GEMM takes th
   (per channel) or [1] (per tensor), and the activations quantised to e4m3 on the fly with the same granularity
   (per row, or over the whole tensor): scale ``max |x| / 448``; then ``(xq @ wq.T) x scale_x x scale_w``.
 
+Each op has a routed form for mixture-of-experts layers (``expert_`` before its name, ``routed=True``): the weights
+and scales are stacks over E experts ([E, ...] each) and a last operand ``indices`` [S] (integers, clamped into the
+stack as a gather clamps them) picks each of the S rows' expert. fp8's per-tensor activation scale is then over all
+S rows.
+
 Each op's dequantising reference is written here once, and its eager form in the custom op a quantised model
 calls is this reference."""
 
@@ -19,13 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from cat_dialect.op_base import CatOp, CatVerifyError, CpuKernel
 from families.quantized_gemm.cpu_kernel import VECTOR, gemm_fp8, gemm_u4, gemm_w8, supports, supports_u4
-from foundation.ir import TensorType
+from foundation.ir import INT_DTYPES, TensorType
 
 ACTIVATIONS = ("f32", "f16", "bf16")
 FP8_MAX = 448.0  # the largest finite float8 e4m3 (fn) value
@@ -78,59 +83,160 @@ def _check_activations(op: str, x: TensorType) -> None:
         raise CatVerifyError(f"cat.{op}: x must be an f32, f16 or bf16 tensor [..., K], got {x}")
 
 
+@dataclass(frozen=True)
 class _QuantizedGemm(CatOp):
-    """What the quantised GEMMs share: no attributes, x first, w second, the result [..., N] in x's type."""
+    """What the quantised GEMMs share: x first, the weights second, the result [..., N] in x's type; the routed form
+    (``routed``) with stacks of weights and scales and the rows' ``indices`` last."""
 
     __abstract_family__ = True
+    base_name: ClassVar[str] = ""
+    routed: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"expert_{self.base_name}" if self.routed else self.base_name
 
     @classmethod
     def irdl_instances(cls) -> Iterator[CatOp]:
         yield cls()
+        yield cls(routed=True)
 
     @classmethod
     def from_name(cls, name: str, attrs: dict[str, Any]) -> CatOp | None:
-        return cls() if name == cls().name else None
-
-    def flops(self, operands: Sequence[TensorType]) -> int:
-        x, w = operands[0], operands[1]
-        return 2 * math.prod(x.shape[:-1]) * w.shape[0] * x.shape[-1]
-
-    def bytes_read(self, operands: Sequence[TensorType]) -> int:
-        """The weights' bytes with their scales: what a call reads besides the activations."""
-        return sum(t.nbytes for t in operands[1:])
-
-
-@dataclass(frozen=True)
-class GemmW8(_QuantizedGemm):
-    @property
-    def name(self) -> str:
-        return "gemm_rcr_w8"
+        if name == cls.base_name:
+            return cls()
+        return cls(routed=True) if name == f"expert_{cls.base_name}" else None
 
     def operand_names(self) -> list[str]:
-        return ["x", "w", "scale"]
+        return self.weight_operands() + (["indices"] if self.routed else [])
+
+    def weight_operands(self) -> list[str]:
+        """x, the weights and their scales."""
+        raise NotImplementedError
 
     def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
         self.check_arity(operands)
-        x, w, scale = operands
-        _check_activations(self.name, x)
-        if w.dtype != "i8" or w.rank != 2 or w.shape[1] != x.shape[-1]:
-            raise CatVerifyError(f"cat.gemm_rcr_w8: w must be int8 [N, {x.shape[-1]}], got {w}")
-        if scale.dtype != x.dtype or scale.shape != (w.shape[0],):
-            raise CatVerifyError(f"cat.gemm_rcr_w8: scale must be {x.dtype} [{w.shape[0]}], got {scale}")
-        return TensorType(x.shape[:-1] + (w.shape[0],), x.dtype)
+        if not self.routed:
+            return self.infer_one(operands)
+        *own, indices = operands
+        x, stacks = own[0], own[1:]
+        rows = math.prod(x.shape[:-1])
+        if indices.dtype not in INT_DTYPES or indices.shape != (rows,):
+            raise CatVerifyError(f"cat.{self.name}: indices must be integers [{rows}] (one expert per row of {x}), "
+                                 f"got {indices}")
+        experts = {t.shape[0] if t.rank else None for t in stacks}
+        if len(experts) != 1 or None in experts:
+            raise CatVerifyError(f"cat.{self.name}: the weights and scales must be stacks over the same experts, got "
+                                 f"{', '.join(map(str, stacks))}")
+        return self.infer_one([x, *(TensorType(t.shape[1:], t.dtype) for t in stacks)])
 
-    def describe(self, operands: Sequence[TensorType]) -> str:
-        x, w, _ = operands
-        return (f"int8 weight-only GEMM: {x} x int8 {list(w.shape)} weights ({self.bytes_read(operands)} bytes read "
-                "per call)")
+    def infer_one(self, operands: Sequence[TensorType]) -> TensorType:
+        """The result type of one expert's (or the unrouted op's) operands."""
+        raise NotImplementedError
 
-    def reference(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        y = torch.nn.functional.linear(x.to(torch.float32), dequantized(w, scale).to(torch.float32))
-        return y.to(x.dtype)
+    def one(self, operands: Sequence[TensorType]) -> list[TensorType]:
+        """x and one expert's weights and scales (the operands as they are when not routed)."""
+        if not self.routed:
+            return list(operands)
+        return [operands[0], *(TensorType(t.shape[1:], t.dtype) for t in operands[1:-1])]
+
+    def flops(self, operands: Sequence[TensorType]) -> int:
+        x, w = operands[0], operands[1]
+        return 2 * math.prod(x.shape[:-1]) * w.shape[-2] * x.shape[-1]
+
+    def bytes_read(self, operands: Sequence[TensorType]) -> int:
+        """The weights' bytes with their scales: what a call reads besides the activations (routed: every expert's,
+        the most a call reads)."""
+        return sum(t.nbytes for t in operands[1:len(self.weight_operands())])
+
+    def describe_routed(self, text: str, operands: Sequence[TensorType]) -> str:
+        if not self.routed:
+            return text
+        return f"{operands[1].shape[0]} experts' {text.replace(' per call)', ' in all)')}, each row its own expert's"
+
+    def reference(self, *args: torch.Tensor) -> torch.Tensor:
+        if not self.routed:
+            return self.reference_one(*args)
+        x, *weights, indices = args
+        rows = x.reshape(-1, x.shape[-1])
+        ids = indices.reshape(-1).to(torch.int64).clamp(0, weights[0].shape[0] - 1)
+        out = torch.empty(rows.shape[0], weights[0].shape[1], dtype=x.dtype)
+        prepared = self.prepare_rows(rows, weights)
+        for e in ids.unique().tolist():
+            picked = (ids == e).nonzero()[:, 0]
+            out[picked] = self.reference_rows(prepared, picked, *(w[e] for w in weights))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def reference_one(self, *args: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def prepare_rows(self, rows: torch.Tensor, stacks: Sequence[torch.Tensor]) -> Any:
+        """What the routed op computes once over every row (fp8: the quantised activations), given the stacks of
+        weights and scales."""
+        return rows
+
+    def reference_rows(self, prepared: Any, picked: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+        """The rows ``picked`` of the routed op, all of one expert (``weights``)."""
+        return self.reference_one(prepared[picked], *weights)
 
     def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
                    constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
                    ) -> CpuKernel | None:
+        """The one-expert kernel (``kernel_one``); routed, over each expert's rows in turn."""
+        one = self.kernel_one(self.one(types))
+        if one is None or not self.routed:
+            return one
+        n = out_type.shape[-1]
+
+        def routed(args: list[torch.Tensor], out: torch.Tensor) -> None:
+            x, *weights, indices = args
+            rows = x.reshape(-1, x.shape[-1])
+            ids = indices.reshape(-1).to(torch.int64).clamp(0, weights[0].shape[0] - 1)
+            flat = out.view(-1, n)
+            prepared = self.prepare_rows(rows, weights)
+            for e in ids.unique().tolist():
+                picked = (ids == e).nonzero()[:, 0]
+                part = torch.empty(len(picked), n, dtype=out.dtype)
+                self.run_rows(one, prepared, picked, [w[e] for w in weights], part)
+                flat[picked] = part
+
+        return routed
+
+    def kernel_one(self, types: Sequence[TensorType]) -> CpuKernel | None:
+        raise NotImplementedError
+
+    def run_rows(self, one: CpuKernel, prepared: Any, picked: torch.Tensor, weights: list[torch.Tensor],
+                 out: torch.Tensor) -> None:
+        """The one-expert kernel ``one`` over the rows ``picked`` (of ``prepare_rows``'s), into ``out``."""
+        one([prepared[picked], *weights], out)
+
+
+@dataclass(frozen=True)
+class GemmW8(_QuantizedGemm):
+    base_name: ClassVar[str] = "gemm_rcr_w8"
+
+    def weight_operands(self) -> list[str]:
+        return ["x", "w", "scale"]
+
+    def infer_one(self, operands: Sequence[TensorType]) -> TensorType:
+        x, w, scale = operands
+        _check_activations(self.name, x)
+        if w.dtype != "i8" or w.rank != 2 or w.shape[1] != x.shape[-1]:
+            raise CatVerifyError(f"cat.{self.name}: w must be int8 [N, {x.shape[-1]}], got {w}")
+        if scale.dtype != x.dtype or scale.shape != (w.shape[0],):
+            raise CatVerifyError(f"cat.{self.name}: scale must be {x.dtype} [{w.shape[0]}], got {scale}")
+        return TensorType(x.shape[:-1] + (w.shape[0],), x.dtype)
+
+    def describe(self, operands: Sequence[TensorType]) -> str:
+        x, w = operands[0], self.one(operands)[1]
+        return self.describe_routed(f"int8 weight-only GEMM: {x} x int8 {list(w.shape)} weights "
+                                    f"({self.bytes_read(operands)} bytes read per call)", operands)
+
+    def reference_one(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.linear(x.to(torch.float32), dequantized(w, scale).to(torch.float32))
+        return y.to(x.dtype)
+
+    def kernel_one(self, types: Sequence[TensorType]) -> CpuKernel | None:
         """The int8 kernel (``cpu_kernel.gemm_w8``, f32), writing into the planned buffer."""
         k = types[0].shape[-1]
         if not supports(k) or types[0].dtype != "f32":
@@ -145,43 +251,39 @@ class GemmW8(_QuantizedGemm):
 
 @dataclass(frozen=True)
 class GemmU4(_QuantizedGemm):
-    @property
-    def name(self) -> str:
-        return "gemm_rcr_u4"
+    base_name: ClassVar[str] = "gemm_rcr_u4"
 
-    def operand_names(self) -> list[str]:
+    def weight_operands(self) -> list[str]:
         return ["x", "w", "scale", "offset"]
 
-    def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
-        self.check_arity(operands)
+    def infer_one(self, operands: Sequence[TensorType]) -> TensorType:
         x, w, scale, offset = operands
         _check_activations(self.name, x)
         k = x.shape[-1]
         if w.dtype != "i8" or w.rank != 2 or 2 * w.shape[1] != k or k % VECTOR:
-            raise CatVerifyError(f"cat.gemm_rcr_u4: w must be packed int4 [N, {k // 2}] (K a multiple of {VECTOR}), "
+            raise CatVerifyError(f"cat.{self.name}: w must be packed int4 [N, {k // 2}] (K a multiple of {VECTOR}), "
                                  f"got {w} for K {k}")
         if scale.dtype != x.dtype or scale.rank != 2 or scale.shape[1] != w.shape[0] or not scale.shape[0] or \
                 k % scale.shape[0] or offset != scale:
-            raise CatVerifyError(f"cat.gemm_rcr_u4: scale and offset must be {x.dtype} [groups dividing {k}, "
+            raise CatVerifyError(f"cat.{self.name}: scale and offset must be {x.dtype} [groups dividing {k}, "
                                  f"{w.shape[0]}], got {scale} and {offset}")
         return TensorType(x.shape[:-1] + (w.shape[0],), x.dtype)
 
-    @staticmethod
-    def group(operands: Sequence[TensorType]) -> int:
-        return operands[0].shape[-1] // operands[2].shape[0]
+    def group(self, operands: Sequence[TensorType]) -> int:
+        return operands[0].shape[-1] // operands[2].shape[-2]
 
     def describe(self, operands: Sequence[TensorType]) -> str:
-        x, w = operands[0], operands[1]
-        return (f"int4 weight-only GEMM (groups of {self.group(operands)}): {x} x int4 [{w.shape[0]}, {x.shape[-1]}] "
-                f"weights ({self.bytes_read(operands)} bytes read per call)")
+        x, w = operands[0], self.one(operands)[1]
+        return self.describe_routed(f"int4 weight-only GEMM (groups of {self.group(operands)}): {x} x int4 "
+                                    f"[{w.shape[0]}, {x.shape[-1]}] weights ({self.bytes_read(operands)} bytes read "
+                                    "per call)", operands)
 
-    def reference(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    def reference_one(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor
+                      ) -> torch.Tensor:
         y = torch.nn.functional.linear(x.to(torch.float32), dequantized_int4(w, scale, offset).to(torch.float32))
         return y.to(x.dtype)
 
-    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
-                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
-                   ) -> CpuKernel | None:
+    def kernel_one(self, types: Sequence[TensorType]) -> CpuKernel | None:
         """The int4 kernel (``cpu_kernel.gemm_u4``, f32), writing into the planned buffer."""
         k = types[0].shape[-1]
         if not supports_u4(k, self.group(types)) or types[0].dtype != "f32":
@@ -197,45 +299,56 @@ class GemmU4(_QuantizedGemm):
 
 @dataclass(frozen=True)
 class GemmFp8(_QuantizedGemm):
-    @property
-    def name(self) -> str:
-        return "gemm_rcr_fp8"
+    base_name: ClassVar[str] = "gemm_rcr_fp8"
 
-    def operand_names(self) -> list[str]:
+    def weight_operands(self) -> list[str]:
         return ["x", "w", "scale"]
 
-    def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
-        self.check_arity(operands)
+    def infer_one(self, operands: Sequence[TensorType]) -> TensorType:
         x, w, scale = operands
         _check_activations(self.name, x)
         if w.dtype != "i8" or w.rank != 2 or w.shape[1] != x.shape[-1]:
-            raise CatVerifyError(f"cat.gemm_rcr_fp8: w must be e4m3 bytes (int8) [N, {x.shape[-1]}], got {w}")
+            raise CatVerifyError(f"cat.{self.name}: w must be e4m3 bytes (int8) [N, {x.shape[-1]}], got {w}")
         if scale.dtype != "f32" or scale.shape not in ((w.shape[0],), (1,)):
-            raise CatVerifyError(f"cat.gemm_rcr_fp8: scale must be f32 [{w.shape[0]}] (per channel) or [1] "
+            raise CatVerifyError(f"cat.{self.name}: scale must be f32 [{w.shape[0]}] (per channel) or [1] "
                                  f"(per tensor), got {scale}")
         return TensorType(x.shape[:-1] + (w.shape[0],), x.dtype)
 
-    @staticmethod
-    def per_row(operands: Sequence[TensorType]) -> bool:
+    def per_row(self, operands: Sequence[TensorType]) -> bool:
         """Scales per row of the activations and per channel of the weights (else one per tensor each)."""
-        return operands[2].shape[0] == operands[1].shape[0] and operands[1].shape[0] > 1
+        w, scale = operands[1], operands[2]
+        return scale.shape[-1] == w.shape[-2] and w.shape[-2] > 1
 
     def describe(self, operands: Sequence[TensorType]) -> str:
-        x, w = operands[0], operands[1]
+        x, w = operands[0], self.one(operands)[1]
         scales = "per-row" if self.per_row(operands) else "per-tensor"
-        return (f"fp8 e4m3 GEMM ({scales} scales): {x} x fp8 {list(w.shape)} weights ({self.bytes_read(operands)} "
-                "bytes read per call)")
+        return self.describe_routed(f"fp8 e4m3 GEMM ({scales} scales): {x} x fp8 {list(w.shape)} weights "
+                                    f"({self.bytes_read(operands)} bytes read per call)", operands)
 
-    def reference(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        per_row = scale.numel() == w.shape[0] and w.shape[0] > 1
+    @staticmethod
+    def _per_row(w: torch.Tensor, scale: torch.Tensor) -> bool:
+        return scale.shape[-1] == w.shape[-2] and w.shape[-2] > 1
+
+    def reference_one(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        q, scale_x = fp8_activations(rows, per_row)
-        y = torch.nn.functional.linear(q, fp8_weights(w)) * scale_x[:, None] * scale.to(torch.float32)[None, :]
+        y = self._product(fp8_activations(rows, self._per_row(w, scale)), w, scale)
         return y.reshape(*x.shape[:-1], w.shape[0]).to(x.dtype)
 
-    def cpu_kernel(self, types: Sequence[TensorType], out_type: TensorType,
-                   constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
-                   ) -> CpuKernel | None:
+    @staticmethod
+    def _product(quantized: tuple[torch.Tensor, torch.Tensor], w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        q, scale_x = quantized
+        return torch.nn.functional.linear(q, fp8_weights(w)) * scale_x[:, None] * scale.to(torch.float32)[None, :]
+
+    def prepare_rows(self, rows: torch.Tensor, stacks: Sequence[torch.Tensor]) -> Any:
+        """The activations quantised once, over every row (per tensor: over all of them, not one expert's)."""
+        return rows, fp8_activations(rows, self._per_row(stacks[0], stacks[1]))
+
+    def reference_rows(self, prepared: Any, picked: torch.Tensor, w: torch.Tensor, scale: torch.Tensor
+                       ) -> torch.Tensor:
+        rows, (q, scale_x) = prepared
+        return self._product((q[picked], scale_x[picked]), w, scale).to(rows.dtype)
+
+    def kernel_one(self, types: Sequence[TensorType]) -> CpuKernel | None:
         """The activations quantised as the reference does, then the e4m3 kernel (``cpu_kernel.gemm_fp8``, f32)."""
         k = types[0].shape[-1]
         if not supports(k) or types[0].dtype != "f32":
@@ -245,12 +358,21 @@ class GemmFp8(_QuantizedGemm):
         def gemm(args: list[torch.Tensor], out: torch.Tensor) -> None:
             x, w, scale = args
             q, scale_x = fp8_activations(x.reshape(-1, k), per_row)
-            scale_w = scale.expand(w.shape[0]).contiguous()
-            gemm_fp8(q, scale_x, w.contiguous(), scale_w, out.view(-1, w.shape[0]))
+            gemm_fp8(q, scale_x, w.contiguous(), scale.expand(w.shape[0]).contiguous(), out.view(-1, w.shape[0]))
 
         return gemm
+
+    def run_rows(self, one: CpuKernel, prepared: Any, picked: torch.Tensor, weights: list[torch.Tensor],
+                 out: torch.Tensor) -> None:
+        _, (q, scale_x) = prepared
+        w, scale = weights
+        gemm_fp8(q[picked].contiguous(), scale_x[picked].contiguous(), w.contiguous(),
+                 scale.expand(w.shape[0]).contiguous(), out)
 
 
 # the torch custom op (``torch.ops.byteir_cat.<name>``) a quantised model calls for each op: its eager form is the
 # op's reference, and the compiler turns its call into the op
-CUSTOM_OPS: dict[str, _QuantizedGemm] = {"linear_w8": GemmW8(), "linear_u4": GemmU4(), "linear_fp8": GemmFp8()}
+CUSTOM_OPS: dict[str, _QuantizedGemm] = {"linear_w8": GemmW8(), "linear_u4": GemmU4(), "linear_fp8": GemmFp8(),
+                                          "expert_linear_w8": GemmW8(routed=True),
+                                          "expert_linear_u4": GemmU4(routed=True),
+                                          "expert_linear_fp8": GemmFp8(routed=True)}

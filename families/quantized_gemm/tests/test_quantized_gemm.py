@@ -14,13 +14,13 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 import byteir_cat
 from byteir_cat.quantization import (
-    Fp8Linear,
-    Int4WeightOnlyLinear,
-    Int8WeightOnlyLinear,
+    QuantizedLinear,
+    eager_rounding_noise,
     quantize_fp8,
     quantize_int4,
     quantize_int8,
     quantize_model,
+    quantizes_activations,
 )
 from cat_dialect.op_base import CatVerifyError
 from families.quantized_gemm.declaration import (
@@ -208,8 +208,8 @@ def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make, mode):
     lm = byteir_cat.compile_causal_lm(model, 2, 64, quantize=mode, out_dir=tmp_path / "w8")
     f32 = byteir_cat.compile_causal_lm(model, 2, 64, out_dir=tmp_path / "f32")
     reference = quantize_model(model, mode)
-    kind = {"int8": Int8WeightOnlyLinear, "int4": Int4WeightOnlyLinear, "fp8": Fp8Linear}[mode[:4].rstrip("/")]
-    assert sum(isinstance(m, kind) for m in reference.modules()) == 4 * 2 + 1 + \
+    op = {"int8": "linear_w8", "int4": "linear_u4", "fp8": "linear_fp8"}[mode[:4].rstrip("/")]
+    assert sum(isinstance(m, QuantizedLinear) and m.custom_op == op for m in reference.modules()) == 4 * 2 + 1 + \
         (0 if isinstance(model, GPT2LMHeadModel) else 3 * 2)
     ids = torch.randint(3, 200, (2, 9), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(ids)
@@ -221,7 +221,9 @@ def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make, mode):
     seq = torch.randint(3, 200, (1, 40), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         ref_logits, full_logits = reference(seq).logits, model(seq).logits
-    assert (lm.score(seq) - ref_logits).norm() / ref_logits.norm() < 1e-4
+    # fp8 quantises activations on the fly: held to the eager model's own rounding noise (its kernels are exact)
+    bound = max(1e-4, 3 * eager_rounding_noise(reference, seq)) if quantizes_activations(reference) else 1e-4
+    assert (lm.score(seq) - ref_logits).norm() / ref_logits.norm() < bound
     agree = (f32.generate(ids[:1], max_new_tokens=48) == lm.generate(ids[:1], max_new_tokens=48)).float().mean()
     print(f"\n{type(model).__name__} {mode}: logits rel. error against f32 "
           f"{float((ref_logits - full_logits).norm() / full_logits.norm()):.2e}, greedy agreement {float(agree):.2f}")

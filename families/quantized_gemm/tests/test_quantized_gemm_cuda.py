@@ -1,0 +1,110 @@
+"""The quantised GEMMs on the GPU side, without a GPU: the kernels render for sm_90a (refused for sm_80 in one line),
+their host twins (the same glue: operand packing, fp8's activation quantisation, the mixed-input mainloop's
+dequantisation in the activations' type) match the ops' references on random data, and the CUTLASS kernels
+compile for sm_90a with nvcc (under -m slow: CUTLASS 3.x mixed-input kernels take minutes each on two cores).
+The kernels themselves run only on a GPU (the GPU kit's kernel check)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ait_codegen.build import BuildJob, build_twin, compile_all
+from ait_codegen.errors import UnsupportedKernel
+from ait_codegen.launch import KernelLibrary
+from ait_codegen.renderings import rendering_for
+from ait_codegen.source import as_spec, device_source, render_kernel
+from ait_codegen.tuning_cache import TuningCache
+from byteir_cat.quantization import quantize_fp8, quantize_int4, quantize_int8
+from families import compile_side
+from families.quantized_gemm.cutlass import candidates
+from families.quantized_gemm.declaration import GemmFp8, GemmU4, GemmW8
+from foundation.ir import TensorType, dtype_of_torch
+from tests.helpers import exported_symbols
+
+pytestmark = pytest.mark.nvcc
+compile_side.load()
+
+
+def _case(kind: str, m: int, n: int, k: int, dtype: torch.dtype, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x, w = (torch.randn(m, k, generator=gen) * 2).to(dtype), torch.randn(n, k, generator=gen)
+    if kind == "w8":
+        op, args = GemmW8(), quantize_int8(w, dtype)
+    elif kind.startswith("u4"):
+        group = int(kind.split("g")[1]) if "g" in kind else k
+        op, args = GemmU4(), quantize_int4(w, group, kind.endswith("sym"), dtype)
+    else:
+        op, args = GemmFp8(), quantize_fp8(w, kind == "fp8-row")
+    tensors = (x, *args)
+    return as_spec(op, [TensorType(tuple(t.shape), dtype_of_torch(t.dtype)) for t in tensors]), tensors
+
+
+# (kind, M, N, K, dtype): decode (one row), a few rows, a prefill; int4 with groups of 64, 128 and the whole K
+CASES = [("w8", 1, 256, 512, torch.float16), ("w8", 7, 136, 256, torch.bfloat16),
+         ("u4g64", 3, 128, 256, torch.bfloat16), ("u4g128", 1, 264, 384, torch.float16),
+         ("u4sym", 2, 64, 128, torch.float16), ("fp8-row", 5, 192, 256, torch.bfloat16),
+         ("fp8-tensor", 9, 128, 160, torch.float16), ("fp8-row", 1, 64, 96, torch.float16)]
+
+
+def test_host_twins_match_the_references():
+    specs = [_case(*c, seed=i) for i, c in enumerate(CASES)]
+    kernels = [render_kernel(spec, "sm_90a") for spec, _ in specs]
+    lib = KernelLibrary(build_twin(kernels, progress=False).path)
+    for case, kernel, (spec, tensors) in zip(CASES, kernels, specs, strict=True):
+        got = lib.run(kernel.symbol, spec, *tensors).float()
+        want = spec.op.reference(*tensors).float()
+        assert got.dtype == want.dtype and got.shape == want.shape
+        # f32 accumulation in another order, one rounding to f16/bf16 at the end: within an output ulp
+        assert (got - want).abs().max() <= 1e-2 * want.abs().max(), case
+
+
+def test_sm80_and_f32_and_small_groups_are_refused_in_one_line():
+    spec, _ = _case("w8", 1, 256, 512, torch.float16)
+    with pytest.raises(UnsupportedKernel, match="sm_80: the quantised GEMMs are built on Hopper"):
+        render_kernel(spec, "sm_80")
+    spec, _ = _case("w8", 1, 256, 512, torch.float32)
+    with pytest.raises(UnsupportedKernel, match="f32 activations: the GPU kernels take f16 or bf16"):
+        render_kernel(spec, "sm_90a")
+    spec, _ = _case("u4g32", 1, 256, 512, torch.float16)
+    with pytest.raises(UnsupportedKernel, match="groups of 32: .* multiple of its K tile \\(64\\)"):
+        render_kernel(spec, "sm_90a")
+
+
+def test_candidates_start_with_the_heuristic_and_fit_decode():
+    spec, _ = _case("w8", 1, 4096, 4096, torch.float16)
+    pool = candidates(spec)
+    assert pool[0].tile[1] == 16 and len({c.name for c in pool}) == len(pool)  # decode: a 16-token tile
+    spec, _ = _case("fp8-row", 512, 4096, 4096, torch.bfloat16)
+    assert candidates(spec)[0].tile == (128, 128, 128)  # fp8's K tile: 128 bytes of e4m3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kinds", [["w8", "fp8-row"], ["u4g128", "fp8-tensor"]], ids=["w8-fp8row", "u4-fp8tensor"])
+def test_kernels_compile_for_sm90a(kinds):
+    """One translation unit per pair (two nvcc builds in parallel): every entry point exported."""
+    rendered = []
+    for kind in kinds:
+        spec, _ = _case(kind, 16, 256, 512, torch.bfloat16 if kind == "w8" else torch.float16)
+        rendered.append(render_kernel(spec, "sm_90a"))
+    result = compile_all([BuildJob("+".join(kinds), device_source(rendered), "device", "sm_90a", "shared")],
+                         progress=False)[0]
+    symbols = exported_symbols(result.path)
+    for k in rendered:
+        assert {k.symbol, f"{k.symbol}_workspace_bytes"} <= symbols
+
+
+def test_a_profiled_configuration_is_taken_from_the_tuning_cache(tmp_path):
+    """``byteir-cat tune --import`` stores the device's winner; the next compile builds it. The record is keyed by the
+    weights' kind: an int8 GEMM of the same shape does not take an int4 one's."""
+    spec, _ = _case("u4g128", 1, 264, 384, torch.float16)
+    family = rendering_for(spec.op)
+    cache = TuningCache(tmp_path / "tuning.db")
+    try:
+        pick = candidates(spec)[3]
+        cache.store(family.tuning_problem(spec.op, spec.operands), "sm_90a", pick, profiled=True, time_ms=0.01)
+        assert render_kernel(spec, "sm_90a", tuning=cache).config == pick
+        other, _ = _case("w8", 1, 264, 384, torch.float16)
+        assert render_kernel(other, "sm_90a", tuning=cache).config == candidates(other)[0]
+    finally:
+        cache.close()
