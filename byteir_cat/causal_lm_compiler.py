@@ -261,9 +261,6 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     _refuse_unsupported(model)
     model = adopt_quantized_weights(model.eval())  # quantised with torchao already
     if quantize is not None:
-        if target != "cpu":
-            raise CompileError(f"quantize={quantize!r} for target {target}: not built yet (the quantised GEMMs have a "
-                               "CPU kernel only; CUTLASS's mixed-input GEMM is the plan for CUDA)")
         if tensor_parallel > 1:
             raise CompileError(f"quantize={quantize!r} with tensor_parallel={tensor_parallel}: not built yet")
         model = quantize_model(model, quantize)

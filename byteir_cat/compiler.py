@@ -92,9 +92,6 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
     if isinstance(model_or_mlir, torch.nn.Module):
         model_or_mlir = adopt_quantized_weights(model_or_mlir)  # quantised with torchao already
     if quantize is not None:
-        if target != "cpu":
-            raise CompileError(f"quantize={quantize!r} for target {target}: not built yet (the quantised GEMMs have a "
-                               "CPU kernel only; CUTLASS's mixed-input GEMM is the plan for CUDA)")
         if not isinstance(model_or_mlir, torch.nn.Module):
             raise CompileError(f"quantize={quantize!r} quantises a torch model's projections; this is MLIR text")
         model_or_mlir = quantize_model(model_or_mlir, quantize)

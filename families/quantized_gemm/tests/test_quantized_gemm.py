@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
 import byteir_cat
 from byteir_cat.quantization import (
     QuantizedLinear,
+    QuantizeMode,
     eager_rounding_noise,
     quantize_fp8,
     quantize_int4,
@@ -24,6 +25,7 @@ from byteir_cat.quantization import (
 )
 from cat_dialect.op_base import CatVerifyError
 from families.quantized_gemm.declaration import (
+    CUSTOM_OPS,
     GemmFp8,
     GemmU4,
     GemmW8,
@@ -247,8 +249,9 @@ def test_refusals():
         byteir_cat.compile_causal_lm(model, 1, 16, quantize="int3")
     with pytest.raises(CompileError, match="must be all f32, f16 or bf16"):
         quantize_model(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).half()), "int8-weight-only")
-    with pytest.raises(CompileError, match="for target cuda: not built yet"):
-        byteir_cat.compile_causal_lm(model, 1, 16, target="cuda", arch="sm_90a", quantize="int8-weight-only")
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64)).half().eval()
+    with pytest.raises(CompileError, match="sm_80: the quantised GEMMs are built on Hopper's wgmma and TMA"):
+        byteir_cat.compile(mlp, (torch.randn(4, 64).half(),), target="cuda", arch="sm_80", quantize="int8-weight-only")
     with pytest.raises(CompileError, match="with tensor_parallel=2: not built yet"):
         byteir_cat.compile_causal_lm(model, 1, 16, tensor_parallel=2, quantize="int8-weight-only")
 
@@ -276,3 +279,67 @@ def test_other_torchao_weights_are_refused_by_name():
     torchao.quantize_(model, torchao.Int8DynamicActivationInt8WeightConfig())
     with pytest.raises(CompileError, match=r"model\.layers\.0\.self_attn\.q_proj: a \w+ weight \(torchao\) is not "):
         byteir_cat.compile_causal_lm(model, 1, 16)
+
+
+def _mixtral() -> torch.nn.Module:
+    torch.manual_seed(2)
+    return MixtralForCausalLM(MixtralConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                            num_key_value_heads=2, intermediate_size=96, num_local_experts=4,
+                                            num_experts_per_tok=2, vocab_size=211, bos_token_id=1,
+                                            eos_token_id=2)).eval()
+
+
+@pytest.mark.parametrize("mode,op", [("int8-weight-only", "w8"), pytest.param("int4-weight-only/g32", "u4",
+                                                                               marks=pytest.mark.slow),
+                                     ("fp8", "fp8")])
+def test_moe_experts_are_quantised_and_generate_as_their_reference(tmp_path, mode, op):
+    """Mixtral: each expert's gate-up and down projections quantised like any projection (the router is not), the
+    stacks replaced by routed quantised GEMMs (cat.expert_gemm_rcr_*); generation equals the quantised model's HF
+    greedy tokens on a left-padded batch, and the artifact generates the same in a fresh process."""
+    model = _mixtral()
+    reference = quantize_model(model, mode)
+    experts = reference.model.layers[0].mlp.experts
+    assert experts.quantized_up.custom_op == experts.quantized_down.custom_op == f"expert_linear_{op}"
+    assert not any(name.endswith(("gate_up_proj", "down_proj")) for name, _ in reference.named_parameters())
+    assert experts.quantized_up.weight_q.shape[:2] == (4, 2 * 96)
+    lm = byteir_cat.compile_causal_lm(model, 2, 64, quantize=mode, out_dir=tmp_path / "q")
+    ops = {c.op for c in lm.decode_step.byre.computes if c.kind == "cat"}
+    assert {f"cat.expert_gemm_rcr_{op}", f"cat.gemm_rcr_{op}"} <= ops
+    ids = torch.randint(3, 200, (2, 9), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        want = reference.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0)
+    assert torch.equal(lm.generate(ids, attention_mask=mask, max_new_tokens=10), want)
+    out = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path / "q"), ",".join(map(str, ids[0].tolist()))],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ",".join(map(str, lm.generate(ids[:1], max_new_tokens=12)[0].tolist()))
+
+
+@pytest.mark.parametrize("per_row", [True, False])
+def test_routed_kernels_match_their_references(per_row):
+    """Each row through its own expert (indices clamped into the stack); fp8's per-tensor activation scale over every
+    row, not one expert's."""
+    gen = torch.Generator().manual_seed(4)
+    x, stack = torch.randn(9, 64, generator=gen) * 2, torch.randn(3, 48, 64, generator=gen)
+    ids = torch.tensor([0, 2, 2, 1, 0, 5, 1, 2, 0])  # 5: clamped to expert 2
+    for mode in (QuantizeMode("int8-weight-only"), QuantizeMode("int4-weight-only", group=32),
+                 QuantizeMode("fp8", per_row=per_row)):
+        layer = mode.quantized_stack(stack, None)
+        tensors = [getattr(layer, n) for n in layer.names]
+        op = CUSTOM_OPS[layer.custom_op]
+        args = [x, *tensors, ids]
+        types = [TensorType(tuple(t.shape), dtype_of_torch(t.dtype)) for t in args]
+        out_type = op.infer_type(types)
+        want = op.reference(*args)
+        one = CUSTOM_OPS[layer.custom_op.removeprefix("expert_")]
+        for r in range(9):  # the routed reference is the one-expert op on each row's expert (fp8: same row scales)
+            e = min(int(ids[r]), 2)
+            if op.name.endswith("fp8") and not per_row:
+                continue
+            row = one.reference(x[r:r + 1], *(t[e] for t in tensors))
+            assert (want[r:r + 1] - row).norm() / row.norm() < 1e-5
+        out = torch.empty(out_type.shape)
+        op.cpu_kernel(types, out_type)(args, out)
+        assert (out - want).norm() / want.norm() < 1e-6, op.name

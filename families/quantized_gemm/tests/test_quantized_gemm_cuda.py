@@ -15,12 +15,16 @@ from ait_codegen.launch import KernelLibrary
 from ait_codegen.renderings import rendering_for
 from ait_codegen.source import as_spec, device_source, render_kernel
 from ait_codegen.tuning_cache import TuningCache
-from byteir_cat.quantization import quantize_fp8, quantize_int4, quantize_int8
+from byteir_cat.compiler import compile
+from byteir_cat.quantization import quantize_fp8, quantize_int4, quantize_int8, quantize_model
 from families import compile_side
 from families.quantized_gemm.cutlass import candidates
 from families.quantized_gemm.declaration import GemmFp8, GemmU4, GemmW8
 from foundation.ir import TensorType, dtype_of_torch
-from tests.helpers import exported_symbols
+from runtime.artifact import read
+from runtime.session import Session
+from tests.helpers import exported_symbols, norm_rel_err
+from tests.test_cuda_target import EmulatedGpuProvider
 
 pytestmark = pytest.mark.nvcc
 compile_side.load()
@@ -69,6 +73,10 @@ def test_sm80_and_f32_and_small_groups_are_refused_in_one_line():
     spec, _ = _case("u4g32", 1, 256, 512, torch.float16)
     with pytest.raises(UnsupportedKernel, match="groups of 32: .* multiple of its K tile \\(64\\)"):
         render_kernel(spec, "sm_90a")
+    routed = as_spec(GemmW8(routed=True), [TensorType((4, 64), "f16"), TensorType((3, 32, 64), "i8"),
+                                           TensorType((3, 32), "f16"), TensorType((4,), "i64")])
+    with pytest.raises(UnsupportedKernel, match="routed \\(mixture-of-experts\\) quantised GEMMs have a CPU kernel"):
+        render_kernel(routed, "sm_90a")
 
 
 def test_candidates_start_with_the_heuristic_and_fit_decode():
@@ -108,3 +116,21 @@ def test_a_profiled_configuration_is_taken_from_the_tuning_cache(tmp_path):
         assert render_kernel(other, "sm_90a", tuning=cache).config == candidates(other)[0]
     finally:
         cache.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,op", [("int8-weight-only", "w8"), ("int4-weight-only/g64", "u4"), ("fp8", "fp8")])
+def test_a_quantised_half_model_compiles_for_sm90a_and_its_plan_matches(tmp_path, mode, op):
+    """compile(f16 model, target="cuda", arch="sm_90a", quantize=...): the projections become the CUTLASS kernels
+    (nvcc-built into the artifact), and the artifact's whole plan, run on the CPU (CAT ops on their reference
+    semantics, fusion groups on the GPU emulator), computes what the quantised model computes."""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256)).half().eval()
+    x = torch.randn(16, 256).half()
+    compile(mlp, (x,), target="cuda", arch="sm_90a", quantize=mode, out_dir=tmp_path / "artifact")
+    art = read(tmp_path / "artifact", target="cuda")
+    assert [c.op for c in art.byre.computes if c.kind == "cat"] == [f"cat.gemm_rcr_{op}"] * 2
+    got = Session(art, device="cpu", provider=EmulatedGpuProvider).run(x)[0]
+    with torch.no_grad():
+        want = quantize_model(mlp, mode)(x)
+    assert got.dtype == torch.float16 and norm_rel_err(got, want) < 1e-2
