@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -31,6 +31,7 @@ from cat_dialect.op_base import CatOp
 from families.quantized_gemm.declaration import CUSTOM_OPS, FP8_MAX, packed_int4
 from foundation.collectives import TORCH_NAMESPACE
 from foundation.errors import CompileError
+from foundation.ir import TensorType, torch_dtype
 
 MODES = ("int8-weight-only", "int4-weight-only", "fp8")
 GROUPS = (32, 64, 128)
@@ -302,6 +303,35 @@ def eager_rounding_noise(model: torch.nn.Module, ids: torch.Tensor) -> float:
         whole = model(input_ids=ids, use_cache=False).logits[:, :half].float()
         part = model(input_ids=ids[:, :half], use_cache=False).logits.float()
     return float((part - whole).norm() / whole.norm().clamp_min(1e-30))
+
+
+def example_operands(op: CatOp, types: Sequence[TensorType], device: torch.device | str = "cpu", seed: int = 0
+                     ) -> list[torch.Tensor] | None:
+    """Operands of a quantised GEMM (``CUSTOM_OPS``' ops) of ``types`` as a model holds them: normal random
+    activations and random normal weights quantised by this module (random bytes would hold e4m3's NaN patterns and
+    scales of any sign); None for any other op."""
+    if op not in CUSTOM_OPS.values():
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(types[0].shape, generator=gen).to(torch_dtype(types[0].dtype))
+    one = op.one(types)
+    n, k = one[1].shape[0], types[0].shape[-1]
+    kind = op.name.rsplit("_", 1)[-1]
+    if kind == "w8":
+        mode_of = QuantizeMode("int8-weight-only")
+    elif kind == "u4":
+        mode_of = QuantizeMode("int4-weight-only", group=k // one[2].shape[0])
+    else:
+        mode_of = QuantizeMode("fp8", per_row=op.per_row(types))
+    if op.routed:
+        experts = types[1].shape[0]
+        stack = torch.randn(experts, n, k, generator=gen).to(x.dtype)
+        layer = mode_of.quantized_stack(stack, None)
+        indices = torch.randint(0, experts, types[-1].shape, generator=gen).to(torch_dtype(types[-1].dtype))
+        tensors = [x, *(getattr(layer, name) for name in layer.names), indices]
+    else:
+        tensors = [x, *mode_of.quantize(torch.randn(n, k, generator=gen).to(x.dtype))]
+    return [t.to(device) for t in tensors]
 
 
 def _torchao_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

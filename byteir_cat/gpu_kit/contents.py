@@ -11,6 +11,7 @@ from cat_dialect import CatOp, OutputPermute
 from families.attention.declaration import Attention
 from families.conv.declaration import Conv
 from families.gemm.declaration import Bmm, Gemm
+from families.quantized_gemm.declaration import GemmFp8, GemmU4, GemmW8
 from families.rowwise.declaration import LayerNorm, RmsNorm, Softmax
 from foundation.ir import TensorType
 
@@ -162,9 +163,24 @@ def _convs() -> list[KernelCase]:
     ]
 
 
+def _quantized() -> list[KernelCase]:
+    """The quantised GEMMs at a 7B Llama's projections (hidden 4096, MLP 11008): int8 and int4 weight-only at decode
+    (16 rows: weight-bound), fp8 at prefill (512 rows: compute-bound), per-row and per-tensor scales."""
+    h, f = 4096, 11008
+    return [
+        KernelCase("gemm_rcr_w8_decode", GemmW8(), (T(16, h), T(h, h, dtype="i8"), T(h))),
+        KernelCase("gemm_rcr_u4_g128_decode_bf16", GemmU4(),
+                   (T(16, h, dtype="bf16"), T(f, h // 2, dtype="i8"), T(h // 128, f, dtype="bf16"),
+                    T(h // 128, f, dtype="bf16"))),
+        KernelCase("gemm_rcr_fp8_row_prefill_bf16", GemmFp8(),
+                   (T(512, h, dtype="bf16"), T(h, h, dtype="i8"), T(h, dtype="f32"))),
+        KernelCase("gemm_rcr_fp8_tensor_prefill", GemmFp8(), (T(512, h), T(f, h, dtype="i8"), T(1, dtype="f32"))),
+    ]
+
+
 def kernel_cases(quick: bool = False) -> list[KernelCase]:
     """Every CAT kernel kind; ``quick`` keeps two cheap ones (row-wise kernels build in seconds) and the direct
     conv kernel (seconds too)."""
     if quick:
         return _rowwise()[:1] + _rowwise()[3:] + _convs()[5:]
-    return _gemms() + _bmms() + _rowwise() + _attention() + _convs()
+    return _gemms() + _bmms() + _rowwise() + _attention() + _convs() + _quantized()

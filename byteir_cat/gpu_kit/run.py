@@ -78,7 +78,8 @@ class Step:
 STEPS = (
     Step("env", 15, False), Step("prepare", 50, False), Step("kernels", 25), Step("models", 45),
     Step("model_timing", 50), Step("torch_compile", 80), Step("decode_timing", 35), Step("gemm_timing", 25),
-    Step("attention_timing", 15), Step("conv_timing", 10), Step("profile", 25), Step("tune", 45),
+    Step("quantized_timing", 15),
+    Step("attention_timing", 15), Step("conv_timing", 10), Step("profile", 25), Step("tune", 30),
 )
 DEFAULT_BUDGET = 420
 OK = ("ok", "stopped before the device")

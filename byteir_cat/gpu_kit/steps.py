@@ -37,8 +37,10 @@ from byteir_cat.gpu_kit import weights
 from byteir_cat.gpu_kit.context import StepContext
 from byteir_cat.gpu_kit.results import PREPARED
 from byteir_cat.profile_report import measure_peaks, profile
+from byteir_cat.quantization import example_operands
+from families.quantized_gemm.declaration import dequantized, dequantized_int4, fp8_activations
 from foundation.byre_plan import ByreModule
-from foundation.ir import Op, torch_dtype
+from foundation.ir import Op, TensorType, dtype_of_torch, torch_dtype
 from foundation.serialize import Reader
 from runtime.artifact import MANIFEST, PLAN, WEIGHTS, read
 from runtime.cuda_timing import cuda_event_times
@@ -154,10 +156,15 @@ def _rate(flop: float, ms: float, peak: float | None) -> dict[str, Any]:
 
 
 def _random_inputs(session: Session, device: torch.device) -> list[torch.Tensor]:
-    """Normal random inputs of a one-op artifact's types (seeded: every step sees the same)."""
+    """Normal random inputs of a one-op artifact's types (seeded: every step sees the same); a quantised GEMM's
+    weights quantised as a model's are (``quantization.example_operands``)."""
+    types = [session.byre.values[v].type for v in session.byre.inputs]
+    (c,) = [c for c in session.byre.computes if c.kind == "cat"] or [None]
+    quantized = example_operands(_decl(c), types, device) if c is not None else None
+    if quantized is not None:
+        return quantized
     gen = torch.Generator(device=device).manual_seed(0)
-    return [torch.randn(session.byre.values[v].type.shape, generator=gen, device=device)
-            .to(torch_dtype(session.byre.values[v].type.dtype)) for v in session.byre.inputs]
+    return [torch.randn(t.shape, generator=gen, device=device).to(torch_dtype(t.dtype)) for t in types]
 
 
 # --- env -----------------------------------------------------------------------------------------------------
@@ -597,6 +604,58 @@ def step_gemm_timing(ctx: StepContext) -> Rows:
             row.update(mnk=[m, n, k], batch=batch, ours_ms=round(ours, 4), cublas_ms=round(cublas, 4),
                        **_rate(2.0 * batch * m * n * k, ours, _peak_tflops(ctx, dtype)),
                        vs_cublas=round(cublas / ours, 3))
+        except Exception as e:
+            row["error"] = _error(e)
+        yield row
+
+
+def _quantized_baseline(decl: cat.CatOp, xs: list[torch.Tensor]) -> tuple[str, Callable[[], Any]]:
+    """What a quantised GEMM replaces: for fp8, torch's ``_scaled_mm`` on the same e4m3 operands and scales (the
+    activations quantised beforehand, outside the timing: ours includes that step); for the weight-only GEMMs, the
+    half-precision product with the weights dequantised (cuBLAS)."""
+    x = xs[0]
+    if decl.name.endswith("fp8"):
+        w, scale = xs[1], xs[2]
+        q, scale_x = fp8_activations(x.reshape(-1, x.shape[-1]), decl.per_row([_type(t) for t in xs]))
+        a, b = q.to(torch.float8_e4m3fn), w.view(torch.float8_e4m3fn).t()
+        if decl.per_row([_type(t) for t in xs]):
+            sa, sb = scale_x[:, None].contiguous(), scale[None, :].contiguous()
+        else:
+            sa, sb = scale_x[:1].reshape(()), scale.reshape(())
+        return "_scaled_mm", partial(torch._scaled_mm, a, b, scale_a=sa, scale_b=sb, out_dtype=x.dtype)
+    weights = dequantized(xs[1], xs[2]) if decl.name.endswith("w8") else dequantized_int4(*xs[1:4])
+    return "cublas_dequantized", partial(torch.matmul, x, weights.to(x.dtype).t())
+
+
+def _type(t: torch.Tensor) -> TensorType:
+    return TensorType(tuple(t.shape), dtype_of_torch(t.dtype))
+
+
+def step_quantized_timing(ctx: StepContext) -> Rows:
+    """Each quantised GEMM kernel of the kit (a 7B Llama's shapes) against what it replaces (``_quantized_baseline``),
+    both as CUDA-graph replays: TFLOP/s, and the weights' bytes per call as GB/s (what decode is bound by)."""
+    device = ctx.device()
+    for d in _dirs(ctx.work, "kernels"):
+        session = Session(d, device="cuda")
+        (c,) = [c for c in session.byre.computes if c.kind == "cat"]
+        decl = _decl(c)
+        if example_operands(decl, _operand_types(session, c)) is None:
+            continue
+        row: dict[str, Any] = {"kernel": d.name, "op": decl.name}
+        try:
+            types = _operand_types(session, c)
+            xs = _random_inputs(session, device)
+            slots = session.run_stepwise(*xs)
+            (fn,) = [fn for step, fn in session.bound_kernels() if session.byre.computes[step] is c]
+            ours = _graph_ms(partial(fn, slots), session)
+            name, baseline = _quantized_baseline(decl, xs)
+            theirs = _graph_ms(baseline, None)
+            x, w = types[0], decl.one(types)[1]
+            flop = decl.flops(types)
+            row.update(mnk=[flop // (2 * w.shape[0] * x.shape[-1]), w.shape[0], x.shape[-1]], ours_ms=round(ours, 4),
+                       baseline=name, baseline_ms=round(theirs, 4), vs_baseline=round(theirs / ours, 3),
+                       weight_gb_s=round(decl.bytes_read(types) / ours / 1e6, 1),
+                       **_rate(flop, ours, _peak_tflops(ctx, torch_dtype(x.dtype))))
         except Exception as e:
             row["error"] = _error(e)
         yield row

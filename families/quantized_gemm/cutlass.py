@@ -231,7 +231,7 @@ _RN = "cutlass::FloatRoundStyle::round_to_nearest"
 def _fp8(sym: str, spec: KernelSpec, cfg: GemmConfig) -> str:
     t = cutlass_type(spec.operands[0].dtype)
     e4m3 = "cutlass::float_e4m3_t"
-    col = f"{_FUSION}Sm90ColBroadcast<0, {sym}_Tile, float, float, cute::Stride<cute::_1, cute::_0, int64_t>>"
+    col = f"{_FUSION}Sm90ColBroadcast<0, {sym}_Tile, float, float, cute::Stride<cute::_1, cute::_0, int64_t>, 1>"
     row = f"{_FUSION}Sm90RowBroadcast<0, {sym}_Tile, float, float, cute::Stride<cute::_0, cute::_1, int64_t>>"
     times = f"{_FUSION}Sm90Compute<cutlass::multiplies, float, float, {_RN}>"
     inner = f"{_FUSION}Sm90EVT<{times}, {_FUSION}Sm90AccFetch, {col}>"
