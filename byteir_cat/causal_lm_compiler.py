@@ -35,6 +35,7 @@ from byteir_cat.generation_rules import rules_of
 from byteir_cat.quantization import (
     adopt_quantized_weights,
     eager_rounding_noise,
+    parse_mode,
     quantize_model,
     quantizes_activations,
 )
@@ -263,6 +264,10 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     if quantize is not None:
         if tensor_parallel > 1:
             raise CompileError(f"quantize={quantize!r} with tensor_parallel={tensor_parallel}: not built yet")
+        if parse_mode(quantize).base == "fp8" and not parse_mode(quantize).per_row:
+            raise CompileError(f"quantize={quantize!r}: a per-tensor activation scale is the largest value over every "
+                               "token of a call, so a causal LM's logits would depend on how its tokens are batched "
+                               "into prefill chunks and decode steps; use 'fp8' (per row)")
         model = quantize_model(model, quantize)
     if tensor_parallel > 1:
         return _compile_ranks(model, tensor_parallel, max_batch_size, max_seq_len, target, arch, out_dir, overwrite,

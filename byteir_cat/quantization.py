@@ -46,7 +46,7 @@ def _register(name: str, decl: CatOp) -> None:
     _LIB.define(f"{name}({', '.join(f'Tensor {o}' for o in decl.operand_names())}) -> Tensor")
     torch.library.impl(_LIB, name, "CompositeExplicitAutograd")(decl.reference)
     torch.library.register_fake(f"{TORCH_NAMESPACE}::{name}", lib=_LIB)(
-        lambda x, w, *scales: x.new_empty((*x.shape[:-1], w.shape[0])))
+        lambda x, w, *rest: x.new_empty((*x.shape[:-1], w.shape[-2])))
 
 
 for _name, _decl in CUSTOM_OPS.items():

@@ -151,25 +151,35 @@ def test_half_precision_references_dequantise_in_their_type(dtype):
         GemmW8().infer_type([TensorType((4, 128), "f16"), TensorType((96, 128), "i8"), TensorType((96,), "f32")])
 
 
-def test_recognised_from_a_quantised_model_and_shown_in_the_partition():
+# mode, its op, how the partition names it, the bytes read per call by the first GEMM (96 x 64 weights and scales)
+PARTITION_CASES = [("int8-weight-only", "w8", "int8 weight-only GEMM", 96 * 64 + 4 * 96),
+                   ("int4-weight-only/g32", "u4", "int4 weight-only GEMM (groups of 32)", 96 * 32 + 2 * 4 * 2 * 96),
+                   ("fp8/tensor", "fp8", "fp8 e4m3 GEMM (per-tensor scales)", 96 * 64 + 4)]
+
+
+@pytest.mark.parametrize("mode,op,described,nbytes", PARTITION_CASES, ids=[c[0] for c in PARTITION_CASES])
+def test_recognised_from_a_quantised_model_and_shown_in_the_partition(mode, op, described, nbytes):
+    """compile(model, quantize=...) of a plain model (fp8 per tensor too: one forward pass, its scales over the
+    whole input, as the eager model takes them)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 32)).eval()
     x = torch.randn(5, 64)
-    compiled = byteir_cat.compile(model, (x,), quantize="int8-weight-only")
+    compiled = byteir_cat.compile(model, (x,), quantize=mode)
     gemms = [c for c in compiled.byre.computes if c.kind == "cat"]
-    assert [c.op for c in gemms] == ["cat.gemm_rcr_w8", "cat.gemm_rcr_w8"]
+    assert [c.op for c in gemms] == [f"cat.gemm_rcr_{op}"] * 2
     assert compiled.byre.values[gemms[0].operands[1]].type.dtype == "i8" or \
         any(v.type.dtype == "i8" for v in compiled.byre.values)
     reasons = [sg.reason for sg in compiled.partition.subgraphs if sg.path == "cat"]
-    assert reasons[0].startswith("int8 weight-only GEMM") and "6528 bytes read per call" in reasons[0]  # weights and scales
-    quantized = quantize_model(model, "int8-weight-only")
+    assert reasons[0].startswith(described) and f"({nbytes} bytes read per call)" in reasons[0]
+    quantized = quantize_model(model, mode)
     with torch.no_grad():
         want, full = quantized(x), model(x)
     got = compiled(x)[0]
     assert (got - want).norm() / want.norm() < 1e-4  # against its own dequantised reference
-    print(f"\nint8 against the f32 model: rel. error {float((got - full).norm() / full.norm()):.2e}")
+    print(f"\n{mode} against the f32 model: rel. error {float((got - full).norm() / full.norm()):.2e}")
     plain = byteir_cat.compile(model, (x,))
-    assert not any(c.op == "cat.gemm_rcr_w8" for c in plain.byre.computes if c.kind == "cat")  # only when asked
+    assert not any(c.op.startswith("cat.gemm_rcr_") and c.op.endswith(op) for c in plain.byre.computes
+                   if c.kind == "cat")  # only when asked
 
 
 def _gpt2() -> torch.nn.Module:
@@ -200,9 +210,9 @@ print(",".join(map(str, load_causal_lm(sys.argv[1]).generate(ids, max_new_tokens
                                        pytest.param(_gpt2, "int4-weight-only/g32/sym", marks=pytest.mark.slow),
                                        (_llama, "int4-weight-only/g64"),
                                        (_llama, "fp8"),
-                                       pytest.param(_gpt2, "fp8/tensor", marks=pytest.mark.slow)],
+                                       pytest.param(_gpt2, "fp8/row", marks=pytest.mark.slow)],
                          ids=["gpt2-int8", "llama-int8", "gpt2-int4-g32-sym", "llama-int4-g64", "llama-fp8-row",
-                              "gpt2-fp8-tensor"])
+                              "gpt2-fp8-row"])
 def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make, mode):
     """compile_causal_lm(quantize=...) checks its steps against the quantised model (its dequantised reference);
     generation equals that model's HF greedy tokens, and the artifact loads and generates in a fresh process."""
@@ -241,6 +251,8 @@ def test_refusals():
     model = _gpt2()
     with pytest.raises(CompileError, match=r"unknown option 'col' \(fp8 takes /row \(the default\) or /tensor\)"):
         byteir_cat.compile_causal_lm(model, 1, 16, quantize="fp8/col")
+    with pytest.raises(CompileError, match="a per-tensor activation scale .* use 'fp8' \\(per row\\)"):
+        byteir_cat.compile_causal_lm(model, 1, 16, quantize="fp8/tensor")
     with pytest.raises(CompileError, match="unknown option 'g48'"):
         byteir_cat.compile_causal_lm(model, 1, 16, quantize="int4-weight-only/g48")
     with pytest.raises(CompileError, match="groups of 128 do not divide a projection's 64 inputs"):
@@ -286,7 +298,7 @@ def _mixtral() -> torch.nn.Module:
     return MixtralForCausalLM(MixtralConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
                                             num_key_value_heads=2, intermediate_size=96, num_local_experts=4,
                                             num_experts_per_tok=2, vocab_size=211, bos_token_id=1,
-                                            eos_token_id=2)).eval()
+                                            eos_token_id=2, pad_token_id=0)).eval()
 
 
 @pytest.mark.parametrize("mode,op", [("int8-weight-only", "w8"), pytest.param("int4-weight-only/g32", "u4",
