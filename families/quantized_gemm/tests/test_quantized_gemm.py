@@ -13,10 +13,12 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
 import byteir_cat
+from byteir_cat.gpu_kit.steps import _quantized_baseline
 from byteir_cat.quantization import (
     QuantizedLinear,
     QuantizeMode,
     eager_rounding_noise,
+    example_operands,
     quantize_fp8,
     quantize_int4,
     quantize_int8,
@@ -355,3 +357,18 @@ def test_routed_kernels_match_their_references(per_row):
         out = torch.empty(out_type.shape)
         op.cpu_kernel(types, out_type)(args, out)
         assert (out - want).norm() / want.norm() < 1e-6, op.name
+
+
+def test_the_gpu_kits_baselines_compute_the_ops():
+    """What the GPU kit times each quantised GEMM against (``_scaled_mm`` on the same e4m3 operands and scales,
+    cuBLAS on the dequantised weights) computes the op, run here on the CPU on the kit's kind of operands."""
+    cases = [(GemmW8(), [TensorType((16, 256), "f16"), TensorType((128, 256), "i8"), TensorType((128,), "f16")]),
+             (GemmU4(), [TensorType((16, 256), "bf16"), TensorType((128, 128), "i8"), TensorType((2, 128), "bf16"),
+                         TensorType((2, 128), "bf16")]),
+             (GemmFp8(), [TensorType((16, 256), "bf16"), TensorType((128, 256), "i8"), TensorType((128,), "f32")]),
+             (GemmFp8(), [TensorType((16, 256), "f16"), TensorType((128, 256), "i8"), TensorType((1,), "f32")])]
+    for op, types in cases:
+        xs = example_operands(op, types)
+        name, baseline = _quantized_baseline(op, xs)
+        got, want = baseline().float(), op.reference(*xs).float()
+        assert (got - want).norm() / want.norm() < 1e-4, (op.name, name)
