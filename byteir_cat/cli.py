@@ -15,16 +15,20 @@ from foundation.errors import ByteirCatError, CompileError, InputError
 
 PARAMS_HELP = ("weights for arguments of @main, by argument name (as JAX's locations name them) or argN: they "
                "become constants of the artifact, which then takes only the other arguments")
+QUANTIZE_HELP = ("quantise a torch model's projections first: int8-weight-only, "
+                 "int4-weight-only[/g32|/g64|/g128][/sym] or fp8[/row|/tensor] (the weights' dtype is kept for the "
+                 "activations and scales)")
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
     from byteir_cat.api import partition
     from byteir_cat.model_source import resolve, with_params
     from byteir_cat.partition_report import print_table, to_json, write_dot
+    from byteir_cat.quantization import quantized_input
     from foundation.printer import print_module
 
     model, inputs = resolve(args.model)
-    part = partition(with_params(model, inputs, args.params), inputs)
+    part = partition(with_params(quantized_input(model, args.quantize), inputs, args.params), inputs)
     if args.mlir:
         _write_atomic(Path(args.mlir), print_module(part.module, locations=True))
     if args.dot:
@@ -48,9 +52,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     from byteir_cat.compiler import build_artifact
     from byteir_cat.model_source import resolve, with_params
+    from byteir_cat.quantization import quantized_input
 
     model, inputs = resolve(args.model)
-    model = with_params(model, inputs, args.params)
+    model = with_params(quantized_input(model, args.quantize), inputs, args.params)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -400,11 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=TABLE_FORMATS, default="auto",
                    help="the table: auto (rich on a terminal, one plain line per row when piped), plain, markdown")
     p.add_argument("--params", metavar="NPZ", help=PARAMS_HELP)
+    p.add_argument("--quantize", metavar="MODE", help=QUANTIZE_HELP)
     c = sub.add_parser("compile", help="compile a model to an artifact directory")
     c.add_argument("model", help="an .mlir file (StableHLO or MHLO) or path/to/file.py:factory")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
     c.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="where the artifact runs")
     c.add_argument("--params", metavar="NPZ", help=PARAMS_HELP)
+    c.add_argument("--quantize", metavar="MODE", help=QUANTIZE_HELP)
     c.add_argument("--arch", choices=["sm_80", "sm_90a"], default=None,
                    help="GPU architecture for --target cuda (default sm_90a)")
     c.add_argument("--tune-candidates", type=int, default=0, metavar="N",

@@ -30,7 +30,7 @@ from byteir_cat.api import partition, to_stablehlo
 from byteir_cat.check import references_for, run_check
 from byteir_cat.compiled_model import CompiledModel, load
 from byteir_cat.dynamic_shapes import generalize, parse_dynamic_shapes, sample_inputs, sample_points, split_at_one
-from byteir_cat.quantization import adopt_quantized_weights, quantize_model
+from byteir_cat.quantization import quantized_input
 from fallback_codegen.compile import CompiledGroup, GroupJob, prepare_group
 from fallback_codegen.lowering_pool import LoweringCrash, lowering_pool
 from fallback_codegen.pipeline import HostTarget, NvptxTarget
@@ -89,12 +89,7 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
     older artifact at ``out_dir`` (anything else there is never replaced). ``memory_limit`` (bytes, or "16G"):
     the budget the planned memory is checked against (default: the target's memory; ``lowering.memory_budget``).
     ``quantize`` (a torch model): its projections quantised first (``byteir_cat.quantization.MODES``)."""
-    if isinstance(model_or_mlir, torch.nn.Module):
-        model_or_mlir = adopt_quantized_weights(model_or_mlir)  # quantised with torchao already
-    if quantize is not None:
-        if not isinstance(model_or_mlir, torch.nn.Module):
-            raise CompileError(f"quantize={quantize!r} quantises a torch model's projections; this is MLIR text")
-        model_or_mlir = quantize_model(model_or_mlir, quantize)
+    model_or_mlir = quantized_input(model_or_mlir, quantize)
     if params:
         model_or_mlir = bind_params(to_stablehlo(model_or_mlir, example_inputs), params)
     if check:

@@ -286,6 +286,19 @@ def _check_experts_forward(module: torch.nn.Module, path: str, up: tuple, down: 
                            f"batched experts form (rel. error {error:.1e}); their quantisation is not supported")
 
 
+def quantized_input(model_or_mlir: object, quantize: str | None) -> object:
+    """A model as the compiler takes it: a torchao-quantised one with its weights as ours
+    (``adopt_quantized_weights``), and with ``quantize`` its projections quantised (``quantize_model``); MLIR text is
+    passed through, and refused with ``quantize`` (its weights are constants of the program, not projections)."""
+    if isinstance(model_or_mlir, torch.nn.Module):
+        model_or_mlir = adopt_quantized_weights(model_or_mlir)
+    if quantize is None:
+        return model_or_mlir
+    if not isinstance(model_or_mlir, torch.nn.Module):
+        raise CompileError(f"quantize={quantize!r} quantises a torch model's projections; this is MLIR text")
+    return quantize_model(model_or_mlir, quantize)
+
+
 def quantizes_activations(model: torch.nn.Module) -> bool:
     """Whether ``model`` quantises activations on the fly (fp8): its logits are then not a continuous function of
     the rounding of its GEMMs (a value at an e4m3 rounding boundary lands on either side)."""

@@ -372,3 +372,41 @@ def test_the_gpu_kits_baselines_compute_the_ops():
         name, baseline = _quantized_baseline(op, xs)
         got, want = baseline().float(), op.reference(*xs).float()
         assert (got - want).norm() / want.norm() < 1e-4, (op.name, name)
+
+
+CLI_FACTORY = """
+import torch
+
+def mlp():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 32)).eval()
+    return model, (torch.randn(5, 64),)
+"""
+
+
+def test_cli_quantize_option(tmp_path):
+    """``byteir-cat partition --quantize`` shows the quantised GEMMs with their bytes; ``compile --quantize`` writes
+    the quantised artifact, which runs as the quantised model; a bad mode is one line."""
+    (tmp_path / "models.py").write_text(CLI_FACTORY)
+    model = f"{tmp_path / 'models.py'}:mlp"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "byteir_cat.cli", *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=300)
+
+    proc = cli("partition", model, "--quantize", "int4-weight-only/g32", "--format", "plain")
+    assert proc.returncode == 0, proc.stderr
+    assert "int4 weight-only GEMM (groups of 32)" in proc.stdout and "bytes read per call" in proc.stdout
+    proc = cli("compile", model, "-o", str(tmp_path / "art"), "--quantize", "int8-weight-only")
+    assert proc.returncode == 0, proc.stderr
+    compiled = byteir_cat.load(tmp_path / "art")
+    assert {c.op for c in compiled.byre.computes if c.kind == "cat"} == {"cat.gemm_rcr_w8"}
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 32)).eval()
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        want = quantize_model(mlp, "int8-weight-only")(x)
+    assert (compiled(x)[0] - want).norm() / want.norm() < 1e-4
+    proc = cli("compile", model, "-o", str(tmp_path / "bad"), "--quantize", "int3")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "unknown mode" in proc.stderr, proc.stderr
+    assert not (tmp_path / "bad").exists()
