@@ -305,7 +305,7 @@ def _mixtral() -> torch.nn.Module:
 
 @pytest.mark.parametrize("mode,op", [("int8-weight-only", "w8"), pytest.param("int4-weight-only/g32", "u4",
                                                                                marks=pytest.mark.slow),
-                                     ("fp8", "fp8")])
+                                     pytest.param("fp8", "fp8", marks=pytest.mark.slow)])
 def test_moe_experts_are_quantised_and_generate_as_their_reference(tmp_path, mode, op):
     """Mixtral: each expert's gate-up and down projections quantised like any projection (the router is not), the
     stacks replaced by routed quantised GEMMs (cat.expert_gemm_rcr_*); generation equals the quantised model's HF
