@@ -26,6 +26,7 @@ from ait_codegen.gemm_glue import (
     pack_function,
 )
 from ait_codegen.gemm_problem import GemmProblem
+from ait_codegen.sm90_kernel import Operand, sm90_gemm_types
 
 INCLUDES = (
     "memory",
@@ -39,11 +40,6 @@ INCLUDES = (
     "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp",
     "cutlass/epilogue/thread/activation.h",
 )
-SCHEDULES = {
-    "cooperative": ("cutlass::gemm::KernelTmaWarpSpecializedCooperative",
-                    "cutlass::epilogue::TmaWarpSpecializedCooperative"),
-    "pingpong": ("cutlass::gemm::KernelTmaWarpSpecializedPingpong", "cutlass::epilogue::TmaWarpSpecialized"),
-}
 _RN = "cutlass::FloatRoundStyle::round_to_nearest"
 _FUSION = "cutlass::epilogue::fusion::"
 
@@ -105,9 +101,6 @@ def _stride(layout: str, ld: str, batch: str, mn_major_when: str) -> str:
 def render_sm90(sym: str, spec: KernelSpec, p: GemmProblem, cfg: GemmConfig) -> str:
     check_sm90(p)
     t = cutlass_type(p.dtype)
-    tm, tn, tk = cfg.tile
-    cm, cn, ck = cfg.cluster
-    kernel_sched, epi_sched = SCHEDULES[cfg.schedule]
     align = max_alignment(p.dtype)
     evt = _evt(sym, p, t)
     elem_c = t if p.binary else "void"
@@ -117,25 +110,9 @@ def render_sm90(sym: str, spec: KernelSpec, p: GemmProblem, cfg: GemmConfig) -> 
     stride_d = "cute::make_stride(int64_t(g.ldd), cute::Int<1>{}, int64_t(g.batch_stride_d))"
     return f"""// {spec.op.name} {' '.join(str(o) for o in spec.operands)} -- CUTLASS 3.x sm90, {cfg.name}
 {pack_function(sym, p)}
-using {sym}_Tile = cute::Shape<cute::Int<{tm}>, cute::Int<{tn}>, cute::Int<{tk}>>;
-using {sym}_Cluster = cute::Shape<cute::Int<{cm}>, cute::Int<{cn}>, cute::Int<{ck}>>;
-using {sym}_Evt = {evt.type};
-using {sym}_Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, {sym}_Tile, {sym}_Cluster,
-    cutlass::epilogue::collective::EpilogueTileAuto, float, float,
-    {elem_c}, cutlass::layout::RowMajor, {align}, {t}, cutlass::layout::RowMajor, {align},
-    {epi_sched}, {sym}_Evt>::CollectiveOp;
-using {sym}_Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-    {t}, {LAYOUTS[p.a.layout]}, {align}, {t}, {LAYOUTS[p.b.layout]}, {align}, float,
-    {sym}_Tile, {sym}_Cluster,
-    cutlass::gemm::collective::StageCountAutoCarveout<
-        static_cast<int>(sizeof(typename {sym}_Epilogue::SharedStorage))>,
-    {kernel_sched}>::CollectiveOp;
-using {sym}_Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, {sym}_Mainloop,
-                                                          {sym}_Epilogue>;
-using {sym}_Gemm = cutlass::gemm::device::GemmUniversalAdapter<{sym}_Kernel>;
-
+{sm90_gemm_types(sym, cfg, Operand(t, LAYOUTS[p.a.layout], align), Operand(t, LAYOUTS[p.b.layout], align),
+                 Operand(elem_c, "cutlass::layout::RowMajor", align), Operand(t, "cutlass::layout::RowMajor", align),
+                 evt.type)}
 static typename {sym}_Gemm::Arguments {sym}_arguments(const CatGemmArgs& g) {{
   typename {sym}_Gemm::Arguments args{{
       cutlass::gemm::GemmUniversalMode::kGemm,

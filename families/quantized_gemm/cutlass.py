@@ -28,6 +28,7 @@ from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.gemm_glue import device_runner
 from ait_codegen.gemm_problem import GemmProblem, MatrixOperand
 from ait_codegen.rendered import RenderedKernel, kernel_tag
+from ait_codegen.sm90_kernel import Operand, sm90_gemm_types
 from cat_dialect.op_base import CatOp
 from families.quantized_gemm.declaration import GemmFp8, GemmU4, GemmW8
 from families.quantized_gemm.fp8_activation import ACTIVATION_QUANT, activation_quant_launch
@@ -48,11 +49,7 @@ INCLUDES = (
     "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp",
 )
 TWIN_INCLUDES = ("vector", "cuda_fp8.h", "cutlass/numeric_types.h")
-SCHEDULES = {
-    "cooperative": ("cutlass::gemm::KernelTmaWarpSpecializedCooperative",
-                    "cutlass::epilogue::TmaWarpSpecializedCooperative"),
-    "pingpong": ("cutlass::gemm::KernelTmaWarpSpecializedPingpong", "cutlass::epilogue::TmaWarpSpecialized"),
-}
+_ROW, _COL = "cutlass::layout::RowMajor", "cutlass::layout::ColumnMajor"
 TILE_K_BYTES = 128  # one K tile: 128 bytes of the wider operand (64 f16/bf16 elements, 128 e4m3 ones)
 TILE_N = (16, 32, 64, 128, 256)  # the tiles along the tokens (mixed-input) or the channels (fp8)
 
@@ -128,33 +125,13 @@ def candidates(spec: KernelSpec) -> list[GemmConfig]:
     return [first] + [c for c in pool if c != first]
 
 
-def _mainloop_and_epilogue(sym: str, cfg: GemmConfig, a: str, layout_a: str, align_a: int, b: str, layout_b: str,
-                           align_b: int, out: str, layout_d: str, evt: str | None) -> str:
-    """The kernel's types; ``evt``: its epilogue visitor tree (may name ``<sym>_Tile``), else CUTLASS's default
-    epilogue (alpha x acc)."""
-    tm, tn, tk = cfg.tile
-    kernel_sched, epi_sched = SCHEDULES[cfg.schedule]
-    fusion = f", {sym}_Evt" if evt else ""
-    evt_line = f"using {sym}_Evt = {evt};\n" if evt else ""
-    return f"""using {sym}_Tile = cute::Shape<cute::Int<{tm}>, cute::Int<{tn}>, cute::Int<{tk}>>;
-using {sym}_Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>;
-{evt_line}using {sym}_Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, {sym}_Tile, {sym}_Cluster,
-    cutlass::epilogue::collective::EpilogueTileAuto, float, float,
-    void, {layout_d}, 8, {out}, {layout_d}, 8, {epi_sched}{fusion}>::CollectiveOp;
-using {sym}_Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
-    {a}, {layout_a}, {align_a}, {b}, {layout_b}, {align_b}, float, {sym}_Tile, {sym}_Cluster,
-    cutlass::gemm::collective::StageCountAutoCarveout<
-        static_cast<int>(sizeof(typename {sym}_Epilogue::SharedStorage))>,
-    {kernel_sched}>::CollectiveOp;
-using {sym}_Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, {sym}_Mainloop,
-                                                          {sym}_Epilogue>;
-using {sym}_Gemm = cutlass::gemm::device::GemmUniversalAdapter<{sym}_Kernel>;
-using {sym}_StrideA = typename {sym}_Kernel::StrideA;
+def _types(sym: str, cfg: GemmConfig, a: Operand, b: Operand, d: Operand, evt: str | None) -> str:
+    """The kernel's types (no source operand), and its operands' stride types."""
+    strides = f"""using {sym}_StrideA = typename {sym}_Kernel::StrideA;
 using {sym}_StrideB = typename {sym}_Kernel::StrideB;
 using {sym}_StrideD = typename {sym}_Kernel::StrideD;
 """
+    return sm90_gemm_types(sym, cfg, a, b, Operand("void", d.layout, d.alignment), d, evt) + strides
 
 
 def pack_function(sym: str, spec: KernelSpec) -> str:
@@ -201,9 +178,8 @@ def _mixed_input(sym: str, spec: KernelSpec, cfg: GemmConfig) -> str:
     narrow, align = ("cutlass::uint4b_t", 32) if u4 else ("int8_t", 16)
     a = f"cute::tuple<{narrow}, {t}, {t}>" if u4 else f"cute::tuple<{narrow}, {t}>"
     offset = f", static_cast<const {t}*>(g.offset)" if u4 else ""
-    return f"""{_mainloop_and_epilogue(sym, cfg, a, "cutlass::layout::RowMajor", align, t,
-                                      "cutlass::layout::ColumnMajor", 8, t, "cutlass::layout::ColumnMajor", None)}
-using {sym}_StrideS = typename {sym}_Mainloop::StrideScale;
+    types = _types(sym, cfg, Operand(a, _ROW, align), Operand(t, _COL, 8), Operand(t, _COL, 8), None)
+    return f"""{types}using {sym}_StrideS = typename {sym}_Mainloop::StrideScale;
 
 static typename {sym}_Gemm::Arguments {sym}_arguments(const CatQuantGemmArgs& g) {{
   // transposed: channels on the kernel's M, tokens on its N; the result [n, m] column-major is out [m, n]
@@ -236,8 +212,7 @@ def _fp8(sym: str, spec: KernelSpec, cfg: GemmConfig) -> str:
     times = f"{_FUSION}Sm90Compute<cutlass::multiplies, float, float, {_RN}>"
     inner = f"{_FUSION}Sm90EVT<{times}, {_FUSION}Sm90AccFetch, {col}>"
     evt = f"{_FUSION}Sm90EVT<{_FUSION}Sm90Compute<cutlass::multiplies, {t}, float, {_RN}>, {inner}, {row}>"
-    return _mainloop_and_epilogue(sym, cfg, e4m3, "cutlass::layout::RowMajor", 16, e4m3, "cutlass::layout::ColumnMajor",
-                                  16, t, "cutlass::layout::RowMajor", evt) + f"""
+    return _types(sym, cfg, Operand(e4m3, _ROW, 16), Operand(e4m3, _COL, 16), Operand(t, _ROW, 8), evt) + f"""
 static typename {sym}_Gemm::Arguments {sym}_arguments(const CatQuantGemmArgs& g) {{
   auto stride_a = cutlass::make_cute_packed_stride({sym}_StrideA{{}}, cute::make_shape(g.m, g.k, 1));
   auto stride_b = cutlass::make_cute_packed_stride({sym}_StrideB{{}}, cute::make_shape(g.n, g.k, 1));

@@ -112,7 +112,13 @@ class _QuantizedGemm(CatOp):
 
     def weight_operands(self) -> list[str]:
         """x, the weights and their scales."""
-        raise NotImplementedError
+        return ["x", "w", "scale"]
+
+    def check_byte_weights(self, x: TensorType, w: TensorType, kind: str) -> None:
+        """x's type, and ``w`` one byte a weight [N, K]."""
+        _check_activations(self.name, x)
+        if w.dtype != "i8" or w.rank != 2 or w.shape[1] != x.shape[-1]:
+            raise CatVerifyError(f"cat.{self.name}: w must be {kind} [N, {x.shape[-1]}], got {w}")
 
     def infer_type(self, operands: Sequence[TensorType]) -> TensorType:
         self.check_arity(operands)
@@ -215,14 +221,9 @@ class _QuantizedGemm(CatOp):
 class GemmW8(_QuantizedGemm):
     base_name: ClassVar[str] = "gemm_rcr_w8"
 
-    def weight_operands(self) -> list[str]:
-        return ["x", "w", "scale"]
-
     def infer_one(self, operands: Sequence[TensorType]) -> TensorType:
         x, w, scale = operands
-        _check_activations(self.name, x)
-        if w.dtype != "i8" or w.rank != 2 or w.shape[1] != x.shape[-1]:
-            raise CatVerifyError(f"cat.{self.name}: w must be int8 [N, {x.shape[-1]}], got {w}")
+        self.check_byte_weights(x, w, "int8")
         if scale.dtype != x.dtype or scale.shape != (w.shape[0],):
             raise CatVerifyError(f"cat.{self.name}: scale must be {x.dtype} [{w.shape[0]}], got {scale}")
         return TensorType(x.shape[:-1] + (w.shape[0],), x.dtype)
@@ -301,14 +302,9 @@ class GemmU4(_QuantizedGemm):
 class GemmFp8(_QuantizedGemm):
     base_name: ClassVar[str] = "gemm_rcr_fp8"
 
-    def weight_operands(self) -> list[str]:
-        return ["x", "w", "scale"]
-
     def infer_one(self, operands: Sequence[TensorType]) -> TensorType:
         x, w, scale = operands
-        _check_activations(self.name, x)
-        if w.dtype != "i8" or w.rank != 2 or w.shape[1] != x.shape[-1]:
-            raise CatVerifyError(f"cat.{self.name}: w must be e4m3 bytes (int8) [N, {x.shape[-1]}], got {w}")
+        self.check_byte_weights(x, w, "e4m3 bytes (int8)")
         if scale.dtype != "f32" or scale.shape not in ((w.shape[0],), (1,)):
             raise CatVerifyError(f"cat.{self.name}: scale must be f32 [{w.shape[0]}] (per channel) or [1] "
                                  f"(per tensor), got {scale}")
