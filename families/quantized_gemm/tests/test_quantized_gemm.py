@@ -13,6 +13,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
 import byteir_cat
+from byteir_cat.cli import main as cli_main
 from byteir_cat.gpu_kit.steps import _quantized_baseline
 from byteir_cat.quantization import (
     QuantizedLinear,
@@ -384,21 +385,16 @@ def mlp():
 """
 
 
-def test_cli_quantize_option(tmp_path):
+def test_cli_quantize_option(tmp_path, capsys):
     """``byteir-cat partition --quantize`` shows the quantised GEMMs with their bytes; ``compile --quantize`` writes
-    the quantised artifact, which runs as the quantised model; a bad mode is one line."""
+    the quantised artifact, which runs as the quantised model; a bad mode is one line (in process: the CLI's own
+    subprocess runs are in tests/test_cli_run.py)."""
     (tmp_path / "models.py").write_text(CLI_FACTORY)
     model = f"{tmp_path / 'models.py'}:mlp"
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "byteir_cat.cli", *args], capture_output=True, text=True,
-                              cwd=ROOT, timeout=300)
-
-    proc = cli("partition", model, "--quantize", "int4-weight-only/g32", "--format", "plain")
-    assert proc.returncode == 0, proc.stderr
-    assert "int4 weight-only GEMM (groups of 32)" in proc.stdout and "bytes read per call" in proc.stdout
-    proc = cli("compile", model, "-o", str(tmp_path / "art"), "--quantize", "int8-weight-only")
-    assert proc.returncode == 0, proc.stderr
+    assert cli_main(["partition", model, "--quantize", "int4-weight-only/g32", "--format", "plain"]) == 0
+    out = capsys.readouterr().out
+    assert "int4 weight-only GEMM (groups of 32)" in out and "bytes read per call" in out
+    assert cli_main(["compile", model, "-o", str(tmp_path / "art"), "--quantize", "int8-weight-only"]) == 0
     compiled = byteir_cat.load(tmp_path / "art")
     assert {c.op for c in compiled.byre.computes if c.kind == "cat"} == {"cat.gemm_rcr_w8"}
     torch.manual_seed(0)
@@ -407,6 +403,8 @@ def test_cli_quantize_option(tmp_path):
     with torch.no_grad():
         want = quantize_model(mlp, "int8-weight-only")(x)
     assert (compiled(x)[0] - want).norm() / want.norm() < 1e-4
-    proc = cli("compile", model, "-o", str(tmp_path / "bad"), "--quantize", "int3")
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "unknown mode" in proc.stderr, proc.stderr
+    capsys.readouterr()
+    assert cli_main(["compile", model, "-o", str(tmp_path / "bad"), "--quantize", "int3"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown mode" in err, err
     assert not (tmp_path / "bad").exists()
