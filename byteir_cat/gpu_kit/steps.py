@@ -38,7 +38,7 @@ from byteir_cat.gpu_kit.context import StepContext
 from byteir_cat.gpu_kit.results import PREPARED
 from byteir_cat.profile_report import measure_peaks, profile
 from byteir_cat.quantization import example_operands
-from families.quantized_gemm.declaration import dequantized, dequantized_int4, fp8_activations
+from families.quantized_gemm.declaration import CUSTOM_OPS, dequantized, dequantized_int4, fp8_activations
 from foundation.byre_plan import ByreModule
 from foundation.ir import Op, TensorType, dtype_of_torch, torch_dtype
 from foundation.serialize import Reader
@@ -159,7 +159,7 @@ def _random_inputs(session: Session, device: torch.device) -> list[torch.Tensor]
     """Normal random inputs of a one-op artifact's types (seeded: every step sees the same); a quantised GEMM's
     weights quantised as a model's are (``quantization.example_operands``)."""
     types = [session.byre.values[v].type for v in session.byre.inputs]
-    (c,) = [c for c in session.byre.computes if c.kind == "cat"] or [None]
+    c = next((c for c in session.byre.computes if c.kind == "cat"), None)
     quantized = example_operands(_decl(c), types, device) if c is not None else None
     if quantized is not None:
         return quantized
@@ -634,15 +634,17 @@ def _type(t: torch.Tensor) -> TensorType:
 def step_quantized_timing(ctx: StepContext) -> Rows:
     """Each quantised GEMM kernel of the kit (a 7B Llama's shapes) against what it replaces (``_quantized_baseline``),
     both as CUDA-graph replays: TFLOP/s, and the weights' bytes per call as GB/s (what decode is bound by)."""
+    quantized = {f"cat.{decl.name}" for decl in CUSTOM_OPS.values()}
+    dirs = [d for d in _dirs(ctx.work, "kernels") if any(c.op in quantized for c in _plan(d).computes
+                                                          if c.kind == "cat")]
     device = ctx.device()
-    for d in _dirs(ctx.work, "kernels"):
-        session = Session(d, device="cuda")
-        (c,) = [c for c in session.byre.computes if c.kind == "cat"]
-        decl = _decl(c)
-        if example_operands(decl, _operand_types(session, c)) is None:
-            continue
-        row: dict[str, Any] = {"kernel": d.name, "op": decl.name}
+    for d in dirs:
+        row: dict[str, Any] = {"kernel": d.name}
         try:
+            session = Session(d, device="cuda")
+            c = next(c for c in session.byre.computes if c.kind == "cat")
+            decl = _decl(c)
+            row["op"] = decl.name
             types = _operand_types(session, c)
             xs = _random_inputs(session, device)
             slots = session.run_stepwise(*xs)
