@@ -221,7 +221,6 @@ def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make, mode):
     generation equals that model's HF greedy tokens, and the artifact loads and generates in a fresh process."""
     model = make()
     lm = byteir_cat.compile_causal_lm(model, 2, 64, quantize=mode, out_dir=tmp_path / "w8")
-    f32 = byteir_cat.compile_causal_lm(model, 2, 64, out_dir=tmp_path / "f32")
     reference = quantize_model(model, mode)
     op = {"int8": "linear_w8", "int4": "linear_u4", "fp8": "linear_fp8"}[mode[:4].rstrip("/")]
     assert sum(isinstance(m, QuantizedLinear) and m.custom_op == op for m in reference.modules()) == 4 * 2 + 1 + \
@@ -239,11 +238,14 @@ def test_quantised_causal_lms_generate_as_their_reference(tmp_path, make, mode):
     # fp8 quantises activations on the fly: held to the eager model's own rounding noise (its kernels are exact)
     bound = max(1e-4, 3 * eager_rounding_noise(reference, seq)) if quantizes_activations(reference) else 1e-4
     assert (lm.score(seq) - ref_logits).norm() / ref_logits.norm() < bound
-    agree = (f32.generate(ids[:1], max_new_tokens=48) == lm.generate(ids[:1], max_new_tokens=48)).float().mean()
+    with torch.no_grad():
+        f32_tokens = model.generate(ids[:1], max_new_tokens=48, do_sample=False, pad_token_id=0)
+    agree = (f32_tokens == lm.generate(ids[:1], max_new_tokens=48)).float().mean()
     print(f"\n{type(model).__name__} {mode}: logits rel. error against f32 "
           f"{float((ref_logits - full_logits).norm() / full_logits.norm()):.2e}, greedy agreement {float(agree):.2f}")
-    size = {name: sum(p.stat().st_size for p in (tmp_path / name).rglob("*") if p.is_file()) for name in ("w8", "f32")}
-    assert size["w8"] < 0.75 * size["f32"]  # this tiny model is mostly f32 embeddings: the benchmark has real ratios
+    f32_bytes = sum(p.numel() * 4 for p in model.parameters())
+    # this tiny model is mostly f32 embeddings (0.40x in int8): the benchmark has real ratios
+    assert (tmp_path / "w8" / "weights.safetensors").stat().st_size < 0.75 * f32_bytes
     out = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path / "w8"), ",".join(map(str, ids[0].tolist()))],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
