@@ -10,7 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+    OlmoeConfig,
+    OlmoeForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+)
 
 import byteir_cat
 from byteir_cat.cli import main as cli_main
@@ -410,3 +423,23 @@ def test_cli_quantize_option(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown mode" in err, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_other_moe_families_quantise_their_experts():
+    """Qwen2-MoE (with its shared expert, a plain projection), Qwen3-MoE and OLMoE hold transformers' unified
+    experts too: each layer's stacks become two routed projections, and the quantised eager model stays within int8's
+    error of the f32 one (a wrong gate or transposition would be far off)."""
+    common = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  num_experts=4, num_experts_per_tok=2, eos_token_id=2, bos_token_id=1, pad_token_id=0)
+    torch.manual_seed(5)
+    models = [Qwen2MoeForCausalLM(Qwen2MoeConfig(**common, intermediate_size=96, moe_intermediate_size=48,
+                                                 shared_expert_intermediate_size=96)),
+              Qwen3MoeForCausalLM(Qwen3MoeConfig(**common, intermediate_size=96, moe_intermediate_size=64)),
+              OlmoeForCausalLM(OlmoeConfig(**common, intermediate_size=64))]
+    ids = torch.randint(3, 128, (1, 12), generator=torch.Generator().manual_seed(6))
+    for model in models:
+        quantized = quantize_model(model.eval(), "int8-weight-only")
+        assert sum(isinstance(m, QuantizedLinear) and m.routed for m in quantized.modules()) == 2 * 2
+        with torch.no_grad():
+            full, got = model(ids).logits, quantized(ids).logits
+        assert (got - full).norm() / full.norm() < 3e-2, type(model).__name__
