@@ -47,7 +47,7 @@ from foundation.byre_plan import CollectiveCompute
 from foundation.errors import CompileError
 from mhlo_to_cat.pipeline import default_pipeline, iota_restoring_passes
 from mhlo_to_cat.rewriter import Pass
-from runtime.artifact import Artifact, write_artifact_set
+from runtime.artifact import Artifact, check_destination, write_artifact_set
 
 compile_side.load()
 
@@ -258,6 +258,8 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
         raise CompileError(f"max_batch_size {max_batch_size} and max_seq_len {max_seq_len}: need >= 1 and >= 2")
     if tensor_parallel < 1:
         raise CompileError(f"tensor_parallel={tensor_parallel}: the number of ranks must be >= 1")
+    if out_dir is not None:
+        check_destination(out_dir, overwrite)
     _sliding_window(model, max_seq_len)  # refuses a window the cache cannot hold
     _refuse_unsupported(model)
     model = adopt_quantized_weights(model.eval())  # quantised with torchao already

@@ -53,8 +53,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from byteir_cat.compiler import build_artifact
     from byteir_cat.model_source import resolve, with_params
     from byteir_cat.quantization import quantized_input
+    from runtime.artifact import check_destination
 
     model, inputs = resolve(args.model)
+    dynamic = dynamic_shapes_arg(args.dynamic, len(inputs or ()))
+    check_destination(args.output, args.force)  # before the compile, after what the arguments themselves say
     model = with_params(quantized_input(model, args.quantize), inputs, args.params)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), transient=True) as bar:
@@ -67,7 +70,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         artifact, _ = build_artifact(model, inputs, target=args.target, progress=note, arch=args.arch,
                                      tune_candidates=args.tune_candidates,
-                                     dynamic_shapes=dynamic_shapes_arg(args.dynamic, len(inputs or ())),
+                                     dynamic_shapes=dynamic,
                                      memory_limit=args.memory_limit)
         note("write artifact", 0, 1)
         out = artifact.write(Path(args.output), overwrite=args.force)

@@ -42,7 +42,7 @@ from foundation.sym_shape import DynamicSpec, SymbolicShapes
 from frontends import bind_params
 from mhlo_to_cat.pipeline import dynamic_shape_pipeline
 from mhlo_to_cat.rewriter import Pass
-from runtime.artifact import Artifact
+from runtime.artifact import Artifact, check_destination
 from runtime.cpu_provider import jit_entry
 
 compile_side.load()
@@ -89,6 +89,8 @@ def compile(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | None = 
     older artifact at ``out_dir`` (anything else there is never replaced). ``memory_limit`` (bytes, or "16G"):
     the budget the planned memory is checked against (default: the target's memory; ``lowering.memory_budget``).
     ``quantize`` (a torch model): its projections quantised first (``byteir_cat.quantization.MODES``)."""
+    if out_dir is not None:
+        check_destination(out_dir, overwrite)
     model_or_mlir = quantized_input(model_or_mlir, quantize)
     if params:
         model_or_mlir = bind_params(to_stablehlo(model_or_mlir, example_inputs), params)

@@ -35,6 +35,7 @@ from families import compile_side
 from families.attention.patterns import CacheAttentionLength
 from foundation.errors import CompileError
 from mhlo_to_cat.pipeline import default_pipeline, iota_restoring_passes
+from runtime.artifact import check_destination
 
 compile_side.load()
 
@@ -184,6 +185,8 @@ def compile_seq2seq_lm(model: torch.nn.Module, max_batch_size: int, max_source_l
     if max_batch_size < 1 or max_source_len < 1 or max_target_len < 2:
         raise CompileError(f"max_batch_size {max_batch_size}, max_source_len {max_source_len}, max_target_len "
                            f"{max_target_len}: need >= 1, >= 1 and >= 2")
+    if out_dir is not None:
+        check_destination(out_dir, overwrite)
     source_kind = _check_model(model)
     model = model.eval()
     dtype = next(model.parameters()).dtype

@@ -285,6 +285,13 @@ def is_artifact(path: Path) -> bool:
     return isinstance(manifest, dict) and "format_version" in manifest and isinstance(manifest.get("files"), dict)
 
 
+def check_destination(out: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse, before any work, a destination that writing would refuse (something that is not a directory, a
+    directory that is not an artifact, an artifact without ``overwrite``): a long compile should not end in that.
+    Writing checks again (another process may write there meanwhile)."""
+    _replaceable(Path(out), overwrite)
+
+
 def _replaceable(out: Path, overwrite: bool) -> bool:
     """Whether ``write`` replaces an artifact at ``out`` (False: nothing or an empty directory is there);
     refuses what must not be replaced."""

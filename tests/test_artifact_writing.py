@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from byteir_cat import compile_causal_lm
 from byteir_cat.compiled_model import load
+from byteir_cat.compiler import compile as compile_model
 from foundation.errors import ArtifactError
 from runtime.artifact import read
 from tests.artifact_tools import MODEL, model_expected, model_inputs
@@ -44,6 +46,24 @@ def test_a_folder_that_is_no_artifact_is_never_replaced(artifact, tmp_path):
     _one_line(e, "not a directory")
     assert a_file.read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "my_project"]  # no temporaries left
+
+
+def test_a_destination_that_would_be_refused_is_refused_before_compiling(artifact, tmp_path):
+    """compile, compile_causal_lm and ``byteir-cat compile -o`` check the destination first: a long compile does not
+    end in "already holds an artifact" (the library calls: the input is not even a program; the CLI reads its
+    arguments first)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match="is not a byteir-cat artifact"):
+        compile_model("this is not MLIR", out_dir=mine)
+    with pytest.raises(ArtifactError, match="already holds an artifact"):
+        compile_causal_lm(torch.nn.Linear(2, 2), 1, 8, out_dir=artifact)
+    (tmp_path / "model.mlir").write_text(MODEL)
+    proc = subprocess.run([sys.executable, "-m", "byteir_cat.cli", "compile", str(tmp_path / "model.mlir"), "-o",
+                           str(mine)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1 and "is not a byteir-cat artifact" in proc.stderr and proc.stderr.count("\n") == 1
+    assert (mine / "notes.txt").read_text() == "mine"
 
 
 def test_an_artifact_is_replaced_only_with_overwrite(artifact, tmp_path):
