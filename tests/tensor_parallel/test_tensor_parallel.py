@@ -90,9 +90,11 @@ def _prompts(vocab: int) -> dict[str, torch.Tensor]:
     return {"ids": ids, "mask": mask, "new": torch.tensor(12), "score": torch.randint(3, vocab, (1, 24), generator=gen)}
 
 
-@pytest.mark.parametrize("make,world", [(gpt2, 2), (lambda: llama(1), 2), (qwen2, 2),
+@pytest.mark.parametrize("make,world", [(gpt2, 2), (lambda: llama(1), 2),
+                                        pytest.param(qwen2, 2, marks=pytest.mark.slow),
                                         pytest.param(lambda: llama(2), 4, marks=pytest.mark.slow)],
                          ids=["gpt2-2", "llama-1kv-2", "qwen2-2", "llama-2kv-4"])  # 4 ranks on 2 cores: -m slow
+# (qwen2's biased q/k/v under -m slow too: GPT-2's biased column-parallel projections take the same path by default)
 def test_gloo_ranks_equal_the_single_process_artifact(tmp_path, make, world):
     """N gloo processes, each loading its rank: greedy and seeded sampled tokens equal the single-process
     artifact's on every rank (left-padded batch), forward logits within 1e-5."""
