@@ -33,6 +33,7 @@ from cat_dialect.op_base import CatOp
 from families.quantized_gemm.declaration import GemmFp8, GemmU4, GemmW8
 from families.quantized_gemm.fp8_activation import ACTIVATION_QUANT, activation_quant_launch
 from foundation.ir import TensorType
+from foundation.kernel_abi import WORKSPACE_ALIGN
 
 INCLUDES = (
     "memory",
@@ -64,9 +65,10 @@ struct CatQuantGemmArgs {
   const void* scale;
   const void* offset;  // int4: [k / group, n]; else null
   void* out;
-  void* x_fp8;         // fp8: the quantised activations [m, k] and the scales [m], [n] (in the workspace)
-  float* scale_x;
+  void* x_fp8;         // fp8: the quantised activations [m, k], the scales [m] and [n], and (per tensor) every
+  float* scale_x;      // row's largest magnitude [m], all in the workspace
   float* scale_w;
+  float* row_amax;
 };
 #endif
 """
@@ -143,14 +145,15 @@ def pack_function(sym: str, spec: KernelSpec) -> str:
     offset = "(operands ? operands[3] : nullptr)" if isinstance(op, GemmU4) else "nullptr"
     fp8 = ""
     if isinstance(op, GemmFp8):
-        scale_w = (f"reinterpret_cast<float*>(base + cat_align_up({m * k}) + cat_align_up({4 * m}))"
-                   if not op.per_row(spec.operands) else "static_cast<float*>(operands[2])")
+        x_fp8, scale_x, scale_w, row_amax, _ = _fp8_buffers(m, n, k)
+        per_row = op.per_row(spec.operands)
         fp8 = f"""
   if (operands != nullptr && workspace != nullptr) {{
     char* base = static_cast<char*>(workspace);
-    g.x_fp8 = base;
-    g.scale_x = reinterpret_cast<float*>(base + cat_align_up({m * k}));
-    g.scale_w = {scale_w};
+    g.x_fp8 = base + {x_fp8};
+    g.scale_x = reinterpret_cast<float*>(base + {scale_x});
+    g.scale_w = {"static_cast<float*>(operands[2])" if per_row else f"reinterpret_cast<float*>(base + {scale_w})"};
+    g.row_amax = reinterpret_cast<float*>(base + {row_amax});
   }}"""
     return f"""static CatQuantGemmArgs {sym}_pack(void* const* operands, void* result, void* workspace) {{
   (void)workspace;
@@ -166,10 +169,18 @@ def pack_function(sym: str, spec: KernelSpec) -> str:
 """
 
 
+def _fp8_buffers(m: int, n: int, k: int) -> list[int]:
+    """Offsets in the workspace of fp8's quantised activations [M, K], scales [M] and [N] and row maxima [M] (each
+    256-byte aligned), then the end."""
+    offsets = [0]
+    for size in (m * k, 4 * m, 4 * n, 4 * m):
+        offsets.append(offsets[-1] + -(-size // WORKSPACE_ALIGN) * WORKSPACE_ALIGN)
+    return offsets
+
+
 def fp8_workspace_bytes(spec: KernelSpec) -> int:
-    """The quantised activations [M, K] and the scales [M] and [N], each 256-byte aligned."""
-    m, n, k = _problem(spec)
-    return sum(-(-b // 256) * 256 for b in (m * k, 4 * m, 4 * n))
+    """The workspace fp8's buffers take (``_fp8_buffers``)."""
+    return _fp8_buffers(*_problem(spec))[-1]
 
 
 def _mixed_input(sym: str, spec: KernelSpec, cfg: GemmConfig) -> str:

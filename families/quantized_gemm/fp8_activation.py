@@ -1,9 +1,10 @@
 """cat.gemm_rcr_fp8's activations, quantised to e4m3 before the GEMM, as ``declaration.fp8_activations`` defines it:
 ``scale = max(max |x| / 448, FLT_MIN)`` over each row (or over the tensor), ``q = e4m3(clamp(x / scale, +-448))``
 rounded to nearest even (``__nv_fp8_e4m3``'s conversion). On the device one block per row finds the row's maximum
-and quantises it in one launch; per tensor a first launch finds every row's maximum and each block of the second
-reduces them. The host twin runs the same per-element function in loops. A per-tensor weight scale is spread over
-the N columns the epilogue reads (a per-channel one is read where it is)."""
+and quantises it in one launch; per tensor a first launch writes every row's maximum to a buffer of its own and
+each block of the second reduces them (blocks do not wait for each other: none may write where another reads).
+The host twin runs the same per-element function in loops, over the same buffers. A per-tensor weight scale is
+spread over the N columns the epilogue reads (a per-channel one is read where it is)."""
 
 from __future__ import annotations
 
@@ -47,20 +48,21 @@ __global__ void cat_fp8_row_amax(const T* __restrict__ x, int k, float* __restri
   if (threadIdx.x == 0) amax[blockIdx.x] = v;
 }
 
-// one block per row; per_tensor: the maxima of every row (in scale_x) reduced first, else the row's own
+// one block per row; per_tensor: the maxima of every row (``row_amax``, which no block writes) reduced first, else
+// the row's own
 template <typename T, bool PerTensor>
-__global__ void cat_fp8_quantize_rows(const T* __restrict__ x, int m, int k, float* scale_x,
-                                      __nv_fp8_e4m3* __restrict__ q, const float* w_scale, float* scale_w, int n) {
+__global__ void cat_fp8_quantize_rows(const T* __restrict__ x, int m, int k, const float* __restrict__ row_amax,
+                                      float* __restrict__ scale_x, __nv_fp8_e4m3* __restrict__ q,
+                                      const float* w_scale, float* scale_w, int n) {
   const T* row = x + int64_t(blockIdx.x) * k;
   float v = 0.0f;
   if (PerTensor) {
-    for (int i = threadIdx.x; i < m; i += blockDim.x) v = fmaxf(v, scale_x[i]);
+    for (int i = threadIdx.x; i < m; i += blockDim.x) v = fmaxf(v, row_amax[i]);
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) scale_w[j] = w_scale[0];
   } else {
     for (int i = threadIdx.x; i < k; i += blockDim.x) v = fmaxf(v, fabsf(float(row[i])));
   }
   const float scale = cat_fp8_scale(cat_fp8_block_max(v));
-  __syncthreads();  // every block read the maxima before any writes its scale over them
   if (threadIdx.x == 0) scale_x[blockIdx.x] = scale;
   __nv_fp8_e4m3* out = q + int64_t(blockIdx.x) * k;
   for (int i = threadIdx.x; i < k; i += blockDim.x) out[i] = cat_fp8_quantize(float(row[i]), scale);
@@ -89,11 +91,11 @@ def activation_quant_launch(spec: KernelSpec, args: str, host: bool) -> str:
     for (int i = 0; i < {args}.m; ++i) {{
       float amax = 0.0f;
       for (int kk = 0; kk < {args}.k; ++kk) amax = fmaxf(amax, fabsf(float(x[int64_t(i) * {args}.k + kk])));
-      {args}.scale_x[i] = amax;
+      {args}.row_amax[i] = amax;
       all = fmaxf(all, amax);
     }}
     for (int i = 0; i < {args}.m; ++i) {{
-      const float scale = cat_fp8_scale({per_tensor} ? all : {args}.scale_x[i]);
+      const float scale = cat_fp8_scale({per_tensor} ? all : {args}.row_amax[i]);
       {args}.scale_x[i] = scale;
       for (int kk = 0; kk < {args}.k; ++kk)
         q[int64_t(i) * {args}.k + kk] = cat_fp8_quantize(float(x[int64_t(i) * {args}.k + kk]), scale);
@@ -103,9 +105,9 @@ def activation_quant_launch(spec: KernelSpec, args: str, host: bool) -> str:
   }}"""
     pack = f"const CatQuantGemmArgs q_args = {args}"
     launch = (f"cat_fp8_quantize_rows<{t}, {per_tensor}><<<{m}, 256, 0, stream>>>(static_cast<const {t}*>(q_args.x), "
-              f"q_args.m, q_args.k, q_args.scale_x, static_cast<__nv_fp8_e4m3*>(q_args.x_fp8), "
+              f"q_args.m, q_args.k, q_args.row_amax, q_args.scale_x, static_cast<__nv_fp8_e4m3*>(q_args.x_fp8), "
               f"static_cast<const float*>(q_args.scale), q_args.scale_w, q_args.n)")
     amax = (f"cat_fp8_row_amax<{t}><<<{m}, 256, 0, stream>>>(static_cast<const {t}*>(q_args.x), q_args.k, "
-            "q_args.scale_x); " if _per_tensor(spec) else "")
+            "q_args.row_amax); " if _per_tensor(spec) else "")
     return (f"{pack}; {amax}{launch}; "
             "int status = cudaGetLastError() == cudaSuccess ? CAT_OK : CAT_LAUNCH_FAILED")
