@@ -266,7 +266,8 @@ def compile_causal_lm(model: torch.nn.Module, max_batch_size: int, max_seq_len: 
     if quantize is not None:
         if tensor_parallel > 1:
             raise CompileError(f"quantize={quantize!r} with tensor_parallel={tensor_parallel}: not built yet")
-        if parse_mode(quantize).base == "fp8" and not parse_mode(quantize).per_row:
+        mode = parse_mode(quantize)
+        if mode.base == "fp8" and not mode.per_row:
             raise CompileError(f"quantize={quantize!r}: a per-tensor activation scale is the largest value over every "
                                "token of a call, so a causal LM's logits would depend on how its tokens are batched "
                                "into prefill chunks and decode steps; use 'fp8' (per row)")

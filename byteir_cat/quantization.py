@@ -7,14 +7,13 @@ the quantised GEMM family's op. Nothing quantises unless asked.
 - ``int4-weight-only`` (``/g32``, ``/g64``, ``/g128``: the group size along K, 128 by default; ``/sym``: symmetric):
   per group of G inputs of each output channel, asymmetric ``scale = (max - min) / 15``, ``zero = round(-min /
   scale)``, ``q = round(w / scale) + zero`` in [0, 15]; symmetric ``scale = max |w| / 7``, zero 8.
-
 - ``fp8`` (``/row``, the default, or ``/tensor``): e4m3 weights with ``scale = max |w| / 448`` per output channel
   (or over the tensor), and the activations quantised the same way on the fly, per row (or over the tensor).
 
 The activations stay in the model's type (f32, f16 or bf16) and so do the scales; the model computes the CAT op's
 reference (``x @ dequantised(q).T``: its own dequantised reference, which the custom ops' eager forms are). Every
-``nn.Linear`` and GPT-2 ``Conv1D`` is quantised, the LM head included; embeddings, norms and biases are not (nor MoE
-experts held as stacked parameters rather than projections).
+``nn.Linear`` and GPT-2 ``Conv1D`` is quantised, the LM head included, and the experts of transformers' unified
+mixture-of-experts modules (``quantize_experts``); embeddings, norms, biases and routers are not.
 """
 
 from __future__ import annotations
@@ -86,7 +85,7 @@ def quantize_fp8(weight: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, tor
     w = weight.detach().to(torch.float32)
     amax = w.abs().amax(dim=1) if per_row else w.abs().amax().reshape(1)
     scale = (amax / FP8_MAX).clamp_min(torch.finfo(torch.float32).tiny)
-    q = (w / (scale[:, None] if per_row else scale)).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    q = (w / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
     return q.view(torch.int8).contiguous(), scale.contiguous()
 
 
@@ -109,12 +108,11 @@ class QuantizedLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         op = getattr(getattr(torch.ops, TORCH_NAMESPACE), self.custom_op)
-        tensors = [getattr(self, name) for name in self.names]
-        if not self.routed:
-            y = op(x, *tensors)
-            return y if self.bias is None else y + self.bias
-        y = op(x, *tensors, indices)
-        return y if self.bias is None else y + self.bias[indices]
+        routing = [indices] if self.routed else []
+        y = op(x, *(getattr(self, name) for name in self.names), *routing)
+        if self.bias is None:
+            return y
+        return y + (self.bias[indices] if self.routed else self.bias)
 
 
 @dataclass(frozen=True)
@@ -198,8 +196,8 @@ def quantize_model(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     return quantized
 
 
-def _experts_form(module: torch.nn.Module) -> tuple[str, bool, bool] | None:
-    """(the up projection's name, gated, transposed) of an experts module in transformers' unified form (stacked
+def _experts_form(module: torch.nn.Module) -> tuple[str, bool] | None:
+    """(the up projection's name, transposed) of an experts module in transformers' unified form (stacked
     ``gate_up_proj`` or ``up_proj`` and ``down_proj``, dispatching on ``config._experts_implementation``), or None."""
     config = getattr(module, "config", None)
     if config is None or not hasattr(type(config), "_experts_implementation") or not hasattr(module, "num_experts"):
@@ -209,7 +207,7 @@ def _experts_form(module: torch.nn.Module) -> tuple[str, bool, bool] | None:
     stacks = [getattr(module, name, None) for name in (up, "down_proj")]
     if not all(isinstance(t, torch.Tensor) and t.dim() == 3 for t in stacks):
         return None
-    return up, gated, bool(getattr(module, "is_transposed", False))
+    return up, bool(getattr(module, "is_transposed", False))
 
 
 def _experts_forward(self: torch.nn.Module, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
@@ -245,7 +243,7 @@ def quantize_experts(module: torch.nn.Module, mode: QuantizeMode, path: str) -> 
     as ``mode`` quantises a projection, the stacks replaced by routed quantised projections, the forward by
     ``_experts_forward``. That forward is first checked against the module's own (``batched_mm``) on random routing,
     with the stacks unquantised: a module whose experts compute anything else is refused by name."""
-    up_name, gated, transposed = _experts_form(module)
+    up_name, transposed = _experts_form(module)
     if getattr(module, "_is_expert_parallel", False):
         raise CompileError(f"quantize: {path} is split for expert parallelism; not supported")
     (up, up_bias), (down, down_bias) = _stack(module, up_name, transposed), _stack(module, "down_proj", transposed)

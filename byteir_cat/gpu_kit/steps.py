@@ -38,9 +38,15 @@ from byteir_cat.gpu_kit.context import StepContext
 from byteir_cat.gpu_kit.results import PREPARED
 from byteir_cat.profile_report import measure_peaks, profile
 from byteir_cat.quantization import example_operands
-from families.quantized_gemm.declaration import CUSTOM_OPS, dequantized, dequantized_int4, fp8_activations
+from families.quantized_gemm.declaration import (
+    CUSTOM_OPS,
+    dequantized,
+    dequantized_int4,
+    fp8_activations,
+    scales_per_row,
+)
 from foundation.byre_plan import ByreModule
-from foundation.ir import Op, TensorType, dtype_of_torch, torch_dtype
+from foundation.ir import Op, torch_dtype
 from foundation.serialize import Reader
 from runtime.artifact import MANIFEST, PLAN, WEIGHTS, read
 from runtime.cuda_timing import cuda_event_times
@@ -616,19 +622,16 @@ def _quantized_baseline(decl: cat.CatOp, xs: list[torch.Tensor]) -> tuple[str, C
     x = xs[0]
     if decl.name.endswith("fp8"):
         w, scale = xs[1], xs[2]
-        q, scale_x = fp8_activations(x.reshape(-1, x.shape[-1]), decl.per_row([_type(t) for t in xs]))
+        per_row = scales_per_row(w.shape, scale.shape)
+        q, scale_x = fp8_activations(x.reshape(-1, x.shape[-1]), per_row)
         a, b = q.to(torch.float8_e4m3fn), w.view(torch.float8_e4m3fn).t()
-        if decl.per_row([_type(t) for t in xs]):
+        if per_row:
             sa, sb = scale_x[:, None].contiguous(), scale[None, :].contiguous()
         else:
             sa, sb = scale_x[:1].reshape(()), scale.reshape(())
         return "_scaled_mm", partial(torch._scaled_mm, a, b, scale_a=sa, scale_b=sb, out_dtype=x.dtype)
     weights = dequantized(xs[1], xs[2]) if decl.name.endswith("w8") else dequantized_int4(*xs[1:4])
     return "cublas_dequantized", partial(torch.matmul, x, weights.to(x.dtype).t())
-
-
-def _type(t: torch.Tensor) -> TensorType:
-    return TensorType(tuple(t.shape), dtype_of_torch(t.dtype))
 
 
 def step_quantized_timing(ctx: StepContext) -> Rows:

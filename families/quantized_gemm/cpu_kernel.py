@@ -62,7 +62,7 @@ exit:
 """.replace("{{", "{").replace("}}", "}")
 
 
-def _bytes_kernel(symbol: str, pointers: str, convert: str, result: str, declares: str = "") -> str:
+def _bytes_kernel(symbol: str, pointers: str, convert: str, result: str) -> str:
     """A kernel over one byte per weight: 32 at a time loaded as ``%wv`` <32 x i8>, turned into ``%wf`` <32 x float>
     by ``convert``, FMA'd with the row; ``result`` makes ``%result`` of the row's ``%sum`` (the channel's scale
     ``%s`` loaded)."""
@@ -94,7 +94,7 @@ kend:
 {result}
   br label %mlatch""", f"""
 declare <{VECTOR} x float> @llvm.fmuladd.v{VECTOR}f32(<{VECTOR} x float>, <{VECTOR} x float>, <{VECTOR} x float>)
-declare float @llvm.vector.reduce.fadd.v{VECTOR}f32(float, <{VECTOR} x float>){declares}""")
+declare float @llvm.vector.reduce.fadd.v{VECTOR}f32(float, <{VECTOR} x float>)""")
 
 
 def _splat(element: str, count: int = VECTOR) -> str:

@@ -78,6 +78,18 @@ def fp8_activations(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch
     return q, scale.contiguous()
 
 
+def _expert_rows(indices: torch.Tensor, experts: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(expert, the rows it takes) for each expert ``indices`` [S] picks, clamped into the stack as a gather clamps."""
+    ids = indices.reshape(-1).to(torch.int64).clamp(0, experts - 1)
+    for e in ids.unique().tolist():
+        yield e, (ids == e).nonzero()[:, 0]
+
+
+def scales_per_row(w_shape: Sequence[int], scale_shape: Sequence[int]) -> bool:
+    """fp8 with one scale per channel of the weights [.., N, K] (and so per row of the activations), not per tensor."""
+    return scale_shape[-1] == w_shape[-2] and w_shape[-2] > 1
+
+
 def _check_activations(op: str, x: TensorType) -> None:
     if x.dtype not in ACTIVATIONS or x.rank < 1:
         raise CatVerifyError(f"cat.{op}: x must be an f32, f16 or bf16 tensor [..., K], got {x}")
@@ -165,11 +177,9 @@ class _QuantizedGemm(CatOp):
             return self.reference_one(*args)
         x, *weights, indices = args
         rows = x.reshape(-1, x.shape[-1])
-        ids = indices.reshape(-1).to(torch.int64).clamp(0, weights[0].shape[0] - 1)
         out = torch.empty(rows.shape[0], weights[0].shape[1], dtype=x.dtype)
         prepared = self.prepare_rows(rows, weights)
-        for e in ids.unique().tolist():
-            picked = (ids == e).nonzero()[:, 0]
+        for e, picked in _expert_rows(indices, weights[0].shape[0]):
             out[picked] = self.reference_rows(prepared, picked, *(w[e] for w in weights))
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
@@ -197,11 +207,9 @@ class _QuantizedGemm(CatOp):
         def routed(args: list[torch.Tensor], out: torch.Tensor) -> None:
             x, *weights, indices = args
             rows = x.reshape(-1, x.shape[-1])
-            ids = indices.reshape(-1).to(torch.int64).clamp(0, weights[0].shape[0] - 1)
             flat = out.view(-1, n)
             prepared = self.prepare_rows(rows, weights)
-            for e in ids.unique().tolist():
-                picked = (ids == e).nonzero()[:, 0]
+            for e, picked in _expert_rows(indices, weights[0].shape[0]):
                 part = torch.empty(len(picked), n, dtype=out.dtype)
                 self.run_rows(one, prepared, picked, [w[e] for w in weights], part)
                 flat[picked] = part
@@ -312,8 +320,7 @@ class GemmFp8(_QuantizedGemm):
 
     def per_row(self, operands: Sequence[TensorType]) -> bool:
         """Scales per row of the activations and per channel of the weights (else one per tensor each)."""
-        w, scale = operands[1], operands[2]
-        return scale.shape[-1] == w.shape[-2] and w.shape[-2] > 1
+        return scales_per_row(operands[1].shape, operands[2].shape)
 
     def describe(self, operands: Sequence[TensorType]) -> str:
         x, w = operands[0], self.one(operands)[1]
@@ -321,13 +328,9 @@ class GemmFp8(_QuantizedGemm):
         return self.describe_routed(f"fp8 e4m3 GEMM ({scales} scales): {x} x fp8 {list(w.shape)} weights "
                                     f"({self.bytes_read(operands)} bytes read per call)", operands)
 
-    @staticmethod
-    def _per_row(w: torch.Tensor, scale: torch.Tensor) -> bool:
-        return scale.shape[-1] == w.shape[-2] and w.shape[-2] > 1
-
     def reference_one(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        y = self._product(fp8_activations(rows, self._per_row(w, scale)), w, scale)
+        y = self._product(fp8_activations(rows, scales_per_row(w.shape, scale.shape)), w, scale)
         return y.reshape(*x.shape[:-1], w.shape[0]).to(x.dtype)
 
     @staticmethod
@@ -337,7 +340,7 @@ class GemmFp8(_QuantizedGemm):
 
     def prepare_rows(self, rows: torch.Tensor, stacks: Sequence[torch.Tensor]) -> Any:
         """The activations quantised once, over every row (per tensor: over all of them, not one expert's)."""
-        return rows, fp8_activations(rows, self._per_row(stacks[0], stacks[1]))
+        return rows, fp8_activations(rows, scales_per_row(stacks[0].shape, stacks[1].shape))
 
     def reference_rows(self, prepared: Any, picked: torch.Tensor, w: torch.Tensor, scale: torch.Tensor
                        ) -> torch.Tensor:
