@@ -31,6 +31,7 @@ from foundation.ir import TensorType
 
 ARCH_FLAGS = {
     "sm_80": ("-gencode", "arch=compute_80,code=sm_80"),
+    "sm_89": ("-gencode", "arch=compute_89,code=sm_89"),
     "sm_90a": ("-gencode", "arch=compute_90a,code=sm_90a"),
 }
 COMMON_FLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", "-w")

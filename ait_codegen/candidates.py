@@ -23,10 +23,10 @@ from cutlass_library import generator, library
 from cutlass_library import manifest as mf
 
 from ait_codegen.gemm_problem import GemmProblem
-from foundation.cuda_arch import CUDA_ARCHS
+from foundation.cuda_arch import CUDA_ARCHS, GENERATION, generation
 
 ARCHS = CUDA_ARCHS
-SM_COUNT = {"sm_80": 108, "sm_90a": 132}
+SM_COUNT = {"sm_80": 108, "sm_89": 142, "sm_90a": 132}  # A100, L40S, H100 SXM
 SPLIT_K = (1, 2, 4, 8)
 
 
@@ -64,11 +64,11 @@ def _manifest_args(operations: str = "gemm") -> argparse.Namespace:
 
 @functools.lru_cache(maxsize=1)
 def enumerated() -> dict[str, tuple[GemmConfig, ...]]:
-    """All 16-bit, fp32-accumulating tile configurations cutlass_library generates, per arch."""
+    """All 16-bit, fp32-accumulating tile configurations cutlass_library generates, per CUTLASS generation."""
     manifest = mf.Manifest(_manifest_args())
     generator.GenerateSM80_TensorOp_16816(manifest, "13.0")
     generator.GenerateSM90_TensorOp_16b_WGMMA_gemm(manifest, "13.0")
-    found: dict[str, set[GemmConfig]] = {a: set() for a in ARCHS}
+    found: dict[str, set[GemmConfig]] = {a: set() for a in set(GENERATION.values())}
     half = (library.DataType.f16, library.DataType.bf16)
     for by_cc in manifest.operations.values():
         for by_name in by_cc.values():
@@ -106,7 +106,7 @@ def enumerated_conv_fprop() -> dict[str, tuple[GemmConfig, ...]]:
     manifest = mf.Manifest(_manifest_args("conv2d"))
     generator.GenerateSM80_TensorOp_16816(manifest, "13.0")
     generator.GenerateSM90_Conv3x(manifest, "13.0")
-    found: dict[str, set[GemmConfig]] = {a: set() for a in ARCHS}
+    found: dict[str, set[GemmConfig]] = {a: set() for a in set(GENERATION.values())}
     half = (library.DataType.f16, library.DataType.bf16)
     for cc, by_name in manifest.operations.get(library.OperationKind.Conv2d, {}).items():
         for ops in by_name.values():
@@ -132,14 +132,14 @@ def candidates(problem: GemmProblem, arch: str, limit: int = 8) -> list[GemmConf
     """The pruned set worth profiling: tiles not far larger than the problem, split-k only where the epilogue
     allows it (no residual operands, no batch) and K is long; best ``limit`` by the heuristic."""
     out: list[GemmConfig] = []
-    table = enumerated()[arch]
+    table = enumerated()[generation(arch)]
     max_m = max(min(c.tile[0] for c in table), 2 * _pow2_ceil(problem.m))
     max_n = max(min(c.tile[1] for c in table), 2 * _pow2_ceil(problem.n))
     for cfg in table:
         if cfg.tile[0] > max_m or cfg.tile[1] > max_n:
             continue
         splits = (1,)
-        if arch == "sm_80" and not problem.binary and problem.batch == 1:
+        if generation(arch) == "sm_80" and not problem.binary and problem.batch == 1:
             splits = tuple(s for s in SPLIT_K if problem.k // s >= 4 * cfg.tile[2])
         out.extend(GemmConfig(cfg.arch, cfg.tile, cfg.warps, cfg.stages, s, cfg.cluster, cfg.schedule)
                    for s in splits or (1,))

@@ -22,7 +22,7 @@ from ait_codegen.launch import KernelLibrary
 from ait_codegen.renderings import rendering_for
 from cat_dialect import CatOp
 from cat_dialect.op_base import CatVerifyError
-from foundation.cuda_arch import runs_on
+from foundation.cuda_arch import CUDA_ARCHS, runs_on
 from foundation.ir import TensorType
 
 TOLERANCE = 1e-2
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=64)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--dtype", default="f16", choices=("f16", "bf16"))
-    ap.add_argument("--arch", default="sm_90a", choices=("sm_80", "sm_90a"))
+    ap.add_argument("--arch", default="sm_90a", choices=CUDA_ARCHS)
     ap.add_argument("--permute-shape", type=int, nargs="*")
     ap.add_argument("--permute-perm", type=int, nargs="*")
     args = ap.parse_args(argv)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ait_codegen.candidates import GemmConfig, enumerated_conv_fprop, estimate
 from ait_codegen.elements import alignment
 from ait_codegen.gemm_glue import activation_functor
+from foundation.cuda_arch import generation
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,10 @@ class ConvProblem:
 
 
 def conv_candidates(problem: ConvProblem, limit: int = 8, arch: str = "sm_80") -> list[GemmConfig]:
-    """Tiles of cutlass_library's forward-convolution table for ``arch`` (sm_80: CUTLASS 2.x; sm_90a: the 3.x TMA
-    kernels) worth profiling for the implicit GEMM: tiles not far larger than it, best ``limit`` by the GEMM cost
-    model; split-k is not used for convs."""
-    table = enumerated_conv_fprop()[arch]
+    """Tiles of cutlass_library's forward-convolution table for ``arch``'s generation (sm_80, sm_89: CUTLASS 2.x;
+    sm_90a: the 3.x TMA kernels) worth profiling for the implicit GEMM: tiles not far larger than it, best ``limit``
+    by the GEMM cost model; split-k is not used for convs."""
+    table = enumerated_conv_fprop()[generation(arch)]
     pow2 = lambda x: 1 << max(0, (x - 1).bit_length())  # noqa: E731
     max_m = max(min(c.tile[0] for c in table), 2 * pow2(problem.m))
     max_n = max(min(c.tile[1] for c in table), 2 * pow2(problem.gemm_n))

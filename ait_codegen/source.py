@@ -27,7 +27,8 @@ def as_spec(op: CatOp, operands: Sequence[TensorType]) -> KernelSpec:
 
 
 def render_kernel(spec: KernelSpec, arch: str, config: GemmConfig | None = None, tuning=None) -> RenderedKernel:
-    """Render one op instance for ``arch`` ('sm_80' or 'sm_90a'); raises UnsupportedKernel with the reason."""
+    """Render one op instance for ``arch`` (one of ``foundation.cuda_arch.CUDA_ARCHS``); raises UnsupportedKernel
+    with the reason."""
     if arch not in ARCHS:
         raise UnsupportedKernel(spec.op.name, f"arch {arch} is not one of {ARCHS}")
     return rendering_for(spec.op).render(spec, arch, config, tuning)

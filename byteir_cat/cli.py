@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from byteir_cat.terminal import TABLE_FORMATS
+from foundation.cuda_arch import CUDA_ARCHS
 from foundation.errors import ByteirCatError, CompileError, InputError
 
 PARAMS_HELP = ("weights for arguments of @main, by argument name (as JAX's locations name them) or argN: they "
@@ -415,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="where the artifact runs")
     c.add_argument("--params", metavar="NPZ", help=PARAMS_HELP)
     c.add_argument("--quantize", metavar="MODE", help=QUANTIZE_HELP)
-    c.add_argument("--arch", choices=["sm_80", "sm_90a"], default=None,
+    c.add_argument("--arch", choices=CUDA_ARCHS, default=None,
                    help="GPU architecture for --target cuda (default sm_90a)")
     c.add_argument("--tune-candidates", type=int, default=0, metavar="N",
                    help="--target cuda: carry N other builds of every GEMM for `byteir-cat tune` on the GPU")

@@ -53,6 +53,7 @@ from byteir_cat.gpu_kit.contents import (
     kernel_cases,
 )
 from families import compile_side
+from foundation.cuda_arch import CUDA_ARCHS
 from foundation.ir import Block, Function, Module, Value
 from foundation.source_loc import Loc
 from runtime.artifact import WEIGHTS
@@ -228,7 +229,7 @@ def build(out: Path, arch: str = "sm_90a", quick: bool = False, tune: int = 0, n
 def main() -> None:
     ap = argparse.ArgumentParser(description="build the GPU kit (see byteir_cat/gpu_kit/build.py)")
     ap.add_argument("out", type=Path, nargs="?", default=ROOT / ".gpu-kit")
-    ap.add_argument("--arch", default="sm_90a", choices=["sm_80", "sm_90a"])
+    ap.add_argument("--arch", default="sm_90a", choices=CUDA_ARCHS)
     ap.add_argument("--quick", action="store_true", help="one small model and two kernels")
     ap.add_argument("--tune", type=int, default=0, metavar="N", help="carry N other builds of each GEMM, timed there")
     args = ap.parse_args()

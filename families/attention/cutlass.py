@@ -1,5 +1,5 @@
-"""Fused attention (cat.attention): CUTLASS's FMHA (Hopper's on sm_90a, the sm80 one on sm_80) where it takes the
-problem, our own kernel otherwise."""
+"""Fused attention (cat.attention): CUTLASS's FMHA (Hopper's on sm_90a, the sm80 one on sm_80 and sm_89) where it
+takes the problem, our own kernel otherwise."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from families.attention import cutlass_fmha_sm80 as attention_sm80
 from families.attention import cutlass_fmha_sm90 as attention_sm90
 from families.attention import fused_kernel as attention
 from families.attention.declaration import Attention
+from foundation.cuda_arch import generation
 
 
 class AttentionFamily(CutlassFamily):
@@ -20,7 +21,7 @@ class AttentionFamily(CutlassFamily):
     def render(self, spec: KernelSpec, arch: str, config: GemmConfig | None, tuning) -> RenderedKernel:
         sym = spec.symbol(kernel_tag(spec, arch, None))
         cutlass_fmha = {"sm_90a": (attention_sm90.render_attention_sm90, attention_sm90.INCLUDES),
-                        "sm_80": (attention_sm80.render_attention_sm80, attention_sm80.INCLUDES)}[arch]
+                        "sm_80": (attention_sm80.render_attention_sm80, attention_sm80.INCLUDES)}[generation(arch)]
         try:
             return RenderedKernel(spec, arch, sym, cutlass_fmha[0](sym, spec), cutlass_fmha[1])
         except UnsupportedKernel as e:

@@ -1,6 +1,6 @@
 """The experts family on the GPU (cat.expert_bmm): one grouped GEMM over the experts, the routing around it on the
 device (``routing``). sm_90a: CUTLASS 3's grouped GEMM (ptr-array, TMA warp-specialised; ``grouped_sm90``), or
-CUTLASS 2.x's ``GemmGrouped`` when an sm_80 configuration is asked for; sm_80: ``GemmGrouped``
+CUTLASS 2.x's ``GemmGrouped`` when an sm_80 configuration is asked for; sm_80 and sm_89: ``GemmGrouped``
 (``grouped_sm80``). Our own kernel (``kernel``) where neither can serve, the reason kept in the kernel's notes:
 f32 operands, K or N not a multiple of 8 (16-byte rows for the GEMMs' vector loads and TMA), an empty
 contraction or stack, 2^31 rows or more."""
@@ -16,6 +16,7 @@ from ait_codegen.rendered import RenderedKernel, kernel_tag
 from families.experts import grouped_sm80, grouped_sm90, kernel, twin
 from families.experts.declaration import ExpertBmm
 from families.experts.routing import DEVICE_ROUTING, INDEX_TYPES, ROUTING, VECTOR, RoutingPlan
+from foundation.cuda_arch import generation
 
 GROUPED = {"sm_80": grouped_sm80, "sm_90a": grouped_sm90}
 
@@ -51,10 +52,10 @@ class ExpertBmmFamily(CutlassFamily):
             plan = grouped_plan(spec)
             notes: tuple[str, ...] = ()
             if config is None:
-                config = GROUPED[arch].config_for(plan)
+                config = GROUPED[generation(arch)].config_for(plan)
             elif config.arch == "sm_80" and arch == "sm_90a":
                 notes = ("CUTLASS 2.x grouped GEMM on sm_90a: its configuration was asked for",)
-            elif config.arch != arch:
+            elif config.arch != generation(arch):
                 raise UnsupportedKernel(spec.op.name, f"a {config.arch} configuration does not build for {arch}")
         except UnsupportedKernel as e:
             sym = spec.symbol(kernel_tag(spec, arch, None))

@@ -57,7 +57,8 @@ class GemmFamily(CutlassFamily):
             except UnsupportedKernel as e:
                 notes = (f"CUTLASS 2.x kernel on sm_90a: {e.why}",)
                 config = None
-        cfg = config if config is not None else gemm_config(problem, "sm_80", None, tuning)
+        fallback = "sm_80" if arch == "sm_90a" else arch  # the 2.x kernels' tuning records: their own arch's
+        cfg = config if config is not None else gemm_config(problem, fallback, None, tuning)
         sym = spec.symbol(kernel_tag(spec, arch, cfg))
         return RenderedKernel(spec, arch, sym, gemm.render_sm80(sym, spec, problem, cfg), gemm.INCLUDES, cfg, notes)
 
