@@ -32,7 +32,8 @@ SPLIT_K = (1, 2, 4, 8)
 
 @dataclass(frozen=True)
 class GemmConfig:
-    """One kernel configuration; ``arch`` is the CUTLASS generation it instantiates (sm_80: 2.x, sm_90a: 3.x)."""
+    """One kernel configuration; ``arch`` is the CUTLASS generation it instantiates (sm_80: 2.x, sm_90a: 3.x), or
+    sm_89 for the 2.x fp8 GEMMs of Ada's tensor cores."""
 
     arch: str
     tile: tuple[int, int, int]
@@ -45,8 +46,8 @@ class GemmConfig:
     @property
     def name(self) -> str:
         t = "x".join(map(str, self.tile))
-        if self.arch == "sm_80":
-            return f"sm80_{t}_w{''.join(map(str, self.warps))}_s{self.stages}_k{self.split_k}"
+        if self.arch != "sm_90a":
+            return f"{self.arch.replace('_', '')}_{t}_w{''.join(map(str, self.warps))}_s{self.stages}_k{self.split_k}"
         return f"sm90_{t}_c{''.join(map(str, self.cluster))}_{self.schedule}"
 
     @property
@@ -124,23 +125,52 @@ def enumerated_conv_fprop() -> dict[str, tuple[GemmConfig, ...]]:
     return {a: tuple(sorted(v, key=lambda c: c.name)) for a, v in found.items()}
 
 
+# the shared memory one block may take on sm_89 (Ada: 100 KB a multiprocessor, 99 KB a block)
+SM89_SMEM_BYTES = 99 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def enumerated_sm89_fp8() -> tuple[GemmConfig, ...]:
+    """Ada's fp8 tensor-core GEMM tiles (``GenerateSM89_TensorOp_16832_fp8``: e4m3 x e4m3, fp32 accumulation, the
+    exact multiply-add) whose mainloop stages fit a block's shared memory on sm_89; arch "sm_89"."""
+    manifest = mf.Manifest(_manifest_args())
+    generator.GenerateSM89_TensorOp_16832_fp8(manifest, library.DataType.f32)
+    found: set[GemmConfig] = set()
+    for by_cc in manifest.operations.values():
+        for by_name in by_cc.values():
+            for ops in by_name.values():
+                for op in ops:
+                    td = op.tile_description
+                    if (op.A.element, op.B.element) != (library.DataType.e4m3, library.DataType.e4m3) or \
+                            td.math_instruction.math_operation != library.MathOperation.multiply_add:
+                        continue
+                    tm, tn, tk = td.threadblock_shape
+                    if td.stages * (tm + tn) * tk <= SM89_SMEM_BYTES:
+                        found.add(GemmConfig("sm_89", (tm, tn, tk), tuple(td.warp_count), td.stages))
+    return tuple(sorted(found, key=lambda c: c.name))
+
+
 def _pow2_ceil(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
 def candidates(problem: GemmProblem, arch: str, limit: int = 8) -> list[GemmConfig]:
-    """The pruned set worth profiling: tiles not far larger than the problem, split-k only where the epilogue
-    allows it (no residual operands, no batch) and K is long; best ``limit`` by the heuristic."""
+    """The pruned set worth profiling from ``arch``'s generation's table, split-k only on CUTLASS 2.x and where
+    the epilogue allows it (no residual operands, no batch): ``ranked``."""
+    split_k = generation(arch) == "sm_80" and not problem.binary and problem.batch == 1
+    return ranked(problem, enumerated()[generation(arch)], limit, split_k)
+
+
+def ranked(problem: GemmProblem, table: tuple[GemmConfig, ...], limit: int, split_k: bool) -> list[GemmConfig]:
+    """The tiles of ``table`` not far larger than the problem (with split-k factors where ``split_k`` and K is
+    long), best ``limit`` by the heuristic."""
     out: list[GemmConfig] = []
-    table = enumerated()[generation(arch)]
     max_m = max(min(c.tile[0] for c in table), 2 * _pow2_ceil(problem.m))
     max_n = max(min(c.tile[1] for c in table), 2 * _pow2_ceil(problem.n))
     for cfg in table:
         if cfg.tile[0] > max_m or cfg.tile[1] > max_n:
             continue
-        splits = (1,)
-        if generation(arch) == "sm_80" and not problem.binary and problem.batch == 1:
-            splits = tuple(s for s in SPLIT_K if problem.k // s >= 4 * cfg.tile[2])
+        splits = tuple(s for s in SPLIT_K if problem.k // s >= 4 * cfg.tile[2]) if split_k else (1,)
         out.extend(GemmConfig(cfg.arch, cfg.tile, cfg.warps, cfg.stages, s, cfg.cluster, cfg.schedule)
                    for s in splits or (1,))
     if not out:  # every tile is far larger than the problem: the smallest one

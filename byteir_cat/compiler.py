@@ -363,9 +363,10 @@ def _cuda_cat(part: Any, arch: str, note: Progress, times: dict[str, float], tun
                 symbol = render_kernel(as_spec(decl, types), arch, tuning=tuning).symbol
             except UnsupportedKernel as e:
                 shapes = ", ".join(str(t) for t in types)
+                hint = ("kernels are f16/bf16; use a half-precision model or target cpu"
+                        if any(t.dtype == "f32" for t in types) else "target cpu runs it")
                 raise CompileError(f"target cuda ({arch}): @{sg.name} {op.name}({shapes}) at {op.loc or '?'} has no "
-                                   f"CUDA kernel: {e.why} (kernels are f16/bf16; use a half-precision model or "
-                                   "target cpu)") from None
+                                   f"CUDA kernel: {e.why} ({hint})") from None
             symbol_of[sg.name] = symbol
             unique.setdefault(symbol, (decl, types))
         note("nvcc", 0, len(unique))

@@ -36,6 +36,8 @@ from safetensors.torch import load_file, save_file
 
 import cat_dialect as cat
 from ait_codegen.build import build_subgraphs
+from ait_codegen.errors import UnsupportedKernel
+from ait_codegen.source import as_spec, render_kernel
 from ait_codegen.tuning_cache import TuningCache
 from byteir_cat import __version__, model_zoo
 from byteir_cat.causal_lm_compiler import compile_causal_lm
@@ -145,7 +147,21 @@ def _build_causal_lm(klm: KitCausalLM, arch: str, stage: Path, note: Note) -> di
             "max_seq_len": klm.max_seq_len, "compile_seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _buildable(cases: list[KernelCase], arch: str, note: Note) -> list[KernelCase]:
+    """The cases ``arch`` has a kernel for; each one left out is noted with why (the weight-only GEMMs are built
+    for sm_90a only, fp8 from sm_89 on)."""
+    kept = []
+    for case in cases:
+        try:
+            render_kernel(as_spec(case.op, list(case.operands)), arch)
+            kept.append(case)
+        except UnsupportedKernel as e:
+            note(f"kernel {case.name} left out on {arch}: {e.why}")
+    return kept
+
+
 def _build_kernels(cases: list[KernelCase], arch: str, stage: Path, note: Note) -> list[dict[str, Any]]:
+    cases = _buildable(cases, arch, note)
     note(f"building {len(cases)} kernels for {arch} in parallel")
     tuning = TuningCache()
     try:  # the same sources compile renders, so each one-op compile below finds its library in the cache

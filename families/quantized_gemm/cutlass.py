@@ -1,4 +1,4 @@
-"""The quantised GEMMs on the GPU, sm_90a (CUTLASS 3.x, TMA warp-specialised):
+"""The quantised GEMMs on the GPU: sm_90a (CUTLASS 3.x, TMA warp-specialised), and fp8 also on sm_89:
 
 - cat.gemm_rcr_w8 / cat.gemm_rcr_u4 (f16/bf16 activations): CUTLASS's mixed-input GEMM. The narrow operand must
   pass through registers (where it is converted, scaled and offset in the activations' type) and be K-major, so the
@@ -11,8 +11,12 @@
   workspace), then CUTLASS's fp8 GEMM with the scales in an epilogue visitor tree:
   ``out = acc x scale_x[m] x scale_w[n]``.
 
-sm_80 is refused (``UnsupportedKernel``): these kernels need Hopper's wgmma and TMA. Host twins run the same glue
-and the same dequantisation (the kernels' element types and order of rounding) with a host GEMM loop.
+- cat.gemm_rcr_fp8 on sm_89: the same activation quantisation, then CUTLASS 2.x's GEMM on Ada's fp8 tensor cores
+  with the same scalings in a 2.x epilogue visitor tree (``fp8_sm89``).
+
+Refused (``UnsupportedKernel``): the weight-only GEMMs below sm_90a (CUTLASS's mixed-input kernels here are
+Hopper's), fp8 on sm_80 (no fp8 tensor cores). Host twins run the same glue and the same dequantisation (the
+kernels' element types and order of rounding) with a host GEMM loop.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import math
 from collections.abc import Sequence
 
 from ait_codegen.abi import SETUP_CACHE, KernelSpec, entry_point
-from ait_codegen.candidates import SM_COUNT, GemmConfig
+from ait_codegen.candidates import SM_COUNT, GemmConfig, enumerated_sm89_fp8, ranked
 from ait_codegen.cutlass_family import CutlassFamily
 from ait_codegen.elements import GEMM_DTYPES, cutlass_type
 from ait_codegen.errors import UnsupportedKernel
@@ -32,6 +36,8 @@ from ait_codegen.sm90_kernel import Operand, sm90_gemm_types
 from cat_dialect.op_base import CatOp
 from families.quantized_gemm.declaration import GemmFp8, GemmU4, GemmW8
 from families.quantized_gemm.fp8_activation import ACTIVATION_QUANT, activation_quant_launch
+from families.quantized_gemm.fp8_sm89 import INCLUDES as SM89_INCLUDES
+from families.quantized_gemm.fp8_sm89 import render_fp8_sm89
 from foundation.ir import TensorType
 from foundation.kernel_abi import WORKSPACE_ALIGN
 
@@ -79,6 +85,21 @@ def _problem(spec: KernelSpec) -> tuple[int, int, int]:
     return math.prod(x.shape[:-1]), w.shape[0], x.shape[-1]
 
 
+def gemm_problem(spec: KernelSpec) -> GemmProblem:
+    """The GEMM ``spec`` computes, for the cost model and the tuning cache: named by the weights' kind (int4 with its
+    group size, fp8 with its scales' granularity), which keys it apart from the 16-bit GEMMs and from each other."""
+    op, operands = spec.op, spec.operands
+    m, n, k = _problem(spec)
+    if isinstance(op, GemmU4):
+        kind = f"u4g{op.group(operands)}"
+    elif isinstance(op, GemmFp8):
+        kind = "fp8row" if op.per_row(operands) else "fp8tensor"
+    else:
+        kind = "w8"
+    return GemmProblem(f"{kind}gemm_rcr", operands[0].dtype, 1, m, n, k, MatrixOperand(0, "row", k, 0),
+                       MatrixOperand(1, "col", k, 0), None, None, (), None, (m, n))
+
+
 def _tile_k(dtype_bytes: int) -> int:
     return TILE_K_BYTES // dtype_bytes
 
@@ -88,8 +109,12 @@ def check(spec: KernelSpec, arch: str) -> None:
     op, name = spec.op, spec.op.name
     x = spec.operands[0]
     m, n, k = _problem(spec)
-    if arch != "sm_90a":
-        raise UnsupportedKernel(name, f"{arch}: the quantised GEMMs are built on Hopper's wgmma and TMA (sm_90a)")
+    fp8 = isinstance(op, GemmFp8)
+    if arch == "sm_80" and fp8:
+        raise UnsupportedKernel(name, "sm_80: no fp8 tensor cores (fp8 GEMMs need sm_89 or sm_90a)")
+    if arch != "sm_90a" and not fp8:
+        raise UnsupportedKernel(name, f"{arch}: the weight-only GEMMs are CUTLASS's mixed-input kernels for Hopper "
+                                "(sm_90a)")
     if op.routed:
         raise UnsupportedKernel(name, "the routed (mixture-of-experts) quantised GEMMs have a CPU kernel only; on the "
                                 "GPU a grouped mixed-input GEMM is not built yet")
@@ -104,9 +129,12 @@ def check(spec: KernelSpec, arch: str) -> None:
                                     f"or a multiple of its K tile ({tile_k})")
 
 
-def config_for(spec: KernelSpec) -> GemmConfig:
-    """The shape heuristic: a tile along the tokens no wider than they need (decode: 16), 128 channels a CTA
-    (cooperative) unless that leaves most SMs idle, then 64 (ping-pong). fp8 is not transposed: tokens on M."""
+def config_for(spec: KernelSpec, arch: str) -> GemmConfig:
+    """The shape heuristic. sm_90a: a tile along the tokens no wider than they need (decode: 16), 128 channels a
+    CTA (cooperative) unless that leaves most SMs idle, then 64 (ping-pong); fp8 is not transposed: tokens on M.
+    sm_89: the GEMM cost model's pick of cutlass_library's fp8 tiles."""
+    if arch == "sm_89":
+        return candidates(spec, arch)[0]
     m, n, k = _problem(spec)
     fp8 = isinstance(spec.op, GemmFp8)
     rows, cols = (m, n) if fp8 else (n, m)
@@ -117,9 +145,12 @@ def config_for(spec: KernelSpec) -> GemmConfig:
     return GemmConfig("sm_90a", (tile_rows, tile_cols, tile_k), (1, 1, 1), 0, 1, (1, 1, 1), schedule)
 
 
-def candidates(spec: KernelSpec) -> list[GemmConfig]:
-    """Every tile the kernels here are built with, the heuristic's first."""
-    first = config_for(spec)
+def candidates(spec: KernelSpec, arch: str) -> list[GemmConfig]:
+    """Every tile the kernels here are built with on ``arch``, the heuristic's first (sm_89: the tiles that fit the
+    problem, best first by the GEMM cost model)."""
+    if arch == "sm_89":
+        return ranked(gemm_problem(spec), enumerated_sm89_fp8(), 32, split_k=False)
+    first = config_for(spec, arch)
     tile_k = first.tile[2]
     pool = [GemmConfig("sm_90a", (rows, cols, tile_k), (1, 1, 1), 0, 1, (1, 1, 1), schedule)
             for rows, schedule in ((128, "cooperative"), (64, "pingpong")) for cols in TILE_N
@@ -243,9 +274,13 @@ static typename {sym}_Gemm::Arguments {sym}_arguments(const CatQuantGemmArgs& g)
 
 
 def render(sym: str, spec: KernelSpec, cfg: GemmConfig) -> str:
-    """The device kernel of ``spec`` with ``cfg``: the GEMM, its set-up cache and the exported entry points."""
+    """The device kernel of ``spec`` with ``cfg`` (an sm_90a or sm_89 configuration): the GEMM, its set-up cache
+    and the exported entry points."""
     fp8 = isinstance(spec.op, GemmFp8)
-    gemm = _fp8(sym, spec, cfg) if fp8 else _mixed_input(sym, spec, cfg)
+    if cfg.arch == "sm_89":
+        gemm, generation = render_fp8_sm89(sym, spec, cfg), "CUTLASS 2.x sm89"
+    else:
+        gemm, generation = (_fp8 if fp8 else _mixed_input)(sym, spec, cfg), "CUTLASS 3.x sm90"
     run = f"{sym}_run({sym}_pack(operands, result, workspace), ws, stream)"
     pre_bytes, quantize = 0, ""
     if fp8:
@@ -260,7 +295,7 @@ static int {sym}_quantize_and_run(void* const* operands, void* result, void* wor
         run = f"{sym}_quantize_and_run(operands, result, workspace, ws, stream)"
         pre_bytes = fp8_workspace_bytes(spec)
     mnk = " ".join(f"{d}={v}" for d, v in zip("MNK", _problem(spec), strict=True))
-    return f"""// {spec.op.name} {' '.join(str(o) for o in spec.operands)} ({mnk}) -- CUTLASS 3.x sm90, {cfg.name}
+    return f"""// {spec.op.name} {' '.join(str(o) for o in spec.operands)} ({mnk}) -- {generation}, {cfg.name}
 {pack_function(sym, spec)}
 {gemm}
 {device_runner(sym, "CatQuantGemmArgs")}
@@ -336,9 +371,12 @@ class QuantizedGemmFamily(CutlassFamily):
         if cfg is None and tuning is not None:
             record = tuning.lookup(self.tuning_problem(spec.op, spec.operands), arch)
             cfg = record.config if record is not None and record.profiled else None
-        cfg = cfg if cfg is not None else config_for(spec)
+        cfg = cfg if cfg is not None else config_for(spec, arch)
+        if cfg.arch != arch:
+            raise UnsupportedKernel(spec.op.name, f"a {cfg.arch} configuration does not build for {arch}")
         sym = spec.symbol(kernel_tag(spec, arch, cfg))
-        return RenderedKernel(spec, arch, sym, render(sym, spec, cfg), INCLUDES, cfg)
+        return RenderedKernel(spec, arch, sym, render(sym, spec, cfg), SM89_INCLUDES if arch == "sm_89" else INCLUDES,
+                              cfg)
 
     def render_twin(self, kernel: RenderedKernel) -> str:
         return render_twin(kernel.symbol, kernel.spec)
@@ -346,19 +384,10 @@ class QuantizedGemmFamily(CutlassFamily):
     def tuning_problem(self, op: CatOp, operands: Sequence[TensorType]) -> GemmProblem:
         """Keyed apart from the 16-bit GEMMs and from each other by the weights' kind (int4 with its group size, fp8
         with its scales' granularity), which leads the problem's name."""
-        spec = KernelSpec(op, tuple(operands))
-        m, n, k = _problem(spec)
-        if isinstance(op, GemmU4):
-            kind = f"u4g{op.group(operands)}"
-        elif isinstance(op, GemmFp8):
-            kind = "fp8row" if op.per_row(operands) else "fp8tensor"
-        else:
-            kind = "w8"
-        return GemmProblem(f"{kind}gemm_rcr", operands[0].dtype, 1, m, n, k, MatrixOperand(0, "row", k, 0),
-                           MatrixOperand(1, "col", k, 0), None, None, (), None, (m, n))
+        return gemm_problem(KernelSpec(op, tuple(operands)))
 
     def alternatives(self, chosen: RenderedKernel, count: int) -> list[RenderedKernel]:
-        return self.render_pool(chosen, candidates(chosen.spec), count, with_notes=False)
+        return self.render_pool(chosen, candidates(chosen.spec, chosen.arch), count, with_notes=False)
 
     def check_operands(self, op: CatOp, m: int, n: int, k: int, batch: int, dtype: str) -> list[TensorType]:
         x = TensorType((m, k), dtype)

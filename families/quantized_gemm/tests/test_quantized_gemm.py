@@ -280,8 +280,11 @@ def test_refusals():
     with pytest.raises(CompileError, match="must be all f32, f16 or bf16"):
         quantize_model(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).half()), "int8-weight-only")
     mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64)).half().eval()
-    with pytest.raises(CompileError, match="sm_80: the quantised GEMMs are built on Hopper's wgmma and TMA"):
-        byteir_cat.compile(mlp, (torch.randn(4, 64).half(),), target="cuda", arch="sm_80", quantize="int8-weight-only")
+    with pytest.raises(CompileError, match="sm_89: the weight-only GEMMs are CUTLASS's mixed-input kernels for "
+                       "Hopper \\(sm_90a\\) \\(target cpu runs it\\)$"):
+        byteir_cat.compile(mlp, (torch.randn(4, 64).half(),), target="cuda", arch="sm_89", quantize="int8-weight-only")
+    with pytest.raises(CompileError, match="sm_80: no fp8 tensor cores"):
+        byteir_cat.compile(mlp, (torch.randn(4, 64).half(),), target="cuda", arch="sm_80", quantize="fp8")
     with pytest.raises(CompileError, match="with tensor_parallel=2: not built yet"):
         byteir_cat.compile_causal_lm(model, 1, 16, tensor_parallel=2, quantize="int8-weight-only")
 

@@ -1,8 +1,9 @@
-"""The quantised GEMMs on the GPU side, without a GPU: the kernels render for sm_90a (refused for sm_80 in one line),
-their host twins (the same glue: operand packing, fp8's activation quantisation, the mixed-input mainloop's
-dequantisation in the activations' type) match the ops' references on random data, and the CUTLASS kernels
-compile for sm_90a with nvcc (under -m slow: CUTLASS 3.x mixed-input kernels take minutes each on two cores).
-The kernels themselves run only on a GPU (the GPU kit's kernel check)."""
+"""The quantised GEMMs on the GPU side, without a GPU: the kernels render for sm_90a, and fp8 for sm_89 (the rest
+refused in one line), their host twins (the same glue: operand packing, fp8's activation quantisation, the
+mixed-input mainloop's dequantisation in the activations' type) match the ops' references on random data, and the
+CUTLASS kernels compile with nvcc: Ada's fp8 GEMMs in the default run, Hopper's under -m slow (CUTLASS 3.x
+mixed-input kernels take minutes each on two cores). The kernels themselves run only on a GPU (the GPU kit's kernel
+check)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from ait_codegen.build import BuildJob, build_twin, compile_all
+from ait_codegen.candidates import enumerated_sm89_fp8
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.renderings import rendering_for
@@ -63,10 +65,16 @@ def test_host_twins_match_the_references():
         assert (got - want).abs().max() <= 1e-2 * want.abs().max(), case
 
 
-def test_sm80_and_f32_and_small_groups_are_refused_in_one_line():
+def test_what_an_arch_cannot_build_and_f32_and_small_groups_are_refused_in_one_line():
     spec, _ = _case("w8", 1, 256, 512, torch.float16)
-    with pytest.raises(UnsupportedKernel, match="sm_80: the quantised GEMMs are built on Hopper"):
+    for arch in ("sm_80", "sm_89"):
+        with pytest.raises(UnsupportedKernel, match=f"{arch}: the weight-only GEMMs are CUTLASS's mixed-input kernels "
+                           "for Hopper"):
+            render_kernel(spec, arch)
+    spec, _ = _case("fp8-row", 1, 256, 512, torch.float16)
+    with pytest.raises(UnsupportedKernel, match="sm_80: no fp8 tensor cores"):
         render_kernel(spec, "sm_80")
+    assert render_kernel(spec, "sm_89").config.arch == "sm_89"
     spec, _ = _case("w8", 1, 256, 512, torch.float32)
     with pytest.raises(UnsupportedKernel, match="f32 activations: the GPU kernels take f16 or bf16"):
         render_kernel(spec, "sm_90a")
@@ -81,10 +89,23 @@ def test_sm80_and_f32_and_small_groups_are_refused_in_one_line():
 
 def test_candidates_start_with_the_heuristic_and_fit_decode():
     spec, _ = _case("w8", 1, 4096, 4096, torch.float16)
-    pool = candidates(spec)
+    pool = candidates(spec, "sm_90a")
     assert pool[0].tile[1] == 16 and len({c.name for c in pool}) == len(pool)  # decode: a 16-token tile
     spec, _ = _case("fp8-row", 512, 4096, 4096, torch.bfloat16)
-    assert candidates(spec)[0].tile == (128, 128, 128)  # fp8's K tile: 128 bytes of e4m3
+    assert candidates(spec, "sm_90a")[0].tile == (128, 128, 128)  # fp8's K tile: 128 bytes of e4m3
+
+
+def test_ada_fp8_tiles_come_from_cutlass_library_and_fit_its_shared_memory():
+    """sm_89: cutlass_library's fp8 table, cut to tiles whose mainloop stages fit a block's 99 KB; decode takes the
+    narrowest tile along the tokens, a prefill a wide one."""
+    table = enumerated_sm89_fp8()
+    assert len(table) > 10 and all(c.arch == "sm_89" for c in table)
+    assert all(c.stages * (c.tile[0] + c.tile[1]) * c.tile[2] <= 99 * 1024 for c in table)
+    decode, _ = _case("fp8-row", 1, 4096, 4096, torch.float16)
+    assert candidates(decode, "sm_89")[0].tile[0] == 32
+    prefill, _ = _case("fp8-row", 2048, 4096, 4096, torch.float16)
+    first = candidates(prefill, "sm_89")[0]
+    assert first.tile[0] * first.tile[1] >= 128 * 128 and first in table
 
 
 @pytest.mark.slow
@@ -102,6 +123,20 @@ def test_kernels_compile_for_sm90a(kinds):
         assert {k.symbol, f"{k.symbol}_workspace_bytes"} <= symbols
 
 
+def test_ada_fp8_kernels_compile_for_sm89():
+    """Per-row scales with bf16 activations and per-tensor scales with f16 ones, one translation unit: every entry
+    point exported."""
+    rendered = []
+    for kind, dtype in (("fp8-row", torch.bfloat16), ("fp8-tensor", torch.float16)):
+        spec, _ = _case(kind, 16, 256, 512, dtype)
+        rendered.append(render_kernel(spec, "sm_89"))
+    result = compile_all([BuildJob("fp8-sm89", device_source(rendered), "device", "sm_89", "shared")],
+                         progress=False)[0]
+    symbols = exported_symbols(result.path)
+    for k in rendered:
+        assert {k.symbol, f"{k.symbol}_workspace_bytes"} <= symbols
+
+
 def test_a_profiled_configuration_is_taken_from_the_tuning_cache(tmp_path):
     """``byteir-cat tune --import`` stores the device's winner; the next compile builds it. The record is keyed by the
     weights' kind: an int8 GEMM of the same shape does not take an int4 one's."""
@@ -109,25 +144,26 @@ def test_a_profiled_configuration_is_taken_from_the_tuning_cache(tmp_path):
     family = rendering_for(spec.op)
     cache = TuningCache(tmp_path / "tuning.db")
     try:
-        pick = candidates(spec)[3]
+        pick = candidates(spec, "sm_90a")[3]
         cache.store(family.tuning_problem(spec.op, spec.operands), "sm_90a", pick, profiled=True, time_ms=0.01)
         assert render_kernel(spec, "sm_90a", tuning=cache).config == pick
         other, _ = _case("w8", 1, 264, 384, torch.float16)
-        assert render_kernel(other, "sm_90a", tuning=cache).config == candidates(other)[0]
+        assert render_kernel(other, "sm_90a", tuning=cache).config == candidates(other, "sm_90a")[0]
     finally:
         cache.close()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode,op", [("int8-weight-only", "w8"), ("int4-weight-only/g64", "u4"), ("fp8", "fp8")])
-def test_a_quantised_half_model_compiles_for_sm90a_and_its_plan_matches(tmp_path, mode, op):
-    """compile(f16 model, target="cuda", arch="sm_90a", quantize=...): the projections become the CUTLASS kernels
+@pytest.mark.parametrize("mode,op,arch", [("int8-weight-only", "w8", "sm_90a"), ("int4-weight-only/g64", "u4", "sm_90a"),
+                                          ("fp8", "fp8", "sm_90a"), ("fp8", "fp8", "sm_89")])
+def test_a_quantised_half_model_compiles_for_the_gpu_and_its_plan_matches(tmp_path, mode, op, arch):
+    """compile(f16 model, target="cuda", arch=..., quantize=...): the projections become the CUTLASS kernels
     (nvcc-built into the artifact), and the artifact's whole plan, run on the CPU (CAT ops on their reference
     semantics, fusion groups on the GPU emulator), computes what the quantised model computes."""
     torch.manual_seed(0)
     mlp = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256)).half().eval()
     x = torch.randn(16, 256).half()
-    compile(mlp, (x,), target="cuda", arch="sm_90a", quantize=mode, out_dir=tmp_path / "artifact")
+    compile(mlp, (x,), target="cuda", arch=arch, quantize=mode, out_dir=tmp_path / "artifact")
     art = read(tmp_path / "artifact", target="cuda")
     assert [c.op for c in art.byre.computes if c.kind == "cat"] == [f"cat.gemm_rcr_{op}"] * 2
     got = Session(art, device="cpu", provider=EmulatedGpuProvider).run(x)[0]
