@@ -132,7 +132,8 @@ def build_artifact(model_or_mlir: Any, example_inputs: Sequence[torch.Tensor] | 
     if target == "cuda":
         arch = arch or DEFAULT_CUDA_ARCH
         if arch not in CUDA_ARCHS:
-            raise CompileError(f"arch {arch!r}: the cuda target builds for {' or '.join(CUDA_ARCHS)}")
+            archs = f"{', '.join(CUDA_ARCHS[:-1])} or {CUDA_ARCHS[-1]}"
+            raise CompileError(f"arch {arch!r}: the cuda target builds for {archs}")
     note = progress or (lambda stage, done, total: None)
     lowering_pool().start()  # the workers import MLIR while the model is exported and partitioned
     times: dict[str, float] = {}

@@ -139,7 +139,7 @@ def test_f32_cat_op_is_a_compile_error():
 
 
 def test_bad_arch_or_target():
-    with pytest.raises(CompileError, match="sm_80 or sm_90a"):
+    with pytest.raises(CompileError, match="sm_80, sm_89 or sm_90a"):
         compile("module {}", target="cuda", arch="sm_75")
     with pytest.raises(CompileError, match="cuda target only"):
         compile("module {}", target="cpu", arch="sm_80")
