@@ -135,8 +135,8 @@ SYMBOL_U4 = "cat_gemm_rcr_u4_f32"
 
 
 # int4: 32 weights per step from 16 bytes (byte i of a block holds element 2i in its low nibble and 2i + 1 in its
-# high one), against the row's block with its even elements first and its odd ones after (``gemm_u4`` reorders the
-# rows once per call); each group's products summed in vector registers and scaled once; the offsets added as
+# high one), against the row's block with its even elements first and its odd ones after (``IR_U4_ROWS`` reorders
+# the rows once per call); each group's products summed in vector registers and scaled once; the offsets added as
 # offset x (the group's sum of x), from sums computed once per call
 IR_U4 = _kernel(SYMBOL_U4, "float* noalias %x, float* noalias %xsum, i8* noalias %w, float* noalias %scale, "
                 "float* noalias %offset", "i64 %G, ", """
@@ -208,6 +208,54 @@ declare <16 x float> @llvm.fmuladd.v16f32(<16 x float>, <16 x float>, <16 x floa
 declare float @llvm.fmuladd.f32(float, float, float)
 declare float @llvm.vector.reduce.fadd.v16f32(float, <16 x float>)""")
 
+SYMBOL_U4_ROWS = "cat_gemm_rcr_u4_rows_f32"
+_EVENS_ODDS = ", ".join(f"i32 {i}" for i in [*range(0, 32, 2), *range(1, 32, 2)])
+# what IR_U4 reads of the rows, made once per call (in one call, not torch ops: a decode step's GEMV is tens of
+# microseconds, a torch op a few): each 32-element block of a row with its even elements first and its odd ones after,
+# and the sum of each group of G elements of a row ([M, K / G])
+IR_U4_ROWS = f"""
+define void @{SYMBOL_U4_ROWS}(float* noalias %x, float* noalias %split, float* noalias %xsum, i64 %M, i64 %K,
+                              i64 %G) {{
+entry:
+  %groups = udiv i64 %K, %G
+  %blocks = udiv i64 %G, 32
+  %rowgroups = mul i64 %M, %groups
+  br label %gloop
+gloop:
+  %r = phi i64 [0, %entry], [%r.next, %gtail]
+  %rdone = icmp sge i64 %r, %rowgroups
+  br i1 %rdone, label %exit, label %ghead
+ghead:
+  %base = mul i64 %r, %G
+  br label %bloop
+bloop:
+  %b = phi i64 [0, %ghead], [%b.next, %bloop]
+  %acc = phi <32 x float> [zeroinitializer, %ghead], [%acc.next, %bloop]
+  %boff = mul i64 %b, 32
+  %off = add i64 %base, %boff
+  %xp = getelementptr float, float* %x, i64 %off
+  %xpv = bitcast float* %xp to <32 x float>*
+  %xv = load <32 x float>, <32 x float>* %xpv, align 4
+  %eo = shufflevector <32 x float> %xv, <32 x float> undef, <32 x i32> <{_EVENS_ODDS}>
+  %sp = getelementptr float, float* %split, i64 %off
+  %spv = bitcast float* %sp to <32 x float>*
+  store <32 x float> %eo, <32 x float>* %spv, align 4
+  %acc.next = fadd reassoc <32 x float> %acc, %xv
+  %b.next = add i64 %b, 1
+  %bdone = icmp sge i64 %b.next, %blocks
+  br i1 %bdone, label %gtail, label %bloop
+gtail:
+  %sum = call reassoc float @llvm.vector.reduce.fadd.v32f32(float 0.0, <32 x float> %acc.next)
+  %xsp = getelementptr float, float* %xsum, i64 %r
+  store float %sum, float* %xsp
+  %r.next = add i64 %r, 1
+  br label %gloop
+exit:
+  ret void
+}}
+declare float @llvm.vector.reduce.fadd.v32f32(float, <32 x float>)
+"""
+
 _lock = threading.Lock()
 _Entry = Callable[..., None]
 
@@ -245,8 +293,8 @@ def gemm_u4(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, offset: torch
     """``out`` [M, N] = ``x`` [M, K] times the int4 codes ``w`` [N, K / 2] (two per byte, see ``IR_U4``) with
     per-group ``scale`` and ``offset`` [K / G, N]: element (n, k) stands for code x scale + offset of its group."""
     (m, k), n, groups = x.shape, w.shape[0], scale.shape[0]
-    xsum = x.reshape(m, groups, k // groups).sum(-1).contiguous()
-    split = x.reshape(m, k // VECTOR, VECTOR // 2, 2).transpose(-1, -2).contiguous()  # evens, then odds
+    split, xsum = torch.empty_like(x), torch.empty(m, groups)
+    _entry(IR_U4_ROWS, SYMBOL_U4_ROWS, 3, 3)[1](x.data_ptr(), split.data_ptr(), xsum.data_ptr(), m, k, k // groups)
     args = (split.data_ptr(), xsum.data_ptr(), w.data_ptr(), scale.data_ptr(), offset.data_ptr(), out.data_ptr(), m,
             n, k, k // groups)
     _split(_entry(IR_U4, SYMBOL_U4, 6, 6)[1], args, m * n * k, n)
