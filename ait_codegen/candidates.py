@@ -125,28 +125,38 @@ def enumerated_conv_fprop() -> dict[str, tuple[GemmConfig, ...]]:
     return {a: tuple(sorted(v, key=lambda c: c.name)) for a, v in found.items()}
 
 
-# the shared memory one block may take on sm_89 (Ada: 100 KB a multiprocessor, 99 KB a block)
-SM89_SMEM_BYTES = 99 * 1024
+# cutlass_library's CUTLASS 2.x generators of the quantised GEMMs' tiles: the generator, A's and B's element types,
+# the math operation, and the arch the configurations are tagged with
+_QUANTIZED_TABLES = {
+    "fp8": (generator.GenerateSM89_TensorOp_16832_fp8, (library.DataType.e4m3,), (library.DataType.e4m3,),
+            library.MathOperation.multiply_add, "sm_89"),
+    # upcast_a: int8 A and 16-bit B with a column-major C, which CUTLASS computes as the transposed problem (16-bit
+    # A, int8 column-major B, row-major C: our form), its tiles applied to that problem
+    "w8": (generator.GenerateSM80_TensorOp_16816_mixed_input_upcast_a, (library.DataType.s8,),
+           (library.DataType.f16, library.DataType.bf16), library.MathOperation.multiply_add_mixed_input_upcast,
+           "sm_80"),
+}
 
 
-@functools.lru_cache(maxsize=1)
-def enumerated_sm89_fp8() -> tuple[GemmConfig, ...]:
-    """Ada's fp8 tensor-core GEMM tiles (``GenerateSM89_TensorOp_16832_fp8``: e4m3 x e4m3, fp32 accumulation, the
-    exact multiply-add) whose mainloop stages fit a block's shared memory on sm_89; arch "sm_89"."""
+@functools.cache
+def enumerated_quantized(kind: str) -> tuple[GemmConfig, ...]:
+    """The CUTLASS 2.x tiles cutlass_library generates for a quantised GEMM, fp32 accumulation: "fp8" (Ada's fp8
+    tensor cores, e4m3 x e4m3, the exact multiply-add; arch "sm_89") or "w8" (Ampere's mixed-input GEMM, 16-bit
+    activations times int8 weights upcast in registers; arch "sm_80"). Which fit a block's shared memory depends on
+    the device (``foundation.cuda_arch.SMEM_PER_BLOCK``)."""
+    generate, a_types, b_types, math, arch = _QUANTIZED_TABLES[kind]
     manifest = mf.Manifest(_manifest_args())
-    generator.GenerateSM89_TensorOp_16832_fp8(manifest, library.DataType.f32)
+    generate(manifest, library.DataType.f32 if kind == "fp8" else "13.0")
     found: set[GemmConfig] = set()
     for by_cc in manifest.operations.values():
         for by_name in by_cc.values():
             for ops in by_name.values():
                 for op in ops:
                     td = op.tile_description
-                    if (op.A.element, op.B.element) != (library.DataType.e4m3, library.DataType.e4m3) or \
-                            td.math_instruction.math_operation != library.MathOperation.multiply_add:
-                        continue
-                    tm, tn, tk = td.threadblock_shape
-                    if td.stages * (tm + tn) * tk <= SM89_SMEM_BYTES:
-                        found.add(GemmConfig("sm_89", (tm, tn, tk), tuple(td.warp_count), td.stages))
+                    if op.A.element in a_types and op.B.element in b_types and \
+                            td.math_instruction.math_operation == math and \
+                            op.accumulator_type() == library.DataType.f32:
+                        found.add(GemmConfig(arch, tuple(td.threadblock_shape), tuple(td.warp_count), td.stages))
     return tuple(sorted(found, key=lambda c: c.name))
 
 

@@ -13,6 +13,9 @@ GENERATION = {"sm_80": "sm_80", "sm_89": "sm_80", "sm_90a": "sm_90a"}
 # is checked against at compile time (``compile(..., memory_limit=...)`` sets a smaller one)
 DEVICE_MEMORY_BYTES = {"sm_80": 80 * 10**9, "sm_89": 48 * 10**9, "sm_90a": 141 * 10**9}
 
+# the shared memory one thread block may take (A100: 163 KB; Ada: 99 KB; H100/H200: 227 KB)
+SMEM_PER_BLOCK = {"sm_80": 163 * 1024, "sm_89": 99 * 1024, "sm_90a": 227 * 1024}
+
 
 def generation(arch: str) -> str:
     """The CUTLASS generation (``GENERATION``) of ``arch``'s kernels."""

@@ -1,4 +1,4 @@
-"""The quantised GEMMs on the GPU: sm_90a (CUTLASS 3.x, TMA warp-specialised), and fp8 also on sm_89:
+"""The quantised GEMMs on the GPU. sm_90a (CUTLASS 3.x, TMA warp-specialised):
 
 - cat.gemm_rcr_w8 / cat.gemm_rcr_u4 (f16/bf16 activations): CUTLASS's mixed-input GEMM. The narrow operand must
   pass through registers (where it is converted, scaled and offset in the activations' type) and be K-major, so the
@@ -11,11 +11,11 @@
   workspace), then CUTLASS's fp8 GEMM with the scales in an epilogue visitor tree:
   ``out = acc x scale_x[m] x scale_w[n]``.
 
-- cat.gemm_rcr_fp8 on sm_89: the same activation quantisation, then CUTLASS 2.x's GEMM on Ada's fp8 tensor cores
-  with the same scalings in a 2.x epilogue visitor tree (``fp8_sm89``).
+Below sm_90a, CUTLASS 2.x (``cutlass2``): fp8 on sm_89 (Ada's fp8 tensor cores, after the same activation
+quantisation), int8 on sm_80 and sm_89 (Ampere's mixed-input GEMM, the scale applied to the sum).
 
-Refused (``UnsupportedKernel``): the weight-only GEMMs below sm_90a (CUTLASS's mixed-input kernels here are
-Hopper's), fp8 on sm_80 (no fp8 tensor cores). Host twins run the same glue and the same dequantisation (the
+Refused (``UnsupportedKernel``): int4 below sm_90a (its groups' scales and offsets need Hopper's mixed-input
+mainloop), fp8 on sm_80 (no fp8 tensor cores). Host twins run the same glue and the same dequantisation (the
 kernels' element types and order of rounding) with a host GEMM loop.
 """
 
@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 
 from ait_codegen.abi import SETUP_CACHE, KernelSpec, entry_point
-from ait_codegen.candidates import SM_COUNT, GemmConfig, enumerated_sm89_fp8, ranked
+from ait_codegen.candidates import SM_COUNT, GemmConfig, enumerated_quantized, ranked
 from ait_codegen.cutlass_family import CutlassFamily
 from ait_codegen.elements import GEMM_DTYPES, cutlass_type
 from ait_codegen.errors import UnsupportedKernel
@@ -34,10 +34,11 @@ from ait_codegen.gemm_problem import GemmProblem, MatrixOperand
 from ait_codegen.rendered import RenderedKernel, kernel_tag
 from ait_codegen.sm90_kernel import Operand, sm90_gemm_types
 from cat_dialect.op_base import CatOp
+from families.quantized_gemm.cutlass2 import INCLUDES as CUTLASS2_INCLUDES
+from families.quantized_gemm.cutlass2 import epilogue_takes, mainloop_bytes, render_cutlass2
 from families.quantized_gemm.declaration import GemmFp8, GemmU4, GemmW8
 from families.quantized_gemm.fp8_activation import ACTIVATION_QUANT, activation_quant_launch
-from families.quantized_gemm.fp8_sm89 import INCLUDES as SM89_INCLUDES
-from families.quantized_gemm.fp8_sm89 import render_fp8_sm89
+from foundation.cuda_arch import SMEM_PER_BLOCK
 from foundation.ir import TensorType
 from foundation.kernel_abi import WORKSPACE_ALIGN
 
@@ -109,11 +110,10 @@ def check(spec: KernelSpec, arch: str) -> None:
     op, name = spec.op, spec.op.name
     x = spec.operands[0]
     m, n, k = _problem(spec)
-    fp8 = isinstance(op, GemmFp8)
-    if arch == "sm_80" and fp8:
+    if arch == "sm_80" and isinstance(op, GemmFp8):
         raise UnsupportedKernel(name, "sm_80: no fp8 tensor cores (fp8 GEMMs need sm_89 or sm_90a)")
-    if arch != "sm_90a" and not fp8:
-        raise UnsupportedKernel(name, f"{arch}: the weight-only GEMMs are CUTLASS's mixed-input kernels for Hopper "
+    if arch != "sm_90a" and isinstance(op, GemmU4):
+        raise UnsupportedKernel(name, f"{arch}: int4 weights in groups need CUTLASS's mixed-input GEMM for Hopper "
                                 "(sm_90a)")
     if op.routed:
         raise UnsupportedKernel(name, "the routed (mixture-of-experts) quantised GEMMs have a CPU kernel only; on the "
@@ -129,11 +129,19 @@ def check(spec: KernelSpec, arch: str) -> None:
                                     f"or a multiple of its K tile ({tile_k})")
 
 
+def config_arch(spec: KernelSpec, arch: str) -> str:
+    """What ``spec``'s configurations on ``arch`` are tagged with: sm_90a (CUTLASS 3.x), else the CUTLASS 2.x kernel's
+    arch (sm_89 for Ada's fp8 GEMM, sm_80 for the int8 mixed-input one)."""
+    if arch == "sm_90a":
+        return arch
+    return "sm_89" if isinstance(spec.op, GemmFp8) else "sm_80"
+
+
 def config_for(spec: KernelSpec, arch: str) -> GemmConfig:
     """The shape heuristic. sm_90a: a tile along the tokens no wider than they need (decode: 16), 128 channels a
     CTA (cooperative) unless that leaves most SMs idle, then 64 (ping-pong); fp8 is not transposed: tokens on M.
-    sm_89: the GEMM cost model's pick of cutlass_library's fp8 tiles."""
-    if arch == "sm_89":
+    Below: the GEMM cost model's pick of cutlass_library's tiles (``candidates``)."""
+    if arch != "sm_90a":
         return candidates(spec, arch)[0]
     m, n, k = _problem(spec)
     fp8 = isinstance(spec.op, GemmFp8)
@@ -146,10 +154,13 @@ def config_for(spec: KernelSpec, arch: str) -> GemmConfig:
 
 
 def candidates(spec: KernelSpec, arch: str) -> list[GemmConfig]:
-    """Every tile the kernels here are built with on ``arch``, the heuristic's first (sm_89: the tiles that fit the
-    problem, best first by the GEMM cost model)."""
-    if arch == "sm_89":
-        return ranked(gemm_problem(spec), enumerated_sm89_fp8(), 32, split_k=False)
+    """Every tile the kernels here are built with on ``arch``, the heuristic's first (below sm_90a: cutlass_library's
+    tiles whose mainloop fits a block's shared memory on ``arch`` and whose epilogue CUTLASS can lay out, then those
+    that fit the problem, best first by the GEMM cost model)."""
+    if arch != "sm_90a":
+        table = enumerated_quantized("fp8" if isinstance(spec.op, GemmFp8) else "w8")
+        fits = tuple(c for c in table if mainloop_bytes(spec, c) <= SMEM_PER_BLOCK[arch] and epilogue_takes(c))
+        return ranked(gemm_problem(spec), fits, 32, split_k=False)
     first = config_for(spec, arch)
     tile_k = first.tile[2]
     pool = [GemmConfig("sm_90a", (rows, cols, tile_k), (1, 1, 1), 0, 1, (1, 1, 1), schedule)
@@ -274,11 +285,11 @@ static typename {sym}_Gemm::Arguments {sym}_arguments(const CatQuantGemmArgs& g)
 
 
 def render(sym: str, spec: KernelSpec, cfg: GemmConfig) -> str:
-    """The device kernel of ``spec`` with ``cfg`` (an sm_90a or sm_89 configuration): the GEMM, its set-up cache
-    and the exported entry points."""
+    """The device kernel of ``spec`` with ``cfg``: the GEMM (CUTLASS 3.x for an sm_90a configuration, else 2.x), its
+    set-up cache and the exported entry points."""
     fp8 = isinstance(spec.op, GemmFp8)
-    if cfg.arch == "sm_89":
-        gemm, generation = render_fp8_sm89(sym, spec, cfg), "CUTLASS 2.x sm89"
+    if cfg.arch != "sm_90a":
+        gemm, generation = render_cutlass2(sym, spec, cfg), f"CUTLASS 2.x {cfg.arch.replace('_', '')}"
     else:
         gemm, generation = (_fp8 if fp8 else _mixed_input)(sym, spec, cfg), "CUTLASS 3.x sm90"
     run = f"{sym}_run({sym}_pack(operands, result, workspace), ws, stream)"
@@ -303,10 +314,11 @@ static int {sym}_quantize_and_run(void* const* operands, void* result, void* wor
 {entry_point(sym, spec, run, f"{sym}_gemm_workspace()", pre_bytes)}"""
 
 
-def render_twin(sym: str, spec: KernelSpec) -> str:
+def render_twin(sym: str, spec: KernelSpec, cfg: GemmConfig | None) -> str:
     """The host twin: the same pack function (and for fp8 the same activation quantisation, in host loops), the
-    weights dequantised as the mixed-input mainloop does (converted to the activations' type, times the scale, plus
-    the offset, each step rounded to that type), products accumulated in f32, the fp8 epilogue's two scalings."""
+    weights dequantised as Hopper's mixed-input mainloop does (converted to the activations' type, times the scale,
+    plus the offset, each step rounded to that type; CUTLASS 2.x's int8 kernel (``cfg`` not sm_90a) scales the sum
+    instead), products accumulated in f32, the fp8 epilogue's two scalings."""
     x, w = spec.operands[0], spec.operands[1]
     t = cutlass_type(x.dtype)
     op = spec.op
@@ -323,11 +335,15 @@ def render_twin(sym: str, spec: KernelSpec) -> str:
       out[int64_t(i) * g.n + j] = {t}((acc * g.scale_x[i]) * g.scale_w[j]);
     }}"""
     else:
+        scaled = "acc"
         if isinstance(op, GemmU4):
             weight = f"""const uint8_t byte = static_cast<const uint8_t*>(g.w)[(int64_t(j) * g.k + kk) / 2];
         const int code = kk % 2 ? byte >> 4 : byte & 15;
         const int64_t s = int64_t(kk / g.group) * g.n + j;
         const {t} wv = {t}(code) * scale[s] + static_cast<const {t}*>(g.offset)[s];"""
+        elif cfg is not None and cfg.arch != "sm_90a":
+            weight = f"""const {t} wv = {t}(float(static_cast<const int8_t*>(g.w)[int64_t(j) * g.k + kk]));"""
+            scaled = "acc * float(scale[j])"
         else:
             weight = f"""const int8_t code = static_cast<const int8_t*>(g.w)[int64_t(j) * g.k + kk];
         const {t} wv = {t}(float(code)) * scale[j];"""
@@ -340,7 +356,7 @@ def render_twin(sym: str, spec: KernelSpec) -> str:
         {weight}
         acc += float(x[int64_t(i) * g.k + kk]) * float(wv);
       }}
-      out[int64_t(i) * g.n + j] = {t}(acc);
+      out[int64_t(i) * g.n + j] = {t}({scaled});
     }}"""
     pre_bytes = fp8_workspace_bytes(spec) if isinstance(op, GemmFp8) else 0
     run = f"{sym}_host(operands, result, workspace)"
@@ -372,14 +388,14 @@ class QuantizedGemmFamily(CutlassFamily):
             record = tuning.lookup(self.tuning_problem(spec.op, spec.operands), arch)
             cfg = record.config if record is not None and record.profiled else None
         cfg = cfg if cfg is not None else config_for(spec, arch)
-        if cfg.arch != arch:
+        if cfg.arch != config_arch(spec, arch):
             raise UnsupportedKernel(spec.op.name, f"a {cfg.arch} configuration does not build for {arch}")
         sym = spec.symbol(kernel_tag(spec, arch, cfg))
-        return RenderedKernel(spec, arch, sym, render(sym, spec, cfg), SM89_INCLUDES if arch == "sm_89" else INCLUDES,
-                              cfg)
+        includes = INCLUDES if arch == "sm_90a" else CUTLASS2_INCLUDES
+        return RenderedKernel(spec, arch, sym, render(sym, spec, cfg), includes, cfg)
 
     def render_twin(self, kernel: RenderedKernel) -> str:
-        return render_twin(kernel.symbol, kernel.spec)
+        return render_twin(kernel.symbol, kernel.spec, kernel.config)
 
     def tuning_problem(self, op: CatOp, operands: Sequence[TensorType]) -> GemmProblem:
         """Keyed apart from the 16-bit GEMMs and from each other by the weights' kind (int4 with its group size, fp8

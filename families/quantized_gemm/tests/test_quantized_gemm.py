@@ -280,9 +280,10 @@ def test_refusals():
     with pytest.raises(CompileError, match="must be all f32, f16 or bf16"):
         quantize_model(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).half()), "int8-weight-only")
     mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 64)).half().eval()
-    with pytest.raises(CompileError, match="sm_89: the weight-only GEMMs are CUTLASS's mixed-input kernels for "
+    with pytest.raises(CompileError, match="sm_89: int4 weights in groups need CUTLASS's mixed-input GEMM for "
                        "Hopper \\(sm_90a\\) \\(target cpu runs it\\)$"):
-        byteir_cat.compile(mlp, (torch.randn(4, 64).half(),), target="cuda", arch="sm_89", quantize="int8-weight-only")
+        byteir_cat.compile(mlp, (torch.randn(4, 64).half(),), target="cuda", arch="sm_89",
+                           quantize="int4-weight-only/g64")
     with pytest.raises(CompileError, match="sm_80: no fp8 tensor cores"):
         byteir_cat.compile(mlp, (torch.randn(4, 64).half(),), target="cuda", arch="sm_80", quantize="fp8")
     with pytest.raises(CompileError, match="with tensor_parallel=2: not built yet"):

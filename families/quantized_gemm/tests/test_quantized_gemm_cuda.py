@@ -1,8 +1,9 @@
-"""The quantised GEMMs on the GPU side, without a GPU: the kernels render for sm_90a, and fp8 for sm_89 (the rest
-refused in one line), their host twins (the same glue: operand packing, fp8's activation quantisation, the
-mixed-input mainloop's dequantisation in the activations' type) match the ops' references on random data, and the
-CUTLASS kernels compile with nvcc: Ada's fp8 GEMMs in the default run, Hopper's under -m slow (CUTLASS 3.x
-mixed-input kernels take minutes each on two cores). The kernels themselves run only on a GPU (the GPU kit's kernel
+"""The quantised GEMMs on the GPU side, without a GPU: the kernels render for sm_90a, fp8 also for sm_89, int8 also
+for sm_80 and sm_89 (the rest refused in one line), their host twins (the same glue: operand packing, fp8's
+activation quantisation, the mixed-input mainloop's dequantisation in the activations' type, or CUTLASS 2.x's
+scaling of the sum) match the ops' references on random data, and the CUTLASS kernels compile with nvcc: the 2.x
+ones (Ada's fp8, Ampere's int8) in the default run, Hopper's under -m slow (CUTLASS 3.x mixed-input kernels take
+minutes each on two cores). The kernels themselves run only on a GPU (the GPU kit's kernel
 check)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from ait_codegen.build import BuildJob, build_twin, compile_all
-from ait_codegen.candidates import enumerated_sm89_fp8
+from ait_codegen.candidates import enumerated_quantized
 from ait_codegen.errors import UnsupportedKernel
 from ait_codegen.launch import KernelLibrary
 from ait_codegen.renderings import rendering_for
@@ -21,6 +22,7 @@ from byteir_cat.compiler import compile
 from byteir_cat.quantization import quantize_fp8, quantize_int4, quantize_int8, quantize_model
 from families import compile_side
 from families.quantized_gemm.cutlass import candidates
+from families.quantized_gemm.cutlass2 import epilogue_takes, mainloop_bytes
 from families.quantized_gemm.declaration import GemmFp8, GemmU4, GemmW8
 from foundation.ir import TensorType, dtype_of_torch
 from runtime.artifact import read
@@ -54,10 +56,14 @@ CASES = [("w8", 1, 256, 512, torch.float16), ("w8", 7, 136, 256, torch.bfloat16)
 
 
 def test_host_twins_match_the_references():
-    specs = [_case(*c, seed=i) for i, c in enumerate(CASES)]
-    kernels = [render_kernel(spec, "sm_90a") for spec, _ in specs]
-    lib = KernelLibrary(build_twin(kernels, progress=False).path)
-    for case, kernel, (spec, tensors) in zip(CASES, kernels, specs, strict=True):
+    """Every case's twin on every arch that builds it (Hopper's and the CUTLASS 2.x kernels' orders of scaling)."""
+    built = [(case, spec, tensors, render_kernel(spec, arch))
+             for i, case in enumerate(CASES) for spec, tensors in [_case(*case, seed=i)]
+             for arch in ("sm_90a", "sm_89", "sm_80")
+             if arch == "sm_90a" or case[0] == "w8" or (case[0].startswith("fp8") and arch == "sm_89")]
+    assert {k.config.arch for *_, k in built} == {"sm_90a", "sm_89", "sm_80"}
+    lib = KernelLibrary(build_twin([k for *_, k in built], progress=False).path)
+    for case, spec, tensors, kernel in built:
         got = lib.run(kernel.symbol, spec, *tensors).float()
         want = spec.op.reference(*tensors).float()
         assert got.dtype == want.dtype and got.shape == want.shape
@@ -66,15 +72,19 @@ def test_host_twins_match_the_references():
 
 
 def test_what_an_arch_cannot_build_and_f32_and_small_groups_are_refused_in_one_line():
-    spec, _ = _case("w8", 1, 256, 512, torch.float16)
+    spec, _ = _case("u4g128", 1, 256, 512, torch.float16)
     for arch in ("sm_80", "sm_89"):
-        with pytest.raises(UnsupportedKernel, match=f"{arch}: the weight-only GEMMs are CUTLASS's mixed-input kernels "
+        with pytest.raises(UnsupportedKernel, match=f"{arch}: int4 weights in groups need CUTLASS's mixed-input GEMM "
                            "for Hopper"):
             render_kernel(spec, arch)
     spec, _ = _case("fp8-row", 1, 256, 512, torch.float16)
     with pytest.raises(UnsupportedKernel, match="sm_80: no fp8 tensor cores"):
         render_kernel(spec, "sm_80")
     assert render_kernel(spec, "sm_89").config.arch == "sm_89"
+    spec, _ = _case("w8", 1, 256, 512, torch.float16)
+    assert [render_kernel(spec, a).config.arch for a in ("sm_80", "sm_89", "sm_90a")] == ["sm_80", "sm_80", "sm_90a"]
+    with pytest.raises(UnsupportedKernel, match="a sm_90a configuration does not build for sm_80"):
+        render_kernel(spec, "sm_80", config=candidates(spec, "sm_90a")[0])
     spec, _ = _case("w8", 1, 256, 512, torch.float32)
     with pytest.raises(UnsupportedKernel, match="f32 activations: the GPU kernels take f16 or bf16"):
         render_kernel(spec, "sm_90a")
@@ -95,17 +105,36 @@ def test_candidates_start_with_the_heuristic_and_fit_decode():
     assert candidates(spec, "sm_90a")[0].tile == (128, 128, 128)  # fp8's K tile: 128 bytes of e4m3
 
 
-def test_ada_fp8_tiles_come_from_cutlass_library_and_fit_its_shared_memory():
-    """sm_89: cutlass_library's fp8 table, cut to tiles whose mainloop stages fit a block's 99 KB; decode takes the
-    narrowest tile along the tokens, a prefill a wide one."""
-    table = enumerated_sm89_fp8()
-    assert len(table) > 10 and all(c.arch == "sm_89" for c in table)
-    assert all(c.stages * (c.tile[0] + c.tile[1]) * c.tile[2] <= 99 * 1024 for c in table)
+def test_cutlass2_tiles_come_from_cutlass_library_and_fit_the_devices_shared_memory():
+    """Below sm_90a: cutlass_library's fp8 (sm89) and int8 mixed-input (sm80) tables, cut to tiles whose mainloop
+    stages fit a block's shared memory on the target (Ada 99 KB, A100 163 KB); decode takes the narrowest tile along
+    the tokens, a prefill a wide one."""
+    fp8, w8 = enumerated_quantized("fp8"), enumerated_quantized("w8")
+    assert len(fp8) > 10 and {c.arch for c in fp8} == {"sm_89"} and len(w8) > 5 and {c.arch for c in w8} == {"sm_80"}
     decode, _ = _case("fp8-row", 1, 4096, 4096, torch.float16)
-    assert candidates(decode, "sm_89")[0].tile[0] == 32
+    pool = candidates(decode, "sm_89")
+    assert pool[0].tile[0] == 32 and all(mainloop_bytes(decode, c) <= 99 * 1024 for c in pool)
+    assert any(mainloop_bytes(decode, c) > 99 * 1024 for c in fp8)  # cutlass_library's table holds some that do not
     prefill, _ = _case("fp8-row", 2048, 4096, 4096, torch.float16)
     first = candidates(prefill, "sm_89")[0]
-    assert first.tile[0] * first.tile[1] >= 128 * 128 and first in table
+    assert first.tile[0] * first.tile[1] >= 128 * 128 and first in fp8
+    int8, _ = _case("w8", 2048, 4096, 4096, torch.float16)
+    on_ada, on_a100 = candidates(int8, "sm_89"), candidates(int8, "sm_80")
+    assert all(mainloop_bytes(int8, c) <= 99 * 1024 for c in on_ada)
+    assert any(mainloop_bytes(int8, c) > 99 * 1024 for c in on_a100)
+    # the int8 table's 128x32 tile with 2 x 2 warps: CUTLASS's 16-bit output thread map cannot lay it out
+    assert any(not epilogue_takes(c) for c in w8) and all(epilogue_takes(c) for c in on_a100)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,arch", [("w8", "sm_80"), ("fp8-row", "sm_89")])
+def test_every_cutlass2_tile_a_tuner_may_pick_compiles(kind, arch):
+    """Each candidate (every tile of the table that fits the device and the epilogue), one translation unit."""
+    spec, _ = _case(kind, 256, 512, 1024, torch.float16)
+    rendered = [render_kernel(spec, arch, config=c) for c in candidates(spec, arch)]
+    result = compile_all([BuildJob(f"tiles-{kind}", device_source(rendered), "device", arch, "object")],
+                         progress=False)[0]
+    assert result.path.exists() and len(rendered) >= 5
 
 
 @pytest.mark.slow
@@ -123,18 +152,18 @@ def test_kernels_compile_for_sm90a(kinds):
         assert {k.symbol, f"{k.symbol}_workspace_bytes"} <= symbols
 
 
-def test_ada_fp8_kernels_compile_for_sm89():
-    """Per-row scales with bf16 activations and per-tensor scales with f16 ones, one translation unit: every entry
-    point exported."""
-    rendered = []
-    for kind, dtype in (("fp8-row", torch.bfloat16), ("fp8-tensor", torch.float16)):
-        spec, _ = _case(kind, 16, 256, 512, dtype)
-        rendered.append(render_kernel(spec, "sm_89"))
-    result = compile_all([BuildJob("fp8-sm89", device_source(rendered), "device", "sm_89", "shared")],
-                         progress=False)[0]
-    symbols = exported_symbols(result.path)
-    for k in rendered:
-        assert {k.symbol, f"{k.symbol}_workspace_bytes"} <= symbols
+def test_cutlass2_kernels_compile_for_sm89_and_sm80():
+    """sm_89: fp8 with per-row scales and bf16 activations, per-tensor scales and f16 ones, and int8 (f16); sm_80:
+    int8 (bf16). One translation unit per arch, both built at once: every entry point exported."""
+    cases = {"sm_89": [("fp8-row", torch.bfloat16), ("fp8-tensor", torch.float16), ("w8", torch.float16)],
+             "sm_80": [("w8", torch.bfloat16)]}
+    rendered = {arch: [render_kernel(_case(kind, 16, 256, 512, dtype)[0], arch) for kind, dtype in kinds]
+                for arch, kinds in cases.items()}
+    jobs = [BuildJob(f"quantized-{arch}", device_source(ks), "device", arch, "shared") for arch, ks in rendered.items()]
+    for result, kernels in zip(compile_all(jobs, progress=False), rendered.values(), strict=True):
+        symbols = exported_symbols(result.path)
+        for k in kernels:
+            assert {k.symbol, f"{k.symbol}_workspace_bytes"} <= symbols
 
 
 def test_a_profiled_configuration_is_taken_from_the_tuning_cache(tmp_path):
@@ -155,7 +184,8 @@ def test_a_profiled_configuration_is_taken_from_the_tuning_cache(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode,op,arch", [("int8-weight-only", "w8", "sm_90a"), ("int4-weight-only/g64", "u4", "sm_90a"),
-                                          ("fp8", "fp8", "sm_90a"), ("fp8", "fp8", "sm_89")])
+                                          ("fp8", "fp8", "sm_90a"), ("fp8", "fp8", "sm_89"),
+                                          ("int8-weight-only", "w8", "sm_80")])
 def test_a_quantised_half_model_compiles_for_the_gpu_and_its_plan_matches(tmp_path, mode, op, arch):
     """compile(f16 model, target="cuda", arch=..., quantize=...): the projections become the CUTLASS kernels
     (nvcc-built into the artifact), and the artifact's whole plan, run on the CPU (CAT ops on their reference
