@@ -148,8 +148,8 @@ def _build_causal_lm(klm: KitCausalLM, arch: str, stage: Path, note: Note) -> di
 
 
 def _buildable(cases: list[KernelCase], arch: str, note: Note) -> list[KernelCase]:
-    """The cases ``arch`` has a kernel for; each one left out is noted with why (the weight-only GEMMs are built
-    for sm_90a only, fp8 from sm_89 on)."""
+    """The cases ``arch`` has a kernel for; each one left out is noted with why (int4 GEMMs are built for sm_90a
+    only, fp8 from sm_89 on)."""
     kept = []
     for case in cases:
         try:
