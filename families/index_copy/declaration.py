@@ -56,13 +56,19 @@ class IndexCopy(CatOp):
                    constants: Mapping[int, torch.Tensor] | None = None, shared: dict[Any, Any] | None = None
                    ) -> CpuKernel | None:
         """cat.index_copy writing only its rows, in place when the result is the destination's own buffer (a
-        donated KV cache) and after one copy of the destination otherwise."""
+        donated KV cache) and after one copy of the destination otherwise. Consecutive positions in range (a decode
+        step's one slot, a prefill chunk's run of them) are one slice copy: a decode step makes one such write per
+        layer and cache, where each torch op costs microseconds."""
         dim = self.dim
 
         def index_copy(args: list[torch.Tensor], out: torch.Tensor) -> None:
             dest, positions, src = args
             if out.data_ptr() != dest.data_ptr():
                 out.copy_(dest)
+            pos = positions.tolist()
+            if pos and 0 <= pos[0] and pos[-1] < dest.shape[dim] and pos == list(range(pos[0], pos[0] + len(pos))):
+                out.narrow(dim, pos[0], len(pos)).copy_(src)
+                return
             keep = (positions >= 0) & (positions < dest.shape[dim])
             if bool(keep.all()):
                 out.index_copy_(dim, positions.long(), src)

@@ -108,3 +108,19 @@ def test_donated_cache_is_written_in_place(tmp_path):
     assert torch.allclose(total, inputs[2].sum())
     with pytest.raises(Exception, match="donate: input position 7"):
         model.run(cache, *inputs[1:], donate=[7])
+
+
+@pytest.mark.parametrize("positions", [[7], [3, 4, 5, 6], [12, 13, 14, 15], [14, 15, 16], [-1, 0, 1], [9, 2, 5],
+                                       [6, 5, 4], [15]])
+@pytest.mark.parametrize("in_place", [True, False])
+def test_cpu_kernel_writes_what_the_reference_does(positions, in_place):
+    """Consecutive positions in range take the slice copy; a run crossing either end, an unordered or a reversed set
+    take the general path: all as the reference, in place (a donated cache) or into another buffer."""
+    cache, pos, new = _inputs(2, positions)
+    op = IndexCopy(2)
+    types = [TensorType(tuple(t.shape), "f32" if t.is_floating_point() else "i64") for t in (cache, pos, new)]
+    kernel = op.cpu_kernel(types, types[0])
+    want = op.reference(cache, pos, new)
+    out = cache.clone() if in_place else torch.empty_like(cache)
+    kernel([out if in_place else cache, pos, new], out)
+    assert torch.equal(out, want)
