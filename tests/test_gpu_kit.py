@@ -20,7 +20,7 @@ import torch
 
 from byteir_cat.api import partition
 from byteir_cat.gpu_kit import dry_run, results, run, steps, travel, weights
-from byteir_cat.gpu_kit.build import build, single_op_module
+from byteir_cat.gpu_kit.build import _buildable, build, single_op_module
 from byteir_cat.gpu_kit.contents import kernel_cases
 from byteir_cat.gpu_kit.context import StepContext
 from byteir_cat.gpu_kit.run import STEPS
@@ -154,6 +154,19 @@ def test_every_kernel_case_is_one_cat_op():
     for case in kernel_cases():
         part = partition(single_op_module(case))
         assert [op.name for sg in part.subgraphs for op in sg.ops] == ["cat." + case.op.name], case.name
+
+
+def test_a_kit_for_another_arch_leaves_out_with_a_note_what_it_cannot_build():
+    """sm_80 has no fp8 tensor cores and no grouped int4 kernel, sm_89 has fp8 but not int4, and neither has an
+    attention kernel for head dim 256: those kernel cases are left out, each with why; everything else is kept."""
+    cases = kernel_cases()
+    below_hopper = {"gemm_rcr_u4_g128_decode_bf16", "attention_causal_d256_bf16"}
+    for arch, left in (("sm_80", below_hopper | {"gemm_rcr_fp8_row_prefill_bf16", "gemm_rcr_fp8_tensor_prefill"}),
+                       ("sm_89", below_hopper), ("sm_90a", set())):
+        notes: list[str] = []
+        kept = _buildable(cases, arch, notes.append)
+        assert {c.name for c in cases} - {c.name for c in kept} == left
+        assert len(notes) == len(left) and all(f"left out on {arch}: " in n for n in notes)
 
 
 def test_causal_attention_reference_stays_on_the_inputs_device():

@@ -156,7 +156,7 @@ def _buildable(cases: list[KernelCase], arch: str, note: Note) -> list[KernelCas
             render_kernel(as_spec(case.op, list(case.operands)), arch)
             kept.append(case)
         except UnsupportedKernel as e:
-            note(f"kernel {case.name} left out on {arch}: {e.why}")
+            note(f"kernel {case.name} left out on {arch}: {e.why.removeprefix(f'{arch}: ')}")
     return kept
 
 
