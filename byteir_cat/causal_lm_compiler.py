@@ -420,15 +420,17 @@ def _verify_against_eager(model: torch.nn.Module, lm: CompiledCausalLM | TensorP
     per_position = (got - want).norm(dim=-1)[0] / want.norm(dim=-1)[0].clamp_min(1e-30)
     error = float((got - want).norm() / want.norm().clamp_min(1e-30))
     bound = VERIFY_BOUND.get(c.dtype, 1e-4)
+    why = ("its attention depends on something a static KV cache changes (the cache's length, a window per layer): "
+           "not supported by compile_causal_lm yet")
     if quantizes_activations(model):  # fp8: held to the eager model's own consistency (its kernels are exact)
-        bound = max(bound, NOISE_FACTOR * eager_rounding_noise(model, ids))
+        noise = eager_rounding_noise(model, ids)
+        bound = max(bound, NOISE_FACTOR * noise)
+        why = (f"beyond {NOISE_FACTOR}x the quantised model's own rounding noise ({noise:.1e}); {why}")
     if error > bound or not torch.isfinite(per_position).all():
         first = int((per_position > bound).nonzero()[0, 0]) if bool((per_position > bound).any()) else 0
         raise CompileError(f"{type(model).__name__}: the compiled prefill/decode steps do not compute what the model "
                            f"computes (logits rel. error {error:.1e} > {bound:.1e}, from position {first} of "
-                           f"{c.max_seq_len} on); "
-                           "its attention depends on something a static KV cache changes (the cache's length, a "
-                           "window per layer): not supported by compile_causal_lm yet")
+                           f"{c.max_seq_len} on): {why}")
 
 
 def _build_prefill(step: CausalLMStep, config: CausalLMConfig, dtype: torch.dtype, passes: Sequence[Pass],

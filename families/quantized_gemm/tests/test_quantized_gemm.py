@@ -53,6 +53,8 @@ from families.quantized_gemm.declaration import (
 )
 from foundation.errors import CompileError
 from foundation.ir import TensorType, dtype_of_torch
+from tests.family_sweep.catalog import FAMILIES as SWEEP_FAMILIES
+from tests.family_sweep.catalog import randomize
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -447,3 +449,20 @@ def test_other_moe_families_quantise_their_experts():
         with torch.no_grad():
             full, got = model(ids).logits, quantized(ids).logits
         assert (got - full).norm() / full.norm() < 3e-2, type(model).__name__
+
+
+def test_the_rounding_noise_of_an_fp8_model_counts_flips_a_compiled_model_can_make():
+    """A 2-layer fp8 Qwen3-MoE (the family sweep's) is bit-identical to itself when only its GEMMs' blocking
+    changes, yet a compiled model, whose f32 sums run in another order, flipped one e4m3 rounding and moved the logits
+    by 8e-3 (and was refused against a 1e-4 bound). Perturbing the embeddings by 1e-6 finds such flips: the noise
+    estimate is no longer 0, and the compiled model is held to 3x it."""
+    family = SWEEP_FAMILIES["qwen3_moe"]
+    model = quantize_model(randomize(family.build(), family.generation_std), "fp8")
+    ids = torch.randint(0, 100, (1, 32), generator=torch.Generator().manual_seed(11))
+    half = ids.shape[1] // 2
+    with torch.no_grad():
+        blocking = (model(input_ids=ids[:, :half]).logits - model(input_ids=ids).logits[:, :half]).abs().max()
+    assert float(blocking) < 1e-6
+    assert 1e-3 < eager_rounding_noise(model, ids) < 3e-2
+    dense = quantize_model(randomize(SWEEP_FAMILIES["llama"].build(), 0.2), "int8-weight-only")
+    assert eager_rounding_noise(dense, ids) < 1e-5  # weight-only: nothing to flip, the noise is f32's
