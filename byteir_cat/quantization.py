@@ -97,14 +97,32 @@ class QuantizedLinear(torch.nn.Module):
     BUFFERS = ("weight_q", "weight_scale", "weight_offset")
 
     def __init__(self, custom_op: str, tensors: tuple[torch.Tensor, ...], bias: torch.Tensor | None,
-                 routed: bool = False):
+                 routed: bool = False, dtype: torch.dtype | None = None):
         super().__init__()
         self.custom_op = f"expert_{custom_op}" if routed else custom_op
         self.routed = routed
+        self.dtype = dtype if dtype is not None else tensors[1].dtype  # the weights' own: the scales' but for fp8
         self.names = self.BUFFERS[:len(tensors)]
         for name, t in zip(self.names, tensors, strict=True):
             self.register_buffer(name, t.detach().contiguous())
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weights the quantised ones stand for ([N, K]; experts [E, N, K]), dequantised as the op's reference
+        does, in the dtype of the weights they replaced: for model code that reads a projection's weight (T5 casts
+        its activations to its output projection's dtype). While the model is exported, a meta tensor of that shape
+        and dtype: what such code reads, and no dequantisation in the exported program (code that computes with
+        it fails there, loudly, on the meta device)."""
+        q = self.weight_q
+        k = q.shape[-1] * 2 if self.custom_op.endswith("u4") else q.shape[-1]
+        if torch.compiler.is_exporting():
+            return torch.empty((*q.shape[:-1], k), dtype=self.dtype, device="meta")
+        decl = CUSTOM_OPS[self.custom_op]
+        tensors = [getattr(self, name) for name in self.names]
+        if self.routed:
+            return torch.stack([decl.weights_of(*one) for one in zip(*tensors, strict=True)]).to(self.dtype)
+        return decl.weights_of(*tensors).to(self.dtype)
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         op = getattr(getattr(torch.ops, TORCH_NAMESPACE), self.custom_op)
@@ -138,13 +156,13 @@ class QuantizeMode:
 
     def quantized(self, weight: torch.Tensor, bias: torch.Tensor | None) -> QuantizedLinear:
         """The projection ``weight`` [N, K] (and ``bias``) as this mode quantises it."""
-        return QuantizedLinear(self.custom_op, self.quantize(weight), bias)
+        return QuantizedLinear(self.custom_op, self.quantize(weight), bias, dtype=weight.dtype)
 
     def quantized_stack(self, stack: torch.Tensor, bias: torch.Tensor | None) -> QuantizedLinear:
         """A stack of experts' weights [E, N, K] (and biases [E, N]), each expert quantised as one projection."""
         parts = [self.quantize(w) for w in stack]
         return QuantizedLinear(self.custom_op, tuple(torch.stack(t) for t in zip(*parts, strict=True)), bias,
-                               routed=True)
+                               routed=True, dtype=stack.dtype)
 
 
 _OPTIONS = {"int8-weight-only": "no options", "int4-weight-only": f"{', '.join(f'/g{g}' for g in GROUPS)} and /sym",

@@ -137,7 +137,10 @@ SYMBOL_U4 = "cat_gemm_rcr_u4_f32"
 # int4: 32 weights per step from 16 bytes (byte i of a block holds element 2i in its low nibble and 2i + 1 in its
 # high one), against the row's block with its even elements first and its odd ones after (``IR_U4_ROWS`` reorders
 # the rows once per call); each group's products summed in vector registers and scaled once; the offsets added as
-# offset x (the group's sum of x), from sums computed once per call
+# offset x (the group's sum of x), from sums computed once per call. The codes are centred (code - 8, and the offset
+# moved to offset + 8 x scale, the group's middle value): with raw codes the two terms, scale x sum(code x) and
+# offset x sum(x), are each far larger than their sum for a group of weights around zero, and their f32 rounding
+# cancels into errors of 1e-4 and more on models with large activations (T5)
 IR_U4 = _kernel(SYMBOL_U4, "float* noalias %x, float* noalias %xsum, i8* noalias %w, float* noalias %scale, "
                 "float* noalias %offset", "i64 %G, ", """
   %groups = udiv i64 %K, %G
@@ -165,8 +168,10 @@ jloop:
   %packed = load <16 x i8>, <16 x i8>* %wpv, align 1
   %lo8 = and <16 x i8> %packed, {_splat("i8 15", 16)}
   %hi8 = lshr <16 x i8> %packed, {_splat("i8 4", 16)}
-  %lof = uitofp <16 x i8> %lo8 to <16 x float>
-  %hif = uitofp <16 x i8> %hi8 to <16 x float>
+  %lo8c = sub <16 x i8> %lo8, {_splat("i8 8", 16)}
+  %hi8c = sub <16 x i8> %hi8, {_splat("i8 8", 16)}
+  %lof = sitofp <16 x i8> %lo8c to <16 x float>
+  %hif = sitofp <16 x i8> %hi8c to <16 x float>
   %xlp = getelementptr float, float* %xrow, i64 %k
   %xlpv = bitcast float* %xlp to <16 x float>*
   %xlo = load <16 x float>, <16 x float>* %xlpv, align 4
@@ -188,7 +193,8 @@ gtail:
   %sp = getelementptr float, float* %scale, i64 %sidx
   %s = load float, float* %sp
   %ofsp = getelementptr float, float* %offset, i64 %sidx
-  %ofs = load float, float* %ofsp
+  %ofs0 = load float, float* %ofsp
+  %ofs = call float @llvm.fmuladd.f32(float %s, float 8.0, float %ofs0)
   %si = insertelement <16 x float> undef, float %s, i32 0
   %sv = shufflevector <16 x float> %si, <16 x float> undef, <16 x i32> zeroinitializer
   %total.next = call reassoc contract <16 x float> @llvm.fmuladd.v16f32(<16 x float> %sv, <16 x float> %a,

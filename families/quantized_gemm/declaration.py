@@ -242,8 +242,12 @@ class GemmW8(_QuantizedGemm):
                                     f"({self.bytes_read(operands)} bytes read per call)", operands)
 
     def reference_one(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        y = torch.nn.functional.linear(x.to(torch.float32), dequantized(w, scale).to(torch.float32))
+        y = torch.nn.functional.linear(x.to(torch.float32), self.weights_of(w, scale).to(torch.float32))
         return y.to(x.dtype)
+
+    def weights_of(self, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The [N, K] weights one projection's operands stand for, as the reference dequantises them."""
+        return dequantized(w, scale)
 
     def kernel_one(self, types: Sequence[TensorType]) -> CpuKernel | None:
         """The int8 kernel (``cpu_kernel.gemm_w8``, f32), writing into the planned buffer."""
@@ -289,8 +293,12 @@ class GemmU4(_QuantizedGemm):
 
     def reference_one(self, x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor
                       ) -> torch.Tensor:
-        y = torch.nn.functional.linear(x.to(torch.float32), dequantized_int4(w, scale, offset).to(torch.float32))
+        y = torch.nn.functional.linear(x.to(torch.float32), self.weights_of(w, scale, offset).to(torch.float32))
         return y.to(x.dtype)
+
+    def weights_of(self, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """The [N, K] weights one projection's operands stand for, as the reference dequantises them."""
+        return dequantized_int4(w, scale, offset)
 
     def kernel_one(self, types: Sequence[TensorType]) -> CpuKernel | None:
         """The int4 kernel (``cpu_kernel.gemm_u4``, f32), writing into the planned buffer."""
@@ -332,6 +340,11 @@ class GemmFp8(_QuantizedGemm):
         rows = x.reshape(-1, x.shape[-1])
         y = self._product(fp8_activations(rows, scales_per_row(w.shape, scale.shape)), w, scale)
         return y.reshape(*x.shape[:-1], w.shape[0]).to(x.dtype)
+
+    def weights_of(self, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The [N, K] weights one projection's operands stand for (f32): its e4m3 values times their scales (the
+        activations' own quantisation is the op's, not the weights')."""
+        return fp8_weights(w) * scale.to(torch.float32)[:, None]
 
     @staticmethod
     def _product(quantized: tuple[torch.Tensor, torch.Tensor], w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
