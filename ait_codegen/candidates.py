@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from cutlass_library import generator, library
 from cutlass_library import manifest as mf
@@ -63,6 +65,14 @@ def _manifest_args(operations: str = "gemm") -> argparse.Namespace:
         generator_target="library", disable_cutlass_package_imports=False)
 
 
+def _gemm_operations(manifest: mf.Manifest) -> Iterator[Any]:
+    """Every GEMM operation the generators put into ``manifest``."""
+    for by_cc in manifest.operations.values():
+        for by_name in by_cc.values():
+            for ops in by_name.values():
+                yield from ops
+
+
 @functools.lru_cache(maxsize=1)
 def enumerated() -> dict[str, tuple[GemmConfig, ...]]:
     """All 16-bit, fp32-accumulating tile configurations cutlass_library generates, per CUTLASS generation."""
@@ -71,25 +81,20 @@ def enumerated() -> dict[str, tuple[GemmConfig, ...]]:
     generator.GenerateSM90_TensorOp_16b_WGMMA_gemm(manifest, "13.0")
     found: dict[str, set[GemmConfig]] = {a: set() for a in set(GENERATION.values())}
     half = (library.DataType.f16, library.DataType.bf16)
-    for by_cc in manifest.operations.values():
-        for by_name in by_cc.values():
-            for ops in by_name.values():
-                for op in ops:
-                    if op.A.element not in half or op.accumulator_type() != library.DataType.f32:
-                        continue
-                    td = op.tile_description
-                    if op.arch == 80:
-                        found["sm_80"].add(GemmConfig("sm_80", tuple(td.threadblock_shape), tuple(td.warp_count),
-                                                      td.stages))
-                        continue
-                    sched = str(op.kernel_schedule).rsplit(".", 1)[-1]
-                    epi = str(op.epilogue_schedule).rsplit(".", 1)[-1]
-                    if str(op.tile_scheduler).endswith("StreamK") or "NoSmem" in epi or "Auto" in sched:
-                        continue
-                    kind = "cooperative" if sched.endswith("Cooperative") else "pingpong"
-                    for cluster in {tuple(td.cluster_shape), (1, 1, 1)}:
-                        found["sm_90a"].add(GemmConfig("sm_90a", tuple(td.threadblock_shape), (1, 1, 1), 0, 1,
-                                                       cluster, kind))
+    for op in _gemm_operations(manifest):
+        if op.A.element not in half or op.accumulator_type() != library.DataType.f32:
+            continue
+        td = op.tile_description
+        if op.arch == 80:
+            found["sm_80"].add(GemmConfig("sm_80", tuple(td.threadblock_shape), tuple(td.warp_count), td.stages))
+            continue
+        sched = str(op.kernel_schedule).rsplit(".", 1)[-1]
+        epi = str(op.epilogue_schedule).rsplit(".", 1)[-1]
+        if str(op.tile_scheduler).endswith("StreamK") or "NoSmem" in epi or "Auto" in sched:
+            continue
+        kind = "cooperative" if sched.endswith("Cooperative") else "pingpong"
+        for cluster in {tuple(td.cluster_shape), (1, 1, 1)}:
+            found["sm_90a"].add(GemmConfig("sm_90a", tuple(td.threadblock_shape), (1, 1, 1), 0, 1, cluster, kind))
     return {a: tuple(sorted(v, key=lambda c: c.name)) for a, v in found.items()}
 
 
@@ -125,14 +130,15 @@ def enumerated_conv_fprop() -> dict[str, tuple[GemmConfig, ...]]:
     return {a: tuple(sorted(v, key=lambda c: c.name)) for a, v in found.items()}
 
 
-# cutlass_library's CUTLASS 2.x generators of the quantised GEMMs' tiles: the generator, A's and B's element types,
-# the math operation, and the arch the configurations are tagged with
+# cutlass_library's CUTLASS 2.x generators of the quantised GEMMs' tiles: the generator and its second argument (the
+# fp8 one takes the accumulator type, the others the CUDA version), A's and B's element types, the math operation,
+# and the arch the configurations are tagged with
 _QUANTIZED_TABLES = {
-    "fp8": (generator.GenerateSM89_TensorOp_16832_fp8, (library.DataType.e4m3,), (library.DataType.e4m3,),
-            library.MathOperation.multiply_add, "sm_89"),
+    "fp8": (generator.GenerateSM89_TensorOp_16832_fp8, library.DataType.f32, (library.DataType.e4m3,),
+            (library.DataType.e4m3,), library.MathOperation.multiply_add, "sm_89"),
     # upcast_a: int8 A and 16-bit B with a column-major C, which CUTLASS computes as the transposed problem (16-bit
     # A, int8 column-major B, row-major C: our form), its tiles applied to that problem
-    "w8": (generator.GenerateSM80_TensorOp_16816_mixed_input_upcast_a, (library.DataType.s8,),
+    "w8": (generator.GenerateSM80_TensorOp_16816_mixed_input_upcast_a, "13.0", (library.DataType.s8,),
            (library.DataType.f16, library.DataType.bf16), library.MathOperation.multiply_add_mixed_input_upcast,
            "sm_80"),
 }
@@ -144,19 +150,14 @@ def enumerated_quantized(kind: str) -> tuple[GemmConfig, ...]:
     tensor cores, e4m3 x e4m3, the exact multiply-add; arch "sm_89") or "w8" (Ampere's mixed-input GEMM, 16-bit
     activations times int8 weights upcast in registers; arch "sm_80"). Which fit a block's shared memory depends on
     the device (``foundation.cuda_arch.SMEM_PER_BLOCK``)."""
-    generate, a_types, b_types, math, arch = _QUANTIZED_TABLES[kind]
+    generate, argument, a_types, b_types, math, arch = _QUANTIZED_TABLES[kind]
     manifest = mf.Manifest(_manifest_args())
-    generate(manifest, library.DataType.f32 if kind == "fp8" else "13.0")
-    found: set[GemmConfig] = set()
-    for by_cc in manifest.operations.values():
-        for by_name in by_cc.values():
-            for ops in by_name.values():
-                for op in ops:
-                    td = op.tile_description
-                    if op.A.element in a_types and op.B.element in b_types and \
-                            td.math_instruction.math_operation == math and \
-                            op.accumulator_type() == library.DataType.f32:
-                        found.add(GemmConfig(arch, tuple(td.threadblock_shape), tuple(td.warp_count), td.stages))
+    generate(manifest, argument)
+    found = {GemmConfig(arch, tuple(op.tile_description.threadblock_shape), tuple(op.tile_description.warp_count),
+                        op.tile_description.stages)
+             for op in _gemm_operations(manifest)
+             if op.A.element in a_types and op.B.element in b_types and op.accumulator_type() == library.DataType.f32
+             and op.tile_description.math_instruction.math_operation == math}
     return tuple(sorted(found, key=lambda c: c.name))
 
 
